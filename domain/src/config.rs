@@ -1,0 +1,710 @@
+//! Configuration: one struct tree, defaults in code, a TOML file on top, and
+//! `ESTATEMON_*` environment variables on top of that.
+//!
+//! `estatemon.example.toml` at the repository root documents every field and
+//! is loaded by the tests, so it cannot drift from this file.
+//!
+//! Environment variables name a field by its path, sections joined with `_`
+//! (`ESTATEMON_DATABASE_URL` → `database.url`, `ESTATEMON_INGEST_BATCH_LINGER_MS`
+//! → `ingest.batch_linger_ms`) or, unambiguously, with `__`
+//! (`ESTATEMON_MQTT__TOPICS__TELEMETRY`).
+//!
+//! Errors name the file, the line and the field, because an operator editing
+//! a config at 3 a.m. should not have to bisect it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a configuration problem was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: field `{field}`: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{}: field `{field}`: {message}", Located(path, *line))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        field: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+struct Located<'a>(&'a Path, Option<usize>);
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(line) => write!(f, "{}:{line}", self.0.display()),
+            None => write!(f, "{}", self.0.display()),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub mqtt: MqttConfig,
+    pub ingest: IngestConfig,
+    pub storage: StorageConfig,
+    pub registry: RegistryConfig,
+    pub simulate: SimulateConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user[:password]@host:port/database`.
+    pub url: String,
+    /// Create the database if it does not exist (needs CREATEDB).
+    pub create_database: bool,
+    pub connect_timeout_s: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "postgres://postgres@127.0.0.1:5432/estatemon".into(),
+            create_database: true,
+            connect_timeout_s: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtt://[user:pass@]host:port`.
+    pub url: String,
+    /// Client id; must be unique per ingest process, and stable across its
+    /// restarts so the broker keeps its session (and the messages queued
+    /// while it was down).
+    pub client_id: String,
+    /// When set, subscribe as `$share/{group}/…` so several ingest processes
+    /// split one stream.
+    pub shared_group: Option<String>,
+    pub keep_alive_s: u64,
+    /// How long the broker keeps the session (and queues QoS 1 messages)
+    /// while the ingestor is away.
+    pub session_expiry_s: u32,
+    /// How many unacknowledged messages the broker may send us at once; the
+    /// throughput ceiling is receive_maximum / commit latency.
+    pub receive_maximum: u16,
+    pub reconnect_max_backoff_s: u64,
+    pub topics: TopicsConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "estatemon-ingest".into(),
+            shared_group: None,
+            keep_alive_s: 30,
+            session_expiry_s: 7 * 24 * 3600,
+            receive_maximum: 4000,
+            reconnect_max_backoff_s: 30,
+            topics: TopicsConfig::default(),
+        }
+    }
+}
+
+/// Topic templates per payload format. Placeholders are whole topic levels:
+/// `{site}` (optional) and `{device_id}` (required).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub telemetry: String,
+    pub events: String,
+    pub senml: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            telemetry: "estatemon/{site}/{device_id}/telemetry".into(),
+            events: "estatemon/{site}/{device_id}/events".into(),
+            senml: "estatemon/{site}/{device_id}/senml".into(),
+        }
+    }
+}
+
+/// Parsed `mqtt.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl MqttConfig {
+    pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
+        let url = url::Url::parse(&self.url).map_err(|e| format!("`{}`: {e}", self.url))?;
+        if !matches!(url.scheme(), "mqtt" | "tcp") {
+            return Err(format!(
+                "`{}`: scheme must be mqtt:// (TLS: terminate at the broker's local listener)",
+                self.url
+            ));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("`{}` has no host", self.url))?
+            .to_owned();
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(s.as_bytes())
+                .map(|(k, v)| format!("{k}{v}"))
+                .collect::<String>()
+        };
+        Ok(MqttEndpoint {
+            host,
+            port: url.port().unwrap_or(1883),
+            username: (!url.username().is_empty()).then(|| decode(url.username())),
+            password: url.password().map(decode),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// A batch is committed when it holds this many readings…
+    pub batch_max_readings: usize,
+    /// …or when its oldest message has waited this long.
+    pub batch_linger_ms: u64,
+    /// Parallel database writers (each one connection, one batch at a time).
+    pub writers: usize,
+    /// Readings stamped further than this in the future are dead letters
+    /// (a device clock gone wrong would otherwise poison "latest" queries).
+    pub max_future_skew_s: u64,
+    /// Readings older than this are dead letters (a clock reset to 1970).
+    pub max_age_days: u64,
+    pub max_payload_bytes: usize,
+    /// Address of `/metrics` and `/health`.
+    pub listen: String,
+    /// Secret for pseudonymising access credentials. Set it in production
+    /// (`ESTATEMON_INGEST_PSEUDONYM_KEY`); without it a built-in development
+    /// key is used and a warning is logged.
+    pub pseudonym_key: Option<String>,
+    pub db_retry_max_backoff_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            batch_max_readings: 5000,
+            batch_linger_ms: 50,
+            writers: 2,
+            max_future_skew_s: 300,
+            max_age_days: 3650,
+            max_payload_bytes: 1 << 20,
+            listen: "127.0.0.1:9464".into(),
+            pseudonym_key: None,
+            db_retry_max_backoff_s: 10,
+        }
+    }
+}
+
+/// Which storage engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageModeSetting {
+    /// TimescaleDB when the extension can be created, plain PostgreSQL otherwise.
+    Auto,
+    Plain,
+    Timescaledb,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub mode: StorageModeSetting,
+    /// Partition / chunk width.
+    pub chunk_days: u32,
+    /// Raw readings older than this are dropped (0 keeps them forever);
+    /// hourly and daily rollups are kept.
+    pub retention_days: u32,
+    /// TimescaleDB compresses chunks older than this.
+    pub compress_after_days: u32,
+    /// Plain mode: partitions created ahead of the current time.
+    pub partitions_ahead: u32,
+    /// How often the maintenance task refreshes rollups and partitions.
+    pub maintenance_interval_s: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            mode: StorageModeSetting::Auto,
+            chunk_days: 7,
+            retention_days: 730,
+            compress_after_days: 7,
+            partitions_ahead: 2,
+            maintenance_interval_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Sites, buildings and devices loaded into the database at start.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulateConfig {
+    /// Site definition; the shipped default site when unset.
+    pub site_file: Option<PathBuf>,
+    /// Seconds between meter readings (simulated time).
+    pub interval_s: u64,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    pub seed: u64,
+    pub client_id: String,
+}
+
+impl Default for SimulateConfig {
+    fn default() -> Self {
+        SimulateConfig {
+            site_file: None,
+            interval_s: 60,
+            speed: 1.0,
+            seed: 42,
+            client_id: "estatemon-simulator".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `estatemon_ingest=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+pub const ENV_PREFIX: &str = "ESTATEMON_";
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (config, text) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let config: Config =
+                    toml::from_str(&text).map_err(|e| locate_error(path, &text, &e))?;
+                (config, Some(text))
+            }
+            None => (Config::default(), None),
+        };
+        let config = apply_env(config, env)?;
+        config.validate(path, text.as_deref())?;
+        Ok(config)
+    }
+
+    /// Checks that go beyond types, naming the field and, when the value came
+    /// from the file, its line.
+    pub fn validate(&self, path: Option<&Path>, text: Option<&str>) -> Result<(), ConfigError> {
+        let fail = |field: &str, message: String| {
+            let key = field.rsplit('.').next().unwrap_or(field);
+            ConfigError::Invalid {
+                path: path
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| PathBuf::from("<defaults and environment>")),
+                line: text.and_then(|t| line_of(t, &format!("{key} ="))),
+                field: field.to_owned(),
+                message,
+            }
+        };
+        self.mqtt.endpoint().map_err(|m| fail("mqtt.url", m))?;
+        self.database
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| fail("database.url", format!("`{}`: {e}", redact_url(&self.database.url))))?;
+        for (field, template) in [
+            ("mqtt.topics.telemetry", &self.mqtt.topics.telemetry),
+            ("mqtt.topics.events", &self.mqtt.topics.events),
+            ("mqtt.topics.senml", &self.mqtt.topics.senml),
+        ] {
+            check_topic_template(template).map_err(|m| fail(field, m))?;
+        }
+        if let Some(group) = &self.mqtt.shared_group {
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                return Err(fail(
+                    "mqtt.shared_group",
+                    format!("`{group}` must be a non-empty name without / + #"),
+                ));
+            }
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return Err(fail("mqtt.receive_maximum", "must be at least 1".into()));
+        }
+        if self.ingest.batch_max_readings == 0 {
+            return Err(fail("ingest.batch_max_readings", "must be at least 1".into()));
+        }
+        if self.ingest.writers == 0 || self.ingest.writers > 16 {
+            return Err(fail("ingest.writers", "must be between 1 and 16".into()));
+        }
+        self.ingest
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| fail("ingest.listen", format!("`{}`: {e}", self.ingest.listen)))?;
+        if self.storage.chunk_days == 0 {
+            return Err(fail("storage.chunk_days", "must be at least 1".into()));
+        }
+        if !(self.simulate.speed > 0.0) {
+            return Err(fail("simulate.speed", "must be positive".into()));
+        }
+        if self.simulate.interval_s == 0 {
+            return Err(fail("simulate.interval_s", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Hides the password in a URL for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A topic template is valid when placeholders fill whole levels, `{device_id}`
+/// appears once, and no MQTT wildcard is used.
+pub fn check_topic_template(template: &str) -> Result<(), String> {
+    let mut device = 0;
+    for level in template.split('/') {
+        match level {
+            "{device_id}" => device += 1,
+            "{site}" => {}
+            l if l.contains(['{', '}']) => {
+                return Err(format!(
+                    "`{template}`: `{l}` — placeholders are {{site}} and {{device_id}} and must fill a whole level"
+                ))
+            }
+            l if l.contains(['+', '#']) => {
+                return Err(format!("`{template}`: wildcards are not allowed in templates"))
+            }
+            _ => {}
+        }
+    }
+    if device != 1 {
+        return Err(format!("`{template}` must contain {{device_id}} exactly once"));
+    }
+    Ok(())
+}
+
+/// First 1-based line containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// Turns a TOML error into one that names file, line, column and field.
+pub fn locate_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
+    let offset = err.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        field: field_at(text, line),
+        message: err.message().trim().to_owned(),
+    }
+}
+
+/// Dotted path of the key on `line` (1-based), from the nearest table header.
+fn field_at(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.saturating_sub(1)).copied().unwrap_or("").trim();
+    let mut section = String::new();
+    for l in lines.iter().take(line.saturating_sub(1)).rev() {
+        let l = l.trim();
+        if l.starts_with('[') {
+            section = l.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            break;
+        }
+    }
+    let key = here
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .unwrap_or_default();
+    if here.starts_with('[') {
+        return here.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+    }
+    match (section.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => section,
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+/// Overlays `ESTATEMON_*` variables on the configuration.
+fn apply_env(
+    config: Config,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut tree = toml::Value::try_from(&config).expect("config serialises");
+    let mut applied = Vec::new();
+    for (var, raw) in env {
+        let Some(name) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        let Some(path) = env_path(&tree, &name) else {
+            // Test harnesses and wrappers use ESTATEMON_* names of their own.
+            tracing::debug!(%var, "environment variable names no configuration field");
+            continue;
+        };
+        set_path(&mut tree, &path, &raw);
+        applied.push((var, path.join(".")));
+    }
+    let text = toml::to_string(&tree).expect("config tree serialises");
+    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        let field = e.message().to_owned();
+        let var = applied
+            .iter()
+            .find(|(_, path)| text_mentions(&e, &text, path))
+            .map(|(v, _)| v.clone())
+            .unwrap_or_else(|| applied.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", "));
+        ConfigError::Env {
+            var,
+            message: field,
+        }
+    })
+}
+
+fn text_mentions(err: &toml::de::Error, text: &str, path: &str) -> bool {
+    let Some(span) = err.span() else { return false };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    field_at(text, line) == path
+}
+
+/// Resolves `database_url` to `["database", "url"]` against the config tree.
+fn env_path(tree: &toml::Value, name: &str) -> Option<Vec<String>> {
+    if name.contains("__") {
+        let path: Vec<String> = name.split("__").map(str::to_owned).collect();
+        return Some(path);
+    }
+    let table = tree.as_table()?;
+    if table.contains_key(name) && !table[name].is_table() {
+        return Some(vec![name.to_owned()]);
+    }
+    for (key, value) in table {
+        if let Some(rest) = name.strip_prefix(&format!("{key}_")) {
+            if value.is_table() {
+                if let Some(mut tail) = env_path(value, rest) {
+                    tail.insert(0, key.clone());
+                    return Some(tail);
+                }
+            }
+        }
+    }
+    // Option fields that are unset do not appear in the tree: accept a leaf
+    // under a known section and let deserialisation judge it.
+    let (section, rest) = name.split_once('_')?;
+    table
+        .get(section)
+        .filter(|v| v.is_table())
+        .map(|_| vec![section.to_owned(), rest.to_owned()])
+}
+
+fn set_path(tree: &mut toml::Value, path: &[String], raw: &str) {
+    let mut node = tree;
+    for key in &path[..path.len() - 1] {
+        let table = node.as_table_mut().expect("path walks tables");
+        node = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let leaf = path.last().expect("non-empty path").clone();
+    let table = node.as_table_mut().expect("leaf parent is a table");
+    let typed = match table.get(&leaf) {
+        Some(toml::Value::String(_)) | None if raw.parse::<f64>().is_err() && !is_bool(raw) => {
+            toml::Value::String(raw.to_owned())
+        }
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
+        _ => parse_scalar(raw),
+    };
+    table.insert(leaf, typed);
+}
+
+fn is_bool(raw: &str) -> bool {
+    matches!(raw, "true" | "false")
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(f) = raw.parse::<f64>() {
+        toml::Value::Float(f)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("estatemon.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!(
+                    "estatemon-config-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_loads_and_matches_defaults_where_it_says_so() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../estatemon.example.toml");
+        let config = Config::load_with_env(Some(&path), Vec::new()).unwrap();
+        assert_eq!(config.mqtt.topics, TopicsConfig::default());
+        assert_eq!(config.database.url, DatabaseConfig::default().url);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let (_d, path) = write("[ingest]\nbatch_linger_ms = 20\n");
+        let env = vec![
+            ("ESTATEMON_DATABASE_URL".into(), "postgres://u@db:5433/x".into()),
+            ("ESTATEMON_MQTT_URL".into(), "mqtt://dev:secret@broker:1884".into()),
+            ("ESTATEMON_INGEST_WRITERS".into(), "3".into()),
+            ("ESTATEMON_MQTT_SHARED_GROUP".into(), "ingest".into()),
+            ("ESTATEMON_MQTT__TOPICS__SENML".into(), "gw/{device_id}/up".into()),
+            ("ESTATEMON_TEST_ONLY_THING".into(), "ignored".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        let c = Config::load_with_env(Some(&path), env).unwrap();
+        assert_eq!(c.database.url, "postgres://u@db:5433/x");
+        assert_eq!(c.ingest.batch_linger_ms, 20);
+        assert_eq!(c.ingest.writers, 3);
+        assert_eq!(c.mqtt.shared_group.as_deref(), Some("ingest"));
+        assert_eq!(c.mqtt.topics.senml, "gw/{device_id}/up");
+        let ep = c.mqtt.endpoint().unwrap();
+        assert_eq!(
+            (ep.host.as_str(), ep.port, ep.username.as_deref(), ep.password.as_deref()),
+            ("broker", 1884, Some("dev"), Some("secret"))
+        );
+    }
+
+    #[test]
+    fn bad_files_name_line_and_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[ingest]\nwriters = 2\nbatch_linger_ms = \"fast\"\n", ":3:", "ingest.batch_linger_ms"),
+            ("[mqtt]\nurl = \"mqtt://x\"\nclient_idd = \"a\"\n", ":3:", "mqtt.client_idd"),
+            ("[storage]\nmode = \"cassandra\"\n", ":2:", "storage.mode"),
+            ("[mqtt.topics]\ntelemetry = \"a/{site}/b\"\n", ":2", "mqtt.topics.telemetry"),
+            ("[ingest]\nwriters = 0\n", ":2", "ingest.writers"),
+            ("[mqtt]\nurl = \"http://broker\"\n", ":2", "mqtt.url"),
+            ("[ingest\nwriters = 1\n", ":1:", "ingest"),
+        ];
+        for (text, line, field) in cases {
+            let (_d, path) = write(text);
+            let err = Config::load_with_env(Some(&path), Vec::new())
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains("estatemon.toml"), "{err}");
+            assert!(err.contains(line), "want line {line}: {err}");
+            assert!(err.contains(field), "want field {field}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_environment_names_the_variable() {
+        let env = vec![("ESTATEMON_INGEST_WRITERS".into(), "many".into())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("ESTATEMON_INGEST_WRITERS"), "{err}");
+    }
+
+    #[test]
+    fn topic_templates() {
+        assert!(check_topic_template("estatemon/{site}/{device_id}/telemetry").is_ok());
+        assert!(check_topic_template("gw/{device_id}").is_ok());
+        assert!(check_topic_template("gw/{site}").is_err());
+        assert!(check_topic_template("gw/dev-{device_id}").is_err());
+        assert!(check_topic_template("gw/+/{device_id}").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:hunter2@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+}

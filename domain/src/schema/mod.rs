@@ -1,0 +1,414 @@
+//! The database schema: versioned migrations, the storage mode, partitions
+//! and rollups.
+//!
+//! estatemon runs on TimescaleDB when the extension can be created
+//! (hypertables, compression, retention and continuous aggregates) and on
+//! plain PostgreSQL otherwise (native range partitions and rollup tables kept
+//! by the program). The mode is decided once, when the schema is first
+//! created, and recorded in `estatemon_meta`: tables partitioned one way
+//! cannot silently become the other.
+//!
+//! Both modes expose the same relations (`readings`, `events`,
+//! `readings_hourly`, `readings_daily`, …) with the same columns, so every
+//! query in estatemon works on either.
+
+pub mod partitions;
+pub mod rollups;
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::{redact_url, DatabaseConfig, StorageConfig, StorageModeSetting};
+
+/// Which engine holds the time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    Plain,
+    Timescaledb,
+}
+
+impl StorageMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageMode::Plain => "plain",
+            StorageMode::Timescaledb => "timescaledb",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "cannot reach PostgreSQL at {target}: {source}. Start PostgreSQL, or point \
+         ESTATEMON_DATABASE_URL (or database.url in the config file) at a running server"
+    )]
+    Unreachable {
+        target: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("invalid database.url `{url}`: {source}")]
+    BadUrl {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("storage.mode is timescaledb but the extension cannot be used: {0}")]
+    TimescaleUnavailable(String),
+    #[error(
+        "the schema was created in {existing} mode; storage.mode = {wanted} cannot change it \
+         (migrate the data to a new database instead)"
+    )]
+    ModeMismatch { existing: String, wanted: String },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Connects, spawning the connection task. Errors say where we tried to go.
+pub async fn connect(config: &DatabaseConfig) -> Result<Client, SchemaError> {
+    connect_url(&config.url, Duration::from_secs(config.connect_timeout_s)).await
+}
+
+pub async fn connect_url(url: &str, timeout: Duration) -> Result<Client, SchemaError> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|source| SchemaError::BadUrl {
+        url: redact_url(url),
+        source,
+    })?;
+    pg.connect_timeout(timeout);
+    pg.application_name("estatemon");
+    let (client, connection) =
+        pg.connect(NoTls)
+            .await
+            .map_err(|source| SchemaError::Unreachable {
+                target: describe(&pg),
+                source,
+            })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+fn describe(pg: &tokio_postgres::Config) -> String {
+    let host = pg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port} (database `{}`, user `{}`)",
+        pg.get_dbname().unwrap_or("?"),
+        pg.get_user().unwrap_or("?")
+    )
+}
+
+/// Creates the configured database if it does not exist yet.
+pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), SchemaError> {
+    let pg: tokio_postgres::Config =
+        config.url.parse().map_err(|source| SchemaError::BadUrl {
+            url: redact_url(&config.url),
+            source,
+        })?;
+    let Some(dbname) = pg.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = pg.clone();
+    admin.dbname("postgres");
+    admin.connect_timeout(Duration::from_secs(config.connect_timeout_s));
+    let (client, connection) =
+        admin
+            .connect(NoTls)
+            .await
+            .map_err(|source| SchemaError::Unreachable {
+                target: describe(&pg),
+                source,
+            })?;
+    tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await?
+        .is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
+        match client
+            .batch_execute(&format!("CREATE DATABASE {quoted}"))
+            .await
+        {
+            Ok(()) => tracing::info!(database = %dbname, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+struct Migration {
+    version: i32,
+    name: &'static str,
+    common: Option<&'static str>,
+    plain: Option<&'static str>,
+    timescale: Option<&'static str>,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "registry",
+        common: Some(include_str!("migrations/0001_registry.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 2,
+        name: "timeseries",
+        common: None,
+        plain: Some(include_str!("migrations/0002_timeseries.plain.sql")),
+        timescale: Some(include_str!("migrations/0002_timeseries.timescale.sql")),
+    },
+];
+
+/// What [`migrate`] found and did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MigrationReport {
+    pub mode: StorageMode,
+    /// Why this mode (e.g. "timescaledb 2.17.2" or "extension not installed").
+    pub reason: String,
+    pub applied: Vec<String>,
+    pub schema_version: i32,
+}
+
+/// Arbitrary constant: serialises migrations of concurrent starters.
+const MIGRATION_LOCK: i64 = 0x6573_7461_7465_6d6f;
+
+/// Applies pending migrations and the storage policies. Safe to run from
+/// several processes at once.
+pub async fn migrate(
+    client: &mut Client,
+    storage: &StorageConfig,
+) -> Result<MigrationReport, SchemaError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = migrate_locked(client, storage).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result
+}
+
+async fn migrate_locked(
+    client: &mut Client,
+    storage: &StorageConfig,
+) -> Result<MigrationReport, SchemaError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    let (mode, reason, chunk_days) = if applied.is_empty() {
+        let (mode, reason) = choose_mode(client, storage.mode).await?;
+        (mode, reason, storage.chunk_days)
+    } else {
+        let existing = recorded_mode(client).await?;
+        let wanted = match storage.mode {
+            StorageModeSetting::Auto => existing,
+            StorageModeSetting::Plain => StorageMode::Plain,
+            StorageModeSetting::Timescaledb => StorageMode::Timescaledb,
+        };
+        if wanted != existing {
+            return Err(SchemaError::ModeMismatch {
+                existing: existing.as_str().into(),
+                wanted: wanted.as_str().into(),
+            });
+        }
+        let reason = match existing {
+            StorageMode::Timescaledb => timescale_version(client)
+                .await?
+                .map(|v| format!("timescaledb {v}"))
+                .unwrap_or_else(|| "timescaledb (version unknown)".into()),
+            StorageMode::Plain => "schema created on plain PostgreSQL".into(),
+        };
+        (existing, reason, recorded_chunk_days(client).await?)
+    };
+
+    let mut done = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let sql = match mode {
+            StorageMode::Plain => m.plain,
+            StorageMode::Timescaledb => m.timescale,
+        };
+        let tx = client.transaction().await?;
+        let fail = |source| SchemaError::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        for part in [m.common, sql].into_iter().flatten() {
+            let part = part.replace("{chunk_days}", &chunk_days.to_string());
+            tx.batch_execute(&part).await.map_err(fail)?;
+        }
+        if m.version == 1 {
+            tx.execute(
+                "INSERT INTO estatemon_meta (key, value) VALUES ('storage_mode', $1), ('chunk_days', $2)",
+                &[&mode.as_str(), &chunk_days.to_string()],
+            )
+            .await
+            .map_err(fail)?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, mode = mode.as_str(), "applied migration");
+        done.push(format!("{:04}_{}", m.version, m.name));
+    }
+    apply_policies(client, mode, storage).await?;
+    Ok(MigrationReport {
+        mode,
+        reason,
+        applied: done,
+        schema_version: MIGRATIONS.last().map(|m| m.version).unwrap_or(0),
+    })
+}
+
+async fn choose_mode(
+    client: &Client,
+    setting: StorageModeSetting,
+) -> Result<(StorageMode, String), SchemaError> {
+    if setting == StorageModeSetting::Plain {
+        return Ok((StorageMode::Plain, "storage.mode = plain".into()));
+    }
+    let available = client
+        .query_opt(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    let outcome = if available {
+        // CREATE EXTENSION fails when timescaledb is installed but not in
+        // shared_preload_libraries; that is a plain-mode server too.
+        match client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .await
+        {
+            Ok(()) => Ok(timescale_version(client).await?.unwrap_or_default()),
+            Err(e) => Err(e
+                .as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())),
+        }
+    } else {
+        Err("the timescaledb extension is not installed on this server".into())
+    };
+    match (outcome, setting) {
+        (Ok(version), _) => Ok((StorageMode::Timescaledb, format!("timescaledb {version}"))),
+        (Err(why), StorageModeSetting::Timescaledb) => Err(SchemaError::TimescaleUnavailable(why)),
+        (Err(why), _) => Ok((StorageMode::Plain, format!("plain PostgreSQL: {why}"))),
+    }
+}
+
+async fn timescale_version(client: &Client) -> Result<Option<String>, SchemaError> {
+    Ok(client
+        .query_opt(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// The storage mode recorded when the schema was created.
+pub async fn recorded_mode(client: &Client) -> Result<StorageMode, SchemaError> {
+    let row = client
+        .query_opt(
+            "SELECT value FROM estatemon_meta WHERE key = 'storage_mode'",
+            &[],
+        )
+        .await?;
+    Ok(match row.map(|r| r.get::<_, String>(0)).as_deref() {
+        Some("timescaledb") => StorageMode::Timescaledb,
+        _ => StorageMode::Plain,
+    })
+}
+
+/// Partition / chunk width recorded when the schema was created.
+pub async fn recorded_chunk_days(client: &Client) -> Result<u32, SchemaError> {
+    let row = client
+        .query_opt("SELECT value FROM estatemon_meta WHERE key = 'chunk_days'", &[])
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, String>(0).parse().ok())
+        .unwrap_or(7))
+}
+
+/// Compression and retention (TimescaleDB policies; in plain mode retention
+/// is enforced by [`partitions::drop_expired`]). Re-applied at every start so
+/// a changed configuration takes effect.
+async fn apply_policies(
+    client: &Client,
+    mode: StorageMode,
+    storage: &StorageConfig,
+) -> Result<(), SchemaError> {
+    if mode != StorageMode::Timescaledb {
+        return Ok(());
+    }
+    for table in ["readings", "events"] {
+        client
+            .execute(
+                "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
+                &[&table],
+            )
+            .await?;
+        let after = format!("{} days", storage.compress_after_days);
+        client
+            .execute(
+                "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
+                &[&table, &after],
+            )
+            .await?;
+        client
+            .execute(
+                "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
+                &[&table],
+            )
+            .await?;
+        if storage.retention_days > 0 {
+            let keep = format!("{} days", storage.retention_days);
+            client
+                .execute(
+                    "SELECT add_retention_policy($1::text::regclass, $2::text::interval)",
+                    &[&table, &keep],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}

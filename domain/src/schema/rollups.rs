@@ -1,0 +1,166 @@
+//! Hourly and daily rollups of `readings`.
+//!
+//! Writers record the hours they touched in `rollup_dirty`, inside the
+//! transaction that stores the readings. This task recomputes exactly those
+//! hours (and their days): a backfill of last March refreshes last March,
+//! and a crash between commit and refresh loses nothing, because the dirty
+//! mark was committed with the data.
+//!
+//! Plain mode recomputes into tables; TimescaleDB mode asks the continuous
+//! aggregates to refresh the same windows (their policies cover recent data
+//! anyway; this covers late and backfilled data).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use tokio_postgres::Client;
+
+use super::{SchemaError, StorageMode};
+
+/// Contiguous `[start, end)` ranges covering the given hour starts.
+pub fn coalesce(hours: &BTreeSet<DateTime<Utc>>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    for &h in hours {
+        match out.last_mut() {
+            Some((_, end)) if *end == h => *end = h + Duration::hours(1),
+            _ => out.push((h, h + Duration::hours(1))),
+        }
+    }
+    out
+}
+
+fn day_ranges(hours: &[(DateTime<Utc>, DateTime<Utc>)]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let days: BTreeSet<DateTime<Utc>> = hours
+        .iter()
+        .flat_map(|(s, e)| {
+            let first = s.duration_trunc(Duration::days(1)).unwrap();
+            let mut d = first;
+            let mut v = Vec::new();
+            while d < *e {
+                v.push(d);
+                d += Duration::days(1);
+            }
+            v
+        })
+        .collect();
+    let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    for d in days {
+        match out.last_mut() {
+            Some((_, end)) if *end == d => *end = d + Duration::days(1),
+            _ => out.push((d, d + Duration::days(1))),
+        }
+    }
+    out
+}
+
+const REFRESH_HOURLY: &str = "
+INSERT INTO readings_hourly (device_id, metric, bucket, samples, avg, min, max, first, last)
+SELECT device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*), avg(value), min(value), max(value),
+       (array_agg(value ORDER BY ts))[1], (array_agg(value ORDER BY ts DESC))[1]
+  FROM readings
+ WHERE ts >= $1 AND ts < $2
+ GROUP BY 1, 2, 3
+ON CONFLICT (device_id, metric, bucket) DO UPDATE
+   SET samples = EXCLUDED.samples, avg = EXCLUDED.avg, min = EXCLUDED.min,
+       max = EXCLUDED.max, first = EXCLUDED.first, last = EXCLUDED.last";
+
+const REFRESH_DAILY: &str = "
+INSERT INTO readings_daily (device_id, metric, bucket, samples, avg, min, max, first, last)
+SELECT device_id, metric, date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       sum(samples)::bigint, sum(avg * samples) / sum(samples), min(min), max(max),
+       (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1]
+  FROM readings_hourly
+ WHERE bucket >= $1 AND bucket < $2
+ GROUP BY 1, 2, 3
+ON CONFLICT (device_id, metric, bucket) DO UPDATE
+   SET samples = EXCLUDED.samples, avg = EXCLUDED.avg, min = EXCLUDED.min,
+       max = EXCLUDED.max, first = EXCLUDED.first, last = EXCLUDED.last";
+
+/// Refreshes up to `limit` dirty hours; returns how many were refreshed.
+pub async fn refresh_dirty(
+    client: &mut Client,
+    mode: StorageMode,
+    limit: i64,
+) -> Result<usize, SchemaError> {
+    let tx = client.transaction().await?;
+    let hours: BTreeSet<DateTime<Utc>> = tx
+        .query(
+            "DELETE FROM rollup_dirty WHERE bucket IN (
+                 SELECT bucket FROM rollup_dirty ORDER BY bucket LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING bucket",
+            &[&limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if hours.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let ranges = coalesce(&hours);
+    let days = day_ranges(&ranges);
+    match mode {
+        StorageMode::Plain => {
+            for (s, e) in &ranges {
+                tx.execute(REFRESH_HOURLY, &[s, e]).await?;
+            }
+            for (s, e) in &days {
+                tx.execute(REFRESH_DAILY, &[s, e]).await?;
+            }
+            tx.commit().await?;
+        }
+        StorageMode::Timescaledb => {
+            // refresh_continuous_aggregate cannot run inside a transaction:
+            // commit the claim, refresh, and put the marks back on failure.
+            tx.commit().await?;
+            let result = async {
+                for (s, e) in &ranges {
+                    client
+                        .execute(
+                            "CALL refresh_continuous_aggregate('readings_hourly', $1::timestamptz, $2::timestamptz)",
+                            &[s, e],
+                        )
+                        .await?;
+                }
+                for (s, e) in &days {
+                    client
+                        .execute(
+                            "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
+                            &[s, e],
+                        )
+                        .await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                let back: Vec<DateTime<Utc>> = hours.iter().copied().collect();
+                let _ = client
+                    .execute(
+                        "INSERT INTO rollup_dirty (bucket) SELECT unnest($1::timestamptz[]) ON CONFLICT DO NOTHING",
+                        &[&back],
+                    )
+                    .await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(hours.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn hours_coalesce_into_ranges_and_days() {
+        let h = |d, hh| Utc.with_ymd_and_hms(2026, 3, d, hh, 0, 0).unwrap();
+        let hours: BTreeSet<_> = [h(1, 22), h(1, 23), h(2, 0), h(2, 5)].into_iter().collect();
+        let ranges = coalesce(&hours);
+        assert_eq!(ranges, vec![(h(1, 22), h(2, 1)), (h(2, 5), h(2, 6))]);
+        assert_eq!(day_ranges(&ranges), vec![(h(1, 0), h(3, 0))]);
+    }
+}
