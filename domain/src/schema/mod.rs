@@ -13,6 +13,7 @@
 //! query in estatemon works on either.
 
 pub mod partitions;
+pub mod registry;
 pub mod rollups;
 
 use std::time::Duration;
@@ -312,9 +313,17 @@ async fn choose_mode(
         )
         .await?
         .is_some();
-    let outcome = if available {
-        // CREATE EXTENSION fails when timescaledb is installed but not in
-        // shared_preload_libraries; that is a plain-mode server too.
+    // Without shared_preload_libraries, CREATE EXTENSION timescaledb is a
+    // FATAL error that closes the connection: check first.
+    let preloaded: String = client
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await?
+        .get(0);
+    let outcome = if !available {
+        Err("the timescaledb extension is not installed on this server".to_owned())
+    } else if !preloaded.contains("timescaledb") {
+        Err("timescaledb is installed but not in shared_preload_libraries".to_owned())
+    } else {
         match client
             .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await
@@ -325,8 +334,6 @@ async fn choose_mode(
                 .map(|d| d.message().to_owned())
                 .unwrap_or_else(|| e.to_string())),
         }
-    } else {
-        Err("the timescaledb extension is not installed on this server".into())
     };
     match (outcome, setting) {
         (Ok(version), _) => Ok((StorageMode::Timescaledb, format!("timescaledb {version}"))),

@@ -1,0 +1,73 @@
+//! Loading the registry file (sites, buildings, devices) into the database.
+
+use tokio_postgres::Client;
+
+use super::SchemaError;
+use crate::device::Registry;
+
+/// Upserts everything in the registry in one transaction. Devices that were
+/// auto-registered as unassigned become assigned.
+pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), SchemaError> {
+    let tx = client.transaction().await?;
+    for site in &registry.sites {
+        tx.execute(
+            "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, time_zone = EXCLUDED.time_zone,
+                 latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+                 floor_area_m2 = EXCLUDED.floor_area_m2, updated_at = now()",
+            &[
+                &site.id,
+                &site.name,
+                &site.time_zone,
+                &site.latitude,
+                &site.longitude,
+                &site.floor_area_m2,
+            ],
+        )
+        .await?;
+        for b in &site.buildings {
+            tx.execute(
+                "INSERT INTO buildings (site_id, building_id, name, floor_area_m2) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (site_id, building_id) DO UPDATE SET name = EXCLUDED.name,
+                     floor_area_m2 = EXCLUDED.floor_area_m2",
+                &[&site.id, &b.id, &b.name, &b.floor_area_m2],
+            )
+            .await?;
+        }
+    }
+    for d in &registry.devices {
+        let cycle = d.maintenance_cycle.map(|c| {
+            toml::Value::try_from(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
+        tx.execute(
+            "INSERT INTO devices (device_id, kind, site_id, building_id, area, purpose, name, model,
+                                  install_date, maintenance_cycle, responsible, assigned)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
+             ON CONFLICT (device_id) DO UPDATE SET kind = EXCLUDED.kind, site_id = EXCLUDED.site_id,
+                 building_id = EXCLUDED.building_id, area = EXCLUDED.area, purpose = EXCLUDED.purpose,
+                 name = EXCLUDED.name, model = EXCLUDED.model, install_date = EXCLUDED.install_date,
+                 maintenance_cycle = EXCLUDED.maintenance_cycle, responsible = EXCLUDED.responsible,
+                 assigned = true, updated_at = now()",
+            &[
+                &d.id,
+                &d.kind.as_str(),
+                &d.site,
+                &d.building,
+                &d.area,
+                &d.purpose.as_str(),
+                &d.name,
+                &d.model,
+                &d.install_date,
+                &cycle,
+                &d.responsible,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Dead letters: messages (or parts of messages) that could not be stored,
+//! kept with their topic, raw payload and a reason a person can read.
+//!
+//! A dead letter never stops the stream, and the good readings around it are
+//! stored. Payloads from the events topic may carry access credentials; they
+//! are redacted here before the payload goes anywhere.
+
+use chrono::{DateTime, Utc};
+use estatemon_domain::pseudonym::Pseudonymiser;
+
+/// Why something was rejected. The label is stable: dashboards and alert
+/// rules count dead letters by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    InvalidJson,
+    NonFiniteValue,
+    MissingField,
+    InvalidField,
+    InvalidTimestamp,
+    TimestampInFuture,
+    TimestampTooOld,
+    UnknownMetric,
+    UnknownUnit,
+    UnknownEventType,
+    InvalidValue,
+    UnknownTopic,
+    PayloadTooLarge,
+    EmptyPayload,
+}
+
+impl Reason {
+    pub const ALL: &'static [Reason] = &[
+        Reason::InvalidJson,
+        Reason::NonFiniteValue,
+        Reason::MissingField,
+        Reason::InvalidField,
+        Reason::InvalidTimestamp,
+        Reason::TimestampInFuture,
+        Reason::TimestampTooOld,
+        Reason::UnknownMetric,
+        Reason::UnknownUnit,
+        Reason::UnknownEventType,
+        Reason::InvalidValue,
+        Reason::UnknownTopic,
+        Reason::PayloadTooLarge,
+        Reason::EmptyPayload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidJson => "invalid_json",
+            Reason::NonFiniteValue => "non_finite_value",
+            Reason::MissingField => "missing_field",
+            Reason::InvalidField => "invalid_field",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::TimestampInFuture => "timestamp_in_future",
+            Reason::TimestampTooOld => "timestamp_too_old",
+            Reason::UnknownMetric => "unknown_metric",
+            Reason::UnknownUnit => "unknown_unit",
+            Reason::UnknownEventType => "unknown_event_type",
+            Reason::InvalidValue => "invalid_value",
+            Reason::UnknownTopic => "unknown_topic",
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::EmptyPayload => "empty_payload",
+        }
+    }
+}
+
+/// One problem inside a message: its reason and where (`metrics.energy_btu:
+/// unknown unit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Reject {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Reject {
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A row of `dead_letters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub received_at: DateTime<Utc>,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub reason: Reason,
+    pub detail: String,
+}
+
+const MAX_DETAIL: usize = 2000;
+
+/// Folds a message's rejects into one dead letter per reason, so a gateway
+/// batch with 100 bad readings does not store its payload 100 times.
+pub fn dead_letters(
+    topic: &str,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+    rejects: &[Reject],
+    redact: Option<&Pseudonymiser>,
+) -> Vec<DeadLetter> {
+    if rejects.is_empty() {
+        return Vec::new();
+    }
+    let payload = match redact {
+        Some(p) => redact_credentials(payload, p),
+        None => payload.to_vec(),
+    };
+    let mut reasons: Vec<Reason> = rejects.iter().map(|r| r.reason).collect();
+    reasons.sort();
+    reasons.dedup();
+    reasons
+        .into_iter()
+        .map(|reason| {
+            let details: Vec<&str> = rejects
+                .iter()
+                .filter(|r| r.reason == reason)
+                .map(|r| r.detail.as_str())
+                .collect();
+            let mut detail = details.join("; ");
+            if detail.len() > MAX_DETAIL {
+                let mut cut = MAX_DETAIL;
+                while !detail.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                detail.truncate(cut);
+                detail.push_str(&format!(" … ({} problems)", details.len()));
+            }
+            DeadLetter {
+                received_at,
+                topic: topic.to_owned(),
+                payload: payload.clone(),
+                reason,
+                detail,
+            }
+        })
+        .collect()
+}
+
+/// Replaces the value of every `"credential"` member by its pseudonym. Works
+/// on JSON and, textually, on payloads that are not valid JSON.
+pub fn redact_credentials(payload: &[u8], pseudonymiser: &Pseudonymiser) -> Vec<u8> {
+    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(payload) {
+        redact_value(&mut value, pseudonymiser);
+        return serde_json::to_vec(&value).unwrap_or_default();
+    }
+    let text = String::from_utf8_lossy(payload);
+    let mut out = String::with_capacity(text.len());
+    let mut rest: &str = &text;
+    while let Some(pos) = rest.find("\"credential\"") {
+        let (before, after) = rest.split_at(pos + "\"credential\"".len());
+        out.push_str(before);
+        // Skip `: "value"` if it is there; otherwise drop what follows up to
+        // the next delimiter, to be safe.
+        let trimmed = after.trim_start().strip_prefix(':').map(str::trim_start);
+        match trimmed {
+            Some(v) if v.starts_with('"') => {
+                let end = v[1..].find('"').map(|i| i + 2).unwrap_or(v.len());
+                out.push_str(":\"<redacted>\"");
+                rest = &v[end..];
+            }
+            Some(v) => {
+                let end = v.find([',', '}', ']']).unwrap_or(v.len());
+                out.push_str(":\"<redacted>\"");
+                rest = &v[end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out.into_bytes()
+}
+
+fn redact_value(value: &mut serde_json::Value, p: &Pseudonymiser) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "credential" {
+                    *v = match v {
+                        serde_json::Value::String(s) => {
+                            serde_json::Value::String(format!("pseudonym:{}", p.pseudonymise(s).as_str()))
+                        }
+                        _ => serde_json::Value::String("<redacted>".into()),
+                    };
+                } else {
+                    redact_value(v, p);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, p)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_survive_redaction() {
+        let p = Pseudonymiser::new(b"k");
+        let cases: &[&[u8]] = &[
+            br#"{"type":"access","credential":"CARD-777","result":"maybe"}"#,
+            br#"[{"type":"access","credential":"CARD-777"}]"#,
+            br#"{"type":"access","credential":"CARD-777","result":"granted""#,
+            br#"{"type":"access","credential": CARD-777 ,"x":1"#,
+        ];
+        for payload in cases {
+            let out = String::from_utf8(redact_credentials(payload, &p)).unwrap();
+            assert!(!out.contains("777"), "{out}");
+            assert!(out.contains("credential"), "{out}");
+        }
+    }
+
+    #[test]
+    fn one_dead_letter_per_reason() {
+        let rejects = vec![
+            Reject::new(Reason::UnknownUnit, "a"),
+            Reject::new(Reason::UnknownUnit, "b"),
+            Reject::new(Reason::NonFiniteValue, "c"),
+        ];
+        let dl = dead_letters("t", b"{}", Utc::now(), &rejects, None);
+        assert_eq!(dl.len(), 2);
+        assert_eq!(dl[0].reason, Reason::NonFiniteValue);
+        assert_eq!(dl[1].detail, "a; b");
+    }
+}

@@ -1,0 +1,59 @@
+//! Periodic upkeep: partitions ahead of time and retention (plain mode),
+//! rollup refresh of dirty hours (both modes).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use estatemon_domain::config::{DatabaseConfig, StorageConfig};
+use estatemon_domain::schema::{self, partitions, rollups, StorageMode};
+use tokio::sync::watch;
+
+/// Runs until `shutdown`; errors are logged and retried next round.
+pub async fn run(
+    database: DatabaseConfig,
+    storage: StorageConfig,
+    mode: StorageMode,
+    chunk_days: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(storage.maintenance_interval_s.max(1));
+    let mut client = None;
+    loop {
+        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            client = schema::connect(&database).await.ok();
+        }
+        if let Some(c) = client.as_mut() {
+            if let Err(e) = round(c, &storage, mode, chunk_days).await {
+                tracing::warn!(error = %e, "maintenance round failed; retrying next round");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            res = shutdown.changed() => if res.is_err() || *shutdown.borrow() { return },
+        }
+    }
+}
+
+/// One round; also called directly by tests.
+pub async fn round(
+    client: &mut tokio_postgres::Client,
+    storage: &StorageConfig,
+    mode: StorageMode,
+    chunk_days: u32,
+) -> Result<(), schema::SchemaError> {
+    if mode == StorageMode::Plain {
+        let now = Utc::now();
+        let current = partitions::chunk_index(now, chunk_days);
+        for i in current..=current + storage.partitions_ahead as i64 {
+            partitions::ensure_chunk(client, i, chunk_days).await?;
+        }
+        partitions::drop_expired(client, now, storage.retention_days, chunk_days).await?;
+    }
+    loop {
+        let n = rollups::refresh_dirty(client, mode, 500).await?;
+        if n < 500 {
+            break;
+        }
+    }
+    Ok(())
+}

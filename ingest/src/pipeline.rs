@@ -1,0 +1,378 @@
+//! Wiring: subscriber → batcher → writers → acks, plus the HTTP endpoint and
+//! maintenance. [`Ingestor`] runs it in-process (tests, `estatemon demo`);
+//! [`run`] runs it until SIGINT/SIGTERM (`estatemon ingest`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estatemon_domain::config::Config;
+use estatemon_domain::device::Registry as DeviceRegistry;
+use estatemon_domain::pseudonym::Pseudonymiser;
+use estatemon_domain::schema::{self, MigrationReport, SchemaError};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::batch::{Batch, NewDevice};
+use crate::dead_letter::{dead_letters, Reason, Reject};
+use crate::decode::decode;
+use crate::http::{router, HealthState};
+use crate::metrics::{ChannelLabel, Metrics, ModeLabel, ReasonLabel};
+use crate::store::{record, Writer};
+use crate::subscribe::{self, AckToken, Acker, Delivery};
+use crate::topic::{Channel, Topics};
+use crate::validate::{validate, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Config(#[from] estatemon_domain::config::ConfigError),
+    #[error("cannot listen on {addr} (ingest.listen): {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Used when no `ingest.pseudonym_key` is configured. Pseudonyms made with
+/// it are only as secret as this source file: fine for a demo, not for a site.
+const DEVELOPMENT_KEY: &[u8] = b"estatemon-development-key-not-for-production";
+
+/// A running ingest pipeline.
+pub struct Ingestor {
+    pub http_addr: SocketAddr,
+    pub migration: MigrationReport,
+    shutdown: watch::Sender<bool>,
+    done: JoinHandle<()>,
+}
+
+impl Ingestor {
+    /// Prepares the database (create, migrate, load registry) and starts.
+    pub async fn start(config: Config) -> Result<Ingestor, IngestError> {
+        if config.database.create_database {
+            schema::ensure_database(&config.database).await?;
+        }
+        let mut client = schema::connect(&config.database).await?;
+        let migration = schema::migrate(&mut client, &config.storage).await?;
+        tracing::info!(
+            mode = migration.mode.as_str(),
+            detail = %migration.reason,
+            "storage mode"
+        );
+        let chunk_days = schema::recorded_chunk_days(&client).await?;
+        if let Some(path) = &config.registry.file {
+            let registry = DeviceRegistry::load(path)?;
+            schema::registry::upsert(&mut client, &registry).await?;
+            tracing::info!(
+                file = %path.display(),
+                sites = registry.sites.len(),
+                devices = registry.devices.len(),
+                "registry loaded"
+            );
+        }
+        let known: HashMap<String, bool> = client
+            .query("SELECT device_id, assigned FROM devices", &[])
+            .await
+            .map_err(SchemaError::from)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        drop(client);
+
+        let pseudonymiser = match &config.ingest.pseudonym_key {
+            Some(key) if !key.is_empty() => Pseudonymiser::new(key.as_bytes()),
+            _ => {
+                tracing::warn!(
+                    "ingest.pseudonym_key is not set: access credentials are pseudonymised with \
+                     the built-in development key. Set ESTATEMON_INGEST_PSEUDONYM_KEY in production."
+                );
+                Pseudonymiser::new(DEVELOPMENT_KEY)
+            }
+        };
+
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        metrics
+            .storage_mode
+            .get_or_create(&ModeLabel {
+                mode: migration.mode.as_str(),
+            })
+            .set(1);
+        for reason in Reason::ALL {
+            // Export every reason at zero so alerts on rate() work from the start.
+            let _ = metrics.dead_letters.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (drained_tx, drained_rx) = watch::channel(false);
+
+        let health = Arc::new(HealthState {
+            registry,
+            metrics: metrics.clone(),
+            migration: migration.clone(),
+            draining: false.into(),
+        });
+        let listener = tokio::net::TcpListener::bind(&config.ingest.listen)
+            .await
+            .map_err(|source| IngestError::Bind {
+                addr: config.ingest.listen.clone(),
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| IngestError::Bind {
+            addr: config.ingest.listen.clone(),
+            source,
+        })?;
+        let mut http_shutdown = drained_rx.clone();
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(listener, router(health.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.wait_for(|d| *d).await;
+                })
+                .await;
+        });
+        tracing::info!(%http_addr, "serving /metrics and /health");
+
+        let topics = Topics::new(&config.mqtt.topics);
+        let filters = topics.filters(config.mqtt.shared_group.as_deref());
+        tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
+        let subscriber = subscribe::start(
+            &config.mqtt,
+            filters,
+            config.ingest.max_payload_bytes.saturating_mul(4),
+            metrics.clone(),
+            shutdown_rx.clone(),
+            drained_rx.clone(),
+        );
+
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
+        let batch_rx = Arc::new(Mutex::new(batch_rx));
+        let mut writers = Vec::new();
+        for _ in 0..config.ingest.writers {
+            let writer = Writer::new(config.database.clone(), migration.mode, chunk_days);
+            writers.push(tokio::spawn(write_loop(
+                writer,
+                batch_rx.clone(),
+                subscriber.acker.clone(),
+                metrics.clone(),
+                Duration::from_secs(config.ingest.db_retry_max_backoff_s.max(1)),
+            )));
+        }
+
+        let batcher = Batcher {
+            topics,
+            pseudonymiser,
+            limits: Limits::from_config(&config.ingest),
+            known,
+            metrics: metrics.clone(),
+            max_readings: config.ingest.batch_max_readings,
+            max_payload: config.ingest.max_payload_bytes,
+            linger: Duration::from_millis(config.ingest.batch_linger_ms),
+        };
+        let batcher = tokio::spawn(batcher.run(subscriber.deliveries, batch_tx));
+        let maintenance = tokio::spawn(crate::maintenance::run(
+            config.database.clone(),
+            config.storage.clone(),
+            migration.mode,
+            chunk_days,
+            shutdown_rx.clone(),
+        ));
+        let subscriber_task = subscriber.task;
+        let done = tokio::spawn(async move {
+            let _ = batcher.await;
+            for w in writers {
+                let _ = w.await;
+            }
+            let _ = drained_tx.send(true);
+            let _ = subscriber_task.await;
+            let _ = maintenance.await;
+            let _ = http.await;
+        });
+        Ok(Ingestor {
+            http_addr,
+            migration,
+            shutdown: shutdown_tx,
+            done,
+        })
+    }
+
+    /// Stops taking messages, commits and acknowledges what is in hand, and
+    /// closes the MQTT session.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), IngestError> {
+    let ingestor = Ingestor::start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: committing and acknowledging messages in hand");
+    ingestor.shutdown().await;
+    Ok(())
+}
+
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+struct Batcher {
+    topics: Topics,
+    pseudonymiser: Pseudonymiser,
+    limits: Limits,
+    /// device id → assigned (registered in the ledger).
+    known: HashMap<String, bool>,
+    metrics: Metrics,
+    max_readings: usize,
+    max_payload: usize,
+    linger: Duration,
+}
+
+impl Batcher {
+    async fn run(
+        mut self,
+        mut deliveries: mpsc::Receiver<Delivery>,
+        out: mpsc::Sender<Batch<AckToken>>,
+    ) {
+        let mut batch: Batch<AckToken> = Batch::default();
+        loop {
+            let deadline = batch
+                .opened
+                .map(|o| tokio::time::Instant::from_std(o + self.linger));
+            tokio::select! {
+                delivery = deliveries.recv() => match delivery {
+                    Some(d) => {
+                        self.process(d, &mut batch);
+                        if batch.readings.len() >= self.max_readings {
+                            Self::flush(&mut batch, &out).await;
+                        }
+                    }
+                    None => {
+                        Self::flush(&mut batch, &out).await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    Self::flush(&mut batch, &out).await;
+                }
+            }
+        }
+    }
+
+    async fn flush(batch: &mut Batch<AckToken>, out: &mpsc::Sender<Batch<AckToken>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut full = std::mem::take(batch);
+        full.seal();
+        // Blocks while every writer is busy: backpressure reaches the broker
+        // through the receive maximum.
+        let _ = out.send(full).await;
+    }
+
+    fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
+        let now = Instant::now();
+        let Some(m) = self.topics.matches(&d.topic) else {
+            self.metrics.messages.get_or_create(&ChannelLabel { channel: "unknown" }).inc();
+            let dl = dead_letters(
+                &d.topic,
+                &d.payload,
+                d.received_at,
+                &[Reject::new(Reason::UnknownTopic, "topic matches no template in mqtt.topics")],
+                Some(&self.pseudonymiser),
+            );
+            batch.push(Default::default(), dl, d.ack, now);
+            return;
+        };
+        self.metrics
+            .messages
+            .get_or_create(&ChannelLabel { channel: m.channel.as_str() })
+            .inc();
+        let redact = (m.channel == Channel::Events).then_some(&self.pseudonymiser);
+        if d.payload.len() > self.max_payload {
+            let reject = Reject::new(
+                Reason::PayloadTooLarge,
+                format!(
+                    "{} bytes exceeds ingest.max_payload_bytes = {}; first bytes kept",
+                    d.payload.len(),
+                    self.max_payload
+                ),
+            );
+            let mut dl = dead_letters(&d.topic, &d.payload, d.received_at, &[reject], redact);
+            for letter in &mut dl {
+                letter.payload.truncate(4096);
+            }
+            batch.push(Default::default(), dl, d.ack, now);
+            return;
+        }
+        let mut decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
+        validate(&mut decoded, d.received_at, &self.limits);
+        let dl = dead_letters(&d.topic, &d.payload, d.received_at, &decoded.rejects, redact);
+        let useful = decoded.readings.len() + decoded.events.len();
+        self.metrics
+            .readings_received
+            .inc_by(decoded.readings.len() as u64);
+        if useful > 0 {
+            match self.known.get(m.device_id) {
+                Some(true) => {}
+                Some(false) => {
+                    self.metrics.unassigned_readings.inc_by(useful as u64);
+                }
+                None => {
+                    tracing::info!(device = m.device_id, site = ?m.site, "unknown device: registering as unassigned");
+                    self.known.insert(m.device_id.to_owned(), false);
+                    batch.new_devices.push(NewDevice {
+                        device_id: m.device_id.to_owned(),
+                        site: m.site.map(str::to_owned),
+                    });
+                    self.metrics.unassigned_readings.inc_by(useful as u64);
+                }
+            }
+        }
+        batch.push(decoded, dl, d.ack, now);
+    }
+}
+
+async fn write_loop(
+    mut writer: Writer,
+    batches: Arc<Mutex<mpsc::Receiver<Batch<AckToken>>>>,
+    acker: Acker,
+    metrics: Metrics,
+    max_backoff: Duration,
+) {
+    loop {
+        let next = batches.lock().await.recv().await;
+        let Some(batch) = next else { break };
+        let stored = writer
+            .write_until_committed(&batch, &metrics, max_backoff)
+            .await;
+        record(&metrics, &batch, stored);
+        // Committed: now, and only now, the broker may forget these messages.
+        acker.ack(&batch.acks).await;
+    }
+    if writer.is_connected() {
+        metrics.db_connected.dec();
+    }
+}
+
+impl HealthState {
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}

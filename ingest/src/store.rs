@@ -1,0 +1,334 @@
+//! Storing a batch: one transaction, binary COPY, retried until it commits.
+//!
+//! Readings are COPYed straight into `readings` inside a savepoint. In the
+//! rare batch that repeats an already stored reading (a redelivery after a
+//! crash), the COPY fails on the primary key; the savepoint is rolled back
+//! and the batch goes through a temporary staging table and
+//! `INSERT … ON CONFLICT DO NOTHING`. The common case thus pays for one COPY,
+//! and the same reading is still stored exactly once.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use estatemon_domain::config::DatabaseConfig;
+use estatemon_domain::event::EventDetail;
+use estatemon_domain::schema::{self, partitions, SchemaError, StorageMode};
+use futures_util::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, GenericClient, Transaction};
+
+use crate::batch::Batch;
+use crate::metrics::{Metrics, ReasonLabel};
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub readings: u64,
+    pub duplicates: u64,
+    pub events: u64,
+    pub dead_letters: u64,
+    pub devices: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// One database connection and what it knows about existing partitions.
+pub struct Writer {
+    database: DatabaseConfig,
+    mode: StorageMode,
+    chunk_days: u32,
+    client: Option<Client>,
+    ensured_chunks: HashSet<i64>,
+}
+
+impl Writer {
+    pub fn new(database: DatabaseConfig, mode: StorageMode, chunk_days: u32) -> Writer {
+        Writer {
+            database,
+            mode,
+            chunk_days,
+            client: None,
+            ensured_chunks: HashSet::new(),
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let client = schema::connect(&self.database).await?;
+            client
+                .batch_execute(
+                    "SET synchronous_commit = on;
+                     CREATE TEMP TABLE IF NOT EXISTS readings_stage
+                         (device_id text, metric text, ts timestamptz, value float8)
+                         ON COMMIT DELETE ROWS",
+                )
+                .await?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// Writes the batch, retrying with backoff until it commits. Returns only
+    /// on success (or when `give_up` says so, for shutdown).
+    pub async fn write_until_committed<A>(
+        &mut self,
+        batch: &Batch<A>,
+        metrics: &Metrics,
+        max_backoff: Duration,
+    ) -> Stored {
+        let mut backoff = Duration::from_millis(100);
+        let mut was_connected = self.is_connected();
+        loop {
+            let started = Instant::now();
+            match self.write(batch).await {
+                Ok(stored) => {
+                    if !was_connected {
+                        metrics.db_connected.inc();
+                    }
+                    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    return stored;
+                }
+                Err(e) => {
+                    metrics.db_errors.inc();
+                    if was_connected && !self.is_connected() {
+                        metrics.db_connected.dec();
+                    }
+                    was_connected = self.is_connected();
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        readings = batch.readings.len(),
+                        "batch not stored; holding its acknowledgements and retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+
+    /// One attempt.
+    pub async fn write<A>(&mut self, batch: &Batch<A>) -> Result<Stored, StoreError> {
+        if self.mode == StorageMode::Plain {
+            self.ensure_partitions(batch).await?;
+        }
+        let client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut stored = Stored::default();
+        if !batch.new_devices.is_empty() {
+            let ids: Vec<&str> = batch.new_devices.iter().map(|d| d.device_id.as_str()).collect();
+            let sites: Vec<Option<&str>> =
+                batch.new_devices.iter().map(|d| d.site.as_deref()).collect();
+            stored.devices = tx
+                .execute(
+                    "INSERT INTO devices (device_id, site_id, kind, assigned, first_seen)
+                     SELECT d, s, 'unknown', false, now() FROM unnest($1::text[], $2::text[]) AS t(d, s)
+                     ON CONFLICT (device_id) DO NOTHING",
+                    &[&ids, &sites],
+                )
+                .await?;
+        }
+        if !batch.readings.is_empty() {
+            stored.readings = copy_readings(&tx, batch).await?;
+            stored.duplicates = batch.readings.len() as u64 - stored.readings;
+        }
+        if !batch.events.is_empty() {
+            stored.events = insert_events(&tx, batch).await?;
+        }
+        if !batch.dead_letters.is_empty() {
+            stored.dead_letters = insert_dead_letters(&tx, batch).await?;
+        }
+        if !batch.dirty_hours.is_empty() {
+            tx.execute(
+                "INSERT INTO rollup_dirty (bucket) SELECT unnest($1::timestamptz[]) ON CONFLICT DO NOTHING",
+                &[&batch.dirty_hours],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn ensure_partitions<A>(&mut self, batch: &Batch<A>) -> Result<(), StoreError> {
+        let chunk_days = self.chunk_days;
+        let needed: HashSet<i64> = batch
+            .readings
+            .iter()
+            .map(|r| r.ts)
+            .chain(batch.events.iter().map(|e| e.ts))
+            .map(|ts| partitions::chunk_index(ts, chunk_days))
+            .filter(|i| !self.ensured_chunks.contains(i))
+            .collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        for &index in &needed {
+            partitions::ensure_chunk(client, index, chunk_days).await?;
+        }
+        self.ensured_chunks.extend(needed);
+        Ok(())
+    }
+}
+
+const READING_TYPES: &[Type] = &[Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::FLOAT8];
+
+async fn copy_into<A>(tx: &Transaction<'_>, table: &str, batch: &Batch<A>) -> Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} (device_id, metric, ts, value) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, READING_TYPES);
+    pin_mut!(writer);
+    for r in &batch.readings {
+        writer
+            .as_mut()
+            .write(&[&r.device_id, &r.metric.as_str(), &r.ts, &r.value])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Returns how many readings were new.
+async fn copy_readings<A>(tx: &Transaction<'_>, batch: &Batch<A>) -> Result<u64, tokio_postgres::Error> {
+    tx.batch_execute("SAVEPOINT direct_copy").await?;
+    match copy_into(tx, "readings", batch).await {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
+            Ok(batch.readings.len() as u64)
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy").await?;
+            copy_into(tx, "readings_stage", batch).await?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO readings (device_id, metric, ts, value)
+                     SELECT device_id, metric, ts, value FROM readings_stage
+                     ON CONFLICT DO NOTHING",
+                    &[],
+                )
+                .await?;
+            tx.batch_execute("TRUNCATE readings_stage").await?;
+            Ok(inserted)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn insert_events<A>(tx: &impl GenericClient, batch: &Batch<A>) -> Result<u64, tokio_postgres::Error> {
+    let n = batch.events.len();
+    let mut device = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut disc = Vec::with_capacity(n);
+    let mut result: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut method: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut credential: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut expired: Vec<Option<bool>> = Vec::with_capacity(n);
+    let mut direction: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut code: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut state: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut duration: Vec<Option<f64>> = Vec::with_capacity(n);
+    for e in &batch.events {
+        device.push(e.device_id.as_str());
+        ts.push(e.ts);
+        kind.push(e.detail.event_type().as_str());
+        disc.push(e.detail.discriminator());
+        let (mut r, mut m, mut c, mut x, mut d, mut co, mut s, mut du) =
+            (None, None, None, None, None, None, None, None);
+        match &e.detail {
+            EventDetail::Access {
+                result,
+                method,
+                credential,
+                direction,
+                credential_expired,
+            } => {
+                r = Some(result.as_str());
+                m = Some(method.as_str());
+                c = credential.as_ref().map(|p| p.as_str());
+                d = direction.map(|d| d.as_str());
+                x = Some(*credential_expired);
+            }
+            EventDetail::DoorHeldOpen { seconds } => du = Some(*seconds),
+            EventDetail::Fault { code } => co = Some(code.as_str()),
+            EventDetail::State { state } => s = Some(state.as_str()),
+            EventDetail::DoorForced | EventDetail::Tamper => {}
+        }
+        result.push(r);
+        method.push(m);
+        credential.push(c);
+        expired.push(x);
+        direction.push(d);
+        code.push(co);
+        state.push(s);
+        duration.push(du);
+    }
+    tx.execute(
+        "INSERT INTO events (device_id, ts, event_type, discriminator, result, method, credential,
+                             credential_expired, direction, code, state, duration_s)
+         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[],
+                              $11::text[], $12::float8[])
+         ON CONFLICT DO NOTHING",
+        &[
+            &device, &ts, &kind, &disc, &result, &method, &credential, &expired, &direction,
+            &code, &state, &duration,
+        ],
+    )
+    .await
+}
+
+async fn insert_dead_letters<A>(tx: &impl GenericClient, batch: &Batch<A>) -> Result<u64, tokio_postgres::Error> {
+    let d = &batch.dead_letters;
+    let received: Vec<_> = d.iter().map(|x| x.received_at).collect();
+    let topic: Vec<&str> = d.iter().map(|x| x.topic.as_str()).collect();
+    let payload: Vec<&[u8]> = d.iter().map(|x| x.payload.as_slice()).collect();
+    let reason: Vec<&str> = d.iter().map(|x| x.reason.as_str()).collect();
+    let detail: Vec<&str> = d.iter().map(|x| x.detail.as_str()).collect();
+    tx.execute(
+        "INSERT INTO dead_letters (received_at, topic, payload, reason, detail)
+         SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bytea[], $4::text[], $5::text[])",
+        &[&received, &topic, &payload, &reason, &detail],
+    )
+    .await
+}
+
+/// Updates counters after a commit.
+pub fn record<A>(metrics: &Metrics, batch: &Batch<A>, stored: Stored) {
+    let now = Utc::now();
+    metrics.readings_stored.inc_by(stored.readings);
+    metrics
+        .readings_duplicate
+        .inc_by(stored.duplicates + batch.duplicates_in_batch as u64);
+    metrics.events_stored.inc_by(stored.events);
+    metrics.devices_registered.inc_by(stored.devices);
+    metrics.batch_readings.observe(batch.readings.len() as f64);
+    for r in &batch.readings {
+        let lag = (now - r.ts).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        metrics.lag_seconds.observe(lag.max(0.0));
+    }
+    for dl in &batch.dead_letters {
+        metrics
+            .dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: dl.reason.as_str(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,163 @@
+//! Topic templates: which payload format a topic carries and which device
+//! (and site) it names. Pure; tested without a broker.
+
+use estatemon_domain::config::TopicsConfig;
+
+/// The payload format of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Telemetry,
+    Events,
+    Senml,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Telemetry => "telemetry",
+            Channel::Events => "events",
+            Channel::Senml => "senml",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Literal(String),
+    Site,
+    Device,
+}
+
+#[derive(Debug, Clone)]
+struct Template {
+    channel: Channel,
+    levels: Vec<Level>,
+}
+
+/// What a topic says about its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicMatch<'a> {
+    pub channel: Channel,
+    pub site: Option<&'a str>,
+    pub device_id: &'a str,
+}
+
+/// The configured templates, matched in order telemetry, events, senml.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    templates: Vec<Template>,
+}
+
+impl Topics {
+    /// Templates are checked by the configuration loader; this trusts them.
+    pub fn new(config: &TopicsConfig) -> Topics {
+        let parse = |channel, template: &str| Template {
+            channel,
+            levels: template
+                .split('/')
+                .map(|l| match l {
+                    "{site}" => Level::Site,
+                    "{device_id}" => Level::Device,
+                    other => Level::Literal(other.to_owned()),
+                })
+                .collect(),
+        };
+        Topics {
+            templates: vec![
+                parse(Channel::Telemetry, &config.telemetry),
+                parse(Channel::Events, &config.events),
+                parse(Channel::Senml, &config.senml),
+            ],
+        }
+    }
+
+    /// Subscription filters: placeholders become `+`; with a group, each is
+    /// a shared subscription `$share/{group}/…`.
+    pub fn filters(&self, shared_group: Option<&str>) -> Vec<String> {
+        self.templates
+            .iter()
+            .map(|t| {
+                let filter = t
+                    .levels
+                    .iter()
+                    .map(|l| match l {
+                        Level::Literal(s) => s.as_str(),
+                        Level::Site | Level::Device => "+",
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                match shared_group {
+                    Some(group) => format!("$share/{group}/{filter}"),
+                    None => filter,
+                }
+            })
+            .collect()
+    }
+
+    /// The first template the topic fits.
+    pub fn matches<'a>(&self, topic: &'a str) -> Option<TopicMatch<'a>> {
+        let parts: Vec<&str> = topic.split('/').collect();
+        'templates: for t in &self.templates {
+            if t.levels.len() != parts.len() {
+                continue;
+            }
+            let (mut site, mut device) = (None, None);
+            for (level, part) in t.levels.iter().zip(&parts) {
+                match level {
+                    Level::Literal(l) if l != part => continue 'templates,
+                    Level::Literal(_) => {}
+                    Level::Site => site = Some(*part),
+                    Level::Device => device = Some(*part),
+                }
+            }
+            let device_id = device.filter(|d| !d.is_empty())?;
+            return Some(TopicMatch {
+                channel: t.channel,
+                site: site.filter(|s| !s.is_empty()),
+                device_id,
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_layout() {
+        let topics = Topics::new(&TopicsConfig::default());
+        assert_eq!(
+            topics.filters(None),
+            vec![
+                "estatemon/+/+/telemetry",
+                "estatemon/+/+/events",
+                "estatemon/+/+/senml"
+            ]
+        );
+        assert_eq!(
+            topics.filters(Some("ingest"))[0],
+            "$share/ingest/estatemon/+/+/telemetry"
+        );
+        let m = topics.matches("estatemon/hv/meter-1/senml").unwrap();
+        assert_eq!(
+            (m.channel, m.site, m.device_id),
+            (Channel::Senml, Some("hv"), "meter-1")
+        );
+        assert!(topics.matches("estatemon/hv/meter-1/other").is_none());
+        assert!(topics.matches("estatemon/hv/telemetry").is_none());
+    }
+
+    #[test]
+    fn gateway_layouts_without_site() {
+        let topics = Topics::new(&TopicsConfig {
+            telemetry: "gw/{device_id}/up".into(),
+            events: "gw/{device_id}/evt".into(),
+            senml: "lwm2m/{device_id}".into(),
+        });
+        let m = topics.matches("gw/pump-3/up").unwrap();
+        assert_eq!((m.channel, m.site, m.device_id), (Channel::Telemetry, None, "pump-3"));
+        assert_eq!(topics.matches("lwm2m/x").unwrap().channel, Channel::Senml);
+    }
+}
