@@ -1,1 +1,314 @@
-fn main() {}
+//! `estatemon`: one binary, one subcommand per service.
+//!
+//! Each subcommand is a thin shell: it loads the configuration, sets up
+//! logging and calls into the crate that owns the job (`estatemon-ingest`,
+//! `estatemon-simulators`, …). Exit codes say what went wrong so scripts and
+//! supervisors can tell a typo from an outage:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure at run time |
+//! | 2 | bad command line |
+//! | 3 | bad configuration (file, line and field are printed) |
+//! | 4 | PostgreSQL unreachable or refused |
+//! | 5 | MQTT broker unreachable |
+
+mod bench;
+mod broker;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use estatemon_domain::config::{Config, ConfigError, LogFormat};
+use estatemon_domain::device::Registry;
+use estatemon_domain::schema::{self, SchemaError};
+use estatemon_ingest::pipeline::IngestError;
+
+#[derive(Parser)]
+#[command(
+    name = "estatemon",
+    version,
+    about = "Building telemetry for property management: MQTT ingest into TimescaleDB/PostgreSQL",
+    after_help = "Configuration: --config FILE (see estatemon.example.toml), overridden by \
+                  ESTATEMON_* environment variables such as ESTATEMON_DATABASE_URL and ESTATEMON_MQTT_URL."
+)]
+struct Cli {
+    /// Configuration file (TOML). Defaults apply without one.
+    #[arg(long, short, global = true, env = "ESTATEMON_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole system on this machine: simulated site → MQTT → ingest → database.
+    ///
+    /// Uses the broker at mqtt.url if one answers, otherwise starts an embedded
+    /// one there; creates and migrates the database at database.url.
+    Demo(demo::DemoArgs),
+    /// Take readings and events from MQTT and store them (runs until SIGINT/SIGTERM).
+    Ingest,
+    /// Publish a simulated site to MQTT.
+    Simulate(SimulateArgs),
+    /// Create the database if needed and apply schema migrations.
+    Migrate,
+    /// Check or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage the device registry (sites, buildings, devices).
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Benchmarks against the real broker and database.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Site definition (registry format); the shipped default site when unset.
+    #[arg(long, value_name = "FILE")]
+    site_file: Option<PathBuf>,
+    /// Which site of the file to simulate (the first when unset).
+    #[arg(long)]
+    site: Option<String>,
+    /// Simulated seconds per real second.
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Seconds between readings, in simulated time.
+    #[arg(long)]
+    interval_s: Option<u64>,
+    /// Random seed; the same seed publishes the same data.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this many steps (runs until interrupted otherwise).
+    #[arg(long)]
+    steps: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the file and environment, and report the first problem (exit 3) or OK.
+    Check,
+    /// Print the effective configuration (file + environment + defaults) as TOML.
+    Show,
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Load sites, buildings and devices from a registry file into the database.
+    Load {
+        /// Registry file, e.g. simulators/sites/harbour-view.toml.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ingest throughput, publish→commit latency and peak memory, against
+    /// the configured broker and a fresh database.
+    Ingest(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    init_logging(&config, cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = exit_code(&e);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(config: &Config, format: Option<LogFormatArg>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    let json = match format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Text) => false,
+        None => config.log.format == LogFormat::Json,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Broker unreachable at start (where waiting would not help the user).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokerUnreachable(pub String);
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return 3;
+        }
+        let schema = cause
+            .downcast_ref::<SchemaError>()
+            .or_else(|| match cause.downcast_ref::<IngestError>() {
+                Some(IngestError::Schema(s)) => Some(s),
+                _ => None,
+            });
+        if let Some(SchemaError::Unreachable { .. } | SchemaError::BadUrl { .. }) = schema {
+            return 4;
+        }
+        if matches!(cause.downcast_ref::<IngestError>(), Some(IngestError::Config(_))) {
+            return 3;
+        }
+        if cause.downcast_ref::<BrokerUnreachable>().is_some() {
+            return 5;
+        }
+    }
+    1
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Demo(args) => demo::run(config, args).await,
+        Command::Ingest => Ok(estatemon_ingest::run(config).await?),
+        Command::Simulate(args) => simulate(config, args).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration OK");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show) => {
+            let mut shown = config.clone();
+            shown.database.url = estatemon_domain::config::redact_url(&shown.database.url);
+            shown.mqtt.url = estatemon_domain::config::redact_url(&shown.mqtt.url);
+            if shown.ingest.pseudonym_key.is_some() {
+                shown.ingest.pseudonym_key = Some("***".into());
+            }
+            print!("{}", toml::to_string_pretty(&shown).context("serialising configuration")?);
+            Ok(())
+        }
+        Command::Registry(RegistryCommand::Load { file }) => {
+            let registry = Registry::load(&file)?;
+            let mut client = prepare_database(&config).await?;
+            schema::registry::upsert(&mut client, &registry).await?;
+            println!(
+                "loaded {} site(s) and {} device(s) from {}",
+                registry.sites.len(),
+                registry.devices.len(),
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Ingest(args)) => bench::run(config, args).await,
+    }
+}
+
+/// Creates (if allowed) and migrates the database; returns a connection.
+pub async fn prepare_database(config: &Config) -> Result<tokio_postgres::Client, SchemaError> {
+    if config.database.create_database {
+        schema::ensure_database(&config.database).await?;
+    }
+    let mut client = schema::connect(&config.database).await?;
+    let report = schema::migrate(&mut client, &config.storage).await?;
+    tracing::info!(mode = report.mode.as_str(), detail = %report.reason, "storage mode");
+    Ok(client)
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    if config.database.create_database {
+        schema::ensure_database(&config.database).await?;
+    }
+    let mut client = schema::connect(&config.database).await?;
+    let report = schema::migrate(&mut client, &config.storage).await?;
+    println!("storage mode: {} ({})", report.mode.as_str(), report.reason);
+    println!("schema version: {}", report.schema_version);
+    if report.applied.is_empty() {
+        println!("no pending migrations");
+    }
+    for m in &report.applied {
+        println!("applied {m}");
+    }
+    Ok(())
+}
+
+fn load_site(site_file: Option<&PathBuf>) -> anyhow::Result<Registry> {
+    Ok(match site_file {
+        Some(path) => Registry::load(path)?,
+        None => Registry::parse(
+            estatemon_simulators::DEFAULT_SITE,
+            std::path::Path::new(estatemon_simulators::DEFAULT_SITE_NAME),
+        )?,
+    })
+}
+
+async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<()> {
+    if let Some(s) = args.speed {
+        anyhow::ensure!(s > 0.0, "--speed must be positive");
+        config.simulate.speed = s;
+    }
+    if let Some(i) = args.interval_s {
+        anyhow::ensure!(i > 0, "--interval-s must be at least 1");
+        config.simulate.interval_s = i;
+    }
+    if let Some(seed) = args.seed {
+        config.simulate.seed = seed;
+    }
+    let site_file = args.site_file.or(config.simulate.site_file.clone());
+    let registry = load_site(site_file.as_ref())?;
+    let model = estatemon_simulators::model::SiteModel::new(
+        &registry,
+        args.site.as_deref(),
+        config.simulate.seed,
+    )?;
+    tracing::info!(
+        site = %model.site().id,
+        devices = model.device_ids().len(),
+        broker = %estatemon_domain::config::redact_url(&config.mqtt.url),
+        "simulating"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        estatemon_ingest::pipeline::wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let total = estatemon_simulators::live::run(
+        model,
+        &config.mqtt,
+        &config.simulate,
+        args.steps,
+        stop_rx,
+    )
+    .await;
+    println!(
+        "published {} messages ({} readings and events) in {} steps",
+        total.messages, total.items, total.steps
+    );
+    Ok(())
+}

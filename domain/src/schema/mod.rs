@@ -83,6 +83,8 @@ pub async fn connect_url(url: &str, timeout: Duration) -> Result<Client, SchemaE
     })?;
     pg.connect_timeout(timeout);
     pg.application_name("estatemon");
+    // "relation already exists, skipping" and friends are not news.
+    pg.options("-c client_min_messages=warning");
     let (client, connection) =
         pg.connect(NoTls)
             .await

@@ -1,0 +1,116 @@
+//! Publishing the site model to MQTT in real (or accelerated) time.
+//!
+//! QoS 1; while the broker is away, rumqttc keeps unacknowledged messages
+//! and the publish queue fills, which pauses the simulation clock instead of
+//! dropping readings.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use estatemon_domain::config::{MqttConfig, SimulateConfig};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, MqttOptions};
+use tokio::sync::watch;
+
+use crate::model::SiteModel;
+
+/// Totals of a live run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub messages: u64,
+    pub items: u64,
+    pub steps: u64,
+}
+
+pub fn client(mqtt: &MqttConfig, client_id: &str) -> (AsyncClient, rumqttc::v5::EventLoop) {
+    let endpoint = mqtt.endpoint().expect("validated by config loading");
+    let mut opts = MqttOptions::new(client_id, endpoint.host, endpoint.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    if let (Some(user), pass) = (endpoint.username, endpoint.password) {
+        opts.set_credentials(user, pass.unwrap_or_default());
+    }
+    AsyncClient::new(opts, 1000)
+}
+
+/// Publishes one step every `interval_s / speed` real seconds until `stop`,
+/// or for `max_steps` steps when given.
+pub async fn run(
+    mut model: SiteModel,
+    mqtt: &MqttConfig,
+    sim: &SimulateConfig,
+    max_steps: Option<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> Published {
+    let (client, mut eventloop) = client(mqtt, &sim.client_id);
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping_poller = stopping.clone();
+    let poller = tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            match eventloop.poll().await {
+                Ok(_) => warned = false,
+                Err(_) if stopping_poller.load(std::sync::atomic::Ordering::Relaxed) => return,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "simulator: broker unreachable; buffering and retrying");
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    let step = chrono::Duration::seconds(sim.interval_s as i64);
+    let period = Duration::from_secs_f64(sim.interval_s as f64 / sim.speed);
+    // Accelerated runs start in the past and catch up with the clock, so the
+    // readings they publish are never stamped in the future.
+    let now = Utc::now();
+    let mut sim_time = if sim.speed > 1.0 {
+        let lead = chrono::Duration::seconds((sim.speed * 600.0).min(7.0 * 86400.0) as i64);
+        now - lead
+    } else {
+        now
+    };
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut total = Published::default();
+    loop {
+        // Once caught up with the clock, wait for real time to reach the step.
+        let ahead = (sim_time - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = async { ticker.tick().await; tokio::time::sleep(ahead).await } => {}
+            res = stop.changed() => if res.is_err() || *stop.borrow() { break },
+        }
+        for msg in model.step(sim_time, step, &mqtt.topics) {
+            if client
+                .publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            total.messages += 1;
+            total.items += msg.items as u64;
+        }
+        total.steps += 1;
+        if total.steps % 10 == 1 {
+            tracing::info!(
+                steps = total.steps,
+                messages = total.messages,
+                readings_and_events = total.items,
+                simulated_time = %sim_time.format("%Y-%m-%d %H:%M"),
+                "simulator publishing"
+            );
+        }
+        sim_time += step;
+        if max_steps.is_some_and(|m| total.steps >= m) {
+            break;
+        }
+    }
+    // Give in-flight QoS 1 publishes a moment to be acknowledged.
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = client.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    poller.abort();
+    total
+}

@@ -1,0 +1,576 @@
+//! `estatemon bench ingest`: throughput, publish→commit latency and peak
+//! memory of a real ingestor process, against the configured broker and a
+//! fresh database; with the peers the figures should be read against
+//! (PostgreSQL's own COPY through psql, and the broker relaying QoS 1
+//! between two clients) measured in the same run.
+//!
+//! Latency comes from the ingestor's own `estatemon_ingest_lag_seconds`
+//! histogram (commit time − reading time, where the reading time is the
+//! publish time), interpolated within buckets: the printed percentiles are
+//! as fine as the buckets (5–50 ms steps up to 500 ms).
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use clap::Args;
+use estatemon_domain::config::Config;
+use estatemon_domain::schema;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Readings per scenario at full speed.
+    #[arg(long, default_value_t = 1_000_000)]
+    readings: u64,
+    /// Messages for the single-reading scenario.
+    #[arg(long, default_value_t = 300_000)]
+    messages: u64,
+    /// Seconds of paced publishing for the latency measurement.
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: u64,
+    /// Publishing clients.
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Skip the peer measurements (psql COPY, broker relay).
+    #[arg(long)]
+    no_peers: bool,
+    /// Scenario: batch (100 readings a message), single, or both.
+    #[arg(long, default_value = "both")]
+    scenario: String,
+}
+
+struct Scenario {
+    name: &'static str,
+    readings_per_message: usize,
+    messages: u64,
+}
+
+pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    let machine = machine_description();
+    println!("estatemon bench ingest — {}", Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    println!("machine: {machine}");
+    let mut scenarios = Vec::new();
+    if matches!(args.scenario.as_str(), "both" | "batch") {
+        scenarios.push(Scenario {
+            name: "100-reading batches",
+            readings_per_message: 100,
+            messages: args.readings / 100,
+        });
+    }
+    if matches!(args.scenario.as_str(), "both" | "single") {
+        scenarios.push(Scenario {
+            name: "single-reading messages",
+            readings_per_message: 1,
+            messages: args.messages,
+        });
+    }
+    if scenarios.is_empty() {
+        bail!("--scenario must be batch, single or both");
+    }
+    for s in &scenarios {
+        run_scenario(&config, &args, s).await?;
+    }
+    if !args.no_peers {
+        peer_psql_copy(&config, args.readings).await?;
+        peer_broker_relay(&config, args.messages.min(200_000), args.publishers).await?;
+    }
+    Ok(())
+}
+
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1048576.0))
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem}")
+}
+
+fn bench_config(config: &Config, tag: &str) -> Config {
+    let mut c = config.clone();
+    c.database.url = rebuild_url(&config.database.url, &format!("estatemon_bench_{tag}"));
+    let prefix = format!("bench{tag}");
+    c.mqtt.topics.telemetry = format!("{prefix}/{{site}}/{{device_id}}/telemetry");
+    c.mqtt.topics.events = format!("{prefix}/{{site}}/{{device_id}}/events");
+    c.mqtt.topics.senml = format!("{prefix}/{{site}}/{{device_id}}/senml");
+    c.mqtt.client_id = format!("estatemon-bench-ingest-{tag}");
+    c
+}
+
+fn rebuild_url(url: &str, dbname: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{dbname}"));
+            u.to_string()
+        }
+        Err(_) => format!("{url} dbname={dbname}"),
+    }
+}
+
+async fn drop_database(config: &Config, url: &str) {
+    let admin = rebuild_url(&config.database.url, "postgres");
+    if let Ok(client) = schema::connect_url(&admin, Duration::from_secs(5)).await {
+        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
+}
+
+struct IngestProcess {
+    child: tokio::process::Child,
+    http: String,
+}
+
+impl IngestProcess {
+    async fn start(c: &Config) -> anyhow::Result<IngestProcess> {
+        let port = free_port()?;
+        let http = format!("127.0.0.1:{port}");
+        let exe = std::env::current_exe()?;
+        let child = tokio::process::Command::new(exe)
+            .arg("ingest")
+            .env("ESTATEMON_DATABASE_URL", &c.database.url)
+            .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
+            .env("ESTATEMON_MQTT_CLIENT_ID", &c.mqtt.client_id)
+            .env("ESTATEMON_MQTT__TOPICS__TELEMETRY", &c.mqtt.topics.telemetry)
+            .env("ESTATEMON_MQTT__TOPICS__EVENTS", &c.mqtt.topics.events)
+            .env("ESTATEMON_MQTT__TOPICS__SENML", &c.mqtt.topics.senml)
+            .env("ESTATEMON_INGEST_LISTEN", &http)
+            .env("ESTATEMON_LOG_FILTER", "warn")
+            .env("ESTATEMON_STORAGE_MAINTENANCE_INTERVAL_S", "3600")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the ingestor")?;
+        let p = IngestProcess { child, http };
+        let started = Instant::now();
+        loop {
+            if let Ok(body) = http_get(&p.http, "/health").await {
+                if body.contains("\"mqtt_connected\":true") {
+                    // Subscriptions go out right after CONNACK.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return Ok(p);
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the ingestor did not become healthy within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn peak_rss_mb(&self) -> f64 {
+        let Some(pid) = self.child.id() else { return 0.0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            })
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+
+    async fn metrics(&self) -> anyhow::Result<Snapshot> {
+        Ok(Snapshot::parse(&http_get(&self.http, "/metrics").await?))
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// The parts of the ingestor's /metrics the benchmark reads.
+#[derive(Default, Clone)]
+struct Snapshot {
+    stored: f64,
+    lag_buckets: Vec<(f64, f64)>,
+}
+
+impl Snapshot {
+    fn parse(text: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("estatemon_ingest_readings_stored_total ") {
+                s.stored = v.trim().parse().unwrap_or(0.0);
+            } else if let Some(rest) = line.strip_prefix("estatemon_ingest_lag_seconds_bucket{le=\"") {
+                let mut parts = rest.splitn(2, "\"} ");
+                let le = parts.next().unwrap_or("");
+                let count: f64 = parts.next().unwrap_or("0").trim().parse().unwrap_or(0.0);
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(0.0) };
+                s.lag_buckets.push((le, count));
+            }
+        }
+        s
+    }
+
+    /// Percentile of the readings observed between `before` and `self`.
+    fn percentile_since(&self, before: &Snapshot, q: f64) -> f64 {
+        let diff: Vec<(f64, f64)> = self
+            .lag_buckets
+            .iter()
+            .map(|(le, c)| {
+                let prev = before
+                    .lag_buckets
+                    .iter()
+                    .find(|(l, _)| l == le)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(0.0);
+                (*le, c - prev)
+            })
+            .collect();
+        let total = diff.last().map(|(_, c)| *c).unwrap_or(0.0);
+        if total <= 0.0 {
+            return f64::NAN;
+        }
+        let target = q * total;
+        let mut prev_le = 0.0;
+        let mut prev_count = 0.0;
+        for (le, count) in diff {
+            if count >= target {
+                if le.is_infinite() {
+                    return prev_le;
+                }
+                let within = (target - prev_count) / (count - prev_count).max(1e-9);
+                return prev_le + within * (le - prev_le);
+            }
+            prev_le = le;
+            prev_count = count;
+        }
+        prev_le
+    }
+}
+
+fn payload(device_index: u64, readings: usize, now: chrono::DateTime<Utc>, seq: u64) -> Vec<u8> {
+    // Distinct microsecond timestamps keep every (device, metric, ts) unique
+    // while staying within a millisecond of the publish time.
+    let mut out = Vec::with_capacity(readings * 72);
+    if readings > 1 {
+        out.push(b'[');
+    }
+    for j in 0..readings {
+        if j > 0 {
+            out.push(b',');
+        }
+        let ts = now + chrono::Duration::microseconds(j as i64);
+        let _ = write!(
+            out,
+            r#"{{"ts":"{}","metrics":{{"power_kw":{}.{}}}}}"#,
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            seq % 1000,
+            device_index % 10
+        );
+    }
+    if readings > 1 {
+        out.push(b']');
+    }
+    out
+}
+
+fn publisher(c: &Config, id: String) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let ep = c.mqtt.endpoint().expect("validated");
+    let mut opts = MqttOptions::new(id, ep.host, ep.port);
+    opts.set_inflight(1000);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let (Some(u), p) = (ep.username, ep.password) {
+        opts.set_credentials(u, p.unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    let task = tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    (client, task)
+}
+
+/// Publishes `messages` messages from `publishers` clients; with a `rate`
+/// (messages/s), paced in 10 ms slices.
+async fn publish(
+    c: &Config,
+    tag: &str,
+    publishers: usize,
+    messages: u64,
+    readings_per_message: usize,
+    rate: Option<f64>,
+    seq_offset: u64,
+) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let c = c.clone();
+        let tag = tag.to_owned();
+        let share = messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
+        let rate = rate.map(|r| r / publishers as f64);
+        tasks.push(tokio::spawn(async move {
+            let (client, poller) = publisher(&c, format!("estatemon-bench-pub-{tag}-{p}"));
+            let t0 = Instant::now();
+            for i in 0..share {
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(i as f64 / rate);
+                    let elapsed = t0.elapsed();
+                    if due > elapsed + Duration::from_millis(10) {
+                        tokio::time::sleep(due - elapsed).await;
+                    }
+                }
+                let seq = seq_offset + i * publishers as u64 + p as u64;
+                let device = seq % 500;
+                let topic = c
+                    .mqtt
+                    .topics
+                    .telemetry
+                    .replace("{site}", "bench")
+                    .replace("{device_id}", &format!("dev-{p}-{device}"));
+                let body = payload(device, readings_per_message, Utc::now(), seq);
+                if client.publish(topic, QoS::AtLeastOnce, false, body).await.is_err() {
+                    break;
+                }
+            }
+            // Let the last QoS 1 publishes reach the broker.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = client.disconnect().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            poller.abort();
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    started.elapsed()
+}
+
+async fn wait_for_stored(p: &IngestProcess, target: f64, timeout: Duration) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    loop {
+        let snap = p.metrics().await?;
+        if snap.stored >= target {
+            return Ok(Instant::now());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "only {} of {} readings stored after {:?}",
+                snap.stored,
+                target,
+                timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow::Result<()> {
+    let tag = format!("{}_{}", std::process::id(), s.readings_per_message);
+    let c = bench_config(config, &tag);
+    drop_database(config, &c.database.url).await;
+    let ingest = IngestProcess::start(&c).await?;
+    let readings = s.messages * s.readings_per_message as u64;
+    println!(
+        "\n## {} — {} messages, {} readings, {} publishers",
+        s.name, s.messages, readings, args.publishers
+    );
+
+    // Full speed.
+    let t0 = Instant::now();
+    let publish_time = publish(&c, &tag, args.publishers, s.messages, s.readings_per_message, None, 0).await;
+    let done = wait_for_stored(&ingest, readings as f64, Duration::from_secs(600)).await?;
+    let elapsed = (done - t0).as_secs_f64();
+    let readings_per_s = readings as f64 / elapsed;
+    let messages_per_s = s.messages as f64 / elapsed;
+    println!(
+        "max rate:  {:>10.0} readings/s  {:>9.0} messages/s  (published in {:.2} s, stored in {:.2} s)",
+        readings_per_s,
+        messages_per_s,
+        publish_time.as_secs_f64(),
+        elapsed
+    );
+
+    // Latency at half the measured maximum.
+    let half = messages_per_s / 2.0;
+    let paced = (half * args.latency_seconds as f64) as u64;
+    let before = ingest.metrics().await?;
+    publish(&c, &tag, args.publishers, paced, s.readings_per_message, Some(half), s.messages).await;
+    wait_for_stored(
+        &ingest,
+        before.stored + (paced * s.readings_per_message as u64) as f64,
+        Duration::from_secs(300),
+    )
+    .await?;
+    let after = ingest.metrics().await?;
+    println!(
+        "latency at {:.0} messages/s ({:.0} readings/s): publish→commit p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
+        half,
+        half * s.readings_per_message as f64,
+        after.percentile_since(&before, 0.50) * 1000.0,
+        after.percentile_since(&before, 0.95) * 1000.0,
+        after.percentile_since(&before, 0.99) * 1000.0,
+    );
+    println!("ingestor peak RSS: {:.1} MB", ingest.peak_rss_mb());
+    drop(ingest);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop_database(config, &c.database.url).await;
+    Ok(())
+}
+
+/// PostgreSQL alone: psql's COPY of the same rows into a table with the
+/// same primary key, from a file.
+async fn peer_psql_copy(config: &Config, rows: u64) -> anyhow::Result<()> {
+    let tag = format!("{}_psql", std::process::id());
+    let c = bench_config(config, &tag);
+    drop_database(config, &c.database.url).await;
+    schema::ensure_database(&c.database).await?;
+    let client = schema::connect(&c.database).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE readings (device_id text NOT NULL, metric text NOT NULL,
+                 ts timestamptz NOT NULL, value double precision NOT NULL,
+                 PRIMARY KEY (device_id, metric, ts))",
+        )
+        .await?;
+    let path = std::env::temp_dir().join(format!("estatemon-bench-{tag}.csv"));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let t0 = Utc::now();
+        for i in 0..rows {
+            let ts = t0 + chrono::Duration::microseconds(i as i64);
+            writeln!(
+                f,
+                "dev-{},power_kw,{},{}.5",
+                i % 500,
+                ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                i % 1000
+            )?;
+        }
+    }
+    let started = Instant::now();
+    let status = tokio::process::Command::new("psql")
+        .arg(&c.database.url)
+        .arg("-q")
+        .arg("-c")
+        .arg(format!(
+            "\\copy readings (device_id, metric, ts, value) FROM '{}' WITH (FORMAT csv)",
+            path.display()
+        ))
+        .status()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    drop(client);
+    drop_database(config, &c.database.url).await;
+    match status {
+        Ok(s) if s.success() => println!(
+            "\n## peer: psql \\copy into a table with the same primary key\n{:>10.0} rows/s ({} rows in {:.2} s)",
+            rows as f64 / elapsed,
+            rows,
+            elapsed
+        ),
+        Ok(s) => println!("\n## peer: psql \\copy failed ({s})"),
+        Err(e) => println!("\n## peer: psql not available ({e})"),
+    }
+    Ok(())
+}
+
+/// The broker alone: QoS 1 from publishers to one auto-acknowledging
+/// subscriber.
+async fn peer_broker_relay(config: &Config, messages: u64, publishers: usize) -> anyhow::Result<()> {
+    let tag = format!("{}_relay", std::process::id());
+    let c = bench_config(config, &tag);
+    let ep = c.mqtt.endpoint().map_err(anyhow::Error::msg)?;
+    let mut opts = MqttOptions::new(format!("estatemon-bench-sub-{tag}"), ep.host, ep.port);
+    opts.set_inflight(1000);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (sub, mut eventloop) = AsyncClient::new(opts, 1000);
+    let filter = c.mqtt.topics.telemetry.replace("{site}", "+").replace("{device_id}", "+");
+    sub.subscribe(filter, QoS::AtLeastOnce).await?;
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0u64);
+    let counter = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
+                    n += 1;
+                    if n % 1000 == 0 {
+                        let _ = count_tx.send(n);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let publishing = publish(&c, &tag, publishers, messages, 1, None, 0);
+    let target = messages - messages % 1000;
+    let waiting = async {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(120),
+            count_rx.wait_for(|n| *n >= target),
+        )
+        .await;
+        started.elapsed()
+    };
+    let (_, received_at) = tokio::join!(publishing, waiting);
+    let received = *count_rx.borrow();
+    counter.abort();
+    println!(
+        "\n## peer: broker relay, QoS 1, {publishers} rumqttc publishers → 1 rumqttc subscriber\n{:>10.0} messages/s ({} of {} received in {:.2} s)",
+        received as f64 / received_at.as_secs_f64(),
+        received,
+        messages,
+        received_at.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_within_buckets() {
+        let before = Snapshot::default();
+        let after = Snapshot {
+            stored: 100.0,
+            lag_buckets: vec![(0.05, 0.0), (0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)],
+        };
+        assert!((after.percentile_since(&before, 0.5) - 0.1).abs() < 1e-9);
+        assert!((after.percentile_since(&before, 0.75) - 0.15).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bench_payloads_decode_to_distinct_readings() {
+        let body = payload(3, 100, Utc::now(), 7);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let ts: std::collections::HashSet<&str> =
+            v.as_array().unwrap().iter().map(|o| o["ts"].as_str().unwrap()).collect();
+        assert_eq!(ts.len(), 100);
+    }
+}

@@ -1,0 +1,103 @@
+//! `estatemon demo`: the quick start. Broker (existing or embedded), database
+//! (created and migrated), the default site's registry, the ingestor and the
+//! simulator, in one process, with a status line every few seconds.
+
+use std::time::Duration;
+
+use clap::Args;
+use estatemon_domain::config::Config;
+use estatemon_domain::schema;
+use estatemon_ingest::Ingestor;
+
+use crate::broker::{self, BrokerSource};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Simulated seconds per real second (60: a simulated minute per second).
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Stop after this many seconds (runs until Ctrl-C otherwise).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<u64>,
+    /// Do not run the simulator (ingest whatever devices publish).
+    #[arg(long)]
+    no_simulator: bool,
+}
+
+pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.speed > 0.0, "--speed must be positive");
+    config.simulate.speed = args.speed;
+    let source = broker::ensure(&config.mqtt).await?;
+    let broker_note = match source {
+        BrokerSource::Existing => "existing broker",
+        #[cfg(feature = "embedded-broker")]
+        BrokerSource::Embedded => "embedded broker",
+    };
+
+    let registry = crate::load_site(config.simulate.site_file.as_ref())?;
+    let mut client = crate::prepare_database(&config).await?;
+    schema::registry::upsert(&mut client, &registry).await?;
+
+    let ingestor = Ingestor::start(config.clone()).await?;
+    let metrics_url = format!("http://{}/metrics", ingestor.http_addr);
+    println!(
+        "estatemon demo\n  broker:   {} ({broker_note})\n  database: {} (storage mode: {} — {})\n  metrics:  {metrics_url}\n  health:   http://{}/health\nPress Ctrl-C to stop.",
+        estatemon_domain::config::redact_url(&config.mqtt.url),
+        estatemon_domain::config::redact_url(&config.database.url),
+        ingestor.migration.mode.as_str(),
+        ingestor.migration.reason,
+        ingestor.http_addr,
+    );
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        estatemon_ingest::pipeline::wait_for_signal().await;
+        let _ = signal_tx.send(true);
+    });
+    let simulator = (!args.no_simulator).then(|| {
+        let model = estatemon_simulators::model::SiteModel::new(&registry, None, config.simulate.seed);
+        let (mqtt, sim) = (config.mqtt.clone(), config.simulate.clone());
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            match model {
+                Ok(model) => {
+                    estatemon_simulators::live::run(model, &mqtt, &sim, None, stop).await;
+                }
+                Err(e) => tracing::error!(error = %e, "simulator could not start"),
+            }
+        })
+    });
+
+    let deadline = args.duration.map(Duration::from_secs);
+    let started = std::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop_rx.changed() => break,
+            _ = ticker.tick() => {
+                if let Ok(row) = client
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),
+                                (SELECT count(*) FROM dead_letters), (SELECT count(DISTINCT device_id) FROM devices)",
+                        &[],
+                    )
+                    .await
+                {
+                    let (r, e, d, n): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+                    println!("stored: {r} readings, {e} events, {d} dead letters; {n} devices");
+                }
+                if deadline.is_some_and(|d| started.elapsed() >= d) {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(s) = simulator {
+        let _ = s.await;
+    }
+    ingestor.shutdown().await;
+    println!("stopped");
+    Ok(())
+}

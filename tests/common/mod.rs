@@ -1,0 +1,415 @@
+//! Test harness: a database per test, unique topics per test, and private
+//! PostgreSQL / Mosquitto instances for the tests that kill them.
+//!
+//! Every test creates its own database (and drops it afterwards) and its own
+//! topic prefix, so tests run in parallel against the shared services
+//! without seeing each other's data.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use estatemon_domain::config::Config;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn admin_url() -> String {
+    std::env::var("ESTATEMON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn broker_url() -> String {
+    std::env::var("ESTATEMON_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+
+pub fn with_dbname(url: &str, name: &str) -> String {
+    let mut u = url::Url::parse(url).expect("test database URL");
+    u.set_path(&format!("/{name}"));
+    u.to_string()
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub fn new(admin: &str) -> TestDb {
+        let name = unique("estatemon_t");
+        TestDb {
+            url: with_dbname(admin, &name),
+            name,
+            admin: admin.to_owned(),
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        estatemon_domain::schema::connect_url(&self.url, Duration::from_secs(5))
+            .await
+            .expect("connect to test database")
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside a test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(c) =
+                    estatemon_domain::schema::connect_url(&admin, Duration::from_secs(5)).await
+                {
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A configuration with this test's database, topics and client ids.
+pub fn config(db: &TestDb, mqtt_url: &str) -> Config {
+    let mut c = Config::default();
+    c.database.url = db.url.clone();
+    c.mqtt.url = mqtt_url.to_owned();
+    let prefix = unique("t");
+    c.mqtt.topics.telemetry = format!("{prefix}/{{site}}/{{device_id}}/telemetry");
+    c.mqtt.topics.events = format!("{prefix}/{{site}}/{{device_id}}/events");
+    c.mqtt.topics.senml = format!("{prefix}/{{site}}/{{device_id}}/senml");
+    c.mqtt.client_id = format!("{prefix}-ingest");
+    c.ingest.listen = "127.0.0.1:0".into();
+    c.ingest.batch_linger_ms = 20;
+    c.ingest.pseudonym_key = Some("test-secret".into());
+    c.storage.maintenance_interval_s = 3600;
+    c
+}
+
+pub fn topic(c: &Config, channel: &str, site: &str, device: &str) -> String {
+    let template = match channel {
+        "telemetry" => &c.mqtt.topics.telemetry,
+        "events" => &c.mqtt.topics.events,
+        "senml" => &c.mqtt.topics.senml,
+        other => panic!("no channel {other}"),
+    };
+    template.replace("{site}", site).replace("{device_id}", device)
+}
+
+/// Publishes at QoS 1 and returns once the broker acknowledged every message.
+pub async fn publish_all(mqtt_url: &str, messages: Vec<(String, Vec<u8>)>) {
+    let url = url::Url::parse(mqtt_url).unwrap();
+    let mut opts = MqttOptions::new(
+        unique("pub"),
+        url.host_str().unwrap(),
+        url.port().unwrap_or(1883),
+    );
+    opts.set_inflight(200);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let total = messages.len();
+    let sender = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked < total {
+        assert!(Instant::now() < deadline, "broker acknowledged {acked} of {total}");
+        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher connection failed: {e}"),
+            Err(_) => {}
+        }
+    }
+    let client = sender.await.unwrap();
+    let _ = client.disconnect().await;
+    for _ in 0..10 {
+        match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
+            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+            _ => {}
+        }
+    }
+}
+
+/// Polls until `f` returns true or the timeout passes; returns the last value.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Value of a metric line such as `estatemon_ingest_readings_stored_total`.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+}
+
+/// A private PostgreSQL server that a test may restart.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("initdb");
+        let dir = temp_dir("estatemon-pg-");
+        let port = free_port();
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+        }
+        let pg = PrivatePostgres { port, dir, bin };
+        let data = pg.dir.join("data");
+        let status = pg
+            .as_postgres(pg.bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        pg.ctl("start");
+        pg
+    }
+
+    fn as_postgres(&self, program: PathBuf) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn ctl(&self, action: &str) {
+        let status = self
+            .as_postgres(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-l"])
+            .arg(self.dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                self.port,
+                self.dir.display()
+            ))
+            .arg(action)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {action} failed");
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .as_postgres(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private Mosquitto that a test may stop and restart, with persistence
+/// and an unbounded queue (as in deploy/mosquitto/mosquitto.conf).
+pub struct PrivateMosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateMosquitto {
+    pub fn start() -> PrivateMosquitto {
+        let dir = temp_dir("estatemon-mqtt-");
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nmax_queued_messages 0\nautosave_interval 1\n\
+                 user root\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut m = PrivateMosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        m.resume();
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker the way an operator's restart does (SIGTERM: it
+    /// saves its persistence file first).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn resume(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto on PATH");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PrivateMosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Environment for running `estatemon ingest` as a child process.
+pub fn ingest_env(c: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("ESTATEMON_DATABASE_URL", c.database.url.clone()),
+        ("ESTATEMON_MQTT_URL", c.mqtt.url.clone()),
+        ("ESTATEMON_MQTT_CLIENT_ID", c.mqtt.client_id.clone()),
+        ("ESTATEMON_MQTT__TOPICS__TELEMETRY", c.mqtt.topics.telemetry.clone()),
+        ("ESTATEMON_MQTT__TOPICS__EVENTS", c.mqtt.topics.events.clone()),
+        ("ESTATEMON_MQTT__TOPICS__SENML", c.mqtt.topics.senml.clone()),
+        ("ESTATEMON_INGEST_LISTEN", "127.0.0.1:0".into()),
+        ("ESTATEMON_INGEST_BATCH_LINGER_MS", "20".into()),
+        ("ESTATEMON_LOG_FILTER", "warn".into()),
+    ]
+}
+
+pub fn estatemon_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_estatemon"))
+}
+
+/// A telemetry payload with one energy reading at `ms`.
+pub fn energy(ms: i64, value: f64) -> Vec<u8> {
+    format!(r#"{{"ts":{ms},"metrics":{{"energy_kwh":{value}}}}}"#).into_bytes()
+}
+
+/// Milliseconds of a recent, fixed instant (within max_age, before now).
+pub fn base_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis() / 1000 * 1000 - 3_600_000
+}

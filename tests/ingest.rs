@@ -1,0 +1,378 @@
+//! End-to-end ingest against the real Mosquitto and PostgreSQL on this
+//! machine: every payload format, duplicates, out-of-order delivery,
+//! malformed messages, unknown devices, health, shared subscriptions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use estatemon_ingest::Ingestor;
+
+async fn start(db: &TestDb) -> (estatemon_domain::config::Config, Ingestor) {
+    let c = config(db, &broker_url());
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    // Subscriptions go out right after CONNACK.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (c, ingestor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payload_format_is_stored_in_canonical_units() {
+    let db = TestDb::new(&admin_url());
+    let (c, ingestor) = start(&db).await;
+    println!("storage mode: {} ({})", ingestor.migration.mode.as_str(), ingestor.migration.reason);
+    let t = base_ms();
+    let t_s = t / 1000;
+    let iso = chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339();
+    let messages = vec![
+        // JSON with RFC 3339 time, two metrics, one in W.
+        (
+            topic(&c, "telemetry", "hv", "m-1"),
+            format!(r#"{{"ts":"{iso}","metrics":{{"energy_kwh":1234.5,"power_w":3200}}}}"#).into_bytes(),
+        ),
+        // Gateway batch with epoch ms.
+        (
+            topic(&c, "telemetry", "hv", "w-1"),
+            format!(
+                r#"[{{"ts":{t},"metrics":{{"volume_m3":10.5}}}},{{"ts":{},"metrics":{{"volume_l":10600}}}}]"#,
+                t + 60_000
+            )
+            .into_bytes(),
+        ),
+        // SenML with base name, time and unit.
+        (
+            topic(&c, "senml", "hv", "m-2"),
+            format!(
+                r#"[{{"bn":"urn:dev:m-2:","bt":{t_s},"bu":"Wh","n":"energy","v":5000}},{{"n":"energy","t":60,"v":5500}},{{"n":"pressure","u":"kPa","v":620}}]"#
+            )
+            .into_bytes(),
+        ),
+        // Events: access (credential), forced door, held open, lift fault and state.
+        (
+            topic(&c, "events", "hv", "gate-1"),
+            format!(
+                r#"[{{"ts":{t},"type":"access","result":"denied","method":"card","credential":"CARD-424242","direction":"in"}},
+                    {{"ts":{},"type":"door_forced"}},{{"ts":{},"type":"door_held_open","seconds":95}}]"#,
+                t + 1, t + 2
+            )
+            .into_bytes(),
+        ),
+        (
+            topic(&c, "events", "hv", "lift-1"),
+            format!(
+                r#"[{{"ts":{t},"type":"fault","code":"entrapment"}},{{"ts":{},"type":"state","state":"fault"}}]"#,
+                t + 1
+            )
+            .into_bytes(),
+        ),
+    ];
+    publish_all(&c.mqtt.url, messages).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 7
+                && db.count("SELECT count(*) FROM events").await == 5
+        })
+        .await,
+        "readings {} events {}",
+        db.count("SELECT count(*) FROM readings").await,
+        db.count("SELECT count(*) FROM events").await
+    );
+    let client = db.client().await;
+    let value = |device: &'static str, metric: &'static str, offset_ms: i64| {
+        let client = &client;
+        async move {
+            let ts = chrono::DateTime::from_timestamp_millis(t + offset_ms).unwrap();
+            client
+                .query_one(
+                    "SELECT value FROM readings WHERE device_id = $1 AND metric = $2 AND ts = $3",
+                    &[&device, &metric, &ts],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{device} {metric}: {e}"))
+                .get::<_, f64>(0)
+        }
+    };
+    assert_eq!(value("m-1", "energy_kwh", 0).await, 1234.5);
+    assert!((value("m-1", "power_kw", 0).await - 3.2).abs() < 1e-9);
+    assert!((value("w-1", "volume_m3", 60_000).await - 10.6).abs() < 1e-9);
+    assert!((value("m-2", "energy_kwh", 60_000).await - 5.5).abs() < 1e-9);
+    assert!((value("m-2", "pressure_mpa", 0).await - 0.62).abs() < 1e-9);
+
+    let row = client
+        .query_one(
+            "SELECT result, method, credential, direction FROM events WHERE device_id = 'gate-1' AND event_type = 'access'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let credential: String = row.get(2);
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(3)),
+        ("denied".into(), "card".into(), "in".into())
+    );
+    assert_eq!(credential.len(), 32);
+    assert!(!credential.contains("424242"));
+    let held: f64 = client
+        .query_one("SELECT duration_s FROM events WHERE event_type = 'door_held_open'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 95.0);
+    let code: String = client
+        .query_one("SELECT code FROM events WHERE event_type = 'fault'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(code, "entrapment");
+    // The raw card number is nowhere in the database.
+    let leaks = db
+        .count(
+            "SELECT (SELECT count(*) FROM events WHERE events::text LIKE '%424242%')
+                  + (SELECT count(*) FROM dead_letters WHERE convert_from(payload, 'UTF8') LIKE '%424242%')",
+        )
+        .await;
+    assert_eq!(leaks, 0);
+    ingestor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_and_out_of_order_readings_are_stored_once() {
+    let db = TestDb::new(&admin_url());
+    let (c, ingestor) = start(&db).await;
+    let t = base_ms();
+    let tp = topic(&c, "telemetry", "hv", "m-dup");
+    // 50 readings, newest first, each published three times, plus a batch
+    // repeating ten of them.
+    let mut messages = Vec::new();
+    for round in 0..3 {
+        for i in (0..50).rev() {
+            messages.push((tp.clone(), energy(t + i * 60_000, 100.0 + i as f64)));
+        }
+        if round == 1 {
+            let batch: Vec<String> = (0..10)
+                .map(|i| format!(r#"{{"ts":{},"metrics":{{"energy_kwh":{}}}}}"#, t + i * 60_000, 100 + i))
+                .collect();
+            messages.push((tp.clone(), format!("[{}]", batch.join(",")).into_bytes()));
+        }
+    }
+    publish_all(&c.mqtt.url, messages).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+            metric(&m, "estatemon_ingest_messages_total{channel=\"telemetry\"}") >= 151.0
+                && metric(&m, "estatemon_ingest_inflight_messages") == 0.0
+        })
+        .await
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 50);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT ts) FROM readings WHERE device_id = 'm-dup'").await,
+        50
+    );
+    let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert_eq!(metric(&m, "estatemon_ingest_readings_stored_total"), 50.0);
+    assert_eq!(metric(&m, "estatemon_ingest_readings_duplicate_total"), 110.0);
+    ingestor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
+    let db = TestDb::new(&admin_url());
+    let (c, ingestor) = start(&db).await;
+    let t = base_ms();
+    let future = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let ancient = chrono::Utc::now().timestamp_millis() - 20 * 365 * 86_400_000;
+    let tel = topic(&c, "telemetry", "hv", "m-bad");
+    let senml = topic(&c, "senml", "hv", "m-bad");
+    let events = topic(&c, "events", "hv", "gate-bad");
+    let corpus: Vec<(String, String, &str)> = vec![
+        (tel.clone(), "{not json".into(), "invalid_json"),
+        (tel.clone(), "".into(), "empty_payload"),
+        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":NaN}}}}"#), "non_finite_value"),
+        (tel.clone(), r#"{"metrics":{"energy_kwh":1}}"#.into(), "missing_field"),
+        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":"high"}}}}"#), "invalid_field"),
+        (tel.clone(), r#"{"ts":"last tuesday","metrics":{"energy_kwh":1}}"#.into(), "invalid_timestamp"),
+        (tel.clone(), format!(r#"{{"ts":{future},"metrics":{{"energy_kwh":1}}}}"#), "timestamp_in_future"),
+        (tel.clone(), format!(r#"{{"ts":{ancient},"metrics":{{"energy_kwh":1}}}}"#), "timestamp_too_old"),
+        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"flux_kwh":1}}}}"#), "unknown_metric"),
+        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":-5}}}}"#), "invalid_value"),
+        (senml.clone(), format!(r#"[{{"n":"energy","u":"BTU","bt":{},"v":1}}]"#, t / 1000), "unknown_unit"),
+        (events.clone(), format!(r#"{{"ts":{t},"type":"party"}}"#), "unknown_event_type"),
+        (
+            events.clone(),
+            format!(r#"{{"ts":{t},"type":"access","result":"maybe","method":"card","credential":"CARD-999111"}}"#),
+            "invalid_field",
+        ),
+    ];
+    // A good reading before and after every bad message.
+    let mut messages = Vec::new();
+    let mut good = 0;
+    for (i, (topic, payload, _)) in corpus.iter().enumerate() {
+        messages.push((tel.clone(), energy(t + 2 * i as i64 * 1000, i as f64)));
+        messages.push((topic.clone(), payload.clone().into_bytes()));
+        messages.push((tel.clone(), energy(t + (2 * i as i64 + 1) * 1000, i as f64 + 0.5)));
+        good += 2;
+    }
+    publish_all(&c.mqtt.url, messages).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM dead_letters").await >= corpus.len() as i64
+                && db.count("SELECT count(*) FROM readings").await >= good
+        })
+        .await,
+        "dead letters {}, readings {}",
+        db.count("SELECT count(*) FROM dead_letters").await,
+        db.count("SELECT count(*) FROM readings").await
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, good);
+    let client = db.client().await;
+    let rows = client
+        .query("SELECT topic, convert_from(payload, 'UTF8'), reason, detail FROM dead_letters ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), corpus.len());
+    for (row, (topic, payload, reason)) in rows.iter().zip(&corpus) {
+        let (t, p, r, d): (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(&t, topic);
+        assert_eq!(&r, reason, "payload {payload}: {d}");
+        assert!(!d.is_empty());
+        if !payload.contains("CARD") {
+            assert_eq!(&p, payload);
+        } else {
+            assert!(!p.contains("999111"), "credential leaked into dead letters: {p}");
+        }
+    }
+    let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert_eq!(metric(&m, "estatemon_ingest_dead_letters_total{reason=\"invalid_field\"}"), 2.0);
+    assert_eq!(metric(&m, "estatemon_ingest_dead_letters_total{reason=\"unknown_unit\"}"), 1.0);
+    ingestor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_devices_are_stored_registered_and_counted_and_health_names_the_mode() {
+    let db = TestDb::new(&admin_url());
+    let (c, ingestor) = start(&db).await;
+    let health = http_get(&ingestor.http_addr.to_string(), "/health").await;
+    assert!(health.contains("\"storage_mode\":\"plain\"") || health.contains("\"storage_mode\":\"timescaledb\""), "{health}");
+    assert!(health.contains("\"mqtt_connected\":true"), "{health}");
+    let t = base_ms();
+    publish_all(
+        &c.mqtt.url,
+        (0..5)
+            .map(|i| (topic(&c, "telemetry", "north-site", "stranger-7"), energy(t + i * 1000, 1.0 + i as f64)))
+            .collect(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings WHERE device_id = 'stranger-7'").await == 5
+        })
+        .await
+    );
+    let row = db
+        .client()
+        .await
+        .query_one("SELECT assigned, site_id, kind FROM devices WHERE device_id = 'stranger-7'", &[])
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, String>(1), "north-site");
+    assert_eq!(row.get::<_, String>(2), "unknown");
+    let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert_eq!(metric(&m, "estatemon_ingest_unassigned_readings_total"), 5.0);
+    assert_eq!(metric(&m, "estatemon_ingest_devices_registered_total"), 1.0);
+    assert_eq!(metric(&m, "estatemon_ingest_mqtt_connected"), 1.0);
+    ingestor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingestors_on_a_shared_subscription_store_every_reading_once() {
+    let db = TestDb::new(&admin_url());
+    let mut a = config(&db, &broker_url());
+    a.mqtt.shared_group = Some(unique("group"));
+    let mut b = a.clone();
+    b.mqtt.client_id = format!("{}-b", a.mqtt.client_id);
+    let ia = Ingestor::start(a.clone()).await.unwrap();
+    let ib = Ingestor::start(b).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = base_ms();
+    let n = 3000;
+    let messages = (0..n)
+        .map(|i| (topic(&a, "telemetry", "hv", &format!("m-{}", i % 30)), energy(t + i, i as f64)))
+        .collect();
+    publish_all(&a.mqtt.url, messages).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            db.count("SELECT count(*) FROM readings").await == n
+        })
+        .await,
+        "stored {}",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    let ma = http_get(&ia.http_addr.to_string(), "/metrics").await;
+    let mb = http_get(&ib.http_addr.to_string(), "/metrics").await;
+    let (sa, sb) = (
+        metric(&ma, "estatemon_ingest_readings_stored_total"),
+        metric(&mb, "estatemon_ingest_readings_stored_total"),
+    );
+    println!("ingestor a stored {sa}, b stored {sb}");
+    assert!(sa > 0.0 && sb > 0.0, "both must take part: {sa} / {sb}");
+    assert_eq!(sa + sb, n as f64, "each reading delivered to exactly one ingestor");
+    ia.shutdown().await;
+    ib.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_and_partitions_follow_the_data() {
+    let db = TestDb::new(&admin_url());
+    let (c, ingestor) = start(&db).await;
+    // Two hours of 15-minute power readings, a week ago (backfill).
+    let t0 = (chrono::Utc::now() - chrono::Duration::days(7)).timestamp() / 3600 * 3600 * 1000;
+    let tp = topic(&c, "telemetry", "hv", "p-1");
+    let messages = (0..8)
+        .map(|i| {
+            (
+                tp.clone(),
+                format!(r#"{{"ts":{},"metrics":{{"power_kw":{}}}}}"#, t0 + i * 900_000, i + 1).into_bytes(),
+            )
+        })
+        .collect();
+    publish_all(&c.mqtt.url, messages).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 8
+        })
+        .await
+    );
+    let mut client = db.client().await;
+    let mode = ingestor.migration.mode;
+    estatemon_ingest::maintenance::round(&mut client, &c.storage, mode, 7)
+        .await
+        .unwrap();
+    let rows = client
+        .query(
+            "SELECT samples, avg, first, last FROM readings_hourly WHERE device_id = 'p-1' ORDER BY bucket",
+            &[],
+        )
+        .await
+        .unwrap();
+    let hourly: Vec<(i64, f64, f64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    assert_eq!(hourly, vec![(4, 2.5, 1.0, 4.0), (4, 6.5, 5.0, 8.0)]);
+    let daily: f64 = client
+        .query_one("SELECT sum(samples)::float8 FROM readings_daily WHERE device_id = 'p-1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(daily, 8.0);
+    assert_eq!(db.count("SELECT count(*) FROM rollup_dirty").await, 0);
+    if mode == estatemon_domain::schema::StorageMode::Plain {
+        let partitions = db
+            .count("SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'readings'")
+            .await;
+        assert!(partitions >= 2, "a week-old chunk and the current ones: {partitions}");
+    } else {
+        println!("TimescaleDB mode: partitions are hypertable chunks, not checked here");
+    }
+    ingestor.shutdown().await;
+}
