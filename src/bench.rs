@@ -51,7 +51,10 @@ struct Scenario {
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let machine = machine_description();
-    println!("estatemon bench ingest — {}", Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    println!(
+        "estatemon bench ingest — {}",
+        Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
     println!("machine: {machine}");
     let mut scenarios = Vec::new();
     if matches!(args.scenario.as_str(), "both" | "batch") {
@@ -90,10 +93,16 @@ fn machine_description() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| format!("{:.0} GiB", kb as f64 / 1048576.0))
         .unwrap_or_default();
@@ -146,7 +155,10 @@ impl IngestProcess {
             .env("ESTATEMON_DATABASE_URL", &c.database.url)
             .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
             .env("ESTATEMON_MQTT_CLIENT_ID", &c.mqtt.client_id)
-            .env("ESTATEMON_MQTT__TOPICS__TELEMETRY", &c.mqtt.topics.telemetry)
+            .env(
+                "ESTATEMON_MQTT__TOPICS__TELEMETRY",
+                &c.mqtt.topics.telemetry,
+            )
             .env("ESTATEMON_MQTT__TOPICS__EVENTS", &c.mqtt.topics.events)
             .env("ESTATEMON_MQTT__TOPICS__SENML", &c.mqtt.topics.senml)
             .env("ESTATEMON_INGEST_LISTEN", &http)
@@ -160,7 +172,7 @@ impl IngestProcess {
         let started = Instant::now();
         loop {
             if let Ok(body) = http_get(&p.http, "/health").await {
-                if body.contains("\"mqtt_connected\":true") {
+                if body.contains("\"mqtt_subscribed\":true") {
                     // Subscriptions go out right after CONNACK.
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     return Ok(p);
@@ -174,7 +186,9 @@ impl IngestProcess {
     }
 
     fn peak_rss_mb(&self) -> f64 {
-        let Some(pid) = self.child.id() else { return 0.0 };
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
@@ -193,7 +207,9 @@ impl IngestProcess {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
@@ -218,11 +234,17 @@ impl Snapshot {
         for line in text.lines() {
             if let Some(v) = line.strip_prefix("estatemon_ingest_readings_stored_total ") {
                 s.stored = v.trim().parse().unwrap_or(0.0);
-            } else if let Some(rest) = line.strip_prefix("estatemon_ingest_lag_seconds_bucket{le=\"") {
+            } else if let Some(rest) =
+                line.strip_prefix("estatemon_ingest_lag_seconds_bucket{le=\"")
+            {
                 let mut parts = rest.splitn(2, "\"} ");
                 let le = parts.next().unwrap_or("");
                 let count: f64 = parts.next().unwrap_or("0").trim().parse().unwrap_or(0.0);
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(0.0) };
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(0.0)
+                };
                 s.lag_buckets.push((le, count));
             }
         }
@@ -328,7 +350,8 @@ async fn publish(
     for p in 0..publishers {
         let c = c.clone();
         let tag = tag.to_owned();
-        let share = messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
+        let share =
+            messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
         let rate = rate.map(|r| r / publishers as f64);
         tasks.push(tokio::spawn(async move {
             let (client, poller) = publisher(&c, format!("estatemon-bench-pub-{tag}-{p}"));
@@ -350,7 +373,11 @@ async fn publish(
                     .replace("{site}", "bench")
                     .replace("{device_id}", &format!("dev-{p}-{device}"));
                 let body = payload(device, readings_per_message, Utc::now(), seq);
-                if client.publish(topic, QoS::AtLeastOnce, false, body).await.is_err() {
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, body)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -367,7 +394,11 @@ async fn publish(
     started.elapsed()
 }
 
-async fn wait_for_stored(p: &IngestProcess, target: f64, timeout: Duration) -> anyhow::Result<Instant> {
+async fn wait_for_stored(
+    p: &IngestProcess,
+    target: f64,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
     let started = Instant::now();
     loop {
         let snap = p.metrics().await?;
@@ -399,7 +430,16 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
 
     // Full speed.
     let t0 = Instant::now();
-    let publish_time = publish(&c, &tag, args.publishers, s.messages, s.readings_per_message, None, 0).await;
+    let publish_time = publish(
+        &c,
+        &tag,
+        args.publishers,
+        s.messages,
+        s.readings_per_message,
+        None,
+        0,
+    )
+    .await;
     let done = wait_for_stored(&ingest, readings as f64, Duration::from_secs(600)).await?;
     let elapsed = (done - t0).as_secs_f64();
     let readings_per_s = readings as f64 / elapsed;
@@ -416,7 +456,16 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     let half = messages_per_s / 2.0;
     let paced = (half * args.latency_seconds as f64) as u64;
     let before = ingest.metrics().await?;
-    publish(&c, &tag, args.publishers, paced, s.readings_per_message, Some(half), s.messages).await;
+    publish(
+        &c,
+        &tag,
+        args.publishers,
+        paced,
+        s.readings_per_message,
+        Some(half),
+        s.messages,
+    )
+    .await;
     wait_for_stored(
         &ingest,
         before.stored + (paced * s.readings_per_message as u64) as f64,
@@ -499,7 +548,11 @@ async fn peer_psql_copy(config: &Config, rows: u64) -> anyhow::Result<()> {
 
 /// The broker alone: QoS 1 from publishers to one auto-acknowledging
 /// subscriber.
-async fn peer_broker_relay(config: &Config, messages: u64, publishers: usize) -> anyhow::Result<()> {
+async fn peer_broker_relay(
+    config: &Config,
+    messages: u64,
+    publishers: usize,
+) -> anyhow::Result<()> {
     let tag = format!("{}_relay", std::process::id());
     let c = bench_config(config, &tag);
     let ep = c.mqtt.endpoint().map_err(anyhow::Error::msg)?;
@@ -507,7 +560,12 @@ async fn peer_broker_relay(config: &Config, messages: u64, publishers: usize) ->
     opts.set_inflight(1000);
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (sub, mut eventloop) = AsyncClient::new(opts, 1000);
-    let filter = c.mqtt.topics.telemetry.replace("{site}", "+").replace("{device_id}", "+");
+    let filter = c
+        .mqtt
+        .topics
+        .telemetry
+        .replace("{site}", "+")
+        .replace("{device_id}", "+");
     sub.subscribe(filter, QoS::AtLeastOnce).await?;
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0u64);
     let counter = tokio::spawn(async move {
@@ -559,7 +617,12 @@ mod tests {
         let before = Snapshot::default();
         let after = Snapshot {
             stored: 100.0,
-            lag_buckets: vec![(0.05, 0.0), (0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)],
+            lag_buckets: vec![
+                (0.05, 0.0),
+                (0.1, 50.0),
+                (0.2, 100.0),
+                (f64::INFINITY, 100.0),
+            ],
         };
         assert!((after.percentile_since(&before, 0.5) - 0.1).abs() < 1e-9);
         assert!((after.percentile_since(&before, 0.75) - 0.15).abs() < 1e-9);
@@ -569,8 +632,12 @@ mod tests {
     fn bench_payloads_decode_to_distinct_readings() {
         let body = payload(3, 100, Utc::now(), 7);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let ts: std::collections::HashSet<&str> =
-            v.as_array().unwrap().iter().map(|o| o["ts"].as_str().unwrap()).collect();
+        let ts: std::collections::HashSet<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["ts"].as_str().unwrap())
+            .collect();
         assert_eq!(ts.len(), 100);
     }
 }

@@ -27,7 +27,9 @@ pub async fn ensure(mqtt: &MqttConfig) -> Result<BrokerSource, BrokerUnreachable
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| BrokerUnreachable(format!("cannot resolve MQTT host `{}`", endpoint.host)))?;
+        .ok_or_else(|| {
+            BrokerUnreachable(format!("cannot resolve MQTT host `{}`", endpoint.host))
+        })?;
     if reachable(addr).await {
         return Ok(BrokerSource::Existing);
     }

@@ -56,7 +56,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
     let simulator = (!args.no_simulator).then(|| {
-        let model = estatemon_simulators::model::SiteModel::new(&registry, None, config.simulate.seed);
+        let model =
+            estatemon_simulators::model::SiteModel::new(&registry, None, config.simulate.seed);
         let (mqtt, sim) = (config.mqtt.clone(), config.simulate.clone());
         let stop = stop_rx.clone();
         tokio::spawn(async move {

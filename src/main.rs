@@ -38,7 +38,13 @@ use estatemon_ingest::pipeline::IngestError;
 )]
 struct Cli {
     /// Configuration file (TOML). Defaults apply without one.
-    #[arg(long, short, global = true, env = "ESTATEMON_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "ESTATEMON_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// Log format (overrides log.format).
     #[arg(long, global = true, value_enum)]
@@ -175,16 +181,19 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return 3;
         }
-        let schema = cause
-            .downcast_ref::<SchemaError>()
-            .or_else(|| match cause.downcast_ref::<IngestError>() {
+        let schema = cause.downcast_ref::<SchemaError>().or_else(|| {
+            match cause.downcast_ref::<IngestError>() {
                 Some(IngestError::Schema(s)) => Some(s),
                 _ => None,
-            });
+            }
+        });
         if let Some(SchemaError::Unreachable { .. } | SchemaError::BadUrl { .. }) = schema {
             return 4;
         }
-        if matches!(cause.downcast_ref::<IngestError>(), Some(IngestError::Config(_))) {
+        if matches!(
+            cause.downcast_ref::<IngestError>(),
+            Some(IngestError::Config(_))
+        ) {
             return 3;
         }
         if cause.downcast_ref::<BrokerUnreachable>().is_some() {
@@ -211,7 +220,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             if shown.ingest.pseudonym_key.is_some() {
                 shown.ingest.pseudonym_key = Some("***".into());
             }
-            print!("{}", toml::to_string_pretty(&shown).context("serialising configuration")?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&shown).context("serialising configuration")?
+            );
             Ok(())
         }
         Command::Registry(RegistryCommand::Load { file }) => {
@@ -298,14 +310,9 @@ async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<()> 
         estatemon_ingest::pipeline::wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let total = estatemon_simulators::live::run(
-        model,
-        &config.mqtt,
-        &config.simulate,
-        args.steps,
-        stop_rx,
-    )
-    .await;
+    let total =
+        estatemon_simulators::live::run(model, &config.mqtt, &config.simulate, args.steps, stop_rx)
+            .await;
     println!(
         "published {} messages ({} readings and events) in {} steps",
         total.messages, total.items, total.steps

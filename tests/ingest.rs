@@ -12,8 +12,10 @@ use estatemon_ingest::Ingestor;
 async fn start(db: &TestDb) -> (estatemon_domain::config::Config, Ingestor) {
     let c = config(db, &broker_url());
     let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
-    // Subscriptions go out right after CONNACK.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        ingestor.subscribed(Duration::from_secs(10)).await,
+        "subscribed"
+    );
     (c, ingestor)
 }
 
@@ -21,10 +23,16 @@ async fn start(db: &TestDb) -> (estatemon_domain::config::Config, Ingestor) {
 async fn every_payload_format_is_stored_in_canonical_units() {
     let db = TestDb::new(&admin_url());
     let (c, ingestor) = start(&db).await;
-    println!("storage mode: {} ({})", ingestor.migration.mode.as_str(), ingestor.migration.reason);
+    println!(
+        "storage mode: {} ({})",
+        ingestor.migration.mode.as_str(),
+        ingestor.migration.reason
+    );
     let t = base_ms();
     let t_s = t / 1000;
-    let iso = chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339();
+    let iso = chrono::DateTime::from_timestamp_millis(t)
+        .unwrap()
+        .to_rfc3339();
     let messages = vec![
         // JSON with RFC 3339 time, two metrics, one in W.
         (
@@ -108,13 +116,20 @@ async fn every_payload_format_is_stored_in_canonical_units() {
         .unwrap();
     let credential: String = row.get(2);
     assert_eq!(
-        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(3)),
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(3)
+        ),
         ("denied".into(), "card".into(), "in".into())
     );
     assert_eq!(credential.len(), 32);
     assert!(!credential.contains("424242"));
     let held: f64 = client
-        .query_one("SELECT duration_s FROM events WHERE event_type = 'door_held_open'", &[])
+        .query_one(
+            "SELECT duration_s FROM events WHERE event_type = 'door_held_open'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -151,7 +166,13 @@ async fn duplicates_and_out_of_order_readings_are_stored_once() {
         }
         if round == 1 {
             let batch: Vec<String> = (0..10)
-                .map(|i| format!(r#"{{"ts":{},"metrics":{{"energy_kwh":{}}}}}"#, t + i * 60_000, 100 + i))
+                .map(|i| {
+                    format!(
+                        r#"{{"ts":{},"metrics":{{"energy_kwh":{}}}}}"#,
+                        t + i * 60_000,
+                        100 + i
+                    )
+                })
                 .collect();
             messages.push((tp.clone(), format!("[{}]", batch.join(",")).into_bytes()));
         }
@@ -167,12 +188,16 @@ async fn duplicates_and_out_of_order_readings_are_stored_once() {
     );
     assert_eq!(db.count("SELECT count(*) FROM readings").await, 50);
     assert_eq!(
-        db.count("SELECT count(DISTINCT ts) FROM readings WHERE device_id = 'm-dup'").await,
+        db.count("SELECT count(DISTINCT ts) FROM readings WHERE device_id = 'm-dup'")
+            .await,
         50
     );
     let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
     assert_eq!(metric(&m, "estatemon_ingest_readings_stored_total"), 50.0);
-    assert_eq!(metric(&m, "estatemon_ingest_readings_duplicate_total"), 110.0);
+    assert_eq!(
+        metric(&m, "estatemon_ingest_readings_duplicate_total"),
+        110.0
+    );
     ingestor.shutdown().await;
 }
 
@@ -189,19 +214,61 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
     let corpus: Vec<(String, String, &str)> = vec![
         (tel.clone(), "{not json".into(), "invalid_json"),
         (tel.clone(), "".into(), "empty_payload"),
-        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":NaN}}}}"#), "non_finite_value"),
-        (tel.clone(), r#"{"metrics":{"energy_kwh":1}}"#.into(), "missing_field"),
-        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":"high"}}}}"#), "invalid_field"),
-        (tel.clone(), r#"{"ts":"last tuesday","metrics":{"energy_kwh":1}}"#.into(), "invalid_timestamp"),
-        (tel.clone(), format!(r#"{{"ts":{future},"metrics":{{"energy_kwh":1}}}}"#), "timestamp_in_future"),
-        (tel.clone(), format!(r#"{{"ts":{ancient},"metrics":{{"energy_kwh":1}}}}"#), "timestamp_too_old"),
-        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"flux_kwh":1}}}}"#), "unknown_metric"),
-        (tel.clone(), format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":-5}}}}"#), "invalid_value"),
-        (senml.clone(), format!(r#"[{{"n":"energy","u":"BTU","bt":{},"v":1}}]"#, t / 1000), "unknown_unit"),
-        (events.clone(), format!(r#"{{"ts":{t},"type":"party"}}"#), "unknown_event_type"),
+        (
+            tel.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":NaN}}}}"#),
+            "non_finite_value",
+        ),
+        (
+            tel.clone(),
+            r#"{"metrics":{"energy_kwh":1}}"#.into(),
+            "missing_field",
+        ),
+        (
+            tel.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":"high"}}}}"#),
+            "invalid_field",
+        ),
+        (
+            tel.clone(),
+            r#"{"ts":"last tuesday","metrics":{"energy_kwh":1}}"#.into(),
+            "invalid_timestamp",
+        ),
+        (
+            tel.clone(),
+            format!(r#"{{"ts":{future},"metrics":{{"energy_kwh":1}}}}"#),
+            "timestamp_in_future",
+        ),
+        (
+            tel.clone(),
+            format!(r#"{{"ts":{ancient},"metrics":{{"energy_kwh":1}}}}"#),
+            "timestamp_too_old",
+        ),
+        (
+            tel.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"flux_kwh":1}}}}"#),
+            "unknown_metric",
+        ),
+        (
+            tel.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":-5}}}}"#),
+            "invalid_value",
+        ),
+        (
+            senml.clone(),
+            format!(r#"[{{"n":"energy","u":"BTU","bt":{},"v":1}}]"#, t / 1000),
+            "unknown_unit",
+        ),
         (
             events.clone(),
-            format!(r#"{{"ts":{t},"type":"access","result":"maybe","method":"card","credential":"CARD-999111"}}"#),
+            format!(r#"{{"ts":{t},"type":"party"}}"#),
+            "unknown_event_type",
+        ),
+        (
+            events.clone(),
+            format!(
+                r#"{{"ts":{t},"type":"access","result":"maybe","method":"card","credential":"CARD-999111"}}"#
+            ),
             "invalid_field",
         ),
     ];
@@ -211,7 +278,10 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
     for (i, (topic, payload, _)) in corpus.iter().enumerate() {
         messages.push((tel.clone(), energy(t + 2 * i as i64 * 1000, i as f64)));
         messages.push((topic.clone(), payload.clone().into_bytes()));
-        messages.push((tel.clone(), energy(t + (2 * i as i64 + 1) * 1000, i as f64 + 0.5)));
+        messages.push((
+            tel.clone(),
+            energy(t + (2 * i as i64 + 1) * 1000, i as f64 + 0.5),
+        ));
         good += 2;
     }
     publish_all(&c.mqtt.url, messages).await;
@@ -233,19 +303,35 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
         .unwrap();
     assert_eq!(rows.len(), corpus.len());
     for (row, (topic, payload, reason)) in rows.iter().zip(&corpus) {
-        let (t, p, r, d): (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (t, p, r, d): (String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         assert_eq!(&t, topic);
         assert_eq!(&r, reason, "payload {payload}: {d}");
         assert!(!d.is_empty());
         if !payload.contains("CARD") {
             assert_eq!(&p, payload);
         } else {
-            assert!(!p.contains("999111"), "credential leaked into dead letters: {p}");
+            assert!(
+                !p.contains("999111"),
+                "credential leaked into dead letters: {p}"
+            );
         }
     }
     let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
-    assert_eq!(metric(&m, "estatemon_ingest_dead_letters_total{reason=\"invalid_field\"}"), 2.0);
-    assert_eq!(metric(&m, "estatemon_ingest_dead_letters_total{reason=\"unknown_unit\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &m,
+            "estatemon_ingest_dead_letters_total{reason=\"invalid_field\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "estatemon_ingest_dead_letters_total{reason=\"unknown_unit\"}"
+        ),
+        1.0
+    );
     ingestor.shutdown().await;
 }
 
@@ -254,33 +340,50 @@ async fn unknown_devices_are_stored_registered_and_counted_and_health_names_the_
     let db = TestDb::new(&admin_url());
     let (c, ingestor) = start(&db).await;
     let health = http_get(&ingestor.http_addr.to_string(), "/health").await;
-    assert!(health.contains("\"storage_mode\":\"plain\"") || health.contains("\"storage_mode\":\"timescaledb\""), "{health}");
+    assert!(
+        health.contains("\"storage_mode\":\"plain\"")
+            || health.contains("\"storage_mode\":\"timescaledb\""),
+        "{health}"
+    );
     assert!(health.contains("\"mqtt_connected\":true"), "{health}");
     let t = base_ms();
     publish_all(
         &c.mqtt.url,
         (0..5)
-            .map(|i| (topic(&c, "telemetry", "north-site", "stranger-7"), energy(t + i * 1000, 1.0 + i as f64)))
+            .map(|i| {
+                (
+                    topic(&c, "telemetry", "north-site", "stranger-7"),
+                    energy(t + i * 1000, 1.0 + i as f64),
+                )
+            })
             .collect(),
     )
     .await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count("SELECT count(*) FROM readings WHERE device_id = 'stranger-7'").await == 5
+            db.count("SELECT count(*) FROM readings WHERE device_id = 'stranger-7'")
+                .await
+                == 5
         })
         .await
     );
     let row = db
         .client()
         .await
-        .query_one("SELECT assigned, site_id, kind FROM devices WHERE device_id = 'stranger-7'", &[])
+        .query_one(
+            "SELECT assigned, site_id, kind FROM devices WHERE device_id = 'stranger-7'",
+            &[],
+        )
         .await
         .unwrap();
     assert!(!row.get::<_, bool>(0));
     assert_eq!(row.get::<_, String>(1), "north-site");
     assert_eq!(row.get::<_, String>(2), "unknown");
     let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
-    assert_eq!(metric(&m, "estatemon_ingest_unassigned_readings_total"), 5.0);
+    assert_eq!(
+        metric(&m, "estatemon_ingest_unassigned_readings_total"),
+        5.0
+    );
     assert_eq!(metric(&m, "estatemon_ingest_devices_registered_total"), 1.0);
     assert_eq!(metric(&m, "estatemon_ingest_mqtt_connected"), 1.0);
     ingestor.shutdown().await;
@@ -295,11 +398,19 @@ async fn two_ingestors_on_a_shared_subscription_store_every_reading_once() {
     b.mqtt.client_id = format!("{}-b", a.mqtt.client_id);
     let ia = Ingestor::start(a.clone()).await.unwrap();
     let ib = Ingestor::start(b).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ia.subscribed(Duration::from_secs(10)).await
+            && ib.subscribed(Duration::from_secs(10)).await
+    );
     let t = base_ms();
     let n = 3000;
     let messages = (0..n)
-        .map(|i| (topic(&a, "telemetry", "hv", &format!("m-{}", i % 30)), energy(t + i, i as f64)))
+        .map(|i| {
+            (
+                topic(&a, "telemetry", "hv", &format!("m-{}", i % 30)),
+                energy(t + i, i as f64),
+            )
+        })
         .collect();
     publish_all(&a.mqtt.url, messages).await;
     assert!(
@@ -318,7 +429,11 @@ async fn two_ingestors_on_a_shared_subscription_store_every_reading_once() {
     );
     println!("ingestor a stored {sa}, b stored {sb}");
     assert!(sa > 0.0 && sb > 0.0, "both must take part: {sa} / {sb}");
-    assert_eq!(sa + sb, n as f64, "each reading delivered to exactly one ingestor");
+    assert_eq!(
+        sa + sb,
+        n as f64,
+        "each reading delivered to exactly one ingestor"
+    );
     ia.shutdown().await;
     ib.shutdown().await;
 }
@@ -334,7 +449,12 @@ async fn rollups_and_partitions_follow_the_data() {
         .map(|i| {
             (
                 tp.clone(),
-                format!(r#"{{"ts":{},"metrics":{{"power_kw":{}}}}}"#, t0 + i * 900_000, i + 1).into_bytes(),
+                format!(
+                    r#"{{"ts":{},"metrics":{{"power_kw":{}}}}}"#,
+                    t0 + i * 900_000,
+                    i + 1
+                )
+                .into_bytes(),
             )
         })
         .collect();
@@ -357,10 +477,16 @@ async fn rollups_and_partitions_follow_the_data() {
         )
         .await
         .unwrap();
-    let hourly: Vec<(i64, f64, f64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let hourly: Vec<(i64, f64, f64, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(hourly, vec![(4, 2.5, 1.0, 4.0), (4, 6.5, 5.0, 8.0)]);
     let daily: f64 = client
-        .query_one("SELECT sum(samples)::float8 FROM readings_daily WHERE device_id = 'p-1'", &[])
+        .query_one(
+            "SELECT sum(samples)::float8 FROM readings_daily WHERE device_id = 'p-1'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -370,7 +496,10 @@ async fn rollups_and_partitions_follow_the_data() {
         let partitions = db
             .count("SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'readings'")
             .await;
-        assert!(partitions >= 2, "a week-old chunk and the current ones: {partitions}");
+        assert!(
+            partitions >= 2,
+            "a week-old chunk and the current ones: {partitions}"
+        );
     } else {
         println!("TimescaleDB mode: partitions are hypertable chunks, not checked here");
     }

@@ -365,7 +365,12 @@ impl Config {
         self.database
             .url
             .parse::<tokio_postgres::Config>()
-            .map_err(|e| fail("database.url", format!("`{}`: {e}", redact_url(&self.database.url))))?;
+            .map_err(|e| {
+                fail(
+                    "database.url",
+                    format!("`{}`: {e}", redact_url(&self.database.url)),
+                )
+            })?;
         for (field, template) in [
             ("mqtt.topics.telemetry", &self.mqtt.topics.telemetry),
             ("mqtt.topics.events", &self.mqtt.topics.events),
@@ -385,7 +390,10 @@ impl Config {
             return Err(fail("mqtt.receive_maximum", "must be at least 1".into()));
         }
         if self.ingest.batch_max_readings == 0 {
-            return Err(fail("ingest.batch_max_readings", "must be at least 1".into()));
+            return Err(fail(
+                "ingest.batch_max_readings",
+                "must be at least 1".into(),
+            ));
         }
         if self.ingest.writers == 0 || self.ingest.writers > 16 {
             return Err(fail("ingest.writers", "must be between 1 and 16".into()));
@@ -397,7 +405,7 @@ impl Config {
         if self.storage.chunk_days == 0 {
             return Err(fail("storage.chunk_days", "must be at least 1".into()));
         }
-        if !(self.simulate.speed > 0.0) {
+        if self.simulate.speed.is_nan() || self.simulate.speed <= 0.0 {
             return Err(fail("simulate.speed", "must be positive".into()));
         }
         if self.simulate.interval_s == 0 {
@@ -438,7 +446,9 @@ pub fn check_topic_template(template: &str) -> Result<(), String> {
         }
     }
     if device != 1 {
-        return Err(format!("`{template}` must contain {{device_id}} exactly once"));
+        return Err(format!(
+            "`{template}` must contain {{device_id}} exactly once"
+        ));
     }
     Ok(())
 }
@@ -466,7 +476,11 @@ pub fn locate_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigErr
 /// Dotted path of the key on `line` (1-based), from the nearest table header.
 fn field_at(text: &str, line: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    let here = lines.get(line.saturating_sub(1)).copied().unwrap_or("").trim();
+    let here = lines
+        .get(line.saturating_sub(1))
+        .copied()
+        .unwrap_or("")
+        .trim();
     let mut section = String::new();
     for l in lines.iter().take(line.saturating_sub(1)).rev() {
         let l = l.trim();
@@ -480,7 +494,10 @@ fn field_at(text: &str, line: usize) -> String {
         .map(|(k, _)| k.trim().trim_matches('"').to_owned())
         .unwrap_or_default();
     if here.starts_with('[') {
-        return here.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        return here
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned();
     }
     match (section.is_empty(), key.is_empty()) {
         (true, _) => key,
@@ -516,7 +533,13 @@ fn apply_env(
             .iter()
             .find(|(_, path)| text_mentions(&e, &text, path))
             .map(|(v, _)| v.clone())
-            .unwrap_or_else(|| applied.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", "));
+            .unwrap_or_else(|| {
+                applied
+                    .iter()
+                    .map(|(v, _)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
         ConfigError::Env {
             var,
             message: field,
@@ -641,11 +664,20 @@ mod tests {
     fn environment_overrides_file() {
         let (_d, path) = write("[ingest]\nbatch_linger_ms = 20\n");
         let env = vec![
-            ("ESTATEMON_DATABASE_URL".into(), "postgres://u@db:5433/x".into()),
-            ("ESTATEMON_MQTT_URL".into(), "mqtt://dev:secret@broker:1884".into()),
+            (
+                "ESTATEMON_DATABASE_URL".into(),
+                "postgres://u@db:5433/x".into(),
+            ),
+            (
+                "ESTATEMON_MQTT_URL".into(),
+                "mqtt://dev:secret@broker:1884".into(),
+            ),
             ("ESTATEMON_INGEST_WRITERS".into(), "3".into()),
             ("ESTATEMON_MQTT_SHARED_GROUP".into(), "ingest".into()),
-            ("ESTATEMON_MQTT__TOPICS__SENML".into(), "gw/{device_id}/up".into()),
+            (
+                "ESTATEMON_MQTT__TOPICS__SENML".into(),
+                "gw/{device_id}/up".into(),
+            ),
             ("ESTATEMON_TEST_ONLY_THING".into(), "ignored".into()),
             ("PATH".into(), "/bin".into()),
         ];
@@ -657,7 +689,12 @@ mod tests {
         assert_eq!(c.mqtt.topics.senml, "gw/{device_id}/up");
         let ep = c.mqtt.endpoint().unwrap();
         assert_eq!(
-            (ep.host.as_str(), ep.port, ep.username.as_deref(), ep.password.as_deref()),
+            (
+                ep.host.as_str(),
+                ep.port,
+                ep.username.as_deref(),
+                ep.password.as_deref()
+            ),
             ("broker", 1884, Some("dev"), Some("secret"))
         );
     }
@@ -665,10 +702,22 @@ mod tests {
     #[test]
     fn bad_files_name_line_and_field() {
         let cases: &[(&str, &str, &str)] = &[
-            ("[ingest]\nwriters = 2\nbatch_linger_ms = \"fast\"\n", ":3:", "ingest.batch_linger_ms"),
-            ("[mqtt]\nurl = \"mqtt://x\"\nclient_idd = \"a\"\n", ":3:", "mqtt.client_idd"),
+            (
+                "[ingest]\nwriters = 2\nbatch_linger_ms = \"fast\"\n",
+                ":3:",
+                "ingest.batch_linger_ms",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://x\"\nclient_idd = \"a\"\n",
+                ":3:",
+                "mqtt.client_idd",
+            ),
             ("[storage]\nmode = \"cassandra\"\n", ":2:", "storage.mode"),
-            ("[mqtt.topics]\ntelemetry = \"a/{site}/b\"\n", ":2", "mqtt.topics.telemetry"),
+            (
+                "[mqtt.topics]\ntelemetry = \"a/{site}/b\"\n",
+                ":2",
+                "mqtt.topics.telemetry",
+            ),
             ("[ingest]\nwriters = 0\n", ":2", "ingest.writers"),
             ("[mqtt]\nurl = \"http://broker\"\n", ":2", "mqtt.url"),
             ("[ingest\nwriters = 1\n", ":1:", "ingest"),

@@ -219,7 +219,12 @@ mod tests {
     fn run(points: &[(i64, f64)], policy: &RegisterPolicy) -> Vec<(Option<f64>, Correction)> {
         derive(&series(points), policy)
             .into_iter()
-            .map(|i| (i.consumption.map(|c| (c * 1000.0).round() / 1000.0), i.correction))
+            .map(|i| {
+                (
+                    i.consumption.map(|c| (c * 1000.0).round() / 1000.0),
+                    i.correction,
+                )
+            })
             .collect()
     }
 
@@ -243,25 +248,85 @@ mod tests {
             }],
             ..Default::default()
         };
-        type Case<'a> = (&'a str, &'a [(i64, f64)], &'a RegisterPolicy, &'a [(Option<f64>, Correction)]);
+        type Case<'a> = (
+            &'a str,
+            &'a [(i64, f64)],
+            &'a RegisterPolicy,
+            &'a [(Option<f64>, Correction)],
+        );
         let cases: &[Case] = &[
-            ("steady", &[(0, 10.0), (15, 12.0), (30, 15.5)], &default,
-                &[(Some(2.0), C::None), (Some(3.5), C::None)]),
-            ("flat", &[(0, 10.0), (15, 10.0)], &default, &[(Some(0.0), C::None)]),
-            ("rollover", &[(0, 99_998.0), (15, 3.0)], &rollover, &[(Some(5.0), C::Rollover)]),
-            ("reset to zero", &[(0, 5_000.0), (15, 2.0)], &default, &[(Some(2.0), C::Reset)]),
-            ("small fall is not a reset", &[(0, 5_000.0), (15, 4_990.0)], &default,
-                &[(None, C::Implausible)]),
-            ("replacement", &[(0, 8_000.0), (30, 5.0)], &replaced, &[(Some(2.0), C::Replacement)]),
-            ("gap keeps the delta", &[(0, 100.0), (600, 140.0)], &default, &[(Some(40.0), C::Gap)]),
-            ("too fast", &[(0, 100.0), (60, 400.0)], &capped, &[(None, C::Implausible)]),
-            ("gap is not too fast", &[(0, 100.0), (600, 400.0)], &capped, &[(Some(300.0), C::Gap)]),
-            ("single spike bridged", &[(0, 100.0), (15, 99_999.0), (30, 102.0), (45, 103.0)], &default,
-                &[(Some(2.0), C::Spike), (Some(1.0), C::None)]),
-            ("single dip bridged", &[(0, 100.0), (15, 0.0), (30, 101.0)], &default,
-                &[(Some(1.0), C::Spike)]),
-            ("duplicate timestamps ignored", &[(0, 1.0), (0, 1.0), (15, 2.0)], &default,
-                &[(Some(1.0), C::None)]),
+            (
+                "steady",
+                &[(0, 10.0), (15, 12.0), (30, 15.5)],
+                &default,
+                &[(Some(2.0), C::None), (Some(3.5), C::None)],
+            ),
+            (
+                "flat",
+                &[(0, 10.0), (15, 10.0)],
+                &default,
+                &[(Some(0.0), C::None)],
+            ),
+            (
+                "rollover",
+                &[(0, 99_998.0), (15, 3.0)],
+                &rollover,
+                &[(Some(5.0), C::Rollover)],
+            ),
+            (
+                "reset to zero",
+                &[(0, 5_000.0), (15, 2.0)],
+                &default,
+                &[(Some(2.0), C::Reset)],
+            ),
+            (
+                "small fall is not a reset",
+                &[(0, 5_000.0), (15, 4_990.0)],
+                &default,
+                &[(None, C::Implausible)],
+            ),
+            (
+                "replacement",
+                &[(0, 8_000.0), (30, 5.0)],
+                &replaced,
+                &[(Some(2.0), C::Replacement)],
+            ),
+            (
+                "gap keeps the delta",
+                &[(0, 100.0), (600, 140.0)],
+                &default,
+                &[(Some(40.0), C::Gap)],
+            ),
+            (
+                "too fast",
+                &[(0, 100.0), (60, 400.0)],
+                &capped,
+                &[(None, C::Implausible)],
+            ),
+            (
+                "gap is not too fast",
+                &[(0, 100.0), (600, 400.0)],
+                &capped,
+                &[(Some(300.0), C::Gap)],
+            ),
+            (
+                "single spike bridged",
+                &[(0, 100.0), (15, 99_999.0), (30, 102.0), (45, 103.0)],
+                &default,
+                &[(Some(2.0), C::Spike), (Some(1.0), C::None)],
+            ),
+            (
+                "single dip bridged",
+                &[(0, 100.0), (15, 0.0), (30, 101.0)],
+                &default,
+                &[(Some(1.0), C::Spike)],
+            ),
+            (
+                "duplicate timestamps ignored",
+                &[(0, 1.0), (0, 1.0), (15, 2.0)],
+                &default,
+                &[(Some(1.0), C::None)],
+            ),
         ];
         for (name, points, policy, expected) in cases {
             assert_eq!(run(points, policy), *expected, "{name}");

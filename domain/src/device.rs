@@ -148,8 +148,7 @@ impl Registry {
 
     /// Parses and checks cross-references, naming the line of any problem.
     pub fn parse(text: &str, path: &Path) -> Result<Registry, ConfigError> {
-        let registry: Registry =
-            toml::from_str(text).map_err(|e| locate_error(path, text, &e))?;
+        let registry: Registry = toml::from_str(text).map_err(|e| locate_error(path, text, &e))?;
         registry.check(text, path)?;
         Ok(registry)
     }
@@ -197,7 +196,10 @@ impl Registry {
                 return Err(invalid(
                     &format!("\"{}\"", device.id),
                     "device.site",
-                    format!("device `{}` names unknown site `{}`", device.id, device.site),
+                    format!(
+                        "device `{}` names unknown site `{}`",
+                        device.id, device.site
+                    ),
                 ));
             };
             if let Some(building) = &device.building {
@@ -237,7 +239,9 @@ mod toml_date {
         };
         NaiveDate::parse_from_str(&text, "%Y-%m-%d")
             .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a date (YYYY-MM-DD): {e}")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!("`{text}` is not a date (YYYY-MM-DD): {e}"))
+            })
     }
 }
 
@@ -278,16 +282,28 @@ maintenance_cycle = "monthly"
     #[test]
     fn errors_name_line_and_field() {
         let bad = GOOD.replace("purpose = \"public_lighting\"", "purpose = \"disco\"");
-        let err = Registry::parse(&bad, Path::new("sites.toml")).unwrap_err().to_string();
+        let err = Registry::parse(&bad, Path::new("sites.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sites.toml:19"), "{err}");
         assert!(err.contains("purpose"), "{err}");
 
         let bad = GOOD.replace("Asia/Hong_Kong", "Mars/Olympus");
-        let err = Registry::parse(&bad, Path::new("sites.toml")).unwrap_err().to_string();
-        assert!(err.contains("sites.toml:5") && err.contains("time_zone"), "{err}");
+        let err = Registry::parse(&bad, Path::new("sites.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sites.toml:5") && err.contains("time_zone"),
+            "{err}"
+        );
 
         let bad = GOOD.replace("building = \"tower-a\"", "building = \"tower-z\"");
-        let err = Registry::parse(&bad, Path::new("sites.toml")).unwrap_err().to_string();
-        assert!(err.contains("tower-z") && err.contains("device.building"), "{err}");
+        let err = Registry::parse(&bad, Path::new("sites.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tower-z") && err.contains("device.building"),
+            "{err}"
+        );
     }
 }

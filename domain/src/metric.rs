@@ -208,7 +208,11 @@ mod tests {
     fn serde_json_like(m: Metric) -> String {
         // The serde name must equal the canonical name: the database and the
         // API rely on one spelling.
-        toml::Value::try_from(m).unwrap().as_str().unwrap().to_owned()
+        toml::Value::try_from(m)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     #[test]

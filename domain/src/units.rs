@@ -66,11 +66,20 @@ const UNITS: &[(&[&str], Unit)] = &[
     (&["m3", "m³"], unit("m3", Dimension::Volume, 1.0)),
     (&["l", "L"], unit("l", Dimension::Volume, 1e-3)),
     (&["m3/h", "m3h"], unit("m3/h", Dimension::VolumeFlow, 1.0)),
-    (&["m3/s", "m3s"], unit("m3/s", Dimension::VolumeFlow, 3600.0)),
+    (
+        &["m3/s", "m3s"],
+        unit("m3/s", Dimension::VolumeFlow, 3600.0),
+    ),
     (&["l/s", "lps"], unit("l/s", Dimension::VolumeFlow, 3.6)),
-    (&["l/min", "lpm"], unit("l/min", Dimension::VolumeFlow, 0.06)),
+    (
+        &["l/min", "lpm"],
+        unit("l/min", Dimension::VolumeFlow, 0.06),
+    ),
     (&["l/h", "lph"], unit("l/h", Dimension::VolumeFlow, 1e-3)),
-    (&["Cel", "c", "°C"], unit("Cel", Dimension::Temperature, 1.0)),
+    (
+        &["Cel", "c", "°C"],
+        unit("Cel", Dimension::Temperature, 1.0),
+    ),
     (
         &["K", "k"],
         Unit {

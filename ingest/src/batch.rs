@@ -73,7 +73,8 @@ impl<A> Batch<A> {
         self.readings
             .dedup_by(|b, a| a.device_id == b.device_id && a.metric == b.metric && a.ts == b.ts);
         self.duplicates_in_batch = before - self.readings.len();
-        self.events.sort_by(|a, b| (a.device_id.as_str(), a.ts).cmp(&(b.device_id.as_str(), b.ts)));
+        self.events
+            .sort_by(|a, b| (a.device_id.as_str(), a.ts).cmp(&(b.device_id.as_str(), b.ts)));
         self.events.dedup_by(|b, a| {
             a.device_id == b.device_id
                 && a.ts == b.ts

@@ -182,9 +182,10 @@ fn redact_value(value: &mut serde_json::Value, p: &Pseudonymiser) {
             for (k, v) in map.iter_mut() {
                 if k == "credential" {
                     *v = match v {
-                        serde_json::Value::String(s) => {
-                            serde_json::Value::String(format!("pseudonym:{}", p.pseudonymise(s).as_str()))
-                        }
+                        serde_json::Value::String(s) => serde_json::Value::String(format!(
+                            "pseudonym:{}",
+                            p.pseudonymise(s).as_str()
+                        )),
                         _ => serde_json::Value::String("<redacted>".into()),
                     };
                 } else {

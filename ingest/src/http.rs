@@ -47,15 +47,17 @@ async fn metrics(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
 /// storage mode either way.
 async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
     let mqtt = state.metrics.mqtt_connected.get() > 0;
+    let subscribed = state.metrics.mqtt_subscribed.get() > 0;
     let db = state.metrics.db_connected.get() > 0;
     let draining = state.draining.load(Ordering::Relaxed);
-    let ok = mqtt && db && !draining;
+    let ok = mqtt && subscribed && db && !draining;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "storage_mode": state.migration.mode.as_str(),
         "storage_detail": state.migration.reason,
         "schema_version": state.migration.schema_version,
         "mqtt_connected": mqtt,
+        "mqtt_subscribed": subscribed,
         "database_connected": db,
         "draining": draining,
         "inflight_messages": state.metrics.inflight_messages.get(),

@@ -19,7 +19,10 @@ pub async fn run(
     let every = Duration::from_secs(storage.maintenance_interval_s.max(1));
     let mut client = None;
     loop {
-        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             client = schema::connect(&database).await.ok();
         }
         if let Some(c) = client.as_mut() {

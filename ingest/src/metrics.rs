@@ -1,6 +1,5 @@
 //! Prometheus metrics of the ingest path, served at `/metrics`.
 
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,6 +37,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub lag_seconds: Histogram,
     pub mqtt_connected: Gauge,
+    pub mqtt_subscribed: Gauge,
     pub mqtt_reconnects: Counter,
     pub db_connected: Gauge,
     pub db_errors: Counter,
@@ -63,15 +63,15 @@ impl Metrics {
             dead_letters: Family::default(),
             devices_registered: Counter::default(),
             unassigned_readings: Counter::default(),
-            batch_readings: Histogram::new(
-                [1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0].into_iter(),
-            ),
-            commit_seconds: Histogram::new(
-                [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
-                    .into_iter(),
-            ),
+            batch_readings: Histogram::new([
+                1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0,
+            ]),
+            commit_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             lag_seconds: Histogram::new(LAG_BUCKETS.iter().copied()),
             mqtt_connected: Gauge::default(),
+            mqtt_subscribed: Gauge::default(),
             mqtt_reconnects: Counter::default(),
             db_connected: Gauge::default(),
             db_errors: Counter::default(),
@@ -80,16 +80,36 @@ impl Metrics {
             storage_mode: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("estatemon_ingest");
-        r.register("messages", "MQTT messages received, by payload format", m.messages.clone());
-        r.register("readings_received", "Readings decoded and validated", m.readings_received.clone());
-        r.register("readings_stored", "Readings committed to the database", m.readings_stored.clone());
+        r.register(
+            "messages",
+            "MQTT messages received, by payload format",
+            m.messages.clone(),
+        );
+        r.register(
+            "readings_received",
+            "Readings decoded and validated",
+            m.readings_received.clone(),
+        );
+        r.register(
+            "readings_stored",
+            "Readings committed to the database",
+            m.readings_stored.clone(),
+        );
         r.register(
             "readings_duplicate",
             "Readings already stored (redelivery or repeated publish), not stored again",
             m.readings_duplicate.clone(),
         );
-        r.register("events_stored", "Events committed to the database", m.events_stored.clone());
-        r.register("dead_letters", "Dead letters stored, by reason", m.dead_letters.clone());
+        r.register(
+            "events_stored",
+            "Events committed to the database",
+            m.events_stored.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters stored, by reason",
+            m.dead_letters.clone(),
+        );
         r.register(
             "devices_registered",
             "Unknown devices registered as unassigned on first message",
@@ -100,17 +120,46 @@ impl Metrics {
             "Readings from devices not (yet) in the registry",
             m.unassigned_readings.clone(),
         );
-        r.register("batch_readings", "Readings per committed batch", m.batch_readings.clone());
-        r.register("commit_seconds", "Time to store and commit one batch", m.commit_seconds.clone());
+        r.register(
+            "batch_readings",
+            "Readings per committed batch",
+            m.batch_readings.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Time to store and commit one batch",
+            m.commit_seconds.clone(),
+        );
         r.register(
             "lag_seconds",
             "End-to-end lag: commit time minus reading time",
             m.lag_seconds.clone(),
         );
-        r.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
-        r.register("mqtt_reconnects", "Broker connection losses", m.mqtt_reconnects.clone());
-        r.register("db_connected", "Writers currently connected to the database", m.db_connected.clone());
-        r.register("db_errors", "Failed batch writes (each retried)", m.db_errors.clone());
+        r.register(
+            "mqtt_connected",
+            "1 while connected to the broker",
+            m.mqtt_connected.clone(),
+        );
+        r.register(
+            "mqtt_subscribed",
+            "1 once the broker has granted every subscription on the current connection",
+            m.mqtt_subscribed.clone(),
+        );
+        r.register(
+            "mqtt_reconnects",
+            "Broker connection losses",
+            m.mqtt_reconnects.clone(),
+        );
+        r.register(
+            "db_connected",
+            "Writers currently connected to the database",
+            m.db_connected.clone(),
+        );
+        r.register(
+            "db_errors",
+            "Failed batch writes (each retried)",
+            m.db_errors.clone(),
+        );
         r.register(
             "inflight_messages",
             "Messages received and not yet acknowledged",
@@ -121,7 +170,11 @@ impl Metrics {
             "Acknowledgements skipped because the connection they belonged to was lost (the broker redelivers)",
             m.stale_acks.clone(),
         );
-        r.register("storage_mode", "Storage engine in use (1 for the active mode)", m.storage_mode.clone());
+        r.register(
+            "storage_mode",
+            "Storage engine in use (1 for the active mode)",
+            m.storage_mode.clone(),
+        );
         m
     }
 }

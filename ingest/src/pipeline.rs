@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +45,8 @@ const DEVELOPMENT_KEY: &[u8] = b"estatemon-development-key-not-for-production";
 pub struct Ingestor {
     pub http_addr: SocketAddr,
     pub migration: MigrationReport,
+    metrics: Metrics,
+    health: Arc<HealthState>,
     shutdown: watch::Sender<bool>,
     done: JoinHandle<()>,
 }
@@ -128,6 +129,7 @@ impl Ingestor {
             addr: config.ingest.listen.clone(),
             source,
         })?;
+        let health_handle = health.clone();
         let mut http_shutdown = drained_rx.clone();
         let http = tokio::spawn(async move {
             let _ = axum::serve(listener, router(health.clone()))
@@ -196,14 +198,32 @@ impl Ingestor {
         Ok(Ingestor {
             http_addr,
             migration,
+            metrics: metrics.clone(),
+            health: health_handle,
             shutdown: shutdown_tx,
             done,
         })
     }
 
+    /// Waits until the broker has granted every subscription (so messages
+    /// published from now on reach this ingestor, or its session).
+    pub async fn subscribed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.metrics.mqtt_subscribed.get() > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// Stops taking messages, commits and acknowledges what is in hand, and
     /// closes the MQTT session.
     pub async fn shutdown(self) {
+        self.health
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         let _ = self.done.await;
     }
@@ -289,12 +309,18 @@ impl Batcher {
     fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
         let now = Instant::now();
         let Some(m) = self.topics.matches(&d.topic) else {
-            self.metrics.messages.get_or_create(&ChannelLabel { channel: "unknown" }).inc();
+            self.metrics
+                .messages
+                .get_or_create(&ChannelLabel { channel: "unknown" })
+                .inc();
             let dl = dead_letters(
                 &d.topic,
                 &d.payload,
                 d.received_at,
-                &[Reject::new(Reason::UnknownTopic, "topic matches no template in mqtt.topics")],
+                &[Reject::new(
+                    Reason::UnknownTopic,
+                    "topic matches no template in mqtt.topics",
+                )],
                 Some(&self.pseudonymiser),
             );
             batch.push(Default::default(), dl, d.ack, now);
@@ -302,7 +328,9 @@ impl Batcher {
         };
         self.metrics
             .messages
-            .get_or_create(&ChannelLabel { channel: m.channel.as_str() })
+            .get_or_create(&ChannelLabel {
+                channel: m.channel.as_str(),
+            })
             .inc();
         let redact = (m.channel == Channel::Events).then_some(&self.pseudonymiser);
         if d.payload.len() > self.max_payload {
@@ -323,7 +351,13 @@ impl Batcher {
         }
         let mut decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
         validate(&mut decoded, d.received_at, &self.limits);
-        let dl = dead_letters(&d.topic, &d.payload, d.received_at, &decoded.rejects, redact);
+        let dl = dead_letters(
+            &d.topic,
+            &d.payload,
+            d.received_at,
+            &decoded.rejects,
+            redact,
+        );
         let useful = decoded.readings.len() + decoded.events.len();
         self.metrics
             .readings_received
@@ -356,6 +390,10 @@ async fn write_loop(
     metrics: Metrics,
     max_backoff: Duration,
 ) {
+    // Connect before the first batch, so /health tells the truth at start.
+    if writer.connect().await.is_ok() {
+        metrics.db_connected.inc();
+    }
     loop {
         let next = batches.lock().await.recv().await;
         let Some(batch) = next else { break };
@@ -368,11 +406,5 @@ async fn write_loop(
     }
     if writer.is_connected() {
         metrics.db_connected.dec();
-    }
-}
-
-impl HealthState {
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
     }
 }

@@ -77,6 +77,11 @@ impl Writer {
         Ok(self.client.as_mut().expect("just connected"))
     }
 
+    /// Connects now (a batch would connect on demand anyway).
+    pub async fn connect(&mut self) -> Result<(), StoreError> {
+        self.client().await.map(|_| ())
+    }
+
     pub fn is_connected(&self) -> bool {
         self.client.as_ref().is_some_and(|c| !c.is_closed())
     }
@@ -98,7 +103,9 @@ impl Writer {
                     if !was_connected {
                         metrics.db_connected.inc();
                     }
-                    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     return stored;
                 }
                 Err(e) => {
@@ -129,9 +136,16 @@ impl Writer {
         let tx = client.transaction().await?;
         let mut stored = Stored::default();
         if !batch.new_devices.is_empty() {
-            let ids: Vec<&str> = batch.new_devices.iter().map(|d| d.device_id.as_str()).collect();
-            let sites: Vec<Option<&str>> =
-                batch.new_devices.iter().map(|d| d.site.as_deref()).collect();
+            let ids: Vec<&str> = batch
+                .new_devices
+                .iter()
+                .map(|d| d.device_id.as_str())
+                .collect();
+            let sites: Vec<Option<&str>> = batch
+                .new_devices
+                .iter()
+                .map(|d| d.site.as_deref())
+                .collect();
             stored.devices = tx
                 .execute(
                     "INSERT INTO devices (device_id, site_id, kind, assigned, first_seen)
@@ -186,7 +200,11 @@ impl Writer {
 
 const READING_TYPES: &[Type] = &[Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::FLOAT8];
 
-async fn copy_into<A>(tx: &Transaction<'_>, table: &str, batch: &Batch<A>) -> Result<(), tokio_postgres::Error> {
+async fn copy_into<A>(
+    tx: &Transaction<'_>,
+    table: &str,
+    batch: &Batch<A>,
+) -> Result<(), tokio_postgres::Error> {
     let sink = tx
         .copy_in(&format!(
             "COPY {table} (device_id, metric, ts, value) FROM STDIN (FORMAT binary)"
@@ -205,7 +223,10 @@ async fn copy_into<A>(tx: &Transaction<'_>, table: &str, batch: &Batch<A>) -> Re
 }
 
 /// Returns how many readings were new.
-async fn copy_readings<A>(tx: &Transaction<'_>, batch: &Batch<A>) -> Result<u64, tokio_postgres::Error> {
+async fn copy_readings<A>(
+    tx: &Transaction<'_>,
+    batch: &Batch<A>,
+) -> Result<u64, tokio_postgres::Error> {
     tx.batch_execute("SAVEPOINT direct_copy").await?;
     match copy_into(tx, "readings", batch).await {
         Ok(()) => {
@@ -213,7 +234,8 @@ async fn copy_readings<A>(tx: &Transaction<'_>, batch: &Batch<A>) -> Result<u64,
             Ok(batch.readings.len() as u64)
         }
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy").await?;
+            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+                .await?;
             copy_into(tx, "readings_stage", batch).await?;
             let inserted = tx
                 .execute(
@@ -230,7 +252,10 @@ async fn copy_readings<A>(tx: &Transaction<'_>, batch: &Batch<A>) -> Result<u64,
     }
 }
 
-async fn insert_events<A>(tx: &impl GenericClient, batch: &Batch<A>) -> Result<u64, tokio_postgres::Error> {
+async fn insert_events<A>(
+    tx: &impl GenericClient,
+    batch: &Batch<A>,
+) -> Result<u64, tokio_postgres::Error> {
     let n = batch.events.len();
     let mut device = Vec::with_capacity(n);
     let mut ts = Vec::with_capacity(n);
@@ -287,14 +312,27 @@ async fn insert_events<A>(tx: &impl GenericClient, batch: &Batch<A>) -> Result<u
                               $11::text[], $12::float8[])
          ON CONFLICT DO NOTHING",
         &[
-            &device, &ts, &kind, &disc, &result, &method, &credential, &expired, &direction,
-            &code, &state, &duration,
+            &device,
+            &ts,
+            &kind,
+            &disc,
+            &result,
+            &method,
+            &credential,
+            &expired,
+            &direction,
+            &code,
+            &state,
+            &duration,
         ],
     )
     .await
 }
 
-async fn insert_dead_letters<A>(tx: &impl GenericClient, batch: &Batch<A>) -> Result<u64, tokio_postgres::Error> {
+async fn insert_dead_letters<A>(
+    tx: &impl GenericClient,
+    batch: &Batch<A>,
+) -> Result<u64, tokio_postgres::Error> {
     let d = &batch.dead_letters;
     let received: Vec<_> = d.iter().map(|x| x.received_at).collect();
     let topic: Vec<&str> = d.iter().map(|x| x.topic.as_str()).collect();

@@ -116,7 +116,15 @@ pub fn start(
     };
     let max_backoff = Duration::from_secs(config.reconnect_max_backoff_s.max(1));
     let task = tokio::spawn(run(
-        client, eventloop, filters, tx, epoch, metrics, shutdown, drained, max_backoff,
+        client,
+        eventloop,
+        filters,
+        tx,
+        epoch,
+        metrics,
+        shutdown,
+        drained,
+        max_backoff,
     ));
     Subscriber {
         acker,
@@ -140,6 +148,7 @@ async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut tx = Some(tx);
     let mut connected = false;
+    let mut granted = 0usize;
     loop {
         tokio::select! {
             biased;
@@ -172,6 +181,8 @@ async fn run(
                     connected = true;
                     backoff = Duration::from_millis(100);
                     metrics.mqtt_connected.set(1);
+                    metrics.mqtt_subscribed.set(0);
+                    granted = 0;
                     tracing::info!(
                         epoch = e,
                         session_present = ack.session_present,
@@ -189,9 +200,14 @@ async fn run(
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     for code in &ack.return_codes {
-                        if !matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)) {
+                        if matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)) {
+                            granted += 1;
+                        } else {
                             tracing::error!(?code, "broker refused a subscription");
                         }
+                    }
+                    if granted >= filters.len() {
+                        metrics.mqtt_subscribed.set(1);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -227,6 +243,7 @@ async fn run(
                         connected = false;
                     }
                     metrics.mqtt_connected.set(0);
+                    metrics.mqtt_subscribed.set(0);
                     tracing::warn!(
                         error = %e,
                         retry_in_ms = backoff.as_millis() as u64,

@@ -157,7 +157,10 @@ mod tests {
             senml: "lwm2m/{device_id}".into(),
         });
         let m = topics.matches("gw/pump-3/up").unwrap();
-        assert_eq!((m.channel, m.site, m.device_id), (Channel::Telemetry, None, "pump-3"));
+        assert_eq!(
+            (m.channel, m.site, m.device_id),
+            (Channel::Telemetry, None, "pump-3")
+        );
         assert_eq!(topics.matches("lwm2m/x").unwrap().channel, Channel::Senml);
     }
 }

@@ -60,7 +60,10 @@ pub fn validate(decoded: &mut Decoded, now: DateTime<Utc>, limits: &Limits) {
         if r.metric.kind() == MetricKind::Cumulative && r.value < 0.0 {
             rejects.push(Reject::new(
                 Reason::InvalidValue,
-                format!("{} is a register and cannot be negative ({})", r.metric, r.value),
+                format!(
+                    "{} is a register and cannot be negative ({})",
+                    r.metric, r.value
+                ),
             ));
             return false;
         }

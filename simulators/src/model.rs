@@ -51,7 +51,11 @@ pub struct SiteModel {
 }
 
 impl SiteModel {
-    pub fn new(registry: &Registry, site: Option<&str>, seed: u64) -> Result<SiteModel, ModelError> {
+    pub fn new(
+        registry: &Registry,
+        site: Option<&str>,
+        seed: u64,
+    ) -> Result<SiteModel, ModelError> {
         let site = match site {
             Some(id) => registry
                 .sites
@@ -77,7 +81,9 @@ impl SiteModel {
                 state_moving: false,
             })
             .collect();
-        let credentials = (0..400).map(|i| format!("CARD-{:05}", 10_000 + i * 7)).collect();
+        let credentials = (0..400)
+            .map(|i| format!("CARD-{:05}", 10_000 + i * 7))
+            .collect();
         Ok(SiteModel {
             site: site.clone(),
             tz,
@@ -147,7 +153,10 @@ impl SiteModel {
                     out.push(telemetry(
                         telemetry_topic,
                         &ts,
-                        &[("volume_m3", round3(d.register)), ("flow_m3h", round3(flow))],
+                        &[
+                            ("volume_m3", round3(d.register)),
+                            ("flow_m3h", round3(flow)),
+                        ],
                     ));
                 }
                 DeviceKind::Sensor => {
@@ -192,10 +201,22 @@ impl SiteModel {
                             (dt.num_milliseconds() as f64 * (k as f64 + 0.5) / n as f64) as i64,
                         );
                         let granted = self.rng.random_bool(0.96);
-                        let method = ["card", "card", "face", "face", "fingerprint", "bluetooth", "visitor"]
-                            [self.rng.random_range(0..7)];
-                        let credential = &self.credentials[self.rng.random_range(0..self.credentials.len())];
-                        let direction = if self.rng.random_bool(if morning { 0.3 } else { 0.7 }) { "in" } else { "out" };
+                        let method = [
+                            "card",
+                            "card",
+                            "face",
+                            "face",
+                            "fingerprint",
+                            "bluetooth",
+                            "visitor",
+                        ][self.rng.random_range(0..7)];
+                        let credential =
+                            &self.credentials[self.rng.random_range(0..self.credentials.len())];
+                        let direction = if self.rng.random_bool(if morning { 0.3 } else { 0.7 }) {
+                            "in"
+                        } else {
+                            "out"
+                        };
                         batch.push(json!({
                             "ts": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                             "type": "access",
@@ -256,7 +277,9 @@ fn electric_load(d: &Device, rated: f64, occ: f64, dark: bool, noise: f64) -> f6
 }
 
 fn render(template: &str, site: &str, device: &str) -> String {
-    template.replace("{site}", site).replace("{device_id}", device)
+    template
+        .replace("{site}", site)
+        .replace("{device_id}", device)
 }
 
 fn round3(x: f64) -> f64 {
@@ -314,7 +337,8 @@ mod tests {
     use chrono::TimeZone;
 
     fn model(seed: u64) -> SiteModel {
-        let registry = Registry::parse(crate::DEFAULT_SITE, std::path::Path::new("default")).unwrap();
+        let registry =
+            Registry::parse(crate::DEFAULT_SITE, std::path::Path::new("default")).unwrap();
         SiteModel::new(&registry, None, seed).unwrap()
     }
 
@@ -338,7 +362,10 @@ mod tests {
         let mut m = model(1);
         let start = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap(); // 08:00 HKT
         let lobby_kw = |msgs: &[Message]| -> f64 {
-            let msg = msgs.iter().find(|m| m.topic.contains("hv-a-lobby-light")).unwrap();
+            let msg = msgs
+                .iter()
+                .find(|m| m.topic.contains("hv-a-lobby-light"))
+                .unwrap();
             let v: Value = serde_json::from_slice(&msg.payload).unwrap();
             v["metrics"]["power_kw"].as_f64().unwrap()
         };

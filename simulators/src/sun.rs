@@ -5,7 +5,11 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
 /// Sunrise and sunset in UTC for `date` at (lat, lon); `None` in polar day
 /// or night.
-pub fn sunrise_sunset(date: NaiveDate, lat: f64, lon: f64) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+pub fn sunrise_sunset(
+    date: NaiveDate,
+    lat: f64,
+    lon: f64,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let day = date.ordinal() as f64;
     let gamma = 2.0 * std::f64::consts::PI / 365.0 * (day - 1.0);
     let eq_time = 229.18
@@ -19,7 +23,8 @@ pub fn sunrise_sunset(date: NaiveDate, lat: f64, lon: f64) -> Option<(DateTime<U
         - 0.002697 * (3.0 * gamma).cos()
         + 0.00148 * (3.0 * gamma).sin();
     let lat_r = lat.to_radians();
-    let cos_ha = (90.833_f64.to_radians().cos() / (lat_r.cos() * decl.cos())) - lat_r.tan() * decl.tan();
+    let cos_ha =
+        (90.833_f64.to_radians().cos() / (lat_r.cos() * decl.cos())) - lat_r.tan() * decl.tan();
     if !(-1.0..=1.0).contains(&cos_ha) {
         return None;
     }
@@ -38,7 +43,13 @@ pub fn is_dark(t: DateTime<Utc>, lat: f64, lon: f64) -> bool {
     let local = t + Duration::minutes((lon * 4.0) as i64);
     match sunrise_sunset(local.date_naive(), lat, lon) {
         Some((rise, set)) => t < rise + Duration::minutes(20) || t > set - Duration::minutes(20),
-        None => lat * (if local.month() >= 4 && local.month() <= 9 { 1.0 } else { -1.0 }) < 0.0,
+        None => {
+            lat * (if local.month() >= 4 && local.month() <= 9 {
+                1.0
+            } else {
+                -1.0
+            }) < 0.0
+        }
     }
 }
 
@@ -57,11 +68,24 @@ mod tests {
     #[test]
     fn hong_kong_solstices() {
         // Hong Kong Observatory: ~05:39 / 19:11 HKT on 21 June, ~07:03 / 17:44 on 21 Dec.
-        let (rise, set) = sunrise_sunset(NaiveDate::from_ymd_opt(2026, 6, 21).unwrap(), 22.28, 114.16).unwrap();
+        let (rise, set) =
+            sunrise_sunset(NaiveDate::from_ymd_opt(2026, 6, 21).unwrap(), 22.28, 114.16).unwrap();
         let hkt = |t: DateTime<Utc>| (t + Duration::hours(8)).format("%H:%M").to_string();
-        assert!(("05:35".."05:45").contains(&hkt(rise).as_str()), "{}", hkt(rise));
-        assert!(("19:05".."19:16").contains(&hkt(set).as_str()), "{}", hkt(set));
-        let winter = darkness_hours(NaiveDate::from_ymd_opt(2026, 12, 21).unwrap(), 22.28, 114.16);
+        assert!(
+            ("05:35".."05:45").contains(&hkt(rise).as_str()),
+            "{}",
+            hkt(rise)
+        );
+        assert!(
+            ("19:05".."19:16").contains(&hkt(set).as_str()),
+            "{}",
+            hkt(set)
+        );
+        let winter = darkness_hours(
+            NaiveDate::from_ymd_opt(2026, 12, 21).unwrap(),
+            22.28,
+            114.16,
+        );
         let summer = darkness_hours(NaiveDate::from_ymd_opt(2026, 6, 21).unwrap(), 22.28, 114.16);
         assert!(winter > 13.0 && winter < 13.6, "{winter}");
         assert!(summer > 10.3 && summer < 10.8, "{summer}");

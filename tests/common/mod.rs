@@ -65,7 +65,12 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client().await.query_one(sql, &[]).await.unwrap().get(0)
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 }
 
@@ -117,7 +122,9 @@ pub fn topic(c: &Config, channel: &str, site: &str, device: &str) -> String {
         "senml" => &c.mqtt.topics.senml,
         other => panic!("no channel {other}"),
     };
-    template.replace("{site}", site).replace("{device_id}", device)
+    template
+        .replace("{site}", site)
+        .replace("{device_id}", device)
 }
 
 /// Publishes at QoS 1 and returns once the broker acknowledged every message.
@@ -144,7 +151,10 @@ pub async fn publish_all(mqtt_url: &str, messages: Vec<(String, Vec<u8>)>) {
     let mut acked = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked < total {
-        assert!(Instant::now() < deadline, "broker acknowledged {acked} of {total}");
+        assert!(
+            Instant::now() < deadline,
+            "broker acknowledged {acked} of {total}"
+        );
         match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
             Ok(Ok(_)) => {}
@@ -194,7 +204,10 @@ pub async fn http_get(addr: &str, path: &str) -> String {
 /// Value of a metric line such as `estatemon_ingest_readings_stored_total`.
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|r| r.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|r| r.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -391,8 +404,14 @@ pub fn ingest_env(c: &Config) -> Vec<(&'static str, String)> {
         ("ESTATEMON_DATABASE_URL", c.database.url.clone()),
         ("ESTATEMON_MQTT_URL", c.mqtt.url.clone()),
         ("ESTATEMON_MQTT_CLIENT_ID", c.mqtt.client_id.clone()),
-        ("ESTATEMON_MQTT__TOPICS__TELEMETRY", c.mqtt.topics.telemetry.clone()),
-        ("ESTATEMON_MQTT__TOPICS__EVENTS", c.mqtt.topics.events.clone()),
+        (
+            "ESTATEMON_MQTT__TOPICS__TELEMETRY",
+            c.mqtt.topics.telemetry.clone(),
+        ),
+        (
+            "ESTATEMON_MQTT__TOPICS__EVENTS",
+            c.mqtt.topics.events.clone(),
+        ),
         ("ESTATEMON_MQTT__TOPICS__SENML", c.mqtt.topics.senml.clone()),
         ("ESTATEMON_INGEST_LISTEN", "127.0.0.1:0".into()),
         ("ESTATEMON_INGEST_BATCH_LINGER_MS", "20".into()),

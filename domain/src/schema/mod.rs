@@ -120,11 +120,10 @@ fn describe(pg: &tokio_postgres::Config) -> String {
 
 /// Creates the configured database if it does not exist yet.
 pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), SchemaError> {
-    let pg: tokio_postgres::Config =
-        config.url.parse().map_err(|source| SchemaError::BadUrl {
-            url: redact_url(&config.url),
-            source,
-        })?;
+    let pg: tokio_postgres::Config = config.url.parse().map_err(|source| SchemaError::BadUrl {
+        url: redact_url(&config.url),
+        source,
+    })?;
     let Some(dbname) = pg.get_dbname().map(str::to_owned) else {
         return Ok(());
     };
@@ -226,7 +225,10 @@ async fn migrate_locked(
         )
         .await?;
     let applied: Vec<i32> = client
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -289,7 +291,12 @@ async fn migrate_locked(
         .await
         .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
-        tracing::info!(version = m.version, name = m.name, mode = mode.as_str(), "applied migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            mode = mode.as_str(),
+            "applied migration"
+        );
         done.push(format!("{:04}_{}", m.version, m.name));
     }
     apply_policies(client, mode, storage).await?;
@@ -371,7 +378,10 @@ pub async fn recorded_mode(client: &Client) -> Result<StorageMode, SchemaError> 
 /// Partition / chunk width recorded when the schema was created.
 pub async fn recorded_chunk_days(client: &Client) -> Result<u32, SchemaError> {
     let row = client
-        .query_opt("SELECT value FROM estatemon_meta WHERE key = 'chunk_days'", &[])
+        .query_opt(
+            "SELECT value FROM estatemon_meta WHERE key = 'chunk_days'",
+            &[],
+        )
         .await?;
     Ok(row
         .and_then(|r| r.get::<_, String>(0).parse().ok())

@@ -49,10 +49,11 @@ pub async fn ensure_chunk(client: &Client, index: i64, chunk_days: u32) -> Resul
         ));
     }
     sql.push_str("COMMIT;");
-    client.batch_execute(&sql).await.inspect_err(|_| {
+    if let Err(e) = client.batch_execute(&sql).await {
         // Leave the session usable for the caller's retry.
-        let _ = client.batch_execute("ROLLBACK");
-    })?;
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -94,7 +95,8 @@ pub async fn drop_expired(
     let mut dropped = Vec::new();
     for table in PARTITIONED {
         for (name, start) in list(client, table).await? {
-            let end = start.and_hms_opt(0, 0, 0).unwrap().and_utc() + Duration::days(chunk_days as i64);
+            let end =
+                start.and_hms_opt(0, 0, 0).unwrap().and_utc() + Duration::days(chunk_days as i64);
             if end <= cutoff {
                 client
                     .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))

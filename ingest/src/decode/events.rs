@@ -133,7 +133,10 @@ fn detail(obj: &Map<String, Value>, at: &str, p: &Pseudonymiser) -> Result<Event
                 Some(other) => {
                     return Err(Reject::new(
                         Reason::InvalidField,
-                        format!("{at}credential_expired must be true or false, got {}", kind(other)),
+                        format!(
+                            "{at}credential_expired must be true or false, got {}",
+                            kind(other)
+                        ),
                     ))
                 }
             };

@@ -61,7 +61,10 @@ pub fn parse_json(payload: &[u8]) -> Result<Value, Reject> {
     serde_json::from_slice(payload).map_err(|e| {
         let text = String::from_utf8_lossy(payload);
         if ["NaN", "Infinity"].iter().any(|t| text.contains(t)) {
-            Reject::new(Reason::NonFiniteValue, format!("NaN or Infinity in payload ({e})"))
+            Reject::new(
+                Reason::NonFiniteValue,
+                format!("NaN or Infinity in payload ({e})"),
+            )
         } else {
             Reject::new(Reason::InvalidJson, e.to_string())
         }
@@ -99,7 +102,10 @@ pub(crate) fn parse_ts(value: Option<&Value>, at: &str) -> Result<DateTime<Utc>,
         }
         Some(other) => Err(Reject::new(
             Reason::InvalidTimestamp,
-            format!("{at}ts must be RFC 3339 text or epoch ms, got {}", kind(other)),
+            format!(
+                "{at}ts must be RFC 3339 text or epoch ms, got {}",
+                kind(other)
+            ),
         )),
     }
 }
@@ -140,7 +146,11 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 
 /// Applies `f` to the value or to each element of an array (gateway batch),
 /// labelling errors with the element index.
-pub(crate) fn each_item(value: &Value, out: &mut Decoded, mut f: impl FnMut(&Value, &str, &mut Decoded)) {
+pub(crate) fn each_item(
+    value: &Value,
+    out: &mut Decoded,
+    mut f: impl FnMut(&Value, &str, &mut Decoded),
+) {
     match value {
         Value::Array(items) if items.is_empty() => out
             .rejects

@@ -28,7 +28,8 @@ pub fn decode_senml(device_id: &str, value: &Value, out: &mut Decoded) {
         return;
     };
     if records.is_empty() {
-        out.rejects.push(Reject::new(Reason::EmptyPayload, "empty SenML pack"));
+        out.rejects
+            .push(Reject::new(Reason::EmptyPayload, "empty SenML pack"));
         return;
     }
     let mut base_name = String::new();
@@ -41,7 +42,10 @@ pub fn decode_senml(device_id: &str, value: &Value, out: &mut Decoded) {
         let Value::Object(r) = record else {
             out.rejects.push(Reject::new(
                 Reason::InvalidField,
-                format!("{at}: a SenML record must be an object, got {}", kind(record)),
+                format!(
+                    "{at}: a SenML record must be an object, got {}",
+                    kind(record)
+                ),
             ));
             continue;
         };
@@ -110,14 +114,18 @@ pub fn decode_senml(device_id: &str, value: &Value, out: &mut Decoded) {
                     format!("{at}: only numeric values (v, s) are accepted"),
                 ));
             } else if r.contains_key("n") || r.contains_key("t") {
-                out.rejects
-                    .push(Reject::new(Reason::MissingField, format!("{at}: no value (v or s)")));
+                out.rejects.push(Reject::new(
+                    Reason::MissingField,
+                    format!("{at}: no value (v or s)"),
+                ));
             }
             continue;
         };
         if name.is_empty() {
-            out.rejects
-                .push(Reject::new(Reason::MissingField, format!("{at}: no name (n or bn)")));
+            out.rejects.push(Reject::new(
+                Reason::MissingField,
+                format!("{at}: no name (n or bn)"),
+            ));
             continue;
         }
         let seconds = base_time + t.unwrap_or(0.0);
@@ -131,11 +139,16 @@ pub fn decode_senml(device_id: &str, value: &Value, out: &mut Decoded) {
         if seconds < RELATIVE_LIMIT {
             out.rejects.push(Reject::new(
                 Reason::InvalidTimestamp,
-                format!("{at} `{name}`: relative time {seconds} s is not accepted; send absolute times"),
+                format!(
+                    "{at} `{name}`: relative time {seconds} s is not accepted; send absolute times"
+                ),
             ));
             continue;
         }
-        let Some(ts) = Utc.timestamp_millis_opt((seconds * 1000.0).round() as i64).single() else {
+        let Some(ts) = Utc
+            .timestamp_millis_opt((seconds * 1000.0).round() as i64)
+            .single()
+        else {
             out.rejects.push(Reject::new(
                 Reason::InvalidTimestamp,
                 format!("{at} `{name}`: time {seconds} is out of range"),
@@ -149,7 +162,9 @@ pub fn decode_senml(device_id: &str, value: &Value, out: &mut Decoded) {
                 ts,
                 value: resolved.normalise(value),
             }),
-            Err(e) => out.rejects.push(metric_reject(&format!("{at} `{name}`"), e)),
+            Err(e) => out
+                .rejects
+                .push(metric_reject(&format!("{at} `{name}`"), e)),
         }
     }
 }

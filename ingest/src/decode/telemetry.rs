@@ -23,14 +23,16 @@ pub fn decode_telemetry(device_id: &str, value: &Value, out: &mut Decoded) {
         let metrics = match obj.get("metrics") {
             Some(Value::Object(m)) if !m.is_empty() => m,
             Some(Value::Object(_)) => {
-                return out
-                    .rejects
-                    .push(Reject::new(Reason::MissingField, format!("{at}metrics is empty")))
+                return out.rejects.push(Reject::new(
+                    Reason::MissingField,
+                    format!("{at}metrics is empty"),
+                ))
             }
             None => {
-                return out
-                    .rejects
-                    .push(Reject::new(Reason::MissingField, format!("{at}metrics is missing")))
+                return out.rejects.push(Reject::new(
+                    Reason::MissingField,
+                    format!("{at}metrics is missing"),
+                ))
             }
             Some(other) => {
                 return out.rejects.push(Reject::new(
@@ -64,7 +66,9 @@ pub fn decode_telemetry(device_id: &str, value: &Value, out: &mut Decoded) {
 pub(crate) fn metric_reject(field: &str, e: MetricError) -> Reject {
     let reason = match e {
         MetricError::UnknownMetric(_) => Reason::UnknownMetric,
-        MetricError::UnknownUnit { .. } | MetricError::IncompatibleUnit { .. } => Reason::UnknownUnit,
+        MetricError::UnknownUnit { .. } | MetricError::IncompatibleUnit { .. } => {
+            Reason::UnknownUnit
+        }
     };
     Reject::new(reason, format!("{field}: {e}"))
 }

@@ -25,11 +25,18 @@ fn telemetry_formats() {
     );
     assert!(d.rejects.is_empty(), "{:?}", d.rejects);
     assert_eq!(d.readings.len(), 2);
-    let power = d.readings.iter().find(|r| r.metric == Metric::PowerKw).unwrap();
+    let power = d
+        .readings
+        .iter()
+        .find(|r| r.metric == Metric::PowerKw)
+        .unwrap();
     assert!((power.value - 3.2).abs() < 1e-12);
     assert_eq!(power.ts.to_rfc3339(), "2026-03-01T00:00:00+00:00");
 
-    let d = run(Channel::Telemetry, r#"{"ts":1772323200000,"metrics":{"volume_l":1500}}"#);
+    let d = run(
+        Channel::Telemetry,
+        r#"{"ts":1772323200000,"metrics":{"volume_l":1500}}"#,
+    );
     assert_eq!(d.readings[0].metric, Metric::VolumeM3);
     assert!((d.readings[0].value - 1.5).abs() < 1e-12);
     assert_eq!(d.readings[0].ts.timestamp_millis(), 1772323200000);
@@ -90,11 +97,21 @@ fn events_are_typed_and_credentials_pseudonymised() {
         }
     );
     assert_eq!(d.events[1].detail, EventDetail::DoorForced);
-    assert_eq!(d.events[2].detail, EventDetail::DoorHeldOpen { seconds: 95.0 });
-    assert_eq!(d.events[3].detail, EventDetail::Fault { code: "entrapment".into() });
+    assert_eq!(
+        d.events[2].detail,
+        EventDetail::DoorHeldOpen { seconds: 95.0 }
+    );
+    assert_eq!(
+        d.events[3].detail,
+        EventDetail::Fault {
+            code: "entrapment".into()
+        }
+    );
     assert_eq!(
         d.events[4].detail,
-        EventDetail::State { state: LiftState::Maintenance }
+        EventDetail::State {
+            state: LiftState::Maintenance
+        }
     );
 }
 
@@ -105,36 +122,155 @@ fn malformed_corpus_each_with_its_reason() {
         (Telemetry, "", &[Reason::EmptyPayload], 0),
         (Telemetry, "{not json", &[Reason::InvalidJson], 0),
         (Telemetry, "\u{0}\u{1}binary", &[Reason::InvalidJson], 0),
-        (Telemetry, r#"{"ts":1772323200000,"metrics":{"energy_kwh":NaN}}"#, &[Reason::NonFiniteValue], 0),
-        (Telemetry, r#"{"ts":1772323200000,"metrics":{"energy_kwh":"NaN"}}"#, &[Reason::NonFiniteValue], 0),
-        (Telemetry, r#"{"metrics":{"energy_kwh":1}}"#, &[Reason::MissingField], 0),
-        (Telemetry, r#"{"ts":1772323200000}"#, &[Reason::MissingField], 0),
-        (Telemetry, r#"{"ts":"yesterday","metrics":{"energy_kwh":1}}"#, &[Reason::InvalidTimestamp], 0),
-        (Telemetry, r#"{"ts":true,"metrics":{"energy_kwh":1}}"#, &[Reason::InvalidTimestamp], 0),
-        (Telemetry, r#"{"ts":1772323200000,"metrics":{"energy_btu":1,"power_kw":2}}"#, &[Reason::UnknownUnit], 1),
-        (Telemetry, r#"{"ts":1772323200000,"metrics":{"flux_kwh":1}}"#, &[Reason::UnknownMetric], 0),
-        (Telemetry, r#"{"ts":1772323200000,"metrics":{"energy_kwh":"lots"}}"#, &[Reason::InvalidField], 0),
-        (Telemetry, r#"[1, {"ts":1772323200000,"metrics":{"energy_kwh":1}}]"#, &[Reason::InvalidField], 1),
+        (
+            Telemetry,
+            r#"{"ts":1772323200000,"metrics":{"energy_kwh":NaN}}"#,
+            &[Reason::NonFiniteValue],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":1772323200000,"metrics":{"energy_kwh":"NaN"}}"#,
+            &[Reason::NonFiniteValue],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"metrics":{"energy_kwh":1}}"#,
+            &[Reason::MissingField],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":1772323200000}"#,
+            &[Reason::MissingField],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":"yesterday","metrics":{"energy_kwh":1}}"#,
+            &[Reason::InvalidTimestamp],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":true,"metrics":{"energy_kwh":1}}"#,
+            &[Reason::InvalidTimestamp],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":1772323200000,"metrics":{"energy_btu":1,"power_kw":2}}"#,
+            &[Reason::UnknownUnit],
+            1,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":1772323200000,"metrics":{"flux_kwh":1}}"#,
+            &[Reason::UnknownMetric],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"{"ts":1772323200000,"metrics":{"energy_kwh":"lots"}}"#,
+            &[Reason::InvalidField],
+            0,
+        ),
+        (
+            Telemetry,
+            r#"[1, {"ts":1772323200000,"metrics":{"energy_kwh":1}}]"#,
+            &[Reason::InvalidField],
+            1,
+        ),
         (Telemetry, "[]", &[Reason::EmptyPayload], 0),
         (Senml, r#"{"n":"energy"}"#, &[Reason::InvalidField], 0),
-        (Senml, r#"[{"n":"energy","u":"Wh","v":1}]"#, &[Reason::MissingField], 0),
-        (Senml, r#"[{"n":"energy","u":"Wh","t":-5,"v":1}]"#, &[Reason::InvalidTimestamp], 0),
-        (Senml, r#"[{"n":"energy","u":"BTU","bt":1772323200,"v":1}]"#, &[Reason::UnknownUnit], 0),
-        (Senml, r#"[{"n":"energy","bt":1772323200,"v":1}]"#, &[Reason::UnknownUnit], 0),
-        (Senml, r#"[{"n":"mood","u":"%","bt":1772323200,"v":1}]"#, &[Reason::UnknownMetric], 0),
-        (Senml, r#"[{"n":"power","u":"W","bt":1772323200,"vs":"high"}]"#, &[Reason::InvalidField], 0),
-        (Events, r#"{"ts":1772323200000,"type":"party"}"#, &[Reason::UnknownEventType], 0),
-        (Events, r#"{"ts":1772323200000}"#, &[Reason::MissingField], 0),
-        (Events, r#"{"ts":1772323200000,"type":"access","result":"maybe","method":"card"}"#, &[Reason::InvalidField], 0),
-        (Events, r#"{"ts":1772323200000,"type":"access","result":"granted"}"#, &[Reason::MissingField], 0),
-        (Events, r#"{"ts":1772323200000,"type":"door_held_open","seconds":-3}"#, &[Reason::InvalidValue], 0),
-        (Events, r#"{"ts":1772323200000,"type":"state","state":"flying"}"#, &[Reason::InvalidField], 0),
-        (Events, r#"{"ts":1772323200000,"type":"fault"}"#, &[Reason::MissingField], 0),
+        (
+            Senml,
+            r#"[{"n":"energy","u":"Wh","v":1}]"#,
+            &[Reason::MissingField],
+            0,
+        ),
+        (
+            Senml,
+            r#"[{"n":"energy","u":"Wh","t":-5,"v":1}]"#,
+            &[Reason::InvalidTimestamp],
+            0,
+        ),
+        (
+            Senml,
+            r#"[{"n":"energy","u":"BTU","bt":1772323200,"v":1}]"#,
+            &[Reason::UnknownUnit],
+            0,
+        ),
+        (
+            Senml,
+            r#"[{"n":"energy","bt":1772323200,"v":1}]"#,
+            &[Reason::UnknownUnit],
+            0,
+        ),
+        (
+            Senml,
+            r#"[{"n":"mood","u":"%","bt":1772323200,"v":1}]"#,
+            &[Reason::UnknownMetric],
+            0,
+        ),
+        (
+            Senml,
+            r#"[{"n":"power","u":"W","bt":1772323200,"vs":"high"}]"#,
+            &[Reason::InvalidField],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000,"type":"party"}"#,
+            &[Reason::UnknownEventType],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000}"#,
+            &[Reason::MissingField],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000,"type":"access","result":"maybe","method":"card"}"#,
+            &[Reason::InvalidField],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000,"type":"access","result":"granted"}"#,
+            &[Reason::MissingField],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000,"type":"door_held_open","seconds":-3}"#,
+            &[Reason::InvalidValue],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000,"type":"state","state":"flying"}"#,
+            &[Reason::InvalidField],
+            0,
+        ),
+        (
+            Events,
+            r#"{"ts":1772323200000,"type":"fault"}"#,
+            &[Reason::MissingField],
+            0,
+        ),
     ];
     for (channel, payload, want, good) in cases {
         let d = run(*channel, payload);
         assert_eq!(reasons(&d), *want, "{channel:?} {payload}: {:?}", d.rejects);
-        assert_eq!(d.readings.len() + d.events.len(), *good, "{channel:?} {payload}");
+        assert_eq!(
+            d.readings.len() + d.events.len(),
+            *good,
+            "{channel:?} {payload}"
+        );
         for r in &d.rejects {
             assert!(!r.detail.is_empty());
         }
@@ -156,9 +292,18 @@ fn rejects_never_echo_credentials() {
 #[test]
 fn truncated_and_mutated_payloads_never_panic() {
     let samples = [
-        (Channel::Telemetry, r#"[{"ts":"2026-03-01T08:00:00Z","metrics":{"energy_kwh":1234.5,"power_w":3}}]"#),
-        (Channel::Senml, r#"[{"bn":"x:","bt":1772323200,"bu":"Wh","n":"energy","v":1500},{"n":"power","u":"W","t":1,"v":2}]"#),
-        (Channel::Events, r#"[{"ts":1772323200000,"type":"access","result":"denied","method":"card","credential":"C1"}]"#),
+        (
+            Channel::Telemetry,
+            r#"[{"ts":"2026-03-01T08:00:00Z","metrics":{"energy_kwh":1234.5,"power_w":3}}]"#,
+        ),
+        (
+            Channel::Senml,
+            r#"[{"bn":"x:","bt":1772323200,"bu":"Wh","n":"energy","v":1500},{"n":"power","u":"W","t":1,"v":2}]"#,
+        ),
+        (
+            Channel::Events,
+            r#"[{"ts":1772323200000,"type":"access","result":"denied","method":"card","credential":"C1"}]"#,
+        ),
     ];
     for (channel, sample) in samples {
         let bytes = sample.as_bytes();

@@ -1,0 +1,140 @@
+//! The `estatemon` binary as an operator meets it: help, configuration
+//! errors, exit codes, and the quick start (`estatemon demo`) with an
+//! existing broker and with the embedded one.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn estatemon() -> Command {
+    let mut c = Command::new(estatemon_bin());
+    // Never pick up a developer's own configuration.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ESTATEMON_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["ingest", "--help"],
+        vec!["simulate", "--help"],
+        vec!["migrate", "--help"],
+        vec!["config", "--help"],
+        vec!["config", "check", "--help"],
+        vec!["config", "show", "--help"],
+        vec!["registry", "load", "--help"],
+        vec!["bench", "ingest", "--help"],
+    ] {
+        let out = estatemon().args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let out = estatemon().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_config_file_exits_3_naming_file_line_and_field() {
+    let dir = std::env::temp_dir().join(unique("estatemon-cli-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("site.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\n[ingest]\nwriters = \"two\"\n",
+    )
+    .unwrap();
+    let out = estatemon()
+        .args(["--config", path.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("site.toml:5"), "{err}");
+    assert!(err.contains("ingest.writers"), "{err}");
+
+    let out = estatemon()
+        .args(["config", "check"])
+        .env("ESTATEMON_MQTT_URL", "http://broker")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.url"));
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/estatemon.example.toml");
+    let out = estatemon()
+        .args(["--config", example, "config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreachable_database_exits_4_with_advice() {
+    let port = free_port(); // nothing listens there
+    let out = estatemon()
+        .arg("migrate")
+        .env(
+            "ESTATEMON_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/x"),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("cannot reach PostgreSQL"), "{err}");
+    assert!(err.contains("ESTATEMON_DATABASE_URL"), "{err}");
+}
+
+fn run_demo(mqtt_url: &str, db: &TestDb) -> (bool, String) {
+    let out = estatemon()
+        .args(["demo", "--duration", "6", "--speed", "600"])
+        .env("ESTATEMON_DATABASE_URL", &db.url)
+        .env("ESTATEMON_MQTT_URL", mqtt_url)
+        .env("ESTATEMON_MQTT_CLIENT_ID", unique("demo-ingest"))
+        .env("ESTATEMON_SIMULATE_CLIENT_ID", unique("demo-sim"))
+        .env("ESTATEMON_INGEST_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_with_the_running_broker() {
+    let db = TestDb::new(&admin_url());
+    let (ok, output) = tokio::task::block_in_place(|| run_demo(&broker_url(), &db));
+    assert!(ok, "{output}");
+    assert!(output.contains("existing broker"), "{output}");
+    let readings = db.count("SELECT count(*) FROM readings").await;
+    let devices = db
+        .count("SELECT count(*) FROM devices WHERE assigned")
+        .await;
+    println!("demo stored {readings} readings from {devices} registered devices");
+    assert!(readings > 20, "{output}");
+    assert_eq!(devices, 11);
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_embeds_a_broker_where_none_runs() {
+    let db = TestDb::new(&admin_url());
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let (ok, output) = tokio::task::block_in_place(|| run_demo(&url, &db));
+    assert!(ok, "{output}");
+    assert!(output.contains("embedded broker"), "{output}");
+    let readings = db.count("SELECT count(*) FROM readings").await;
+    println!("demo with the embedded broker stored {readings} readings");
+    assert!(readings > 20, "{output}");
+}
