@@ -1,0 +1,167 @@
+//! Storage modes. Run against the configured test server: with TimescaleDB
+//! usable there (set ESTATEMON_TEST_DATABASE_URL to such a server), the
+//! hypertables, policies and continuous aggregates are checked; on plain
+//! PostgreSQL the test says so and checks the partitioned path instead.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use estatemon_domain::config::{StorageConfig, StorageModeSetting};
+use estatemon_domain::schema::{self, partitions, SchemaError, StorageMode};
+
+async fn timescale_usable(db: &TestDb) -> Result<(), String> {
+    let c = estatemon_domain::schema::connect_url(&admin_url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let available = c
+        .query_opt(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some();
+    let preload: String = c
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let _ = db;
+    match (available, preload.contains("timescaledb")) {
+        (true, true) => Ok(()),
+        (false, _) => Err("the timescaledb extension is not installed".into()),
+        (true, false) => Err("timescaledb is installed but not preloaded".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_uses_timescaledb_where_it_can_and_partitions_where_it_cannot() {
+    let db = TestDb::new(&admin_url());
+    let mut config = config(&db, &broker_url());
+    config.storage.retention_days = 400;
+    schema::ensure_database(&config.database).await.unwrap();
+    let mut client = db.client().await;
+    let report = schema::migrate(&mut client, &config.storage).await.unwrap();
+    match timescale_usable(&db).await {
+        Ok(()) => {
+            println!("TimescaleDB is usable here: checking hypertables, policies and aggregates");
+            assert_eq!(report.mode, StorageMode::Timescaledb);
+            let count = |sql: &'static str| {
+                let client = &client;
+                async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+            };
+            assert_eq!(
+                count("SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name IN ('readings', 'events')").await,
+                2
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings' AND compression_enabled").await,
+                1
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_name IN ('readings_hourly', 'readings_daily')").await,
+                2
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings' AND config->>'drop_after' = '400 days'").await,
+                1
+            );
+            assert_eq!(
+                count("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression' AND hypertable_name IN ('readings', 'events')").await,
+                2
+            );
+        }
+        Err(why) => {
+            println!("TimescaleDB is not usable on this server ({why}): checking the plain PostgreSQL path only");
+            assert_eq!(report.mode, StorageMode::Plain);
+            assert!(report.reason.contains("plain"), "{}", report.reason);
+            let kind: i8 = client
+                .query_one(
+                    "SELECT relkind::\"char\" FROM pg_class WHERE relname = 'readings'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(kind as u8, b'p', "readings is a partitioned table");
+            // Retention drops whole partitions past the limit, nothing newer.
+            let old = partitions::chunk_index(Utc::now() - chrono::Duration::days(500), 7);
+            let recent = partitions::chunk_index(Utc::now(), 7);
+            partitions::ensure_chunk(&client, old, 7).await.unwrap();
+            partitions::ensure_chunk(&client, recent, 7).await.unwrap();
+            let dropped = partitions::drop_expired(&client, Utc::now(), 400, 7)
+                .await
+                .unwrap();
+            assert_eq!(
+                dropped,
+                vec![
+                    partitions::partition_name("readings", old, 7),
+                    partitions::partition_name("events", old, 7)
+                ]
+            );
+            assert_eq!(
+                partitions::list(&client, "readings").await.unwrap().len(),
+                1
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mode_is_decided_once() {
+    let db = TestDb::new(&admin_url());
+    let config = config(&db, &broker_url());
+    schema::ensure_database(&config.database).await.unwrap();
+    let mut client = db.client().await;
+    let plain = StorageConfig {
+        mode: StorageModeSetting::Plain,
+        ..Default::default()
+    };
+    let first = schema::migrate(&mut client, &plain).await.unwrap();
+    assert_eq!(first.mode, StorageMode::Plain);
+    assert_eq!(first.applied.len(), 2);
+    // Migrating again is a no-op, and auto keeps what was chosen.
+    let again = schema::migrate(&mut client, &StorageConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(again.mode, StorageMode::Plain);
+    assert!(again.applied.is_empty());
+    let forced = StorageConfig {
+        mode: StorageModeSetting::Timescaledb,
+        ..Default::default()
+    };
+    match schema::migrate(&mut client, &forced).await {
+        Err(SchemaError::ModeMismatch { existing, .. }) => assert_eq!(existing, "plain"),
+        other => panic!("expected a mode mismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starters_migrate_once() {
+    let db = TestDb::new(&admin_url());
+    let config = config(&db, &broker_url());
+    schema::ensure_database(&config.database).await.unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let url = db.url.clone();
+        handles.push(tokio::spawn(async move {
+            let mut c = schema::connect_url(&url, Duration::from_secs(5))
+                .await
+                .unwrap();
+            schema::migrate(&mut c, &StorageConfig::default())
+                .await
+                .unwrap()
+                .applied
+                .len()
+        }));
+    }
+    let mut applied = 0;
+    for h in handles {
+        applied += h.await.unwrap();
+    }
+    assert_eq!(applied, 2, "each migration applied by exactly one starter");
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 2);
+}
