@@ -505,3 +505,43 @@ async fn rollups_and_partitions_follow_the_data() {
     }
     ingestor.shutdown().await;
 }
+
+/// Acknowledgements leave through the MQTT event loop; a pipeline that
+/// blocked that loop while acks queued up once deadlocked under load. A tiny
+/// receive maximum and a single writer make the queues small enough to hit
+/// it quickly. (A private broker: the system Mosquitto's default queue of
+/// 1000 messages per client would drop the backlog this test builds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_windows_and_one_writer_do_not_stall() {
+    let broker = PrivateMosquitto::start();
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker.url());
+    c.mqtt.receive_maximum = 10;
+    c.ingest.writers = 1;
+    c.ingest.batch_max_readings = 7;
+    let ingestor = Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let t = base_ms();
+    let n = 2000;
+    publish_all(
+        &c.mqtt.url,
+        (0..n)
+            .map(|i| {
+                (
+                    topic(&c, "telemetry", "hv", &format!("m-{}", i % 7)),
+                    energy(t + i, i as f64),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            db.count("SELECT count(*) FROM readings").await == n
+        })
+        .await,
+        "stored {} of {n}",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    ingestor.shutdown().await;
+}

@@ -267,7 +267,7 @@ struct Batcher {
 impl Batcher {
     async fn run(
         mut self,
-        mut deliveries: mpsc::Receiver<Delivery>,
+        mut deliveries: mpsc::UnboundedReceiver<Delivery>,
         out: mpsc::Sender<Batch<AckToken>>,
     ) {
         let mut batch: Batch<AckToken> = Batch::default();

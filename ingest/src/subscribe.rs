@@ -60,13 +60,14 @@ impl Acker {
         for t in tokens {
             if t.epoch != current {
                 self.metrics.stale_acks.inc();
+                self.metrics.inflight_messages.dec();
                 continue;
             }
             if let Err(e) = self.client.ack(&t.publish).await {
                 tracing::debug!(error = %e, "ack not sent (event loop stopped)");
             }
+            self.metrics.inflight_messages.dec();
         }
-        self.metrics.inflight_messages.dec_by(tokens.len() as i64);
     }
 }
 
@@ -89,7 +90,7 @@ pub fn options(config: &MqttConfig, client_id: &str, max_packet: usize) -> MqttO
 /// A running subscription.
 pub struct Subscriber {
     pub acker: Acker,
-    pub deliveries: mpsc::Receiver<Delivery>,
+    pub deliveries: mpsc::UnboundedReceiver<Delivery>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -107,7 +108,11 @@ pub fn start(
     let opts = options(config, &config.client_id, max_packet);
     let capacity = config.receive_maximum as usize * 2 + 64;
     let (client, eventloop) = AsyncClient::new(opts, capacity);
-    let (tx, rx) = mpsc::channel(capacity);
+    // Unbounded on purpose: this task must never wait on the pipeline, since
+    // the pipeline's acknowledgements leave through this task's event loop
+    // (waiting here deadlocks once the ack queue fills). The broker bounds
+    // what can be in flight to us by our receive maximum.
+    let (tx, rx) = mpsc::unbounded_channel();
     let epoch = Arc::new(AtomicU64::new(0));
     let acker = Acker {
         client: client.clone(),
@@ -138,7 +143,7 @@ async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
     filters: Vec<String>,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::UnboundedSender<Delivery>,
     epoch: Arc<AtomicU64>,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
@@ -229,7 +234,7 @@ async fn run(
                         received_at: Utc::now(),
                         ack: AckToken { epoch: epoch.load(Ordering::Acquire), publish: slim },
                     };
-                    if sender.send(delivery).await.is_err() {
+                    if sender.send(delivery).is_err() {
                         tx = None;
                     }
                 }
