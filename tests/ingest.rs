@@ -519,10 +519,12 @@ async fn small_windows_and_one_writer_do_not_stall() {
     c.mqtt.receive_maximum = 10;
     c.ingest.writers = 1;
     c.ingest.batch_max_readings = 7;
+    // 1 MiB of buffered payload = 1024 small messages: the pause path runs.
+    c.ingest.max_buffered_mb = 1;
     let ingestor = Ingestor::start(c.clone()).await.unwrap();
     assert!(ingestor.subscribed(Duration::from_secs(10)).await);
     let t = base_ms();
-    let n = 2000;
+    let n = 3000;
     publish_all(
         &c.mqtt.url,
         (0..n)
@@ -535,13 +537,29 @@ async fn small_windows_and_one_writer_do_not_stall() {
             .collect(),
     )
     .await;
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            db.count("SELECT count(*) FROM readings").await == n
-        })
-        .await,
-        "stored {} of {n}",
-        db.count("SELECT count(*) FROM readings").await
-    );
+    let done = eventually(Duration::from_secs(60), || async {
+        db.count("SELECT count(*) FROM readings").await == n
+    })
+    .await;
+    if !done {
+        let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+        let interesting: Vec<&str> = m
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("inflight")
+                        || l.contains("buffered")
+                        || l.contains("messages_total")
+                        || l.contains("stale")
+                        || l.contains("connected")
+                        || l.contains("stored_total"))
+            })
+            .collect();
+        panic!(
+            "stored {} of {n}\n{}",
+            db.count("SELECT count(*) FROM readings").await,
+            interesting.join("\n")
+        );
+    }
     ingestor.shutdown().await;
 }

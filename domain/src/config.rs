@@ -197,6 +197,9 @@ pub struct IngestConfig {
     /// Readings older than this are dead letters (a clock reset to 1970).
     pub max_age_days: u64,
     pub max_payload_bytes: usize,
+    /// Payload held in memory between receipt and commit; past it the
+    /// ingestor stops reading from the broker until a batch commits.
+    pub max_buffered_mb: u64,
     /// Address of `/metrics` and `/health`.
     pub listen: String,
     /// Secret for pseudonymising access credentials. Set it in production
@@ -215,6 +218,7 @@ impl Default for IngestConfig {
             max_future_skew_s: 300,
             max_age_days: 3650,
             max_payload_bytes: 1 << 20,
+            max_buffered_mb: 16,
             listen: "127.0.0.1:9464".into(),
             pseudonym_key: None,
             db_retry_max_backoff_s: 10,
@@ -393,6 +397,12 @@ impl Config {
             return Err(fail(
                 "ingest.batch_max_readings",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.ingest.max_buffered_mb == 0 || self.ingest.max_buffered_mb > 4096 {
+            return Err(fail(
+                "ingest.max_buffered_mb",
+                "must be between 1 and 4096".into(),
             ));
         }
         if self.ingest.writers == 0 || self.ingest.writers > 16 {

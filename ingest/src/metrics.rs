@@ -42,6 +42,7 @@ pub struct Metrics {
     pub db_connected: Gauge,
     pub db_errors: Counter,
     pub inflight_messages: Gauge,
+    pub buffered_kib: Gauge,
     pub stale_acks: Counter,
     pub storage_mode: Family<ModeLabel, Gauge>,
 }
@@ -76,6 +77,7 @@ impl Metrics {
             db_connected: Gauge::default(),
             db_errors: Counter::default(),
             inflight_messages: Gauge::default(),
+            buffered_kib: Gauge::default(),
             stale_acks: Counter::default(),
             storage_mode: Family::default(),
         };
@@ -164,6 +166,11 @@ impl Metrics {
             "inflight_messages",
             "Messages received and not yet acknowledged",
             m.inflight_messages.clone(),
+        );
+        r.register(
+            "buffered_kib",
+            "Payload received and not yet committed (KiB); reading pauses at ingest.max_buffered_mb",
+            m.buffered_kib.clone(),
         );
         r.register(
             "stale_acks",

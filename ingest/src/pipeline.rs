@@ -20,7 +20,7 @@ use crate::decode::decode;
 use crate::http::{router, HealthState};
 use crate::metrics::{ChannelLabel, Metrics, ModeLabel, ReasonLabel};
 use crate::store::{record, Writer};
-use crate::subscribe::{self, AckToken, Acker, Delivery};
+use crate::subscribe::{self, AckToken, Acker, Budget, Delivery};
 use crate::topic::{Channel, Topics};
 use crate::validate::{validate, Limits};
 
@@ -147,6 +147,7 @@ impl Ingestor {
             &config.mqtt,
             filters,
             config.ingest.max_payload_bytes.saturating_mul(4),
+            config.ingest.max_buffered_mb * 1024,
             metrics.clone(),
             shutdown_rx.clone(),
             drained_rx.clone(),
@@ -161,6 +162,7 @@ impl Ingestor {
                 writer,
                 batch_rx.clone(),
                 subscriber.acker.clone(),
+                subscriber.budget.clone(),
                 metrics.clone(),
                 Duration::from_secs(config.ingest.db_retry_max_backoff_s.max(1)),
             )));
@@ -387,6 +389,7 @@ async fn write_loop(
     mut writer: Writer,
     batches: Arc<Mutex<mpsc::Receiver<Batch<AckToken>>>>,
     acker: Acker,
+    budget: Arc<Budget>,
     metrics: Metrics,
     max_backoff: Duration,
 ) {
@@ -401,7 +404,10 @@ async fn write_loop(
             .write_until_committed(&batch, &metrics, max_backoff)
             .await;
         record(&metrics, &batch, stored);
-        // Committed: now, and only now, the broker may forget these messages.
+        // Committed: the subscriber may read more, and now, only now, the
+        // broker may forget these messages.
+        budget.release(&batch.acks);
+        metrics.buffered_kib.set(budget.used_kib() as i64);
         acker.ack(&batch.acks).await;
     }
     if writer.is_connected() {

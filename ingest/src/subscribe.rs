@@ -11,6 +11,14 @@
 //! that would cap throughput at 20 messages per commit. With v5 we announce
 //! how many we can hold.
 //!
+//! The receive maximum alone does not bound our memory: Mosquitto 2.0 was
+//! seen sending over 8,000 unacknowledged messages to a client that asked for
+//! 1,000. So the session also keeps a [`Budget`] of buffered payload: when
+//! it is spent, the event loop is not polled, TCP backpressure holds the
+//! rest in the broker, and polling resumes as soon as a batch commits. (If
+//! that takes longer than the keep-alive, the broker drops the connection and
+//! redelivers on reconnect: slower, never lossy.)
+//!
 //! Every connection gets a new *epoch*. An acknowledgement is sent only in
 //! the epoch its message arrived in: after a reconnect, packet ids restart
 //! and an old ack could acknowledge a different, uncommitted message.
@@ -39,11 +47,51 @@ pub struct Delivery {
     pub ack: AckToken,
 }
 
-/// Identifies a message to acknowledge: its packet id, in its epoch.
+/// Identifies a message to acknowledge: its packet id, in its epoch, and
+/// what it costs against the [`Budget`].
 #[derive(Debug, Clone)]
 pub struct AckToken {
     epoch: u64,
     publish: Publish,
+    cost_kib: u64,
+}
+
+/// Payload held in the process (received, not yet committed), in KiB.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    limit: u64,
+    freed: tokio::sync::Notify,
+}
+
+impl Budget {
+    pub fn new(limit_kib: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicU64::new(0),
+            limit: limit_kib.max(1),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn charge(&self, kib: u64) {
+        self.used.fetch_add(kib, Ordering::AcqRel);
+    }
+
+    /// Gives back what committed messages held.
+    pub fn release(&self, tokens: &[AckToken]) {
+        let kib: u64 = tokens.iter().map(|t| t.cost_kib).sum();
+        self.used
+            .fetch_sub(kib.min(self.used.load(Ordering::Acquire)), Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+
+    fn spent(&self) -> bool {
+        self.used.load(Ordering::Acquire) >= self.limit
+    }
+
+    pub fn used_kib(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
 }
 
 /// Sends acknowledgements, skipping those of a lost connection.
@@ -90,6 +138,7 @@ pub fn options(config: &MqttConfig, client_id: &str, max_packet: usize) -> MqttO
 /// A running subscription.
 pub struct Subscriber {
     pub acker: Acker,
+    pub budget: Arc<Budget>,
     pub deliveries: mpsc::UnboundedReceiver<Delivery>,
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -101,12 +150,19 @@ pub fn start(
     config: &MqttConfig,
     filters: Vec<String>,
     max_packet: usize,
+    budget_kib: u64,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
     drained: watch::Receiver<bool>,
 ) -> Subscriber {
     let opts = options(config, &config.client_id, max_packet);
-    let capacity = config.receive_maximum as usize * 2 + 64;
+    // The request queue carries our acknowledgements. A writer must never
+    // wait on it: this task stops polling (and so stops draining the queue)
+    // while the budget is spent, and only commits free the budget. flume
+    // grows the queue on demand, so a large bound costs nothing up front;
+    // what is queued is bounded by the messages the budget let in.
+    let budget = Budget::new(budget_kib);
+    let capacity = 1 << 22;
     let (client, eventloop) = AsyncClient::new(opts, capacity);
     // Unbounded on purpose: this task must never wait on the pipeline, since
     // the pipeline's acknowledgements leave through this task's event loop
@@ -126,6 +182,7 @@ pub fn start(
         filters,
         tx,
         epoch,
+        budget.clone(),
         metrics,
         shutdown,
         drained,
@@ -133,6 +190,7 @@ pub fn start(
     ));
     Subscriber {
         acker,
+        budget,
         deliveries: rx,
         task,
     }
@@ -145,6 +203,7 @@ async fn run(
     filters: Vec<String>,
     tx: mpsc::UnboundedSender<Delivery>,
     epoch: Arc<AtomicU64>,
+    budget: Arc<Budget>,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
     mut drained: watch::Receiver<bool>,
@@ -180,7 +239,11 @@ async fn run(
                     return;
                 }
             }
-            event = eventloop.poll() => match event {
+            // Budget spent: wait for a commit instead of reading more.
+            // (The timeout covers a release between the check and the wait.)
+            _ = tokio::time::timeout(Duration::from_millis(50), budget.freed.notified()),
+                if budget.spent() && tx.is_some() => {}
+            event = eventloop.poll(), if !budget.spent() || tx.is_none() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let e = epoch.fetch_add(1, Ordering::AcqRel) + 1;
                     connected = true;
@@ -227,12 +290,19 @@ async fn run(
                         ..publish
                     };
                     metrics.inflight_messages.inc();
+                    let cost_kib = (payload.len() as u64).div_ceil(1024).max(1);
+                    budget.charge(cost_kib);
+                    metrics.buffered_kib.set(budget.used_kib() as i64);
                     let delivery = Delivery {
                         topic,
                         payload,
                         received: Instant::now(),
                         received_at: Utc::now(),
-                        ack: AckToken { epoch: epoch.load(Ordering::Acquire), publish: slim },
+                        ack: AckToken {
+                            epoch: epoch.load(Ordering::Acquire),
+                            publish: slim,
+                            cost_kib,
+                        },
                     };
                     if sender.send(delivery).is_err() {
                         tx = None;
