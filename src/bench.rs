@@ -226,14 +226,24 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
 struct Snapshot {
     stored: f64,
     lag_buckets: Vec<(f64, f64)>,
+    commit_seconds_sum: f64,
+    commit_count: f64,
+    batch_readings_sum: f64,
 }
 
 impl Snapshot {
     fn parse(text: &str) -> Snapshot {
         let mut s = Snapshot::default();
         for line in text.lines() {
+            let value = |v: &str| v.trim().parse::<f64>().unwrap_or(0.0);
             if let Some(v) = line.strip_prefix("estatemon_ingest_readings_stored_total ") {
-                s.stored = v.trim().parse().unwrap_or(0.0);
+                s.stored = value(v);
+            } else if let Some(v) = line.strip_prefix("estatemon_ingest_commit_seconds_sum ") {
+                s.commit_seconds_sum = value(v);
+            } else if let Some(v) = line.strip_prefix("estatemon_ingest_commit_seconds_count ") {
+                s.commit_count = value(v);
+            } else if let Some(v) = line.strip_prefix("estatemon_ingest_batch_readings_sum ") {
+                s.batch_readings_sum = value(v);
             } else if let Some(rest) =
                 line.strip_prefix("estatemon_ingest_lag_seconds_bucket{le=\"")
             {
@@ -443,6 +453,7 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     let done = wait_for_stored(&ingest, readings as f64, Duration::from_secs(600)).await?;
     let elapsed = (done - t0).as_secs_f64();
     let readings_per_s = readings as f64 / elapsed;
+    let after_full = ingest.metrics().await?;
     let messages_per_s = s.messages as f64 / elapsed;
     println!(
         "max rate:  {:>10.0} readings/s  {:>9.0} messages/s  (published in {:.2} s, stored in {:.2} s)",
@@ -451,6 +462,20 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
         publish_time.as_secs_f64(),
         elapsed
     );
+
+    if after_full.commit_count > 0.0 {
+        let per_batch = after_full.batch_readings_sum / after_full.commit_count;
+        let commit_ms = after_full.commit_seconds_sum / after_full.commit_count * 1000.0;
+        println!(
+            "where the time goes: {:.0} batches of {:.0} readings, {:.1} ms per commit (COPY + transaction) \
+             = {:.0} readings/s per writer; decode alone: {:.0} readings/s on one core",
+            after_full.commit_count,
+            per_batch,
+            commit_ms,
+            per_batch / (commit_ms / 1000.0),
+            decode_rate(s.readings_per_message),
+        );
+    }
 
     // Latency at half the measured maximum.
     let half = messages_per_s / 2.0;
@@ -486,6 +511,33 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop_database(config, &c.database.url).await;
     Ok(())
+}
+
+/// In-process decode + validate throughput, one core, same payloads.
+fn decode_rate(readings_per_message: usize) -> f64 {
+    let p = estatemon_domain::pseudonym::Pseudonymiser::new(b"bench");
+    let limits = estatemon_ingest::validate::Limits {
+        max_future_skew: chrono::Duration::minutes(5),
+        max_age: chrono::Duration::days(3650),
+    };
+    let payloads: Vec<Vec<u8>> = (0..100)
+        .map(|i| payload(i, readings_per_message, Utc::now(), i))
+        .collect();
+    let started = Instant::now();
+    let mut readings = 0usize;
+    while started.elapsed() < Duration::from_millis(500) {
+        for body in &payloads {
+            let mut d = estatemon_ingest::decode::decode(
+                estatemon_ingest::topic::Channel::Telemetry,
+                "dev",
+                body,
+                &p,
+            );
+            estatemon_ingest::validate::validate(&mut d, Utc::now(), &limits);
+            readings += d.readings.len();
+        }
+    }
+    readings as f64 / started.elapsed().as_secs_f64()
 }
 
 /// PostgreSQL alone: psql's COPY of the same rows into a table with the
