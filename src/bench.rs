@@ -675,6 +675,7 @@ mod tests {
                 (0.2, 100.0),
                 (f64::INFINITY, 100.0),
             ],
+            ..Default::default()
         };
         assert!((after.percentile_since(&before, 0.5) - 0.1).abs() < 1e-9);
         assert!((after.percentile_since(&before, 0.75) - 0.15).abs() < 1e-9);

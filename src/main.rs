@@ -16,6 +16,7 @@
 
 mod bench;
 mod broker;
+mod consumption;
 mod demo;
 
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ enum Command {
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Consumption of one register per interval, with the corrections applied
+    /// (resets, rollovers, gaps, spikes).
+    Consumption(consumption::ConsumptionArgs),
     /// Manage the device registry (sites, buildings, devices).
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -239,6 +243,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Ingest(args)) => bench::run(config, args).await,
+        Command::Consumption(args) => consumption::run(config, args).await,
     }
 }
 

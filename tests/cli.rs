@@ -32,6 +32,7 @@ fn every_subcommand_has_help() {
         vec!["config", "show", "--help"],
         vec!["registry", "load", "--help"],
         vec!["bench", "ingest", "--help"],
+        vec!["consumption", "--help"],
     ] {
         let out = estatemon().args(&args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -137,4 +138,61 @@ async fn quick_start_embeds_a_broker_where_none_runs() {
     let readings = db.count("SELECT count(*) FROM readings").await;
     println!("demo with the embedded broker stored {readings} readings");
     assert!(readings > 20, "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumption_command_derives_from_stored_registers() {
+    let db = TestDb::new(&admin_url());
+    let c = config(&db, &broker_url());
+    estatemon_domain::schema::ensure_database(&c.database)
+        .await
+        .unwrap();
+    let mut client = db.client().await;
+    estatemon_domain::schema::migrate(&mut client, &c.storage)
+        .await
+        .unwrap();
+    let base = chrono::Utc::now() - chrono::Duration::hours(3);
+    let ts = |m: i64| base + chrono::Duration::minutes(m);
+    let mode = estatemon_domain::schema::recorded_mode(&client)
+        .await
+        .unwrap();
+    if mode == estatemon_domain::schema::StorageMode::Plain {
+        for at in [ts(0), ts(45)] {
+            let idx = estatemon_domain::schema::partitions::chunk_index(at, 7);
+            estatemon_domain::schema::partitions::ensure_chunk(&client, idx, 7)
+                .await
+                .unwrap();
+        }
+    }
+    // 99990 -> 99998 -> rollover to 3 -> 7: 8 + 5 + 4 = 17 kWh.
+    for (m, v) in [(0, 99_990.0), (15, 99_998.0), (30, 3.0), (45, 7.0)] {
+        client
+            .execute(
+                "INSERT INTO readings (device_id, metric, ts, value) VALUES ('m-roll', 'energy_kwh', $1, $2)",
+                &[&ts(m), &v],
+            )
+            .await
+            .unwrap();
+    }
+    let out = tokio::task::block_in_place(|| {
+        estatemon()
+            .args([
+                "consumption",
+                "--device",
+                "m-roll",
+                "--rollover-at",
+                "100000",
+            ])
+            .env("ESTATEMON_DATABASE_URL", &db.url)
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("consumption: 17.000 kWh"), "{text}");
+    assert!(text.contains("rollover: 1 interval"), "{text}");
 }

@@ -189,3 +189,43 @@ async fn broker_restart_loses_nothing() {
     assert_eq!(metric(&m, "estatemon_ingest_mqtt_connected"), 1.0);
     ingestor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_database_is_down_is_prompt_and_loses_nothing() {
+    let pg = PrivatePostgres::start();
+    let broker = PrivateMosquitto::start();
+    let db = TestDb::new(&pg.admin_url());
+    let c = config(&db, &broker.url());
+    let ingestor = Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let t = base_ms();
+    publish_stream(&c, t, 0..500, 1).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 500
+        })
+        .await
+    );
+    pg.ctl("stop");
+    publish_stream(&c, t, 500..1000, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), ingestor.shutdown())
+        .await
+        .expect("shutdown must not wait for the database");
+    println!(
+        "shut down in {:?} with the database down",
+        started.elapsed()
+    );
+    pg.ctl("start");
+    let again = Ingestor::start(c.clone()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            db.count("SELECT count(*) FROM readings").await == 1000
+        })
+        .await,
+        "stored {} of 1000 after restart",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    again.shutdown().await;
+}

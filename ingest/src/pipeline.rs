@@ -165,6 +165,7 @@ impl Ingestor {
                 subscriber.budget.clone(),
                 metrics.clone(),
                 Duration::from_secs(config.ingest.db_retry_max_backoff_s.max(1)),
+                shutdown_rx.clone(),
             )));
         }
 
@@ -392,6 +393,7 @@ async fn write_loop(
     budget: Arc<Budget>,
     metrics: Metrics,
     max_backoff: Duration,
+    shutdown: watch::Receiver<bool>,
 ) {
     // Connect before the first batch, so /health tells the truth at start.
     if writer.connect().await.is_ok() {
@@ -400,9 +402,14 @@ async fn write_loop(
     loop {
         let next = batches.lock().await.recv().await;
         let Some(batch) = next else { break };
-        let stored = writer
-            .write_until_committed(&batch, &metrics, max_backoff)
-            .await;
+        let Some(stored) = writer
+            .write_until_committed(&batch, &metrics, max_backoff, &shutdown)
+            .await
+        else {
+            // Not committed: not acknowledged; the broker keeps it.
+            budget.release(&batch.acks);
+            continue;
+        };
         record(&metrics, &batch, stored);
         // Committed: the subscriber may read more, and now, only now, the
         // broker may forget these messages.

@@ -86,14 +86,17 @@ impl Writer {
         self.client.as_ref().is_some_and(|c| !c.is_closed())
     }
 
-    /// Writes the batch, retrying with backoff until it commits. Returns only
-    /// on success (or when `give_up` says so, for shutdown).
+    /// Writes the batch, retrying with backoff until it commits. Returns
+    /// `None` only if a write fails after shutdown was requested: the batch
+    /// stays unacknowledged and the broker redelivers it to the next run.
     pub async fn write_until_committed<A>(
         &mut self,
         batch: &Batch<A>,
         metrics: &Metrics,
         max_backoff: Duration,
-    ) -> Stored {
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Stored> {
+        let mut shutdown = shutdown.clone();
         let mut backoff = Duration::from_millis(100);
         let mut was_connected = self.is_connected();
         loop {
@@ -106,7 +109,7 @@ impl Writer {
                     metrics
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    return stored;
+                    return Some(stored);
                 }
                 Err(e) => {
                     metrics.db_errors.inc();
@@ -120,7 +123,16 @@ impl Writer {
                         readings = batch.readings.len(),
                         "batch not stored; holding its acknowledgements and retrying"
                     );
-                    tokio::time::sleep(backoff).await;
+                    if *shutdown.borrow() {
+                        tracing::warn!(
+                            "shutting down with the database unavailable: leaving this batch to the broker"
+                        );
+                        return None;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
                     backoff = (backoff * 2).min(max_backoff);
                 }
             }
