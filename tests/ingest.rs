@@ -563,3 +563,63 @@ async fn small_windows_and_one_writer_do_not_stall() {
     }
     ingestor.shutdown().await;
 }
+
+/// A row every estatemon rule accepts but the database refuses (here a
+/// constraint an operator added) must not stall the stream: it becomes a
+/// dead letter and the rest of its batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_is_dead_lettered_and_its_batch_stored() {
+    let db = TestDb::new(&admin_url());
+    let (c, ingestor) = start(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE readings ADD CONSTRAINT plausible_power CHECK (metric <> 'power_kw' OR value > -1000)",
+        )
+        .await
+        .unwrap();
+    let t = base_ms();
+    let tp = topic(&c, "telemetry", "hv", "m-poison");
+    let mut messages: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (tp.clone(), energy(t + i * 1000, i as f64)))
+        .collect();
+    messages.insert(
+        10,
+        (
+            tp.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"power_kw":-5000}}}}"#).into_bytes(),
+        ),
+    );
+    publish_all(&c.mqtt.url, messages).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 20
+                && db.count("SELECT count(*) FROM dead_letters").await == 1
+        })
+        .await,
+        "readings {}, dead letters {}",
+        db.count("SELECT count(*) FROM readings").await,
+        db.count("SELECT count(*) FROM dead_letters").await
+    );
+    let row = db
+        .client()
+        .await
+        .query_one("SELECT reason, detail FROM dead_letters", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "storage_rejected");
+    let detail: String = row.get(1);
+    assert!(
+        detail.contains("m-poison") && detail.contains("-5000"),
+        "{detail}"
+    );
+    let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            "estatemon_ingest_dead_letters_total{reason=\"storage_rejected\"}"
+        ),
+        1.0
+    );
+    ingestor.shutdown().await;
+}

@@ -26,6 +26,9 @@ pub enum Reason {
     UnknownTopic,
     PayloadTooLarge,
     EmptyPayload,
+    /// Valid by every rule estatemon knows, refused by the database (a
+    /// constraint added by an operator, a value out of a column's range).
+    StorageRejected,
 }
 
 impl Reason {
@@ -44,6 +47,7 @@ impl Reason {
         Reason::UnknownTopic,
         Reason::PayloadTooLarge,
         Reason::EmptyPayload,
+        Reason::StorageRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Reason {
             Reason::UnknownTopic => "unknown_topic",
             Reason::PayloadTooLarge => "payload_too_large",
             Reason::EmptyPayload => "empty_payload",
+            Reason::StorageRejected => "storage_rejected",
         }
     }
 }

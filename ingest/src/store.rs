@@ -21,6 +21,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::batch::Batch;
+use crate::dead_letter::{DeadLetter, Reason};
 use crate::metrics::{Metrics, ReasonLabel};
 
 /// What a committed batch did.
@@ -31,6 +32,8 @@ pub struct Stored {
     pub events: u64,
     pub dead_letters: u64,
     pub devices: u64,
+    /// Rows the database refused, stored as dead letters instead.
+    pub refused: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +102,10 @@ impl Writer {
         let mut shutdown = shutdown.clone();
         let mut backoff = Duration::from_millis(100);
         let mut was_connected = self.is_connected();
+        let mut isolate = false;
         loop {
             let started = Instant::now();
-            match self.write(batch).await {
+            match self.write(batch, isolate).await {
                 Ok(stored) => {
                     if !was_connected {
                         metrics.db_connected.inc();
@@ -110,6 +114,15 @@ impl Writer {
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());
                     return Some(stored);
+                }
+                Err(e) if !isolate && is_permanent(&e) => {
+                    // The same batch would fail the same way forever.
+                    tracing::warn!(
+                        error = %e,
+                        "the database refused part of a batch; storing it row by row to isolate the refused rows"
+                    );
+                    metrics.db_errors.inc();
+                    isolate = true;
                 }
                 Err(e) => {
                     metrics.db_errors.inc();
@@ -139,8 +152,15 @@ impl Writer {
         }
     }
 
-    /// One attempt.
-    pub async fn write<A>(&mut self, batch: &Batch<A>) -> Result<Stored, StoreError> {
+    /// One attempt. With `isolate`, readings and events are inserted one by
+    /// one, each in a savepoint, and a row the database refuses becomes a
+    /// dead letter instead of failing the batch: one poison row must not stop
+    /// the stream (see [`is_permanent`]).
+    pub async fn write<A>(
+        &mut self,
+        batch: &Batch<A>,
+        isolate: bool,
+    ) -> Result<Stored, StoreError> {
         if self.mode == StorageMode::Plain {
             self.ensure_partitions(batch).await?;
         }
@@ -167,15 +187,49 @@ impl Writer {
                 )
                 .await?;
         }
+        let mut refused = Vec::new();
         if !batch.readings.is_empty() {
-            stored.readings = copy_readings(&tx, batch).await?;
-            stored.duplicates = batch.readings.len() as u64 - stored.readings;
+            stored.readings = if isolate {
+                insert_readings_one_by_one(&tx, batch, &mut refused).await?
+            } else {
+                copy_readings(&tx, batch).await?
+            };
+            stored.duplicates =
+                batch.readings.len() as u64 - stored.readings - refused.len() as u64;
         }
         if !batch.events.is_empty() {
-            stored.events = insert_events(&tx, batch).await?;
+            stored.events = if isolate {
+                let mut n = 0;
+                for event in &batch.events {
+                    tx.batch_execute("SAVEPOINT one_event").await?;
+                    match insert_events(&tx, std::slice::from_ref(event)).await {
+                        Ok(k) => {
+                            tx.batch_execute("RELEASE SAVEPOINT one_event").await?;
+                            n += k;
+                        }
+                        Err(e) => {
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT one_event").await?;
+                            refused.push(refusal(
+                                &event.device_id,
+                                format!(
+                                    "{} event at {}",
+                                    event.detail.event_type(),
+                                    event.ts.to_rfc3339()
+                                ),
+                                &e,
+                            ));
+                        }
+                    }
+                }
+                n
+            } else {
+                insert_events(&tx, &batch.events).await?
+            };
         }
-        if !batch.dead_letters.is_empty() {
-            stored.dead_letters = insert_dead_letters(&tx, batch).await?;
+        if !batch.dead_letters.is_empty() || !refused.is_empty() {
+            let all: Vec<&DeadLetter> = batch.dead_letters.iter().chain(refused.iter()).collect();
+            stored.dead_letters = insert_dead_letters(&tx, &all).await?;
+            stored.refused = refused.len() as u64;
         }
         if !batch.dirty_hours.is_empty() {
             tx.execute(
@@ -208,6 +262,72 @@ impl Writer {
         self.ensured_chunks.extend(needed);
         Ok(())
     }
+}
+
+/// Errors that retrying the same rows cannot fix: data exceptions (22…),
+/// integrity violations other than the duplicate key handled by the COPY
+/// fallback (23…), program limits (54…).
+pub fn is_permanent(e: &StoreError) -> bool {
+    let StoreError::Db(e) = e else { return false };
+    match e.code().map(|c| c.code()) {
+        Some(code) if code == SqlState::UNIQUE_VIOLATION.code() => false,
+        Some(code) => code.starts_with("22") || code.starts_with("23") || code.starts_with("54"),
+        None => false,
+    }
+}
+
+fn refusal(device_id: &str, what: String, e: &tokio_postgres::Error) -> DeadLetter {
+    let why = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string());
+    DeadLetter {
+        received_at: Utc::now(),
+        topic: String::new(),
+        payload: serde_json::to_vec(&serde_json::json!({ "device_id": device_id, "row": what }))
+            .unwrap_or_default(),
+        reason: Reason::StorageRejected,
+        detail: format!("the database refused {what} of device {device_id}: {why}"),
+    }
+}
+
+async fn insert_readings_one_by_one<A>(
+    tx: &Transaction<'_>,
+    batch: &Batch<A>,
+    refused: &mut Vec<DeadLetter>,
+) -> Result<u64, tokio_postgres::Error> {
+    let insert = tx
+        .prepare(
+            "INSERT INTO readings (device_id, metric, ts, value) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let mut stored = 0;
+    for r in &batch.readings {
+        tx.batch_execute("SAVEPOINT one_reading").await?;
+        match tx
+            .execute(
+                &insert,
+                &[&r.device_id, &r.metric.as_str(), &r.ts, &r.value],
+            )
+            .await
+        {
+            Ok(n) => {
+                tx.batch_execute("RELEASE SAVEPOINT one_reading").await?;
+                stored += n;
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT one_reading")
+                    .await?;
+                refused.push(refusal(
+                    &r.device_id,
+                    format!("{} = {} at {}", r.metric, r.value, r.ts.to_rfc3339()),
+                    &e,
+                ));
+            }
+        }
+    }
+    Ok(stored)
 }
 
 const READING_TYPES: &[Type] = &[Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::FLOAT8];
@@ -264,11 +384,11 @@ async fn copy_readings<A>(
     }
 }
 
-async fn insert_events<A>(
+async fn insert_events(
     tx: &impl GenericClient,
-    batch: &Batch<A>,
+    events: &[estatemon_domain::event::Event],
 ) -> Result<u64, tokio_postgres::Error> {
-    let n = batch.events.len();
+    let n = events.len();
     let mut device = Vec::with_capacity(n);
     let mut ts = Vec::with_capacity(n);
     let mut kind = Vec::with_capacity(n);
@@ -281,7 +401,7 @@ async fn insert_events<A>(
     let mut code: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut state: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut duration: Vec<Option<f64>> = Vec::with_capacity(n);
-    for e in &batch.events {
+    for e in events {
         device.push(e.device_id.as_str());
         ts.push(e.ts);
         kind.push(e.detail.event_type().as_str());
@@ -341,11 +461,10 @@ async fn insert_events<A>(
     .await
 }
 
-async fn insert_dead_letters<A>(
+async fn insert_dead_letters(
     tx: &impl GenericClient,
-    batch: &Batch<A>,
+    d: &[&DeadLetter],
 ) -> Result<u64, tokio_postgres::Error> {
-    let d = &batch.dead_letters;
     let received: Vec<_> = d.iter().map(|x| x.received_at).collect();
     let topic: Vec<&str> = d.iter().map(|x| x.topic.as_str()).collect();
     let payload: Vec<&[u8]> = d.iter().map(|x| x.payload.as_slice()).collect();
@@ -381,4 +500,10 @@ pub fn record<A>(metrics: &Metrics, batch: &Batch<A>, stored: Stored) {
             })
             .inc();
     }
+    metrics
+        .dead_letters
+        .get_or_create(&ReasonLabel {
+            reason: Reason::StorageRejected.as_str(),
+        })
+        .inc_by(stored.refused);
 }
