@@ -623,3 +623,75 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_its_batch_stored() {
     );
     ingestor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_loaded_while_ingest_runs_is_taken_into_account() {
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker_url());
+    c.storage.maintenance_interval_s = 1;
+    let ingestor = Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let t = base_ms();
+    let tp = topic(&c, "telemetry", "hv", "late-meter");
+    let unassigned = || async {
+        let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+        metric(&m, "estatemon_ingest_unassigned_readings_total")
+    };
+    publish_all(
+        &c.mqtt.url,
+        (0..3).map(|i| (tp.clone(), energy(t + i, 1.0))).collect(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            unassigned().await == 3.0
+        })
+        .await
+    );
+
+    let registry = estatemon_domain::device::Registry::parse(
+        r#"
+[[site]]
+id = "hv"
+name = "Harbour View"
+time_zone = "Asia/Hong_Kong"
+latitude = 22.28
+longitude = 114.16
+
+[[device]]
+id = "late-meter"
+kind = "electricity_meter"
+site = "hv"
+area = "lobby"
+purpose = "public_lighting"
+"#,
+        std::path::Path::new("late.toml"),
+    )
+    .unwrap();
+    estatemon_domain::schema::registry::upsert(&mut db.client().await, &registry)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    publish_all(
+        &c.mqtt.url,
+        (3..6).map(|i| (tp.clone(), energy(t + i, 1.0))).collect(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 6
+        })
+        .await
+    );
+    assert_eq!(
+        unassigned().await,
+        3.0,
+        "registered devices no longer count as unassigned"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM devices WHERE device_id = 'late-meter' AND assigned")
+            .await,
+        1
+    );
+    ingestor.shutdown().await;
+}

@@ -1,5 +1,13 @@
 //! Periodic upkeep: partitions ahead of time and retention (plain mode),
-//! rollup refresh of dirty hours (both modes).
+//! rollup refresh of dirty hours (both modes), and the device list the
+//! batcher uses to tell registered devices from unassigned ones (so a
+//! registry loaded while ingest runs is seen within a round).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// device id → assigned, as the database has it.
+pub type KnownDevices = Arc<HashMap<String, bool>>;
 
 use std::time::Duration;
 
@@ -14,6 +22,7 @@ pub async fn run(
     storage: StorageConfig,
     mode: StorageMode,
     chunk_days: u32,
+    known: watch::Sender<KnownDevices>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = Duration::from_secs(storage.maintenance_interval_s.max(1));
@@ -28,6 +37,12 @@ pub async fn run(
         if let Some(c) = client.as_mut() {
             if let Err(e) = round(c, &storage, mode, chunk_days).await {
                 tracing::warn!(error = %e, "maintenance round failed; retrying next round");
+            }
+            match known_devices(c).await {
+                Ok(devices) => {
+                    let _ = known.send(devices);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not refresh the device list"),
             }
         }
         tokio::select! {
@@ -59,4 +74,18 @@ pub async fn round(
         }
     }
     Ok(())
+}
+
+/// The registry as the database has it now.
+pub async fn known_devices(
+    client: &tokio_postgres::Client,
+) -> Result<KnownDevices, tokio_postgres::Error> {
+    Ok(Arc::new(
+        client
+            .query("SELECT device_id, assigned FROM devices", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+    ))
 }

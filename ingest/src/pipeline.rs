@@ -75,13 +75,9 @@ impl Ingestor {
                 "registry loaded"
             );
         }
-        let known: HashMap<String, bool> = client
-            .query("SELECT device_id, assigned FROM devices", &[])
+        let known = crate::maintenance::known_devices(&client)
             .await
-            .map_err(SchemaError::from)?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map_err(SchemaError::from)?;
         drop(client);
 
         let pseudonymiser = match &config.ingest.pseudonym_key {
@@ -169,11 +165,13 @@ impl Ingestor {
             )));
         }
 
+        let (known_tx, known_updates) = watch::channel(known.clone());
         let batcher = Batcher {
+            known: known.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            known_updates,
             topics,
             pseudonymiser,
             limits: Limits::from_config(&config.ingest),
-            known,
             metrics: metrics.clone(),
             max_readings: config.ingest.batch_max_readings,
             max_payload: config.ingest.max_payload_bytes,
@@ -185,6 +183,7 @@ impl Ingestor {
             config.storage.clone(),
             migration.mode,
             chunk_days,
+            known_tx,
             shutdown_rx.clone(),
         ));
         let subscriber_task = subscriber.task;
@@ -261,6 +260,8 @@ struct Batcher {
     limits: Limits,
     /// device id → assigned (registered in the ledger).
     known: HashMap<String, bool>,
+    /// The database's view, refreshed by maintenance.
+    known_updates: watch::Receiver<crate::maintenance::KnownDevices>,
     metrics: Metrics,
     max_readings: usize,
     max_payload: usize,
@@ -366,6 +367,12 @@ impl Batcher {
             .readings_received
             .inc_by(decoded.readings.len() as u64);
         if useful > 0 {
+            if self.known_updates.has_changed().unwrap_or(false) {
+                let fresh = self.known_updates.borrow_and_update().clone();
+                for (id, assigned) in fresh.iter() {
+                    self.known.insert(id.clone(), *assigned);
+                }
+            }
             match self.known.get(m.device_id) {
                 Some(true) => {}
                 Some(false) => {
