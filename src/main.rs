@@ -107,6 +107,27 @@ struct SimulateArgs {
     /// Stop after this many steps (runs until interrupted otherwise).
     #[arg(long)]
     steps: Option<u64>,
+    /// Backfill history instead of publishing live: simulated readings from
+    /// this instant (RFC 3339, or a number of days ago, e.g. `365d`) up to
+    /// --to, as fast as the broker takes them, with a progress bar.
+    #[arg(long, value_name = "WHEN")]
+    backfill_from: Option<String>,
+    /// End of the backfill (RFC 3339); now when unset.
+    #[arg(long, value_name = "WHEN")]
+    backfill_to: Option<String>,
+}
+
+/// `2026-01-01T00:00:00Z` or `30d` (days before now).
+fn parse_when(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Some(days) = s.strip_suffix('d') {
+        let days: i64 = days.parse().map_err(|_| {
+            anyhow::anyhow!("`{s}`: expected RFC 3339 or a number of days like 30d")
+        })?;
+        return Ok(chrono::Utc::now() - chrono::Duration::days(days));
+    }
+    Ok(chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| anyhow::anyhow!("`{s}`: {e} (expected RFC 3339 or e.g. 30d)"))?
+        .with_timezone(&chrono::Utc))
 }
 
 #[derive(Subcommand)]
@@ -310,6 +331,46 @@ async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<()> 
         broker = %estatemon_domain::config::redact_url(&config.mqtt.url),
         "simulating"
     );
+    if let Some(from) = &args.backfill_from {
+        let from = parse_when(from)?;
+        let to = match &args.backfill_to {
+            Some(t) => parse_when(t)?,
+            None => chrono::Utc::now(),
+        };
+        anyhow::ensure!(from < to, "--backfill-from must be before --backfill-to");
+        let step = chrono::Duration::seconds(config.simulate.interval_s as i64);
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} backfill [{bar:40}] {pos}/{len} steps  {per_sec}  ETA {eta}",
+            )
+            .expect("progress template")
+            .progress_chars("=> "),
+        );
+        let started = std::time::Instant::now();
+        let total = estatemon_simulators::live::backfill(
+            model,
+            &config.mqtt,
+            &config.simulate.client_id,
+            from,
+            to,
+            step,
+            |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+        )
+        .await;
+        bar.finish_and_clear();
+        println!(
+            "backfilled {} messages ({} readings and events, {} steps) in {:.1} s",
+            total.messages,
+            total.items,
+            total.steps,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         estatemon_ingest::pipeline::wait_for_signal().await;

@@ -196,3 +196,60 @@ async fn consumption_command_derives_from_stored_registers() {
     assert!(text.contains("consumption: 17.000 kWh"), "{text}");
     assert!(text.contains("rollover: 1 interval"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_backfills_history_through_the_broker() {
+    let broker = PrivateMosquitto::start();
+    let db = TestDb::new(&admin_url());
+    let c = config(&db, &broker.url());
+    let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
+    assert!(
+        ingestor
+            .subscribed(std::time::Duration::from_secs(10))
+            .await
+    );
+    let out = tokio::task::block_in_place(|| {
+        estatemon()
+            .args([
+                "simulate",
+                "--interval-s",
+                "900",
+                "--backfill-from",
+                "2026-03-01T00:00:00Z",
+                "--backfill-to",
+                "2026-03-03T00:00:00Z",
+            ])
+            .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
+            .env(
+                "ESTATEMON_MQTT__TOPICS__TELEMETRY",
+                &c.mqtt.topics.telemetry,
+            )
+            .env("ESTATEMON_MQTT__TOPICS__EVENTS", &c.mqtt.topics.events)
+            .env("ESTATEMON_SIMULATE_CLIENT_ID", unique("backfill"))
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("192 steps"), "{text}");
+    // 20 telemetry readings per 15-minute step from the default site.
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || async {
+            db.count("SELECT count(*) FROM readings").await == 192 * 20
+        })
+        .await,
+        "stored {}",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    assert!(
+        db.count("SELECT count(*) FROM events WHERE event_type = 'access'")
+            .await
+            > 0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+    ingestor.shutdown().await;
+}
