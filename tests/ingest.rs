@@ -234,6 +234,12 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
             r#"{"ts":"last tuesday","metrics":{"energy_kwh":1}}"#.into(),
             "invalid_timestamp",
         ),
+        // A NUL echoed into the reason's detail must not poison the batch.
+        (
+            tel.clone(),
+            r#"{"ts":"\u0000","metrics":{"energy_kwh":1}}"#.into(),
+            "invalid_timestamp",
+        ),
         (
             tel.clone(),
             format!(r#"{{"ts":{future},"metrics":{{"energy_kwh":1}}}}"#),

@@ -157,21 +157,22 @@ pub struct MqttEndpoint {
 
 impl MqttConfig {
     pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
-        let url = url::Url::parse(&self.url).map_err(|e| format!("`{}`: {e}", self.url))?;
+        let shown = redact_url(&self.url);
+        let url = url::Url::parse(&self.url).map_err(|e| format!("`{shown}`: {e}"))?;
         if !matches!(url.scheme(), "mqtt" | "tcp") {
             return Err(format!(
-                "`{}`: scheme must be mqtt:// (TLS: terminate at the broker's local listener)",
-                self.url
+                "`{shown}`: scheme must be mqtt:// (TLS: terminate at the broker's local listener)"
             ));
         }
         let host = url
             .host_str()
-            .ok_or_else(|| format!("`{}` has no host", self.url))?
+            .ok_or_else(|| format!("`{shown}` has no host"))?
             .to_owned();
+        // Userinfo is percent-encoded (RFC 3986): `+` is a plus, not a space.
         let decode = |s: &str| {
-            url::form_urlencoded::parse(s.as_bytes())
-                .map(|(k, v)| format!("{k}{v}"))
-                .collect::<String>()
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
         };
         Ok(MqttEndpoint {
             host,
@@ -425,14 +426,40 @@ impl Config {
     }
 }
 
-/// Hides the password in a URL for logs and errors.
+/// Hides passwords in a URL (`user:pw@`, `?password=`) or a key=value
+/// connection string (`password=…`) for logs and errors.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.eq_ignore_ascii_case("password") {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        _ => url.to_owned(),
+        Err(_) => url
+            .split_whitespace()
+            .map(|part| match part.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => part.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
@@ -603,17 +630,12 @@ fn set_path(tree: &mut toml::Value, path: &[String], raw: &str) {
     let leaf = path.last().expect("non-empty path").clone();
     let table = node.as_table_mut().expect("leaf parent is a table");
     let typed = match table.get(&leaf) {
-        Some(toml::Value::String(_)) | None if raw.parse::<f64>().is_err() && !is_bool(raw) => {
-            toml::Value::String(raw.to_owned())
-        }
-        Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
+        // Unset optional fields are all text (keys, paths, group names): a
+        // numeric secret must not become an integer and be echoed in an error.
+        Some(toml::Value::String(_)) | None => toml::Value::String(raw.to_owned()),
         _ => parse_scalar(raw),
     };
     table.insert(leaf, typed);
-}
-
-fn is_bool(raw: &str) -> bool {
-    matches!(raw, "true" | "false")
 }
 
 fn parse_scalar(raw: &str) -> toml::Value {
@@ -765,5 +787,33 @@ mod tests {
             redact_url("postgres://u:hunter2@h/db"),
             "postgres://u:***@h/db"
         );
+        assert!(!redact_url("postgres://u@h/db?password=hunter2").contains("hunter2"));
+        assert!(!redact_url("host=h user=u password=hunter2 dbname=x").contains("hunter2"));
+        let err = MqttConfig {
+            url: "mqtts://u:hunter2@h".into(),
+            ..Default::default()
+        }
+        .endpoint()
+        .unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_credentials_are_percent_decoded() {
+        let ep = MqttConfig {
+            url: "mqtt://dev%2B1:p%2Bq%3Dr+s@h:1883".into(),
+            ..Default::default()
+        }
+        .endpoint()
+        .unwrap();
+        assert_eq!(ep.username.as_deref(), Some("dev+1"));
+        assert_eq!(ep.password.as_deref(), Some("p+q=r+s"));
+    }
+
+    #[test]
+    fn a_numeric_secret_from_the_environment_stays_text() {
+        let env = vec![("ESTATEMON_INGEST_PSEUDONYM_KEY".into(), "8472938472".into())];
+        let c = Config::load_with_env(None, env).unwrap();
+        assert_eq!(c.ingest.pseudonym_key.as_deref(), Some("8472938472"));
     }
 }

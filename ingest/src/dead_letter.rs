@@ -100,6 +100,15 @@ pub struct DeadLetter {
 
 const MAX_DETAIL: usize = 2000;
 
+/// PostgreSQL text cannot hold NUL; input can (JSON `\u0000`). Shown as `\0`.
+pub fn sanitize(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\\0")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Folds a message's rejects into one dead letter per reason, so a gateway
 /// batch with 100 bad readings does not store its payload 100 times.
 pub fn dead_letters(
@@ -138,10 +147,10 @@ pub fn dead_letters(
             }
             DeadLetter {
                 received_at,
-                topic: topic.to_owned(),
+                topic: sanitize(topic),
                 payload: payload.clone(),
                 reason,
-                detail,
+                detail: sanitize(&detail),
             }
         })
         .collect()
@@ -151,8 +160,14 @@ pub fn dead_letters(
 /// on JSON and, textually, on payloads that are not valid JSON.
 pub fn redact_credentials(payload: &[u8], pseudonymiser: &Pseudonymiser) -> Vec<u8> {
     if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(payload) {
-        redact_value(&mut value, pseudonymiser);
+        // Keep the payload byte for byte unless there was something to hide.
+        if !redact_value(&mut value, pseudonymiser) {
+            return payload.to_vec();
+        }
         return serde_json::to_vec(&value).unwrap_or_default();
+    }
+    if !payload.windows(12).any(|w| w == b"\"credential\"") {
+        return payload.to_vec();
     }
     let text = String::from_utf8_lossy(payload);
     let mut out = String::with_capacity(text.len());
@@ -165,7 +180,13 @@ pub fn redact_credentials(payload: &[u8], pseudonymiser: &Pseudonymiser) -> Vec<
         let trimmed = after.trim_start().strip_prefix(':').map(str::trim_start);
         match trimmed {
             Some(v) if v.starts_with('"') => {
-                let end = v[1..].find('"').map(|i| i + 2).unwrap_or(v.len());
+                // Find the closing quote, skipping escaped ones (`\"`).
+                let bytes = v.as_bytes();
+                let mut i = 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = (i + 1).min(v.len());
                 out.push_str(":\"<redacted>\"");
                 rest = &v[end..];
             }
@@ -181,11 +202,14 @@ pub fn redact_credentials(payload: &[u8], pseudonymiser: &Pseudonymiser) -> Vec<
     out.into_bytes()
 }
 
-fn redact_value(value: &mut serde_json::Value, p: &Pseudonymiser) {
+/// Returns whether anything was replaced.
+fn redact_value(value: &mut serde_json::Value, p: &Pseudonymiser) -> bool {
+    let mut changed = false;
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if k == "credential" {
+                    changed = true;
                     *v = match v {
                         serde_json::Value::String(s) => serde_json::Value::String(format!(
                             "pseudonym:{}",
@@ -194,13 +218,18 @@ fn redact_value(value: &mut serde_json::Value, p: &Pseudonymiser) {
                         _ => serde_json::Value::String("<redacted>".into()),
                     };
                 } else {
-                    redact_value(v, p);
+                    changed |= redact_value(v, p);
                 }
             }
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, p)),
+        serde_json::Value::Array(items) => {
+            for v in items {
+                changed |= redact_value(v, p);
+            }
+        }
         _ => {}
     }
+    changed
 }
 
 #[cfg(test)]
@@ -215,6 +244,7 @@ mod tests {
             br#"[{"type":"access","credential":"CARD-777"}]"#,
             br#"{"type":"access","credential":"CARD-777","result":"granted""#,
             br#"{"type":"access","credential": CARD-777 ,"x":1"#,
+            br#"{"type":"access","credential":"ab\"CARD-777","x":1"#,
         ];
         for payload in cases {
             let out = String::from_utf8(redact_credentials(payload, &p)).unwrap();

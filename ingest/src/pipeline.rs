@@ -21,7 +21,7 @@ use crate::http::{router, HealthState};
 use crate::metrics::{ChannelLabel, Metrics, ModeLabel, ReasonLabel};
 use crate::store::{record, Writer};
 use crate::subscribe::{self, AckToken, Acker, Budget, Delivery};
-use crate::topic::{Channel, Topics};
+use crate::topic::Topics;
 use crate::validate::{validate, Limits};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +171,7 @@ impl Ingestor {
             known_updates,
             topics,
             pseudonymiser,
-            limits: Limits::from_config(&config.ingest),
+            limits: Limits::from_config(&config.ingest, &config.storage),
             metrics: metrics.clone(),
             max_readings: config.ingest.batch_max_readings,
             max_payload: config.ingest.max_payload_bytes,
@@ -336,7 +336,9 @@ impl Batcher {
                 channel: m.channel.as_str(),
             })
             .inc();
-        let redact = (m.channel == Channel::Events).then_some(&self.pseudonymiser);
+        // Redact on every topic: a card number sent to the wrong topic is
+        // still a card number.
+        let redact = Some(&self.pseudonymiser);
         if d.payload.len() > self.max_payload {
             let reject = Reject::new(
                 Reason::PayloadTooLarge,
@@ -422,7 +424,7 @@ async fn write_loop(
         // broker may forget these messages.
         budget.release(&batch.acks);
         metrics.buffered_kib.set(budget.used_kib() as i64);
-        acker.ack(&batch.acks).await;
+        acker.ack(&batch.acks);
     }
     if writer.is_connected() {
         metrics.db_connected.dec();

@@ -36,8 +36,13 @@ pub struct Stored {
     pub refused: u64,
 }
 
+/// Longest a single batch write may take before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("batch write did not finish within {0:?}; reconnecting")]
+    Timeout(Duration),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
@@ -105,7 +110,17 @@ impl Writer {
         let mut isolate = false;
         loop {
             let started = Instant::now();
-            match self.write(batch, isolate).await {
+            // A batch commits in tens of milliseconds; a minute means the
+            // connection is gone without telling us.
+            let attempt =
+                match tokio::time::timeout(WRITE_TIMEOUT, self.write(batch, isolate)).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        self.client = None;
+                        Err(StoreError::Timeout(WRITE_TIMEOUT))
+                    }
+                };
+            match attempt {
                 Ok(stored) => {
                     if !was_connected {
                         metrics.db_connected.inc();
@@ -178,14 +193,28 @@ impl Writer {
                 .iter()
                 .map(|d| d.site.as_deref())
                 .collect();
-            stored.devices = tx
-                .execute(
-                    "INSERT INTO devices (device_id, site_id, kind, assigned, first_seen)
-                     SELECT d, s, 'unknown', false, now() FROM unnest($1::text[], $2::text[]) AS t(d, s)
-                     ON CONFLICT (device_id) DO NOTHING",
-                    &[&ids, &sites],
-                )
-                .await?;
+            const REGISTER: &str =
+                "INSERT INTO devices (device_id, site_id, kind, assigned, first_seen)
+                 SELECT d, s, 'unknown', false, now() FROM unnest($1::text[], $2::text[]) AS t(d, s)
+                 ON CONFLICT (device_id) DO NOTHING";
+            if isolate {
+                // Registration is a courtesy; readings are stored without it.
+                for (id, site) in ids.iter().zip(&sites) {
+                    tx.batch_execute("SAVEPOINT one_device").await?;
+                    match tx.execute(REGISTER, &[&vec![*id], &vec![*site]]).await {
+                        Ok(n) => {
+                            tx.batch_execute("RELEASE SAVEPOINT one_device").await?;
+                            stored.devices += n;
+                        }
+                        Err(e) => {
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT one_device").await?;
+                            tracing::warn!(error = %e, "could not register a device; its readings are kept");
+                        }
+                    }
+                }
+            } else {
+                stored.devices = tx.execute(REGISTER, &[&ids, &sites]).await?;
+            }
         }
         let mut refused = Vec::new();
         if !batch.readings.is_empty() {
@@ -228,12 +257,19 @@ impl Writer {
         }
         if !batch.dead_letters.is_empty() || !refused.is_empty() {
             let all: Vec<&DeadLetter> = batch.dead_letters.iter().chain(refused.iter()).collect();
-            stored.dead_letters = insert_dead_letters(&tx, &all).await?;
+            stored.dead_letters = if isolate {
+                insert_dead_letters_one_by_one(&tx, &all).await?
+            } else {
+                insert_dead_letters(&tx, &all).await?
+            };
             stored.refused = refused.len() as u64;
         }
         if !batch.dirty_hours.is_empty() {
             tx.execute(
-                "INSERT INTO rollup_dirty (bucket) SELECT unnest($1::timestamptz[]) ON CONFLICT DO NOTHING",
+                // DO UPDATE (not DO NOTHING) locks an existing mark, so a
+                // concurrent refresh cannot consume it before these rows commit.
+                "INSERT INTO rollup_dirty (bucket) SELECT unnest($1::timestamptz[])
+                 ON CONFLICT (bucket) DO UPDATE SET bucket = EXCLUDED.bucket",
                 &[&batch.dirty_hours],
             )
             .await?;
@@ -328,6 +364,53 @@ async fn insert_readings_one_by_one<A>(
         }
     }
     Ok(stored)
+}
+
+/// Last line of defence: a dead letter the database refuses is replaced by
+/// a minimal one (reason, error, no payload), and if even that fails it is
+/// logged and dropped rather than stalling every message behind it.
+async fn insert_dead_letters_one_by_one(
+    tx: &Transaction<'_>,
+    letters: &[&DeadLetter],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut n = 0;
+    for letter in letters {
+        tx.batch_execute("SAVEPOINT one_letter").await?;
+        match insert_dead_letters(tx, std::slice::from_ref(letter)).await {
+            Ok(k) => {
+                tx.batch_execute("RELEASE SAVEPOINT one_letter").await?;
+                n += k;
+                continue;
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT one_letter").await?;
+                let minimal = DeadLetter {
+                    received_at: letter.received_at,
+                    topic: String::new(),
+                    payload: Vec::new(),
+                    reason: letter.reason,
+                    detail: format!(
+                        "the original dead letter could not be stored: {}",
+                        e.as_db_error()
+                            .map(|d| d.message())
+                            .unwrap_or("database error")
+                    ),
+                };
+                tx.batch_execute("SAVEPOINT one_letter").await?;
+                match insert_dead_letters(tx, &[&minimal]).await {
+                    Ok(k) => {
+                        tx.batch_execute("RELEASE SAVEPOINT one_letter").await?;
+                        n += k;
+                    }
+                    Err(e) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT one_letter").await?;
+                        tracing::error!(error = %e, reason = letter.reason.as_str(), "dead letter dropped");
+                    }
+                }
+            }
+        }
+    }
+    Ok(n)
 }
 
 const READING_TYPES: &[Type] = &[Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::FLOAT8];

@@ -19,9 +19,13 @@
 //! that takes longer than the keep-alive, the broker drops the connection and
 //! redelivers on reconnect: slower, never lossy.)
 //!
-//! Every connection gets a new *epoch*. An acknowledgement is sent only in
-//! the epoch its message arrived in: after a reconnect, packet ids restart
-//! and an old ack could acknowledge a different, uncommitted message.
+//! Every connection gets a new *epoch*, which ends the moment the connection
+//! fails. Acknowledgements are handed to this task, which queues them to the
+//! event loop only while connected in the message's own epoch: after a
+//! reconnect, packet ids can be reused and an old ack could acknowledge a
+//! different, uncommitted message. rumqttc drops acks still queued when a
+//! connection fails, and this task queues none between that failure and
+//! the new epoch, so no old ack can reach a new connection.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,28 +98,37 @@ impl Budget {
     }
 }
 
-/// Sends acknowledgements, skipping those of a lost connection.
+/// Hands acknowledgements of committed messages to the subscriber task.
+/// Never blocks.
 #[derive(Clone)]
 pub struct Acker {
-    client: AsyncClient,
-    epoch: Arc<AtomicU64>,
-    metrics: Metrics,
+    tx: mpsc::UnboundedSender<Vec<AckToken>>,
 }
 
 impl Acker {
-    pub async fn ack(&self, tokens: &[AckToken]) {
-        let current = self.epoch.load(Ordering::Acquire);
-        for t in tokens {
-            if t.epoch != current {
-                self.metrics.stale_acks.inc();
-                self.metrics.inflight_messages.dec();
-                continue;
+    pub fn ack(&self, tokens: &[AckToken]) {
+        // If the subscriber is gone, the broker redelivers: nothing to do.
+        let _ = self.tx.send(tokens.to_vec());
+    }
+}
+
+/// Queues acks of the current epoch to the event loop; counts the others.
+fn send_acks(
+    client: &AsyncClient,
+    tokens: Vec<AckToken>,
+    epoch: u64,
+    connected: bool,
+    metrics: &Metrics,
+) {
+    for t in tokens {
+        if connected && t.epoch == epoch {
+            if let Err(e) = client.try_ack(&t.publish) {
+                tracing::debug!(error = %e, "ack not queued (event loop stopped)");
             }
-            if let Err(e) = self.client.ack(&t.publish).await {
-                tracing::debug!(error = %e, "ack not sent (event loop stopped)");
-            }
-            self.metrics.inflight_messages.dec();
+        } else {
+            metrics.stale_acks.inc();
         }
+        metrics.inflight_messages.dec();
     }
 }
 
@@ -170,17 +183,15 @@ pub fn start(
     // what can be in flight to us by our receive maximum.
     let (tx, rx) = mpsc::unbounded_channel();
     let epoch = Arc::new(AtomicU64::new(0));
-    let acker = Acker {
-        client: client.clone(),
-        epoch: epoch.clone(),
-        metrics: metrics.clone(),
-    };
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let acker = Acker { tx: ack_tx };
     let max_backoff = Duration::from_secs(config.reconnect_max_backoff_s.max(1));
     let task = tokio::spawn(run(
         client,
         eventloop,
         filters,
         tx,
+        ack_rx,
         epoch,
         budget.clone(),
         metrics,
@@ -202,6 +213,7 @@ async fn run(
     mut eventloop: EventLoop,
     filters: Vec<String>,
     tx: mpsc::UnboundedSender<Delivery>,
+    mut acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
     epoch: Arc<AtomicU64>,
     budget: Arc<Budget>,
     metrics: Metrics,
@@ -222,8 +234,15 @@ async fn run(
                     tx = None;
                 }
             }
+            Some(tokens) = acks.recv() => {
+                send_acks(&client, tokens, epoch.load(Ordering::Acquire), connected, &metrics);
+            }
             res = drained.changed() => {
                 if res.is_err() || *drained.borrow() {
+                    // Writers are done: queue their last acks before DISCONNECT.
+                    while let Ok(tokens) = acks.try_recv() {
+                        send_acks(&client, tokens, epoch.load(Ordering::Acquire), connected, &metrics);
+                    }
                     let _ = client.try_disconnect();
                     // Let the event loop send queued acks and the DISCONNECT.
                     let deadline = tokio::time::sleep(Duration::from_secs(2));
@@ -316,6 +335,9 @@ async fn run(
                     if connected {
                         metrics.mqtt_reconnects.inc();
                         connected = false;
+                        // The epoch ends with the connection: acks of its
+                        // messages must not go out on the next one.
+                        epoch.fetch_add(1, Ordering::AcqRel);
                     }
                     metrics.mqtt_connected.set(0);
                     metrics.mqtt_subscribed.set(0);

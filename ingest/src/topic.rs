@@ -3,6 +3,9 @@
 
 use estatemon_domain::config::TopicsConfig;
 
+/// Longest device or site id accepted from a topic.
+pub const MAX_ID_LEN: usize = 200;
+
 /// The payload format of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
@@ -110,7 +113,14 @@ impl Topics {
                     Level::Device => device = Some(*part),
                 }
             }
-            let device_id = device.filter(|d| !d.is_empty())?;
+            // Ids become primary keys: an empty or absurdly long one is not
+            // a device (and a key over ~2.7 kB would fail the whole batch).
+            let Some(device_id) = device.filter(|d| !d.is_empty() && d.len() <= MAX_ID_LEN) else {
+                continue;
+            };
+            if site.is_some_and(|s| s.len() > MAX_ID_LEN) {
+                continue;
+            }
             return Some(TopicMatch {
                 channel: t.channel,
                 site: site.filter(|s| !s.is_empty()),
@@ -147,6 +157,8 @@ mod tests {
         );
         assert!(topics.matches("estatemon/hv/meter-1/other").is_none());
         assert!(topics.matches("estatemon/hv/telemetry").is_none());
+        let long = format!("estatemon/hv/{}/telemetry", "x".repeat(MAX_ID_LEN + 1));
+        assert!(topics.matches(&long).is_none());
     }
 
     #[test]

@@ -15,10 +15,20 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(c: &estatemon_domain::config::IngestConfig) -> Limits {
+    /// The age limit is also capped by retention: a reading older than the
+    /// retention period would land in a partition that is about to be (or
+    /// already was) dropped.
+    pub fn from_config(
+        c: &estatemon_domain::config::IngestConfig,
+        storage: &estatemon_domain::config::StorageConfig,
+    ) -> Limits {
+        let mut days = c.max_age_days;
+        if storage.retention_days > 0 {
+            days = days.min(storage.retention_days as u64);
+        }
         Limits {
             max_future_skew: Duration::seconds(c.max_future_skew_s as i64),
-            max_age: Duration::days(c.max_age_days as i64),
+            max_age: Duration::days(days as i64),
         }
     }
 

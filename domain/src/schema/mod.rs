@@ -85,6 +85,11 @@ pub async fn connect_url(url: &str, timeout: Duration) -> Result<Client, SchemaE
     pg.application_name("estatemon");
     // "relation already exists, skipping" and friends are not news.
     pg.options("-c client_min_messages=warning");
+    // Notice a dead peer (failover, cable) in seconds rather than the
+    // kernel's two hours, so writers reconnect instead of hanging.
+    pg.keepalives_idle(Duration::from_secs(15));
+    pg.keepalives_interval(Duration::from_secs(5));
+    pg.tcp_user_timeout(Duration::from_secs(30));
     let (client, connection) =
         pg.connect(NoTls)
             .await

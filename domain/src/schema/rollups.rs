@@ -84,6 +84,10 @@ pub async fn refresh_dirty(
     limit: i64,
 ) -> Result<usize, SchemaError> {
     let tx = client.transaction().await?;
+    // One refresher at a time across ingest processes: two recomputing the
+    // same day from different snapshots could leave the older result.
+    tx.execute("SELECT pg_advisory_xact_lock(7365628)", &[])
+        .await?;
     let hours: BTreeSet<DateTime<Utc>> = tx
         .query(
             "DELETE FROM rollup_dirty WHERE bucket IN (
