@@ -162,6 +162,8 @@ impl IngestProcess {
             .env("ESTATEMON_MQTT__TOPICS__EVENTS", &c.mqtt.topics.events)
             .env("ESTATEMON_MQTT__TOPICS__SENML", &c.mqtt.topics.senml)
             .env("ESTATEMON_INGEST_LISTEN", &http)
+            // Do not leave a week-long session per run in the broker.
+            .env("ESTATEMON_MQTT_SESSION_EXPIRY_S", "60")
             .env("ESTATEMON_LOG_FILTER", "warn")
             .env("ESTATEMON_STORAGE_MAINTENANCE_INTERVAL_S", "3600")
             .stdin(Stdio::null())
