@@ -95,6 +95,10 @@ struct SimulateArgs {
     /// Which site of the file to simulate (the first when unset).
     #[arg(long)]
     site: Option<String>,
+    /// Simulate a synthetic estate of this many devices instead of a site
+    /// file (towers of lifts, gates, meters; a podium with garage and pump room).
+    #[arg(long, conflicts_with = "site_file")]
+    devices: Option<usize>,
     /// Simulated seconds per real second.
     #[arg(long)]
     speed: Option<f64>,
@@ -318,8 +322,20 @@ async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<()> 
     if let Some(seed) = args.seed {
         config.simulate.seed = seed;
     }
-    let site_file = args.site_file.or(config.simulate.site_file.clone());
-    let registry = load_site(site_file.as_ref())?;
+    let registry = match args.devices {
+        Some(n) => {
+            anyhow::ensure!(
+                (6..=100_000).contains(&n),
+                "--devices must be between 6 and 100000"
+            );
+            estatemon_simulators::site::synthetic_estate(n)
+        }
+        None => load_site(
+            args.site_file
+                .or(config.simulate.site_file.clone())
+                .as_ref(),
+        )?,
+    };
     let model = estatemon_simulators::model::SiteModel::new(
         &registry,
         args.site.as_deref(),

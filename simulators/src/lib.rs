@@ -7,13 +7,16 @@
 //!
 //! - [`sun`]: sunrise and sunset (NOAA approximation), pure.
 //! - [`model`]: the site model, a pure function of (seed, time) to messages.
-//! - [`live`]: publishes the model to MQTT at QoS 1, in real or accelerated time.
+//! - [`live`]: publishes the model to MQTT at QoS 1, in real or accelerated
+//!   time, or backfills history as fast as the broker takes it.
+//! - [`site`]: synthetic estates of any size (load tests, large backfills).
 //!
 //! **Writes**: MQTT topics rendered from `mqtt.topics`. **Never** touches the
 //! database: what the simulator does reaches estatemon only through the broker.
 
 pub mod live;
 pub mod model;
+pub mod site;
 pub mod sun;
 
 /// The default site shipped with estatemon (also a registry file).

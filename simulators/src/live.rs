@@ -130,10 +130,13 @@ pub async fn backfill(
 ) -> Published {
     let (client, mut eventloop) = client(mqtt, client_id);
     let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0u64);
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping_poller = stopping.clone();
     let poller = tokio::spawn(async move {
         let mut acked = 0u64;
         loop {
             match eventloop.poll().await {
+                Err(_) if stopping_poller.load(std::sync::atomic::Ordering::Relaxed) => return,
                 Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_))) => {
                     acked += 1;
                     let _ = acked_tx.send(acked);
