@@ -14,6 +14,7 @@
 //! | 4 | PostgreSQL unreachable or refused |
 //! | 5 | MQTT broker unreachable |
 
+mod backfill;
 mod bench;
 mod broker;
 mod consumption;
@@ -119,6 +120,10 @@ struct SimulateArgs {
     /// End of the backfill (RFC 3339); now when unset.
     #[arg(long, value_name = "WHEN")]
     backfill_to: Option<String>,
+    /// Backfill straight into the database (same writer as the ingestor)
+    /// instead of through the broker; also loads the site into the registry.
+    #[arg(long, requires = "backfill_from")]
+    direct: bool,
 }
 
 /// `2026-01-01T00:00:00Z` or `30d` (days before now).
@@ -364,6 +369,22 @@ async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<()> 
             .progress_chars("=> "),
         );
         let started = std::time::Instant::now();
+        if args.direct {
+            let totals = backfill::run(&config, &registry, model, from, to, step, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish_and_clear();
+            println!(
+                "backfilled {} readings and {} events ({} steps) into the database in {:.1} s",
+                totals.readings,
+                totals.events,
+                totals.steps,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
         let total = estatemon_simulators::live::backfill(
             model,
             &config.mqtt,

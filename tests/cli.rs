@@ -253,3 +253,54 @@ async fn simulate_backfills_history_through_the_broker() {
     assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
     ingestor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_backfills_straight_into_the_database() {
+    let db = TestDb::new(&admin_url());
+    let out = tokio::task::block_in_place(|| {
+        estatemon()
+            .args([
+                "simulate",
+                "--direct",
+                "--interval-s",
+                "900",
+                "--backfill-from",
+                "2026-03-01T00:00:00Z",
+                "--backfill-to",
+                "2026-03-03T00:00:00Z",
+            ])
+            .env("ESTATEMON_DATABASE_URL", &db.url)
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("backfilled 3840 readings"), "{text}");
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 192 * 20);
+    assert_eq!(
+        db.count("SELECT count(*) FROM devices WHERE assigned")
+            .await,
+        11
+    );
+    assert!(
+        db.count("SELECT count(*) FROM events WHERE event_type = 'access'")
+            .await
+            > 0
+    );
+    // Credentials arrive pseudonymised, as through the ingestor.
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE credential LIKE 'CARD-%'")
+            .await,
+        0
+    );
+    // Rollups cover the backfilled hours.
+    assert_eq!(
+        db.count("SELECT sum(samples)::bigint FROM readings_hourly")
+            .await,
+        192 * 20
+    );
+}

@@ -8,6 +8,8 @@ use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use estatemon_domain::config::TopicsConfig;
 use estatemon_domain::device::{Device, DeviceKind, Purpose, Registry, Site};
+use estatemon_domain::event::{AccessMethod, Direction, LiftState};
+use estatemon_domain::Metric;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
@@ -20,6 +22,38 @@ pub enum ModelError {
     NoSite,
     #[error("site `{site}` has time zone `{tz}`, which is not an IANA zone")]
     BadZone { site: String, tz: String },
+}
+
+/// What one device reported in one step, before any wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Telemetry {
+        device: usize,
+        ts: DateTime<Utc>,
+        metrics: Vec<(Metric, f64)>,
+    },
+    Events {
+        device: usize,
+        events: Vec<SimEvent>,
+    },
+}
+
+/// A simulated event, with the credential in clear as a gate sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimEvent {
+    pub ts: DateTime<Utc>,
+    pub kind: SimEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEventKind {
+    Access {
+        granted: bool,
+        method: AccessMethod,
+        credential: String,
+        direction: Direction,
+    },
+    State(LiftState),
 }
 
 /// One MQTT message to publish.
@@ -116,31 +150,159 @@ impl SiteModel {
         }
     }
 
-    /// Messages for the interval ending at `t`, `dt` long.
+    /// Messages for the interval ending at `t`, `dt` long, as published.
     pub fn step(&mut self, t: DateTime<Utc>, dt: Duration, topics: &TopicsConfig) -> Vec<Message> {
+        self.reports(t, dt)
+            .iter()
+            .map(|r| self.render(r, topics))
+            .collect()
+    }
+
+    /// Device id of a report's `device` index.
+    pub fn device_id(&self, device: usize) -> &str {
+        &self.devices[device].device.id
+    }
+
+    /// A report as estatemon stores it: readings, and events with the
+    /// credential pseudonymised (for backfills straight into the database).
+    pub fn to_domain(
+        &self,
+        report: &Report,
+        pseudonymiser: &estatemon_domain::pseudonym::Pseudonymiser,
+        readings: &mut Vec<estatemon_domain::Reading>,
+        events: &mut Vec<estatemon_domain::event::Event>,
+    ) {
+        use estatemon_domain::event::{AccessResult, Event, EventDetail};
+        match report {
+            Report::Telemetry {
+                device,
+                ts,
+                metrics,
+            } => {
+                for (metric, value) in metrics {
+                    readings.push(estatemon_domain::Reading {
+                        device_id: self.device_id(*device).to_owned(),
+                        metric: *metric,
+                        ts: *ts,
+                        value: *value,
+                    });
+                }
+            }
+            Report::Events {
+                device,
+                events: list,
+            } => {
+                for e in list {
+                    let detail = match &e.kind {
+                        SimEventKind::State(state) => EventDetail::State { state: *state },
+                        SimEventKind::Access {
+                            granted,
+                            method,
+                            credential,
+                            direction,
+                        } => EventDetail::Access {
+                            result: if *granted {
+                                AccessResult::Granted
+                            } else {
+                                AccessResult::Denied
+                            },
+                            method: *method,
+                            credential: Some(pseudonymiser.pseudonymise(credential)),
+                            direction: Some(*direction),
+                            credential_expired: false,
+                        },
+                    };
+                    events.push(Event {
+                        device_id: self.device_id(*device).to_owned(),
+                        ts: e.ts,
+                        detail,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The JSON message a device publishes for a report.
+    pub fn render(&self, report: &Report, topics: &TopicsConfig) -> Message {
+        let site = &self.site.id;
+        match report {
+            Report::Telemetry {
+                device,
+                ts,
+                metrics,
+            } => {
+                let mut m = Map::new();
+                for (metric, v) in metrics {
+                    m.insert(metric.as_str().to_owned(), json!(v));
+                }
+                let body = json!({
+                    "ts": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "metrics": Value::Object(m),
+                });
+                Message {
+                    topic: render(&topics.telemetry, site, self.device_id(*device)),
+                    payload: serde_json::to_vec(&body).expect("json"),
+                    items: metrics.len(),
+                }
+            }
+            Report::Events { device, events } => {
+                let items: Vec<Value> = events
+                    .iter()
+                    .map(|e| {
+                        let ts = e.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                        match &e.kind {
+                            SimEventKind::State(state) => {
+                                json!({"ts": ts, "type": "state", "state": state.as_str()})
+                            }
+                            SimEventKind::Access {
+                                granted,
+                                method,
+                                credential,
+                                direction,
+                            } => json!({
+                                "ts": ts,
+                                "type": "access",
+                                "result": if *granted { "granted" } else { "denied" },
+                                "method": method.as_str(),
+                                "credential": credential,
+                                "direction": direction.as_str(),
+                            }),
+                        }
+                    })
+                    .collect();
+                Message {
+                    topic: render(&topics.events, site, self.device_id(*device)),
+                    payload: serde_json::to_vec(&Value::Array(items)).expect("json"),
+                    items: events.len(),
+                }
+            }
+        }
+    }
+
+    /// What every device reports for the interval ending at `t`, `dt` long.
+    pub fn reports(&mut self, t: DateTime<Utc>, dt: Duration) -> Vec<Report> {
         let hours = dt.num_milliseconds() as f64 / 3.6e6;
         let occ = self.occupancy(t);
         let dark = crate::sun::is_dark(t, self.site.latitude, self.site.longitude);
         let local_hour = t.with_timezone(&self.tz).hour();
-        let ts = t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut out = Vec::new();
-        let site_id = self.site.id.clone();
         for i in 0..self.devices.len() {
             let noise = 1.0 + self.rng.random_range(-0.05..0.05);
-            let id = self.devices[i].device.id.clone();
-            let telemetry_topic = render(&topics.telemetry, &site_id, &id);
-            let events_topic = render(&topics.events, &site_id, &id);
             let kind = self.devices[i].device.kind;
+            let telemetry = |metrics: Vec<(Metric, f64)>| Report::Telemetry {
+                device: i,
+                ts: t,
+                metrics,
+            };
             match kind {
                 DeviceKind::ElectricityMeter => {
                     let d = &mut self.devices[i];
                     let kw = electric_load(&d.device, d.rated, occ, dark, noise);
                     d.register += kw * hours;
-                    out.push(telemetry(
-                        telemetry_topic,
-                        &ts,
-                        &[("energy_kwh", round3(d.register)), ("power_kw", round3(kw))],
-                    ));
+                    out.push(telemetry(vec![
+                        (Metric::EnergyKwh, round3(d.register)),
+                        (Metric::PowerKw, round3(kw)),
+                    ]));
                 }
                 DeviceKind::WaterMeter | DeviceKind::GasMeter => {
                     let d = &mut self.devices[i];
@@ -150,22 +312,14 @@ impl SiteModel {
                         _ => d.rated * (0.08 + 0.92 * occ) * noise,
                     };
                     d.register += flow * hours;
-                    out.push(telemetry(
-                        telemetry_topic,
-                        &ts,
-                        &[
-                            ("volume_m3", round3(d.register)),
-                            ("flow_m3h", round3(flow)),
-                        ],
-                    ));
+                    out.push(telemetry(vec![
+                        (Metric::VolumeM3, round3(d.register)),
+                        (Metric::FlowM3h, round3(flow)),
+                    ]));
                 }
                 DeviceKind::Sensor => {
                     let pressure = 0.62 + 0.02 * (noise - 1.0) * 10.0;
-                    out.push(telemetry(
-                        telemetry_topic,
-                        &ts,
-                        &[("pressure_mpa", round3(pressure))],
-                    ));
+                    out.push(telemetry(vec![(Metric::PressureMpa, round3(pressure))]));
                 }
                 DeviceKind::Lift => {
                     let trips = poisson(&mut self.rng, 40.0 * occ * hours);
@@ -173,61 +327,60 @@ impl SiteModel {
                     d.register += trips as f64;
                     d.door_cycles += 2.0 * trips as f64;
                     let motor = 28.0 + 18.0 * occ + 3.0 * (noise - 1.0) * 10.0;
-                    out.push(telemetry(
-                        telemetry_topic,
-                        &ts,
-                        &[
-                            ("trips", d.register),
-                            ("door_cycles", d.door_cycles),
-                            ("motor_temp_c", round3(motor)),
-                        ],
-                    ));
+                    out.push(telemetry(vec![
+                        (Metric::Trips, d.register),
+                        (Metric::DoorCycles, d.door_cycles),
+                        (Metric::MotorTempC, round3(motor)),
+                    ]));
                     let moving = trips > 0;
                     if moving != d.state_moving {
                         d.state_moving = moving;
-                        let state = if moving { "moving" } else { "idle" };
-                        out.push(events(
-                            events_topic,
-                            vec![json!({"ts": ts, "type": "state", "state": state})],
-                        ));
+                        let state = if moving {
+                            LiftState::Moving
+                        } else {
+                            LiftState::Idle
+                        };
+                        out.push(Report::Events {
+                            device: i,
+                            events: vec![SimEvent {
+                                ts: t,
+                                kind: SimEventKind::State(state),
+                            }],
+                        });
                     }
                 }
                 DeviceKind::AccessGate => {
                     let n = poisson(&mut self.rng, 90.0 * occ * hours).min(500);
                     let morning = local_hour < 13;
-                    let mut batch = Vec::with_capacity(n);
+                    let mut events = Vec::with_capacity(n);
                     for k in 0..n {
                         let at = t - Duration::milliseconds(
                             (dt.num_milliseconds() as f64 * (k as f64 + 0.5) / n as f64) as i64,
                         );
                         let granted = self.rng.random_bool(0.96);
-                        let method = [
-                            "card",
-                            "card",
-                            "face",
-                            "face",
-                            "fingerprint",
-                            "bluetooth",
-                            "visitor",
-                        ][self.rng.random_range(0..7)];
-                        let credential =
-                            &self.credentials[self.rng.random_range(0..self.credentials.len())];
+                        use AccessMethod::*;
+                        let method = [Card, Card, Face, Face, Fingerprint, Bluetooth, Visitor]
+                            [self.rng.random_range(0..7)];
+                        let credential = self.credentials
+                            [self.rng.random_range(0..self.credentials.len())]
+                        .clone();
                         let direction = if self.rng.random_bool(if morning { 0.3 } else { 0.7 }) {
-                            "in"
+                            Direction::In
                         } else {
-                            "out"
+                            Direction::Out
                         };
-                        batch.push(json!({
-                            "ts": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                            "type": "access",
-                            "result": if granted { "granted" } else { "denied" },
-                            "method": method,
-                            "credential": credential,
-                            "direction": direction,
-                        }));
+                        events.push(SimEvent {
+                            ts: at,
+                            kind: SimEventKind::Access {
+                                granted,
+                                method,
+                                credential,
+                                direction,
+                            },
+                        });
                     }
-                    if !batch.is_empty() {
-                        out.push(events(events_topic, batch));
+                    if !events.is_empty() {
+                        out.push(Report::Events { device: i, events });
                     }
                 }
                 DeviceKind::Unknown => {}
@@ -284,28 +437,6 @@ fn render(template: &str, site: &str, device: &str) -> String {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn telemetry(topic: String, ts: &str, metrics: &[(&str, f64)]) -> Message {
-    let mut m = Map::new();
-    for (k, v) in metrics {
-        m.insert((*k).to_owned(), json!(v));
-    }
-    let body = json!({"ts": ts, "metrics": Value::Object(m)});
-    Message {
-        topic,
-        payload: serde_json::to_vec(&body).expect("json"),
-        items: metrics.len(),
-    }
-}
-
-fn events(topic: String, items: Vec<Value>) -> Message {
-    let n = items.len();
-    Message {
-        topic,
-        payload: serde_json::to_vec(&Value::Array(items)).expect("json"),
-        items: n,
-    }
 }
 
 /// Poisson sample (Knuth for small means, normal approximation above 30).
