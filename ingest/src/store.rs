@@ -17,7 +17,7 @@ use estatemon_domain::schema::{self, partitions, SchemaError, StorageMode};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::batch::Batch;
@@ -167,10 +167,10 @@ impl Writer {
         }
     }
 
-    /// One attempt. With `isolate`, readings and events are inserted one by
-    /// one, each in a savepoint, and a row the database refuses becomes a
-    /// dead letter instead of failing the batch: one poison row must not stop
-    /// the stream (see [`is_permanent`]).
+    /// One attempt. With `isolate`, every row (devices, readings, events,
+    /// dead letters) is inserted on its own in a savepoint, and a reading or
+    /// event the database refuses becomes a dead letter instead of failing
+    /// the batch: one poison row must not stop the stream (see [`is_permanent`]).
     pub async fn write<A>(
         &mut self,
         batch: &Batch<A>,
@@ -200,15 +200,12 @@ impl Writer {
             if isolate {
                 // Registration is a courtesy; readings are stored without it.
                 for (id, site) in ids.iter().zip(&sites) {
-                    tx.batch_execute("SAVEPOINT one_device").await?;
-                    match tx.execute(REGISTER, &[&vec![*id], &vec![*site]]).await {
-                        Ok(n) => {
-                            tx.batch_execute("RELEASE SAVEPOINT one_device").await?;
-                            stored.devices += n;
-                        }
+                    match in_savepoint(&tx, tx.execute(REGISTER, &[&vec![*id], &vec![*site]]))
+                        .await?
+                    {
+                        Ok(n) => stored.devices += n,
                         Err(e) => {
-                            tx.batch_execute("ROLLBACK TO SAVEPOINT one_device").await?;
-                            tracing::warn!(error = %e, "could not register a device; its readings are kept");
+                            tracing::warn!(error = %e, "could not register a device; its readings are kept")
                         }
                     }
                 }
@@ -228,29 +225,7 @@ impl Writer {
         }
         if !batch.events.is_empty() {
             stored.events = if isolate {
-                let mut n = 0;
-                for event in &batch.events {
-                    tx.batch_execute("SAVEPOINT one_event").await?;
-                    match insert_events(&tx, std::slice::from_ref(event)).await {
-                        Ok(k) => {
-                            tx.batch_execute("RELEASE SAVEPOINT one_event").await?;
-                            n += k;
-                        }
-                        Err(e) => {
-                            tx.batch_execute("ROLLBACK TO SAVEPOINT one_event").await?;
-                            refused.push(refusal(
-                                &event.device_id,
-                                format!(
-                                    "{} event at {}",
-                                    event.detail.event_type(),
-                                    event.ts.to_rfc3339()
-                                ),
-                                &e,
-                            ));
-                        }
-                    }
-                }
-                n
+                insert_events_one_by_one(&tx, &batch.events, &mut refused).await?
             } else {
                 insert_events(&tx, &batch.events).await?
             };
@@ -300,6 +275,26 @@ impl Writer {
     }
 }
 
+/// Runs `attempt` inside a savepoint: kept on success, rolled back on
+/// failure, with the transaction usable either way. The outer `Result` is a
+/// failure of the savepoint commands themselves (a broken connection).
+async fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    attempt: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<Result<T, tokio_postgres::Error>, tokio_postgres::Error> {
+    tx.batch_execute("SAVEPOINT attempt").await?;
+    match attempt.await {
+        Ok(v) => {
+            tx.batch_execute("RELEASE SAVEPOINT attempt").await?;
+            Ok(Ok(v))
+        }
+        Err(e) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT attempt").await?;
+            Ok(Err(e))
+        }
+    }
+}
+
 /// Errors that retrying the same rows cannot fix: data exceptions (22…),
 /// integrity violations other than the duplicate key handled by the COPY
 /// fallback (23…), program limits (54…).
@@ -340,27 +335,37 @@ async fn insert_readings_one_by_one<A>(
         .await?;
     let mut stored = 0;
     for r in &batch.readings {
-        tx.batch_execute("SAVEPOINT one_reading").await?;
-        match tx
-            .execute(
-                &insert,
-                &[&r.device_id, &r.metric.as_str(), &r.ts, &r.value],
-            )
-            .await
-        {
-            Ok(n) => {
-                tx.batch_execute("RELEASE SAVEPOINT one_reading").await?;
-                stored += n;
-            }
-            Err(e) => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT one_reading")
-                    .await?;
-                refused.push(refusal(
-                    &r.device_id,
-                    format!("{} = {} at {}", r.metric, r.value, r.ts.to_rfc3339()),
-                    &e,
-                ));
-            }
+        let row: [&(dyn ToSql + Sync); 4] = [&r.device_id, &r.metric.as_str(), &r.ts, &r.value];
+        match in_savepoint(tx, tx.execute(&insert, &row)).await? {
+            Ok(n) => stored += n,
+            Err(e) => refused.push(refusal(
+                &r.device_id,
+                format!("{} = {} at {}", r.metric, r.value, r.ts.to_rfc3339()),
+                &e,
+            )),
+        }
+    }
+    Ok(stored)
+}
+
+async fn insert_events_one_by_one(
+    tx: &Transaction<'_>,
+    events: &[estatemon_domain::event::Event],
+    refused: &mut Vec<DeadLetter>,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut stored = 0;
+    for event in events {
+        match in_savepoint(tx, insert_events(tx, std::slice::from_ref(event))).await? {
+            Ok(n) => stored += n,
+            Err(e) => refused.push(refusal(
+                &event.device_id,
+                format!(
+                    "{} event at {}",
+                    event.detail.event_type(),
+                    event.ts.to_rfc3339()
+                ),
+                &e,
+            )),
         }
     }
     Ok(stored)
@@ -375,38 +380,30 @@ async fn insert_dead_letters_one_by_one(
 ) -> Result<u64, tokio_postgres::Error> {
     let mut n = 0;
     for letter in letters {
-        tx.batch_execute("SAVEPOINT one_letter").await?;
-        match insert_dead_letters(tx, std::slice::from_ref(letter)).await {
-            Ok(k) => {
-                tx.batch_execute("RELEASE SAVEPOINT one_letter").await?;
-                n += k;
-                continue;
-            }
-            Err(e) => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT one_letter").await?;
-                let minimal = DeadLetter {
-                    received_at: letter.received_at,
-                    topic: String::new(),
-                    payload: Vec::new(),
-                    reason: letter.reason,
-                    detail: format!(
-                        "the original dead letter could not be stored: {}",
-                        e.as_db_error()
-                            .map(|d| d.message())
-                            .unwrap_or("database error")
-                    ),
-                };
-                tx.batch_execute("SAVEPOINT one_letter").await?;
-                match insert_dead_letters(tx, &[&minimal]).await {
-                    Ok(k) => {
-                        tx.batch_execute("RELEASE SAVEPOINT one_letter").await?;
-                        n += k;
-                    }
-                    Err(e) => {
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT one_letter").await?;
-                        tracing::error!(error = %e, reason = letter.reason.as_str(), "dead letter dropped");
-                    }
+        let e =
+            match in_savepoint(tx, insert_dead_letters(tx, std::slice::from_ref(letter))).await? {
+                Ok(k) => {
+                    n += k;
+                    continue;
                 }
+                Err(e) => e,
+            };
+        let minimal = DeadLetter {
+            received_at: letter.received_at,
+            topic: String::new(),
+            payload: Vec::new(),
+            reason: letter.reason,
+            detail: format!(
+                "the original dead letter could not be stored: {}",
+                e.as_db_error()
+                    .map(|d| d.message())
+                    .unwrap_or("database error")
+            ),
+        };
+        match in_savepoint(tx, insert_dead_letters(tx, &[&minimal])).await? {
+            Ok(k) => n += k,
+            Err(e) => {
+                tracing::error!(error = %e, reason = letter.reason.as_str(), "dead letter dropped")
             }
         }
     }
@@ -442,15 +439,9 @@ async fn copy_readings<A>(
     tx: &Transaction<'_>,
     batch: &Batch<A>,
 ) -> Result<u64, tokio_postgres::Error> {
-    tx.batch_execute("SAVEPOINT direct_copy").await?;
-    match copy_into(tx, "readings", batch).await {
-        Ok(()) => {
-            tx.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
-            Ok(batch.readings.len() as u64)
-        }
+    match in_savepoint(tx, copy_into(tx, "readings", batch)).await? {
+        Ok(()) => Ok(batch.readings.len() as u64),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
-                .await?;
             copy_into(tx, "readings_stage", batch).await?;
             let inserted = tx
                 .execute(
