@@ -279,21 +279,11 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
 
 /// Creates (if allowed) and migrates the database; returns a connection.
 pub async fn prepare_database(config: &Config) -> Result<tokio_postgres::Client, SchemaError> {
-    if config.database.create_database {
-        schema::ensure_database(&config.database).await?;
-    }
-    let mut client = schema::connect(&config.database).await?;
-    let report = schema::migrate(&mut client, &config.storage).await?;
-    tracing::info!(mode = report.mode.as_str(), detail = %report.reason, "storage mode");
-    Ok(client)
+    Ok(schema::prepare(&config.database, &config.storage).await?.0)
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    if config.database.create_database {
-        schema::ensure_database(&config.database).await?;
-    }
-    let mut client = schema::connect(&config.database).await?;
-    let report = schema::migrate(&mut client, &config.storage).await?;
+    let (_client, report) = schema::prepare(&config.database, &config.storage).await?;
     println!("storage mode: {} ({})", report.mode.as_str(), report.reason);
     println!("schema version: {}", report.schema_version);
     if report.applied.is_empty() {

@@ -54,16 +54,7 @@ pub struct Ingestor {
 impl Ingestor {
     /// Prepares the database (create, migrate, load registry) and starts.
     pub async fn start(config: Config) -> Result<Ingestor, IngestError> {
-        if config.database.create_database {
-            schema::ensure_database(&config.database).await?;
-        }
-        let mut client = schema::connect(&config.database).await?;
-        let migration = schema::migrate(&mut client, &config.storage).await?;
-        tracing::info!(
-            mode = migration.mode.as_str(),
-            detail = %migration.reason,
-            "storage mode"
-        );
+        let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
         let chunk_days = schema::recorded_chunk_days(&client).await?;
         if let Some(path) = &config.registry.file {
             let registry = DeviceRegistry::load(path)?;
@@ -311,7 +302,6 @@ impl Batcher {
     }
 
     fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
-        let now = Instant::now();
         let Some(m) = self.topics.matches(&d.topic) else {
             self.metrics
                 .messages
@@ -325,9 +315,9 @@ impl Batcher {
                     Reason::UnknownTopic,
                     "topic matches no template in mqtt.topics",
                 )],
-                Some(&self.pseudonymiser),
+                &self.pseudonymiser,
             );
-            batch.push(Default::default(), dl, d.ack, now);
+            batch.push(Default::default(), dl, d.ack, d.received);
             return;
         };
         self.metrics
@@ -336,9 +326,6 @@ impl Batcher {
                 channel: m.channel.as_str(),
             })
             .inc();
-        // Redact on every topic: a card number sent to the wrong topic is
-        // still a card number.
-        let redact = Some(&self.pseudonymiser);
         if d.payload.len() > self.max_payload {
             let reject = Reject::new(
                 Reason::PayloadTooLarge,
@@ -348,11 +335,17 @@ impl Batcher {
                     self.max_payload
                 ),
             );
-            let mut dl = dead_letters(&d.topic, &d.payload, d.received_at, &[reject], redact);
+            let mut dl = dead_letters(
+                &d.topic,
+                &d.payload,
+                d.received_at,
+                &[reject],
+                &self.pseudonymiser,
+            );
             for letter in &mut dl {
                 letter.payload.truncate(4096);
             }
-            batch.push(Default::default(), dl, d.ack, now);
+            batch.push(Default::default(), dl, d.ack, d.received);
             return;
         }
         let mut decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
@@ -362,7 +355,7 @@ impl Batcher {
             &d.payload,
             d.received_at,
             &decoded.rejects,
-            redact,
+            &self.pseudonymiser,
         );
         let useful = decoded.readings.len() + decoded.events.len();
         self.metrics
@@ -391,7 +384,7 @@ impl Batcher {
                 }
             }
         }
-        batch.push(decoded, dl, d.ack, now);
+        batch.push(decoded, dl, d.ack, d.received);
     }
 }
 

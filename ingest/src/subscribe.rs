@@ -132,8 +132,8 @@ fn send_acks(
     }
 }
 
-/// Options for the session; also used by tests and the benchmark.
-pub fn options(config: &MqttConfig, client_id: &str, max_packet: usize) -> MqttOptions {
+/// Options for the ingest session.
+fn options(config: &MqttConfig, client_id: &str, max_packet: usize) -> MqttOptions {
     let endpoint = config.endpoint().expect("validated by config loading");
     let mut opts = MqttOptions::new(client_id, endpoint.host, endpoint.port);
     opts.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));

@@ -163,6 +163,21 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), SchemaError>
     Ok(())
 }
 
+/// What every service does at start: create the database if allowed,
+/// connect, apply pending migrations, and log the storage mode.
+pub async fn prepare(
+    database: &DatabaseConfig,
+    storage: &StorageConfig,
+) -> Result<(Client, MigrationReport), SchemaError> {
+    if database.create_database {
+        ensure_database(database).await?;
+    }
+    let mut client = connect(database).await?;
+    let report = migrate(&mut client, storage).await?;
+    tracing::info!(mode = report.mode.as_str(), detail = %report.reason, "storage mode");
+    Ok((client, report))
+}
+
 struct Migration {
     version: i32,
     name: &'static str,
