@@ -45,7 +45,7 @@ pub async fn run(
     let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
     let (_never, shutdown) = tokio::sync::watch::channel(false);
     let max_backoff = std::time::Duration::from_secs(config.ingest.db_retry_max_backoff_s.max(1));
-    let total_steps = ((to - from).num_seconds() / step.num_seconds().max(1)).max(0) as u64;
+    let total_steps = estatemon_simulators::live::steps_between(from, to, step);
     let mut totals = Totals {
         readings: 0,
         events: 0,

@@ -4,12 +4,15 @@
 //! and the publish queue fills, which pauses the simulation clock instead of
 //! dropping readings.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use estatemon_domain::config::{MqttConfig, SimulateConfig};
+use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::watch;
 
 use crate::model::SiteModel;
@@ -32,6 +35,98 @@ pub fn client(mqtt: &MqttConfig, client_id: &str) -> (AsyncClient, rumqttc::v5::
     AsyncClient::new(opts, 1000)
 }
 
+/// A QoS 1 publishing session: the event loop runs in the background,
+/// counting the broker's acknowledgements and warning once per outage.
+struct Session {
+    client: AsyncClient,
+    poller: tokio::task::JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
+    acked: watch::Receiver<u64>,
+}
+
+impl Session {
+    fn open(mqtt: &MqttConfig, client_id: &str) -> Session {
+        let (client, mut eventloop) = client(mqtt, client_id);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (acked_tx, acked) = watch::channel(0u64);
+        let poller_stopping = stopping.clone();
+        let poller = tokio::spawn(async move {
+            let mut warned = false;
+            let mut count = 0u64;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        warned = false;
+                        count += 1;
+                        let _ = acked_tx.send(count);
+                    }
+                    Ok(_) => warned = false,
+                    // Our own DISCONNECT closing the socket is not an outage.
+                    Err(_) if poller_stopping.load(Ordering::Relaxed) => return,
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(error = %e, "simulator: broker unreachable; buffering and retrying");
+                            warned = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Session {
+            client,
+            poller,
+            stopping,
+            acked,
+        }
+    }
+
+    /// Publishes the model's messages for the step ending at `t`; false when
+    /// the event loop is gone.
+    async fn publish_step(
+        &self,
+        model: &mut SiteModel,
+        t: chrono::DateTime<Utc>,
+        step: chrono::Duration,
+        mqtt: &MqttConfig,
+        total: &mut Published,
+    ) -> bool {
+        for msg in model.step(t, step, &mqtt.topics) {
+            if self
+                .client
+                .publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            total.messages += 1;
+            total.items += msg.items as u64;
+        }
+        total.steps += 1;
+        true
+    }
+
+    /// Waits up to `ack_timeout` for the broker to acknowledge all
+    /// `published` messages, then disconnects.
+    async fn close(mut self, published: u64, ack_timeout: Duration) {
+        let _ = tokio::time::timeout(ack_timeout, self.acked.wait_for(|a| *a >= published)).await;
+        self.stopping.store(true, Ordering::Relaxed);
+        let _ = self.client.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.poller.abort();
+    }
+}
+
+/// Steps of `step` in `(from, to]`.
+pub fn steps_between(
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+    step: chrono::Duration,
+) -> u64 {
+    ((to - from).num_seconds() / step.num_seconds().max(1)).max(0) as u64
+}
+
 /// Publishes one step every `interval_s / speed` real seconds until `stop`,
 /// or for `max_steps` steps when given.
 pub async fn run(
@@ -41,25 +136,7 @@ pub async fn run(
     max_steps: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> Published {
-    let (client, mut eventloop) = client(mqtt, &sim.client_id);
-    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopping_poller = stopping.clone();
-    let poller = tokio::spawn(async move {
-        let mut warned = false;
-        loop {
-            match eventloop.poll().await {
-                Ok(_) => warned = false,
-                Err(_) if stopping_poller.load(std::sync::atomic::Ordering::Relaxed) => return,
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(error = %e, "simulator: broker unreachable; buffering and retrying");
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    });
+    let session = Session::open(mqtt, &sim.client_id);
     let step = chrono::Duration::seconds(sim.interval_s as i64);
     let period = Duration::from_secs_f64(sim.interval_s as f64 / sim.speed);
     // Accelerated runs start in the past and catch up with the clock, so the
@@ -81,18 +158,12 @@ pub async fn run(
             _ = async { ticker.tick().await; tokio::time::sleep(ahead).await } => {}
             res = stop.changed() => if res.is_err() || *stop.borrow() { break },
         }
-        for msg in model.step(sim_time, step, &mqtt.topics) {
-            if client
-                .publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
-                .await
-                .is_err()
-            {
-                break;
-            }
-            total.messages += 1;
-            total.items += msg.items as u64;
+        if !session
+            .publish_step(&mut model, sim_time, step, mqtt, &mut total)
+            .await
+        {
+            break;
         }
-        total.steps += 1;
         if total.steps % 10 == 1 {
             tracing::info!(
                 steps = total.steps,
@@ -108,10 +179,9 @@ pub async fn run(
         }
     }
     // Give in-flight QoS 1 publishes a moment to be acknowledged.
-    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = client.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    poller.abort();
+    session
+        .close(total.messages, Duration::from_millis(300))
+        .await;
     total
 }
 
@@ -128,55 +198,23 @@ pub async fn backfill(
     step: chrono::Duration,
     mut progress: impl FnMut(u64, u64),
 ) -> Published {
-    let (client, mut eventloop) = client(mqtt, client_id);
-    let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0u64);
-    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopping_poller = stopping.clone();
-    let poller = tokio::spawn(async move {
-        let mut acked = 0u64;
-        loop {
-            match eventloop.poll().await {
-                Err(_) if stopping_poller.load(std::sync::atomic::Ordering::Relaxed) => return,
-                Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_))) => {
-                    acked += 1;
-                    let _ = acked_tx.send(acked);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "backfill: broker unreachable; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    });
-    let total_steps = ((to - from).num_seconds() / step.num_seconds().max(1)).max(0) as u64;
+    let session = Session::open(mqtt, client_id);
+    let total_steps = steps_between(from, to, step);
     let mut total = Published::default();
     let mut t = from + step;
     while t <= to {
-        for msg in model.step(t, step, &mqtt.topics) {
-            if client
-                .publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
-                .await
-                .is_err()
-            {
-                break;
-            }
-            total.messages += 1;
-            total.items += msg.items as u64;
+        if !session
+            .publish_step(&mut model, t, step, mqtt, &mut total)
+            .await
+        {
+            break;
         }
-        total.steps += 1;
         progress(total.steps, total_steps);
         t += step;
     }
     // Done when the broker has acknowledged every message.
-    let target = total.messages;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(120),
-        acked_rx.wait_for(|a| *a >= target),
-    )
-    .await;
-    let _ = client.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    poller.abort();
+    session
+        .close(total.messages, Duration::from_secs(120))
+        .await;
     total
 }
