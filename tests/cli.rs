@@ -197,6 +197,21 @@ async fn consumption_command_derives_from_stored_registers() {
     assert!(text.contains("rollover: 1 interval"), "{text}");
 }
 
+/// Two days of the default site at 15-minute steps: 192 steps.
+fn two_day_backfill() -> Command {
+    let mut c = estatemon();
+    c.args([
+        "simulate",
+        "--interval-s",
+        "900",
+        "--backfill-from",
+        "2026-03-01T00:00:00Z",
+        "--backfill-to",
+        "2026-03-03T00:00:00Z",
+    ]);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_backfills_history_through_the_broker() {
     let broker = PrivateMosquitto::start();
@@ -209,16 +224,7 @@ async fn simulate_backfills_history_through_the_broker() {
             .await
     );
     let out = tokio::task::block_in_place(|| {
-        estatemon()
-            .args([
-                "simulate",
-                "--interval-s",
-                "900",
-                "--backfill-from",
-                "2026-03-01T00:00:00Z",
-                "--backfill-to",
-                "2026-03-03T00:00:00Z",
-            ])
+        two_day_backfill()
             .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
             .env(
                 "ESTATEMON_MQTT__TOPICS__TELEMETRY",
@@ -258,17 +264,8 @@ async fn simulate_backfills_history_through_the_broker() {
 async fn simulate_backfills_straight_into_the_database() {
     let db = TestDb::new(&admin_url());
     let out = tokio::task::block_in_place(|| {
-        estatemon()
-            .args([
-                "simulate",
-                "--direct",
-                "--interval-s",
-                "900",
-                "--backfill-from",
-                "2026-03-01T00:00:00Z",
-                "--backfill-to",
-                "2026-03-03T00:00:00Z",
-            ])
+        two_day_backfill()
+            .arg("--direct")
             .env("ESTATEMON_DATABASE_URL", &db.url)
             .output()
             .unwrap()

@@ -7,169 +7,159 @@ use estatemon_domain::device::{
     Building, Device, DeviceKind, MaintenanceCycle, Purpose, Registry, Site,
 };
 
-/// Devices per tower: lobby and corridor lighting, lift power, two lifts,
-/// the entrance gate, the tower's water meter.
-const PER_TOWER: usize = 7;
-/// Podium devices: garage lighting, pump power, water main, irrigation,
-/// gas, fire-main pressure.
-const PODIUM: usize = 6;
+/// What each equipment slot is: id suffix, kind, area, purpose, inspection cycle.
+type Slot = (
+    &'static str,
+    DeviceKind,
+    &'static str,
+    Purpose,
+    MaintenanceCycle,
+);
 
-fn device(
-    id: String,
-    kind: DeviceKind,
-    building: &str,
-    area: &str,
-    purpose: Purpose,
-    cycle: MaintenanceCycle,
-) -> Device {
-    Device {
-        name: Some(id.replace('-', " ")),
-        id,
-        kind,
-        site: String::new(),
-        building: Some(building.to_owned()),
-        area: area.to_owned(),
-        purpose,
-        model: None,
-        install_date: None,
-        maintenance_cycle: Some(cycle),
-        responsible: None,
-    }
+/// The podium: garage lighting, pump power, water main, irrigation, gas,
+/// fire-main pressure.
+const PODIUM: &[Slot] = &[
+    (
+        "garage-light",
+        DeviceKind::ElectricityMeter,
+        "garage",
+        Purpose::PublicLighting,
+        MaintenanceCycle::Monthly,
+    ),
+    (
+        "pump-power",
+        DeviceKind::ElectricityMeter,
+        "pump_room",
+        Purpose::Pumps,
+        MaintenanceCycle::Weekly,
+    ),
+    (
+        "water-main",
+        DeviceKind::WaterMeter,
+        "pump_room",
+        Purpose::DomesticWater,
+        MaintenanceCycle::Weekly,
+    ),
+    (
+        "irrigation",
+        DeviceKind::WaterMeter,
+        "landscape",
+        Purpose::Irrigation,
+        MaintenanceCycle::Monthly,
+    ),
+    (
+        "gas",
+        DeviceKind::GasMeter,
+        "clubhouse",
+        Purpose::General,
+        MaintenanceCycle::Quarterly,
+    ),
+    (
+        "fire-main-pressure",
+        DeviceKind::Sensor,
+        "pump_room",
+        Purpose::FireProtection,
+        MaintenanceCycle::Daily,
+    ),
+];
+
+/// Every tower: lobby and corridor lighting, lift power, two lifts, the
+/// entrance gate, the tower's water meter.
+const TOWER: &[Slot] = &[
+    (
+        "lobby-light",
+        DeviceKind::ElectricityMeter,
+        "lobby",
+        Purpose::PublicLighting,
+        MaintenanceCycle::Monthly,
+    ),
+    (
+        "corridor-light",
+        DeviceKind::ElectricityMeter,
+        "corridor",
+        Purpose::PublicLighting,
+        MaintenanceCycle::Monthly,
+    ),
+    (
+        "lift-power",
+        DeviceKind::ElectricityMeter,
+        "machine_room",
+        Purpose::Lifts,
+        MaintenanceCycle::Monthly,
+    ),
+    (
+        "lift-1",
+        DeviceKind::Lift,
+        "lift_shaft",
+        Purpose::Lifts,
+        MaintenanceCycle::Fortnightly,
+    ),
+    (
+        "lift-2",
+        DeviceKind::Lift,
+        "lift_shaft",
+        Purpose::Lifts,
+        MaintenanceCycle::Fortnightly,
+    ),
+    (
+        "gate-main",
+        DeviceKind::AccessGate,
+        "lobby",
+        Purpose::Security,
+        MaintenanceCycle::Monthly,
+    ),
+    (
+        "water",
+        DeviceKind::WaterMeter,
+        "riser",
+        Purpose::DomesticWater,
+        MaintenanceCycle::Weekly,
+    ),
+];
+
+fn devices_of(building: &str, slots: &'static [Slot], site: &str) -> impl Iterator<Item = Device> {
+    let (building, site) = (building.to_owned(), site.to_owned());
+    slots
+        .iter()
+        .map(move |&(suffix, kind, area, purpose, cycle)| {
+            let id = format!("{building}-{suffix}");
+            Device {
+                name: Some(id.replace('-', " ")),
+                id,
+                kind,
+                site: site.clone(),
+                building: Some(building.clone()),
+                area: area.to_owned(),
+                purpose,
+                model: None,
+                install_date: None,
+                maintenance_cycle: Some(cycle),
+                responsible: None,
+            }
+        })
 }
 
 /// An estate of exactly `devices` devices (at least the podium's six).
 pub fn synthetic_estate(devices: usize) -> Registry {
-    let devices = devices.max(PODIUM);
+    let devices = devices.max(PODIUM.len());
     let site_id = format!("estate-{devices}");
-    let towers = (devices - PODIUM).div_ceil(PER_TOWER);
+    let towers = (devices - PODIUM.len()).div_ceil(TOWER.len());
     let mut buildings = vec![Building {
         id: "podium".into(),
         name: "Podium, garage and pump room".into(),
         floor_area_m2: Some(8000.0),
     }];
-    use DeviceKind::*;
-    use MaintenanceCycle::*;
-    let mut list = vec![
-        device(
-            "podium-garage-light".into(),
-            ElectricityMeter,
-            "podium",
-            "garage",
-            Purpose::PublicLighting,
-            Monthly,
-        ),
-        device(
-            "podium-pump-power".into(),
-            ElectricityMeter,
-            "podium",
-            "pump_room",
-            Purpose::Pumps,
-            Weekly,
-        ),
-        device(
-            "podium-water-main".into(),
-            WaterMeter,
-            "podium",
-            "pump_room",
-            Purpose::DomesticWater,
-            Weekly,
-        ),
-        device(
-            "podium-irrigation".into(),
-            WaterMeter,
-            "podium",
-            "landscape",
-            Purpose::Irrigation,
-            Monthly,
-        ),
-        device(
-            "podium-gas".into(),
-            GasMeter,
-            "podium",
-            "clubhouse",
-            Purpose::General,
-            Quarterly,
-        ),
-        device(
-            "podium-fire-main-pressure".into(),
-            Sensor,
-            "podium",
-            "pump_room",
-            Purpose::FireProtection,
-            Daily,
-        ),
-    ];
+    let mut list: Vec<Device> = devices_of("podium", PODIUM, &site_id).collect();
     for t in 1..=towers {
         let b = format!("tower-{t:03}");
+        list.extend(devices_of(&b, TOWER, &site_id));
         buildings.push(Building {
-            id: b.clone(),
+            id: b,
             name: format!("Tower {t}"),
             floor_area_m2: Some(15000.0),
         });
-        let id = |what: &str| format!("{b}-{what}");
-        list.extend([
-            device(
-                id("lobby-light"),
-                ElectricityMeter,
-                &b,
-                "lobby",
-                Purpose::PublicLighting,
-                Monthly,
-            ),
-            device(
-                id("corridor-light"),
-                ElectricityMeter,
-                &b,
-                "corridor",
-                Purpose::PublicLighting,
-                Monthly,
-            ),
-            device(
-                id("lift-power"),
-                ElectricityMeter,
-                &b,
-                "machine_room",
-                Purpose::Lifts,
-                Monthly,
-            ),
-            device(
-                id("lift-1"),
-                Lift,
-                &b,
-                "lift_shaft",
-                Purpose::Lifts,
-                Fortnightly,
-            ),
-            device(
-                id("lift-2"),
-                Lift,
-                &b,
-                "lift_shaft",
-                Purpose::Lifts,
-                Fortnightly,
-            ),
-            device(
-                id("gate-main"),
-                AccessGate,
-                &b,
-                "lobby",
-                Purpose::Security,
-                Monthly,
-            ),
-            device(
-                id("water"),
-                WaterMeter,
-                &b,
-                "riser",
-                Purpose::DomesticWater,
-                Weekly,
-            ),
-        ]);
     }
     list.truncate(devices);
-    for d in &mut list {
-        d.site = site_id.clone();
-    }
     Registry {
         sites: vec![Site {
             id: site_id,
