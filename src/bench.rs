@@ -43,6 +43,130 @@ pub struct BenchArgs {
     scenario: String,
 }
 
+/// `estatemon bench simulate`.
+#[derive(Args, Clone)]
+pub struct SimulateBenchArgs {
+    /// Devices of the synthetic estate.
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Days of history.
+    #[arg(long, default_value_t = 365)]
+    days: u64,
+    /// Seconds between steps.
+    #[arg(long, default_value_t = 900)]
+    interval_s: u64,
+    /// Generator threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also render each report as the JSON message MQTT would carry.
+    #[arg(long)]
+    render: bool,
+}
+
+/// Generation alone: what `simulate backfill --direct` computes before it
+/// writes (reports turned into readings and events, credentials
+/// pseudonymised), split over threads as the backfill splits it.
+pub fn simulate(config: Config, args: SimulateBenchArgs) -> anyhow::Result<()> {
+    use estatemon_simulators::model::SiteModel;
+    use estatemon_simulators::scenario::SiteSpec;
+    anyhow::ensure!(
+        (6..=100_000).contains(&args.devices),
+        "--devices must be between 6 and 100000"
+    );
+    anyhow::ensure!(
+        args.interval_s > 0 && args.days > 0,
+        "--days and --interval-s must be positive"
+    );
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let spec = SiteSpec::synthetic(args.devices);
+    let model = SiteModel::with_scenario(
+        &spec.registry,
+        None,
+        spec.scenario.clone(),
+        config.simulate.seed,
+        config.simulate.register_interval_s,
+    )?;
+    let step = chrono::Duration::seconds(args.interval_s as i64);
+    let to = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.with_timezone(&Utc);
+    let from = to - chrono::Duration::days(args.days as i64);
+    let pseudonymiser = estatemon_domain::pseudonym::Pseudonymiser::new(b"bench");
+    let topics = config.mqtt.topics.clone();
+    println!(
+        "estatemon bench simulate — {}",
+        Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("machine: {}", machine_description());
+    let started = Instant::now();
+    let totals: Vec<(u64, u64, u64, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = model
+            .split(threads)
+            .into_iter()
+            .map(|mut part| {
+                let (pseudonymiser, topics) = (&pseudonymiser, &topics);
+                scope.spawn(move || {
+                    let (mut readings, mut events) = (Vec::new(), Vec::new());
+                    let (mut nr, mut ne, mut messages, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+                    let mut t = from + step;
+                    while t <= to {
+                        for report in part.reports(t, step) {
+                            if args.render {
+                                bytes += part.render(&report, topics).payload.len() as u64;
+                            }
+                            messages += 1;
+                            part.to_domain(&report, pseudonymiser, &mut readings, &mut events);
+                        }
+                        nr += readings.len() as u64;
+                        ne += events.len() as u64;
+                        readings.clear();
+                        events.clear();
+                        t += step;
+                    }
+                    (nr, ne, messages, bytes)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("generator"))
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let sum = |f: fn(&(u64, u64, u64, u64)) -> u64| totals.iter().map(f).sum::<u64>();
+    let (readings, events, messages, bytes) =
+        (sum(|t| t.0), sum(|t| t.1), sum(|t| t.2), sum(|t| t.3));
+    println!(
+        "{} devices × {} days at {} s steps on {threads} threads: {readings} readings + {events} events ({messages} messages{}) in {secs:.1} s",
+        args.devices,
+        args.days,
+        args.interval_s,
+        if args.render { format!(", {:.0} MB of JSON", bytes as f64 / 1e6) } else { String::new() },
+    );
+    println!(
+        "  {:.0} readings/s, {:.0} events/s; peak RSS {:.0} MB",
+        readings as f64 / secs,
+        events as f64 / secs,
+        self_peak_rss_mb()
+    );
+    Ok(())
+}
+
+fn self_peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 struct Scenario {
     name: &'static str,
     readings_per_message: usize,
@@ -300,112 +424,6 @@ impl Snapshot {
     }
 }
 
-fn payload(device_index: u64, readings: usize, now: chrono::DateTime<Utc>, seq: u64) -> Vec<u8> {
-    // Distinct microsecond timestamps keep every (device, metric, ts) unique
-    // while staying within a millisecond of the publish time.
-    let mut out = Vec::with_capacity(readings * 72);
-    if readings > 1 {
-        out.push(b'[');
-    }
-    for j in 0..readings {
-        if j > 0 {
-            out.push(b',');
-        }
-        let ts = now + chrono::Duration::microseconds(j as i64);
-        let _ = write!(
-            out,
-            r#"{{"ts":"{}","metrics":{{"power_kw":{}.{}}}}}"#,
-            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            seq % 1000,
-            device_index % 10
-        );
-    }
-    if readings > 1 {
-        out.push(b']');
-    }
-    out
-}
-
-fn publisher(c: &Config, id: String) -> (AsyncClient, tokio::task::JoinHandle<()>) {
-    let ep = c.mqtt.endpoint().expect("validated");
-    let mut opts = MqttOptions::new(id, ep.host, ep.port);
-    opts.set_inflight(1000);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    if let (Some(u), p) = (ep.username, ep.password) {
-        opts.set_credentials(u, p.unwrap_or_default());
-    }
-    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-    let task = tokio::spawn(async move {
-        loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    });
-    (client, task)
-}
-
-/// Publishes `messages` messages from `publishers` clients; with a `rate`
-/// (messages/s), paced in 10 ms slices.
-async fn publish(
-    c: &Config,
-    tag: &str,
-    publishers: usize,
-    messages: u64,
-    readings_per_message: usize,
-    rate: Option<f64>,
-    seq_offset: u64,
-) -> Duration {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..publishers {
-        let c = c.clone();
-        let tag = tag.to_owned();
-        let share =
-            messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
-        let rate = rate.map(|r| r / publishers as f64);
-        tasks.push(tokio::spawn(async move {
-            let (client, poller) = publisher(&c, format!("estatemon-bench-pub-{tag}-{p}"));
-            let t0 = Instant::now();
-            for i in 0..share {
-                if let Some(rate) = rate {
-                    let due = Duration::from_secs_f64(i as f64 / rate);
-                    let elapsed = t0.elapsed();
-                    if due > elapsed + Duration::from_millis(10) {
-                        tokio::time::sleep(due - elapsed).await;
-                    }
-                }
-                let seq = seq_offset + i * publishers as u64 + p as u64;
-                let device = seq % 500;
-                let topic = c
-                    .mqtt
-                    .topics
-                    .telemetry
-                    .replace("{site}", "bench")
-                    .replace("{device_id}", &format!("dev-{p}-{device}"));
-                let body = payload(device, readings_per_message, Utc::now(), seq);
-                if client
-                    .publish(topic, QoS::AtLeastOnce, false, body)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            // Let the last QoS 1 publishes reach the broker.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = client.disconnect().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            poller.abort();
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    started.elapsed()
-}
-
 async fn wait_for_stored(
     p: &IngestProcess,
     target: f64,
@@ -442,8 +460,8 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
 
     // Full speed.
     let t0 = Instant::now();
-    let publish_time = publish(
-        &c,
+    let publish_time = estatemon_simulators::load::publish(
+        &c.mqtt,
         &tag,
         args.publishers,
         s.messages,
@@ -483,8 +501,8 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     let half = messages_per_s / 2.0;
     let paced = (half * args.latency_seconds as f64) as u64;
     let before = ingest.metrics().await?;
-    publish(
-        &c,
+    estatemon_simulators::load::publish(
+        &c.mqtt,
         &tag,
         args.publishers,
         paced,
@@ -523,7 +541,7 @@ fn decode_rate(readings_per_message: usize) -> f64 {
         max_age: chrono::Duration::days(3650),
     };
     let payloads: Vec<Vec<u8>> = (0..100)
-        .map(|i| payload(i, readings_per_message, Utc::now(), i))
+        .map(|i| estatemon_simulators::load::payload(i, readings_per_message, Utc::now(), i))
         .collect();
     let started = Instant::now();
     let mut readings = 0usize;
@@ -639,7 +657,8 @@ async fn peer_broker_relay(
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let publishing = publish(&c, &tag, publishers, messages, 1, None, 0);
+    let publishing =
+        estatemon_simulators::load::publish(&c.mqtt, &tag, publishers, messages, 1, None, 0);
     let target = messages - messages % 1000;
     let waiting = async {
         let _ = tokio::time::timeout(
@@ -685,7 +704,7 @@ mod tests {
 
     #[test]
     fn bench_payloads_decode_to_distinct_readings() {
-        let body = payload(3, 100, Utc::now(), 7);
+        let body = estatemon_simulators::load::payload(3, 100, Utc::now(), 7);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let ts: std::collections::HashSet<&str> = v
             .as_array()

@@ -34,9 +34,13 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         BrokerSource::Embedded => "embedded broker",
     };
 
-    let registry = crate::load_site(config.simulate.site_file.as_ref())?;
+    let spec = estatemon_simulators::scenario::SiteSpec::load(
+        config.simulate.site_file.as_deref(),
+        None,
+        false,
+    )?;
     let mut client = crate::prepare_database(&config).await?;
-    schema::registry::upsert(&mut client, &registry).await?;
+    schema::registry::upsert(&mut client, &spec.registry).await?;
 
     let ingestor = Ingestor::start(config.clone()).await?;
     let metrics_url = format!("http://{}/metrics", ingestor.http_addr);
@@ -56,14 +60,29 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
     let simulator = (!args.no_simulator).then(|| {
-        let model =
-            estatemon_simulators::model::SiteModel::new(&registry, None, config.simulate.seed);
-        let (mqtt, sim) = (config.mqtt.clone(), config.simulate.clone());
+        let model = estatemon_simulators::model::SiteModel::with_scenario(
+            &spec.registry,
+            Some(&spec.site),
+            spec.scenario.clone(),
+            config.simulate.seed,
+            config.simulate.register_interval_s,
+        );
+        let config = config.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             match model {
                 Ok(model) => {
-                    estatemon_simulators::live::run(model, &mqtt, &sim, None, stop).await;
+                    let (_, truth) = estatemon_simulators::live::run(
+                        model,
+                        &config.mqtt,
+                        &config.simulate,
+                        None,
+                        stop,
+                    )
+                    .await;
+                    if let Err(e) = crate::simulate::write_truth(&config, &truth) {
+                        tracing::warn!(error = %e, "ground truth not written");
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "simulator could not start"),
             }

@@ -19,12 +19,13 @@ mod bench;
 mod broker;
 mod consumption;
 mod demo;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use estatemon_domain::config::{Config, ConfigError, LogFormat};
 use estatemon_domain::device::Registry;
 use estatemon_domain::schema::{self, SchemaError};
@@ -70,8 +71,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Take readings and events from MQTT and store them (runs until SIGINT/SIGTERM).
     Ingest,
-    /// Publish a simulated site to MQTT.
-    Simulate(SimulateArgs),
+    /// Simulate a site: live to MQTT, history (backfill), or synthetic load.
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCommand),
     /// Create the database if needed and apply schema migrations.
     Migrate,
     /// Check or show the configuration.
@@ -86,57 +88,6 @@ enum Command {
     /// Benchmarks against the real broker and database.
     #[command(subcommand)]
     Bench(BenchCommand),
-}
-
-#[derive(Args)]
-struct SimulateArgs {
-    /// Site definition (registry format); the shipped default site when unset.
-    #[arg(long, value_name = "FILE")]
-    site_file: Option<PathBuf>,
-    /// Which site of the file to simulate (the first when unset).
-    #[arg(long)]
-    site: Option<String>,
-    /// Simulate a synthetic estate of this many devices instead of a site
-    /// file (towers of lifts, gates, meters; a podium with garage and pump room).
-    #[arg(long, conflicts_with = "site_file")]
-    devices: Option<usize>,
-    /// Simulated seconds per real second.
-    #[arg(long)]
-    speed: Option<f64>,
-    /// Seconds between readings, in simulated time.
-    #[arg(long)]
-    interval_s: Option<u64>,
-    /// Random seed; the same seed publishes the same data.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Stop after this many steps (runs until interrupted otherwise).
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Backfill history instead of publishing live: simulated readings from
-    /// this instant (RFC 3339, or a number of days ago, e.g. `365d`) up to
-    /// --to, as fast as the broker takes them, with a progress bar.
-    #[arg(long, value_name = "WHEN")]
-    backfill_from: Option<String>,
-    /// End of the backfill (RFC 3339); now when unset.
-    #[arg(long, value_name = "WHEN")]
-    backfill_to: Option<String>,
-    /// Backfill straight into the database (same writer as the ingestor)
-    /// instead of through the broker; also loads the site into the registry.
-    #[arg(long, requires = "backfill_from")]
-    direct: bool,
-}
-
-/// `2026-01-01T00:00:00Z` or `30d` (days before now).
-fn parse_when(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Some(days) = s.strip_suffix('d') {
-        let days: i64 = days.parse().map_err(|_| {
-            anyhow::anyhow!("`{s}`: expected RFC 3339 or a number of days like 30d")
-        })?;
-        return Ok(chrono::Utc::now() - chrono::Duration::days(days));
-    }
-    Ok(chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| anyhow::anyhow!("`{s}`: {e} (expected RFC 3339 or e.g. 30d)"))?
-        .with_timezone(&chrono::Utc))
 }
 
 #[derive(Subcommand)]
@@ -161,6 +112,9 @@ enum BenchCommand {
     /// Ingest throughput, publish→commit latency and peak memory, against
     /// the configured broker and a fresh database.
     Ingest(bench::BenchArgs),
+    /// How fast the simulator generates history (no broker, no database):
+    /// readings and events per second, on one thread per core.
+    Simulate(bench::SimulateBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -241,7 +195,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => demo::run(config, args).await,
         Command::Ingest => Ok(estatemon_ingest::run(config).await?),
-        Command::Simulate(args) => simulate(config, args).await,
+        Command::Simulate(cmd) => simulate::run(config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK");
@@ -273,6 +227,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Ingest(args)) => bench::run(config, args).await,
+        Command::Bench(BenchCommand::Simulate(args)) => bench::simulate(config, args),
         Command::Consumption(args) => consumption::run(config, args).await,
     }
 }
@@ -292,123 +247,5 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     for m in &report.applied {
         println!("applied {m}");
     }
-    Ok(())
-}
-
-fn load_site(site_file: Option<&PathBuf>) -> anyhow::Result<Registry> {
-    Ok(match site_file {
-        Some(path) => Registry::load(path)?,
-        None => Registry::parse(
-            estatemon_simulators::DEFAULT_SITE,
-            std::path::Path::new(estatemon_simulators::DEFAULT_SITE_NAME),
-        )?,
-    })
-}
-
-async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<()> {
-    if let Some(s) = args.speed {
-        anyhow::ensure!(s > 0.0, "--speed must be positive");
-        config.simulate.speed = s;
-    }
-    if let Some(i) = args.interval_s {
-        anyhow::ensure!(i > 0, "--interval-s must be at least 1");
-        config.simulate.interval_s = i;
-    }
-    if let Some(seed) = args.seed {
-        config.simulate.seed = seed;
-    }
-    let registry = match args.devices {
-        Some(n) => {
-            anyhow::ensure!(
-                (6..=100_000).contains(&n),
-                "--devices must be between 6 and 100000"
-            );
-            estatemon_simulators::site::synthetic_estate(n)
-        }
-        None => load_site(
-            args.site_file
-                .or(config.simulate.site_file.clone())
-                .as_ref(),
-        )?,
-    };
-    let model = estatemon_simulators::model::SiteModel::new(
-        &registry,
-        args.site.as_deref(),
-        config.simulate.seed,
-    )?;
-    tracing::info!(
-        site = %model.site().id,
-        devices = model.device_ids().len(),
-        broker = %estatemon_domain::config::redact_url(&config.mqtt.url),
-        "simulating"
-    );
-    if let Some(from) = &args.backfill_from {
-        let from = parse_when(from)?;
-        let to = match &args.backfill_to {
-            Some(t) => parse_when(t)?,
-            None => chrono::Utc::now(),
-        };
-        anyhow::ensure!(from < to, "--backfill-from must be before --backfill-to");
-        let step = chrono::Duration::seconds(config.simulate.interval_s as i64);
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} backfill [{bar:40}] {pos}/{len} steps  {per_sec}  ETA {eta}",
-            )
-            .expect("progress template")
-            .progress_chars("=> "),
-        );
-        let started = std::time::Instant::now();
-        if args.direct {
-            let totals = backfill::run(&config, &registry, model, from, to, step, |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })
-            .await?;
-            bar.finish_and_clear();
-            println!(
-                "backfilled {} readings and {} events ({} steps) into the database in {:.1} s",
-                totals.readings,
-                totals.events,
-                totals.steps,
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(());
-        }
-        let total = estatemon_simulators::live::backfill(
-            model,
-            &config.mqtt,
-            &config.simulate.client_id,
-            from,
-            to,
-            step,
-            |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            },
-        )
-        .await;
-        bar.finish_and_clear();
-        println!(
-            "backfilled {} messages ({} readings and events, {} steps) in {:.1} s",
-            total.messages,
-            total.items,
-            total.steps,
-            started.elapsed().as_secs_f64()
-        );
-        return Ok(());
-    }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        estatemon_ingest::pipeline::wait_for_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let total =
-        estatemon_simulators::live::run(model, &config.mqtt, &config.simulate, args.steps, stop_rx)
-            .await;
-    println!(
-        "published {} messages ({} readings and events) in {} steps",
-        total.messages, total.items, total.steps
-    );
     Ok(())
 }

@@ -7,6 +7,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use estatemon_simulators::scenario::{FaultKind, Origin};
+use estatemon_simulators::truth::GroundTruth;
 
 fn estatemon() -> Command {
     let mut c = Command::new(estatemon_bin());
@@ -26,6 +28,10 @@ fn every_subcommand_has_help() {
         vec!["demo", "--help"],
         vec!["ingest", "--help"],
         vec!["simulate", "--help"],
+        vec!["simulate", "live", "--help"],
+        vec!["simulate", "backfill", "--help"],
+        vec!["simulate", "load", "--help"],
+        vec!["bench", "simulate", "--help"],
         vec!["migrate", "--help"],
         vec!["config", "--help"],
         vec!["config", "check", "--help"],
@@ -96,9 +102,10 @@ fn an_unreachable_database_exits_4_with_advice() {
     assert!(err.contains("ESTATEMON_DATABASE_URL"), "{err}");
 }
 
-fn run_demo(mqtt_url: &str, db: &TestDb) -> (bool, String) {
+fn run_demo(mqtt_url: &str, db: &TestDb, truth: &std::path::Path) -> (bool, String) {
     let out = estatemon()
         .args(["demo", "--duration", "6", "--speed", "600"])
+        .env("ESTATEMON_SIMULATE_TRUTH_FILE", truth)
         .env("ESTATEMON_DATABASE_URL", &db.url)
         .env("ESTATEMON_MQTT_URL", mqtt_url)
         .env("ESTATEMON_MQTT_CLIENT_ID", unique("demo-ingest"))
@@ -115,24 +122,33 @@ fn run_demo(mqtt_url: &str, db: &TestDb) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_with_the_running_broker() {
     let db = TestDb::new(&admin_url());
-    let (ok, output) = tokio::task::block_in_place(|| run_demo(&broker_url(), &db));
+    let truth = truth_path("demo");
+    let (ok, output) = tokio::task::block_in_place(|| run_demo(&broker_url(), &db, &truth));
     assert!(ok, "{output}");
     assert!(output.contains("existing broker"), "{output}");
+    let truth = GroundTruth::read(&truth).expect("the demo writes its ground truth");
     let readings = db.count("SELECT count(*) FROM readings").await;
     let devices = db
         .count("SELECT count(*) FROM devices WHERE assigned")
         .await;
     println!("demo stored {readings} readings from {devices} registered devices");
     assert!(readings > 20, "{output}");
-    assert_eq!(devices, 11);
-    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(devices as usize, truth.devices.len());
+    // Dead letters only for the malformed messages the simulator sent.
+    let malformed: u64 = truth.delivery.malformed.values().sum();
+    assert_eq!(
+        db.count("SELECT count(*) FROM dead_letters").await as u64,
+        malformed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_embeds_a_broker_where_none_runs() {
     let db = TestDb::new(&admin_url());
     let url = format!("mqtt://127.0.0.1:{}", free_port());
-    let (ok, output) = tokio::task::block_in_place(|| run_demo(&url, &db));
+    let truth = truth_path("demo-embedded");
+    let (ok, output) = tokio::task::block_in_place(|| run_demo(&url, &db, &truth));
+    std::fs::remove_file(&truth).ok();
     assert!(ok, "{output}");
     assert!(output.contains("embedded broker"), "{output}");
     let readings = db.count("SELECT count(*) FROM readings").await;
@@ -197,23 +213,80 @@ async fn consumption_command_derives_from_stored_registers() {
     assert!(text.contains("rollover: 1 interval"), "{text}");
 }
 
-/// Two days of the default site at 15-minute steps: 192 steps.
-fn two_day_backfill() -> Command {
+/// Ten days of the default site (15-minute steps) that include configured
+/// faults: a duplicate window, late messages, a malformed message and a
+/// lift entrapment, plus the background incidents of those days.
+fn ten_day_backfill(truth: &std::path::Path) -> Command {
     let mut c = estatemon();
     c.args([
         "simulate",
-        "--interval-s",
-        "900",
-        "--backfill-from",
-        "2026-03-01T00:00:00Z",
-        "--backfill-to",
-        "2026-03-03T00:00:00Z",
+        "backfill",
+        "--from",
+        "2026-02-01T00:00:00+08:00",
+        "--to",
+        "2026-02-11T00:00:00+08:00",
+        "--truth",
     ]);
+    c.arg(truth);
     c
 }
 
+fn truth_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}.json", unique(tag)))
+}
+
+/// Stored readings and events per device.
+async fn stored_per_device(db: &TestDb, table: &str) -> std::collections::BTreeMap<String, u64> {
+    db.client()
+        .await
+        .query(
+            &format!("SELECT device_id, count(*) FROM {table} GROUP BY device_id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect()
+}
+
+/// What the ground truth says each device sent equals what was stored.
+async fn assert_stored_matches_truth(db: &TestDb, truth: &GroundTruth) {
+    let readings = stored_per_device(db, "readings").await;
+    let events = stored_per_device(db, "events").await;
+    for (id, d) in &truth.devices {
+        assert_eq!(
+            readings.get(id).copied().unwrap_or(0),
+            d.readings,
+            "readings of {id}"
+        );
+        assert_eq!(
+            events.get(id).copied().unwrap_or(0),
+            d.events,
+            "events of {id}"
+        );
+    }
+    // The entrapment is there, at its time, on its lift.
+    let entrapment = truth
+        .faults
+        .iter()
+        .find(|f| f.kind == FaultKind::LiftEntrapment && f.origin == Origin::Configured)
+        .expect("the configured entrapment is in the window");
+    let n = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM events WHERE device_id = $1 AND event_type = 'fault' AND ts = $2",
+            &[&entrapment.device, &entrapment.start],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(n, 1, "entrapment event stored");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulate_backfills_history_through_the_broker() {
+async fn backfill_through_the_broker_stores_what_the_ground_truth_says() {
     let broker = PrivateMosquitto::start();
     let db = TestDb::new(&admin_url());
     let c = config(&db, &broker.url());
@@ -223,8 +296,9 @@ async fn simulate_backfills_history_through_the_broker() {
             .subscribed(std::time::Duration::from_secs(10))
             .await
     );
+    let path = truth_path("truth-mqtt");
     let out = tokio::task::block_in_place(|| {
-        two_day_backfill()
+        ten_day_backfill(&path)
             .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
             .env(
                 "ESTATEMON_MQTT__TOPICS__TELEMETRY",
@@ -241,30 +315,51 @@ async fn simulate_backfills_history_through_the_broker() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("192 steps"), "{text}");
-    // 20 telemetry readings per 15-minute step from the default site.
+    assert!(text.contains("960 steps"), "{text}");
+    assert!(text.contains("ground truth:"), "{text}");
+    let truth = GroundTruth::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(truth.path, "mqtt");
+    assert!(truth.delivery.applied);
+    assert!(truth.delivery.duplicates >= 4, "{:?}", truth.delivery);
+    assert!(truth.delivery.late >= 8, "{:?}", truth.delivery);
+    let malformed: u64 = truth.delivery.malformed.values().sum();
+    assert!(malformed >= 1, "{:?}", truth.delivery);
+    let sent: u64 = truth.devices.values().map(|d| d.readings).sum();
     assert!(
-        eventually(std::time::Duration::from_secs(30), || async {
-            db.count("SELECT count(*) FROM readings").await == 192 * 20
+        eventually(std::time::Duration::from_secs(60), || async {
+            db.count("SELECT count(*) FROM readings").await as u64 == sent
+                && db.count("SELECT count(*) FROM dead_letters").await as u64 == malformed
         })
         .await,
-        "stored {}",
-        db.count("SELECT count(*) FROM readings").await
+        "stored {} of {sent} readings, {} dead letters of {malformed}",
+        db.count("SELECT count(*) FROM readings").await,
+        db.count("SELECT count(*) FROM dead_letters").await
     );
-    assert!(
-        db.count("SELECT count(*) FROM events WHERE event_type = 'access'")
+    assert_stored_matches_truth(&db, &truth).await;
+    // Every malformed message became a dead letter with the expected reason.
+    for (reason, n) in &truth.delivery.malformed {
+        let stored = db
+            .client()
             .await
-            > 0
-    );
-    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+            .query_one(
+                "SELECT count(*) FROM dead_letters WHERE reason = $1",
+                &[reason],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(stored as u64, *n, "dead letters for {reason}");
+    }
     ingestor.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulate_backfills_straight_into_the_database() {
+async fn backfill_straight_into_the_database_stores_what_the_ground_truth_says() {
     let db = TestDb::new(&admin_url());
+    let path = truth_path("truth-direct");
     let out = tokio::task::block_in_place(|| {
-        two_day_backfill()
+        ten_day_backfill(&path)
             .arg("--direct")
             .env("ESTATEMON_DATABASE_URL", &db.url)
             .output()
@@ -276,17 +371,22 @@ async fn simulate_backfills_straight_into_the_database() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("backfilled 3840 readings"), "{text}");
-    assert_eq!(db.count("SELECT count(*) FROM readings").await, 192 * 20);
+    let truth = GroundTruth::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(truth.path, "direct");
+    assert!(!truth.delivery.applied);
+    let sent: u64 = truth.devices.values().map(|d| d.readings).sum();
+    assert!(
+        text.contains(&format!("backfilled {sent} readings")),
+        "{text}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await as u64, sent);
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+    assert_stored_matches_truth(&db, &truth).await;
     assert_eq!(
         db.count("SELECT count(*) FROM devices WHERE assigned")
-            .await,
-        11
-    );
-    assert!(
-        db.count("SELECT count(*) FROM events WHERE event_type = 'access'")
-            .await
-            > 0
+            .await as usize,
+        truth.devices.len()
     );
     // Credentials arrive pseudonymised, as through the ingestor.
     assert_eq!(
@@ -297,7 +397,7 @@ async fn simulate_backfills_straight_into_the_database() {
     // Rollups cover the backfilled hours.
     assert_eq!(
         db.count("SELECT sum(samples)::bigint FROM readings_hourly")
-            .await,
-        192 * 20
+            .await as u64,
+        sent
     );
 }

@@ -279,8 +279,14 @@ pub struct RegistryConfig {
 pub struct SimulateConfig {
     /// Site definition; the shipped default site when unset.
     pub site_file: Option<PathBuf>,
-    /// Seconds between meter readings (simulated time).
+    /// Seconds between steps in simulated time: gauges (power, flow,
+    /// temperatures) are published every step.
     pub interval_s: u64,
+    /// Seconds between cumulative register readings (kWh, m³), in
+    /// simulated time; steps at least this long publish them every time.
+    pub register_interval_s: u64,
+    /// Where each run writes its ground truth (faults, retrofits, totals).
+    pub truth_file: PathBuf,
     /// Simulated seconds per real second.
     pub speed: f64,
     pub seed: u64,
@@ -292,6 +298,8 @@ impl Default for SimulateConfig {
         SimulateConfig {
             site_file: None,
             interval_s: 60,
+            register_interval_s: 900,
+            truth_file: PathBuf::from("estatemon-truth.json"),
             speed: 1.0,
             seed: 42,
             client_id: "estatemon-simulator".into(),
@@ -421,6 +429,12 @@ impl Config {
         }
         if self.simulate.interval_s == 0 {
             return Err(fail("simulate.interval_s", "must be at least 1".into()));
+        }
+        if self.simulate.register_interval_s == 0 {
+            return Err(fail(
+                "simulate.register_interval_s",
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }

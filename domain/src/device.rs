@@ -135,6 +135,10 @@ pub struct Registry {
     pub sites: Vec<Site>,
     #[serde(default, rename = "device")]
     pub devices: Vec<Device>,
+    /// A site file may also carry the simulator's `[scenario]` table
+    /// (retrofits, faults); the registry ignores it.
+    #[serde(default, rename = "scenario", skip_serializing)]
+    pub scenario: Option<serde::de::IgnoredAny>,
 }
 
 impl Registry {

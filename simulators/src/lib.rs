@@ -1,23 +1,36 @@
 //! # estatemon-simulators
 //!
-//! A simulated site that engineers would recognise: lighting that follows
-//! the dark hours at the site's latitude, water and lift traffic that follow
-//! occupancy (weekday peaks, quiet nights), gates with granted and denied
-//! swipes.
+//! A simulated site that engineers would recognise, and that tells the
+//! tests exactly what it did: lighting that follows the dark hours at the
+//! site's latitude, water, lift and gate traffic that follow occupancy
+//! (weekday peaks, quiet nights, weekends and holidays), HVAC that follows
+//! the weather; retrofits and faults on given dates; a ground-truth file.
 //!
 //! - [`sun`]: sunrise and sunset (NOAA approximation), pure.
-//! - [`model`]: the site model, a pure function of (seed, time) to messages.
+//! - [`scenario`]: retrofits, faults, background incident rates, delivery
+//!   faults and holidays, from the `[scenario]` table of a site file.
+//! - [`model`]: the site model, a pure function of (seed, scenario, time)
+//!   to reports; splittable across threads with identical output.
+//! - [`delivery`]: duplicates, late and malformed messages on the way to
+//!   the broker.
+//! - [`truth`]: the ground truth of a run, as JSON.
 //! - [`live`]: publishes the model to MQTT at QoS 1, in real or accelerated
 //!   time, or backfills history as fast as the broker takes it.
+//! - [`load`]: synthetic load at a given rate and batch size.
 //! - [`site`]: synthetic estates of any size (load tests, large backfills).
 //!
-//! **Writes**: MQTT topics rendered from `mqtt.topics`. **Never** touches the
-//! database: what the simulator does reaches estatemon only through the broker.
+//! **Writes**: MQTT topics rendered from `mqtt.topics`, and the ground-truth
+//! file. **Never** touches the database itself: the binary's direct
+//! backfill stores reports through the ingest crate's writer.
 
+pub mod delivery;
 pub mod live;
+pub mod load;
 pub mod model;
+pub mod scenario;
 pub mod site;
 pub mod sun;
+pub mod truth;
 
 /// The default site shipped with estatemon (also a registry file).
 pub const DEFAULT_SITE: &str = include_str!("../sites/harbour-view.toml");

@@ -1,8 +1,11 @@
-//! Publishing the site model to MQTT in real (or accelerated) time.
+//! Publishing the site model to MQTT in real (or accelerated) time, or
+//! backfilling history as fast as the broker takes it.
 //!
 //! QoS 1; while the broker is away, rumqttc keeps unacknowledged messages
 //! and the publish queue fills, which pauses the simulation clock instead of
-//! dropping readings.
+//! dropping readings. Delivery faults of the scenario (duplicates, late and
+//! malformed messages) are applied on the way; both modes end with the
+//! run's ground truth.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::watch;
 
-use crate::model::SiteModel;
+use crate::delivery::Delivery;
+use crate::model::{Message, SiteModel};
+use crate::truth::GroundTruth;
 
 /// Totals of a live run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -81,17 +86,27 @@ impl Session {
         }
     }
 
-    /// Publishes the model's messages for the step ending at `t`; false when
-    /// the event loop is gone.
+    /// Publishes the model's messages for the step ending at `t`, through
+    /// the delivery faults; false when the event loop is gone.
     async fn publish_step(
         &self,
         model: &mut SiteModel,
+        delivery: &mut Delivery,
         t: chrono::DateTime<Utc>,
         step: chrono::Duration,
         mqtt: &MqttConfig,
         total: &mut Published,
     ) -> bool {
-        for msg in model.step(t, step, &mqtt.topics) {
+        let messages = delivery.apply(t, step, model.step(t, step, &mqtt.topics));
+        if !self.publish_all(messages, total).await {
+            return false;
+        }
+        total.steps += 1;
+        true
+    }
+
+    async fn publish_all(&self, messages: Vec<Message>, total: &mut Published) -> bool {
+        for msg in messages {
             if self
                 .client
                 .publish(msg.topic, QoS::AtLeastOnce, false, msg.payload)
@@ -103,7 +118,6 @@ impl Session {
             total.messages += 1;
             total.items += msg.items as u64;
         }
-        total.steps += 1;
         true
     }
 
@@ -135,8 +149,9 @@ pub async fn run(
     sim: &SimulateConfig,
     max_steps: Option<u64>,
     mut stop: watch::Receiver<bool>,
-) -> Published {
+) -> (Published, GroundTruth) {
     let session = Session::open(mqtt, &sim.client_id);
+    let mut delivery = Delivery::new(&model, &mqtt.topics);
     let step = chrono::Duration::seconds(sim.interval_s as i64);
     let period = Duration::from_secs_f64(sim.interval_s as f64 / sim.speed);
     // Accelerated runs start in the past and catch up with the clock, so the
@@ -148,6 +163,7 @@ pub async fn run(
     } else {
         now
     };
+    let first = sim_time;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut total = Published::default();
@@ -159,7 +175,7 @@ pub async fn run(
             res = stop.changed() => if res.is_err() || *stop.borrow() { break },
         }
         if !session
-            .publish_step(&mut model, sim_time, step, mqtt, &mut total)
+            .publish_step(&mut model, &mut delivery, sim_time, step, mqtt, &mut total)
             .await
         {
             break;
@@ -178,11 +194,21 @@ pub async fn run(
             break;
         }
     }
+    session.publish_all(delivery.flush(), &mut total).await;
     // Give in-flight QoS 1 publishes a moment to be acknowledged.
     session
         .close(total.messages, Duration::from_millis(300))
         .await;
-    total
+    let last = first + step * (total.steps as i32 - 1).max(0);
+    let truth = GroundTruth::collect(
+        &[&model],
+        "mqtt",
+        first - step,
+        last,
+        step.num_seconds(),
+        delivery.truth(),
+    );
+    (total, truth)
 }
 
 /// Publishes the model's readings for `[from, to)` as fast as the broker
@@ -197,14 +223,15 @@ pub async fn backfill(
     to: chrono::DateTime<Utc>,
     step: chrono::Duration,
     mut progress: impl FnMut(u64, u64),
-) -> Published {
+) -> (Published, GroundTruth) {
     let session = Session::open(mqtt, client_id);
+    let mut delivery = Delivery::new(&model, &mqtt.topics);
     let total_steps = steps_between(from, to, step);
     let mut total = Published::default();
     let mut t = from + step;
     while t <= to {
         if !session
-            .publish_step(&mut model, t, step, mqtt, &mut total)
+            .publish_step(&mut model, &mut delivery, t, step, mqtt, &mut total)
             .await
         {
             break;
@@ -212,9 +239,18 @@ pub async fn backfill(
         progress(total.steps, total_steps);
         t += step;
     }
+    session.publish_all(delivery.flush(), &mut total).await;
     // Done when the broker has acknowledged every message.
     session
         .close(total.messages, Duration::from_secs(120))
         .await;
-    total
+    let truth = GroundTruth::collect(
+        &[&model],
+        "mqtt",
+        from,
+        (t - step).min(to),
+        step.num_seconds(),
+        delivery.truth(),
+    );
+    (total, truth)
 }

@@ -1,10 +1,23 @@
-//! The site model: given a registry and a seed, what each device reports at
-//! each step. Pure and reproducible: the same seed and times give the same
-//! messages, byte for byte.
+//! The site model: given a registry, a scenario and a seed, what each device
+//! reports at each step. Pure and reproducible: the same seed and times give
+//! the same messages, byte for byte.
+//!
+//! Every device draws from its own random stream (seeded from the run's seed
+//! and its id), so a model split across threads ([`SiteModel::split`])
+//! produces exactly what the whole model would.
+//!
+//! Loads follow their drivers: lighting the dark hours at the site's
+//! latitude and longitude (garage and corridors partly lit around the
+//! clock), water, lifts and gates the occupancy of the day type (weekday
+//! peaks, quiet weekends and holidays), HVAC the outdoor temperature,
+//! irrigation the season. A retrofit scales the driver-adjusted load from
+//! its date on, as a real one does.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::f64::consts::PI;
+use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use estatemon_domain::config::TopicsConfig;
 use estatemon_domain::device::{Device, DeviceKind, Purpose, Registry, Site};
@@ -13,6 +26,9 @@ use estatemon_domain::Metric;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
+
+use crate::scenario::{Fault, FaultKind, Origin, Scenario};
+use crate::truth::{DeviceTruth, RetrofitTruth};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -52,8 +68,17 @@ pub enum SimEventKind {
         method: AccessMethod,
         credential: String,
         direction: Direction,
+        /// A temporary card used after its validity.
+        expired: bool,
     },
     State(LiftState),
+    Fault {
+        code: String,
+    },
+    DoorForced,
+    DoorHeldOpen {
+        seconds: f64,
+    },
 }
 
 /// One MQTT message to publish.
@@ -63,32 +88,75 @@ pub struct Message {
     pub payload: Vec<u8>,
     /// Readings (telemetry) or events carried.
     pub items: usize,
+    /// The device that sent it.
+    pub device: String,
+}
+
+/// What the whole model shares: the site, its scenario, the cards in use.
+struct Shared {
+    site: Site,
+    tz: Tz,
+    scenario: Scenario,
+    credentials: Vec<String>,
+    temporary_cards: Vec<String>,
+    seed: u64,
+    /// Registers are published every this many seconds (gauges every step).
+    register_interval_s: i64,
 }
 
 struct DeviceState {
     device: Device,
-    /// Cumulative register (kWh or m³), or lift trips.
+    rng: ChaCha8Rng,
+    /// For per-day variation that does not depend on the step order.
+    key: u64,
+    /// What the meter's register shows (kWh, m³, or lift trips).
     register: f64,
+    /// Register capacity when a rollover is scheduled.
+    capacity: Option<f64>,
     door_cycles: f64,
     /// Rated load: kW for electricity, m³/h for water and gas.
     rated: f64,
-    state_moving: bool,
+    lift_state: LiftState,
+    /// Register and gauge frozen by a stuck meter.
+    frozen: Option<(f64, f64)>,
+    /// Indices into the scenario's retrofits that apply to this device.
+    retrofits: Vec<usize>,
+    /// Configured and background faults of this device not yet over.
+    faults: Vec<Fault>,
+    /// Faults that are over (for the ground truth).
+    done: Vec<Fault>,
+    /// A configured rollover whose register has not wrapped yet.
+    rollover_pending: bool,
+    initialised: bool,
+    /// End of the last step simulated.
+    clock: DateTime<Utc>,
+    truth: DeviceTruth,
+    /// Per applicable retrofit: (counterfactual, actual) since its date.
+    retro: Vec<(f64, f64)>,
 }
 
 /// A simulated site.
 pub struct SiteModel {
-    site: Site,
-    tz: Tz,
+    shared: Arc<Shared>,
     devices: Vec<DeviceState>,
-    rng: ChaCha8Rng,
-    credentials: Vec<String>,
 }
 
 impl SiteModel {
+    /// A quiet site (no scenario): drivers and noise only.
     pub fn new(
         registry: &Registry,
         site: Option<&str>,
         seed: u64,
+    ) -> Result<SiteModel, ModelError> {
+        SiteModel::with_scenario(registry, site, Scenario::default(), seed, 900)
+    }
+
+    pub fn with_scenario(
+        registry: &Registry,
+        site: Option<&str>,
+        scenario: Scenario,
+        seed: u64,
+        register_interval_s: u64,
     ) -> Result<SiteModel, ModelError> {
         let site = match site {
             Some(id) => registry
@@ -102,52 +170,119 @@ impl SiteModel {
             site: site.id.clone(),
             tz: site.time_zone.clone(),
         })?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let devices = registry
             .devices
             .iter()
             .filter(|d| d.site == site.id)
-            .map(|d| DeviceState {
-                device: d.clone(),
-                register: rng.random_range(1_000.0..50_000.0_f64).round(),
-                door_cycles: rng.random_range(10_000.0..90_000.0_f64).round(),
-                rated: rated_load(d),
-                state_moving: false,
+            .map(|d| {
+                let key = mix(seed ^ fnv(&d.id));
+                let mut rng = ChaCha8Rng::seed_from_u64(key);
+                let retrofits: Vec<usize> = scenario
+                    .retrofits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.devices.contains(&d.id))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mut faults: Vec<Fault> = scenario
+                    .faults
+                    .iter()
+                    .filter(|f| f.device == d.id && !crate::delivery::is_delivery(f.kind))
+                    .cloned()
+                    .collect();
+                faults.sort_by_key(|f| f.start);
+                let capacity = faults
+                    .iter()
+                    .find(|f| f.kind == FaultKind::Rollover)
+                    .and_then(|f| f.value);
+                DeviceState {
+                    register: rng.random_range(1_000.0..50_000.0_f64).round(),
+                    door_cycles: rng.random_range(10_000.0..90_000.0_f64).round(),
+                    rng,
+                    key,
+                    capacity,
+                    rated: rated_load(d),
+                    lift_state: LiftState::Idle,
+                    frozen: None,
+                    retro: vec![(0.0, 0.0); retrofits.len()],
+                    retrofits,
+                    rollover_pending: capacity.is_some(),
+                    faults,
+                    done: Vec::new(),
+                    initialised: false,
+                    clock: DateTime::<Utc>::MIN_UTC,
+                    truth: DeviceTruth::new(d),
+                    device: d.clone(),
+                }
             })
             .collect();
         let credentials = (0..400)
             .map(|i| format!("CARD-{:05}", 10_000 + i * 7))
             .collect();
+        let temporary_cards = (0..40).map(|i| format!("TEMP-{:04}", 500 + i)).collect();
         Ok(SiteModel {
-            site: site.clone(),
-            tz,
+            shared: Arc::new(Shared {
+                site: site.clone(),
+                tz,
+                scenario,
+                credentials,
+                temporary_cards,
+                seed,
+                register_interval_s: register_interval_s.max(1) as i64,
+            }),
             devices,
-            rng,
-            credentials,
         })
     }
 
+    /// Splits the model into `n` models over disjoint sets of devices (for
+    /// generating on several threads); together they produce what this one
+    /// would have.
+    pub fn split(self, n: usize) -> Vec<SiteModel> {
+        let n = n.clamp(1, self.devices.len().max(1));
+        let mut parts: Vec<Vec<DeviceState>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, d) in self.devices.into_iter().enumerate() {
+            parts[i % n].push(d);
+        }
+        parts
+            .into_iter()
+            .map(|devices| SiteModel {
+                shared: self.shared.clone(),
+                devices,
+            })
+            .collect()
+    }
+
     pub fn site(&self) -> &Site {
-        &self.site
+        &self.shared.site
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.shared.scenario
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.shared.seed
     }
 
     pub fn device_ids(&self) -> Vec<&str> {
         self.devices.iter().map(|d| d.device.id.as_str()).collect()
     }
 
+    /// Device id of a report's `device` index.
+    pub fn device_id(&self, device: usize) -> &str {
+        &self.devices[device].device.id
+    }
+
     /// Occupancy 0..1 from local time: weekday morning and evening peaks,
-    /// quieter weekends, near zero at night.
+    /// quieter weekends and public holidays, near zero at night.
     pub fn occupancy(&self, t: DateTime<Utc>) -> f64 {
-        let local = t.with_timezone(&self.tz);
-        let h = local.hour() as f64 + local.minute() as f64 / 60.0;
-        let weekend = matches!(local.weekday(), Weekday::Sat | Weekday::Sun);
-        let bump = |centre: f64, width: f64| (-((h - centre) / width).powi(2)).exp();
-        let base = if (0.5..6.0).contains(&h) { 0.04 } else { 0.25 };
-        if weekend {
-            (base + 0.45 * bump(11.0, 3.0) + 0.4 * bump(18.0, 2.5)).min(1.0)
-        } else {
-            (base + 0.75 * bump(8.3, 1.0) + 0.85 * bump(18.8, 1.3)).min(1.0)
-        }
+        self.shared.occupancy(t)
+    }
+
+    /// Outdoor air temperature (°C): the season at the site, the hour, and
+    /// the day's weather.
+    pub fn outdoor_temperature(&self, t: DateTime<Utc>) -> f64 {
+        self.shared.outdoor_temperature(t)
     }
 
     /// Messages for the interval ending at `t`, `dt` long, as published.
@@ -156,11 +291,6 @@ impl SiteModel {
             .iter()
             .map(|r| self.render(r, topics))
             .collect()
-    }
-
-    /// Device id of a report's `device` index.
-    pub fn device_id(&self, device: usize) -> &str {
-        &self.devices[device].device.id
     }
 
     /// A report as estatemon stores it: readings, and events with the
@@ -195,11 +325,17 @@ impl SiteModel {
                 for e in list {
                     let detail = match &e.kind {
                         SimEventKind::State(state) => EventDetail::State { state: *state },
+                        SimEventKind::Fault { code } => EventDetail::Fault { code: code.clone() },
+                        SimEventKind::DoorForced => EventDetail::DoorForced,
+                        SimEventKind::DoorHeldOpen { seconds } => {
+                            EventDetail::DoorHeldOpen { seconds: *seconds }
+                        }
                         SimEventKind::Access {
                             granted,
                             method,
                             credential,
                             direction,
+                            expired,
                         } => EventDetail::Access {
                             result: if *granted {
                                 AccessResult::Granted
@@ -209,7 +345,7 @@ impl SiteModel {
                             method: *method,
                             credential: Some(pseudonymiser.pseudonymise(credential)),
                             direction: Some(*direction),
-                            credential_expired: false,
+                            credential_expired: *expired,
                         },
                     };
                     events.push(Event {
@@ -224,7 +360,7 @@ impl SiteModel {
 
     /// The JSON message a device publishes for a report.
     pub fn render(&self, report: &Report, topics: &TopicsConfig) -> Message {
-        let site = &self.site.id;
+        let site = &self.shared.site.id;
         match report {
             Report::Telemetry {
                 device,
@@ -239,132 +375,159 @@ impl SiteModel {
                     "ts": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "metrics": Value::Object(m),
                 });
+                let id = self.device_id(*device);
                 Message {
-                    topic: render(&topics.telemetry, site, self.device_id(*device)),
+                    topic: render(&topics.telemetry, site, id),
                     payload: serde_json::to_vec(&body).expect("json"),
                     items: metrics.len(),
+                    device: id.to_owned(),
                 }
             }
             Report::Events { device, events } => {
-                let items: Vec<Value> = events
-                    .iter()
-                    .map(|e| {
-                        let ts = e.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                        match &e.kind {
-                            SimEventKind::State(state) => {
-                                json!({"ts": ts, "type": "state", "state": state.as_str()})
-                            }
-                            SimEventKind::Access {
-                                granted,
-                                method,
-                                credential,
-                                direction,
-                            } => json!({
-                                "ts": ts,
-                                "type": "access",
-                                "result": if *granted { "granted" } else { "denied" },
-                                "method": method.as_str(),
-                                "credential": credential,
-                                "direction": direction.as_str(),
-                            }),
-                        }
-                    })
-                    .collect();
+                let items: Vec<Value> = events.iter().map(event_json).collect();
+                let id = self.device_id(*device);
                 Message {
-                    topic: render(&topics.events, site, self.device_id(*device)),
+                    topic: render(&topics.events, site, id),
                     payload: serde_json::to_vec(&Value::Array(items)).expect("json"),
                     items: events.len(),
+                    device: id.to_owned(),
                 }
             }
         }
     }
 
-    /// What every device reports for the interval ending at `t`, `dt` long.
+    /// What every device reports for the interval `(t - dt, t]`.
     pub fn reports(&mut self, t: DateTime<Utc>, dt: Duration) -> Vec<Report> {
         let hours = dt.num_milliseconds() as f64 / 3.6e6;
-        let occ = self.occupancy(t);
-        let dark = crate::sun::is_dark(t, self.site.latitude, self.site.longitude);
-        let local_hour = t.with_timezone(&self.tz).hour();
+        let shared = self.shared.clone();
+        let site = &shared.site;
+        let drivers = shared.drivers(t);
+        let (occ, local_hour, temp) = (drivers.occ, drivers.local_hour, drivers.temp);
+        let day = day_number(t.with_timezone(&shared.tz).date_naive());
+        let with_registers = t.timestamp() % shared.register_interval_s == 0
+            || dt.num_seconds() >= shared.register_interval_s;
         let mut out = Vec::new();
         for i in 0..self.devices.len() {
-            let noise = 1.0 + self.rng.random_range(-0.05..0.05);
-            let kind = self.devices[i].device.kind;
-            let telemetry = |metrics: Vec<(Metric, f64)>| Report::Telemetry {
-                device: i,
-                ts: t,
-                metrics,
-            };
-            match kind {
+            let d = &mut self.devices[i];
+            if !d.initialised {
+                d.initialise(t, &shared);
+            }
+            d.clock = t;
+            d.retire(t - dt);
+            d.draw_background(t, dt, hours, &shared);
+            let mut events = d.instant_events(t, dt, &shared);
+            let offline = d.active(t, FaultKind::MeterOffline).is_some();
+            let skew = d
+                .active(t, FaultKind::ClockSkew)
+                .and_then(|f| f.seconds)
+                .map(|s| Duration::milliseconds((s * 1000.0) as i64))
+                .unwrap_or_default();
+            let ts = t + skew;
+            let day_factor = 1.0 + 0.06 * (unit(mix(d.key ^ day)) - 0.5);
+            let noise = 1.0 + d.rng.random_range(-0.05..0.05);
+            let mut metrics: Vec<(Metric, f64)> = Vec::new();
+            match d.device.kind {
                 DeviceKind::ElectricityMeter => {
-                    let d = &mut self.devices[i];
-                    let kw = electric_load(&d.device, d.rated, occ, dark, noise);
-                    d.register += kw * hours;
-                    out.push(telemetry(vec![
-                        (Metric::EnergyKwh, round3(d.register)),
-                        (Metric::PowerKw, round3(kw)),
-                    ]));
+                    let base = base_rate(&d.device, d.rated, &drivers, site) * noise * day_factor;
+                    let kw = d.retrofitted(base, hours, t, &shared);
+                    let (register, gauge) = d.count(kw, hours, t, dt);
+                    if with_registers {
+                        metrics.push((Metric::EnergyKwh, round3(register)));
+                    }
+                    metrics.push((Metric::PowerKw, round3(gauge)));
                 }
                 DeviceKind::WaterMeter | DeviceKind::GasMeter => {
-                    let d = &mut self.devices[i];
-                    let flow = match d.device.purpose {
-                        Purpose::Irrigation if (6..7).contains(&local_hour) => d.rated,
-                        Purpose::Irrigation => 0.0,
-                        _ => d.rated * (0.08 + 0.92 * occ) * noise,
+                    let day_factor = match d.device.purpose {
+                        Purpose::Irrigation => 1.0,
+                        _ => day_factor,
                     };
-                    d.register += flow * hours;
-                    out.push(telemetry(vec![
-                        (Metric::VolumeM3, round3(d.register)),
-                        (Metric::FlowM3h, round3(flow)),
-                    ]));
+                    let base = base_rate(&d.device, d.rated, &drivers, site) * noise * day_factor;
+                    let mut flow = d.retrofitted(base, hours, t, &shared);
+                    if let Some(leak) = d.active(t, FaultKind::WaterLeak) {
+                        flow += leak.value.unwrap_or(0.0);
+                    }
+                    let (register, gauge) = d.count(flow, hours, t, dt);
+                    if with_registers {
+                        metrics.push((Metric::VolumeM3, round3(register)));
+                    }
+                    metrics.push((Metric::FlowM3h, round3(gauge)));
+                }
+                DeviceKind::Sensor if d.device.purpose == Purpose::FireProtection => {
+                    let pressure = match d.active(t, FaultKind::LowPressure) {
+                        Some(f) => f.value.unwrap_or(0.42) + 0.005 * (noise - 1.0) * 10.0,
+                        None => 0.62 + 0.02 * (noise - 1.0) * 10.0,
+                    };
+                    metrics.push((Metric::PressureMpa, round3(pressure)));
                 }
                 DeviceKind::Sensor => {
-                    let pressure = 0.62 + 0.02 * (noise - 1.0) * 10.0;
-                    out.push(telemetry(vec![(Metric::PressureMpa, round3(pressure))]));
+                    let humidity =
+                        (78.0 - 1.5 * (temp - 24.0) + 20.0 * (noise - 1.0)).clamp(20.0, 99.0);
+                    metrics.push((Metric::TemperatureC, round3(temp + (noise - 1.0) * 4.0)));
+                    metrics.push((Metric::HumidityPct, round3(humidity)));
                 }
                 DeviceKind::Lift => {
-                    let trips = poisson(&mut self.rng, 40.0 * occ * hours);
-                    let d = &mut self.devices[i];
+                    let stopped = d.lift_stopped(t);
+                    let replaced = d.factor(t, &shared);
+                    let trips = if stopped {
+                        0
+                    } else {
+                        poisson(&mut d.rng, 40.0 * occ * hours)
+                    };
                     d.register += trips as f64;
                     d.door_cycles += 2.0 * trips as f64;
-                    let motor = 28.0 + 18.0 * occ + 3.0 * (noise - 1.0) * 10.0;
-                    out.push(telemetry(vec![
-                        (Metric::Trips, d.register),
-                        (Metric::DoorCycles, d.door_cycles),
-                        (Metric::MotorTempC, round3(motor)),
-                    ]));
-                    let moving = trips > 0;
-                    if moving != d.state_moving {
-                        d.state_moving = moving;
-                        let state = if moving {
-                            LiftState::Moving
-                        } else {
-                            LiftState::Idle
-                        };
-                        out.push(Report::Events {
-                            device: i,
-                            events: vec![SimEvent {
-                                ts: t,
-                                kind: SimEventKind::State(state),
-                            }],
+                    d.truth.consumption += trips as f64;
+                    // The motor warms with the work it does; a new drive runs cooler.
+                    let load = trips as f64 / (40.0 * hours).max(1e-9);
+                    let motor = 26.0
+                        + 0.15 * (temp - 24.0)
+                        + 20.0 * load * replaced
+                        + 3.0 * (noise - 1.0) * 10.0;
+                    metrics.push((Metric::Trips, d.register));
+                    metrics.push((Metric::DoorCycles, d.door_cycles));
+                    metrics.push((Metric::MotorTempC, round3(motor)));
+                    let state = if stopped {
+                        LiftState::Fault
+                    } else if trips > 0 {
+                        LiftState::Moving
+                    } else {
+                        LiftState::Idle
+                    };
+                    if state != d.lift_state && !stopped {
+                        d.lift_state = state;
+                        events.push(SimEvent {
+                            ts: t,
+                            kind: SimEventKind::State(state),
                         });
                     }
                 }
                 DeviceKind::AccessGate => {
-                    let n = poisson(&mut self.rng, 90.0 * occ * hours).min(500);
+                    let n = poisson(&mut d.rng, 90.0 * occ * hours).min(500);
                     let morning = local_hour < 13;
-                    let mut events = Vec::with_capacity(n);
+                    let bg = &shared.scenario.background;
                     for k in 0..n {
                         let at = t - Duration::milliseconds(
                             (dt.num_milliseconds() as f64 * (k as f64 + 0.5) / n as f64) as i64,
                         );
-                        let granted = self.rng.random_bool(0.96);
                         use AccessMethod::*;
-                        let method = [Card, Card, Face, Face, Fingerprint, Bluetooth, Visitor]
-                            [self.rng.random_range(0..7)];
-                        let credential = self.credentials
-                            [self.rng.random_range(0..self.credentials.len())]
-                        .clone();
-                        let direction = if self.rng.random_bool(if morning { 0.3 } else { 0.7 }) {
+                        let (granted, method, credential, expired) =
+                            if d.rng.random_bool(bg.expired_card_share) {
+                                let c = &shared.temporary_cards
+                                    [d.rng.random_range(0..shared.temporary_cards.len())];
+                                (false, Card, c.clone(), true)
+                            } else {
+                                let method =
+                                    [Card, Card, Face, Face, Fingerprint, Bluetooth, Visitor]
+                                        [d.rng.random_range(0..7)];
+                                let c = &shared.credentials
+                                    [d.rng.random_range(0..shared.credentials.len())];
+                                (
+                                    !d.rng.random_bool(bg.denied_share),
+                                    method,
+                                    c.clone(),
+                                    false,
+                                )
+                            };
+                        let direction = if d.rng.random_bool(if morning { 0.3 } else { 0.7 }) {
                             Direction::In
                         } else {
                             Direction::Out
@@ -376,32 +539,421 @@ impl SiteModel {
                                 method,
                                 credential,
                                 direction,
+                                expired,
                             },
                         });
                     }
-                    if !events.is_empty() {
-                        out.push(Report::Events { device: i, events });
-                    }
                 }
                 DeviceKind::Unknown => {}
+            }
+            if offline {
+                continue;
+            }
+            if !metrics.is_empty() {
+                d.truth.readings += metrics.len() as u64;
+                d.truth.messages += 1;
+                out.push(Report::Telemetry {
+                    device: i,
+                    ts,
+                    metrics,
+                });
+            }
+            if !events.is_empty() {
+                events.sort_by_key(|e| e.ts);
+                for e in &mut events {
+                    e.ts += skew;
+                }
+                d.truth.events += events.len() as u64;
+                d.truth.messages += 1;
+                out.push(Report::Events { device: i, events });
             }
         }
         out
     }
 
-    /// Current register values (ground truth for tests).
-    pub fn registers(&self) -> HashMap<String, f64> {
+    /// Current register values.
+    pub fn registers(&self) -> BTreeMap<String, f64> {
         self.devices
             .iter()
             .map(|d| (d.device.id.clone(), d.register))
             .collect()
     }
+
+    /// Every fault that has begun so far (configured and background), with
+    /// its device and interval.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.devices
+            .iter()
+            .flat_map(|d| {
+                d.done.iter().chain(d.faults.iter().filter(|f| {
+                    !(f.kind == FaultKind::Rollover && d.rollover_pending) && f.start <= d.clock
+                }))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// What each device sent and consumed so far.
+    pub fn device_truth(&self) -> BTreeMap<String, DeviceTruth> {
+        self.devices
+            .iter()
+            .map(|d| (d.device.id.clone(), d.truth.clone()))
+            .collect()
+    }
+
+    /// Per retrofit: what its devices would have used since its date, and
+    /// what they used (this model's devices only; see [`crate::truth`]).
+    pub fn retrofit_truth(&self) -> Vec<RetrofitTruth> {
+        let scenario = &self.shared.scenario;
+        scenario
+            .retrofits
+            .iter()
+            .enumerate()
+            .map(|(ri, r)| {
+                let (mut cf, mut actual) = (0.0, 0.0);
+                let mut faults_before = 0u64;
+                let mut faults_after = 0u64;
+                for d in &self.devices {
+                    if let Some(k) = d.retrofits.iter().position(|&x| x == ri) {
+                        if matches!(d.device.kind, DeviceKind::Lift) {
+                            for f in d.done.iter().chain(&d.faults).filter(|f| {
+                                f.start <= d.clock
+                                    && matches!(
+                                        f.kind,
+                                        FaultKind::LiftFault | FaultKind::LiftEntrapment
+                                    )
+                            }) {
+                                if f.start < r.at {
+                                    faults_before += 1;
+                                } else {
+                                    faults_after += 1;
+                                }
+                            }
+                        } else {
+                            cf += d.retro[k].0;
+                            actual += d.retro[k].1;
+                        }
+                    }
+                }
+                RetrofitTruth::new(r, cf, actual, faults_before, faults_after)
+            })
+            .collect()
+    }
+}
+
+impl Shared {
+    fn is_day_off(&self, date: NaiveDate) -> bool {
+        matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+            || self.scenario.holidays.contains(&date)
+    }
+
+    /// Occupancy 0..1 from local time: weekday morning and evening peaks,
+    /// quieter weekends and public holidays, near zero at night.
+    fn occupancy(&self, t: DateTime<Utc>) -> f64 {
+        let local = t.with_timezone(&self.tz);
+        let h = local.hour() as f64 + local.minute() as f64 / 60.0;
+        let bump = |centre: f64, width: f64| (-((h - centre) / width).powi(2)).exp();
+        let base = if (0.5..6.0).contains(&h) { 0.04 } else { 0.25 };
+        if self.is_day_off(local.date_naive()) {
+            (base + 0.45 * bump(11.0, 3.0) + 0.4 * bump(18.0, 2.5)).min(1.0)
+        } else {
+            (base + 0.75 * bump(8.3, 1.0) + 0.85 * bump(18.8, 1.3)).min(1.0)
+        }
+    }
+
+    /// Outdoor air temperature (°C): the season at the site, the hour, and
+    /// the day's weather.
+    fn outdoor_temperature(&self, t: DateTime<Utc>) -> f64 {
+        let local = t.with_timezone(&self.tz);
+        let doy = local.ordinal() as f64;
+        let h = local.hour() as f64 + local.minute() as f64 / 60.0;
+        let lat = self.site.latitude;
+        // Hotter and less seasonal near the equator; seasons flip south of it.
+        let mean = 28.0 - 0.3 * lat.abs();
+        let swing = (0.2 * lat.abs()).min(12.0) * lat.signum();
+        let weather = 3.0 * (unit(mix(self.seed ^ day_number(local.date_naive()))) - 0.5);
+        mean + swing * (2.0 * PI * (doy - 200.0) / 365.25).cos()
+            + 2.5 * (2.0 * PI * (h - 15.0) / 24.0).cos()
+            + weather
+    }
+
+    fn drivers(&self, t: DateTime<Utc>) -> Drivers {
+        let local = t.with_timezone(&self.tz);
+        Drivers {
+            occ: self.occupancy(t),
+            dark: crate::sun::is_dark(t, self.site.latitude, self.site.longitude),
+            local_hour: local.hour(),
+            month: local.month(),
+            temp: self.outdoor_temperature(t),
+        }
+    }
+}
+
+/// The drivers of one step, shared by all devices.
+struct Drivers {
+    occ: f64,
+    dark: bool,
+    local_hour: u32,
+    month: u32,
+    temp: f64,
+}
+
+impl DeviceState {
+    /// At the first step: schedules a rollover by starting the register
+    /// where it will reach its capacity around the configured time.
+    fn initialise(&mut self, t: DateTime<Utc>, shared: &Shared) {
+        self.initialised = true;
+        self.truth.first_register = Some(self.register);
+        if let (Some(capacity), Some(f)) = (
+            self.capacity,
+            self.faults.iter().find(|f| f.kind == FaultKind::Rollover),
+        ) {
+            // Expected use until the date, from the drivers sampled hourly.
+            let mut expected = 0.0;
+            let mut at = t;
+            while at < f.start {
+                let x = shared.drivers(at);
+                expected +=
+                    base_rate(&self.device, self.rated, &x, &shared.site) * self.factor(at, shared);
+                at += Duration::hours(1);
+            }
+            self.register = (capacity - expected).max(0.0).min(capacity - 0.001);
+            self.truth.first_register = Some(self.register);
+        }
+    }
+
+    /// Moves faults over before `before` to `done` (a pending rollover
+    /// stays until its register wraps).
+    fn retire(&mut self, before: DateTime<Utc>) {
+        let pending = self.rollover_pending;
+        let is_over = |f: &Fault| f.end < before && !(pending && f.kind == FaultKind::Rollover);
+        if !self.faults.iter().any(is_over) {
+            return;
+        }
+        let (over, open): (Vec<Fault>, Vec<Fault>) = std::mem::take(&mut self.faults)
+            .into_iter()
+            .partition(is_over);
+        self.done.extend(over);
+        self.faults = open;
+    }
+
+    fn active(&self, t: DateTime<Utc>, kind: FaultKind) -> Option<&Fault> {
+        self.faults.iter().find(|f| f.kind == kind && f.active(t))
+    }
+
+    /// Product of (1 − saving) of the retrofits in effect at `t`.
+    fn factor(&self, t: DateTime<Utc>, shared: &Shared) -> f64 {
+        self.retrofits
+            .iter()
+            .map(|&r| &shared.scenario.retrofits[r])
+            .filter(|r| r.at <= t)
+            .map(|r| 1.0 - r.saving)
+            .product()
+    }
+
+    /// The load after the retrofits in effect; books the counterfactual.
+    fn retrofitted(&mut self, base: f64, hours: f64, t: DateTime<Utc>, shared: &Shared) -> f64 {
+        let factor = self.factor(t, shared);
+        let actual = base * factor;
+        for (k, &r) in self.retrofits.iter().enumerate() {
+            let r = &shared.scenario.retrofits[r];
+            if r.at <= t {
+                self.retro[k].0 += actual / (1.0 - r.saving) * hours;
+                self.retro[k].1 += actual * hours;
+            }
+        }
+        actual
+    }
+
+    /// Advances the register by `rate × hours` as the meter sees it (stuck,
+    /// reset, replaced, wrapping) and returns (register, gauge) to publish.
+    fn count(&mut self, rate: f64, hours: f64, t: DateTime<Utc>, dt: Duration) -> (f64, f64) {
+        let used = rate * hours;
+        self.truth.consumption += used;
+        for f in self.faults.iter_mut() {
+            let fires = f.start > t - dt && f.start <= t;
+            if !fires {
+                continue;
+            }
+            match f.kind {
+                FaultKind::CounterReset => self.register = 0.0,
+                FaultKind::MeterReplacement => self.register = f.value.unwrap_or(0.0),
+                _ => {}
+            }
+        }
+        if self.active(t, FaultKind::MeterStuck).is_some() {
+            let frozen = *self.frozen.get_or_insert((self.register, rate));
+            self.truth.lost += used;
+            return frozen;
+        }
+        self.frozen = None;
+        self.register += used;
+        if let Some(capacity) = self.capacity {
+            if self.register >= capacity {
+                self.register -= capacity;
+                // The wrap happens when it happens: the truth says when.
+                if self.rollover_pending {
+                    self.rollover_pending = false;
+                    if let Some(f) = self
+                        .faults
+                        .iter_mut()
+                        .find(|f| f.kind == FaultKind::Rollover)
+                    {
+                        f.start = t;
+                        f.end = t;
+                    }
+                }
+            }
+        }
+        self.truth.last_register = Some(self.register);
+        (self.register, rate)
+    }
+
+    /// Whether a lift fault or entrapment holds the lift at `t`.
+    fn lift_stopped(&self, t: DateTime<Utc>) -> bool {
+        self.faults.iter().any(|f| {
+            matches!(f.kind, FaultKind::LiftFault | FaultKind::LiftEntrapment) && f.active(t)
+        })
+    }
+
+    /// Events of faults that begin or end in `(t - dt, t]`.
+    fn instant_events(&mut self, t: DateTime<Utc>, dt: Duration, shared: &Shared) -> Vec<SimEvent> {
+        let mut out = Vec::new();
+        let within = |x: DateTime<Utc>| x > t - dt && x <= t;
+        let faults = self.faults.clone();
+        for f in &faults {
+            match f.kind {
+                FaultKind::LiftEntrapment | FaultKind::LiftFault if within(f.start) => {
+                    out.push(SimEvent {
+                        ts: f.start,
+                        kind: SimEventKind::Fault {
+                            code: f.code.clone().unwrap_or_else(|| "fault".into()),
+                        },
+                    });
+                    out.push(SimEvent {
+                        ts: f.start,
+                        kind: SimEventKind::State(LiftState::Fault),
+                    });
+                    self.lift_state = LiftState::Fault;
+                }
+                // Released: back to idle unless another fault holds it.
+                FaultKind::LiftEntrapment | FaultKind::LiftFault
+                    if within(f.end) && !self.lift_stopped(f.end) =>
+                {
+                    out.push(SimEvent {
+                        ts: f.end,
+                        kind: SimEventKind::State(LiftState::Idle),
+                    });
+                    self.lift_state = LiftState::Idle;
+                }
+                FaultKind::DoorForced if within(f.start) => out.push(SimEvent {
+                    ts: f.start,
+                    kind: SimEventKind::DoorForced,
+                }),
+                FaultKind::DoorHeldOpen if within(f.start) => out.push(SimEvent {
+                    ts: f.start,
+                    kind: SimEventKind::DoorHeldOpen {
+                        seconds: f.seconds.unwrap_or(120.0),
+                    },
+                }),
+                FaultKind::DeniedBurst if within(f.start) => {
+                    let credential = shared.credentials[(mix(self.key ^ f.start.timestamp() as u64)
+                        % shared.credentials.len() as u64)
+                        as usize]
+                        .clone();
+                    for k in 0..5 {
+                        out.push(SimEvent {
+                            ts: f.start + Duration::seconds(30 * k),
+                            kind: SimEventKind::Access {
+                                granted: false,
+                                method: AccessMethod::Card,
+                                credential: credential.clone(),
+                                direction: Direction::In,
+                                expired: false,
+                            },
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Events in the step's future (a burst's later swipes) are stamped
+        // inside the step so nothing is published ahead of its time.
+        for e in &mut out {
+            if e.ts > t {
+                e.ts = t;
+            }
+        }
+        out
+    }
+
+    /// Background incidents starting in this step, at the scenario's rates.
+    fn draw_background(&mut self, t: DateTime<Utc>, dt: Duration, hours: f64, shared: &Shared) {
+        let bg = &shared.scenario.background;
+        let per_year = hours / 8766.0;
+        let mut new = Vec::new();
+        let maybe = |rng: &mut ChaCha8Rng, rate: f64| {
+            rate > 0.0 && rng.random_bool((rate * per_year).min(1.0))
+        };
+        match self.device.kind {
+            DeviceKind::Lift => {
+                let keep = 1.0
+                    - self
+                        .retrofits
+                        .iter()
+                        .map(|&r| &shared.scenario.retrofits[r])
+                        .filter(|r| r.at <= t)
+                        .map(|r| r.fault_reduction)
+                        .fold(0.0, f64::max);
+                let busy = self.lift_stopped(t);
+                if !busy && maybe(&mut self.rng, bg.entrapments_per_year * keep) {
+                    let minutes = self.rng.random_range(10..45);
+                    new.push((FaultKind::LiftEntrapment, minutes, Some("entrapment"), None));
+                } else if !busy && maybe(&mut self.rng, bg.lift_faults_per_year * keep) {
+                    let code = ["door_fault", "levelling_error", "overspeed", "door_fault"]
+                        [self.rng.random_range(0..4)];
+                    let minutes = self.rng.random_range(20..150);
+                    new.push((FaultKind::LiftFault, minutes, Some(code), None));
+                }
+            }
+            DeviceKind::AccessGate => {
+                if maybe(&mut self.rng, bg.doors_held_open_per_week * 52.18) {
+                    let seconds = self.rng.random_range(60..900) as f64;
+                    new.push((FaultKind::DoorHeldOpen, 0, None, Some(seconds)));
+                }
+                if maybe(&mut self.rng, bg.doors_forced_per_year) {
+                    new.push((FaultKind::DoorForced, 0, None, None));
+                }
+                if maybe(&mut self.rng, bg.denied_bursts_per_year) {
+                    new.push((FaultKind::DeniedBurst, 0, None, None));
+                }
+            }
+            _ => {}
+        }
+        for (kind, minutes, code, seconds) in new {
+            // Whole seconds inside the step, so the stored event matches.
+            let into = self.rng.random_range(0..dt.num_seconds().max(1));
+            let start = t - dt + Duration::seconds(into + 1);
+            self.faults.push(Fault {
+                kind,
+                device: self.device.id.clone(),
+                start,
+                end: start + Duration::minutes(minutes),
+                value: None,
+                seconds,
+                code: code.map(str::to_owned),
+                origin: Origin::Background,
+            });
+        }
+    }
 }
 
 fn rated_load(d: &Device) -> f64 {
     match (d.kind, d.purpose, d.area.as_str()) {
-        (DeviceKind::ElectricityMeter, Purpose::PublicLighting, "garage") => 18.0,
-        (DeviceKind::ElectricityMeter, Purpose::PublicLighting, "corridor") => 9.0,
+        (DeviceKind::ElectricityMeter, Purpose::PublicLighting, "garage") => 16.0,
+        (DeviceKind::ElectricityMeter, Purpose::PublicLighting, "corridor") => 8.0,
+        (DeviceKind::ElectricityMeter, Purpose::PublicLighting, "stairwell") => 3.0,
+        (DeviceKind::ElectricityMeter, Purpose::PublicLighting, "landscape") => 6.0,
         (DeviceKind::ElectricityMeter, Purpose::PublicLighting, _) => 4.0,
         (DeviceKind::ElectricityMeter, Purpose::Lifts, _) => 22.0,
         (DeviceKind::ElectricityMeter, Purpose::Pumps, _) => 15.0,
@@ -414,19 +966,92 @@ fn rated_load(d: &Device) -> f64 {
     }
 }
 
-/// kW drawn now. Garage and corridor lights are partly on around the clock
-/// (safety lighting); lobby lights follow darkness.
-fn electric_load(d: &Device, rated: f64, occ: f64, dark: bool, noise: f64) -> f64 {
-    let dark = if dark { 1.0 } else { 0.0 };
+/// What a meter's load would be now without retrofits or noise: kW, or
+/// m³/h for water and gas.
+fn base_rate(d: &Device, rated: f64, x: &Drivers, site: &Site) -> f64 {
+    match (d.kind, d.purpose) {
+        (DeviceKind::ElectricityMeter, _) => electric_load(d, rated, x),
+        (_, Purpose::Irrigation) if (6..7).contains(&x.local_hour) => {
+            rated * irrigation_season(x.month, site.latitude)
+        }
+        (_, Purpose::Irrigation) => 0.0,
+        _ => rated * (0.08 + 0.92 * x.occ),
+    }
+}
+
+/// Fraction of rated power drawn now. Garage, corridor and stairwell lights
+/// are partly on around the clock (safety lighting); lobby lights follow
+/// darkness; landscape lights are on from dusk to 23:00.
+fn electric_load(d: &Device, rated: f64, x: &Drivers) -> f64 {
+    let dark = if x.dark { 1.0 } else { 0.0 };
     let share = match (d.purpose, d.area.as_str()) {
         (Purpose::PublicLighting, "garage") => 0.55 + 0.45 * dark,
         (Purpose::PublicLighting, "corridor") => 0.3 + 0.7 * dark,
+        (Purpose::PublicLighting, "stairwell") => 0.2 + 0.8 * dark,
+        (Purpose::PublicLighting, "landscape") => {
+            if x.dark && x.local_hour >= 12 && x.local_hour < 23 {
+                1.0
+            } else {
+                0.0
+            }
+        }
         (Purpose::PublicLighting, _) => 0.05 + 0.95 * dark,
-        (Purpose::Lifts, _) => 0.1 + 0.9 * occ,
-        (Purpose::Pumps, _) => 0.35 + 0.65 * occ,
-        _ => 0.3 + 0.7 * occ,
+        (Purpose::Lifts, _) => 0.1 + 0.9 * x.occ,
+        (Purpose::Pumps, _) => 0.35 + 0.65 * x.occ,
+        (Purpose::Hvac, _) => {
+            let cooling = ((x.temp - 18.0) / 14.0).clamp(0.0, 1.0);
+            0.08 + 0.92 * cooling * (0.4 + 0.6 * x.occ)
+        }
+        _ => 0.3 + 0.7 * x.occ,
     };
-    rated * share * noise
+    rated * share
+}
+
+/// Irrigation runs longer in the dry season: the cooler half of the year
+/// in the northern subtropics (mirrored south of the equator).
+fn irrigation_season(month: u32, latitude: f64) -> f64 {
+    let m = if latitude < 0.0 {
+        (month + 5) % 12 + 1
+    } else {
+        month
+    };
+    match m {
+        11 | 12 | 1 | 2 | 3 => 1.0,
+        4 | 10 => 0.7,
+        _ => 0.35,
+    }
+}
+
+fn event_json(e: &SimEvent) -> Value {
+    let ts = e.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match &e.kind {
+        SimEventKind::State(state) => json!({"ts": ts, "type": "state", "state": state.as_str()}),
+        SimEventKind::Fault { code } => json!({"ts": ts, "type": "fault", "code": code}),
+        SimEventKind::DoorForced => json!({"ts": ts, "type": "door_forced"}),
+        SimEventKind::DoorHeldOpen { seconds } => {
+            json!({"ts": ts, "type": "door_held_open", "seconds": seconds})
+        }
+        SimEventKind::Access {
+            granted,
+            method,
+            credential,
+            direction,
+            expired,
+        } => {
+            let mut v = json!({
+                "ts": ts,
+                "type": "access",
+                "result": if *granted { "granted" } else { "denied" },
+                "method": method.as_str(),
+                "credential": credential,
+                "direction": direction.as_str(),
+            });
+            if *expired {
+                v["credential_expired"] = json!(true);
+            }
+            v
+        }
+    }
 }
 
 fn render(template: &str, site: &str, device: &str) -> String {
@@ -439,6 +1064,31 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// Days since 1970-01-01 of a local date.
+fn day_number(d: NaiveDate) -> u64 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as u64
+}
+
+/// FNV-1a of a device id.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// SplitMix64 finaliser: a well-spread hash of a 64-bit key.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A hash mapped to [0, 1).
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Poisson sample (Knuth for small means, normal approximation above 30).
 fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> usize {
     if mean <= 0.0 {
@@ -447,7 +1097,7 @@ fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> usize {
     if mean > 30.0 {
         let u1: f64 = rng.random_range(f64::EPSILON..1.0);
         let u2: f64 = rng.random();
-        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos();
         return (mean + z * mean.sqrt()).round().max(0.0) as usize;
     }
     let limit = (-mean).exp();
@@ -488,6 +1138,25 @@ mod tests {
     }
 
     #[test]
+    fn a_split_model_sends_what_the_whole_one_does() {
+        let topics = TopicsConfig::default();
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap();
+        let mut whole = model(3);
+        let mut parts = model(3).split(3);
+        for i in 0..40 {
+            let at = t + Duration::minutes(15 * i);
+            let mut a = whole.step(at, Duration::minutes(15), &topics);
+            let mut b: Vec<Message> = parts
+                .iter_mut()
+                .flat_map(|p| p.step(at, Duration::minutes(15), &topics))
+                .collect();
+            a.sort_by(|x, y| x.topic.cmp(&y.topic));
+            b.sort_by(|x, y| x.topic.cmp(&y.topic));
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
     fn lobby_lighting_follows_darkness_and_registers_only_rise() {
         let topics = TopicsConfig::default();
         let mut m = model(1);
@@ -511,10 +1180,61 @@ mod tests {
     }
 
     #[test]
-    fn weekday_peaks() {
+    fn registers_every_fifteen_minutes_gauges_every_step() {
+        let registry =
+            Registry::parse(crate::DEFAULT_SITE, std::path::Path::new("default")).unwrap();
+        let mut m = SiteModel::with_scenario(&registry, None, Scenario::default(), 1, 900).unwrap();
+        let topics = TopicsConfig::default();
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
+        let energy = |msgs: &[Message]| {
+            msgs.iter()
+                .filter(|m| String::from_utf8_lossy(&m.payload).contains("energy_kwh"))
+                .count()
+        };
+        assert!(energy(&m.step(t, Duration::minutes(1), &topics)) > 0);
+        let later = m.step(t + Duration::minutes(1), Duration::minutes(1), &topics);
+        assert_eq!(energy(&later), 0);
+        assert!(later
+            .iter()
+            .any(|m| String::from_utf8_lossy(&m.payload).contains("power_kw")));
+    }
+
+    #[test]
+    fn weekday_peaks_and_quiet_holidays() {
         let m = model(1);
         let monday = |h| Utc.with_ymd_and_hms(2026, 3, 2, h, 0, 0).unwrap() - Duration::hours(8);
         assert!(m.occupancy(monday(8) + Duration::minutes(20)) > 3.0 * m.occupancy(monday(3)));
         assert!(m.occupancy(monday(19)) > m.occupancy(monday(14)));
+        let registry =
+            Registry::parse(crate::DEFAULT_SITE, std::path::Path::new("default")).unwrap();
+        let scenario = Scenario::parse(
+            crate::DEFAULT_SITE,
+            std::path::Path::new("default"),
+            &registry,
+            "harbour-view",
+        )
+        .unwrap();
+        let mut holidays: Vec<NaiveDate> = scenario.holidays.iter().copied().collect();
+        holidays.sort();
+        let holiday = *holidays
+            .iter()
+            .find(|d| {
+                !matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
+                    && !scenario.holidays.contains(&(**d + Duration::days(7)))
+            })
+            .expect("a weekday holiday");
+        let m = SiteModel::with_scenario(&registry, None, scenario, 1, 900).unwrap();
+        let morning = |d: NaiveDate| {
+            m.shared
+                .tz
+                .from_local_datetime(&d.and_hms_opt(8, 20, 0).unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let workday = holiday + Duration::days(7);
+        assert!(
+            m.occupancy(morning(workday)) > 1.5 * m.occupancy(morning(holiday)),
+            "{holiday} is quieter than {workday}"
+        );
     }
 }

@@ -1,0 +1,124 @@
+//! `load` mode: synthetic readings at a given message rate and batch size,
+//! for benchmarks. Each message carries `readings_per_message` power
+//! readings of one device (a JSON array when more than one), stamped at the
+//! publish time with distinct microseconds so every reading is stored.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use estatemon_domain::config::MqttConfig;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+/// Site id the load generator publishes under.
+pub const LOAD_SITE: &str = "bench";
+
+pub fn payload(
+    device_index: u64,
+    readings: usize,
+    now: chrono::DateTime<Utc>,
+    seq: u64,
+) -> Vec<u8> {
+    // Distinct microsecond timestamps keep every (device, metric, ts) unique
+    // while staying within a millisecond of the publish time.
+    let mut out = Vec::with_capacity(readings * 72);
+    if readings > 1 {
+        out.push(b'[');
+    }
+    for j in 0..readings {
+        if j > 0 {
+            out.push(b',');
+        }
+        let ts = now + chrono::Duration::microseconds(j as i64);
+        let _ = write!(
+            out,
+            r#"{{"ts":"{}","metrics":{{"power_kw":{}.{}}}}}"#,
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            seq % 1000,
+            device_index % 10
+        );
+    }
+    if readings > 1 {
+        out.push(b']');
+    }
+    out
+}
+
+pub fn publisher(mqtt: &MqttConfig, id: String) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let ep = mqtt.endpoint().expect("validated");
+    let mut opts = MqttOptions::new(id, ep.host, ep.port);
+    opts.set_inflight(1000);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let (Some(u), p) = (ep.username, ep.password) {
+        opts.set_credentials(u, p.unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    let task = tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    (client, task)
+}
+
+/// Publishes `messages` messages from `publishers` clients; with a `rate`
+/// (messages/s), paced in 10 ms slices.
+pub async fn publish(
+    mqtt: &MqttConfig,
+    tag: &str,
+    publishers: usize,
+    messages: u64,
+    readings_per_message: usize,
+    rate: Option<f64>,
+    seq_offset: u64,
+) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let mqtt = mqtt.clone();
+        let tag = tag.to_owned();
+        let share =
+            messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
+        let rate = rate.map(|r| r / publishers as f64);
+        tasks.push(tokio::spawn(async move {
+            let (client, poller) = publisher(&mqtt, format!("estatemon-load-{tag}-{p}"));
+            let t0 = Instant::now();
+            for i in 0..share {
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(i as f64 / rate);
+                    let elapsed = t0.elapsed();
+                    if due > elapsed + Duration::from_millis(10) {
+                        tokio::time::sleep(due - elapsed).await;
+                    }
+                }
+                let seq = seq_offset + i * publishers as u64 + p as u64;
+                let device = seq % 500;
+                let topic = mqtt
+                    .topics
+                    .telemetry
+                    .replace("{site}", LOAD_SITE)
+                    .replace("{device_id}", &format!("dev-{p}-{device}"));
+                let body = payload(device, readings_per_message, Utc::now(), seq);
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, body)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            // Let the last QoS 1 publishes reach the broker.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = client.disconnect().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            poller.abort();
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    started.elapsed()
+}
