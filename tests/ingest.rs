@@ -570,6 +570,58 @@ async fn small_windows_and_one_writer_do_not_stall() {
     ingestor.shutdown().await;
 }
 
+/// A backlog (here: messages queued at the broker while the ingestor was
+/// away) is stored in full batches. Each message's linger deadline has long
+/// passed when it is taken; flushing on it once committed one message at a
+/// time and an ingestor that fell behind never caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_stored_in_full_batches() {
+    let broker = PrivateMosquitto::start();
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker.url());
+    c.ingest.batch_max_readings = 500;
+    // A short linger and one writer: messages wait longer than the linger
+    // while the writer commits, as they do under any real backlog.
+    c.ingest.batch_linger_ms = 1;
+    c.ingest.writers = 1;
+    let first = Ingestor::start(c.clone()).await.unwrap();
+    assert!(first.subscribed(Duration::from_secs(10)).await);
+    first.shutdown().await;
+    let t = base_ms();
+    let n = 6000;
+    publish_all(
+        &c.mqtt.url,
+        (0..n)
+            .map(|i| {
+                (
+                    topic(&c, "telemetry", "hv", &format!("m-{}", i % 20)),
+                    energy(t + i, i as f64),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    // Let the backlog age past the linger before the ingestor returns.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ingestor = Ingestor::start(c.clone()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            db.count("SELECT count(*) FROM readings").await == n
+        })
+        .await,
+        "stored {} of {n}",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    let batches = metric(&m, "estatemon_ingest_batch_readings_count");
+    println!("{n} queued messages stored in {batches} batches");
+    assert!(
+        batches <= (n / 50) as f64,
+        "{batches} batches for {n} readings"
+    );
+    ingestor.shutdown().await;
+}
+
 /// A row every estatemon rule accepts but the database refuses (here a
 /// constraint an operator added) must not stall the stream: it becomes a
 /// dead letter and the rest of its batch is stored.

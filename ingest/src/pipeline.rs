@@ -270,7 +270,13 @@ impl Batcher {
             let deadline = batch
                 .opened
                 .map(|o| tokio::time::Instant::from_std(o + self.linger));
+            // Messages already waiting go into the batch before the linger
+            // deadline is looked at: under a backlog the first message's
+            // deadline has long passed, and flushing on it would commit one
+            // message at a time just when throughput matters most. The
+            // deadline fires as soon as nothing more is waiting.
             tokio::select! {
+                biased;
                 delivery = deliveries.recv() => match delivery {
                     Some(d) => {
                         self.process(d, &mut batch);
