@@ -65,6 +65,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
     pub simulate: SimulateConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -224,6 +225,61 @@ impl Default for IngestConfig {
             pseudonym_key: None,
             db_retry_max_backoff_s: 10,
         }
+    }
+}
+
+/// Alert rules, their evaluation and delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Rules file; the shipped defaults (`domain/rules/default.toml`) when unset.
+    pub rules_file: Option<PathBuf>,
+    /// Seconds between evaluations of the windowed rules.
+    pub evaluate_interval_s: u64,
+    /// Prometheus Alertmanager base URL (`http://127.0.0.1:9093`); alerts go
+    /// to its API v2. Unset: no Alertmanager delivery.
+    pub alertmanager_url: Option<String>,
+    /// Generic webhooks, each receiving every alert transition as JSON.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Longest pause between delivery retries.
+    pub retry_max_backoff_s: u64,
+    /// Seconds between re-sending open alerts to Alertmanager (which forgets
+    /// alerts not re-sent within its `resolve_timeout`).
+    pub resend_interval_s: u64,
+    /// Address of the analytics job's `/metrics` and `/health`.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            rules_file: None,
+            evaluate_interval_s: 60,
+            alertmanager_url: None,
+            webhooks: Vec::new(),
+            retry_max_backoff_s: 300,
+            resend_interval_s: 60,
+            listen: "127.0.0.1:9465".into(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Receiver names, as the outbox records them: `alertmanager` and each
+    /// webhook's name.
+    pub fn receivers(&self) -> Vec<String> {
+        self.alertmanager_url
+            .iter()
+            .map(|_| "alertmanager".to_owned())
+            .chain(self.webhooks.iter().map(|w| w.name.clone()))
+            .collect()
     }
 }
 
@@ -430,6 +486,32 @@ impl Config {
         if self.simulate.interval_s == 0 {
             return Err(fail("simulate.interval_s", "must be at least 1".into()));
         }
+        if self.alerts.evaluate_interval_s == 0 {
+            return Err(fail(
+                "alerts.evaluate_interval_s",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(url) = &self.alerts.alertmanager_url {
+            check_http_url(url).map_err(|m| fail("alerts.alertmanager_url", m))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &self.alerts.webhooks {
+            check_http_url(&w.url).map_err(|m| fail("alerts.webhooks.url", m))?;
+            if w.name.is_empty() || w.name == "alertmanager" || !names.insert(&w.name) {
+                return Err(fail(
+                    "alerts.webhooks.name",
+                    format!(
+                        "`{}` must be unique, non-empty and not `alertmanager`",
+                        w.name
+                    ),
+                ));
+            }
+        }
+        self.alerts
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| fail("alerts.listen", format!("`{}`: {e}", self.alerts.listen)))?;
         if self.simulate.register_interval_s == 0 {
             return Err(fail(
                 "simulate.register_interval_s",
@@ -437,6 +519,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(format!("`{}` must be an http(s) URL", redact_url(url))),
+        Err(e) => Err(format!("`{}`: {e}", redact_url(url))),
     }
 }
 
@@ -519,8 +609,29 @@ pub fn locate_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigErr
         path: path.to_owned(),
         line,
         column,
-        field: field_at(text, line),
+        field: inline_key(field_at(text, line), text.lines().nth(line - 1), column),
         message: err.message().trim().to_owned(),
+    }
+}
+
+/// Inside an inline table (`select = { kind = "lifts" }`), the key the
+/// error's column points at is appended: `rule.select.kind`.
+fn inline_key(field: String, line: Option<&str>, column: usize) -> String {
+    let Some(line) = line else { return field };
+    let before: String = line.chars().take(column.saturating_sub(1)).collect();
+    let Some(open) = before.find('{') else {
+        return field;
+    };
+    let inner = &before[open + 1..];
+    let key = inner
+        .rsplit(',')
+        .next()
+        .and_then(|part| part.split_once('='))
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.contains(['{', '}', '[']));
+    match key {
+        Some(k) => format!("{field}.{k}"),
+        None => field,
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`consumption`]: the single derivation of consumption from cumulative
 //!   registers (resets, rollovers, replacements, gaps, spikes).
 //! - [`pseudonym`]: the keyed hash applied to access credentials.
+//! - [`rules`]: alert rules (the rules file, its validation, the shipped
+//!   defaults) and the matching shared by ingest and analytics.
 //! - [`config`]: the configuration tree (file + `ESTATEMON_*` environment).
 //! - [`schema`]: versioned migrations, storage-mode detection (TimescaleDB or
 //!   plain PostgreSQL) and partition maintenance.
@@ -26,6 +28,7 @@ pub mod event;
 pub mod metric;
 pub mod pseudonym;
 pub mod reading;
+pub mod rules;
 pub mod schema;
 pub mod units;
 

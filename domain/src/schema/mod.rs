@@ -12,6 +12,7 @@
 //! `readings_hourly`, `readings_daily`, …) with the same columns, so every
 //! query in estatemon works on either.
 
+pub mod alerts;
 pub mod partitions;
 pub mod registry;
 pub mod rollups;
@@ -200,6 +201,13 @@ const MIGRATIONS: &[Migration] = &[
         common: None,
         plain: Some(include_str!("migrations/0002_timeseries.plain.sql")),
         timescale: Some(include_str!("migrations/0002_timeseries.timescale.sql")),
+    },
+    Migration {
+        version: 3,
+        name: "alerts",
+        common: Some(include_str!("migrations/0003_alerts.sql")),
+        plain: None,
+        timescale: None,
     },
 ];
 

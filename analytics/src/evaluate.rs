@@ -1,0 +1,486 @@
+//! Rule evaluation: a [`Window`] and a rule in, [`Finding`]s out. Pure: no
+//! database, no clock (the window carries `now`).
+//!
+//! Gauge rules (threshold, rate, stale) and the consumption totals run as
+//! polars queries over the window's frames; event rules filter the window's
+//! events. A subject with no finding keeps whatever state it has: between
+//! the trigger and the clear level, or with too little data to decide.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use estatemon_domain::consumption::{derive, RegisterPolicy, RegisterSample};
+use estatemon_domain::rules::{
+    Condition, Consumption, Denied, DeniedBy, DeviceLabels, EventRule, GroupBy, Hours, Level, Rate,
+    Rule, Stale, Threshold,
+};
+use polars::prelude::*;
+
+use crate::window::{EventRow, Window};
+
+/// What a rule says about one subject (a device, a group, a credential).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub subject: String,
+    pub device: Option<DeviceLabels>,
+    pub state: State,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// The condition holds, since `since` (data time), last seen at `last`.
+    Firing {
+        since: DateTime<Utc>,
+        last: DateTime<Utc>,
+        value: Option<f64>,
+    },
+    /// The condition is over, as of `at`.
+    Clear { at: DateTime<Utc> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("rule {rule}: {source}")]
+    Polars { rule: String, source: PolarsError },
+}
+
+/// Evaluates one rule over the window.
+pub fn evaluate(rule: &Rule, window: &Window) -> Result<Vec<Finding>, EvaluateError> {
+    let selected: Vec<&DeviceLabels> = window
+        .devices
+        .labels
+        .values()
+        .filter(|d| rule.select.matches(d))
+        .collect();
+    let wrap = |source| EvaluateError::Polars {
+        rule: rule.name.clone(),
+        source,
+    };
+    match &rule.condition {
+        Condition::Threshold(t) => threshold(t, window, &selected).map_err(wrap),
+        Condition::Rate(r) => rate(r, window, &selected).map_err(wrap),
+        Condition::Stale(s) => stale(s, window, &selected).map_err(wrap),
+        Condition::Consumption(c) => consumption(c, window, &selected).map_err(wrap),
+        Condition::Event(e) => Ok(events(e, window, &selected)),
+        Condition::Denied(d) => Ok(denied(d, window, &selected)),
+    }
+}
+
+fn selection(selected: &[&DeviceLabels]) -> PolarsResult<LazyFrame> {
+    let ids: Vec<&str> = selected.iter().map(|d| d.id.as_str()).collect();
+    Ok(df!("device" => ids)?.lazy())
+}
+
+fn on_device(lf: LazyFrame, other: LazyFrame, how: JoinType) -> LazyFrame {
+    lf.join(other, [col("device")], [col("device")], JoinArgs::new(how))
+}
+
+/// The readings of one metric from the selected devices.
+fn metric_frame(
+    window: &Window,
+    metric: &str,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<LazyFrame> {
+    Ok(on_device(
+        window
+            .readings
+            .clone()
+            .lazy()
+            .filter(col("metric").eq(lit(metric))),
+        selection(selected)?,
+        JoinType::Inner,
+    ))
+}
+
+fn in_hours(hours: Hours) -> Expr {
+    let (from, to) = (hours.from as i32, hours.to as i32);
+    if from < to {
+        col("minute")
+            .gt_eq(lit(from))
+            .and(col("minute").lt(lit(to)))
+    } else {
+        col("minute").gt_eq(lit(from)).or(col("minute").lt(lit(to)))
+    }
+}
+
+fn ts(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(seconds, 0).single().unwrap_or_default()
+}
+
+fn labels_of<'a>(selected: &[&'a DeviceLabels]) -> HashMap<&'a str, &'a DeviceLabels> {
+    selected.iter().map(|d| (d.id.as_str(), *d)).collect()
+}
+
+fn device_finding(labels: &HashMap<&str, &DeviceLabels>, device: &str, state: State) -> Finding {
+    Finding {
+        subject: device.to_owned(),
+        device: labels.get(device).map(|d| (*d).clone()),
+        state,
+    }
+}
+
+/// Per device: the latest sample, the latest sample on the safe side of the
+/// trigger level, and the start of the breach run after it. Fires when the
+/// run has lasted `for`; clears when the latest sample is past `clear`.
+fn threshold(
+    t: &Threshold,
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<Vec<Finding>> {
+    let mut lf = metric_frame(window, t.metric.as_str(), selected)?;
+    if let Some(hours) = t.hours {
+        lf = lf.filter(in_hours(hours));
+    }
+    let level = t.level();
+    let breach = match level {
+        Level::Above(l) => col("value").gt(lit(l)),
+        Level::Below(l) => col("value").lt(lit(l)),
+    };
+    let latest = lf.clone().group_by([col("device")]).agg([
+        col("ts").max().alias("last_ts"),
+        col("value")
+            .sort_by([col("ts")], SortMultipleOptions::default())
+            .last()
+            .alias("last_value"),
+        col("ts")
+            .filter(breach.clone().not())
+            .max()
+            .alias("last_ok"),
+    ]);
+    let runs = on_device(lf, latest.clone(), JoinType::Inner)
+        .filter(breach.and(col("last_ok").is_null().or(col("ts").gt(col("last_ok")))))
+        .group_by([col("device")])
+        .agg([col("ts").min().alias("run_start")]);
+    let df = on_device(latest, runs, JoinType::Left).collect()?;
+
+    let labels = labels_of(selected);
+    let clear = t.clear_level();
+    let mut out = Vec::new();
+    let (device, last_ts, last_value, run_start) = (
+        df.column("device")?.str()?,
+        df.column("last_ts")?.i64()?,
+        df.column("last_value")?.f64()?,
+        df.column("run_start")?.i64()?,
+    );
+    for i in 0..df.height() {
+        let (Some(d), Some(last), Some(value)) = (device.get(i), last_ts.get(i), last_value.get(i))
+        else {
+            continue;
+        };
+        let state = match run_start.get(i) {
+            Some(start) if last - start >= t.for_.seconds() => State::Firing {
+                since: ts(start),
+                last: ts(last),
+                value: Some(value),
+            },
+            _ if level.cleared(clear, value) => State::Clear { at: ts(last) },
+            _ => continue,
+        };
+        out.push(device_finding(&labels, d, state));
+    }
+    Ok(out)
+}
+
+/// Per device over the rule's window: the fall from the window's highest
+/// sample to the latest, or the rise from its lowest.
+fn rate(r: &Rate, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<Vec<Finding>> {
+    let from = (window.now - r.window.chrono()).timestamp();
+    let df = metric_frame(window, r.metric.as_str(), selected)?
+        .filter(col("ts").gt_eq(lit(from)))
+        .group_by([col("device")])
+        .agg([
+            col("ts").min().alias("first_ts"),
+            col("ts").max().alias("last_ts"),
+            col("value")
+                .sort_by([col("ts")], SortMultipleOptions::default())
+                .last()
+                .alias("last_value"),
+            col("value").max().alias("high"),
+            col("value").min().alias("low"),
+        ])
+        .collect()?;
+    let labels = labels_of(selected);
+    let (device, first, last, last_value, high, low) = (
+        df.column("device")?.str()?,
+        df.column("first_ts")?.i64()?,
+        df.column("last_ts")?.i64()?,
+        df.column("last_value")?.f64()?,
+        df.column("high")?.f64()?,
+        df.column("low")?.f64()?,
+    );
+    let mut out = Vec::new();
+    for i in 0..df.height() {
+        let (Some(d), Some(first), Some(last), Some(v), Some(high), Some(low)) = (
+            device.get(i),
+            first.get(i),
+            last.get(i),
+            last_value.get(i),
+            high.get(i),
+            low.get(i),
+        ) else {
+            continue;
+        };
+        let moved = match (r.fall, r.rise) {
+            (Some(fall), _) => high - v >= fall,
+            (None, Some(rise)) => v - low >= rise,
+            (None, None) => false,
+        };
+        let state = if moved {
+            State::Firing {
+                since: ts(first),
+                last: ts(last),
+                value: Some(v),
+            }
+        } else {
+            State::Clear { at: ts(last) }
+        };
+        out.push(device_finding(&labels, d, state));
+    }
+    Ok(out)
+}
+
+/// Per device: the last reading of any metric. A selected device with none
+/// in the window has been silent since at least the window's start.
+fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<Vec<Finding>> {
+    let df = on_device(
+        window.readings.clone().lazy(),
+        selection(selected)?,
+        JoinType::Inner,
+    )
+    .group_by([col("device")])
+    .agg([col("ts").max().alias("last_ts")])
+    .collect()?;
+    let mut last_seen: HashMap<&str, i64> = HashMap::new();
+    let (device, last_ts) = (df.column("device")?.str()?, df.column("last_ts")?.i64()?);
+    for i in 0..df.height() {
+        if let (Some(d), Some(t)) = (device.get(i), last_ts.get(i)) {
+            last_seen.insert(d, t);
+        }
+    }
+    let now = window.now.timestamp();
+    let after = s.after.seconds();
+    let mut out = Vec::new();
+    for d in selected {
+        let last = last_seen
+            .get(d.id.as_str())
+            .copied()
+            .unwrap_or(window.readings_since.timestamp());
+        let state = if now - last >= after {
+            State::Firing {
+                since: ts(last),
+                last: ts(now),
+                value: None,
+            }
+        } else {
+            State::Clear { at: ts(last) }
+        };
+        out.push(Finding {
+            subject: d.id.clone(),
+            device: Some((*d).clone()),
+            state,
+        });
+    }
+    Ok(out)
+}
+
+/// The group a device's use is added to.
+fn group_key(d: &DeviceLabels, per: GroupBy) -> String {
+    let part = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    match per {
+        GroupBy::Device => d.id.clone(),
+        GroupBy::Area => format!("{}/{}", part(&d.site), part(&d.area)),
+        GroupBy::Building => format!("{}/{}", part(&d.site), part(&d.building)),
+        GroupBy::Site => part(&d.site),
+    }
+}
+
+/// Use since local midnight per group: registers turned into consumption by
+/// the domain's one derivation (rollovers, resets, spikes), summed by group
+/// in polars.
+fn consumption(
+    c: &Consumption,
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<Vec<Finding>> {
+    let policy = RegisterPolicy::default();
+    let (mut groups, mut used, mut since) = (Vec::new(), Vec::new(), Vec::new());
+    let mut members: BTreeMap<String, Vec<&DeviceLabels>> = BTreeMap::new();
+    for d in selected {
+        let Some(series) = window
+            .registers
+            .get(&(d.id.clone(), c.metric.as_str().to_owned()))
+        else {
+            continue;
+        };
+        let midnight = window.devices.local_midnight(&d.id, window.now);
+        let samples: Vec<RegisterSample> = series
+            .iter()
+            .map(|&(ts, value)| RegisterSample { ts, value })
+            .collect();
+        // Intervals ending after midnight; one straddling it counts pro rata.
+        let mut total = 0.0;
+        for i in derive(&samples, &policy) {
+            let (Some(v), true) = (i.consumption, i.end > midnight) else {
+                continue;
+            };
+            let span = (i.end - i.start).num_seconds().max(1) as f64;
+            let inside = (i.end - i.start.max(midnight)).num_seconds() as f64;
+            total += v * (inside / span).clamp(0.0, 1.0);
+        }
+        let key = group_key(d, c.per);
+        members.entry(key.clone()).or_default().push(d);
+        groups.push(key);
+        used.push(total);
+        since.push(midnight.timestamp());
+    }
+    let df = df!("group" => groups, "used" => used, "since" => since)?
+        .lazy()
+        .group_by([col("group")])
+        .agg([col("used").sum(), col("since").min()])
+        .collect()?;
+    let (group, used, since) = (
+        df.column("group")?.str()?,
+        df.column("used")?.f64()?,
+        df.column("since")?.i64()?,
+    );
+    let mut out = Vec::new();
+    for i in 0..df.height() {
+        let (Some(g), Some(u), Some(s)) = (group.get(i), used.get(i), since.get(i)) else {
+            continue;
+        };
+        let state = if u > c.above {
+            State::Firing {
+                since: ts(s),
+                last: window.now,
+                value: Some(u),
+            }
+        } else {
+            State::Clear { at: window.now }
+        };
+        // A per-device group names its device; larger groups name none.
+        let device = match (c.per, members.get(g)) {
+            (GroupBy::Device, Some(m)) => m.first().map(|d| (*d).clone()),
+            _ => None,
+        };
+        out.push(Finding {
+            subject: g.to_owned(),
+            device,
+            state,
+        });
+    }
+    Ok(out)
+}
+
+fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
+    if e.event_type != rule.event_type.0.as_str() {
+        return false;
+    }
+    let code_ok = rule.codes.is_empty()
+        || e.code
+            .as_deref()
+            .is_some_and(|c| rule.codes.iter().any(|r| r == c));
+    let held_ok = rule
+        .min_seconds
+        .is_none_or(|min| e.duration_s.is_some_and(|s| s >= min));
+    let expired_ok = !rule.credential_expired || e.credential_expired;
+    code_ok && held_ok && expired_ok
+}
+
+/// Per device: the matching events; firing until `resolve_after` has passed
+/// since the last one.
+fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    let labels = labels_of(selected);
+    let mut span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for e in window
+        .events
+        .iter()
+        .filter(|e| labels.contains_key(e.device.as_str()))
+    {
+        if event_matches(rule, e) {
+            let s = span.entry(e.device.as_str()).or_insert((e.ts, e.ts));
+            s.0 = s.0.min(e.ts);
+            s.1 = s.1.max(e.ts);
+        }
+    }
+    quiet_after(span, rule.resolve_after.chrono(), window.now, |d| {
+        labels.get(d).map(|l| (*l).clone())
+    })
+}
+
+fn quiet_after(
+    span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)>,
+    resolve_after: Duration,
+    now: DateTime<Utc>,
+    device: impl Fn(&str) -> Option<DeviceLabels>,
+) -> Vec<Finding> {
+    span.into_iter()
+        .map(|(subject, (first, last))| Finding {
+            subject: subject.to_owned(),
+            device: device(subject),
+            state: if now - last < resolve_after {
+                State::Firing {
+                    since: first,
+                    last,
+                    value: None,
+                }
+            } else {
+                State::Clear {
+                    at: last + resolve_after,
+                }
+            },
+        })
+        .collect()
+}
+
+/// Bursts of denied swipes: `count` within `within`, by credential or by
+/// gate. The burst's subject is the (pseudonymised) credential or the gate.
+fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    let labels = labels_of(selected);
+    let mut by_key: BTreeMap<&str, Vec<&EventRow>> = BTreeMap::new();
+    for e in window.events.iter().filter(|e| {
+        e.event_type == "access"
+            && e.result.as_deref() == Some("denied")
+            && labels.contains_key(e.device.as_str())
+    }) {
+        let key = match rule.by {
+            DeniedBy::Credential => match e.credential.as_deref() {
+                Some(c) => c,
+                None => continue,
+            },
+            DeniedBy::Gate => e.device.as_str(),
+        };
+        by_key.entry(key).or_default().push(e);
+    }
+    let within = rule.within.chrono();
+    let need = rule.count as usize;
+    let mut span = BTreeMap::new();
+    let mut gate_of: HashMap<&str, &str> = HashMap::new();
+    for (key, mut rows) in by_key {
+        rows.sort_by_key(|e| e.ts);
+        // Sliding window: the first burst's start, the last denied swipe.
+        let mut start = 0;
+        let mut burst: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+        for end in 0..rows.len() {
+            while rows[end].ts - rows[start].ts > within {
+                start += 1;
+            }
+            if end + 1 - start >= need {
+                let b = burst.get_or_insert((rows[start].ts, rows[end].ts));
+                b.1 = rows[end].ts;
+            }
+        }
+        if let Some(b) = burst {
+            gate_of.insert(key, rows.last().map(|e| e.device.as_str()).unwrap_or(""));
+            span.insert(key, b);
+        }
+    }
+    quiet_after(span, rule.resolve_after.chrono(), window.now, |key| {
+        gate_of
+            .get(key)
+            .and_then(|g| labels.get(g))
+            .map(|l| (*l).clone())
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+use super::*;
+use crate::window::{readings_frame, Devices};
+use estatemon_domain::rules::RuleSet;
+
+fn t0() -> DateTime<Utc> {
+    // 2026-06-08 00:00 in Hong Kong.
+    Utc.with_ymd_and_hms(2026, 6, 7, 16, 0, 0).unwrap()
+}
+
+fn min(m: i64) -> DateTime<Utc> {
+    t0() + Duration::minutes(m)
+}
+
+fn device(id: &str, kind: &str, purpose: &str, area: &str) -> DeviceLabels {
+    DeviceLabels {
+        id: id.into(),
+        kind: kind.into(),
+        site: Some("hv".into()),
+        building: Some("tower-a".into()),
+        area: Some(area.into()),
+        purpose: Some(purpose.into()),
+    }
+}
+
+fn devices() -> Devices {
+    let mut d = Devices::default();
+    for l in [
+        device("water-1", "water_meter", "domestic_water", "pump_room"),
+        device("lift-1", "lift", "lifts", "lift_shaft"),
+        device("lift-2", "lift", "lifts", "lift_shaft"),
+        device("fire-1", "sensor", "fire_protection", "pump_room"),
+        device("light-1", "electricity_meter", "public_lighting", "garage"),
+        device("light-2", "electricity_meter", "public_lighting", "garage"),
+        device("gate-1", "access_gate", "security", "lobby"),
+    ] {
+        d.labels.insert(l.id.clone(), l);
+    }
+    d.zones.insert("hv".into(), chrono_tz::Asia::Hong_Kong);
+    d
+}
+
+fn window(now: DateTime<Utc>, rows: Vec<(&str, &str, DateTime<Utc>, f64)>) -> Window {
+    let devices = devices();
+    let readings = readings_frame(
+        &devices,
+        rows.into_iter()
+            .map(|(d, m, t, v)| (d.to_owned(), m.to_owned(), t, v)),
+    )
+    .unwrap();
+    Window {
+        now,
+        devices,
+        readings,
+        registers: Default::default(),
+        events: vec![],
+        readings_since: now - Duration::hours(3),
+    }
+}
+
+fn rule(name: &str) -> Rule {
+    RuleSet::defaults()
+        .rules
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap()
+}
+
+fn state_of<'a>(findings: &'a [Finding], subject: &str) -> Option<&'a State> {
+    findings
+        .iter()
+        .find(|f| f.subject == subject)
+        .map(|f| &f.state)
+}
+
+/// Night flow (01:00–05:00 local, above 0.8 for 1 h, clear at 0.4) every
+/// 15 minutes, with a leak of 2 m³/h from 01:00 local.
+#[test]
+fn night_flow_fires_after_its_for_and_only_at_night() {
+    let r = rule("night_water_flow");
+    let flow = |m: i64| if m >= 60 { 2.1 } else { 0.1 };
+    let rows = |until: i64| -> Vec<_> {
+        (0..=until / 15)
+            .map(|i| ("water-1", "flow_m3h", min(i * 15), flow(i * 15)))
+            .collect()
+    };
+    // 01:45: 45 minutes of breach, not yet an hour.
+    let f = evaluate(&r, &window(min(105), rows(105))).unwrap();
+    assert_eq!(f.len(), 0, "{f:?}");
+    // 02:00: an hour since 01:00.
+    let f = evaluate(&r, &window(min(120), rows(120))).unwrap();
+    assert_eq!(
+        state_of(&f, "water-1"),
+        Some(&State::Firing {
+            since: min(60),
+            last: min(120),
+            value: Some(2.1)
+        })
+    );
+    assert_eq!(
+        f[0].device.as_ref().unwrap().purpose.as_deref(),
+        Some("domestic_water")
+    );
+    // Daytime flow of the same size is not a leak.
+    let day: Vec<_> = (0..=8)
+        .map(|i| ("water-1", "flow_m3h", min(10 * 60 + i * 15), 2.1))
+        .collect();
+    let f = evaluate(&r, &window(min(12 * 60), day)).unwrap();
+    assert!(f.is_empty(), "{f:?}");
+}
+
+#[test]
+fn thresholds_hold_between_the_trigger_and_the_clear_level() {
+    let r = rule("lift_motor_hot"); // above 85 for 10m, clear at 75
+    let series = |values: &[f64]| -> Vec<_> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ("lift-1", "motor_temp_c", min(i as i64 * 5), *v))
+            .collect()
+    };
+    let hot = series(&[70.0, 86.0, 88.0, 90.0]);
+    let f = evaluate(&r, &window(min(15), hot)).unwrap();
+    assert!(
+        matches!(state_of(&f, "lift-1"), Some(State::Firing { since, .. }) if *since == min(5))
+    );
+    // Cooled to 80: above the clear level, below the trigger: no finding.
+    let between = series(&[70.0, 86.0, 88.0, 90.0, 80.0]);
+    let f = evaluate(&r, &window(min(20), between)).unwrap();
+    assert_eq!(state_of(&f, "lift-1"), None);
+    let cooled = series(&[70.0, 86.0, 88.0, 90.0, 80.0, 74.0]);
+    let f = evaluate(&r, &window(min(25), cooled)).unwrap();
+    assert_eq!(state_of(&f, "lift-1"), Some(&State::Clear { at: min(25) }));
+    // A short spike never fires (for = 10m).
+    let spike = series(&[70.0, 95.0, 70.0]);
+    let f = evaluate(&r, &window(min(10), spike)).unwrap();
+    assert_eq!(state_of(&f, "lift-1"), Some(&State::Clear { at: min(10) }));
+}
+
+#[test]
+fn immediate_thresholds_fire_on_one_sample_and_only_for_selected_devices() {
+    let r = rule("fire_main_pressure_low");
+    let rows = vec![
+        ("fire-1", "pressure_mpa", min(0), 0.62),
+        ("fire-1", "pressure_mpa", min(1), 0.42),
+        ("lift-1", "pressure_mpa", min(1), 0.1),
+    ];
+    let f = evaluate(&r, &window(min(1), rows)).unwrap();
+    assert_eq!(f.len(), 1);
+    assert!(matches!(state_of(&f, "fire-1"), Some(State::Firing { .. })));
+}
+
+#[test]
+fn rate_fires_on_a_fast_fall() {
+    let r = rule("fire_main_pressure_falling"); // fall 0.1 in 15m
+    let rows = vec![
+        ("fire-1", "pressure_mpa", min(0), 0.62),
+        ("fire-1", "pressure_mpa", min(5), 0.60),
+        ("fire-1", "pressure_mpa", min(10), 0.49),
+    ];
+    let f = evaluate(&r, &window(min(10), rows.clone())).unwrap();
+    assert!(matches!(state_of(&f, "fire-1"), Some(State::Firing { .. })));
+    // Half an hour later the fall has left the window.
+    let mut later = rows;
+    later.push(("fire-1", "pressure_mpa", min(40), 0.49));
+    let f = evaluate(&r, &window(min(40), later)).unwrap();
+    assert!(matches!(state_of(&f, "fire-1"), Some(State::Clear { .. })));
+}
+
+#[test]
+fn stale_devices_fire_including_those_never_seen() {
+    let r = rule("meter_offline"); // 1h, meters only
+    let rows = vec![
+        ("water-1", "flow_m3h", min(0), 0.1),
+        ("light-1", "power_kw", min(110), 1.0),
+    ];
+    let f = evaluate(&r, &window(min(120), rows)).unwrap();
+    assert!(
+        matches!(state_of(&f, "water-1"), Some(State::Firing { since, .. }) if *since == min(0))
+    );
+    assert!(matches!(state_of(&f, "light-1"), Some(State::Clear { .. })));
+    // Never seen in the window: silent since the window's start.
+    assert!(matches!(
+        state_of(&f, "light-2"),
+        Some(State::Firing { .. })
+    ));
+    assert_eq!(state_of(&f, "lift-1"), None, "lifts are not selected");
+}
+
+#[test]
+fn consumption_adds_up_the_area_since_local_midnight() {
+    let r = rule("daily_public_lighting_energy"); // per area, above 400 kWh
+    let mut w = window(min(20 * 60), vec![]);
+    // 23:00 the evening before, then hourly: 15 kWh/h per meter.
+    for (id, start) in [("light-1", 1000.0), ("light-2", 5000.0)] {
+        let series: Vec<_> = (-1..=20)
+            .map(|h| (min(h * 60), start + 15.0 * (h + 1) as f64))
+            .collect();
+        w.registers.insert((id.into(), "energy_kwh".into()), series);
+    }
+    let f = evaluate(&r, &w).unwrap();
+    // 20 h × 15 kWh × 2 meters = 600 kWh since midnight (not 630).
+    match state_of(&f, "hv/garage") {
+        Some(State::Firing { since, value, .. }) => {
+            assert_eq!(*since, min(0));
+            assert!((value.unwrap() - 600.0).abs() < 1e-6, "{value:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A reset in the register is not negative use.
+    let mut series: Vec<_> = (0..=10)
+        .map(|h| (min(h * 60), 500.0 + 10.0 * h as f64))
+        .collect();
+    series.push((min(11 * 60), 3.0));
+    w.registers.clear();
+    w.registers
+        .insert(("light-1".into(), "energy_kwh".into()), series);
+    let f = evaluate(&r, &w).unwrap();
+    match state_of(&f, "hv/garage") {
+        Some(State::Clear { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+fn event(device: &str, m: i64, event_type: &str) -> EventRow {
+    EventRow {
+        device: device.into(),
+        ts: min(m),
+        event_type: event_type.into(),
+        code: None,
+        result: None,
+        credential: None,
+        credential_expired: false,
+        duration_s: None,
+    }
+}
+
+#[test]
+fn event_rules_match_details_and_quiet_down() {
+    let mut w = window(min(10), vec![]);
+    w.events = vec![
+        EventRow {
+            code: Some("entrapment".into()),
+            ..event("lift-1", 2, "fault")
+        },
+        EventRow {
+            code: Some("door_fault".into()),
+            ..event("lift-2", 3, "fault")
+        },
+        EventRow {
+            duration_s: Some(60.0),
+            ..event("gate-1", 4, "door_held_open")
+        },
+    ];
+    let f = evaluate(&rule("lift_entrapment"), &w).unwrap();
+    assert_eq!(f.len(), 1);
+    assert!(
+        matches!(state_of(&f, "lift-1"), Some(State::Firing { since, .. }) if *since == min(2))
+    );
+    assert!(
+        evaluate(&rule("door_held_open"), &w).unwrap().is_empty(),
+        "60 s < 180 s"
+    );
+    w.now = min(40);
+    let f = evaluate(&rule("lift_entrapment"), &w).unwrap();
+    assert_eq!(state_of(&f, "lift-1"), Some(&State::Clear { at: min(32) }));
+}
+
+#[test]
+fn denied_bursts_count_one_credential_within_the_window() {
+    let r = rule("denied_swipes_credential"); // 5 within 10m
+    let swipe = |m: i64, cred: &str| EventRow {
+        result: Some("denied".into()),
+        credential: Some(cred.into()),
+        ..event("gate-1", m, "access")
+    };
+    let mut w = window(min(30), vec![]);
+    // Four of card A in 10 minutes, then a fifth 12 minutes after the
+    // first: not a burst. Five of card B within 8 minutes: a burst.
+    w.events = [0, 2, 4, 9, 12]
+        .iter()
+        .map(|m| swipe(*m, "A"))
+        .chain([10, 12, 14, 16, 18].iter().map(|m| swipe(*m, "B")))
+        .collect();
+    let f = evaluate(&r, &w).unwrap();
+    assert_eq!(f.len(), 1, "{f:?}");
+    match state_of(&f, "B") {
+        Some(State::Firing { since, last, .. }) => {
+            assert_eq!((*since, *last), (min(10), min(18)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f[0].device.as_ref().unwrap().id, "gate-1");
+}

@@ -1,0 +1,17 @@
+//! # estatemon-analytics
+//!
+//! The analytics job. It owns alert evaluation, the alert lifecycle and the
+//! delivery of alerts; savings and reports join it later.
+//!
+//! - [`window`]: reads the recent window (ledger, readings, registers,
+//!   events) from the database into polars frames.
+//! - [`evaluate`]: pure rule evaluation over a window → findings.
+//! - [`lifecycle`]: pure reconciliation of findings with open alerts.
+//!
+//! It reads `devices`, `sites`, `readings`, `events` and `alerts`; it writes
+//! `alerts` and `alert_notifications` (through
+//! `estatemon_domain::schema::alerts`). It never reads MQTT.
+
+pub mod evaluate;
+pub mod lifecycle;
+pub mod window;

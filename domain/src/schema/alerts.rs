@@ -1,0 +1,278 @@
+//! The alert lifecycle in the database: open, resolve, acknowledge,
+//! escalate, each writing its notifications to the outbox in the same
+//! transaction.
+//!
+//! Both the ingest fast path and the analytics job open alerts here. The
+//! partial unique index `alerts_one_open_per_fault` makes "one fault, one
+//! alert" a property of the database, not of who got there first: a second
+//! opener of the same fingerprint only refreshes `last_seen_at` and writes
+//! no notification, so nobody is paged twice.
+//!
+//! Every transition also sends `NOTIFY estatemon_alerts` (delivered at
+//! commit), which wakes the notifiers at once.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+
+use crate::rules::{Deadlines, Rule};
+
+/// The channel notifiers `LISTEN` on.
+pub const CHANNEL: &str = "estatemon_alerts";
+
+/// An alert about to be opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub rule: String,
+    pub severity: crate::rules::Severity,
+    pub summary: String,
+    /// The device id, or the group (`site/area`), or the credential.
+    pub subject: String,
+    pub labels: BTreeMap<String, String>,
+    pub site_id: Option<String>,
+    pub device_id: Option<String>,
+    pub value: Option<f64>,
+    /// When the fault began (data time).
+    pub started_at: DateTime<Utc>,
+    /// Latest evidence of it.
+    pub last_seen_at: DateTime<Utc>,
+    /// `ingest` or `analytics`.
+    pub source: &'static str,
+}
+
+impl NewAlert {
+    /// The identity of the fault: one open alert per fingerprint.
+    pub fn fingerprint(rule: &str, subject: &str) -> String {
+        format!("{rule}|{subject}")
+    }
+
+    /// Labels every alert carries: `alertname`, `severity`, `subject` and
+    /// the device's site, building, area, purpose and kind where known.
+    pub fn new(
+        rule: &Rule,
+        subject: String,
+        device: Option<&crate::rules::DeviceLabels>,
+        started_at: DateTime<Utc>,
+        last_seen_at: DateTime<Utc>,
+        value: Option<f64>,
+        source: &'static str,
+    ) -> NewAlert {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".into(), rule.name.clone());
+        labels.insert("severity".into(), rule.severity.as_str().into());
+        labels.insert("subject".into(), subject.clone());
+        let mut site_id = None;
+        let mut device_id = None;
+        if let Some(d) = device {
+            labels.insert("device".into(), d.id.clone());
+            labels.insert("kind".into(), d.kind.clone());
+            for (key, value) in [
+                ("site", &d.site),
+                ("building", &d.building),
+                ("area", &d.area),
+                ("purpose", &d.purpose),
+            ] {
+                if let Some(v) = value {
+                    labels.insert(key.into(), v.clone());
+                }
+            }
+            site_id = d.site.clone();
+            device_id = Some(d.id.clone());
+        }
+        NewAlert {
+            rule: rule.name.clone(),
+            severity: rule.severity,
+            summary: rule.summary.clone(),
+            subject,
+            labels,
+            site_id,
+            device_id,
+            value,
+            started_at,
+            last_seen_at,
+            source,
+        }
+    }
+}
+
+/// What [`open`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// A new alert; notifications queued unless a silence matched.
+    New { id: i64, silenced: bool },
+    /// The fault already had an open alert; its evidence was refreshed.
+    Existing { id: i64 },
+}
+
+/// Opens an alert (or refreshes the open one for the same fault) and queues
+/// a `firing` notification per receiver. Call inside the transaction that
+/// stored the evidence, so the two commit together.
+pub async fn open(
+    tx: &impl GenericClient,
+    alert: &NewAlert,
+    deadlines: &Deadlines,
+    receivers: &[String],
+) -> Result<Opened, tokio_postgres::Error> {
+    let labels = serde_json::to_value(&alert.labels).expect("string map");
+    let deadline = deadlines.of(alert.severity).seconds() as f64;
+    let row = tx
+        .query_one(
+            "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
+                                 device_id, value, source, started_at, last_seen_at,
+                                 response_deadline, silenced_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                     now() + make_interval(secs => $13),
+                     (SELECT id FROM silences
+                       WHERE starts_at <= now() AND ends_at > now() AND $6::jsonb @> matchers
+                       ORDER BY id LIMIT 1))
+             ON CONFLICT (fingerprint) WHERE state <> 'resolved'
+             DO UPDATE SET last_seen_at = greatest(alerts.last_seen_at, EXCLUDED.last_seen_at),
+                           value = coalesce(EXCLUDED.value, alerts.value)
+             RETURNING id, (xmax = 0) AS inserted, silenced_by",
+            &[
+                &alert.rule,
+                &alert.subject,
+                &NewAlert::fingerprint(&alert.rule, &alert.subject),
+                &alert.severity.as_str(),
+                &alert.summary,
+                &labels,
+                &alert.site_id,
+                &alert.device_id,
+                &alert.value,
+                &alert.source,
+                &alert.started_at,
+                &alert.last_seen_at,
+                &deadline,
+            ],
+        )
+        .await?;
+    let id: i64 = row.get(0);
+    if !row.get::<_, bool>(1) {
+        return Ok(Opened::Existing { id });
+    }
+    let silenced = row.get::<_, Option<i64>>(2).is_some();
+    if !silenced {
+        queue(tx, id, "firing", receivers).await?;
+    }
+    Ok(Opened::New { id, silenced })
+}
+
+/// Resolves an open alert at `cleared_at` (data time); queues `resolved`
+/// notifications if it had paged. Returns false if it was not open.
+pub async fn resolve(
+    tx: &impl GenericClient,
+    id: i64,
+    cleared_at: DateTime<Utc>,
+    receivers: &[String],
+) -> Result<bool, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "UPDATE alerts SET state = 'resolved', resolved_at = $2, closed_at = now()
+              WHERE id = $1 AND state <> 'resolved'
+              RETURNING silenced_by",
+            &[&id, &cleared_at],
+        )
+        .await?;
+    match row {
+        None => Ok(false),
+        Some(row) => {
+            if row.get::<_, Option<i64>>(0).is_none() {
+                queue(tx, id, "resolved", receivers).await?;
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Marks a firing alert acknowledged by `who`. Returns false if it was not
+/// firing (already acknowledged or resolved, or unknown).
+pub async fn acknowledge(
+    client: &impl GenericClient,
+    id: i64,
+    who: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = client
+        .execute(
+            "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = $2
+              WHERE id = $1 AND state = 'firing'",
+            &[&id, &who],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Escalates every paging alert left unacknowledged past its response
+/// deadline (once), queueing `escalated` notifications. Returns their ids.
+pub async fn escalate_overdue(
+    tx: &impl GenericClient,
+    receivers: &[String],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "UPDATE alerts SET escalated_at = now()
+              WHERE state = 'firing' AND escalated_at IS NULL AND silenced_by IS NULL
+                AND response_deadline <= now()
+              RETURNING id",
+            &[],
+        )
+        .await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    for &id in &ids {
+        queue(tx, id, "escalated", receivers).await?;
+    }
+    Ok(ids)
+}
+
+async fn queue(
+    tx: &impl GenericClient,
+    id: i64,
+    kind: &str,
+    receivers: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if receivers.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO alert_notifications (alert_id, kind, receiver)
+         SELECT $1, $2, unnest($3::text[])",
+        &[&id, &kind, &receivers],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.to_string()])
+        .await?;
+    Ok(())
+}
+
+/// An open alert, as the evaluator reconciles it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAlert {
+    pub id: i64,
+    pub rule: String,
+    pub subject: String,
+    pub started_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Every alert not yet resolved.
+pub async fn open_alerts(
+    client: &impl GenericClient,
+) -> Result<Vec<OpenAlert>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT id, rule, subject, started_at, last_seen_at FROM alerts
+              WHERE state <> 'resolved'",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| OpenAlert {
+            id: r.get(0),
+            rule: r.get(1),
+            subject: r.get(2),
+            started_at: r.get(3),
+            last_seen_at: r.get(4),
+        })
+        .collect())
+}
