@@ -14,6 +14,7 @@
 //! | 4 | PostgreSQL unreachable or refused |
 //! | 5 | MQTT broker unreachable |
 
+mod alerts;
 mod backfill;
 mod bench;
 mod broker;
@@ -71,6 +72,15 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Take readings and events from MQTT and store them (runs until SIGINT/SIGTERM).
     Ingest,
+    /// Evaluate alert rules and deliver alerts (runs until SIGINT/SIGTERM),
+    /// or evaluate once at a given time.
+    Analytics(alerts::AnalyticsArgs),
+    /// Check alert rule files.
+    #[command(subcommand)]
+    Rules(alerts::RulesCommand),
+    /// List and acknowledge alerts.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Simulate a site: live to MQTT, history (backfill), or synthetic load.
     #[command(subcommand)]
     Simulate(simulate::SimulateCommand),
@@ -196,6 +206,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, args).await,
         Command::Ingest => Ok(estatemon_ingest::run(config).await?),
         Command::Simulate(cmd) => simulate::run(config, cmd).await,
+        Command::Analytics(args) => alerts::analytics(config, args).await,
+        Command::Rules(cmd) => alerts::rules(config, cmd),
+        Command::Alerts(cmd) => alerts::alerts(config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK");

@@ -72,10 +72,10 @@ pub struct LiveArgs {
 pub struct BackfillArgs {
     #[command(flatten)]
     site: SiteArgs,
-    /// Start: RFC 3339 (`2026-01-01T00:00:00Z`) or days before now (`365d`).
+    /// Start: RFC 3339 (`2026-01-01T00:00:00Z`) or a span before now (`365d`, `4h`).
     #[arg(long, value_name = "WHEN")]
     from: String,
-    /// End (RFC 3339 or `Nd`); now when unset.
+    /// End (RFC 3339 or a span before now); now when unset.
     #[arg(long, value_name = "WHEN")]
     to: Option<String>,
     /// Seconds between steps (default: simulate.register_interval_s, 15 min).
@@ -107,16 +107,15 @@ pub struct LoadArgs {
     publishers: usize,
 }
 
-/// `2026-01-01T00:00:00Z` or `30d` (days before now).
+/// `2026-01-01T00:00:00Z`, or a span before now: `30d`, `4h`, `90m`.
 pub fn parse_when(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Some(days) = s.strip_suffix('d') {
-        let days: i64 = days.parse().map_err(|_| {
-            anyhow::anyhow!("`{s}`: expected RFC 3339 or a number of days like 30d")
-        })?;
-        return Ok(chrono::Utc::now() - chrono::Duration::days(days));
+    if s.starts_with(|c: char| c.is_ascii_digit()) && s.ends_with(['d', 'h', 'm', 's']) {
+        let span = estatemon_domain::rules::Span::parse(s)
+            .map_err(|e| anyhow::anyhow!("{e} (expected RFC 3339 or a span like 30d, 4h)"))?;
+        return Ok(chrono::Utc::now() - span.chrono());
     }
     Ok(chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| anyhow::anyhow!("`{s}`: {e} (expected RFC 3339 or e.g. 30d)"))?
+        .map_err(|e| anyhow::anyhow!("`{s}`: {e} (expected RFC 3339 or a span like 30d, 4h)"))?
         .with_timezone(&chrono::Utc))
 }
 

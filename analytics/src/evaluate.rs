@@ -239,8 +239,8 @@ fn rate(r: &Rate, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<V
     Ok(out)
 }
 
-/// Per device: the last reading of any metric. A selected device with none
-/// in the window has been silent since at least the window's start.
+/// Per device: the last reading of any metric, in the window or, for a
+/// device silent through all of it, before it.
 fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<Vec<Finding>> {
     let df = on_device(
         window.readings.clone().lazy(),
@@ -261,10 +261,14 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
     let after = s.after.seconds();
     let mut out = Vec::new();
     for d in selected {
-        let last = last_seen
-            .get(d.id.as_str())
-            .copied()
-            .unwrap_or(window.readings_since.timestamp());
+        let last = match last_seen.get(d.id.as_str()) {
+            Some(t) => *t,
+            None => match window.last_seen_before.get(&d.id) {
+                Some(t) => t.timestamp(),
+                // Never reported: not commissioned, not stale.
+                None => continue,
+            },
+        };
         let state = if now - last >= after {
             State::Firing {
                 since: ts(last),
@@ -387,10 +391,14 @@ fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
 }
 
 /// Per device: the matching events; firing until `resolve_after` has passed
-/// since the last one.
+/// since the last one or, for faults, until the device reports it is back in
+/// service (an `idle` or `moving` state after the last fault).
 fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
     let labels = labels_of(selected);
     let mut span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    let mut back_in_service: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    let faults = rule.event_type.0 == estatemon_domain::event::EventType::Fault;
+    // Events are in time order.
     for e in window
         .events
         .iter()
@@ -400,11 +408,22 @@ fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<
             let s = span.entry(e.device.as_str()).or_insert((e.ts, e.ts));
             s.0 = s.0.min(e.ts);
             s.1 = s.1.max(e.ts);
+            back_in_service.remove(e.device.as_str());
+        } else if faults && e.state.is_some() && span.contains_key(e.device.as_str()) {
+            back_in_service.entry(e.device.as_str()).or_insert(e.ts);
         }
     }
-    quiet_after(span, rule.resolve_after.chrono(), window.now, |d| {
+    let mut out = quiet_after(span, rule.resolve_after.chrono(), window.now, |d| {
         labels.get(d).map(|l| (*l).clone())
-    })
+    });
+    for f in &mut out {
+        if let Some(at) = back_in_service.get(f.subject.as_str()) {
+            if matches!(f.state, State::Firing { .. }) {
+                f.state = State::Clear { at: *at };
+            }
+        }
+    }
+    out
 }
 
 fn quiet_after(

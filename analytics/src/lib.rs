@@ -7,11 +7,21 @@
 //!   events) from the database into polars frames.
 //! - [`evaluate`]: pure rule evaluation over a window → findings.
 //! - [`lifecycle`]: pure reconciliation of findings with open alerts.
+//! - [`notify`]: the outbox to Alertmanager (API v2) and webhooks, with
+//!   retries and backoff.
+//! - [`job`]: the process: evaluation under a lease, the notifier, and
+//!   [`http`]'s `/metrics` and `/health` ([`metrics`]).
 //!
 //! It reads `devices`, `sites`, `readings`, `events` and `alerts`; it writes
 //! `alerts` and `alert_notifications` (through
 //! `estatemon_domain::schema::alerts`). It never reads MQTT.
 
 pub mod evaluate;
+pub mod http;
+pub mod job;
 pub mod lifecycle;
+pub mod metrics;
+pub mod notify;
 pub mod window;
+
+pub use job::run;

@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn event_alerts_resolve_after_their_quiet_time_even_out_of_the_window() {
-        let r = rule("lift_entrapment"); // resolve_after 30m
+        let r = rule("door_forced"); // resolve_after 30m
         let a = open(3, "lift-1", 0, 5);
         assert!(reconcile(&r, vec![], &[&a], t(34)).is_empty());
         assert_eq!(

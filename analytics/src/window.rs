@@ -57,6 +57,8 @@ pub struct EventRow {
     pub credential: Option<String>,
     pub credential_expired: bool,
     pub duration_s: Option<f64>,
+    /// For `state` events (only idle and moving are loaded: back in service).
+    pub state: Option<String>,
 }
 
 /// Register readings per (device, metric), sorted by time.
@@ -74,40 +76,57 @@ pub struct Window {
     /// midnight, per device, sorted by time.
     pub registers: Registers,
     pub events: Vec<EventRow>,
-    /// The start of the readings frame: a device with nothing since then
-    /// has been silent at least this long.
+    /// The start of the readings frame.
     pub readings_since: DateTime<Utc>,
+    /// For stale-rule devices with nothing in the frame: their last reading
+    /// in the 30 days before it. A device absent here has never reported
+    /// (not commissioned): it is not called stale.
+    pub last_seen_before: HashMap<String, DateTime<Utc>>,
 }
 
 /// How far back each part of the window must reach for these rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookback {
     pub readings: Duration,
-    pub events: Duration,
+    /// Per event type (`fault`, `access`, …; `state` follows `fault`).
+    pub events: std::collections::BTreeMap<&'static str, Duration>,
 }
 
 impl Lookback {
     /// Readings: the longest `for`, rate window or stale limit, plus an
-    /// hour, so a breach run's start is seen; events: the longest
-    /// `resolve_after` or burst window plus an hour.
+    /// hour, so a breach run's start is seen. Events: per type, the longest
+    /// `resolve_after` or burst window of the rules on it, plus an hour, so
+    /// a lift's access swipes are not read for 12 hours because its faults
+    /// are.
     pub fn of(rules: &RuleSet) -> Lookback {
         let mut readings = Duration::hours(1);
-        let mut events = Duration::hours(1);
+        let mut events = std::collections::BTreeMap::new();
+        let mut need = |t: &'static str, d: Duration| {
+            let e = events.entry(t).or_insert(Duration::zero());
+            *e = (*e).max(d + Duration::hours(1));
+        };
         for rule in &rules.rules {
             match &rule.condition {
                 Condition::Threshold(t) => readings = readings.max(t.for_.chrono()),
                 Condition::Rate(r) => readings = readings.max(r.window.chrono()),
                 Condition::Stale(s) => readings = readings.max(s.after.chrono()),
                 Condition::Consumption(_) => {}
-                Condition::Event(e) => events = events.max(e.resolve_after.chrono()),
+                Condition::Event(e) => {
+                    let t = e.event_type.0.as_str();
+                    need(t, e.resolve_after.chrono());
+                    if t == "fault" {
+                        // Back in service: the state events after a fault.
+                        need("state", e.resolve_after.chrono());
+                    }
+                }
                 Condition::Denied(d) => {
-                    events = events.max(d.within.chrono().max(d.resolve_after.chrono()))
+                    need("access", d.within.chrono().max(d.resolve_after.chrono()))
                 }
             }
         }
         Lookback {
             readings: readings + Duration::hours(1),
-            events: events + Duration::hours(1),
+            events,
         }
     }
 }
@@ -185,14 +204,56 @@ pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyho
         }
     }
 
-    let events_since = now - lookback.events;
+    // Devices watched by stale rules with nothing in the frame.
+    let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.get(0)).collect();
+    let absent: Vec<&str> = devices
+        .labels
+        .values()
+        .filter(|d| !present.contains(d.id.as_str()))
+        .filter(|d| {
+            rules
+                .rules
+                .iter()
+                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.select.matches(d))
+        })
+        .map(|d| d.id.as_str())
+        .collect();
+    let mut last_seen_before = HashMap::new();
+    if !absent.is_empty() {
+        let rows = client
+            .query(
+                "SELECT d.id, (SELECT max(r.ts) FROM readings r
+                                WHERE r.device_id = d.id AND r.ts <= $2
+                                  AND r.ts > $2 - interval '30 days')
+                   FROM unnest($1::text[]) AS d(id)",
+                &[&absent, &since],
+            )
+            .await?;
+        for r in &rows {
+            if let Some(ts) = r.get::<_, Option<DateTime<Utc>>>(1) {
+                last_seen_before.insert(r.get::<_, String>(0), ts);
+            }
+        }
+    }
+
+    let (types, since_by_type): (Vec<&str>, Vec<DateTime<Utc>>) =
+        lookback.events.iter().map(|(t, d)| (*t, now - *d)).unzip();
     let rows = client
         .query(
-            "SELECT device_id, ts, event_type, code, result, credential,
-                    coalesce(credential_expired, false), duration_s
-               FROM events WHERE ts > $1 AND ts <= $2 AND event_type <> 'state'
-              ORDER BY ts",
-            &[&events_since, &now],
+            "SELECT e.device_id, e.ts, e.event_type, e.code, e.result, e.credential,
+                    coalesce(e.credential_expired, false), e.duration_s, e.state
+               FROM events e
+               JOIN unnest($1::text[], $2::timestamptz[]) AS w(event_type, since)
+                 ON e.event_type = w.event_type AND e.ts > w.since
+              WHERE e.ts > $3 AND e.ts <= $4
+                AND (e.event_type <> 'state' OR e.state IN ('idle', 'moving'))
+              ORDER BY e.ts",
+            &[
+                &types,
+                &since_by_type,
+                &since_by_type.iter().min().copied().unwrap_or(now),
+                &now,
+            ],
         )
         .await?;
     let events = rows
@@ -206,6 +267,7 @@ pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyho
             credential: r.get(5),
             credential_expired: r.get(6),
             duration_s: r.get(7),
+            state: r.get(8),
         })
         .collect();
     Ok(Window {
@@ -215,6 +277,7 @@ pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyho
         registers,
         events,
         readings_since: since,
+        last_seen_before,
     })
 }
 

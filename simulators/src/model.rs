@@ -878,10 +878,16 @@ impl DeviceState {
             }
         }
         // Events in the step's future (a burst's later swipes) are stamped
-        // inside the step so nothing is published ahead of its time.
+        // inside the step so nothing is published ahead of its time: a
+        // second apart, in order, ending a second before the step's end (an
+        // on-time swipe may sit at it), so none collapses into another (an
+        // event's identity includes its timestamp).
+        let late = out.iter().filter(|e| e.ts > t).count() as i64;
+        let mut k = 0;
         for e in &mut out {
             if e.ts > t {
-                e.ts = t;
+                k += 1;
+                e.ts = t - Duration::seconds(late - k + 1);
             }
         }
         out

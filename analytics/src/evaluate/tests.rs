@@ -54,6 +54,7 @@ fn window(now: DateTime<Utc>, rows: Vec<(&str, &str, DateTime<Utc>, f64)>) -> Wi
         registers: Default::default(),
         events: vec![],
         readings_since: now - Duration::hours(3),
+        last_seen_before: Default::default(),
     }
 }
 
@@ -72,12 +73,12 @@ fn state_of<'a>(findings: &'a [Finding], subject: &str) -> Option<&'a State> {
         .map(|f| &f.state)
 }
 
-/// Night flow (01:00–05:00 local, above 0.8 for 1 h, clear at 0.4) every
-/// 15 minutes, with a leak of 2 m³/h from 01:00 local.
+/// Night flow (01:00–05:00 local, above 2.5 for 1 h, clear at 2.0) every
+/// 15 minutes, with a leak of 2 m³/h on a night flow of 1.4 from 01:00 local.
 #[test]
 fn night_flow_fires_after_its_for_and_only_at_night() {
     let r = rule("night_water_flow");
-    let flow = |m: i64| if m >= 60 { 2.1 } else { 0.1 };
+    let flow = |m: i64| if m >= 60 { 3.4 } else { 1.4 };
     let rows = |until: i64| -> Vec<_> {
         (0..=until / 15)
             .map(|i| ("water-1", "flow_m3h", min(i * 15), flow(i * 15)))
@@ -93,7 +94,7 @@ fn night_flow_fires_after_its_for_and_only_at_night() {
         Some(&State::Firing {
             since: min(60),
             last: min(120),
-            value: Some(2.1)
+            value: Some(3.4)
         })
     );
     assert_eq!(
@@ -102,7 +103,7 @@ fn night_flow_fires_after_its_for_and_only_at_night() {
     );
     // Daytime flow of the same size is not a leak.
     let day: Vec<_> = (0..=8)
-        .map(|i| ("water-1", "flow_m3h", min(10 * 60 + i * 15), 2.1))
+        .map(|i| ("water-1", "flow_m3h", min(10 * 60 + i * 15), 3.4))
         .collect();
     let f = evaluate(&r, &window(min(12 * 60), day)).unwrap();
     assert!(f.is_empty(), "{f:?}");
@@ -167,23 +168,27 @@ fn rate_fires_on_a_fast_fall() {
 }
 
 #[test]
-fn stale_devices_fire_including_those_never_seen() {
+fn stale_devices_fire_but_never_commissioned_ones_do_not() {
     let r = rule("meter_offline"); // 1h, meters only
     let rows = vec![
         ("water-1", "flow_m3h", min(0), 0.1),
         ("light-1", "power_kw", min(110), 1.0),
     ];
-    let f = evaluate(&r, &window(min(120), rows)).unwrap();
+    let mut w = window(min(120), rows);
+    let f = evaluate(&r, &w).unwrap();
     assert!(
         matches!(state_of(&f, "water-1"), Some(State::Firing { since, .. }) if *since == min(0))
     );
     assert!(matches!(state_of(&f, "light-1"), Some(State::Clear { .. })));
-    // Never seen in the window: silent since the window's start.
-    assert!(matches!(
-        state_of(&f, "light-2"),
-        Some(State::Firing { .. })
-    ));
+    // Never reported at all: not commissioned, not stale.
+    assert_eq!(state_of(&f, "light-2"), None);
     assert_eq!(state_of(&f, "lift-1"), None, "lifts are not selected");
+    // Silent through the whole window, last heard of before it.
+    w.last_seen_before.insert("light-2".into(), min(-300));
+    let f = evaluate(&r, &w).unwrap();
+    assert!(
+        matches!(state_of(&f, "light-2"), Some(State::Firing { since, .. }) if *since == min(-300))
+    );
 }
 
 #[test]
@@ -231,6 +236,7 @@ fn event(device: &str, m: i64, event_type: &str) -> EventRow {
         credential: None,
         credential_expired: false,
         duration_s: None,
+        state: None,
     }
 }
 
@@ -260,9 +266,22 @@ fn event_rules_match_details_and_quiet_down() {
         evaluate(&rule("door_held_open"), &w).unwrap().is_empty(),
         "60 s < 180 s"
     );
+    // Still trapped 38 minutes later: faults wait for the lift, not a timer.
     w.now = min(40);
     let f = evaluate(&rule("lift_entrapment"), &w).unwrap();
-    assert_eq!(state_of(&f, "lift-1"), Some(&State::Clear { at: min(32) }));
+    assert!(matches!(state_of(&f, "lift-1"), Some(State::Firing { .. })));
+    // A forced door is over 30 quiet minutes after it.
+    w.events.push(event("gate-1", 5, "door_forced"));
+    let f = evaluate(&rule("door_forced"), &w).unwrap();
+    assert_eq!(state_of(&f, "gate-1"), Some(&State::Clear { at: min(35) }));
+    // Released: the lift reports idle again, so the entrapment is over then.
+    w.now = min(20);
+    w.events.push(EventRow {
+        state: Some("idle".into()),
+        ..event("lift-1", 17, "state")
+    });
+    let f = evaluate(&rule("lift_entrapment"), &w).unwrap();
+    assert_eq!(state_of(&f, "lift-1"), Some(&State::Clear { at: min(17) }));
 }
 
 #[test]

@@ -1,0 +1,357 @@
+//! The analytics process: an evaluation loop that holds a lease, a notifier
+//! that drains the outbox, and `/metrics` + `/health`.
+//!
+//! Several processes may run for availability. Evaluation is led by the one
+//! holding a PostgreSQL session advisory lock (released by the server if
+//! that process or its connection dies, so another takes over within a
+//! cycle). Even two evaluators at once could not page twice: opening an
+//! alert is an upsert on the one-open-alert-per-fault index, and only the
+//! insert writes notifications. Every process runs a notifier; they share
+//! the outbox through `SKIP LOCKED`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use estatemon_domain::config::Config;
+use estatemon_domain::rules::RuleSet;
+use estatemon_domain::schema::alerts::{self, NewAlert, Opened};
+use estatemon_domain::schema::{self, MigrationReport};
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
+use tokio_postgres::{AsyncMessage, Client};
+
+use crate::evaluate::{self, State};
+use crate::lifecycle::{self, Action};
+use crate::metrics::{Metrics, ModeLabel, RuleLabel};
+use crate::notify::{self, Sender};
+use crate::window;
+
+/// Arbitrary constant: the evaluation lease.
+const LEADER_LOCK: i64 = 0x6573_7461_7465_6c64;
+
+/// What one evaluation cycle did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CycleReport {
+    pub findings: usize,
+    pub firing: usize,
+    pub opened: usize,
+    pub silenced: usize,
+    pub refreshed: usize,
+    pub resolved: usize,
+    pub escalated: usize,
+    pub open_after: usize,
+}
+
+/// Loads the window at `now`, evaluates every rule and applies the
+/// transitions in one transaction, then escalates overdue alerts.
+pub async fn cycle(
+    client: &mut Client,
+    rules: &RuleSet,
+    receivers: &[String],
+    now: DateTime<Utc>,
+    metrics: Option<&Metrics>,
+) -> anyhow::Result<CycleReport> {
+    let window = window::load(client, rules, now).await?;
+    let open = alerts::open_alerts(&*client).await?;
+    let mut report = CycleReport::default();
+    let mut planned = Vec::new();
+    for rule in &rules.rules {
+        let findings = evaluate::evaluate(rule, &window)?;
+        report.findings += findings.len();
+        report.firing += findings
+            .iter()
+            .filter(|f| matches!(f.state, State::Firing { .. }))
+            .count();
+        let mine: Vec<&alerts::OpenAlert> = open.iter().filter(|a| a.rule == rule.name).collect();
+        for action in lifecycle::reconcile(rule, findings, &mine, now) {
+            planned.push((rule, action));
+        }
+    }
+    let tx = client.transaction().await?;
+    for (rule, action) in planned {
+        match action {
+            Action::Open(f) => {
+                let State::Firing { since, last, value } = f.state else {
+                    continue;
+                };
+                let alert = NewAlert::new(
+                    rule,
+                    f.subject,
+                    f.device.as_ref(),
+                    since,
+                    last,
+                    value,
+                    "analytics",
+                );
+                match alerts::open(&tx, &alert, &rules.deadlines, receivers).await? {
+                    Opened::New { id, silenced } => {
+                        report.opened += 1;
+                        if silenced {
+                            report.silenced += 1;
+                        }
+                        tracing::info!(alert = id, rule = %rule.name, subject = %alert.subject,
+                            severity = rule.severity.as_str(), silenced, started_at = %since, "alert opened");
+                        if let Some(m) = metrics {
+                            m.alerts_opened
+                                .get_or_create(&RuleLabel {
+                                    rule: rule.name.clone(),
+                                })
+                                .inc();
+                        }
+                    }
+                    Opened::Existing { .. } => report.refreshed += 1,
+                }
+            }
+            Action::Resolve { id, at } => {
+                if alerts::resolve(&tx, id, at, receivers).await? {
+                    report.resolved += 1;
+                    tracing::info!(alert = id, rule = %rule.name, cleared_at = %at, "alert resolved");
+                    if let Some(m) = metrics {
+                        m.alerts_resolved
+                            .get_or_create(&RuleLabel {
+                                rule: rule.name.clone(),
+                            })
+                            .inc();
+                    }
+                }
+            }
+        }
+    }
+    let escalated = alerts::escalate_overdue(&tx, receivers).await?;
+    for id in &escalated {
+        tracing::warn!(
+            alert = id,
+            "alert not acknowledged before its deadline: escalated"
+        );
+    }
+    report.escalated = escalated.len();
+    tx.commit().await?;
+    report.open_after = alerts::open_alerts(&*client).await?.len();
+    if let Some(m) = metrics {
+        m.alerts_escalated.inc_by(escalated.len() as u64);
+        m.alerts_open.set(report.open_after as i64);
+    }
+    Ok(report)
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let rules = Arc::new(RuleSet::load(config.alerts.rules_file.as_deref())?);
+    let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
+    tracing::info!(
+        mode = migration.mode.as_str(),
+        detail = %migration.reason,
+        rules = rules.rules.len(),
+        receivers = ?config.alerts.receivers(),
+        "analytics starting"
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    metrics
+        .storage_mode
+        .get_or_create(&ModeLabel {
+            mode: migration.mode.as_str(),
+        })
+        .set(1);
+    metrics.db_connected.set(1);
+    let state = Arc::new(crate::http::HealthState {
+        registry,
+        metrics: metrics.clone(),
+        migration: migration.clone(),
+        rules: rules.rules.len(),
+        stopping: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(&config.alerts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("alerts.listen {}: {e}", config.alerts.listen))?;
+    tracing::info!(listen = %config.alerts.listen, "serving /metrics and /health");
+    let (stop_tx, stop) = watch::channel(false);
+    let http = tokio::spawn({
+        let state = state.clone();
+        let mut stop = stop.clone();
+        async move {
+            let _ = axum::serve(listener, crate::http::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        }
+    });
+    let notifier = tokio::spawn(notifier(config.clone(), metrics.clone(), stop.clone()));
+
+    let receivers = config.alerts.receivers();
+    let interval = Duration::from_secs(config.alerts.evaluate_interval_s);
+    let resend = Duration::from_secs(config.alerts.resend_interval_s.max(1));
+    let sender = Sender::new(config.alerts.clone());
+    let mut leader = false;
+    let mut last_resend: Option<Instant> = None;
+    let mut stop_eval = stop.clone();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        if client.is_closed() {
+            leader = false;
+            metrics.leader.set(0);
+            metrics.db_connected.set(0);
+            match schema::connect(&config.database).await {
+                Ok(c) => {
+                    client = c;
+                    metrics.db_connected.set(1);
+                }
+                Err(e) => tracing::warn!(error = %e, "database unreachable; retrying"),
+            }
+        }
+        if !client.is_closed() && !leader {
+            match client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                .await
+            {
+                Ok(row) if row.get::<_, bool>(0) => {
+                    leader = true;
+                    metrics.leader.set(1);
+                    tracing::info!("holding the evaluation lease: evaluating rules");
+                }
+                Ok(_) => tracing::debug!("another process evaluates; standing by"),
+                Err(e) => tracing::warn!(error = %e, "cannot take the evaluation lease"),
+            }
+        }
+        if leader {
+            let started = Instant::now();
+            match cycle(&mut client, &rules, &receivers, Utc::now(), Some(&metrics)).await {
+                Ok(report) => {
+                    metrics.cycles.inc();
+                    metrics
+                        .cycle_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics.last_cycle_timestamp.set(Utc::now().timestamp());
+                    tracing::debug!(
+                        ?report,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "evaluation cycle"
+                    );
+                }
+                Err(e) => {
+                    metrics.cycle_errors.inc();
+                    tracing::warn!(error = %format!("{e:#}"), "evaluation cycle failed");
+                }
+            }
+            if last_resend.is_none_or(|t| t.elapsed() >= resend) {
+                last_resend = Some(Instant::now());
+                if let Err(e) = sender.resend_open(&client, &metrics).await {
+                    tracing::warn!(error = %e, "listing open alerts for re-sending failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut shutdown => break,
+            _ = stop_eval.wait_for(|s| *s) => break,
+        }
+    }
+    tracing::info!("analytics stopping");
+    state.stopping.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let _ = notifier.await;
+    let _ = http.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Drains the outbox: woken by `NOTIFY estatemon_alerts` (so an alert
+/// opened by the ingest fast path leaves within milliseconds), and every
+/// second for retries.
+async fn notifier(config: Config, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+    let sender = Sender::new(config.alerts.clone());
+    let wake = Arc::new(Notify::new());
+    let mut backoff = Duration::from_millis(200);
+    while !*stop.borrow() {
+        let mut client = match listen(&config, wake.clone()).await {
+            Ok(c) => {
+                backoff = Duration::from_millis(200);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notifier cannot reach the database; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        while !client.is_closed() {
+            // Drain everything due before sleeping.
+            loop {
+                match notify::deliver_due(&mut client, &sender, &metrics).await {
+                    Ok(p) if p.delivered + p.failed > 0 && p.failed == 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox pass failed");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// A connection that `LISTEN`s on the alerts channel and pokes `wake` on
+/// every notification.
+async fn listen(config: &Config, wake: Arc<Notify>) -> anyhow::Result<Client> {
+    let pg: tokio_postgres::Config = config.database.url.parse()?;
+    let (client, mut connection) = tokio::time::timeout(
+        Duration::from_secs(config.database.connect_timeout_s),
+        pg.connect(tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("connecting timed out"))??;
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "notifier connection lost");
+                    break;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", alerts::CHANNEL))
+        .await?;
+    Ok(client)
+}
+
+/// For `estatemon analytics evaluate`: one cycle at a given time.
+pub async fn evaluate_once(
+    config: &Config,
+    at: DateTime<Utc>,
+) -> anyhow::Result<(CycleReport, MigrationReport)> {
+    let rules = RuleSet::load(config.alerts.rules_file.as_deref())?;
+    let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
+    let report = cycle(&mut client, &rules, &config.alerts.receivers(), at, None).await?;
+    Ok((report, migration))
+}
