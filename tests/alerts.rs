@@ -283,3 +283,300 @@ async fn replayed_rules_raise_one_alert_per_injected_fault_and_resolve_it() {
     let _ = std::fs::remove_file(site);
     let _ = std::fs::remove_file(truth_path);
 }
+
+/// What a local HTTP receiver got: (path, JSON body), in arrival order.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A receiver on `port` recording every POSTed JSON body by path.
+async fn receiver(port: u16, got: Received) -> tokio::task::JoinHandle<()> {
+    use axum::extract::{Path, State};
+    let app = axum::Router::new()
+        .route(
+            "/{*path}",
+            axum::routing::post(
+                |State(got): State<Received>, Path(path): Path<String>, body: String| async move {
+                    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                    got.lock().unwrap().push((path, value));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
+
+/// A real Prometheus Alertmanager routing every alert, one group per alert,
+/// at once, to `webhook`.
+struct Alertmanager {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Alertmanager {
+    async fn start(webhook: &str) -> Alertmanager {
+        let dir = std::env::temp_dir().join(unique("am"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 4h\n\
+                 receivers:\n  - name: test\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (Debian package prometheus-alertmanager; .ci/run installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{port}");
+        let ready = eventually(std::time::Duration::from_secs(20), || {
+            let addr = addr.clone();
+            async move {
+                tokio::net::TcpStream::connect(&addr).await.is_ok()
+                    && http_get(&addr, "/-/ready").await.contains("200 OK")
+            }
+        })
+        .await;
+        assert!(ready, "Alertmanager did not become ready on {addr}");
+        Alertmanager { child, dir, url }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Alertmanager notifications for `alertname` with `status`.
+fn am_notifications(got: &Received, alertname: &str, status: &str) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, body)| path == "am" && body["status"] == status)
+        .flat_map(|(_, body)| body["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == alertname && a["status"] == status)
+        .count()
+}
+
+/// Webhook posts (direct from estatemon) of `kind` for `rule`.
+fn hook_posts(got: &Received, path: &str, rule: &str, kind: &str) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, body)| p == path && body["kind"] == kind && body["alert"]["rule"] == rule)
+        .count()
+}
+
+/// Two `estatemon analytics` processes against one database, a real
+/// Alertmanager and two webhooks (one down at first). A forced door and a
+/// fire main below 0.5 MPa each reach Alertmanager and the webhooks once;
+/// the leader is killed, the other process takes over and resolves the
+/// pressure alert when the readings recover; the webhook that was down
+/// gets every notification once it is back (retried, not dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_evaluators_page_once_through_alertmanager_and_resolve() {
+    let got: Received = Default::default();
+    let port = free_port();
+    let _receiver = receiver(port, got.clone()).await;
+    let late_port = free_port();
+    let am = Alertmanager::start(&format!("http://127.0.0.1:{port}/am")).await;
+    let db = TestDb::new(&admin_url());
+
+    // An hour of history in which the door was forced 3 minutes ago and
+    // the fire-main pressure dropped 20 minutes ago (and is still low).
+    let now = Utc::now();
+    let faults = format!(
+        "[scenario]\n\
+         [[scenario.fault]]\nkind = \"door_forced\"\ndevice = \"hv-a-gate-main\"\nstart = {}\n\n\
+         [[scenario.fault]]\nkind = \"low_pressure\"\ndevice = \"hv-fire-main-pressure\"\nstart = {}\nminutes = 600\nvalue = 0.42\n",
+        rfc3339(now - Duration::minutes(3)),
+        rfc3339(now - Duration::minutes(20)),
+    );
+    let site = site_file(&faults);
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    let backfill = |site: &std::path::Path, from: DateTime<Utc>, to: DateTime<Utc>, step: &str| {
+        let mut c = estatemon(&db);
+        c.args([
+            "simulate",
+            "backfill",
+            "--direct",
+            "--interval-s",
+            step,
+            "--site-file",
+        ])
+        .arg(site)
+        .args(["--from", &rfc3339(from), "--to", &rfc3339(to), "--truth"])
+        .arg(&truth);
+        c
+    };
+    run(&mut backfill(&site, now - Duration::hours(1), now, "60"));
+
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("cfg")));
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nevaluate_interval_s = 1\nresend_interval_s = 1\nretry_max_backoff_s = 2\n\
+             alertmanager_url = \"{}\"\n\
+             [[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             [[alerts.webhooks]]\nname = \"late\"\nurl = \"http://127.0.0.1:{late_port}/late\"\n",
+            am.url
+        ),
+    )
+    .unwrap();
+    let health_ports = [free_port(), free_port()];
+    let mut evaluators: Vec<tokio::process::Child> = health_ports
+        .iter()
+        .map(|p| {
+            let mut c = tokio::process::Command::from(estatemon(&db));
+            c.arg("--config")
+                .arg(&config)
+                .arg("analytics")
+                .env("ESTATEMON_ALERTS_LISTEN", format!("127.0.0.1:{p}"))
+                .kill_on_drop(true);
+            c.spawn().unwrap()
+        })
+        .collect();
+
+    let wait = std::time::Duration::from_secs(30);
+    let paged = eventually(wait, || async {
+        am_notifications(&got, "door_forced", "firing") >= 1
+            && am_notifications(&got, "fire_main_pressure_low", "firing") >= 1
+            && hook_posts(&got, "hook", "door_forced", "firing") >= 1
+            && hook_posts(&got, "hook", "fire_main_pressure_low", "firing") >= 1
+    })
+    .await;
+    assert!(paged, "not paged: {:#?}", got.lock().unwrap());
+
+    // Which one leads? Kill it.
+    let mut leader = None;
+    for (i, p) in health_ports.iter().enumerate() {
+        let health = http_get(&format!("127.0.0.1:{p}"), "/health").await;
+        assert!(health.contains("\"storage_mode\""), "{health}");
+        if health.contains("\"leader\":true") {
+            assert!(leader.is_none(), "two leaders");
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("one process leads");
+    evaluators[leader].kill().await.unwrap();
+    let survivor = health_ports[1 - leader];
+
+    // The pressure recovers: the seconds since, second by second, without
+    // the fault.
+    let recovered = site_file("[scenario]\n");
+    let since = now + Duration::seconds(1);
+    while Utc::now() < since + Duration::seconds(5) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    run(&mut backfill(&recovered, since, Utc::now(), "1"));
+    let resolved = eventually(wait, || async {
+        am_notifications(&got, "fire_main_pressure_low", "resolved") >= 1
+            && hook_posts(&got, "hook", "fire_main_pressure_low", "resolved") >= 1
+    })
+    .await;
+    assert!(resolved, "not resolved: {:#?}", got.lock().unwrap());
+    let health = http_get(&format!("127.0.0.1:{survivor}"), "/health").await;
+    assert!(
+        health.contains("\"leader\":true"),
+        "the survivor took over: {health}"
+    );
+
+    // The late webhook comes up; its notifications were kept and retried.
+    let _late = receiver(late_port, got.clone()).await;
+    let caught_up = eventually(wait, || async {
+        hook_posts(&got, "late", "door_forced", "firing") >= 1
+            && hook_posts(&got, "late", "fire_main_pressure_low", "resolved") >= 1
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the late webhook missed notifications: {:#?}",
+        got.lock().unwrap()
+    );
+    let metrics = http_get(&format!("127.0.0.1:{survivor}"), "/metrics").await;
+    assert!(
+        metrics.contains("estatemon_analytics_alert_deliveries_total{"),
+        "{metrics}"
+    );
+
+    // Settle, then count pages: once per fault, everywhere.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for rule in ["door_forced", "fire_main_pressure_low"] {
+        assert_eq!(
+            am_notifications(&got, rule, "firing"),
+            1,
+            "{rule} paged through Alertmanager"
+        );
+        for hook in ["hook", "late"] {
+            assert_eq!(
+                hook_posts(&got, hook, rule, "firing"),
+                1,
+                "{rule} firing on {hook}"
+            );
+        }
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(*) FROM alerts WHERE rule = '{rule}'"
+            ))
+            .await,
+            1
+        );
+    }
+    assert_eq!(
+        am_notifications(&got, "fire_main_pressure_low", "resolved"),
+        1
+    );
+    for hook in ["hook", "late"] {
+        assert_eq!(
+            hook_posts(&got, hook, "fire_main_pressure_low", "resolved"),
+            1
+        );
+    }
+    assert_eq!(
+        am_notifications(&got, "door_forced", "resolved"),
+        0,
+        "the door alert is still open"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM alert_notifications WHERE delivered_at IS NULL")
+            .await,
+        0,
+        "nothing left undelivered"
+    );
+    assert!(
+        db.count(
+            "SELECT count(*) FROM alert_notifications WHERE receiver = 'late' AND attempts > 1"
+        )
+        .await
+            > 0,
+        "the late webhook's notifications were retried"
+    );
+    for mut e in evaluators {
+        let _ = e.kill().await;
+    }
+    let _ = std::fs::remove_file(site);
+    let _ = std::fs::remove_file(recovered);
+    let _ = std::fs::remove_file(config);
+    let _ = std::fs::remove_file(truth);
+}
