@@ -580,3 +580,125 @@ async fn two_evaluators_page_once_through_alertmanager_and_resolve() {
     let _ = std::fs::remove_file(config);
     let _ = std::fs::remove_file(truth);
 }
+
+/// The ingest fast path: an entrapment, a forced door and a fire main below
+/// 0.5 MPa arrive over MQTT and reach the webhook within seconds, raised by
+/// the ingestor in the transaction that stores them (the analytics job only
+/// evaluates once a minute here, so it cannot be the one paging). Each pages
+/// once, even though the analytics job evaluates the same rules later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergencies_page_from_the_ingest_path_within_seconds() {
+    let got: Received = Default::default();
+    let port = free_port();
+    let _receiver = receiver(port, got.clone()).await;
+    let db = TestDb::new(&admin_url());
+    let c = config(&db, &broker_url());
+    let ledger =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+    run(estatemon(&db).args(["registry", "load"]).arg(&ledger));
+
+    let file = std::env::temp_dir().join(format!("{}.toml", unique("cfg")));
+    std::fs::write(
+        &file,
+        format!(
+            "[alerts]\nevaluate_interval_s = 60\n\
+             [[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let (ingest_port, analytics_port) = (free_port(), free_port());
+    let spawn = |args: &[&str], listen: (&str, u16)| {
+        let mut cmd = tokio::process::Command::from(estatemon(&db));
+        cmd.arg("--config").arg(&file).args(args);
+        for (k, v) in ingest_env(&c) {
+            cmd.env(k, v);
+        }
+        cmd.env(listen.0, format!("127.0.0.1:{}", listen.1))
+            .kill_on_drop(true);
+        cmd.spawn().unwrap()
+    };
+    let _ingest = spawn(&["ingest"], ("ESTATEMON_INGEST_LISTEN", ingest_port));
+    let _analytics = spawn(&["analytics"], ("ESTATEMON_ALERTS_LISTEN", analytics_port));
+    for port in [ingest_port, analytics_port] {
+        let addr = format!("127.0.0.1:{port}");
+        let up = eventually(std::time::Duration::from_secs(20), || {
+            let addr = addr.clone();
+            async move {
+                tokio::net::TcpStream::connect(&addr).await.is_ok()
+                    && http_get(&addr, "/health").await.contains("200 OK")
+            }
+        })
+        .await;
+        assert!(up, "{addr} not healthy");
+    }
+
+    let ms = Utc::now().timestamp_millis();
+    let messages = vec![
+        (
+            topic(&c, "events", "harbour-view", "hv-a-lift-1"),
+            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#),
+        ),
+        (
+            topic(&c, "events", "harbour-view", "hv-a-gate-main"),
+            format!(r#"{{"ts":{ms},"type":"door_forced"}}"#),
+        ),
+        (
+            topic(&c, "telemetry", "harbour-view", "hv-fire-main-pressure"),
+            format!(r#"{{"ts":{ms},"metrics":{{"pressure_mpa":0.42}}}}"#),
+        ),
+    ];
+    let published = std::time::Instant::now();
+    publish_all(
+        &c.mqtt.url,
+        messages
+            .into_iter()
+            .map(|(t, p)| (t, p.into_bytes()))
+            .collect(),
+    )
+    .await;
+    let rules = ["lift_entrapment", "door_forced", "fire_main_pressure_low"];
+    let mut latency = BTreeMap::new();
+    while latency.len() < rules.len() && published.elapsed() < std::time::Duration::from_secs(15) {
+        for rule in rules {
+            if !latency.contains_key(rule) && hook_posts(&got, "hook", rule, "firing") > 0 {
+                latency.insert(rule, published.elapsed());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    println!("publish → webhook: {latency:?}");
+    assert_eq!(
+        latency.len(),
+        3,
+        "paged: {latency:?}; got {:#?}",
+        got.lock().unwrap()
+    );
+    for (rule, l) in &latency {
+        // The issue's figure is p99 < 2 s (BENCHMARKS.md); this bound only
+        // separates the fast path from the one-minute schedule.
+        assert!(l.as_secs_f64() < 10.0, "{rule} took {l:?}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts WHERE source = 'ingest'")
+            .await,
+        3,
+        "raised by the ingestor"
+    );
+    let metrics = http_get(&format!("127.0.0.1:{ingest_port}"), "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "estatemon_ingest_alerts_raised_total"),
+        3.0,
+        "{metrics}"
+    );
+    // Redelivery of the same messages does not page again.
+    let again = vec![(
+        topic(&c, "events", "harbour-view", "hv-a-lift-1"),
+        format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
+    )];
+    publish_all(&c.mqtt.url, again).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for rule in rules {
+        assert_eq!(hook_posts(&got, "hook", rule, "firing"), 1, "{rule}");
+    }
+    let _ = std::fs::remove_file(file);
+}

@@ -12,12 +12,15 @@
 //! 5. [`batch`]: readings gathered by size and time, duplicates folded.
 //! 6. [`store`]: binary COPY in one transaction with dead letters, auto-registered
 //!    devices and rollup marks; retried with backoff until it commits.
+//!    [`immediate`] opens the alerts that cannot wait (entrapment, forced
+//!    door, fire main) in the same transaction.
 //! 7. [`dead_letter`]: what could not be used, with a reason a person can read.
 //! 8. [`metrics`] and [`http`]: Prometheus `/metrics` and `/health`.
 //! 9. [`maintenance`]: partitions ahead, retention, rollup refresh.
 //!
 //! **Reads**: MQTT topics from `mqtt.topics`. **Writes**: `readings`, `events`,
-//! `dead_letters`, `devices` (unassigned ones), `rollup_dirty`, rollups.
+//! `dead_letters`, `devices` (unassigned ones), `rollup_dirty`, rollups, and
+//! for immediate alert rules `alerts` and `alert_notifications`.
 //! **Never**: acknowledges a message before its rows are committed, logs a
 //! payload from the events topic, or stores a credential in clear.
 //!
@@ -29,6 +32,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod decode;
 pub mod http;
+pub mod immediate;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;

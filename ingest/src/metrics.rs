@@ -30,6 +30,7 @@ pub struct Metrics {
     pub readings_stored: Counter,
     pub readings_duplicate: Counter,
     pub events_stored: Counter,
+    pub alerts_raised: Counter,
     pub dead_letters: Family<ReasonLabel, Counter>,
     pub devices_registered: Counter,
     pub unassigned_readings: Counter,
@@ -61,6 +62,7 @@ impl Metrics {
             readings_stored: Counter::default(),
             readings_duplicate: Counter::default(),
             events_stored: Counter::default(),
+            alerts_raised: Counter::default(),
             dead_letters: Family::default(),
             devices_registered: Counter::default(),
             unassigned_readings: Counter::default(),
@@ -106,6 +108,11 @@ impl Metrics {
             "events_stored",
             "Events committed to the database",
             m.events_stored.clone(),
+        );
+        r.register(
+            "alerts_raised",
+            "Immediate alerts (entrapment, forced door, fire main) opened on the ingest path",
+            m.alerts_raised.clone(),
         );
         r.register(
             "dead_letters",

@@ -142,9 +142,18 @@ impl Ingestor {
 
         let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
         let batch_rx = Arc::new(Mutex::new(batch_rx));
+        let rules = Arc::new(estatemon_domain::rules::RuleSet::load(
+            config.alerts.rules_file.as_deref(),
+        )?);
+        let immediate = crate::immediate::Immediate::new(rules, config.alerts.receivers());
+        tracing::info!(
+            rules = immediate.is_some(),
+            "immediate alert rules (entrapment, forced door, fire main) raised on the ingest path"
+        );
         let mut writers = Vec::new();
         for _ in 0..config.ingest.writers {
-            let writer = Writer::new(config.database.clone(), migration.mode, chunk_days);
+            let writer = Writer::new(config.database.clone(), migration.mode, chunk_days)
+                .with_immediate(immediate.clone());
             writers.push(tokio::spawn(write_loop(
                 writer,
                 batch_rx.clone(),

@@ -8,6 +8,7 @@
 //! and the same reading is still stored exactly once.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -22,6 +23,7 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::batch::Batch;
 use crate::dead_letter::{DeadLetter, Reason};
+use crate::immediate::Immediate;
 use crate::metrics::{Metrics, ReasonLabel};
 
 /// What a committed batch did.
@@ -34,6 +36,8 @@ pub struct Stored {
     pub devices: u64,
     /// Rows the database refused, stored as dead letters instead.
     pub refused: u64,
+    /// Immediate alerts opened by this batch.
+    pub alerts: u64,
 }
 
 /// Longest a single batch write may take before the connection is dropped.
@@ -56,6 +60,7 @@ pub struct Writer {
     chunk_days: u32,
     client: Option<Client>,
     ensured_chunks: HashSet<i64>,
+    immediate: Option<Arc<Immediate>>,
 }
 
 impl Writer {
@@ -66,7 +71,14 @@ impl Writer {
             chunk_days,
             client: None,
             ensured_chunks: HashSet::new(),
+            immediate: None,
         }
+    }
+
+    /// Raise the immediate alert rules' alerts in each batch's transaction.
+    pub fn with_immediate(mut self, immediate: Option<Arc<Immediate>>) -> Writer {
+        self.immediate = immediate;
+        self
     }
 
     async fn client(&mut self) -> Result<&mut Client, StoreError> {
@@ -179,6 +191,7 @@ impl Writer {
         if self.mode == StorageMode::Plain {
             self.ensure_partitions(batch).await?;
         }
+        let immediate = self.immediate.clone();
         let client = self.client().await?;
         let tx = client.transaction().await?;
         let mut stored = Stored::default();
@@ -248,6 +261,15 @@ impl Writer {
                 &[&batch.dirty_hours],
             )
             .await?;
+        }
+        if let Some(immediate) = immediate {
+            // An alerting failure must not stop storage: the analytics job
+            // evaluates the same rules a minute later.
+            match in_savepoint(&tx, immediate.raise(&tx, batch)).await? {
+                Ok(n) => stored.alerts = n,
+                Err(e) => tracing::error!(error = %e,
+                    "immediate alerts not raised; the analytics job will raise them"),
+            }
         }
         tx.commit().await?;
         Ok(stored)
@@ -560,6 +582,7 @@ pub fn record<A>(metrics: &Metrics, batch: &Batch<A>, stored: Stored) {
         .readings_duplicate
         .inc_by(stored.duplicates + batch.duplicates_in_batch as u64);
     metrics.events_stored.inc_by(stored.events);
+    metrics.alerts_raised.inc_by(stored.alerts);
     metrics.devices_registered.inc_by(stored.devices);
     metrics.batch_readings.observe(batch.readings.len() as f64);
     for r in &batch.readings {
