@@ -59,6 +59,27 @@ pub enum AlertsCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Silence matching alerts for a while (a lift under maintenance):
+    /// they are recorded but do not page. Alerts still open when it ends
+    /// page then.
+    Silence {
+        /// label=value, e.g. device=hv-a-lift-1 or alertname=lift_fault;
+        /// repeat for several (all must match).
+        #[arg(long = "match", value_name = "LABEL=VALUE", required = true)]
+        matchers: Vec<String>,
+        /// How long, e.g. 2h.
+        #[arg(long = "for")]
+        duration: String,
+        /// Who asks (recorded).
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Silences in force.
+    Silences,
+    /// End a silence now.
+    Unsilence { id: i64 },
     /// Acknowledge a firing alert (stops its escalation).
     Ack {
         id: i64,
@@ -191,6 +212,73 @@ pub async fn alerts(config: Config, command: AlertsCommand) -> anyhow::Result<()
                     by.map(|b| format!(" (ack {b})")).unwrap_or_default(),
                 );
             }
+            Ok(())
+        }
+        AlertsCommand::Silence {
+            matchers,
+            duration,
+            by,
+            comment,
+        } => {
+            let span = estatemon_domain::rules::Span::parse(&duration)
+                .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+            anyhow::ensure!(span.seconds() > 0, "--for must be positive");
+            let mut set = std::collections::BTreeMap::new();
+            for m in &matchers {
+                let (k, v) = m
+                    .split_once('=')
+                    .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("--match `{m}`: expected LABEL=VALUE"))?;
+                anyhow::ensure!(
+                    schema::alerts::SILENCE_LABELS.contains(&k),
+                    "--match `{m}`: label must be one of {}",
+                    schema::alerts::SILENCE_LABELS.join(", ")
+                );
+                set.insert(k.to_owned(), v.to_owned());
+            }
+            let now = chrono::Utc::now();
+            let id = schema::alerts::create_silence(
+                &client,
+                &set,
+                now,
+                now + span.chrono(),
+                &by,
+                &comment,
+            )
+            .await?;
+            println!(
+                "silence {id}: {set:?} until {}",
+                (now + span.chrono()).to_rfc3339()
+            );
+            Ok(())
+        }
+        AlertsCommand::Silences => {
+            let rows = client
+                .query(
+                    "SELECT id, matchers::text, starts_at, ends_at, created_by, comment FROM silences
+                      WHERE ends_at > now() ORDER BY ends_at",
+                    &[],
+                )
+                .await?;
+            for r in &rows {
+                println!(
+                    "{:>5} {} {} → {} by {} {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, chrono::DateTime<chrono::Utc>>(2).to_rfc3339(),
+                    r.get::<_, chrono::DateTime<chrono::Utc>>(3).to_rfc3339(),
+                    r.get::<_, String>(4),
+                    r.get::<_, String>(5),
+                );
+            }
+            Ok(())
+        }
+        AlertsCommand::Unsilence { id } => {
+            anyhow::ensure!(
+                schema::alerts::end_silence(&client, id).await?,
+                "silence {id} is not in force"
+            );
+            println!("silence {id} ended");
             Ok(())
         }
         AlertsCommand::Ack { id, by } => {

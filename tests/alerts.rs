@@ -702,3 +702,170 @@ async fn emergencies_page_from_the_ingest_path_within_seconds() {
     }
     let _ = std::fs::remove_file(file);
 }
+
+/// Silences, acknowledgement and escalation, through the CLI an operator
+/// uses and the outbox the notifiers read. Emergencies get a 2-second
+/// response deadline here (from a rules file of our own) so escalation can
+/// be watched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_hold_pages_and_unacknowledged_alerts_escalate() {
+    let db = TestDb::new(&admin_url());
+    let now = Utc::now();
+    let faults = format!(
+        "[scenario]\n\
+         [[scenario.fault]]\nkind = \"lift_entrapment\"\ndevice = \"hv-a-lift-1\"\nstart = {}\nminutes = 600\n\n\
+         [[scenario.fault]]\nkind = \"lift_entrapment\"\ndevice = \"hv-b-lift-1\"\nstart = {}\nminutes = 600\n\n\
+         [[scenario.fault]]\nkind = \"door_forced\"\ndevice = \"hv-a-gate-main\"\nstart = {}\n",
+        rfc3339(now - Duration::minutes(4)),
+        rfc3339(now - Duration::minutes(4)),
+        rfc3339(now - Duration::minutes(3)),
+    );
+    let site = site_file(&faults);
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(estatemon(&db)
+        .args([
+            "simulate",
+            "backfill",
+            "--direct",
+            "--interval-s",
+            "60",
+            "--site-file",
+        ])
+        .arg(&site)
+        .args([
+            "--from",
+            &rfc3339(now - Duration::minutes(30)),
+            "--to",
+            &rfc3339(now),
+            "--truth",
+        ])
+        .arg(&truth));
+    let rules = std::env::temp_dir().join(format!("{}.toml", unique("rules")));
+    std::fs::write(
+        &rules,
+        estatemon_domain::rules::DEFAULT_RULES.replace("emergency = \"15m\"", "emergency = \"2s\""),
+    )
+    .unwrap();
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("cfg")));
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nrules_file = \"{}\"\n[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/never\"\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let mut c = estatemon(&db);
+        c.arg("--config").arg(&config).args(args);
+        run(&mut c)
+    };
+    // Tower A's lift is under maintenance.
+    let out = cli(&[
+        "alerts",
+        "silence",
+        "--match",
+        "device=hv-a-lift-1",
+        "--for",
+        "1h",
+        "--by",
+        "lift contractor",
+        "--comment",
+        "15-day check",
+    ]);
+    assert!(out.contains("silence 1"), "{out}");
+    cli(&["analytics", "evaluate"]);
+    let queued = |rule: &str, device: &str, kind: &str| {
+        format!(
+            "SELECT count(*) FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id
+              WHERE a.rule = '{rule}' AND a.device_id = '{device}' AND n.kind = '{kind}'"
+        )
+    };
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts WHERE rule = 'lift_entrapment'")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.count(&queued("lift_entrapment", "hv-a-lift-1", "firing"))
+            .await,
+        0,
+        "silenced: no page"
+    );
+    assert_eq!(
+        db.count(&queued("lift_entrapment", "hv-b-lift-1", "firing"))
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count(&queued("door_forced", "hv-a-gate-main", "firing"))
+            .await,
+        1
+    );
+
+    // Someone takes the forced door; nobody answers tower B's lift.
+    let door: i64 = db
+        .client()
+        .await
+        .query_one("SELECT id FROM alerts WHERE rule = 'door_forced'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let out = cli(&["alerts", "ack", &door.to_string(), "--by", "guard on duty"]);
+    assert!(out.contains("acknowledged"), "{out}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    cli(&["analytics", "evaluate"]);
+    assert_eq!(
+        db.count(&queued("lift_entrapment", "hv-b-lift-1", "escalated"))
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count(&queued("door_forced", "hv-a-gate-main", "escalated"))
+            .await,
+        0,
+        "acknowledged in time"
+    );
+    assert_eq!(
+        db.count(&queued("lift_entrapment", "hv-a-lift-1", "escalated"))
+            .await,
+        0,
+        "silenced alerts do not escalate"
+    );
+    // Escalation happens once.
+    cli(&["analytics", "evaluate"]);
+    assert_eq!(
+        db.count(&queued("lift_entrapment", "hv-b-lift-1", "escalated"))
+            .await,
+        1
+    );
+
+    // The maintenance ends with the passenger still trapped: it pages now.
+    cli(&["alerts", "unsilence", "1"]);
+    cli(&["analytics", "evaluate"]);
+    assert_eq!(
+        db.count(&queued("lift_entrapment", "hv-a-lift-1", "firing"))
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts WHERE rule = 'lift_entrapment'")
+            .await,
+        2,
+        "still one alert per fault"
+    );
+    let listed = cli(&["alerts", "list", "--open"]);
+    assert!(listed.contains("(ack guard on duty)"), "{listed}");
+
+    // A bad matcher is refused with a message.
+    let mut bad = estatemon(&db);
+    bad.arg("--config").arg(&config).args([
+        "alerts", "silence", "--match", "lift=a", "--for", "1h", "--by", "x",
+    ]);
+    let out = bad.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("label must be one of"));
+    for f in [site, truth, rules, config] {
+        let _ = std::fs::remove_file(f);
+    }
+}

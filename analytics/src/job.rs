@@ -41,6 +41,7 @@ pub struct CycleReport {
     pub refreshed: usize,
     pub resolved: usize,
     pub escalated: usize,
+    pub unsilenced: usize,
     pub open_after: usize,
 }
 
@@ -127,6 +128,11 @@ pub async fn cycle(
         );
     }
     report.escalated = escalated.len();
+    let released = alerts::release_ended_silences(&tx, receivers).await?;
+    for id in &released {
+        tracing::info!(alert = id, "silence over, alert still open: paging");
+    }
+    report.unsilenced = released.len();
     tx.commit().await?;
     report.open_after = alerts::open_alerts(&*client).await?.len();
     if let Some(m) = metrics {
@@ -136,9 +142,9 @@ pub async fn cycle(
     Ok(report)
 }
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT/SIGTERM; SIGHUP reloads the rules file.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let rules = Arc::new(RuleSet::load(config.alerts.rules_file.as_deref())?);
+    let mut rules = Arc::new(RuleSet::load(config.alerts.rules_file.as_deref())?);
     let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
     tracing::info!(
         mode = migration.mode.as_str(),
@@ -190,6 +196,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut stop_eval = stop.clone();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("SIGHUP handler: {e}"))?;
     loop {
         if client.is_closed() {
             leader = false;
@@ -244,10 +253,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
+        #[cfg(unix)]
+        let reload = hangup.recv();
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = &mut shutdown => break,
             _ = stop_eval.wait_for(|s| *s) => break,
+            _ = reload => {
+                // SIGHUP: reload the rules; a bad file keeps the old ones.
+                match RuleSet::load(config.alerts.rules_file.as_deref()) {
+                    Ok(new) => {
+                        tracing::info!(rules = new.rules.len(), "rules reloaded");
+                        rules = Arc::new(new);
+                    }
+                    Err(e) => tracing::error!(error = %e, "rules not reloaded; keeping the previous ones"),
+                }
+            }
         }
     }
     tracing::info!("analytics stopping");

@@ -516,6 +516,20 @@ impl RuleSet {
     /// (`rule[night_water_flow].threshold.clear`).
     pub fn parse(text: &str, path: &Path) -> Result<RuleSet, ConfigError> {
         let file: File = toml::from_str(text).map_err(|e| locate_error(path, text, &e))?;
+        for (name, span) in [
+            ("emergency", file.severity.emergency),
+            ("ordinary", file.severity.ordinary),
+            ("routine", file.severity.routine),
+        ] {
+            if span.seconds() <= 0 {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::from(path),
+                    line: line_of(text, &format!("{name} =")),
+                    field: format!("severity.{name}"),
+                    message: "a response deadline must be positive".into(),
+                });
+            }
+        }
         let mut seen = HashSet::new();
         let mut rules = Vec::new();
         for raw in file.rules {

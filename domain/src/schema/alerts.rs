@@ -224,6 +224,79 @@ pub async fn escalate_overdue(
     Ok(ids)
 }
 
+/// Alerts recorded under a silence that has since ended, still open: they
+/// page now, with their full response time from now.
+pub async fn release_ended_silences(
+    tx: &impl GenericClient,
+    receivers: &[String],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "UPDATE alerts a
+                SET silenced_by = NULL,
+                    response_deadline = now() + (a.response_deadline - a.fired_at)
+               FROM silences s
+              WHERE a.silenced_by = s.id AND s.ends_at <= now() AND a.state <> 'resolved'
+              RETURNING a.id",
+            &[],
+        )
+        .await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    for &id in &ids {
+        queue(tx, id, "firing", receivers).await?;
+    }
+    Ok(ids)
+}
+
+/// Label names a silence may match on.
+pub const SILENCE_LABELS: &[&str] = &[
+    "alertname",
+    "severity",
+    "subject",
+    "device",
+    "kind",
+    "site",
+    "building",
+    "area",
+    "purpose",
+];
+
+/// A maintenance window: alerts whose labels include every matcher, opened
+/// between `starts_at` and `ends_at`, are recorded but do not page.
+pub async fn create_silence(
+    client: &impl GenericClient,
+    matchers: &BTreeMap<String, String>,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    created_by: &str,
+    comment: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    let matchers = serde_json::to_value(matchers).expect("string map");
+    Ok(client
+        .query_one(
+            "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&matchers, &starts_at, &ends_at, &created_by, &comment],
+        )
+        .await?
+        .get(0))
+}
+
+/// Ends a silence now; its open alerts page at the next evaluation.
+pub async fn end_silence(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .execute(
+            "UPDATE silences SET ends_at = greatest(starts_at + interval '1 microsecond', now())
+              WHERE id = $1 AND ends_at > now()",
+            &[&id],
+        )
+        .await?
+        == 1)
+}
+
 async fn queue(
     tx: &impl GenericClient,
     id: i64,
