@@ -293,3 +293,71 @@ pub async fn alerts(config: Config, command: AlertsCommand) -> anyhow::Result<()
         }
     }
 }
+
+#[derive(Args)]
+pub struct AccessReportArgs {
+    /// Site id from the registry.
+    #[arg(long)]
+    site: String,
+    /// ISO week in the site's time zone, e.g. 2026-W23 (default: last week).
+    #[arg(long)]
+    week: Option<String>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Markdown,
+    Json,
+}
+
+pub async fn access_report(config: Config, args: AccessReportArgs) -> anyhow::Result<()> {
+    use estatemon_analytics::access_report as report;
+    let client = schema::connect(&config.database).await?;
+    let week = match args.week {
+        Some(w) => w,
+        None => {
+            let tz: chrono_tz::Tz = client
+                .query_opt(
+                    "SELECT time_zone FROM sites WHERE site_id = $1",
+                    &[&args.site],
+                )
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no site `{}` in the registry", args.site))?
+                .get::<_, String>(0)
+                .parse()
+                .map_err(|e| anyhow::anyhow!("time zone: {e}"))?;
+            report::last_week(chrono::Utc::now(), tz)
+        }
+    };
+    let (tz, bounds, events) = report::load(&client, &args.site, &week).await?;
+    let r = report::build(
+        &args.site,
+        tz,
+        &week,
+        bounds,
+        &events,
+        report::Thresholds::default(),
+    )?;
+    let text = match args.format {
+        ReportFormat::Markdown => report::markdown(&r),
+        ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",
+    };
+    match args.out {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "access report {} {} written to {}",
+                r.site,
+                r.week,
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}

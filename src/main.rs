@@ -81,6 +81,9 @@ enum Command {
     /// List and acknowledge alerts.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// The weekly access report of a site's gates (denied bursts, forced and
+    /// held-open doors, expired cards, unusual hours), pseudonyms only.
+    AccessReport(alerts::AccessReportArgs),
     /// Simulate a site: live to MQTT, history (backfill), or synthetic load.
     #[command(subcommand)]
     Simulate(simulate::SimulateCommand),
@@ -209,6 +212,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Analytics(args) => alerts::analytics(config, args).await,
         Command::Rules(cmd) => alerts::rules(config, cmd),
         Command::Alerts(cmd) => alerts::alerts(config, cmd).await,
+        Command::AccessReport(args) => alerts::access_report(config, args).await,
         Command::Migrate => migrate(&config).await,
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK");
