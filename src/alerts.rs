@@ -136,7 +136,7 @@ async fn replay(
     let mut at = from;
     while at <= to {
         // History pages no one: no receivers.
-        let r = estatemon_analytics::job::cycle(&mut client, &rules, &[], at, None).await?;
+        let r = estatemon_analytics::job::cycle(&mut client, &rules, &[], at, None, None).await?;
         total.opened += r.opened;
         total.resolved += r.resolved;
         total.silenced += r.silenced;

@@ -869,3 +869,127 @@ async fn silences_hold_pages_and_unacknowledged_alerts_escalate() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// The analytics job reads only what is new each cycle (a cached window
+/// brought forward); what it evaluates must be what a full read sees. A row
+/// committed later than the allowed lateness is picked up by the periodic
+/// full reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_window_matches_a_full_read() {
+    use estatemon_analytics::window::{self, WindowCache, ALLOWED_LATENESS, FULL_RELOAD_EVERY};
+    let db = TestDb::new(&admin_url());
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(estatemon(&db)
+        .args([
+            "simulate",
+            "backfill",
+            "--direct",
+            "--quiet",
+            "--devices",
+            "60",
+            "--from",
+            "30h",
+            "--interval-s",
+            "300",
+            "--truth",
+        ])
+        .arg(&truth));
+    std::fs::remove_file(&truth).ok();
+    let client = db.client().await;
+    let rules = estatemon_domain::rules::RuleSet::load(None).unwrap();
+    let now = Utc::now();
+    // Across the estate's last local midnight (Hong Kong), where the daily
+    // registers restart.
+    let tz: chrono_tz::Tz = "Asia/Hong_Kong".parse().unwrap();
+    let midnight = now
+        .with_timezone(&tz)
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_local_timezone(tz)
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut cache = WindowCache::default();
+    cache
+        .load(&client, &rules, midnight - Duration::minutes(67))
+        .await
+        .unwrap();
+    assert!(cache.last_was_full);
+    let mut at = midnight - Duration::minutes(60);
+    let end = midnight + Duration::minutes(90);
+    let mut compared = 0;
+    while at <= end {
+        let inc = cache.load(&client, &rules, at).await.unwrap().clone();
+        let full = window::load(&client, &rules, at).await.unwrap();
+        assert!(
+            inc.readings_sorted()
+                .unwrap()
+                .equals(&full.readings_sorted().unwrap()),
+            "readings differ at {at}"
+        );
+        assert!(inc.readings.height() > 0);
+        assert_eq!(inc.registers, full.registers, "registers at {at}");
+        let key = |e: &window::EventRow| {
+            (
+                e.ts,
+                e.device.clone(),
+                e.event_type.clone(),
+                e.credential.clone(),
+                e.code.clone(),
+            )
+        };
+        let (mut a, mut b) = (inc.events.clone(), full.events.clone());
+        a.sort_by_key(key);
+        b.sort_by_key(key);
+        assert_eq!(a, b, "events at {at}");
+        assert_eq!(inc.last_seen_before, full.last_seen_before);
+        if !cache.last_was_full {
+            compared += 1;
+        }
+        at += Duration::minutes(7);
+    }
+    assert!(
+        compared >= 10,
+        "only {compared} incremental cycles compared"
+    );
+
+    // A reading committed after its cycle, later than the allowed lateness:
+    // absent from the next incremental window, present after the reload.
+    let at = now - Duration::minutes(10);
+    cache.load(&client, &rules, at).await.unwrap();
+    assert!(
+        cache.last_was_full,
+        "a jump past the reload period reads all"
+    );
+    let late_ts = at - ALLOWED_LATENESS - Duration::minutes(1);
+    client
+        .execute(
+            "INSERT INTO readings (device_id, metric, ts, value)
+             SELECT device_id, 'temperature_c', $1, 21.5 FROM devices ORDER BY device_id LIMIT 1",
+            &[&late_ts],
+        )
+        .await
+        .unwrap();
+    let has_late = |w: &window::Window| {
+        let ts = w.readings.column("ts").unwrap().i64().unwrap().clone();
+        let metric = w.readings.column("metric").unwrap().str().unwrap().clone();
+        (0..ts.len()).any(|i| {
+            ts.get(i) == Some(late_ts.timestamp()) && metric.get(i) == Some("temperature_c")
+        })
+    };
+    let next = cache
+        .load(&client, &rules, at + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert!(!has_late(next), "beyond the lateness until the reload");
+    let reloaded = cache
+        .load(
+            &client,
+            &rules,
+            at + FULL_RELOAD_EVERY + Duration::minutes(1),
+        )
+        .await
+        .unwrap();
+    assert!(has_late(reloaded), "the full reload reads late rows");
+    assert!(cache.last_was_full);
+}

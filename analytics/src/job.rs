@@ -32,8 +32,13 @@ use crate::window;
 const LEADER_LOCK: i64 = 0x6573_7461_7465_6c64;
 
 /// What one evaluation cycle did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct CycleReport {
+    /// Seconds spent reading the window, evaluating (polars) and applying
+    /// the transitions.
+    pub load_s: f64,
+    pub evaluate_s: f64,
+    pub apply_s: f64,
     pub findings: usize,
     pub firing: usize,
     pub opened: usize,
@@ -45,7 +50,8 @@ pub struct CycleReport {
     pub open_after: usize,
 }
 
-/// Loads the window at `now`, evaluates every rule and applies the
+/// Loads the window at `now` (through `cache` when given: only what is new
+/// since the last cycle is read), evaluates every rule and applies the
 /// transitions in one transaction, then escalates overdue alerts.
 pub async fn cycle(
     client: &mut Client,
@@ -53,13 +59,23 @@ pub async fn cycle(
     receivers: &[String],
     now: DateTime<Utc>,
     metrics: Option<&Metrics>,
+    cache: Option<&mut window::WindowCache>,
 ) -> anyhow::Result<CycleReport> {
-    let window = window::load(client, rules, now).await?;
+    let started = Instant::now();
+    let mut loaded = None;
+    let window = match cache {
+        Some(cache) => cache.load(client, rules, now).await?,
+        None => &*loaded.insert(window::load(client, rules, now).await?),
+    };
     let open = alerts::open_alerts(&*client).await?;
-    let mut report = CycleReport::default();
+    let mut report = CycleReport {
+        load_s: started.elapsed().as_secs_f64(),
+        ..CycleReport::default()
+    };
+    let started = Instant::now();
     let mut planned = Vec::new();
     for rule in &rules.rules {
-        let findings = evaluate::evaluate(rule, &window)?;
+        let findings = evaluate::evaluate(rule, window)?;
         report.findings += findings.len();
         report.firing += findings
             .iter()
@@ -70,6 +86,8 @@ pub async fn cycle(
             planned.push((rule, action));
         }
     }
+    report.evaluate_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let tx = client.transaction().await?;
     for (rule, action) in planned {
         match action {
@@ -135,6 +153,7 @@ pub async fn cycle(
     report.unsilenced = released.len();
     tx.commit().await?;
     report.open_after = alerts::open_alerts(&*client).await?.len();
+    report.apply_s = started.elapsed().as_secs_f64();
     if let Some(m) = metrics {
         m.alerts_escalated.inc_by(escalated.len() as u64);
         m.alerts_open.set(report.open_after as i64);
@@ -192,6 +211,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let resend = Duration::from_secs(config.alerts.resend_interval_s.max(1));
     let sender = Sender::new(config.alerts.clone());
     let mut leader = false;
+    // The window between cycles; dropped when the lease or the connection
+    // is lost (another process may have led meanwhile).
+    let mut cache = window::WindowCache::default();
     let mut last_resend: Option<Instant> = None;
     let mut stop_eval = stop.clone();
     let shutdown = shutdown_signal();
@@ -202,6 +224,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         if client.is_closed() {
             leader = false;
+            cache = window::WindowCache::default();
             metrics.leader.set(0);
             metrics.db_connected.set(0);
             match schema::connect(&config.database).await {
@@ -228,7 +251,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         if leader {
             let started = Instant::now();
-            match cycle(&mut client, &rules, &receivers, Utc::now(), Some(&metrics)).await {
+            match cycle(
+                &mut client,
+                &rules,
+                &receivers,
+                Utc::now(),
+                Some(&metrics),
+                Some(&mut cache),
+            )
+            .await
+            {
                 Ok(report) => {
                     metrics.cycles.inc();
                     metrics
@@ -375,6 +407,14 @@ pub async fn evaluate_once(
 ) -> anyhow::Result<(CycleReport, MigrationReport)> {
     let rules = RuleSet::load(config.alerts.rules_file.as_deref())?;
     let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
-    let report = cycle(&mut client, &rules, &config.alerts.receivers(), at, None).await?;
+    let report = cycle(
+        &mut client,
+        &rules,
+        &config.alerts.receivers(),
+        at,
+        None,
+        None,
+    )
+    .await?;
     Ok((report, migration))
 }

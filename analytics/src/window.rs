@@ -84,6 +84,15 @@ pub struct Window {
     pub last_seen_before: HashMap<String, DateTime<Utc>>,
 }
 
+impl Window {
+    /// The readings frame in (device, metric, ts) order, for comparing two
+    /// windows.
+    pub fn readings_sorted(&self) -> PolarsResult<DataFrame> {
+        self.readings
+            .sort(["device", "metric", "ts"], SortMultipleOptions::default())
+    }
+}
+
 /// How far back each part of the window must reach for these rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookback {
@@ -154,58 +163,144 @@ pub fn readings_frame(
     )
 }
 
-/// Reads the window for `rules` at `now` from the database.
-pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyhow::Result<Window> {
-    let devices = load_devices(client).await?;
-    let lookback = Lookback::of(rules);
-    let since = now - lookback.readings;
+/// Register metrics of the consumption rules, and the devices they select.
+type Scope = (Vec<String>, Vec<String>);
+
+/// What the consumption rules read: their register metrics and the devices
+/// they select (only those devices' registers are read).
+fn consumption_scope(rules: &RuleSet, devices: &Devices) -> Scope {
+    let mut metrics = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for rule in &rules.rules {
+        if let Condition::Consumption(c) = &rule.condition {
+            if !metrics.iter().any(|m: &String| m == c.metric.as_str()) {
+                metrics.push(c.metric.as_str().to_owned());
+            }
+            ids.extend(
+                devices
+                    .labels
+                    .values()
+                    .filter(|d| rule.select.matches(d))
+                    .map(|d| d.id.clone()),
+            );
+        }
+    }
+    (metrics, ids.into_iter().collect())
+}
+
+/// Gauge readings with `from < ts <= to`.
+async fn fetch_readings(
+    client: &Client,
+    devices: &Devices,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<DataFrame> {
     let rows = client
         .query(
             "SELECT device_id, metric, ts, value FROM readings WHERE ts > $1 AND ts <= $2",
-            &[&since, &now],
+            &[&from, &to],
         )
         .await?;
-    let readings = readings_frame(
-        &devices,
+    Ok(readings_frame(
+        devices,
         rows.iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))),
-    )?;
+    )?)
+}
 
-    let mut registers = Registers::new();
-    let metrics: Vec<&str> = rules
-        .rules
-        .iter()
-        .filter_map(|r| match &r.condition {
-            Condition::Consumption(c) => Some(c.metric.as_str()),
-            _ => None,
-        })
-        .collect();
-    if !metrics.is_empty() {
-        // A day and a bit covers every site's local midnight.
-        let day_ago = now - Duration::hours(26);
-        let rows = client
-            .query(
-                "SELECT device_id, metric, ts, value FROM readings
-                  WHERE metric = ANY($1) AND ts > $2 AND ts <= $3 ORDER BY device_id, metric, ts",
-                &[&metrics, &day_ago, &now],
-            )
-            .await?;
-        for r in &rows {
-            let device: String = r.get(0);
-            let ts: DateTime<Utc> = r.get(2);
-            // One reading before midnight anchors the first interval.
-            if ts + Duration::minutes(30) < devices.local_midnight(&device, now) {
-                continue;
-            }
-            registers
-                .entry((device, r.get(1)))
-                .or_default()
-                .push((ts, r.get(3)));
-        }
+/// Appends the consumption rules' register readings with `from < ts <= to`
+/// (in time order per device and metric).
+async fn fetch_registers(
+    client: &Client,
+    scope: &Scope,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    registers: &mut Registers,
+) -> anyhow::Result<()> {
+    let (metrics, ids) = scope;
+    if metrics.is_empty() || ids.is_empty() {
+        return Ok(());
     }
+    let rows = client
+        .query(
+            "SELECT device_id, metric, ts, value FROM readings
+              WHERE metric = ANY($1) AND device_id = ANY($2) AND ts > $3 AND ts <= $4
+              ORDER BY device_id, metric, ts",
+            &[metrics, ids, &from, &to],
+        )
+        .await?;
+    for r in &rows {
+        registers
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .push((r.get(2), r.get(3)));
+    }
+    Ok(())
+}
 
-    // Devices watched by stale rules with nothing in the frame.
-    let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.get(0)).collect();
+/// Keeps, per register, the readings since the site's local midnight (and
+/// the one just before it, which anchors the first interval).
+fn trim_registers(registers: &mut Registers, devices: &Devices, now: DateTime<Utc>) {
+    registers.retain(|(device, _), series| {
+        let midnight = devices.local_midnight(device, now);
+        series.retain(|(ts, _)| *ts + Duration::minutes(30) >= midnight);
+        !series.is_empty()
+    });
+}
+
+/// Events of the rules' types with `from < ts <= to` and within each type's
+/// lookback of `now`, in time order.
+async fn fetch_events(
+    client: &Client,
+    lookback: &Lookback,
+    from: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<EventRow>> {
+    let (types, since_by_type): (Vec<&str>, Vec<DateTime<Utc>>) =
+        lookback.events.iter().map(|(t, d)| (*t, now - *d)).unzip();
+    let floor = since_by_type.iter().min().copied().unwrap_or(now);
+    let from = from.map_or(floor, |f| f.max(floor));
+    let rows = client
+        .query(
+            "SELECT e.device_id, e.ts, e.event_type, e.code, e.result, e.credential,
+                    coalesce(e.credential_expired, false), e.duration_s, e.state
+               FROM events e
+               JOIN unnest($1::text[], $2::timestamptz[]) AS w(event_type, since)
+                 ON e.event_type = w.event_type AND e.ts > w.since
+              WHERE e.ts > $3 AND e.ts <= $4
+                AND (e.event_type <> 'state' OR e.state IN ('idle', 'moving'))
+              ORDER BY e.ts",
+            &[&types, &since_by_type, &from, &now],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventRow {
+            device: r.get(0),
+            ts: r.get(1),
+            event_type: r.get(2),
+            code: r.get(3),
+            result: r.get(4),
+            credential: r.get(5),
+            credential_expired: r.get(6),
+            duration_s: r.get(7),
+            state: r.get(8),
+        })
+        .collect())
+}
+
+/// For stale-rule devices with nothing in the readings frame: their last
+/// reading in the 30 days before `since`.
+async fn fetch_last_seen(
+    client: &Client,
+    rules: &RuleSet,
+    devices: &Devices,
+    readings: &DataFrame,
+    since: DateTime<Utc>,
+) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+    let device = readings.column("device")?.str()?;
+    let present: std::collections::HashSet<&str> =
+        (0..device.len()).filter_map(|i| device.get(i)).collect();
     let absent: Vec<&str> = devices
         .labels
         .values()
@@ -235,41 +330,29 @@ pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyho
             }
         }
     }
+    Ok(last_seen_before)
+}
 
-    let (types, since_by_type): (Vec<&str>, Vec<DateTime<Utc>>) =
-        lookback.events.iter().map(|(t, d)| (*t, now - *d)).unzip();
-    let rows = client
-        .query(
-            "SELECT e.device_id, e.ts, e.event_type, e.code, e.result, e.credential,
-                    coalesce(e.credential_expired, false), e.duration_s, e.state
-               FROM events e
-               JOIN unnest($1::text[], $2::timestamptz[]) AS w(event_type, since)
-                 ON e.event_type = w.event_type AND e.ts > w.since
-              WHERE e.ts > $3 AND e.ts <= $4
-                AND (e.event_type <> 'state' OR e.state IN ('idle', 'moving'))
-              ORDER BY e.ts",
-            &[
-                &types,
-                &since_by_type,
-                &since_by_type.iter().min().copied().unwrap_or(now),
-                &now,
-            ],
-        )
-        .await?;
-    let events = rows
-        .iter()
-        .map(|r| EventRow {
-            device: r.get(0),
-            ts: r.get(1),
-            event_type: r.get(2),
-            code: r.get(3),
-            result: r.get(4),
-            credential: r.get(5),
-            credential_expired: r.get(6),
-            duration_s: r.get(7),
-            state: r.get(8),
-        })
-        .collect();
+/// Reads the whole window for `rules` at `now` from the database.
+pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyhow::Result<Window> {
+    let devices = load_devices(client).await?;
+    let lookback = Lookback::of(rules);
+    let since = now - lookback.readings;
+    let readings = fetch_readings(client, &devices, since, now).await?;
+    let mut registers = Registers::new();
+    // A day and a bit covers every site's local midnight.
+    let scope = consumption_scope(rules, &devices);
+    fetch_registers(
+        client,
+        &scope,
+        now - Duration::hours(26),
+        now,
+        &mut registers,
+    )
+    .await?;
+    trim_registers(&mut registers, &devices, now);
+    let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
+    let events = fetch_events(client, &lookback, None, now).await?;
     Ok(Window {
         now,
         devices,
@@ -279,6 +362,103 @@ pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyho
         readings_since: since,
         last_seen_before,
     })
+}
+
+/// How late (by its own timestamp) a row may be committed and still be
+/// seen by the next incremental cycle. Later rows are picked up by the
+/// next full reload.
+pub const ALLOWED_LATENESS: Duration = Duration::minutes(5);
+/// How often the cached window is reloaded in full.
+pub const FULL_RELOAD_EVERY: Duration = Duration::minutes(15);
+
+/// The window kept between cycles, so that each cycle reads only what
+/// arrived since the last one (minus [`ALLOWED_LATENESS`]) instead of the
+/// whole window: the analytics job's incremental evaluation.
+#[derive(Default)]
+pub struct WindowCache {
+    window: Option<Window>,
+    /// What the cached window was read for (a rules reload invalidates it).
+    scope: Option<(Lookback, Scope)>,
+    full_at: Option<DateTime<Utc>>,
+    /// Whether the last [`WindowCache::load`] read everything.
+    pub last_was_full: bool,
+}
+
+impl WindowCache {
+    /// The window at `now`: the cached one brought forward, or a full load
+    /// when there is none, the rules or devices changed, time went
+    /// backwards, or [`FULL_RELOAD_EVERY`] has passed.
+    pub async fn load(
+        &mut self,
+        client: &Client,
+        rules: &RuleSet,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<&Window> {
+        let devices = load_devices(client).await?;
+        let lookback = Lookback::of(rules);
+        let scope = consumption_scope(rules, &devices);
+        let key = (lookback.clone(), scope.clone());
+        let reusable = match (&self.window, &self.scope, self.full_at) {
+            (Some(w), Some(k), Some(full_at)) => {
+                *k == key
+                    && w.devices.labels == devices.labels
+                    && w.devices.zones == devices.zones
+                    && now >= w.now
+                    && now - full_at < FULL_RELOAD_EVERY
+            }
+            _ => false,
+        };
+        if !reusable {
+            self.window = Some(load(client, rules, now).await?);
+            self.scope = Some(key);
+            self.full_at = Some(now);
+            self.last_was_full = true;
+            return Ok(self.window.as_ref().expect("just loaded"));
+        }
+        let mut w = self.window.take().expect("checked above");
+        let cut = w.now - ALLOWED_LATENESS;
+        let since = now - lookback.readings;
+        // Readings: keep (since, cut], read (cut, now].
+        let kept = w
+            .readings
+            .lazy()
+            .filter(
+                col("ts")
+                    .gt(lit(since.timestamp()))
+                    .and(col("ts").lt_eq(lit(cut.timestamp()))),
+            )
+            .collect()?;
+        let fresh = fetch_readings(client, &devices, cut, now).await?;
+        let readings = kept.vstack(&fresh)?;
+        // Registers: drop what will be re-read, read it and the new part.
+        for series in w.registers.values_mut() {
+            series.retain(|(ts, _)| *ts <= cut);
+        }
+        fetch_registers(client, &scope, cut, now, &mut w.registers).await?;
+        trim_registers(&mut w.registers, &devices, now);
+        // Events: the same, then each type's lookback.
+        w.events.retain(|e| {
+            e.ts <= cut
+                && lookback
+                    .events
+                    .get(e.event_type.as_str())
+                    .is_some_and(|d| e.ts > now - *d)
+        });
+        w.events
+            .extend(fetch_events(client, &lookback, Some(cut), now).await?);
+        let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
+        self.window = Some(Window {
+            now,
+            devices,
+            readings,
+            registers: w.registers,
+            events: w.events,
+            readings_since: since,
+            last_seen_before,
+        });
+        self.last_was_full = false;
+        Ok(self.window.as_ref().expect("just stored"))
+    }
 }
 
 /// The ledger with each site's time zone.

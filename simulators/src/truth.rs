@@ -205,8 +205,15 @@ impl GroundTruth {
         }
     }
 
+    /// Writes the file whole: into a temporary file renamed over `path`, so
+    /// a reader never sees half of it. A `path` that is not a regular file
+    /// (`/dev/null`, a pipe) is written to directly: renaming over it would
+    /// replace the device node with a file.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return std::fs::write(path, text);
+        }
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, path)
