@@ -128,6 +128,9 @@ enum BenchCommand {
     /// How fast the simulator generates history (no broker, no database):
     /// readings and events per second, on one thread per core.
     Simulate(bench::SimulateBenchArgs),
+    /// Evaluation time of the alert rules per cycle for a synthetic estate
+    /// (a day of history backfilled into a fresh database first).
+    Alerts(bench::AlertsBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -245,6 +248,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Ingest(args)) => bench::run(config, args).await,
         Command::Bench(BenchCommand::Simulate(args)) => bench::simulate(config, args),
+        Command::Bench(BenchCommand::Alerts(args)) => bench::alerts(config, args).await,
         Command::Consumption(args) => consumption::run(config, args).await,
     }
 }

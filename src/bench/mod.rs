@@ -21,6 +21,9 @@ use estatemon_domain::schema;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod alerts;
+pub use alerts::{run as alerts, AlertsBenchArgs};
+
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     /// Readings per scenario at full speed.
@@ -270,11 +273,20 @@ struct IngestProcess {
 }
 
 impl IngestProcess {
-    async fn start(c: &Config) -> anyhow::Result<IngestProcess> {
+    /// Starts `estatemon ingest` for `c`, with `config_file` (for settings
+    /// the environment cannot carry, such as webhooks) when given.
+    async fn start(
+        c: &Config,
+        config_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<IngestProcess> {
         let port = free_port()?;
         let http = format!("127.0.0.1:{port}");
         let exe = std::env::current_exe()?;
-        let child = tokio::process::Command::new(exe)
+        let mut command = tokio::process::Command::new(exe);
+        if let Some(file) = config_file {
+            command.arg("--config").arg(file);
+        }
+        let child = command
             .arg("ingest")
             .env("ESTATEMON_DATABASE_URL", &c.database.url)
             .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
@@ -288,7 +300,7 @@ impl IngestProcess {
             .env("ESTATEMON_INGEST_LISTEN", &http)
             // Do not leave a week-long session per run in the broker.
             .env("ESTATEMON_MQTT_SESSION_EXPIRY_S", "60")
-            .env("ESTATEMON_LOG_FILTER", "warn")
+            .env("ESTATEMON_LOG_FILTER", "error")
             .env("ESTATEMON_STORAGE_MAINTENANCE_INTERVAL_S", "3600")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -451,7 +463,7 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     let tag = format!("{}_{}", std::process::id(), s.readings_per_message);
     let c = bench_config(config, &tag);
     drop_database(config, &c.database.url).await;
-    let ingest = IngestProcess::start(&c).await?;
+    let ingest = IngestProcess::start(&c, None).await?;
     let readings = s.messages * s.readings_per_message as u64;
     println!(
         "\n## {} — {} messages, {} readings, {} publishers",
