@@ -1,6 +1,7 @@
 //! `estatemon demo`: the quick start. Broker (existing or embedded), database
-//! (created and migrated), the default site's registry, the ingestor and the
-//! simulator, in one process, with a status line every few seconds.
+//! (created and migrated), the default site's registry, the ingestor, the
+//! analytics job (alert rules) and the simulator, in one process, with a
+//! status line every few seconds.
 
 use std::time::Duration;
 
@@ -43,14 +44,25 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     schema::registry::upsert(&mut client, &spec.registry).await?;
 
     let ingestor = Ingestor::start(config.clone()).await?;
+    // The analytics job evaluates the shipped rules and keeps the alerts in
+    // the database (and delivers them to any receivers configured).
+    let analytics = tokio::spawn({
+        let config = config.clone();
+        async move {
+            if let Err(e) = estatemon_analytics::run(config).await {
+                tracing::error!(error = %format!("{e:#}"), "analytics stopped");
+            }
+        }
+    });
     let metrics_url = format!("http://{}/metrics", ingestor.http_addr);
     println!(
-        "estatemon demo\n  broker:   {} ({broker_note})\n  database: {} (storage mode: {} — {})\n  metrics:  {metrics_url}\n  health:   http://{}/health\nPress Ctrl-C to stop.",
+        "estatemon demo\n  broker:   {} ({broker_note})\n  database: {} (storage mode: {} — {})\n  metrics:  {metrics_url}\n  health:   http://{}/health\n  alerts:   http://{}/health (analytics), `estatemon alerts list`\nPress Ctrl-C to stop.",
         estatemon_domain::config::redact_url(&config.mqtt.url),
         estatemon_domain::config::redact_url(&config.database.url),
         ingestor.migration.mode.as_str(),
         ingestor.migration.reason,
         ingestor.http_addr,
+        config.alerts.listen,
     );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -99,13 +111,15 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
                 if let Ok(row) = client
                     .query_one(
                         "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),
-                                (SELECT count(*) FROM dead_letters), (SELECT count(DISTINCT device_id) FROM devices)",
+                                (SELECT count(*) FROM dead_letters), (SELECT count(DISTINCT device_id) FROM devices),
+                                (SELECT count(*) FROM alerts WHERE state <> 'resolved')",
                         &[],
                     )
                     .await
                 {
-                    let (r, e, d, n): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-                    println!("stored: {r} readings, {e} events, {d} dead letters; {n} devices");
+                    let (r, e, d, n, a): (i64, i64, i64, i64, i64) =
+                        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+                    println!("stored: {r} readings, {e} events, {d} dead letters; {n} devices; {a} open alerts");
                 }
                 if deadline.is_some_and(|d| started.elapsed() >= d) {
                     break;
@@ -117,6 +131,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     if let Some(s) = simulator {
         let _ = s.await;
     }
+    analytics.abort();
     ingestor.shutdown().await;
     println!("stopped");
     Ok(())

@@ -111,6 +111,7 @@ fn run_demo(mqtt_url: &str, db: &TestDb, truth: &std::path::Path) -> (bool, Stri
         .env("ESTATEMON_MQTT_CLIENT_ID", unique("demo-ingest"))
         .env("ESTATEMON_SIMULATE_CLIENT_ID", unique("demo-sim"))
         .env("ESTATEMON_INGEST_LISTEN", "127.0.0.1:0")
+        .env("ESTATEMON_ALERTS_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     (
@@ -126,6 +127,9 @@ async fn quick_start_with_the_running_broker() {
     let (ok, output) = tokio::task::block_in_place(|| run_demo(&broker_url(), &db, &truth));
     assert!(ok, "{output}");
     assert!(output.contains("existing broker"), "{output}");
+    // The analytics job runs beside the ingestor.
+    assert!(output.contains("open alerts"), "{output}");
+    assert!(!output.contains("analytics stopped"), "{output}");
     let truth = GroundTruth::read(&truth).expect("the demo writes its ground truth");
     let readings = db.count("SELECT count(*) FROM readings").await;
     let devices = db
