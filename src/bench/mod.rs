@@ -158,16 +158,20 @@ pub fn simulate(config: Config, args: SimulateBenchArgs) -> anyhow::Result<()> {
 }
 
 fn self_peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mb_of("self").unwrap_or(f64::NAN)
+}
+
+/// A process's peak resident set (`VmHWM`) in MB, from /proc.
+fn peak_rss_mb_of(pid: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 struct Scenario {
@@ -324,18 +328,9 @@ impl IngestProcess {
     }
 
     fn peak_rss_mb(&self) -> f64 {
-        let Some(pid) = self.child.id() else {
-            return 0.0;
-        };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            })
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
+        self.child
+            .id()
+            .and_then(|pid| peak_rss_mb_of(&pid.to_string()))
             .unwrap_or(0.0)
     }
 
