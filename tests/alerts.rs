@@ -35,6 +35,16 @@ fn run(c: &mut Command) -> String {
     text
 }
 
+/// `estatemon simulate backfill --direct ARGS… --truth TRUTH` into `db`.
+fn direct_backfill(db: &TestDb, args: &[&str], truth: &std::path::Path) -> Command {
+    let mut c = estatemon(db);
+    c.args(["simulate", "backfill", "--direct"])
+        .args(args)
+        .arg("--truth")
+        .arg(truth);
+    c
+}
+
 /// The shipped site's ledger with a scenario of our own: no background
 /// incidents, one fault of each kind the default rules watch.
 fn site_file(scenario: &str) -> std::path::PathBuf {
@@ -144,19 +154,20 @@ async fn replayed_rules_raise_one_alert_per_injected_fault_and_resolve_it() {
     let site = site_file(FAULTS);
     let truth_path = std::env::temp_dir().join(format!("{}.json", unique("truth")));
     let step = Duration::minutes(5);
-    run(estatemon(&db)
-        .args(["simulate", "backfill", "--direct", "--site-file"])
-        .arg(&site)
-        .args([
+    run(&mut direct_backfill(
+        &db,
+        &[
+            "--site-file",
+            site.to_str().unwrap(),
             "--from",
             "2026-06-07T12:00:00+08:00",
             "--to",
             "2026-06-09T12:00:00+08:00",
             "--interval-s",
             "300",
-            "--truth",
-        ])
-        .arg(&truth_path));
+        ],
+        &truth_path,
+    ));
     let truth = GroundTruth::read(&truth_path).unwrap();
     assert_eq!(truth.faults.len(), 9, "{:?}", truth.faults);
     let out = run(estatemon(&db).args([
@@ -416,19 +427,19 @@ async fn two_evaluators_page_once_through_alertmanager_and_resolve() {
     let site = site_file(&faults);
     let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
     let backfill = |site: &std::path::Path, from: DateTime<Utc>, to: DateTime<Utc>, step: &str| {
-        let mut c = estatemon(&db);
-        c.args([
-            "simulate",
-            "backfill",
-            "--direct",
+        let (from, to) = (rfc3339(from), rfc3339(to));
+        let site = site.to_str().unwrap();
+        let args = [
             "--interval-s",
             step,
             "--site-file",
-        ])
-        .arg(site)
-        .args(["--from", &rfc3339(from), "--to", &rfc3339(to), "--truth"])
-        .arg(&truth);
-        c
+            site,
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ];
+        direct_backfill(&db, &args, &truth)
     };
     run(&mut backfill(&site, now - Duration::hours(1), now, "60"));
 
@@ -722,24 +733,20 @@ async fn silences_hold_pages_and_unacknowledged_alerts_escalate() {
     );
     let site = site_file(&faults);
     let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    run(estatemon(&db)
-        .args([
-            "simulate",
-            "backfill",
-            "--direct",
+    run(&mut direct_backfill(
+        &db,
+        &[
             "--interval-s",
             "60",
             "--site-file",
-        ])
-        .arg(&site)
-        .args([
+            site.to_str().unwrap(),
             "--from",
             &rfc3339(now - Duration::minutes(30)),
             "--to",
             &rfc3339(now),
-            "--truth",
-        ])
-        .arg(&truth));
+        ],
+        &truth,
+    ));
     let rules = std::env::temp_dir().join(format!("{}.toml", unique("rules")));
     std::fs::write(
         &rules,
@@ -879,11 +886,9 @@ async fn incremental_window_matches_a_full_read() {
     use estatemon_analytics::window::{self, WindowCache, ALLOWED_LATENESS, FULL_RELOAD_EVERY};
     let db = TestDb::new(&admin_url());
     let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    run(estatemon(&db)
-        .args([
-            "simulate",
-            "backfill",
-            "--direct",
+    run(&mut direct_backfill(
+        &db,
+        &[
             "--quiet",
             "--devices",
             "60",
@@ -891,9 +896,9 @@ async fn incremental_window_matches_a_full_read() {
             "30h",
             "--interval-s",
             "300",
-            "--truth",
-        ])
-        .arg(&truth));
+        ],
+        &truth,
+    ));
     std::fs::remove_file(&truth).ok();
     let client = db.client().await;
     let rules = estatemon_domain::rules::RuleSet::load(None).unwrap();

@@ -211,8 +211,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let resend = Duration::from_secs(config.alerts.resend_interval_s.max(1));
     let sender = Sender::new(config.alerts.clone());
     let mut leader = false;
-    // The window between cycles; dropped when the lease or the connection
-    // is lost (another process may have led meanwhile).
+    // The window between cycles; dropped with the connection (and with it
+    // the lease: another process may have led meanwhile).
     let mut cache = window::WindowCache::default();
     let mut last_resend: Option<Instant> = None;
     let mut stop_eval = stop.clone();

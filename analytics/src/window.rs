@@ -336,15 +336,26 @@ async fn fetch_last_seen(
 /// Reads the whole window for `rules` at `now` from the database.
 pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyhow::Result<Window> {
     let devices = load_devices(client).await?;
-    let lookback = Lookback::of(rules);
+    let scope = consumption_scope(rules, &devices);
+    read_whole(client, rules, &Lookback::of(rules), &scope, devices, now).await
+}
+
+/// The whole window, given the ledger and what the rules read.
+async fn read_whole(
+    client: &Client,
+    rules: &RuleSet,
+    lookback: &Lookback,
+    scope: &Scope,
+    devices: Devices,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Window> {
     let since = now - lookback.readings;
     let readings = fetch_readings(client, &devices, since, now).await?;
     let mut registers = Registers::new();
     // A day and a bit covers every site's local midnight.
-    let scope = consumption_scope(rules, &devices);
     fetch_registers(
         client,
-        &scope,
+        scope,
         now - Duration::hours(26),
         now,
         &mut registers,
@@ -352,7 +363,7 @@ pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyho
     .await?;
     trim_registers(&mut registers, &devices, now);
     let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
-    let events = fetch_events(client, &lookback, None, now).await?;
+    let events = fetch_events(client, lookback, None, now).await?;
     Ok(Window {
         now,
         devices,
@@ -397,10 +408,10 @@ impl WindowCache {
         let devices = load_devices(client).await?;
         let lookback = Lookback::of(rules);
         let scope = consumption_scope(rules, &devices);
-        let key = (lookback.clone(), scope.clone());
         let reusable = match (&self.window, &self.scope, self.full_at) {
-            (Some(w), Some(k), Some(full_at)) => {
-                *k == key
+            (Some(w), Some((l, sc)), Some(full_at)) => {
+                *l == lookback
+                    && *sc == scope
                     && w.devices.labels == devices.labels
                     && w.devices.zones == devices.zones
                     && now >= w.now
@@ -409,8 +420,9 @@ impl WindowCache {
             _ => false,
         };
         if !reusable {
-            self.window = Some(load(client, rules, now).await?);
-            self.scope = Some(key);
+            let whole = read_whole(client, rules, &lookback, &scope, devices, now).await?;
+            self.window = Some(whole);
+            self.scope = Some((lookback, scope));
             self.full_at = Some(now);
             self.last_was_full = true;
             return Ok(self.window.as_ref().expect("just loaded"));
