@@ -15,11 +15,13 @@
 //! | 5 | MQTT broker unreachable |
 
 mod alerts;
+mod api;
 mod backfill;
 mod bench;
 mod broker;
 mod consumption;
 mod demo;
+mod report;
 mod simulate;
 
 use std::path::PathBuf;
@@ -84,6 +86,17 @@ enum Command {
     /// The weekly access report of a site's gates (denied bursts, forced and
     /// held-open doors, expired cards, unusual hours), pseudonyms only.
     AccessReport(alerts::AccessReportArgs),
+    /// The quarterly energy report of a site (HTML, PDF, CSV, JSON), stored
+    /// in the database; or --list the stored ones.
+    Report(report::ReportArgs),
+    /// Measured savings of a site's retrofits (ASHRAE 14 baseline models).
+    Savings(report::SavingsArgs),
+    /// Serve the HTTP API (REST for Grafana and operators, OpenAPI, /metrics)
+    /// until SIGINT/SIGTERM.
+    Api,
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(api::TokenCommand),
     /// Simulate a site: live to MQTT, history (backfill), or synthetic load.
     #[command(subcommand)]
     Simulate(simulate::SimulateCommand),
@@ -131,6 +144,12 @@ enum BenchCommand {
     /// Evaluation time of the alert rules per cycle for a synthetic estate
     /// (a day of history backfilled into a fresh database first).
     Alerts(bench::AlertsBenchArgs),
+    /// Quarterly report time and peak memory for a synthetic estate of N
+    /// meters (15-minute registers for the quarter, a year of hourly history).
+    Report(bench::report::ReportBenchArgs),
+    /// API latency (a year of hourly data for a building) and throughput of
+    /// mixed panel queries under wrk, against a real `estatemon api`.
+    Api(bench::api::ApiBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -216,6 +235,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Rules(cmd) => alerts::rules(config, cmd),
         Command::Alerts(cmd) => alerts::alerts(config, cmd).await,
         Command::AccessReport(args) => alerts::access_report(config, args).await,
+        Command::Report(args) => report::run(config, args).await,
+        Command::Api => api::serve(config).await,
+        Command::Token(cmd) => api::token(config, cmd).await,
+        Command::Savings(args) => report::savings(config, args).await,
         Command::Migrate => migrate(&config).await,
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK");
@@ -249,6 +272,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Ingest(args)) => bench::run(config, args).await,
         Command::Bench(BenchCommand::Simulate(args)) => bench::simulate(config, args),
         Command::Bench(BenchCommand::Alerts(args)) => bench::alerts(config, args).await,
+        Command::Bench(BenchCommand::Report(args)) => bench::report::run(config, args).await,
+        Command::Bench(BenchCommand::Api(args)) => bench::api::run(config, args).await,
         Command::Consumption(args) => consumption::run(config, args).await,
     }
 }

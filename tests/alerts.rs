@@ -12,29 +12,6 @@ use common::*;
 use estatemon_simulators::scenario::FaultKind;
 use estatemon_simulators::truth::GroundTruth;
 
-fn estatemon(db: &TestDb) -> Command {
-    let mut c = Command::new(estatemon_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ESTATEMON_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("ESTATEMON_DATABASE_URL", &db.url)
-        .env("ESTATEMON_LOG_FILTER", "warn");
-    c
-}
-
-fn run(c: &mut Command) -> String {
-    let out = c.output().expect("run estatemon");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{c:?} failed: {text}");
-    text
-}
-
 /// `estatemon simulate backfill --direct ARGS… --truth TRUTH` into `db`.
 fn direct_backfill(db: &TestDb, args: &[&str], truth: &std::path::Path) -> Command {
     let mut c = estatemon(db);
@@ -43,19 +20,6 @@ fn direct_backfill(db: &TestDb, args: &[&str], truth: &std::path::Path) -> Comma
         .arg("--truth")
         .arg(truth);
     c
-}
-
-/// The shipped site's ledger with a scenario of our own: no background
-/// incidents, one fault of each kind the default rules watch.
-fn site_file(scenario: &str) -> std::path::PathBuf {
-    let shipped = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml"),
-    )
-    .unwrap();
-    let ledger = &shipped[..shipped.find("\n[scenario]\n").expect("scenario table") + 1];
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("site")));
-    std::fs::write(&path, format!("{ledger}{scenario}")).unwrap();
-    path
 }
 
 const FAULTS: &str = r#"
@@ -293,86 +257,6 @@ async fn replayed_rules_raise_one_alert_per_injected_fault_and_resolve_it() {
     );
     let _ = std::fs::remove_file(site);
     let _ = std::fs::remove_file(truth_path);
-}
-
-/// What a local HTTP receiver got: (path, JSON body), in arrival order.
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// A receiver on `port` recording every POSTed JSON body by path.
-async fn receiver(port: u16, got: Received) -> tokio::task::JoinHandle<()> {
-    use axum::extract::{Path, State};
-    let app = axum::Router::new()
-        .route(
-            "/{*path}",
-            axum::routing::post(
-                |State(got): State<Received>, Path(path): Path<String>, body: String| async move {
-                    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-                    got.lock().unwrap().push((path, value));
-                    "ok"
-                },
-            ),
-        )
-        .with_state(got);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    })
-}
-
-/// A real Prometheus Alertmanager routing every alert, one group per alert,
-/// at once, to `webhook`.
-struct Alertmanager {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-impl Alertmanager {
-    async fn start(webhook: &str) -> Alertmanager {
-        let dir = std::env::temp_dir().join(unique("am"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 4h\n\
-                 receivers:\n  - name: test\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus-alertmanager (Debian package prometheus-alertmanager; .ci/run installs it)");
-        let url = format!("http://127.0.0.1:{port}");
-        let addr = format!("127.0.0.1:{port}");
-        let ready = eventually(std::time::Duration::from_secs(20), || {
-            let addr = addr.clone();
-            async move {
-                tokio::net::TcpStream::connect(&addr).await.is_ok()
-                    && http_get(&addr, "/-/ready").await.contains("200 OK")
-            }
-        })
-        .await;
-        assert!(ready, "Alertmanager did not become ready on {addr}");
-        Alertmanager { child, dir, url }
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

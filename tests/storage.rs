@@ -122,7 +122,7 @@ async fn the_mode_is_decided_once() {
     };
     let first = schema::migrate(&mut client, &plain).await.unwrap();
     assert_eq!(first.mode, StorageMode::Plain);
-    assert_eq!(first.applied.len(), 3);
+    assert_eq!(first.applied.len(), 6);
     // Migrating again is a no-op, and auto keeps what was chosen.
     let again = schema::migrate(&mut client, &StorageConfig::default())
         .await
@@ -162,6 +162,6 @@ async fn concurrent_starters_migrate_once() {
     for h in handles {
         applied += h.await.unwrap();
     }
-    assert_eq!(applied, 3, "each migration applied by exactly one starter");
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 3);
+    assert_eq!(applied, 6, "each migration applied by exactly one starter");
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 6);
 }

@@ -215,6 +215,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // the lease: another process may have led meanwhile).
     let mut cache = window::WindowCache::default();
     let mut last_resend: Option<Instant> = None;
+    // Quarterly reports: checked at start and every 10 minutes, generated
+    // on a connection of their own so evaluation does not wait for them.
+    let mut last_report_check: Option<Instant> = None;
+    let mut report_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut stop_eval = stop.clone();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -285,6 +289,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
+        let reports_idle = report_task.as_ref().is_none_or(|t| t.is_finished());
+        if config.energy.auto_report
+            && reports_idle
+            && last_report_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(600))
+        {
+            last_report_check = Some(Instant::now());
+            let config = config.clone();
+            report_task = Some(tokio::spawn(async move {
+                let result = async {
+                    let mut client = schema::connect(&config.database).await?;
+                    crate::report::store::generate_due_reports(
+                        &mut client,
+                        &config.energy,
+                        Utc::now(),
+                    )
+                    .await
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %format!("{e:#}"), "checking for due quarterly reports failed");
+                }
+            }));
+        }
         #[cfg(unix)]
         let reload = hangup.recv();
         #[cfg(not(unix))]
@@ -313,7 +340,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

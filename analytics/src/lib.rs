@@ -1,7 +1,7 @@
 //! # estatemon-analytics
 //!
 //! The analytics job. It owns alert evaluation, the alert lifecycle and the
-//! delivery of alerts; savings and reports join it later.
+//! delivery of alerts, measured savings and the quarterly energy report.
 //!
 //! - [`window`]: reads the recent window (ledger, readings, registers,
 //!   events) from the database into polars frames.
@@ -9,6 +9,12 @@
 //! - [`lifecycle`]: pure reconciliation of findings with open alerts.
 //! - [`access_report`]: the weekly access report (denied bursts, forced
 //!   and held-open doors, expired cards, unusual hours), pseudonyms only.
+//! - [`energy`]: a site's meters and their consumption per interval (from
+//!   raw or hourly registers), gate entries and temperatures per local day.
+//! - [`savings`]: measured savings of retrofits (ASHRAE 14 baseline models,
+//!   adjusted baseline, uncertainty, money, CO₂, targets).
+//! - [`report`]: the quarterly energy report (HTML with charts, PDF, CSV,
+//!   JSON), stored in `reports`.
 //! - [`notify`]: the outbox to Alertmanager (API v2) and webhooks, with
 //!   retries and backoff.
 //! - [`job`]: the process: evaluation under a lease, the notifier, and
@@ -19,12 +25,15 @@
 //! `estatemon_domain::schema::alerts`). It never reads MQTT.
 
 pub mod access_report;
+pub mod energy;
 pub mod evaluate;
 pub mod http;
 pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod report;
+pub mod savings;
 pub mod window;
 
 pub use job::run;

@@ -66,7 +66,34 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub simulate: SimulateConfig,
     pub alerts: AlertsConfig,
+    pub energy: EnergyConfig,
+    pub api: ApiConfig,
     pub log: LogConfig,
+}
+
+/// The HTTP API (`estatemon api`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the REST API, its OpenAPI document and `/metrics`.
+    pub listen: String,
+    /// Database connections in the pool.
+    pub pool_size: usize,
+    /// Most points a series answer may carry; a longer range is coarsened.
+    pub max_points: usize,
+    /// Audit records are written in batches at least this often.
+    pub audit_flush_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            pool_size: 8,
+            max_points: 2000,
+            audit_flush_ms: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,6 +307,195 @@ impl AlertsConfig {
             .map(|_| "alertmanager".to_owned())
             .chain(self.webhooks.iter().map(|w| w.name.clone()))
             .collect()
+    }
+}
+
+/// What reports and savings turn kWh and m³ into: prices (flat or
+/// time-of-use), CO₂ emission factors, the owners' savings targets, and when
+/// the quarterly report is generated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnergyConfig {
+    /// Currency code printed next to costs.
+    pub currency: String,
+    /// One tariff per utility (and optionally per site); a site-specific
+    /// tariff wins over a general one.
+    pub tariffs: Vec<Tariff>,
+    pub emission_factors: EmissionFactors,
+    /// Savings targets for retrofits that do not set their own; the most
+    /// specific match (purpose + area over purpose alone) wins.
+    pub targets: Vec<SavingsTarget>,
+    /// Night base load: the mean demand between these site-local hours.
+    pub night_from_hour: u32,
+    pub night_to_hour: u32,
+    /// Generate each site's quarterly report when its quarter closes (site
+    /// local time), from `estatemon analytics`.
+    pub auto_report: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tariff {
+    pub utility: crate::device::Utility,
+    /// Only for this site; all sites when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Price per kWh or m³ outside any period below.
+    pub price: f64,
+    /// Time-of-use periods, site local time.
+    #[serde(default, rename = "period", skip_serializing_if = "Vec::is_empty")]
+    pub periods: Vec<TouPeriod>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TouPeriod {
+    pub name: String,
+    /// `[from_hour, to_hour)` in site local time, 0..=24.
+    pub from_hour: u32,
+    pub to_hour: u32,
+    pub price: f64,
+    /// Applies Monday to Friday only.
+    #[serde(default)]
+    pub weekdays_only: bool,
+}
+
+impl Tariff {
+    /// Price of one unit used in the hour starting at `local_hour` on a
+    /// day (weekday: Monday..Friday).
+    pub fn price_at(&self, local_hour: u32, weekday: bool) -> f64 {
+        self.periods
+            .iter()
+            .find(|p| {
+                (p.from_hour..p.to_hour).contains(&local_hour) && (weekday || !p.weekdays_only)
+            })
+            .map_or(self.price, |p| p.price)
+    }
+}
+
+/// kg CO₂e per unit used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmissionFactors {
+    pub electricity_kg_per_kwh: f64,
+    pub water_kg_per_m3: f64,
+    pub gas_kg_per_m3: f64,
+}
+
+impl EmissionFactors {
+    pub fn of(&self, utility: crate::device::Utility) -> f64 {
+        match utility {
+            crate::device::Utility::Electricity => self.electricity_kg_per_kwh,
+            crate::device::Utility::Water => self.water_kg_per_m3,
+            crate::device::Utility::Gas => self.gas_kg_per_m3,
+        }
+    }
+}
+
+impl Default for EmissionFactors {
+    fn default() -> Self {
+        EmissionFactors {
+            // China's national grid average (MEE 2022); set your own grid's.
+            electricity_kg_per_kwh: 0.5703,
+            // Supply and treatment of tap water.
+            water_kg_per_m3: 0.168,
+            // Natural gas burnt.
+            gas_kg_per_m3: 2.162,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavingsTarget {
+    pub purpose: crate::device::Purpose,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
+    /// Fraction saved (0.35 for 35 %).
+    pub saving: f64,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        use crate::device::{Purpose, Utility};
+        let target = |purpose, area: Option<&str>, saving| SavingsTarget {
+            purpose,
+            area: area.map(str::to_owned),
+            saving,
+        };
+        EnergyConfig {
+            currency: "CNY".into(),
+            tariffs: vec![
+                Tariff {
+                    utility: Utility::Electricity,
+                    site: None,
+                    price: 0.62,
+                    periods: vec![TouPeriod {
+                        name: "peak".into(),
+                        from_hour: 8,
+                        to_hour: 22,
+                        price: 0.98,
+                        weekdays_only: false,
+                    }],
+                },
+                Tariff {
+                    utility: Utility::Water,
+                    site: None,
+                    price: 4.2,
+                    periods: Vec::new(),
+                },
+                Tariff {
+                    utility: Utility::Gas,
+                    site: None,
+                    price: 3.5,
+                    periods: Vec::new(),
+                },
+            ],
+            emission_factors: EmissionFactors::default(),
+            // The owners' figures (DOMAIN.md): lighting 35 % overall, garage
+            // 45 %, corridors 30 %; water 25 %; lifts 30 %.
+            targets: vec![
+                target(Purpose::PublicLighting, None, 0.35),
+                target(Purpose::PublicLighting, Some("garage"), 0.45),
+                target(Purpose::PublicLighting, Some("corridor"), 0.30),
+                target(Purpose::DomesticWater, None, 0.25),
+                target(Purpose::Irrigation, None, 0.25),
+                target(Purpose::Lifts, None, 0.30),
+            ],
+            night_from_hour: 1,
+            night_to_hour: 5,
+            auto_report: true,
+        }
+    }
+}
+
+impl EnergyConfig {
+    /// The tariff for a utility at a site: the site's own, else the general one.
+    pub fn tariff(&self, utility: crate::device::Utility, site: &str) -> Option<&Tariff> {
+        self.tariffs
+            .iter()
+            .find(|t| t.utility == utility && t.site.as_deref() == Some(site))
+            .or_else(|| {
+                self.tariffs
+                    .iter()
+                    .find(|t| t.utility == utility && t.site.is_none())
+            })
+    }
+
+    /// The default target for a meter group of this purpose and area.
+    pub fn target(&self, purpose: crate::device::Purpose, area: Option<&str>) -> Option<f64> {
+        let specific = area.and_then(|a| {
+            self.targets
+                .iter()
+                .find(|t| t.purpose == purpose && t.area.as_deref() == Some(a))
+        });
+        specific
+            .or_else(|| {
+                self.targets
+                    .iter()
+                    .find(|t| t.purpose == purpose && t.area.is_none())
+            })
+            .map(|t| t.saving)
     }
 }
 
@@ -512,6 +728,57 @@ impl Config {
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| fail("alerts.listen", format!("`{}`: {e}", self.alerts.listen)))?;
+        for t in &self.energy.tariffs {
+            if !(t.price.is_finite() && t.price >= 0.0) {
+                return Err(fail(
+                    "energy.tariffs.price",
+                    format!("{} must be ≥ 0", t.price),
+                ));
+            }
+            for p in &t.periods {
+                if p.from_hour >= p.to_hour || p.to_hour > 24 {
+                    return Err(fail(
+                        "energy.tariffs.period.to_hour",
+                        format!(
+                            "period `{}`: {}..{} must satisfy from_hour < to_hour ≤ 24",
+                            p.name, p.from_hour, p.to_hour
+                        ),
+                    ));
+                }
+                if !(p.price.is_finite() && p.price >= 0.0) {
+                    return Err(fail(
+                        "energy.tariffs.period.price",
+                        format!("{} must be ≥ 0", p.price),
+                    ));
+                }
+            }
+        }
+        for t in &self.energy.targets {
+            if !(0.0..1.0).contains(&t.saving) {
+                return Err(fail(
+                    "energy.targets.saving",
+                    format!("{} must be a fraction in 0..1 (0.35 for 35 %)", t.saving),
+                ));
+            }
+        }
+        if self.energy.night_from_hour >= self.energy.night_to_hour
+            || self.energy.night_to_hour > 24
+        {
+            return Err(fail(
+                "energy.night_to_hour",
+                "night_from_hour < night_to_hour ≤ 24 is required".into(),
+            ));
+        }
+        self.api
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| fail("api.listen", format!("`{}`: {e}", self.api.listen)))?;
+        if self.api.pool_size == 0 || self.api.pool_size > 256 {
+            return Err(fail("api.pool_size", "must be between 1 and 256".into()));
+        }
+        if self.api.max_points < 10 {
+            return Err(fail("api.max_points", "must be at least 10".into()));
+        }
         if self.simulate.register_interval_s == 0 {
             return Err(fail(
                 "simulate.register_interval_s",
@@ -815,6 +1082,53 @@ mod tests {
         let config = Config::load_with_env(Some(&path), Vec::new()).unwrap();
         assert_eq!(config.mqtt.topics, TopicsConfig::default());
         assert_eq!(config.database.url, DatabaseConfig::default().url);
+        assert_eq!(config.energy, EnergyConfig::default());
+    }
+
+    #[test]
+    fn bad_tariffs_and_targets_name_the_field_and_line() {
+        let (_d, path) = write(
+            "[energy]\n[[energy.tariffs]]\nutility = \"electricity\"\nprice = 1.0\n  [[energy.tariffs.period]]\n  name = \"peak\"\n  from_hour = 22\n  to_hour = 8\n  price = 2.0\n",
+        );
+        let e = Config::load_with_env(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("energy.tariffs.period.to_hour") && e.contains("estatemon.toml:8:"),
+            "{e}"
+        );
+        let (_d, path) = write("[[energy.targets]]\npurpose = \"public_lighting\"\nsaving = 35\n");
+        let e = Config::load_with_env(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("energy.targets.saving") && e.contains("estatemon.toml:3:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tariffs_and_targets_pick_the_most_specific() {
+        use crate::device::{Purpose, Utility};
+        let mut e = EnergyConfig::default();
+        assert_eq!(
+            e.target(Purpose::PublicLighting, Some("garage")),
+            Some(0.45)
+        );
+        assert_eq!(e.target(Purpose::PublicLighting, Some("lobby")), Some(0.35));
+        assert_eq!(e.target(Purpose::Hvac, None), None);
+        let general = e.tariff(Utility::Electricity, "x").unwrap();
+        assert_eq!(general.price_at(3, true), 0.62);
+        assert_eq!(general.price_at(8, true), 0.98);
+        assert_eq!(general.price_at(22, false), 0.62);
+        e.tariffs.push(Tariff {
+            utility: Utility::Electricity,
+            site: Some("x".into()),
+            price: 1.1,
+            periods: vec![],
+        });
+        assert_eq!(e.tariff(Utility::Electricity, "x").unwrap().price, 1.1);
+        assert_eq!(e.tariff(Utility::Electricity, "y").unwrap().price, 0.62);
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Default for RegisterPolicy {
 }
 
 /// Why an interval's consumption is not a plain difference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Correction {
     None,

@@ -42,6 +42,55 @@ impl DeviceKind {
     }
 }
 
+/// What a meter measures and a report totals separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Utility {
+    Electricity,
+    Water,
+    Gas,
+}
+
+impl Utility {
+    pub const ALL: [Utility; 3] = [Utility::Electricity, Utility::Water, Utility::Gas];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Utility::Electricity => "electricity",
+            Utility::Water => "water",
+            Utility::Gas => "gas",
+        }
+    }
+
+    /// kWh or m³.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Utility::Electricity => "kWh",
+            Utility::Water | Utility::Gas => "m³",
+        }
+    }
+
+    /// The register metric its meters report.
+    pub fn register(self) -> crate::Metric {
+        match self {
+            Utility::Electricity => crate::Metric::EnergyKwh,
+            Utility::Water | Utility::Gas => crate::Metric::VolumeM3,
+        }
+    }
+}
+
+impl DeviceKind {
+    /// What a meter of this kind measures; `None` for non-meters.
+    pub fn utility(self) -> Option<Utility> {
+        match self {
+            DeviceKind::ElectricityMeter => Some(Utility::Electricity),
+            DeviceKind::WaterMeter => Some(Utility::Water),
+            DeviceKind::GasMeter => Some(Utility::Gas),
+            _ => None,
+        }
+    }
+}
+
 /// What the energy or water a device measures is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +184,9 @@ pub struct Registry {
     pub sites: Vec<Site>,
     #[serde(default, rename = "device")]
     pub devices: Vec<Device>,
+    /// Retrofits whose savings are measured (`[[retrofit]]`).
+    #[serde(default, rename = "retrofit")]
+    pub retrofits: Vec<crate::retrofit::Retrofit>,
     /// A site file may also carry the simulator's `[scenario]` table
     /// (retrofits, faults); the registry ignores it.
     #[serde(default, rename = "scenario", skip_serializing)]
@@ -219,12 +271,33 @@ impl Registry {
                 }
             }
         }
+        let mut ids = std::collections::HashSet::new();
+        for r in &self.retrofits {
+            let needle = format!("\"{}\"", r.id);
+            if !ids.insert((r.site.as_str(), r.id.as_str())) {
+                return Err(invalid(
+                    &needle,
+                    "retrofit.id",
+                    format!("retrofit `{}` is listed twice", r.id),
+                ));
+            }
+            if !self.sites.iter().any(|s| s.id == r.site) {
+                return Err(invalid(
+                    &needle,
+                    "retrofit.site",
+                    format!("retrofit `{}` names unknown site `{}`", r.id, r.site),
+                ));
+            }
+            r.check().map_err(|(field, message)| {
+                invalid(&needle, &format!("retrofit.{field}"), message)
+            })?;
+        }
         Ok(())
     }
 }
 
 /// Accepts TOML's native dates (`2019-05-01`) as well as quoted ones.
-mod toml_date {
+pub(crate) mod toml_date {
     use chrono::NaiveDate;
     use serde::{Deserialize, Deserializer};
 
@@ -233,6 +306,10 @@ mod toml_date {
     enum Repr {
         Native(toml::value::Datetime),
         Text(String),
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+        option(d)?.ok_or_else(|| serde::de::Error::custom("a date (YYYY-MM-DD) is required"))
     }
 
     pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {

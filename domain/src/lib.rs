@@ -11,6 +11,9 @@
 //! - [`device`]: sites, buildings, devices and the registry file that lists them.
 //! - [`consumption`]: the single derivation of consumption from cumulative
 //!   registers (resets, rollovers, replacements, gaps, spikes).
+//! - [`retrofit`]: retrofits whose savings are measured (meters, date,
+//!   baseline and reporting periods, drivers, target).
+//! - [`sun`]: sunrise, sunset and hours of darkness at a site.
 //! - [`pseudonym`]: the keyed hash applied to access credentials.
 //! - [`rules`]: alert rules (the rules file, its validation, the shipped
 //!   defaults) and the matching shared by ingest and analytics.
@@ -28,8 +31,10 @@ pub mod event;
 pub mod metric;
 pub mod pseudonym;
 pub mod reading;
+pub mod retrofit;
 pub mod rules;
 pub mod schema;
+pub mod sun;
 pub mod units;
 
 pub use metric::Metric;

@@ -29,7 +29,7 @@ pub mod load;
 pub mod model;
 pub mod scenario;
 pub mod site;
-pub mod sun;
+pub use estatemon_domain::sun;
 pub mod truth;
 
 /// The default site shipped with estatemon (also a registry file).

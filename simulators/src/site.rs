@@ -171,6 +171,7 @@ pub fn synthetic_estate(devices: usize) -> Registry {
             buildings,
         }],
         devices: list,
+        retrofits: Vec::new(),
         scenario: None,
     }
 }

@@ -79,23 +79,17 @@ pub async fn run(config: Config, args: AlertsBenchArgs) -> anyhow::Result<()> {
         migration.reason
     );
     let started = Instant::now();
-    let truth = std::env::temp_dir().join(format!(
-        "estatemon-bench-alerts-truth-{}.json",
-        std::process::id()
-    ));
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .args(["simulate", "backfill", "--direct", "--quiet", "--devices"])
-        .arg(args.devices.to_string())
-        .args(["--from", &format!("{}h", args.hours), "--interval-s"])
-        .arg(args.interval_s.to_string())
-        .arg("--truth")
-        .arg(&truth)
-        .env("ESTATEMON_DATABASE_URL", &c.database.url)
-        .env("ESTATEMON_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .status()?;
-    let _ = std::fs::remove_file(&truth);
-    anyhow::ensure!(status.success(), "backfill failed");
+    super::backfill_direct(
+        &c.database.url,
+        &[
+            "--devices",
+            &args.devices.to_string(),
+            "--from",
+            &format!("{}h", args.hours),
+            "--interval-s",
+            &args.interval_s.to_string(),
+        ],
+    )?;
     let rows: i64 = client
         .query_one("SELECT count(*) FROM readings", &[])
         .await?

@@ -22,6 +22,8 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod alerts;
+pub mod api;
+pub mod report;
 pub use alerts::{run as alerts, AlertsBenchArgs};
 
 #[derive(Args, Clone)]
@@ -157,12 +159,31 @@ pub fn simulate(config: Config, args: SimulateBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn self_peak_rss_mb() -> f64 {
+/// `estatemon simulate backfill --direct --quiet ARGS…` into the database
+/// at `db_url`, in a process of its own (the ground truth is discarded).
+fn backfill_direct(db_url: &str, args: &[&str]) -> anyhow::Result<()> {
+    let truth =
+        std::env::temp_dir().join(format!("estatemon-bench-truth-{}.json", std::process::id()));
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["simulate", "backfill", "--direct", "--quiet"])
+        .args(args)
+        .arg("--truth")
+        .arg(&truth)
+        .env("ESTATEMON_DATABASE_URL", db_url)
+        .env("ESTATEMON_LOG_FILTER", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let _ = std::fs::remove_file(&truth);
+    anyhow::ensure!(status.success(), "backfill failed");
+    Ok(())
+}
+
+pub(crate) fn self_peak_rss_mb() -> f64 {
     peak_rss_mb_of("self").unwrap_or(f64::NAN)
 }
 
 /// A process's peak resident set (`VmHWM`) in MB, from /proc.
-fn peak_rss_mb_of(pid: &str) -> Option<f64> {
+pub(crate) fn peak_rss_mb_of(pid: &str) -> Option<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()

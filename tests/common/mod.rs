@@ -432,3 +432,124 @@ pub fn energy(ms: i64, value: f64) -> Vec<u8> {
 pub fn base_ms() -> i64 {
     chrono::Utc::now().timestamp_millis() / 1000 * 1000 - 3_600_000
 }
+
+/// The `estatemon` binary against `db`, with no other ESTATEMON_* settings
+/// from the caller's environment.
+pub fn estatemon(db: &TestDb) -> Command {
+    let mut c = Command::new(estatemon_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ESTATEMON_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("ESTATEMON_DATABASE_URL", &db.url)
+        .env("ESTATEMON_LOG_FILTER", "warn");
+    c
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr.
+pub fn run(c: &mut Command) -> String {
+    let out = c.output().expect("run estatemon");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{c:?} failed: {text}");
+    text
+}
+
+/// The shipped site file's ledger (sites, devices, retrofits) followed by
+/// `scenario` (a `[scenario]` table of the test's own), as a temporary file.
+pub fn site_file(scenario: &str) -> PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml"),
+    )
+    .unwrap();
+    let ledger = &shipped[..shipped.find("\n[scenario]\n").expect("scenario table") + 1];
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("site")));
+    std::fs::write(&path, format!("{ledger}{scenario}")).unwrap();
+    path
+}
+
+/// What a local HTTP receiver got: (path, JSON body), in arrival order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A receiver on `port` recording every POSTed JSON body by path.
+pub async fn receiver(port: u16, got: Received) -> tokio::task::JoinHandle<()> {
+    use axum::extract::{Path, State};
+    let app = axum::Router::new()
+        .route(
+            "/{*path}",
+            axum::routing::post(
+                |State(got): State<Received>, Path(path): Path<String>, body: String| async move {
+                    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                    got.lock().unwrap().push((path, value));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
+
+/// A real Prometheus Alertmanager (Debian's prometheus-alertmanager).
+pub struct Alertmanager {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+impl Alertmanager {
+    /// Routing every alert, one group per alert, at once, to `webhook`.
+    pub async fn start(webhook: &str) -> Alertmanager {
+        Self::with_config(&format!(
+            "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 4h\n\
+             receivers:\n  - name: test\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
+        ))
+        .await
+    }
+
+    /// With a configuration of the caller's.
+    pub async fn with_config(text: &str) -> Alertmanager {
+        let dir = std::env::temp_dir().join(unique("am"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(&config, text).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (Debian package prometheus-alertmanager; .ci/run installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{port}");
+        let ready = eventually(std::time::Duration::from_secs(20), || {
+            let addr = addr.clone();
+            async move {
+                tokio::net::TcpStream::connect(&addr).await.is_ok()
+                    && http_get(&addr, "/-/ready").await.contains("200 OK")
+            }
+        })
+        .await;
+        assert!(ready, "Alertmanager did not become ready on {addr}");
+        Alertmanager { child, dir, url }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -209,6 +209,27 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 4,
+        name: "savings_reports",
+        common: Some(include_str!("migrations/0004_savings_reports.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 5,
+        name: "api",
+        common: Some(include_str!("migrations/0005_api.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 6,
+        name: "registers_daily",
+        common: Some(include_str!("migrations/0006_registers_daily.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -1,4 +1,5 @@
-//! Loading the registry file (sites, buildings, devices) into the database.
+//! Loading the registry file (sites, buildings, devices, retrofits) into the
+//! database, and reading retrofits back.
 
 use tokio_postgres::Client;
 
@@ -68,6 +69,39 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
         )
         .await?;
     }
+    for r in &registry.retrofits {
+        let spec = serde_json::to_value(r).expect("a retrofit serialises");
+        tx.execute(
+            "INSERT INTO retrofits (site_id, retrofit_id, spec) VALUES ($1, $2, $3)
+             ON CONFLICT (site_id, retrofit_id) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()",
+            &[&r.site, &r.id, &spec],
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
+}
+
+/// The retrofits declared for a site, oldest first.
+pub async fn retrofits(
+    client: &Client,
+    site: &str,
+) -> Result<Vec<crate::retrofit::Retrofit>, SchemaError> {
+    let rows = client
+        .query(
+            "SELECT spec FROM retrofits WHERE site_id = $1 ORDER BY spec->>'date', retrofit_id",
+            &[&site],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let spec: serde_json::Value = row.get(0);
+        match serde_json::from_value(spec) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                tracing::warn!(site, error = %e, "skipping a retrofit row that no longer parses")
+            }
+        }
+    }
+    Ok(out)
 }

@@ -77,6 +77,25 @@ ON CONFLICT (device_id, metric, bucket) DO UPDATE
    SET samples = EXCLUDED.samples, avg = EXCLUDED.avg, min = EXCLUDED.min,
        max = EXCLUDED.max, first = EXCLUDED.first, last = EXCLUDED.last";
 
+/// The register at the start of each local day (registers_daily) for the
+/// days, in each site's time zone, that overlap `[$1, $2)`; the scan reaches
+/// two days further each way so every such day is seen whole.
+const REFRESH_REGISTERS_DAILY: &str = "
+INSERT INTO registers_daily (device_id, metric, day, first_at, first)
+SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
+       min(h.bucket), (array_agg(h.first ORDER BY h.bucket))[1]
+  FROM readings_hourly h
+  JOIN devices d ON d.device_id = h.device_id
+  JOIN sites s ON s.site_id = d.site_id
+ WHERE h.metric IN ('energy_kwh', 'volume_m3') AND h.first IS NOT NULL
+   AND h.bucket >= $1::timestamptz - interval '2 days' AND h.bucket < $2::timestamptz + interval '2 days'
+   AND (h.bucket AT TIME ZONE s.time_zone)::date
+       BETWEEN ($1::timestamptz AT TIME ZONE s.time_zone)::date
+           AND ($2::timestamptz AT TIME ZONE s.time_zone)::date
+ GROUP BY 1, 2, 3
+ON CONFLICT (device_id, metric, day) DO UPDATE
+   SET first_at = EXCLUDED.first_at, first = EXCLUDED.first";
+
 /// Refreshes up to `limit` dirty hours; returns how many were refreshed.
 pub async fn refresh_dirty(
     client: &mut Client,
@@ -113,6 +132,9 @@ pub async fn refresh_dirty(
             for (s, e) in &days {
                 tx.execute(REFRESH_DAILY, &[s, e]).await?;
             }
+            for (s, e) in &ranges {
+                tx.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
+            }
             tx.commit().await?;
         }
         StorageMode::Timescaledb => {
@@ -135,6 +157,9 @@ pub async fn refresh_dirty(
                             &[s, e],
                         )
                         .await?;
+                }
+                for (s, e) in &ranges {
+                    client.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
                 }
                 Ok::<_, tokio_postgres::Error>(())
             }

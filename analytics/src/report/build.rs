@@ -1,0 +1,958 @@
+//! Gathers a quarter's figures: consumption from the registers (raw
+//! readings for the quarter, hourly registers for the comparison quarters
+//! and the baselines), aggregated with polars; lifts, gates, alerts and
+//! dead letters from their tables. The aggregation steps that decide
+//! figures (availability, totals, peak, night base) are pure functions.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use estatemon_domain::config::EnergyConfig;
+use estatemon_domain::consumption::Correction;
+use estatemon_domain::device::Utility;
+use polars::prelude::*;
+use tokio_postgres::Client;
+
+use super::model::*;
+use super::quarter::Quarter;
+use crate::energy::{self, Meter, SiteInfo, Source, Usage};
+use crate::savings;
+
+/// What a long step reports, for progress bars.
+pub trait Progress: Sync {
+    fn step(&self, what: &str);
+}
+
+impl Progress for () {
+    fn step(&self, _: &str) {}
+}
+
+/// Per-meter figures over a period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeterTotal {
+    pub used: Option<f64>,
+    pub known_hours: f64,
+    pub cost: f64,
+    /// Electricity used in the night hours, and the hours it covers.
+    pub night_used: f64,
+    pub night_hours: f64,
+}
+
+/// Per group: `used` (sum of the known use), `known` (intervals with a
+/// known use: 0 means missing, not zero) and `known_hours` (the hours they
+/// cover, for coverage).
+fn known_use() -> [Expr; 3] {
+    [
+        col("used").sum().alias("used"),
+        col("used").count().alias("known"),
+        col("hours")
+            .filter(col("used").is_not_null())
+            .sum()
+            .alias("known_hours"),
+    ]
+}
+
+/// Per-meter totals (with time-of-use cost and night use) from a usage
+/// frame with `meter`, `hour`, `weekday`, `hours`, `used`.
+pub fn meter_totals(
+    frame: &DataFrame,
+    meters: &[Meter],
+    site: &str,
+    energy: &EnergyConfig,
+) -> PolarsResult<Vec<MeterTotal>> {
+    let by_hour = frame
+        .clone()
+        .lazy()
+        .group_by([col("meter"), col("hour"), col("weekday")])
+        .agg(known_use())
+        .collect()?;
+    let mut out = vec![MeterTotal::default(); meters.len()];
+    let meter = by_hour.column("meter")?.u32()?;
+    let hour = by_hour.column("hour")?.i32()?;
+    let weekday = by_hour.column("weekday")?.bool()?;
+    let used = by_hour.column("used")?.f64()?;
+    let known = by_hour.column("known")?.u32()?;
+    let known_hours = by_hour.column("known_hours")?.f64()?;
+    for i in 0..by_hour.height() {
+        let (Some(m), Some(h)) = (meter.get(i), hour.get(i)) else {
+            continue;
+        };
+        let m = m as usize;
+        let t = &mut out[m];
+        let u = used.get(i).unwrap_or(0.0);
+        if known.get(i).unwrap_or(0) > 0 {
+            t.used = Some(t.used.unwrap_or(0.0) + u);
+        }
+        let kh = known_hours.get(i).unwrap_or(0.0);
+        t.known_hours += kh;
+        let price = energy.tariff(meters[m].utility, site).map_or(0.0, |tf| {
+            tf.price_at(h as u32, weekday.get(i).unwrap_or(true))
+        });
+        t.cost += u * price;
+        if (energy.night_from_hour..energy.night_to_hour).contains(&(h as u32)) {
+            t.night_used += u;
+            t.night_hours += kh;
+        }
+    }
+    Ok(out)
+}
+
+/// Totals per scope (site, building, area, purpose) and utility.
+pub fn scope_totals(
+    site: &SiteInfo,
+    meters: &[Meter],
+    totals: &[MeterTotal],
+    period_hours: f64,
+    energy: &EnergyConfig,
+) -> Vec<TotalRow> {
+    let mut groups: BTreeMap<(Scope, String, Utility), Vec<usize>> = BTreeMap::new();
+    for (i, m) in meters.iter().enumerate() {
+        groups
+            .entry((Scope::Site, site.name.clone(), m.utility))
+            .or_default()
+            .push(i);
+        let building = m.building.clone().unwrap_or_else(|| "(no building)".into());
+        groups
+            .entry((Scope::Building, building, m.utility))
+            .or_default()
+            .push(i);
+        groups
+            .entry((Scope::Area, m.area.clone(), m.utility))
+            .or_default()
+            .push(i);
+        groups
+            .entry((Scope::Purpose, m.purpose_str().to_owned(), m.utility))
+            .or_default()
+            .push(i);
+    }
+    groups
+        .into_iter()
+        .map(|((scope, name, utility), idx)| {
+            let quantity = idx
+                .iter()
+                .filter_map(|&i| totals[i].used)
+                .fold(None, |acc: Option<f64>, u| Some(acc.unwrap_or(0.0) + u));
+            let known: f64 = idx.iter().map(|&i| totals[i].known_hours).sum();
+            let cost = quantity.map(|_| idx.iter().map(|&i| totals[i].cost).sum());
+            TotalRow {
+                scope,
+                name,
+                utility,
+                unit: utility.unit(),
+                meters: idx.len(),
+                quantity,
+                coverage: if period_hours > 0.0 {
+                    (known / (period_hours * idx.len() as f64)).min(1.0)
+                } else {
+                    0.0
+                },
+                cost,
+                co2_kg: quantity.map(|q| q * energy.emission_factors.of(utility)),
+            }
+        })
+        .collect()
+}
+
+/// The usage frame with a boolean `electric` column (the meter measures
+/// electricity).
+fn electric_rows(frame: &DataFrame, electric: &[bool]) -> PolarsResult<LazyFrame> {
+    let meter = frame.column("meter")?.u32()?;
+    let mask: Vec<bool> = (0..meter.len())
+        .map(|i| meter.get(i).is_some_and(|m| electric[m as usize]))
+        .collect();
+    Ok(frame.clone().lazy().with_column(
+        Column::new("electric".into(), mask)
+            .as_materialized_series()
+            .clone()
+            .lit(),
+    ))
+}
+
+/// Site electricity demand per 15-minute slot: the peak over slots where
+/// every meter that reports at 15-minute detail has an interval.
+pub fn peak_demand(frame: &DataFrame, electric: &[bool]) -> PolarsResult<Option<(f64, i64)>> {
+    let slots = electric_rows(frame, electric)?
+        .filter(
+            col("electric")
+                .and(col("hours").lt_eq(lit(0.5)))
+                .and(col("used").is_not_null()),
+        )
+        .with_column(((col("start_ms") / lit(900_000i64)) * lit(900_000i64)).alias("slot"))
+        .group_by([col("slot")])
+        .agg([
+            (col("used") / col("hours")).sum().alias("kw"),
+            col("meter").count().alias("meters"),
+        ])
+        .collect()?;
+    if slots.height() == 0 {
+        return Ok(None);
+    }
+    let meters = slots.column("meters")?.u32()?;
+    let full = meters.max().unwrap_or(0);
+    let kw = slots.column("kw")?.f64()?;
+    let slot = slots.column("slot")?.i64()?;
+    let mut best: Option<(f64, i64)> = None;
+    for i in 0..slots.height() {
+        if meters.get(i) != Some(full) {
+            continue;
+        }
+        if let (Some(k), Some(s)) = (kw.get(i), slot.get(i)) {
+            if best.is_none_or(|(b, bs)| k > b || (k == b && s < bs)) {
+                best = Some((k, s));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Monthly use per utility and purpose, with coverage.
+pub fn monthly(
+    frame: &DataFrame,
+    meters: &[Meter],
+    quarter: Quarter,
+    site: &SiteInfo,
+) -> PolarsResult<Vec<MonthRow>> {
+    let by = frame
+        .clone()
+        .lazy()
+        .group_by([col("meter"), col("month")])
+        .agg(known_use())
+        .collect()?;
+    let meter = by.column("meter")?.u32()?;
+    let month = by.column("month")?.i32()?;
+    let used = by.column("used")?.f64()?;
+    let known = by.column("known")?.u32()?;
+    let known_hours = by.column("known_hours")?.f64()?;
+    // (month, utility, purpose) → (used, any known, known hours, meters)
+    let mut acc: BTreeMap<(i32, Utility, String), (f64, bool, f64)> = BTreeMap::new();
+    let mut group_meters: HashMap<(Utility, String), usize> = HashMap::new();
+    for m in meters {
+        *group_meters
+            .entry((m.utility, m.purpose_str().to_owned()))
+            .or_default() += 1;
+    }
+    for &mo in &quarter.months() {
+        for (u, p) in group_meters.keys() {
+            acc.entry((mo, *u, p.clone())).or_insert((0.0, false, 0.0));
+        }
+    }
+    for i in 0..by.height() {
+        let (Some(m), Some(mo)) = (meter.get(i), month.get(i)) else {
+            continue;
+        };
+        let mt = &meters[m as usize];
+        let e = acc
+            .entry((mo, mt.utility, mt.purpose_str().to_owned()))
+            .or_insert((0.0, false, 0.0));
+        e.0 += used.get(i).unwrap_or(0.0);
+        e.1 |= known.get(i).unwrap_or(0) > 0;
+        e.2 += known_hours.get(i).unwrap_or(0.0);
+    }
+    Ok(acc
+        .into_iter()
+        .filter(|((mo, _, _), _)| quarter.months().contains(mo))
+        .map(|((mo, utility, purpose), (u, any, kh))| {
+            let n = group_meters[&(utility, purpose.clone())] as f64;
+            let (y, m) = (mo / 100, (mo % 100) as u32);
+            let first = chrono::NaiveDate::from_ymd_opt(y, m, 1).expect("month");
+            let next = if m == 12 {
+                chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+            } else {
+                chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+            }
+            .expect("month");
+            let hours = (site.midnight(next) - site.midnight(first)).num_minutes() as f64 / 60.0;
+            MonthRow {
+                month: mo,
+                utility,
+                purpose,
+                quantity: any.then_some(u),
+                coverage: (kh / (hours * n)).min(1.0),
+            }
+        })
+        .collect())
+}
+
+/// Mean electricity demand by local hour on weekdays and weekends: the
+/// use in that hour over the days of that type, summed over meters
+/// (each meter's mean over the hours it reported).
+pub fn load_profile(frame: &DataFrame, electric: &[bool]) -> PolarsResult<Vec<ProfileRow>> {
+    let by = electric_rows(frame, electric)?
+        .filter(col("electric").and(col("used").is_not_null()))
+        .group_by([col("meter"), col("hour"), col("weekday")])
+        .agg([
+            col("used").sum().alias("used"),
+            col("hours").sum().alias("hours"),
+        ])
+        .collect()?;
+    let hour = by.column("hour")?.i32()?;
+    let weekday = by.column("weekday")?.bool()?;
+    let used = by.column("used")?.f64()?;
+    let hours = by.column("hours")?.f64()?;
+    let mut kw = [[None::<f64>; 2]; 24];
+    for i in 0..by.height() {
+        let (Some(h), Some(w), Some(u), Some(hs)) =
+            (hour.get(i), weekday.get(i), used.get(i), hours.get(i))
+        else {
+            continue;
+        };
+        if hs <= 0.0 || !(0..24).contains(&h) {
+            continue;
+        }
+        let slot = &mut kw[h as usize][usize::from(!w)];
+        *slot = Some(slot.unwrap_or(0.0) + u / hs);
+    }
+    Ok((0..24)
+        .map(|h| ProfileRow {
+            hour: h as u32,
+            weekday_kw: kw[h][0],
+            weekend_kw: kw[h][1],
+        })
+        .collect())
+}
+
+/// Downtime of a lift: from a fault event or a `fault`/`maintenance` state
+/// to the next running state (`idle`, `moving`, `door_open`), within
+/// `[start, end)`. `events` are (ts, type, state) in time order, and may
+/// begin before `start` (to know the state the quarter opened in).
+pub fn lift_downtime(
+    events: &[(DateTime<Utc>, String, Option<String>)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Duration {
+    let mut down_since: Option<DateTime<Utc>> = None;
+    let mut total = Duration::zero();
+    for (ts, kind, state) in events {
+        let goes_down = kind == "fault"
+            || (kind == "state" && matches!(state.as_deref(), Some("fault" | "maintenance")));
+        let comes_up =
+            kind == "state" && matches!(state.as_deref(), Some("idle" | "moving" | "door_open"));
+        if goes_down && down_since.is_none() {
+            down_since = Some(*ts);
+        } else if comes_up {
+            if let Some(since) = down_since.take() {
+                let (a, b) = (since.max(start), (*ts).min(end));
+                if b > a {
+                    total += b - a;
+                }
+            }
+        }
+    }
+    if let Some(since) = down_since {
+        let a = since.max(start);
+        if end > a {
+            total += end - a;
+        }
+    }
+    total
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Alerts of the quarter by rule and severity: how fast they were answered.
+#[allow(clippy::type_complexity)]
+pub fn alert_rows(
+    alerts: &[(
+        String,
+        String,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    )],
+) -> Vec<AlertRow> {
+    // (rule, severity, started, acknowledged, resolved, fired, deadline)
+    let mut by: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, a) in alerts.iter().enumerate() {
+        by.entry((a.0.clone(), a.1.clone())).or_default().push(i);
+    }
+    by.into_iter()
+        .map(|((rule, severity), idx)| {
+            let mut ack: Vec<f64> = idx
+                .iter()
+                .filter_map(|&i| {
+                    alerts[i]
+                        .3
+                        .map(|a| (a - alerts[i].5).num_seconds() as f64 / 60.0)
+                })
+                .collect();
+            let mut res: Vec<f64> = idx
+                .iter()
+                .filter_map(|&i| {
+                    alerts[i]
+                        .4
+                        .map(|r| (r - alerts[i].2).num_seconds() as f64 / 60.0)
+                })
+                .collect();
+            AlertRow {
+                rule,
+                severity,
+                count: idx.len(),
+                acknowledged: ack.len(),
+                within_deadline: idx
+                    .iter()
+                    .filter(|&&i| alerts[i].3.is_some_and(|a| a <= alerts[i].6))
+                    .count(),
+                max_minutes_to_acknowledge: ack.iter().copied().reduce(f64::max),
+                median_minutes_to_acknowledge: median(&mut ack),
+                median_minutes_to_resolve: median(&mut res),
+                still_open: idx.iter().filter(|&&i| alerts[i].4.is_none()).count(),
+            }
+        })
+        .collect()
+}
+
+/// Groups the retrofits' savings: all lighting, all water.
+pub fn savings_groups(
+    savings: &[savings::RetrofitSavings],
+    energy: &EnergyConfig,
+) -> Vec<SavingsGroup> {
+    let mut out = Vec::new();
+    for (name, purposes, target_purpose) in [
+        (
+            "Public lighting",
+            &["public_lighting"][..],
+            estatemon_domain::device::Purpose::PublicLighting,
+        ),
+        (
+            "Water",
+            &["domestic_water", "irrigation"][..],
+            estatemon_domain::device::Purpose::DomesticWater,
+        ),
+    ] {
+        let members: Vec<&savings::RetrofitSavings> = savings
+            .iter()
+            .filter(|s| purposes.contains(&s.purpose.as_str()))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let sum = |f: &dyn Fn(&savings::RetrofitSavings) -> Option<f64>| -> Option<f64> {
+            let v: Vec<f64> = members.iter().filter_map(|s| f(s)).collect();
+            (!v.is_empty()).then(|| v.iter().sum())
+        };
+        let complete = members.iter().all(|s| s.savings.is_some());
+        let adjusted = sum(&|s| s.adjusted_baseline).filter(|_| complete);
+        let actual = sum(&|s| s.actual).filter(|_| complete);
+        let saved = sum(&|s| s.savings).filter(|_| complete);
+        let fraction = saved
+            .zip(adjusted)
+            .filter(|(_, a)| *a > 0.0)
+            .map(|(s, a)| s / a);
+        let target = energy.target(target_purpose, None);
+        out.push(SavingsGroup {
+            name: name.to_owned(),
+            utility: members[0].utility,
+            unit: members[0].unit,
+            retrofits: members.iter().map(|s| s.name.clone()).collect(),
+            adjusted_baseline: adjusted,
+            actual,
+            savings: saved,
+            savings_fraction: fraction,
+            uncertainty: sum(&|s| s.uncertainty.map(|u| u * u))
+                .filter(|_| complete)
+                .map(f64::sqrt),
+            cost_saved: sum(&|s| s.cost_saved).filter(|_| complete),
+            co2_kg_saved: sum(&|s| s.co2_kg_saved).filter(|_| complete),
+            target,
+            meets_target: fraction.zip(target).map(|(f, t)| f >= t),
+        });
+    }
+    out
+}
+
+fn add_corrections(into: &mut BTreeMap<String, u64>, usage: &Usage) -> (u64, u64) {
+    let (mut gaps, mut implausible) = (0, 0);
+    for per_meter in &usage.corrections {
+        for (c, n) in per_meter {
+            match c {
+                Correction::Gap => gaps += *n as u64,
+                Correction::Implausible => implausible += *n as u64,
+                Correction::None => {}
+                other => *into.entry(other.as_str().to_owned()).or_default() += *n as u64,
+            }
+        }
+    }
+    (gaps, implausible)
+}
+
+/// Builds the report of `quarter` for `site`.
+pub async fn build(
+    client: &mut Client,
+    energy_config: &EnergyConfig,
+    site_id: &str,
+    quarter: Quarter,
+    progress: &dyn Progress,
+) -> anyhow::Result<QuarterReport> {
+    progress.step("refreshing rollups");
+    energy::refresh_rollups(client).await?;
+    let (site, meters) = energy::load_site(client, site_id).await?;
+    let (start, end) = (site.midnight(quarter.start()), site.midnight(quarter.end()));
+    let period_hours = (end - start).num_minutes() as f64 / 60.0;
+    let mut notes = Vec::new();
+
+    progress.step("reading the quarter's registers");
+    let usage = energy::load_usage(client, &meters, start, end, Source::Raw).await?;
+    progress.step("aggregating the quarter");
+    let mut corrections = BTreeMap::new();
+    let (gaps, implausible) = add_corrections(&mut corrections, &usage);
+    let frame = energy::usage_frame(usage, site.tz)?;
+    let totals = meter_totals(&frame, &meters, &site.id, energy_config)?;
+    let electric: Vec<bool> = meters
+        .iter()
+        .map(|m| m.utility == Utility::Electricity)
+        .collect();
+    let peak = peak_demand(&frame, &electric)?;
+    let monthly_rows = monthly(&frame, &meters, quarter, &site)?;
+    let profile = load_profile(&frame, &electric)?;
+    drop(frame);
+    let night: Option<f64> = {
+        let per_meter: Vec<f64> = meters
+            .iter()
+            .zip(&totals)
+            .filter(|(m, t)| m.utility == Utility::Electricity && t.night_hours > 0.0)
+            .map(|(_, t)| t.night_used / t.night_hours)
+            .collect();
+        (!per_meter.is_empty()).then(|| per_meter.iter().sum())
+    };
+    let scope_rows = scope_totals(&site, &meters, &totals, period_hours, energy_config);
+
+    progress.step("reading the comparison quarters");
+    let mut comparison_totals = Vec::new();
+    for q in [quarter.previous(), quarter.year_before()] {
+        let (s, e) = (site.midnight(q.start()), site.midnight(q.end()));
+        let u = energy::load_usage(client, &meters, s, e, Source::Hourly).await?;
+        let f = energy::usage_frame(u, site.tz)?;
+        let t = meter_totals(&f, &meters, &site.id, energy_config)?;
+        let hours = (e - s).num_minutes() as f64 / 60.0;
+        comparison_totals.push(scope_totals(&site, &meters, &t, hours, energy_config));
+    }
+    let comparisons = scope_rows
+        .iter()
+        .filter(|r| matches!(r.scope, Scope::Site | Scope::Building | Scope::Purpose))
+        .map(|r| {
+            let find = |rows: &[TotalRow]| {
+                rows.iter()
+                    .find(|o| o.scope == r.scope && o.name == r.name && o.utility == r.utility)
+                    .map(|o| (o.quantity, o.coverage))
+                    .unwrap_or((None, 0.0))
+            };
+            let (prev, prev_cov) = find(&comparison_totals[0]);
+            let (last, last_cov) = find(&comparison_totals[1]);
+            let change = |other: Option<f64>| {
+                r.quantity
+                    .zip(other)
+                    .filter(|(_, o)| *o > 0.0)
+                    .map(|(t, o)| t / o - 1.0)
+            };
+            ComparisonRow {
+                scope: r.scope,
+                name: r.name.clone(),
+                utility: r.utility,
+                unit: r.unit,
+                this_quarter: r.quantity,
+                previous_quarter: prev,
+                same_quarter_last_year: last,
+                change_vs_previous: change(prev),
+                change_vs_last_year: change(last),
+                coverage: [r.coverage, prev_cov, last_cov],
+            }
+        })
+        .collect();
+
+    let mut intensity = Vec::new();
+    let electricity_of = |scope: Scope, name: &str| {
+        scope_rows
+            .iter()
+            .find(|r| r.scope == scope && r.name == name && r.utility == Utility::Electricity)
+            .and_then(|r| r.quantity)
+    };
+    let kwh = electricity_of(Scope::Site, &site.name);
+    intensity.push(IntensityRow {
+        scope: Scope::Site,
+        name: site.name.clone(),
+        floor_area_m2: site.floor_area_m2,
+        kwh,
+        kwh_per_m2: kwh
+            .zip(site.floor_area_m2)
+            .filter(|(_, a)| *a > 0.0)
+            .map(|(k, a)| k / a),
+    });
+    for b in &site.buildings {
+        let kwh = electricity_of(Scope::Building, &b.id);
+        intensity.push(IntensityRow {
+            scope: Scope::Building,
+            name: b.id.clone(),
+            floor_area_m2: b.floor_area_m2,
+            kwh,
+            kwh_per_m2: kwh
+                .zip(b.floor_area_m2)
+                .filter(|(_, a)| *a > 0.0)
+                .map(|(k, a)| k / a),
+        });
+    }
+
+    progress.step("measuring savings");
+    let retrofits = estatemon_domain::schema::registry::retrofits(client, &site.id).await?;
+    let mut savings_rows = Vec::new();
+    for r in retrofits {
+        if r.date >= quarter.end() {
+            continue;
+        }
+        let (rf, rt) = r.reporting();
+        if rt.is_some_and(|t| t <= quarter.start()) {
+            continue;
+        }
+        // The quarter's share of the reporting period.
+        let mut in_quarter = r.clone();
+        in_quarter.reporting_from = Some(rf.max(quarter.start()));
+        in_quarter.reporting_to = Some(rt.map_or(quarter.end(), |t| t.min(quarter.end())));
+        let s =
+            savings::measure_one(client, energy_config, &site, &meters, &in_quarter, end).await?;
+        savings_rows.push(s);
+    }
+    let groups = savings_groups(&savings_rows, energy_config);
+
+    progress.step("lifts, gates, alerts and data quality");
+    let lifts = lift_rows(client, &site, start, end).await?;
+    let gates = client
+        .query(
+            "SELECT d.device_id, d.name, d.building_id,
+                    count(*) FILTER (WHERE e.event_type = 'access' AND e.result = 'granted'),
+                    count(*) FILTER (WHERE e.event_type = 'access' AND e.result = 'denied'),
+                    count(*) FILTER (WHERE e.event_type = 'door_forced'),
+                    count(*) FILTER (WHERE e.event_type = 'door_held_open')
+               FROM devices d LEFT JOIN events e
+                    ON e.device_id = d.device_id AND e.ts >= $2 AND e.ts < $3
+              WHERE d.site_id = $1 AND d.kind = 'access_gate'
+              GROUP BY 1, 2, 3 ORDER BY 1",
+            &[&site.id, &start, &end],
+        )
+        .await?
+        .iter()
+        .map(|r| GateRow {
+            device_id: r.get(0),
+            name: r.get(1),
+            building: r.get(2),
+            granted: r.get(3),
+            denied: r.get(4),
+            forced: r.get(5),
+            held_open: r.get(6),
+        })
+        .collect();
+    let alert_data: Vec<_> = client
+        .query(
+            "SELECT rule, severity, started_at, acknowledged_at, resolved_at, fired_at, response_deadline
+               FROM alerts WHERE site_id = $1 AND started_at >= $2 AND started_at < $3",
+            &[&site.id, &start, &end],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
+        .collect();
+    let alerts = alert_rows(&alert_data);
+    let dead_letters = client
+        .query(
+            "SELECT reason, count(*) FROM dead_letters
+              WHERE received_at >= $2 AND received_at < $3
+                AND position('/' || $1 || '/' IN '/' || topic || '/') > 0
+              GROUP BY 1 ORDER BY 2 DESC",
+            &[&site.id, &start, &end],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let known: f64 = totals.iter().map(|t| t.known_hours).sum();
+    let quality = DataQuality {
+        meters: meters.len(),
+        meters_without_data: meters
+            .iter()
+            .zip(&totals)
+            .filter(|(_, t)| t.used.is_none())
+            .map(|(m, _)| m.id.clone())
+            .collect(),
+        coverage: if meters.is_empty() {
+            0.0
+        } else {
+            (known / (period_hours * meters.len() as f64)).min(1.0)
+        },
+        incomplete_meters: meters
+            .iter()
+            .zip(&totals)
+            .map(|(m, t)| (m.id.clone(), (t.known_hours / period_hours).min(1.0)))
+            .filter(|(_, c)| *c < 0.99)
+            .collect(),
+        gaps,
+        corrections: corrections.into_iter().collect(),
+        implausible,
+        dead_letters,
+    };
+    if !quality.meters_without_data.is_empty() {
+        notes.push(format!(
+            "{} meter(s) sent no readings this quarter; their use is missing, not zero",
+            quality.meters_without_data.len()
+        ));
+    }
+    if meters.is_empty() {
+        notes.push("the site has no meters in the registry".into());
+    }
+    Ok(QuarterReport {
+        site_id: site.id.clone(),
+        site_name: site.name.clone(),
+        time_zone: site.tz.name().to_owned(),
+        quarter,
+        period_start: start,
+        period_end: end,
+        generated_at: Utc::now(),
+        currency: energy_config.currency.clone(),
+        floor_area_m2: site.floor_area_m2,
+        totals: scope_rows,
+        comparisons,
+        intensity,
+        demand: Demand {
+            peak_kw: peak.map(|p| p.0),
+            peak_at: peak.and_then(|p| DateTime::from_timestamp_millis(p.1)),
+            night_base_kw: night,
+            night_hours: (energy_config.night_from_hour, energy_config.night_to_hour),
+        },
+        monthly: monthly_rows,
+        load_profile: profile,
+        savings: savings_rows,
+        savings_groups: groups,
+        lifts,
+        gates,
+        alerts,
+        data_quality: quality,
+        notes,
+    })
+}
+
+async fn lift_rows(
+    client: &Client,
+    site: &SiteInfo,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> anyhow::Result<Vec<LiftRow>> {
+    let lifts = client
+        .query(
+            "SELECT device_id, name, building_id FROM devices
+              WHERE site_id = $1 AND kind = 'lift' ORDER BY device_id",
+            &[&site.id],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for l in &lifts {
+        let id: String = l.get(0);
+        // The state the quarter opened in, then its events.
+        let mut events: Vec<(DateTime<Utc>, String, Option<String>)> = client
+            .query(
+                "(SELECT ts, event_type, state FROM events
+                   WHERE device_id = $1 AND event_type IN ('state', 'fault') AND ts < $2
+                   ORDER BY ts DESC LIMIT 1)
+                 UNION ALL
+                 (SELECT ts, event_type, state FROM events
+                   WHERE device_id = $1 AND event_type IN ('state', 'fault') AND ts >= $2 AND ts < $3)",
+                &[&id, &start, &end],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        events.sort_by_key(|e| e.0);
+        let down = lift_downtime(&events, start, end);
+        let faults = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE code = 'entrapment') FROM events
+                  WHERE device_id = $1 AND event_type = 'fault' AND ts >= $2 AND ts < $3",
+                &[&id, &start, &end],
+            )
+            .await?;
+        let trips: Option<f64> = client
+            .query_one(
+                "SELECT max(max) - min(min) FROM readings_hourly
+                  WHERE device_id = $1 AND metric = 'trips' AND bucket >= $2 AND bucket < $3",
+                &[&id, &start, &end],
+            )
+            .await?
+            .get(0);
+        let total = (end - start).num_seconds() as f64;
+        out.push(LiftRow {
+            device_id: id,
+            name: l.get(1),
+            building: l.get(2),
+            availability: 1.0 - down.num_seconds() as f64 / total,
+            downtime_hours: down.num_seconds() as f64 / 3600.0,
+            faults: faults.get(0),
+            entrapments: faults.get(1),
+            trips,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_225_600 + h * 3600, 0).unwrap()
+    }
+
+    #[test]
+    fn lift_downtime_runs_from_fault_to_running_state_within_the_quarter() {
+        let ev = |h, k: &str, s: Option<&str>| (t(h), k.to_owned(), s.map(str::to_owned));
+        let events = vec![
+            // In fault when the quarter opened (h 0): down from 0 to 2.
+            ev(-5, "state", Some("fault")),
+            ev(2, "state", Some("idle")),
+            // A fault event at 10, running again at 13.
+            ev(10, "fault", None),
+            ev(11, "fault", None),
+            ev(13, "state", Some("moving")),
+            // Maintenance from 20 to the end (24).
+            ev(20, "state", Some("maintenance")),
+        ];
+        assert_eq!(
+            lift_downtime(&events, t(0), t(24)),
+            Duration::hours(2 + 3 + 4)
+        );
+        assert_eq!(lift_downtime(&[], t(0), t(24)), Duration::zero());
+    }
+
+    #[test]
+    fn alerts_are_summarised_by_rule_with_response_times() {
+        let a = |ack: Option<i64>, res: Option<i64>, deadline: i64| {
+            (
+                "lift_entrapment".to_owned(),
+                "emergency".to_owned(),
+                t(0),
+                ack.map(|m| t(0) + Duration::minutes(m)),
+                res.map(|m| t(0) + Duration::minutes(m)),
+                t(0),
+                t(0) + Duration::minutes(deadline),
+            )
+        };
+        let rows = alert_rows(&[
+            a(Some(5), Some(30), 15),
+            a(Some(20), Some(50), 15),
+            a(None, None, 15),
+        ]);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            (r.count, r.acknowledged, r.within_deadline, r.still_open),
+            (3, 2, 1, 1)
+        );
+        assert_eq!(r.median_minutes_to_acknowledge, Some(12.5));
+        assert_eq!(r.max_minutes_to_acknowledge, Some(20.0));
+        assert_eq!(r.median_minutes_to_resolve, Some(40.0));
+    }
+
+    fn meter(
+        id: &str,
+        utility: Utility,
+        building: &str,
+        purpose: estatemon_domain::device::Purpose,
+    ) -> Meter {
+        Meter {
+            id: id.into(),
+            name: None,
+            utility,
+            building: Some(building.into()),
+            area: "lobby".into(),
+            purpose: Some(purpose),
+        }
+    }
+
+    #[test]
+    fn totals_peak_and_profile_from_a_small_frame() {
+        use estatemon_domain::device::Purpose;
+        let meters = vec![
+            meter(
+                "a",
+                Utility::Electricity,
+                "tower-a",
+                Purpose::PublicLighting,
+            ),
+            meter(
+                "b",
+                Utility::Electricity,
+                "tower-b",
+                Purpose::PublicLighting,
+            ),
+            meter("w", Utility::Water, "tower-a", Purpose::DomesticWater),
+            meter("silent", Utility::Electricity, "tower-b", Purpose::Lifts),
+        ];
+        // Two 15-minute slots for a and b, one hour for w.
+        let frame = df!(
+            "meter" => [0u32, 0, 1, 1, 2],
+            "start_ms" => [0i64, 900_000, 0, 900_000, 0],
+            "day" => [0i32; 5],
+            "month" => [197001i32; 5],
+            "hour" => [9i32, 9, 9, 9, 9],
+            "weekday" => [true; 5],
+            "hours" => [0.25, 0.25, 0.25, 0.25, 1.0],
+            "used" => [Some(1.0), Some(2.0), Some(0.5), None, Some(3.0)],
+        )
+        .unwrap();
+        let energy = EnergyConfig::default();
+        let totals = meter_totals(&frame, &meters, "s", &energy).unwrap();
+        assert_eq!(totals[0].used, Some(3.0));
+        assert_eq!(totals[1].used, Some(0.5));
+        assert_eq!(totals[1].known_hours, 0.25);
+        assert_eq!(totals[3].used, None, "no data is missing, not zero");
+        // 09:00 is in the default peak period (0.98 per kWh).
+        assert!((totals[0].cost - 3.0 * 0.98).abs() < 1e-9);
+        // Slot 0: a 4 kW + b 2 kW; slot 1 has only a (b missing): not full.
+        let (kw, at) = peak_demand(&frame, &[true, true, false, true])
+            .unwrap()
+            .unwrap();
+        assert!((kw - 6.0).abs() < 1e-9 && at == 0, "{kw} at {at}");
+        let profile = load_profile(&frame, &[true, true, false, true]).unwrap();
+        // a: 3 kWh over 0.5 h = 6 kW; b: 0.5 over 0.25 = 2 kW.
+        assert_eq!(profile[9].weekday_kw, Some(8.0));
+        assert_eq!(profile[9].weekend_kw, None);
+        let site = SiteInfo {
+            id: "s".into(),
+            name: "Site".into(),
+            tz: chrono_tz::UTC,
+            latitude: 0.0,
+            longitude: 0.0,
+            floor_area_m2: None,
+            buildings: vec![],
+        };
+        let rows = scope_totals(&site, &meters, &totals, 1.0, &energy);
+        let find = |scope, name: &str, u| {
+            rows.iter()
+                .find(|r| r.scope == scope && r.name == name && r.utility == u)
+                .unwrap()
+        };
+        assert_eq!(
+            find(Scope::Site, "Site", Utility::Electricity).quantity,
+            Some(3.5)
+        );
+        assert_eq!(
+            find(Scope::Purpose, "lifts", Utility::Electricity).quantity,
+            None
+        );
+        assert_eq!(
+            find(Scope::Building, "tower-a", Utility::Water).quantity,
+            Some(3.0)
+        );
+        let lifts = find(Scope::Purpose, "lifts", Utility::Electricity);
+        assert_eq!((lifts.cost, lifts.co2_kg), (None, None));
+    }
+}

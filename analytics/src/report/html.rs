@@ -1,0 +1,257 @@
+//! The report as one self-contained HTML page: inline CSS, charts as
+//! inline SVG drawn by [`super::charts`], no script, no external resource
+//! (it opens from a mail attachment or an archive years later).
+
+use std::fmt::Write;
+
+use super::charts::format_number;
+use super::figures::{chart_specs, ChartSpec};
+use super::model::QuarterReport;
+use super::tables::{tables, Table};
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "
+body { font-family: 'DejaVu Sans', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 2px solid #999; padding-bottom: 0.2em; }
+.meta { color: #555; }
+.kpis { display: flex; flex-wrap: wrap; gap: 1em; margin: 1.2em 0; }
+.kpi { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; min-width: 11em; }
+.kpi .v { font-size: 1.5em; font-weight: bold; } .kpi .l { color: #555; font-size: 0.85em; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; } th { background: #f0f4f8; text-align: left; }
+.scroll { overflow-x: auto; } table.wide { font-size: 0.72em; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.missing { color: #c62828; font-style: italic; }
+.fail { color: #c62828; font-weight: bold; }
+figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
+.notes li { color: #8a4b00; }
+";
+
+fn table_html(out: &mut String, t: &Table) {
+    let _ = write!(
+        out,
+        "<h3>{}</h3>\n<table class=\"{}\">\n<tr>",
+        escape(&t.title),
+        t.name
+    );
+    for h in &t.headers {
+        let _ = write!(out, "<th>{}</th>", escape(h));
+    }
+    out.push_str("</tr>\n");
+    if t.rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "<tr><td colspan=\"{}\">none this quarter</td></tr>",
+            t.headers.len()
+        );
+    }
+    for row in &t.rows {
+        out.push_str("<tr>");
+        for c in row {
+            let text = escape(&c.display());
+            let class = if c.is_missing() {
+                " class=\"n missing\""
+            } else if text == "FAIL" {
+                " class=\"fail\""
+            } else if c.is_numeric() {
+                " class=\"n\""
+            } else {
+                ""
+            };
+            let _ = write!(out, "<td{class}>{text}</td>");
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table></div>\n");
+}
+
+fn chart_html(out: &mut String, spec: &ChartSpec) {
+    match super::charts::svg(|root| spec.draw(root)) {
+        Ok(svg) => {
+            let _ = writeln!(
+                out,
+                "<figure class=\"chart\" data-title=\"{}\">{svg}</figure>",
+                escape(spec.title())
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "<p class=\"missing\">chart not drawn: {}</p>",
+                escape(&e)
+            );
+        }
+    }
+}
+
+fn kpi(out: &mut String, value: String, label: &str) {
+    let missing = value == "missing";
+    let _ = write!(
+        out,
+        "<div class=\"kpi\"><div class=\"v{}\">{}</div><div class=\"l\">{}</div></div>",
+        if missing { " missing" } else { "" },
+        escape(&value),
+        escape(label)
+    );
+}
+
+/// The whole page.
+pub fn render(r: &QuarterReport) -> String {
+    let tz: chrono_tz::Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let specs = chart_specs(r);
+    let tabs = tables(r);
+    let table = |name: &str| tabs.iter().find(|t| t.name == name);
+    let mut out = String::with_capacity(256 * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>{site} — energy report {q}</title><style>{STYLE}</style></head><body>\n\
+         <h1>{site}: quarterly energy report {q}</h1>\n\
+         <p class=\"meta\">{from} to {to} ({tz}), generated {gen} UTC. Costs in {cur}.</p>\n",
+        site = escape(&r.site_name),
+        q = r.quarter,
+        from = r.period_start.with_timezone(&tz).format("%Y-%m-%d"),
+        to = (r.period_end.with_timezone(&tz) - chrono::Duration::days(1)).format("%Y-%m-%d"),
+        tz = escape(&r.time_zone),
+        gen = r.generated_at.format("%Y-%m-%d %H:%M"),
+        cur = escape(&r.currency),
+    );
+    out.push_str("<div class=\"kpis\">");
+    let site_total = |u: estatemon_domain::device::Utility| {
+        r.totals
+            .iter()
+            .find(|t| t.scope == super::model::Scope::Site && t.utility == u)
+    };
+    for u in estatemon_domain::device::Utility::ALL {
+        if let Some(t) = site_total(u) {
+            kpi(
+                &mut out,
+                t.quantity
+                    .map(|q| format!("{} {}", format_number(q), t.unit))
+                    .unwrap_or_else(|| "missing".into()),
+                &format!("{} this quarter", u.as_str()),
+            );
+        }
+    }
+    let cost: Option<f64> = r
+        .totals
+        .iter()
+        .filter(|t| t.scope == super::model::Scope::Site)
+        .map(|t| t.cost)
+        .sum();
+    kpi(
+        &mut out,
+        cost.map(|c| format!("{} {}", format_number(c), r.currency))
+            .unwrap_or_else(|| "missing".into()),
+        "cost",
+    );
+    let co2: Option<f64> = r
+        .totals
+        .iter()
+        .filter(|t| t.scope == super::model::Scope::Site)
+        .map(|t| t.co2_kg)
+        .sum();
+    kpi(
+        &mut out,
+        co2.map(|c| format!("{} t", format_number(c / 1000.0)))
+            .unwrap_or_else(|| "missing".into()),
+        "CO₂",
+    );
+    kpi(
+        &mut out,
+        r.demand
+            .peak_kw
+            .map(|k| format!("{} kW", format_number(k)))
+            .unwrap_or_else(|| "missing".into()),
+        "peak demand (15 min)",
+    );
+    kpi(
+        &mut out,
+        r.demand
+            .night_base_kw
+            .map(|k| format!("{} kW", format_number(k)))
+            .unwrap_or_else(|| "missing".into()),
+        "night base load",
+    );
+    for g in &r.savings_groups {
+        kpi(
+            &mut out,
+            g.savings_fraction
+                .map(|f| {
+                    format!(
+                        "{:.1} %{}",
+                        f * 100.0,
+                        g.target
+                            .map(|t| format!(" (target {:.0} %)", t * 100.0))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "missing".into()),
+            &format!("{} savings", g.name.to_lowercase()),
+        );
+    }
+    out.push_str("</div>\n");
+    if !r.notes.is_empty() {
+        out.push_str("<ul class=\"notes\">");
+        for n in &r.notes {
+            let _ = write!(out, "<li>{}</li>", escape(n));
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("<h2>1. Consumption</h2>\n");
+    for spec in specs.iter().filter(|s| matches!(s, ChartSpec::Bars { .. })) {
+        chart_html(&mut out, spec);
+    }
+    for name in ["totals", "comparison", "intensity", "monthly"] {
+        if let Some(t) = table(name) {
+            table_html(&mut out, t);
+        }
+    }
+    out.push_str("<h2>2. Demand</h2>\n");
+    for spec in specs.iter().filter(|s| s.title().contains("load profile")) {
+        chart_html(&mut out, spec);
+    }
+    if let Some(t) = table("demand") {
+        table_html(&mut out, t);
+    }
+    out.push_str(
+        "<h2>3. Savings (IPMVP option C, ASHRAE Guideline 14)</h2>\n<p>Savings are the adjusted \
+         baseline (the baseline model under this quarter's conditions: hours of darkness, gate \
+         entries, day types, degree-days) minus the measured use, with the ASHRAE 14 fractional \
+         savings uncertainty at 90 % confidence. Models must meet CV(RMSE) ≤ 15 % and |NMBE| ≤ 5 % \
+         on monthly data, ≤ 30 % and ≤ 10 % on daily data.</p>\n",
+    );
+    for name in ["savings_summary", "savings"] {
+        if let Some(t) = table(name) {
+            table_html(&mut out, t);
+        }
+    }
+    for spec in specs
+        .iter()
+        .filter(|s| s.title().contains("baseline model"))
+    {
+        chart_html(&mut out, spec);
+    }
+    out.push_str("<h2>4. Lifts and access gates</h2>\n");
+    for name in ["lifts", "gates"] {
+        if let Some(t) = table(name) {
+            table_html(&mut out, t);
+        }
+    }
+    out.push_str("<h2>5. Alerts</h2>\n");
+    if let Some(t) = table("alerts") {
+        table_html(&mut out, t);
+    }
+    out.push_str("<h2>6. Data quality</h2>\n");
+    if let Some(t) = table("data_quality") {
+        table_html(&mut out, t);
+    }
+    out.push_str("</body></html>\n");
+    out
+}

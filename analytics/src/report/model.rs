@@ -1,0 +1,215 @@
+//! The quarterly energy report as plain data: what every format (HTML,
+//! PDF, CSV, JSON) renders. Quantities that cannot be known are `None` and
+//! are printed as "missing", never as 0.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use estatemon_domain::device::Utility;
+use serde::Serialize;
+
+use super::quarter::Quarter;
+use crate::savings::RetrofitSavings;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarterReport {
+    pub site_id: String,
+    pub site_name: String,
+    pub time_zone: String,
+    pub quarter: Quarter,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub generated_at: DateTime<Utc>,
+    pub currency: String,
+    pub floor_area_m2: Option<f64>,
+    /// Totals by site, building, area and purpose, per utility.
+    pub totals: Vec<TotalRow>,
+    /// This quarter against the previous one and the same one last year.
+    pub comparisons: Vec<ComparisonRow>,
+    /// Electricity per m² of floor area.
+    pub intensity: Vec<IntensityRow>,
+    pub demand: Demand,
+    /// Use by month and purpose (the first chart).
+    pub monthly: Vec<MonthRow>,
+    /// Mean electricity demand by local hour (the load-profile chart).
+    pub load_profile: Vec<ProfileRow>,
+    /// Retrofits in effect during the quarter, measured over the quarter.
+    pub savings: Vec<RetrofitSavings>,
+    /// Lighting and water together, against the overall targets.
+    pub savings_groups: Vec<SavingsGroup>,
+    pub lifts: Vec<LiftRow>,
+    pub gates: Vec<GateRow>,
+    pub alerts: Vec<AlertRow>,
+    pub data_quality: DataQuality,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Site,
+    Building,
+    Area,
+    Purpose,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Site => "site",
+            Scope::Building => "building",
+            Scope::Area => "area",
+            Scope::Purpose => "purpose",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TotalRow {
+    pub scope: Scope,
+    pub name: String,
+    pub utility: Utility,
+    pub unit: &'static str,
+    pub meters: usize,
+    /// `None`: no meter in the scope has data for the quarter.
+    pub quantity: Option<f64>,
+    /// Share of the scope's meter-hours with known consumption.
+    pub coverage: f64,
+    pub cost: Option<f64>,
+    pub co2_kg: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonRow {
+    pub scope: Scope,
+    pub name: String,
+    pub utility: Utility,
+    pub unit: &'static str,
+    pub this_quarter: Option<f64>,
+    pub previous_quarter: Option<f64>,
+    pub same_quarter_last_year: Option<f64>,
+    /// this / previous − 1.
+    pub change_vs_previous: Option<f64>,
+    pub change_vs_last_year: Option<f64>,
+    /// Coverage of each figure (so a partial quarter is visible).
+    pub coverage: [f64; 3],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IntensityRow {
+    pub scope: Scope,
+    pub name: String,
+    pub floor_area_m2: Option<f64>,
+    pub kwh: Option<f64>,
+    pub kwh_per_m2: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Demand {
+    /// Highest 15-minute electricity demand of the site (kW), over slots
+    /// where every reporting meter has a reading.
+    pub peak_kw: Option<f64>,
+    pub peak_at: Option<DateTime<Utc>>,
+    /// Mean site electricity demand in the night hours (kW).
+    pub night_base_kw: Option<f64>,
+    pub night_hours: (u32, u32),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MonthRow {
+    /// yyyymm
+    pub month: i32,
+    pub utility: Utility,
+    pub purpose: String,
+    pub quantity: Option<f64>,
+    pub coverage: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileRow {
+    pub hour: u32,
+    pub weekday_kw: Option<f64>,
+    pub weekend_kw: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SavingsGroup {
+    pub name: String,
+    pub utility: Utility,
+    pub unit: &'static str,
+    pub retrofits: Vec<String>,
+    pub adjusted_baseline: Option<f64>,
+    pub actual: Option<f64>,
+    pub savings: Option<f64>,
+    pub savings_fraction: Option<f64>,
+    /// ± at 90 %, the retrofits' uncertainties combined as independent.
+    pub uncertainty: Option<f64>,
+    pub cost_saved: Option<f64>,
+    pub co2_kg_saved: Option<f64>,
+    pub target: Option<f64>,
+    pub meets_target: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiftRow {
+    pub device_id: String,
+    pub name: Option<String>,
+    pub building: Option<String>,
+    /// Share of the quarter not in fault or maintenance.
+    pub availability: f64,
+    pub downtime_hours: f64,
+    pub faults: i64,
+    pub entrapments: i64,
+    /// Trips counted by the lift's register (missing without readings).
+    pub trips: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateRow {
+    pub device_id: String,
+    pub name: Option<String>,
+    pub building: Option<String>,
+    pub granted: i64,
+    pub denied: i64,
+    pub forced: i64,
+    pub held_open: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRow {
+    pub rule: String,
+    pub severity: String,
+    pub count: usize,
+    pub acknowledged: usize,
+    /// Acknowledged by the response deadline.
+    pub within_deadline: usize,
+    pub median_minutes_to_acknowledge: Option<f64>,
+    pub max_minutes_to_acknowledge: Option<f64>,
+    pub median_minutes_to_resolve: Option<f64>,
+    pub still_open: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataQuality {
+    pub meters: usize,
+    /// Meters without a single reading in the quarter.
+    pub meters_without_data: Vec<String>,
+    /// Known meter-hours / all meter-hours.
+    pub coverage: f64,
+    /// Meters below 99 % coverage, with theirs.
+    pub incomplete_meters: Vec<(String, f64)>,
+    /// Intervals bridged over a gap in the readings.
+    pub gaps: u64,
+    /// Register corrections applied: rollovers, resets, replacements, spikes.
+    pub corrections: Vec<(String, u64)>,
+    /// Intervals whose consumption could not be known (implausible jumps).
+    pub implausible: u64,
+    /// Dead letters of the site's topics, by reason.
+    pub dead_letters: Vec<(String, i64)>,
+}
+
+/// One day for the baseline-vs-actual chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChartDay {
+    pub date: NaiveDate,
+    pub actual: Option<f64>,
+    pub predicted: Option<f64>,
+}

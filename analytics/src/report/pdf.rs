@@ -1,0 +1,461 @@
+//! The report as PDF (A4), written with pdf-writer: the same tables and the
+//! same charts as the HTML page — the charts are the shapes plotters drew
+//! into [`super::charts::Recorder`], replayed as PDF paths. Text uses the
+//! standard Helvetica fonts (WinAnsi), so nothing is embedded; characters
+//! outside WinAnsi are transliterated (CO₂ → CO2) or shown as `?`.
+
+use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
+
+use super::charts::{record, Shape, HEIGHT, WIDTH};
+use super::figures::{chart_specs, ChartSpec};
+use super::model::QuarterReport;
+use super::tables::{tables, Table};
+
+const PAGE_W: f32 = 595.0;
+const PAGE_H: f32 = 842.0;
+const MARGIN: f32 = 40.0;
+const TEXT_W: f32 = PAGE_W - 2.0 * MARGIN;
+
+/// Text as WinAnsi bytes.
+pub fn win_ansi(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' '..='~' => out.push(c as u8),
+            '€' => out.push(0x80),
+            '…' => out.push(0x85),
+            '–' => out.push(0x96),
+            '—' => out.push(0x97),
+            '’' => out.push(0x92),
+            '‘' => out.push(0x91),
+            '“' => out.push(0x93),
+            '”' => out.push(0x94),
+            '₂' => out.push(b'2'),
+            '³' => out.push(0xB3),
+            '≤' => out.extend_from_slice(b"<="),
+            '≥' => out.extend_from_slice(b">="),
+            '\u{a0}'..='\u{ff}' => out.push(c as u32 as u8),
+            _ => out.push(b'?'),
+        }
+    }
+    out
+}
+
+fn width_of(s: &str, size: f32) -> f32 {
+    win_ansi(s).len() as f32 * size * 0.52
+}
+
+struct Writer {
+    pages: Vec<Vec<u8>>,
+    content: Content,
+    y: f32,
+}
+
+impl Writer {
+    fn new() -> Writer {
+        Writer {
+            pages: Vec::new(),
+            content: Content::new(),
+            y: PAGE_H - MARGIN,
+        }
+    }
+
+    fn new_page(&mut self) {
+        let done = std::mem::replace(&mut self.content, Content::new());
+        self.pages.push(done.finish().into_vec());
+        self.y = PAGE_H - MARGIN;
+    }
+
+    fn ensure(&mut self, height: f32) {
+        if self.y - height < MARGIN {
+            self.new_page();
+        }
+    }
+
+    fn text(&mut self, x: f32, y: f32, size: f32, bold: bool, s: &str) {
+        let bytes = win_ansi(s);
+        self.content
+            .begin_text()
+            .set_font(Name(if bold { b"F2" } else { b"F1" }), size)
+            .next_line(x, y)
+            .show(Str(&bytes))
+            .end_text();
+    }
+
+    fn paragraph(&mut self, s: &str, size: f32, bold: bool) {
+        let mut line = String::new();
+        let mut lines = Vec::new();
+        for word in s.split_whitespace() {
+            let candidate = if line.is_empty() {
+                word.to_owned()
+            } else {
+                format!("{line} {word}")
+            };
+            if width_of(&candidate, size) > TEXT_W && !line.is_empty() {
+                lines.push(std::mem::replace(&mut line, word.to_owned()));
+            } else {
+                line = candidate;
+            }
+        }
+        if !line.is_empty() {
+            lines.push(line);
+        }
+        for l in lines {
+            self.ensure(size * 1.4);
+            self.y -= size * 1.4;
+            self.text(MARGIN, self.y, size, bold, &l);
+        }
+        self.y -= size * 0.4;
+    }
+
+    fn table(&mut self, t: &Table) {
+        const MAX_CHARS: usize = 48;
+        let clip = |s: String| {
+            if s.chars().count() > MAX_CHARS {
+                format!("{}...", s.chars().take(MAX_CHARS - 3).collect::<String>())
+            } else {
+                s
+            }
+        };
+        let header: Vec<String> = t.headers.iter().map(|h| clip(h.clone())).collect();
+        let rows: Vec<Vec<(String, bool)>> = t
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| (clip(c.display()), c.is_numeric()))
+                    .collect()
+            })
+            .collect();
+        let chars: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].0.chars().count())
+                    .chain(std::iter::once(header[i].chars().count()))
+                    .max()
+                    .unwrap_or(1)
+                    .max(1)
+            })
+            .collect();
+        let pad = 4.0;
+        let total_chars: usize = chars.iter().sum();
+        let size =
+            ((TEXT_W - pad * chars.len() as f32) / (total_chars as f32 * 0.52)).clamp(4.0, 8.0);
+        let widths: Vec<f32> = chars
+            .iter()
+            .map(|c| *c as f32 * size * 0.52 + pad)
+            .collect();
+        let row_h = size * 1.45;
+        self.paragraph(&t.title, 10.0, true);
+        let draw_header = |w: &mut Writer| {
+            w.ensure(row_h * 2.0);
+            w.y -= row_h;
+            let mut x = MARGIN;
+            for (h, wd) in header.iter().zip(&widths) {
+                w.text(x + 1.0, w.y + size * 0.3, size, true, h);
+                x += wd;
+            }
+            w.content
+                .set_stroke_rgb(0.6, 0.6, 0.6)
+                .set_line_width(0.5)
+                .move_to(MARGIN, w.y)
+                .line_to(MARGIN + widths.iter().sum::<f32>(), w.y)
+                .stroke();
+        };
+        draw_header(self);
+        if rows.is_empty() {
+            self.y -= row_h;
+            self.text(
+                MARGIN + 1.0,
+                self.y + size * 0.3,
+                size,
+                false,
+                "none this quarter",
+            );
+        }
+        for row in &rows {
+            if self.y - row_h < MARGIN {
+                self.new_page();
+                draw_header(self);
+            }
+            self.y -= row_h;
+            let mut x = MARGIN;
+            for ((text, numeric), wd) in row.iter().zip(&widths) {
+                let missing = text == "missing";
+                if missing {
+                    self.content.set_fill_rgb(0.78, 0.16, 0.16);
+                }
+                let tx = if *numeric {
+                    x + wd - pad / 2.0 - width_of(text, size)
+                } else {
+                    x + 1.0
+                };
+                self.text(tx, self.y + size * 0.3, size, false, text);
+                if missing {
+                    self.content.set_fill_rgb(0.0, 0.0, 0.0);
+                }
+                x += wd;
+            }
+        }
+        self.y -= row_h;
+    }
+
+    fn chart(&mut self, spec: &ChartSpec) {
+        let shapes = match record(|root| spec.draw(root)) {
+            Ok(s) => s,
+            Err(e) => {
+                self.paragraph(&format!("chart not drawn: {e}"), 8.0, false);
+                return;
+            }
+        };
+        let scale = TEXT_W / WIDTH as f32;
+        let height = HEIGHT as f32 * scale;
+        self.ensure(height + 8.0);
+        let top = self.y - 4.0;
+        let (x0, y0) = (MARGIN, top);
+        let pt = |p: (i32, i32)| (x0 + p.0 as f32 * scale, y0 - p.1 as f32 * scale);
+        let rgb = |c: (u8, u8, u8)| (c.0 as f32 / 255.0, c.1 as f32 / 255.0, c.2 as f32 / 255.0);
+        // Translucent strokes and fills (plotters' light mesh, the legend
+        // box) blended onto the white page.
+        let blend = |c: (u8, u8, u8), alpha: f64| {
+            let a = alpha.clamp(0.0, 1.0) as f32;
+            let (r, g, b) = rgb(c);
+            (1.0 - a + a * r, 1.0 - a + a * g, 1.0 - a + a * b)
+        };
+        for s in &shapes {
+            match s {
+                Shape::Line {
+                    points,
+                    color,
+                    alpha,
+                    width,
+                } if points.len() >= 2 => {
+                    let (r, g, b) = blend(*color, *alpha);
+                    self.content
+                        .set_stroke_rgb(r, g, b)
+                        .set_line_width(*width as f32 * scale);
+                    let (x, y) = pt(points[0]);
+                    self.content.move_to(x, y);
+                    for p in &points[1..] {
+                        let (x, y) = pt(*p);
+                        self.content.line_to(x, y);
+                    }
+                    self.content.stroke();
+                }
+                Shape::Line { .. } => {}
+                Shape::Rect {
+                    from,
+                    to,
+                    color,
+                    alpha,
+                    fill,
+                } => {
+                    let (r, g, b) = blend(*color, *alpha);
+                    let (ax, ay) = pt(*from);
+                    let (bx, by) = pt(*to);
+                    let (x, y, w, h) = (ax.min(bx), ay.min(by), (bx - ax).abs(), (by - ay).abs());
+                    if *fill {
+                        self.content
+                            .set_fill_rgb(r, g, b)
+                            .rect(x, y, w, h)
+                            .fill_nonzero();
+                    } else {
+                        self.content
+                            .set_stroke_rgb(r, g, b)
+                            .set_line_width(0.5)
+                            .rect(x, y, w, h)
+                            .stroke();
+                    }
+                }
+                Shape::Polygon {
+                    points,
+                    color,
+                    alpha,
+                } if points.len() >= 3 => {
+                    let (r, g, b) = blend(*color, *alpha);
+                    self.content.set_fill_rgb(r, g, b);
+                    let (x, y) = pt(points[0]);
+                    self.content.move_to(x, y);
+                    for p in &points[1..] {
+                        let (x, y) = pt(*p);
+                        self.content.line_to(x, y);
+                    }
+                    self.content.close_path().fill_nonzero();
+                }
+                Shape::Polygon { .. } => {}
+                Shape::Circle {
+                    center,
+                    radius,
+                    color,
+                    fill,
+                } => {
+                    let (r, g, b) = rgb(*color);
+                    let (cx, cy) = pt(*center);
+                    let rad = *radius as f32 * scale;
+                    self.content.move_to(cx + rad, cy);
+                    for k in 1..=12 {
+                        let a = k as f32 * std::f32::consts::TAU / 12.0;
+                        self.content.line_to(cx + rad * a.cos(), cy + rad * a.sin());
+                    }
+                    self.content.close_path();
+                    if *fill {
+                        self.content.set_fill_rgb(r, g, b).fill_nonzero();
+                    } else {
+                        self.content.set_stroke_rgb(r, g, b).stroke();
+                    }
+                }
+                Shape::Text {
+                    text,
+                    at,
+                    size,
+                    color,
+                    h,
+                    v,
+                    vertical,
+                } => {
+                    let size = (*size as f32) * scale;
+                    let w = width_of(text, size);
+                    let (x, y) = pt(*at);
+                    let dx = match h {
+                        -1 => 0.0,
+                        0 => -w / 2.0,
+                        _ => -w,
+                    };
+                    let dy = match v {
+                        -1 => -size * 0.8,
+                        0 => -size * 0.35,
+                        _ => size * 0.2,
+                    };
+                    let (r, g, b) = rgb(*color);
+                    let bytes = win_ansi(text);
+                    let matrix = if *vertical {
+                        [0.0, 1.0, -1.0, 0.0, x - dy, y + dx]
+                    } else {
+                        [1.0, 0.0, 0.0, 1.0, x + dx, y + dy]
+                    };
+                    self.content
+                        .set_fill_rgb(r, g, b)
+                        .begin_text()
+                        .set_font(Name(b"F1"), size)
+                        .set_text_matrix(matrix)
+                        .show(Str(&bytes))
+                        .end_text();
+                }
+            }
+        }
+        self.content.set_fill_rgb(0.0, 0.0, 0.0);
+        self.y = top - height - 8.0;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.new_page();
+        let mut pdf = Pdf::new();
+        let catalog = Ref::new(1);
+        let tree = Ref::new(2);
+        let font = Ref::new(3);
+        let bold = Ref::new(4);
+        let n = self.pages.len() as i32;
+        let page_ids: Vec<Ref> = (0..n).map(|i| Ref::new(10 + 2 * i)).collect();
+        pdf.catalog(catalog).pages(tree);
+        pdf.pages(tree).kids(page_ids.iter().copied()).count(n);
+        pdf.type1_font(font)
+            .base_font(Name(b"Helvetica"))
+            .encoding_predefined(Name(b"WinAnsiEncoding"));
+        pdf.type1_font(bold)
+            .base_font(Name(b"Helvetica-Bold"))
+            .encoding_predefined(Name(b"WinAnsiEncoding"));
+        for (i, body) in self.pages.iter().enumerate() {
+            let id = page_ids[i];
+            let content_id = Ref::new(11 + 2 * i as i32);
+            {
+                let mut page = pdf.page(id);
+                page.media_box(Rect::new(0.0, 0.0, PAGE_W, PAGE_H));
+                page.parent(tree);
+                page.contents(content_id);
+                page.resources()
+                    .fonts()
+                    .pair(Name(b"F1"), font)
+                    .pair(Name(b"F2"), bold);
+            }
+            pdf.stream(content_id, body);
+        }
+        pdf.finish()
+    }
+}
+
+/// The whole report as a PDF document.
+pub fn render(r: &QuarterReport) -> Vec<u8> {
+    let tz: chrono_tz::Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let specs = chart_specs(r);
+    let tabs = tables(r);
+    let mut w = Writer::new();
+    w.paragraph(
+        &format!("{}: quarterly energy report {}", r.site_name, r.quarter),
+        16.0,
+        true,
+    );
+    w.paragraph(
+        &format!(
+            "{} to {} ({}), generated {} UTC. Costs in {}.",
+            r.period_start.with_timezone(&tz).format("%Y-%m-%d"),
+            (r.period_end.with_timezone(&tz) - chrono::Duration::days(1)).format("%Y-%m-%d"),
+            r.time_zone,
+            r.generated_at.format("%Y-%m-%d %H:%M"),
+            r.currency
+        ),
+        9.0,
+        false,
+    );
+    for n in &r.notes {
+        w.paragraph(&format!("Note: {n}"), 8.0, false);
+    }
+    // (heading, tables, which charts)
+    type Section<'a> = (&'a str, &'a [&'a str], fn(&ChartSpec) -> bool);
+    let sections: [Section; 6] = [
+        (
+            "1. Consumption",
+            &["totals", "comparison", "intensity", "monthly"],
+            |s| matches!(s, ChartSpec::Bars { .. }),
+        ),
+        ("2. Demand", &["demand"], |s| {
+            s.title().contains("load profile")
+        }),
+        (
+            "3. Savings (IPMVP option C, ASHRAE Guideline 14)",
+            &["savings_summary", "savings"],
+            |s| s.title().contains("baseline model"),
+        ),
+        ("4. Lifts and access gates", &["lifts", "gates"], |_| false),
+        ("5. Alerts", &["alerts"], |_| false),
+        ("6. Data quality", &["data_quality"], |_| false),
+    ];
+    for (title, names, charts) in sections {
+        w.ensure(60.0);
+        w.y -= 8.0;
+        w.paragraph(title, 13.0, true);
+        for spec in specs.iter().filter(|s| charts(s)) {
+            w.chart(spec);
+        }
+        for name in names {
+            if let Some(t) = tabs.iter().find(|t| t.name == *name && !t.csv_only) {
+                w.table(t);
+            }
+        }
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn win_ansi_keeps_what_helvetica_can_print() {
+        assert_eq!(
+            win_ansi("CO₂ m³ ±5 % – ok"),
+            b"CO2 m\xb3 \xb15 % \x96 ok".to_vec()
+        );
+        assert_eq!(win_ansi("≤ 15 %"), b"<= 15 %".to_vec());
+        assert_eq!(win_ansi("設備"), b"??".to_vec());
+    }
+}

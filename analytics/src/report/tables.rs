@@ -1,0 +1,599 @@
+//! The report's tables as data, shared by HTML, PDF and CSV: one
+//! definition of what each column holds, so the formats cannot disagree.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::model::QuarterReport;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    /// `None` is missing data: "missing" in HTML and PDF, empty in CSV.
+    Number(Option<f64>, usize),
+    /// A fraction, shown as a percentage.
+    Percent(Option<f64>),
+    Flag(Option<bool>),
+}
+
+impl Cell {
+    fn text(s: impl Into<String>) -> Cell {
+        Cell::Text(s.into())
+    }
+
+    fn opt_text(s: Option<&str>) -> Cell {
+        Cell::Text(s.unwrap_or("").to_owned())
+    }
+
+    /// For people (HTML, PDF).
+    pub fn display(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Number(None, _) | Cell::Percent(None) => "missing".into(),
+            Cell::Number(Some(v), d) => group_digits(&format!("{v:.d$}", d = *d)),
+            Cell::Percent(Some(v)) => {
+                let s = format!("{:.1} %", v * 100.0);
+                if s == "-0.0 %" {
+                    "0.0 %".into()
+                } else {
+                    s
+                }
+            }
+            Cell::Flag(Some(true)) => "yes".into(),
+            Cell::Flag(Some(false)) => "no".into(),
+            Cell::Flag(None) => "n/a".into(),
+        }
+    }
+
+    /// For machines (CSV): plain numbers, fractions as fractions.
+    pub fn raw(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Number(v, _) | Cell::Percent(v) => v.map(|v| format!("{v}")).unwrap_or_default(),
+            Cell::Flag(v) => v.map(|v| v.to_string()).unwrap_or_default(),
+        }
+    }
+
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Cell::Number(None, _) | Cell::Percent(None))
+    }
+
+    pub fn is_numeric(&self) -> bool {
+        !matches!(self, Cell::Text(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// File stem of its CSV.
+    pub name: &'static str,
+    pub title: String,
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+    /// Shown only in CSV (too long for a page).
+    pub csv_only: bool,
+}
+
+fn local(ts: Option<DateTime<Utc>>, tz: Tz) -> Cell {
+    Cell::Text(
+        ts.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "missing".into()),
+    )
+}
+
+fn headers(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Every table of the report, in reading order.
+pub fn tables(r: &QuarterReport) -> Vec<Table> {
+    let tz: Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let cur = &r.currency;
+    let mut out = Vec::new();
+    out.push(Table {
+        name: "totals",
+        title: "Consumption, cost and CO₂ by site, building, area and purpose".into(),
+        headers: headers(&[
+            "scope",
+            "name",
+            "utility",
+            "quantity",
+            "unit",
+            "coverage",
+            &format!("cost ({cur})"),
+            "CO₂ (kg)",
+            "meters",
+        ]),
+        rows: r
+            .totals
+            .iter()
+            .map(|t| {
+                vec![
+                    Cell::text(t.scope.as_str()),
+                    Cell::text(&t.name),
+                    Cell::text(t.utility.as_str()),
+                    Cell::Number(t.quantity, 0),
+                    Cell::text(t.unit),
+                    Cell::Percent(Some(t.coverage)),
+                    Cell::Number(t.cost, 0),
+                    Cell::Number(t.co2_kg, 0),
+                    Cell::Number(Some(t.meters as f64), 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "comparison",
+        title: format!(
+            "Against the previous quarter ({}) and the same quarter last year ({})",
+            r.quarter.previous(),
+            r.quarter.year_before()
+        ),
+        headers: headers(&[
+            "scope",
+            "name",
+            "utility",
+            "this quarter",
+            "previous quarter",
+            "change",
+            "same quarter last year",
+            "change",
+            "unit",
+        ]),
+        rows: r
+            .comparisons
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::text(c.scope.as_str()),
+                    Cell::text(&c.name),
+                    Cell::text(c.utility.as_str()),
+                    Cell::Number(c.this_quarter, 0),
+                    Cell::Number(c.previous_quarter, 0),
+                    Cell::Percent(c.change_vs_previous),
+                    Cell::Number(c.same_quarter_last_year, 0),
+                    Cell::Percent(c.change_vs_last_year),
+                    Cell::text(c.unit),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "intensity",
+        title: "Electricity intensity".into(),
+        headers: headers(&[
+            "scope",
+            "name",
+            "floor area (m²)",
+            "electricity (kWh)",
+            "kWh/m²",
+        ]),
+        rows: r
+            .intensity
+            .iter()
+            .map(|i| {
+                vec![
+                    Cell::text(i.scope.as_str()),
+                    Cell::text(&i.name),
+                    Cell::Number(i.floor_area_m2, 0),
+                    Cell::Number(i.kwh, 0),
+                    Cell::Number(i.kwh_per_m2, 2),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "demand",
+        title: "Peak demand and night base load (electricity)".into(),
+        headers: headers(&[
+            "peak 15-min demand (kW)",
+            "peak at (local)",
+            "night base load (kW)",
+            "night hours",
+        ]),
+        rows: vec![vec![
+            Cell::Number(r.demand.peak_kw, 1),
+            local(r.demand.peak_at, tz),
+            Cell::Number(r.demand.night_base_kw, 1),
+            Cell::Text(format!(
+                "{:02}:00–{:02}:00",
+                r.demand.night_hours.0, r.demand.night_hours.1
+            )),
+        ]],
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "monthly",
+        title: "By month and purpose".into(),
+        headers: headers(&[
+            "month", "utility", "purpose", "quantity", "unit", "coverage",
+        ]),
+        rows: r
+            .monthly
+            .iter()
+            .map(|m| {
+                vec![
+                    Cell::Text(format!("{}-{:02}", m.month / 100, m.month % 100)),
+                    Cell::text(m.utility.as_str()),
+                    Cell::text(&m.purpose),
+                    Cell::Number(m.quantity, 0),
+                    Cell::text(m.utility.unit()),
+                    Cell::Percent(Some(m.coverage)),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "savings_summary",
+        title: "Lighting and water savings against the targets (this quarter)".into(),
+        headers: headers(&[
+            "group",
+            "adjusted baseline",
+            "actual",
+            "savings",
+            "unit",
+            "savings %",
+            "± (90 %)",
+            &format!("cost saved ({cur})"),
+            "CO₂ saved (kg)",
+            "target",
+            "target met",
+        ]),
+        rows: r
+            .savings_groups
+            .iter()
+            .map(|g| {
+                vec![
+                    Cell::text(&g.name),
+                    Cell::Number(g.adjusted_baseline, 0),
+                    Cell::Number(g.actual, 0),
+                    Cell::Number(g.savings, 0),
+                    Cell::text(g.unit),
+                    Cell::Percent(g.savings_fraction),
+                    Cell::Number(g.uncertainty, 0),
+                    Cell::Number(g.cost_saved, 0),
+                    Cell::Number(g.co2_kg_saved, 0),
+                    Cell::Percent(g.target),
+                    Cell::Flag(g.meets_target),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "savings",
+        title: "Retrofits: baseline models (ASHRAE Guideline 14) and savings this quarter".into(),
+        headers: headers(&[
+            "retrofit",
+            "date",
+            "meters",
+            "drivers",
+            "baseline days",
+            "R²",
+            "CV(RMSE)",
+            "NMBE",
+            "ASHRAE 14",
+            "adjusted baseline",
+            "actual",
+            "savings",
+            "unit",
+            "savings %",
+            "± (90 %)",
+            "FSU",
+            &format!("cost saved ({cur})"),
+            "CO₂ saved (kg)",
+            "target",
+            "target met",
+            "notes",
+        ]),
+        rows: r
+            .savings
+            .iter()
+            .map(|s| {
+                let m = s.daily_model.as_ref();
+                vec![
+                    Cell::text(&s.name),
+                    Cell::Text(s.date.to_string()),
+                    Cell::Number(Some(s.meters.len() as f64), 0),
+                    Cell::Text(
+                        s.drivers
+                            .iter()
+                            .map(|d| d.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    Cell::Number(Some(s.baseline.days_used as f64), 0),
+                    Cell::Number(m.map(|m| m.r2), 3),
+                    Cell::Percent(m.map(|m| m.cv_rmse)),
+                    Cell::Percent(m.map(|m| m.nmbe)),
+                    Cell::text(if s.daily_model.is_none() {
+                        "no model"
+                    } else if s.meets_guideline {
+                        "pass"
+                    } else {
+                        "FAIL"
+                    }),
+                    Cell::Number(s.adjusted_baseline, 0),
+                    Cell::Number(s.actual, 0),
+                    Cell::Number(s.savings, 0),
+                    Cell::text(s.unit),
+                    Cell::Percent(s.savings_fraction),
+                    Cell::Number(s.uncertainty, 0),
+                    Cell::Percent(s.fractional_uncertainty),
+                    Cell::Number(s.cost_saved, 0),
+                    Cell::Number(s.co2_kg_saved, 0),
+                    Cell::Percent(s.target),
+                    Cell::Flag(s.meets_target),
+                    Cell::Text(s.notes.join("; ")),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "savings_daily",
+        title: "Retrofits: daily actual and model".into(),
+        headers: headers(&["retrofit", "date", "period", "actual", "model", "unit"]),
+        rows: r
+            .savings
+            .iter()
+            .flat_map(|s| {
+                s.daily.iter().map(move |p| {
+                    vec![
+                        Cell::text(&s.id),
+                        Cell::Text(p.date.to_string()),
+                        Cell::text(if p.reporting { "reporting" } else { "baseline" }),
+                        Cell::Number(p.actual, 3),
+                        Cell::Number(p.predicted, 3),
+                        Cell::text(s.unit),
+                    ]
+                })
+            })
+            .collect(),
+        csv_only: true,
+    });
+    out.push(Table {
+        name: "load_profile",
+        title: "Electricity load profile".into(),
+        headers: headers(&["hour", "weekdays (kW)", "weekends (kW)"]),
+        rows: r
+            .load_profile
+            .iter()
+            .map(|p| {
+                vec![
+                    Cell::Text(format!("{:02}:00", p.hour)),
+                    Cell::Number(p.weekday_kw, 1),
+                    Cell::Number(p.weekend_kw, 1),
+                ]
+            })
+            .collect(),
+        csv_only: true,
+    });
+    out.push(Table {
+        name: "lifts",
+        title: "Lifts: availability and faults".into(),
+        headers: headers(&[
+            "lift",
+            "name",
+            "building",
+            "availability",
+            "downtime (h)",
+            "faults",
+            "entrapments",
+            "trips",
+        ]),
+        rows: r
+            .lifts
+            .iter()
+            .map(|l| {
+                vec![
+                    Cell::text(&l.device_id),
+                    Cell::opt_text(l.name.as_deref()),
+                    Cell::opt_text(l.building.as_deref()),
+                    Cell::Percent(Some(l.availability)),
+                    Cell::Number(Some(l.downtime_hours), 1),
+                    Cell::Number(Some(l.faults as f64), 0),
+                    Cell::Number(Some(l.entrapments as f64), 0),
+                    Cell::Number(l.trips, 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "gates",
+        title: "Access gates: traffic, denied and forced".into(),
+        headers: headers(&[
+            "gate",
+            "name",
+            "building",
+            "granted",
+            "denied",
+            "forced",
+            "held open",
+        ]),
+        rows: r
+            .gates
+            .iter()
+            .map(|g| {
+                vec![
+                    Cell::text(&g.device_id),
+                    Cell::opt_text(g.name.as_deref()),
+                    Cell::opt_text(g.building.as_deref()),
+                    Cell::Number(Some(g.granted as f64), 0),
+                    Cell::Number(Some(g.denied as f64), 0),
+                    Cell::Number(Some(g.forced as f64), 0),
+                    Cell::Number(Some(g.held_open as f64), 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "alerts",
+        title: "Alerts of the quarter and how fast they were answered".into(),
+        headers: headers(&[
+            "rule",
+            "severity",
+            "alerts",
+            "acknowledged",
+            "within deadline",
+            "median min to acknowledge",
+            "max min to acknowledge",
+            "median min to resolve",
+            "still open",
+        ]),
+        rows: r
+            .alerts
+            .iter()
+            .map(|a| {
+                vec![
+                    Cell::text(&a.rule),
+                    Cell::text(&a.severity),
+                    Cell::Number(Some(a.count as f64), 0),
+                    Cell::Number(Some(a.acknowledged as f64), 0),
+                    Cell::Number(Some(a.within_deadline as f64), 0),
+                    Cell::Number(a.median_minutes_to_acknowledge, 1),
+                    Cell::Number(a.max_minutes_to_acknowledge, 1),
+                    Cell::Number(a.median_minutes_to_resolve, 1),
+                    Cell::Number(Some(a.still_open as f64), 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    let q = &r.data_quality;
+    let mut rows = vec![
+        vec![Cell::text("meters"), Cell::Number(Some(q.meters as f64), 0)],
+        vec![
+            Cell::text("meter-hours with data"),
+            Cell::Percent(Some(q.coverage)),
+        ],
+        vec![
+            Cell::text("meters without any reading"),
+            Cell::Text(if q.meters_without_data.is_empty() {
+                "none".into()
+            } else {
+                q.meters_without_data.join(", ")
+            }),
+        ],
+        vec![
+            Cell::text("intervals bridged over gaps"),
+            Cell::Number(Some(q.gaps as f64), 0),
+        ],
+        vec![
+            Cell::text("intervals with unknown use (implausible)"),
+            Cell::Number(Some(q.implausible as f64), 0),
+        ],
+    ];
+    for (kind, n) in &q.corrections {
+        rows.push(vec![
+            Cell::Text(format!("corrected counters: {kind}")),
+            Cell::Number(Some(*n as f64), 0),
+        ]);
+    }
+    for (m, c) in &q.incomplete_meters {
+        rows.push(vec![
+            Cell::Text(format!("incomplete: {m}")),
+            Cell::Percent(Some(*c)),
+        ]);
+    }
+    if q.dead_letters.is_empty() {
+        rows.push(vec![Cell::text("dead letters"), Cell::Number(Some(0.0), 0)]);
+    }
+    for (reason, n) in &q.dead_letters {
+        rows.push(vec![
+            Cell::Text(format!("dead letters: {reason}")),
+            Cell::Number(Some(*n as f64), 0),
+        ]);
+    }
+    out.push(Table {
+        name: "data_quality",
+        title: "Data quality".into(),
+        headers: headers(&["item", "value"]),
+        rows,
+        csv_only: false,
+    });
+    out
+}
+
+/// `1234567.891` → `1,234,567.891`.
+pub fn group_digits(s: &str) -> String {
+    let (int, frac) = s.split_once('.').map_or((s, None), |(i, f)| (i, Some(f)));
+    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut out = String::from(sign);
+    for (k, ch) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(f);
+    }
+    out
+}
+
+/// A table as CSV (RFC 4180 quoting).
+pub fn to_csv(t: &Table) -> String {
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut out = t
+        .headers
+        .iter()
+        .map(|h| quote(h))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push_str("\r\n");
+    for row in &t.rows {
+        out.push_str(
+            &row.iter()
+                .map(|c| quote(&c.raw()))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_is_missing_in_every_format() {
+        let c = Cell::Number(None, 0);
+        assert_eq!(c.display(), "missing");
+        assert_eq!(c.raw(), "");
+        assert_eq!(Cell::Number(Some(0.0), 0).display(), "0");
+        assert_eq!(Cell::Number(Some(13.0), 0).display(), "13");
+        assert_eq!(Cell::Number(Some(-1234567.4), 0).display(), "-1,234,567");
+        assert_eq!(Cell::Number(Some(1234.567), 2).display(), "1,234.57");
+        assert_eq!(Cell::Percent(Some(0.4512)).display(), "45.1 %");
+        assert_eq!(Cell::Percent(Some(-0.00001)).display(), "0.0 %");
+        assert_eq!(Cell::Percent(Some(0.4512)).raw(), "0.4512");
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let t = Table {
+            name: "t",
+            title: "t".into(),
+            headers: vec!["a".into(), "b".into()],
+            rows: vec![vec![Cell::text("x, \"y\""), Cell::Number(None, 0)]],
+            csv_only: false,
+        };
+        assert_eq!(to_csv(&t), "a,b\r\n\"x, \"\"y\"\"\",\r\n");
+    }
+}

@@ -1,0 +1,515 @@
+//! Measured savings of retrofits (IPMVP option C, ASHRAE Guideline 14).
+//!
+//! For each retrofit: the meter group's daily use over the baseline period
+//! (local days, from the hourly registers), the drivers of each day (hours
+//! of darkness at the site, gate entries, weekend, degree-days), a baseline
+//! model fitted on daily data and checked on monthly data ([`model`]), the
+//! adjusted baseline over the reporting period (what the group would have
+//! used without the retrofit, under the reporting period's conditions),
+//! and the savings: kWh or m³, share, money under the configured tariff
+//! (time-of-use by the hour the energy was used), CO₂, with the fractional
+//! savings uncertainty at 90 % confidence and the target.
+//!
+//! Days where the group's data cover less than 95 % of the hours are left
+//! out of both the fit and the comparison and counted as missing: a hole
+//! is never read as zero use.
+//!
+//! Reads `sites`, `devices`, `retrofits`, `readings_hourly`, `events`;
+//! writes nothing.
+
+pub mod model;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use estatemon_domain::config::{EnergyConfig, Tariff};
+use estatemon_domain::device::Utility;
+use estatemon_domain::retrofit::{Driver, Retrofit};
+use estatemon_domain::sun;
+use polars::prelude::*;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::energy::{self, Meter, SiteInfo, Source};
+use model::{Fit, Limits};
+
+/// Savings are stated at this two-sided confidence.
+pub const CONFIDENCE: f64 = 0.9;
+/// A day counts when the group's readings cover this share of its hours.
+pub const MIN_DAY_COVERAGE: f64 = 0.95;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Period {
+    pub from: NaiveDate,
+    /// Exclusive.
+    pub to: NaiveDate,
+    /// Days with complete data, used.
+    pub days_used: usize,
+    /// Days without complete data, left out.
+    pub days_missing: usize,
+}
+
+/// One day of the group, as charts and CSV show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DayPoint {
+    pub date: NaiveDate,
+    /// Measured use; `None` when the data are incomplete.
+    pub actual: Option<f64>,
+    /// The model's prediction under that day's drivers; `None` when a
+    /// driver is unknown.
+    pub predicted: Option<f64>,
+    /// Whether the day is in the reporting period (else the baseline).
+    pub reporting: bool,
+}
+
+/// A retrofit's measured savings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrofitSavings {
+    pub id: String,
+    pub name: String,
+    pub purpose: String,
+    pub area: Option<String>,
+    pub date: NaiveDate,
+    pub utility: Utility,
+    pub unit: &'static str,
+    pub meters: Vec<String>,
+    /// Drivers in the model (after dropping those without data or variation).
+    pub drivers: Vec<Driver>,
+    pub baseline: Period,
+    pub reporting: Period,
+    /// Fitted on daily data; the savings come from it.
+    pub daily_model: Option<Fit>,
+    /// The same drivers on monthly means, held to the monthly limits.
+    pub monthly_model: Option<Fit>,
+    /// Whether every fitted model meets ASHRAE 14's limits.
+    pub meets_guideline: bool,
+    pub adjusted_baseline: Option<f64>,
+    pub actual: Option<f64>,
+    pub savings: Option<f64>,
+    /// savings / adjusted baseline.
+    pub savings_fraction: Option<f64>,
+    /// ± absolute savings uncertainty at 90 % (kWh or m³).
+    pub uncertainty: Option<f64>,
+    /// uncertainty / savings (ASHRAE 14's fractional savings uncertainty).
+    pub fractional_uncertainty: Option<f64>,
+    pub cost_saved: Option<f64>,
+    pub currency: String,
+    pub co2_kg_saved: Option<f64>,
+    pub target: Option<f64>,
+    /// Savings fraction ≥ target.
+    pub meets_target: Option<bool>,
+    pub daily: Vec<DayPoint>,
+    /// What the reader should know: dropped drivers, failed limits, gaps.
+    pub notes: Vec<String>,
+}
+
+/// A day of the meter group with its drivers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDay {
+    pub date: NaiveDate,
+    pub used: f64,
+    /// Share of the day's meter-hours with known consumption.
+    pub coverage: f64,
+    /// Cost of the day's use under the tariff.
+    pub cost: f64,
+    pub drivers: HashMap<Driver, f64>,
+}
+
+/// The pure part: fits the baseline and measures savings over the days of
+/// a group (baseline and reporting days, in date order).
+pub fn measure(
+    retrofit: &Retrofit,
+    days: &[GroupDay],
+    reporting_to: NaiveDate,
+    utility: Utility,
+    energy: &EnergyConfig,
+) -> RetrofitSavings {
+    let (bf, bt) = retrofit.baseline();
+    let (rf, _) = retrofit.reporting();
+    let mut notes = Vec::new();
+    let in_baseline = |d: &GroupDay| d.date >= bf && d.date < bt;
+    let in_reporting = |d: &GroupDay| d.date >= rf && d.date < reporting_to;
+    let complete = |d: &GroupDay| d.coverage >= MIN_DAY_COVERAGE;
+
+    // Drivers with data on every complete baseline day and some variation.
+    let mut drivers = Vec::new();
+    for driver in retrofit.drivers() {
+        let values: Vec<f64> = days
+            .iter()
+            .filter(|d| in_baseline(d) && complete(d))
+            .filter_map(|d| d.drivers.get(&driver).copied())
+            .collect();
+        let base_days = days
+            .iter()
+            .filter(|d| in_baseline(d) && complete(d))
+            .count();
+        if values.is_empty() || values.len() < base_days * 9 / 10 {
+            notes.push(format!(
+                "driver {} left out: no data for most baseline days",
+                driver.as_str()
+            ));
+            continue;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+        if var <= 1e-12 * mean.abs().max(1.0) {
+            notes.push(format!(
+                "driver {} left out: it does not vary over the baseline",
+                driver.as_str()
+            ));
+            continue;
+        }
+        drivers.push(driver);
+    }
+    let row = |d: &GroupDay| -> Option<Vec<f64>> {
+        drivers.iter().map(|k| d.drivers.get(k).copied()).collect()
+    };
+
+    let baseline_days: Vec<(&GroupDay, Vec<f64>)> = days
+        .iter()
+        .filter(|d| in_baseline(d) && complete(d))
+        .filter_map(|d| row(d).map(|x| (d, x)))
+        .collect();
+    let baseline_len = (bt - bf).num_days().max(0) as usize;
+    let reporting_len = (reporting_to - rf).num_days().max(0) as usize;
+    let baseline = Period {
+        from: bf,
+        to: bt,
+        days_used: baseline_days.len(),
+        days_missing: baseline_len.saturating_sub(baseline_days.len()),
+    };
+    let y: Vec<f64> = baseline_days.iter().map(|(d, _)| d.used).collect();
+    let x: Vec<Vec<f64>> = baseline_days.iter().map(|(_, x)| x.clone()).collect();
+    let daily_model = match model::fit(&y, &x, Limits::DAILY) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            notes.push(format!("no baseline model: {e}"));
+            None
+        }
+    };
+    let monthly_model = monthly_fit(&baseline_days, &mut notes);
+
+    let mut daily = Vec::new();
+    let (mut adjusted, mut actual, mut cost_actual, mut used_days) = (0.0, 0.0, 0.0, 0usize);
+    for d in days {
+        let reporting = in_reporting(d);
+        if !reporting && !in_baseline(d) {
+            continue;
+        }
+        let predicted = daily_model
+            .as_ref()
+            .and_then(|m| row(d).map(|x| m.predict(&x)));
+        let known = complete(d).then_some(d.used);
+        daily.push(DayPoint {
+            date: d.date,
+            actual: known,
+            predicted,
+            reporting,
+        });
+        if let (true, Some(p), Some(a)) = (reporting, predicted, known) {
+            adjusted += p;
+            actual += a;
+            cost_actual += d.cost;
+            used_days += 1;
+        }
+    }
+    let reporting_period = Period {
+        from: rf,
+        to: reporting_to,
+        days_used: used_days,
+        days_missing: reporting_len.saturating_sub(used_days),
+    };
+    if reporting_period.days_missing > 0 {
+        notes.push(format!(
+            "{} reporting days without complete data are left out of the comparison",
+            reporting_period.days_missing
+        ));
+    }
+    let have = daily_model.is_some() && used_days > 0;
+    let savings = have.then_some(adjusted - actual);
+    let fraction = savings.filter(|_| adjusted > 0.0).map(|s| s / adjusted);
+    let uncertainty = daily_model
+        .as_ref()
+        .filter(|_| have)
+        .map(|m| m.savings_uncertainty_share(used_days, CONFIDENCE) * adjusted);
+    let fractional_uncertainty = match (uncertainty, savings) {
+        (Some(u), Some(s)) if s.abs() > 1e-9 => Some(u / s.abs()),
+        _ => None,
+    };
+    // Money: the saved units at the average price of the units used in the
+    // reporting period (time-of-use weighted by when they were used).
+    let unit_price = if actual > 0.0 {
+        Some(cost_actual / actual)
+    } else {
+        None
+    };
+    let target = retrofit
+        .target
+        .or_else(|| energy.target(retrofit.purpose, retrofit.area.as_deref()));
+    let meets_guideline = daily_model.as_ref().is_some_and(|m| m.meets_guideline)
+        && monthly_model.as_ref().is_none_or(|m| m.meets_guideline);
+    if let Some(m) = &daily_model {
+        if !m.meets_guideline {
+            notes.push(format!(
+                "daily model fails ASHRAE 14 (CV(RMSE) {:.1} % ≤ {:.0} %, NMBE {:.2} % within ±{:.0} %)",
+                m.cv_rmse * 100.0,
+                m.limits.cv_rmse * 100.0,
+                m.nmbe * 100.0,
+                m.limits.nmbe * 100.0
+            ));
+        }
+    }
+    if let Some(m) = &monthly_model {
+        if !m.meets_guideline {
+            notes.push(format!(
+                "monthly model fails ASHRAE 14 (CV(RMSE) {:.1} % ≤ {:.0} %, NMBE {:.2} % within ±{:.0} %)",
+                m.cv_rmse * 100.0,
+                m.limits.cv_rmse * 100.0,
+                m.nmbe * 100.0,
+                m.limits.nmbe * 100.0
+            ));
+        }
+    }
+    RetrofitSavings {
+        id: retrofit.id.clone(),
+        name: retrofit.name.clone(),
+        purpose: retrofit.purpose.as_str().to_owned(),
+        area: retrofit.area.clone(),
+        date: retrofit.date,
+        utility,
+        unit: utility.unit(),
+        meters: Vec::new(),
+        drivers,
+        baseline,
+        reporting: reporting_period,
+        daily_model,
+        monthly_model,
+        meets_guideline,
+        adjusted_baseline: have.then_some(adjusted),
+        actual: have.then_some(actual),
+        savings,
+        savings_fraction: fraction,
+        uncertainty,
+        fractional_uncertainty,
+        cost_saved: savings.zip(unit_price).map(|(s, p)| s * p),
+        currency: energy.currency.clone(),
+        co2_kg_saved: savings.map(|s| s * energy.emission_factors.of(utility)),
+        target,
+        meets_target: fraction.zip(target).map(|(f, t)| f >= t),
+        daily,
+        notes,
+    }
+}
+
+/// The daily model's drivers on monthly means (months with ≥ 20 complete
+/// days), when the baseline has at least 6 such months.
+fn monthly_fit(days: &[(&GroupDay, Vec<f64>)], notes: &mut Vec<String>) -> Option<Fit> {
+    let mut months: std::collections::BTreeMap<(i32, u32), (f64, Vec<f64>, usize)> =
+        Default::default();
+    for (d, x) in days {
+        let e = months
+            .entry((d.date.year(), d.date.month()))
+            .or_insert_with(|| (0.0, vec![0.0; x.len()], 0));
+        e.0 += d.used;
+        for (s, v) in e.1.iter_mut().zip(x) {
+            *s += v;
+        }
+        e.2 += 1;
+    }
+    let full: Vec<_> = months.values().filter(|(_, _, n)| *n >= 20).collect();
+    if full.len() < 6 {
+        notes.push(format!(
+            "no monthly model: {} complete months in the baseline (6 needed)",
+            full.len()
+        ));
+        return None;
+    }
+    let y: Vec<f64> = full.iter().map(|(u, _, n)| u / *n as f64).collect();
+    let x: Vec<Vec<f64>> = full
+        .iter()
+        .map(|(_, x, n)| x.iter().map(|v| v / *n as f64).collect())
+        .collect();
+    match model::fit(&y, &x, Limits::MONTHLY) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            notes.push(format!("no monthly model: {e}"));
+            None
+        }
+    }
+}
+
+/// Price per unit of each interval under a tariff, as a polars expression
+/// over `hour` and `weekday` (time-of-use periods first match wins).
+pub fn price_expr(tariff: Option<&Tariff>) -> Expr {
+    let Some(tariff) = tariff else {
+        return lit(0.0);
+    };
+    let mut expr = lit(tariff.price);
+    for p in tariff.periods.iter().rev() {
+        let mut cond = col("hour")
+            .gt_eq(lit(p.from_hour as i32))
+            .and(col("hour").lt(lit(p.to_hour as i32)));
+        if p.weekdays_only {
+            cond = cond.and(col("weekday"));
+        }
+        expr = when(cond).then(lit(p.price)).otherwise(expr);
+    }
+    expr
+}
+
+/// Daily totals of a usage frame: `day`, `used`, `known_hours`, `cost`.
+pub fn daily_totals(frame: DataFrame, tariff: Option<&Tariff>) -> PolarsResult<DataFrame> {
+    frame
+        .lazy()
+        .with_column((col("used") * price_expr(tariff)).alias("cost"))
+        .group_by([col("day")])
+        .agg([
+            col("used").sum().alias("used"),
+            col("hours")
+                .filter(col("used").is_not_null())
+                .sum()
+                .alias("known_hours"),
+            col("cost").sum().alias("cost"),
+        ])
+        .sort(["day"], SortMultipleOptions::default())
+        .collect()
+}
+
+/// Measures every retrofit of a site, with reporting periods cut at `until`.
+pub async fn measure_site(
+    client: &mut Client,
+    energy_config: &EnergyConfig,
+    site: &str,
+    until: DateTime<Utc>,
+) -> anyhow::Result<Vec<RetrofitSavings>> {
+    energy::refresh_rollups(client).await?;
+    let (info, meters) = energy::load_site(client, site).await?;
+    let retrofits = estatemon_domain::schema::registry::retrofits(client, site).await?;
+    let mut out = Vec::new();
+    for r in &retrofits {
+        out.push(measure_one(client, energy_config, &info, &meters, r, until).await?);
+    }
+    Ok(out)
+}
+
+/// Measures one retrofit.
+pub async fn measure_one(
+    client: &Client,
+    energy_config: &EnergyConfig,
+    site: &SiteInfo,
+    meters: &[Meter],
+    retrofit: &Retrofit,
+    until: DateTime<Utc>,
+) -> anyhow::Result<RetrofitSavings> {
+    let group: Vec<Meter> = meters
+        .iter()
+        .filter(|m| retrofit.covers(&m.id, m.purpose, m.building.as_deref(), &m.area))
+        .cloned()
+        .collect();
+    let utility = group.first().map_or(Utility::Electricity, |m| m.utility);
+    let (bf, _) = retrofit.baseline();
+    let (_, rt) = retrofit.reporting();
+    let last_day = site.local_date(until);
+    let reporting_to = rt.map_or(last_day, |t| t.min(last_day));
+    let mut days = if group.is_empty() {
+        Vec::new()
+    } else {
+        group_days(
+            client,
+            energy_config,
+            site,
+            &group,
+            bf,
+            reporting_to,
+            retrofit,
+        )
+        .await?
+    };
+    days.sort_by_key(|d| d.date);
+    let mut result = measure(retrofit, &days, reporting_to, utility, energy_config);
+    if group.is_empty() {
+        result
+            .notes
+            .push("no meters match the retrofit's purpose, building, area and devices".into());
+    }
+    if group.iter().any(|m| m.utility != utility) {
+        result
+            .notes
+            .push("the group mixes utilities: totals add unlike units".into());
+    }
+    result.meters = group.into_iter().map(|m| m.id).collect();
+    Ok(result)
+}
+
+async fn group_days(
+    client: &Client,
+    energy_config: &EnergyConfig,
+    site: &SiteInfo,
+    group: &[Meter],
+    from: NaiveDate,
+    to: NaiveDate,
+    retrofit: &Retrofit,
+) -> anyhow::Result<Vec<GroupDay>> {
+    let usage = energy::load_usage(
+        client,
+        group,
+        site.midnight(from),
+        site.midnight(to),
+        Source::Hourly,
+    )
+    .await?;
+    let tariff = energy_config.tariff(group[0].utility, &site.id);
+    let totals = daily_totals(energy::usage_frame(usage, site.tz)?, tariff)?;
+    let wanted = retrofit.drivers();
+    let entries = if wanted.contains(&Driver::Occupancy) {
+        energy::gate_entries_by_day(client, site, from, to).await?
+    } else {
+        HashMap::new()
+    };
+    let temps = if wanted
+        .iter()
+        .any(|d| matches!(d, Driver::CoolingDegreeDays | Driver::HeatingDegreeDays))
+    {
+        energy::mean_temperature_by_day(client, site, from, to).await?
+    } else {
+        HashMap::new()
+    };
+    let day = totals.column("day")?.i32()?;
+    let used = totals.column("used")?.f64()?;
+    let known = totals.column("known_hours")?.f64()?;
+    let cost = totals.column("cost")?.f64()?;
+    let mut out = Vec::with_capacity(totals.height());
+    for i in 0..totals.height() {
+        let Some(d) = day.get(i) else { continue };
+        let date = energy::date_of(d);
+        let day_hours = (site.midnight(date + Duration::days(1)) - site.midnight(date))
+            .num_minutes() as f64
+            / 60.0;
+        let mut drivers = HashMap::new();
+        for driver in &wanted {
+            let v = match driver {
+                Driver::DarknessHours => {
+                    Some(sun::darkness_hours(date, site.latitude, site.longitude))
+                }
+                Driver::Occupancy => Some(entries.get(&date).copied().unwrap_or(0.0)),
+                Driver::Weekend => Some(if energy::is_weekend(date) { 1.0 } else { 0.0 }),
+                Driver::CoolingDegreeDays => temps.get(&date).map(|t| (t - 18.0).max(0.0)),
+                Driver::HeatingDegreeDays => temps.get(&date).map(|t| (18.0 - t).max(0.0)),
+            };
+            if let Some(v) = v {
+                drivers.insert(*driver, v);
+            }
+        }
+        out.push(GroupDay {
+            date,
+            used: used.get(i).unwrap_or(0.0),
+            coverage: known.get(i).unwrap_or(0.0) / (day_hours * group.len() as f64),
+            cost: cost.get(i).unwrap_or(0.0),
+            drivers,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use super::*;
+
+fn retrofit(date: &str) -> Retrofit {
+    toml::from_str(&format!(
+        r#"
+id = "led-garage"
+name = "LED lighting: garage"
+site = "harbour-view"
+purpose = "public_lighting"
+area = "garage"
+date = {date}
+"#
+    ))
+    .unwrap()
+}
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// A year of garage lighting before and half a year after: use follows the
+/// hours of darkness, times (1 − saving) from `cut`, with a little noise.
+fn days(from: &str, to: &str, cut: &str, saving: f64) -> Vec<GroupDay> {
+    let (mut date, to, cut) = (d(from), d(to), d(cut));
+    let mut out = Vec::new();
+    let mut k = 0u64;
+    while date < to {
+        let dark = sun::darkness_hours(date, 22.28, 114.16);
+        k = k
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let noise = 1.0 + ((k >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04;
+        let base = (120.0 + 40.0 * dark) * noise;
+        let used = if date >= cut {
+            base * (1.0 - saving)
+        } else {
+            base
+        };
+        out.push(GroupDay {
+            date,
+            used,
+            coverage: 1.0,
+            cost: used * 0.8,
+            drivers: HashMap::from([
+                (Driver::DarknessHours, dark),
+                (
+                    Driver::Weekend,
+                    if energy::is_weekend(date) { 1.0 } else { 0.0 },
+                ),
+            ]),
+        });
+        date += Duration::days(1);
+    }
+    out
+}
+
+#[test]
+fn measures_a_known_saving_within_its_uncertainty() {
+    let r = retrofit("2026-04-01");
+    let series = days("2025-04-01", "2026-10-01", "2026-04-01", 0.45);
+    let s = measure(
+        &r,
+        &series,
+        d("2026-10-01"),
+        Utility::Electricity,
+        &EnergyConfig::default(),
+    );
+    let f = s.savings_fraction.unwrap();
+    assert!((f - 0.45).abs() < 0.01, "{f}");
+    let m = s.daily_model.as_ref().unwrap();
+    assert!(m.r2 > 0.8 && m.meets_guideline, "{m:?}");
+    assert!(s.monthly_model.as_ref().unwrap().meets_guideline);
+    assert!(s.meets_guideline);
+    assert_eq!(s.baseline.days_used, 365);
+    assert_eq!(s.reporting.days_used, 183);
+    // 90 % band around the savings, small with a good model.
+    let u = s.uncertainty.unwrap();
+    assert!(u > 0.0 && u < 0.05 * s.savings.unwrap(), "{u}");
+    assert!((s.cost_saved.unwrap() - s.savings.unwrap() * 0.8).abs() < 1e-6);
+    assert_eq!(s.target, Some(0.45), "the garage target from [energy]");
+    assert_eq!(s.meets_target, Some(f >= 0.45));
+}
+
+#[test]
+fn a_season_shift_without_a_retrofit_is_no_saving() {
+    // Baseline April–September (short nights), "reporting" October–March
+    // (long nights), nothing changed: the darkness driver must absorb the
+    // season, where a before/after comparison would show a large increase.
+    let mut r = retrofit("2025-10-01");
+    r.baseline_from = Some(d("2025-04-01"));
+    let series = days("2025-04-01", "2026-04-01", "2099-01-01", 0.0);
+    let s = measure(
+        &r,
+        &series,
+        d("2026-04-01"),
+        Utility::Electricity,
+        &EnergyConfig::default(),
+    );
+    let f = s.savings_fraction.unwrap();
+    assert!(f.abs() < 0.01, "season artefact: {f}");
+    let mean = |sel: &dyn Fn(&GroupDay) -> bool| {
+        let v: Vec<f64> = series.iter().filter(|x| sel(x)).map(|x| x.used).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let naive = 1.0 - mean(&|x| x.date >= d("2025-10-01")) / mean(&|x| x.date < d("2025-10-01"));
+    assert!(
+        naive < -0.05,
+        "the test needs a real seasonal swing: {naive}"
+    );
+}
+
+#[test]
+fn incomplete_days_are_missing_not_zero() {
+    let r = retrofit("2026-04-01");
+    let mut series = days("2025-04-01", "2026-07-01", "2026-04-01", 0.3);
+    for day in series
+        .iter_mut()
+        .filter(|x| x.date.month() == 5 && x.date.year() == 2026)
+    {
+        day.coverage = 0.5;
+        day.used *= 0.5;
+    }
+    let s = measure(
+        &r,
+        &series,
+        d("2026-07-01"),
+        Utility::Electricity,
+        &EnergyConfig::default(),
+    );
+    assert_eq!(s.reporting.days_missing, 31);
+    assert!((s.savings_fraction.unwrap() - 0.3).abs() < 0.01);
+    let may = s.daily.iter().find(|p| p.date == d("2026-05-10")).unwrap();
+    assert_eq!(may.actual, None);
+    assert!(s.notes.iter().any(|n| n.contains("31 reporting days")));
+}
+
+#[test]
+fn a_driver_without_variation_is_dropped_and_said() {
+    let mut r = retrofit("2026-04-01");
+    r.drivers = vec![Driver::DarknessHours, Driver::Occupancy];
+    let mut series = days("2025-04-01", "2026-06-01", "2026-04-01", 0.3);
+    for x in series.iter_mut() {
+        x.drivers.insert(Driver::Occupancy, 0.0);
+    }
+    let s = measure(
+        &r,
+        &series,
+        d("2026-06-01"),
+        Utility::Electricity,
+        &EnergyConfig::default(),
+    );
+    assert_eq!(s.drivers, vec![Driver::DarknessHours]);
+    assert!(s.notes.iter().any(|n| n.contains("occupancy left out")));
+}
+
+#[test]
+fn time_of_use_prices_follow_the_hour() {
+    let tariff = Tariff {
+        utility: Utility::Electricity,
+        site: None,
+        price: 0.5,
+        periods: vec![estatemon_domain::config::TouPeriod {
+            name: "peak".into(),
+            from_hour: 8,
+            to_hour: 20,
+            price: 1.5,
+            weekdays_only: true,
+        }],
+    };
+    let frame = df!(
+        "day" => [1i32, 1, 1, 2],
+        "hour" => [7i32, 8, 19, 9],
+        "weekday" => [true, true, true, false],
+        "hours" => [1.0, 1.0, 1.0, 1.0],
+        "used" => [Some(2.0), Some(2.0), None, Some(4.0)],
+    )
+    .unwrap();
+    let totals = daily_totals(frame, Some(&tariff)).unwrap();
+    let values = |name: &str| -> Vec<Option<f64>> {
+        let ca = totals.column(name).unwrap().f64().unwrap().clone();
+        (0..ca.len()).map(|i| ca.get(i)).collect()
+    };
+    let cost = values("cost");
+    assert_eq!(cost, vec![Some(2.0 * 0.5 + 2.0 * 1.5), Some(4.0 * 0.5)]);
+    let known = values("known_hours");
+    assert_eq!(
+        known,
+        vec![Some(2.0), Some(1.0)],
+        "unknown hours do not count"
+    );
+}

@@ -1,0 +1,149 @@
+//! Quarterly reports (list, download) and measured savings.
+
+use crate::extract::{P, Q};
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::Json;
+use estatemon_analytics::report::{store, Quarter};
+use serde::Deserialize;
+
+use crate::params;
+use crate::{ApiError, ApiResult, AppState};
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ReportQuery {
+    pub site: Option<String>,
+}
+
+/// Stored quarterly reports, newest quarter first, with their files and
+/// headline figures.
+#[utoipa::path(get, path = "/api/v1/reports", tag = "reports", params(ReportQuery),
+    responses((status = 200, description = "[{id, site_id, quarter, generated_at, generated_by, files: [[name, bytes]], summary}]")))]
+pub async fn list(
+    State(state): State<AppState>,
+    Q(q): Q<ReportQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let client = state.pool.get().await?;
+    let reports = store::list(&client, q.site.as_deref()).await?;
+    Ok(Json(
+        serde_json::to_value(reports).expect("reports serialise"),
+    ))
+}
+
+/// One file of a stored report: report.html, report.pdf, report.json or a
+/// table's CSV.
+#[utoipa::path(get, path = "/api/v1/reports/{site}/{quarter}/{file}", tag = "reports",
+    params(("site" = String, Path), ("quarter" = String, Path, description = "e.g. 2026Q1"),
+           ("file" = String, Path, description = "report.html, report.pdf, report.json, totals.csv …")),
+    responses((status = 200, description = "the file"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn file(
+    State(state): State<AppState>,
+    P((site, quarter, name)): P<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let quarter: Quarter = quarter.parse().map_err(ApiError::BadRequest)?;
+    let client = state.pool.get().await?;
+    let (content_type, body) = store::file(&client, &site, quarter, &name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no `{name}` in the {quarter} report of `{site}`"))
+        })?;
+    let disposition = format!("inline; filename=\"{site}-{quarter}-{name}\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SavingsQuery {
+    pub site: String,
+    /// End of the reporting periods (default now).
+    pub until: Option<String>,
+}
+
+/// Measured savings of the site's retrofits (ASHRAE 14 models, adjusted
+/// baseline, savings ± 90 % uncertainty, money, CO₂, target).
+#[utoipa::path(get, path = "/api/v1/savings", tag = "reports", params(SavingsQuery),
+    responses((status = 200, description = "one object per retrofit"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn savings(
+    State(state): State<AppState>,
+    Q(q): Q<SavingsQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let until = match q.until.as_deref() {
+        Some(v) => params::instant("until", v)?,
+        None => chrono::Utc::now(),
+    };
+    let mut client = state.pool.get().await?;
+    let results = estatemon_analytics::savings::measure_site(
+        &mut client,
+        &state.config.energy,
+        &q.site,
+        until,
+    )
+    .await?;
+    Ok(Json(
+        serde_json::to_value(results).expect("savings serialise"),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SavingsDailyQuery {
+    pub site: String,
+    /// Retrofit id from the registry.
+    pub retrofit: String,
+    pub until: Option<String>,
+}
+
+/// One retrofit's daily use and its baseline model (the adjusted baseline
+/// after the retrofit date): the baseline-vs-actual panel.
+#[utoipa::path(get, path = "/api/v1/savings/daily", tag = "reports", params(SavingsDailyQuery),
+    responses((status = 200, description = "[{time, actual, adjusted_baseline, reporting}]"),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn savings_daily(
+    State(state): State<AppState>,
+    Q(q): Q<SavingsDailyQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let until = match q.until.as_deref() {
+        Some(v) => params::instant("until", v)?,
+        None => chrono::Utc::now(),
+    };
+    let mut client = state.pool.get().await?;
+    estatemon_analytics::energy::refresh_rollups(&mut client).await?;
+    let (site, meters) = estatemon_analytics::energy::load_site(&client, &q.site).await?;
+    let retrofit = estatemon_domain::schema::registry::retrofits(&client, &q.site)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .into_iter()
+        .find(|r| r.id == q.retrofit)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "site `{}` has no retrofit `{}`",
+                q.site, q.retrofit
+            ))
+        })?;
+    let s = estatemon_analytics::savings::measure_one(
+        &client,
+        &state.config.energy,
+        &site,
+        &meters,
+        &retrofit,
+        until,
+    )
+    .await?;
+    let rows: Vec<serde_json::Value> = s
+        .daily
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "time": site.midnight(p.date),
+                "actual": p.actual,
+                "adjusted_baseline": p.predicted,
+                "reporting": p.reporting,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(rows)))
+}

@@ -1,0 +1,426 @@
+//! Time series for panels, downsampled to the panel's interval and max
+//! data points so that a year-long panel gets hundreds of points, not
+//! millions: gauges (`/series`, mean/min/max per step) and consumption from
+//! the registers (`/consumption`, per step, summed over the selected
+//! meters). Steps of an hour or more read the rollups.
+
+use std::str::FromStr;
+
+use crate::extract::Q;
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use estatemon_domain::Metric;
+use serde::{Deserialize, Serialize};
+
+use crate::params;
+use crate::{ApiError, ApiResult, AppState};
+
+/// Longest range a panel may ask for.
+const MAX_RANGE_DAYS: i64 = 3 * 366;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SeriesQuery {
+    /// Metric name, e.g. `power_kw`, `motor_temp_c`, `pressure_mpa`.
+    pub metric: String,
+    /// One device; otherwise every device matching the filters below.
+    pub device: Option<String>,
+    pub site: Option<String>,
+    pub building: Option<String>,
+    pub area: Option<String>,
+    pub purpose: Option<String>,
+    /// Epoch ms (`${__from}`), RFC 3339 or a date.
+    pub from: Option<String>,
+    /// Epoch ms (`${__to}`), RFC 3339 or a date.
+    pub to: Option<String>,
+    /// `$__interval`, e.g. `1h`.
+    pub interval: Option<String>,
+    /// `$__interval_ms`.
+    pub interval_ms: Option<i64>,
+    /// The panel's max data points.
+    pub max_points: Option<usize>,
+    /// `avg` (default), `min` or `max` within each step.
+    pub agg: Option<String>,
+    /// `device` to get one series per device (rows carry `device`).
+    pub by: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Point {
+    /// Start of the step (RFC 3339, UTC).
+    pub time: DateTime<Utc>,
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub step: Duration,
+}
+
+pub fn window(
+    state: &AppState,
+    from: Option<&str>,
+    to: Option<&str>,
+    interval: Option<&str>,
+    interval_ms: Option<i64>,
+    max_points: Option<usize>,
+) -> Result<Window, ApiError> {
+    let (from, to) = params::range(from, to, MAX_RANGE_DAYS)?;
+    let requested = match (interval, interval_ms) {
+        (Some(i), _) => Some(params::interval("interval", i)?),
+        (None, Some(ms)) if ms > 0 => Some(Duration::milliseconds(ms)),
+        (None, Some(ms)) => {
+            return Err(ApiError::BadRequest(format!(
+                "`interval_ms={ms}`: expected a positive number"
+            )))
+        }
+        (None, None) => None,
+    };
+    if max_points == Some(0) {
+        return Err(ApiError::BadRequest(
+            "`max_points` must be at least 1".into(),
+        ));
+    }
+    let max = max_points
+        .unwrap_or(state.config.api.max_points)
+        .min(state.config.api.max_points);
+    Ok(Window {
+        from,
+        to,
+        step: params::step(from, to, requested, max),
+    })
+}
+
+/// Ids of the devices matching the filters (resolved first, so the time
+/// series query is a plain index scan). Kept for a few seconds per filter:
+/// panels repeat the same filters on every refresh, and the ledger changes
+/// rarely (an admin's change through the API clears the cache at once).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn device_ids(
+    state: &AppState,
+    client: &deadpool_postgres::Client,
+    device: Option<&String>,
+    site: Option<&String>,
+    building: Option<&String>,
+    area: Option<&String>,
+    purpose: Option<&String>,
+    kinds: &[&str],
+) -> ApiResult<std::sync::Arc<Vec<String>>> {
+    let key = format!("{device:?}|{site:?}|{building:?}|{area:?}|{purpose:?}|{kinds:?}");
+    if let Some(ids) = state.device_cache.get(&key) {
+        return Ok(ids);
+    }
+    let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+    let rows = crate::query(
+        client,
+        "SELECT device_id FROM devices
+              WHERE ($1::text IS NULL OR device_id = $1) AND ($2::text IS NULL OR site_id = $2)
+                AND ($3::text IS NULL OR building_id = $3) AND ($4::text IS NULL OR area = $4)
+                AND ($5::text IS NULL OR purpose = $5)
+                AND (cardinality($6::text[]) = 0 OR kind = ANY($6))",
+        &[&device, &site, &building, &area, &purpose, &kinds],
+    )
+    .await?;
+    let ids = std::sync::Arc::new(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>());
+    state.device_cache.put(key, ids.clone());
+    Ok(ids)
+}
+
+fn step_sql(step: Duration) -> String {
+    format!("{} seconds", step.num_seconds())
+}
+
+/// A gauge metric per step: mean (weighted by samples), min or max.
+#[utoipa::path(get, path = "/api/v1/series", tag = "series", params(SeriesQuery),
+    responses((status = 200, body = [Point]), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn series(
+    State(state): State<AppState>,
+    Q(q): Q<SeriesQuery>,
+) -> ApiResult<Json<Vec<Point>>> {
+    let metric =
+        Metric::from_str(&q.metric).map_err(|e| ApiError::BadRequest(format!("`metric`: {e}")))?;
+    let w = window(
+        &state,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.interval.as_deref(),
+        q.interval_ms,
+        q.max_points,
+    )?;
+    let agg = q.agg.as_deref().unwrap_or("avg");
+    if !matches!(agg, "avg" | "min" | "max") {
+        return Err(ApiError::BadRequest(format!(
+            "`agg={agg}`: expected avg, min or max"
+        )));
+    }
+    let by_device = match q.by.as_deref() {
+        None | Some("") => false,
+        Some("device") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`by={other}`: expected `device`"
+            )))
+        }
+    };
+    let client = state.pool.get().await?;
+    let ids = device_ids(
+        &state,
+        &client,
+        q.device.as_ref(),
+        q.site.as_ref(),
+        q.building.as_ref(),
+        q.area.as_ref(),
+        q.purpose.as_ref(),
+        &[],
+    )
+    .await?;
+    if ids.is_empty() {
+        if let Some(d) = &q.device {
+            return Err(ApiError::NotFound(format!("no device `{d}`")));
+        }
+        return Ok(Json(Vec::new()));
+    }
+    let (table, time, value) = if w.step >= Duration::days(1) {
+        ("readings_daily", "bucket", agg_expr(agg, true))
+    } else if w.step >= Duration::hours(1) {
+        ("readings_hourly", "bucket", agg_expr(agg, true))
+    } else {
+        ("readings", "ts", agg_expr(agg, false))
+    };
+    let device_col = if by_device { ", device_id" } else { "" };
+    let sql = format!(
+        "SELECT date_bin(($1::text)::interval, {time}, $4) AS t{device_col}, {value}
+           FROM {table}
+          WHERE device_id = ANY($2) AND metric = $3 AND {time} >= $4 AND {time} < $5
+          GROUP BY 1{group} ORDER BY 1{group}",
+        group = if by_device { ", 2" } else { "" },
+    );
+    let rows = crate::query(
+        &client,
+        &sql,
+        &[&step_sql(w.step), &*ids, &metric.as_str(), &w.from, &w.to],
+    )
+    .await?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| Point {
+                time: r.get(0),
+                device: by_device.then(|| r.get(1)),
+                value: r.get(if by_device { 2 } else { 1 }),
+            })
+            .collect(),
+    ))
+}
+
+fn agg_expr(agg: &str, rollup: bool) -> &'static str {
+    match (agg, rollup) {
+        ("min", true) => "min(min)",
+        ("max", true) => "max(max)",
+        (_, true) => "sum(avg * samples) / nullif(sum(samples), 0)",
+        ("min", false) => "min(value)",
+        ("max", false) => "max(value)",
+        _ => "avg(value)",
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ConsumptionQuery {
+    pub site: Option<String>,
+    pub building: Option<String>,
+    pub area: Option<String>,
+    pub purpose: Option<String>,
+    pub device: Option<String>,
+    /// `electricity` (kWh, default), `water` or `gas` (m³).
+    pub utility: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `$__interval`; consumption steps are at least an hour.
+    pub interval: Option<String>,
+    pub interval_ms: Option<i64>,
+    pub max_points: Option<usize>,
+}
+
+/// Consumption per step summed over the selected meters: the difference
+/// of each meter's register between step starts (hourly registers), a
+/// negative difference (reset, replacement) left out rather than counted.
+#[utoipa::path(get, path = "/api/v1/consumption", tag = "series", params(ConsumptionQuery),
+    responses((status = 200, body = [Point]), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn consumption(
+    State(state): State<AppState>,
+    Q(q): Q<ConsumptionQuery>,
+) -> ApiResult<Json<Vec<Point>>> {
+    let (kind, metric) = match q.utility.as_deref().unwrap_or("electricity") {
+        "electricity" => ("electricity_meter", "energy_kwh"),
+        "water" => ("water_meter", "volume_m3"),
+        "gas" => ("gas_meter", "volume_m3"),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`utility={other}`: expected electricity, water or gas"
+            )))
+        }
+    };
+    let mut w = window(
+        &state,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.interval.as_deref(),
+        q.interval_ms,
+        q.max_points,
+    )?;
+    // Steps start on whole hours (the registers are read at hour starts):
+    // Grafana's `${__from}` carries milliseconds.
+    w.from = w.from.duration_trunc(Duration::hours(1)).unwrap_or(w.from);
+    if w.step < Duration::hours(1) {
+        w.step = Duration::hours(1);
+    } else {
+        // Whole hours, so every step starts at a register reading.
+        w.step = Duration::hours((w.step.num_minutes() + 59) / 60);
+    }
+    let client = state.pool.get().await?;
+    let ids = device_ids(
+        &state,
+        &client,
+        q.device.as_ref(),
+        q.site.as_ref(),
+        q.building.as_ref(),
+        q.area.as_ref(),
+        q.purpose.as_ref(),
+        &[kind],
+    )
+    .await?;
+    if ids.is_empty() {
+        return Ok(Json(Vec::new()));
+    }
+    // Whole-day steps on a site: local days, from the register at each
+    // local midnight (registers_daily: 365 rows per meter for a year).
+    if w.step.num_seconds() % 86_400 == 0 {
+        if let Some(site) = &q.site {
+            return daily_consumption(&client, site, &ids, metric, &w)
+                .await
+                .map(Json);
+        }
+    }
+    // The register at each step's start is the first reading of that hour
+    // (`readings_hourly.first`): every hourly row for hourly steps, the
+    // rows at step boundaries for longer ones.
+    let (starts, boundaries): (&str, Vec<DateTime<Utc>>) = if w.step == Duration::hours(1) {
+        (
+            "SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
+              WHERE device_id = ANY($2) AND metric = $3 AND bucket >= $4 AND bucket <= $5
+                AND $7::timestamptz[] IS NULL",
+            Vec::new(),
+        )
+    } else {
+        let mut v = Vec::new();
+        let mut t = w.from;
+        while t <= w.to + w.step {
+            v.push(t);
+            t += w.step;
+        }
+        (
+            "SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
+              WHERE device_id = ANY($2) AND metric = $3 AND bucket = ANY($7)
+                AND bucket >= $4 AND bucket <= $5",
+            v,
+        )
+    };
+    // A step counts for a meter when its register is known at both ends
+    // (adjacent boundaries: a missing hour never stretches a step) and did
+    // not fall (reset, replacement).
+    let sql = format!(
+        "WITH s AS ({starts}),
+              d AS (SELECT b, lead(start_value) OVER w - start_value AS used, lead(b) OVER w AS next_b
+                      FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
+         SELECT b, sum(used) FROM d
+          WHERE b < $6 AND next_b = b + ($1::text)::interval AND used >= 0
+          GROUP BY b ORDER BY b"
+    );
+    let rows = crate::query(
+        &client,
+        &sql,
+        &[
+            &step_sql(w.step),
+            &*ids,
+            &metric,
+            &w.from,
+            &(w.to + w.step),
+            &w.to,
+            &(!boundaries.is_empty()).then_some(boundaries),
+        ],
+    )
+    .await?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| Point {
+                time: r.get(0),
+                value: r.get(1),
+                device: None,
+            })
+            .collect(),
+    ))
+}
+
+/// Consumption per step of whole local days at `site`: the difference of
+/// each meter's register between consecutive local midnights, summed over
+/// the meters and grouped into steps of `w.step` days from the local day of
+/// `w.from`. A day counts for a meter when both midnights are known and the
+/// register did not fall.
+async fn daily_consumption(
+    client: &deadpool_postgres::Client,
+    site: &str,
+    ids: &[String],
+    metric: &str,
+    w: &Window,
+) -> ApiResult<Vec<Point>> {
+    let tz: chrono_tz::Tz = crate::query(
+        client,
+        "SELECT time_zone FROM sites WHERE site_id = $1",
+        &[&site],
+    )
+    .await?
+    .first()
+    .map(|r| r.get::<_, String>(0))
+    .ok_or_else(|| ApiError::NotFound(format!("no site `{site}`")))?
+    .parse()
+    .map_err(|_| ApiError::Unavailable(format!("site `{site}` has no valid time zone")))?;
+    let first_day = w.from.with_timezone(&tz).date_naive();
+    let to_local = w.to.with_timezone(&tz);
+    // A range ending inside a day includes that (partial) day.
+    let end_day = if to_local.time() == chrono::NaiveTime::MIN {
+        to_local.date_naive()
+    } else {
+        to_local.date_naive() + Duration::days(1)
+    };
+    let n = (w.step.num_seconds() / 86_400) as i32;
+    let rows = crate::query(
+        client,
+        "WITH s AS (SELECT device_id, day, first FROM registers_daily
+                     WHERE device_id = ANY($1) AND metric = $2 AND day >= $3 AND day <= $4),
+              d AS (SELECT day, lead(first) OVER w - first AS used, lead(day) OVER w AS next_day
+                      FROM s WINDOW w AS (PARTITION BY device_id ORDER BY day))
+         SELECT ($3 + ((day - $3) / $5) * $5)::date AS bin, sum(used)
+           FROM d WHERE next_day = day + 1 AND used >= 0 AND day < $4
+          GROUP BY 1 ORDER BY 1",
+        &[&ids, &metric, &first_day, &end_day, &n],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let day: chrono::NaiveDate = r.get(0);
+            let midnight = day
+                .and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_local_timezone(tz).earliest())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+            Point {
+                time: midnight,
+                value: r.get(1),
+                device: None,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,264 @@
+//! `estatemon report` (the quarterly energy report) and `estatemon savings`
+//! (measured savings of a site's retrofits).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use estatemon_analytics::report::{self, build::Progress, Quarter};
+use estatemon_analytics::savings;
+use estatemon_domain::config::Config;
+use estatemon_domain::schema;
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Site id from the registry (required unless --list).
+    #[arg(long, required_unless_present = "list")]
+    site: Option<String>,
+    /// Calendar quarter in the site's time zone, e.g. 2026Q1 (default: the
+    /// last closed quarter).
+    #[arg(long, value_parser = parse_quarter)]
+    quarter: Option<Quarter>,
+    /// Directory for report.html, report.pdf, report.json and the CSV tables
+    /// (a subdirectory <site>-<quarter> is created).
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    out: PathBuf,
+    /// Do not store the report in the database (files only).
+    #[arg(long)]
+    no_store: bool,
+    /// List the stored reports (of --site, or all) instead.
+    #[arg(long)]
+    list: bool,
+}
+
+fn parse_quarter(s: &str) -> Result<Quarter, String> {
+    s.parse()
+}
+
+/// The progress bar, and how long each step took (printed at the end).
+struct Bar {
+    bar: indicatif::ProgressBar,
+    steps: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+}
+
+impl Progress for Bar {
+    fn step(&self, what: &str) {
+        self.bar.inc(1);
+        self.bar.set_message(what.to_owned());
+        self.steps
+            .lock()
+            .expect("steps lock")
+            .push((what.to_owned(), std::time::Instant::now()));
+    }
+}
+
+impl Bar {
+    fn timings(&self) -> String {
+        let steps = self.steps.lock().expect("steps lock");
+        let now = std::time::Instant::now();
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, (what, at))| {
+                let end = steps.get(i + 1).map_or(now, |n| n.1);
+                format!("{what} {:.1} s", (end - *at).as_secs_f64())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
+    let (mut client, _) = schema::prepare(&config.database, &config.storage).await?;
+    if args.list {
+        let reports = report::store::list(&client, args.site.as_deref()).await?;
+        if reports.is_empty() {
+            println!("no stored reports");
+        }
+        for r in reports {
+            let files: Vec<String> = r
+                .files
+                .iter()
+                .map(|(n, size)| format!("{n} ({} kB)", (size + 1023) / 1024))
+                .collect();
+            println!(
+                "{}  {}  generated {} by {}  {}",
+                r.site_id,
+                r.quarter,
+                r.generated_at.format("%Y-%m-%d %H:%M UTC"),
+                r.generated_by,
+                files.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    let site = args.site.expect("clap requires --site without --list");
+    let quarter = match args.quarter {
+        Some(q) => q,
+        None => {
+            let (info, _) = estatemon_analytics::energy::load_site(&client, &site).await?;
+            Quarter::containing(info.local_date(chrono::Utc::now())).previous()
+        }
+    };
+    let bar = indicatif::ProgressBar::new(7).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} report [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    if std::env::var_os("CI").is_some() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = std::time::Instant::now();
+    let progress = Bar {
+        bar: bar.clone(),
+        steps: Default::default(),
+    };
+    let (r, files) = if args.no_store {
+        let r =
+            report::build::build(&mut client, &config.energy, &site, quarter, &progress).await?;
+        progress.step("rendering HTML, PDF, CSV and JSON");
+        let files = report::store::render_all(&r)?;
+        (r, files)
+    } else {
+        let (r, files, id) = report::store::generate(
+            &mut client,
+            &config.energy,
+            &site,
+            quarter,
+            "cli",
+            &progress,
+        )
+        .await?;
+        tracing::info!(id, site = %site, quarter = %quarter, "report stored");
+        (r, files)
+    };
+    bar.finish_and_clear();
+    let dir = args.out.join(format!("{site}-{quarter}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in &files {
+        let path = dir.join(&f.name);
+        std::fs::write(&path, &f.body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "report {site} {quarter}: {} files in {} ({:.1} s, peak memory {:.0} MB){}",
+        files.len(),
+        dir.display(),
+        started.elapsed().as_secs_f64(),
+        crate::bench::self_peak_rss_mb(),
+        if args.no_store { "" } else { ", stored" }
+    );
+    println!("  steps: {}", progress.timings());
+    for g in &r.savings_groups {
+        println!(
+            "  {} savings: {} (target {})",
+            g.name,
+            g.savings_fraction
+                .map(|f| format!(
+                    "{:.1} % ± {}",
+                    f * 100.0,
+                    g.uncertainty
+                        .map(|u| format!("{u:.0} {}", g.unit))
+                        .unwrap_or_else(|| "?".into())
+                ))
+                .unwrap_or_else(|| "missing".into()),
+            g.target
+                .map(|t| format!("{:.0} %", t * 100.0))
+                .unwrap_or_else(|| "none".into())
+        );
+    }
+    if !r.data_quality.meters_without_data.is_empty() {
+        println!(
+            "  {} meter(s) without readings this quarter: shown as missing",
+            r.data_quality.meters_without_data.len()
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SavingsArgs {
+    /// Site id from the registry.
+    #[arg(long)]
+    site: String,
+    /// End of the reporting periods (site-local date, exclusive; default today).
+    #[arg(long)]
+    until: Option<chrono::NaiveDate>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: SavingsFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SavingsFormat {
+    Table,
+    Json,
+}
+
+pub async fn savings(config: Config, args: SavingsArgs) -> anyhow::Result<()> {
+    let (mut client, _) = schema::prepare(&config.database, &config.storage).await?;
+    let (info, _) = estatemon_analytics::energy::load_site(&client, &args.site).await?;
+    let until = match args.until {
+        Some(d) => info.midnight(d),
+        None => chrono::Utc::now(),
+    };
+    let results = savings::measure_site(&mut client, &config.energy, &args.site, until).await?;
+    match args.format {
+        SavingsFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        }
+        SavingsFormat::Table => {
+            if results.is_empty() {
+                println!(
+                    "site {} declares no retrofits ([[retrofit]] in the registry file)",
+                    args.site
+                );
+            }
+            for s in &results {
+                let pct = |v: Option<f64>| {
+                    v.map(|v| format!("{:.1} %", v * 100.0))
+                        .unwrap_or_else(|| "missing".into())
+                };
+                let m = s.daily_model.as_ref();
+                println!(
+                    "{} ({}, {} meters, {}): savings {} ± {} {} (90 %), target {}{}",
+                    s.name,
+                    s.date,
+                    s.meters.len(),
+                    s.drivers
+                        .iter()
+                        .map(|d| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join("+"),
+                    pct(s.savings_fraction),
+                    s.uncertainty
+                        .map(|u| format!("{u:.0}"))
+                        .unwrap_or_else(|| "?".into()),
+                    s.unit,
+                    pct(s.target),
+                    match s.meets_target {
+                        Some(true) => " — met",
+                        Some(false) => " — not met",
+                        None => "",
+                    }
+                );
+                println!(
+                    "    baseline {}..{} ({} days), reporting {}..{} ({} days); R² {} CV(RMSE) {} NMBE {} — ASHRAE 14 {}",
+                    s.baseline.from,
+                    s.baseline.to,
+                    s.baseline.days_used,
+                    s.reporting.from,
+                    s.reporting.to,
+                    s.reporting.days_used,
+                    m.map(|m| format!("{:.3}", m.r2)).unwrap_or_else(|| "-".into()),
+                    pct(m.map(|m| m.cv_rmse)),
+                    pct(m.map(|m| m.nmbe)),
+                    if s.meets_guideline { "pass" } else { "FAIL" }
+                );
+                for n in &s.notes {
+                    println!("    note: {n}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

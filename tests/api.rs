@@ -1,0 +1,651 @@
+//! The HTTP API end to end, in-process (tower's `oneshot`) against a real
+//! database holding a week of the simulated site: every route Grafana and
+//! the operators use, the roles, the audit log, bad input as 4xx.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use estatemon_api::auth::Role;
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct Api {
+    router: axum::Router,
+    state: estatemon_api::AppState,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap()
+            .to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json, bytes)
+    }
+
+    async fn get(&self, uri: &str, token: &str) -> (StatusCode, Value) {
+        let (s, j, _) = self.call("GET", uri, Some(token), None).await;
+        (s, j)
+    }
+}
+
+fn ms(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// A week of the simulated site (2026-06-01..08, site time) in `db`, with
+/// rollups refreshed, and the API over it.
+async fn week_of_the_site(db: &TestDb) -> (Api, tokio_postgres::Client) {
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(estatemon(db)
+        .args(["simulate", "backfill", "--direct", "--site-file"])
+        .arg(&shipped)
+        .args([
+            "--from",
+            "2026-06-01T00:00:00+08:00",
+            "--to",
+            "2026-06-08T00:00:00+08:00",
+            "--interval-s",
+            "900",
+            "--truth",
+        ])
+        .arg(&truth));
+    let _ = std::fs::remove_file(&truth);
+    let mut client = db.client().await;
+    estatemon_analytics::energy::refresh_rollups(&mut client)
+        .await
+        .unwrap();
+
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    config.api.audit_flush_ms = 20;
+    let (state, _writer) = estatemon_api::state(config).await.unwrap();
+    let api = Api {
+        router: estatemon_api::router(state.clone()),
+        state,
+    };
+    (api, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_grafana_and_operators_and_audits_everything() {
+    let db = TestDb::new(&admin_url());
+    let (api, mut client) = week_of_the_site(&db).await;
+    let viewer = estatemon_api::create_token(&client, "grafana", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let operator = estatemon_api::create_token(&client, "alice", Role::Operator, "test")
+        .await
+        .unwrap();
+    let admin = estatemon_api::create_token(&client, "root", Role::Admin, "test")
+        .await
+        .unwrap();
+    let stored: Vec<u8> = client
+        .query_one(
+            "SELECT token_sha256 FROM api_tokens WHERE name = 'grafana'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored,
+        estatemon_api::auth::hash(&viewer).to_vec(),
+        "only the hash is stored"
+    );
+
+    // Public: health (with the storage mode) and the OpenAPI document.
+    let (s, health, _) = api.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(health["database_mode"] == "plain" || health["database_mode"] == "timescaledb");
+    let (s, doc, _) = api.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    for path in [
+        "/api/v1/series",
+        "/api/v1/consumption",
+        "/api/v1/alerts/{id}/ack",
+        "/api/v1/reports/{site}/{quarter}/{file}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    // No token, a wrong token: 401 with a message.
+    let (s, e, _) = api.call("GET", "/api/v1/sites", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(e["message"].as_str().unwrap().contains("Bearer"));
+    let (s, _) = api.get("/api/v1/sites", "emt_not-a-real-token").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Registry.
+    let (s, sites) = api.get("/api/v1/sites", &viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(sites[0]["id"], "harbour-view");
+    assert_eq!(sites[0]["buildings"].as_array().unwrap().len(), 3);
+    let (_, lifts) = api
+        .get("/api/v1/devices?site=harbour-view&kind=lift", &viewer)
+        .await;
+    assert_eq!(lifts.as_array().unwrap().len(), 2);
+
+    // Series for a panel: hourly power of tower A over the week.
+    let (from, to) = (
+        ms("2026-06-01T00:00:00+08:00"),
+        ms("2026-06-08T00:00:00+08:00"),
+    );
+    let (s, hourly) = api
+        .get(
+            &format!(
+                "/api/v1/series?metric=power_kw&building=tower-a&from={from}&to={to}&interval=1h"
+            ),
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hourly}");
+    let points = hourly.as_array().unwrap();
+    assert!(
+        (160..=169).contains(&points.len()),
+        "{} hourly points",
+        points.len()
+    );
+    assert!(points.iter().all(|p| p["value"].as_f64().unwrap() > 0.0));
+    // The panel's max data points wins over the interval.
+    let (_, few) = api
+        .get(&format!("/api/v1/series?metric=power_kw&building=tower-a&from={from}&to={to}&interval=1m&max_points=20"), &viewer)
+        .await;
+    assert!(
+        few.as_array().unwrap().len() <= 20,
+        "{}",
+        few.as_array().unwrap().len()
+    );
+    let (_, per_device) = api
+        .get(&format!("/api/v1/series?metric=power_kw&building=tower-a&from={from}&to={to}&interval=1d&by=device"), &viewer)
+        .await;
+    assert!(per_device
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["device"] == "hv-a-lobby-light"));
+
+    // Consumption: daily steps add up to the hourly ones.
+    let total = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["value"].as_f64())
+            .sum::<f64>()
+    };
+    let (_, h) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=1h"), &viewer)
+        .await;
+    let (_, d) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=1d"), &viewer)
+        .await;
+    assert!(d.as_array().unwrap().len() >= 6, "{d}");
+    // Grafana's ${__from} is not on an hour: steps still start on hours.
+    let (_, odd) = api
+        .get(
+            &format!(
+                "/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={}&to={to}&interval=1d",
+                from + 1_234_567
+            ),
+            &viewer,
+        )
+        .await;
+    assert!(odd.as_array().unwrap().len() >= 5, "{odd}");
+    let (th, td) = (total(&h), total(&d));
+    assert!(
+        th > 1000.0 && (th - td).abs() / th < 0.01,
+        "hourly {th} vs daily {td}"
+    );
+
+    // Bad parameters: 400 with what to fix.
+    for (uri, needle) in [
+        (
+            format!("/api/v1/series?metric=watts&from={from}&to={to}"),
+            "metric",
+        ),
+        (
+            format!("/api/v1/series?metric=power_kw&from={to}&to={from}"),
+            "must be before",
+        ),
+        (
+            format!("/api/v1/series?metric=power_kw&from=yesterday&to={to}"),
+            "from=yesterday",
+        ),
+        (
+            format!("/api/v1/series?metric=power_kw&from={from}&to={to}&interval=5y"),
+            "interval",
+        ),
+        (
+            format!("/api/v1/series?metric=power_kw&from={from}&to={to}&agg=median"),
+            "agg",
+        ),
+        (
+            format!("/api/v1/consumption?utility=steam&from={from}&to={to}"),
+            "utility",
+        ),
+        ("/api/v1/series?from=1&to=2".to_owned(), "metric"),
+        ("/api/v1/alerts?limit=0".to_owned(), "limit"),
+        ("/api/v1/dead-letters?from=soon".to_owned(), "from=soon"),
+        (
+            "/api/v1/reports/harbour-view/2026Q9/report.pdf".to_owned(),
+            "2026Q1",
+        ),
+    ] {
+        let (s, e) = api.get(&uri, &viewer).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {e}");
+        assert!(
+            e["message"].as_str().unwrap_or_default().contains(needle)
+                || e.to_string().contains(needle),
+            "{uri}: {e}"
+        );
+    }
+
+    // Alerts: operators acknowledge, viewers may not.
+    let alert_id: i64 = client
+        .query_one(
+            "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id, device_id,
+                                 source, started_at, last_seen_at, response_deadline)
+             VALUES ('lift_entrapment', 'hv-a-lift-1', 'fp-1', 'emergency', 'Person trapped in lift',
+                     '{\"alertname\": \"lift_entrapment\"}', 'harbour-view', 'hv-a-lift-1', 'test',
+                     '2026-06-03T02:00:00Z', '2026-06-03T02:00:00Z', '2026-06-03T02:15:00Z')
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (_, open) = api.get("/api/v1/alerts?site=harbour-view", &viewer).await;
+    assert_eq!(open[0]["id"], alert_id);
+    let ack = format!("/api/v1/alerts/{alert_id}/ack");
+    let (s, e, _) = api.call("POST", &ack, Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(e["message"].as_str().unwrap().contains("needs `operator`"));
+    let (s, a, _) = api.call("POST", &ack, Some(&operator), None).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["acknowledged_by"], "alice");
+    let (s, _, _) = api.call("POST", &ack, Some(&operator), None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _, _) = api
+        .call("POST", "/api/v1/alerts/999999/ack", Some(&operator), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = api
+        .call("POST", "/api/v1/alerts/abc/ack", Some(&operator), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, notes) = api
+        .get(
+            &format!("/api/v1/annotations?from={from}&to={to}&site=harbour-view"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(notes[0]["time"], ms("2026-06-03T02:00:00Z"));
+    assert!(notes[0]["title"]
+        .as_str()
+        .unwrap()
+        .contains("lift_entrapment"));
+
+    // Silences.
+    let body = r#"{"matchers": {"device": "hv-a-lift-1"}, "minutes": 60, "comment": "inspection"}"#;
+    let (s, _, _) = api
+        .call("POST", "/api/v1/silences", Some(&viewer), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, sil, _) = api
+        .call("POST", "/api/v1/silences", Some(&operator), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sil}");
+    assert_eq!(sil["created_by"], "alice");
+    for bad in [
+        r#"{"matchers": {}, "minutes": 60}"#,
+        r#"{"matchers": {"colour": "red"}, "minutes": 60}"#,
+        r#"{"matchers": {"device": "x"}, "minutes": 0}"#,
+        "not json",
+    ] {
+        let (s, e, _) = api
+            .call("POST", "/api/v1/silences", Some(&operator), Some(bad))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+
+    // Devices: admins only.
+    let dev = r#"{"id": "hv-new-meter", "kind": "electricity_meter", "site": "harbour-view",
+                  "building": "podium", "area": "plant_room", "purpose": "hvac"}"#;
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/api/v1/devices/hv-new-meter",
+            Some(&operator),
+            Some(dev),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, e, _) = api
+        .call(
+            "PUT",
+            "/api/v1/devices/hv-new-meter",
+            Some(&admin),
+            Some(dev),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, found) = api.get("/api/v1/devices?area=plant_room", &viewer).await;
+    assert_eq!(found[0]["id"], "hv-new-meter");
+    let (s, e, _) = api
+        .call(
+            "PUT",
+            "/api/v1/devices/hv-new-meter",
+            Some(&admin),
+            Some(&dev.replace("harbour-view", "atlantis")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("atlantis"));
+    let (s, _, _) = api
+        .call("PUT", "/api/v1/devices/other-id", Some(&admin), Some(dev))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/api/v1/devices/hv-new-meter",
+            Some(&admin),
+            Some("{\"id\": 1}"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = api
+        .call("DELETE", "/api/v1/devices/hv-new-meter", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = api
+        .call("DELETE", "/api/v1/devices/hv-new-meter", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Reports: generated, listed, downloaded.
+    estatemon_analytics::report::store::generate(
+        &mut client,
+        &estatemon_domain::config::EnergyConfig::default(),
+        "harbour-view",
+        "2026Q2".parse().unwrap(),
+        "test",
+        &(),
+    )
+    .await
+    .unwrap();
+    let (_, reports) = api.get("/api/v1/reports?site=harbour-view", &viewer).await;
+    assert_eq!(reports[0]["quarter"], "2026Q2");
+    let (s, _, pdf) = api
+        .call(
+            "GET",
+            "/api/v1/reports/harbour-view/2026Q2/report.pdf",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(pdf.starts_with(b"%PDF-"));
+    let (s, _) = api
+        .get("/api/v1/reports/harbour-view/2026Q2/nothing.csv", &viewer)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, savings) = api
+        .get(
+            "/api/v1/savings?site=harbour-view&until=2026-06-08",
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        savings.as_array().unwrap().len(),
+        5,
+        "the site's five retrofits"
+    );
+    let (s, _) = api.get("/api/v1/savings?site=atlantis", &viewer).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Dead letters.
+    client
+        .execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason, detail)
+             VALUES (now(), 'estatemon/harbour-view/x/telemetry', 'not json', 'malformed_json', 'expected value')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, dl) = api
+        .get("/api/v1/dead-letters?reason=malformed_json", &viewer)
+        .await;
+    assert_eq!(dl[0]["payload"], "not json");
+
+    // Unknown route: 404 with a pointer to the document.
+    let (s, e) = api.get("/api/v1/nothing", &viewer).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(e["message"].as_str().unwrap().contains("openapi.json"));
+
+    // /metrics by route.
+    let (_, _, text) = api.call("GET", "/metrics", None, None).await;
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(
+            "estatemon_api_requests_total{route=\"/api/v1/sites\",method=\"GET\",status=\"200\"}"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        "estatemon_api_request_duration_seconds_bucket{le=\"0.05\",route=\"/api/v1/series\"}"
+    ));
+
+    // The audit log: who, what, when — refusals included.
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count("SELECT count(*) FROM audit_log WHERE actor = 'alice' AND path LIKE '/api/v1/alerts/%/ack' AND status = 200").await == 1
+        })
+        .await
+    );
+    assert!(
+        db.count("SELECT count(*) FROM audit_log WHERE actor = 'anonymous' AND status = 401")
+            .await
+            >= 2
+    );
+    assert!(db.count("SELECT count(*) FROM audit_log WHERE actor = 'grafana' AND role = 'viewer' AND path LIKE '/api/v1/series?%'").await >= 3);
+    assert!(db.count("SELECT count(*) FROM audit_log WHERE actor = 'root' AND method = 'DELETE' AND status = 204").await == 1);
+
+    // A revoked token stops working.
+    client
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE name = 'grafana'",
+            &[],
+        )
+        .await
+        .unwrap();
+    api.state.tokens.invalidate().await;
+    let (s, _) = api.get("/api/v1/sites", &viewer).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// Every query the shipped dashboards send (panels, template variables,
+/// annotations), with Grafana's variables filled in, answered by the API
+/// with panel-ready JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_is_answered_by_the_api() {
+    let db = TestDb::new(&admin_url());
+    let (api, client) = week_of_the_site(&db).await;
+    let token = estatemon_api::create_token(&client, "grafana", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let provisioning =
+        std::fs::read_to_string(root.join("provisioning/datasources/estatemon.yaml")).unwrap();
+    let (from, to) = (
+        ms("2026-06-01T00:00:00+08:00"),
+        ms("2026-06-08T00:00:00+08:00"),
+    );
+    let fill = |v: &str| {
+        v.replace("${__from}", &from.to_string())
+            .replace("${__to}", &to.to_string())
+            .replace("$__interval", "1h")
+            .replace("$__maxDataPoints", "1000")
+            .replace("$site", "harbour-view")
+            .replace("$building", "tower-a")
+            .replace("$area", "lobby")
+            .replace("$retrofit", "led-garage")
+    };
+    let mut uids = std::collections::HashSet::new();
+    let mut queries = 0;
+    let mut prom_queries = 0;
+    // The metric families the three processes register (their /metrics).
+    let exported: Vec<String> = {
+        let mut v = Vec::new();
+        for (file, prefix) in [
+            ("ingest/src/metrics.rs", "estatemon_ingest_"),
+            ("analytics/src/metrics.rs", "estatemon_analytics_"),
+            ("api/src/metrics.rs", "estatemon_api_"),
+        ] {
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file),
+            )
+            .unwrap();
+            let mut lines = text.lines().peekable();
+            while let Some(l) = lines.next() {
+                if l.contains("register(") {
+                    // The name is the first string literal of the call.
+                    let rest: String = std::iter::once(l).chain(lines.clone().take(2)).collect();
+                    if let Some(name) = rest.split('"').nth(1) {
+                        v.push(format!("{prefix}{name}"));
+                    }
+                }
+            }
+        }
+        v
+    };
+    assert!(exported.len() > 20, "{exported:?}");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let dash: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(
+            uids.insert(dash["uid"].as_str().unwrap().to_owned()),
+            "duplicate uid in {}",
+            file.display()
+        );
+        assert!(dash["title"].is_string() && dash["schemaVersion"].as_i64().unwrap() >= 36);
+        // Every target: panels, template variables, annotations.
+        let mut targets: Vec<Value> = Vec::new();
+        for p in dash["panels"].as_array().unwrap() {
+            assert!(
+                p["gridPos"]["w"].as_i64().unwrap() > 0,
+                "{}: panel without size",
+                file.display()
+            );
+            targets.extend(p["targets"].as_array().unwrap().iter().cloned());
+        }
+        for v in dash["templating"]["list"].as_array().unwrap() {
+            targets.push(v["query"].clone());
+        }
+        for a in dash["annotations"]["list"].as_array().unwrap() {
+            targets.push(a["target"].clone());
+        }
+        for t in targets {
+            let uid = t["datasource"]["uid"].as_str().unwrap();
+            assert!(
+                provisioning.contains(&format!("uid: {uid}")),
+                "{}: datasource {uid} is not provisioned",
+                file.display()
+            );
+            if t["datasource"]["type"] == "prometheus" {
+                // Every metric a PromQL panel names is one estatemon exports.
+                let expr = t["expr"].as_str().unwrap();
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("estatemon_"))
+                {
+                    assert!(
+                        exported
+                            .iter()
+                            .any(|m| name == m || name.starts_with(&format!("{m}_"))),
+                        "{}: `{name}` is not a metric estatemon exports",
+                        file.display()
+                    );
+                }
+                prom_queries += 1;
+                continue;
+            }
+            assert_eq!(
+                t["parser"], "backend",
+                "backend parser, so Grafana alerting and caching work"
+            );
+            let query: Vec<String> = t["url_options"]["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["key"].as_str().unwrap(),
+                        fill(p["value"].as_str().unwrap())
+                    )
+                })
+                .collect();
+            let uri = format!("{}?{}", t["url"].as_str().unwrap(), query.join("&"));
+            let (status, body) = api.get(&uri, &token).await;
+            assert_eq!(status, StatusCode::OK, "{}: {uri}: {body}", file.display());
+            let rows = body
+                .as_array()
+                .unwrap_or_else(|| panic!("{uri}: not an array: {body}"));
+            // Each column the panel reads is in the rows it gets.
+            if let Some(first) = rows.first() {
+                for c in t["columns"].as_array().unwrap() {
+                    let sel = c["selector"].as_str().unwrap();
+                    assert!(
+                        first.get(sel).is_some(),
+                        "{uri}: rows lack `{sel}`: {first}"
+                    );
+                }
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 16, "only {queries} dashboard queries checked");
+    assert!(
+        prom_queries >= 8,
+        "only {prom_queries} Prometheus queries checked"
+    );
+}

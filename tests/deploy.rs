@@ -1,0 +1,314 @@
+//! The deployable stack, kept honest where it cannot run here (no Docker
+//! engine): the shipped Alertmanager, Prometheus and Mosquitto
+//! configurations are checked by their own tools and run for real, and the
+//! compose file references only files that exist.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} ({e}): .ci/run installs it from Debian"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?}: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_alertmanager_route_pages_emergencies_within_seconds() {
+    let file = deploy("deploy/alertmanager/alertmanager.yml");
+    let f = file.to_str().unwrap();
+    assert!(tool("amtool", &["check-config", f]).contains("SUCCESS"));
+    let route = |labels: &[&str]| {
+        let mut args = vec!["config", "routes", "test", "--config.file", f];
+        args.extend_from_slice(labels);
+        tool("amtool", &args)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        route(&["severity=emergency", "alertname=lift_entrapment"]),
+        "oncall-pager"
+    );
+    assert_eq!(
+        route(&["severity=ordinary", "alertname=lift_fault"]),
+        "engineering"
+    );
+    assert_eq!(
+        route(&["severity=routine", "alertname=expired_card"]),
+        "engineering-digest"
+    );
+
+    // Run it, with the receivers pointed at a local webhook.
+    let port = free_port();
+    let got: Received = Default::default();
+    let _server = receiver(port, got.clone()).await;
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            "http://pager.example.invalid/estatemon",
+            &format!("http://127.0.0.1:{port}/pager"),
+        )
+        .replace(
+            "http://chat.example.invalid/engineering-digest",
+            &format!("http://127.0.0.1:{port}/digest"),
+        )
+        .replace(
+            "http://chat.example.invalid/engineering",
+            &format!("http://127.0.0.1:{port}/chat"),
+        );
+    let am = Alertmanager::with_config(&text).await;
+    let post = |labels: serde_json::Value| {
+        let url = format!("{}/api/v2/alerts", am.url);
+        async move {
+            let body =
+                serde_json::json!([{ "labels": labels, "annotations": {"summary": "test"} }]);
+            let resp = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+        }
+    };
+    let sent = Instant::now();
+    post(serde_json::json!({"alertname": "lift_entrapment", "severity": "emergency", "site": "harbour-view", "device": "hv-a-lift-1"})).await;
+    post(serde_json::json!({"alertname": "expired_card", "severity": "routine", "site": "harbour-view"})).await;
+    let paged = eventually(Duration::from_secs(10), || async {
+        got.lock().unwrap().iter().any(|(path, _)| path == "pager")
+    })
+    .await;
+    let elapsed = sent.elapsed();
+    assert!(paged, "the emergency was not paged");
+    println!(
+        "emergency paged {} ms after reaching Alertmanager",
+        elapsed.as_millis()
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "group_wait too long: {elapsed:?}"
+    );
+    // The routine alert waits for its 5-minute group: nothing yet.
+    assert!(!got.lock().unwrap().iter().any(|(path, _)| path == "digest"));
+}
+
+#[test]
+fn the_shipped_prometheus_config_parses() {
+    let out = tool(
+        "promtool",
+        &[
+            "check",
+            "config",
+            deploy("deploy/prometheus/prometheus.yml").to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_broker_config_enforces_passwords_and_per_device_topics() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let dir = std::env::temp_dir().join(unique("mosq"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let passwd = dir.join("passwd");
+    let acl = dir.join("acl");
+    std::fs::copy(deploy("deploy/mosquitto/acl"), &acl).unwrap();
+    tool(
+        "mosquitto_passwd",
+        &[
+            "-b",
+            "-c",
+            passwd.to_str().unwrap(),
+            "estatemon-ingest",
+            "ingest-secret",
+        ],
+    );
+    tool(
+        "mosquitto_passwd",
+        &["-b", passwd.to_str().unwrap(), "hv-a-lift-1", "lift-secret"],
+    );
+    let conf = std::fs::read_to_string(deploy("deploy/mosquitto/mosquitto.conf"))
+        .unwrap()
+        .replace("listener 1883", &format!("listener {port} 127.0.0.1"))
+        .replace("/mosquitto/data/", &format!("{}/", dir.display()))
+        .replace("/mosquitto/config/passwd", passwd.to_str().unwrap())
+        .replace("/mosquitto/config/acl", acl.to_str().unwrap());
+    assert!(conf.contains("allow_anonymous false"));
+    let conf_path = dir.join("mosquitto.conf");
+    std::fs::write(&conf_path, format!("{conf}\nuser root\n")).unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf_path)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await
+    );
+
+    // Connects and returns whether the broker accepted the credentials.
+    async fn connect(
+        port: u16,
+        id: &str,
+        user: Option<(&str, &str)>,
+    ) -> Option<(AsyncClient, rumqttc::EventLoop)> {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((u, p)) = user {
+            o.set_credentials(u, p);
+        }
+        let (c, mut ev) = AsyncClient::new(o, 100);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), ev.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(a)))) => {
+                    return (a.code == rumqttc::ConnectReturnCode::Success).then_some((c, ev));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+        None
+    }
+    assert!(
+        connect(port, "anon", None).await.is_none(),
+        "anonymous clients are refused"
+    );
+    assert!(
+        connect(port, "x", Some(("hv-a-lift-1", "wrong")))
+            .await
+            .is_none(),
+        "a wrong password is refused"
+    );
+
+    let (ingest, mut ingest_ev) =
+        connect(port, "ingest", Some(("estatemon-ingest", "ingest-secret")))
+            .await
+            .unwrap();
+    ingest
+        .subscribe("estatemon/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (lift, mut lift_ev) = connect(port, "lift", Some(("hv-a-lift-1", "lift-secret")))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            if lift_ev.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    // Let the subscription settle.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        let _ = tokio::time::timeout(Duration::from_millis(100), ingest_ev.poll()).await;
+    }
+    // Its own topic first; then another device's (which the broker refuses,
+    // and which then drops the connection of this MQTT 3.1.1 client).
+    lift.publish(
+        "estatemon/harbour-view/hv-a-lift-1/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        "own",
+    )
+    .await
+    .unwrap();
+    let mut received = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until && received.is_empty() {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_millis(200), ingest_ev.poll()).await
+        {
+            received.push(p.topic.clone());
+        }
+    }
+    lift.publish(
+        "estatemon/harbour-view/hv-b-lift-1/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        "impostor",
+    )
+    .await
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_millis(200), ingest_ev.poll()).await
+        {
+            received.push(p.topic.clone());
+        }
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        received,
+        vec!["estatemon/harbour-view/hv-a-lift-1/telemetry".to_owned()],
+        "a device publishes only under its own id"
+    );
+}
+
+#[test]
+fn the_compose_file_references_what_the_repository_ships() {
+    let text = std::fs::read_to_string(deploy("docker-compose.yml")).unwrap();
+    for service in [
+        "timescaledb",
+        "mosquitto",
+        "grafana",
+        "prometheus",
+        "alertmanager",
+        "estatemon-ingest",
+        "estatemon-analytics",
+        "estatemon-api",
+    ] {
+        assert!(
+            text.contains(&format!("\n  {service}:")),
+            "no service {service}"
+        );
+    }
+    // Every ./path mounted or built exists.
+    for word in text.split_whitespace() {
+        let w = word.trim_matches(|c| c == '"' || c == '-' || c == '\'');
+        if let Some(rel) = w.strip_prefix("./") {
+            let path = rel.split(':').next().unwrap();
+            // The password file is the operator's (step 1 of the header),
+            // never committed.
+            if path == "deploy/mosquitto/passwd" {
+                let ignored =
+                    std::fs::read_to_string(deploy("deploy/mosquitto/.gitignore")).unwrap();
+                assert!(ignored.lines().any(|l| l == "passwd"));
+                assert!(text.contains("mosquitto_passwd -c deploy/mosquitto/passwd"));
+                continue;
+            }
+            assert!(
+                deploy(path).exists(),
+                "docker-compose.yml references missing ./{path}"
+            );
+        }
+    }
+    assert!(text.contains("yesoreyeram-infinity-datasource"));
+}

@@ -1,0 +1,441 @@
+//! Savings and the quarterly report end to end: a simulated site with
+//! retrofits (whose true savings the simulator books) is backfilled into a
+//! real database; the measured savings must match the truth within 2
+//! percentage points, a season-only "retrofit" must show no saving, and
+//! the report must be built, stored, listed, rendered in every format and
+//! drawn by a real browser.
+
+mod common;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use common::*;
+use estatemon_analytics::report::{store, Quarter};
+use estatemon_domain::config::EnergyConfig;
+use estatemon_simulators::truth::GroundTruth;
+use serde_json::Value;
+
+fn backfill(db: &TestDb, site: &std::path::Path, from: &str, to: &str) -> GroundTruth {
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(estatemon(db)
+        .args(["simulate", "backfill", "--direct", "--site-file"])
+        .arg(site)
+        .args(["--from", from, "--to", to, "--interval-s", "900", "--truth"])
+        .arg(&truth));
+    let t = GroundTruth::read(&truth).unwrap();
+    let _ = std::fs::remove_file(&truth);
+    t
+}
+
+fn savings_json(db: &TestDb, until: &str) -> Vec<Value> {
+    let out = estatemon(db)
+        .args([
+            "savings",
+            "--site",
+            "harbour-view",
+            "--until",
+            until,
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {}", v["id"]))
+}
+
+#[test]
+fn measured_savings_match_the_simulators_truth_and_seasons_are_not_savings() {
+    let db = TestDb::new(&admin_url());
+    // A season-only check: lobby lighting "retrofitted" on 2025-10-01 —
+    // nothing changed then; the baseline is summer, the reporting period
+    // winter (the real LED retrofit comes later, on 2026-04-01).
+    let site = site_file(
+        r#"
+[[retrofit]]
+id = "season-check"
+name = "Season check: lobby lighting, no retrofit"
+site = "harbour-view"
+purpose = "public_lighting"
+area = "lobby"
+date = 2025-10-01
+baseline_from = 2025-04-01
+reporting_to = 2026-04-01
+target = 0.35
+"#,
+    );
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+    let truth = backfill(
+        &db,
+        &shipped,
+        "2025-04-01T00:00:00+08:00",
+        "2026-10-01T00:00:00+08:00",
+    );
+    run(estatemon(&db).args(["registry", "load"]).arg(&site));
+    let measured = savings_json(&db, "2026-10-01");
+    assert_eq!(
+        measured.len(),
+        truth.retrofits.len() + 1,
+        "every retrofit and the season check"
+    );
+    let by_name: HashMap<&str, &Value> = measured
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s))
+        .collect();
+    for t in &truth.retrofits {
+        let s = by_name
+            .get(t.name.as_str())
+            .unwrap_or_else(|| panic!("no measurement of `{}`", t.name));
+        let want = t.saving.true_saving.unwrap();
+        let got = f(s, "savings_fraction");
+        println!(
+            "{}: measured {:.2} % (± {:.0} {} at 90 %), truth {:.2} %",
+            t.name,
+            got * 100.0,
+            f(s, "uncertainty"),
+            s["unit"].as_str().unwrap(),
+            want * 100.0
+        );
+        assert!(
+            (got - want).abs() <= 0.02,
+            "{}: measured {got:.4}, truth {want:.4}",
+            t.name
+        );
+        assert_eq!(s["meets_guideline"], true, "{}: {:?}", t.name, s["notes"]);
+        let model = &s["daily_model"];
+        assert!(f(model, "cv_rmse") <= 0.30 && f(model, "nmbe").abs() <= 0.10);
+        assert!(f(s, "uncertainty") > 0.0 && f(s, "fractional_uncertainty") < 0.5);
+        assert!(f(s, "cost_saved") > 0.0 && f(s, "co2_kg_saved") > 0.0);
+        assert_eq!(f(s, "target"), t.target.unwrap());
+    }
+
+    let season = by_name["Season check: lobby lighting, no retrofit"];
+    let fraction = f(season, "savings_fraction");
+    println!(
+        "season check: measured {:.2} % (no retrofit)",
+        fraction * 100.0
+    );
+    assert!(fraction.abs() <= 0.02, "a seasonal artefact: {fraction}");
+    // … where comparing the two periods directly shows a large change.
+    let mean = |reporting: bool| {
+        let v: Vec<f64> = season["daily"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["reporting"] == reporting)
+            .filter_map(|p| p["actual"].as_f64())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let naive = 1.0 - mean(true) / mean(false);
+    println!(
+        "season check: before/after comparison {:.2} %",
+        naive * 100.0
+    );
+    assert!(naive < -0.05, "the check needs a seasonal swing: {naive}");
+}
+
+/// Pixels of a chart colour in a PNG screenshot.
+fn count_colour(png_path: &std::path::Path, rgb: (u8, u8, u8)) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| {
+            (p[0] as i32 - rgb.0 as i32).abs() <= 3
+                && (p[1] as i32 - rgb.1 as i32).abs() <= 3
+                && (p[2] as i32 - rgb.2 as i32).abs() <= 3
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quarterly_report_is_generated_stored_and_renders_in_a_browser() {
+    let db = TestDb::new(&admin_url());
+    // A meter registered after the history (the simulator never saw it):
+    // its use must show as missing.
+    let extra = site_file(
+        r#"
+[[device]]
+id = "hv-new-chiller-meter"
+name = "New chiller meter (not yet wired)"
+kind = "electricity_meter"
+site = "harbour-view"
+building = "podium"
+area = "plant_room"
+purpose = "hvac"
+"#,
+    );
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+    backfill(
+        &db,
+        &shipped,
+        "2025-04-01T00:00:00+08:00",
+        "2026-07-01T00:00:00+08:00",
+    );
+    run(estatemon(&db).args(["registry", "load"]).arg(&extra));
+
+    // Quarters close in the site's time zone (UTC+8): at 23:30 on 30 June
+    // local time the last closed quarter is Q1; at 00:30 on 1 July, Q2.
+    let mut client = db.client().await;
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    assert_eq!(
+        store::due(&client, at("2026-06-30T23:30:00+08:00"))
+            .await
+            .unwrap(),
+        vec![(
+            "harbour-view".to_owned(),
+            "2026Q1".parse::<Quarter>().unwrap()
+        )]
+    );
+    let closed = at("2026-07-01T00:30:00+08:00");
+    assert_eq!(
+        store::due(&client, closed).await.unwrap(),
+        vec![(
+            "harbour-view".to_owned(),
+            "2026Q2".parse::<Quarter>().unwrap()
+        )]
+    );
+    let generated = store::generate_due_reports(&mut client, &EnergyConfig::default(), closed)
+        .await
+        .unwrap();
+    assert_eq!(generated.len(), 1);
+    assert!(
+        store::due(&client, closed).await.unwrap().is_empty(),
+        "generated once"
+    );
+    let by: String = client
+        .query_one(
+            "SELECT generated_by FROM reports WHERE quarter = '2026Q2'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by, "schedule");
+
+    let garage_kwh = |json: &Value| {
+        json["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t["scope"] == "area" && t["name"] == "garage" && t["utility"] == "electricity"
+            })
+            .unwrap()["quantity"]
+            .as_f64()
+            .unwrap()
+    };
+    let scheduled: Value = serde_json::from_slice(
+        &store::file(
+            &client,
+            "harbour-view",
+            "2026Q2".parse().unwrap(),
+            "report.json",
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .1,
+    )
+    .unwrap();
+    // A stray m³ register under an electricity meter's id must not mix
+    // into its kWh.
+    client
+        .execute(
+            "INSERT INTO readings (device_id, metric, ts, value) VALUES
+               ('hv-garage-light', 'volume_m3', '2026-05-10T00:00:00Z', 5000000),
+               ('hv-garage-light', 'volume_m3', '2026-05-11T00:00:00Z', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // The CLI regenerates it (replacing the stored one) and writes the files.
+    let out_dir = std::env::temp_dir().join(unique("reports"));
+    let text = run(estatemon(&db)
+        .args([
+            "report",
+            "--site",
+            "harbour-view",
+            "--quarter",
+            "2026Q2",
+            "--out",
+        ])
+        .arg(&out_dir));
+    assert!(text.contains("stored"), "{text}");
+    assert_eq!(db.count("SELECT count(*) FROM reports").await, 1);
+    let listing = run(estatemon(&db).args(["report", "--list"]));
+    assert!(
+        listing.contains("harbour-view  2026Q2") && listing.contains("report.pdf"),
+        "{listing}"
+    );
+    let dir = out_dir.join("harbour-view-2026Q2");
+
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(garage_kwh(&json), garage_kwh(&scheduled));
+    let totals = json["totals"].as_array().unwrap();
+    let row = |scope: &str, name: &str, utility: &str| {
+        totals
+            .iter()
+            .find(|t| t["scope"] == scope && t["name"] == name && t["utility"] == utility)
+            .unwrap_or_else(|| panic!("no {scope} {name} {utility}"))
+    };
+    let site_kwh = f(
+        row("site", "Harbour View Estate", "electricity"),
+        "quantity",
+    );
+    assert!(site_kwh > 10_000.0, "{site_kwh}");
+    assert!(f(row("site", "Harbour View Estate", "water"), "quantity") > 100.0);
+    // The silent meter: missing, not zero.
+    assert!(row("area", "plant_room", "electricity")["quantity"].is_null());
+    assert!(json["data_quality"]["meters_without_data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "hv-new-chiller-meter"));
+    // Comparisons with 2026Q1 and 2025Q2, both inside the backfill.
+    let cmp = json["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["scope"] == "site" && c["utility"] == "electricity")
+        .unwrap();
+    assert!(f(cmp, "previous_quarter") > 0.0 && f(cmp, "same_quarter_last_year") > 0.0);
+    assert!(f(&json["demand"], "peak_kw") > f(&json["demand"], "night_base_kw"));
+    assert!(f(&json["intensity"][0], "kwh_per_m2") > 0.0);
+    let groups = json["savings_groups"].as_array().unwrap();
+    let lighting = groups
+        .iter()
+        .find(|g| g["name"] == "Public lighting")
+        .unwrap();
+    assert!(
+        (f(lighting, "savings_fraction") - 0.36).abs() < 0.03,
+        "{lighting}"
+    );
+    assert_eq!(f(lighting, "target"), 0.35);
+    assert_eq!(json["lifts"].as_array().unwrap().len(), 2);
+    assert!(f(&json["gates"][0], "granted") > 1000.0);
+
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 5, "charts inline");
+    for external in ["<script", "<link", " src=", "url("] {
+        assert!(!html.contains(external), "self-contained: found {external}");
+    }
+    assert!(
+        html.contains("class=\"n missing\">missing</td>"),
+        "missing shown as missing"
+    );
+    let pdf = std::fs::read(dir.join("report.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    assert!(String::from_utf8_lossy(&pdf).matches("/Type /Page").count() >= 3);
+    let csv = std::fs::read_to_string(dir.join("totals.csv")).unwrap();
+    assert!(csv.starts_with("scope,name,utility,quantity,unit,coverage"));
+    assert!(csv.contains("area,plant_room,electricity,,kWh,0,"), "{csv}");
+    // Stored files are the same as written.
+    let stored = store::file(
+        &client,
+        "harbour-view",
+        "2026Q2".parse().unwrap(),
+        "report.pdf",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(stored.0, "application/pdf");
+    assert_eq!(stored.1.len(), pdf.len());
+
+    // A real browser draws the page: the charts' colours must be on screen.
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("headless Chromium is needed (Debian package `chromium`; .ci/run installs it)");
+    let shot = dir.join("screenshot.png");
+    let profile = std::env::temp_dir().join(unique("chromium"));
+    let status = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1200,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", dir.join("report.html").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        status.success() && shot.exists(),
+        "chromium took no screenshot"
+    );
+    println!("screenshot: {}", shot.display());
+    // Stacked bars of the first chart: blue, orange, green, red segments.
+    for (name, rgb) in [
+        ("blue", (31, 119, 180)),
+        ("orange", (255, 127, 14)),
+        ("green", (44, 160, 44)),
+        ("red", (214, 39, 40)),
+    ] {
+        let n = count_colour(&shot, rgb);
+        assert!(n > 2000, "{name} chart pixels: {n}");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn bad_report_requests_say_what_is_wrong() {
+    let db = TestDb::new(&admin_url());
+    let out = estatemon(&db)
+        .args(["report", "--site", "harbour-view", "--quarter", "2026Q5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write it as 2026Q1"));
+    let out = estatemon(&db)
+        .args(["report", "--site", "nowhere", "--quarter", "2026Q1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("site `nowhere` is not in the registry"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
