@@ -212,12 +212,44 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A port nothing listens on, for a server a test starts later.
+///
+/// Two races made servers fail with "address in use" when a port was found
+/// by binding it and letting go: a port from `bind(0)` is in the kernel's
+/// ephemeral range, where any outgoing connection may take it meanwhile;
+/// and while the probing listener exists, a child process another test
+/// forks at that moment holds a copy of it until it execs — the port stays
+/// in LISTEN after we closed ours. So ports come from 20000–32767, below the
+/// ephemeral range, each handed out once per process, and are probed with a
+/// connection (refused: nobody listens), never with a listener of ours.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    // Start where the process id points, so test binaries run one after
+    // another try different ports first.
+    let mut next = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + next) as u16;
+        next = (next + 1) % SPAN;
+        if given.contains(&port) {
+            continue;
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let refused = matches!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if refused {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 fn temp_dir(prefix: &str) -> PathBuf {
@@ -492,7 +524,18 @@ pub async fn receiver(port: u16, got: Received) -> tokio::task::JoinHandle<()> {
         .with_state(got);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            let holders = Command::new("ss")
+                .args(["-tanp"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let mine: Vec<&str> = holders
+                .lines()
+                .filter(|l| l.contains(&format!(":{port} ")))
+                .collect();
+            panic!("receiver on 127.0.0.1:{port}: {e}; sockets on it: {mine:#?}")
+        });
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     })
