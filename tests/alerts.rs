@@ -798,6 +798,25 @@ async fn incremental_window_matches_a_full_read() {
         .and_local_timezone(tz)
         .unwrap()
         .with_timezone(&Utc);
+    // Devices stamp readings with milliseconds: put some within the very
+    // second of each cycle's boundaries (the lateness cut and the start of
+    // the lookback), where whole-second and exact comparisons disagree.
+    let lookback = window::Lookback::of(&rules).readings;
+    let mut at = midnight - Duration::minutes(60);
+    while at <= midnight + Duration::minutes(90) {
+        for boundary in [at - ALLOWED_LATENESS, at - lookback] {
+            client
+                .execute(
+                    "INSERT INTO readings (device_id, metric, ts, value)
+                     SELECT device_id, 'temperature_c', $1, 22.25 FROM devices ORDER BY device_id LIMIT 1
+                     ON CONFLICT DO NOTHING",
+                    &[&(boundary + Duration::milliseconds(400))],
+                )
+                .await
+                .unwrap();
+        }
+        at += Duration::minutes(7);
+    }
     let mut cache = WindowCache::default();
     cache
         .load(&client, &rules, midnight - Duration::minutes(67))

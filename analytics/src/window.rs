@@ -195,9 +195,15 @@ async fn fetch_readings(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<DataFrame> {
+    // The frame holds whole seconds (`ts.timestamp()`), and the cached
+    // window keeps and drops rows by them: select by the same second, so a
+    // reading stamped within a boundary's second (12:00:00.400 against a
+    // boundary of 12:00:00) lands on exactly one side — kept or fetched,
+    // never both or neither.
+    let (from, to) = (after_second(from), after_second(to));
     let rows = client
         .query(
-            "SELECT device_id, metric, ts, value FROM readings WHERE ts > $1 AND ts <= $2",
+            "SELECT device_id, metric, ts, value FROM readings WHERE ts >= $1 AND ts < $2",
             &[&from, &to],
         )
         .await?;
@@ -206,6 +212,12 @@ async fn fetch_readings(
         rows.iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))),
     )?)
+}
+
+/// The start of the second after the one `t` is in: rows whose whole
+/// second is after `t`'s are those at or after it.
+fn after_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp() + 1, 0).expect("a time within chrono's range")
 }
 
 /// Appends the consumption rules' register readings with `from < ts <= to`
@@ -318,10 +330,10 @@ async fn fetch_last_seen(
         let rows = client
             .query(
                 "SELECT d.id, (SELECT max(r.ts) FROM readings r
-                                WHERE r.device_id = d.id AND r.ts <= $2
+                                WHERE r.device_id = d.id AND r.ts < $2
                                   AND r.ts > $2 - interval '30 days')
                    FROM unnest($1::text[]) AS d(id)",
-                &[&absent, &since],
+                &[&absent, &after_second(since)],
             )
             .await?;
         for r in &rows {
