@@ -121,8 +121,10 @@ async fn replay(
         estatemon_domain::rules::Span::parse(&step).map_err(|e| anyhow::anyhow!("--step: {e}"))?;
     anyhow::ensure!(step.seconds() > 0, "--step must be positive");
     anyhow::ensure!(from < to, "--from must be before --to");
-    let rules = RuleSet::load(config.alerts.rules_file.as_deref())?;
     let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
+    let (rules, origin) =
+        schema::rule_sets::active(&client, config.alerts.rules_file.as_deref()).await?;
+    tracing::info!(from = %origin, rules = rules.rules.len(), "replaying with these rules");
     let cycles = ((to - from).num_seconds() / step.seconds()) as u64 + 1;
     let bar = indicatif::ProgressBar::new(cycles).with_style(
         indicatif::ProgressStyle::with_template(

@@ -102,6 +102,10 @@ enum Command {
     Simulate(simulate::SimulateCommand),
     /// Create the database if needed and apply schema migrations.
     Migrate,
+    /// Create or update the read-only role Grafana's PostgreSQL datasource
+    /// uses for raw SQL panels (SELECT on the telemetry tables only; every
+    /// session read-only). Re-run after upgrades.
+    DbReader(DbReaderArgs),
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -114,6 +118,20 @@ enum Command {
     /// Benchmarks against the real broker and database.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct DbReaderArgs {
+    /// Role name (lower-case letters, digits, _).
+    #[arg(long, default_value = "grafana_reader")]
+    role: String,
+    /// Environment variable holding the role's password (not set: the
+    /// password is left as it is; a new role then cannot log in with one).
+    #[arg(long, value_name = "VAR", default_value = "ESTATEMON_READER_PASSWORD")]
+    password_env: String,
+    /// Statement timeout of the role's sessions, seconds.
+    #[arg(long, default_value_t = 30)]
+    statement_timeout_s: u32,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +231,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(SchemaError::Unreachable { .. } | SchemaError::BadUrl { .. }) = schema {
             return 4;
         }
+        if let Some(SchemaError::Invalid(_)) = schema {
+            return 2;
+        }
         if matches!(
             cause.downcast_ref::<IngestError>(),
             Some(IngestError::Config(_))
@@ -240,6 +261,35 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Token(cmd) => api::token(config, cmd).await,
         Command::Savings(args) => report::savings(config, args).await,
         Command::Migrate => migrate(&config).await,
+        Command::DbReader(args) => {
+            let client = prepare_database(&config).await?;
+            let password = std::env::var(&args.password_env)
+                .ok()
+                .filter(|p| !p.is_empty());
+            let granted = schema::reader::grant(
+                &client,
+                &args.role,
+                password.as_deref(),
+                args.statement_timeout_s,
+            )
+            .await?;
+            println!(
+                "role {} {}: read-only sessions, SELECT on {}{}",
+                args.role,
+                if granted.created {
+                    "created"
+                } else {
+                    "updated"
+                },
+                granted.relations.join(", "),
+                if password.is_some() {
+                    format!("; password set from {}", args.password_env)
+                } else {
+                    format!("; password unchanged ({} not set)", args.password_env)
+                }
+            );
+            Ok(())
+        }
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK");
             Ok(())

@@ -18,7 +18,8 @@ pub struct HealthState {
     pub registry: Registry,
     pub metrics: Metrics,
     pub migration: MigrationReport,
-    pub rules: usize,
+    /// How many rules run, and where they came from.
+    pub rules: std::sync::Mutex<(usize, String)>,
     pub stopping: AtomicBool,
 }
 
@@ -52,6 +53,7 @@ async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
     let db = m.db_connected.get() > 0;
     let stopping = state.stopping.load(Ordering::Relaxed);
     let ok = db && !stopping;
+    let (rules, rules_from) = state.rules.lock().expect("rules lock").clone();
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "storage_mode": state.migration.mode.as_str(),
@@ -59,7 +61,8 @@ async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
         "schema_version": state.migration.schema_version,
         "database_connected": db,
         "leader": m.leader.get() > 0,
-        "rules": state.rules,
+        "rules": rules,
+        "rules_from": rules_from,
         "last_evaluation_unix": m.last_cycle_timestamp.get(),
         "alerts_open": m.alerts_open.get(),
         "deliveries_pending": m.deliveries_pending.get(),

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use estatemon_domain::config::Config;
 use estatemon_domain::rules::RuleSet;
 use estatemon_domain::schema::alerts::{self, NewAlert, Opened};
-use estatemon_domain::schema::{self, MigrationReport};
+use estatemon_domain::schema::{self, rule_sets, MigrationReport};
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::{AsyncMessage, Client};
@@ -87,8 +87,23 @@ pub async fn cycle(
         }
     }
     report.evaluate_s = started.elapsed().as_secs_f64();
+    // Alerts of rules an admin removed (or renamed) have no one left to
+    // resolve them: they end now, and say so.
+    let names: std::collections::HashSet<&str> =
+        rules.rules.iter().map(|r| r.name.as_str()).collect();
+    let orphans: Vec<&alerts::OpenAlert> = open
+        .iter()
+        .filter(|a| !names.contains(a.rule.as_str()))
+        .collect();
     let started = Instant::now();
     let tx = client.transaction().await?;
+    for a in orphans {
+        if alerts::resolve(&tx, a.id, now.max(a.started_at), receivers).await? {
+            report.resolved += 1;
+            tracing::info!(alert = a.id, rule = %a.rule, subject = %a.subject,
+                "alert resolved: its rule is no longer in the rule set");
+        }
+    }
     for (rule, action) in planned {
         match action {
             Action::Open(f) => {
@@ -163,12 +178,15 @@ pub async fn cycle(
 
 /// Runs until SIGINT/SIGTERM; SIGHUP reloads the rules file.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut rules = Arc::new(RuleSet::load(config.alerts.rules_file.as_deref())?);
     let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
+    let rules_file = config.alerts.rules_file.as_deref();
+    let (loaded, mut rules_origin) = rule_sets::active(&client, rules_file).await?;
+    let mut rules = Arc::new(loaded);
     tracing::info!(
         mode = migration.mode.as_str(),
         detail = %migration.reason,
         rules = rules.rules.len(),
+        rules_from = %rules_origin,
         receivers = ?config.alerts.receivers(),
         "analytics starting"
     );
@@ -185,7 +203,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registry,
         metrics: metrics.clone(),
         migration: migration.clone(),
-        rules: rules.rules.len(),
+        rules: std::sync::Mutex::new((rules.rules.len(), rules_origin.to_string())),
         stopping: AtomicBool::new(false),
     });
     let listener = tokio::net::TcpListener::bind(&config.alerts.listen)
@@ -219,6 +237,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // on a connection of their own so evaluation does not wait for them.
     let mut last_report_check: Option<Instant> = None;
     let mut report_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut rules_seen = rule_sets::latest_id(&client).await?;
+    let mut reload_rules = false;
     let mut stop_eval = stop.clone();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -251,6 +271,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 Ok(_) => tracing::debug!("another process evaluates; standing by"),
                 Err(e) => tracing::warn!(error = %e, "cannot take the evaluation lease"),
+            }
+        }
+        // Rules changed through the API (or a SIGHUP, below) apply from the
+        // next cycle; a set that does not load keeps the running rules.
+        if !client.is_closed() {
+            let changed = match rule_sets::latest_id(&client).await {
+                Ok(id) => id != rules_seen,
+                Err(_) => false,
+            };
+            if changed || reload_rules {
+                reload_rules = false;
+                match rule_sets::active(&client, rules_file).await {
+                    Ok((new, origin)) => {
+                        tracing::info!(rules = new.rules.len(), from = %origin, "rules loaded");
+                        rules_seen = rule_sets::latest_id(&client).await.unwrap_or(rules_seen);
+                        *state.rules.lock().expect("rules lock") =
+                            (new.rules.len(), origin.to_string());
+                        rules = Arc::new(new);
+                        rules_origin = origin;
+                    }
+                    Err(e) => {
+                        rules_seen = rule_sets::latest_id(&client).await.unwrap_or(rules_seen);
+                        tracing::error!(error = %e, running = %rules_origin,
+                            "rules not reloaded; keeping the running ones")
+                    }
+                }
             }
         }
         if leader {
@@ -321,14 +367,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
             _ = stop_eval.wait_for(|s| *s) => break,
             _ = reload => {
-                // SIGHUP: reload the rules; a bad file keeps the old ones.
-                match RuleSet::load(config.alerts.rules_file.as_deref()) {
-                    Ok(new) => {
-                        tracing::info!(rules = new.rules.len(), "rules reloaded");
-                        rules = Arc::new(new);
-                    }
-                    Err(e) => tracing::error!(error = %e, "rules not reloaded; keeping the previous ones"),
-                }
+                // SIGHUP: reload the rules (file or database) before the
+                // next cycle; a bad file keeps the running ones.
+                reload_rules = true;
+                continue;
             }
         }
     }
@@ -433,8 +475,8 @@ pub async fn evaluate_once(
     config: &Config,
     at: DateTime<Utc>,
 ) -> anyhow::Result<(CycleReport, MigrationReport)> {
-    let rules = RuleSet::load(config.alerts.rules_file.as_deref())?;
     let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
+    let (rules, _) = rule_sets::active(&client, config.alerts.rules_file.as_deref()).await?;
     let report = cycle(
         &mut client,
         &rules,

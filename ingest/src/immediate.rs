@@ -34,21 +34,33 @@ const READING_MAX_AGE: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Immediate rules and what they need; shared by the writers.
 pub struct Immediate {
-    rules: Arc<RuleSet>,
+    /// Replaced when an admin changes the rules (see [`Immediate::replace`]).
+    rules: std::sync::RwLock<Arc<RuleSet>>,
     receivers: Vec<String>,
     labels: Mutex<HashMap<String, (Option<DeviceLabels>, Instant)>>,
 }
 
 impl Immediate {
-    /// `None` when no rule is immediate.
-    pub fn new(rules: Arc<RuleSet>, receivers: Vec<String>) -> Option<Arc<Immediate>> {
-        rules.rules.iter().any(|r| r.immediate).then(|| {
-            Arc::new(Immediate {
-                rules,
-                receivers,
-                labels: Mutex::new(HashMap::new()),
-            })
+    pub fn new(rules: Arc<RuleSet>, receivers: Vec<String>) -> Arc<Immediate> {
+        Arc::new(Immediate {
+            rules: std::sync::RwLock::new(rules),
+            receivers,
+            labels: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The rules from the next batch on.
+    pub fn replace(&self, rules: Arc<RuleSet>) {
+        *self.rules.write().expect("rules lock") = rules;
+    }
+
+    /// How many immediate rules run.
+    pub fn count(&self) -> usize {
+        self.rules().rules.iter().filter(|r| r.immediate).count()
+    }
+
+    fn rules(&self) -> Arc<RuleSet> {
+        self.rules.read().expect("rules lock").clone()
     }
 
     /// Whether an event could set off an immediate rule, whatever device
@@ -64,7 +76,11 @@ impl Immediate {
         batch: &Batch<A>,
     ) -> Result<u64, tokio_postgres::Error> {
         let now = Utc::now();
-        let immediate: Vec<&Rule> = self.rules.rules.iter().filter(|r| r.immediate).collect();
+        let rules = self.rules();
+        let immediate: Vec<&Rule> = rules.rules.iter().filter(|r| r.immediate).collect();
+        if immediate.is_empty() {
+            return Ok(0);
+        }
         let events: Vec<&estatemon_domain::event::Event> = batch
             .events
             .iter()
@@ -101,7 +117,7 @@ impl Immediate {
             let Some(device) = labels.get(&e.device_id).and_then(Option::as_ref) else {
                 continue;
             };
-            for rule in self.rules.immediate_for_event(device, &e.detail) {
+            for rule in rules.immediate_for_event(device, &e.detail) {
                 let alert = NewAlert::new(
                     rule,
                     device.id.clone(),
@@ -111,14 +127,14 @@ impl Immediate {
                     None,
                     "ingest",
                 );
-                opened += self.open(tx, rule, &alert).await?;
+                opened += self.open(tx, &rules, rule, &alert).await?;
             }
         }
         for r in readings {
             let Some(device) = labels.get(&r.device_id).and_then(Option::as_ref) else {
                 continue;
             };
-            for rule in self.rules.immediate_for_reading(device, r.metric, r.value) {
+            for rule in rules.immediate_for_reading(device, r.metric, r.value) {
                 let alert = NewAlert::new(
                     rule,
                     device.id.clone(),
@@ -128,7 +144,7 @@ impl Immediate {
                     Some(r.value),
                     "ingest",
                 );
-                opened += self.open(tx, rule, &alert).await?;
+                opened += self.open(tx, &rules, rule, &alert).await?;
             }
         }
         Ok(opened)
@@ -137,10 +153,11 @@ impl Immediate {
     async fn open(
         &self,
         tx: &Transaction<'_>,
+        rules: &RuleSet,
         rule: &Rule,
         alert: &NewAlert,
     ) -> Result<u64, tokio_postgres::Error> {
-        match alerts::open(tx, alert, &self.rules.deadlines, &self.receivers).await? {
+        match alerts::open(tx, alert, &rules.deadlines, &self.receivers).await? {
             Opened::New { id, silenced } => {
                 tracing::warn!(alert = id, rule = %rule.name, subject = %alert.subject,
                     severity = rule.severity.as_str(), silenced, "immediate alert raised");
@@ -202,5 +219,49 @@ impl Immediate {
             out.insert(id, labels);
         }
         Ok(out)
+    }
+}
+
+/// How often ingest asks whether an admin changed the rules.
+pub const RULES_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Until shutdown: loads the rules into `immediate` whenever a newer rule
+/// set is stored (or a reset sends it back to `file` / the shipped rules).
+/// A set that does not load, or a database that does not answer, leaves the
+/// running rules in place.
+pub async fn watch_rules(
+    immediate: Arc<Immediate>,
+    database: estatemon_domain::config::DatabaseConfig,
+    file: Option<std::path::PathBuf>,
+    mut seen: i64,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use estatemon_domain::schema::{self, rule_sets};
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RULES_POLL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = schema::connect(&database).await.ok();
+        }
+        let Some(c) = client.as_ref() else { continue };
+        let Ok(latest) = rule_sets::latest_id(c).await else {
+            continue;
+        };
+        if latest == seen {
+            continue;
+        }
+        seen = latest;
+        match rule_sets::active(c, file.as_deref()).await {
+            Ok((rules, origin)) => {
+                immediate.replace(Arc::new(rules));
+                tracing::info!(immediate = immediate.count(), from = %origin, "alert rules changed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new alert rules not loaded; keeping the running ones")
+            }
+        }
     }
 }

@@ -69,6 +69,15 @@ impl Ingestor {
         let known = crate::maintenance::known_devices(&client)
             .await
             .map_err(SchemaError::from)?;
+        let rules_seen = schema::rule_sets::latest_id(&client)
+            .await
+            .map_err(SchemaError::from)?;
+        let (rules, rules_origin) =
+            match schema::rule_sets::active(&client, config.alerts.rules_file.as_deref()).await {
+                Ok(r) => r,
+                Err(schema::rule_sets::LoadError::Config(e)) => return Err(e.into()),
+                Err(schema::rule_sets::LoadError::Db(e)) => return Err(SchemaError::from(e).into()),
+            };
         drop(client);
 
         let pseudonymiser = match &config.ingest.pseudonym_key {
@@ -142,14 +151,21 @@ impl Ingestor {
 
         let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
         let batch_rx = Arc::new(Mutex::new(batch_rx));
-        let rules = Arc::new(estatemon_domain::rules::RuleSet::load(
-            config.alerts.rules_file.as_deref(),
-        )?);
-        let immediate = crate::immediate::Immediate::new(rules, config.alerts.receivers());
+        let immediate =
+            crate::immediate::Immediate::new(Arc::new(rules), config.alerts.receivers());
         tracing::info!(
-            rules = immediate.is_some(),
+            rules = immediate.count(),
+            from = %rules_origin,
             "immediate alert rules (entrapment, forced door, fire main) raised on the ingest path"
         );
+        let rules_watch = tokio::spawn(crate::immediate::watch_rules(
+            immediate.clone(),
+            config.database.clone(),
+            config.alerts.rules_file.clone(),
+            rules_seen,
+            shutdown_rx.clone(),
+        ));
+        let immediate = Some(immediate);
         let mut writers = Vec::new();
         for _ in 0..config.ingest.writers {
             let writer = Writer::new(config.database.clone(), migration.mode, chunk_days)
@@ -195,6 +211,7 @@ impl Ingestor {
             let _ = drained_tx.send(true);
             let _ = subscriber_task.await;
             let _ = maintenance.await;
+            let _ = rules_watch.await;
             let _ = http.await;
         });
         Ok(Ingestor {

@@ -262,7 +262,7 @@ impl Writer {
             )
             .await?;
         }
-        if let Some(immediate) = immediate {
+        if let Some(immediate) = immediate.filter(|i| i.count() > 0) {
             // An alerting failure must not stop storage: the analytics job
             // evaluates the same rules a minute later.
             match in_savepoint(&tx, immediate.raise(&tx, batch)).await? {

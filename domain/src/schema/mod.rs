@@ -14,8 +14,10 @@
 
 pub mod alerts;
 pub mod partitions;
+pub mod reader;
 pub mod registry;
 pub mod rollups;
+pub mod rule_sets;
 
 use std::time::Duration;
 
@@ -68,6 +70,8 @@ pub enum SchemaError {
         name: &'static str,
         source: tokio_postgres::Error,
     },
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
 }
@@ -227,6 +231,13 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "registers_daily",
         common: Some(include_str!("migrations/0006_registers_daily.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 7,
+        name: "rule_sets",
+        common: Some(include_str!("migrations/0007_rule_sets.sql")),
         plain: None,
         timescale: None,
     },

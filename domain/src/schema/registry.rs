@@ -10,6 +10,7 @@ use crate::device::Registry;
 /// auto-registered as unassigned become assigned.
 pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), SchemaError> {
     let tx = client.transaction().await?;
+    let zones_before = device_zones(&tx).await?;
     for site in &registry.sites {
         tx.execute(
             "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2)
@@ -78,8 +79,39 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
         )
         .await?;
     }
+    // A device that joined a site (or whose site changed time zone) has
+    // its daily registers computed anew: they are local midnights.
+    let moved: Vec<String> = device_zones(&tx)
+        .await?
+        .into_iter()
+        .filter(|(id, zone)| zone.is_some() && zones_before.get(id) != Some(zone))
+        .map(|(id, _)| id)
+        .collect();
+    if !moved.is_empty() {
+        let n = super::rollups::rebuild_registers_daily(&tx, &moved).await?;
+        tracing::info!(
+            devices = moved.len(),
+            days = n,
+            "daily registers rebuilt for devices with a new site or time zone"
+        );
+    }
     tx.commit().await?;
     Ok(())
+}
+
+/// Each device's site time zone (None while unassigned).
+async fn device_zones(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<std::collections::HashMap<String, Option<String>>, SchemaError> {
+    Ok(tx
+        .query(
+            "SELECT d.device_id, s.time_zone FROM devices d LEFT JOIN sites s ON s.site_id = d.site_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// The retrofits declared for a site, oldest first.

@@ -96,6 +96,34 @@ SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
 ON CONFLICT (device_id, metric, day) DO UPDATE
    SET first_at = EXCLUDED.first_at, first = EXCLUDED.first";
 
+/// Recomputes every daily register of `devices` from the hourly rollups
+/// (after a device joined a site or its site changed time zone); returns
+/// the number of rows written.
+pub async fn rebuild_registers_daily(
+    tx: &tokio_postgres::Transaction<'_>,
+    devices: &[String],
+) -> Result<u64, SchemaError> {
+    tx.execute(
+        "DELETE FROM registers_daily WHERE device_id = ANY($1)",
+        &[&devices],
+    )
+    .await?;
+    Ok(tx
+        .execute(
+            "INSERT INTO registers_daily (device_id, metric, day, first_at, first)
+             SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
+                    min(h.bucket), (array_agg(h.first ORDER BY h.bucket))[1]
+               FROM readings_hourly h
+               JOIN devices d ON d.device_id = h.device_id
+               JOIN sites s ON s.site_id = d.site_id
+              WHERE h.device_id = ANY($1)
+                AND h.metric IN ('energy_kwh', 'volume_m3') AND h.first IS NOT NULL
+              GROUP BY 1, 2, 3",
+            &[&devices],
+        )
+        .await?)
+}
+
 /// Refreshes up to `limit` dirty hours; returns how many were refreshed.
 pub async fn refresh_dirty(
     client: &mut Client,
