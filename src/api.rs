@@ -12,7 +12,7 @@ pub enum TokenCommand {
         #[arg(long)]
         name: String,
         /// viewer (read), operator (also acknowledge and silence), admin
-        /// (also devices and tokens).
+        /// (also devices, rules, retrofits and tokens).
         #[arg(long, value_parser = ["viewer", "operator", "admin"])]
         role: String,
     },

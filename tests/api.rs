@@ -521,6 +521,31 @@ async fn every_dashboard_query_is_answered_by_the_api() {
             .replace("$area", "lobby")
             .replace("$retrofit", "led-garage")
     };
+    // Raw SQL panels run as the read-only role `estatemon db-reader` makes.
+    let reader_role = unique("grafana_reader");
+    let out = run(estatemon(&db)
+        .args(["db-reader", "--role", &reader_role])
+        .env("ESTATEMON_READER_PASSWORD", "reader-secret"));
+    assert!(
+        out.contains("created") && out.contains("password set"),
+        "{out}"
+    );
+    let reader_url = {
+        let mut u = url::Url::parse(&db.url).unwrap();
+        u.set_username(&reader_role).unwrap();
+        u.set_password(Some("reader-secret")).unwrap();
+        u.to_string()
+    };
+    let reader =
+        estatemon_domain::schema::connect_url(&reader_url, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let mut sql_queries = 0;
     let mut uids = std::collections::HashSet::new();
     let mut queries = 0;
     let mut prom_queries = 0;
@@ -608,6 +633,20 @@ async fn every_dashboard_query_is_answered_by_the_api() {
                 prom_queries += 1;
                 continue;
             }
+            if t["datasource"]["type"] == "grafana-postgresql-datasource" {
+                // Grafana's macros as its PostgreSQL datasource expands them.
+                let sql = grafana_sql_macros(t["rawSql"].as_str().unwrap(), &rfc(from), &rfc(to));
+                let rows = reader
+                    .query(&sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {sql}: {e}", file.display()));
+                assert!(!rows.is_empty(), "{}: no rows from {sql}", file.display());
+                if t["format"] == "time_series" {
+                    assert_eq!(rows[0].columns()[0].name(), "time", "{sql}");
+                }
+                sql_queries += 1;
+                continue;
+            }
             assert_eq!(
                 t["parser"], "backend",
                 "backend parser, so Grafana alerting and caching work"
@@ -648,4 +687,449 @@ async fn every_dashboard_query_is_answered_by_the_api() {
         prom_queries >= 8,
         "only {prom_queries} Prometheus queries checked"
     );
+    assert!(sql_queries >= 2, "only {sql_queries} SQL queries checked");
+
+    // The reader reads telemetry, not secrets, and writes nothing.
+    for (sql, needle) in [
+        ("SELECT count(*) FROM api_tokens", "permission denied"),
+        ("SELECT count(*) FROM audit_log", "permission denied"),
+        ("SELECT count(*) FROM dead_letters", "permission denied"),
+        ("DELETE FROM readings", "read-only transaction"),
+        ("CREATE TABLE mine (x int)", "read-only transaction"),
+    ] {
+        let e = reader.batch_execute(sql).await.unwrap_err();
+        let text = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        assert!(text.contains(needle), "{sql}: {text}");
+    }
+    // A session that turns read-only off still may not write.
+    reader
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    let e = reader
+        .batch_execute("DELETE FROM readings")
+        .await
+        .unwrap_err();
+    let text = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(text.contains("permission denied"), "{text}");
+    drop(reader);
+    // Roles belong to the cluster: leave none behind.
+    let admin = estatemon_domain::schema::connect_url(&db.url, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP OWNED BY {reader_role}; DROP ROLE {reader_role}"
+        ))
+        .await
+        .unwrap();
+}
+
+/// `$__timeFilter(col)` and `$__timeGroupAlias(col, 'step')` as Grafana's
+/// PostgreSQL datasource writes them.
+fn grafana_sql_macros(sql: &str, from: &str, to: &str) -> String {
+    let mut out = sql.to_owned();
+    while let Some(at) = out.find("$__timeFilter(") {
+        let open = at + "$__timeFilter(".len();
+        let close = open + out[open..].find(')').unwrap();
+        let col = out[open..close].trim().to_owned();
+        out.replace_range(at..=close, &format!("{col} BETWEEN '{from}' AND '{to}'"));
+    }
+    while let Some(at) = out.find("$__timeGroupAlias(") {
+        let open = at + "$__timeGroupAlias(".len();
+        let close = open + out[open..].find(')').unwrap();
+        let args: Vec<String> = out[open..close]
+            .split(',')
+            .map(|a| a.trim().to_owned())
+            .collect();
+        let step = match args[1].trim_matches('\'') {
+            "1h" => 3600,
+            "1d" => 86_400,
+            "1m" => 60,
+            other => panic!("step {other}"),
+        };
+        out.replace_range(
+            at..=close,
+            &format!(
+                "floor(extract(epoch from {})/{step})*{step} AS \"time\"",
+                args[0]
+            ),
+        );
+    }
+    out
+}
+
+/// Admins manage tokens, alert rules and retrofits through the API; rules
+/// put there reach a running ingestor (its immediate rules) without a
+/// restart; lift states come back as a timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_tokens_rules_and_retrofits() {
+    let db = TestDb::new(&admin_url());
+    let (api, client) = week_of_the_site(&db).await;
+    let admin = estatemon_api::create_token(&client, "root", Role::Admin, "test")
+        .await
+        .unwrap();
+    let viewer = estatemon_api::create_token(&client, "grafana", Role::Viewer, "test")
+        .await
+        .unwrap();
+
+    // Tokens: created (shown once, hash stored), listed without secrets,
+    // usable at once, revoked at once; the last admin cannot be revoked.
+    let (s, e, _) = api
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&viewer),
+            Some(r#"{"name": "bob", "role": "operator"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, created, _) = api
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(r#"{"name": "bob", "role": "operator"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let bob = created["token"].as_str().unwrap().to_owned();
+    assert!(bob.starts_with("emt_"));
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM api_tokens WHERE name = 'bob' AND role = 'operator' \
+             AND token_sha256 = '\\x{}'::bytea AND created_by = 'api:root'",
+            hex(&estatemon_api::auth::hash(&bob))
+        ))
+        .await,
+        1
+    );
+    let (s, _) = api.get("/api/v1/sites", &bob).await;
+    assert_eq!(s, StatusCode::OK, "a new token works at once");
+    let (_, listed) = api.get("/api/v1/tokens", &admin).await;
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert!(!listed.to_string().contains(&bob), "no secrets listed");
+    for (body, status) in [
+        (r#"{"name": "bob", "role": "viewer"}"#, StatusCode::CONFLICT),
+        (
+            r#"{"name": "eve", "role": "root"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"name": "", "role": "viewer"}"#, StatusCode::BAD_REQUEST),
+        (r#"{"name": "x"}"#, StatusCode::BAD_REQUEST),
+    ] {
+        let (s, e, _) = api
+            .call("POST", "/api/v1/tokens", Some(&admin), Some(body))
+            .await;
+        assert_eq!(s, status, "{body}: {e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    }
+    let (s, _, _) = api
+        .call("DELETE", "/api/v1/tokens/bob", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api.get("/api/v1/sites", &bob).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked at once");
+    let (s, _, _) = api
+        .call("DELETE", "/api/v1/tokens/bob", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e, _) = api
+        .call("DELETE", "/api/v1/tokens/root", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("last admin"));
+
+    // Retrofits: listed, put (validated), removed.
+    let (_, retrofits) = api
+        .get("/api/v1/retrofits?site=harbour-view", &viewer)
+        .await;
+    assert_eq!(retrofits.as_array().unwrap().len(), 5);
+    let spec = r#"{"id": "podium-hvac", "name": "Podium chiller upgrade", "site": "harbour-view",
+                   "purpose": "hvac", "building": "podium", "date": "2026-05-01", "target": 0.2}"#;
+    let (s, _, _) = api
+        .call(
+            "PUT",
+            "/api/v1/retrofits/harbour-view/podium-hvac",
+            Some(&viewer),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, e, _) = api
+        .call(
+            "PUT",
+            "/api/v1/retrofits/harbour-view/podium-hvac",
+            Some(&admin),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, retrofits) = api
+        .get("/api/v1/retrofits?site=harbour-view", &viewer)
+        .await;
+    assert!(retrofits
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "podium-hvac" && r["target"] == 0.2));
+    for (path, body, needle) in [
+        (
+            "harbour-view/podium-hvac",
+            spec.replace("0.2}", "35}"),
+            "target",
+        ),
+        (
+            "harbour-view/podium-hvac",
+            spec.replace("2026-05-01", "May 2026"),
+            "YYYY-MM-DD",
+        ),
+        ("harbour-view/other", spec.to_owned(), "path names"),
+        (
+            "atlantis/podium-hvac",
+            spec.replace("harbour-view", "atlantis"),
+            "atlantis",
+        ),
+    ] {
+        let (s, e, _) = api
+            .call(
+                "PUT",
+                &format!("/api/v1/retrofits/{path}"),
+                Some(&admin),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {e}");
+        assert!(e["message"].as_str().unwrap().contains(needle), "{e}");
+    }
+    let (s, _, _) = api
+        .call(
+            "DELETE",
+            "/api/v1/retrofits/harbour-view/podium-hvac",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = api
+        .call(
+            "DELETE",
+            "/api/v1/retrofits/harbour-view/podium-hvac",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Lift states: a timeline per lift, starting where the range starts.
+    let (from, to) = (
+        ms("2026-06-02T00:00:00+08:00"),
+        ms("2026-06-03T00:00:00+08:00"),
+    );
+    let (s, states) = api
+        .get(
+            &format!("/api/v1/lifts/states?site=harbour-view&from={from}&to={to}&interval=15m"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{states}");
+    let states = states.as_array().unwrap();
+    for lift in ["hv-a-lift-1", "hv-b-lift-1"] {
+        let mine: Vec<&Value> = states.iter().filter(|c| c["lift"] == lift).collect();
+        assert!(mine.len() >= 3, "{lift}: {mine:?}");
+        assert_eq!(
+            mine[0]["time"], "2026-06-01T16:00:00Z",
+            "{lift} starts at from"
+        );
+        assert!(
+            mine.iter().any(|c| c["state"] == "moving"),
+            "{lift}: {mine:?}"
+        );
+        assert!(
+            mine.windows(2).all(|w| w[0]["state"] != w[1]["state"]),
+            "only changes: {mine:?}"
+        );
+    }
+
+    // A meter that published before anyone registered it: once an admin
+    // assigns it to the site, its daily registers (local midnights) exist
+    // and daily consumption on the site (read from them) counts it like any
+    // other meter.
+    let mut client = client;
+    client
+        .batch_execute(
+            "INSERT INTO devices (device_id, kind, assigned) VALUES ('hv-late-meter', 'unknown', false);
+             INSERT INTO readings (device_id, metric, ts, value)
+                  SELECT 'hv-late-meter', metric, ts, value FROM readings
+                   WHERE device_id = 'hv-a-lobby-light' AND metric = 'energy_kwh';
+             INSERT INTO rollup_dirty (bucket)
+                  SELECT DISTINCT date_trunc('hour', ts) FROM readings WHERE device_id = 'hv-late-meter'
+             ON CONFLICT DO NOTHING;",
+        )
+        .await
+        .unwrap();
+    estatemon_analytics::energy::refresh_rollups(&mut client)
+        .await
+        .unwrap();
+    let daily_rows = "SELECT count(*) FROM registers_daily WHERE device_id = 'hv-late-meter'";
+    assert_eq!(db.count(daily_rows).await, 0, "no site, no local days yet");
+    let late = r#"{"id": "hv-late-meter", "kind": "electricity_meter", "site": "harbour-view",
+                   "building": "tower-a", "area": "lobby", "purpose": "public_lighting"}"#;
+    let (s, e, _) = api
+        .call(
+            "PUT",
+            "/api/v1/devices/hv-late-meter",
+            Some(&admin),
+            Some(late),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(db.count(daily_rows).await >= 7);
+    let week = format!(
+        "from={}&to={}&interval=1d",
+        ms("2026-06-01T00:00:00+08:00"),
+        ms("2026-06-08T00:00:00+08:00")
+    );
+    let sum = |v: Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["value"].as_f64())
+            .sum::<f64>()
+    };
+    let (_, late_use) = api
+        .get(
+            &format!("/api/v1/consumption?site=harbour-view&device=hv-late-meter&{week}"),
+            &viewer,
+        )
+        .await;
+    let (_, original) = api
+        .get(
+            &format!("/api/v1/consumption?site=harbour-view&device=hv-a-lobby-light&{week}"),
+            &viewer,
+        )
+        .await;
+    let (a, b) = (sum(late_use), sum(original));
+    assert!(
+        b > 10.0 && (a - b).abs() < 1e-6,
+        "late meter {a} kWh vs its twin {b} kWh"
+    );
+
+    // Rules: the running set is visible; a bad set is refused with its
+    // line and field; a good one reaches a running ingestor.
+    let c = config(&db, &broker_url());
+    let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
+    assert!(
+        ingestor
+            .subscribed(std::time::Duration::from_secs(10))
+            .await
+    );
+    let (_, rules) = api.get("/api/v1/rules", &viewer).await;
+    assert_eq!(rules["origin"], "shipped");
+    assert!(rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "fire_main_pressure_low" && r["immediate"] == true));
+    let shipped = estatemon_domain::rules::DEFAULT_RULES;
+    let put = |body: String, token: String| {
+        let api = &api;
+        async move {
+            api.call("PUT", "/api/v1/rules", Some(&token), Some(&body))
+                .await
+        }
+    };
+    let (s, _, _) = put(shipped.to_owned(), viewer.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let broken = shipped.replace("below = 0.5, clear = 0.52", "below = 0.5, clear = 0.45");
+    let (s, e, _) = put(broken, admin.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("rule[fire_main_pressure_low].threshold.clear") && message.contains(":43"),
+        "{message}"
+    );
+    // 0.55 MPa is fine under the shipped rules; the new set pages below 0.6.
+    let stricter = shipped.replace("below = 0.5, clear = 0.52", "below = 0.6, clear = 0.62");
+    let (s, put_back, _) = put(stricter, admin.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{put_back}");
+    assert_eq!(put_back["origin"], "database");
+    assert_eq!(put_back["changed_by"], "root");
+    let (_, rules) = api.get("/api/v1/rules", &viewer).await;
+    assert_eq!(rules["origin"], "database");
+    assert!(rules["source"].as_str().unwrap().contains("below = 0.6"));
+    // Ingest polls every 2 s: publish until the new level pages.
+    let opened = eventually(std::time::Duration::from_secs(20), || async {
+        let ms = chrono::Utc::now().timestamp_millis();
+        publish_all(
+            &c.mqtt.url,
+            vec![(
+                topic(&c, "telemetry", "harbour-view", "hv-fire-main-pressure"),
+                format!(r#"{{"ts":{ms},"metrics":{{"pressure_mpa":0.55}}}}"#).into_bytes(),
+            )],
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        db.count(
+            "SELECT count(*) FROM alerts WHERE rule = 'fire_main_pressure_low' AND source = 'ingest'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(opened, "the ingestor did not take up the new rules");
+    ingestor.shutdown().await;
+    // Renaming the rule leaves its alert without a rule: the next
+    // evaluation resolves it.
+    let renamed = shipped.replace(
+        "name = \"fire_main_pressure_low\"",
+        "name = \"fire_main_low\"",
+    );
+    let (s, _, _) = put(renamed, admin.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (rules_now, origin) = estatemon_domain::schema::rule_sets::active(&client, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        origin,
+        estatemon_domain::schema::rule_sets::Origin::Database { .. }
+    ));
+    estatemon_analytics::job::cycle(&mut client, &rules_now, &[], chrono::Utc::now(), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts WHERE rule = 'fire_main_pressure_low' AND state = 'resolved'")
+            .await,
+        1,
+        "the renamed rule's alert is resolved"
+    );
+    let (s, _, _) = api
+        .call("DELETE", "/api/v1/rules", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, rules) = api.get("/api/v1/rules", &viewer).await;
+    assert_eq!(rules["origin"], "shipped");
+    assert_eq!(
+        db.count("SELECT count(*) FROM rule_sets WHERE created_by = 'root'")
+            .await,
+        3,
+        "the history of changes stays"
+    );
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count("SELECT count(*) FROM audit_log WHERE actor = 'root' AND method = 'PUT' AND path = '/api/v1/rules'").await == 3
+        })
+        .await,
+        "rule changes (refused and accepted) are audited"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,9 +14,11 @@
 //!
 //! Reads `sites`, `buildings`, `devices`, `readings`, `readings_hourly`,
 //! `readings_daily`, `alerts`, `silences`, `reports`, `report_files`,
-//! `retrofits`, `dead_letters`, `api_tokens`; writes `devices` (admins),
-//! `alerts` (acknowledgement), `silences`, `audit_log`. It never talks to
-//! MQTT.
+//! `retrofits`, `rule_sets`, `dead_letters`, `api_tokens`; writes `devices`,
+//! `retrofits`, `rule_sets` and `api_tokens` (admins), `alerts`
+//! (acknowledgement) and `silences` (operators), `audit_log`. It never
+//! talks to MQTT: ingest and analytics read the rules admins put in
+//! `rule_sets`.
 
 pub mod audit;
 pub mod auth;

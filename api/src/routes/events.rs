@@ -1,5 +1,6 @@
 //! Counts of discrete events per step for panels: gate traffic (granted,
-//! denied), forced and held-open doors, lift faults.
+//! denied), forced and held-open doors, lift faults; and lift states for
+//! a state timeline.
 
 use axum::extract::State;
 use axum::Json;
@@ -104,4 +105,174 @@ pub async fn counts(
             })
             .collect(),
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct StateQuery {
+    pub site: Option<String>,
+    pub building: Option<String>,
+    pub area: Option<String>,
+    pub device: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub interval: Option<String>,
+    pub interval_ms: Option<i64>,
+    pub max_points: Option<usize>,
+}
+
+#[derive(Serialize, utoipa::ToSchema, Debug, PartialEq)]
+pub struct StateChange {
+    pub time: DateTime<Utc>,
+    pub lift: String,
+    /// idle, moving, door_open, fault, maintenance, or `unknown` before the
+    /// first state a lift reported.
+    pub state: String,
+}
+
+/// Lift states for a state-timeline panel: one row per change, per lift.
+/// Each step shows a fault or maintenance when one happened in it, else the
+/// last state reported; a lift starts the range in the state it was in
+/// (from up to 30 days before). Rows are long (time, lift, state): the
+/// panel partitions them by lift.
+#[utoipa::path(get, path = "/api/v1/lifts/states", tag = "series", params(StateQuery),
+    responses((status = 200, body = [StateChange]), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn lift_states(
+    State(state): State<AppState>,
+    Q(q): Q<StateQuery>,
+) -> ApiResult<Json<Vec<StateChange>>> {
+    let w = window(
+        &state,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.interval.as_deref(),
+        q.interval_ms,
+        q.max_points,
+    )?;
+    let client = state.pool.get().await?;
+    let ids = device_ids(
+        &state,
+        &client,
+        q.device.as_ref(),
+        q.site.as_ref(),
+        q.building.as_ref(),
+        q.area.as_ref(),
+        None,
+        &["lift"],
+    )
+    .await?;
+    if ids.is_empty() {
+        return Ok(Json(Vec::new()));
+    }
+    let rows = crate::query(
+        &client,
+        "(SELECT DISTINCT ON (device_id) device_id, $3::timestamptz, state, 0
+            FROM events
+           WHERE device_id = ANY($2) AND event_type = 'state'
+             AND ts < $3 AND ts >= $3 - interval '30 days'
+           ORDER BY device_id, ts DESC)
+         UNION ALL
+         (SELECT device_id, date_bin(($1::text)::interval, ts, $3),
+                 (array_agg(state ORDER BY CASE state WHEN 'fault' THEN 0
+                                                     WHEN 'maintenance' THEN 1 ELSE 2 END,
+                                           ts DESC))[1], 1
+            FROM events
+           WHERE device_id = ANY($2) AND event_type = 'state' AND ts >= $3 AND ts < $4
+           GROUP BY 1, 2)
+         ORDER BY 1, 2, 4",
+        &[
+            &format!("{} seconds", w.step.num_seconds()),
+            &*ids,
+            &w.from,
+            &w.to,
+        ],
+    )
+    .await?;
+    let steps = rows.iter().map(|r| {
+        (
+            r.get::<_, String>(0),
+            r.get::<_, DateTime<Utc>>(1),
+            r.get::<_, Option<String>>(2)
+                .unwrap_or_else(|| "unknown".into()),
+        )
+    });
+    Ok(Json(changes(steps, &ids, w.from)))
+}
+
+/// Collapses per-step states (sorted by lift, then time) into changes, and
+/// starts every lift of `ids` at `from` (`unknown` when nothing is known).
+fn changes(
+    steps: impl Iterator<Item = (String, DateTime<Utc>, String)>,
+    ids: &[String],
+    from: DateTime<Utc>,
+) -> Vec<StateChange> {
+    let mut out: Vec<StateChange> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for (lift, time, state) in steps {
+        let same_lift = current.as_ref().is_some_and(|(l, _)| *l == lift);
+        if !same_lift && time > from {
+            // Nothing before the range for this lift.
+            out.push(StateChange {
+                time: from,
+                lift: lift.clone(),
+                state: "unknown".into(),
+            });
+        } else if same_lift && current.as_ref().is_some_and(|(_, s)| *s == state) {
+            continue;
+        }
+        current = Some((lift.clone(), state.clone()));
+        out.push(StateChange { time, lift, state });
+    }
+    for id in ids {
+        if !out.iter().any(|c| &c.lift == id) {
+            out.push(StateChange {
+                time: from,
+                lift: id.clone(),
+                state: "unknown".into(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.lift.cmp(&b.lift)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn state_steps_become_changes_per_lift() {
+        let t = |h| Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap();
+        let s = |l: &str, h, st: &str| (l.to_owned(), t(h), st.to_owned());
+        let steps = vec![
+            s("a", 0, "idle"),
+            s("a", 1, "idle"),
+            s("a", 2, "fault"),
+            s("a", 3, "idle"),
+            s("b", 2, "moving"),
+        ];
+        let ids = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let out = changes(steps.into_iter(), &ids, t(0));
+        let got: Vec<(u32, &str, &str)> = out
+            .iter()
+            .map(|c| {
+                (
+                    chrono::Timelike::hour(&c.time),
+                    c.lift.as_str(),
+                    c.state.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, "a", "idle"),
+                (0, "b", "unknown"),
+                (0, "c", "unknown"),
+                (2, "a", "fault"),
+                (2, "b", "moving"),
+                (3, "a", "idle"),
+            ]
+        );
+    }
 }

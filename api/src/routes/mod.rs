@@ -1,7 +1,10 @@
 //! `/api/v1` by resource: [`registry`] (sites, devices), [`series`]
-//! (readings and consumption for panels), [`alerts`] (alerts, silences,
-//! annotations), [`reports`] (quarterly reports, savings), [`dead_letters`].
+//! (readings and consumption for panels), [`events`] (gate and lift event
+//! counts, lift states), [`alerts`] (alerts, silences, annotations),
+//! [`reports`] (quarterly reports, savings), [`admin`] (tokens, rules,
+//! retrofits), [`dead_letters`].
 
+pub mod admin;
 pub mod alerts;
 pub mod dead_letters;
 pub mod events;
@@ -77,7 +80,7 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(
         title = "estatemon API",
-        description = "Building telemetry: sites, devices, readings and consumption for Grafana panels, alerts, savings, quarterly reports, dead letters. Every route but health and this document needs `Authorization: Bearer <token>`; roles: viewer (read), operator (acknowledge, silence), admin (devices, tokens).",
+        description = "Building telemetry: sites, devices, readings and consumption for Grafana panels, alerts, savings, quarterly reports, dead letters. Every route but health and this document needs `Authorization: Bearer <token>`; roles: viewer (read), operator (acknowledge, silence), admin (devices, rules, retrofits, tokens).",
     ),
     paths(
         health,
@@ -85,8 +88,11 @@ impl utoipa::Modify for BearerAuth {
         series::series, series::consumption,
         alerts::list, alerts::acknowledge, alerts::silence, alerts::annotations,
         reports::list, reports::file, reports::savings, reports::savings_daily,
-        events::counts,
+        events::counts, events::lift_states,
         dead_letters::list,
+        admin::list_tokens, admin::create_token, admin::revoke_token,
+        admin::rules, admin::put_rules, admin::reset_rules,
+        admin::retrofits, admin::put_retrofit, admin::delete_retrofit,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -122,6 +128,26 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/savings", get(reports::savings))
         .route("/api/v1/savings/daily", get(reports::savings_daily))
         .route("/api/v1/events", get(events::counts))
+        .route("/api/v1/lifts/states", get(events::lift_states))
+        .route(
+            "/api/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route(
+            "/api/v1/tokens/{name}",
+            axum::routing::delete(admin::revoke_token),
+        )
+        .route(
+            "/api/v1/rules",
+            get(admin::rules)
+                .put(admin::put_rules)
+                .delete(admin::reset_rules),
+        )
+        .route("/api/v1/retrofits", get(admin::retrofits))
+        .route(
+            "/api/v1/retrofits/{site}/{id}",
+            axum::routing::put(admin::put_retrofit).delete(admin::delete_retrofit),
+        )
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .fallback(|| async {
             crate::ApiError::NotFound("no such route; see /api/v1/openapi.json".into())
