@@ -312,3 +312,241 @@ fn the_compose_file_references_what_the_repository_ships() {
     }
     assert!(text.contains("yesoreyeram-infinity-datasource"));
 }
+
+/// deploy/mosquitto/TLS.md, run as written: a private CA and a server
+/// certificate made with openssl, the shipped (commented) 8883 listener
+/// enabled, and a device publishing over TLS with its password and the CA;
+/// a client that does not trust the CA, or speaks plain MQTT to 8883, is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_tls_listener_works_with_the_shipped_config() {
+    let dir = std::env::temp_dir().join(unique("mosq-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let host = "mqtt.harbour-view.example";
+    // Step 1 of TLS.md.
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=estatemon site CA",
+            "-keyout",
+            &d("ca.key"),
+            "-out",
+            &d("ca.crt"),
+        ],
+    );
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={host}"),
+            "-keyout",
+            &d("server.key"),
+            "-out",
+            &d("server.csr"),
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName=DNS:{host}")).unwrap();
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &d("server.csr"),
+            "-CA",
+            &d("ca.crt"),
+            "-CAkey",
+            &d("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "825",
+            "-extfile",
+            &d("san.ext"),
+            "-out",
+            &d("server.crt"),
+        ],
+    );
+    // A CA the broker's certificate does not come from.
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+            &d("other.key"),
+            "-out",
+            &d("other.crt"),
+        ],
+    );
+    let passwd = d("passwd");
+    tool(
+        "mosquitto_passwd",
+        &["-b", "-c", &passwd, "estatemon-ingest", "ingest-secret"],
+    );
+    tool(
+        "mosquitto_passwd",
+        &["-b", &passwd, "hv-a-lift-1", "lift-secret"],
+    );
+    std::fs::copy(deploy("deploy/mosquitto/acl"), dir.join("acl")).unwrap();
+
+    // Step 2: the shipped listener block, uncommented.
+    let (plain, tls) = (free_port(), free_port());
+    let shipped = std::fs::read_to_string(deploy("deploy/mosquitto/mosquitto.conf")).unwrap();
+    let block: Vec<&str> = shipped
+        .lines()
+        .skip_while(|l| !l.contains("TLS for devices"))
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter(|l| {
+            let key = l.split_whitespace().next().unwrap_or_default();
+            matches!(
+                key,
+                "listener" | "cafile" | "certfile" | "keyfile" | "tls_version"
+            )
+        })
+        .collect();
+    assert_eq!(block.len(), 5, "the TLS block of mosquitto.conf: {block:?}");
+    let conf = shipped
+        .replace("\nlistener 1883", &format!("\nlistener {plain} 127.0.0.1"))
+        .replace("/mosquitto/data/", &format!("{}/", dir.display()))
+        .replace("/mosquitto/config/passwd", &passwd)
+        .replace("/mosquitto/config/acl", &d("acl"));
+    let enabled = block
+        .iter()
+        .map(|l| {
+            l.replace("listener 8883", &format!("listener {tls} 127.0.0.1"))
+                .replace("/mosquitto/certs/", &format!("{}/", dir.display()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        dir.join("mosquitto.conf"),
+        format!("{conf}\n{enabled}\nuser root\n"),
+    )
+    .unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", tls))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up, "the broker did not open the TLS listener");
+
+    // The ingest service reads on the plain listener (the compose network).
+    let received = dir.join("received");
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &plain.to_string(),
+            "-u",
+            "estatemon-ingest",
+        ])
+        .args([
+            "-P",
+            "ingest-secret",
+            "-q",
+            "1",
+            "-t",
+            "estatemon/#",
+            "-v",
+            "-C",
+            "1",
+        ])
+        .stdout(std::fs::File::create(&received).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Step 3: a device publishes over TLS. The certificate's name does not
+    // resolve here, so `--insecure` skips the host-name check only; the
+    // chain is still verified against `--cafile`.
+    let publish = |cafile: String, port: u16| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--cafile",
+                &cafile,
+            ])
+            .arg("--insecure")
+            .args(["-u", "hv-a-lift-1", "-P", "lift-secret", "-q", "1"])
+            .args([
+                "-t",
+                "estatemon/harbour-view/hv-a-lift-1/telemetry",
+                "-m",
+                "over-tls",
+            ])
+            .output()
+            .unwrap()
+    };
+    let good = publish(d("ca.crt"), tls);
+    assert!(
+        good.status.success(),
+        "TLS publish: {}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let wrong_ca = publish(d("other.crt"), tls);
+    assert!(
+        !wrong_ca.status.success(),
+        "a client without the site CA is refused"
+    );
+    let plaintext = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &tls.to_string()])
+        .args(["-u", "hv-a-lift-1", "-P", "lift-secret", "-q", "1"])
+        .args([
+            "-t",
+            "estatemon/harbour-view/hv-a-lift-1/telemetry",
+            "-m",
+            "plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !plaintext.status.success(),
+        "plain MQTT on the TLS port is refused"
+    );
+
+    let delivered = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&received).is_ok_and(|t| !t.is_empty())
+    })
+    .await;
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let text = std::fs::read_to_string(&received).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(delivered, "nothing reached the ingest subscription");
+    assert_eq!(
+        text.trim(),
+        "estatemon/harbour-view/hv-a-lift-1/telemetry over-tls"
+    );
+}
