@@ -362,11 +362,35 @@ async fn two_evaluators_page_once_through_alertmanager_and_resolve() {
     })
     .await;
     assert!(paged, "not paged: {:#?}", got.lock().unwrap());
+    // The pages are recorded as delivered (a notifier killed between a
+    // receiver's answer and its commit would send that one notification
+    // again, with the same notification_id; that is not what this checks).
+    let recorded = eventually(wait, || async {
+        db.count(
+            "SELECT count(*) FROM alert_notifications
+              WHERE receiver IN ('alertmanager', 'hook') AND delivered_at IS NULL",
+        )
+        .await
+            == 0
+    })
+    .await;
+    assert!(recorded, "deliveries not recorded");
 
-    // Which one leads? Kill it.
+    // Which one leads? Kill it. Both serve /health once started (the one
+    // that does not lead may still be starting on a loaded machine).
     let mut leader = None;
     for (i, p) in health_ports.iter().enumerate() {
-        let health = http_get(&format!("127.0.0.1:{p}"), "/health").await;
+        let addr = format!("127.0.0.1:{p}");
+        let up = eventually(wait, || async {
+            tokio::net::TcpStream::connect(&addr).await.is_ok()
+        })
+        .await;
+        assert!(
+            up,
+            "evaluator {i} does not serve /health: {:?}",
+            evaluators[i].try_wait()
+        );
+        let health = http_get(&addr, "/health").await;
         assert!(health.contains("\"storage_mode\""), "{health}");
         if health.contains("\"leader\":true") {
             assert!(leader.is_none(), "two leaders");
@@ -408,6 +432,19 @@ async fn two_evaluators_page_once_through_alertmanager_and_resolve() {
         caught_up,
         "the late webhook missed notifications: {:#?}",
         got.lock().unwrap()
+    );
+    // In order: the retried "firing" before the "resolved" queued after it.
+    let order: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, b)| p == "late" && b["alert"]["rule"] == "fire_main_pressure_low")
+        .map(|(_, b)| b["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("firing"),
+        "{order:?}"
     );
     let metrics = http_get(&format!("127.0.0.1:{survivor}"), "/metrics").await;
     assert!(

@@ -424,7 +424,7 @@ async fn notifier(config: Config, metrics: Metrics, mut stop: watch::Receiver<bo
             // Drain everything due before sleeping.
             loop {
                 match notify::deliver_due(&mut client, &sender, &metrics).await {
-                    Ok(p) if p.delivered + p.failed > 0 && p.failed == 0 => continue,
+                    Ok(p) if p.delivered + p.failed >= notify::PASS_LIMIT => continue,
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox pass failed");

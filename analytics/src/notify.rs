@@ -240,38 +240,50 @@ pub struct Pass {
     pub failed: usize,
 }
 
-/// Claims the due notifications, sends them and records the outcome, in
-/// one transaction (rows stay locked while they are sent).
+/// Most notifications one pass sends before the caller sleeps again.
+pub const PASS_LIMIT: usize = 100;
+
+/// Sends the due notifications, oldest first, each in a transaction of its
+/// own: the row is claimed (`FOR UPDATE SKIP LOCKED`, so concurrent
+/// notifiers never send the same row), sent, and its outcome committed
+/// before the next one is claimed. A notifier killed mid-pass can thus
+/// repeat at most the one notification it was sending (receivers dedupe on
+/// `notification_id`), not everything it had sent in the pass.
+///
+/// A transition is never sent to a receiver while an earlier transition of
+/// the same alert to that receiver is undelivered (failing, or being sent
+/// by another notifier): "resolved" never overtakes "firing".
 pub async fn deliver_due(
     client: &mut Client,
     sender: &Sender,
     metrics: &Metrics,
 ) -> anyhow::Result<Pass> {
-    let tx = client.transaction().await?;
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT n.id, n.kind, n.receiver, n.attempts, {ALERT_COLUMNS}
-                   FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id
-                  WHERE n.delivered_at IS NULL AND n.next_attempt_at <= now()
-                  ORDER BY n.id
-                  LIMIT 100
-                  FOR UPDATE OF n SKIP LOCKED"
-            ),
-            &[],
-        )
-        .await?;
     let mut pass = Pass::default();
-    // A transition is not sent to a receiver before an earlier one of the
-    // same alert that failed in this pass.
-    let mut blocked = std::collections::HashSet::new();
-    for r in &rows {
+    while pass.delivered + pass.failed < PASS_LIMIT {
+        let tx = client.transaction().await?;
+        let Some(r) = tx
+            .query_opt(
+                &format!(
+                    "SELECT n.id, n.kind, n.receiver, n.attempts, {ALERT_COLUMNS}
+                       FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id
+                      WHERE n.delivered_at IS NULL AND n.next_attempt_at <= now()
+                        AND NOT EXISTS (
+                            SELECT 1 FROM alert_notifications e
+                             WHERE e.delivered_at IS NULL AND e.alert_id = n.alert_id
+                               AND e.receiver = n.receiver AND e.id < n.id)
+                      ORDER BY n.id
+                      LIMIT 1
+                      FOR UPDATE OF n SKIP LOCKED"
+                ),
+                &[],
+            )
+            .await?
+        else {
+            break;
+        };
         let (id, kind, receiver, attempts): (i64, String, String, i32) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        let alert = AlertView::from_row(r, 4);
-        if blocked.contains(&(alert.id, receiver.clone())) {
-            continue;
-        }
+        let alert = AlertView::from_row(&r, 4);
         let result = sender.send(&receiver, id, &kind, &alert).await;
         let outcome = match &result {
             Ok(()) => {
@@ -282,6 +294,7 @@ pub async fn deliver_due(
                     &[&id],
                 )
                 .await?;
+                tx.commit().await?;
                 pass.delivered += 1;
                 tracing::info!(notification = id, alert = alert.id, rule = %alert.rule,
                     subject = %alert.subject, %kind, %receiver, "alert delivered");
@@ -297,7 +310,7 @@ pub async fn deliver_due(
                     &[&id, e, &wait],
                 )
                 .await?;
-                blocked.insert((alert.id, receiver.clone()));
+                tx.commit().await?;
                 pass.failed += 1;
                 tracing::warn!(notification = id, alert = alert.id, %kind, %receiver,
                     attempt = attempts + 1, retry_in_s = wait, error = %e, "alert delivery failed; will retry");
@@ -312,7 +325,6 @@ pub async fn deliver_due(
             })
             .inc();
     }
-    tx.commit().await?;
     let pending: i64 = client
         .query_one(
             "SELECT count(*) FROM alert_notifications WHERE delivered_at IS NULL",

@@ -241,6 +241,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 8,
+        name: "outbox_order",
+        common: Some(include_str!("migrations/0008_outbox_order.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.
