@@ -377,7 +377,10 @@ purpose = "hvac"
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("headless Chromium is needed (Debian package `chromium`; .ci/run installs it)");
-    let shot = dir.join("screenshot.png");
+    // Kept after the test (in Cargo's scratch directory for integration
+    // tests, overwritten by the next run) so that a person can look at it.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
     let profile = std::env::temp_dir().join(unique("chromium"));
     let status = std::process::Command::new(chromium)
         .args([

@@ -49,11 +49,15 @@ pub fn stacked_bars<DB: DrawingBackend>(
     let totals: Vec<f64> = (0..months.len())
         .map(|m| series.iter().filter_map(|(_, v)| v[m]).sum())
         .collect();
-    // Headroom for the totals above the bars and the legend.
-    let ymax = totals.iter().copied().fold(0.0, f64::max).max(1.0) * 1.5;
+    // Headroom for the totals above the bars; the legend has a column of
+    // its own on the right, so no bar is ever hidden under it.
+    let ymax = totals.iter().copied().fold(0.0, f64::max).max(1.0) * 1.15;
     let n = months.len().max(1) as f64;
     let labels = months.to_vec();
-    let mut chart = ChartBuilder::on(root)
+    let (width, _) = root.dim_in_pixel();
+    let (plot, legend) = root.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    draw_legend(&legend, series.iter().map(|(name, _)| name.as_str()))?;
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, ("sans-serif", 20))
         .margin(12)
         .margin_right(24)
@@ -78,7 +82,7 @@ pub fn stacked_bars<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     let mut base = vec![0.0; months.len()];
-    for (s, (name, values)) in series.iter().enumerate() {
+    for (s, (_, values)) in series.iter().enumerate() {
         let c = color(s);
         let rects: Vec<_> = values
             .iter()
@@ -93,11 +97,7 @@ pub fn stacked_bars<DB: DrawingBackend>(
                 ))
             })
             .collect();
-        chart
-            .draw_series(rects)
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        chart.draw_series(rects).map_err(err)?;
     }
     for (m, total) in totals.iter().enumerate() {
         let missing = series.iter().all(|(_, v)| v[m].is_none());
@@ -124,14 +124,36 @@ pub fn stacked_bars<DB: DrawingBackend>(
             )))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
     root.present().map_err(err)
+}
+
+/// Width of the legend column beside a stacked bar chart, in pixels.
+const LEGEND_WIDTH: u32 = 170;
+
+/// A legend in an area of its own: a swatch and a name per series, in
+/// the series' colours, from the top.
+fn draw_legend<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    names: impl Iterator<Item = &'a str>,
+) -> ChartResult {
+    for (s, name) in names.enumerate() {
+        let y = 44 + 22 * s as i32;
+        area.draw(&Rectangle::new(
+            [(6, y - 6), (20, y + 6)],
+            color(s).filled(),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(
+            name.to_owned(),
+            (28, y),
+            ("sans-serif", 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Lines over x = 0..n (days or hours), `None` leaving a gap. `x_label`
