@@ -73,6 +73,11 @@ async fn auto_mode_uses_timescaledb_where_it_can_and_partitions_where_it_cannot(
                 count("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression' AND hypertable_name IN ('readings', 'events')").await,
                 2
             );
+            // Panels read the aggregates by device, metric and time.
+            assert_eq!(
+                count("SELECT count(*) FROM pg_indexes WHERE indexname IN ('readings_hourly_device_metric_bucket_idx', 'readings_daily_device_metric_bucket_idx')").await,
+                2
+            );
         }
         Err(why) => {
             println!("TimescaleDB is not usable on this server ({why}): checking the plain PostgreSQL path only");

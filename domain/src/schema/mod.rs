@@ -248,6 +248,14 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 9,
+        name: "rollup_lookup",
+        common: None,
+        // The plain rollups' primary key is this index already.
+        plain: None,
+        timescale: Some(include_str!("migrations/0009_rollup_lookup.timescale.sql")),
+    },
 ];
 
 /// What [`migrate`] found and did.
