@@ -381,12 +381,8 @@ async fn two_evaluators_page_once_through_alertmanager_and_resolve() {
     let mut leader = None;
     for (i, p) in health_ports.iter().enumerate() {
         let addr = format!("127.0.0.1:{p}");
-        let up = eventually(wait, || async {
-            tokio::net::TcpStream::connect(&addr).await.is_ok()
-        })
-        .await;
         assert!(
-            up,
+            listening(&addr, wait).await,
             "evaluator {i} does not serve /health: {:?}",
             evaluators[i].try_wait()
         );

@@ -161,14 +161,7 @@ async fn the_shipped_broker_config_enforces_passwords_and_per_device_topics() {
         .arg(&conf_path)
         .spawn()
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await
-    );
+    assert!(listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10)).await);
 
     // Connects and returns whether the broker accepted the credentials.
     async fn connect(
@@ -448,13 +441,10 @@ async fn the_documented_tls_listener_works_with_the_shipped_config() {
         .arg(dir.join("mosquitto.conf"))
         .spawn()
         .unwrap();
-    let up = eventually(Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", tls))
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(up, "the broker did not open the TLS listener");
+    assert!(
+        listening(&format!("127.0.0.1:{tls}"), Duration::from_secs(10)).await,
+        "the broker did not open the TLS listener"
+    );
 
     // The ingest service reads on the plain listener (the compose network).
     let received = dir.join("received");

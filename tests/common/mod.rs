@@ -190,6 +190,14 @@ where
     }
 }
 
+/// Whether something accepts connections on `addr` within `timeout`.
+pub async fn listening(addr: &str, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await
+}
+
 pub async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
