@@ -451,6 +451,8 @@ async fn rollups_and_partitions_follow_the_data() {
     // Two hours of 15-minute power readings, a week ago (backfill).
     let t0 = (chrono::Utc::now() - chrono::Duration::days(7)).timestamp() / 3600 * 3600 * 1000;
     let tp = topic(&c, "telemetry", "hv", "p-1");
+    // And a meter's register over three hours, one kWh per 15 minutes.
+    let te = topic(&c, "telemetry", "hv", "e-1");
     let messages = (0..8)
         .map(|i| {
             (
@@ -463,11 +465,12 @@ async fn rollups_and_partitions_follow_the_data() {
                 .into_bytes(),
             )
         })
+        .chain((0..12).map(|i| (te.clone(), energy(t0 + i * 900_000, 100.0 + i as f64))))
         .collect();
     publish_all(&c.mqtt.url, messages).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count("SELECT count(*) FROM readings").await == 8
+            db.count("SELECT count(*) FROM readings").await == 20
         })
         .await
     );
@@ -498,6 +501,48 @@ async fn rollups_and_partitions_follow_the_data() {
         .get(0);
     assert_eq!(daily, 8.0);
     assert_eq!(db.count("SELECT count(*) FROM rollup_dirty").await, 0);
+
+    // Hourly consumption: an hour counts once the next hour's register is
+    // known. The next batch makes the third hour known (a dirty hour
+    // recomputes the hour before it), then the meter is replaced (the
+    // register falls) and that hour is left out, not counted negative.
+    let hour = |h: i64| chrono::DateTime::from_timestamp_millis(t0 + h * 3_600_000).unwrap();
+    let used = || async {
+        db.client()
+            .await
+            .query(
+                "SELECT bucket, used FROM consumption_hourly WHERE device_id = 'e-1' ORDER BY bucket",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, chrono::DateTime<chrono::Utc>>(0), r.get::<_, f64>(1)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(used().await, vec![(hour(0), 4.0), (hour(1), 4.0)]);
+    publish_all(
+        &c.mqtt.url,
+        vec![
+            (te.clone(), energy(t0 + 3 * 3_600_000, 112.0)),
+            (te.clone(), energy(t0 + 4 * 3_600_000, 1.0)),
+        ],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 22
+        })
+        .await
+    );
+    estatemon_ingest::maintenance::round(&mut client, &c.storage, mode, 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        used().await,
+        vec![(hour(0), 4.0), (hour(1), 4.0), (hour(2), 4.0)]
+    );
+
     if mode == estatemon_domain::schema::StorageMode::Plain {
         let partitions = db
             .count("SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'readings'")

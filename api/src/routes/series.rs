@@ -303,55 +303,45 @@ pub async fn consumption(
                 .map(Json);
         }
     }
-    // The register at each step's start is the first reading of that hour
-    // (`readings_hourly.first`): every hourly row for hourly steps, the
-    // rows at step boundaries for longer ones.
-    let (starts, boundaries): (&str, Vec<DateTime<Utc>>) = if w.step == Duration::hours(1) {
-        (
-            "SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
-              WHERE device_id = ANY($2) AND metric = $3 AND bucket >= $4 AND bucket <= $5
-                AND $7::timestamptz[] IS NULL",
-            Vec::new(),
+    let rows = if w.step == Duration::hours(1) {
+        // Hourly steps: each meter's hourly consumption is kept with the
+        // rollups (`consumption_hourly`, the same rule as below for steps
+        // of one hour), so this is a sum per hour over a key range.
+        crate::query(
+            &client,
+            "SELECT bucket, sum(used) FROM consumption_hourly
+              WHERE device_id = ANY($1) AND metric = $2 AND bucket >= $3 AND bucket < $4
+              GROUP BY bucket ORDER BY bucket",
+            &[&*ids, &metric, &w.from, &w.to],
         )
+        .await?
     } else {
-        let mut v = Vec::new();
+        // Longer steps: the register at each step boundary is the first
+        // reading of that hour (`readings_hourly.first`). A step counts for
+        // a meter when its register is known at both ends (adjacent
+        // boundaries: a missing boundary never stretches a step) and did
+        // not fall (reset, replacement); hours missing inside a step do not
+        // matter.
+        let mut boundaries = Vec::new();
         let mut t = w.from;
         while t <= w.to + w.step {
-            v.push(t);
+            boundaries.push(t);
             t += w.step;
         }
-        (
-            "SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
-              WHERE device_id = ANY($2) AND metric = $3 AND bucket = ANY($7)
-                AND bucket >= $4 AND bucket <= $5",
-            v,
+        crate::query(
+            &client,
+            "WITH s AS (SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
+                         WHERE device_id = ANY($2) AND metric = $3 AND bucket = ANY($6)
+                           AND bucket >= $4 AND bucket <= $5 + ($1::text)::interval),
+                  d AS (SELECT b, lead(start_value) OVER w - start_value AS used, lead(b) OVER w AS next_b
+                          FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
+             SELECT b, sum(used) FROM d
+              WHERE b < $5 AND next_b = b + ($1::text)::interval AND used >= 0
+              GROUP BY b ORDER BY b",
+            &[&step_sql(w.step), &*ids, &metric, &w.from, &w.to, &boundaries],
         )
+        .await?
     };
-    // A step counts for a meter when its register is known at both ends
-    // (adjacent boundaries: a missing hour never stretches a step) and did
-    // not fall (reset, replacement).
-    let sql = format!(
-        "WITH s AS ({starts}),
-              d AS (SELECT b, lead(start_value) OVER w - start_value AS used, lead(b) OVER w AS next_b
-                      FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
-         SELECT b, sum(used) FROM d
-          WHERE b < $6 AND next_b = b + ($1::text)::interval AND used >= 0
-          GROUP BY b ORDER BY b"
-    );
-    let rows = crate::query(
-        &client,
-        &sql,
-        &[
-            &step_sql(w.step),
-            &*ids,
-            &metric,
-            &w.from,
-            &(w.to + w.step),
-            &w.to,
-            &(!boundaries.is_empty()).then_some(boundaries),
-        ],
-    )
-    .await?;
     Ok(Json(
         rows.iter()
             .map(|r| Point {

@@ -256,6 +256,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: Some(include_str!("migrations/0009_rollup_lookup.timescale.sql")),
     },
+    Migration {
+        version: 10,
+        name: "consumption_hourly",
+        common: Some(include_str!("migrations/0010_consumption_hourly.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -22,6 +22,7 @@ pub const READABLE: &[&str] = &[
     "readings_hourly",
     "readings_daily",
     "registers_daily",
+    "consumption_hourly",
     "alerts",
     "silences",
     "retrofits",

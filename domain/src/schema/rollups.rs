@@ -1,4 +1,6 @@
-//! Hourly and daily rollups of `readings`.
+//! Hourly and daily rollups of `readings`, and what is derived from the
+//! hourly one: each meter's register at local midnights
+//! (`registers_daily`) and its consumption per hour (`consumption_hourly`).
 //!
 //! Writers record the hours they touched in `rollup_dirty`, inside the
 //! transaction that stores the readings. This task recomputes exactly those
@@ -96,6 +98,38 @@ SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
 ON CONFLICT (device_id, metric, day) DO UPDATE
    SET first_at = EXCLUDED.first_at, first = EXCLUDED.first";
 
+/// Each meter's hourly consumption (consumption_hourly) for the hours in
+/// `[$1 - 1h, $2)`: a dirty hour changes its own register and so the
+/// consumption of the hour before it too. Deleted first, then recomputed,
+/// so an hour that stopped counting (a register that fell) disappears.
+const CLEAR_CONSUMPTION_HOURLY: &str = "
+DELETE FROM consumption_hourly
+ WHERE bucket >= $1::timestamptz - interval '1 hour' AND bucket < $2";
+
+const REFRESH_CONSUMPTION_HOURLY: &str = "
+INSERT INTO consumption_hourly (device_id, metric, bucket, used)
+SELECT device_id, metric, bucket, next - first
+  FROM (SELECT device_id, metric, bucket, first,
+               lead(first) OVER w AS next, lead(bucket) OVER w AS next_bucket
+          FROM readings_hourly
+         WHERE metric IN ('energy_kwh', 'volume_m3') AND first IS NOT NULL
+           AND bucket >= $1::timestamptz - interval '1 hour' AND bucket <= $2
+        WINDOW w AS (PARTITION BY device_id, metric ORDER BY bucket)) s
+ WHERE bucket < $2 AND next_bucket = bucket + interval '1 hour' AND next >= first";
+
+/// The tables derived from `readings_hourly` for the dirty `ranges`.
+async fn refresh_derived(
+    tx: &tokio_postgres::Transaction<'_>,
+    ranges: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> Result<(), tokio_postgres::Error> {
+    for (s, e) in ranges {
+        tx.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
+        tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e]).await?;
+        tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e]).await?;
+    }
+    Ok(())
+}
+
 /// Recomputes every daily register of `devices` from the hourly rollups
 /// (after a device joined a site or its site changed time zone); returns
 /// the number of rows written.
@@ -160,9 +194,7 @@ pub async fn refresh_dirty(
             for (s, e) in &days {
                 tx.execute(REFRESH_DAILY, &[s, e]).await?;
             }
-            for (s, e) in &ranges {
-                tx.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
-            }
+            refresh_derived(&tx, &ranges).await?;
             tx.commit().await?;
         }
         StorageMode::Timescaledb => {
@@ -186,10 +218,10 @@ pub async fn refresh_dirty(
                         )
                         .await?;
                 }
-                for (s, e) in &ranges {
-                    client.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
-                }
-                Ok::<_, tokio_postgres::Error>(())
+                // Readers never see an hour cleared and not yet recomputed.
+                let tx = client.transaction().await?;
+                refresh_derived(&tx, &ranges).await?;
+                tx.commit().await
             }
             .await;
             if let Err(e) = result {
