@@ -202,9 +202,10 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
             .filter_map(|p| p["value"].as_f64())
             .sum::<f64>()
     };
-    let (_, h) = api
+    let (sh, h) = api
         .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=1h"), &viewer)
         .await;
+    assert_eq!(sh, StatusCode::OK, "{h}");
     let (_, d) = api
         .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=1d"), &viewer)
         .await;
@@ -220,11 +221,18 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         )
         .await;
     assert!(odd.as_array().unwrap().len() >= 5, "{odd}");
-    let (th, td) = (total(&h), total(&d));
+    // Steps of several hours read the registers at their boundaries.
+    let (s6, six) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=6h"), &viewer)
+        .await;
+    assert_eq!(s6, StatusCode::OK, "{six}");
+    assert!(six.as_array().unwrap().len() >= 24, "{six}");
+    let (th, td, t6) = (total(&h), total(&d), total(&six));
     assert!(
         th > 1000.0 && (th - td).abs() / th < 0.01,
         "hourly {th} vs daily {td}"
     );
+    assert!((th - t6).abs() / th < 0.01, "hourly {th} vs 6-hourly {t6}");
 
     // Bad parameters: 400 with what to fix.
     for (uri, needle) in [

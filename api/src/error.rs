@@ -71,7 +71,11 @@ impl From<tokio_postgres::Error> for ApiError {
                 return ApiError::BadRequest(db.message().to_owned());
             }
         }
-        tracing::warn!(error = %e, "database error");
+        // The server's message and SQLSTATE, not just "db error".
+        match e.as_db_error() {
+            Some(db) => tracing::warn!(sqlstate = db.code().code(), error = %db, "database error"),
+            None => tracing::warn!(error = %e, "database error"),
+        }
         ApiError::Unavailable(e.to_string())
     }
 }

@@ -332,7 +332,7 @@ pub async fn consumption(
             &client,
             "WITH s AS (SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
                          WHERE device_id = ANY($2) AND metric = $3 AND bucket = ANY($6)
-                           AND bucket >= $4 AND bucket <= $5 + ($1::text)::interval),
+                           AND bucket >= $4 AND bucket <= $5::timestamptz + ($1::text)::interval),
                   d AS (SELECT b, lead(start_value) OVER w - start_value AS used, lead(b) OVER w AS next_b
                           FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
              SELECT b, sum(used) FROM d
