@@ -322,23 +322,21 @@ pub async fn consumption(
         // boundaries: a missing boundary never stretches a step) and did
         // not fall (reset, replacement); hours missing inside a step do not
         // matter.
-        let mut boundaries = Vec::new();
-        let mut t = w.from;
-        while t <= w.to + w.step {
-            boundaries.push(t);
-            t += w.step;
-        }
+        // Boundaries are the hours `date_bin` leaves in place: a filter on
+        // the range scan that costs the same in a generic plan (an array of
+        // boundaries was searched linearly per row there: 7× slower).
         crate::query(
             &client,
             "WITH s AS (SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
-                         WHERE device_id = ANY($2) AND metric = $3 AND bucket = ANY($6)
+                         WHERE device_id = ANY($2) AND metric = $3
+                           AND date_bin(($1::text)::interval, bucket, $4) = bucket
                            AND bucket >= $4 AND bucket <= $5::timestamptz + ($1::text)::interval),
                   d AS (SELECT b, lead(start_value) OVER w - start_value AS used, lead(b) OVER w AS next_b
                           FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
              SELECT b, sum(used) FROM d
               WHERE b < $5 AND next_b = b + ($1::text)::interval AND used >= 0
               GROUP BY b ORDER BY b",
-            &[&step_sql(w.step), &*ids, &metric, &w.from, &w.to, &boundaries],
+            &[&step_sql(w.step), &*ids, &metric, &w.from, &w.to],
         )
         .await?
     };
