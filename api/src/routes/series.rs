@@ -355,7 +355,7 @@ pub async fn consumption(
 /// each meter's register between consecutive local midnights, summed over
 /// the meters and grouped into steps of `w.step` days from the local day of
 /// `w.from`. A day counts for a meter when both midnights are known and the
-/// register did not fall.
+/// register did not fall: `registers_daily.used`, kept with the registers.
 async fn daily_consumption(
     client: &deadpool_postgres::Client,
     site: &str,
@@ -385,12 +385,8 @@ async fn daily_consumption(
     let n = (w.step.num_seconds() / 86_400) as i32;
     let rows = crate::query(
         client,
-        "WITH s AS (SELECT device_id, day, first FROM registers_daily
-                     WHERE device_id = ANY($1) AND metric = $2 AND day >= $3 AND day <= $4),
-              d AS (SELECT day, lead(first) OVER w - first AS used, lead(day) OVER w AS next_day
-                      FROM s WINDOW w AS (PARTITION BY device_id ORDER BY day))
-         SELECT ($3 + ((day - $3) / $5) * $5)::date AS bin, sum(used)
-           FROM d WHERE next_day = day + 1 AND used >= 0 AND day < $4
+        "SELECT ($3::date + ((day - $3::date) / $5::int) * $5::int)::date AS bin, sum(used) FROM registers_daily
+          WHERE device_id = ANY($1) AND metric = $2 AND day >= $3 AND day < $4 AND used IS NOT NULL
           GROUP BY 1 ORDER BY 1",
         &[&ids, &metric, &first_day, &end_day, &n],
     )

@@ -263,6 +263,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 11,
+        name: "daily_use",
+        common: Some(include_str!("migrations/0011_daily_use.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -98,6 +98,23 @@ SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
 ON CONFLICT (device_id, metric, day) DO UPDATE
    SET first_at = EXCLUDED.first_at, first = EXCLUDED.first";
 
+/// Each meter's use over each local day (`registers_daily.used`) for the
+/// days of `$1` (device ids, or NULL for all) from `$2` to `$3` (or all
+/// days): the next day's register minus this day's where the next day is
+/// known and the register did not fall. Rows whose value stays are left
+/// alone.
+const REFRESH_DAILY_USE: &str = "
+UPDATE registers_daily r SET used = x.used
+  FROM (SELECT c.device_id, c.metric, c.day,
+               CASE WHEN n.first >= c.first THEN n.first - c.first END AS used
+          FROM registers_daily c
+          LEFT JOIN registers_daily n
+            ON n.device_id = c.device_id AND n.metric = c.metric AND n.day = c.day + 1
+         WHERE ($1::text[] IS NULL OR c.device_id = ANY($1))
+           AND ($2::date IS NULL OR c.day >= $2) AND ($3::date IS NULL OR c.day <= $3)) x
+ WHERE r.device_id = x.device_id AND r.metric = x.metric AND r.day = x.day
+   AND r.used IS DISTINCT FROM x.used";
+
 /// Each meter's hourly consumption (consumption_hourly) for the hours in
 /// `[$1 - 1h, $2)`: a dirty hour changes its own register and so the
 /// consumption of the hour before it too. Deleted first, then recomputed,
@@ -124,6 +141,16 @@ async fn refresh_derived(
 ) -> Result<(), tokio_postgres::Error> {
     for (s, e) in ranges {
         tx.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
+        // The registers refreshed are those of local days overlapping the
+        // range (a UTC day either way at most); the day before each
+        // changes its use too.
+        let first = s.date_naive() - Duration::days(2);
+        let last = e.date_naive() + Duration::days(1);
+        tx.execute(
+            REFRESH_DAILY_USE,
+            &[&None::<Vec<String>>, &Some(first), &Some(last)],
+        )
+        .await?;
         tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e]).await?;
         tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e]).await?;
     }
@@ -142,7 +169,7 @@ pub async fn rebuild_registers_daily(
         &[&devices],
     )
     .await?;
-    Ok(tx
+    let n = tx
         .execute(
             "INSERT INTO registers_daily (device_id, metric, day, first_at, first)
              SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
@@ -155,7 +182,17 @@ pub async fn rebuild_registers_daily(
               GROUP BY 1, 2, 3",
             &[&devices],
         )
-        .await?)
+        .await?;
+    tx.execute(
+        REFRESH_DAILY_USE,
+        &[
+            &Some(devices),
+            &None::<chrono::NaiveDate>,
+            &None::<chrono::NaiveDate>,
+        ],
+    )
+    .await?;
+    Ok(n)
 }
 
 /// Refreshes up to `limit` dirty hours; returns how many were refreshed.
