@@ -270,13 +270,6 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
-    Migration {
-        version: 12,
-        name: "refresh_lookup",
-        common: Some(include_str!("migrations/0012_refresh_lookup.sql")),
-        plain: Some(include_str!("migrations/0012_refresh_lookup.plain.sql")),
-        timescale: None,
-    },
 ];
 
 /// What [`migrate`] found and did.
