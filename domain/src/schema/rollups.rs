@@ -141,9 +141,14 @@ async fn refresh_derived(
 ) -> Result<(), tokio_postgres::Error> {
     for (s, e) in ranges {
         tx.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
-        // The registers refreshed are those of local days overlapping the
-        // range (a UTC day either way at most); the day before each
-        // changes its use too.
+        tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e]).await?;
+        tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e]).await?;
+    }
+    // The registers refreshed are those of local days overlapping a range
+    // (a UTC day either way at most), and the day before each changes its
+    // use too: one pass over the whole span, not one per range (rows whose
+    // use stays are not written).
+    if let (Some((s, _)), Some((_, e))) = (ranges.first(), ranges.last()) {
         let first = s.date_naive() - Duration::days(2);
         let last = e.date_naive() + Duration::days(1);
         tx.execute(
@@ -151,8 +156,6 @@ async fn refresh_derived(
             &[&None::<Vec<String>>, &Some(first), &Some(last)],
         )
         .await?;
-        tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e]).await?;
-        tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e]).await?;
     }
     Ok(())
 }
