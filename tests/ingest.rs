@@ -453,6 +453,7 @@ async fn rollups_and_partitions_follow_the_data() {
     let tp = topic(&c, "telemetry", "hv", "p-1");
     // And a meter's register over three hours, one kWh per 15 minutes.
     let te = topic(&c, "telemetry", "hv", "e-1");
+    let te2 = topic(&c, "telemetry", "hv", "e-2");
     let messages = (0..8)
         .map(|i| {
             (
@@ -466,11 +467,19 @@ async fn rollups_and_partitions_follow_the_data() {
             )
         })
         .chain((0..12).map(|i| (te.clone(), energy(t0 + i * 900_000, 100.0 + i as f64))))
+        // A second meter the later batch does not touch: the refresh goes
+        // device first and must leave its rows as they are.
+        .chain((0..12).map(|i| {
+            (
+                te2.clone(),
+                energy(t0 + i * 900_000, 500.0 + 2.0 * i as f64),
+            )
+        }))
         .collect();
     publish_all(&c.mqtt.url, messages).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count("SELECT count(*) FROM readings").await == 20
+            db.count("SELECT count(*) FROM readings").await == 32
         })
         .await
     );
@@ -507,20 +516,24 @@ async fn rollups_and_partitions_follow_the_data() {
     // recomputes the hour before it), then the meter is replaced (the
     // register falls) and that hour is left out, not counted negative.
     let hour = |h: i64| chrono::DateTime::from_timestamp_millis(t0 + h * 3_600_000).unwrap();
-    let used = || async {
-        db.client()
+    let dbr = &db;
+    let used_by =
+        move |meter: &'static str| async move {
+            dbr.client()
             .await
             .query(
-                "SELECT bucket, used FROM consumption_hourly WHERE device_id = 'e-1' ORDER BY bucket",
-                &[],
+                "SELECT bucket, used FROM consumption_hourly WHERE device_id = $1 ORDER BY bucket",
+                &[&meter],
             )
             .await
             .unwrap()
             .iter()
             .map(|r| (r.get::<_, chrono::DateTime<chrono::Utc>>(0), r.get::<_, f64>(1)))
             .collect::<Vec<_>>()
-    };
+        };
+    let used = || used_by("e-1");
     assert_eq!(used().await, vec![(hour(0), 4.0), (hour(1), 4.0)]);
+    assert_eq!(used_by("e-2").await, vec![(hour(0), 8.0), (hour(1), 8.0)]);
     publish_all(
         &c.mqtt.url,
         vec![
@@ -531,7 +544,7 @@ async fn rollups_and_partitions_follow_the_data() {
     .await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count("SELECT count(*) FROM readings").await == 22
+            db.count("SELECT count(*) FROM readings").await == 34
         })
         .await
     );
@@ -542,6 +555,7 @@ async fn rollups_and_partitions_follow_the_data() {
         used().await,
         vec![(hour(0), 4.0), (hour(1), 4.0), (hour(2), 4.0)]
     );
+    assert_eq!(used_by("e-2").await, vec![(hour(0), 8.0), (hour(1), 8.0)]);
 
     if mode == estatemon_domain::schema::StorageMode::Plain {
         let partitions = db

@@ -2,7 +2,8 @@
 //! a real `estatemon api` process, then (1) the latency of the panel query
 //! the issue names — one year of hourly data for a building — and (2) the
 //! throughput of mixed panel queries under `wrk` (Debian package `wrk`), a
-//! load generator outside our code.
+//! load generator outside our code. Before the API starts, (0) what the
+//! rollup refresh costs when a late hour or day arrives with the year kept.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -25,6 +26,9 @@ pub struct ApiBenchArgs {
     /// wrk duration in seconds.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Rollup refreshes timed per late-data scenario.
+    #[arg(long, default_value_t = 20)]
+    refreshes: usize,
     /// Reuse the history of an earlier run.
     #[arg(long)]
     keep: bool,
@@ -60,6 +64,49 @@ async fn get(addr: &str, path: &str, token: &str) -> anyhow::Result<(u16, usize)
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// The rollup refresh after late data, with a year of history kept: the
+/// hours are marked dirty as a writer would mark them (their readings are
+/// already there, so the refresh does the full work and changes nothing).
+async fn refresh_latency(
+    client: &mut tokio_postgres::Client,
+    from_ms: i64,
+    to_ms: i64,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let mode = schema::recorded_mode(client).await?;
+    let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).expect("bench range");
+    let hour = 3_600_000;
+    println!("\n## rollup refresh after late data, {rounds} refreshes each");
+    println!("| late data | p50 | p95 | max |\n|---|---|---|---|");
+    for (label, hours) in [("one hour", 1), ("one day (24 hours)", 24)] {
+        let mut times = Vec::with_capacity(rounds);
+        for round in 0..rounds as i64 {
+            // Spread over the year, an hour-aligned start each round.
+            let start = from_ms + (to_ms - from_ms) / 2 / hour * hour + round * 7 * 24 * hour
+                - (rounds as i64 / 2) * 7 * 24 * hour;
+            let marks: Vec<DateTime<Utc>> = (0..hours).map(|h| at(start + h * hour)).collect();
+            client
+                .execute(
+                    "INSERT INTO rollup_dirty (bucket) SELECT unnest($1::timestamptz[]) ON CONFLICT DO NOTHING",
+                    &[&marks],
+                )
+                .await?;
+            let t = Instant::now();
+            let n = schema::rollups::refresh_dirty(client, mode, 2000).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(n == hours as usize, "refreshed {n} hours, marked {hours}");
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {label} | {:.1} ms | **{:.1} ms** | {:.1} ms |",
+            percentile(&times, 0.5),
+            percentile(&times, 0.95),
+            times[times.len() - 1],
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
@@ -107,6 +154,7 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         .await?
         .get(0);
     println!("data: {readings} readings, {hourly} hourly rollup rows");
+    refresh_latency(&mut client, ms(FROM), ms(TO), args.refreshes).await?;
     let name = format!("bench-{}", std::process::id());
     let token =
         estatemon_api::create_token(&client, &name, estatemon_api::auth::Role::Viewer, "bench")

@@ -11,6 +11,14 @@
 //! Plain mode recomputes into tables; TimescaleDB mode asks the continuous
 //! aggregates to refresh the same windows (their policies cover recent data
 //! anyway; this covers late and backfilled data).
+//!
+//! Everything downstream of the hourly rollup is reached device first: the
+//! (device, metric) pairs the dirty hours hold are collected once, and each
+//! later statement reads and writes only their rows through the primary
+//! keys `(device_id, metric, time)`. The derived tables have no time index
+//! on purpose (panels would prefer it and slow down), so a refresh by time
+//! alone would read them whole, a cost that grows with every meter and
+//! every hour kept.
 
 use std::collections::BTreeSet;
 
@@ -55,7 +63,10 @@ fn day_ranges(hours: &[(DateTime<Utc>, DateTime<Utc>)]) -> Vec<(DateTime<Utc>, D
     out
 }
 
+/// Plain mode: recomputes `[$1, $2)` of the hourly rollup and returns the
+/// (device, metric) pairs it holds.
 const REFRESH_HOURLY: &str = "
+WITH up AS (
 INSERT INTO readings_hourly (device_id, metric, bucket, samples, avg, min, max, first, last)
 SELECT device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
        count(*), avg(value), min(value), max(value),
@@ -65,23 +76,33 @@ SELECT device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE
  GROUP BY 1, 2, 3
 ON CONFLICT (device_id, metric, bucket) DO UPDATE
    SET samples = EXCLUDED.samples, avg = EXCLUDED.avg, min = EXCLUDED.min,
-       max = EXCLUDED.max, first = EXCLUDED.first, last = EXCLUDED.last";
+       max = EXCLUDED.max, first = EXCLUDED.first, last = EXCLUDED.last
+RETURNING device_id, metric)
+SELECT DISTINCT device_id, metric FROM up";
 
+/// TimescaleDB mode: the (device, metric) pairs `[$1, $2)` of the hourly
+/// aggregate holds, once refreshed.
+const HOURLY_PAIRS: &str = "
+SELECT DISTINCT device_id, metric FROM readings_hourly WHERE bucket >= $1 AND bucket < $2";
+
+/// Plain mode: the daily rollup of the pairs `($3, $4)` over `[$1, $2)`.
 const REFRESH_DAILY: &str = "
 INSERT INTO readings_daily (device_id, metric, bucket, samples, avg, min, max, first, last)
-SELECT device_id, metric, date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       sum(samples)::bigint, sum(avg * samples) / sum(samples), min(min), max(max),
-       (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1]
-  FROM readings_hourly
- WHERE bucket >= $1 AND bucket < $2
+SELECT h.device_id, h.metric, date_trunc('day', h.bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       sum(h.samples)::bigint, sum(h.avg * h.samples) / sum(h.samples), min(h.min), max(h.max),
+       (array_agg(h.first ORDER BY h.bucket))[1], (array_agg(h.last ORDER BY h.bucket DESC))[1]
+  FROM unnest($3::text[], $4::text[]) AS p(device_id, metric)
+  JOIN readings_hourly h ON h.device_id = p.device_id AND h.metric = p.metric
+ WHERE h.bucket >= $1 AND h.bucket < $2
  GROUP BY 1, 2, 3
 ON CONFLICT (device_id, metric, bucket) DO UPDATE
    SET samples = EXCLUDED.samples, avg = EXCLUDED.avg, min = EXCLUDED.min,
        max = EXCLUDED.max, first = EXCLUDED.first, last = EXCLUDED.last";
 
-/// The register at the start of each local day (registers_daily) for the
-/// days, in each site's time zone, that overlap `[$1, $2)`; the scan reaches
-/// two days further each way so every such day is seen whole.
+/// The register at the start of each local day (registers_daily) of the
+/// meters `$3` for the days, in each site's time zone, that overlap
+/// `[$1, $2)`; the scan reaches two days further each way so every such day
+/// is seen whole.
 const REFRESH_REGISTERS_DAILY: &str = "
 INSERT INTO registers_daily (device_id, metric, day, first_at, first)
 SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
@@ -89,7 +110,7 @@ SELECT h.device_id, h.metric, (h.bucket AT TIME ZONE s.time_zone)::date,
   FROM readings_hourly h
   JOIN devices d ON d.device_id = h.device_id
   JOIN sites s ON s.site_id = d.site_id
- WHERE h.metric IN ('energy_kwh', 'volume_m3') AND h.first IS NOT NULL
+ WHERE h.device_id = ANY($3) AND h.metric IN ('energy_kwh', 'volume_m3') AND h.first IS NOT NULL
    AND h.bucket >= $1::timestamptz - interval '2 days' AND h.bucket < $2::timestamptz + interval '2 days'
    AND (h.bucket AT TIME ZONE s.time_zone)::date
        BETWEEN ($1::timestamptz AT TIME ZONE s.time_zone)::date
@@ -111,17 +132,19 @@ UPDATE registers_daily r SET used = x.used
           LEFT JOIN registers_daily n
             ON n.device_id = c.device_id AND n.metric = c.metric AND n.day = c.day + 1
          WHERE ($1::text[] IS NULL OR c.device_id = ANY($1))
+           AND c.metric IN ('energy_kwh', 'volume_m3')
            AND ($2::date IS NULL OR c.day >= $2) AND ($3::date IS NULL OR c.day <= $3)) x
  WHERE r.device_id = x.device_id AND r.metric = x.metric AND r.day = x.day
    AND r.used IS DISTINCT FROM x.used";
 
-/// Each meter's hourly consumption (consumption_hourly) for the hours in
-/// `[$1 - 1h, $2)`: a dirty hour changes its own register and so the
+/// The hourly consumption (consumption_hourly) of the meters `$3` for the
+/// hours in `[$1 - 1h, $2)`: a dirty hour changes its own register and so the
 /// consumption of the hour before it too. Deleted first, then recomputed,
 /// so an hour that stopped counting (a register that fell) disappears.
 const CLEAR_CONSUMPTION_HOURLY: &str = "
 DELETE FROM consumption_hourly
- WHERE bucket >= $1::timestamptz - interval '1 hour' AND bucket < $2";
+ WHERE device_id = ANY($3) AND metric IN ('energy_kwh', 'volume_m3')
+   AND bucket >= $1::timestamptz - interval '1 hour' AND bucket < $2";
 
 const REFRESH_CONSUMPTION_HOURLY: &str = "
 INSERT INTO consumption_hourly (device_id, metric, bucket, used)
@@ -129,20 +152,45 @@ SELECT device_id, metric, bucket, next - first
   FROM (SELECT device_id, metric, bucket, first,
                lead(first) OVER w AS next, lead(bucket) OVER w AS next_bucket
           FROM readings_hourly
-         WHERE metric IN ('energy_kwh', 'volume_m3') AND first IS NOT NULL
+         WHERE device_id = ANY($3) AND metric IN ('energy_kwh', 'volume_m3') AND first IS NOT NULL
            AND bucket >= $1::timestamptz - interval '1 hour' AND bucket <= $2
         WINDOW w AS (PARTITION BY device_id, metric ORDER BY bucket)) s
  WHERE bucket < $2 AND next_bucket = bucket + interval '1 hour' AND next >= first";
 
-/// The tables derived from `readings_hourly` for the dirty `ranges`.
+/// The metrics whose hourly `first` is a meter register.
+const REGISTERS: [&str; 2] = ["energy_kwh", "volume_m3"];
+
+/// (device, metric) pairs with rows in the refreshed hours.
+type Pairs = BTreeSet<(String, String)>;
+
+fn collect_pairs(pairs: &mut Pairs, rows: &[tokio_postgres::Row]) {
+    pairs.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+}
+
+/// The tables derived from `readings_hourly` for the dirty `ranges`, for
+/// the meters among `pairs` (no other row can have changed).
 async fn refresh_derived(
     tx: &tokio_postgres::Transaction<'_>,
     ranges: &[(DateTime<Utc>, DateTime<Utc>)],
+    pairs: &Pairs,
 ) -> Result<(), tokio_postgres::Error> {
+    let meters: Vec<&str> = pairs
+        .iter()
+        .filter(|(_, m)| REGISTERS.contains(&m.as_str()))
+        .map(|(d, _)| d.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if meters.is_empty() {
+        return Ok(());
+    }
     for (s, e) in ranges {
-        tx.execute(REFRESH_REGISTERS_DAILY, &[s, e]).await?;
-        tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e]).await?;
-        tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e]).await?;
+        tx.execute(REFRESH_REGISTERS_DAILY, &[s, e, &meters])
+            .await?;
+        tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e, &meters])
+            .await?;
+        tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e, &meters])
+            .await?;
     }
     // The registers refreshed are those of local days overlapping a range
     // (a UTC day either way at most), and the day before each changes its
@@ -151,11 +199,8 @@ async fn refresh_derived(
     if let (Some((s, _)), Some((_, e))) = (ranges.first(), ranges.last()) {
         let first = s.date_naive() - Duration::days(2);
         let last = e.date_naive() + Duration::days(1);
-        tx.execute(
-            REFRESH_DAILY_USE,
-            &[&None::<Vec<String>>, &Some(first), &Some(last)],
-        )
-        .await?;
+        tx.execute(REFRESH_DAILY_USE, &[&meters, &Some(first), &Some(last)])
+            .await?;
     }
     Ok(())
 }
@@ -228,13 +273,19 @@ pub async fn refresh_dirty(
     let days = day_ranges(&ranges);
     match mode {
         StorageMode::Plain => {
+            let mut pairs = Pairs::new();
             for (s, e) in &ranges {
-                tx.execute(REFRESH_HOURLY, &[s, e]).await?;
+                collect_pairs(&mut pairs, &tx.query(REFRESH_HOURLY, &[s, e]).await?);
             }
-            for (s, e) in &days {
-                tx.execute(REFRESH_DAILY, &[s, e]).await?;
+            if !pairs.is_empty() {
+                let (devices, metrics): (Vec<&str>, Vec<&str>) =
+                    pairs.iter().map(|(d, m)| (d.as_str(), m.as_str())).unzip();
+                for (s, e) in &days {
+                    tx.execute(REFRESH_DAILY, &[s, e, &devices, &metrics])
+                        .await?;
+                }
             }
-            refresh_derived(&tx, &ranges).await?;
+            refresh_derived(&tx, &ranges, &pairs).await?;
             tx.commit().await?;
         }
         StorageMode::Timescaledb => {
@@ -260,7 +311,11 @@ pub async fn refresh_dirty(
                 }
                 // Readers never see an hour cleared and not yet recomputed.
                 let tx = client.transaction().await?;
-                refresh_derived(&tx, &ranges).await?;
+                let mut pairs = Pairs::new();
+                for (s, e) in &ranges {
+                    collect_pairs(&mut pairs, &tx.query(HOURLY_PAIRS, &[s, e]).await?);
+                }
+                refresh_derived(&tx, &ranges, &pairs).await?;
                 tx.commit().await
             }
             .await;
