@@ -50,20 +50,21 @@ pub struct AppState {
     /// `timescaledb` or `plain`.
     pub storage_mode: &'static str,
     pub config: Arc<Config>,
-    pub device_cache: DeviceCache,
+    pub ledger_cache: LedgerCache,
 }
 
-/// Device ids per panel filter, for a few seconds (see
+/// Ledger lookups panels repeat on every refresh (device ids per filter,
+/// a site's time zone), kept for a few seconds (see
 /// `routes::series::device_ids`).
 #[derive(Clone, Default)]
-pub struct DeviceCache {
-    inner: Arc<std::sync::Mutex<DeviceMap>>,
+pub struct LedgerCache {
+    inner: Arc<std::sync::Mutex<LedgerMap>>,
 }
 
-/// Filter key → (when resolved, device ids).
-type DeviceMap = std::collections::HashMap<String, (Instant, Arc<Vec<String>>)>;
+/// Lookup key → (when resolved, the ids or names found).
+type LedgerMap = std::collections::HashMap<String, (Instant, Arc<Vec<String>>)>;
 
-impl DeviceCache {
+impl LedgerCache {
     const TTL: Duration = Duration::from_secs(10);
 
     pub fn get(&self, key: &str) -> Option<Arc<Vec<String>>> {
@@ -219,7 +220,7 @@ pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::Joi
             metrics,
             storage_mode: mode,
             config: Arc::new(config),
-            device_cache: DeviceCache::default(),
+            ledger_cache: LedgerCache::default(),
         },
         writer,
     ))

@@ -192,7 +192,7 @@ pub async fn put_device(
     estatemon_domain::schema::registry::upsert(&mut client, &registry)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    state.device_cache.clear();
+    state.ledger_cache.clear();
     Ok(Json(
         serde_json::to_value(&device).expect("device serialises"),
     ))
@@ -216,6 +216,6 @@ pub async fn delete_device(
     if n == 0 {
         return Err(ApiError::NotFound(format!("no device `{id}`")));
     }
-    state.device_cache.clear();
+    state.ledger_cache.clear();
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -110,7 +110,7 @@ pub(crate) async fn device_ids(
     kinds: &[&str],
 ) -> ApiResult<std::sync::Arc<Vec<String>>> {
     let key = format!("{device:?}|{site:?}|{building:?}|{area:?}|{purpose:?}|{kinds:?}");
-    if let Some(ids) = state.device_cache.get(&key) {
+    if let Some(ids) = state.ledger_cache.get(&key) {
         return Ok(ids);
     }
     let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
@@ -125,7 +125,7 @@ pub(crate) async fn device_ids(
     )
     .await?;
     let ids = std::sync::Arc::new(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>());
-    state.device_cache.put(key, ids.clone());
+    state.ledger_cache.put(key, ids.clone());
     Ok(ids)
 }
 
@@ -298,7 +298,7 @@ pub async fn consumption(
     // local midnight (registers_daily: 365 rows per meter for a year).
     if w.step.num_seconds() % 86_400 == 0 {
         if let Some(site) = &q.site {
-            return daily_consumption(&client, site, &ids, metric, &w)
+            return daily_consumption(&state, &client, site, &ids, metric, &w)
                 .await
                 .map(Json);
         }
@@ -357,23 +357,38 @@ pub async fn consumption(
 /// `w.from`. A day counts for a meter when both midnights are known and the
 /// register did not fall: `registers_daily.used`, kept with the registers.
 async fn daily_consumption(
+    state: &AppState,
     client: &deadpool_postgres::Client,
     site: &str,
     ids: &[String],
     metric: &str,
     w: &Window,
 ) -> ApiResult<Vec<Point>> {
-    let tz: chrono_tz::Tz = crate::query(
-        client,
-        "SELECT time_zone FROM sites WHERE site_id = $1",
-        &[&site],
-    )
-    .await?
-    .first()
-    .map(|r| r.get::<_, String>(0))
-    .ok_or_else(|| ApiError::NotFound(format!("no site `{site}`")))?
-    .parse()
-    .map_err(|_| ApiError::Unavailable(format!("site `{site}` has no valid time zone")))?;
+    // Kept with the device ids: panels ask again on every refresh.
+    let key = format!("time_zone|{site}");
+    let zone = match state.ledger_cache.get(&key) {
+        Some(zone) => zone,
+        None => {
+            let zone = std::sync::Arc::new(
+                crate::query(
+                    client,
+                    "SELECT time_zone FROM sites WHERE site_id = $1",
+                    &[&site],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>(),
+            );
+            state.ledger_cache.put(key, zone.clone());
+            zone
+        }
+    };
+    let tz: chrono_tz::Tz = zone
+        .first()
+        .ok_or_else(|| ApiError::NotFound(format!("no site `{site}`")))?
+        .parse()
+        .map_err(|_| ApiError::Unavailable(format!("site `{site}` has no valid time zone")))?;
     let first_day = w.from.with_timezone(&tz).date_naive();
     let to_local = w.to.with_timezone(&tz);
     // A range ending inside a day includes that (partial) day.
