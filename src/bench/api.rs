@@ -136,10 +136,10 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
             &["--from", FROM, "--to", TO, "--interval-s", "900"],
         )?;
         estatemon_analytics::energy::refresh_rollups(&mut client).await?;
-        // Statistics as autovacuum would leave them a minute later: a
-        // freshly loaded table has none, and the plans then are not the
-        // ones a running system gets.
-        client.batch_execute("ANALYZE").await?;
+        // Statistics, visibility and BRIN summaries as autovacuum would
+        // leave them a minute later: a freshly loaded table has none, and
+        // the plans then are not the ones a running system gets.
+        client.batch_execute("VACUUM ANALYZE").await?;
         println!(
             "history: the simulated site {FROM} .. {TO} at 15 min, written in {:.0} s",
             started.elapsed().as_secs_f64()

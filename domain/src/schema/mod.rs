@@ -270,6 +270,14 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 12,
+        name: "readings_time_brin",
+        common: None,
+        plain: Some(include_str!("migrations/0012_readings_time_brin.plain.sql")),
+        // The hypertable's default index on ts does this job.
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.
