@@ -176,6 +176,32 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         points.len()
     );
     assert!(points.iter().all(|p| p["value"].as_f64().unwrap() > 0.0));
+    // Each hourly point (read from the rollup) is the mean of the raw
+    // readings of that hour over the building's meters.
+    let raw: std::collections::HashMap<String, f64> = db
+        .client()
+        .await
+        .query(
+            "SELECT to_char(date_bin('1 hour', r.ts, to_timestamp($1::float8 / 1000)) AT TIME ZONE 'UTC',
+                            'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), avg(r.value)
+               FROM readings r JOIN devices d USING (device_id)
+              WHERE d.building_id = 'tower-a' AND r.metric = 'power_kw'
+                AND r.ts >= to_timestamp($1::float8 / 1000) AND r.ts < to_timestamp($2::float8 / 1000)
+              GROUP BY 1",
+            &[&(from as f64), &(to as f64)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(raw.len(), points.len());
+    for p in points {
+        let t = p["time"].as_str().unwrap();
+        let want = raw[t];
+        let got = p["value"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{t}: API {got}, raw readings {want}");
+    }
     // The panel's max data points wins over the interval.
     let (_, few) = api
         .get(&format!("/api/v1/series?metric=power_kw&building=tower-a&from={from}&to={to}&interval=1m&max_points=20"), &viewer)

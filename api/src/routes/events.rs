@@ -76,7 +76,7 @@ pub async fn counts(
     }
     let rows = crate::query(
         &client,
-        "SELECT date_bin(($1::text)::interval, ts, $3) AS t,
+        "SELECT date_bin(make_interval(secs => $1::float8), ts, $3) AS t,
                 count(*) FILTER (WHERE event_type = 'access' AND result = 'granted'),
                 count(*) FILTER (WHERE event_type = 'access' AND result = 'denied'),
                 count(*) FILTER (WHERE event_type = 'door_forced'),
@@ -86,7 +86,7 @@ pub async fn counts(
           WHERE device_id = ANY($2) AND ts >= $3 AND ts < $4
           GROUP BY 1 ORDER BY 1",
         &[
-            &format!("{} seconds", w.step.num_seconds()),
+            &crate::routes::series::step_secs(w.step),
             &*ids,
             &w.from,
             &w.to,
@@ -171,7 +171,7 @@ pub async fn lift_states(
              AND ts < $3 AND ts >= $3 - interval '30 days'
            ORDER BY device_id, ts DESC)
          UNION ALL
-         (SELECT device_id, date_bin(($1::text)::interval, ts, $3),
+         (SELECT device_id, date_bin(make_interval(secs => $1::float8), ts, $3),
                  (array_agg(state ORDER BY CASE state WHEN 'fault' THEN 0
                                                      WHEN 'maintenance' THEN 1 ELSE 2 END,
                                            ts DESC))[1], 1
@@ -180,7 +180,7 @@ pub async fn lift_states(
            GROUP BY 1, 2)
          ORDER BY 1, 2, 4",
         &[
-            &format!("{} seconds", w.step.num_seconds()),
+            &crate::routes::series::step_secs(w.step),
             &*ids,
             &w.from,
             &w.to,

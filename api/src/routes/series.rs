@@ -129,8 +129,10 @@ pub(crate) async fn device_ids(
     Ok(ids)
 }
 
-fn step_sql(step: Duration) -> String {
-    format!("{} seconds", step.num_seconds())
+/// A step as SQL receives it: `make_interval(secs => $n::float8)` (a
+/// number, not interval text, which PostgreSQL would parse once per row).
+pub(crate) fn step_secs(step: Duration) -> f64 {
+    step.num_seconds() as f64
 }
 
 /// A gauge metric per step: mean (weighted by samples), min or max.
@@ -192,7 +194,7 @@ pub async fn series(
     };
     let device_col = if by_device { ", device_id" } else { "" };
     let sql = format!(
-        "SELECT date_bin(($1::text)::interval, {time}, $4) AS t{device_col}, {value}
+        "SELECT date_bin(make_interval(secs => $1::float8), {time}, $4) AS t{device_col}, {value}
            FROM {table}
           WHERE device_id = ANY($2) AND metric = $3 AND {time} >= $4 AND {time} < $5
           GROUP BY 1{group} ORDER BY 1{group}",
@@ -201,7 +203,7 @@ pub async fn series(
     let rows = crate::query(
         &client,
         &sql,
-        &[&step_sql(w.step), &*ids, &metric.as_str(), &w.from, &w.to],
+        &[&step_secs(w.step), &*ids, &metric.as_str(), &w.from, &w.to],
     )
     .await?;
     Ok(Json(
@@ -219,7 +221,7 @@ fn agg_expr(agg: &str, rollup: bool) -> &'static str {
     match (agg, rollup) {
         ("min", true) => "min(min)",
         ("max", true) => "max(max)",
-        (_, true) => "sum(avg * samples) / nullif(sum(samples), 0)",
+        (_, true) => "sum(avg * samples) / nullif(sum(samples::float8), 0)",
         ("min", false) => "min(value)",
         ("max", false) => "max(value)",
         _ => "avg(value)",
@@ -329,14 +331,14 @@ pub async fn consumption(
             &client,
             "WITH s AS (SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
                          WHERE device_id = ANY($2) AND metric = $3
-                           AND date_bin(($1::text)::interval, bucket, $4) = bucket
-                           AND bucket >= $4 AND bucket <= $5::timestamptz + ($1::text)::interval),
+                           AND date_bin(make_interval(secs => $1::float8), bucket, $4) = bucket
+                           AND bucket >= $4 AND bucket <= $5::timestamptz + make_interval(secs => $1::float8)),
                   d AS (SELECT b, lead(start_value) OVER w - start_value AS used, lead(b) OVER w AS next_b
                           FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
              SELECT b, sum(used) FROM d
-              WHERE b < $5 AND next_b = b + ($1::text)::interval AND used >= 0
+              WHERE b < $5 AND next_b = b + make_interval(secs => $1::float8) AND used >= 0
               GROUP BY b ORDER BY b",
-            &[&step_sql(w.step), &*ids, &metric, &w.from, &w.to],
+            &[&step_secs(w.step), &*ids, &metric, &w.from, &w.to],
         )
         .await?
     };
