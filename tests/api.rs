@@ -200,7 +200,10 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         let t = p["time"].as_str().unwrap();
         let want = raw[t];
         let got = p["value"].as_f64().unwrap();
-        assert!((got - want).abs() < 1e-9, "{t}: API {got}, raw readings {want}");
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{t}: API {got}, raw readings {want}"
+        );
     }
     // The panel's max data points wins over the interval.
     let (_, few) = api
