@@ -467,8 +467,8 @@ async fn rollups_and_partitions_follow_the_data() {
             )
         })
         .chain((0..12).map(|i| (te.clone(), energy(t0 + i * 900_000, 100.0 + i as f64))))
-        // A second meter the later batch does not touch: the refresh goes
-        // device first and must leave its rows as they are.
+        // A second meter the later batch touches only hours later: the
+        // refresh goes device first and must leave its rows as they are.
         .chain((0..12).map(|i| {
             (
                 te2.clone(),
@@ -539,12 +539,16 @@ async fn rollups_and_partitions_follow_the_data() {
         vec![
             (te.clone(), energy(t0 + 3 * 3_600_000, 112.0)),
             (te.clone(), energy(t0 + 4 * 3_600_000, 1.0)),
+            // The second meter, hours later: a second dirty range, with
+            // another meter than the first one's.
+            (te2.clone(), energy(t0 + 6 * 3_600_000, 600.0)),
+            (te2.clone(), energy(t0 + 7 * 3_600_000, 610.0)),
         ],
     )
     .await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count("SELECT count(*) FROM readings").await == 34
+            db.count("SELECT count(*) FROM readings").await == 36
         })
         .await
     );
@@ -555,7 +559,10 @@ async fn rollups_and_partitions_follow_the_data() {
         used().await,
         vec![(hour(0), 4.0), (hour(1), 4.0), (hour(2), 4.0)]
     );
-    assert_eq!(used_by("e-2").await, vec![(hour(0), 8.0), (hour(1), 8.0)]);
+    assert_eq!(
+        used_by("e-2").await,
+        vec![(hour(0), 8.0), (hour(1), 8.0), (hour(6), 10.0)]
+    );
 
     if mode == estatemon_domain::schema::StorageMode::Plain {
         let partitions = db
