@@ -165,8 +165,9 @@ enum BenchCommand {
     /// Quarterly report time and peak memory for a synthetic estate of N
     /// meters (15-minute registers for the quarter, a year of hourly history).
     Report(bench::report::ReportBenchArgs),
-    /// API latency (a year of hourly data for a building) and throughput of
-    /// mixed panel queries under wrk, against a real `estatemon api`.
+    /// Rollup refresh time after late data, API latency (a year of hourly
+    /// data for a building) and throughput of mixed panel queries under wrk,
+    /// against a real `estatemon api`.
     Api(bench::api::ApiBenchArgs),
 }
 
