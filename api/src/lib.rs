@@ -67,24 +67,39 @@ type LedgerMap = std::collections::HashMap<String, (Instant, Arc<Vec<String>>)>;
 impl LedgerCache {
     const TTL: Duration = Duration::from_secs(10);
 
-    pub fn get(&self, key: &str) -> Option<Arc<Vec<String>>> {
-        let map = self.inner.lock().expect("device cache lock");
-        map.get(key)
-            .filter(|(at, _)| at.elapsed() < Self::TTL)
-            .map(|(_, ids)| ids.clone())
+    /// What `key` found less than [`Self::TTL`] ago, or else what `load`
+    /// finds now (kept for the next caller).
+    pub async fn get_or_load(
+        &self,
+        key: String,
+        load: impl std::future::Future<Output = ApiResult<Vec<String>>>,
+    ) -> ApiResult<Arc<Vec<String>>> {
+        if let Some(found) = self.get(&key) {
+            return Ok(found);
+        }
+        let found = Arc::new(load.await?);
+        self.put(key, found.clone());
+        Ok(found)
     }
 
-    pub fn put(&self, key: String, ids: Arc<Vec<String>>) {
-        let mut map = self.inner.lock().expect("device cache lock");
+    fn get(&self, key: &str) -> Option<Arc<Vec<String>>> {
+        let map = self.inner.lock().expect("ledger cache lock");
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, found)| found.clone())
+    }
+
+    fn put(&self, key: String, found: Arc<Vec<String>>) {
+        let mut map = self.inner.lock().expect("ledger cache lock");
         if map.len() > 10_000 {
             map.retain(|_, (at, _)| at.elapsed() < Self::TTL);
         }
-        map.insert(key, (Instant::now(), ids));
+        map.insert(key, (Instant::now(), found));
     }
 
     /// After a change to the ledger.
     pub fn clear(&self) {
-        self.inner.lock().expect("device cache lock").clear();
+        self.inner.lock().expect("ledger cache lock").clear();
     }
 }
 

@@ -110,23 +110,23 @@ pub(crate) async fn device_ids(
     kinds: &[&str],
 ) -> ApiResult<std::sync::Arc<Vec<String>>> {
     let key = format!("{device:?}|{site:?}|{building:?}|{area:?}|{purpose:?}|{kinds:?}");
-    if let Some(ids) = state.ledger_cache.get(&key) {
-        return Ok(ids);
-    }
-    let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
-    let rows = crate::query(
-        client,
-        "SELECT device_id FROM devices
-              WHERE ($1::text IS NULL OR device_id = $1) AND ($2::text IS NULL OR site_id = $2)
-                AND ($3::text IS NULL OR building_id = $3) AND ($4::text IS NULL OR area = $4)
-                AND ($5::text IS NULL OR purpose = $5)
-                AND (cardinality($6::text[]) = 0 OR kind = ANY($6))",
-        &[&device, &site, &building, &area, &purpose, &kinds],
-    )
-    .await?;
-    let ids = std::sync::Arc::new(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>());
-    state.ledger_cache.put(key, ids.clone());
-    Ok(ids)
+    state
+        .ledger_cache
+        .get_or_load(key, async {
+            let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+            let rows = crate::query(
+                client,
+                "SELECT device_id FROM devices
+                  WHERE ($1::text IS NULL OR device_id = $1) AND ($2::text IS NULL OR site_id = $2)
+                    AND ($3::text IS NULL OR building_id = $3) AND ($4::text IS NULL OR area = $4)
+                    AND ($5::text IS NULL OR purpose = $5)
+                    AND (cardinality($6::text[]) = 0 OR kind = ANY($6))",
+                &[&device, &site, &building, &area, &purpose, &kinds],
+            )
+            .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
 }
 
 /// A step as SQL receives it: `make_interval(secs => $n::float8)` (a
@@ -367,25 +367,18 @@ async fn daily_consumption(
     w: &Window,
 ) -> ApiResult<Vec<Point>> {
     // Kept with the device ids: panels ask again on every refresh.
-    let key = format!("time_zone|{site}");
-    let zone = match state.ledger_cache.get(&key) {
-        Some(zone) => zone,
-        None => {
-            let zone = std::sync::Arc::new(
-                crate::query(
-                    client,
-                    "SELECT time_zone FROM sites WHERE site_id = $1",
-                    &[&site],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>(),
-            );
-            state.ledger_cache.put(key, zone.clone());
-            zone
-        }
-    };
+    let zone = state
+        .ledger_cache
+        .get_or_load(format!("time_zone|{site}"), async {
+            let rows = crate::query(
+                client,
+                "SELECT time_zone FROM sites WHERE site_id = $1",
+                &[&site],
+            )
+            .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await?;
     let tz: chrono_tz::Tz = zone
         .first()
         .ok_or_else(|| ApiError::NotFound(format!("no site `{site}`")))?
