@@ -531,8 +531,7 @@ async fn rollups_and_partitions_follow_the_data() {
             .map(|r| (r.get::<_, chrono::DateTime<chrono::Utc>>(0), r.get::<_, f64>(1)))
             .collect::<Vec<_>>()
         };
-    let used = || used_by("e-1");
-    assert_eq!(used().await, vec![(hour(0), 4.0), (hour(1), 4.0)]);
+    assert_eq!(used_by("e-1").await, vec![(hour(0), 4.0), (hour(1), 4.0)]);
     assert_eq!(used_by("e-2").await, vec![(hour(0), 8.0), (hour(1), 8.0)]);
     publish_all(
         &c.mqtt.url,
@@ -556,7 +555,7 @@ async fn rollups_and_partitions_follow_the_data() {
         .await
         .unwrap();
     assert_eq!(
-        used().await,
+        used_by("e-1").await,
         vec![(hour(0), 4.0), (hour(1), 4.0), (hour(2), 4.0)]
     );
     assert_eq!(

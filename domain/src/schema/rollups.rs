@@ -174,13 +174,13 @@ async fn refresh_derived(
     ranges: &[(DateTime<Utc>, DateTime<Utc>)],
     pairs: &Pairs,
 ) -> Result<(), tokio_postgres::Error> {
-    let meters: Vec<&str> = pairs
+    // Pairs are ordered by device: its metrics sit side by side.
+    let mut meters: Vec<&str> = pairs
         .iter()
         .filter(|(_, m)| REGISTERS.contains(&m.as_str()))
         .map(|(d, _)| d.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
+    meters.dedup();
     if meters.is_empty() {
         return Ok(());
     }
