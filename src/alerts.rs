@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use estatemon_domain::config::Config;
+use estatemon_domain::config::ConfigError;
 use estatemon_domain::rules::RuleSet;
 use estatemon_domain::schema;
 
@@ -43,8 +44,16 @@ enum AnalyticsCommand {
 #[derive(Subcommand)]
 pub enum RulesCommand {
     /// Validate a rules file (the configured or shipped one without FILE)
-    /// and list its rules; exit 3 with file, line and field on an error.
-    Check { file: Option<PathBuf> },
+    /// and list its rules; exit 3 with file, line and field on an error,
+    /// and exit 3 when the file has no rule for one of the emergencies
+    /// (entrapment, forced door, fire-main pressure) unless
+    /// --waive-emergencies says that is intended.
+    Check {
+        file: Option<PathBuf>,
+        /// Accept a file that does not page for every emergency.
+        #[arg(long)]
+        waive_emergencies: bool,
+    },
     /// Print the shipped default rules (a starting point for your own file).
     Defaults,
 }
@@ -159,9 +168,27 @@ async fn replay(
 
 pub fn rules(config: Config, command: RulesCommand) -> anyhow::Result<()> {
     match command {
-        RulesCommand::Check { file } => {
+        RulesCommand::Check {
+            file,
+            waive_emergencies,
+        } => {
             let path = file.or(config.alerts.rules_file);
             let set = RuleSet::load(path.as_deref())?;
+            if let Some(message) = set.missing_emergencies_message() {
+                let shown = path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("<shipped rules>"));
+                if !waive_emergencies {
+                    return Err(ConfigError::Invalid {
+                        path: shown,
+                        line: None,
+                        field: "rule".into(),
+                        message: format!("{message} (--waive-emergencies)"),
+                    }
+                    .into());
+                }
+                eprintln!("warning: {}: {message}", shown.display());
+            }
             let origin = path
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "shipped default rules".into());

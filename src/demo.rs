@@ -1,7 +1,7 @@
 //! `estatemon demo`: the quick start. Broker (existing or embedded), database
 //! (created and migrated), the default site's registry, the ingestor, the
-//! analytics job (alert rules) and the simulator, in one process, with a
-//! status line every few seconds.
+//! analytics job (alert rules), the API (with a viewer token printed) and
+//! the simulator, in one process, with a status line every few seconds.
 
 use std::time::Duration;
 
@@ -54,6 +54,38 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     });
+    // The API too, so the quick start shows every part: a viewer token
+    // made for this run, printed once.
+    let (api_stop_tx, mut api_stop_rx) = tokio::sync::watch::channel(false);
+    let api = match tokio::net::TcpListener::bind(&config.api.listen).await {
+        Ok(listener) => {
+            let addr = listener.local_addr()?;
+            let name = format!("demo-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
+            let token = estatemon_api::create_token(
+                &client,
+                &name,
+                estatemon_api::auth::Role::Viewer,
+                "demo",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo token: {e}"))?;
+            let config = config.clone();
+            let task = tokio::spawn(async move {
+                let stop = async move {
+                    let _ = api_stop_rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = estatemon_api::serve_on(listener, config, stop).await {
+                    tracing::error!(error = %format!("{e:#}"), "API stopped");
+                }
+            });
+            Some((addr, name, token, task))
+        }
+        Err(e) => {
+            tracing::warn!(listen = %config.api.listen, error = %e,
+                "the API is not started (set ESTATEMON_API_LISTEN to a free address)");
+            None
+        }
+    };
     let metrics_url = format!("http://{}/metrics", ingestor.http_addr);
     println!(
         "estatemon demo\n  broker:   {} ({broker_note})\n  database: {} (storage mode: {} — {})\n  metrics:  {metrics_url}\n  health:   http://{}/health\n  alerts:   http://{}/health (analytics), `estatemon alerts list`\nPress Ctrl-C to stop.",
@@ -64,6 +96,11 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         ingestor.http_addr,
         config.alerts.listen,
     );
+    if let Some((addr, name, token, _)) = &api {
+        println!(
+            "  api:      http://{addr}/api/v1/health (OpenAPI: http://{addr}/api/v1/openapi.json)\n  token:    {token} (viewer `{name}`, shown once; `estatemon token create` for more)\n  try:      curl -H \"Authorization: Bearer {token}\" \"http://{addr}/api/v1/alerts?limit=5\"\n            curl -H \"Authorization: Bearer {token}\" \"http://{addr}/api/v1/devices?site=harbour-view\""
+        );
+    }
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let signal_tx = stop_tx.clone();
@@ -132,6 +169,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         let _ = s.await;
     }
     analytics.abort();
+    let _ = api_stop_tx.send(true);
+    if let Some((_, _, _, task)) = api {
+        let _ = task.await;
+    }
     ingestor.shutdown().await;
     println!("stopped");
     Ok(())

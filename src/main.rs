@@ -205,12 +205,22 @@ fn init_logging(config: &Config, format: Option<LogFormatArg>) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything
+/// non-empty (<https://no-color.org>): a log file or a pipe gets plain text.
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Broker unreachable at start (where waiting would not help the user).

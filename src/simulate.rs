@@ -107,15 +107,31 @@ pub struct LoadArgs {
     publishers: usize,
 }
 
-/// `2026-01-01T00:00:00Z`, or a span before now: `30d`, `4h`, `90m`.
+/// `2026-01-01T00:00:00Z`, or a span before now: `400d`, `4h`, `90m`,
+/// `30s` (up to 100 years: backfills of a year or more are the point).
 pub fn parse_when(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if s.starts_with(|c: char| c.is_ascii_digit()) && s.ends_with(['d', 'h', 'm', 's']) {
-        let span = estatemon_domain::rules::Span::parse(s)
-            .map_err(|e| anyhow::anyhow!("{e} (expected RFC 3339 or a span like 30d, 4h)"))?;
-        return Ok(chrono::Utc::now() - span.chrono());
+    const HINT: &str = "expected RFC 3339 or a span like 400d, 4h";
+    let t = s.trim();
+    if t.starts_with(|c: char| c.is_ascii_digit()) && t.ends_with(['d', 'h', 'm', 's']) {
+        let (digits, unit) = t.split_at(t.len() - 1);
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| anyhow::anyhow!("`{s}`: {HINT}"))?;
+        let per: i64 = match unit {
+            "d" => 86_400,
+            "h" => 3600,
+            "m" => 60,
+            _ => 1,
+        };
+        const MAX_S: i64 = 100 * 366 * 86_400;
+        let seconds = n
+            .checked_mul(per)
+            .filter(|v| *v <= MAX_S)
+            .ok_or_else(|| anyhow::anyhow!("`{s}` is longer than 100 years"))?;
+        return Ok(chrono::Utc::now() - chrono::Duration::seconds(seconds));
     }
-    Ok(chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| anyhow::anyhow!("`{s}`: {e} (expected RFC 3339 or a span like 30d, 4h)"))?
+    Ok(chrono::DateTime::parse_from_rfc3339(t)
+        .map_err(|e| anyhow::anyhow!("`{s}`: {e} ({HINT})"))?
         .with_timezone(&chrono::Utc))
 }
 
@@ -332,5 +348,25 @@ pub async fn run(mut config: Config, command: SimulateCommand) -> anyhow::Result
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_when;
+
+    #[test]
+    fn backfill_spans_of_a_year_or_more_are_accepted() {
+        let now = chrono::Utc::now();
+        let t = parse_when("400d").unwrap();
+        assert!((now - t).num_days() >= 399 && (now - t).num_days() <= 400);
+        assert!(parse_when("36500d").is_ok());
+        assert!(parse_when("99999999999999999d").is_err());
+        assert!(parse_when("9223372036854775807s").is_err());
+        assert!(parse_when("4x").is_err());
+        assert_eq!(
+            parse_when("2026-01-01T00:00:00Z").unwrap().to_rfc3339(),
+            "2026-01-01T00:00:00+00:00"
+        );
     }
 }

@@ -574,6 +574,12 @@ async fn emergencies_page_from_the_ingest_path_within_seconds() {
             topic(&c, "telemetry", "harbour-view", "hv-fire-main-pressure"),
             format!(r#"{{"ts":{ms},"metrics":{{"pressure_mpa":0.42}}}}"#),
         ),
+        // A lift the registry does not know yet (installed yesterday): its
+        // entrapment pages all the same (issue 16).
+        (
+            topic(&c, "events", "harbour-view", "hv-c-lift-new"),
+            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#),
+        ),
     ];
     let published = std::time::Instant::now();
     publish_all(
@@ -606,17 +612,40 @@ async fn emergencies_page_from_the_ingest_path_within_seconds() {
         // separates the fast path from the one-minute schedule.
         assert!(l.as_secs_f64() < 10.0, "{rule} took {l:?}");
     }
+    let unregistered_paged = eventually(std::time::Duration::from_secs(10), || async {
+        hook_posts(&got, "hook", "lift_entrapment", "firing") == 2
+    })
+    .await;
+    assert!(
+        unregistered_paged,
+        "the unregistered lift's entrapment paged"
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM alerts WHERE source = 'ingest'")
             .await,
-        3,
+        4,
         "raised by the ingestor"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM alerts WHERE device_id = 'hv-c-lift-new' \
+             AND labels->>'registered' = 'false' AND summary LIKE '%not in the registry%'"
+        )
+        .await,
+        1,
+        "the page says the device is not in the registry"
     );
     let metrics = http_get(&format!("127.0.0.1:{ingest_port}"), "/metrics").await;
     assert_eq!(
         metric(&metrics, "estatemon_ingest_alerts_raised_total"),
-        3.0,
+        4.0,
         "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "estatemon_ingest_emergency_rules_missing 0"),
+        "every emergency has its rule: {metrics}"
     );
     // Redelivery of the same messages does not page again.
     let again = vec![(
@@ -625,8 +654,12 @@ async fn emergencies_page_from_the_ingest_path_within_seconds() {
     )];
     publish_all(&c.mqtt.url, again).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    for rule in rules {
-        assert_eq!(hook_posts(&got, "hook", rule, "firing"), 1, "{rule}");
+    for (rule, pages) in [
+        ("lift_entrapment", 2),
+        ("door_forced", 1),
+        ("fire_main_pressure_low", 1),
+    ] {
+        assert_eq!(hook_posts(&got, "hook", rule, "firing"), pages, "{rule}");
     }
     let _ = std::fs::remove_file(file);
 }

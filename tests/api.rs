@@ -511,7 +511,7 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         .await
     );
     assert!(
-        db.count("SELECT count(*) FROM audit_log WHERE actor = 'anonymous' AND status = 401")
+        db.count("SELECT count(*) FROM audit_log WHERE actor IN ('anonymous', 'unknown-token') AND status = 401")
             .await
             >= 2
     );
@@ -1092,6 +1092,55 @@ async fn admins_manage_tokens_rules_and_retrofits() {
         message.contains("rule[fire_main_pressure_low].threshold.clear") && message.contains(":43"),
         "{message}"
     );
+    // An empty body, or a file holding only a comment, would turn every
+    // emergency off: refused, naming what would stop paging (issue 16).
+    for empty in ["", "# only a comment\n"] {
+        let (s, e, _) = put(empty.to_owned(), admin.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains("entrapment")
+                && message.contains("door_forced")
+                && message.contains("fire_main_pressure_low"),
+            "{message}"
+        );
+    }
+    let (_, rules) = api.get("/api/v1/rules", &viewer).await;
+    assert_eq!(rules["origin"], "shipped", "nothing was stored");
+    let (_, health) = api.get("/api/v1/health", &viewer).await;
+    assert_eq!(health["emergencies_waived"], serde_json::json!([]));
+    // Waived explicitly: stored, with the waiver visible in the rules, in
+    // /health and in the history.
+    let without_doors = shipped.replace(
+        "name = \"door_forced\"",
+        "name = \"door_forced\"\nenabled = false",
+    );
+    let (s, e, _) = put(without_doors.clone(), admin.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, waived, _) = api
+        .call(
+            "PUT",
+            "/api/v1/rules?waive_emergencies=true",
+            Some(&admin),
+            Some(&without_doors),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{waived}");
+    assert_eq!(
+        waived["missing_emergencies"],
+        serde_json::json!(["door_forced"])
+    );
+    let (_, health) = api.get("/api/v1/health", &viewer).await;
+    assert_eq!(
+        health["emergencies_waived"],
+        serde_json::json!(["door_forced"])
+    );
+    assert_eq!(health["emergencies_waived_by"], "root");
+    assert_eq!(
+        db.count("SELECT count(*) FROM rule_sets WHERE waived_emergencies = '{door_forced}'")
+            .await,
+        1
+    );
     // 0.55 MPa is fine under the shipped rules; the new set pages below 0.6.
     let stricter = shipped.replace("below = 0.5, clear = 0.52", "below = 0.6, clear = 0.62");
     let (s, put_back, _) = put(stricter, admin.clone()).await;
@@ -1155,12 +1204,12 @@ async fn admins_manage_tokens_rules_and_retrofits() {
     assert_eq!(
         db.count("SELECT count(*) FROM rule_sets WHERE created_by = 'root'")
             .await,
-        3,
+        4,
         "the history of changes stays"
     );
     assert!(
         eventually(std::time::Duration::from_secs(5), || async {
-            db.count("SELECT count(*) FROM audit_log WHERE actor = 'root' AND method = 'PUT' AND path = '/api/v1/rules'").await == 3
+            db.count("SELECT count(*) FROM audit_log WHERE actor = 'root' AND method = 'PUT' AND path LIKE '/api/v1/rules%'").await == 7
         })
         .await,
         "rule changes (refused and accepted) are audited"
@@ -1169,4 +1218,270 @@ async fn admins_manage_tokens_rules_and_retrofits() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An empty, migrated database and the API over it, with `tune` applied
+/// to the configuration.
+async fn empty_api(
+    db: &TestDb,
+    tune: impl FnOnce(&mut estatemon_domain::config::Config),
+) -> (Api, tokio_postgres::Client) {
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    config.api.audit_flush_ms = 20;
+    tune(&mut config);
+    estatemon_domain::schema::ensure_database(&config.database)
+        .await
+        .unwrap();
+    let mut client = db.client().await;
+    estatemon_domain::schema::migrate(&mut client, &config.storage)
+        .await
+        .unwrap();
+    let (state, _writer) = estatemon_api::state(config).await.unwrap();
+    let api = Api {
+        router: estatemon_api::router(state.clone()),
+        state,
+    };
+    (api, client)
+}
+
+/// Issue 16: values that used to panic a handler (and so dropped the
+/// connection with no answer and no audit row) are 400s with a JSON
+/// message naming the parameter; axum's own 413 and 405 have the same JSON
+/// shape; 401 says `WWW-Authenticate: Bearer`; unknown fields in a silence
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_parameters_are_json_4xx_never_a_panic() {
+    let db = TestDb::new(&admin_url());
+    let (api, client) = empty_api(&db, |_| {}).await;
+    let admin = estatemon_api::create_token(&client, "root", Role::Admin, "test")
+        .await
+        .unwrap();
+    let range = "from=1767225600000&to=1767830400000";
+    let uris = [
+        format!("/api/v1/series?site=harbour-view&metric=power_kw&{range}&interval=9223372036854775s"),
+        format!("/api/v1/series?site=harbour-view&metric=power_kw&{range}&interval_ms=9223372036854775807"),
+        format!("/api/v1/series?site=harbour-view&metric=power_kw&{range}&interval=153722867280912930m"),
+        format!("/api/v1/consumption?site=harbour-view&{range}&interval=106751991167300d"),
+        format!("/api/v1/consumption?site=harbour-view&{range}&interval=15250284452471w"),
+        format!("/api/v1/events?site=harbour-view&{range}&interval=9223372036854775s"),
+        format!("/api/v1/lifts/states?site=harbour-view&{range}&interval_ms=-9223372036854775808"),
+        "/api/v1/consumption?site=harbour-view&from=1767225600000&to=262142-12-31T23:59:59Z&interval=1h".into(),
+        "/api/v1/consumption?site=harbour-view&from=-9223372036854775808&to=9223372036854775807".into(),
+        "/api/v1/savings?site=harbour-view&until=9223372036854775807".into(),
+        "/api/v1/savings?site=harbour-view&until=+262142-12-31T23:59:59Z".into(),
+        "/api/v1/alerts?from=-62135596800001".into(),
+    ];
+    for uri in &uris {
+        let (s, body, raw) = api.call("GET", uri, Some(&admin), None).await;
+        assert_eq!(
+            s,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        assert_eq!(body["error"], "bad_request", "{uri}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains('`'),
+            "{uri}: {body}"
+        );
+    }
+    // Every one of them is in the audit log with its 400.
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count("SELECT count(*) FROM audit_log WHERE status = 400")
+                .await
+                == uris.len() as i64
+        })
+        .await,
+        "400s audited: {}",
+        db.count("SELECT count(*) FROM audit_log WHERE status = 400")
+            .await
+    );
+
+    // A body over 2 MB: the same JSON shape as every other error.
+    let big = "x".repeat(3 << 20);
+    let (s, body, _) = api
+        .call("PUT", "/api/v1/rules", Some(&admin), Some(&big))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+    // A method the route lacks.
+    let (s, body, _) = api
+        .call("PATCH", "/api/v1/alerts", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"], "method_not_allowed", "{body}");
+    // A silence with a stray field is refused, not silently shortened.
+    let (s, body, _) = api
+        .call(
+            "POST",
+            "/api/v1/silences",
+            Some(&admin),
+            Some(r#"{"matchers":{"device":"hv-a-lift-1"},"minutes":60,"ends_at":"2030-01-01T00:00:00Z"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("ends_at"),
+        "{body}"
+    );
+    // 401 says how to authenticate.
+    let req = Request::builder()
+        .uri("/api/v1/alerts")
+        .body(Body::empty())
+        .unwrap();
+    let resp = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let www = resp
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(www.starts_with("Bearer"), "{www}");
+    assert_eq!(
+        resp.headers().get("x-content-type-options").unwrap(),
+        "nosniff"
+    );
+}
+
+/// Issue 16: the audit log cannot be turned against the database. Paths
+/// are cut to 2 kB; unauthenticated callers beyond the per-address limit
+/// get 429 and one audit row per burst; a wrong token is told apart from
+/// no token; a request the client abandons is audited (499); while audit
+/// writes stall, the backlog stays within its byte bound and new requests
+/// get 503 instead of memory; nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_bounded_and_complete() {
+    let db = TestDb::new(&admin_url());
+    let (api, client) = empty_api(&db, |c| {
+        c.api.unauthenticated_per_minute = 10;
+        // The smallest bound (64 KiB) so that a stall reaches it quickly.
+        c.api.audit_max_pending_mb = 0;
+    })
+    .await;
+    let viewer = estatemon_api::create_token(&client, "grafana", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let long_query = "q=".to_owned() + &"a".repeat(30_000);
+    // 40 unauthenticated requests with 30 kB query strings: 10 answered
+    // 401 (audited, cut to 2 kB), the rest 429, one audit row for them.
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let token = (i % 2 == 0).then_some("emt_wrong");
+        let (s, body, _) = api
+            .call("GET", &format!("/api/v1/alerts?{long_query}"), token, None)
+            .await;
+        assert!(body["message"].is_string(), "{body}");
+        *statuses.entry(s.as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get(&401), Some(&10), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&30), "{statuses:?}");
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count("SELECT count(*) FROM audit_log WHERE role IS NULL")
+                .await
+                == 11
+        })
+        .await,
+        "audited: {}",
+        db.count("SELECT count(*) FROM audit_log WHERE role IS NULL")
+            .await
+    );
+    let longest = db
+        .count("SELECT max(length(path))::bigint FROM audit_log")
+        .await;
+    assert!(longest < 2100, "paths cut: {longest}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log WHERE actor = 'unknown-token'")
+            .await,
+        6,
+        "a wrong token is not `anonymous`"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log WHERE actor = 'anonymous' AND detail LIKE 'no bearer token%'")
+            .await,
+        5
+    );
+    let metrics = api.state.metrics.encode();
+    assert!(
+        metrics.contains("estatemon_api_unauthenticated_refused_total 30"),
+        "{metrics}"
+    );
+
+    // A request abandoned by its client (Grafana cancelling): the alerts
+    // table is locked, the request waits, the client gives up.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE alerts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let req = Request::builder()
+        .uri("/api/v1/alerts?limit=7")
+        .header("authorization", format!("Bearer {viewer}"))
+        .body(Body::empty())
+        .unwrap();
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        api.router.clone().oneshot(req),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the request was still waiting");
+    tx.rollback().await.unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count("SELECT count(*) FROM audit_log WHERE status = 499 AND path = '/api/v1/alerts?limit=7' AND actor = 'grafana'")
+                .await
+                == 1
+        })
+        .await,
+        "the abandoned request is audited"
+    );
+
+    // Audit writes stall (the table is locked): requests are answered
+    // until the backlog reaches its bound, then refused with 503; when
+    // the lock goes, everything answered is written.
+    let before = db.count("SELECT count(*) FROM audit_log").await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut answered = 0;
+    let mut refused = 0;
+    let path = format!("/api/v1/sites?{}", "b".repeat(1500));
+    for _ in 0..200 {
+        let (s, body, _) = api.call("GET", &path, Some(&viewer), None).await;
+        match s {
+            StatusCode::OK => answered += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(
+                    body["message"].as_str().unwrap().contains("audit"),
+                    "{body}"
+                );
+                refused += 1
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let metrics = api.state.metrics.encode();
+    println!("audit stalled: {answered} answered, {refused} refused");
+    assert!(answered > 10 && refused > 0, "{answered} / {refused}");
+    let pending: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("estatemon_api_audit_records_pending "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pending >= answered as f64, "pending {pending}: {metrics}");
+    tx.rollback().await.unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            db.count("SELECT count(*) FROM audit_log").await == before + answered
+        })
+        .await,
+        "every answered request written: {} of {}",
+        db.count("SELECT count(*) FROM audit_log").await - before,
+        answered
+    );
 }

@@ -103,8 +103,21 @@ fn an_unreachable_database_exits_4_with_advice() {
 }
 
 fn run_demo(mqtt_url: &str, db: &TestDb, truth: &std::path::Path) -> (bool, String) {
+    run_demo_for(mqtt_url, db, truth, 6, 600)
+}
+
+fn run_demo_for(
+    mqtt_url: &str,
+    db: &TestDb,
+    truth: &std::path::Path,
+    seconds: u64,
+    speed: u64,
+) -> (bool, String) {
     let out = estatemon()
-        .args(["demo", "--duration", "6", "--speed", "600"])
+        .args(["demo", "--duration", &seconds.to_string()])
+        .args(["--speed", &speed.to_string()])
+        .env("ESTATEMON_API_LISTEN", "127.0.0.1:0")
+        .env("ESTATEMON_ALERTS_EVALUATE_INTERVAL_S", "3")
         .env("ESTATEMON_SIMULATE_TRUTH_FILE", truth)
         .env("ESTATEMON_DATABASE_URL", &db.url)
         .env("ESTATEMON_MQTT_URL", mqtt_url)
@@ -144,6 +157,76 @@ async fn quick_start_with_the_running_broker() {
         db.count("SELECT count(*) FROM dead_letters").await as u64,
         malformed
     );
+    // The API runs too, with a viewer token to try it with.
+    assert!(output.contains("/api/v1/health"), "{output}");
+    let token = output
+        .split_whitespace()
+        .find(|w| w.starts_with("emt_"))
+        .unwrap_or_else(|| panic!("no token printed: {output}"));
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_tokens WHERE role = 'viewer' AND name LIKE 'demo-%'")
+            .await,
+        1,
+        "{token}"
+    );
+}
+
+/// Issue 16: the demo catches up from hours in the past while the rules
+/// run at the wall clock; meters that are publishing (old data, but
+/// publishing) are not "offline". Every alert the demo opens is one its
+/// ground truth injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_opens_no_false_alerts() {
+    let db = TestDb::new(&admin_url());
+    let truth_file = truth_path("demo-alerts");
+    let (ok, output) =
+        tokio::task::block_in_place(|| run_demo_for(&broker_url(), &db, &truth_file, 20, 60));
+    assert!(ok, "{output}");
+    let truth = GroundTruth::read(&truth_file).expect("the demo writes its ground truth");
+    std::fs::remove_file(&truth_file).ok();
+    let client = db.client().await;
+    let alerts = client
+        .query("SELECT rule, coalesce(device_id, '') FROM alerts", &[])
+        .await
+        .unwrap();
+    let injected: Vec<(String, FaultKind)> = truth
+        .faults
+        .iter()
+        .map(|f| (f.device.clone(), f.kind))
+        .collect();
+    println!(
+        "demo: {} alerts, {} injected faults, {} readings",
+        alerts.len(),
+        injected.len(),
+        db.count("SELECT count(*) FROM readings").await
+    );
+    assert!(
+        db.count("SELECT count(*) FROM readings").await > 100,
+        "the demo published: {output}"
+    );
+    for a in &alerts {
+        let (rule, device): (String, String) = (a.get(0), a.get(1));
+        let explained = injected.iter().any(|(d, kind)| {
+            *d == device
+                && match rule.as_str() {
+                    "meter_offline" => *kind == FaultKind::MeterOffline,
+                    "lift_entrapment" => *kind == FaultKind::LiftEntrapment,
+                    "lift_fault" => *kind == FaultKind::LiftFault,
+                    "door_forced" => *kind == FaultKind::DoorForced,
+                    "door_held_open" => *kind == FaultKind::DoorHeldOpen,
+                    "night_water_flow" => *kind == FaultKind::WaterLeak,
+                    "fire_main_pressure_low" | "fire_main_pressure_falling" => {
+                        *kind == FaultKind::LowPressure
+                    }
+                    "denied_swipes_credential" => *kind == FaultKind::DeniedBurst,
+                    _ => true,
+                }
+        });
+        assert!(
+            explained,
+            "alert {rule} on {device} is not a fault the demo injected ({injected:?})"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,5 +486,62 @@ async fn backfill_straight_into_the_database_stores_what_the_ground_truth_says()
         db.count("SELECT sum(samples)::bigint FROM readings_hourly")
             .await as u64,
         sent
+    );
+}
+
+/// A rules file without the emergency rules (here: only a comment) would
+/// silence every emergency: `rules check` refuses it (exit 3, naming what
+/// would stop paging) unless the waiver is explicit.
+#[test]
+fn rules_check_refuses_a_file_without_the_emergency_rules() {
+    let dir = std::env::temp_dir().join(unique("estatemon-rules-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rules.toml");
+    std::fs::write(&path, "# nothing but a comment\n").unwrap();
+    let out = estatemon()
+        .args(["rules", "check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("rules.toml"), "{err}");
+    for emergency in ["entrapment", "door_forced", "fire_main_pressure_low"] {
+        assert!(err.contains(emergency), "{err}");
+    }
+    let out = estatemon()
+        .args([
+            "rules",
+            "check",
+            "--waive-emergencies",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning"), "{err}");
+    // The shipped rules pass as they are.
+    let out = estatemon().args(["rules", "check"]).output().unwrap();
+    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Logs to a pipe or a file carry no colour codes (and NO_COLOR is
+/// honoured on a terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    let db = TestDb::new(&admin_url());
+    let out = estatemon()
+        .arg("migrate")
+        .env("ESTATEMON_DATABASE_URL", &db.url)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("applied migration"), "logged: {err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in piped logs: {err:?}"
     );
 }

@@ -211,6 +211,11 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
     let tel = topic(&c, "telemetry", "hv", "m-bad");
     let senml = topic(&c, "senml", "hv", "m-bad");
     let events = topic(&c, "events", "hv", "gate-bad");
+    // Topics under the prefix that fit no template: one level short, one
+    // level long. The subscription must receive them (issue 16).
+    let prefix = tel.split('/').next().unwrap().to_owned();
+    let short = format!("{prefix}/hv/telemetry");
+    let long = format!("{prefix}/hv/m-bad/telemetry/extra");
     let corpus: Vec<(String, String, &str)> = vec![
         (tel.clone(), "{not json".into(), "invalid_json"),
         (tel.clone(), "".into(), "empty_payload"),
@@ -276,6 +281,16 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
                 r#"{{"ts":{t},"type":"access","result":"maybe","method":"card","credential":"CARD-999111"}}"#
             ),
             "invalid_field",
+        ),
+        (
+            short.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":1}}}}"#),
+            "unknown_topic",
+        ),
+        (
+            long.clone(),
+            format!(r#"{{"ts":{t},"metrics":{{"energy_kwh":1}}}}"#),
+            "unknown_topic",
         ),
     ];
     // A good reading before and after every bad message.

@@ -181,3 +181,105 @@ async fn concurrent_starters_migrate_once() {
         version as i64
     );
 }
+
+/// Issue 16: estatemon runs as an ordinary database role (no superuser, no
+/// pg_read_all_settings, no CREATEDB), the normal case on managed
+/// PostgreSQL: the role owns its database and nothing else (README,
+/// "Database role"). Migrate, ingest (with the ingest-path alerts), the API
+/// and an analytics cycle all work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordinary_role_that_owns_its_database_runs_everything() {
+    let admin = estatemon_domain::schema::connect_url(&admin_url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let role = unique("em_role");
+    let db = TestDb::new(&admin_url());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{}\" OWNER {role}", db.name))
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username(&role).unwrap();
+    let mut c = config(&db, &broker_url());
+    c.database.url = url.to_string();
+    // Auto mode, then also the explicit plain mode: neither may need the
+    // settings a superuser reads.
+    let mut client = estatemon_domain::schema::connect_url(&c.database.url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let is_super: bool = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_super);
+    let report = schema::migrate(&mut client, &c.storage).await.unwrap();
+    println!(
+        "ordinary role: {} ({})",
+        report.mode.as_str(),
+        report.reason
+    );
+    // Ingest, with an immediate alert on the way.
+    let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let ms = Utc::now().timestamp_millis();
+    publish_all(
+        &c.mqtt.url,
+        vec![
+            (topic(&c, "telemetry", "hv", "m-1"), energy(ms, 10.0)),
+            (
+                topic(&c, "events", "hv", "lift-x"),
+                format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM readings").await == 1
+                && db.count("SELECT count(*) FROM alerts").await == 1
+        })
+        .await,
+        "stored and paged as an ordinary role"
+    );
+    ingestor.shutdown().await;
+    // The API.
+    let (state, _writer) = estatemon_api::state(c.clone()).await.unwrap();
+    let token =
+        estatemon_api::create_token(&client, "viewer", estatemon_api::auth::Role::Viewer, "test")
+            .await
+            .unwrap();
+    let router = estatemon_api::router(state);
+    use tower::ServiceExt;
+    let resp = router
+        .oneshot(
+            axum::http::Request::builder()
+                .uri("/api/v1/alerts")
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), axum::http::StatusCode::OK);
+    // An analytics cycle (rollups, rules, deliveries queue).
+    let rules = estatemon_domain::rules::RuleSet::defaults();
+    estatemon_analytics::job::cycle(&mut client, &rules, &[], Utc::now(), None, None)
+        .await
+        .unwrap();
+    drop(client);
+    drop(db);
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .unwrap();
+}

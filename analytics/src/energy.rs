@@ -346,10 +346,14 @@ pub async fn gate_entries_by_day(
     }
     let rows = client
         .query(
-            "SELECT (ts AT TIME ZONE $2)::date, count(*)::float8
+            // A day appears when the gates reported anything that day (so
+            // its count may be a true 0); a day they reported nothing is
+            // absent: unknown occupancy, never read as zero.
+            "SELECT (ts AT TIME ZONE $2)::date,
+                    (count(*) FILTER (WHERE event_type = 'access' AND result = 'granted'
+                                        AND (direction = 'in' OR direction IS NULL)))::float8
                FROM events
-              WHERE device_id = ANY($1) AND event_type = 'access' AND result = 'granted'
-                AND (direction = 'in' OR direction IS NULL)
+              WHERE device_id = ANY($1)
                 AND ts >= $3 AND ts < $4
               GROUP BY 1",
             &[

@@ -50,7 +50,7 @@ pub fn evaluate(rule: &Rule, window: &Window) -> Result<Vec<Finding>, EvaluateEr
         .devices
         .labels
         .values()
-        .filter(|d| rule.select.matches(d))
+        .filter(|d| rule.applies_to(d))
         .collect();
     let wrap = |source| EvaluateError::Polars {
         rule: rule.name.clone(),
@@ -261,13 +261,19 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
     let after = s.after.seconds();
     let mut out = Vec::new();
     for d in selected {
-        let last = match last_seen.get(d.id.as_str()) {
-            Some(t) => *t,
-            None => match window.last_seen_before.get(&d.id) {
-                Some(t) => t.timestamp(),
-                // Never reported: not commissioned, not stale.
-                None => continue,
-            },
+        let by_data = match last_seen.get(d.id.as_str()) {
+            Some(t) => Some(*t),
+            None => window.last_seen_before.get(&d.id).map(|t| t.timestamp()),
+        };
+        // Heard from recently, even if with old data (a meter catching up
+        // on buffered history): it is sending, not offline.
+        let heard = window.last_message.get(&d.id).map(|t| t.timestamp());
+        let last = match (by_data, heard) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            // Never reported: not commissioned, not stale.
+            (None, None) => continue,
         };
         let state = if now - last >= after {
             State::Firing {

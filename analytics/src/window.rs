@@ -82,6 +82,11 @@ pub struct Window {
     /// in the 30 days before it. A device absent here has never reported
     /// (not commissioned): it is not called stale.
     pub last_seen_before: HashMap<String, DateTime<Utc>>,
+    /// When ingest last received a message from each stale-rule device
+    /// (`devices.last_message_at`), whatever time its data carries; loaded
+    /// only when the window is evaluated live (a replay of the past must
+    /// not see today's traffic).
+    pub last_message: HashMap<String, DateTime<Utc>>,
 }
 
 impl Window {
@@ -180,7 +185,7 @@ fn consumption_scope(rules: &RuleSet, devices: &Devices) -> Scope {
                 devices
                     .labels
                     .values()
-                    .filter(|d| rule.select.matches(d))
+                    .filter(|d| rule.applies_to(d))
                     .map(|d| d.id.clone()),
             );
         }
@@ -321,7 +326,7 @@ async fn fetch_last_seen(
             rules
                 .rules
                 .iter()
-                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.select.matches(d))
+                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.applies_to(d))
         })
         .map(|d| d.id.as_str())
         .collect();
@@ -343,6 +348,47 @@ async fn fetch_last_seen(
         }
     }
     Ok(last_seen_before)
+}
+
+/// How close to the wall clock an evaluation must be to count as live.
+const LIVE_WITHIN: Duration = Duration::minutes(2);
+
+/// `devices.last_message_at` of the stale-rule devices, when `now` is live.
+async fn fetch_last_message(
+    client: &Client,
+    rules: &RuleSet,
+    devices: &Devices,
+    now: DateTime<Utc>,
+) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+    if (Utc::now() - now).abs() > LIVE_WITHIN {
+        return Ok(HashMap::new());
+    }
+    let watched: Vec<&str> = devices
+        .labels
+        .values()
+        .filter(|d| {
+            rules
+                .rules
+                .iter()
+                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.applies_to(d))
+        })
+        .map(|d| d.id.as_str())
+        .collect();
+    if watched.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query(
+            "SELECT device_id, last_message_at FROM devices
+              WHERE device_id = ANY($1) AND last_message_at IS NOT NULL",
+            &[&watched],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, DateTime<Utc>>(1)))
+        .filter(|(_, t)| *t <= now)
+        .collect())
 }
 
 /// Reads the whole window for `rules` at `now` from the database.
@@ -375,6 +421,7 @@ async fn read_whole(
     .await?;
     trim_registers(&mut registers, &devices, now);
     let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
+    let last_message = fetch_last_message(client, rules, &devices, now).await?;
     let events = fetch_events(client, lookback, None, now).await?;
     Ok(Window {
         now,
@@ -384,6 +431,7 @@ async fn read_whole(
         events,
         readings_since: since,
         last_seen_before,
+        last_message,
     })
 }
 
@@ -471,6 +519,7 @@ impl WindowCache {
         w.events
             .extend(fetch_events(client, &lookback, Some(cut), now).await?);
         let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
+        let last_message = fetch_last_message(client, rules, &devices, now).await?;
         self.window = Some(Window {
             now,
             devices,
@@ -479,6 +528,7 @@ impl WindowCache {
             events: w.events,
             readings_since: since,
             last_seen_before,
+            last_message,
         });
         self.last_was_full = false;
         Ok(self.window.as_ref().expect("just stored"))

@@ -51,6 +51,8 @@ pub struct AppState {
     pub storage_mode: &'static str,
     pub config: Arc<Config>,
     pub ledger_cache: LedgerCache,
+    /// Requests without a valid token, limited per client address.
+    pub anonymous: Arc<audit::AnonymousLimiter>,
 }
 
 /// Ledger lookups panels repeat on every refresh (device ids per filter,
@@ -109,8 +111,41 @@ fn is_public(path: &str) -> bool {
     matches!(path, "/api/v1/health" | "/api/v1/openapi.json" | "/metrics")
 }
 
-/// Authentication, audit and metrics, around every request.
+/// Where a request came from (the peer address; a fixed key when the
+/// router runs without connection info, as in in-process tests).
+fn client_addr(req: &Request) -> std::net::IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// Writes the audit row of a request whose future is dropped before it
+/// answered (the client went away: Grafana cancels queries it no longer
+/// needs) with status 499; disarmed once the request completes.
+struct AbandonGuard {
+    audit: audit::Audit,
+    record: Option<audit::Record>,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.at = chrono::Utc::now();
+            r.status = 499;
+            r.detail = "abandoned: the client closed the connection before the answer".into();
+            self.audit.record(r);
+        }
+    }
+}
+
+/// Authentication, audit and metrics, around every request. Every request
+/// that reaches the API leaves one audit row, whether it was answered, its
+/// handler panicked (500) or its client gave up (499); the exceptions are
+/// health and metrics scrapes, and unauthenticated requests beyond the
+/// per-address limit (counted, one row per burst).
 async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    use futures_util::FutureExt;
     let started = Instant::now();
     let route = req
         .extensions()
@@ -121,9 +156,36 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
     let path = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
+        .map(|p| audit::truncate_path(p.as_str()))
         .unwrap_or_default();
+    let audited = route != "/metrics" && route != "/api/v1/health";
+    let record =
+        |actor: Option<&auth::Actor>, anonymous: &str, status: u16, detail: String| audit::Record {
+            at: chrono::Utc::now(),
+            actor: actor.map_or_else(|| anonymous.to_owned(), |a| a.name.clone()),
+            role: actor.map(|a| a.role.as_str().to_owned()),
+            method: method.clone(),
+            path: path.clone(),
+            status: status as i32,
+            detail,
+        };
+    if audited && !state.audit.has_room() {
+        // The audit log cannot keep up (table locked, disk slow): refuse
+        // rather than serve unaudited or grow without bound.
+        state.metrics.audit_refused.inc();
+        let response = uniform(
+            ApiError::Unavailable(
+                "the audit log is behind (database slow); try again shortly".into(),
+            )
+            .into_response(),
+        );
+        count(&state, &route, &method, response.status().as_u16(), started);
+        return response;
+    }
     let mut actor: Option<auth::Actor> = None;
+    // Who the audit row names when no token matched.
+    let mut anonymous = "anonymous";
+    let mut detail = String::new();
     let response = if is_public(req.uri().path()) {
         next.run(req).await
     } else {
@@ -131,25 +193,123 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok());
-        match auth::bearer(header) {
-            None => ApiError::Unauthenticated.into_response(),
-            Some(token) => match state.tokens.authenticate(&state.pool, token).await {
-                Ok(a) => {
-                    actor = Some(a.clone());
-                    req.extensions_mut().insert(a);
-                    next.run(req).await
-                }
-                Err(e) => e.into_response(),
+        let verified = match (header, auth::bearer(header)) {
+            (None, _) => Err((ApiError::Unauthenticated, "anonymous", "no bearer token")),
+            (Some(_), None) => Err((
+                ApiError::Unauthenticated,
+                "anonymous",
+                "malformed Authorization header",
+            )),
+            (Some(_), Some(token)) => match state.tokens.authenticate(&state.pool, token).await {
+                Ok(a) => Ok(a),
+                Err(ApiError::Unauthenticated) => Err((
+                    ApiError::Unauthenticated,
+                    "unknown-token",
+                    "unknown or revoked token",
+                )),
+                Err(e) => Err((e, "anonymous", "token check failed")),
             },
+        };
+        match verified {
+            Ok(a) => {
+                actor = Some(a.clone());
+                req.extensions_mut().insert(a.clone());
+                let mut guard = AbandonGuard {
+                    audit: state.audit.clone(),
+                    record: audited.then(|| record(Some(&a), "", 499, String::new())),
+                };
+                let outcome = std::panic::AssertUnwindSafe(next.run(req))
+                    .catch_unwind()
+                    .await;
+                guard.record = None;
+                match outcome {
+                    Ok(response) => response,
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        tracing::error!(%route, %method, panic = %what, "handler panicked");
+                        state.metrics.panics.inc();
+                        detail = format!("handler panicked: {what}");
+                        let body = serde_json::json!({
+                            "error": "internal",
+                            "message": "the server failed on this request; it is logged",
+                        });
+                        (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            axum::Json(body),
+                        )
+                            .into_response()
+                    }
+                }
+            }
+            Err((error, who, why)) => {
+                anonymous = who;
+                detail = why.to_owned();
+                if matches!(error, ApiError::Unauthenticated) {
+                    match state.anonymous.check(client_addr(&req), Instant::now()) {
+                        audit::Verdict::Answer => error.into_response(),
+                        audit::Verdict::RefuseFirst => {
+                            detail = format!(
+                                "{why}; rate limited: further requests from this address \
+                                 this minute are counted in \
+                                 estatemon_api_unauthenticated_refused_total, not audited"
+                            );
+                            state.metrics.unauthenticated_refused.inc();
+                            too_many()
+                        }
+                        audit::Verdict::Refuse => {
+                            state.metrics.unauthenticated_refused.inc();
+                            let response = uniform(too_many());
+                            count(&state, &route, &method, response.status().as_u16(), started);
+                            return response;
+                        }
+                    }
+                } else {
+                    error.into_response()
+                }
+            }
         }
     };
+    let mut response = uniform(response);
     let status = response.status().as_u16();
+    count(&state, &route, &method, status, started);
+    if audited {
+        if let Some(audit::Detail(d)) = response.extensions_mut().remove::<audit::Detail>() {
+            detail = d;
+        }
+        state
+            .audit
+            .record(record(actor.as_ref(), anonymous, status, detail));
+    }
+    response
+}
+
+fn too_many() -> Response {
+    let mut r = (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(serde_json::json!({
+            "error": "too_many_requests",
+            "message": "too many requests without a valid token from this address; wait a minute",
+        })),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("60"),
+    );
+    r
+}
+
+fn count(state: &AppState, route: &str, method: &str, status: u16, started: Instant) {
     state
         .metrics
         .requests
         .get_or_create(&metrics::RequestLabels {
-            route: route.clone(),
-            method: method.clone(),
+            route: route.to_owned(),
+            method: method.to_owned(),
             status,
         })
         .inc();
@@ -157,21 +317,82 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
         .metrics
         .latency
         .get_or_create(&metrics::RouteLabels {
-            route: route.clone(),
+            route: route.to_owned(),
         })
         .observe(started.elapsed().as_secs_f64());
-    if route != "/metrics" && route != "/api/v1/health" {
-        state.audit.record(audit::Record {
-            at: chrono::Utc::now(),
-            actor: actor
-                .as_ref()
-                .map_or_else(|| "anonymous".to_owned(), |a| a.name.clone()),
-            role: actor.as_ref().map(|a| a.role.as_str().to_owned()),
-            method,
-            path,
-            status: status as i32,
-            detail: String::new(),
-        });
+}
+
+/// Every answer in one shape, whoever produced it: axum's own rejections
+/// (413 for a body over the limit, 405 for a method the route lacks) become
+/// the JSON [`error::ErrorBody`] the handlers give; a 401 says how to
+/// authenticate (`WWW-Authenticate: Bearer`, RFC 6750); nothing is
+/// content-sniffed, and HTML (the stored reports) runs no script and loads
+/// nothing from elsewhere.
+fn uniform(response: Response) -> Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mut response = if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (error, message) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "the request body is over the limit (2 MB)".to_owned(),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this route does not take that method; see /api/v1/openapi.json".to_owned(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)".to_owned(),
+            ),
+            other => (
+                "error",
+                other
+                    .canonical_reason()
+                    .unwrap_or("request failed")
+                    .to_owned(),
+            ),
+        };
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = serde_json::json!({ "error": error, "message": message }).to_string();
+        Response::from_parts(parts, axum::body::Body::from(body))
+    } else {
+        response
+    };
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"estatemon\""),
+        );
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let is_html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        // The report is self-contained: inline styles and SVG, no script.
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+                 font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        );
     }
     response
 }
@@ -225,8 +446,12 @@ pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::Joi
     let (audit, writer) = audit::Audit::start(
         pool.clone(),
         Duration::from_millis(config.api.audit_flush_ms.max(10)),
+        config.api.audit_max_pending_mb.saturating_mul(1024 * 1024),
         metrics.clone(),
     );
+    let anonymous = Arc::new(audit::AnonymousLimiter::new(
+        config.api.unauthenticated_per_minute,
+    ));
     Ok((
         AppState {
             pool,
@@ -236,6 +461,7 @@ pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::Joi
             storage_mode: mode,
             config: Arc::new(config),
             ledger_cache: LedgerCache::default(),
+            anonymous,
         },
         writer,
     ))
@@ -247,14 +473,28 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listen = config.api.listen.clone();
-    let (state, writer) = state(config).await?;
-    tracing::info!(%listen, storage = state.storage_mode, "API listening");
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_on(listener, config, shutdown).await
+}
+
+/// [`serve`] on a listener the caller bound (the demo binds first, so it
+/// can print the address, port 0 included).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (state, writer) = state(config).await?;
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, storage = state.storage_mode, "API listening");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     // The router (and with it every audit sender) is gone: the writer
     // flushes what it holds and ends.
     let _ = writer.await;

@@ -30,6 +30,13 @@ pub struct Metrics {
     pub audit_written: Counter,
     pub audit_dropped: Counter,
     pub audit_pending: Gauge,
+    pub audit_pending_bytes: Gauge,
+    /// Requests refused with 503 because the audit backlog was full.
+    pub audit_refused: Counter,
+    /// Unauthenticated requests refused with 429 (rate limit per address).
+    pub unauthenticated_refused: Counter,
+    /// Requests whose handler panicked (answered 500, audited).
+    pub panics: Counter,
 }
 
 impl Metrics {
@@ -44,6 +51,30 @@ impl Metrics {
         let audit_written = Counter::default();
         let audit_dropped = Counter::default();
         let audit_pending = Gauge::default();
+        let audit_pending_bytes = Gauge::default();
+        let audit_refused = Counter::default();
+        let unauthenticated_refused = Counter::default();
+        let panics = Counter::default();
+        registry.register(
+            "audit_pending_bytes",
+            "Bytes of audit records waiting to be written (bounded by api.audit_max_pending_mb)",
+            audit_pending_bytes.clone(),
+        );
+        registry.register(
+            "audit_refused_requests",
+            "Requests refused with 503 because the audit backlog was at its bound",
+            audit_refused.clone(),
+        );
+        registry.register(
+            "unauthenticated_refused",
+            "Requests without a valid token refused with 429 (per-address limit); one audit row per burst",
+            unauthenticated_refused.clone(),
+        );
+        registry.register(
+            "handler_panics",
+            "Requests whose handler panicked (answered 500 and audited)",
+            panics.clone(),
+        );
         registry.register(
             "requests",
             "HTTP requests by route, method and status",
@@ -61,7 +92,7 @@ impl Metrics {
         );
         registry.register(
             "audit_records_dropped",
-            "Audit records dropped because the buffer was full while the database was away",
+            "Audit records lost because the database was away at shutdown",
             audit_dropped.clone(),
         );
         registry.register(
@@ -76,6 +107,10 @@ impl Metrics {
             audit_written,
             audit_dropped,
             audit_pending,
+            audit_pending_bytes,
+            audit_refused,
+            unauthenticated_refused,
+            panics,
         }
     }
 

@@ -11,24 +11,37 @@ fn bad(param: &str, value: &str, expected: &str) -> ApiError {
     ApiError::BadRequest(format!("`{param}={value}`: expected {expected}"))
 }
 
-/// An instant: epoch milliseconds, RFC 3339, or a date (UTC midnight).
+/// Earliest instant a parameter may name: 1970-01-01 (epoch 0).
+const EARLIEST_MS: i64 = 0;
+/// Latest instant a parameter may name: 2200-01-01. Far beyond any data,
+/// and far enough from chrono's limits that every step, range or local-day
+/// computation built on it stays in range (no overflow, no panic).
+const LATEST_MS: i64 = 7_258_118_400_000;
+
+/// The longest interval (step) a panel may ask for: 400 days, the longest
+/// range a panel route accepts.
+pub const MAX_INTERVAL_DAYS: i64 = 400;
+
+/// An instant: epoch milliseconds, RFC 3339, or a date (UTC midnight),
+/// between 1970-01-01 and 2200-01-01.
 pub fn instant(param: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     let v = value.trim();
-    if let Ok(ms) = v.parse::<i64>() {
-        return DateTime::from_timestamp_millis(ms)
-            .ok_or_else(|| bad(param, value, "epoch milliseconds in range"));
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-    }
-    Err(bad(
-        param,
-        value,
-        "epoch milliseconds (Grafana's ${__from}), RFC 3339 or YYYY-MM-DD",
-    ))
+    let parsed = if let Ok(ms) = v.parse::<i64>() {
+        DateTime::from_timestamp_millis(ms)
+    } else if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        Some(t.with_timezone(&Utc))
+    } else if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0).map(|t| t.and_utc())
+    } else {
+        return Err(bad(
+            param,
+            value,
+            "epoch milliseconds (Grafana's ${__from}), RFC 3339 or YYYY-MM-DD",
+        ));
+    };
+    parsed
+        .filter(|t| (EARLIEST_MS..=LATEST_MS).contains(&t.timestamp_millis()))
+        .ok_or_else(|| bad(param, value, "an instant between 1970-01-01 and 2200-01-01"))
 }
 
 /// `[from, to)`, both required, from before to, at most `max_days` long.
@@ -81,29 +94,52 @@ pub fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {
     }
 }
 
-/// A step like Grafana's `$__interval`: `500ms`, `30s`, `5m`, `1h`, `1d`, `1w`.
+/// A step like Grafana's `$__interval`: `500ms`, `30s`, `5m`, `1h`, `1d`,
+/// `1w`; positive and at most [`MAX_INTERVAL_DAYS`].
 pub fn interval(param: &str, value: &str) -> Result<Duration, ApiError> {
     let v = value.trim();
+    let shape = "a number with a unit (30s, 5m, 1h, 1d, 1w)";
     let split = v
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| bad(param, value, "a number with a unit (30s, 5m, 1h, 1d, 1w)"))?;
+        .ok_or_else(|| bad(param, value, shape))?;
     let (n, unit) = v.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| bad(param, value, "a number with a unit (30s, 5m, 1h, 1d, 1w)"))?;
-    let d = match unit {
-        "ms" => Duration::milliseconds(n),
-        "s" => Duration::seconds(n),
-        "m" => Duration::minutes(n),
-        "h" => Duration::hours(n),
-        "d" => Duration::days(n),
-        "w" => Duration::weeks(n),
+    let n: i64 = n.parse().map_err(|_| bad(param, value, shape))?;
+    let ms_per_unit: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
         _ => return Err(bad(param, value, "a unit of ms, s, m, h, d or w")),
     };
-    if d <= Duration::zero() {
+    let ms = n
+        .checked_mul(ms_per_unit)
+        .ok_or_else(|| too_long(param, value))?;
+    interval_from_ms(param, value, ms)
+}
+
+/// `$__interval_ms`: positive milliseconds, at most [`MAX_INTERVAL_DAYS`].
+pub fn interval_ms(param: &str, ms: i64) -> Result<Duration, ApiError> {
+    interval_from_ms(param, &ms.to_string(), ms)
+}
+
+fn interval_from_ms(param: &str, value: &str, ms: i64) -> Result<Duration, ApiError> {
+    if ms <= 0 {
         return Err(bad(param, value, "a positive interval"));
     }
-    Ok(d)
+    if ms > MAX_INTERVAL_DAYS * 86_400_000 {
+        return Err(too_long(param, value));
+    }
+    Duration::try_milliseconds(ms).ok_or_else(|| too_long(param, value))
+}
+
+fn too_long(param: &str, value: &str) -> ApiError {
+    bad(
+        param,
+        value,
+        &format!("an interval of at most {MAX_INTERVAL_DAYS} days"),
+    )
 }
 
 /// The step a series answer uses: the requested interval (at least a
@@ -143,6 +179,41 @@ mod tests {
         assert!(interval("interval", "h").is_err());
     }
 
+    /// The values that used to panic the handler (chrono's constructors
+    /// overflow): every one is a 400 naming the parameter.
+    #[test]
+    fn overflowing_values_are_refused_not_panicked() {
+        for v in [
+            "9223372036854775s",
+            "9223372036854775807ms",
+            "153722867280912930m",
+            "106751991167300d",
+            "15250284452471w",
+            "99999999999999999999s",
+            "401d",
+        ] {
+            let e = interval("interval", v).unwrap_err().to_string();
+            assert!(e.contains("`interval="), "{v}: {e}");
+        }
+        assert!(interval("interval", "400d").is_ok());
+        for ms in [i64::MAX, i64::MIN, -1, 0, 401 * 86_400_000] {
+            assert!(interval_ms("interval_ms", ms).is_err(), "{ms}");
+        }
+        for v in [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "8210266876799999",
+            "262142-12-31T23:59:59Z",
+            "+262142-12-31",
+            "9999-12-31T23:59:59Z",
+            "1969-12-31",
+            "-62135596800000",
+        ] {
+            let e = instant("from", v).unwrap_err().to_string();
+            assert!(e.contains("`from="), "{v}: {e}");
+        }
+    }
+
     #[test]
     fn ranges_are_checked() {
         assert!(range(Some("2026-01-02"), Some("2026-01-01"), 400).is_err());
@@ -169,5 +240,46 @@ mod tests {
             step(from, from + Duration::minutes(10), None, 1000),
             Duration::minutes(1)
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever Grafana or an attacker sends: an answer, never a
+            /// panic (chrono's constructors and `DateTime` arithmetic
+            /// panic on overflow).
+            #[test]
+            fn parameters_never_panic(
+                text in ".{0,30}|[0-9]{1,25}(ms|s|m|h|d|w)?|-?[0-9]{1,20}",
+                ms in any::<i64>(),
+                max_points in any::<usize>(),
+            ) {
+                let _ = instant("from", &text);
+                let _ = interval("interval", &text);
+                let _ = interval_ms("interval_ms", ms);
+                if let Ok((from, to)) = range(Some(&text), Some(&ms.to_string()), 400) {
+                    let requested = interval("interval", &text).ok();
+                    let step = step(from, to, requested, max_points);
+                    prop_assert!(step >= Duration::minutes(1));
+                }
+            }
+
+            #[test]
+            fn intervals_round_trip(n in 1i64..=400, unit in prop_oneof![Just("s"), Just("m"), Just("h"), Just("d")]) {
+                let per = match unit { "s" => 1, "m" => 60, "h" => 3600, _ => 86_400 };
+                let got = interval("interval", &format!("{n}{unit}")).unwrap();
+                prop_assert_eq!(got.num_seconds(), n * per);
+                prop_assert_eq!(interval_ms("interval_ms", n * per * 1000).unwrap(), got);
+            }
+
+            #[test]
+            fn instants_round_trip(ms in 0i64..=7_258_118_400_000) {
+                let t = instant("from", &ms.to_string()).unwrap();
+                prop_assert_eq!(t.timestamp_millis(), ms);
+                prop_assert_eq!(instant("from", &t.to_rfc3339()).unwrap(), t);
+            }
+        }
     }
 }

@@ -83,6 +83,15 @@ pub struct ApiConfig {
     pub max_points: usize,
     /// Audit records are written in batches at least this often.
     pub audit_flush_ms: u64,
+    /// Most audit records waiting to be written, in MiB. While the backlog
+    /// is at this bound (the database stalls), new requests are refused
+    /// with 503 rather than served unaudited or held in memory without end.
+    pub audit_max_pending_mb: usize,
+    /// Requests without a valid token answered (and audited) per client
+    /// address per minute; beyond that they get 429 and are only counted
+    /// (`estatemon_api_unauthenticated_refused_total`), with one audit row
+    /// per burst. 0 turns the limit off.
+    pub unauthenticated_per_minute: u32,
 }
 
 impl Default for ApiConfig {
@@ -92,6 +101,8 @@ impl Default for ApiConfig {
             pool_size: 8,
             max_points: 2000,
             audit_flush_ms: 200,
+            audit_max_pending_mb: 16,
+            unauthenticated_per_minute: 60,
         }
     }
 }
@@ -615,20 +626,33 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let (config, text) = match path {
+        match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
                     path: path.to_owned(),
                     source,
                 })?;
-                let config: Config =
-                    toml::from_str(&text).map_err(|e| locate_error(path, &text, &e))?;
-                (config, Some(text))
+                Config::from_toml(&text, path, env)
             }
-            None => (Config::default(), None),
-        };
+            None => {
+                let config = apply_env(Config::default(), env)?;
+                config.validate(None, None)?;
+                Ok(config)
+            }
+        }
+    }
+
+    /// The configuration in `text` (read from `path`), then the
+    /// environment; errors name the file, line and field. Never panics,
+    /// whatever the text (property-tested).
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| locate_error(path, text, &e))?;
         let config = apply_env(config, env)?;
-        config.validate(path, text.as_deref())?;
+        config.validate(Some(path), Some(text))?;
         Ok(config)
     }
 
@@ -696,8 +720,55 @@ impl Config {
         if self.storage.chunk_days == 0 {
             return Err(fail("storage.chunk_days", "must be at least 1".into()));
         }
-        if self.simulate.speed.is_nan() || self.simulate.speed <= 0.0 {
-            return Err(fail("simulate.speed", "must be positive".into()));
+        // Upper bounds: every span below becomes a time computation; none
+        // may overflow one (a century is more than any of them needs).
+        const CENTURY_DAYS: u64 = 36_500;
+        const CENTURY_S: u64 = CENTURY_DAYS * 86_400;
+        for (field, value, max) in [
+            (
+                "ingest.max_age_days",
+                self.ingest.max_age_days,
+                CENTURY_DAYS,
+            ),
+            (
+                "ingest.max_future_skew_s",
+                self.ingest.max_future_skew_s,
+                CENTURY_S,
+            ),
+            (
+                "storage.retention_days",
+                self.storage.retention_days as u64,
+                CENTURY_DAYS,
+            ),
+            ("storage.chunk_days", self.storage.chunk_days as u64, 366),
+            (
+                "storage.compress_after_days",
+                self.storage.compress_after_days as u64,
+                CENTURY_DAYS,
+            ),
+            (
+                "storage.maintenance_interval_s",
+                self.storage.maintenance_interval_s,
+                CENTURY_S,
+            ),
+            (
+                "alerts.evaluate_interval_s",
+                self.alerts.evaluate_interval_s,
+                CENTURY_S,
+            ),
+            ("simulate.interval_s", self.simulate.interval_s, CENTURY_S),
+            (
+                "simulate.register_interval_s",
+                self.simulate.register_interval_s,
+                CENTURY_S,
+            ),
+        ] {
+            if value > max {
+                return Err(fail(field, format!("{value} is over the limit of {max}")));
+            }
+        }
+        if !self.simulate.speed.is_finite() || self.simulate.speed <= 0.0 {
+            return Err(fail("simulate.speed", "must be positive and finite".into()));
         }
         if self.simulate.interval_s == 0 {
             return Err(fail("simulate.interval_s", "must be at least 1".into()));

@@ -39,3 +39,6 @@ pub mod units;
 
 pub use metric::Metric;
 pub use reading::Reading;
+
+#[cfg(test)]
+mod proptests;

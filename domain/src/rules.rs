@@ -253,7 +253,36 @@ pub struct DeviceLabels {
     pub purpose: Option<String>,
 }
 
+impl DeviceLabels {
+    /// A device ingest registered on its own because it published before
+    /// the registry knew it: its kind is `unknown` and it has no building,
+    /// area or purpose yet.
+    pub fn is_unregistered(&self) -> bool {
+        self.kind == crate::device::DeviceKind::Unknown.as_str()
+    }
+}
+
 impl Selector {
+    /// Like [`Selector::matches`], but a label the registry has not given
+    /// the device yet (kind `unknown`, no purpose, building or area) cannot
+    /// rule it out. Site and device id still have to match: the topic names
+    /// them. Used only for emergencies (see [`Rule::applies_to`]).
+    pub fn matches_unless_unknown(&self, d: &DeviceLabels) -> bool {
+        fn any<T>(list: &OneOrMany<T>, f: impl Fn(&T) -> bool) -> bool {
+            list.0.is_empty() || list.0.iter().any(f)
+        }
+        let known_or = |v: &Option<String>, s: &String| v.is_none() || v.as_deref() == Some(s);
+        let kind_known = !d.is_unregistered();
+        any(&self.kind, |k| !kind_known || k.as_str() == d.kind)
+            && any(&self.purpose, |p| {
+                d.purpose.is_none() || d.purpose.as_deref() == Some(p.as_str())
+            })
+            && any(&self.site, |s| d.site.as_deref() == Some(s.as_str()))
+            && any(&self.building, |s| known_or(&d.building, s))
+            && any(&self.area, |s| known_or(&d.area, s))
+            && any(&self.device, |s| *s == d.id)
+    }
+
     pub fn matches(&self, d: &DeviceLabels) -> bool {
         fn any<T>(list: &OneOrMany<T>, f: impl Fn(&T) -> bool) -> bool {
             list.0.is_empty() || list.0.iter().any(f)
@@ -452,6 +481,90 @@ pub struct Rule {
     pub condition: Condition,
 }
 
+impl Rule {
+    /// Whether this rule watches this device. An emergency rule (severity
+    /// `emergency`, raised on the ingest path) also watches a device the
+    /// registry does not know yet, whenever the selector's only objection
+    /// would be a label the device lacks: a trapped passenger reported by a
+    /// lift that was installed yesterday must page, not wait for the ledger.
+    pub fn applies_to(&self, d: &DeviceLabels) -> bool {
+        self.select.matches(d)
+            || (self.severity == Severity::Emergency
+                && self.immediate
+                && d.is_unregistered()
+                && self.select.matches_unless_unknown(d))
+    }
+
+    /// Which of the always-on emergencies this rule covers, if any.
+    pub fn covers(&self) -> Option<Emergency> {
+        if !self.immediate || self.severity != Severity::Emergency {
+            return None;
+        }
+        match &self.condition {
+            Condition::Event(e) if e.event_type.0 == EventType::Fault => (e.codes.is_empty()
+                || e.codes.iter().any(|c| c == "entrapment"))
+            .then_some(Emergency::Entrapment),
+            Condition::Event(e) if e.event_type.0 == EventType::DoorForced => {
+                Some(Emergency::DoorForced)
+            }
+            Condition::Threshold(t)
+                if t.metric == Metric::PressureMpa && matches!(t.level(), Level::Below(_)) =>
+            {
+                Some(Emergency::FireMainPressureLow)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The events that must page whatever else is misconfigured (DOMAIN.md:
+/// a trapped passenger is the most urgent event in the building; forced
+/// doors; the fire main below 0.5 MPa). A rule set that lacks an immediate
+/// emergency rule for one of them is refused unless an admin waives it
+/// explicitly (see [`RuleSet::missing_emergencies`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emergency {
+    Entrapment,
+    DoorForced,
+    FireMainPressureLow,
+}
+
+impl Emergency {
+    pub const ALL: [Emergency; 3] = [
+        Emergency::Entrapment,
+        Emergency::DoorForced,
+        Emergency::FireMainPressureLow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Emergency::Entrapment => "entrapment",
+            Emergency::DoorForced => "door_forced",
+            Emergency::FireMainPressureLow => "fire_main_pressure_low",
+        }
+    }
+
+    /// What a rule covering it looks like, for the error message.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Emergency::Entrapment => {
+                "an immediate emergency event rule of type `fault` with code `entrapment`"
+            }
+            Emergency::DoorForced => "an immediate emergency event rule of type `door_forced`",
+            Emergency::FireMainPressureLow => {
+                "an immediate emergency threshold rule on `pressure_mpa` with `below`"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Emergency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     pub deadlines: Deadlines,
@@ -606,6 +719,33 @@ impl RuleSet {
         })
     }
 
+    /// The emergencies no enabled rule of this set pages for. Empty for the
+    /// shipped rules; anything else must be waived explicitly.
+    pub fn missing_emergencies(&self) -> Vec<Emergency> {
+        let covered: HashSet<Emergency> = self.rules.iter().filter_map(Rule::covers).collect();
+        Emergency::ALL
+            .into_iter()
+            .filter(|e| !covered.contains(e))
+            .collect()
+    }
+
+    /// A sentence naming what is missing, or `None` when nothing is.
+    pub fn missing_emergencies_message(&self) -> Option<String> {
+        let missing = self.missing_emergencies();
+        if missing.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = missing
+            .iter()
+            .map(|e| format!("{e} (needs {})", e.needs()))
+            .collect();
+        Some(format!(
+            "these rules would stop paging for: {}; keep the shipped emergency rules \
+             (`estatemon rules defaults`), or waive them explicitly",
+            list.join("; ")
+        ))
+    }
+
     /// Immediate rules that this event sets off on this device.
     pub fn immediate_for_event<'a>(
         &'a self,
@@ -614,7 +754,7 @@ impl RuleSet {
     ) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules.iter().filter(move |r| {
             r.immediate
-                && r.select.matches(device)
+                && r.applies_to(device)
                 && matches!(&r.condition, Condition::Event(e) if e.matches(event))
         })
     }
@@ -628,7 +768,7 @@ impl RuleSet {
     ) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules.iter().filter(move |r| {
             r.immediate
-                && r.select.matches(device)
+                && r.applies_to(device)
                 && matches!(&r.condition, Condition::Threshold(t)
                     if t.metric == metric && t.level().breached(value))
         })

@@ -96,6 +96,36 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     pub reason: Reason,
     pub detail: String,
+    /// What makes a redelivery of the same message recognisable (see
+    /// [`DeadLetter::identify`]); `None` stores every copy.
+    pub fingerprint: Option<Vec<u8>>,
+}
+
+/// A redelivered message is recognised within this long of its first copy.
+pub const REDELIVERY_WINDOW_S: i64 = 3600;
+
+impl DeadLetter {
+    /// Marks the letter with its message's identity so that the copy a
+    /// broker redelivers after a crash (ingest committed, the
+    /// acknowledgement never left) is not stored twice: SHA-256 of topic,
+    /// payload (credentials already pseudonymised), reason and the MQTT
+    /// packet id. QoS 1/2 redelivery keeps the packet id; a QoS 0 message is
+    /// never redelivered and gets no fingerprint, so identical malformed
+    /// messages a device repeats are all kept. The store skips a letter
+    /// whose fingerprint it holds from the last [`REDELIVERY_WINDOW_S`].
+    pub fn identify(&mut self, packet_id: Option<u16>) {
+        use sha2::{Digest, Sha256};
+        self.fingerprint = packet_id.map(|id| {
+            let mut h = Sha256::new();
+            h.update(self.topic.as_bytes());
+            h.update([0]);
+            h.update(&self.payload);
+            h.update([0]);
+            h.update(self.reason.as_str().as_bytes());
+            h.update(id.to_be_bytes());
+            h.finalize().to_vec()
+        });
+    }
 }
 
 const MAX_DETAIL: usize = 2000;
@@ -149,6 +179,7 @@ pub fn dead_letters(
                 payload: payload.clone(),
                 reason,
                 detail: sanitize(&detail),
+                fingerprint: None,
             }
         })
         .collect()
@@ -262,5 +293,28 @@ mod tests {
         assert_eq!(dl.len(), 2);
         assert_eq!(dl[0].reason, Reason::NonFiniteValue);
         assert_eq!(dl[1].detail, "a; b");
+    }
+
+    #[test]
+    fn redeliveries_share_a_fingerprint_and_other_messages_do_not() {
+        let letter = |topic: &str, payload: &[u8], packet: Option<u16>| {
+            let mut dl = dead_letters(
+                topic,
+                payload,
+                Utc::now(),
+                &[Reject::new(Reason::InvalidJson, "x")],
+                &Pseudonymiser::new(b"k"),
+            )
+            .remove(0);
+            dl.identify(packet);
+            dl.fingerprint
+        };
+        let first = letter("a/b", b"{bad", Some(7));
+        assert!(first.is_some());
+        assert_eq!(first, letter("a/b", b"{bad", Some(7)), "redelivery");
+        assert_ne!(first, letter("a/b", b"{bad", Some(8)));
+        assert_ne!(first, letter("a/c", b"{bad", Some(7)));
+        assert_ne!(first, letter("a/b", b"{bae", Some(7)));
+        assert_eq!(letter("a/b", b"{bad", None), None, "QoS 0: keep every copy");
     }
 }

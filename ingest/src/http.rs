@@ -61,6 +61,9 @@ async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
         "database_connected": db,
         "draining": draining,
         "inflight_messages": state.metrics.inflight_messages.get(),
+        // Emergencies the running rules do not page for: 0 unless an admin
+        // waived them (the names are in the log and in `GET /api/v1/rules`).
+        "emergency_rules_missing": state.metrics.emergency_rules_missing.get(),
     });
     let code = if ok {
         StatusCode::OK

@@ -38,20 +38,46 @@ pub struct Immediate {
     rules: std::sync::RwLock<Arc<RuleSet>>,
     receivers: Vec<String>,
     labels: Mutex<HashMap<String, (Option<DeviceLabels>, Instant)>>,
+    /// How many emergencies the running rules do not page for (metric
+    /// `estatemon_ingest_emergency_rules_missing`).
+    missing_gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Immediate {
-    pub fn new(rules: Arc<RuleSet>, receivers: Vec<String>) -> Arc<Immediate> {
-        Arc::new(Immediate {
-            rules: std::sync::RwLock::new(rules),
+    pub fn new(
+        rules: Arc<RuleSet>,
+        receivers: Vec<String>,
+        missing_gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Arc<Immediate> {
+        let immediate = Arc::new(Immediate {
+            rules: std::sync::RwLock::new(rules.clone()),
             receivers,
             labels: Mutex::new(HashMap::new()),
-        })
+            missing_gauge,
+        });
+        immediate.report_missing(&rules);
+        immediate
     }
 
     /// The rules from the next batch on.
     pub fn replace(&self, rules: Arc<RuleSet>) {
+        self.report_missing(&rules);
         *self.rules.write().expect("rules lock") = rules;
+    }
+
+    /// Emergencies the running rules do not page for (empty normally).
+    pub fn missing_emergencies(&self) -> Vec<estatemon_domain::rules::Emergency> {
+        self.rules().missing_emergencies()
+    }
+
+    fn report_missing(&self, rules: &RuleSet) {
+        let missing = rules.missing_emergencies();
+        self.missing_gauge.set(missing.len() as i64);
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|e| e.as_str()).collect();
+            tracing::error!(missing = ?names,
+                "the running alert rules do not page for these emergencies");
+        }
     }
 
     /// How many immediate rules run.

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub buffered_kib: Gauge,
     pub stale_acks: Counter,
     pub storage_mode: Family<ModeLabel, Gauge>,
+    pub emergency_rules_missing: Gauge,
 }
 
 /// Lag buckets reach a day: a backfill's readings are legitimately old.
@@ -82,6 +83,7 @@ impl Metrics {
             buffered_kib: Gauge::default(),
             stale_acks: Counter::default(),
             storage_mode: Family::default(),
+            emergency_rules_missing: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("estatemon_ingest");
         r.register(
@@ -108,6 +110,11 @@ impl Metrics {
             "events_stored",
             "Events committed to the database",
             m.events_stored.clone(),
+        );
+        r.register(
+            "emergency_rules_missing",
+            "Emergencies (entrapment, forced door, fire-main pressure) the running alert rules do not page for; 0 unless an admin waived them",
+            m.emergency_rules_missing.clone(),
         );
         r.register(
             "alerts_raised",

@@ -151,8 +151,11 @@ impl Ingestor {
 
         let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
         let batch_rx = Arc::new(Mutex::new(batch_rx));
-        let immediate =
-            crate::immediate::Immediate::new(Arc::new(rules), config.alerts.receivers());
+        let immediate = crate::immediate::Immediate::new(
+            Arc::new(rules),
+            config.alerts.receivers(),
+            metrics.emergency_rules_missing.clone(),
+        );
         tracing::info!(
             rules = immediate.count(),
             from = %rules_origin,
@@ -339,7 +342,7 @@ impl Batcher {
                 .messages
                 .get_or_create(&ChannelLabel { channel: "unknown" })
                 .inc();
-            let dl = dead_letters(
+            let mut dl = dead_letters(
                 &d.topic,
                 &d.payload,
                 d.received_at,
@@ -349,6 +352,7 @@ impl Batcher {
                 )],
                 &self.pseudonymiser,
             );
+            identify(&mut dl, &d.ack);
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
         };
@@ -377,18 +381,20 @@ impl Batcher {
             for letter in &mut dl {
                 letter.payload.truncate(4096);
             }
+            identify(&mut dl, &d.ack);
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
         }
         let mut decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
         validate(&mut decoded, d.received_at, &self.limits);
-        let dl = dead_letters(
+        let mut dl = dead_letters(
             &d.topic,
             &d.payload,
             d.received_at,
             &decoded.rejects,
             &self.pseudonymiser,
         );
+        identify(&mut dl, &d.ack);
         let useful = decoded.readings.len() + decoded.events.len();
         self.metrics
             .readings_received
@@ -453,5 +459,13 @@ async fn write_loop(
     }
     if writer.is_connected() {
         metrics.db_connected.dec();
+    }
+}
+
+/// Gives each dead letter of a message its redelivery fingerprint.
+fn identify(letters: &mut [crate::dead_letter::DeadLetter], ack: &AckToken) {
+    let id = ack.redelivery_id();
+    for letter in letters {
+        letter.identify(id);
     }
 }

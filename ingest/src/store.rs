@@ -61,7 +61,14 @@ pub struct Writer {
     client: Option<Client>,
     ensured_chunks: HashSet<i64>,
     immediate: Option<Arc<Immediate>>,
+    /// When this writer last recorded each device's `last_message_at`.
+    heard: std::collections::HashMap<String, std::time::Instant>,
 }
+
+/// How often a device's `last_message_at` is written: the stale rules
+/// count in hours, so a minute of resolution costs one small UPDATE per
+/// device per half minute, not one per reading.
+const HEARD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Writer {
     pub fn new(database: DatabaseConfig, mode: StorageMode, chunk_days: u32) -> Writer {
@@ -72,6 +79,7 @@ impl Writer {
             client: None,
             ensured_chunks: HashSet::new(),
             immediate: None,
+            heard: std::collections::HashMap::new(),
         }
     }
 
@@ -192,6 +200,24 @@ impl Writer {
             self.ensure_partitions(batch).await?;
         }
         let immediate = self.immediate.clone();
+        let heard_due: Vec<String> = if isolate {
+            Vec::new()
+        } else {
+            batch
+                .readings
+                .iter()
+                .map(|r| r.device_id.as_str())
+                .chain(batch.events.iter().map(|e| e.device_id.as_str()))
+                .filter(|id| {
+                    self.heard
+                        .get(*id)
+                        .is_none_or(|t| t.elapsed() >= HEARD_EVERY)
+                })
+                .collect::<HashSet<&str>>()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
         let client = self.client().await?;
         let tx = client.transaction().await?;
         let mut stored = Stored::default();
@@ -243,6 +269,18 @@ impl Writer {
                 insert_events(&tx, &batch.events).await?
             };
         }
+        if !heard_due.is_empty() {
+            // When each device was last heard from, whatever the time its
+            // data carries: a meter catching up on hours of history is
+            // sending, not offline (the stale rules read this live).
+            tx.execute(
+                "UPDATE devices SET last_message_at = now()
+                  WHERE device_id = ANY($1)
+                    AND (last_message_at IS NULL OR last_message_at < now())",
+                &[&heard_due],
+            )
+            .await?;
+        }
         if !batch.dead_letters.is_empty() || !refused.is_empty() {
             let all: Vec<&DeadLetter> = batch.dead_letters.iter().chain(refused.iter()).collect();
             stored.dead_letters = if isolate {
@@ -272,6 +310,13 @@ impl Writer {
             }
         }
         tx.commit().await?;
+        let now = std::time::Instant::now();
+        if self.heard.len() > 100_000 {
+            self.heard.retain(|_, t| t.elapsed() < HEARD_EVERY);
+        }
+        for id in heard_due {
+            self.heard.insert(id, now);
+        }
         Ok(stored)
     }
 
@@ -341,6 +386,8 @@ fn refusal(device_id: &str, what: String, e: &tokio_postgres::Error) -> DeadLett
             .unwrap_or_default(),
         reason: Reason::StorageRejected,
         detail: format!("the database refused {what} of device {device_id}: {why}"),
+        // Refused again when its batch is redelivered: one row, not two.
+        fingerprint: None,
     }
 }
 
@@ -421,6 +468,7 @@ async fn insert_dead_letters_one_by_one(
                     .map(|d| d.message())
                     .unwrap_or("database error")
             ),
+            fingerprint: letter.fingerprint.clone(),
         };
         match in_savepoint(tx, insert_dead_letters(tx, &[&minimal])).await? {
             Ok(k) => n += k,
@@ -566,10 +614,26 @@ async fn insert_dead_letters(
     let payload: Vec<&[u8]> = d.iter().map(|x| x.payload.as_slice()).collect();
     let reason: Vec<&str> = d.iter().map(|x| x.reason.as_str()).collect();
     let detail: Vec<&str> = d.iter().map(|x| x.detail.as_str()).collect();
+    let fingerprint: Vec<Option<&[u8]>> = d.iter().map(|x| x.fingerprint.as_deref()).collect();
+    // A redelivered message (same fingerprint within the window) is skipped.
     tx.execute(
-        "INSERT INTO dead_letters (received_at, topic, payload, reason, detail)
-         SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bytea[], $4::text[], $5::text[])",
-        &[&received, &topic, &payload, &reason, &detail],
+        "INSERT INTO dead_letters (received_at, topic, payload, reason, detail, fingerprint)
+         SELECT n.* FROM unnest($1::timestamptz[], $2::text[], $3::bytea[], $4::text[],
+                                $5::text[], $6::bytea[])
+                      AS n(received_at, topic, payload, reason, detail, fingerprint)
+          WHERE n.fingerprint IS NULL
+             OR NOT EXISTS (SELECT 1 FROM dead_letters d
+                             WHERE d.fingerprint = n.fingerprint
+                               AND d.received_at > n.received_at - make_interval(secs => $7))",
+        &[
+            &received,
+            &topic,
+            &payload,
+            &reason,
+            &detail,
+            &fingerprint,
+            &(crate::dead_letter::REDELIVERY_WINDOW_S as f64),
+        ],
     )
     .await
 }

@@ -60,6 +60,14 @@ pub struct AckToken {
     cost_kib: u64,
 }
 
+impl AckToken {
+    /// The packet id a broker keeps when it redelivers this message (QoS 1
+    /// and 2); `None` for QoS 0, which is never redelivered.
+    pub fn redelivery_id(&self) -> Option<u16> {
+        (self.publish.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then_some(self.publish.pkid)
+    }
+}
+
 /// Payload held in the process (received, not yet committed), in KiB.
 #[derive(Debug)]
 pub struct Budget {

@@ -74,21 +74,61 @@ impl Topics {
         }
     }
 
-    /// Subscription filters: placeholders become `+`; with a group, each is
-    /// a shared subscription `$share/{group}/…`.
+    /// Subscription filters, wide enough that every message under a
+    /// template's fixed prefix reaches ingest: `estatemon/{site}/{device_id}/telemetry`
+    /// subscribes `estatemon/#`, so a topic one level short or with a stray
+    /// suffix is received and kept as an `unknown_topic` dead letter instead
+    /// of never arriving. A template that starts with a placeholder has no
+    /// prefix to widen (`#` would take the whole broker) and subscribes as
+    /// written, placeholders as `+`. With a group, each filter is a shared
+    /// subscription `$share/{group}/…`.
     pub fn filters(&self, shared_group: Option<&str>) -> Vec<String> {
-        self.templates
+        let mut wide: Vec<Vec<&str>> = self
+            .templates
             .iter()
             .map(|t| {
-                let filter = t
+                let prefix: Vec<&str> = t
                     .levels
                     .iter()
-                    .map(|l| match l {
-                        Level::Literal(s) => s.as_str(),
-                        Level::Site | Level::Device => "+",
+                    .map_while(|l| match l {
+                        Level::Literal(s) => Some(s.as_str()),
+                        Level::Site | Level::Device => None,
                     })
-                    .collect::<Vec<_>>()
-                    .join("/");
+                    .collect();
+                if prefix.is_empty() {
+                    t.levels
+                        .iter()
+                        .map(|l| match l {
+                            Level::Literal(s) => s.as_str(),
+                            Level::Site | Level::Device => "+",
+                        })
+                        .collect()
+                } else if prefix.len() == t.levels.len() {
+                    // No placeholder at all (the loader refuses this; keep
+                    // it exact rather than guess).
+                    prefix
+                } else {
+                    prefix.into_iter().chain(["#"]).collect()
+                }
+            })
+            .collect();
+        // Shortest first, then drop what a kept `prefix/#` already covers.
+        wide.sort_by_key(|f| f.len());
+        let mut kept: Vec<Vec<&str>> = Vec::new();
+        for f in wide {
+            let covered = kept.iter().any(|k| {
+                k.last() == Some(&"#") && f.len() >= k.len() - 1 && {
+                    let head = &k[..k.len() - 1];
+                    head.iter().zip(&f).all(|(a, b)| a == b)
+                }
+            });
+            if !covered {
+                kept.push(f);
+            }
+        }
+        kept.into_iter()
+            .map(|levels| {
+                let filter = levels.join("/");
                 match shared_group {
                     Some(group) => format!("$share/{group}/{filter}"),
                     None => filter,
@@ -138,17 +178,12 @@ mod tests {
     #[test]
     fn default_layout() {
         let topics = Topics::new(&TopicsConfig::default());
+        // One wide filter: a topic one level short still arrives (and
+        // becomes an `unknown_topic` dead letter).
+        assert_eq!(topics.filters(None), vec!["estatemon/#"]);
         assert_eq!(
-            topics.filters(None),
-            vec![
-                "estatemon/+/+/telemetry",
-                "estatemon/+/+/events",
-                "estatemon/+/+/senml"
-            ]
-        );
-        assert_eq!(
-            topics.filters(Some("ingest"))[0],
-            "$share/ingest/estatemon/+/+/telemetry"
+            topics.filters(Some("ingest")),
+            vec!["$share/ingest/estatemon/#"]
         );
         let m = topics.matches("estatemon/hv/meter-1/senml").unwrap();
         assert_eq!(
@@ -174,5 +209,16 @@ mod tests {
             (Channel::Telemetry, None, "pump-3")
         );
         assert_eq!(topics.matches("lwm2m/x").unwrap().channel, Channel::Senml);
+        assert_eq!(topics.filters(None), vec!["gw/#", "lwm2m/#"]);
+    }
+
+    #[test]
+    fn template_starting_with_a_placeholder_is_not_widened_to_everything() {
+        let topics = Topics::new(&TopicsConfig {
+            telemetry: "{device_id}/up".into(),
+            events: "dev/{site}/{device_id}/evt".into(),
+            senml: "dev/{device_id}/senml".into(),
+        });
+        assert_eq!(topics.filters(None), vec!["+/up", "dev/#"]);
     }
 }

@@ -55,6 +55,7 @@ fn window(now: DateTime<Utc>, rows: Vec<(&str, &str, DateTime<Utc>, f64)>) -> Wi
         events: vec![],
         readings_since: now - Duration::hours(3),
         last_seen_before: Default::default(),
+        last_message: Default::default(),
     }
 }
 
@@ -189,6 +190,13 @@ fn stale_devices_fire_but_never_commissioned_ones_do_not() {
     assert!(
         matches!(state_of(&f, "light-2"), Some(State::Firing { since, .. }) if *since == min(-300))
     );
+    // Its data is old, but ingest heard from it a minute ago (catching up
+    // on buffered history): sending, not offline.
+    w.last_message.insert("light-2".into(), min(119));
+    w.last_message.insert("water-1".into(), min(119));
+    let f = evaluate(&r, &w).unwrap();
+    assert!(matches!(state_of(&f, "light-2"), Some(State::Clear { .. })));
+    assert!(matches!(state_of(&f, "water-1"), Some(State::Clear { .. })));
 }
 
 #[test]

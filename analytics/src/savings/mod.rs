@@ -491,7 +491,9 @@ async fn group_days(
                 Driver::DarknessHours => {
                     Some(sun::darkness_hours(date, site.latitude, site.longitude))
                 }
-                Driver::Occupancy => Some(entries.get(&date).copied().unwrap_or(0.0)),
+                // No gate data that day: unknown, not zero (the day is
+                // left out of the fit and the comparison, with a note).
+                Driver::Occupancy => entries.get(&date).copied(),
                 Driver::Weekend => Some(if energy::is_weekend(date) { 1.0 } else { 0.0 }),
                 Driver::CoolingDegreeDays => temps.get(&date).map(|t| (t - 18.0).max(0.0)),
                 Driver::HeatingDegreeDays => temps.get(&date).map(|t| (18.0 - t).max(0.0)),

@@ -80,7 +80,11 @@ pub async fn create_token(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+) -> ApiResult<(
+    StatusCode,
+    Extension<crate::audit::Detail>,
+    Json<CreatedToken>,
+)> {
     actor.require(Role::Admin, "create tokens")?;
     let new: NewToken =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("token: {e}")))?;
@@ -94,8 +98,15 @@ pub async fn create_token(
             other => other,
         })?;
     state.tokens.invalidate().await;
+    // The audit row names the token made (never the token itself).
+    let detail = crate::audit::Detail(format!(
+        "created token `{}` with role {}",
+        new.name,
+        new.role.as_str()
+    ));
     Ok((
         StatusCode::CREATED,
+        Extension(detail),
         Json(CreatedToken {
             name: new.name,
             role: new.role,
@@ -180,6 +191,9 @@ pub struct RulesOut {
     /// Response deadlines in minutes by severity.
     pub deadlines_min: std::collections::BTreeMap<String, i64>,
     pub rules: Vec<RuleOut>,
+    /// Emergencies (entrapment, door_forced, fire_main_pressure_low) these
+    /// rules do not page for: empty unless an admin waived them.
+    pub missing_emergencies: Vec<String>,
     /// The rules file (TOML) as stored or read.
     pub source: String,
 }
@@ -213,6 +227,11 @@ fn rules_out(
                 condition: r.condition.kind().to_owned(),
                 immediate: r.immediate,
             })
+            .collect(),
+        missing_emergencies: set
+            .missing_emergencies()
+            .iter()
+            .map(|e| e.as_str().to_owned())
             .collect(),
         source,
     }
@@ -248,28 +267,53 @@ pub async fn rules(State(state): State<AppState>) -> ApiResult<Json<RulesOut>> {
     Ok(Json(rules_out(&set, origin, None, source)))
 }
 
+/// `PUT /rules` options.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PutRulesParams {
+    /// `true` stores a set that lacks a rule for one of the emergencies
+    /// (entrapment, forced door, fire-main pressure). Without it such a set
+    /// is refused; with it the waiver is stored with the set, audited, and
+    /// shown by `/health` and the `estatemon_ingest_emergency_rules_missing`
+    /// metric until a complete set replaces it.
+    #[serde(default)]
+    pub waive_emergencies: bool,
+}
+
 /// Replaces the alert rules (admins). The body is a rules file (TOML, the
 /// same as `alerts.rules_file`); it is validated first, and a bad one is a
-/// 400 naming the line and the field. Ingest picks the new set up within
+/// 400 naming the line and the field. A set that would stop paging for a
+/// trapped passenger, a forced door or low fire-main pressure is a 400
+/// unless `waive_emergencies=true`. Ingest picks the new set up within
 /// seconds, analytics at its next evaluation.
-#[utoipa::path(put, path = "/api/v1/rules", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/rules", tag = "admin", params(PutRulesParams),
     request_body(content = String, content_type = "application/toml",
         description = "a rules file: [severity] and [[rule]] tables"),
     responses((status = 200, body = RulesOut), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn put_rules(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
+    Q(params): Q<PutRulesParams>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RulesOut>> {
     actor.require(Role::Admin, "change alert rules")?;
     let source = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the rules must be UTF-8 TOML".into()))?;
     let client = state.pool.get().await?;
-    let (id, set) = rule_sets::put(&**client, source, &actor.name)
+    let (id, set) = rule_sets::put(&**client, source, &actor.name, params.waive_emergencies)
         .await?
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    tracing::info!(id, by = %actor.name, rules = set.rules.len(), "alert rules replaced");
+    let missing = set.missing_emergencies();
+    if missing.is_empty() {
+        tracing::info!(id, by = %actor.name, rules = set.rules.len(), "alert rules replaced");
+    } else {
+        let missing: Vec<&str> = missing.iter().map(|e| e.as_str()).collect();
+        tracing::warn!(id, by = %actor.name, rules = set.rules.len(), waived = ?missing,
+            "alert rules replaced WITHOUT emergency rules (waived explicitly)");
+    }
     let stored = rule_sets::latest(&**client)
         .await?
         .filter(|s| s.id == id)
@@ -300,6 +344,7 @@ pub async fn reset_rules(
 // ---- retrofits ------------------------------------------------------------
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RetrofitFilter {
     pub site: Option<String>,
 }

@@ -15,6 +15,7 @@ use crate::params;
 use crate::{ApiError, ApiResult, AppState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertQuery {
     /// `open` (default: firing or acknowledged), `resolved` or `all`.
     pub state: Option<String>,
@@ -136,7 +137,10 @@ pub async fn acknowledge(
     })
 }
 
+/// Unknown fields are refused: a stray `ends_at` must not be ignored while
+/// the silence lasts `minutes`.
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SilenceIn {
     /// Label → value; every one must match (labels: alertname, severity,
     /// subject, site, building, area, purpose, device).
@@ -209,6 +213,7 @@ pub async fn silence(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AnnotationQuery {
     pub from: Option<String>,
     pub to: Option<String>,

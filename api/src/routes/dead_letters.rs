@@ -10,6 +10,7 @@ use crate::params;
 use crate::{ApiResult, AppState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     pub from: Option<String>,
     pub to: Option<String>,

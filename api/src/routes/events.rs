@@ -12,6 +12,7 @@ use crate::routes::series::{device_ids, window};
 use crate::{ApiResult, AppState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     pub site: Option<String>,
     pub building: Option<String>,
@@ -108,6 +109,7 @@ pub async fn counts(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StateQuery {
     pub site: Option<String>,
     pub building: Option<String>,

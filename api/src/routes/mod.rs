@@ -29,21 +29,42 @@ pub struct Health {
     pub database_mode: &'static str,
     pub database: &'static str,
     pub version: &'static str,
+    /// Emergencies (entrapment, door_forced, fire_main_pressure_low) the
+    /// rule set stored through the API does not page for, because an admin
+    /// waived them; empty when every emergency pages. (Rules from a file
+    /// are reported by ingest's own `/health`.)
+    pub emergencies_waived: Vec<String>,
+    /// Who stored the set with the waiver.
+    pub emergencies_waived_by: Option<String>,
 }
 
 /// Liveness and the storage mode; no token needed.
 #[utoipa::path(get, path = "/api/v1/health", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let up = match state.pool.get().await {
-        Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
-        Err(_) => false,
+    let (up, waived) = match state.pool.get().await {
+        Ok(c) => match estatemon_domain::schema::rule_sets::latest(&**c).await {
+            Ok(latest) => (
+                true,
+                latest
+                    .filter(|s| !s.reset && !s.waived_emergencies.is_empty())
+                    .map(|s| (s.waived_emergencies, s.created_by)),
+            ),
+            Err(_) => (false, None),
+        },
+        Err(_) => (false, None),
+    };
+    let (emergencies_waived, emergencies_waived_by) = match waived {
+        Some((list, by)) => (list, Some(by)),
+        None => (Vec::new(), None),
     };
     let body = Health {
         status: if up { "ok" } else { "degraded" },
         database_mode: state.storage_mode,
         database: if up { "up" } else { "down" },
         version: env!("CARGO_PKG_VERSION"),
+        emergencies_waived,
+        emergencies_waived_by,
     };
     let code = if up {
         axum::http::StatusCode::OK
@@ -76,6 +97,120 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The error answers every operation can give, documented once here rather
+/// than on each route: 401 (bearer token missing, malformed or unknown, with
+/// `WWW-Authenticate: Bearer`), 403 (the token's role may not), 400 (a parameter or body that does not
+/// parse), 404 (an id in the path that names nothing), 413 (a body over the
+/// limit), 429 (too many unauthenticated requests from one address) and 503
+/// (database unavailable). All carry [`crate::error::ErrorBody`]. Public
+/// routes (health, this document) get an empty security requirement.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement,
+        };
+        let error = |description: &str, www_authenticate: bool| {
+            let mut b = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if www_authenticate {
+                b = b.header(
+                    "WWW-Authenticate",
+                    HeaderBuilder::new()
+                        .description(Some("`Bearer` (RFC 6750)"))
+                        .build(),
+                );
+            }
+            RefOr::T(b.build())
+        };
+        // Handler names repeat across modules (`list`): operation ids must
+        // be unique, so a repeated one is prefixed with its tag.
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for item in openapi.paths.paths.values() {
+            for op in [&item.get, &item.put, &item.post, &item.delete]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = &op.operation_id {
+                    *seen.entry(id.clone()).or_default() += 1;
+                }
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = path == "/api/v1/health";
+            let has_path_params = path.contains('{');
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(id) = &op.operation_id {
+                    if seen.get(id).is_some_and(|n| *n > 1) {
+                        let tag = op
+                            .tags
+                            .as_ref()
+                            .and_then(|t| t.first())
+                            .cloned()
+                            .unwrap_or_else(|| "api".into());
+                        op.operation_id = Some(format!("{}_{id}", tag.replace(['-', ' '], "_")));
+                    }
+                }
+                let r = &mut op.responses.responses;
+                // OpenAPI requires a description on every response.
+                for (code, response) in r.iter_mut() {
+                    if let RefOr::T(response) = response {
+                        if response.description.is_empty() {
+                            response.description = code
+                                .parse::<u16>()
+                                .ok()
+                                .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                                .and_then(|c| c.canonical_reason())
+                                .unwrap_or("answer")
+                                .to_owned();
+                        }
+                    }
+                }
+                if public {
+                    op.security = Some(vec![SecurityRequirement::default()]);
+                    continue;
+                }
+                let takes_input = op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || op.request_body.is_some();
+                r.entry("401".into())
+                    .or_insert_with(|| error("missing, malformed or unknown bearer token", true));
+                r.entry("403".into())
+                    .or_insert_with(|| error("the token's role may not do this", false));
+                r.entry("429".into()).or_insert_with(|| {
+                    error("too many unauthenticated requests from this address", false)
+                });
+                r.entry("503".into())
+                    .or_insert_with(|| error("database unavailable; try again", false));
+                if takes_input {
+                    r.entry("400".into())
+                        .or_insert_with(|| error("a parameter or the body is malformed", false));
+                }
+                if has_path_params {
+                    r.entry("404".into())
+                        .or_insert_with(|| error("nothing by that name", false));
+                }
+                if op.request_body.is_some() {
+                    r.entry("413".into())
+                        .or_insert_with(|| error("the body is over the size limit", false));
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -94,7 +229,7 @@ impl utoipa::Modify for BearerAuth {
         admin::rules, admin::put_rules, admin::reset_rules,
         admin::retrofits, admin::put_retrofit, admin::delete_retrofit,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;

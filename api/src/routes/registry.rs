@@ -72,6 +72,7 @@ pub async fn sites(State(state): State<AppState>) -> ApiResult<Json<Vec<SiteOut>
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceFilter {
     pub site: Option<String>,
     pub building: Option<String>,
@@ -149,7 +150,10 @@ pub async fn put_device(
     Extension(actor): Extension<Actor>,
     P(id): P<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<(
+    axum::Extension<crate::audit::Detail>,
+    Json<serde_json::Value>,
+)> {
     actor.require(Role::Admin, "change devices")?;
     let device: Device =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("device: {e}")))?;
@@ -193,9 +197,12 @@ pub async fn put_device(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     state.ledger_cache.clear();
-    Ok(Json(
-        serde_json::to_value(&device).expect("device serialises"),
-    ))
+    let mut out = serde_json::to_value(&device).expect("device serialises");
+    // Put by an admin: assigned, as `GET /devices` will say.
+    out["assigned"] = serde_json::Value::Bool(true);
+    // The audit row keeps what the device became.
+    let detail = crate::audit::Detail(format!("device is now {out}"));
+    Ok((axum::Extension(detail), Json(out)))
 }
 
 /// Removes a device from the ledger (admins); its readings stay.

@@ -11,6 +11,7 @@ use crate::params;
 use crate::{ApiError, ApiResult, AppState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     pub site: Option<String>,
 }
@@ -58,6 +59,7 @@ pub async fn file(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SavingsQuery {
     pub site: String,
     /// End of the reporting periods (default now).
@@ -90,6 +92,7 @@ pub async fn savings(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SavingsDailyQuery {
     pub site: String,
     /// Retrofit id from the registry.

@@ -20,6 +20,7 @@ use crate::{ApiError, ApiResult, AppState};
 const MAX_RANGE_DAYS: i64 = 3 * 366;
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// Metric name, e.g. `power_kw`, `motor_temp_c`, `pressure_mpa`.
     pub metric: String,
@@ -71,12 +72,7 @@ pub fn window(
     let (from, to) = params::range(from, to, MAX_RANGE_DAYS)?;
     let requested = match (interval, interval_ms) {
         (Some(i), _) => Some(params::interval("interval", i)?),
-        (None, Some(ms)) if ms > 0 => Some(Duration::milliseconds(ms)),
-        (None, Some(ms)) => {
-            return Err(ApiError::BadRequest(format!(
-                "`interval_ms={ms}`: expected a positive number"
-            )))
-        }
+        (None, Some(ms)) => Some(params::interval_ms("interval_ms", ms)?),
         (None, None) => None,
     };
     if max_points == Some(0) {
@@ -229,6 +225,7 @@ fn agg_expr(agg: &str, rollup: bool) -> &'static str {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsumptionQuery {
     pub site: Option<String>,
     pub building: Option<String>,

@@ -264,3 +264,104 @@ fn hysteresis_levels() {
     );
     assert!(level.cleared(t.clear_level(), 0.4));
 }
+
+#[test]
+fn sets_without_the_emergency_rules_are_named() {
+    assert!(RuleSet::defaults().missing_emergencies().is_empty());
+    // An empty body, or a file holding only a comment: every emergency off.
+    for empty in ["", "# nothing here\n"] {
+        let set = parse(empty).unwrap();
+        assert_eq!(set.missing_emergencies(), Emergency::ALL.to_vec());
+        let message = set.missing_emergencies_message().unwrap();
+        assert!(message.contains("entrapment") && message.contains("fire_main_pressure_low"));
+    }
+    // Disabling one, or demoting it to ordinary, or taking it off the
+    // ingest path, each leaves that emergency uncovered.
+    let shipped = DEFAULT_RULES;
+    let cases = [
+        (
+            shipped.replace(
+                "name = \"door_forced\"",
+                "name = \"door_forced\"\nenabled = false",
+            ),
+            Emergency::DoorForced,
+        ),
+        (
+            shipped.replace(
+                "summary = \"Passenger trapped in a lift (困人)\"\nseverity = \"emergency\"",
+                "summary = \"Passenger trapped in a lift (困人)\"\nseverity = \"ordinary\"",
+            ),
+            Emergency::Entrapment,
+        ),
+        (
+            shipped.replace(
+                "summary = \"Fire-main pressure below 0.5 MPa\"\nseverity = \"emergency\"\nimmediate = true",
+                "summary = \"Fire-main pressure below 0.5 MPa\"\nseverity = \"emergency\"\nimmediate = false",
+            ),
+            Emergency::FireMainPressureLow,
+        ),
+    ];
+    for (text, gone) in cases {
+        assert_ne!(text, shipped, "the replacement applied");
+        assert_eq!(parse(&text).unwrap().missing_emergencies(), vec![gone]);
+    }
+}
+
+#[test]
+fn emergencies_page_for_devices_the_registry_does_not_know_yet() {
+    let set = RuleSet::defaults();
+    // Auto-registered by ingest: kind unknown, only the site from the topic.
+    let newcomer = DeviceLabels {
+        id: "hv-c-lift-9".into(),
+        kind: "unknown".into(),
+        site: Some("harbour-view".into()),
+        ..Default::default()
+    };
+    let trapped = EventDetail::Fault {
+        code: "entrapment".into(),
+    };
+    let names: Vec<&str> = set
+        .immediate_for_event(&newcomer, &trapped)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["lift_entrapment"]);
+    let forced: Vec<&str> = set
+        .immediate_for_event(&newcomer, &EventDetail::DoorForced)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(forced, ["door_forced"]);
+    let low: Vec<&str> = set
+        .immediate_for_reading(&newcomer, Metric::PressureMpa, 0.3)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(low, ["fire_main_pressure_low"]);
+    // Not ordinary rules: a lift fault of an unknown device waits for the
+    // registry.
+    let ordinary = set.rules.iter().find(|r| r.name == "lift_fault").unwrap();
+    assert!(!ordinary.applies_to(&newcomer));
+    // A registered device of another kind is not a lift.
+    let meter = DeviceLabels {
+        kind: "water_meter".into(),
+        purpose: Some("domestic_water".into()),
+        ..newcomer.clone()
+    };
+    assert_eq!(set.immediate_for_event(&meter, &trapped).count(), 0);
+    assert_eq!(
+        set.immediate_for_reading(&meter, Metric::PressureMpa, 0.3)
+            .count(),
+        0
+    );
+    // A site-scoped emergency rule still needs the site.
+    let scoped = parse(
+        r#"
+[[rule]]
+name = "trapped_elsewhere"
+severity = "emergency"
+immediate = true
+select = { kind = "lift", site = "other-estate" }
+event = { type = "fault", codes = ["entrapment"], resolve_after = "12h" }
+"#,
+    )
+    .unwrap();
+    assert_eq!(scoped.immediate_for_event(&newcomer, &trapped).count(), 0);
+}

@@ -79,11 +79,22 @@ impl NewAlert {
             }
             site_id = d.site.clone();
             device_id = Some(d.id.clone());
+            if d.is_unregistered() {
+                // Paged on the event alone: say so, so the person paged
+                // knows the ledger has no name, place or kind for it yet.
+                labels.insert("registered".into(), "false".into());
+            }
         }
+        let summary = match device {
+            Some(d) if d.is_unregistered() => {
+                format!("{} (device not in the registry)", rule.summary)
+            }
+            _ => rule.summary.clone(),
+        };
         NewAlert {
             rule: rule.name.clone(),
             severity: rule.severity,
-            summary: rule.summary.clone(),
+            summary,
             subject,
             labels,
             site_id,

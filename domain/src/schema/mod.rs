@@ -278,6 +278,27 @@ const MIGRATIONS: &[Migration] = &[
         // The hypertable's default index on ts does this job.
         timescale: None,
     },
+    Migration {
+        version: 13,
+        name: "rule_set_waivers",
+        common: Some(include_str!("migrations/0013_rule_set_waivers.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 14,
+        name: "dead_letter_fingerprints",
+        common: Some(include_str!("migrations/0014_dead_letter_fingerprints.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 15,
+        name: "device_last_message",
+        common: Some(include_str!("migrations/0015_device_last_message.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.
@@ -412,6 +433,12 @@ async fn choose_mode(
     if setting == StorageModeSetting::Plain {
         return Ok((StorageMode::Plain, "storage.mode = plain".into()));
     }
+    // A DBA may have created the extension already (the normal case on
+    // managed PostgreSQL, where estatemon's role is no superuser): then it
+    // is loaded, and nothing else needs checking.
+    if let Some(version) = timescale_version(client).await? {
+        return Ok((StorageMode::Timescaledb, format!("timescaledb {version}")));
+    }
     let available = client
         .query_opt(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
@@ -420,25 +447,39 @@ async fn choose_mode(
         .await?
         .is_some();
     // Without shared_preload_libraries, CREATE EXTENSION timescaledb is a
-    // FATAL error that closes the connection: check first.
-    let preloaded: String = client
-        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+    // FATAL error that closes the connection: check first. pg_settings
+    // hides the row from roles without pg_read_all_settings (where
+    // current_setting() would fail the whole migration): unknown, then.
+    let preloaded: Option<String> = client
+        .query_opt(
+            "SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'",
+            &[],
+        )
         .await?
-        .get(0);
+        .map(|r| r.get(0));
     let outcome = if !available {
         Err("the timescaledb extension is not installed on this server".to_owned())
-    } else if !preloaded.contains("timescaledb") {
-        Err("timescaledb is installed but not in shared_preload_libraries".to_owned())
     } else {
-        match client
-            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            .await
-        {
-            Ok(()) => Ok(timescale_version(client).await?.unwrap_or_default()),
-            Err(e) => Err(e
-                .as_db_error()
-                .map(|d| d.message().to_owned())
-                .unwrap_or_else(|| e.to_string())),
+        match preloaded {
+            None => Err(
+                "timescaledb is installed but not created in this database, and this role \
+                 cannot read shared_preload_libraries to tell whether it may create it \
+                 (ask a DBA to run CREATE EXTENSION timescaledb, or grant pg_read_all_settings)"
+                    .to_owned(),
+            ),
+            Some(p) if !p.contains("timescaledb") => {
+                Err("timescaledb is installed but not in shared_preload_libraries".to_owned())
+            }
+            Some(_) => match client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                .await
+            {
+                Ok(()) => Ok(timescale_version(client).await?.unwrap_or_default()),
+                Err(e) => Err(e
+                    .as_db_error()
+                    .map(|d| d.message().to_owned())
+                    .unwrap_or_else(|| e.to_string())),
+            },
         }
     };
     match (outcome, setting) {
@@ -486,8 +527,10 @@ pub async fn recorded_chunk_days(client: &Client) -> Result<u32, SchemaError> {
 }
 
 /// Compression and retention (TimescaleDB policies; in plain mode retention
-/// is enforced by [`partitions::drop_expired`]). Re-applied at every start so
-/// a changed configuration takes effect.
+/// is enforced by [`partitions::drop_expired`]). Checked at every start so
+/// a changed configuration takes effect, but a policy is only replaced when
+/// its setting differs: replacing it would lose a DBA's `alter_job` tuning
+/// and cancel a compression run in progress.
 async fn apply_policies(
     client: &Client,
     mode: StorageMode,
@@ -497,34 +540,92 @@ async fn apply_policies(
         return Ok(());
     }
     for table in ["readings", "events"] {
-        client
-            .execute(
-                "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
-                &[&table],
-            )
-            .await?;
         let after = format!("{} days", storage.compress_after_days);
-        client
-            .execute(
-                "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
-                &[&table, &after],
-            )
-            .await?;
-        client
-            .execute(
-                "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
-                &[&table],
-            )
-            .await?;
-        if storage.retention_days > 0 {
-            let keep = format!("{} days", storage.retention_days);
+        if !policy_is(
+            client,
+            table,
+            "policy_compression",
+            "compress_after",
+            Some(&after),
+        )
+        .await?
+        {
             client
                 .execute(
-                    "SELECT add_retention_policy($1::text::regclass, $2::text::interval)",
-                    &[&table, &keep],
+                    "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
+                    &[&table],
                 )
                 .await?;
+            client
+                .execute(
+                    "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
+                    &[&table, &after],
+                )
+                .await?;
+            tracing::info!(table, compress_after = %after, "compression policy set");
+        }
+        let keep = (storage.retention_days > 0).then(|| format!("{} days", storage.retention_days));
+        if !policy_is(
+            client,
+            table,
+            "policy_retention",
+            "drop_after",
+            keep.as_deref(),
+        )
+        .await?
+        {
+            client
+                .execute(
+                    "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
+                    &[&table],
+                )
+                .await?;
+            if let Some(keep) = &keep {
+                client
+                    .execute(
+                        "SELECT add_retention_policy($1::text::regclass, $2::text::interval)",
+                        &[&table, keep],
+                    )
+                    .await?;
+            }
+            tracing::info!(table, drop_after = ?keep, "retention policy set");
         }
     }
     Ok(())
+}
+
+/// Whether `table` has exactly the policy wanted: one `proc` job whose
+/// `key` equals `want` as an interval, or none when `want` is `None`.
+async fn policy_is(
+    client: &Client,
+    table: &str,
+    proc: &str,
+    key: &str,
+    want: Option<&str>,
+) -> Result<bool, SchemaError> {
+    let rows = client
+        .query(
+            "SELECT config->>$3 FROM timescaledb_information.jobs
+              WHERE hypertable_schema = current_schema() AND hypertable_name = $1
+                AND proc_name = $2",
+            &[&table, &proc, &key],
+        )
+        .await?;
+    let Some(want) = want else {
+        return Ok(rows.is_empty());
+    };
+    let [row] = rows.as_slice() else {
+        return Ok(false);
+    };
+    let Some(have) = row.get::<_, Option<String>>(0) else {
+        return Ok(false);
+    };
+    let same: bool = client
+        .query_one(
+            "SELECT $1::text::interval = $2::text::interval",
+            &[&have, &want],
+        )
+        .await?
+        .get(0);
+    Ok(same)
 }

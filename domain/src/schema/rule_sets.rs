@@ -26,6 +26,9 @@ pub struct Stored {
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub reset: bool,
+    /// Emergencies the admin who stored this set chose to leave without a
+    /// rule (see [`crate::rules::Emergency`]); empty normally.
+    pub waived_emergencies: Vec<String>,
 }
 
 /// Where the running rules came from.
@@ -63,7 +66,7 @@ impl fmt::Display for Origin {
 pub async fn latest(client: &impl GenericClient) -> Result<Option<Stored>, tokio_postgres::Error> {
     Ok(client
         .query_opt(
-            "SELECT id, source, rules, created_at, created_by, reset
+            "SELECT id, source, rules, created_at, created_by, reset, waived_emergencies
                FROM rule_sets ORDER BY id DESC LIMIT 1",
             &[],
         )
@@ -75,6 +78,7 @@ pub async fn latest(client: &impl GenericClient) -> Result<Option<Stored>, tokio
             created_at: r.get(3),
             created_by: r.get(4),
             reset: r.get(5),
+            waived_emergencies: r.get(6),
         }))
 }
 
@@ -86,22 +90,48 @@ pub async fn latest_id(client: &impl GenericClient) -> Result<i64, tokio_postgre
         .get(0))
 }
 
+/// Why a rule set was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Not a valid rules file: the line and the field.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Valid, but it would stop paging for an emergency and no waiver was
+    /// given.
+    #[error("{0}")]
+    EmergenciesMissing(String),
+}
+
 /// Validates `source` and stores it as the active set; returns its id and
-/// the parsed rules. An invalid set is refused with the line and field.
+/// the parsed rules. An invalid set is refused with the line and field; a
+/// set without a rule for one of the emergencies (entrapment, forced door,
+/// fire-main pressure) is refused unless `waive_emergencies` is true, and
+/// then the waived ones are stored with it.
 pub async fn put(
     client: &impl GenericClient,
     source: &str,
     by: &str,
-) -> Result<Result<(i64, RuleSet), ConfigError>, tokio_postgres::Error> {
+    waive_emergencies: bool,
+) -> Result<Result<(i64, RuleSet), Refused>, tokio_postgres::Error> {
     let set = match RuleSet::parse(source, Path::new("rules")) {
         Ok(set) => set,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(e.into())),
     };
+    let missing: Vec<String> = set
+        .missing_emergencies()
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    if !missing.is_empty() && !waive_emergencies {
+        let message = set.missing_emergencies_message().unwrap_or_default();
+        return Ok(Err(Refused::EmergenciesMissing(message)));
+    }
     let n = set.rules.len() as i32;
     let id: i64 = client
         .query_one(
-            "INSERT INTO rule_sets (source, rules, created_by) VALUES ($1, $2, $3) RETURNING id",
-            &[&source, &n, &by],
+            "INSERT INTO rule_sets (source, rules, created_by, waived_emergencies)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+            &[&source, &n, &by, &missing],
         )
         .await?
         .get(0);

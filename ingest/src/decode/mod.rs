@@ -166,3 +166,6 @@ pub(crate) fn each_item(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The test command (README, "Tests"). On a brand-new machine of the
+# development kind it installs what the tests use and is missing, starts
+# the local services if they are down, then runs `cargo test --workspace`
+# (extra arguments are passed on, e.g. `scripts/test.sh -p estatemon-api`).
+#
+# What it installs, and why:
+# - Debian: mosquitto and postgresql (the services every end-to-end test
+#   talks to), prometheus-alertmanager (alerts are delivered to a real one),
+#   prometheus (promtool checks the shipped config), chromium (the report
+#   and the dashboards are opened and screenshotted).
+# - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
+#   served OpenAPI document must validate) and schemathesis (the API must
+#   answer as its document says).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_apt=()
+command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v psql >/dev/null || need_apt+=(postgresql-client)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "scripts/test.sh: installing ${need_apt[*]} (Debian)"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
+fi
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "scripts/test.sh: starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+    echo "scripts/test.sh: starting Mosquitto"
+    as_root mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    sleep 1
+fi
+
+# Python tools for the API contract tests, kept beside the build cache.
+venv="${ESTATEMON_TEST_VENV:-/var/tmp/estatemon-test-venv}"
+if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
+    echo "scripts/test.sh: installing openapi-spec-validator and schemathesis (PyPI) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis
+fi
+export ESTATEMON_TEST_PYTHON="$venv/bin/python"
+
+exec cargo test --workspace "$@"
