@@ -143,29 +143,41 @@ async fn writer(
         if buffer.is_empty() {
             continue;
         }
-        match write(&pool, &buffer).await {
-            Ok(()) => {
-                metrics.audit_written.inc_by(buffer.len() as u64);
-                let bytes: usize = buffer.iter().map(Record::bytes).sum();
-                let left = pending_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-                metrics.audit_pending.dec_by(buffer.len() as i64);
-                metrics.audit_pending_bytes.set(left as i64);
-                // Give a backlog's memory back, not only its records.
-                buffer = Vec::new();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, pending = buffer.len(), "audit records not written yet; retrying");
-                if !open {
-                    // Shutting down with the database away: say what is lost.
-                    metrics.audit_dropped.inc_by(buffer.len() as u64);
-                    tracing::error!(lost = buffer.len(), "audit records lost at shutdown");
-                    return;
+        // In slices: a backlog at its bound (16 MiB) is not encoded into
+        // one statement, which would double the memory it holds.
+        while !buffer.is_empty() {
+            let n = buffer.len().min(WRITE_SLICE);
+            match write(&pool, &buffer[..n]).await {
+                Ok(()) => {
+                    metrics.audit_written.inc_by(n as u64);
+                    let bytes: usize = buffer[..n].iter().map(Record::bytes).sum();
+                    let left = pending_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+                    metrics.audit_pending.dec_by(n as i64);
+                    metrics.audit_pending_bytes.set(left as i64);
+                    buffer.drain(..n);
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = buffer.len(), "audit records not written yet; retrying");
+                    if !open {
+                        // Shutting down with the database away: say what is lost.
+                        metrics.audit_dropped.inc_by(buffer.len() as u64);
+                        tracing::error!(lost = buffer.len(), "audit records lost at shutdown");
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
             }
+        }
+        if buffer.is_empty() && buffer.capacity() > WRITE_SLICE {
+            // Give a backlog's memory back, not only its records.
+            buffer = Vec::new();
         }
     }
 }
+
+/// Records per INSERT.
+const WRITE_SLICE: usize = 1000;
 
 async fn write(pool: &deadpool_postgres::Pool, records: &[Record]) -> anyhow::Result<()> {
     let client = pool.get().await?;

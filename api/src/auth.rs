@@ -118,6 +118,16 @@ impl Tokens {
         }
     }
 
+    /// Fills the cache without the database, valid for the TTL (tests).
+    #[cfg(test)]
+    pub fn preload(&self, tokens: Vec<([u8; 32], Actor)>) {
+        let entries = tokens
+            .into_iter()
+            .map(|(hash, actor)| Entry { hash, actor })
+            .collect();
+        *self.inner.try_write().expect("uncontended") = (entries, Some(Instant::now()));
+    }
+
     /// Forgets the cache (after creating or revoking a token).
     pub async fn invalidate(&self) {
         self.inner.write().await.1 = None;

@@ -527,3 +527,77 @@ pub async fn create_token(
         .await?;
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// A handler that panics answers 500 with the JSON error body, is
+    /// counted and leaves an audit record (the connection used to drop with
+    /// no answer and no row). No database is needed: the record waits in
+    /// the backlog.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_is_audited() {
+        let mut config = Config::default();
+        config.database.url = "postgres://nobody@127.0.0.1:1/none".into();
+        let pool = pool(&config).unwrap();
+        let metrics = metrics::Metrics::new();
+        let (audit, _writer) = audit::Audit::start(
+            pool.clone(),
+            Duration::from_secs(3600),
+            1 << 20,
+            metrics.clone(),
+        );
+        let state = AppState {
+            pool,
+            tokens: auth::Tokens::new(Duration::from_secs(3600)),
+            audit,
+            metrics: metrics.clone(),
+            storage_mode: "plain",
+            config: Arc::new(config),
+            ledger_cache: LedgerCache::default(),
+            anonymous: Arc::new(audit::AnonymousLimiter::new(0)),
+        };
+        // A cached token, so authentication needs no database.
+        let token = "emt_test";
+        state.tokens.preload(vec![(
+            auth::hash(token),
+            auth::Actor {
+                name: "tester".into(),
+                role: auth::Role::Viewer,
+            },
+        )]);
+        let app = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("a bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(state.clone(), around))
+            .with_state(state);
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .uri("/boom")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "internal", "{json}");
+        assert_eq!(metrics.panics.get(), 1);
+        assert_eq!(metrics.audit_pending.get(), 1, "the 500 is audited");
+    }
+}
