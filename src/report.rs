@@ -235,14 +235,17 @@ pub async fn savings(config: Config, args: SavingsArgs) -> anyhow::Result<()> {
                         .unwrap_or_else(|| "?".into()),
                     s.unit,
                     pct(s.target),
-                    match s.meets_target {
-                        Some(true) => " — met",
-                        Some(false) => " — not met",
+                    match s.verdict {
+                        Some(estatemon_analytics::savings::Verdict::Met) => " — met",
+                        Some(estatemon_analytics::savings::Verdict::NotMet) => " — not met",
+                        Some(estatemon_analytics::savings::Verdict::Inconclusive) => {
+                            " — inconclusive (the interval straddles the target)"
+                        }
                         None => "",
                     }
                 );
                 println!(
-                    "    baseline {}..{} ({} days), reporting {}..{} ({} days); R² {} CV(RMSE) {} NMBE {} — ASHRAE 14 {}",
+                    "    baseline {}..{} ({} days), reporting {}..{} ({} days); R² {} CV(RMSE) {} NMBE (out of sample) {} — ASHRAE 14 {}",
                     s.baseline.from,
                     s.baseline.to,
                     s.baseline.days_used,
@@ -251,8 +254,13 @@ pub async fn savings(config: Config, args: SavingsArgs) -> anyhow::Result<()> {
                     s.reporting.days_used,
                     m.map(|m| format!("{:.3}", m.r2)).unwrap_or_else(|| "-".into()),
                     pct(m.map(|m| m.cv_rmse)),
-                    pct(m.map(|m| m.nmbe)),
-                    if s.meets_guideline { "pass" } else { "FAIL" }
+                    pct(m.map(|m| m.nmbe_out_of_sample.unwrap_or(m.nmbe))),
+                    match (s.guideline, s.provisional) {
+                        ("pass", false) => "pass",
+                        ("pass", true) => "pass, provisional (short baseline)",
+                        ("fail", _) => "FAIL",
+                        _ => "not assessed",
+                    }
                 );
                 for n in &s.notes {
                     println!("    note: {n}");

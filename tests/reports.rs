@@ -353,11 +353,34 @@ purpose = "hvac"
         html.contains("class=\"n missing\">missing</td>"),
         "missing shown as missing"
     );
+    // Well formed: every element opened is closed, in order (issue 17: the
+    // scroll wrapper's <div> was closed 11 times without being opened).
+    if let Err(e) = balanced_tags(&html) {
+        panic!("report.html is not well formed: {e}");
+    }
+    // The M&V results come as three tables of at most 11 columns, each
+    // judged with its uncertainty.
+    for table in ["savings_models", "savings", "savings_value"] {
+        let start = html
+            .find(&format!("<table class=\"{table}\">"))
+            .unwrap_or_else(|| panic!("no {table} table"));
+        let header = &html[start..start + html[start..].find("</tr>").unwrap()];
+        assert!(header.matches("<th>").count() <= 11, "{table}: {header}");
+    }
+    assert!(
+        ["met</td>", "not met</td>", "inconclusive</td>"]
+            .iter()
+            .any(|v| html.contains(v)),
+        "verdicts"
+    );
     let pdf = std::fs::read(dir.join("report.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
     assert!(String::from_utf8_lossy(&pdf).matches("/Type /Page").count() >= 3);
     let csv = std::fs::read_to_string(dir.join("totals.csv")).unwrap();
-    assert!(csv.starts_with("scope,name,utility,quantity,unit,coverage"));
+    assert!(
+        csv.starts_with("\u{FEFF}scope,name,utility,quantity,unit,coverage"),
+        "a UTF-8 byte-order mark for Excel, then the header"
+    );
     assert!(csv.contains("area,plant_room,electricity,,kWh,0,"), "{csv}");
     // Stored files are the same as written.
     let stored = store::file(
@@ -441,4 +464,46 @@ fn bad_report_requests_say_what_is_wrong() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Checks that the HTML's elements nest: each closing tag closes the
+/// innermost open element, and nothing is left open (void elements and
+/// the SVG's self-closing ones aside).
+fn balanced_tags(html: &str) -> Result<(), String> {
+    const VOID: &[&str] = &[
+        "meta", "br", "hr", "img", "input", "link", "col", "wbr", "!doctype",
+    ];
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        let end = rest.find('>').ok_or("a tag is not closed with >")?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with("!--") || tag.starts_with('?') {
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '/')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if let Some(closing) = tag.strip_prefix('/') {
+            let closing = closing.trim().to_ascii_lowercase();
+            match open.pop() {
+                Some(top) if top == closing => {}
+                Some(top) => return Err(format!("</{closing}> closes <{top}>")),
+                None => return Err(format!("</{closing}> closes nothing")),
+            }
+        } else if !self_closing && !VOID.contains(&name.as_str()) {
+            open.push(name);
+        }
+    }
+    if open.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("left open: {open:?}"))
+    }
 }

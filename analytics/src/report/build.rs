@@ -452,6 +452,16 @@ pub fn savings_groups(
             .filter(|(_, a)| *a > 0.0)
             .map(|(s, a)| s / a);
         let target = energy.target(target_purpose, None);
+        let uncertainty = sum(&|s| s.uncertainty.map(|u| u * u))
+            .filter(|_| complete)
+            .map(f64::sqrt);
+        let verdict = fraction.zip(target).map(|(f, t)| {
+            let share = uncertainty
+                .zip(adjusted)
+                .filter(|(_, a)| *a > 0.0)
+                .map(|(u, a)| u / a);
+            savings::Verdict::decide(f, share, t)
+        });
         out.push(SavingsGroup {
             name: name.to_owned(),
             utility: members[0].utility,
@@ -461,13 +471,16 @@ pub fn savings_groups(
             actual,
             savings: saved,
             savings_fraction: fraction,
-            uncertainty: sum(&|s| s.uncertainty.map(|u| u * u))
-                .filter(|_| complete)
-                .map(f64::sqrt),
+            uncertainty,
             cost_saved: sum(&|s| s.cost_saved).filter(|_| complete),
             co2_kg_saved: sum(&|s| s.co2_kg_saved).filter(|_| complete),
             target,
-            meets_target: fraction.zip(target).map(|(f, t)| f >= t),
+            verdict,
+            meets_target: verdict.and_then(|v| match v {
+                savings::Verdict::Met => Some(true),
+                savings::Verdict::NotMet => Some(false),
+                savings::Verdict::Inconclusive => None,
+            }),
         });
     }
     out

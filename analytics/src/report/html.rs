@@ -36,7 +36,7 @@ figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; border: 1p
 fn table_html(out: &mut String, t: &Table) {
     let _ = write!(
         out,
-        "<h3>{}</h3>\n<table class=\"{}\">\n<tr>",
+        "<h3>{}</h3>\n<div class=\"scroll\"><table class=\"{}\">\n<tr>",
         escape(&t.title),
         t.name
     );
@@ -227,7 +227,12 @@ pub fn render(r: &QuarterReport) -> String {
          savings uncertainty at 90 % confidence. Models must meet CV(RMSE) ≤ 15 % and |NMBE| ≤ 5 % \
          on monthly data, ≤ 30 % and ≤ 10 % on daily data.</p>\n",
     );
-    for name in ["savings_summary", "savings"] {
+    for name in [
+        "savings_summary",
+        "savings_models",
+        "savings",
+        "savings_value",
+    ] {
         if let Some(t) = table(name) {
             table_html(&mut out, t);
         }

@@ -145,6 +145,9 @@ pub struct SavingsGroup {
     pub cost_saved: Option<f64>,
     pub co2_kg_saved: Option<f64>,
     pub target: Option<f64>,
+    /// Judged with the uncertainty: met, not met or inconclusive.
+    pub verdict: Option<crate::savings::Verdict>,
+    /// `Some(true)` only when met, `Some(false)` when not met.
     pub meets_target: Option<bool>,
 }
 

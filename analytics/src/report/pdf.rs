@@ -422,7 +422,12 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
         }),
         (
             "3. Savings (IPMVP option C, ASHRAE Guideline 14)",
-            &["savings_summary", "savings"],
+            &[
+                "savings_summary",
+                "savings_models",
+                "savings",
+                "savings_value",
+            ],
             |s| s.title().contains("baseline model"),
         ),
         ("4. Lifts and access gates", &["lifts", "gates"], |_| false),

@@ -41,7 +41,9 @@ pub fn render_all(r: &QuarterReport) -> anyhow::Result<Vec<RenderedFile>> {
         files.push(RenderedFile {
             name: format!("{}.csv", t.name),
             content_type: "text/csv; charset=utf-8",
-            body: to_csv(&t).into_bytes(),
+            // A UTF-8 byte-order mark: Excel (the auditors' tool) reads
+            // the file as UTF-8 only with it (CO₂, ±, Chinese names).
+            body: ["\u{FEFF}", &to_csv(&t)].concat().into_bytes(),
         });
     }
     Ok(files)

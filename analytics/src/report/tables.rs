@@ -241,7 +241,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             &format!("cost saved ({cur})"),
             "CO₂ saved (kg)",
             "target",
-            "target met",
+            "target (with ± 90 %)",
         ]),
         rows: r
             .savings_groups
@@ -258,37 +258,29 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                     Cell::Number(g.cost_saved, 0),
                     Cell::Number(g.co2_kg_saved, 0),
                     Cell::Percent(g.target),
-                    Cell::Flag(g.meets_target),
+                    Cell::text(g.verdict.map_or("n/a", |v| v.as_str())),
                 ]
             })
             .collect(),
         csv_only: false,
     });
+    // The M&V results in three tables that each fit a page and a screen:
+    // the models, the savings against their targets, the money and notes.
     out.push(Table {
-        name: "savings",
-        title: "Retrofits: baseline models (ASHRAE Guideline 14) and savings this quarter".into(),
+        name: "savings_models",
+        title: "Retrofits: baseline models (ASHRAE Guideline 14, daily data)".into(),
         headers: headers(&[
             "retrofit",
             "date",
             "meters",
             "drivers",
-            "baseline days",
+            "baseline days (complete)",
+            "baseline (CalTRACK)",
             "R²",
             "CV(RMSE)",
-            "NMBE",
+            "NMBE (out of sample)",
             "ASHRAE 14",
-            "adjusted baseline",
-            "actual",
-            "savings",
-            "unit",
-            "savings %",
-            "± (90 %)",
-            "FSU",
-            &format!("cost saved ({cur})"),
-            "CO₂ saved (kg)",
-            "target",
-            "target met",
-            "notes",
+            "extrapolated days",
         ]),
         rows: r
             .savings
@@ -307,27 +299,85 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                             .join(", "),
                     ),
                     Cell::Number(Some(s.baseline.days_used as f64), 0),
+                    Cell::text(if s.baseline_sufficiency.sufficient {
+                        "sufficient"
+                    } else {
+                        "insufficient: provisional"
+                    }),
                     Cell::Number(m.map(|m| m.r2), 3),
                     Cell::Percent(m.map(|m| m.cv_rmse)),
-                    Cell::Percent(m.map(|m| m.nmbe)),
-                    Cell::text(if s.daily_model.is_none() {
-                        "no model"
-                    } else if s.meets_guideline {
-                        "pass"
-                    } else {
-                        "FAIL"
+                    Cell::Percent(m.map(|m| m.nmbe_out_of_sample.unwrap_or(m.nmbe))),
+                    Cell::text(match (s.guideline, s.provisional) {
+                        ("pass", false) => "pass",
+                        ("pass", true) => "pass (provisional)",
+                        ("fail", _) => "FAIL",
+                        _ => "not assessed",
                     }),
+                    Cell::Percent(Some(s.extrapolation.share)),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "savings",
+        title: "Retrofits: savings this quarter against their targets".into(),
+        headers: headers(&[
+            "retrofit",
+            "adjusted baseline",
+            "actual",
+            "savings",
+            "unit",
+            "savings %",
+            "± (90 %)",
+            "± points (90 %)",
+            "target",
+            "target (with ± 90 %)",
+        ]),
+        rows: r
+            .savings
+            .iter()
+            .map(|s| {
+                vec![
+                    Cell::text(&s.name),
                     Cell::Number(s.adjusted_baseline, 0),
                     Cell::Number(s.actual, 0),
                     Cell::Number(s.savings, 0),
                     Cell::text(s.unit),
                     Cell::Percent(s.savings_fraction),
                     Cell::Number(s.uncertainty, 0),
-                    Cell::Percent(s.fractional_uncertainty),
+                    Cell::Percent(
+                        s.uncertainty
+                            .zip(s.adjusted_baseline)
+                            .filter(|(_, a)| *a > 0.0)
+                            .map(|(u, a)| u / a),
+                    ),
+                    Cell::Percent(s.target),
+                    Cell::text(s.verdict.map_or("n/a", |v| v.as_str())),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "savings_value",
+        title: "Retrofits: money and CO₂ saved, and what to know".into(),
+        headers: headers(&[
+            "retrofit",
+            &format!("cost saved ({cur})"),
+            "CO₂ saved (kg)",
+            "FSU",
+            "notes",
+        ]),
+        rows: r
+            .savings
+            .iter()
+            .map(|s| {
+                vec![
+                    Cell::text(&s.name),
                     Cell::Number(s.cost_saved, 0),
                     Cell::Number(s.co2_kg_saved, 0),
-                    Cell::Percent(s.target),
-                    Cell::Flag(s.meets_target),
+                    Cell::Percent(s.fractional_uncertainty),
                     Cell::Text(s.notes.join("; ")),
                 ]
             })

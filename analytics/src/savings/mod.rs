@@ -81,8 +81,19 @@ pub struct RetrofitSavings {
     pub daily_model: Option<Fit>,
     /// The same drivers on monthly means, held to the monthly limits.
     pub monthly_model: Option<Fit>,
-    /// Whether every fitted model meets ASHRAE 14's limits.
+    /// Whether both models were fitted and meet ASHRAE 14's limits (NMBE
+    /// out of sample); `guideline` says which of pass, fail, not assessed.
     pub meets_guideline: bool,
+    /// `pass`, `fail` or `not_assessed` (a model could not be fitted: a
+    /// missing model is never a pass).
+    pub guideline: &'static str,
+    /// CalTRACK's baseline data sufficiency.
+    pub baseline_sufficiency: Sufficiency,
+    /// The result stands on an insufficient baseline: state it as
+    /// provisional.
+    pub provisional: bool,
+    /// Reporting days whose drivers lie outside the baseline's range.
+    pub extrapolation: Extrapolation,
     pub adjusted_baseline: Option<f64>,
     pub actual: Option<f64>,
     pub savings: Option<f64>,
@@ -96,11 +107,121 @@ pub struct RetrofitSavings {
     pub currency: String,
     pub co2_kg_saved: Option<f64>,
     pub target: Option<f64>,
-    /// Savings fraction ≥ target.
+    /// The target judged with the uncertainty: met (the whole 90 %
+    /// interval is at or above it), not met (wholly below) or
+    /// inconclusive (the interval straddles it).
+    pub verdict: Option<Verdict>,
+    /// `Some(true)` only when the verdict is met, `Some(false)` when not
+    /// met, `None` when inconclusive or not measurable.
     pub meets_target: Option<bool>,
     pub daily: Vec<DayPoint>,
     /// What the reader should know: dropped drivers, failed limits, gaps.
     pub notes: Vec<String>,
+}
+
+/// A saving judged against its target with its uncertainty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Met,
+    NotMet,
+    Inconclusive,
+}
+
+impl Verdict {
+    /// `fraction` ± `uncertainty` (both as shares of the adjusted
+    /// baseline) against `target`: met when even the low end reaches it,
+    /// not met when even the high end falls short, else inconclusive. A
+    /// saving without an uncertainty cannot be judged.
+    pub fn decide(fraction: f64, uncertainty: Option<f64>, target: f64) -> Verdict {
+        match uncertainty {
+            Some(u) if fraction - u >= target => Verdict::Met,
+            Some(u) if fraction + u < target => Verdict::NotMet,
+            _ => Verdict::Inconclusive,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::NotMet => "not met",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// CalTRACK's baseline data sufficiency: a baseline of at least 365 days,
+/// at least 90 % of its days with complete data, and every calendar month
+/// at least half covered.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Sufficiency {
+    pub days: i64,
+    pub days_complete: usize,
+    /// Calendar months (`2026-03`) with under half their days complete,
+    /// and months of the year the baseline never covers.
+    pub months_short: Vec<String>,
+    pub sufficient: bool,
+}
+
+/// The baseline must span this many days (CalTRACK: 12 months).
+pub const BASELINE_DAYS: i64 = 365;
+
+impl Sufficiency {
+    pub fn assess(from: NaiveDate, to: NaiveDate, complete: &[NaiveDate]) -> Sufficiency {
+        let days = (to - from).num_days().max(0);
+        let mut per_month: std::collections::BTreeMap<(i32, u32), usize> = Default::default();
+        for d in complete.iter().filter(|d| **d >= from && **d < to) {
+            *per_month.entry((d.year(), d.month())).or_default() += 1;
+        }
+        let mut months_short = Vec::new();
+        let mut seen_months = std::collections::BTreeSet::new();
+        let mut m = NaiveDate::from_ymd_opt(from.year(), from.month(), 1).expect("first of month");
+        while m < to {
+            let next = if m.month() == 12 {
+                NaiveDate::from_ymd_opt(m.year() + 1, 1, 1)
+            } else {
+                NaiveDate::from_ymd_opt(m.year(), m.month() + 1, 1)
+            }
+            .expect("first of next month");
+            let span = (next.min(to) - m.max(from)).num_days().max(0) as usize;
+            let have = per_month.get(&(m.year(), m.month())).copied().unwrap_or(0);
+            if span > 0 && have * 2 < span {
+                months_short.push(format!("{:04}-{:02}", m.year(), m.month()));
+            } else if span > 0 {
+                seen_months.insert(m.month());
+            }
+            m = next;
+        }
+        for month in 1..=12u32 {
+            if !seen_months.contains(&month)
+                && !months_short
+                    .iter()
+                    .any(|s| s.ends_with(&format!("-{month:02}")))
+            {
+                months_short.push(format!("month {month:02} not in the baseline"));
+            }
+        }
+        let days_complete = complete.iter().filter(|d| **d >= from && **d < to).count();
+        let sufficient = days >= BASELINE_DAYS
+            && days_complete as f64 >= 0.9 * BASELINE_DAYS as f64
+            && months_short.is_empty();
+        Sufficiency {
+            days,
+            days_complete,
+            months_short,
+            sufficient,
+        }
+    }
+}
+
+/// Reporting days whose drivers lie outside what the baseline saw.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Extrapolation {
+    pub days: usize,
+    /// Of the reporting days compared.
+    pub share: f64,
+    /// The drivers that left the baseline's range.
+    pub drivers: Vec<Driver>,
 }
 
 /// A day of the meter group with its drivers.
@@ -181,15 +302,49 @@ pub fn measure(
     let y: Vec<f64> = baseline_days.iter().map(|(d, _)| d.used).collect();
     let x: Vec<Vec<f64>> = baseline_days.iter().map(|(_, x)| x.clone()).collect();
     let daily_model = match model::fit(&y, &x, Limits::DAILY) {
-        Ok(f) => Some(f),
+        Ok(mut f) => {
+            // Out of sample, a calendar month at a time.
+            let months: Vec<u32> = baseline_days
+                .iter()
+                .map(|(d, _)| d.date.year() as u32 * 12 + d.date.month())
+                .collect();
+            f.cross_validate(&y, &x, &months);
+            Some(f)
+        }
         Err(e) => {
             notes.push(format!("no baseline model: {e}"));
             None
         }
     };
+    let complete_days: Vec<NaiveDate> = baseline_days.iter().map(|(d, _)| d.date).collect();
+    let baseline_sufficiency = Sufficiency::assess(bf, bt, &complete_days);
+    if !baseline_sufficiency.sufficient {
+        notes.push(format!(
+            "baseline insufficient (CalTRACK: 365 days, 90 % complete, every month half covered): \
+             {} days, {} complete{}; the result is provisional",
+            baseline_sufficiency.days,
+            baseline_sufficiency.days_complete,
+            if baseline_sufficiency.months_short.is_empty() {
+                String::new()
+            } else {
+                format!("; short: {}", baseline_sufficiency.months_short.join(", "))
+            }
+        ));
+    }
+    // The range of each driver over the baseline the model was fitted on.
+    let ranges: Vec<(f64, f64)> = (0..drivers.len())
+        .map(|j| {
+            baseline_days
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, x)| {
+                    (lo.min(x[j]), hi.max(x[j]))
+                })
+        })
+        .collect();
     let monthly_model = monthly_fit(&baseline_days, &mut notes);
 
     let mut daily = Vec::new();
+    let mut extrapolation = Extrapolation::default();
     let (mut adjusted, mut actual, mut cost_actual, mut used_days) = (0.0, 0.0, 0.0, 0usize);
     for d in days {
         let reporting = in_reporting(d);
@@ -211,6 +366,26 @@ pub fn measure(
             actual += a;
             cost_actual += d.cost;
             used_days += 1;
+            if let Some(x) = row(d) {
+                let outside: Vec<Driver> = x
+                    .iter()
+                    .zip(&ranges)
+                    .zip(&drivers)
+                    .filter(|((v, (lo, hi)), _)| {
+                        let margin = (hi - lo).abs() * 0.01;
+                        **v < lo - margin || **v > hi + margin
+                    })
+                    .map(|(_, k)| *k)
+                    .collect();
+                if !outside.is_empty() {
+                    extrapolation.days += 1;
+                    for k in outside {
+                        if !extrapolation.drivers.contains(&k) {
+                            extrapolation.drivers.push(k);
+                        }
+                    }
+                }
+            }
         }
     }
     let reporting_period = Period {
@@ -246,15 +421,37 @@ pub fn measure(
     let target = retrofit
         .target
         .or_else(|| energy.target(retrofit.purpose, retrofit.area.as_deref()));
-    let meets_guideline = daily_model.as_ref().is_some_and(|m| m.meets_guideline)
-        && monthly_model.as_ref().is_none_or(|m| m.meets_guideline);
+    if used_days > 0 {
+        extrapolation.share = extrapolation.days as f64 / used_days as f64;
+    }
+    if extrapolation.days > 0 {
+        let names: Vec<&str> = extrapolation.drivers.iter().map(|d| d.as_str()).collect();
+        notes.push(format!(
+            "the model extrapolates on {} of {} reporting days ({:.0} %): {} outside the baseline's range",
+            extrapolation.days,
+            used_days,
+            extrapolation.share * 100.0,
+            names.join(", ")
+        ));
+    }
+    // A model that could not be fitted is "not assessed", never a pass.
+    let guideline = match (&daily_model, &monthly_model) {
+        (None, _) => "not_assessed",
+        (Some(d), m) if !d.meets_guideline || m.as_ref().is_some_and(|m| !m.meets_guideline) => {
+            "fail"
+        }
+        (Some(_), None) => "not_assessed",
+        (Some(_), Some(_)) => "pass",
+    };
+    let meets_guideline = guideline == "pass";
+    let provisional = !baseline_sufficiency.sufficient;
     if let Some(m) = &daily_model {
         if !m.meets_guideline {
             notes.push(format!(
-                "daily model fails ASHRAE 14 (CV(RMSE) {:.1} % ≤ {:.0} %, NMBE {:.2} % within ±{:.0} %)",
+                "daily model fails ASHRAE 14 (CV(RMSE) {:.1} % ≤ {:.0} %, NMBE out of sample {:.2} % within ±{:.0} %)",
                 m.cv_rmse * 100.0,
                 m.limits.cv_rmse * 100.0,
-                m.nmbe * 100.0,
+                m.nmbe_out_of_sample.unwrap_or(m.nmbe) * 100.0,
                 m.limits.nmbe * 100.0
             ));
         }
@@ -262,14 +459,21 @@ pub fn measure(
     if let Some(m) = &monthly_model {
         if !m.meets_guideline {
             notes.push(format!(
-                "monthly model fails ASHRAE 14 (CV(RMSE) {:.1} % ≤ {:.0} %, NMBE {:.2} % within ±{:.0} %)",
+                "monthly model fails ASHRAE 14 (CV(RMSE) {:.1} % ≤ {:.0} %, NMBE out of sample {:.2} % within ±{:.0} %)",
                 m.cv_rmse * 100.0,
                 m.limits.cv_rmse * 100.0,
-                m.nmbe * 100.0,
+                m.nmbe_out_of_sample.unwrap_or(m.nmbe) * 100.0,
                 m.limits.nmbe * 100.0
             ));
         }
     }
+    let verdict = fraction.zip(target).map(|(f, t)| {
+        Verdict::decide(
+            f,
+            uncertainty.filter(|_| adjusted > 0.0).map(|u| u / adjusted),
+            t,
+        )
+    });
     RetrofitSavings {
         id: retrofit.id.clone(),
         name: retrofit.name.clone(),
@@ -285,6 +489,10 @@ pub fn measure(
         daily_model,
         monthly_model,
         meets_guideline,
+        guideline,
+        baseline_sufficiency,
+        provisional,
+        extrapolation,
         adjusted_baseline: have.then_some(adjusted),
         actual: have.then_some(actual),
         savings,
@@ -295,7 +503,12 @@ pub fn measure(
         currency: energy.currency.clone(),
         co2_kg_saved: savings.map(|s| s * energy.emission_factors.of(utility)),
         target,
-        meets_target: fraction.zip(target).map(|(f, t)| f >= t),
+        verdict,
+        meets_target: verdict.and_then(|v| match v {
+            Verdict::Met => Some(true),
+            Verdict::NotMet => Some(false),
+            Verdict::Inconclusive => None,
+        }),
         daily,
         notes,
     }
@@ -330,7 +543,12 @@ fn monthly_fit(days: &[(&GroupDay, Vec<f64>)], notes: &mut Vec<String>) -> Optio
         .map(|(_, x, n)| x.iter().map(|v| v / *n as f64).collect())
         .collect();
     match model::fit(&y, &x, Limits::MONTHLY) {
-        Ok(f) => Some(f),
+        Ok(mut f) => {
+            // Leave one month out.
+            let groups: Vec<u32> = (0..y.len() as u32).collect();
+            f.cross_validate(&y, &x, &groups);
+            Some(f)
+        }
         Err(e) => {
             notes.push(format!("no monthly model: {e}"));
             None

@@ -54,7 +54,14 @@ pub struct Fit {
     /// Lag-1 autocorrelation of the residuals (in time order).
     pub autocorrelation: f64,
     pub limits: Limits,
-    /// Whether CV(RMSE) and NMBE are within `limits`.
+    /// CV(RMSE) and NMBE of predictions for data the fit did not see
+    /// (leave one group out: a month of days, or one month of a monthly
+    /// model), set by [`Fit::cross_validate`]. An in-sample least-squares
+    /// NMBE is 0 by construction, so this is the NMBE that can fail.
+    pub cv_rmse_out_of_sample: Option<f64>,
+    pub nmbe_out_of_sample: Option<f64>,
+    /// Whether CV(RMSE) and NMBE are within `limits` (NMBE out of sample
+    /// when known).
     pub meets_guideline: bool,
 }
 
@@ -92,6 +99,51 @@ impl Fit {
         let n_eff = (n * (1.0 - rho) / (1.0 + rho)).max(1.0);
         let t = student_t_quantile(0.5 + confidence / 2.0, (self.n - self.p).max(1) as f64);
         t * 1.26 * self.cv_rmse * ((n / n_eff) * (1.0 + 2.0 / n) / m.max(1) as f64).sqrt()
+    }
+}
+
+impl Fit {
+    /// Leave-one-group-out validation: for each group (e.g. the days of one
+    /// calendar month), refit without it and predict it. Sets the
+    /// out-of-sample CV(RMSE) and NMBE and re-judges the guideline with the
+    /// out-of-sample NMBE. Needs at least 3 groups; does nothing otherwise.
+    pub fn cross_validate(&mut self, y: &[f64], x: &[Vec<f64>], groups: &[u32]) {
+        let mut ids: Vec<u32> = groups.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() < 3 || y.len() != groups.len() {
+            return;
+        }
+        let (mut sum_e, mut sum_e2, mut n) = (0.0, 0.0, 0usize);
+        for g in ids {
+            let (mut ty, mut tx) = (Vec::new(), Vec::new());
+            for ((yi, xi), gi) in y.iter().zip(x).zip(groups) {
+                if *gi != g {
+                    ty.push(*yi);
+                    tx.push(xi.clone());
+                }
+            }
+            let Ok(train) = fit(&ty, &tx, self.limits) else {
+                return;
+            };
+            for ((yi, xi), gi) in y.iter().zip(x).zip(groups) {
+                if *gi == g {
+                    let e = yi - train.predict(xi);
+                    sum_e += e;
+                    sum_e2 += e * e;
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 || self.mean.abs() < 1e-12 {
+            return;
+        }
+        let cv = (sum_e2 / n as f64).sqrt() / self.mean;
+        let nmbe = sum_e / (n as f64 * self.mean);
+        self.cv_rmse_out_of_sample = Some(cv);
+        self.nmbe_out_of_sample = Some(nmbe);
+        self.meets_guideline =
+            self.cv_rmse <= self.limits.cv_rmse && nmbe.abs() <= self.limits.nmbe;
     }
 }
 
@@ -137,6 +189,8 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
         nmbe: 0.0,
         autocorrelation: 0.0,
         limits,
+        cv_rmse_out_of_sample: None,
+        nmbe_out_of_sample: None,
         meets_guideline: false,
     };
     let residuals: Vec<f64> = x.iter().zip(y).map(|(r, yi)| yi - fit.predict(r)).collect();
