@@ -640,7 +640,7 @@ pub async fn build(
 
     progress.step("lifts, gates, alerts and data quality");
     let lifts = lift_rows(client, &site, start, end).await?;
-    let gates = client
+    let gates: Vec<GateRow> = client
         .query(
             "SELECT d.device_id, d.name, d.building_id,
                     count(*) FILTER (WHERE e.event_type = 'access' AND e.result = 'granted'),
@@ -721,6 +721,21 @@ pub async fn build(
     }
     if meters.is_empty() {
         notes.push("the site has no meters in the registry".into());
+    }
+    // Alerts exist only where the rules were evaluated (live, or by
+    // `analytics replay` over backfilled data). Events that the shipped
+    // rules page for, with no alert at all, mean nobody evaluated them.
+    let alarming_events: i64 = gates.iter().map(|g| g.forced).sum::<i64>()
+        + lifts.iter().map(|l| l.faults + l.entrapments).sum::<i64>();
+    if alert_data.is_empty() && alarming_events > 0 {
+        notes.push(format!(
+            "no alert was evaluated for this quarter although its data hold {alarming_events} \
+             forced door(s) and lift fault(s): the alert section is empty because the rules \
+             never ran over these data (backfilled?); run `estatemon analytics replay --from {} \
+             --to {}` and generate the report again",
+            start.to_rfc3339(),
+            end.to_rfc3339()
+        ));
     }
     Ok(QuarterReport {
         site_id: site.id.clone(),
