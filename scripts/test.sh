@@ -8,7 +8,8 @@
 # - Debian: mosquitto and postgresql (the services every end-to-end test
 #   talks to), prometheus-alertmanager (alerts are delivered to a real one),
 #   prometheus (promtool checks the shipped config), chromium (the report
-#   and the dashboards are opened and screenshotted).
+#   and the dashboards are opened and screenshotted), poppler-utils
+#   (pdftotext reads the report's PDF back).
 # - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
 #   served OpenAPI document must validate) and schemathesis (the API must
 #   answer as its document says).
@@ -26,6 +27,7 @@ command -v psql >/dev/null || need_apt+=(postgresql-client)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need_apt[*]} (Debian)"
     as_root apt-get update -q

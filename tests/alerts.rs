@@ -150,6 +150,19 @@ async fn replayed_rules_raise_one_alert_per_injected_fault_and_resolve_it() {
     );
     let alerts = stored_alerts(&db).await;
     let mut unexplained: Vec<&StoredAlert> = alerts.iter().collect();
+    // Deadlines run from the data's time, not from when the replay ran
+    // (issue 19: an alert of 7 August was due on 2 December).
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM alerts
+              WHERE response_deadline > '2026-06-10T00:00:00Z'
+                 OR fired_at > '2026-06-10T00:00:00Z'
+                 OR response_deadline < started_at"
+        )
+        .await,
+        0,
+        "replayed deadlines from data time"
+    );
 
     for fault in &truth.faults {
         // Which rule must fire for this fault (None: below the rule's limit).

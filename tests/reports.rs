@@ -394,6 +394,36 @@ purpose = "hvac"
     );
     let pdf = std::fs::read(dir.join("report.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
+    // Every word of every page inside the page (poppler's pdftotext, which
+    // scripts/test.sh installs): wide tables wrap, they do not run off.
+    let bbox = std::process::Command::new("pdftotext")
+        .arg("-bbox")
+        .arg(dir.join("report.pdf"))
+        .arg("-")
+        .output()
+        .expect("pdftotext (Debian poppler-utils; scripts/test.sh installs it)");
+    let bbox = String::from_utf8_lossy(&bbox.stdout);
+    let attr = |tag: &str, name: &str| -> f64 {
+        let at = tag.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        tag[at..at + tag[at..].find('"').unwrap()].parse().unwrap()
+    };
+    let (mut page_w, mut words) = (0.0, 0);
+    for tag in bbox
+        .split('<')
+        .filter(|t| t.starts_with("page ") || t.starts_with("word "))
+    {
+        if tag.starts_with("page ") {
+            page_w = attr(tag, "width");
+        } else {
+            words += 1;
+            let (x0, x1) = (attr(tag, "xMin"), attr(tag, "xMax"));
+            assert!(
+                x0 >= 0.0 && x1 <= page_w,
+                "text off the page ({x0}..{x1} of {page_w}): {tag}"
+            );
+        }
+    }
+    assert!(words > 500, "pdftotext read {words} words");
     assert!(String::from_utf8_lossy(&pdf).matches("/Type /Page").count() >= 3);
     let csv = std::fs::read_to_string(dir.join("totals.csv")).unwrap();
     assert!(

@@ -118,7 +118,8 @@ pub async fn cycle(
                     last,
                     value,
                     "analytics",
-                );
+                )
+                .raised_at(now);
                 match alerts::open(&tx, &alert, &rules.deadlines, receivers).await? {
                     Opened::New { id, silenced } => {
                         report.opened += 1;

@@ -108,8 +108,13 @@ impl Writer {
         self.y -= size * 0.4;
     }
 
+    /// A table across the text width. Headers wrap at spaces and long
+    /// text cells wrap too (at most [`MAX_COLUMN_CHARS`] a line), so that
+    /// wide tables keep a readable size (8 pt when they fit, never under
+    /// 6 pt) instead of shrinking to fit one line per row.
     fn table(&mut self, t: &Table) {
-        const MAX_CHARS: usize = 48;
+        const MAX_CHARS: usize = 96;
+        const MAX_COLUMN_CHARS: usize = 22;
         let clip = |s: String| {
             if s.chars().count() > MAX_CHARS {
                 format!("{}...", s.chars().take(MAX_CHARS - 3).collect::<String>())
@@ -117,7 +122,6 @@ impl Writer {
                 s
             }
         };
-        let header: Vec<String> = t.headers.iter().map(|h| clip(h.clone())).collect();
         let rows: Vec<Vec<(String, bool)>> = t
             .rows
             .iter()
@@ -127,32 +131,94 @@ impl Writer {
                     .collect()
             })
             .collect();
-        let chars: Vec<usize> = (0..header.len())
+        let longest_word = |s: &str| {
+            s.split_whitespace()
+                .map(|w| w.chars().count())
+                .max()
+                .unwrap_or(1)
+        };
+        let chars: Vec<usize> = (0..t.headers.len())
             .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].0.chars().count())
-                    .chain(std::iter::once(header[i].chars().count()))
+                let cells = rows
+                    .iter()
+                    .map(|r| {
+                        let n = r[i].0.chars().count();
+                        // Numbers never wrap; text wraps past the cap.
+                        if r[i].1 {
+                            n
+                        } else {
+                            n.min(MAX_COLUMN_CHARS).max(longest_word(&r[i].0))
+                        }
+                    })
                     .max()
-                    .unwrap_or(1)
-                    .max(1)
+                    .unwrap_or(1);
+                cells.max(longest_word(&t.headers[i])).max(1)
+            })
+            .collect();
+        let cells: Vec<Vec<(Vec<String>, bool)>> = rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .zip(&chars)
+                    .map(|((text, numeric), c)| {
+                        let lines = if *numeric {
+                            vec![text.clone()]
+                        } else {
+                            wrap(text, *c)
+                        };
+                        (lines, *numeric)
+                    })
+                    .collect()
             })
             .collect();
         let pad = 4.0;
-        let total_chars: usize = chars.iter().sum();
-        let size =
-            ((TEXT_W - pad * chars.len() as f32) / (total_chars as f32 * 0.52)).clamp(4.0, 8.0);
-        let widths: Vec<f32> = chars
+        // Measured at a size: each column as wide as its widest cell line
+        // or the widest word of its (bold) header.
+        let measure = |size: f32| -> Vec<f32> {
+            (0..t.headers.len())
+                .map(|i| {
+                    let cell = cells
+                        .iter()
+                        .flat_map(|r| r[i].0.iter())
+                        .map(|l| helvetica_width(l, size, false))
+                        .fold(0.0_f32, f32::max);
+                    let head = t.headers[i]
+                        .split_whitespace()
+                        .map(|w| helvetica_width(w, size, true))
+                        .fold(0.0_f32, f32::max);
+                    cell.max(head) + pad
+                })
+                .collect()
+        };
+        let mut size = 8.0;
+        let mut widths = measure(size);
+        while widths.iter().sum::<f32>() > TEXT_W && size > 6.0 {
+            size -= 0.25;
+            widths = measure(size);
+        }
+        // Spread what is left over the columns, so headers wrap less.
+        let spare = (TEXT_W - widths.iter().sum::<f32>()).max(0.0);
+        let n = widths.len().max(1) as f32;
+        let widths: Vec<f32> = widths.iter().map(|w| w + spare / n).collect();
+        let header: Vec<Vec<String>> = t
+            .headers
             .iter()
-            .map(|c| *c as f32 * size * 0.52 + pad)
+            .zip(&widths)
+            .map(|(h, w)| wrap_to(h, w - pad, size, true))
             .collect();
-        let row_h = size * 1.45;
+        let line_h = size * 1.3;
+        let header_lines = header.iter().map(Vec::len).max().unwrap_or(1);
         self.paragraph(&t.title, 10.0, true);
         let draw_header = |w: &mut Writer| {
-            w.ensure(row_h * 2.0);
-            w.y -= row_h;
+            let h = line_h * header_lines as f32 + size * 0.4;
+            w.ensure(h + line_h * 2.0);
+            w.y -= h;
             let mut x = MARGIN;
-            for (h, wd) in header.iter().zip(&widths) {
-                w.text(x + 1.0, w.y + size * 0.3, size, true, h);
+            for (lines, wd) in header.iter().zip(&widths) {
+                for (k, line) in lines.iter().enumerate() {
+                    let y = w.y + size * 0.4 + line_h * (header_lines - 1 - k) as f32;
+                    w.text(x + 1.0, y, size, true, line);
+                }
                 x += wd;
             }
             w.content
@@ -163,8 +229,8 @@ impl Writer {
                 .stroke();
         };
         draw_header(self);
-        if rows.is_empty() {
-            self.y -= row_h;
+        if cells.is_empty() {
+            self.y -= line_h * 1.2;
             self.text(
                 MARGIN + 1.0,
                 self.y + size * 0.3,
@@ -173,31 +239,36 @@ impl Writer {
                 "none this quarter",
             );
         }
-        for row in &rows {
+        for row in &cells {
+            let lines = row.iter().map(|(l, _)| l.len()).max().unwrap_or(1);
+            let row_h = line_h * lines as f32 + size * 0.25;
             if self.y - row_h < MARGIN {
                 self.new_page();
                 draw_header(self);
             }
             self.y -= row_h;
+            let top = self.y + row_h - line_h;
             let mut x = MARGIN;
-            for ((text, numeric), wd) in row.iter().zip(&widths) {
-                let missing = text == "missing";
-                if missing {
-                    self.content.set_fill_rgb(0.78, 0.16, 0.16);
-                }
-                let tx = if *numeric {
-                    x + wd - pad / 2.0 - width_of(text, size)
-                } else {
-                    x + 1.0
-                };
-                self.text(tx, self.y + size * 0.3, size, false, text);
-                if missing {
-                    self.content.set_fill_rgb(0.0, 0.0, 0.0);
+            for ((lines, numeric), wd) in row.iter().zip(&widths) {
+                for (k, text) in lines.iter().enumerate() {
+                    let missing = text == "missing";
+                    if missing {
+                        self.content.set_fill_rgb(0.78, 0.16, 0.16);
+                    }
+                    let tx = if *numeric {
+                        x + wd - pad / 2.0 - width_of(text, size)
+                    } else {
+                        x + 1.0
+                    };
+                    self.text(tx, top + size * 0.25 - line_h * k as f32, size, false, text);
+                    if missing {
+                        self.content.set_fill_rgb(0.0, 0.0, 0.0);
+                    }
                 }
                 x += wd;
             }
         }
-        self.y -= row_h;
+        self.y -= line_h;
     }
 
     fn chart(&mut self, spec: &ChartSpec) {
@@ -450,9 +521,82 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
     w.finish()
 }
 
+/// Approximate width of `s` in Helvetica (or Helvetica-Bold) at `size`:
+/// per-class advances from the fonts' metrics, rounded up.
+fn helvetica_width(s: &str, size: f32, bold: bool) -> f32 {
+    let em: f32 = s
+        .chars()
+        .map(|c| match c {
+            'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' => 0.28,
+            ' ' | '(' | ')' | '[' | ']' | '-' | 'f' | 't' | 'r' => 0.34,
+            'm' | 'w' => 0.86,
+            'M' | 'W' => 0.92,
+            '%' => 0.9,
+            c if c.is_ascii_uppercase() => 0.72,
+            c if c.is_ascii_digit() => 0.56,
+            c if c.is_ascii_lowercase() => 0.56,
+            _ => 0.62,
+        })
+        .sum();
+    em * size * if bold { 1.08 } else { 1.0 }
+}
+
+/// Greedy word wrap to lines no wider than `width` points.
+fn wrap_to(text: &str, width: f32, size: f32, bold: bool) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let candidate = if line.is_empty() {
+            word.to_owned()
+        } else {
+            format!("{line} {word}")
+        };
+        if !line.is_empty() && helvetica_width(&candidate, size, bold) > width {
+            lines.push(std::mem::replace(&mut line, word.to_owned()));
+        } else {
+            line = candidate;
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Greedy word wrap to lines of at most `width` characters (a word longer
+/// than that stands alone on its line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_wrap_to_the_width() {
+        assert_eq!(
+            wrap("NMBE (out of sample)", 8),
+            ["NMBE", "(out of", "sample)"]
+        );
+        assert_eq!(wrap("short", 20), ["short"]);
+        assert_eq!(wrap("", 5), [""]);
+        assert_eq!(wrap("extraordinarily long", 5), ["extraordinarily", "long"]);
+    }
 
     #[test]
     fn win_ansi_keeps_what_helvetica_can_print() {

@@ -39,6 +39,10 @@ pub struct NewAlert {
     pub last_seen_at: DateTime<Utc>,
     /// `ingest` or `analytics`.
     pub source: &'static str,
+    /// When the alert is raised, from which its response deadline runs:
+    /// the wall clock live, the cycle's (data) time in a replay, so that a
+    /// replayed alert from August is not due in December.
+    pub raised_at: DateTime<Utc>,
 }
 
 impl NewAlert {
@@ -103,7 +107,14 @@ impl NewAlert {
             started_at,
             last_seen_at,
             source,
+            raised_at: Utc::now(),
         }
+    }
+
+    /// Raised at `at` (the evaluation's time) rather than now.
+    pub fn raised_at(mut self, at: DateTime<Utc>) -> NewAlert {
+        self.raised_at = at;
+        self
     }
 }
 
@@ -131,9 +142,9 @@ pub async fn open(
         .query_one(
             "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
                                  device_id, value, source, started_at, last_seen_at,
-                                 response_deadline, silenced_by)
+                                 fired_at, response_deadline, silenced_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                     now() + make_interval(secs => $13),
+                     $14::timestamptz, $14::timestamptz + make_interval(secs => $13),
                      (SELECT id FROM silences
                        WHERE starts_at <= now() AND ends_at > now() AND $6::jsonb @> matchers
                        ORDER BY id LIMIT 1))
@@ -155,6 +166,7 @@ pub async fn open(
                 &alert.started_at,
                 &alert.last_seen_at,
                 &deadline,
+                &alert.raised_at,
             ],
         )
         .await?;
