@@ -306,6 +306,20 @@ async fn fetch_events(
         .collect())
 }
 
+/// The ids of the devices some stale rule watches.
+fn stale_watched<'a>(rules: &'a RuleSet, devices: &'a Devices) -> impl Iterator<Item = &'a str> {
+    devices
+        .labels
+        .values()
+        .filter(|d| {
+            rules
+                .rules
+                .iter()
+                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.applies_to(d))
+        })
+        .map(|d| d.id.as_str())
+}
+
 /// For stale-rule devices with nothing in the readings frame: their last
 /// reading in the 30 days before `since`.
 async fn fetch_last_seen(
@@ -318,17 +332,8 @@ async fn fetch_last_seen(
     let device = readings.column("device")?.str()?;
     let present: std::collections::HashSet<&str> =
         (0..device.len()).filter_map(|i| device.get(i)).collect();
-    let absent: Vec<&str> = devices
-        .labels
-        .values()
-        .filter(|d| !present.contains(d.id.as_str()))
-        .filter(|d| {
-            rules
-                .rules
-                .iter()
-                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.applies_to(d))
-        })
-        .map(|d| d.id.as_str())
+    let absent: Vec<&str> = stale_watched(rules, devices)
+        .filter(|id| !present.contains(id))
         .collect();
     let mut last_seen_before = HashMap::new();
     if !absent.is_empty() {
@@ -363,17 +368,7 @@ async fn fetch_last_message(
     if (Utc::now() - now).abs() > LIVE_WITHIN {
         return Ok(HashMap::new());
     }
-    let watched: Vec<&str> = devices
-        .labels
-        .values()
-        .filter(|d| {
-            rules
-                .rules
-                .iter()
-                .any(|r| matches!(r.condition, Condition::Stale(_)) && r.applies_to(d))
-        })
-        .map(|d| d.id.as_str())
-        .collect();
+    let watched: Vec<&str> = stale_watched(rules, devices).collect();
     if watched.is_empty() {
         return Ok(HashMap::new());
     }
