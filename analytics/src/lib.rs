@@ -3,10 +3,11 @@
 //! The analytics job. It owns alert evaluation, the alert lifecycle and the
 //! delivery of alerts, measured savings and the quarterly energy report.
 //!
-//! - [`window`]: reads the recent window (ledger, readings, registers,
-//!   events) from the database into polars frames.
-//! - [`evaluate`]: pure rule evaluation over a window → findings.
-//! - [`lifecycle`]: pure reconciliation of findings with open alerts.
+//! - [`alerts`]: the alert job, one folder: [`window`] reads the recent
+//!   window (ledger, readings, registers, events) into polars frames,
+//!   [`evaluate`] is pure rule evaluation over a window → findings,
+//!   [`lifecycle`] pure reconciliation of findings with open alerts,
+//!   [`notify`] the outbox, [`job`] the loop.
 //! - [`access_report`]: the weekly access report (denied bursts, forced
 //!   and held-open doors, expired cards, unusual hours), pseudonyms only.
 //! - [`energy`]: a site's meters and their consumption per interval (from
@@ -15,25 +16,20 @@
 //!   adjusted baseline, uncertainty, money, CO₂, targets).
 //! - [`report`]: the quarterly energy report (HTML with charts, PDF, CSV,
 //!   JSON), stored in `reports`.
-//! - [`notify`]: the outbox to Alertmanager (API v2) and webhooks, with
-//!   retries and backoff.
-//! - [`job`]: the process: evaluation under a lease, the notifier, and
-//!   [`http`]'s `/metrics` and `/health` ([`metrics`]).
+//! - [`http`]: the process's `/metrics` and `/health` ([`metrics`]).
 //!
 //! It reads `devices`, `sites`, `readings`, `events` and `alerts`; it writes
 //! `alerts` and `alert_notifications` (through
 //! `estatemon_domain::schema::alerts`). It never reads MQTT.
 
 pub mod access_report;
+pub mod alerts;
 pub mod energy;
-pub mod evaluate;
 pub mod http;
-pub mod job;
-pub mod lifecycle;
 pub mod metrics;
-pub mod notify;
 pub mod report;
 pub mod savings;
-pub mod window;
+
+pub use alerts::{evaluate, job, lifecycle, notify, window};
 
 pub use job::run;
