@@ -431,6 +431,13 @@ purpose = "hvac"
         "a UTF-8 byte-order mark for Excel, then the header"
     );
     assert!(csv.contains("area,plant_room,electricity,,kWh,0,"), "{csv}");
+    // People read names (the registry's, or words), the CSV keeps ids.
+    assert!(csv.contains("building,tower-a,"), "{csv}");
+    assert!(
+        html.contains("<td>Tower A</td>") && html.contains("<td>public lighting</td>"),
+        "names in the HTML tables"
+    );
+    assert!(!html.contains("<td>tower-a</td>") && !html.contains("<td>public_lighting</td>"));
     // Stored files are the same as written.
     let stored = store::file(
         &client,

@@ -747,6 +747,11 @@ pub async fn build(
         generated_at: Utc::now(),
         currency: energy_config.currency.clone(),
         floor_area_m2: site.floor_area_m2,
+        building_names: site
+            .buildings
+            .iter()
+            .map(|b| (b.id.clone(), b.name.clone()))
+            .collect(),
         totals: scope_rows,
         comparisons,
         intensity,

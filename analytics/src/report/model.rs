@@ -20,6 +20,8 @@ pub struct QuarterReport {
     pub generated_at: DateTime<Utc>,
     pub currency: String,
     pub floor_area_m2: Option<f64>,
+    /// Building ids → names from the registry (tables show names).
+    pub building_names: std::collections::BTreeMap<String, String>,
     /// Totals by site, building, area and purpose, per utility.
     pub totals: Vec<TotalRow>,
     /// This quarter against the previous one and the same one last year.

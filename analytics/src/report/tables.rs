@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::model::QuarterReport;
+use super::model::{QuarterReport, Scope};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -14,6 +14,12 @@ pub enum Cell {
     /// A fraction, shown as a percentage.
     Percent(Option<f64>),
     Flag(Option<bool>),
+    /// A name for people and the id it stands for in the CSV
+    /// (`Tower A` / `tower-a`, `public lighting` / `public_lighting`).
+    Named {
+        shown: String,
+        id: String,
+    },
 }
 
 impl Cell {
@@ -42,6 +48,7 @@ impl Cell {
             Cell::Flag(Some(true)) => "yes".into(),
             Cell::Flag(Some(false)) => "no".into(),
             Cell::Flag(None) => "n/a".into(),
+            Cell::Named { shown, .. } => shown.clone(),
         }
     }
 
@@ -51,6 +58,7 @@ impl Cell {
             Cell::Text(s) => s.clone(),
             Cell::Number(v, _) | Cell::Percent(v) => v.map(|v| format!("{v}")).unwrap_or_default(),
             Cell::Flag(v) => v.map(|v| v.to_string()).unwrap_or_default(),
+            Cell::Named { id, .. } => id.clone(),
         }
     }
 
@@ -59,7 +67,7 @@ impl Cell {
     }
 
     pub fn is_numeric(&self) -> bool {
-        !matches!(self, Cell::Text(_))
+        !matches!(self, Cell::Text(_) | Cell::Named { .. })
     }
 }
 
@@ -110,7 +118,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             .map(|t| {
                 vec![
                     Cell::text(t.scope.as_str()),
-                    Cell::text(&t.name),
+                    named(r, t.scope, &t.name),
                     Cell::text(t.utility.as_str()),
                     Cell::Number(t.quantity, 0),
                     Cell::text(t.unit),
@@ -147,7 +155,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             .map(|c| {
                 vec![
                     Cell::text(c.scope.as_str()),
-                    Cell::text(&c.name),
+                    named(r, c.scope, &c.name),
                     Cell::text(c.utility.as_str()),
                     Cell::Number(c.this_quarter, 0),
                     Cell::Number(c.previous_quarter, 0),
@@ -176,7 +184,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             .map(|i| {
                 vec![
                     Cell::text(i.scope.as_str()),
-                    Cell::text(&i.name),
+                    named(r, i.scope, &i.name),
                     Cell::Number(i.floor_area_m2, 0),
                     Cell::Number(i.kwh, 0),
                     Cell::Number(i.kwh_per_m2, 2),
@@ -218,7 +226,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                 vec![
                     Cell::Text(format!("{}-{:02}", m.month / 100, m.month % 100)),
                     Cell::text(m.utility.as_str()),
-                    Cell::text(&m.purpose),
+                    named(r, Scope::Purpose, &m.purpose),
                     Cell::Number(m.quantity, 0),
                     Cell::text(m.utility.unit()),
                     Cell::Percent(Some(m.coverage)),
@@ -443,7 +451,9 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                 vec![
                     Cell::text(&l.device_id),
                     Cell::opt_text(l.name.as_deref()),
-                    Cell::opt_text(l.building.as_deref()),
+                    l.building
+                        .as_deref()
+                        .map_or_else(|| Cell::text(""), |b| named(r, Scope::Building, b)),
                     Cell::Percent(Some(l.availability)),
                     Cell::Number(Some(l.downtime_hours), 1),
                     Cell::Number(Some(l.faults as f64), 0),
@@ -473,7 +483,9 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                 vec![
                     Cell::text(&g.device_id),
                     Cell::opt_text(g.name.as_deref()),
-                    Cell::opt_text(g.building.as_deref()),
+                    g.building
+                        .as_deref()
+                        .map_or_else(|| Cell::text(""), |b| named(r, Scope::Building, b)),
                     Cell::Number(Some(g.granted as f64), 0),
                     Cell::Number(Some(g.denied as f64), 0),
                     Cell::Number(Some(g.forced as f64), 0),
@@ -587,6 +599,24 @@ pub fn group_digits(s: &str) -> String {
         out.push_str(f);
     }
     out
+}
+
+/// What a person reads for a scope's id: the building's name from the
+/// registry, areas and purposes in words; the CSV keeps the id.
+fn named(r: &QuarterReport, scope: Scope, id: &str) -> Cell {
+    let shown = match scope {
+        Scope::Building => r
+            .building_names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_owned()),
+        Scope::Area | Scope::Purpose => id.replace(['_', '-'], " "),
+        _ => id.to_owned(),
+    };
+    Cell::Named {
+        shown,
+        id: id.to_owned(),
+    }
 }
 
 /// A table as CSV (RFC 4180 quoting).
