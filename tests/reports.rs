@@ -431,6 +431,12 @@ purpose = "hvac"
         "a UTF-8 byte-order mark for Excel, then the header"
     );
     assert!(csv.contains("area,plant_room,electricity,,kWh,0,"), "{csv}");
+    // Local times say which zone and offset they are in.
+    let demand = std::fs::read_to_string(dir.join("demand.csv")).unwrap();
+    assert!(
+        demand.contains("peak at (Asia/Hong_Kong)") && demand.contains(" +08:00"),
+        "{demand}"
+    );
     // People read names (the registry's, or words), the CSV keeps ids.
     assert!(csv.contains("building,tower-a,"), "{csv}");
     assert!(

@@ -84,8 +84,13 @@ pub struct Table {
 
 fn local(ts: Option<DateTime<Utc>>, tz: Tz) -> Cell {
     Cell::Text(
-        ts.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_else(|| "missing".into()),
+        // With its UTC offset: the same instant is UTC in report.json.
+        ts.map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M %:z")
+                .to_string()
+        })
+        .unwrap_or_else(|| "missing".into()),
     )
 }
 
@@ -196,12 +201,12 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
     out.push(Table {
         name: "demand",
         title: "Peak demand and night base load (electricity)".into(),
-        headers: headers(&[
-            "peak 15-min demand (kW)",
-            "peak at (local)",
-            "night base load (kW)",
-            "night hours",
-        ]),
+        headers: vec![
+            "peak 15-min demand (kW)".into(),
+            format!("peak at ({tz})"),
+            "night base load (kW)".into(),
+            format!("night hours ({tz})"),
+        ],
         rows: vec![vec![
             Cell::Number(r.demand.peak_kw, 1),
             local(r.demand.peak_at, tz),
