@@ -263,36 +263,34 @@ impl DeviceLabels {
 }
 
 impl Selector {
+    /// Whether every field given matches the device's labels.
+    pub fn matches(&self, d: &DeviceLabels) -> bool {
+        self.match_labels(d, false)
+    }
+
     /// Like [`Selector::matches`], but a label the registry has not given
     /// the device yet (kind `unknown`, no purpose, building or area) cannot
     /// rule it out. Site and device id still have to match: the topic names
     /// them. Used only for emergencies (see [`Rule::applies_to`]).
     pub fn matches_unless_unknown(&self, d: &DeviceLabels) -> bool {
-        fn any<T>(list: &OneOrMany<T>, f: impl Fn(&T) -> bool) -> bool {
-            list.0.is_empty() || list.0.iter().any(f)
-        }
-        let known_or = |v: &Option<String>, s: &String| v.is_none() || v.as_deref() == Some(s);
-        let kind_known = !d.is_unregistered();
-        any(&self.kind, |k| !kind_known || k.as_str() == d.kind)
-            && any(&self.purpose, |p| {
-                d.purpose.is_none() || d.purpose.as_deref() == Some(p.as_str())
-            })
-            && any(&self.site, |s| d.site.as_deref() == Some(s.as_str()))
-            && any(&self.building, |s| known_or(&d.building, s))
-            && any(&self.area, |s| known_or(&d.area, s))
-            && any(&self.device, |s| *s == d.id)
+        self.match_labels(d, true)
     }
 
-    pub fn matches(&self, d: &DeviceLabels) -> bool {
+    fn match_labels(&self, d: &DeviceLabels, unknown_passes: bool) -> bool {
         fn any<T>(list: &OneOrMany<T>, f: impl Fn(&T) -> bool) -> bool {
             list.0.is_empty() || list.0.iter().any(f)
         }
-        let opt = |v: &Option<String>, s: &String| v.as_deref() == Some(s.as_str());
-        any(&self.kind, |k| k.as_str() == d.kind)
-            && any(&self.purpose, |p| d.purpose.as_deref() == Some(p.as_str()))
-            && any(&self.site, |s| opt(&d.site, s))
-            && any(&self.building, |s| opt(&d.building, s))
-            && any(&self.area, |s| opt(&d.area, s))
+        // A label the ledger lacks passes only when `unknown_passes`.
+        let label = |v: &Option<String>, s: &str| match v {
+            Some(v) => v == s,
+            None => unknown_passes,
+        };
+        let kind_unknown = unknown_passes && d.is_unregistered();
+        any(&self.kind, |k| kind_unknown || k.as_str() == d.kind)
+            && any(&self.purpose, |p| label(&d.purpose, p.as_str()))
+            && any(&self.site, |s| d.site.as_deref() == Some(s.as_str()))
+            && any(&self.building, |s| label(&d.building, s))
+            && any(&self.area, |s| label(&d.area, s))
             && any(&self.device, |s| *s == d.id)
     }
 }

@@ -65,11 +65,6 @@ impl Immediate {
         *self.rules.write().expect("rules lock") = rules;
     }
 
-    /// Emergencies the running rules do not page for (empty normally).
-    pub fn missing_emergencies(&self) -> Vec<estatemon_domain::rules::Emergency> {
-        self.rules().missing_emergencies()
-    }
-
     fn report_missing(&self, rules: &RuleSet) {
         let missing = rules.missing_emergencies();
         self.missing_gauge.set(missing.len() as i64);
