@@ -25,12 +25,25 @@ pub enum ApiError {
     Conflict(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    #[error("too many requests without a valid token from this address; wait a minute")]
+    TooManyRequests,
+    #[error("the server failed on this request; it is logged")]
+    Internal,
+    /// What axum refused before a handler ran (a body over the limit, a
+    /// method the route lacks), in the same shape as every other error.
+    #[error("{message}")]
+    Rejected {
+        status: StatusCode,
+        kind: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable kind: bad_request, unauthenticated, forbidden,
-    /// not_found, conflict, unavailable.
+    /// not_found, conflict, unavailable, too_many_requests, internal,
+    /// payload_too_large, method_not_allowed, unsupported_media_type.
     pub error: &'static str,
     /// What went wrong, in words.
     pub message: String,
@@ -45,6 +58,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Rejected { status, .. } => *status,
         }
     }
 
@@ -56,6 +72,17 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyRequests => "too_many_requests",
+            ApiError::Internal => "internal",
+            ApiError::Rejected { kind, .. } => kind,
+        }
+    }
+
+    /// The JSON body every error answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.kind(),
+            message: self.to_string(),
         }
     }
 }
@@ -114,11 +141,14 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.kind(),
-            message: self.to_string(),
-        };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::TooManyRequests) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+        }
+        response
     }
 }
 

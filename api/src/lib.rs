@@ -233,15 +233,7 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
                         tracing::error!(%route, %method, panic = %what, "handler panicked");
                         state.metrics.panics.inc();
                         detail = format!("handler panicked: {what}");
-                        let body = serde_json::json!({
-                            "error": "internal",
-                            "message": "the server failed on this request; it is logged",
-                        });
-                        (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            axum::Json(body),
-                        )
-                            .into_response()
+                        ApiError::Internal.into_response()
                     }
                 }
             }
@@ -258,11 +250,11 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
                                  estatemon_api_unauthenticated_refused_total, not audited"
                             );
                             state.metrics.unauthenticated_refused.inc();
-                            too_many()
+                            ApiError::TooManyRequests.into_response()
                         }
                         audit::Verdict::Refuse => {
                             state.metrics.unauthenticated_refused.inc();
-                            let response = uniform(too_many());
+                            let response = uniform(ApiError::TooManyRequests.into_response());
                             count(&state, &route, &method, response.status().as_u16(), started);
                             return response;
                         }
@@ -285,22 +277,6 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
             .record(record(actor.as_ref(), anonymous, status, detail));
     }
     response
-}
-
-fn too_many() -> Response {
-    let mut r = (
-        axum::http::StatusCode::TOO_MANY_REQUESTS,
-        axum::Json(serde_json::json!({
-            "error": "too_many_requests",
-            "message": "too many requests without a valid token from this address; wait a minute",
-        })),
-    )
-        .into_response();
-    r.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("60"),
-    );
-    r
 }
 
 fn count(state: &AppState, route: &str, method: &str, status: u16, started: Instant) {
@@ -337,7 +313,7 @@ fn uniform(response: Response) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let mut response = if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let (error, message) = match status {
+        let (kind, message) = match status {
             StatusCode::PAYLOAD_TOO_LARGE => (
                 "payload_too_large",
                 "the request body is over the limit (2 MB)".to_owned(),
@@ -358,13 +334,20 @@ fn uniform(response: Response) -> Response {
                     .to_owned(),
             ),
         };
+        let error = ApiError::Rejected {
+            status,
+            kind,
+            message,
+        };
+        // Axum's own headers (e.g. 405's `Allow`) stay; the body becomes
+        // the JSON error body.
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let body = serde_json::json!({ "error": error, "message": message }).to_string();
+        let body = serde_json::to_vec(&error.body()).expect("error body serialises");
         Response::from_parts(parts, axum::body::Body::from(body))
     } else {
         response
