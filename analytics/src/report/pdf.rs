@@ -83,23 +83,7 @@ impl Writer {
     }
 
     fn paragraph(&mut self, s: &str, size: f32, bold: bool) {
-        let mut line = String::new();
-        let mut lines = Vec::new();
-        for word in s.split_whitespace() {
-            let candidate = if line.is_empty() {
-                word.to_owned()
-            } else {
-                format!("{line} {word}")
-            };
-            if width_of(&candidate, size) > TEXT_W && !line.is_empty() {
-                lines.push(std::mem::replace(&mut line, word.to_owned()));
-            } else {
-                line = candidate;
-            }
-        }
-        if !line.is_empty() {
-            lines.push(line);
-        }
+        let lines = wrap_words(s, |line| width_of(line, size) <= TEXT_W);
         for l in lines {
             self.ensure(size * 1.4);
             self.y -= size * 1.4;
@@ -541,8 +525,9 @@ fn helvetica_width(s: &str, size: f32, bold: bool) -> f32 {
     em * size * if bold { 1.08 } else { 1.0 }
 }
 
-/// Greedy word wrap to lines no wider than `width` points.
-fn wrap_to(text: &str, width: f32, size: f32, bold: bool) -> Vec<String> {
+/// Greedy word wrap: words join a line while `fits` accepts it (a word
+/// that fits nowhere stands alone on its line). No text, no lines.
+fn wrap_words(text: &str, fits: impl Fn(&str) -> bool) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
@@ -551,34 +536,34 @@ fn wrap_to(text: &str, width: f32, size: f32, bold: bool) -> Vec<String> {
         } else {
             format!("{line} {word}")
         };
-        if !line.is_empty() && helvetica_width(&candidate, size, bold) > width {
+        if !line.is_empty() && !fits(&candidate) {
             lines.push(std::mem::replace(&mut line, word.to_owned()));
         } else {
             line = candidate;
         }
     }
-    if !line.is_empty() || lines.is_empty() {
+    if !line.is_empty() {
         lines.push(line);
     }
     lines
 }
 
-/// Greedy word wrap to lines of at most `width` characters (a word longer
-/// than that stands alone on its line).
+/// Lines no wider than `width` points; one empty line for no text (a
+/// table cell still has a line).
+fn wrap_to(text: &str, width: f32, size: f32, bold: bool) -> Vec<String> {
+    non_empty(wrap_words(text, |l| {
+        helvetica_width(l, size, bold) <= width
+    }))
+}
+
+/// Lines of at most `width` characters; one empty line for no text.
 fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
+    non_empty(wrap_words(text, |l| l.chars().count() <= width))
+}
+
+fn non_empty(mut lines: Vec<String>) -> Vec<String> {
+    if lines.is_empty() {
+        lines.push(String::new());
     }
     lines
 }
