@@ -173,35 +173,28 @@ impl Sufficiency {
         for d in complete.iter().filter(|d| **d >= from && **d < to) {
             *per_month.entry((d.year(), d.month())).or_default() += 1;
         }
+        let days_complete = per_month.values().sum();
         let mut months_short = Vec::new();
-        let mut seen_months = std::collections::BTreeSet::new();
+        // Months of the year the baseline covers, well or badly.
+        let mut in_baseline = std::collections::BTreeSet::new();
         let mut m = NaiveDate::from_ymd_opt(from.year(), from.month(), 1).expect("first of month");
         while m < to {
-            let next = if m.month() == 12 {
-                NaiveDate::from_ymd_opt(m.year() + 1, 1, 1)
-            } else {
-                NaiveDate::from_ymd_opt(m.year(), m.month() + 1, 1)
-            }
-            .expect("first of next month");
+            let next = m
+                .checked_add_months(chrono::Months::new(1))
+                .expect("a month later");
             let span = (next.min(to) - m.max(from)).num_days().max(0) as usize;
-            let have = per_month.get(&(m.year(), m.month())).copied().unwrap_or(0);
-            if span > 0 && have * 2 < span {
-                months_short.push(format!("{:04}-{:02}", m.year(), m.month()));
-            } else if span > 0 {
-                seen_months.insert(m.month());
+            if span > 0 {
+                in_baseline.insert(m.month());
+                let have = per_month.get(&(m.year(), m.month())).copied().unwrap_or(0);
+                if have * 2 < span {
+                    months_short.push(format!("{:04}-{:02}", m.year(), m.month()));
+                }
             }
             m = next;
         }
-        for month in 1..=12u32 {
-            if !seen_months.contains(&month)
-                && !months_short
-                    .iter()
-                    .any(|s| s.ends_with(&format!("-{month:02}")))
-            {
-                months_short.push(format!("month {month:02} not in the baseline"));
-            }
+        for month in (1..=12u32).filter(|m| !in_baseline.contains(m)) {
+            months_short.push(format!("month {month:02} not in the baseline"));
         }
-        let days_complete = complete.iter().filter(|d| **d >= from && **d < to).count();
         let sufficient = days >= BASELINE_DAYS
             && days_complete as f64 >= 0.9 * BASELINE_DAYS as f64
             && months_short.is_empty();
