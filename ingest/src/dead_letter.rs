@@ -105,7 +105,8 @@ pub struct DeadLetter {
 pub const REDELIVERY_WINDOW_S: i64 = 3600;
 
 impl DeadLetter {
-    /// Marks the letter with its message's identity so that the copy a
+    /// Marks the letter with its message's identity ([`dead_letters`] does
+    /// it for every letter it makes) so that the copy a
     /// broker redelivers after a crash (ingest committed, the
     /// acknowledgement never left) is not stored twice: SHA-256 of topic,
     /// payload (credentials already pseudonymised), reason and the MQTT
@@ -147,6 +148,7 @@ pub fn dead_letters(
     received_at: DateTime<Utc>,
     rejects: &[Reject],
     pseudonymiser: &Pseudonymiser,
+    packet_id: Option<u16>,
 ) -> Vec<DeadLetter> {
     if rejects.is_empty() {
         return Vec::new();
@@ -173,14 +175,16 @@ pub fn dead_letters(
                 detail.truncate(cut);
                 detail.push_str(&format!(" … ({} problems)", details.len()));
             }
-            DeadLetter {
+            let mut letter = DeadLetter {
                 received_at,
                 topic: sanitize(topic),
                 payload: payload.clone(),
                 reason,
                 detail: sanitize(&detail),
                 fingerprint: None,
-            }
+            };
+            letter.identify(packet_id);
+            letter
         })
         .collect()
 }
@@ -289,7 +293,14 @@ mod tests {
             Reject::new(Reason::UnknownUnit, "b"),
             Reject::new(Reason::NonFiniteValue, "c"),
         ];
-        let dl = dead_letters("t", b"{}", Utc::now(), &rejects, &Pseudonymiser::new(b"k"));
+        let dl = dead_letters(
+            "t",
+            b"{}",
+            Utc::now(),
+            &rejects,
+            &Pseudonymiser::new(b"k"),
+            None,
+        );
         assert_eq!(dl.len(), 2);
         assert_eq!(dl[0].reason, Reason::NonFiniteValue);
         assert_eq!(dl[1].detail, "a; b");
@@ -298,16 +309,16 @@ mod tests {
     #[test]
     fn redeliveries_share_a_fingerprint_and_other_messages_do_not() {
         let letter = |topic: &str, payload: &[u8], packet: Option<u16>| {
-            let mut dl = dead_letters(
+            dead_letters(
                 topic,
                 payload,
                 Utc::now(),
                 &[Reject::new(Reason::InvalidJson, "x")],
                 &Pseudonymiser::new(b"k"),
+                packet,
             )
-            .remove(0);
-            dl.identify(packet);
-            dl.fingerprint
+            .remove(0)
+            .fingerprint
         };
         let first = letter("a/b", b"{bad", Some(7));
         assert!(first.is_some());

@@ -342,7 +342,7 @@ impl Batcher {
                 .messages
                 .get_or_create(&ChannelLabel { channel: "unknown" })
                 .inc();
-            let mut dl = dead_letters(
+            let dl = dead_letters(
                 &d.topic,
                 &d.payload,
                 d.received_at,
@@ -351,8 +351,8 @@ impl Batcher {
                     "topic matches no template in mqtt.topics",
                 )],
                 &self.pseudonymiser,
+                d.ack.redelivery_id(),
             );
-            identify(&mut dl, &d.ack);
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
         };
@@ -377,24 +377,24 @@ impl Batcher {
                 d.received_at,
                 &[reject],
                 &self.pseudonymiser,
+                d.ack.redelivery_id(),
             );
             for letter in &mut dl {
                 letter.payload.truncate(4096);
             }
-            identify(&mut dl, &d.ack);
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
         }
         let mut decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
         validate(&mut decoded, d.received_at, &self.limits);
-        let mut dl = dead_letters(
+        let dl = dead_letters(
             &d.topic,
             &d.payload,
             d.received_at,
             &decoded.rejects,
             &self.pseudonymiser,
+            d.ack.redelivery_id(),
         );
-        identify(&mut dl, &d.ack);
         let useful = decoded.readings.len() + decoded.events.len();
         self.metrics
             .readings_received
@@ -459,13 +459,5 @@ async fn write_loop(
     }
     if writer.is_connected() {
         metrics.db_connected.dec();
-    }
-}
-
-/// Gives each dead letter of a message its redelivery fingerprint.
-fn identify(letters: &mut [crate::dead_letter::DeadLetter], ack: &AckToken) {
-    let id = ack.redelivery_id();
-    for letter in letters {
-        letter.identify(id);
     }
 }
