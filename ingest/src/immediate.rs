@@ -213,24 +213,17 @@ impl Immediate {
         }
         missing.sort_unstable();
         missing.dedup();
+        use estatemon_domain::schema::registry::{labels, LABEL_COLUMNS};
         let rows = tx
             .query(
-                "SELECT device_id, kind, site_id, building_id, area, purpose
-                   FROM devices WHERE device_id = ANY($1)",
+                &format!("SELECT {LABEL_COLUMNS} FROM devices WHERE device_id = ANY($1)"),
                 &[&missing],
             )
             .await?;
         let mut found: HashMap<String, Option<DeviceLabels>> =
             missing.iter().map(|id| (id.to_string(), None)).collect();
         for r in &rows {
-            let d = DeviceLabels {
-                id: r.get(0),
-                kind: r.get(1),
-                site: r.get(2),
-                building: r.get(3),
-                area: r.get(4),
-                purpose: r.get(5),
-            };
+            let d = labels(r);
             found.insert(d.id.clone(), Some(d));
         }
         let mut cache = self.labels.lock().expect("labels cache");

@@ -532,24 +532,14 @@ impl WindowCache {
 
 /// The ledger with each site's time zone.
 pub async fn load_devices(client: &Client) -> anyhow::Result<Devices> {
+    use estatemon_domain::schema::registry::{labels as device_labels, LABEL_COLUMNS};
     let rows = client
-        .query(
-            "SELECT d.device_id, d.kind, d.site_id, d.building_id, d.area, d.purpose
-               FROM devices d",
-            &[],
-        )
+        .query(&format!("SELECT {LABEL_COLUMNS} FROM devices"), &[])
         .await?;
     let labels = rows
         .iter()
         .map(|r| {
-            let d = DeviceLabels {
-                id: r.get(0),
-                kind: r.get(1),
-                site: r.get(2),
-                building: r.get(3),
-                area: r.get(4),
-                purpose: r.get(5),
-            };
+            let d = device_labels(r);
             (d.id.clone(), d)
         })
         .collect();

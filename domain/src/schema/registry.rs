@@ -5,6 +5,22 @@ use tokio_postgres::Client;
 
 use super::SchemaError;
 use crate::device::Registry;
+use crate::rules::DeviceLabels;
+
+/// The `devices` columns rules see, in the order [`labels`] reads them.
+pub const LABEL_COLUMNS: &str = "device_id, kind, site_id, building_id, area, purpose";
+
+/// A device's labels from a row that selected [`LABEL_COLUMNS`].
+pub fn labels(r: &tokio_postgres::Row) -> DeviceLabels {
+    DeviceLabels {
+        id: r.get(0),
+        kind: r.get(1),
+        site: r.get(2),
+        building: r.get(3),
+        area: r.get(4),
+        purpose: r.get(5),
+    }
+}
 
 /// Upserts everything in the registry in one transaction. Devices that were
 /// auto-registered as unassigned become assigned.
