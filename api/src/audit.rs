@@ -112,7 +112,11 @@ impl Audit {
     }
 
     pub fn record(&self, mut r: Record) {
-        r.path = truncate_path(&r.path);
+        // The middleware cuts paths already; this keeps the bound for any
+        // other caller without copying every path a second time.
+        if r.path.len() > MAX_PATH_BYTES {
+            r.path = truncate_path(&r.path);
+        }
         let bytes = r.bytes();
         let total = self.pending_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.metrics.audit_pending.inc();
