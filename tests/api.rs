@@ -81,15 +81,21 @@ async fn week_of_the_site(db: &TestDb) -> (Api, tokio_postgres::Client) {
         .await
         .unwrap();
 
+    (api_over(db, |_| {}).await, client)
+}
+
+/// The API over `db` (migrated), with the tests' audit flush and `tune`
+/// applied to the configuration.
+async fn api_over(db: &TestDb, tune: impl FnOnce(&mut estatemon_domain::config::Config)) -> Api {
     let mut config = estatemon_domain::config::Config::default();
     config.database.url = db.url.clone();
     config.api.audit_flush_ms = 20;
+    tune(&mut config);
     let (state, _writer) = estatemon_api::state(config).await.unwrap();
-    let api = Api {
+    Api {
         router: estatemon_api::router(state.clone()),
         state,
-    };
-    (api, client)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1226,23 +1232,17 @@ async fn empty_api(
     db: &TestDb,
     tune: impl FnOnce(&mut estatemon_domain::config::Config),
 ) -> (Api, tokio_postgres::Client) {
-    let mut config = estatemon_domain::config::Config::default();
-    config.database.url = db.url.clone();
-    config.api.audit_flush_ms = 20;
-    tune(&mut config);
-    estatemon_domain::schema::ensure_database(&config.database)
+    let defaults = estatemon_domain::config::Config::default();
+    let mut database = defaults.database.clone();
+    database.url = db.url.clone();
+    estatemon_domain::schema::ensure_database(&database)
         .await
         .unwrap();
     let mut client = db.client().await;
-    estatemon_domain::schema::migrate(&mut client, &config.storage)
+    estatemon_domain::schema::migrate(&mut client, &defaults.storage)
         .await
         .unwrap();
-    let (state, _writer) = estatemon_api::state(config).await.unwrap();
-    let api = Api {
-        router: estatemon_api::router(state.clone()),
-        state,
-    };
-    (api, client)
+    (api_over(db, tune).await, client)
 }
 
 /// Issue 16: values that used to panic a handler (and so dropped the
