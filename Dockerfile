@@ -6,7 +6,7 @@ COPY . .
 RUN cargo build --release --locked --bin estatemon
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates fonts-wqy-microhei && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/estatemon /usr/local/bin/estatemon
 COPY --from=build /src/simulators/sites /usr/share/estatemon/sites
 USER nobody

@@ -9,7 +9,8 @@
 #   talks to), prometheus-alertmanager (alerts are delivered to a real one),
 #   prometheus (promtool checks the shipped config), chromium (the report
 #   and the dashboards are opened and screenshotted), poppler-utils
-#   (pdftotext reads the report's PDF back).
+#   (pdftotext reads the report's PDF back), fonts-wqy-microhei (the CJK
+#   font the report's PDF embeds, so Chinese names print as themselves).
 # - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
 #   served OpenAPI document must validate) and schemathesis (the API must
 #   answer as its document says).
@@ -28,6 +29,7 @@ command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmana
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need_apt[*]} (Debian)"
     as_root apt-get update -q

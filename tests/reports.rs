@@ -301,6 +301,33 @@ purpose = "hvac"
     let json: Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(garage_kwh(&json), garage_kwh(&scheduled));
+    // The scheduled report was version 1; regenerated, it is version 2.
+    assert_eq!(scheduled["version"], 1);
+    assert_eq!(json["version"], 2);
+    // The Hong Kong site's own money and carbon (defaults, README "Money
+    // and carbon"): HKD at CLP's tariff, CLP's grid factor.
+    assert_eq!(json["currency"], "HKD");
+    assert_eq!(json["emission_factors"]["electricity_kg_per_kwh"], 0.39);
+    assert!(json["tariffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["source"].as_str().is_some_and(|s| !s.is_empty())));
+    let site_row = |j: &Value, u: &str| {
+        j["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["scope"] == "site" && t["utility"] == u)
+            .cloned()
+            .unwrap()
+    };
+    let e = site_row(&json, "electricity");
+    assert!(
+        (f(&e, "cost") / f(&e, "quantity") - 1.406).abs() < 1e-6,
+        "flat CLP tariff: {e}"
+    );
+    assert!((f(&e, "co2_kg") / f(&e, "quantity") - 0.39).abs() < 1e-9);
     let totals = json["totals"].as_array().unwrap();
     let row = |scope: &str, name: &str, utility: &str| {
         totals
@@ -331,6 +358,13 @@ purpose = "hvac"
     assert!(f(cmp, "previous_quarter") > 0.0 && f(cmp, "same_quarter_last_year") > 0.0);
     assert!(f(&json["demand"], "peak_kw") > f(&json["demand"], "night_base_kw"));
     assert!(f(&json["intensity"][0], "kwh_per_m2") > 0.0);
+    // Annualised over the quarter's 91 days.
+    let eui = &json["intensity"][0];
+    assert!(
+        (f(eui, "kwh_per_m2_year") / f(eui, "kwh_per_m2") - 365.25 / 91.0).abs() < 1e-9,
+        "{eui}"
+    );
+    assert!(f(eui, "meters") >= 5.0, "{eui}");
     let groups = json["savings_groups"].as_array().unwrap();
     let lighting = groups
         .iter()
@@ -392,8 +426,33 @@ purpose = "hvac"
             .any(|v| html.contains(v)),
         "verdicts"
     );
+    // One headline per retrofit, the Tower B lift replacement included.
+    let headlines = std::fs::read_to_string(dir.join("savings_headlines.csv")).unwrap();
+    for s in json["savings"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let line = headlines
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no headline for {name}: {headlines}"));
+        assert!(
+            line.contains(" saved (") || line.contains("No saving measured this quarter: "),
+            "{line}"
+        );
+    }
+    for section in ["Prepared by", "7. Methodology", "Tariffs the costs use"] {
+        assert!(html.contains(section), "the HTML lacks {section}");
+    }
     let pdf = std::fs::read(dir.join("report.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
+    assert!(
+        String::from_utf8_lossy(&pdf).contains("/FontFile2"),
+        "the CJK font is embedded"
+    );
+    assert!(
+        pdf.len() < 2_000_000,
+        "the font is subset: {} bytes",
+        pdf.len()
+    );
     // Every word of every page inside the page (poppler's pdftotext, which
     // scripts/test.sh installs): wide tables wrap, they do not run off.
     let bbox = std::process::Command::new("pdftotext")
@@ -424,6 +483,34 @@ purpose = "hvac"
         }
     }
     assert!(words > 500, "pdftotext read {words} words");
+    // Chinese names come out of the PDF as Chinese (the embedded font's
+    // ToUnicode map), and everything an auditor needs is in it.
+    let text = std::process::Command::new("pdftotext")
+        .arg("-layout")
+        .arg(dir.join("report.pdf"))
+        .arg("-")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).expect("pdftotext writes UTF-8");
+    for wanted in [
+        "第一座",
+        "第二座",
+        "Prepared by",
+        "Reviewed by",
+        "not reviewed",
+        "Version",
+        "Key figures",
+        "HKD",
+        "7. Methodology",
+        "IPMVP Option B",
+        "CLP Power",
+        "Water Supplies Department",
+        "kWh/m² per year",
+        "what each achieved",
+    ] {
+        assert!(text.contains(wanted), "the PDF lacks {wanted:?}");
+    }
+    assert!(!text.contains("CNY"), "the Hong Kong site is not in yuan");
     assert!(String::from_utf8_lossy(&pdf).matches("/Type /Page").count() >= 3);
     let csv = std::fs::read_to_string(dir.join("totals.csv")).unwrap();
     assert!(
@@ -440,7 +527,7 @@ purpose = "hvac"
     // People read names (the registry's, or words), the CSV keeps ids.
     assert!(csv.contains("building,tower-a,"), "{csv}");
     assert!(
-        html.contains("<td>Tower A</td>") && html.contains("<td>public lighting</td>"),
+        html.contains("<td>Tower A 第一座</td>") && html.contains("<td>public lighting</td>"),
         "names in the HTML tables"
     );
     assert!(!html.contains("<td>tower-a</td>") && !html.contains("<td>public_lighting</td>"));
@@ -493,6 +580,55 @@ purpose = "hvac"
         "chromium took no screenshot"
     );
     println!("screenshot: {}", shot.display());
+    // At 1,280 px no table is wider than the page: a copy of the page with
+    // a script that measures every table, the DOM dumped after it ran.
+    let probe = dir.join("report-measured.html");
+    std::fs::write(
+        &probe,
+        html.replace(
+            "</body>",
+            "<script>let w = 0, n = ''; for (const t of document.querySelectorAll('table')) \
+             { if (t.scrollWidth > w) { w = t.scrollWidth; n = t.className; } } \
+             document.body.setAttribute('data-widest', w + ' ' + n + ' ' + \
+             document.documentElement.clientWidth);</script></body>",
+        ),
+    )
+    .unwrap();
+    let profile = std::env::temp_dir().join(unique("chromium"));
+    let dom = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,800",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", probe.display()))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let at = dom
+        .find("data-widest=\"")
+        .expect("the measuring script ran")
+        + 13;
+    let measured: Vec<&str> = dom[at..at + dom[at..].find('"').unwrap()]
+        .split(' ')
+        .collect();
+    let (widest, viewport): (u32, u32) =
+        (measured[0].parse().unwrap(), measured[2].parse().unwrap());
+    assert!(
+        widest <= viewport && viewport <= 1280,
+        "table {} is {widest} px wide in a {viewport} px page",
+        measured[1]
+    );
     // Stacked bars of the first chart: blue, orange, green, red segments.
     for (name, rgb) in [
         ("blue", (31, 119, 180)),

@@ -342,6 +342,49 @@ pub struct EnergyConfig {
     /// Generate each site's quarterly report when its quarter closes (site
     /// local time), from `estatemon analytics`.
     pub auto_report: bool,
+    /// A site's own currency and emission factors (`[[energy.site]]`); its
+    /// own tariffs are `[[energy.tariffs]]` with `site = "..."`.
+    #[serde(rename = "site", skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteEnergy>,
+    /// Who signs the quarterly report, and the font its PDF embeds.
+    pub report: ReportSettings,
+}
+
+/// What the quarterly report's cover and PDF need beyond the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// Printed on the cover as the preparer.
+    pub prepared_by: String,
+    /// The reviewer; empty prints "not reviewed".
+    pub reviewed_by: String,
+    /// A TrueType/OpenType font (`.ttf`, `.otf`, `.ttc`: its first face)
+    /// with Chinese glyphs, subset and embedded in the PDF. Empty: the
+    /// first of the Debian fonts `fonts-wqy-microhei`, `fonts-wqy-zenhei`,
+    /// `fonts-droid-fallback` found; none: Helvetica, with Chinese as `?`
+    /// and a note saying so.
+    pub pdf_font: String,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            prepared_by: "estatemon (automatic)".into(),
+            reviewed_by: String::new(),
+            pdf_font: String::new(),
+        }
+    }
+}
+
+/// The money and carbon of one site: the currency its tariffs are in and
+/// its grid's emission factors, where they differ from the general ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteEnergy {
+    pub site: String,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emission_factors: Option<EmissionFactors>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,6 +399,9 @@ pub struct Tariff {
     /// Time-of-use periods, site local time.
     #[serde(default, rename = "period", skip_serializing_if = "Vec::is_empty")]
     pub periods: Vec<TouPeriod>,
+    /// Where the prices come from (the report prints it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -391,6 +437,8 @@ pub struct EmissionFactors {
     pub electricity_kg_per_kwh: f64,
     pub water_kg_per_m3: f64,
     pub gas_kg_per_m3: f64,
+    /// Where the factors come from (the report prints it).
+    pub source: String,
 }
 
 impl EmissionFactors {
@@ -406,14 +454,76 @@ impl EmissionFactors {
 impl Default for EmissionFactors {
     fn default() -> Self {
         EmissionFactors {
-            // China's national grid average (MEE 2022); set your own grid's.
             electricity_kg_per_kwh: 0.5703,
-            // Supply and treatment of tap water.
             water_kg_per_m3: 0.168,
-            // Natural gas burnt.
             gas_kg_per_m3: 2.162,
+            source: "electricity: China's national grid average, 0.5703 kg CO2/kWh (Ministry of \
+                     Ecology and Environment, 2022 figure); water: supply and treatment, 0.168 \
+                     kg/m³; gas: natural gas burnt, 2.162 kg/m³. Set your own grid's."
+                .into(),
         }
     }
+}
+
+/// The shipped Hong Kong site's own figures (harbour-view, Kowloon, a CLP
+/// Power customer); every figure is sourced in its `source` text and in
+/// README "Money and carbon".
+fn harbour_view() -> (SiteEnergy, Vec<Tariff>) {
+    use crate::device::Utility;
+    const SITE: &str = "harbour-view";
+    // CLP 2023: 0.39 kg CO2e/kWh. Water: WSD 0.621 kWh/m³ supplied plus
+    // DSD 0.2409 kWh/m³ of sewage treated, times the grid factor (the
+    // EPD/EMSD building GHG guidelines' method).
+    let grid = 0.39;
+    let site = SiteEnergy {
+        site: SITE.into(),
+        currency: "HKD".into(),
+        emission_factors: Some(EmissionFactors {
+            electricity_kg_per_kwh: grid,
+            water_kg_per_m3: ((0.621 + 0.2409) * grid * 1000.0_f64).round() / 1000.0,
+            gas_kg_per_m3: 1.130,
+            source: "electricity: CLP Power Hong Kong, carbon emissions intensity of electricity \
+                     sold 2023, 0.39 kg CO2e/kWh (CLP Sustainability Report 2023); water: Water \
+                     Supplies Department 0.621 kWh/m³ (Annual Report 2021/22) plus Drainage \
+                     Services Department 0.2409 kWh/m³ of sewage, times the grid factor, as the \
+                     EPD/EMSD Guidelines for buildings (2010) do; gas (Towngas): 2.5529 kg \
+                     CO2e per unit of 48 MJ burnt (EPD/EMSD Guidelines, HKEX ESG guidance) plus \
+                     0.588 kg per unit produced (Towngas Sustainability Report 2021), at 17.27 \
+                     MJ/m³ (Towngas)."
+                .into(),
+        }),
+    };
+    let tariffs = vec![
+        Tariff {
+            utility: Utility::Electricity,
+            site: Some(SITE.into()),
+            price: 1.406,
+            periods: Vec::new(),
+            source: "CLP Power average net tariff from 1 January 2026: basic 101.2 + fuel cost \
+                     adjustment 39.4 HK cents/kWh (CLP tariff announcement, November 2025)"
+                .into(),
+        },
+        Tariff {
+            utility: Utility::Gas,
+            site: Some(SITE.into()),
+            price: 5.61,
+            periods: Vec::new(),
+            source: "Towngas standard tariff 28.5 HK cents/MJ from 1 August 2024 plus a fuel \
+                     cost adjustment of about 4.0 cents/MJ (it changes monthly), at 17.27 MJ/m³"
+                .into(),
+        },
+        Tariff {
+            utility: Utility::Water,
+            site: Some(SITE.into()),
+            price: 7.50,
+            periods: Vec::new(),
+            source: "Water Supplies Department trade water HK$4.58/m³ (unchanged since February \
+                     1995) plus Drainage Services Department sewage charge HK$2.92/m³ (from 1 \
+                     April 2017)"
+                .into(),
+        },
+    ];
+    (site, tariffs)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -434,34 +544,41 @@ impl Default for EnergyConfig {
             area: area.map(str::to_owned),
             saving,
         };
+        let (hk, hk_tariffs) = harbour_view();
+        let example = "illustrative mainland China commercial tariff (CNY); set your utility's";
+        let mut tariffs = vec![
+            Tariff {
+                utility: Utility::Electricity,
+                site: None,
+                price: 0.62,
+                periods: vec![TouPeriod {
+                    name: "peak".into(),
+                    from_hour: 8,
+                    to_hour: 22,
+                    price: 0.98,
+                    weekdays_only: false,
+                }],
+                source: example.into(),
+            },
+            Tariff {
+                utility: Utility::Water,
+                site: None,
+                price: 4.2,
+                periods: Vec::new(),
+                source: example.into(),
+            },
+            Tariff {
+                utility: Utility::Gas,
+                site: None,
+                price: 3.5,
+                periods: Vec::new(),
+                source: example.into(),
+            },
+        ];
+        tariffs.extend(hk_tariffs);
         EnergyConfig {
             currency: "CNY".into(),
-            tariffs: vec![
-                Tariff {
-                    utility: Utility::Electricity,
-                    site: None,
-                    price: 0.62,
-                    periods: vec![TouPeriod {
-                        name: "peak".into(),
-                        from_hour: 8,
-                        to_hour: 22,
-                        price: 0.98,
-                        weekdays_only: false,
-                    }],
-                },
-                Tariff {
-                    utility: Utility::Water,
-                    site: None,
-                    price: 4.2,
-                    periods: Vec::new(),
-                },
-                Tariff {
-                    utility: Utility::Gas,
-                    site: None,
-                    price: 3.5,
-                    periods: Vec::new(),
-                },
-            ],
+            tariffs,
             emission_factors: EmissionFactors::default(),
             // The owners' figures (DOMAIN.md): lighting 35 % overall, garage
             // 45 %, corridors 30 %; water 25 %; lifts 30 %.
@@ -476,20 +593,42 @@ impl Default for EnergyConfig {
             night_from_hour: 1,
             night_to_hour: 5,
             auto_report: true,
+            sites: vec![hk],
+            report: ReportSettings::default(),
         }
     }
 }
 
 impl EnergyConfig {
-    /// The tariff for a utility at a site: the site's own, else the general one.
+    /// The currency a site's costs are in: its own, else the general one.
+    pub fn currency_of(&self, site: &str) -> &str {
+        self.sites
+            .iter()
+            .find(|s| s.site == site)
+            .map_or(self.currency.as_str(), |s| s.currency.as_str())
+    }
+
+    /// A site's emission factors: its own, else the general ones.
+    pub fn emission_factors_of(&self, site: &str) -> &EmissionFactors {
+        self.sites
+            .iter()
+            .find(|s| s.site == site)
+            .and_then(|s| s.emission_factors.as_ref())
+            .unwrap_or(&self.emission_factors)
+    }
+
+    /// The tariff for a utility at a site: the site's own, else the general
+    /// one, but only where the site's currency is the general currency (a
+    /// Hong Kong site is never priced at a tariff in yuan).
     pub fn tariff(&self, utility: crate::device::Utility, site: &str) -> Option<&Tariff> {
+        let general_applies = self.currency_of(site) == self.currency;
         self.tariffs
             .iter()
             .find(|t| t.utility == utility && t.site.as_deref() == Some(site))
             .or_else(|| {
                 self.tariffs
                     .iter()
-                    .find(|t| t.utility == utility && t.site.is_none())
+                    .find(|t| general_applies && t.utility == utility && t.site.is_none())
             })
     }
 
@@ -820,6 +959,36 @@ impl Config {
                     return Err(fail(
                         "energy.tariffs.period.price",
                         format!("{} must be ≥ 0", p.price),
+                    ));
+                }
+            }
+        }
+        for (i, site) in self.energy.sites.iter().enumerate() {
+            if site.site.is_empty() || self.energy.sites[..i].iter().any(|s| s.site == site.site) {
+                return Err(fail(
+                    "energy.site.site",
+                    format!("`{}` must be non-empty and listed once", site.site),
+                ));
+            }
+            if site.currency.trim().is_empty() {
+                return Err(fail("energy.site.currency", "must not be empty".to_owned()));
+            }
+        }
+        for f in std::iter::once(&self.energy.emission_factors).chain(
+            self.energy
+                .sites
+                .iter()
+                .filter_map(|s| s.emission_factors.as_ref()),
+        ) {
+            for (field, v) in [
+                ("electricity_kg_per_kwh", f.electricity_kg_per_kwh),
+                ("water_kg_per_m3", f.water_kg_per_m3),
+                ("gas_kg_per_m3", f.gas_kg_per_m3),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(fail(
+                        &format!("energy.emission_factors.{field}"),
+                        format!("{v} must be ≥ 0"),
                     ));
                 }
             }
@@ -1197,9 +1366,60 @@ mod tests {
             site: Some("x".into()),
             price: 1.1,
             periods: vec![],
+            source: String::new(),
         });
         assert_eq!(e.tariff(Utility::Electricity, "x").unwrap().price, 1.1);
         assert_eq!(e.tariff(Utility::Electricity, "y").unwrap().price, 0.62);
+    }
+
+    #[test]
+    fn a_site_with_its_own_currency_is_priced_only_in_it() {
+        use crate::device::Utility;
+        let e = EnergyConfig::default();
+        assert_eq!(e.currency_of("harbour-view"), "HKD");
+        assert_eq!(e.currency_of("elsewhere"), "CNY");
+        assert_eq!(
+            e.tariff(Utility::Electricity, "harbour-view")
+                .unwrap()
+                .price,
+            1.406
+        );
+        assert_eq!(e.tariff(Utility::Gas, "harbour-view").unwrap().price, 5.61);
+        // A utility without a tariff in the site's currency has no cost,
+        // never the yuan one.
+        let mut no_gas = e.clone();
+        no_gas
+            .tariffs
+            .retain(|t| !(t.utility == Utility::Gas && t.site.is_some()));
+        assert!(no_gas.tariff(Utility::Gas, "harbour-view").is_none());
+        assert_eq!(e.tariff(Utility::Gas, "elsewhere").unwrap().price, 3.5);
+        let hk = e.emission_factors_of("harbour-view");
+        assert_eq!(hk.electricity_kg_per_kwh, 0.39);
+        assert_eq!(hk.water_kg_per_m3, 0.336);
+        assert!(hk.source.contains("CLP"));
+        assert_eq!(
+            e.emission_factors_of("elsewhere").electricity_kg_per_kwh,
+            0.5703
+        );
+    }
+
+    #[test]
+    fn bad_site_locales_name_the_field() {
+        let (_d, path) = write(
+            "[energy]\n[[energy.site]]\nsite = \"a\"\ncurrency = \"HKD\"\n  [energy.site.emission_factors]\n  electricity_kg_per_kwh = -1\n  water_kg_per_m3 = 0\n  gas_kg_per_m3 = 0\n  source = \"x\"\n",
+        );
+        let e = Config::load_with_env(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("energy.emission_factors.electricity_kg_per_kwh"),
+            "{e}"
+        );
+        let (_d, path) = write("[energy]\n[[energy.site]]\nsite = \"a\"\ncurrency = \" \"\n");
+        let e = Config::load_with_env(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("energy.site.currency"), "{e}");
     }
 
     #[test]

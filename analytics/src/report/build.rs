@@ -133,7 +133,10 @@ pub fn scope_totals(
                 .filter_map(|&i| totals[i].used)
                 .fold(None, |acc: Option<f64>, u| Some(acc.unwrap_or(0.0) + u));
             let known: f64 = idx.iter().map(|&i| totals[i].known_hours).sum();
-            let cost = quantity.map(|_| idx.iter().map(|&i| totals[i].cost).sum());
+            // No tariff in the site's currency: cost missing, not 0.
+            let cost = quantity
+                .filter(|_| energy.tariff(utility, &site.id).is_some())
+                .map(|_| idx.iter().map(|&i| totals[i].cost).sum());
             TotalRow {
                 scope,
                 name,
@@ -147,7 +150,7 @@ pub fn scope_totals(
                     0.0
                 },
                 cost,
-                co2_kg: quantity.map(|q| q * energy.emission_factors.of(utility)),
+                co2_kg: quantity.map(|q| q * energy.emission_factors_of(&site.id).of(utility)),
             }
         })
         .collect()
@@ -590,31 +593,25 @@ pub async fn build(
         scope_rows
             .iter()
             .find(|r| r.scope == scope && r.name == name && r.utility == Utility::Electricity)
-            .and_then(|r| r.quantity)
+            .map(|r| (r.quantity, r.meters))
     };
-    let kwh = electricity_of(Scope::Site, &site.name);
-    intensity.push(IntensityRow {
-        scope: Scope::Site,
-        name: site.name.clone(),
-        floor_area_m2: site.floor_area_m2,
-        kwh,
-        kwh_per_m2: kwh
-            .zip(site.floor_area_m2)
-            .filter(|(_, a)| *a > 0.0)
-            .map(|(k, a)| k / a),
-    });
-    for b in &site.buildings {
-        let kwh = electricity_of(Scope::Building, &b.id);
+    let year_share = 365.25 / (period_hours / 24.0).max(1.0);
+    let mut intensity_row = |scope: Scope, name: &str, area: Option<f64>| {
+        let (kwh, meters) = electricity_of(scope, name).unwrap_or((None, 0));
+        let per_m2 = kwh.zip(area).filter(|(_, a)| *a > 0.0).map(|(k, a)| k / a);
         intensity.push(IntensityRow {
-            scope: Scope::Building,
-            name: b.id.clone(),
-            floor_area_m2: b.floor_area_m2,
+            scope,
+            name: name.to_owned(),
+            floor_area_m2: area,
+            meters,
             kwh,
-            kwh_per_m2: kwh
-                .zip(b.floor_area_m2)
-                .filter(|(_, a)| *a > 0.0)
-                .map(|(k, a)| k / a),
+            kwh_per_m2: per_m2,
+            kwh_per_m2_year: per_m2.map(|v| v * year_share),
         });
+    };
+    intensity_row(Scope::Site, &site.name, site.floor_area_m2);
+    for b in &site.buildings {
+        intensity_row(Scope::Building, &b.id, b.floor_area_m2);
     }
 
     progress.step("measuring savings");
@@ -737,6 +734,37 @@ pub async fn build(
             end.to_rfc3339()
         ));
     }
+    // The version this generation will be stored as.
+    let version: i32 = client
+        .query_opt(
+            "SELECT version FROM reports WHERE site_id = $1 AND quarter = $2",
+            &[&site.id, &quarter.to_string()],
+        )
+        .await?
+        .map_or(1, |r| r.get::<_, i32>(0) + 1);
+    let settings = &energy_config.report;
+    let pdf_font = match crate::report::font::find(&settings.pdf_font) {
+        Ok(Some(_)) => settings.pdf_font.clone(),
+        Ok(None) => {
+            notes.push(
+                "no font with Chinese glyphs was found for the PDF (install fonts-wqy-microhei or \
+                 set energy.report.pdf_font): Chinese text prints there as `?`"
+                    .into(),
+            );
+            settings.pdf_font.clone()
+        }
+        Err(e) => {
+            notes.push(format!(
+                "energy.report.pdf_font cannot be used ({e}); the PDF falls back"
+            ));
+            String::new()
+        }
+    };
+    let mut tariffs: Vec<_> = Utility::ALL
+        .into_iter()
+        .filter_map(|u| energy_config.tariff(u, &site.id).cloned())
+        .collect();
+    tariffs.sort_by_key(|t| t.utility.as_str());
     Ok(QuarterReport {
         site_id: site.id.clone(),
         site_name: site.name.clone(),
@@ -745,7 +773,13 @@ pub async fn build(
         period_start: start,
         period_end: end,
         generated_at: Utc::now(),
-        currency: energy_config.currency.clone(),
+        prepared_by: settings.prepared_by.clone(),
+        reviewed_by: Some(settings.reviewed_by.trim().to_owned()).filter(|r| !r.is_empty()),
+        version,
+        currency: energy_config.currency_of(&site.id).to_owned(),
+        tariffs,
+        emission_factors: energy_config.emission_factors_of(&site.id).clone(),
+        pdf_font,
         floor_area_m2: site.floor_area_m2,
         building_names: site
             .buildings

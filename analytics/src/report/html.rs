@@ -4,7 +4,6 @@
 
 use std::fmt::Write;
 
-use super::charts::format_number;
 use super::figures::{chart_specs, ChartSpec};
 use super::model::QuarterReport;
 use super::tables::{tables, Table};
@@ -36,14 +35,18 @@ figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; border: 1p
 fn table_html(out: &mut String, t: &Table) {
     let _ = write!(
         out,
-        "<h3>{}</h3>\n<div class=\"scroll\"><table class=\"{}\">\n<tr>",
+        "<h3>{}</h3>\n<div class=\"scroll\"><table class=\"{}\">\n",
         escape(&t.title),
         t.name
     );
-    for h in &t.headers {
-        let _ = write!(out, "<th>{}</th>", escape(h));
+    // A key/value table (the cover) has no header row.
+    if t.headers.iter().any(|h| !h.is_empty()) {
+        out.push_str("<tr>");
+        for h in &t.headers {
+            let _ = write!(out, "<th>{}</th>", escape(h));
+        }
+        out.push_str("</tr>\n");
     }
-    out.push_str("</tr>\n");
     if t.rows.is_empty() {
         let _ = writeln!(
             out,
@@ -122,79 +125,12 @@ pub fn render(r: &QuarterReport) -> String {
         gen = r.generated_at.format("%Y-%m-%d %H:%M"),
         cur = escape(&r.currency),
     );
-    out.push_str("<div class=\"kpis\">");
-    let site_total = |u: estatemon_domain::device::Utility| {
-        r.totals
-            .iter()
-            .find(|t| t.scope == super::model::Scope::Site && t.utility == u)
-    };
-    for u in estatemon_domain::device::Utility::ALL {
-        if let Some(t) = site_total(u) {
-            kpi(
-                &mut out,
-                t.quantity
-                    .map(|q| format!("{} {}", format_number(q), t.unit))
-                    .unwrap_or_else(|| "missing".into()),
-                &format!("{} this quarter", u.as_str()),
-            );
-        }
+    if let Some(t) = table("cover") {
+        table_html(&mut out, t);
     }
-    let cost: Option<f64> = r
-        .totals
-        .iter()
-        .filter(|t| t.scope == super::model::Scope::Site)
-        .map(|t| t.cost)
-        .sum();
-    kpi(
-        &mut out,
-        cost.map(|c| format!("{} {}", format_number(c), r.currency))
-            .unwrap_or_else(|| "missing".into()),
-        "cost",
-    );
-    let co2: Option<f64> = r
-        .totals
-        .iter()
-        .filter(|t| t.scope == super::model::Scope::Site)
-        .map(|t| t.co2_kg)
-        .sum();
-    kpi(
-        &mut out,
-        co2.map(|c| format!("{} t", format_number(c / 1000.0)))
-            .unwrap_or_else(|| "missing".into()),
-        "CO₂",
-    );
-    kpi(
-        &mut out,
-        r.demand
-            .peak_kw
-            .map(|k| format!("{} kW", format_number(k)))
-            .unwrap_or_else(|| "missing".into()),
-        "peak demand (15 min)",
-    );
-    kpi(
-        &mut out,
-        r.demand
-            .night_base_kw
-            .map(|k| format!("{} kW", format_number(k)))
-            .unwrap_or_else(|| "missing".into()),
-        "night base load",
-    );
-    for g in &r.savings_groups {
-        kpi(
-            &mut out,
-            g.savings_fraction
-                .map(|f| {
-                    format!(
-                        "{:.1} %{}",
-                        f * 100.0,
-                        g.target
-                            .map(|t| format!(" (target {:.0} %)", t * 100.0))
-                            .unwrap_or_default()
-                    )
-                })
-                .unwrap_or_else(|| "missing".into()),
-            &format!("{} savings", g.name.to_lowercase()),
-        );
+    out.push_str("<div class=\"kpis\">");
+    for (label, value) in super::narrative::key_figures(r) {
+        kpi(&mut out, value, &label);
     }
     out.push_str("</div>\n");
     if !r.notes.is_empty() {
@@ -221,14 +157,13 @@ pub fn render(r: &QuarterReport) -> String {
         table_html(&mut out, t);
     }
     out.push_str(
-        "<h2>3. Savings (IPMVP option C, ASHRAE Guideline 14)</h2>\n<p>Savings are the adjusted \
-         baseline (the baseline model under this quarter's conditions: hours of darkness, gate \
-         entries, day types, degree-days) minus the measured use, with the ASHRAE 14 fractional \
-         savings uncertainty at 90 % confidence. Models must meet CV(RMSE) ≤ 15 % and |NMBE| ≤ 5 % \
-         on monthly data, ≤ 30 % and ≤ 10 % on daily data.</p>\n",
+        "<h2>3. Savings (IPMVP, ASHRAE Guideline 14)</h2>\n<p>Savings are the adjusted \
+         baseline (the baseline model under this quarter's conditions) minus the measured use, \
+         with their uncertainty at 90 % confidence; section 7 states the method.</p>\n",
     );
     for name in [
         "savings_summary",
+        "savings_headlines",
         "savings_models",
         "savings",
         "savings_value",
@@ -257,6 +192,20 @@ pub fn render(r: &QuarterReport) -> String {
     if let Some(t) = table("data_quality") {
         table_html(&mut out, t);
     }
+    out.push_str("<h2>7. Methodology, tariffs and emission factors</h2>\n");
+    for p in super::narrative::methodology(r) {
+        let _ = writeln!(out, "<p>{}</p>", escape(&p));
+    }
+    for name in ["tariffs", "emission_factors"] {
+        if let Some(t) = table(name) {
+            table_html(&mut out, t);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "<p class=\"meta\">Emission factors: {}</p>",
+        escape(&r.emission_factors.source)
+    );
     out.push_str("</body></html>\n");
     out
 }

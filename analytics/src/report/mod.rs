@@ -8,8 +8,10 @@
 pub mod build;
 pub mod charts;
 pub mod figures;
+pub mod font;
 pub mod html;
 pub mod model;
+pub mod narrative;
 pub mod pdf;
 pub mod quarter;
 pub mod store;

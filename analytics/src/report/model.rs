@@ -18,7 +18,20 @@ pub struct QuarterReport {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub generated_at: DateTime<Utc>,
+    /// The cover: who prepared and reviewed this version of the report.
+    pub prepared_by: String,
+    /// `None`: not reviewed (the cover says so).
+    pub reviewed_by: Option<String>,
+    /// 1 for the first generation of this site and quarter, then 2, 3 …
+    pub version: i32,
     pub currency: String,
+    /// The tariffs the costs come from, with their sources.
+    pub tariffs: Vec<estatemon_domain::config::Tariff>,
+    /// The factors the CO₂ figures come from, with their source.
+    pub emission_factors: estatemon_domain::config::EmissionFactors,
+    /// The PDF's font (`energy.report.pdf_font`); not part of the data.
+    #[serde(skip)]
+    pub pdf_font: String,
     pub floor_area_m2: Option<f64>,
     /// Building ids → names from the registry (tables show names).
     pub building_names: std::collections::BTreeMap<String, String>,
@@ -100,8 +113,12 @@ pub struct IntensityRow {
     pub scope: Scope,
     pub name: String,
     pub floor_area_m2: Option<f64>,
+    /// Electricity meters of the scope (the public areas' meters).
+    pub meters: usize,
     pub kwh: Option<f64>,
     pub kwh_per_m2: Option<f64>,
+    /// Annualised: the quarter's kWh/m² × 365.25 / the quarter's days.
+    pub kwh_per_m2_year: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,63 +1,42 @@
 //! The report as PDF (A4), written with pdf-writer: the same tables and the
 //! same charts as the HTML page — the charts are the shapes plotters drew
-//! into [`super::charts::Recorder`], replayed as PDF paths. Text uses the
-//! standard Helvetica fonts (WinAnsi), so nothing is embedded; characters
-//! outside WinAnsi are transliterated (CO₂ → CO2) or shown as `?`.
+//! into [`super::charts::Recorder`], replayed as PDF paths. Text is set in
+//! an embedded CJK-capable font when one is found, else in Helvetica
+//! ([`super::font`]).
 
-use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
+use pdf_writer::{Content, Name, Pdf, Rect, Ref};
+
+use super::font::Text;
 
 use super::charts::{record, Shape, HEIGHT, WIDTH};
 use super::figures::{chart_specs, ChartSpec};
 use super::model::QuarterReport;
-use super::tables::{tables, Table};
+use super::tables::{tables, Cell, Table};
 
 const PAGE_W: f32 = 595.0;
 const PAGE_H: f32 = 842.0;
 const MARGIN: f32 = 40.0;
 const TEXT_W: f32 = PAGE_W - 2.0 * MARGIN;
 
-/// Text as WinAnsi bytes.
-pub fn win_ansi(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            ' '..='~' => out.push(c as u8),
-            '€' => out.push(0x80),
-            '…' => out.push(0x85),
-            '–' => out.push(0x96),
-            '—' => out.push(0x97),
-            '’' => out.push(0x92),
-            '‘' => out.push(0x91),
-            '“' => out.push(0x93),
-            '”' => out.push(0x94),
-            '₂' => out.push(b'2'),
-            '³' => out.push(0xB3),
-            '≤' => out.extend_from_slice(b"<="),
-            '≥' => out.extend_from_slice(b">="),
-            '\u{a0}'..='\u{ff}' => out.push(c as u32 as u8),
-            _ => out.push(b'?'),
-        }
-    }
-    out
-}
-
-fn width_of(s: &str, size: f32) -> f32 {
-    win_ansi(s).len() as f32 * size * 0.52
-}
-
 struct Writer {
     pages: Vec<Vec<u8>>,
     content: Content,
     y: f32,
+    text: Text,
 }
 
 impl Writer {
-    fn new() -> Writer {
+    fn new(text: Text) -> Writer {
         Writer {
             pages: Vec::new(),
             content: Content::new(),
             y: PAGE_H - MARGIN,
+            text,
         }
+    }
+
+    fn width(&self, s: &str, size: f32, bold: bool) -> f32 {
+        self.text.width(s, size, bold)
     }
 
     fn new_page(&mut self) {
@@ -73,17 +52,13 @@ impl Writer {
     }
 
     fn text(&mut self, x: f32, y: f32, size: f32, bold: bool, s: &str) {
-        let bytes = win_ansi(s);
-        self.content
-            .begin_text()
-            .set_font(Name(if bold { b"F2" } else { b"F1" }), size)
-            .next_line(x, y)
-            .show(Str(&bytes))
-            .end_text();
+        self.content.begin_text().next_line(x, y);
+        self.text.show(&mut self.content, size, bold, s);
+        self.content.end_text();
     }
 
     fn paragraph(&mut self, s: &str, size: f32, bold: bool) {
-        let lines = wrap_words(s, |line| width_of(line, size) <= TEXT_W);
+        let lines = wrap_words(s, |line| self.width(line, size, bold) <= TEXT_W);
         for l in lines {
             self.ensure(size * 1.4);
             self.y -= size * 1.4;
@@ -97,7 +72,8 @@ impl Writer {
     /// wide tables keep a readable size (8 pt when they fit, never under
     /// 6 pt) instead of shrinking to fit one line per row.
     fn table(&mut self, t: &Table) {
-        const MAX_CHARS: usize = 96;
+        // Only absurd cells are cut; headlines and notes wrap.
+        const MAX_CHARS: usize = 600;
         const MAX_COLUMN_CHARS: usize = 22;
         let clip = |s: String| {
             if s.chars().count() > MAX_CHARS {
@@ -164,11 +140,11 @@ impl Writer {
                     let cell = cells
                         .iter()
                         .flat_map(|r| r[i].0.iter())
-                        .map(|l| helvetica_width(l, size, false))
+                        .map(|l| self.width(l, size, false))
                         .fold(0.0_f32, f32::max);
                     let head = t.headers[i]
                         .split_whitespace()
-                        .map(|w| helvetica_width(w, size, true))
+                        .map(|w| self.width(w, size, true))
                         .fold(0.0_f32, f32::max);
                     cell.max(head) + pad
                 })
@@ -180,20 +156,65 @@ impl Writer {
             size -= 0.25;
             widths = measure(size);
         }
-        // Spread what is left over the columns, so headers wrap less.
-        let spare = (TEXT_W - widths.iter().sum::<f32>()).max(0.0);
+        // Spread what is left: first to the columns whose text wrapped (up
+        // to their unwrapped width), then evenly, so headers wrap less.
+        let natural: Vec<f32> = (0..t.headers.len())
+            .map(|i| {
+                let cell = rows
+                    .iter()
+                    .map(|r| self.width(&r[i].0, size, false))
+                    .fold(0.0_f32, f32::max);
+                cell.max(self.width(&t.headers[i], size, true)) + pad
+            })
+            .collect();
+        let mut spare = (TEXT_W - widths.iter().sum::<f32>()).max(0.0);
+        let deficit: f32 = natural
+            .iter()
+            .zip(&widths)
+            .map(|(n, w)| (n - w).max(0.0))
+            .sum();
+        if deficit > 0.0 {
+            let share = (spare / deficit).min(1.0);
+            for (w, n) in widths.iter_mut().zip(&natural) {
+                let give = (n - *w).max(0.0) * share;
+                *w += give;
+                spare -= give;
+            }
+        }
         let n = widths.len().max(1) as f32;
-        let widths: Vec<f32> = widths.iter().map(|w| w + spare / n).collect();
+        let widths: Vec<f32> = widths.iter().map(|w| w + spare.max(0.0) / n).collect();
+        // Text wrapped again, now to the columns' widths in points.
+        let cells: Vec<Vec<(Vec<String>, bool)>> = rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .zip(&widths)
+                    .map(|((text, numeric), w)| {
+                        let lines = if *numeric {
+                            vec![text.clone()]
+                        } else {
+                            non_empty(wrap_words(text, |l| self.width(l, size, false) <= w - pad))
+                        };
+                        (lines, *numeric)
+                    })
+                    .collect()
+            })
+            .collect();
         let header: Vec<Vec<String>> = t
             .headers
             .iter()
             .zip(&widths)
-            .map(|(h, w)| wrap_to(h, w - pad, size, true))
+            .map(|(h, w)| non_empty(wrap_words(h, |l| self.width(l, size, true) <= w - pad)))
             .collect();
         let line_h = size * 1.3;
         let header_lines = header.iter().map(Vec::len).max().unwrap_or(1);
+        // A key/value table (the cover) has no header row.
+        let headless = t.headers.iter().all(|h| h.is_empty());
         self.paragraph(&t.title, 10.0, true);
         let draw_header = |w: &mut Writer| {
+            if headless {
+                return;
+            }
             let h = line_h * header_lines as f32 + size * 0.4;
             w.ensure(h + line_h * 2.0);
             w.y -= h;
@@ -240,7 +261,7 @@ impl Writer {
                         self.content.set_fill_rgb(0.78, 0.16, 0.16);
                     }
                     let tx = if *numeric {
-                        x + wd - pad / 2.0 - width_of(text, size)
+                        x + wd - pad / 2.0 - self.width(text, size, false)
                     } else {
                         x + 1.0
                     };
@@ -369,7 +390,7 @@ impl Writer {
                     vertical,
                 } => {
                     let size = (*size as f32) * scale;
-                    let w = width_of(text, size);
+                    let w = self.width(text, size, false);
                     let (x, y) = pt(*at);
                     let dx = match h {
                         -1 => 0.0,
@@ -382,7 +403,6 @@ impl Writer {
                         _ => size * 0.2,
                     };
                     let (r, g, b) = rgb(*color);
-                    let bytes = win_ansi(text);
                     let matrix = if *vertical {
                         [0.0, 1.0, -1.0, 0.0, x - dy, y + dx]
                     } else {
@@ -391,10 +411,9 @@ impl Writer {
                     self.content
                         .set_fill_rgb(r, g, b)
                         .begin_text()
-                        .set_font(Name(b"F1"), size)
-                        .set_text_matrix(matrix)
-                        .show(Str(&bytes))
-                        .end_text();
+                        .set_text_matrix(matrix);
+                    self.text.show(&mut self.content, size, false, text);
+                    self.content.end_text();
                 }
             }
         }
@@ -407,18 +426,12 @@ impl Writer {
         let mut pdf = Pdf::new();
         let catalog = Ref::new(1);
         let tree = Ref::new(2);
-        let font = Ref::new(3);
-        let bold = Ref::new(4);
         let n = self.pages.len() as i32;
         let page_ids: Vec<Ref> = (0..n).map(|i| Ref::new(10 + 2 * i)).collect();
         pdf.catalog(catalog).pages(tree);
         pdf.pages(tree).kids(page_ids.iter().copied()).count(n);
-        pdf.type1_font(font)
-            .base_font(Name(b"Helvetica"))
-            .encoding_predefined(Name(b"WinAnsiEncoding"));
-        pdf.type1_font(bold)
-            .base_font(Name(b"Helvetica-Bold"))
-            .encoding_predefined(Name(b"WinAnsiEncoding"));
+        // Font objects after the pages.
+        let fonts = self.text.write(&mut pdf, 10 + 2 * n);
         for (i, body) in self.pages.iter().enumerate() {
             let id = page_ids[i];
             let content_id = Ref::new(11 + 2 * i as i32);
@@ -427,10 +440,11 @@ impl Writer {
                 page.media_box(Rect::new(0.0, 0.0, PAGE_W, PAGE_H));
                 page.parent(tree);
                 page.contents(content_id);
-                page.resources()
-                    .fonts()
-                    .pair(Name(b"F1"), font)
-                    .pair(Name(b"F2"), bold);
+                let mut resources = page.resources();
+                let mut dict = resources.fonts();
+                for (name, font) in &fonts {
+                    dict.pair(Name(name), *font);
+                }
             }
             pdf.stream(content_id, body);
         }
@@ -440,27 +454,33 @@ impl Writer {
 
 /// The whole report as a PDF document.
 pub fn render(r: &QuarterReport) -> Vec<u8> {
-    let tz: chrono_tz::Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let specs = chart_specs(r);
     let tabs = tables(r);
-    let mut w = Writer::new();
+    let table = |name: &str| tabs.iter().find(|t| t.name == name && !t.csv_only);
+    let font = super::font::find(&r.pdf_font)
+        .ok()
+        .flatten()
+        .or_else(|| super::font::find("").ok().flatten());
+    let mut w = Writer::new(Text::new(font));
     w.paragraph(
         &format!("{}: quarterly energy report {}", r.site_name, r.quarter),
         16.0,
         true,
     );
-    w.paragraph(
-        &format!(
-            "{} to {} ({}), generated {} UTC. Costs in {}.",
-            r.period_start.with_timezone(&tz).format("%Y-%m-%d"),
-            (r.period_end.with_timezone(&tz) - chrono::Duration::days(1)).format("%Y-%m-%d"),
-            r.time_zone,
-            r.generated_at.format("%Y-%m-%d %H:%M"),
-            r.currency
-        ),
-        9.0,
-        false,
-    );
+    if let Some(t) = table("cover") {
+        w.table(t);
+    }
+    let key = Table {
+        name: "key_figures",
+        title: "Key figures of the quarter".into(),
+        headers: vec!["figure".into(), "value".into()],
+        rows: super::narrative::key_figures(r)
+            .into_iter()
+            .map(|(label, value)| vec![Cell::Text(label), Cell::Text(value)])
+            .collect(),
+        csv_only: false,
+    };
+    w.table(&key);
     for n in &r.notes {
         w.paragraph(&format!("Note: {n}"), 8.0, false);
     }
@@ -476,9 +496,10 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
             s.title().contains("load profile")
         }),
         (
-            "3. Savings (IPMVP option C, ASHRAE Guideline 14)",
+            "3. Savings (IPMVP, ASHRAE Guideline 14; the method is in section 7)",
             &[
                 "savings_summary",
+                "savings_headlines",
                 "savings_models",
                 "savings",
                 "savings_value",
@@ -497,32 +518,28 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
             w.chart(spec);
         }
         for name in names {
-            if let Some(t) = tabs.iter().find(|t| t.name == *name && !t.csv_only) {
+            if let Some(t) = table(name) {
                 w.table(t);
             }
         }
     }
+    w.ensure(60.0);
+    w.y -= 8.0;
+    w.paragraph("7. Methodology, tariffs and emission factors", 13.0, true);
+    for p in super::narrative::methodology(r) {
+        w.paragraph(&p, 9.0, false);
+    }
+    for name in ["tariffs", "emission_factors"] {
+        if let Some(t) = table(name) {
+            w.table(t);
+        }
+    }
+    w.paragraph(
+        &format!("Emission factors: {}", r.emission_factors.source),
+        8.0,
+        false,
+    );
     w.finish()
-}
-
-/// Approximate width of `s` in Helvetica (or Helvetica-Bold) at `size`:
-/// per-class advances from the fonts' metrics, rounded up.
-fn helvetica_width(s: &str, size: f32, bold: bool) -> f32 {
-    let em: f32 = s
-        .chars()
-        .map(|c| match c {
-            'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' => 0.28,
-            ' ' | '(' | ')' | '[' | ']' | '-' | 'f' | 't' | 'r' => 0.34,
-            'm' | 'w' => 0.86,
-            'M' | 'W' => 0.92,
-            '%' => 0.9,
-            c if c.is_ascii_uppercase() => 0.72,
-            c if c.is_ascii_digit() => 0.56,
-            c if c.is_ascii_lowercase() => 0.56,
-            _ => 0.62,
-        })
-        .sum();
-    em * size * if bold { 1.08 } else { 1.0 }
 }
 
 /// Greedy word wrap: words join a line while `fits` accepts it (a word
@@ -546,14 +563,6 @@ fn wrap_words(text: &str, fits: impl Fn(&str) -> bool) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-/// Lines no wider than `width` points; one empty line for no text (a
-/// table cell still has a line).
-fn wrap_to(text: &str, width: f32, size: f32, bold: bool) -> Vec<String> {
-    non_empty(wrap_words(text, |l| {
-        helvetica_width(l, size, bold) <= width
-    }))
 }
 
 /// Lines of at most `width` characters; one empty line for no text.
@@ -581,15 +590,5 @@ mod tests {
         assert_eq!(wrap("short", 20), ["short"]);
         assert_eq!(wrap("", 5), [""]);
         assert_eq!(wrap("extraordinarily long", 5), ["extraordinarily", "long"]);
-    }
-
-    #[test]
-    fn win_ansi_keeps_what_helvetica_can_print() {
-        assert_eq!(
-            win_ansi("CO₂ m³ ±5 % – ok"),
-            b"CO2 m\xb3 \xb15 % \x96 ok".to_vec()
-        );
-        assert_eq!(win_ansi("≤ 15 %"), b"<= 15 %".to_vec());
-        assert_eq!(win_ansi("設備"), b"??".to_vec());
     }
 }

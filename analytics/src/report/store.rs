@@ -93,11 +93,12 @@ pub async fn save(
     let quarter = r.quarter.to_string();
     let id: i64 = tx
         .query_one(
-            "INSERT INTO reports (site_id, quarter, period_start, period_end, generated_at, generated_by, summary)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO reports (site_id, quarter, period_start, period_end, generated_at, generated_by, summary, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (site_id, quarter) DO UPDATE SET period_start = EXCLUDED.period_start,
                  period_end = EXCLUDED.period_end, generated_at = EXCLUDED.generated_at,
-                 generated_by = EXCLUDED.generated_by, summary = EXCLUDED.summary
+                 generated_by = EXCLUDED.generated_by, summary = EXCLUDED.summary,
+                 version = EXCLUDED.version
              RETURNING id",
             &[
                 &r.site_id,
@@ -107,6 +108,7 @@ pub async fn save(
                 &r.generated_at,
                 &generated_by,
                 &summary(r),
+                &r.version,
             ],
         )
         .await?

@@ -103,6 +103,101 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
     let tz: Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let cur = &r.currency;
     let mut out = Vec::new();
+    let day = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d").to_string();
+    out.push(Table {
+        name: "cover",
+        title: "Report".into(),
+        headers: headers(&["", ""]),
+        rows: vec![
+            vec![
+                Cell::text("Site"),
+                Cell::Text(format!("{} ({})", r.site_name, r.site_id)),
+            ],
+            vec![
+                Cell::text("Period"),
+                Cell::Text(format!(
+                    "{} {} to {} ({}), local dates",
+                    r.quarter,
+                    day(r.period_start),
+                    day(r.period_end - chrono::Duration::days(1)),
+                    r.time_zone
+                )),
+            ],
+            vec![Cell::text("Prepared by"), Cell::text(&r.prepared_by)],
+            vec![
+                Cell::text("Reviewed by"),
+                Cell::text(r.reviewed_by.as_deref().unwrap_or("not reviewed")),
+            ],
+            vec![Cell::text("Version"), Cell::Text(r.version.to_string())],
+            vec![
+                Cell::text("Generated"),
+                Cell::Text(format!("{} UTC", r.generated_at.format("%Y-%m-%d %H:%M"))),
+            ],
+            vec![Cell::text("Currency"), Cell::text(cur)],
+        ],
+        csv_only: false,
+    });
+    let tariff_row = |t: &estatemon_domain::config::Tariff| {
+        let periods: Vec<String> = t
+            .periods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:02}:00–{:02}:00{}: {}",
+                    p.name,
+                    p.from_hour,
+                    p.to_hour,
+                    if p.weekdays_only { " Mon–Fri" } else { "" },
+                    p.price
+                )
+            })
+            .collect();
+        vec![
+            Cell::text(t.utility.as_str()),
+            Cell::Text(format!("{} {cur}/{}", t.price, t.utility.unit())),
+            Cell::Text(if periods.is_empty() {
+                "flat".into()
+            } else {
+                periods.join("; ")
+            }),
+            Cell::text(if t.source.is_empty() {
+                "not stated"
+            } else {
+                &t.source
+            }),
+        ]
+    };
+    out.push(Table {
+        name: "tariffs",
+        title: format!("Tariffs the costs use ({cur})"),
+        headers: headers(&["utility", "price", "time of use (local)", "source"]),
+        rows: r.tariffs.iter().map(tariff_row).collect(),
+        csv_only: false,
+    });
+    let f = &r.emission_factors;
+    out.push(Table {
+        name: "emission_factors",
+        title: "Emission factors the CO₂ figures use".into(),
+        headers: headers(&["utility", "kg CO₂e per unit", "unit"]),
+        rows: vec![
+            vec![
+                Cell::text("electricity"),
+                Cell::Number(Some(f.electricity_kg_per_kwh), 4),
+                Cell::text("kWh"),
+            ],
+            vec![
+                Cell::text("water"),
+                Cell::Number(Some(f.water_kg_per_m3), 4),
+                Cell::text("m³"),
+            ],
+            vec![
+                Cell::text("gas"),
+                Cell::Number(Some(f.gas_kg_per_m3), 4),
+                Cell::text("m³"),
+            ],
+        ],
+        csv_only: false,
+    });
     out.push(Table {
         name: "totals",
         title: "Consumption, cost and CO₂ by site, building, area and purpose".into(),
@@ -175,13 +270,15 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
     });
     out.push(Table {
         name: "intensity",
-        title: "Electricity intensity".into(),
+        title: "Energy use intensity (electricity of the registry's meters)".into(),
         headers: headers(&[
             "scope",
             "name",
             "floor area (m²)",
+            "meters",
             "electricity (kWh)",
-            "kWh/m²",
+            "kWh/m² (quarter)",
+            "kWh/m² per year (annualised)",
         ]),
         rows: r
             .intensity
@@ -191,8 +288,10 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                     Cell::text(i.scope.as_str()),
                     named(r, i.scope, &i.name),
                     Cell::Number(i.floor_area_m2, 0),
+                    Cell::Number(Some(i.meters as f64), 0),
                     Cell::Number(i.kwh, 0),
                     Cell::Number(i.kwh_per_m2, 2),
+                    Cell::Number(i.kwh_per_m2_year, 1),
                 ]
             })
             .collect(),
@@ -272,6 +371,32 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                     Cell::Number(g.co2_kg_saved, 0),
                     Cell::Percent(g.target),
                     Cell::text(g.verdict.map_or("n/a", |v| v.as_str())),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "savings_headlines",
+        title: "Retrofits: what each achieved this quarter".into(),
+        headers: headers(&[
+            "retrofit",
+            "baseline",
+            "reporting (this quarter)",
+            "headline",
+        ]),
+        rows: r
+            .savings
+            .iter()
+            .map(|s| {
+                let period = |p: &crate::savings::Period| {
+                    format!("{} to {}", p.from, p.to.pred_opt().unwrap_or(p.to))
+                };
+                vec![
+                    Cell::text(&s.name),
+                    Cell::Text(period(&s.baseline)),
+                    Cell::Text(period(&s.reporting)),
+                    Cell::Text(super::narrative::headline(s, cur)),
                 ]
             })
             .collect(),

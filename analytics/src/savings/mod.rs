@@ -406,7 +406,9 @@ pub fn measure(
     };
     // Money: the saved units at the average price of the units used in the
     // reporting period (time-of-use weighted by when they were used).
-    let unit_price = if actual > 0.0 {
+    // No tariff in the site's currency: no money, never a price of 0.
+    let priced = energy.tariff(utility, &retrofit.site).is_some();
+    let unit_price = if actual > 0.0 && priced {
         Some(cost_actual / actual)
     } else {
         None
@@ -493,8 +495,8 @@ pub fn measure(
         uncertainty,
         fractional_uncertainty,
         cost_saved: savings.zip(unit_price).map(|(s, p)| s * p),
-        currency: energy.currency.clone(),
-        co2_kg_saved: savings.map(|s| s * energy.emission_factors.of(utility)),
+        currency: energy.currency_of(&retrofit.site).to_owned(),
+        co2_kg_saved: savings.map(|s| s * energy.emission_factors_of(&retrofit.site).of(utility)),
         target,
         verdict,
         meets_target: verdict.and_then(|v| match v {

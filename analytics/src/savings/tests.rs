@@ -252,6 +252,7 @@ fn time_of_use_prices_follow_the_hour() {
             price: 1.5,
             weekdays_only: true,
         }],
+        source: String::new(),
     };
     let frame = df!(
         "day" => [1i32, 1, 1, 2],

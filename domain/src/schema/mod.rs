@@ -299,6 +299,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 16,
+        name: "report_versions",
+        common: Some(include_str!("migrations/0016_report_versions.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.
