@@ -727,4 +727,6 @@ async fn group_days(
 }
 
 #[cfg(test)]
+mod calibration;
+#[cfg(test)]
 mod tests;
