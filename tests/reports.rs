@@ -705,3 +705,69 @@ fn balanced_tags(html: &str) -> Result<(), String> {
         Err(format!("left open: {open:?}"))
     }
 }
+
+/// Degree-days come from the registry's named weather sensor only: a
+/// hot-water probe in the plant room (issue 17 saw one move a result from
+/// 8.2 % to 12.8 %) is not the weather, and a site naming none gets none.
+#[tokio::test]
+async fn degree_days_come_from_the_named_weather_sensor_only() {
+    use estatemon_analytics::energy;
+    let db = TestDb::new(&admin_url());
+    let site = site_file(
+        "[[device]]\nid = \"hv-hot-water\"\nname = \"Hot water probe\"\nkind = \"sensor\"\n\
+         site = \"harbour-view\"\nbuilding = \"podium\"\narea = \"plant_room\"\npurpose = \"general\"\n",
+    );
+    run(estatemon(&db).args(["registry", "load"]).arg(&site));
+    let mut client = db.client().await;
+    let days = estatemon_domain::schema::recorded_chunk_days(&client)
+        .await
+        .unwrap();
+    let at = DateTime::parse_from_rfc3339("2026-06-01T00:00:00+08:00")
+        .unwrap()
+        .with_timezone(&Utc);
+    let first = estatemon_domain::schema::partitions::chunk_index(at, days);
+    for index in first..=first + 1 {
+        estatemon_domain::schema::partitions::ensure_chunk(&client, index, days)
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "INSERT INTO readings (device_id, metric, ts, value)
+             SELECT d, 'temperature_c', t, CASE d WHEN 'hv-weather' THEN 25.0 ELSE 60.0 END
+               FROM unnest(ARRAY['hv-weather', 'hv-hot-water']) d,
+                    generate_series('2026-06-01T00:00:00+08:00'::timestamptz,
+                                    '2026-06-02T23:00:00+08:00', '1 hour') t",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Written behind the writers' backs: mark the hours for the rollups.
+    client
+        .execute(
+            "INSERT INTO rollup_dirty (bucket) SELECT generate_series(
+                 '2026-06-01T00:00:00+08:00'::timestamptz, '2026-06-02T23:00:00+08:00', '1 hour')
+             ON CONFLICT DO NOTHING",
+            &[],
+        )
+        .await
+        .unwrap();
+    energy::refresh_rollups(&mut client).await.unwrap();
+    let (mut info, _) = energy::load_site(&client, "harbour-view").await.unwrap();
+    assert_eq!(info.weather_devices, ["hv-weather"]);
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 6, d).unwrap();
+    let temps = energy::mean_temperature_by_day(&client, &info, day(1), day(3))
+        .await
+        .unwrap();
+    assert_eq!(temps.len(), 2, "{temps:?}");
+    assert!(
+        temps.values().all(|t| (*t - 25.0).abs() < 1e-9),
+        "{temps:?}"
+    );
+    info.weather_devices.clear();
+    let none = energy::mean_temperature_by_day(&client, &info, day(1), day(3))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "no weather named, none guessed: {none:?}");
+    let _ = std::fs::remove_file(&site);
+}

@@ -49,6 +49,8 @@ pub struct SiteInfo {
     pub longitude: f64,
     pub floor_area_m2: Option<f64>,
     pub buildings: Vec<BuildingInfo>,
+    /// The registry's outdoor temperature sensors (`[[site]] weather`).
+    pub weather_devices: Vec<String>,
 }
 
 impl SiteInfo {
@@ -98,7 +100,8 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
 pub async fn load_site(client: &Client, site: &str) -> Result<(SiteInfo, Vec<Meter>), EnergyError> {
     let row = client
         .query_opt(
-            "SELECT name, time_zone, latitude, longitude, floor_area_m2 FROM sites WHERE site_id = $1",
+            "SELECT name, time_zone, latitude, longitude, floor_area_m2, weather_devices
+               FROM sites WHERE site_id = $1",
             &[&site],
         )
         .await?
@@ -129,6 +132,7 @@ pub async fn load_site(client: &Client, site: &str) -> Result<(SiteInfo, Vec<Met
         longitude: row.get::<_, Option<f64>>(3).unwrap_or(0.0),
         floor_area_m2: row.get(4),
         buildings,
+        weather_devices: row.get(5),
     };
     let meters = client
         .query(
@@ -367,7 +371,8 @@ pub async fn gate_entries_by_day(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Mean temperature per local day from the site's sensors' hourly rollups.
+/// Mean outdoor temperature per local day: the hourly rollups of the
+/// site's named weather devices only (none named: no days).
 pub async fn mean_temperature_by_day(
     client: &Client,
     site: &SiteInfo,
@@ -378,7 +383,8 @@ pub async fn mean_temperature_by_day(
         .query(
             "SELECT (h.bucket AT TIME ZONE $2)::date, avg(h.avg)
                FROM readings_hourly h JOIN devices d USING (device_id)
-              WHERE d.site_id = $1 AND h.metric = 'temperature_c' AND d.kind = 'sensor'
+              WHERE d.site_id = $1 AND h.metric = 'temperature_c'
+                AND d.device_id = ANY($5)
                 AND h.bucket >= $3 AND h.bucket < $4
               GROUP BY 1 HAVING count(*) >= 12",
             &[
@@ -386,6 +392,7 @@ pub async fn mean_temperature_by_day(
                 &site.tz.name(),
                 &site.midnight(from),
                 &site.midnight(to),
+                &site.weather_devices,
             ],
         )
         .await?;

@@ -144,6 +144,11 @@ pub struct Site {
     pub latitude: f64,
     pub longitude: f64,
     pub floor_area_m2: Option<f64>,
+    /// The devices whose `temperature_c` is the outdoor temperature (a
+    /// weather station, a shaded outdoor probe): degree-days come from
+    /// these only, never from every sensor of the site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weather: Vec<String>,
     #[serde(default, rename = "building")]
     pub buildings: Vec<Building>,
 }
@@ -271,6 +276,26 @@ impl Registry {
                 }
             }
         }
+        // A named weather device must be one of the site's sensors here.
+        for site in &self.sites {
+            for w in &site.weather {
+                let ok = self
+                    .devices
+                    .iter()
+                    .any(|d| &d.id == w && d.site == site.id && d.kind == DeviceKind::Sensor);
+                if !ok {
+                    return Err(invalid(
+                        &format!("\"{w}\""),
+                        "site.weather",
+                        format!(
+                            "`{w}` is not a sensor of site `{}` in this file: name the \
+                             outdoor temperature sensor(s) listed below",
+                            site.id
+                        ),
+                    ));
+                }
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         for r in &self.retrofits {
             let needle = format!("\"{}\"", r.id);
@@ -386,5 +411,28 @@ maintenance_cycle = "monthly"
             err.contains("tower-z") && err.contains("device.building"),
             "{err}"
         );
+
+        // The weather device must be one of the site's sensors: a meter
+        // (or a typo) is refused, with its line.
+        let bad = GOOD.replace(
+            "longitude = 114.16\n",
+            "longitude = 114.16\nweather = [\"hv-a-lobby-light\"]\n",
+        );
+        let err = Registry::parse(&bad, Path::new("sites.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("site.weather") && err.contains("sites.toml:8"),
+            "{err}"
+        );
+        let good = format!(
+            "{}\n[[device]]\nid = \"roof\"\nkind = \"sensor\"\nsite = \"harbour-view\"\narea = \"roof\"\npurpose = \"general\"\n",
+            GOOD.replace(
+                "longitude = 114.16\n",
+                "longitude = 114.16\nweather = [\"roof\"]\n"
+            )
+        );
+        let r = Registry::parse(&good, Path::new("sites.toml")).unwrap();
+        assert_eq!(r.sites[0].weather, ["roof"]);
     }
 }

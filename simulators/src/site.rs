@@ -168,6 +168,7 @@ pub fn synthetic_estate(devices: usize) -> Registry {
             latitude: 22.28,
             longitude: 114.16,
             floor_area_m2: Some(8000.0 + 15000.0 * towers as f64),
+            weather: Vec::new(),
             buildings,
         }],
         devices: list,

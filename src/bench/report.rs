@@ -152,6 +152,7 @@ fn registry(meters: usize) -> Registry {
             latitude: 22.28,
             longitude: 114.16,
             floor_area_m2: Some(200_000.0),
+            weather: Vec::new(),
             buildings,
         }],
         devices,

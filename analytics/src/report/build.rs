@@ -1000,6 +1000,7 @@ mod tests {
             longitude: 0.0,
             floor_area_m2: None,
             buildings: vec![],
+            weather_devices: vec![],
         };
         let rows = scope_totals(&site, &meters, &totals, 1.0, &energy);
         let find = |scope, name: &str, u| {

@@ -645,6 +645,22 @@ pub async fn measure_one(
             .notes
             .push("no meters match the retrofit's purpose, building, area and devices".into());
     }
+    if retrofit
+        .drivers()
+        .iter()
+        .any(|d| matches!(d, Driver::CoolingDegreeDays | Driver::HeatingDegreeDays))
+    {
+        result.notes.push(if site.weather_devices.is_empty() {
+            "no outdoor temperature sensor is named for the site (`weather = [...]` in its \
+             [[site]] table): degree-days are left out, never guessed from other sensors"
+                .into()
+        } else {
+            format!(
+                "outdoor temperature from {}",
+                site.weather_devices.join(", ")
+            )
+        });
+    }
     if group.iter().any(|m| m.utility != utility) {
         result
             .notes

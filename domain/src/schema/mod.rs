@@ -306,6 +306,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 17,
+        name: "site_weather",
+        common: Some(include_str!("migrations/0017_site_weather.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -29,11 +29,12 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
     let zones_before = device_zones(&tx).await?;
     for site in &registry.sites {
         tx.execute(
-            "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2, weather_devices)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, time_zone = EXCLUDED.time_zone,
                  latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
-                 floor_area_m2 = EXCLUDED.floor_area_m2, updated_at = now()",
+                 floor_area_m2 = EXCLUDED.floor_area_m2,
+                 weather_devices = EXCLUDED.weather_devices, updated_at = now()",
             &[
                 &site.id,
                 &site.name,
@@ -41,6 +42,7 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
                 &site.latitude,
                 &site.longitude,
                 &site.floor_area_m2,
+                &site.weather,
             ],
         )
         .await?;
