@@ -106,9 +106,25 @@ pub struct Interval {
 
 /// Derives per-interval consumption from register readings sorted by time
 /// (duplicates by timestamp are ignored).
+///
+/// A meter read less often than `max_gap` (a daily-read meter, a utility's
+/// export) is held to its own cadence: with enough intervals to tell, a gap
+/// is an interval over 1.5 × the median spacing, so every 24-hour interval
+/// of a daily meter is not a "gap" but a missing day is.
 pub fn derive(samples: &[RegisterSample], policy: &RegisterPolicy) -> Vec<Interval> {
     let samples = drop_spikes(samples);
     let mut out = Vec::with_capacity(samples.len().saturating_sub(1));
+    let own;
+    let policy = match cadence(&samples) {
+        Some(c) if c * 3 / 2 > policy.max_gap => {
+            own = RegisterPolicy {
+                max_gap: c * 3 / 2,
+                ..policy.clone()
+            };
+            &own
+        }
+        _ => policy,
+    };
     for pair in samples.windows(2) {
         let ((a, _), (b, b_spike)) = (pair[0], pair[1]);
         let mut interval = between(a, b, policy);
@@ -118,6 +134,17 @@ pub fn derive(samples: &[RegisterSample], policy: &RegisterPolicy) -> Vec<Interv
         out.push(interval);
     }
     out
+}
+
+/// The median spacing of the readings, from 8 intervals on (fewer cannot
+/// tell a cadence from a gap).
+fn cadence(samples: &[(RegisterSample, bool)]) -> Option<Duration> {
+    if samples.len() < 9 {
+        return None;
+    }
+    let mut spacings: Vec<Duration> = samples.windows(2).map(|w| w[1].0.ts - w[0].0.ts).collect();
+    let mid = spacings.len() / 2;
+    Some(*spacings.select_nth_unstable(mid).1)
 }
 
 /// Marks each kept sample with whether a spike was removed just before it.
@@ -229,6 +256,49 @@ mod tests {
     }
 
     use Correction as C;
+
+    #[test]
+    fn a_daily_meter_is_held_to_its_own_cadence() {
+        let daily = |days: &[i64]| -> Vec<RegisterSample> {
+            days.iter()
+                .map(|&d| RegisterSample {
+                    ts: t(d * 24 * 60),
+                    value: 100.0 + 10.0 * d as f64,
+                })
+                .collect()
+        };
+        let every_day = derive(
+            &daily(&(0..12).collect::<Vec<_>>()),
+            &RegisterPolicy::default(),
+        );
+        assert_eq!(every_day.len(), 11);
+        assert!(
+            every_day.iter().all(|i| i.correction == C::None),
+            "{every_day:?}"
+        );
+        // Day 6 missing: that one interval (48 h) is a gap, the rest not.
+        let holed: Vec<i64> = (0..12).filter(|d| *d != 6).collect();
+        let gaps: Vec<_> = derive(&daily(&holed), &RegisterPolicy::default())
+            .into_iter()
+            .filter(|i| i.correction == C::Gap)
+            .collect();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].start, t(5 * 24 * 60));
+        assert_eq!(gaps[0].consumption, Some(20.0));
+        // A 15-minute meter keeps the configured limit.
+        let mut quarter: Vec<RegisterSample> = (0..12)
+            .map(|k| RegisterSample {
+                ts: t(k * 15),
+                value: k as f64,
+            })
+            .collect();
+        quarter.push(RegisterSample {
+            ts: t(11 * 15 + 180),
+            value: 20.0,
+        });
+        let last = derive(&quarter, &RegisterPolicy::default()).pop().unwrap();
+        assert_eq!(last.correction, C::Gap);
+    }
 
     #[test]
     fn table_of_register_behaviours() {
