@@ -21,6 +21,7 @@ mod bench;
 mod broker;
 mod consumption;
 mod demo;
+mod import;
 mod report;
 mod simulate;
 
@@ -91,6 +92,10 @@ enum Command {
     Report(report::ReportArgs),
     /// Measured savings of a site's retrofits (ASHRAE 14 baseline models).
     Savings(report::SavingsArgs),
+    /// Import a meter's CSV export (interval use, register reads or a
+    /// sensor's values) for a registered device: validated and stored as
+    /// MQTT data is, with dead letters by line number.
+    Import(import::ImportArgs),
     /// Serve the HTTP API (REST for Grafana and operators, OpenAPI, /metrics)
     /// until SIGINT/SIGTERM.
     Api,
@@ -254,6 +259,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<BrokerUnreachable>().is_some() {
             return 5;
         }
+        if cause.downcast_ref::<import::ImportRefused>().is_some() {
+            return 2;
+        }
     }
     1
 }
@@ -271,6 +279,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Api => api::serve(config).await,
         Command::Token(cmd) => api::token(config, cmd).await,
         Command::Savings(args) => report::savings(config, args).await,
+        Command::Import(args) => import::run(config, args).await,
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

@@ -33,6 +33,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod http;
 pub mod immediate;
+pub mod import;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;

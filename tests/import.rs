@@ -1,0 +1,213 @@
+//! `estatemon import` on meter data nobody here wrote: OpenEEmeter's
+//! bundled daily sample and its NOAA temperatures (tests/fixtures/eemeter,
+//! Apache-2.0), a Chicago-time site 11 years back. The import must credit
+//! every daily read to its local day, keep the sample's one missing value
+//! unknown, refuse what is too old unless history is asked for (with line
+//! numbers), and the measured saving must come out near the sample's design
+//! saving of 10 %.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const REGISTRY: &str = r#"
+[[site]]
+id = "il-sample"
+name = "OpenEEmeter sample, Illinois"
+time_zone = "America/Chicago"
+latitude = 39.84
+longitude = -89.68
+weather = ["il-weather"]
+
+[[device]]
+id = "il-meter"
+kind = "electricity_meter"
+site = "il-sample"
+area = "whole_building"
+purpose = "hvac"
+
+[[device]]
+id = "il-weather"
+kind = "sensor"
+site = "il-sample"
+area = "outdoor"
+purpose = "general"
+
+# eemeter's sample: intervention 2016-12-26 .. 2017-01-04, a year of
+# baseline before and a year of reporting after.
+[[retrofit]]
+id = "sample"
+name = "eemeter sample retrofit"
+site = "il-sample"
+purpose = "hvac"
+date = 2017-01-04
+baseline_from = 2015-12-26
+baseline_to = 2016-12-26
+reporting_to = 2018-01-04
+drivers = ["cooling_degree_days", "heating_degree_days"]
+"#;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/eemeter")
+        .join(name)
+}
+
+#[tokio::test]
+async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
+    let db = TestDb::new(&admin_url());
+    let registry = std::env::temp_dir().join(format!("{}.toml", unique("il")));
+    std::fs::write(&registry, REGISTRY).unwrap();
+    run(estatemon(&db).args(["registry", "load"]).arg(&registry));
+    let import = |args: &[&str]| {
+        let mut c = estatemon(&db);
+        // Keep history: retention would drop 2015 at the next maintenance.
+        c.env("ESTATEMON_STORAGE_RETENTION_DAYS", "0")
+            .arg("import")
+            .args(args);
+        c.output().unwrap()
+    };
+    let meter = fixture("il-electricity-cdd-hdd-daily.csv.gz");
+    let meter = meter.to_str().unwrap();
+
+    // Without --accept-history, what is older than ingest.max_age_days
+    // (3,650 days by default) is refused by line; a dry run says so and
+    // stores nothing.
+    let dry = import(&["--device", "il-meter", "--dry-run", meter]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success() && text.contains("dry run"), "{text}");
+    assert!(
+        text.contains("timestamp_too_old: line 2: 2015-11-22T06:00:00+00:00")
+            && text.contains("--accept-history"),
+        "{text}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+    // With a one-year limit nothing is left: every row a dead letter with
+    // its line, nothing stored, exit 2.
+    let mut strict = estatemon(&db);
+    strict
+        .env("ESTATEMON_INGEST_MAX_AGE_DAYS", "365")
+        .args(["import", "--device", "il-meter", meter]);
+    let refused = strict.output().unwrap();
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{text}");
+    assert!(text.contains("nothing could be imported"), "{text}");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM dead_letters
+              WHERE topic = 'import/il-electricity-cdd-hdd-daily.csv.gz' AND detail LIKE 'line %'"
+        )
+        .await,
+        810,
+        "every row, the one without a value too"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 0);
+
+    let out = import(&["--device", "il-meter", "--accept-history", meter]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("810 row(s)") && text.contains("interval reads in kWh, daily"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 row(s) without a value (lines 811)"),
+        "{text}"
+    );
+    // 809 days with a value: a start and 809 ends.
+    assert_eq!(
+        db.count("SELECT count(*) FROM readings WHERE device_id = 'il-meter'")
+            .await,
+        810
+    );
+    // Each day's use lands on its local day: the register rises by the
+    // sample's value between Chicago midnights (2016-06-07: 14.9 kWh).
+    let client = db.client().await;
+    let rise: f64 = client
+        .query_one(
+            "SELECT max(value) - min(value) FROM readings WHERE device_id = 'il-meter'
+               AND ts IN ('2016-06-07T00:00:00-05:00', '2016-06-08T00:00:00-05:00')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((rise - 14.9).abs() < 1e-6, "{rise}");
+    // Importing the same interval file again would mix two registers.
+    let again = import(&["--device", "il-meter", "--accept-history", meter]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cannot be mixed"));
+
+    let temps = fixture("il-tempF.csv.gz");
+    let out = import(&[
+        "--device",
+        "il-weather",
+        "--unit",
+        "°F",
+        "--accept-history",
+        temps.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("gauge reads in °F, 1 h"), "{text}");
+    let july: f64 = client
+        .query_one(
+            "SELECT avg(value) FROM readings WHERE device_id = 'il-weather'
+               AND ts >= '2016-07-01' AND ts < '2016-08-01'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((20.0..30.0).contains(&july), "Illinois in July, °C: {july}");
+
+    // No daily meter's day is a gap in the data quality.
+    let savings = estatemon(&db)
+        .args([
+            "savings",
+            "--site",
+            "il-sample",
+            "--until",
+            "2018-01-04",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        savings.status.success(),
+        "{}",
+        String::from_utf8_lossy(&savings.stderr)
+    );
+    let all: Value = serde_json::from_slice(&savings.stdout).unwrap();
+    let s = &all[0];
+    let fraction = s["savings_fraction"].as_f64().unwrap();
+    let u = s["uncertainty"].as_f64().unwrap() / s["adjusted_baseline"].as_f64().unwrap();
+    println!(
+        "eemeter sample: estatemon {:.2} % ± {:.2} points (90 %), design 10 %; notes {}",
+        fraction * 100.0,
+        u * 100.0,
+        s["notes"]
+    );
+    assert!(
+        s["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("outdoor temperature from il-weather")),
+        "{}",
+        s["notes"]
+    );
+    assert!((fraction - 0.10).abs() < 0.03, "{fraction}");
+    assert_eq!(s["baseline"]["days_used"], 366, "{}", s["baseline"]);
+    let _ = std::fs::remove_file(&registry);
+}
