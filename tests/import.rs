@@ -194,7 +194,10 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
     let fraction = s["savings_fraction"].as_f64().unwrap();
     let u = s["uncertainty"].as_f64().unwrap() / s["adjusted_baseline"].as_f64().unwrap();
     println!(
-        "eemeter sample: estatemon {:.2} % ± {:.2} points (90 %), design 10 %; notes {}",
+        "eemeter sample: estatemon adjusted baseline {:.1} kWh, actual {:.1} kWh, saving \
+         {:.2} % ± {:.2} points (90 %), design 10 %; notes {}",
+        s["adjusted_baseline"].as_f64().unwrap(),
+        s["actual"].as_f64().unwrap(),
         fraction * 100.0,
         u * 100.0,
         s["notes"]
@@ -207,7 +210,12 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
         "{}",
         s["notes"]
     );
-    assert!((fraction - 0.10).abs() < 0.03, "{fraction}");
+    // CalTRACK's balance-point search and degree-hours: within a point of
+    // the design saving (eemeter 4.1.1's own daily model on the same data
+    // and periods: 7.95 %, BENCHMARKS.md).
+    assert!((fraction - 0.10).abs() < 0.01, "{fraction}");
+    let chosen = &s["temperature_model"];
+    assert_eq!(chosen["form"], "heating and cooling", "{chosen}");
     assert_eq!(s["baseline"]["days_used"], 366, "{}", s["baseline"]);
     let _ = std::fs::remove_file(&registry);
 }

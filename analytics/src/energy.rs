@@ -399,6 +399,36 @@ pub async fn mean_temperature_by_day(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The hourly mean outdoor temperatures of each local day (≥ 12 hours
+/// known), from the site's named weather devices only.
+pub async fn temperatures_by_day(
+    client: &Client,
+    site: &SiteInfo,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<HashMap<NaiveDate, Vec<f64>>, EnergyError> {
+    let rows = client
+        .query(
+            "SELECT (bucket AT TIME ZONE $2)::date, array_agg(t ORDER BY bucket)
+               FROM (SELECT h.bucket, avg(h.avg) AS t
+                       FROM readings_hourly h JOIN devices d USING (device_id)
+                      WHERE d.site_id = $1 AND h.metric = 'temperature_c'
+                        AND d.device_id = ANY($5)
+                        AND h.bucket >= $3 AND h.bucket < $4
+                      GROUP BY h.bucket) hours
+              GROUP BY 1 HAVING count(*) >= 12",
+            &[
+                &site.id,
+                &site.tz.name(),
+                &site.midnight(from),
+                &site.midnight(to),
+                &site.weather_devices,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Site-local calendar fields of an instant.
 pub fn local_fields(tz: Tz, ms: i64) -> (NaiveDate, u32) {
     let t = DateTime::<Utc>::from_timestamp_millis(ms)

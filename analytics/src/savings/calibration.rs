@@ -87,6 +87,7 @@ fn one(sc: Scenario, cell: u64, seed: u64, target_offset: f64) -> Outcome {
             used,
             coverage: 1.0,
             cost: used,
+            temperatures: Vec::new(),
             drivers: HashMap::from([(Driver::DarknessHours, dark), (Driver::Weekend, weekend)]),
         });
         e = sc.rho * e + innovation * rng.normal();

@@ -94,6 +94,9 @@ pub struct RetrofitSavings {
     pub provisional: bool,
     /// Reporting days whose drivers lie outside the baseline's range.
     pub extrapolation: Extrapolation,
+    /// The degree-day form and balance points chosen (where the drivers
+    /// include degree-days and the site's weather is known).
+    pub temperature_model: Option<TemperatureModel>,
     pub adjusted_baseline: Option<f64>,
     pub actual: Option<f64>,
     pub savings: Option<f64>,
@@ -227,6 +230,131 @@ pub struct GroupDay {
     /// Cost of the day's use under the tariff.
     pub cost: f64,
     pub drivers: HashMap<Driver, f64>,
+    /// Outdoor temperatures (°C, hourly means) of the day from the site's
+    /// weather devices; empty when unknown. Degree-days are the day's mean
+    /// of the hourly excesses over (or under) the balance point, so a mild
+    /// day with a cold night still counts some heating.
+    pub temperatures: Vec<f64>,
+}
+
+/// The temperature model CalTRACK's search chose: which degree-days, at
+/// which balance points.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TemperatureModel {
+    /// `intercept only`, `heating`, `cooling` or `heating and cooling`.
+    pub form: &'static str,
+    pub heating_base_c: Option<f64>,
+    pub cooling_base_c: Option<f64>,
+    pub adjusted_r2: f64,
+    /// Candidates fitted (forms × balance points).
+    pub candidates: usize,
+}
+
+/// Degree-days of a day's hourly temperatures at a balance point.
+pub fn degree_days(temperatures: &[f64], base: f64, heating: bool) -> Option<f64> {
+    if temperatures.is_empty() {
+        return None;
+    }
+    let sum: f64 = temperatures
+        .iter()
+        .map(|t| if heating { base - t } else { t - base }.max(0.0))
+        .sum();
+    Some(sum / temperatures.len() as f64)
+}
+
+/// Balance points searched, °C (CalTRACK: 30–90 °F).
+const BALANCE_POINTS_C: std::ops::RangeInclusive<i32> = -1..=32;
+
+/// CalTRACK's daily temperature model selection: over the baseline's
+/// complete days, every form the retrofit's drivers allow (intercept only,
+/// heating degree-days, cooling degree-days, both) at every balance point
+/// (1 °C steps, cooling base ≥ heating base), with the other drivers kept;
+/// a degree-day term must have at least 10 days and 10 °C·d of degree-days,
+/// a positive slope and |t| ≥ 1.65 (p < 0.1); the highest adjusted R² wins.
+pub fn select_temperature_model(
+    days: &[&GroupDay],
+    others: &[Driver],
+    heating: bool,
+    cooling: bool,
+) -> Option<TemperatureModel> {
+    let days: Vec<&GroupDay> = days
+        .iter()
+        .copied()
+        .filter(|d| !d.temperatures.is_empty() && others.iter().all(|k| d.drivers.contains_key(k)))
+        .collect();
+    if days.len() < 30 {
+        return None;
+    }
+    let y: Vec<f64> = days.iter().map(|d| d.used).collect();
+    let dd = |b: f64, heating: bool| -> Vec<f64> {
+        days.iter()
+            .map(|d| degree_days(&d.temperatures, b, heating).unwrap_or(0.0))
+            .collect()
+    };
+    let mut best: Option<TemperatureModel> = None;
+    let mut candidates = 0;
+    let mut consider = |h: Option<f64>, c: Option<f64>| {
+        let hdd: Vec<f64> = h.map_or(Vec::new(), |b| dd(b, true));
+        let cdd: Vec<f64> = c.map_or(Vec::new(), |b| dd(b, false));
+        for dd in [&hdd, &cdd] {
+            if !dd.is_empty()
+                && (dd.iter().filter(|v| **v > 0.0).count() < 10 || dd.iter().sum::<f64>() < 10.0)
+            {
+                return;
+            }
+        }
+        let x: Vec<Vec<f64>> = (0..days.len())
+            .map(|i| {
+                let mut row: Vec<f64> = others.iter().map(|k| days[i].drivers[k]).collect();
+                row.extend(hdd.get(i));
+                row.extend(cdd.get(i));
+                row
+            })
+            .collect();
+        candidates += 1;
+        let Ok(f) = model::fit(&y, &x, Limits::DAILY) else {
+            return;
+        };
+        let terms = h.is_some() as usize + c.is_some() as usize;
+        let k = others.len();
+        let significant =
+            (k..k + terms).all(|j| f.coefficients[j + 1] > 0.0 && f.t_values[j] >= 1.65);
+        if !significant {
+            return;
+        }
+        let adj = f.adjusted_r2();
+        if best.as_ref().is_none_or(|b| adj > b.adjusted_r2 + 1e-12) {
+            best = Some(TemperatureModel {
+                form: match (h, c) {
+                    (None, None) => "intercept only",
+                    (Some(_), None) => "heating",
+                    (None, Some(_)) => "cooling",
+                    (Some(_), Some(_)) => "heating and cooling",
+                },
+                heating_base_c: h,
+                cooling_base_c: c,
+                adjusted_r2: adj,
+                candidates: 0,
+            });
+        }
+    };
+    consider(None, None);
+    for b in BALANCE_POINTS_C.map(f64::from) {
+        if heating {
+            consider(Some(b), None);
+        }
+        if cooling {
+            consider(None, Some(b));
+        }
+    }
+    if heating && cooling {
+        for h in BALANCE_POINTS_C.map(f64::from) {
+            for c in BALANCE_POINTS_C.map(f64::from).filter(|c| *c >= h) {
+                consider(Some(h), Some(c));
+            }
+        }
+    }
+    best.map(|b| TemperatureModel { candidates, ..b })
 }
 
 /// The pure part: fits the baseline and measures savings over the days of
@@ -245,9 +373,75 @@ pub fn measure(
     let in_reporting = |d: &GroupDay| d.date >= rf && d.date < reporting_to;
     let complete = |d: &GroupDay| d.coverage >= MIN_DAY_COVERAGE;
 
+    // Degree-days at the balance points and in the form CalTRACK's search
+    // chooses, where the site's weather is known.
+    let mut wanted = retrofit.drivers();
+    let is_temp = |k: &Driver| matches!(k, Driver::CoolingDegreeDays | Driver::HeatingDegreeDays);
+    let heating = wanted.contains(&Driver::HeatingDegreeDays);
+    let cooling = wanted.contains(&Driver::CoolingDegreeDays);
+    let mut temperature_model = None;
+    let recomputed: Vec<GroupDay>;
+    let days: &[GroupDay] =
+        if (heating || cooling) && days.iter().any(|d| !d.temperatures.is_empty()) {
+            let others: Vec<Driver> = wanted.iter().copied().filter(|k| !is_temp(k)).collect();
+            let base: Vec<&GroupDay> = days
+                .iter()
+                .filter(|d| in_baseline(d) && complete(d))
+                .collect();
+            match select_temperature_model(&base, &others, heating, cooling) {
+                Some(m) => {
+                    notes.push(format!(
+                        "temperature model: {}{}{} (adjusted R² {:.3}; CalTRACK's balance-point \
+                     search, {} candidates)",
+                        m.form,
+                        m.heating_base_c
+                            .map(|b| format!(", heating base {b:.0} °C"))
+                            .unwrap_or_default(),
+                        m.cooling_base_c
+                            .map(|b| format!(", cooling base {b:.0} °C"))
+                            .unwrap_or_default(),
+                        m.adjusted_r2,
+                        m.candidates
+                    ));
+                    recomputed = days
+                        .iter()
+                        .map(|d| {
+                            let mut d = d.clone();
+                            d.drivers.retain(|k, _| !is_temp(k));
+                            if let Some(v) = m
+                                .heating_base_c
+                                .and_then(|b| degree_days(&d.temperatures, b, true))
+                            {
+                                d.drivers.insert(Driver::HeatingDegreeDays, v);
+                            }
+                            if let Some(v) = m
+                                .cooling_base_c
+                                .and_then(|b| degree_days(&d.temperatures, b, false))
+                            {
+                                d.drivers.insert(Driver::CoolingDegreeDays, v);
+                            }
+                            d
+                        })
+                        .collect();
+                    wanted = others;
+                    if m.heating_base_c.is_some() {
+                        wanted.push(Driver::HeatingDegreeDays);
+                    }
+                    if m.cooling_base_c.is_some() {
+                        wanted.push(Driver::CoolingDegreeDays);
+                    }
+                    temperature_model = Some(m);
+                    &recomputed
+                }
+                None => days,
+            }
+        } else {
+            days
+        };
+
     // Drivers with data on every complete baseline day and some variation.
     let mut drivers = Vec::new();
-    for driver in retrofit.drivers() {
+    for driver in wanted {
         let values: Vec<f64> = days
             .iter()
             .filter(|d| in_baseline(d) && complete(d))
@@ -488,6 +682,7 @@ pub fn measure(
         baseline_sufficiency,
         provisional,
         extrapolation,
+        temperature_model,
         adjusted_baseline: have.then_some(adjusted),
         actual: have.then_some(actual),
         savings,
@@ -699,7 +894,7 @@ async fn group_days(
         .iter()
         .any(|d| matches!(d, Driver::CoolingDegreeDays | Driver::HeatingDegreeDays))
     {
-        energy::mean_temperature_by_day(client, site, from, to).await?
+        energy::temperatures_by_day(client, site, from, to).await?
     } else {
         HashMap::new()
     };
@@ -724,8 +919,13 @@ async fn group_days(
                 // left out of the fit and the comparison, with a note).
                 Driver::Occupancy => entries.get(&date).copied(),
                 Driver::Weekend => Some(if energy::is_weekend(date) { 1.0 } else { 0.0 }),
-                Driver::CoolingDegreeDays => temps.get(&date).map(|t| (t - 18.0).max(0.0)),
-                Driver::HeatingDegreeDays => temps.get(&date).map(|t| (18.0 - t).max(0.0)),
+                // At 18 °C until the balance-point search moves them.
+                Driver::CoolingDegreeDays => {
+                    temps.get(&date).and_then(|t| degree_days(t, 18.0, false))
+                }
+                Driver::HeatingDegreeDays => {
+                    temps.get(&date).and_then(|t| degree_days(t, 18.0, true))
+                }
             };
             if let Some(v) = v {
                 drivers.insert(*driver, v);
@@ -737,6 +937,7 @@ async fn group_days(
             coverage: known.get(i).unwrap_or(0.0) / (day_hours * group.len() as f64),
             cost: cost.get(i).unwrap_or(0.0),
             drivers,
+            temperatures: temps.get(&date).cloned().unwrap_or_default(),
         });
     }
     Ok(out)

@@ -53,6 +53,9 @@ pub struct Fit {
     pub nmbe: f64,
     /// Lag-1 autocorrelation of the residuals (in time order).
     pub autocorrelation: f64,
+    /// t statistics of the slopes (one per driver column): the guideline's
+    /// and CalTRACK's significance test (|t| ≥ 1.65: p < 0.1).
+    pub t_values: Vec<f64>,
     pub limits: Limits,
     /// CV(RMSE) and NMBE of predictions for data the fit did not see
     /// (leave one group out: a month of days, or one month of a monthly
@@ -66,6 +69,12 @@ pub struct Fit {
 }
 
 impl Fit {
+    /// R² adjusted for the number of coefficients (CalTRACK's selection).
+    pub fn adjusted_r2(&self) -> f64 {
+        let (n, p) = (self.n as f64, self.p as f64);
+        1.0 - (1.0 - self.r2) * (n - 1.0) / (n - p).max(1.0)
+    }
+
     pub fn predict(&self, x: &[f64]) -> f64 {
         self.coefficients[0]
             + self.coefficients[1..]
@@ -175,7 +184,7 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
             }
         }
     }
-    let slopes = solve(a, rhs).ok_or(ModelError::Singular)?;
+    let slopes = solve(a.clone(), rhs).ok_or(ModelError::Singular)?;
     let intercept = mean_y - slopes.iter().zip(&means).map(|(b, m)| b * m).sum::<f64>();
     let mut coefficients = vec![intercept];
     coefficients.extend(slopes);
@@ -188,6 +197,7 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
         cv_rmse: 0.0,
         nmbe: 0.0,
         autocorrelation: 0.0,
+        t_values: Vec::new(),
         limits,
         cv_rmse_out_of_sample: None,
         nmbe_out_of_sample: None,
@@ -206,6 +216,18 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
     fit.nmbe = residuals.iter().sum::<f64>() / (dof * mean_y);
     fit.autocorrelation = lag1_autocorrelation(&residuals);
     fit.meets_guideline = fit.cv_rmse <= limits.cv_rmse && fit.nmbe.abs() <= limits.nmbe;
+    // Var(b) = σ² (XᵀX)⁻¹ on the centred columns: one solve per column.
+    let sigma2 = ss_res / dof;
+    fit.t_values = (0..k)
+        .map(|j| {
+            let mut unit = vec![0.0; k];
+            unit[j] = 1.0;
+            solve(a.clone(), unit)
+                .map(|col| col[j] * sigma2)
+                .filter(|v| *v > 0.0)
+                .map_or(f64::INFINITY, |v| fit.coefficients[j + 1] / v.sqrt())
+        })
+        .collect();
     Ok(fit)
 }
 

@@ -41,6 +41,7 @@ fn days(from: &str, to: &str, cut: &str, saving: f64) -> Vec<GroupDay> {
             used,
             coverage: 1.0,
             cost: used * 0.8,
+            temperatures: Vec::new(),
             drivers: HashMap::from([
                 (Driver::DarknessHours, dark),
                 (
@@ -275,4 +276,60 @@ fn time_of_use_prices_follow_the_hour() {
         vec![Some(2.0), Some(1.0)],
         "unknown hours do not count"
     );
+}
+
+/// Days whose use follows hourly temperatures through known balance
+/// points (heating below 15 °C, cooling above 20 °C), or none.
+fn temperature_days(heating: Option<f64>, cooling: Option<f64>) -> Vec<GroupDay> {
+    let mut k = 7u64;
+    let mut noise = || {
+        k = k
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((k >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 6.0
+    };
+    (0..365)
+        .map(|i| {
+            let date = d("2025-01-01") + Duration::days(i);
+            let season = 16.0 - 14.0 * (i as f64 / 365.0 * std::f64::consts::TAU).cos();
+            let temperatures: Vec<f64> = (0..24)
+                .map(|h| season + 4.0 * ((h as f64 - 9.0) / 24.0 * std::f64::consts::TAU).sin())
+                .collect();
+            let used = 100.0
+                + heating.map_or(0.0, |b| 6.0 * degree_days(&temperatures, b, true).unwrap())
+                + cooling.map_or(0.0, |b| 9.0 * degree_days(&temperatures, b, false).unwrap())
+                + noise();
+            GroupDay {
+                date,
+                used,
+                coverage: 1.0,
+                cost: used,
+                temperatures,
+                drivers: HashMap::new(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_balance_point_search_finds_the_buildings_own() {
+    let both = temperature_days(Some(15.0), Some(20.0));
+    let refs: Vec<&GroupDay> = both.iter().collect();
+    let m = select_temperature_model(&refs, &[], true, true).unwrap();
+    assert_eq!(m.form, "heating and cooling", "{m:?}");
+    assert!((m.heating_base_c.unwrap() - 15.0).abs() <= 1.0, "{m:?}");
+    assert!((m.cooling_base_c.unwrap() - 20.0).abs() <= 1.0, "{m:?}");
+    assert!(m.candidates > 500);
+
+    let cooling = temperature_days(None, Some(22.0));
+    let refs: Vec<&GroupDay> = cooling.iter().collect();
+    let m = select_temperature_model(&refs, &[], true, true).unwrap();
+    assert_eq!(m.form, "cooling", "{m:?}");
+    assert!((m.cooling_base_c.unwrap() - 22.0).abs() <= 1.0, "{m:?}");
+
+    // Use that ignores the weather: no degree-day term is significant.
+    let flat = temperature_days(None, None);
+    let refs: Vec<&GroupDay> = flat.iter().collect();
+    let m = select_temperature_model(&refs, &[], true, true).unwrap();
+    assert_eq!(m.form, "intercept only", "{m:?}");
 }
