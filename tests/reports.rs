@@ -365,6 +365,21 @@ purpose = "hvac"
         "{eui}"
     );
     assert!(f(eui, "meters") >= 5.0, "{eui}");
+    // HVAC against the roof station's degree-days, this quarter and last
+    // year's: a Hong Kong spring cools far more than it heats.
+    let weather = json["weather"].as_array().unwrap();
+    assert_eq!(weather.len(), 2, "{weather:?}");
+    assert_eq!(weather[0]["quarter"], "2026Q2");
+    assert_eq!(weather[1]["quarter"], "2025Q2");
+    for w in weather {
+        assert!(f(w, "weather_days") >= 89.0, "{w}");
+        assert!(
+            f(w, "cooling_degree_days") > f(w, "heating_degree_days"),
+            "{w}"
+        );
+        assert!(f(w, "kwh_per_degree_day") > 0.0, "{w}");
+    }
+    assert!((f(&weather[0], "normalised_kwh") - f(&weather[0], "hvac_kwh")).abs() < 1e-6);
     let groups = json["savings_groups"].as_array().unwrap();
     let lighting = groups
         .iter()

@@ -555,6 +555,52 @@ pub async fn build(
         let hours = (e - s).num_minutes() as f64 / 60.0;
         comparison_totals.push(scope_totals(&site, &meters, &t, hours, energy_config));
     }
+    // HVAC against the weather: this quarter and the same one last year.
+    let hvac_of = |rows: &[TotalRow]| {
+        rows.iter()
+            .find(|r| {
+                r.scope == Scope::Purpose && r.name == "hvac" && r.utility == Utility::Electricity
+            })
+            .and_then(|r| r.quantity)
+    };
+    let mut weather = Vec::new();
+    if !site.weather_devices.is_empty() && hvac_of(&scope_rows).is_some() {
+        for (q, rows) in [
+            (quarter, &scope_rows),
+            (quarter.year_before(), &comparison_totals[1]),
+        ] {
+            let temps = energy::temperatures_by_day(client, &site, q.start(), q.end()).await?;
+            let dd = |heating| {
+                (!temps.is_empty()).then(|| {
+                    temps
+                        .values()
+                        .filter_map(|t| crate::savings::degree_days(t, 18.0, heating))
+                        .sum::<f64>()
+                })
+            };
+            let (hdd, cdd) = (dd(true), dd(false));
+            let kwh = hvac_of(rows);
+            weather.push(WeatherRow {
+                quarter: q,
+                hvac_kwh: kwh,
+                heating_degree_days: hdd,
+                cooling_degree_days: cdd,
+                weather_days: temps.len(),
+                kwh_per_degree_day: kwh
+                    .zip(hdd.zip(cdd))
+                    .filter(|(_, (h, c))| h + c > 0.0)
+                    .map(|(k, (h, c))| k / (h + c)),
+                normalised_kwh: None,
+            });
+        }
+        // This quarter's intensity applied to each row's weather.
+        let rate = weather[0].kwh_per_degree_day;
+        for w in &mut weather {
+            w.normalised_kwh = rate
+                .zip(w.heating_degree_days.zip(w.cooling_degree_days))
+                .map(|(r, (h, c))| r * (h + c));
+        }
+    }
     let comparisons = scope_rows
         .iter()
         .filter(|r| matches!(r.scope, Scope::Site | Scope::Building | Scope::Purpose))
@@ -789,6 +835,7 @@ pub async fn build(
         totals: scope_rows,
         comparisons,
         intensity,
+        weather,
         demand: Demand {
             peak_kw: peak.map(|p| p.0),
             peak_at: peak.and_then(|p| DateTime::from_timestamp_millis(p.1)),

@@ -144,7 +144,7 @@ pub fn render(r: &QuarterReport) -> String {
     for spec in specs.iter().filter(|s| matches!(s, ChartSpec::Bars { .. })) {
         chart_html(&mut out, spec);
     }
-    for name in ["totals", "comparison", "intensity", "monthly"] {
+    for name in ["totals", "comparison", "intensity", "weather", "monthly"] {
         if let Some(t) = table(name) {
             table_html(&mut out, t);
         }

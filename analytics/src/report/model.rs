@@ -41,6 +41,9 @@ pub struct QuarterReport {
     pub comparisons: Vec<ComparisonRow>,
     /// Electricity per m² of floor area.
     pub intensity: Vec<IntensityRow>,
+    /// HVAC use against the degree-days of the site's weather devices,
+    /// this quarter and the same quarter last year.
+    pub weather: Vec<WeatherRow>,
     pub demand: Demand,
     /// Use by month and purpose (the first chart).
     pub monthly: Vec<MonthRow>,
@@ -119,6 +122,24 @@ pub struct IntensityRow {
     pub kwh_per_m2: Option<f64>,
     /// Annualised: the quarter's kWh/m² × 365.25 / the quarter's days.
     pub kwh_per_m2_year: Option<f64>,
+}
+
+/// A quarter's HVAC use and its weather (degree-days at 18 °C from the
+/// site's weather devices, the mean of each day's hourly excesses).
+#[derive(Debug, Clone, Serialize)]
+pub struct WeatherRow {
+    pub quarter: Quarter,
+    /// Electricity of the meters whose purpose is HVAC.
+    pub hvac_kwh: Option<f64>,
+    pub heating_degree_days: Option<f64>,
+    pub cooling_degree_days: Option<f64>,
+    /// Days with weather data.
+    pub weather_days: usize,
+    /// hvac_kwh / (HDD + CDD).
+    pub kwh_per_degree_day: Option<f64>,
+    /// This quarter's use had it had this row's degree-days:
+    /// kWh per degree-day × this row's degree-days (the first row: as is).
+    pub normalised_kwh: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

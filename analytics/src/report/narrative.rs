@@ -64,6 +64,12 @@ pub fn methodology(r: &QuarterReport) -> Vec<String> {
              cost, never a cost of 0. CO₂ uses the emission factors below.",
             r.currency
         ),
+        "Weather: HVAC electricity is set against the quarter's heating and cooling degree-days \
+         at 18 °C (the mean of each day's hourly excesses, from the weather devices the site \
+         names); \"this quarter's HVAC at that weather\" is this quarter's kWh per degree-day \
+         times another quarter's degree-days, a first-order normalisation (no base load), for \
+         comparing quarters with different weather."
+            .to_owned(),
         "Energy use intensity: the electricity of the meters in the registry for each building \
          (public areas and shared services, not tenants) over the building's gross floor area \
          from the registry, annualised as the quarter's kWh/m² × 365.25 / the quarter's days."

@@ -489,7 +489,7 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
     let sections: [Section; 6] = [
         (
             "1. Consumption",
-            &["totals", "comparison", "intensity", "monthly"],
+            &["totals", "comparison", "intensity", "weather", "monthly"],
             |s| matches!(s, ChartSpec::Bars { .. }),
         ),
         ("2. Demand", &["demand"], |s| {

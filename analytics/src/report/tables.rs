@@ -377,6 +377,35 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
         csv_only: false,
     });
     out.push(Table {
+        name: "weather",
+        title: "HVAC and the weather (degree-days at 18 °C from the site's weather devices)".into(),
+        headers: headers(&[
+            "quarter",
+            "HVAC electricity (kWh)",
+            "heating degree-days (°C·d)",
+            "cooling degree-days (°C·d)",
+            "days with weather",
+            "kWh per degree-day",
+            "this quarter's HVAC at that weather (kWh)",
+        ]),
+        rows: r
+            .weather
+            .iter()
+            .map(|w| {
+                vec![
+                    Cell::Text(w.quarter.to_string()),
+                    Cell::Number(w.hvac_kwh, 0),
+                    Cell::Number(w.heating_degree_days, 0),
+                    Cell::Number(w.cooling_degree_days, 0),
+                    Cell::Number(Some(w.weather_days as f64), 0),
+                    Cell::Number(w.kwh_per_degree_day, 1),
+                    Cell::Number(w.normalised_kwh, 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
         name: "savings_headlines",
         title: "Retrofits: what each achieved this quarter".into(),
         headers: headers(&[
