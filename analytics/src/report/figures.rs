@@ -103,7 +103,8 @@ pub fn chart_specs(report: &QuarterReport) -> Vec<ChartSpec> {
             months: months.iter().map(|m| month_name(*m)).collect(),
             series: by_purpose
                 .into_iter()
-                .map(|(p, v)| (p.to_owned(), v))
+                // Words in the legend, as in the tables.
+                .map(|(p, v)| (p.replace('_', " "), v))
                 .collect(),
         });
     }
