@@ -22,6 +22,7 @@ mod broker;
 mod consumption;
 mod demo;
 mod import;
+mod mapping;
 mod report;
 mod simulate;
 
@@ -96,6 +97,10 @@ enum Command {
     /// sensor's values) for a registered device: validated and stored as
     /// MQTT data is, with dead letters by line number.
     Import(import::ImportArgs),
+    /// Device payload mappings: test one message against them, or show a
+    /// shipped profile (tasmota, shelly, zigbee2mqtt).
+    #[command(subcommand)]
+    Mapping(mapping::MappingCommand),
     /// Serve the HTTP API (REST for Grafana and operators, OpenAPI, /metrics)
     /// until SIGINT/SIGTERM.
     Api,
@@ -280,6 +285,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Token(cmd) => api::token(config, cmd).await,
         Command::Savings(args) => report::savings(config, args).await,
         Command::Import(args) => import::run(config, args).await,
+        Command::Mapping(cmd) => mapping::run(&config, cmd),
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

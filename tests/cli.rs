@@ -545,3 +545,65 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
         "ANSI escape in piped logs: {err:?}"
     );
 }
+
+#[test]
+fn mapping_test_shows_readings_or_why_not() {
+    let ok = Command::new(estatemon_bin())
+        .args([
+            "mapping",
+            "test",
+            "--profile",
+            "tasmota",
+            "--site",
+            "harbour-view",
+            "--time-zone",
+            "Asia/Hong_Kong",
+            "--topic",
+            "tele/pow1/SENSOR",
+            "--payload",
+            r#"{"Time":"2018-02-15T17:37:10","ENERGY":{"Total":6.294,"Power":2635}}"#,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{text}");
+    assert!(
+        text.contains("mapping `tasmota-energy`: device pow1 (site harbour-view)")
+            && text.contains("2018-02-15T09:37:10+00:00  pow1  energy_kwh = 6.294 kWh"),
+        "{text}"
+    );
+    let bad = Command::new(estatemon_bin())
+        .args([
+            "mapping",
+            "test",
+            "--profile",
+            "tasmota",
+            "--topic",
+            "tele/pow1/SENSOR",
+            "--payload",
+            r#"{"Time":"2018-02-15T17:37:10","ENERGY":{"Power":2635}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no value at `ENERGY.Total`"));
+    let none = Command::new(estatemon_bin())
+        .args([
+            "mapping",
+            "test",
+            "--profile",
+            "shelly",
+            "--topic",
+            "a/b",
+            "--payload",
+            "{}",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no mapping fits topic `a/b`"));
+    let shown = Command::new(estatemon_bin())
+        .args(["mapping", "show", "zigbee2mqtt"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("topic = \"zigbee2mqtt/{device_id}\""));
+}

@@ -247,6 +247,43 @@ pub struct IngestConfig {
     /// key is used and a warning is logged.
     pub pseudonym_key: Option<String>,
     pub db_retry_max_backoff_s: u64,
+    /// Payload mappings for devices that speak their own JSON on their own
+    /// topics (`[[ingest.mapping]]`, see `domain::mapping`).
+    #[serde(rename = "mapping", skip_serializing_if = "Vec::is_empty")]
+    pub mappings: Vec<crate::mapping::Mapping>,
+    /// Shipped profiles to enable: tasmota, shelly, zigbee2mqtt
+    /// (`[[ingest.profile]]`).
+    #[serde(rename = "profile", skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<ProfileConfig>,
+}
+
+/// A shipped mapping profile, enabled for a site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// `tasmota`, `shelly` or `zigbee2mqtt`.
+    pub name: String,
+    /// The site its devices belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The zone of naive local times (Tasmota's `Time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl IngestConfig {
+    /// Every mapping in force: the enabled profiles' first, then the
+    /// configured ones (the first whose topic and conditions fit wins).
+    pub fn all_mappings(&self) -> Vec<crate::mapping::Mapping> {
+        self.profiles
+            .iter()
+            .filter_map(|p| {
+                crate::mapping::profile(&p.name, p.site.as_deref(), p.time_zone.as_deref())
+            })
+            .flatten()
+            .chain(self.mappings.iter().cloned())
+            .collect()
+    }
 }
 
 impl Default for IngestConfig {
@@ -262,6 +299,8 @@ impl Default for IngestConfig {
             listen: "127.0.0.1:9464".into(),
             pseudonym_key: None,
             db_retry_max_backoff_s: 10,
+            mappings: Vec::new(),
+            profiles: Vec::new(),
         }
     }
 }
@@ -961,6 +1000,25 @@ impl Config {
                         format!("{} must be ≥ 0", p.price),
                     ));
                 }
+            }
+        }
+        for p in &self.ingest.profiles {
+            if !crate::mapping::PROFILES.iter().any(|(n, _)| *n == p.name) {
+                return Err(fail(
+                    "ingest.profile.name",
+                    format!(
+                        "`{}`: the shipped profiles are tasmota, shelly, zigbee2mqtt",
+                        p.name
+                    ),
+                ));
+            }
+        }
+        for m in self.ingest.all_mappings() {
+            if let Err((field, message)) = m.check() {
+                return Err(fail(
+                    &format!("ingest.mapping.{field}"),
+                    format!("mapping `{}`: {message}", m.name),
+                ));
             }
         }
         for (i, site) in self.energy.sites.iter().enumerate() {

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, NewDevice};
 use crate::dead_letter::{dead_letters, Reason, Reject};
-use crate::decode::decode;
+use crate::decode::{decode, Decoded};
 use crate::http::{router, HealthState};
 use crate::metrics::{ChannelLabel, Metrics, ModeLabel, ReasonLabel};
 use crate::store::{record, Writer};
@@ -137,7 +137,17 @@ impl Ingestor {
         tracing::info!(%http_addr, "serving /metrics and /health");
 
         let topics = Topics::new(&config.mqtt.topics);
-        let filters = topics.filters(config.mqtt.shared_group.as_deref());
+        let mappings = config.ingest.all_mappings();
+        let mut filters = topics.filters(config.mqtt.shared_group.as_deref());
+        for m in &mappings {
+            let f = match config.mqtt.shared_group.as_deref() {
+                Some(group) => format!("$share/{group}/{}", m.filter()),
+                None => m.filter(),
+            };
+            if !filters.contains(&f) {
+                filters.push(f);
+            }
+        }
         tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
         let subscriber = subscribe::start(
             &config.mqtt,
@@ -189,6 +199,7 @@ impl Ingestor {
             known: known.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             known_updates,
             topics,
+            mappings,
             pseudonymiser,
             limits: Limits::from_config(&config.ingest, &config.storage),
             metrics: metrics.clone(),
@@ -276,6 +287,8 @@ pub async fn wait_for_signal() {
 
 struct Batcher {
     topics: Topics,
+    /// Payload mappings (profiles and `[[ingest.mapping]]`), in order.
+    mappings: Vec<estatemon_domain::mapping::Mapping>,
     pseudonymiser: Pseudonymiser,
     limits: Limits,
     /// device id → assigned (registered in the ledger).
@@ -337,7 +350,14 @@ impl Batcher {
     }
 
     fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
-        let Some(m) = self.topics.matches(&d.topic) else {
+        let native = self.topics.matches(&d.topic);
+        let channel = native.map_or("mapped", |m| m.channel.as_str());
+        if native.is_none()
+            && !self
+                .mappings
+                .iter()
+                .any(|m| m.match_topic(&d.topic).is_some())
+        {
             self.metrics
                 .messages
                 .get_or_create(&ChannelLabel { channel: "unknown" })
@@ -348,19 +368,18 @@ impl Batcher {
                 d.received_at,
                 &[Reject::new(
                     Reason::UnknownTopic,
-                    "topic matches no template in mqtt.topics",
+                    "topic matches no template in mqtt.topics and no [[ingest.mapping]] \
+                     (or enabled [[ingest.profile]])",
                 )],
                 &self.pseudonymiser,
                 d.ack.redelivery_id(),
             );
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
-        };
+        }
         self.metrics
             .messages
-            .get_or_create(&ChannelLabel {
-                channel: m.channel.as_str(),
-            })
+            .get_or_create(&ChannelLabel { channel })
             .inc();
         if d.payload.len() > self.max_payload {
             let reject = Reject::new(
@@ -385,7 +404,14 @@ impl Batcher {
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
         }
-        let mut decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
+        // (device, site) of every device the message speaks for.
+        let (mut decoded, site): (Decoded, Option<String>) = match native {
+            Some(m) => (
+                decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser),
+                m.site.map(str::to_owned),
+            ),
+            None => self.map(&d),
+        };
         validate(&mut decoded, d.received_at, &self.limits);
         let dl = dead_letters(
             &d.topic,
@@ -395,34 +421,107 @@ impl Batcher {
             &self.pseudonymiser,
             d.ack.redelivery_id(),
         );
-        let useful = decoded.readings.len() + decoded.events.len();
         self.metrics
             .readings_received
             .inc_by(decoded.readings.len() as u64);
-        if useful > 0 {
-            if self.known_updates.has_changed().unwrap_or(false) {
-                let fresh = self.known_updates.borrow_and_update().clone();
-                for (id, assigned) in fresh.iter() {
-                    self.known.insert(id.clone(), *assigned);
-                }
+        let mut devices: Vec<&str> = decoded
+            .readings
+            .iter()
+            .map(|r| r.device_id.as_str())
+            .chain(decoded.events.iter().map(|e| e.device_id.as_str()))
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        if !devices.is_empty() && self.known_updates.has_changed().unwrap_or(false) {
+            let fresh = self.known_updates.borrow_and_update().clone();
+            for (id, assigned) in fresh.iter() {
+                self.known.insert(id.clone(), *assigned);
             }
-            match self.known.get(m.device_id) {
+        }
+        for device in devices {
+            let useful = decoded
+                .readings
+                .iter()
+                .filter(|r| r.device_id == device)
+                .count()
+                + decoded
+                    .events
+                    .iter()
+                    .filter(|e| e.device_id == device)
+                    .count();
+            match self.known.get(device) {
                 Some(true) => {}
                 Some(false) => {
                     self.metrics.unassigned_readings.inc_by(useful as u64);
                 }
                 None => {
-                    tracing::info!(device = m.device_id, site = ?m.site, "unknown device: registering as unassigned");
-                    self.known.insert(m.device_id.to_owned(), false);
+                    tracing::info!(device, site = ?site, "unknown device: registering as unassigned");
+                    self.known.insert(device.to_owned(), false);
                     batch.new_devices.push(NewDevice {
-                        device_id: m.device_id.to_owned(),
-                        site: m.site.map(str::to_owned),
+                        device_id: device.to_owned(),
+                        site: site.clone(),
                     });
                     self.metrics.unassigned_readings.inc_by(useful as u64);
                 }
             }
         }
         batch.push(decoded, dl, d.ack, d.received);
+    }
+
+    /// A message on a mapping's topic: the first mapping whose topic and
+    /// conditions fit makes its readings; a failure is a dead letter that
+    /// names the mapping and the path.
+    fn map(&self, d: &Delivery) -> (Decoded, Option<String>) {
+        use estatemon_domain::mapping::MappingErrorKind as K;
+        for m in &self.mappings {
+            match m.apply(&d.topic, &d.payload, d.received_at) {
+                Ok(None) => continue,
+                Ok(Some(mapped)) => {
+                    return (
+                        Decoded {
+                            readings: mapped.readings,
+                            ..Decoded::default()
+                        },
+                        mapped.site,
+                    )
+                }
+                Err(e) => {
+                    let reason = match e.kind {
+                        K::InvalidJson => Reason::InvalidJson,
+                        K::MissingField => Reason::MissingField,
+                        K::InvalidField => Reason::InvalidField,
+                        K::InvalidTimestamp => Reason::InvalidTimestamp,
+                        K::UnknownUnit => Reason::UnknownUnit,
+                    };
+                    return (
+                        Decoded {
+                            rejects: vec![Reject::new(reason, e.to_string())],
+                            ..Decoded::default()
+                        },
+                        None,
+                    );
+                }
+            }
+        }
+        let names: Vec<&str> = self
+            .mappings
+            .iter()
+            .filter(|m| m.match_topic(&d.topic).is_some())
+            .map(|m| m.name.as_str())
+            .collect();
+        (
+            Decoded {
+                rejects: vec![Reject::new(
+                    Reason::UnknownTopic,
+                    format!(
+                        "the topic fits mapping(s) {} but the payload meets none's `when`",
+                        names.join(", ")
+                    ),
+                )],
+                ..Decoded::default()
+            },
+            None,
+        )
     }
 }
 

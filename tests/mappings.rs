@@ -1,0 +1,197 @@
+//! Devices that speak their own formats, through the real broker into the
+//! real database by configuration alone: the shipped Tasmota, Shelly and
+//! Zigbee2MQTT profiles and a custom gateway mapping. Payloads come from
+//! each project's documentation (sources beside each), and what a mapping
+//! cannot read is a dead letter that names the mapping and the path.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use estatemon_domain::config::ProfileConfig;
+use estatemon_ingest::Ingestor;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_and_a_gateway_mapping_store_real_device_payloads() {
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker_url());
+    // The documentation's payloads are stamped 2018 and 2021: keep history.
+    c.storage.retention_days = 0;
+    c.registry.file = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml"),
+    );
+    for name in ["tasmota", "shelly", "zigbee2mqtt"] {
+        c.ingest.profiles.push(ProfileConfig {
+            name: name.into(),
+            site: Some("harbour-view".into()),
+            time_zone: Some("Asia/Hong_Kong".into()),
+        });
+    }
+    let gw = unique("gw");
+    c.ingest.mappings.push(
+        toml::from_str(&format!(
+            r#"
+name = "plant-room-gateway"
+topic = "{gw}/{{site}}/+/{{device_id}}"
+when = [{{ path = "type", equals = "meter" }}]
+time_path = "ts"
+time_format = "epoch_ms"
+  [[value]]
+  path = "channels[*].wh"
+  metric = "energy_kwh"
+  unit = "Wh"
+  device = "{{device_id}}-ch{{key}}"
+"#
+        ))
+        .unwrap(),
+    );
+    c.validate(None, None).expect("a valid configuration");
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+
+    let plug = unique("pow");
+    let shelly = unique("shellypro4pm");
+    let zb = unique("lobby_plug");
+    let messages: Vec<(String, Vec<u8>)> = vec![
+        // Tasmota docs, docs/devices/Sonoff-Pow-R2.md ("Telemetry"), tasmota/docs
+        // @ 9849ab94: Time is local (SetOption52 off), Total kWh, Power W.
+        (
+            format!("tele/{plug}/SENSOR"),
+            br#"{"Time":"2018-02-15T17:37:10","ENERGY":{"TotalStartTime":"2018-11-14T18:39:40","Total":6.294,"Yesterday":5.340,"Today":0.954,"Period":217,"Power":2635,"ApparentPower":2650,"ReactivePower":282,"Factor":0.99,"Voltage":227,"Current":11.661}}"#.to_vec(),
+        ),
+        // A SENSOR message of an analog input (no ENERGY): the topic fits
+        // the profile, its `when` does not: a dead letter that says so.
+        (
+            format!("tele/{plug}/SENSOR"),
+            br#"{"Time":"2018-02-15T17:37:20","ANALOG":{"A0":17}}"#.to_vec(),
+        ),
+        // Shelly Gen2 docs, General/Notifications Example 1 (the envelope,
+        // verbatim) with a Switch status built from the Switch page's
+        // fields: apower W, voltage V, aenergy.total Wh.
+        (
+            format!("{shelly}/events/rpc"),
+            format!(
+                r#"{{"src": "{shelly}","dst": "user_1","method": "NotifyStatus","params": {{"ts": 1631186545.04,"switch:0": {{"id": 0,"output": true,"source": "button","apower": 230.4,"voltage": 237.571,"aenergy": {{"total": 14.093,"by_minute": [0,0,0],"minute_ts": 1631186545}}}}}}}}"#
+            )
+            .into_bytes(),
+        ),
+        // Zigbee2MQTT, docs/devices/TS011F_plug_1.md exposes: state, power W,
+        // current A, voltage V, energy kWh, linkquality.
+        (
+            format!("zigbee2mqtt/{zb}"),
+            br#"{"current":0.05,"energy":10.48,"linkquality":39,"power":11,"state":"ON","voltage":223}"#.to_vec(),
+        ),
+        // A gateway of our own design: two channels in Wh, epoch ms.
+        (
+            format!("{gw}/harbour-view/bus1/pump-meter"),
+            br#"{"type":"meter","ts":1780272000000,"channels":[{"wh":1500},{"wh":2500}]}"#.to_vec(),
+        ),
+        // Failures: a Tasmota SENSOR without ENERGY.Total, a gateway frame
+        // whose time cannot be read, a Shelly frame that is not JSON.
+        (
+            format!("tele/{plug}/SENSOR"),
+            br#"{"Time":"2018-02-15T17:38:10","ENERGY":{"Power":2600}}"#.to_vec(),
+        ),
+        (
+            format!("{gw}/harbour-view/bus1/pump-meter"),
+            br#"{"type":"meter","ts":"soon","channels":[{"wh":1}]}"#.to_vec(),
+        ),
+        (format!("{shelly}/events/rpc"), b"{not json".to_vec()),
+    ];
+    publish_all(&c.mqtt.url, messages).await;
+    let client = db.client().await;
+    let stored = eventually(Duration::from_secs(20), || async {
+        db.count("SELECT count(*) FROM dead_letters").await >= 4
+            && db.count("SELECT count(*) FROM readings").await >= 14
+    })
+    .await;
+    if !stored {
+        let rows = client
+            .query("SELECT topic, reason, detail FROM dead_letters", &[])
+            .await
+            .unwrap();
+        let letters: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2)
+                )
+            })
+            .collect();
+        panic!(
+            "readings {}; dead letters {letters:#?}",
+            db.count("SELECT count(*) FROM readings").await
+        );
+    }
+    let value = |device: String, metric: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT value, ts FROM readings WHERE device_id = $1 AND metric = $2",
+                    &[&device, &metric],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{device} {metric}: {e}"))
+        }
+    };
+    let tasmota = value(plug.clone(), "energy_kwh").await;
+    assert_eq!(tasmota.get::<_, f64>(0), 6.294);
+    // 17:37:10 Hong Kong time is 09:37:10 UTC.
+    assert_eq!(
+        tasmota
+            .get::<_, chrono::DateTime<chrono::Utc>>(1)
+            .to_rfc3339(),
+        "2018-02-15T09:37:10+00:00"
+    );
+    assert!((value(plug.clone(), "power_kw").await.get::<_, f64>(0) - 2.635).abs() < 1e-9);
+    let sw = value(format!("{shelly}-switch:0"), "energy_kwh").await;
+    assert!((sw.get::<_, f64>(0) - 0.014093).abs() < 1e-12, "Wh → kWh");
+    assert!((value(zb.clone(), "energy_kwh").await.get::<_, f64>(0) - 10.48).abs() < 1e-12);
+    assert!(
+        (value("pump-meter-ch1".into(), "energy_kwh")
+            .await
+            .get::<_, f64>(0)
+            - 2.5)
+            .abs()
+            < 1e-12
+    );
+    // Devices first seen through a mapping are registered, with the site.
+    let site: String = client
+        .query_one("SELECT site_id FROM devices WHERE device_id = $1", &[&zb])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(site, "harbour-view");
+    // Every failure kept, with the mapping and the path in its reason.
+    let letters: Vec<(String, String)> = client
+        .query("SELECT reason, detail FROM dead_letters ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let has = |reason: &str, words: &[&str]| {
+        letters
+            .iter()
+            .any(|(r, d)| r == reason && words.iter().all(|w| d.contains(w)))
+    };
+    assert!(
+        has("unknown_topic", &["tasmota-energy", "meets none's `when`"]),
+        "{letters:?}"
+    );
+    assert!(
+        has("missing_field", &["tasmota-energy", "ENERGY.Total"]),
+        "{letters:?}"
+    );
+    assert!(
+        has("invalid_timestamp", &["plant-room-gateway", "`ts`"]),
+        "{letters:?}"
+    );
+    assert!(has("invalid_json", &["shelly-switch"]), "{letters:?}");
+    ingestor.shutdown().await;
+}
