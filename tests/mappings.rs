@@ -87,6 +87,14 @@ time_format = "epoch_ms"
             format!("{gw}/harbour-view/bus1/pump-meter"),
             br#"{"type":"meter","ts":1780272000000,"channels":[{"wh":1500},{"wh":2500}]}"#.to_vec(),
         ),
+        // Its Last Will (Tasmota docs/MQTT.md): offline, then the Zigbee
+        // plug's availability in the 2.x JSON form.
+        (format!("tele/{plug}/LWT"), b"Offline".to_vec()),
+        (
+            format!("zigbee2mqtt/{zb}/availability"),
+            br#"{"state":"online"}"#.to_vec(),
+        ),
+        (format!("tele/{plug}/LWT"), b"Gone fishing".to_vec()),
         // Failures: a Tasmota SENSOR without ENERGY.Total, a gateway frame
         // whose time cannot be read, a Shelly frame that is not JSON.
         (
@@ -102,7 +110,7 @@ time_format = "epoch_ms"
     publish_all(&c.mqtt.url, messages).await;
     let client = db.client().await;
     let stored = eventually(Duration::from_secs(20), || async {
-        db.count("SELECT count(*) FROM dead_letters").await >= 4
+        db.count("SELECT count(*) FROM dead_letters").await >= 5
             && db.count("SELECT count(*) FROM readings").await >= 14
     })
     .await;
@@ -193,5 +201,29 @@ time_format = "epoch_ms"
         "{letters:?}"
     );
     assert!(has("invalid_json", &["shelly-switch"]), "{letters:?}");
+    assert!(
+        has(
+            "invalid_field",
+            &["tasmota-energy", "Gone fishing", "Offline"]
+        ),
+        "{letters:?}"
+    );
+    // The Will marked the plug offline (the stale rules page at once); the
+    // Zigbee plug said it is online.
+    let offline = |d: String| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT offline_since IS NOT NULL FROM devices WHERE device_id = $1",
+                    &[&d],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(offline(plug.clone()).await);
+    assert!(!offline(zb.clone()).await);
     ingestor.shutdown().await;
 }

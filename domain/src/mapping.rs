@@ -59,6 +59,23 @@ pub struct Mapping {
     pub time_zone: Option<String>,
     #[serde(rename = "value")]
     pub values: Vec<ValueMap>,
+    /// The devices' online/offline topic (an MQTT Last Will): offline
+    /// makes the stale rules page at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Availability>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Availability {
+    /// Topic pattern, with `{device_id}` (and `{site}`).
+    pub topic: String,
+    /// Where the state is in a JSON payload (`state`); a payload that is
+    /// not a JSON object is read as plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub online: Vec<String>,
+    pub offline: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,16 +222,74 @@ impl Mapping {
 
     /// The subscription filter: captures and `+` as `+`.
     pub fn filter(&self) -> String {
-        self.topic
-            .split('/')
-            .map(|l| if l.starts_with('{') { "+" } else { l })
-            .collect::<Vec<_>>()
-            .join("/")
+        filter_of(&self.topic)
+    }
+
+    /// The availability topic's filter, if any.
+    pub fn availability_filter(&self) -> Option<String> {
+        self.availability.as_ref().map(|a| filter_of(&a.topic))
     }
 
     /// The topic's captures when it fits the pattern.
     pub fn match_topic<'a>(&self, topic: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
-        let pattern: Vec<&str> = self.topic.split('/').collect();
+        captures(&self.topic, topic)
+    }
+
+    /// An availability message: (device, site, online). `None`: not this
+    /// mapping's availability topic.
+    pub fn apply_availability(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Option<Result<Said, MappingError>> {
+        let a = self.availability.as_ref()?;
+        let (site, device) = captures(&a.topic, topic)?;
+        let device = format!("{}{}", self.device_prefix, device.unwrap_or_default());
+        let text = std::str::from_utf8(payload).unwrap_or("").trim();
+        let state = match (&a.path, serde_json::from_str::<Value>(text)) {
+            (Some(p), Ok(v @ Value::Object(_))) => {
+                select(&v, p).first().and_then(|(x, _)| text_of(x))
+            }
+            (_, Ok(Value::String(s))) => Some(s),
+            _ => Some(text.to_owned()),
+        };
+        let fail = |detail: String| MappingError {
+            mapping: self.name.clone(),
+            detail,
+            kind: MappingErrorKind::InvalidField,
+        };
+        Some(match state {
+            Some(s) if a.online.contains(&s) => {
+                Ok((device, site.map(str::to_owned).or(self.site.clone()), true))
+            }
+            Some(s) if a.offline.contains(&s) => {
+                Ok((device, site.map(str::to_owned).or(self.site.clone()), false))
+            }
+            other => Err(fail(format!(
+                "availability `{}` is neither online ({}) nor offline ({})",
+                other.unwrap_or_default(),
+                a.online.join(", "),
+                a.offline.join(", ")
+            ))),
+        })
+    }
+}
+
+/// What an availability message said: (device, site, online).
+pub type Said = (String, Option<String>, bool);
+
+fn filter_of(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|l| if l.starts_with('{') { "+" } else { l })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `{site}` and `{device_id}` of `topic` when it fits `pattern`.
+fn captures<'a>(pattern: &str, topic: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
+    {
+        let pattern: Vec<&str> = pattern.split('/').collect();
         let parts: Vec<&'a str> = topic.split('/').collect();
         let (mut site, mut device) = (None, None);
         for (i, p) in pattern.iter().enumerate() {
@@ -232,7 +307,9 @@ impl Mapping {
         }
         (parts.len() == pattern.len()).then_some((site, device))
     }
+}
 
+impl Mapping {
     /// Applies the mapping to a message whose topic fits it. `Ok(None)`:
     /// its conditions do not hold (another mapping may).
     pub fn apply(

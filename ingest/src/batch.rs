@@ -32,6 +32,8 @@ pub struct Batch<A> {
     pub duplicates_in_batch: usize,
     /// Hour buckets touched, for rollup refresh.
     pub dirty_hours: Vec<DateTime<Utc>>,
+    /// Devices that said they went offline (false) or came back (true).
+    pub availability: Vec<(String, bool, DateTime<Utc>)>,
 }
 
 impl<A> Default for Batch<A> {
@@ -45,13 +47,17 @@ impl<A> Default for Batch<A> {
             opened: None,
             duplicates_in_batch: 0,
             dirty_hours: Vec::new(),
+            availability: Vec::new(),
         }
     }
 }
 
 impl<A> Batch<A> {
     pub fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.readings.is_empty() && self.dead_letters.is_empty()
+        self.acks.is_empty()
+            && self.readings.is_empty()
+            && self.dead_letters.is_empty()
+            && self.availability.is_empty()
     }
 
     /// Adds one message's results; `ack` is released when the batch commits.

@@ -139,10 +139,13 @@ impl Ingestor {
         let topics = Topics::new(&config.mqtt.topics);
         let mappings = config.ingest.all_mappings();
         let mut filters = topics.filters(config.mqtt.shared_group.as_deref());
-        for m in &mappings {
+        for filter in mappings
+            .iter()
+            .flat_map(|m| std::iter::once(m.filter()).chain(m.availability_filter()))
+        {
             let f = match config.mqtt.shared_group.as_deref() {
-                Some(group) => format!("$share/{group}/{}", m.filter()),
-                None => m.filter(),
+                Some(group) => format!("$share/{group}/{filter}"),
+                None => filter,
             };
             if !filters.contains(&f) {
                 filters.push(f);
@@ -351,6 +354,45 @@ impl Batcher {
 
     fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
         let native = self.topics.matches(&d.topic);
+        if native.is_none() {
+            if let Some(said) = self
+                .mappings
+                .iter()
+                .find_map(|m| m.apply_availability(&d.topic, &d.payload))
+            {
+                self.metrics
+                    .messages
+                    .get_or_create(&ChannelLabel {
+                        channel: "availability",
+                    })
+                    .inc();
+                match said {
+                    Ok((device, site, online)) => {
+                        if !self.known.contains_key(&device) {
+                            self.known.insert(device.clone(), false);
+                            batch.new_devices.push(NewDevice {
+                                device_id: device.clone(),
+                                site,
+                            });
+                        }
+                        batch.availability.push((device, online, d.received_at));
+                        batch.push(Default::default(), Vec::new(), d.ack, d.received);
+                    }
+                    Err(e) => {
+                        let dl = dead_letters(
+                            &d.topic,
+                            &d.payload,
+                            d.received_at,
+                            &[Reject::new(Reason::InvalidField, e.to_string())],
+                            &self.pseudonymiser,
+                            d.ack.redelivery_id(),
+                        );
+                        batch.push(Default::default(), dl, d.ack, d.received);
+                    }
+                }
+                return;
+            }
+        }
         let channel = native.map_or("mapped", |m| m.channel.as_str());
         if native.is_none()
             && !self

@@ -290,6 +290,16 @@ impl Writer {
             };
             stored.refused = refused.len() as u64;
         }
+        for (device, online, at) in &batch.availability {
+            // In arrival order: the last word of the batch stands.
+            tx.execute(
+                "UPDATE devices SET offline_since = CASE WHEN $2 THEN NULL
+                     ELSE coalesce(offline_since, $3) END
+                  WHERE device_id = $1",
+                &[device, online, at],
+            )
+            .await?;
+        }
         if !batch.dirty_hours.is_empty() {
             tx.execute(
                 // DO UPDATE (not DO NOTHING) locks an existing mark, so a

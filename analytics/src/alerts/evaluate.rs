@@ -275,7 +275,20 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
             // Never reported: not commissioned, not stale.
             (None, None) => continue,
         };
-        let state = if now - last >= after {
+        // It said it went offline (a Last Will) and has sent nothing since:
+        // stale now, not `after` later.
+        let offline = window
+            .offline
+            .get(&d.id)
+            .map(|t| t.timestamp())
+            .filter(|t| *t >= last);
+        let state = if let Some(at) = offline {
+            State::Firing {
+                since: ts(at),
+                last: ts(now),
+                value: None,
+            }
+        } else if now - last >= after {
             State::Firing {
                 since: ts(last),
                 last: ts(now),

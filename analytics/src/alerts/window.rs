@@ -87,6 +87,9 @@ pub struct Window {
     /// only when the window is evaluated live (a replay of the past must
     /// not see today's traffic).
     pub last_message: HashMap<String, DateTime<Utc>>,
+    /// Stale-rule devices that said they went offline (a Last Will) and
+    /// have not come back (`devices.offline_since`); live only, as above.
+    pub offline: HashMap<String, DateTime<Utc>>,
 }
 
 impl Window {
@@ -358,32 +361,41 @@ async fn fetch_last_seen(
 /// How close to the wall clock an evaluation must be to count as live.
 const LIVE_WITHIN: Duration = Duration::minutes(2);
 
-/// `devices.last_message_at` of the stale-rule devices, when `now` is live.
+type Instants = HashMap<String, DateTime<Utc>>;
+
+/// `devices.last_message_at` and `offline_since` of the stale-rule
+/// devices, when `now` is live.
 async fn fetch_last_message(
     client: &Client,
     rules: &RuleSet,
     devices: &Devices,
     now: DateTime<Utc>,
-) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+) -> anyhow::Result<(Instants, Instants)> {
     if (Utc::now() - now).abs() > LIVE_WITHIN {
-        return Ok(HashMap::new());
+        return Ok(Default::default());
     }
     let watched: Vec<&str> = stale_watched(rules, devices).collect();
     if watched.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Default::default());
     }
     let rows = client
         .query(
-            "SELECT device_id, last_message_at FROM devices
-              WHERE device_id = ANY($1) AND last_message_at IS NOT NULL",
+            "SELECT device_id, last_message_at, offline_since FROM devices
+              WHERE device_id = ANY($1)
+                AND (last_message_at IS NOT NULL OR offline_since IS NOT NULL)",
             &[&watched],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, DateTime<Utc>>(1)))
-        .filter(|(_, t)| *t <= now)
-        .collect())
+    let pick = |k: usize| -> Instants {
+        rows.iter()
+            .filter_map(|r| {
+                r.get::<_, Option<DateTime<Utc>>>(k)
+                    .map(|t| (r.get::<_, String>(0), t))
+            })
+            .filter(|(_, t)| *t <= now)
+            .collect()
+    };
+    Ok((pick(1), pick(2)))
 }
 
 /// Reads the whole window for `rules` at `now` from the database.
@@ -416,7 +428,7 @@ async fn read_whole(
     .await?;
     trim_registers(&mut registers, &devices, now);
     let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
-    let last_message = fetch_last_message(client, rules, &devices, now).await?;
+    let (last_message, offline) = fetch_last_message(client, rules, &devices, now).await?;
     let events = fetch_events(client, lookback, None, now).await?;
     Ok(Window {
         now,
@@ -427,6 +439,7 @@ async fn read_whole(
         readings_since: since,
         last_seen_before,
         last_message,
+        offline,
     })
 }
 
@@ -514,7 +527,7 @@ impl WindowCache {
         w.events
             .extend(fetch_events(client, &lookback, Some(cut), now).await?);
         let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
-        let last_message = fetch_last_message(client, rules, &devices, now).await?;
+        let (last_message, offline) = fetch_last_message(client, rules, &devices, now).await?;
         self.window = Some(Window {
             now,
             devices,
@@ -524,6 +537,7 @@ impl WindowCache {
             readings_since: since,
             last_seen_before,
             last_message,
+            offline,
         });
         self.last_was_full = false;
         Ok(self.window.as_ref().expect("just stored"))

@@ -223,3 +223,28 @@ proptest::proptest! {
         let _ = select(&serde_json::json!({"a": [1, {"b": 2}]}), &topic);
     }
 }
+
+#[test]
+fn availability_in_both_zigbee2mqtt_forms_and_tasmota_wills() {
+    let z = &profile_mappings("zigbee2mqtt")[0];
+    let said = |m: &Mapping, topic: &str, payload: &str| {
+        m.apply_availability(topic, payload.as_bytes())
+            .map(|r| r.map(|(d, _, online)| (d, online)))
+    };
+    assert_eq!(
+        said(z, "zigbee2mqtt/plug/availability", r#"{"state":"offline"}"#),
+        Some(Ok(("plug".into(), false)))
+    );
+    // 1.x legacy mode: plain text.
+    assert_eq!(
+        said(z, "zigbee2mqtt/plug/availability", "online"),
+        Some(Ok(("plug".into(), true)))
+    );
+    assert_eq!(said(z, "zigbee2mqtt/plug", "{}"), None);
+    let t = &profile_mappings("tasmota")[0];
+    assert_eq!(
+        said(t, "tele/pow1/LWT", "Offline"),
+        Some(Ok(("pow1".into(), false)))
+    );
+    assert!(said(t, "tele/pow1/LWT", "maybe").unwrap().is_err());
+}

@@ -313,6 +313,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 18,
+        name: "device_availability",
+        common: Some(include_str!("migrations/0018_device_availability.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -56,6 +56,7 @@ fn window(now: DateTime<Utc>, rows: Vec<(&str, &str, DateTime<Utc>, f64)>) -> Wi
         readings_since: now - Duration::hours(3),
         last_seen_before: Default::default(),
         last_message: Default::default(),
+        offline: Default::default(),
     }
 }
 
@@ -196,6 +197,16 @@ fn stale_devices_fire_but_never_commissioned_ones_do_not() {
     w.last_message.insert("water-1".into(), min(119));
     let f = evaluate(&r, &w).unwrap();
     assert!(matches!(state_of(&f, "light-2"), Some(State::Clear { .. })));
+    assert!(matches!(state_of(&f, "water-1"), Some(State::Clear { .. })));
+    // light-1 reported ten minutes ago, then its Last Will said offline:
+    // stale now, not an hour later. A Will older than its last data (it
+    // came back without saying so) does not count.
+    w.offline.insert("light-1".into(), min(115));
+    w.offline.insert("water-1".into(), min(100));
+    let f = evaluate(&r, &w).unwrap();
+    assert!(
+        matches!(state_of(&f, "light-1"), Some(State::Firing { since, .. }) if *since == min(115))
+    );
     assert!(matches!(state_of(&f, "water-1"), Some(State::Clear { .. })));
 }
 
