@@ -75,11 +75,47 @@ pub async fn publish(
     rate: Option<f64>,
     seq_offset: u64,
 ) -> Duration {
+    let template = mqtt.topics.telemetry.clone();
+    publish_with(
+        mqtt,
+        tag,
+        publishers,
+        messages,
+        rate,
+        seq_offset,
+        std::sync::Arc::new(move |p, device, seq| {
+            let topic = template
+                .replace("{site}", LOAD_SITE)
+                .replace("{device_id}", &format!("dev-{p}-{device}"));
+            (
+                topic,
+                payload(device, readings_per_message, Utc::now(), seq),
+            )
+        }),
+    )
+    .await
+}
+
+/// (publisher, device, sequence number) → (topic, payload).
+pub type MakeMessage = std::sync::Arc<dyn Fn(usize, u64, u64) -> (String, Vec<u8>) + Send + Sync>;
+
+/// Publishes `messages` made by `make` from `publishers` clients at QoS 1,
+/// at `rate` messages/s in all (or as fast as the broker takes them).
+pub async fn publish_with(
+    mqtt: &MqttConfig,
+    tag: &str,
+    publishers: usize,
+    messages: u64,
+    rate: Option<f64>,
+    seq_offset: u64,
+    make: MakeMessage,
+) -> Duration {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..publishers {
         let mqtt = mqtt.clone();
         let tag = tag.to_owned();
+        let make = make.clone();
         let share =
             messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
         let rate = rate.map(|r| r / publishers as f64);
@@ -96,12 +132,7 @@ pub async fn publish(
                 }
                 let seq = seq_offset + i * publishers as u64 + p as u64;
                 let device = seq % 500;
-                let topic = mqtt
-                    .topics
-                    .telemetry
-                    .replace("{site}", LOAD_SITE)
-                    .replace("{device_id}", &format!("dev-{p}-{device}"));
-                let body = payload(device, readings_per_message, Utc::now(), seq);
+                let (topic, body) = make(p, device, seq);
                 if client
                     .publish(topic, QoS::AtLeastOnce, false, body)
                     .await

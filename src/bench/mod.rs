@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// Scenario: batch (100 readings a message), single, or both.
     #[arg(long, default_value = "both")]
     scenario: String,
+    /// Payload format of the single-reading messages: native (estatemon's
+    /// JSON), mapping (a Tasmota-style payload through a declarative
+    /// `[[ingest.mapping]]`), or both, measured in the same run.
+    #[arg(long, default_value = "native")]
+    format: String,
 }
 
 /// `estatemon bench simulate`.
@@ -199,6 +204,8 @@ struct Scenario {
     name: &'static str,
     readings_per_message: usize,
     messages: u64,
+    /// Through a declarative mapping instead of the native format.
+    mapped: bool,
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -209,19 +216,35 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("machine: {machine}");
     let mut scenarios = Vec::new();
-    if matches!(args.scenario.as_str(), "both" | "batch") {
+    if !matches!(args.format.as_str(), "native" | "mapping" | "both") {
+        bail!("--format must be native, mapping or both");
+    }
+    let native = args.format != "mapping";
+    if native && matches!(args.scenario.as_str(), "both" | "batch") {
         scenarios.push(Scenario {
             name: "100-reading batches",
             readings_per_message: 100,
             messages: args.readings / 100,
+            mapped: false,
         });
     }
     if matches!(args.scenario.as_str(), "both" | "single") {
-        scenarios.push(Scenario {
-            name: "single-reading messages",
-            readings_per_message: 1,
-            messages: args.messages,
-        });
+        if native {
+            scenarios.push(Scenario {
+                name: "single-reading messages",
+                readings_per_message: 1,
+                messages: args.messages,
+                mapped: false,
+            });
+        }
+        if args.format != "native" {
+            scenarios.push(Scenario {
+                name: "single-reading messages through a declarative mapping",
+                readings_per_message: 1,
+                messages: args.messages,
+                mapped: true,
+            });
+        }
     }
     if scenarios.is_empty() {
         bail!("--scenario must be batch, single or both");
@@ -475,11 +498,62 @@ async fn wait_for_stored(
     }
 }
 
+/// A Tasmota-style message (`tele/<device>/SENSOR`, `{"Time":…,
+/// "ENERGY":{"Power":…}}`) and the mapping that reads it.
+fn mapped_format(tag: &str) -> (String, estatemon_simulators::load::MakeMessage) {
+    let prefix = format!("benchmap{tag}");
+    let mapping = format!(
+        "[[ingest.mapping]]\nname = \"bench-sensor\"\ntopic = \"{prefix}/{{device_id}}/SENSOR\"\n\
+         when = [{{ path = \"ENERGY\" }}]\ntime_path = \"Time\"\n\
+         [[ingest.mapping.value]]\npath = \"ENERGY.Power\"\nmetric = \"power_kw\"\nunit = \"W\"\n"
+    );
+    let make: estatemon_simulators::load::MakeMessage =
+        std::sync::Arc::new(move |p, device, seq| {
+            let body = format!(
+                r#"{{"Time":"{}","ENERGY":{{"Power":{}.{}}}}}"#,
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                seq % 1000,
+                device % 10
+            );
+            (
+                format!("{prefix}/dev-{p}-{device}/SENSOR"),
+                body.into_bytes(),
+            )
+        });
+    (mapping, make)
+}
+
 async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow::Result<()> {
-    let tag = format!("{}_{}", std::process::id(), s.readings_per_message);
+    let tag = format!(
+        "{}_{}{}",
+        std::process::id(),
+        s.readings_per_message,
+        if s.mapped { "m" } else { "" }
+    );
     let c = bench_config(config, &tag);
     drop_database(config, &c.database.url).await;
-    let ingest = IngestProcess::start(&c, None).await?;
+    let (mapping, make) = mapped_format(&tag);
+    let mapping_file = std::env::temp_dir().join(format!("estatemon-bench-mapping-{tag}.toml"));
+    std::fs::write(&mapping_file, &mapping)?;
+    let ingest = IngestProcess::start(&c, s.mapped.then_some(mapping_file.as_path())).await?;
+    let publish = |messages: u64, rate: Option<f64>, offset: u64| {
+        let (c, tag, make) = (c.clone(), tag.clone(), make.clone());
+        let (publishers, per) = (args.publishers, s.readings_per_message);
+        let mapped = s.mapped;
+        async move {
+            if mapped {
+                estatemon_simulators::load::publish_with(
+                    &c.mqtt, &tag, publishers, messages, rate, offset, make,
+                )
+                .await
+            } else {
+                estatemon_simulators::load::publish(
+                    &c.mqtt, &tag, publishers, messages, per, rate, offset,
+                )
+                .await
+            }
+        }
+    };
     let readings = s.messages * s.readings_per_message as u64;
     println!(
         "\n## {} — {} messages, {} readings, {} publishers",
@@ -488,16 +562,7 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
 
     // Full speed.
     let t0 = Instant::now();
-    let publish_time = estatemon_simulators::load::publish(
-        &c.mqtt,
-        &tag,
-        args.publishers,
-        s.messages,
-        s.readings_per_message,
-        None,
-        0,
-    )
-    .await;
+    let publish_time = publish(s.messages, None, 0).await;
     let done = wait_for_stored(&ingest, readings as f64, Duration::from_secs(600)).await?;
     let elapsed = (done - t0).as_secs_f64();
     let readings_per_s = readings as f64 / elapsed;
@@ -529,16 +594,7 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     let half = messages_per_s / 2.0;
     let paced = (half * args.latency_seconds as f64) as u64;
     let before = ingest.metrics().await?;
-    estatemon_simulators::load::publish(
-        &c.mqtt,
-        &tag,
-        args.publishers,
-        paced,
-        s.readings_per_message,
-        Some(half),
-        s.messages,
-    )
-    .await;
+    publish(paced, Some(half), s.messages).await;
     wait_for_stored(
         &ingest,
         before.stored + (paced * s.readings_per_message as u64) as f64,
@@ -555,6 +611,7 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
         after.percentile_since(&before, 0.99) * 1000.0,
     );
     println!("ingestor peak RSS: {:.1} MB", ingest.peak_rss_mb());
+    let _ = std::fs::remove_file(&mapping_file);
     drop(ingest);
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop_database(config, &c.database.url).await;
