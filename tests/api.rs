@@ -476,6 +476,56 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     );
     let (s, _) = api.get("/api/v1/savings?site=atlantis", &viewer).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Without `until`: the stored measurement up to the site's last local
+    // midnight, measured on demand the first time and read after that
+    // (the dashboards' panels, issue 19), cut to a table's fields and to a
+    // purpose on request.
+    assert_eq!(db.count("SELECT count(*) FROM savings_results").await, 0);
+    let (s, first) = api
+        .get("/api/v1/savings?site=harbour-view&summary=true", &viewer)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(first.as_array().unwrap().len(), 5);
+    assert!(first[0].get("daily").is_none() && first[0].get("savings_fraction").is_some());
+    let stored_at: chrono::DateTime<chrono::Utc> = client
+        .query_one(
+            "SELECT computed_at FROM savings_results WHERE site_id = 'harbour-view'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (s, lighting) = api
+        .get(
+            "/api/v1/savings?site=harbour-view&summary=true&purpose=public_lighting",
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(lighting.as_array().unwrap().len(), 3, "{lighting}");
+    assert!(lighting
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["purpose"] == "public_lighting"));
+    let again: chrono::DateTime<chrono::Utc> = client
+        .query_one(
+            "SELECT computed_at FROM savings_results WHERE site_id = 'harbour-view'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        again, stored_at,
+        "served from the store, not measured again"
+    );
+    let (s, full) = api.get("/api/v1/savings?site=harbour-view", &viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        full[0]["daily"].is_array(),
+        "the full form keeps the series"
+    );
 
     // Dead letters.
     client

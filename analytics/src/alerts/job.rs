@@ -234,8 +234,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // the lease: another process may have led meanwhile).
     let mut cache = window::WindowCache::default();
     let mut last_resend: Option<Instant> = None;
-    // Quarterly reports: checked at start and every 10 minutes, generated
-    // on a connection of their own so evaluation does not wait for them.
+    // Stored savings (each site's day that closed) and quarterly reports:
+    // checked at start and every 10 minutes, on a connection of their own
+    // so evaluation does not wait for them.
     let mut last_report_check: Option<Instant> = None;
     let mut report_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut rules_seen = rule_sets::latest_id(&client).await?;
@@ -337,15 +338,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
         let reports_idle = report_task.as_ref().is_none_or(|t| t.is_finished());
-        if config.energy.auto_report
-            && reports_idle
-            && last_report_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(600))
+        if reports_idle && last_report_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(600))
         {
             last_report_check = Some(Instant::now());
             let config = config.clone();
             report_task = Some(tokio::spawn(async move {
                 let result = async {
                     let mut client = schema::connect(&config.database).await?;
+                    // Savings of the day that closed, for the dashboards.
+                    match crate::savings::store::refresh_due(&mut client, &config.energy).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sites = n, "savings measured and stored"),
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "measuring savings failed")
+                        }
+                    }
+                    if !config.energy.auto_report {
+                        return Ok(Vec::new());
+                    }
                     crate::report::store::generate_due_reports(
                         &mut client,
                         &config.energy,

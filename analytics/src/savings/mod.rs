@@ -18,6 +18,7 @@
 //! writes nothing.
 
 pub mod model;
+pub mod store;
 
 use std::collections::HashMap;
 

@@ -62,32 +62,68 @@ pub async fn file(
 #[into_params(parameter_in = Query)]
 pub struct SavingsQuery {
     pub site: String,
-    /// End of the reporting periods (default now).
+    /// End of the reporting periods: measured now, for this request.
+    /// Without it, the stored measurement up to the site's last local
+    /// midnight is served (measured by `estatemon analytics` as each day
+    /// closes, or here on demand when there is none yet).
     pub until: Option<String>,
+    /// Only the fields a table needs (no daily series).
+    pub summary: Option<bool>,
+    /// Only the retrofits of this purpose (e.g. `public_lighting`).
+    pub purpose: Option<String>,
 }
 
 /// Measured savings of the site's retrofits (ASHRAE 14 models, adjusted
-/// baseline, savings ± 90 % uncertainty, money, CO₂, target).
+/// baseline, savings ± 90 % uncertainty, money, CO₂, target). The header
+/// `X-Estatemon-Measured-At` says when the models were fitted.
 #[utoipa::path(get, path = "/api/v1/savings", tag = "reports", params(SavingsQuery),
     responses((status = 200, description = "one object per retrofit"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn savings(
     State(state): State<AppState>,
     Q(q): Q<SavingsQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let until = match q.until.as_deref() {
-        Some(v) => params::instant("until", v)?,
-        None => chrono::Utc::now(),
-    };
+) -> ApiResult<impl IntoResponse> {
+    use estatemon_analytics::savings::store;
     let mut client = state.pool.get().await?;
-    let results = estatemon_analytics::savings::measure_site(
-        &mut client,
-        &state.config.energy,
-        &q.site,
-        until,
-    )
-    .await?;
-    Ok(Json(
-        serde_json::to_value(results).expect("savings serialise"),
+    let (results, measured_at) = match q.until.as_deref() {
+        Some(v) => {
+            let until = params::instant("until", v)?;
+            let results = estatemon_analytics::savings::measure_site(
+                &mut client,
+                &state.config.energy,
+                &q.site,
+                until,
+            )
+            .await?;
+            (
+                serde_json::to_value(results).expect("savings serialise"),
+                chrono::Utc::now(),
+            )
+        }
+        None => {
+            let today = store::today(&client, &q.site).await?;
+            let fresh = store::stored(&client, &q.site)
+                .await?
+                .filter(|s| s.measured_until >= today);
+            let s = match fresh {
+                Some(s) => s,
+                None => store::refresh(&mut client, &state.config.energy, &q.site).await?,
+            };
+            (s.results, s.computed_at)
+        }
+    };
+    let mut results = results;
+    if let (Some(p), Some(rows)) = (q.purpose.as_deref(), results.as_array_mut()) {
+        rows.retain(|r| r.get("purpose").and_then(|v| v.as_str()) == Some(p));
+    }
+    if q.summary == Some(true) {
+        results = store::summary(&results);
+    }
+    Ok((
+        [(
+            axum::http::HeaderName::from_static("x-estatemon-measured-at"),
+            measured_at.to_rfc3339(),
+        )],
+        Json(results),
     ))
 }
 

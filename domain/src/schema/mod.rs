@@ -320,6 +320,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 19,
+        name: "savings_results",
+        common: Some(include_str!("migrations/0019_savings_results.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -1,0 +1,140 @@
+//! Stored savings: each site's retrofits measured once its local day has
+//! closed (by `estatemon analytics`) or on demand, kept in
+//! `savings_results`, so that dashboards read a row instead of fitting
+//! every baseline model on each refresh.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use estatemon_domain::config::EnergyConfig;
+use tokio_postgres::Client;
+
+use crate::energy;
+
+/// A site's stored measurement.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Reporting periods end at the local midnight starting this day.
+    pub measured_until: NaiveDate,
+    pub computed_at: DateTime<Utc>,
+    /// The `RetrofitSavings` of every retrofit, as JSON.
+    pub results: serde_json::Value,
+}
+
+/// The stored measurement of a site, if any.
+pub async fn stored(client: &Client, site: &str) -> anyhow::Result<Option<Stored>> {
+    Ok(client
+        .query_opt(
+            "SELECT measured_until, computed_at, results FROM savings_results WHERE site_id = $1",
+            &[&site],
+        )
+        .await?
+        .map(|r| Stored {
+            measured_until: r.get(0),
+            computed_at: r.get(1),
+            results: r.get(2),
+        }))
+}
+
+/// The site's local date now: what a fresh measurement runs up to.
+pub async fn today(client: &Client, site: &str) -> anyhow::Result<NaiveDate> {
+    let (info, _) = energy::load_site(client, site).await?;
+    Ok(info.local_date(Utc::now()))
+}
+
+/// Measures a site's retrofits up to its last local midnight and stores
+/// the result.
+pub async fn refresh(
+    client: &mut Client,
+    energy_config: &EnergyConfig,
+    site: &str,
+) -> anyhow::Result<Stored> {
+    let (info, _) = energy::load_site(client, site).await?;
+    let day = info.local_date(Utc::now());
+    let results = super::measure_site(client, energy_config, site, info.midnight(day)).await?;
+    let results = serde_json::to_value(results)?;
+    let computed_at = Utc::now();
+    client
+        .execute(
+            "INSERT INTO savings_results (site_id, measured_until, computed_at, results)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (site_id) DO UPDATE SET measured_until = EXCLUDED.measured_until,
+                 computed_at = EXCLUDED.computed_at, results = EXCLUDED.results",
+            &[&site, &day, &computed_at, &results],
+        )
+        .await?;
+    Ok(Stored {
+        measured_until: day,
+        computed_at,
+        results,
+    })
+}
+
+/// Refreshes every site with retrofits whose stored measurement predates
+/// its local today; returns how many were measured.
+pub async fn refresh_due(
+    client: &mut Client,
+    energy_config: &EnergyConfig,
+) -> anyhow::Result<usize> {
+    let sites: Vec<String> = client
+        .query("SELECT DISTINCT site_id FROM retrofits ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut n = 0;
+    for site in sites {
+        let fresh = match stored(client, &site).await? {
+            Some(s) => s.measured_until >= today(client, &site).await?,
+            None => false,
+        };
+        if !fresh {
+            refresh(client, energy_config, &site).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The fields a savings table needs (no daily series): what
+/// `GET /api/v1/savings?summary=true` serves.
+pub const SUMMARY_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "purpose",
+    "area",
+    "date",
+    "utility",
+    "unit",
+    "adjusted_baseline",
+    "actual",
+    "savings",
+    "savings_fraction",
+    "uncertainty",
+    "fractional_uncertainty",
+    "cost_saved",
+    "currency",
+    "co2_kg_saved",
+    "target",
+    "verdict",
+    "meets_target",
+    "meets_guideline",
+    "guideline",
+    "provisional",
+];
+
+/// Each result cut to [`SUMMARY_FIELDS`].
+pub fn summary(results: &serde_json::Value) -> serde_json::Value {
+    let rows = results.as_array().cloned().unwrap_or_default();
+    serde_json::Value::Array(
+        rows.into_iter()
+            .map(|r| {
+                let mut out = serde_json::Map::new();
+                for f in SUMMARY_FIELDS {
+                    if let Some(v) = r.get(*f) {
+                        out.insert((*f).to_owned(), v.clone());
+                    }
+                }
+                serde_json::Value::Object(out)
+            })
+            .collect(),
+    )
+}
