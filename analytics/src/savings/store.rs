@@ -133,6 +133,14 @@ pub fn summary(results: &serde_json::Value) -> serde_json::Value {
                         out.insert((*f).to_owned(), v.clone());
                     }
                 }
+                // The ± as a share of the adjusted baseline, beside the
+                // savings share (a table shows both as percentages).
+                let share = r["uncertainty"]
+                    .as_f64()
+                    .zip(r["adjusted_baseline"].as_f64())
+                    .filter(|(_, b)| *b > 0.0)
+                    .map(|(u, b)| u / b);
+                out.insert("uncertainty_fraction".into(), serde_json::json!(share));
                 serde_json::Value::Object(out)
             })
             .collect(),
