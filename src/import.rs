@@ -174,7 +174,7 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
             let overlap: i64 = client
                 .query_one(
                     "SELECT count(*) FROM readings WHERE device_id = $1 AND metric = $2
-                       AND ts >= $3 AND ts <= $4",
+                       AND ts > $3 AND ts <= $4",
                     &[&args.device, &metric.as_str(), &first, &last],
                 )
                 .await?
@@ -189,16 +189,20 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            let before: Option<f64> = client
+            // The stored register the file follows on from: at its first
+            // instant (the previous file's last end) the built register
+            // continues from it; before it, a gap lies between them, so it
+            // starts lower, which reads as unknown use, never as none.
+            let before: Option<(DateTime<Utc>, f64)> = client
                 .query_opt(
-                    "SELECT value FROM readings WHERE device_id = $1 AND metric = $2 AND ts < $3
+                    "SELECT ts, value FROM readings WHERE device_id = $1 AND metric = $2 AND ts <= $3
                       ORDER BY ts DESC LIMIT 1",
                     &[&args.device, &metric.as_str(), &first],
                 )
                 .await?
-                .map(|r| r.get(0));
-            if let Some(base) = before.filter(|b| *b > 0.0) {
-                format.register_base = base;
+                .map(|r| (r.get(0), r.get(1)));
+            if let Some((at, value)) = before.filter(|(_, v)| *v > 0.0) {
+                format.register_base = if at == first { value } else { value * 0.5 };
                 out = import::parse(&text, &format)
                     .map_err(|e| ImportRefused(format!("{name}: {e}")))?;
             }

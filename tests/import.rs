@@ -28,6 +28,13 @@ area = "whole_building"
 purpose = "hvac"
 
 [[device]]
+id = "il-submeter"
+kind = "electricity_meter"
+site = "il-sample"
+area = "plant"
+purpose = "general"
+
+[[device]]
 id = "il-weather"
 kind = "sensor"
 site = "il-sample"
@@ -217,5 +224,42 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
     let chosen = &s["temperature_model"];
     assert_eq!(chosen["form"], "heating and cooling", "{chosen}");
     assert_eq!(s["baseline"]["days_used"], 366, "{}", s["baseline"]);
+    // Month by month: a file that follows on from the last one continues
+    // its register; one after a gap starts lower (the gap is unknown use).
+    let part = |name: &str, rows: &str| {
+        let path = std::env::temp_dir().join(format!("{}-{name}.csv", unique("part")));
+        std::fs::write(&path, format!("start,value\n{rows}")).unwrap();
+        path
+    };
+    let jan = part("jan", "2026-01-29,10\n2026-01-30,11\n2026-01-31,12\n");
+    let feb = part("feb", "2026-02-01,13\n2026-02-02,14\n");
+    let apr = part("apr", "2026-04-01,20\n2026-04-02,21\n");
+    for f in [&jan, &feb, &apr] {
+        let out = import(&["--device", "il-submeter", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_file(f);
+    }
+    let reg: Vec<f64> = client
+        .query(
+            "SELECT value FROM readings WHERE device_id = 'il-submeter' ORDER BY ts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let steps: Vec<f64> = reg.windows(2).map(|w| w[1] - w[0]).collect();
+    // jan: start + 3 ends; feb: 2 ends on from jan's last; apr: a lower
+    // start, then 2 ends.
+    assert_eq!(reg.len(), 4 + 2 + 3, "{reg:?}");
+    assert_eq!(&steps[..5], &[10.0, 11.0, 12.0, 13.0, 14.0], "{steps:?}");
+    assert!(steps[5] < 0.0, "the gap reads as unknown: {steps:?}");
+    assert_eq!(&steps[6..], &[20.0, 21.0]);
     let _ = std::fs::remove_file(&registry);
 }

@@ -245,6 +245,13 @@ impl Mapping {
         let a = self.availability.as_ref()?;
         let (site, device) = captures(&a.topic, topic)?;
         let device = format!("{}{}", self.device_prefix, device.unwrap_or_default());
+        if device.is_empty() || device.len() > 200 {
+            return Some(Err(MappingError {
+                mapping: self.name.clone(),
+                detail: format!("device id `{device}` is empty or over 200 bytes"),
+                kind: MappingErrorKind::InvalidField,
+            }));
+        }
         let text = std::str::from_utf8(payload).unwrap_or("").trim();
         let state = match (&a.path, serde_json::from_str::<Value>(text)) {
             (Some(p), Ok(v @ Value::Object(_))) => {
@@ -373,7 +380,7 @@ impl Mapping {
                         format!("no timestamp at `{p}`"),
                     )
                 })?;
-                self.parse_time(v).map_err(|e| {
+                self.parse_time(v, received_at).map_err(|e| {
                     fail(
                         MappingErrorKind::InvalidTimestamp,
                         format!("timestamp at `{p}`: {e}"),
@@ -404,6 +411,11 @@ impl Mapping {
             };
             for (v, key) in found {
                 let Some(x) = v.as_f64().filter(|x| x.is_finite()) else {
+                    // An optional value in another shape (Tasmota's
+                    // per-channel `"Power":[12,0]`) is skipped, not fatal.
+                    if vm.optional {
+                        continue;
+                    }
                     return Err(fail(
                         MappingErrorKind::InvalidField,
                         format!("`{}` is {v}, not a number", vm.path),
@@ -413,6 +425,15 @@ impl Mapping {
                     t.replace("{device_id}", &device_id)
                         .replace("{key}", key.as_deref().unwrap_or(""))
                 });
+                if device.is_empty() || device.len() > 200 {
+                    return Err(fail(
+                        MappingErrorKind::InvalidField,
+                        format!(
+                            "device id `{device}` from `{}` is empty or over 200 bytes",
+                            vm.path
+                        ),
+                    ));
+                }
                 readings.push(Reading {
                     device_id: device,
                     metric: vm.metric,
@@ -429,7 +450,7 @@ impl Mapping {
         }))
     }
 
-    fn parse_time(&self, v: &Value) -> Result<DateTime<Utc>, String> {
+    fn parse_time(&self, v: &Value, received_at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
         let number = || {
             v.as_f64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -458,8 +479,22 @@ impl Mapping {
                             .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
                             .ok()
                     })
-                    .and_then(|n| tz.from_local_datetime(&n).earliest())
-                    .map(|t| t.with_timezone(&Utc))
+                    // In the hour clocks go back, the reading nearest its
+                    // arrival (the other is an hour away from it).
+                    .and_then(|n| {
+                        let r = tz.from_local_datetime(&n);
+                        match (r.earliest(), r.latest()) {
+                            (Some(a), Some(b)) => {
+                                let (a, b) = (a.with_timezone(&Utc), b.with_timezone(&Utc));
+                                Some(if (a - received_at).abs() <= (b - received_at).abs() {
+                                    a
+                                } else {
+                                    b
+                                })
+                            }
+                            (a, b) => a.or(b).map(|t| t.with_timezone(&Utc)),
+                        }
+                    })
             }
         };
         let format = match self.time_format {

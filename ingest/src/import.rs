@@ -321,8 +321,26 @@ pub fn parse(text: &str, format: &Format) -> Result<Imported, FileError> {
     out.reads = Some(reads);
 
     let mut rows: Vec<Row> = Vec::new();
+    // (byte offset, newlines before it) of the last record's start.
+    let mut counted = (0usize, 0usize);
     for (k, record) in reader.records().enumerate() {
-        let line = k + 2;
+        // The record's own line (blank lines and quoted newlines count):
+        // newlines before the record's first byte, counted incrementally.
+        let line = match record.as_ref().ok().and_then(|r| r.position()) {
+            Some(p) => {
+                let bytes = text.as_bytes();
+                let mut b = (p.byte() as usize).min(bytes.len());
+                while b < bytes.len() && matches!(bytes[b], b'\n' | b'\r') {
+                    b += 1;
+                }
+                if b >= counted.0 {
+                    counted.1 += bytes[counted.0..b].iter().filter(|c| **c == b'\n').count();
+                    counted.0 = b;
+                }
+                counted.1 + 1
+            }
+            None => k + 2,
+        };
         let raw = |r: &csv::StringRecord| r.iter().collect::<Vec<_>>().join(",");
         let record = match record {
             Ok(r) => r,
@@ -428,7 +446,9 @@ pub fn parse(text: &str, format: &Format) -> Result<Imported, FileError> {
     let cadence = rows.windows(2).map(|w| w[1].at - w[0].at).min();
     out.cadence = cadence;
     out.daily = cadence.is_some_and(|c| c >= Duration::hours(20));
-    if out.daily {
+    // A register read is a reading at its instant (an end-of-day read at
+    // 23:59 belongs to that day's end): only use and gauge rows move.
+    if out.daily && reads != Reads::Register {
         // Daily and longer reads: the day the row names, at the site's
         // local midnight.
         let mut moved = 0;
@@ -633,6 +653,22 @@ mod tests {
         assert_eq!(
             out.readings[0].ts,
             DateTime::parse_from_rfc3339("2026-02-28T16:00:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn line_numbers_count_blank_lines_and_daily_registers_keep_their_instants() {
+        let text = "start,value\n2026-03-01,1\n\n2026-03-02,bad\n";
+        let out = parse(text, &format(None, "UTC")).unwrap();
+        assert_eq!(out.rejects[0].0, 4, "{:?}", out.rejects);
+        let regs = "date,meter reading (kWh)\n2026-01-05 23:59:59,100\n2026-01-06 23:59:59,110\n2026-01-07 23:59:59,125\n";
+        let out = parse(regs, &format(None, "Asia/Hong_Kong")).unwrap();
+        assert_eq!(out.reads, Some(Reads::Register));
+        assert!(out.daily);
+        assert_eq!(
+            out.readings[0].ts,
+            DateTime::parse_from_rfc3339("2026-01-05T15:59:59Z").unwrap(),
+            "an end-of-day read stays at the day's end"
         );
     }
 

@@ -367,14 +367,9 @@ impl Batcher {
                     })
                     .inc();
                 match said {
-                    Ok((device, site, online)) => {
-                        if !self.known.contains_key(&device) {
-                            self.known.insert(device.clone(), false);
-                            batch.new_devices.push(NewDevice {
-                                device_id: device.clone(),
-                                site,
-                            });
-                        }
+                    Ok((device, _site, online)) => {
+                        // Marks the devices it has readings for (and their
+                        // channels); registers nothing on its own.
                         batch.availability.push((device, online, d.received_at));
                         batch.push(Default::default(), Vec::new(), d.ack, d.received);
                     }

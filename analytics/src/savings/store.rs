@@ -82,13 +82,24 @@ pub async fn refresh_due(
         .collect();
     let mut n = 0;
     for site in sites {
-        let fresh = match stored(client, &site).await? {
-            Some(s) => s.measured_until >= today(client, &site).await?,
-            None => false,
-        };
-        if !fresh {
-            refresh(client, energy_config, &site).await?;
-            n += 1;
+        // One site's failure (no meters yet, a bad zone) leaves the others.
+        let result: anyhow::Result<bool> = async {
+            let fresh = match stored(client, &site).await? {
+                Some(s) => s.measured_until >= today(client, &site).await?,
+                None => false,
+            };
+            if !fresh {
+                refresh(client, energy_config, &site).await?;
+            }
+            Ok(!fresh)
+        }
+        .await;
+        match result {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(site, error = %format!("{e:#}"), "measuring a site's savings failed")
+            }
         }
     }
     Ok(n)

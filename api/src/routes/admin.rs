@@ -411,6 +411,10 @@ pub async fn put_retrofit(
             &[&site, &id, &spec],
         )
         .await?;
+    // The stored savings no longer describe the site's retrofits.
+    client
+        .execute("DELETE FROM savings_results WHERE site_id = $1", &[&site])
+        .await?;
     Ok(Json(spec))
 }
 
@@ -436,5 +440,8 @@ pub async fn delete_retrofit(
             "no retrofit `{id}` at `{site}`"
         )));
     }
+    client
+        .execute("DELETE FROM savings_results WHERE site_id = $1", &[&site])
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

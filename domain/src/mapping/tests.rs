@@ -248,3 +248,27 @@ fn availability_in_both_zigbee2mqtt_forms_and_tasmota_wills() {
     );
     assert!(said(t, "tele/pow1/LWT", "maybe").unwrap().is_err());
 }
+
+#[test]
+fn local_times_in_the_hour_clocks_go_back_and_channel_arrays() {
+    let m = profile("tasmota", None, Some("Europe/London"))
+        .unwrap()
+        .remove(0);
+    let body = br#"{"Time":"2026-10-25T01:30:00","ENERGY":{"Total":1.5,"Power":[12,0]}}"#;
+    // 01:30 happens twice in London that night (BST, then GMT): the one
+    // nearest the message's arrival is meant.
+    let first = m
+        .apply("tele/p/SENSOR", body, at("2026-10-25T00:31:00Z"))
+        .unwrap()
+        .unwrap();
+    let second = m
+        .apply("tele/p/SENSOR", body, at("2026-10-25T01:31:00Z"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.readings[0].ts, at("2026-10-25T00:30:00Z"));
+    assert_eq!(second.readings[0].ts, at("2026-10-25T01:30:00Z"));
+    // A two-channel device's `"Power":[12,0]` (optional) is skipped; the
+    // register still goes in.
+    assert_eq!(first.readings.len(), 1);
+    assert_eq!(first.readings[0].metric, Metric::EnergyKwh);
+}

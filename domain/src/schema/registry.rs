@@ -28,6 +28,13 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
     let tx = client.transaction().await?;
     let zones_before = device_zones(&tx).await?;
     for site in &registry.sites {
+        // A reloaded registry may change retrofits, meters or weather: the
+        // stored savings are measured again.
+        tx.execute(
+            "DELETE FROM savings_results WHERE site_id = $1",
+            &[&site.id],
+        )
+        .await?;
         tx.execute(
             "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2, weather_devices)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
