@@ -268,6 +268,39 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         "hourly {th} vs daily {td}"
     );
     assert!((th - t6).abs() / th < 0.01, "hourly {th} vs 6-hourly {t6}");
+    // A lift's trips per step, not its cumulative counter (issue 19: the
+    // panel plotted 145,405…): hourly and daily steps add up alike, each
+    // far below the register itself.
+    let (st, trips_h) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&utility=trips&from={from}&to={to}&interval=1h"), &viewer)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{trips_h}");
+    let (_, trips_d) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&utility=trips&from={from}&to={to}&interval=1d"), &viewer)
+        .await;
+    let (_, register) = api
+        .get(&format!("/api/v1/series?site=harbour-view&metric=trips&agg=max&from={from}&to={to}&interval=1d"), &viewer)
+        .await;
+    let peak_register = register
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["value"].as_f64())
+        .fold(0.0_f64, f64::max);
+    let (tt_h, tt_d) = (total(&trips_h), total(&trips_d));
+    assert!(
+        tt_h > 100.0 && (tt_h - tt_d).abs() / tt_h < 0.02,
+        "hourly {tt_h} vs daily {tt_d}"
+    );
+    assert!(
+        trips_d
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["value"].as_f64())
+            .all(|v| v < peak_register / 2.0),
+        "per-day trips {trips_d} against a register of {peak_register}"
+    );
 
     // Bad parameters: 400 with what to fix.
     for (uri, needle) in [

@@ -232,7 +232,8 @@ pub struct ConsumptionQuery {
     pub area: Option<String>,
     pub purpose: Option<String>,
     pub device: Option<String>,
-    /// `electricity` (kWh, default), `water` or `gas` (m³).
+    /// `electricity` (kWh, default), `water` or `gas` (m³), or a lift's
+    /// counter: `trips` or `door_cycles` (per step, from the register).
     pub utility: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
@@ -255,12 +256,17 @@ pub async fn consumption(
         "electricity" => ("electricity_meter", "energy_kwh"),
         "water" => ("water_meter", "volume_m3"),
         "gas" => ("gas_meter", "volume_m3"),
+        "trips" => ("lift", "trips"),
+        "door_cycles" => ("lift", "door_cycles"),
         other => {
             return Err(ApiError::BadRequest(format!(
-                "`utility={other}`: expected electricity, water or gas"
+                "`utility={other}`: expected electricity, water, gas, trips or door_cycles"
             )))
         }
     };
+    // A lift's counters have no hourly or daily consumption rollups: every
+    // step is read from the register at the step boundaries.
+    let counter = kind == "lift";
     let mut w = window(
         &state,
         q.from.as_deref(),
@@ -295,14 +301,14 @@ pub async fn consumption(
     }
     // Whole-day steps on a site: local days, from the register at each
     // local midnight (registers_daily: 365 rows per meter for a year).
-    if w.step.num_seconds() % 86_400 == 0 {
+    if !counter && w.step.num_seconds() % 86_400 == 0 {
         if let Some(site) = &q.site {
             return daily_consumption(&state, &client, site, &ids, metric, &w)
                 .await
                 .map(Json);
         }
     }
-    let rows = if w.step == Duration::hours(1) {
+    let rows = if !counter && w.step == Duration::hours(1) {
         // Hourly steps: each meter's hourly consumption is kept with the
         // rollups (`consumption_hourly`, the same rule as below for steps
         // of one hour), so this is a sum per hour over a key range.
