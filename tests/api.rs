@@ -268,6 +268,26 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         "hourly {th} vs daily {td}"
     );
     assert!((th - t6).abs() / th < 0.01, "hourly {th} vs 6-hourly {t6}");
+    // Buildings as dashboards send them: one, a multi-select, or "All".
+    let kwh = |building: &'static str| {
+        let api = &api;
+        let viewer = &viewer;
+        async move {
+            let (s, v) = api
+                .get(&format!("/api/v1/consumption?site=harbour-view&building={building}&from={from}&to={to}&interval=1d"), viewer)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            total(&v)
+        }
+    };
+    let (a, ab, all, none) = (
+        kwh("tower-a").await,
+        kwh("tower-a,tower-b").await,
+        kwh("All").await,
+        kwh("$__all").await,
+    );
+    assert!(a > 0.0 && ab > a && all > ab, "{a} {ab} {all}");
+    assert_eq!(all, none);
     // A lift's trips per step, not its cumulative counter (issue 19: the
     // panel plotted 145,405…): hourly and daily steps add up alike, each
     // far below the register itself.
@@ -643,6 +663,8 @@ async fn every_dashboard_query_is_answered_by_the_api() {
             .replace("$__interval", "1h")
             .replace("$__maxDataPoints", "1000")
             .replace("$site", "harbour-view")
+            // A multi-select of two buildings.
+            .replace("${building:csv}", "tower-a,tower-b")
             .replace("$building", "tower-a")
             .replace("$area", "lobby")
             .replace("$retrofit", "led-garage")

@@ -220,6 +220,15 @@ pub struct AnnotationQuery {
     pub site: Option<String>,
     /// Only these severities (comma-separated).
     pub severity: Option<String>,
+    /// Only alerts of devices in these buildings (comma-separated; empty
+    /// or "All": every building).
+    pub building: Option<String>,
+    /// Only alerts of devices of these kinds (comma-separated, e.g. `lift`
+    /// on the lifts dashboard).
+    pub kind: Option<String>,
+    /// With `kind`: also the alerts of no device (consumption rules over an
+    /// area or a purpose).
+    pub site_wide: Option<bool>,
 }
 
 /// One alert as a Grafana region annotation.
@@ -250,14 +259,20 @@ pub async fn annotations(
             .filter(|x| !x.is_empty())
             .collect()
     });
+    let buildings = crate::routes::series::choice(q.building.as_ref());
+    let kinds = crate::routes::series::choice(q.kind.as_ref());
+    let site_wide = q.site_wide.unwrap_or(false);
     let client = state.pool.get().await?;
     let rows = crate::query(&client,
-            "SELECT started_at, coalesce(resolved_at, now()), rule, severity, summary, coalesce(device_id, ''), state
-               FROM alerts
-              WHERE started_at < $2 AND coalesce(resolved_at, now()) >= $1
-                AND ($3::text IS NULL OR site_id = $3) AND ($4::text[] IS NULL OR severity = ANY($4))
-              ORDER BY started_at LIMIT 5000",
-            &[&from, &to, &q.site, &severities],
+            "SELECT a.started_at, coalesce(a.resolved_at, now()), a.rule, a.severity, a.summary,
+                    coalesce(a.device_id, ''), a.state
+               FROM alerts a LEFT JOIN devices d ON d.device_id = a.device_id
+              WHERE a.started_at < $2 AND coalesce(a.resolved_at, now()) >= $1
+                AND ($3::text IS NULL OR a.site_id = $3) AND ($4::text[] IS NULL OR a.severity = ANY($4))
+                AND ($5::text[] IS NULL OR d.building_id = ANY($5) OR (a.device_id IS NULL AND $7))
+                AND ($6::text[] IS NULL OR d.kind = ANY($6) OR (a.device_id IS NULL AND $7))
+              ORDER BY a.started_at LIMIT 5000",
+            &[&from, &to, &q.site, &severities, &buildings, &kinds, &site_wide],
         )
         .await?;
     Ok(Json(

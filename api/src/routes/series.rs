@@ -110,12 +110,21 @@ pub(crate) async fn device_ids(
         .ledger_cache
         .get_or_load(key, async {
             let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+            let (device, site, building, area, purpose) = (
+                choice(device),
+                choice(site),
+                choice(building),
+                choice(area),
+                choice(purpose),
+            );
             let rows = crate::query(
                 client,
                 "SELECT device_id FROM devices
-                  WHERE ($1::text IS NULL OR device_id = $1) AND ($2::text IS NULL OR site_id = $2)
-                    AND ($3::text IS NULL OR building_id = $3) AND ($4::text IS NULL OR area = $4)
-                    AND ($5::text IS NULL OR purpose = $5)
+                  WHERE ($1::text[] IS NULL OR device_id = ANY($1))
+                    AND ($2::text[] IS NULL OR site_id = ANY($2))
+                    AND ($3::text[] IS NULL OR building_id = ANY($3))
+                    AND ($4::text[] IS NULL OR area = ANY($4))
+                    AND ($5::text[] IS NULL OR purpose = ANY($5))
                     AND (cardinality($6::text[]) = 0 OR kind = ANY($6))",
                 &[&device, &site, &building, &area, &purpose, &kinds],
             )
@@ -123,6 +132,22 @@ pub(crate) async fn device_ids(
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
         .await
+}
+
+/// A dashboard variable's value: `None` for no choice (empty, Grafana's
+/// "All": `$__all`, `All`, `*`), else its values (a multi-select comes
+/// comma-separated, as `${var:csv}` formats it).
+pub(crate) fn choice(v: Option<&String>) -> Option<Vec<String>> {
+    let v = v?.trim();
+    if matches!(v, "" | "$__all" | "All" | "all" | "*") {
+        return None;
+    }
+    let values: Vec<String> = v
+        .split(',')
+        .map(|x| x.trim().trim_matches(|c| c == '{' || c == '}').to_owned())
+        .filter(|x| !x.is_empty())
+        .collect();
+    (!values.is_empty()).then_some(values)
 }
 
 /// A step as SQL receives it: `make_interval(secs => $n::float8)` (a
