@@ -569,20 +569,8 @@ purpose = "hvac"
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
     let _ = std::fs::remove_file(&shot);
     let profile = std::env::temp_dir().join(unique("chromium"));
-    let status = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1200,2400",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let status = headless_chromium(chromium, &profile)
+        .args(["--hide-scrollbars", "--window-size=1200,2400"])
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", dir.join("report.html").display()))
         .stdout(std::process::Stdio::null())
@@ -610,20 +598,8 @@ purpose = "hvac"
     )
     .unwrap();
     let profile = std::env::temp_dir().join(unique("chromium"));
-    let dom = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,800",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let dom = headless_chromium(chromium, &profile)
+        .args(["--window-size=1280,800", "--dump-dom"])
         .arg(format!("file://{}", probe.display()))
         .stderr(std::process::Stdio::null())
         .output()
@@ -682,6 +658,23 @@ fn bad_report_requests_say_what_is_wrong() {
 /// Checks that the HTML's elements nest: each closing tag closes the
 /// innermost open element, and nothing is left open (void elements and
 /// the SVG's self-closing ones aside).
+/// Debian's Chromium, headless, offline, with a profile of its own.
+fn headless_chromium(chromium: &str, profile: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
 fn balanced_tags(html: &str) -> Result<(), String> {
     const VOID: &[&str] = &[
         "meta", "br", "hr", "img", "input", "link", "col", "wbr", "!doctype",
@@ -771,16 +764,18 @@ async fn degree_days_come_from_the_named_weather_sensor_only() {
     let (mut info, _) = energy::load_site(&client, "harbour-view").await.unwrap();
     assert_eq!(info.weather_devices, ["hv-weather"]);
     let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 6, d).unwrap();
-    let temps = energy::mean_temperature_by_day(&client, &info, day(1), day(3))
+    let temps = energy::temperatures_by_day(&client, &info, day(1), day(3))
         .await
         .unwrap();
     assert_eq!(temps.len(), 2, "{temps:?}");
     assert!(
-        temps.values().all(|t| (*t - 25.0).abs() < 1e-9),
+        temps
+            .values()
+            .all(|hours| hours.len() == 24 && hours.iter().all(|t| (*t - 25.0).abs() < 1e-9)),
         "{temps:?}"
     );
     info.weather_devices.clear();
-    let none = energy::mean_temperature_by_day(&client, &info, day(1), day(3))
+    let none = energy::temperatures_by_day(&client, &info, day(1), day(3))
         .await
         .unwrap();
     assert!(none.is_empty(), "no weather named, none guessed: {none:?}");

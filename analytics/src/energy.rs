@@ -96,6 +96,14 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
     s.and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok())
 }
 
+/// A site's time zone from its registry text.
+pub fn parse_zone(site: &str, tz: String) -> Result<Tz, EnergyError> {
+    tz.parse::<Tz>().map_err(|_| EnergyError::BadZone {
+        site: site.to_owned(),
+        tz,
+    })
+}
+
 /// The site and its meters (devices of a meter kind), in id order.
 pub async fn load_site(client: &Client, site: &str) -> Result<(SiteInfo, Vec<Meter>), EnergyError> {
     let row = client
@@ -106,11 +114,7 @@ pub async fn load_site(client: &Client, site: &str) -> Result<(SiteInfo, Vec<Met
         )
         .await?
         .ok_or_else(|| EnergyError::UnknownSite(site.to_owned()))?;
-    let tz_name: String = row.get(1);
-    let tz = tz_name.parse::<Tz>().map_err(|_| EnergyError::BadZone {
-        site: site.to_owned(),
-        tz: tz_name.clone(),
-    })?;
+    let tz = parse_zone(site, row.get(1))?;
     let buildings = client
         .query(
             "SELECT building_id, name, floor_area_m2 FROM buildings WHERE site_id = $1 ORDER BY building_id",
@@ -365,34 +369,6 @@ pub async fn gate_entries_by_day(
                 &site.tz.name(),
                 &site.midnight(from),
                 &site.midnight(to),
-            ],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Mean outdoor temperature per local day: the hourly rollups of the
-/// site's named weather devices only (none named: no days).
-pub async fn mean_temperature_by_day(
-    client: &Client,
-    site: &SiteInfo,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Result<HashMap<NaiveDate, f64>, EnergyError> {
-    let rows = client
-        .query(
-            "SELECT (h.bucket AT TIME ZONE $2)::date, avg(h.avg)
-               FROM readings_hourly h JOIN devices d USING (device_id)
-              WHERE d.site_id = $1 AND h.metric = 'temperature_c'
-                AND d.device_id = ANY($5)
-                AND h.bucket >= $3 AND h.bucket < $4
-              GROUP BY 1 HAVING count(*) >= 12",
-            &[
-                &site.id,
-                &site.tz.name(),
-                &site.midnight(from),
-                &site.midnight(to),
-                &site.weather_devices,
             ],
         )
         .await?;

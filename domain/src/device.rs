@@ -161,6 +161,10 @@ pub struct Building {
     pub floor_area_m2: Option<f64>,
 }
 
+/// Longest device or site id accepted from a topic or a payload (ids
+/// become primary keys: a key over ~2.7 kB would fail a whole batch).
+pub const MAX_ID_LEN: usize = 200;
+
 /// A device and its ledger record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

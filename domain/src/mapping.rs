@@ -24,6 +24,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::device::MAX_ID_LEN;
 use crate::metric::Metric;
 use crate::units::Unit;
 use crate::Reading;
@@ -245,10 +246,10 @@ impl Mapping {
         let a = self.availability.as_ref()?;
         let (site, device) = captures(&a.topic, topic)?;
         let device = format!("{}{}", self.device_prefix, device.unwrap_or_default());
-        if device.is_empty() || device.len() > 200 {
+        if !usable_id(&device) {
             return Some(Err(MappingError {
                 mapping: self.name.clone(),
-                detail: format!("device id `{device}` is empty or over 200 bytes"),
+                detail: format!("device id `{device}` is empty or over {MAX_ID_LEN} bytes"),
                 kind: MappingErrorKind::InvalidField,
             }));
         }
@@ -364,10 +365,10 @@ impl Mapping {
             None => device.unwrap_or_default().to_owned(),
         };
         let device_id = format!("{}{device_id}", self.device_prefix);
-        if device_id.is_empty() || device_id.len() > 200 {
+        if !usable_id(&device_id) {
             return Err(fail(
                 MappingErrorKind::InvalidField,
-                format!("device id `{device_id}` is empty or too long"),
+                format!("device id `{device_id}` is empty or over {MAX_ID_LEN} bytes"),
             ));
         }
         let ts = match &self.time_path {
@@ -425,11 +426,11 @@ impl Mapping {
                     t.replace("{device_id}", &device_id)
                         .replace("{key}", key.as_deref().unwrap_or(""))
                 });
-                if device.is_empty() || device.len() > 200 {
+                if !usable_id(&device) {
                     return Err(fail(
                         MappingErrorKind::InvalidField,
                         format!(
-                            "device id `{device}` from `{}` is empty or over 200 bytes",
+                            "device id `{device}` from `{}` is empty or over {MAX_ID_LEN} bytes",
                             vm.path
                         ),
                     ));
@@ -585,6 +586,11 @@ pub fn select<'v>(json: &'v Value, path: &str) -> Vec<(&'v Value, Option<String>
         current = next;
     }
     current.into_iter().filter(|(v, _)| !v.is_null()).collect()
+}
+
+/// A device id that can be a primary key.
+fn usable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN
 }
 
 fn text_of(v: &Value) -> Option<String> {

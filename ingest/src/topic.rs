@@ -3,8 +3,7 @@
 
 use estatemon_domain::config::TopicsConfig;
 
-/// Longest device or site id accepted from a topic.
-pub const MAX_ID_LEN: usize = 200;
+pub use estatemon_domain::device::MAX_ID_LEN;
 
 /// The payload format of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -36,8 +36,14 @@ pub async fn stored(client: &Client, site: &str) -> anyhow::Result<Option<Stored
 
 /// The site's local date now: what a fresh measurement runs up to.
 pub async fn today(client: &Client, site: &str) -> anyhow::Result<NaiveDate> {
-    let (info, _) = energy::load_site(client, site).await?;
-    Ok(info.local_date(Utc::now()))
+    // The site's zone alone: this is on every stored-savings request.
+    let tz = client
+        .query_opt("SELECT time_zone FROM sites WHERE site_id = $1", &[&site])
+        .await?
+        .ok_or_else(|| energy::EnergyError::UnknownSite(site.to_owned()))?
+        .get(0);
+    let tz = energy::parse_zone(site, tz)?;
+    Ok(Utc::now().with_timezone(&tz).date_naive())
 }
 
 /// Measures a site's retrofits up to its last local midnight and stores
