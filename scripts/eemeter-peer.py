@@ -44,3 +44,32 @@ print(
     f"{observed:.1f} kWh, saving {100 * (expected - observed) / expected:.2f} % "
     f"({time.perf_counter() - started:.1f} s)"
 )
+
+# The hourly peer: CalTRACK's hourly model (eemeter's HourlyCaltrackModel,
+# three-month weighted segments) on the hourly sample of the same meter,
+# `il-electricity-cdd-hdd-hourly`, the same periods; tests/import.rs
+# measures estatemon's hourly model on it.
+from eemeter.eemeter import (
+    HourlyCaltrackBaselineData,
+    HourlyCaltrackModel,
+    HourlyCaltrackReportingData,
+)
+
+meter, temperature, meta = load_sample("il-electricity-cdd-hdd-hourly")
+started = time.perf_counter()
+baseline = HourlyCaltrackBaselineData.from_series(
+    cut(meter["value"], b0, b1), cut(temperature, b0, b1), is_electricity_data=True
+)
+reporting = HourlyCaltrackReportingData.from_series(
+    cut(meter["value"], r0, r1), cut(temperature, r0, r1), is_electricity_data=True
+)
+model = HourlyCaltrackModel().fit(baseline)
+predicted = model.predict(reporting)
+predicted = predicted.dropna(subset=["observed", "predicted"])
+observed = predicted["observed"].sum()
+expected = predicted["predicted"].sum()
+print(
+    f"eemeter {eemeter.__version__} hourly: adjusted baseline {expected:.1f} kWh, observed "
+    f"{observed:.1f} kWh, saving {100 * (expected - observed) / expected:.2f} % "
+    f"({time.perf_counter() - started:.1f} s)"
+)

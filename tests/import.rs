@@ -4,7 +4,8 @@
 //! every daily read to its local day, keep the sample's one missing value
 //! unknown, refuse what is too old unless history is asked for (with line
 //! numbers), and the measured saving must come out near the sample's design
-//! saving of 10 %.
+//! saving of 10 %. The hourly sample of the same meter is measured by the
+//! hourly model (CalTRACK time of week and temperature) too.
 
 mod common;
 
@@ -217,6 +218,16 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
         "{}",
         s["notes"]
     );
+    // A daily meter gives the hourly model nothing, and the notes say so.
+    assert!(
+        s["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("no hourly model: the group's meters have no hourly data")),
+        "{}",
+        s["notes"]
+    );
+    assert!(s["hourly"].is_null());
     // CalTRACK's balance-point search and degree-hours: within a point of
     // the design saving (eemeter 4.1.1's own daily model on the same data
     // and periods: 7.95 %, BENCHMARKS.md).
@@ -261,5 +272,92 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
     assert_eq!(&steps[..5], &[10.0, 11.0, 12.0, 13.0, 14.0], "{steps:?}");
     assert!(steps[5] < 0.0, "the gap reads as unknown: {steps:?}");
     assert_eq!(&steps[6..], &[20.0, 21.0]);
+    let _ = std::fs::remove_file(&registry);
+}
+
+#[tokio::test]
+async fn the_hourly_sample_measures_near_its_design_saving_with_the_hourly_model() {
+    let db = TestDb::new(&admin_url());
+    let registry = std::env::temp_dir().join(format!("{}.toml", unique("il-hourly")));
+    // The same site: the hourly sample goes to its HVAC meter.
+    std::fs::write(&registry, REGISTRY).unwrap();
+    run(estatemon(&db).args(["registry", "load"]).arg(&registry));
+    for (device, file, unit) in [
+        ("il-meter", "il-electricity-cdd-hdd-hourly.csv.gz", None),
+        ("il-weather", "il-tempF.csv.gz", Some("°F")),
+    ] {
+        let mut c = estatemon(&db);
+        c.env("ESTATEMON_STORAGE_RETENTION_DAYS", "0").args([
+            "import",
+            "--device",
+            device,
+            "--accept-history",
+        ]);
+        if let Some(u) = unit {
+            c.args(["--unit", u]);
+        }
+        let out = c.arg(fixture(file)).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let savings = estatemon(&db)
+        .args([
+            "savings",
+            "--site",
+            "il-sample",
+            "--until",
+            "2018-01-04",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        savings.status.success(),
+        "{}",
+        String::from_utf8_lossy(&savings.stderr)
+    );
+    let all: Value = serde_json::from_slice(&savings.stdout).unwrap();
+    let s = &all[0];
+    let h = &s["hourly"];
+    let fraction = h["savings_fraction"].as_f64().unwrap_or(f64::NAN);
+    let u = h["uncertainty"].as_f64().unwrap_or(f64::NAN)
+        / h["adjusted_baseline"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "eemeter hourly sample: estatemon hourly saving {:.2} % ± {:.2} points (90 %), daily \
+         model {:.2} %, design 10 %: {h}",
+        fraction * 100.0,
+        u * 100.0,
+        s["savings_fraction"].as_f64().unwrap_or(f64::NAN) * 100.0,
+    );
+    // eemeter 4.1.1's own hourly model on the same data and periods: 10.90 %
+    // (BENCHMARKS.md). estatemon's must be at least as close to the design.
+    assert!((fraction - 0.10).abs() <= 0.009, "{h}");
+    assert!(u > 0.0 && u < 0.05, "{h}");
+    // OpenEEmeter's hourly sample is hour-to-hour noise around its daily
+    // shape (CV(RMSE) about 108 % hourly): ASHRAE 14's hourly limit (30 %)
+    // is honestly failed, while the NMBE out of sample is near zero.
+    let cv = h["cv_rmse"].as_f64().unwrap();
+    assert_eq!(h["meets_guideline"], cv <= 0.30, "{h}");
+    assert!(
+        h["nmbe_out_of_sample"].as_f64().unwrap().abs() < 0.02,
+        "{h}"
+    );
+    // A year of baseline hours (2016 is a leap year), all but a few known.
+    let hours = h["baseline_hours"].as_u64().unwrap();
+    assert!((8_700..=8_784).contains(&hours), "{h}");
+    assert!(
+        s["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with("hourly model (CalTRACK")),
+        "{}",
+        s["notes"]
+    );
     let _ = std::fs::remove_file(&registry);
 }

@@ -405,6 +405,34 @@ pub async fn temperatures_by_day(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Outdoor temperature (°C) of each hour over `[from, to)` local dates,
+/// keyed by the hour's start (ms since the epoch), from the site's named
+/// weather devices (their mean where several).
+pub async fn temperatures_by_hour(
+    client: &Client,
+    site: &SiteInfo,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<HashMap<i64, f64>, EnergyError> {
+    let rows = client
+        .query(
+            "SELECT (extract(epoch FROM h.bucket) * 1000)::int8, avg(h.avg)
+               FROM readings_hourly h JOIN devices d USING (device_id)
+              WHERE d.site_id = $1 AND h.metric = 'temperature_c'
+                AND d.device_id = ANY($4)
+                AND h.bucket >= $2 AND h.bucket < $3
+              GROUP BY h.bucket",
+            &[
+                &site.id,
+                &site.midnight(from),
+                &site.midnight(to),
+                &site.weather_devices,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Site-local calendar fields of an instant.
 pub fn local_fields(tz: Tz, ms: i64) -> (NaiveDate, u32) {
     let t = DateTime::<Utc>::from_timestamp_millis(ms)

@@ -58,6 +58,16 @@ pub fn methodology(r: &QuarterReport) -> Vec<String> {
              straddles it.",
             pct(CONFIDENCE)
         ),
+        "Hourly model: where a temperature-driven group has hourly data and the site names a \
+         weather station, the saving is measured a second time with CalTRACK's hourly model \
+         (168 time-of-week terms, piecewise-linear outdoor temperature with knots at −1, 7, 13, \
+         18, 24 and 32 °C, separate for occupied and unoccupied hours, one model per month \
+         fitted on three months' weighted hours). It is held to ASHRAE 14's hourly limits with \
+         its NMBE out of sample (each baseline month predicted by a model fitted without it), \
+         and its interval comes from the daily sums of those out-of-sample residuals. The daily \
+         model's result is the one judged against the target; the hourly one shows whether a \
+         finer model agrees."
+            .to_owned(),
         format!(
             "Money and carbon: costs are in {} at the tariffs below (time-of-use by the local \
              hour the energy was used); a utility without a tariff in the site's currency has no \

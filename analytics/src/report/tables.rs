@@ -486,6 +486,56 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             .collect(),
         csv_only: false,
     });
+    // The hourly model's second opinion, where there is one.
+    let hourly: Vec<_> = r
+        .savings
+        .iter()
+        .filter_map(|s| s.hourly.as_ref().map(|h| (s, h)))
+        .collect();
+    if !hourly.is_empty() {
+        out.push(Table {
+            name: "savings_hourly",
+            title: "Retrofits: the same savings by the hourly model (CalTRACK time of week and \
+                    temperature; the daily model decides the verdict)"
+                .into(),
+            headers: headers(&[
+                "retrofit",
+                "baseline hours",
+                "occupied hours a week",
+                "R² (hourly)",
+                "CV(RMSE) (hourly)",
+                "NMBE (out of sample)",
+                "ASHRAE 14 (hourly)",
+                "savings % (hourly)",
+                "± points (90 %)",
+                "savings % (daily)",
+                "extrapolated hours",
+            ]),
+            rows: hourly
+                .iter()
+                .map(|(s, h)| {
+                    vec![
+                        Cell::text(&s.name),
+                        Cell::Number(Some(h.baseline_hours as f64), 0),
+                        Cell::Number(Some(h.occupied_hours_of_week as f64), 0),
+                        Cell::Number(Some(h.r2), 3),
+                        Cell::Percent(Some(h.cv_rmse)),
+                        Cell::Percent(h.nmbe_out_of_sample),
+                        Cell::text(if h.meets_guideline { "pass" } else { "FAIL" }),
+                        Cell::Percent(h.savings_fraction),
+                        Cell::Percent(
+                            h.uncertainty
+                                .filter(|_| h.adjusted_baseline > 0.0)
+                                .map(|u| u / h.adjusted_baseline),
+                        ),
+                        Cell::Percent(s.savings_fraction),
+                        Cell::Number(Some(h.extrapolated_hours as f64), 0),
+                    ]
+                })
+                .collect(),
+            csv_only: false,
+        });
+    }
     out.push(Table {
         name: "savings",
         title: "Retrofits: savings this quarter against their targets".into(),

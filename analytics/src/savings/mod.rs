@@ -17,6 +17,7 @@
 //! Reads `sites`, `devices`, `retrofits`, `readings_hourly`, `events`;
 //! writes nothing.
 
+pub mod hourly;
 pub mod model;
 pub mod store;
 
@@ -98,6 +99,11 @@ pub struct RetrofitSavings {
     /// The degree-day form and balance points chosen (where the drivers
     /// include degree-days and the site's weather is known).
     pub temperature_model: Option<TemperatureModel>,
+    /// The same saving measured by CalTRACK's hourly time-of-week and
+    /// temperature model, where the group has hourly data and the site a
+    /// weather station: a second opinion beside the daily model, which the
+    /// verdict uses.
+    pub hourly: Option<hourly::HourlyResult>,
     pub adjusted_baseline: Option<f64>,
     pub actual: Option<f64>,
     pub savings: Option<f64>,
@@ -684,6 +690,7 @@ pub fn measure(
         provisional,
         extrapolation,
         temperature_model,
+        hourly: None,
         adjusted_baseline: have.then_some(adjusted),
         actual: have.then_some(actual),
         savings,
@@ -836,6 +843,36 @@ pub async fn measure_one(
     };
     days.sort_by_key(|d| d.date);
     let mut result = measure(retrofit, &days, reporting_to, utility, energy_config);
+    let temperature_driven = retrofit
+        .drivers()
+        .iter()
+        .any(|d| matches!(d, Driver::CoolingDegreeDays | Driver::HeatingDegreeDays));
+    if temperature_driven && !group.is_empty() && !site.weather_devices.is_empty() {
+        let (bf, bt) = retrofit.baseline();
+        let (rf, _) = retrofit.reporting();
+        let hours = group_hours(client, site, &group, bf, reporting_to).await?;
+        match hourly::measure(&hours, (bf, bt), (rf, reporting_to), CONFIDENCE) {
+            Ok(h) => {
+                result.notes.push(format!(
+                    "hourly model (CalTRACK time of week and temperature): saving {}{},                      CV(RMSE) {:.1} % hourly, NMBE out of sample {}; the daily model's {} is the                      one judged against the target",
+                    h.savings_fraction
+                        .map_or("not defined".into(), |f| format!("{:.1} %", f * 100.0)),
+                    h.uncertainty
+                        .filter(|_| h.adjusted_baseline > 0.0)
+                        .map(|u| format!(" ± {:.1} points", u / h.adjusted_baseline * 100.0))
+                        .unwrap_or_default(),
+                    h.cv_rmse * 100.0,
+                    h.nmbe_out_of_sample
+                        .map_or("not assessed".into(), |v| format!("{:.2} %", v * 100.0)),
+                    result
+                        .savings_fraction
+                        .map_or("result".into(), |f| format!("{:.1} %", f * 100.0)),
+                ));
+                result.hourly = Some(h);
+            }
+            Err(e) => result.notes.push(format!("no hourly model: {e}")),
+        }
+    }
     if group.is_empty() {
         result
             .notes
@@ -864,6 +901,58 @@ pub async fn measure_one(
     }
     result.meters = group.into_iter().map(|m| m.id).collect();
     Ok(result)
+}
+
+/// The group's hours over `[from, to)` local dates with the site's outdoor
+/// temperature: an hour's use is known only when every meter's is, and
+/// only from hourly intervals (a daily-read meter gives no hours).
+async fn group_hours(
+    client: &Client,
+    site: &SiteInfo,
+    group: &[Meter],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> anyhow::Result<Vec<hourly::Hour>> {
+    let usage = energy::load_usage(
+        client,
+        group,
+        site.midnight(from),
+        site.midnight(to),
+        Source::Hourly,
+    )
+    .await?;
+    let temps = energy::temperatures_by_hour(client, site, from, to).await?;
+    let mut by_hour: std::collections::BTreeMap<i64, (f64, usize, bool)> = Default::default();
+    for i in 0..usage.len() {
+        let e = by_hour.entry(usage.start_ms[i]).or_default();
+        match usage.used[i] {
+            Some(v) if (usage.hours[i] - 1.0).abs() < 1e-6 => {
+                e.0 += v;
+                e.1 += 1;
+            }
+            _ => e.2 = true,
+        }
+    }
+    let mut out = Vec::with_capacity(by_hour.len());
+    let (start, end) = (
+        site.midnight(from).timestamp_millis(),
+        site.midnight(to).timestamp_millis(),
+    );
+    let mut ms = start;
+    while ms < end {
+        let (used, meters, unknown) = by_hour.get(&ms).copied().unwrap_or((0.0, 0, true));
+        let local = DateTime::<Utc>::from_timestamp_millis(ms)
+            .expect("a valid instant")
+            .with_timezone(&site.tz)
+            .naive_local();
+        out.push(hourly::Hour {
+            local,
+            used: (!unknown && meters == group.len()).then_some(used),
+            temperature: temps.get(&ms).copied(),
+        });
+        ms += 3_600_000;
+    }
+    Ok(out)
 }
 
 async fn group_days(

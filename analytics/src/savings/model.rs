@@ -231,7 +231,7 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
     Ok(fit)
 }
 
-fn lag1_autocorrelation(e: &[f64]) -> f64 {
+pub(crate) fn lag1_autocorrelation(e: &[f64]) -> f64 {
     let denom: f64 = e.iter().map(|v| v * v).sum();
     if denom <= 0.0 || e.len() < 3 {
         return 0.0;
