@@ -319,7 +319,9 @@ async fn malformed_messages_become_dead_letters_and_neighbours_are_stored() {
     assert_eq!(db.count("SELECT count(*) FROM readings").await, good);
     let client = db.client().await;
     let rows = client
-        .query("SELECT topic, convert_from(payload, 'UTF8'), reason, detail FROM dead_letters ORDER BY id", &[])
+        // In arrival order: two writers may commit two batches either way
+        // round, so ids alone do not say which came first.
+        .query("SELECT topic, convert_from(payload, 'UTF8'), reason, detail FROM dead_letters ORDER BY received_at, id", &[])
         .await
         .unwrap();
     assert_eq!(rows.len(), corpus.len());
