@@ -14,6 +14,9 @@
 # - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
 #   served OpenAPI document must validate) and schemathesis (the API must
 #   answer as its document says).
+# - npm, into tests/sparkplug/node_modules (from its package-lock.json):
+#   Eclipse Tahu's sparkplug-client and sparkplug-payload, the edge node the
+#   Sparkplug B tests talk to. Node.js and npm come from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,8 @@ command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmana
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need_apt[*]} (Debian)"
@@ -55,5 +60,12 @@ if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/
     "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis
 fi
 export ESTATEMON_TEST_PYTHON="$venv/bin/python"
+
+# Eclipse Tahu's Sparkplug client for tests/sparkplug.rs.
+if ! cmp -s tests/sparkplug/package-lock.json tests/sparkplug/node_modules/.installed-lock.json 2>/dev/null; then
+    echo "scripts/test.sh: installing Eclipse Tahu's sparkplug-client (npm) into tests/sparkplug"
+    (cd tests/sparkplug && npm ci --no-audit --no-fund --loglevel=error &&
+        cp package-lock.json node_modules/.installed-lock.json)
+fi
 
 exec cargo test --workspace "$@"

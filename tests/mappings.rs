@@ -227,3 +227,135 @@ time_format = "epoch_ms"
     assert!(!offline(zb.clone()).await);
     ingestor.shutdown().await;
 }
+
+/// Home Assistant MQTT discovery: devices that announce themselves are read
+/// without a mapping of ours. The first config is the Home Assistant docs'
+/// own "Sensors" example (MQTT discovery page: a bedroom sensor announcing
+/// temperature on a JSON state topic); the second is an ESPHome-style
+/// abbreviated config (`~`, `stat_t`, `dev_cla`, Wh, a bare-number state)
+/// built from the keys the same page lists; the third has a template
+/// estatemon does not understand and must be a dead letter saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovery_reads_what_devices_announce() {
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker_url());
+    let prefix = unique("ha");
+    c.ingest.homeassistant.enabled = true;
+    c.ingest.homeassistant.prefix = prefix.clone();
+    c.ingest.homeassistant.site = Some("harbour-view".into());
+    c.validate(None, None).expect("a valid configuration");
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+
+    let bedroom = unique("bedroom");
+    let plug = unique("plug");
+    let state = format!("{prefix}/sensor/{bedroom}/state");
+    publish_all(
+        &c.mqtt.url,
+        vec![
+            (
+                format!("{prefix}/sensor/{bedroom}T/config"),
+                format!(
+                    r#"{{"device_class":"temperature","state_topic":"{state}","unit_of_measurement":"°C","value_template":"{{{{ value_json.temperature}}}}","unique_id":"temp01ae","device":{{"identifiers":["{bedroom}"],"name":"Bedroom"}}}}"#
+                )
+                .into_bytes(),
+            ),
+            (
+                format!("{prefix}/sensor/{plug}/energy/config"),
+                format!(
+                    r#"{{"~":"{plug}/sensor/energy","stat_t":"~/state","dev_cla":"energy","stat_cla":"total_increasing","unit_of_meas":"Wh","uniq_id":"{plug}-energy","dev":{{"ids":["{plug}"]}},"avty_t":"{plug}/status"}}"#
+                )
+                .into_bytes(),
+            ),
+            (
+                format!("{prefix}/sensor/{plug}/power/config"),
+                format!(
+                    r#"{{"stat_t":"{plug}/sensor/power/state","dev_cla":"power","unit_of_meas":"W","val_tpl":"{{{{ value_json.p * 1000 }}}}","dev":{{"ids":["{plug}"]}}}}"#
+                )
+                .into_bytes(),
+            ),
+        ],
+    )
+    .await;
+    // The state topics are subscribed when their configs are read: send
+    // the states until they are stored.
+    let stored = eventually(Duration::from_secs(20), || {
+        let url = c.mqtt.url.clone();
+        let (state, plug) = (state.clone(), plug.clone());
+        let db = &db;
+        async move {
+            publish_all(
+                &url,
+                vec![
+                    (
+                        state,
+                        br#"{ "temperature": 23.20, "humidity": 43.70 }"#.to_vec(),
+                    ),
+                    (format!("{plug}/sensor/energy/state"), b"2500".to_vec()),
+                ],
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            db.count("SELECT count(DISTINCT device_id) FROM readings")
+                .await
+                >= 2
+        }
+    })
+    .await;
+    let client = db.client().await;
+    let letters: Vec<(String, String)> = client
+        .query("SELECT reason, detail FROM dead_letters ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(stored, "{letters:?}");
+    let one = |device: String, metric: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT min(value) FROM readings WHERE device_id = $1 AND metric = $2",
+                    &[&device, &metric],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<f64>>(0)
+        }
+    };
+    assert_eq!(one(bedroom.clone(), "temperature_c").await, Some(23.2));
+    assert_eq!(one(plug.clone(), "energy_kwh").await, Some(2.5), "Wh → kWh");
+    assert!(
+        letters.iter().any(|(r, d)| r == "invalid_field"
+            && d.contains("Home Assistant discovery")
+            && d.contains("is not understood")),
+        "{letters:?}"
+    );
+    // The announced availability topic works as a Last Will does.
+    publish_all(
+        &c.mqtt.url,
+        vec![(format!("{plug}/status"), b"offline".to_vec())],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.count(&format!(
+                "SELECT count(*) FROM devices WHERE device_id = '{plug}' AND offline_since IS NOT NULL"
+            ))
+            .await
+                == 1
+        })
+        .await
+    );
+    let site: String = client
+        .query_one(
+            "SELECT site_id FROM devices WHERE device_id = $1",
+            &[&bedroom],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(site, "harbour-view");
+    ingestor.shutdown().await;
+}

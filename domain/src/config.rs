@@ -255,6 +255,10 @@ pub struct IngestConfig {
     /// (`[[ingest.profile]]`).
     #[serde(rename = "profile", skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<ProfileConfig>,
+    /// Sparkplug B host application (`[ingest.sparkplug]`).
+    pub sparkplug: crate::sparkplug::SparkplugConfig,
+    /// Home Assistant MQTT discovery (`[ingest.homeassistant]`).
+    pub homeassistant: crate::mapping::homeassistant::HomeAssistantConfig,
 }
 
 /// A shipped mapping profile, enabled for a site.
@@ -301,6 +305,8 @@ impl Default for IngestConfig {
             db_retry_max_backoff_s: 10,
             mappings: Vec::new(),
             profiles: Vec::new(),
+            sparkplug: Default::default(),
+            homeassistant: Default::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod reading;
 pub mod retrofit;
 pub mod rules;
 pub mod schema;
+pub mod sparkplug;
 pub mod sun;
 pub mod units;
 

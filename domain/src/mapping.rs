@@ -16,7 +16,7 @@
 //!   unit = "Wh"                            # converted to the metric's unit
 //! ```
 //!
-//! Paths: `ENERGY.Total`, `params.switch:0.aenergy.total` (a key may hold
+//! Paths: `$` (the whole payload, a bare number), `ENERGY.Total`, `params.switch:0.aenergy.total` (a key may hold
 //! `:`), `a.b[0]`, `a.b[*].c` (every element), `params.*.aenergy.total`
 //! (every key; `{key}` in a value's `device` template names it).
 
@@ -520,6 +520,10 @@ enum Step {
 
 fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
+    // The whole payload (a bare number: `21.5`).
+    if path == "$" {
+        return Ok(steps);
+    }
     for part in path.split('.') {
         let (key, rest) = match part.find('[') {
             Some(i) => (&part[..i], &part[i..]),
@@ -638,5 +642,6 @@ pub fn profile(name: &str, site: Option<&str>, time_zone: Option<&str>) -> Optio
     )
 }
 
+pub mod homeassistant;
 #[cfg(test)]
 mod tests;

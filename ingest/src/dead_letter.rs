@@ -29,6 +29,11 @@ pub enum Reason {
     /// Valid by every rule estatemon knows, refused by the database (a
     /// constraint added by an operator, a value out of a column's range).
     StorageRejected,
+    /// Not a Sparkplug B protobuf on a Sparkplug topic.
+    InvalidProtobuf,
+    /// Out of Sparkplug's order: DATA before BIRTH, an alias no birth
+    /// defined, the death of an earlier session.
+    SparkplugOutOfState,
 }
 
 impl Reason {
@@ -48,6 +53,8 @@ impl Reason {
         Reason::PayloadTooLarge,
         Reason::EmptyPayload,
         Reason::StorageRejected,
+        Reason::InvalidProtobuf,
+        Reason::SparkplugOutOfState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +74,8 @@ impl Reason {
             Reason::PayloadTooLarge => "payload_too_large",
             Reason::EmptyPayload => "empty_payload",
             Reason::StorageRejected => "storage_rejected",
+            Reason::InvalidProtobuf => "invalid_protobuf",
+            Reason::SparkplugOutOfState => "sparkplug_out_of_state",
         }
     }
 }

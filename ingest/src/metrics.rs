@@ -40,6 +40,8 @@ pub struct Metrics {
     pub mqtt_connected: Gauge,
     pub mqtt_subscribed: Gauge,
     pub mqtt_reconnects: Counter,
+    /// Rebirth commands sent to Sparkplug edge nodes.
+    pub sparkplug_rebirths: Counter,
     pub db_connected: Gauge,
     pub db_errors: Counter,
     pub inflight_messages: Gauge,
@@ -77,6 +79,7 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_subscribed: Gauge::default(),
             mqtt_reconnects: Counter::default(),
+            sparkplug_rebirths: Counter::default(),
             db_connected: Gauge::default(),
             db_errors: Counter::default(),
             inflight_messages: Gauge::default(),
@@ -165,6 +168,11 @@ impl Metrics {
             "mqtt_reconnects",
             "Broker connection losses",
             m.mqtt_reconnects.clone(),
+        );
+        r.register(
+            "sparkplug_rebirths",
+            "Rebirth commands (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes",
+            m.sparkplug_rebirths.clone(),
         );
         r.register(
             "db_connected",

@@ -151,6 +151,32 @@ impl Ingestor {
                 filters.push(f);
             }
         }
+        let discovery = config.ingest.homeassistant.clone();
+        if discovery.enabled {
+            filters.extend(estatemon_domain::mapping::homeassistant::filters(
+                &discovery.prefix,
+            ));
+        }
+        let sparkplug = &config.ingest.sparkplug;
+        if sparkplug.enabled {
+            // Never a shared subscription: a host follows each node's
+            // sequence, so one ingestor must see all of a node's messages.
+            filters.push(format!("{}/#", estatemon_domain::sparkplug::NAMESPACE));
+        }
+        let presence = sparkplug
+            .primary_host_id
+            .as_deref()
+            .filter(|_| sparkplug.enabled)
+            .map(|id| {
+                let now = chrono::Utc::now().timestamp_millis();
+                let (topic, online) = estatemon_domain::sparkplug::state_message(id, true, now);
+                let (_, offline) = estatemon_domain::sparkplug::state_message(id, false, now);
+                subscribe::Presence {
+                    topic,
+                    online,
+                    offline,
+                }
+            });
         tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
         let subscriber = subscribe::start(
             &config.mqtt,
@@ -160,6 +186,7 @@ impl Ingestor {
             metrics.clone(),
             shutdown_rx.clone(),
             drained_rx.clone(),
+            presence,
         );
 
         let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
@@ -203,6 +230,11 @@ impl Ingestor {
             known_updates,
             topics,
             mappings,
+            sparkplug: sparkplug
+                .enabled
+                .then(|| estatemon_domain::sparkplug::Host::new(sparkplug.clone())),
+            publisher: subscriber.client.clone(),
+            discovery: discovery.enabled.then_some(discovery),
             pseudonymiser,
             limits: Limits::from_config(&config.ingest, &config.storage),
             metrics: metrics.clone(),
@@ -292,6 +324,13 @@ struct Batcher {
     topics: Topics,
     /// Payload mappings (profiles and `[[ingest.mapping]]`), in order.
     mappings: Vec<estatemon_domain::mapping::Mapping>,
+    /// The Sparkplug B host's state, when `[ingest.sparkplug]` is enabled.
+    sparkplug: Option<estatemon_domain::sparkplug::Host>,
+    /// Publishes rebirth commands on the ingest session (and subscribes
+    /// to discovered state topics).
+    publisher: rumqttc::v5::AsyncClient,
+    /// Home Assistant discovery, when enabled.
+    discovery: Option<estatemon_domain::mapping::homeassistant::HomeAssistantConfig>,
     pseudonymiser: Pseudonymiser,
     limits: Limits,
     /// device id → assigned (registered in the ledger).
@@ -311,6 +350,8 @@ impl Batcher {
         out: mpsc::Sender<Batch<AckToken>>,
     ) {
         let mut batch: Batch<AckToken> = Batch::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let deadline = batch
                 .opened
@@ -337,6 +378,13 @@ impl Batcher {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     Self::flush(&mut batch, &out).await;
                 }
+                _ = tick.tick(), if self.sparkplug.is_some() => {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    let due = self.sparkplug.as_mut().map(|h| h.due_rebirths(now)).unwrap_or_default();
+                    for (group, node) in due {
+                        self.rebirth(&group, &node, "a sequence gap the reorder wait did not fill");
+                    }
+                }
             }
         }
     }
@@ -352,7 +400,124 @@ impl Batcher {
         let _ = out.send(full).await;
     }
 
+    /// Asks a Sparkplug edge node to publish its births again.
+    fn rebirth(&self, group: &str, node: &str, why: &str) {
+        use estatemon_domain::sparkplug::{ncmd_topic, rebirth_command};
+        let topic = ncmd_topic(group, node);
+        let payload = rebirth_command(chrono::Utc::now().timestamp_millis());
+        tracing::warn!(%topic, why, "asking a Sparkplug node to rebirth");
+        self.metrics.sparkplug_rebirths.inc();
+        if let Err(e) = self.publisher.try_publish(
+            topic.clone(),
+            rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+            false,
+            payload,
+        ) {
+            tracing::error!(%topic, error = %e, "rebirth request not queued");
+        }
+    }
+
+    /// A message on a Sparkplug B topic, when the host is enabled; gives
+    /// the delivery back when the topic is not one of Sparkplug's.
+    fn sparkplug(&mut self, d: Delivery, batch: &mut Batch<AckToken>) -> Option<Delivery> {
+        use estatemon_domain::sparkplug::Problem;
+        let Some(host) = self.sparkplug.as_mut() else {
+            return Some(d);
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let Some(out) = host.handle(&d.topic, &d.payload, d.received_at, now) else {
+            return Some(d);
+        };
+        self.metrics
+            .messages
+            .get_or_create(&ChannelLabel {
+                channel: "sparkplug",
+            })
+            .inc();
+        if let Some((group, node)) = &out.rebirth {
+            self.rebirth(group, node, "out of state");
+        }
+        for (device, online) in out.availability {
+            batch.availability.push((device, online, d.received_at));
+        }
+        let rejects = out
+            .problems
+            .into_iter()
+            .map(|p| match p {
+                Problem::Malformed(s) => Reject::new(Reason::InvalidProtobuf, s),
+                Problem::OutOfState(s) => Reject::new(Reason::SparkplugOutOfState, s),
+                Problem::Unmapped(s) => Reject::new(Reason::UnknownMetric, s),
+                Problem::Value(s) => Reject::new(Reason::InvalidValue, s),
+            })
+            .collect();
+        let decoded = Decoded {
+            readings: out.readings,
+            rejects,
+            ..Decoded::default()
+        };
+        self.store(d, decoded, out.site, batch);
+        None
+    }
+
+    /// A Home Assistant discovery config: a mapping of its state topic is
+    /// added (or replaced, or removed), and the state topic subscribed.
+    fn discover(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
+        use estatemon_domain::mapping::homeassistant::{discover, Discovery};
+        let site = self.discovery.as_ref().and_then(|h| h.site.clone());
+        self.metrics
+            .messages
+            .get_or_create(&ChannelLabel {
+                channel: "discovery",
+            })
+            .inc();
+        let mut rejects = Vec::new();
+        match discover(&d.topic, &d.payload, site.as_deref()) {
+            Ok(Discovery::Sensor(m)) => {
+                let topics: Vec<String> = std::iter::once(m.topic.clone())
+                    .chain(m.availability.as_ref().map(|a| a.topic.clone()))
+                    .collect();
+                tracing::info!(mapping = %m.name, topic = %m.topic, device = %m.device_prefix, "Home Assistant discovery: a sensor");
+                self.mappings.retain(|x| x.name != m.name);
+                self.mappings.push(*m);
+                for t in topics {
+                    if let Err(e) = self
+                        .publisher
+                        .try_subscribe(t.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                    {
+                        tracing::error!(topic = %t, error = %e, "discovered topic not subscribed");
+                    }
+                }
+            }
+            Ok(Discovery::Removed(name)) => {
+                self.mappings.retain(|x| x.name != name);
+            }
+            Ok(Discovery::Ignored) => {}
+            Err(e) => rejects.push(Reject::new(
+                Reason::InvalidField,
+                format!("Home Assistant discovery: {e}"),
+            )),
+        }
+        let dl = dead_letters(
+            &d.topic,
+            &d.payload,
+            d.received_at,
+            &rejects,
+            &self.pseudonymiser,
+            d.ack.redelivery_id(),
+        );
+        batch.push(Default::default(), dl, d.ack, d.received);
+    }
+
     fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
+        let Some(d) = self.sparkplug(d, batch) else {
+            return;
+        };
+        if self.discovery.as_ref().is_some_and(|h| {
+            estatemon_domain::mapping::homeassistant::is_config_topic(&h.prefix, &d.topic)
+        }) {
+            self.discover(d, batch);
+            return;
+        }
         let native = self.topics.matches(&d.topic);
         if native.is_none() {
             if let Some(said) = self
@@ -442,13 +607,25 @@ impl Batcher {
             return;
         }
         // (device, site) of every device the message speaks for.
-        let (mut decoded, site): (Decoded, Option<String>) = match native {
+        let (decoded, site): (Decoded, Option<String>) = match native {
             Some(m) => (
                 decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser),
                 m.site.map(str::to_owned),
             ),
             None => self.map(&d),
         };
+        self.store(d, decoded, site, batch);
+    }
+
+    /// Validates a decoded message, registers the devices it names for the
+    /// first time, and adds it to the batch with its dead letters.
+    fn store(
+        &mut self,
+        d: Delivery,
+        mut decoded: Decoded,
+        site: Option<String>,
+        batch: &mut Batch<AckToken>,
+    ) {
         validate(&mut decoded, d.received_at, &self.limits);
         let dl = dead_letters(
             &d.topic,

@@ -292,11 +292,13 @@ impl Writer {
         }
         for (device, online, at) in &batch.availability {
             // In arrival order: the last word of the batch stands.
-            // The device and its channels (`<id>-switch:0` of a Shelly).
+            // The device and its channels (`<id>-switch:0` of a Shelly),
+            // or a Sparkplug node and its devices (`group/node/device`).
             tx.execute(
                 "UPDATE devices SET offline_since = CASE WHEN $2 THEN NULL
                      ELSE coalesce(offline_since, $3) END
-                  WHERE device_id = $1 OR starts_with(device_id, $1 || '-')",
+                  WHERE device_id = $1 OR starts_with(device_id, $1 || '-')
+                     OR starts_with(device_id, $1 || '/')",
                 &[device, online, at],
             )
             .await?;

@@ -140,8 +140,22 @@ fn send_acks(
     }
 }
 
+/// A retained message published on every connect, with its opposite as the
+/// session's Last Will (Sparkplug's primary host `STATE`).
+#[derive(Debug, Clone)]
+pub struct Presence {
+    pub topic: String,
+    pub online: Vec<u8>,
+    pub offline: Vec<u8>,
+}
+
 /// Options for the ingest session.
-fn options(config: &MqttConfig, client_id: &str, max_packet: usize) -> MqttOptions {
+fn options(
+    config: &MqttConfig,
+    client_id: &str,
+    max_packet: usize,
+    presence: Option<&Presence>,
+) -> MqttOptions {
     let endpoint = config.endpoint().expect("validated by config loading");
     let mut opts = MqttOptions::new(client_id, endpoint.host, endpoint.port);
     opts.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
@@ -153,12 +167,23 @@ fn options(config: &MqttConfig, client_id: &str, max_packet: usize) -> MqttOptio
     if let (Some(user), pass) = (endpoint.username, endpoint.password) {
         opts.set_credentials(user, pass.unwrap_or_default());
     }
+    if let Some(p) = presence {
+        opts.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+            p.topic.clone(),
+            p.offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+    }
     opts
 }
 
 /// A running subscription.
 pub struct Subscriber {
     pub acker: Acker,
+    /// Publishes on the session (Sparkplug rebirth commands).
+    pub client: AsyncClient,
     pub budget: Arc<Budget>,
     pub deliveries: mpsc::UnboundedReceiver<Delivery>,
     pub task: tokio::task::JoinHandle<()>,
@@ -167,6 +192,7 @@ pub struct Subscriber {
 /// Connects and forwards deliveries until `shutdown` turns true; then stops
 /// forwarding (unforwarded messages stay with the broker) and disconnects
 /// once `drained` turns true, so the last acknowledgements still go out.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     config: &MqttConfig,
     filters: Vec<String>,
@@ -175,8 +201,9 @@ pub fn start(
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
     drained: watch::Receiver<bool>,
+    presence: Option<Presence>,
 ) -> Subscriber {
-    let opts = options(config, &config.client_id, max_packet);
+    let opts = options(config, &config.client_id, max_packet, presence.as_ref());
     // The request queue carries our acknowledgements. A writer must never
     // wait on it: this task stops polling (and so stops draining the queue)
     // while the budget is spent, and only commits free the budget. flume
@@ -194,6 +221,7 @@ pub fn start(
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let acker = Acker { tx: ack_tx };
     let max_backoff = Duration::from_secs(config.reconnect_max_backoff_s.max(1));
+    let publisher = client.clone();
     let task = tokio::spawn(run(
         client,
         eventloop,
@@ -206,9 +234,11 @@ pub fn start(
         shutdown,
         drained,
         max_backoff,
+        presence,
     ));
     Subscriber {
         acker,
+        client: publisher,
         budget,
         deliveries: rx,
         task,
@@ -228,6 +258,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
     mut drained: watch::Receiver<bool>,
     max_backoff: Duration,
+    presence: Option<Presence>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut tx = Some(tx);
@@ -283,6 +314,11 @@ async fn run(
                         session_present = ack.session_present,
                         "connected to MQTT broker"
                     );
+                    if let Some(p) = &presence {
+                        if let Err(e) = client.try_publish(p.topic.clone(), QoS::AtLeastOnce, true, p.online.clone()) {
+                            tracing::error!(topic = %p.topic, error = %e, "presence not published");
+                        }
+                    }
                     let client = client.clone();
                     let filters = filters.clone();
                     tokio::spawn(async move {

@@ -48,7 +48,9 @@ pub struct BenchArgs {
     scenario: String,
     /// Payload format of the single-reading messages: native (estatemon's
     /// JSON), mapping (a Tasmota-style payload through a declarative
-    /// `[[ingest.mapping]]`), or both, measured in the same run.
+    /// `[[ingest.mapping]]`), or both, measured in the same run; sparkplug
+    /// adds Sparkplug B DDATA of 50 metrics a message (after the births)
+    /// to whatever else runs ("all": native, mapping and sparkplug).
     #[arg(long, default_value = "native")]
     format: String,
 }
@@ -206,6 +208,8 @@ struct Scenario {
     messages: u64,
     /// Through a declarative mapping instead of the native format.
     mapped: bool,
+    /// Sparkplug B DDATA through the host application.
+    sparkplug: bool,
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -216,16 +220,21 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("machine: {machine}");
     let mut scenarios = Vec::new();
-    if !matches!(args.format.as_str(), "native" | "mapping" | "both") {
-        bail!("--format must be native, mapping or both");
+    if !matches!(
+        args.format.as_str(),
+        "native" | "mapping" | "both" | "sparkplug" | "all"
+    ) {
+        bail!("--format must be native, mapping, both, sparkplug or all");
     }
-    let native = args.format != "mapping";
+    let native = matches!(args.format.as_str(), "native" | "both" | "all");
+    let mapped = matches!(args.format.as_str(), "mapping" | "both" | "all");
     if native && matches!(args.scenario.as_str(), "both" | "batch") {
         scenarios.push(Scenario {
             name: "100-reading batches",
             readings_per_message: 100,
             messages: args.readings / 100,
             mapped: false,
+            sparkplug: false,
         });
     }
     if matches!(args.scenario.as_str(), "both" | "single") {
@@ -235,16 +244,27 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 readings_per_message: 1,
                 messages: args.messages,
                 mapped: false,
+                sparkplug: false,
             });
         }
-        if args.format != "native" {
+        if mapped {
             scenarios.push(Scenario {
                 name: "single-reading messages through a declarative mapping",
                 readings_per_message: 1,
                 messages: args.messages,
                 mapped: true,
+                sparkplug: false,
             });
         }
+    }
+    if matches!(args.format.as_str(), "sparkplug" | "all") {
+        scenarios.push(Scenario {
+            name: "Sparkplug B DDATA, 50 metrics a message, resolved by alias",
+            readings_per_message: SPARKPLUG_METRICS.len() * SPARKPLUG_SAMPLES,
+            messages: (args.readings / (SPARKPLUG_METRICS.len() * SPARKPLUG_SAMPLES) as u64).max(1),
+            mapped: false,
+            sparkplug: true,
+        });
     }
     if scenarios.is_empty() {
         bail!("--scenario must be batch, single or both");
@@ -498,6 +518,106 @@ async fn wait_for_stored(
     }
 }
 
+/// The metrics of a benchmark Sparkplug device, and how many samples of
+/// each a DDATA carries (each at its own timestamp): 10 × 5 = 50 a message.
+const SPARKPLUG_METRICS: [&str; 10] = [
+    "power_kw",
+    "voltage_v",
+    "current_a",
+    "power_factor",
+    "temperature_c",
+    "humidity_pct",
+    "pressure_mpa",
+    "flow_m3h",
+    "tank_level_pct",
+    "motor_temp_c",
+];
+const SPARKPLUG_SAMPLES: usize = 5;
+const SPARKPLUG_DEVICES: u64 = 500;
+
+/// Sparkplug B messages: each publisher is an edge node
+/// (`spBv1.0/bench<tag>/…/node-<p>`) with 500 devices. `births` makes the
+/// node's NBIRTH and its devices' DBIRTHs (aliases 0–9, null values);
+/// otherwise DDATA by alias only, 50 values a message.
+fn sparkplug_format(
+    tag: &str,
+    publishers: usize,
+    births: bool,
+) -> estatemon_simulators::load::MakeMessage {
+    use estatemon_domain::sparkplug::proto::{datatype, Metric, Payload, Value};
+    let group = format!("bench{tag}");
+    let p_count = publishers as u64;
+    std::sync::Arc::new(move |p, _device, seq| {
+        // The publisher's own message count, so that seq runs unbroken.
+        let i = seq / p_count;
+        let now = Utc::now().timestamp_millis() as u64;
+        if births {
+            let (topic, metrics, s) = if i == 0 {
+                (
+                    format!("spBv1.0/{group}/NBIRTH/node-{p}"),
+                    vec![Metric {
+                        name: Some("bdSeq".into()),
+                        datatype: Some(datatype::UINT64),
+                        value: Some(Value::LongValue(0)),
+                        ..Default::default()
+                    }],
+                    0,
+                )
+            } else {
+                (
+                    format!("spBv1.0/{group}/DBIRTH/node-{p}/dev-{}", i - 1),
+                    SPARKPLUG_METRICS
+                        .iter()
+                        .enumerate()
+                        .map(|(k, name)| Metric {
+                            name: Some(format!("Bench/{name}")),
+                            alias: Some(k as u64),
+                            datatype: Some(datatype::DOUBLE),
+                            is_null: Some(true),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    i % 256,
+                )
+            };
+            let payload = Payload {
+                timestamp: Some(now),
+                metrics,
+                seq: Some(s),
+                ..Default::default()
+            };
+            return (topic, payload.to_bytes());
+        }
+        let device = i % SPARKPLUG_DEVICES;
+        let metrics = (0..SPARKPLUG_SAMPLES)
+            .flat_map(|sample| {
+                (0..SPARKPLUG_METRICS.len()).map(move |k| Metric {
+                    alias: Some(k as u64),
+                    // Five samples a metric, a millisecond apart, each its
+                    // own reading.
+                    timestamp: Some(now - sample as u64),
+                    datatype: Some(datatype::DOUBLE),
+                    value: Some(Value::DoubleValue(
+                        (seq % 1000) as f64 / 10.0 + k as f64 / 100.0,
+                    )),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let payload = Payload {
+            timestamp: Some(now),
+            metrics,
+            // After the NBIRTH (0) and 500 DBIRTHs (1–500).
+            seq: Some((i + SPARKPLUG_DEVICES + 1) % 256),
+            ..Default::default()
+        };
+        (
+            format!("spBv1.0/{group}/DDATA/node-{p}/dev-{device}"),
+            payload.to_bytes(),
+        )
+    })
+}
+
 /// A Tasmota-style message (`tele/<device>/SENSOR`, `{"Time":…,
 /// "ENERGY":{"Power":…}}`) and the mapping that reads it.
 fn mapped_format(tag: &str) -> (String, estatemon_simulators::load::MakeMessage) {
@@ -528,18 +648,51 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
         "{}_{}{}",
         std::process::id(),
         s.readings_per_message,
-        if s.mapped { "m" } else { "" }
+        if s.mapped {
+            "m"
+        } else if s.sparkplug {
+            "s"
+        } else {
+            ""
+        }
     );
     let c = bench_config(config, &tag);
     drop_database(config, &c.database.url).await;
-    let (mapping, make) = mapped_format(&tag);
+    let (mapping, make) = if s.sparkplug {
+        (
+            "[ingest.sparkplug]\nenabled = true\nsite = \"bench\"\n".to_owned(),
+            sparkplug_format(&tag, args.publishers, false),
+        )
+    } else {
+        mapped_format(&tag)
+    };
     let mapping_file = std::env::temp_dir().join(format!("estatemon-bench-mapping-{tag}.toml"));
     std::fs::write(&mapping_file, &mapping)?;
-    let ingest = IngestProcess::start(&c, s.mapped.then_some(mapping_file.as_path())).await?;
+    let ingest = IngestProcess::start(
+        &c,
+        (s.mapped || s.sparkplug).then_some(mapping_file.as_path()),
+    )
+    .await?;
+    if s.sparkplug {
+        // The births first, from the same clients' ids, as an edge node
+        // does after it connects.
+        let births = args.publishers as u64 * (SPARKPLUG_DEVICES + 1);
+        estatemon_simulators::load::publish_with(
+            &c.mqtt,
+            &tag,
+            args.publishers,
+            births,
+            None,
+            0,
+            sparkplug_format(&tag, args.publishers, true),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let publish = |messages: u64, rate: Option<f64>, offset: u64| {
         let (c, tag, make) = (c.clone(), tag.clone(), make.clone());
         let (publishers, per) = (args.publishers, s.readings_per_message);
-        let mapped = s.mapped;
+        let mapped = s.mapped || s.sparkplug;
         async move {
             if mapped {
                 estatemon_simulators::load::publish_with(
@@ -586,7 +739,11 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
             per_batch,
             commit_ms,
             per_batch / (commit_ms / 1000.0),
-            decode_rate(s.readings_per_message),
+            if s.sparkplug {
+                sparkplug_decode_rate(&tag)
+            } else {
+                decode_rate(s.readings_per_message)
+            },
         );
     }
 
@@ -616,6 +773,34 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop_database(config, &c.database.url).await;
     Ok(())
+}
+
+/// In-process Sparkplug decode (protobuf, alias resolution, sequence
+/// tracking) throughput, one core, the benchmark's own DDATA.
+fn sparkplug_decode_rate(tag: &str) -> f64 {
+    let mut host =
+        estatemon_domain::sparkplug::Host::new(estatemon_domain::sparkplug::SparkplugConfig {
+            enabled: true,
+            ..Default::default()
+        });
+    let births = sparkplug_format(tag, 1, true);
+    let data = sparkplug_format(tag, 1, false);
+    let now = Utc::now();
+    for i in 0..=SPARKPLUG_DEVICES {
+        let (topic, body) = births(0, 0, i);
+        host.handle(&topic, &body, now, 0);
+    }
+    let messages: Vec<(String, Vec<u8>)> = (0..256).map(|i| data(0, 0, i)).collect();
+    let started = Instant::now();
+    let mut readings = 0usize;
+    while started.elapsed() < Duration::from_millis(500) {
+        for (topic, body) in &messages {
+            if let Some(out) = host.handle(topic, body, now, 0) {
+                readings += out.readings.len();
+            }
+        }
+    }
+    readings as f64 / started.elapsed().as_secs_f64()
 }
 
 /// In-process decode + validate throughput, one core, same payloads.

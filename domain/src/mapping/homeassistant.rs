@@ -1,0 +1,409 @@
+//! Home Assistant MQTT discovery: a retained config message on
+//! `homeassistant/<component>/[<node_id>/]<object_id>/config` becomes a
+//! [`Mapping`] of its state topic, so devices that announce themselves
+//! (ESPHome, Tasmota, Zigbee2MQTT, most bridges) need no configuration.
+//!
+//! Read from the config (full keys or Home Assistant's abbreviations, and
+//! the `~` base topic): `state_topic`, `value_template` (`{{ value }}`,
+//! `{{ value_json.a.b }}`, `{{ value_json['a'] }}`, with an optional
+//! `| float` / `| int` / `| round(n)`; anything else is reported, never
+//! guessed), `unit_of_measurement` (converted to the metric's unit),
+//! `device_class` (which metric), `state_class` (`total_increasing` must
+//! be a register), the device's first identifier (its estatemon id), and
+//! `availability_topic` with its payloads. Components other than `sensor`
+//! are not readings and are ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Availability, Mapping, TimeFormat, ValueMap};
+use crate::metric::{Metric, MetricKind};
+use crate::units::Unit;
+
+/// `[ingest.homeassistant]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Subscribe to the discovery topics and read what they announce.
+    pub enabled: bool,
+    /// The discovery prefix (Home Assistant's default).
+    pub prefix: String,
+    /// The site of every discovered device.
+    pub site: Option<String>,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig {
+            enabled: false,
+            prefix: "homeassistant".into(),
+            site: None,
+        }
+    }
+}
+
+/// What a discovery message asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discovery {
+    /// A sensor to read: the mapping of its state topic.
+    Sensor(Box<Mapping>),
+    /// The config was removed (an empty retained payload): drop the
+    /// mapping of this name.
+    Removed(String),
+    /// Not a reading (a switch, a light, a button).
+    Ignored,
+}
+
+/// Whether a topic is a discovery config topic under `prefix`.
+pub fn is_config_topic(prefix: &str, topic: &str) -> bool {
+    let Some(rest) = topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+        return false;
+    };
+    let n = rest.split('/').count();
+    rest.ends_with("/config") && (n == 3 || n == 4)
+}
+
+/// The MQTT filters of the discovery topics.
+pub fn filters(prefix: &str) -> [String; 2] {
+    [
+        format!("{prefix}/+/+/config"),
+        format!("{prefix}/+/+/+/config"),
+    ]
+}
+
+const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("stat_t", "state_topic"),
+    ("val_tpl", "value_template"),
+    ("unit_of_meas", "unit_of_measurement"),
+    ("dev_cla", "device_class"),
+    ("stat_cla", "state_class"),
+    ("uniq_id", "unique_id"),
+    ("obj_id", "object_id"),
+    ("avty_t", "availability_topic"),
+    ("pl_avail", "payload_available"),
+    ("pl_not_avail", "payload_not_available"),
+    ("dev", "device"),
+    ("ids", "identifiers"),
+];
+
+/// Reads a discovery config. `Err` says what cannot be understood.
+pub fn discover(topic: &str, payload: &[u8], site: Option<&str>) -> Result<Discovery, String> {
+    let levels: Vec<&str> = topic.split('/').collect();
+    let component = levels.get(1).copied().unwrap_or_default();
+    let name = format!("homeassistant:{}", levels[1..levels.len() - 1].join("/"));
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Discovery::Removed(name));
+    }
+    if component != "sensor" {
+        return Ok(Discovery::Ignored);
+    }
+    let config: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("the config is not JSON: {e}"))?;
+    let Value::Object(raw) = config else {
+        return Err("the config is not a JSON object".into());
+    };
+    let config = expand(raw);
+    let text = |key: &str| config.get(key).and_then(Value::as_str).map(str::to_owned);
+    let state_topic = text("state_topic").ok_or("no state_topic")?;
+    if state_topic.contains(['+', '#', '{', '}']) {
+        return Err(format!("state_topic `{state_topic}` is not a plain topic"));
+    }
+    let path = match text("value_template") {
+        None => "$".to_owned(),
+        Some(t) => template_path(&t)?,
+    };
+    let class = text("device_class").unwrap_or_default();
+    let unit = text("unit_of_measurement");
+    let metric = metric_of(&class, unit.as_deref())?;
+    if let Some(u) = &unit {
+        match Unit::parse(u) {
+            Some(parsed) if parsed.dimension == metric.dimension() => {}
+            Some(_) => return Err(format!("unit `{u}` is not a unit of {metric}")),
+            None => return Err(format!("unit `{u}` is not a unit estatemon knows")),
+        }
+    }
+    if text("state_class").as_deref() == Some("total_increasing")
+        && metric.kind() != MetricKind::Cumulative
+    {
+        return Err(format!(
+            "state_class total_increasing (a register) on {metric}, which is not one"
+        ));
+    }
+    let device = config
+        .get("device")
+        .and_then(|d| d.get("identifiers"))
+        .and_then(|i| match i {
+            Value::Array(a) => a.first().and_then(Value::as_str).map(str::to_owned),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+        .or_else(|| text("unique_id"))
+        .unwrap_or_else(|| levels[2..levels.len() - 1].join("-"));
+    let device: String = device
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let availability = text("availability_topic").map(|t| Availability {
+        topic: t,
+        path: None,
+        online: vec![text("payload_available").unwrap_or_else(|| "online".into())],
+        offline: vec![text("payload_not_available").unwrap_or_else(|| "offline".into())],
+    });
+    Ok(Discovery::Sensor(Box::new(Mapping {
+        name,
+        topic: state_topic,
+        device_path: None,
+        // The topic carries no id: the whole id is the prefix.
+        device_prefix: device,
+        site: site.map(str::to_owned),
+        when: Vec::new(),
+        time_path: None,
+        time_format: TimeFormat::Rfc3339,
+        time_zone: None,
+        values: vec![ValueMap {
+            path,
+            metric,
+            unit,
+            scale: 1.0,
+            offset: 0.0,
+            device: None,
+            optional: false,
+        }],
+        availability,
+    })))
+}
+
+/// Full keys for abbreviated ones, and `~` expanded in topics.
+fn expand(raw: Map<String, Value>) -> Map<String, Value> {
+    let long = |k: &str| {
+        ABBREVIATIONS
+            .iter()
+            .find(|(a, _)| *a == k)
+            .map_or(k.to_owned(), |(_, l)| (*l).to_owned())
+    };
+    let base = raw.get("~").and_then(Value::as_str).map(str::to_owned);
+    raw.into_iter()
+        .map(|(k, v)| {
+            let k = long(&k);
+            let v = match (v, &base) {
+                (Value::String(s), Some(b)) if k.ends_with("_topic") => {
+                    Value::String(if let Some(rest) = s.strip_prefix('~') {
+                        format!("{b}{rest}")
+                    } else if let Some(rest) = s.strip_suffix('~') {
+                        format!("{rest}{b}")
+                    } else {
+                        s
+                    })
+                }
+                (Value::Object(m), _) => Value::Object(expand(m)),
+                (v, _) => v,
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+/// The payload path of the common value templates.
+fn template_path(template: &str) -> Result<String, String> {
+    let not = || {
+        format!("value_template `{template}` is not understood (only `{{{{ value }}}}` and `{{{{ value_json.a.b }}}}`, with | float, | int or | round(n))")
+    };
+    let inner = template
+        .trim()
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .ok_or_else(not)?
+        .trim();
+    let mut parts = inner.split('|').map(str::trim);
+    let expr = parts.next().unwrap_or_default();
+    for filter in parts {
+        let ok = matches!(filter, "float" | "int" | "float(0)" | "int(0)")
+            || (filter.starts_with("round(") && filter.ends_with(')'))
+            || filter == "round";
+        if !ok {
+            return Err(not());
+        }
+    }
+    if expr == "value" {
+        return Ok("$".into());
+    }
+    let rest = expr.strip_prefix("value_json").ok_or_else(not)?;
+    let mut path = Vec::new();
+    let mut rest = rest;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let key = &r[..end];
+            if key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                return Err(not());
+            }
+            path.push(key.to_owned());
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix("['").or_else(|| rest.strip_prefix("[\"")) {
+            let end = r.find(['\'', '"']).ok_or_else(not)?;
+            path.push(r[..end].to_owned());
+            rest = r[end + 1..].strip_prefix(']').ok_or_else(not)?;
+        } else {
+            return Err(not());
+        }
+    }
+    if path.is_empty() {
+        return Ok("$".into());
+    }
+    Ok(path.join("."))
+}
+
+/// The estatemon metric of a Home Assistant sensor class (and unit, where
+/// the class alone does not say).
+fn metric_of(class: &str, unit: Option<&str>) -> Result<Metric, String> {
+    Ok(match class {
+        "energy" => Metric::EnergyKwh,
+        "power" => Metric::PowerKw,
+        "voltage" => Metric::VoltageV,
+        "current" => Metric::CurrentA,
+        "power_factor" => Metric::PowerFactor,
+        "temperature" => Metric::TemperatureC,
+        "humidity" => Metric::HumidityPct,
+        "pressure" => Metric::PressureMpa,
+        "water" | "gas" => Metric::VolumeM3,
+        "volume_flow_rate" => Metric::FlowM3h,
+        "" => {
+            return Err(format!(
+                "no device_class{}: which metric it is cannot be known",
+                unit.map(|u| format!(" (unit `{u}`)")).unwrap_or_default()
+            ))
+        }
+        other => return Err(format!("device_class `{other}` has no estatemon metric")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    /// Home Assistant's MQTT discovery docs, "Sensors" example (a bedroom
+    /// sensor announcing temperature and humidity on one state topic).
+    const HA_TEMPERATURE: &str = r#"{"device_class":"temperature","state_topic":"homeassistant/sensor/sensorBedroom/state","unit_of_measurement":"°C","value_template":"{{ value_json.temperature}}","unique_id":"temp01ae","device":{"identifiers":["bedroom01ae"],"name":"Bedroom"}}"#;
+
+    fn sensor(d: Discovery) -> Mapping {
+        match d {
+            Discovery::Sensor(m) => *m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_docs_example_reads_its_state() {
+        let m = sensor(
+            discover(
+                "homeassistant/sensor/sensorBedroomT/config",
+                HA_TEMPERATURE.as_bytes(),
+                Some("harbour-view"),
+            )
+            .unwrap(),
+        );
+        assert_eq!(m.topic, "homeassistant/sensor/sensorBedroom/state");
+        let got = m
+            .apply(
+                &m.topic.clone(),
+                br#"{ "temperature": 23.20, "humidity": 43.70 }"#,
+                Utc::now(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.device_id, "bedroom01ae");
+        assert_eq!(got.site.as_deref(), Some("harbour-view"));
+        assert_eq!(got.readings[0].metric, Metric::TemperatureC);
+        assert_eq!(got.readings[0].value, 23.2);
+    }
+
+    #[test]
+    fn abbreviations_base_topic_bare_values_and_units() {
+        // ESPHome's abbreviated form: ~ base, a bare number, Wh.
+        let m = sensor(
+            discover(
+                "homeassistant/sensor/plug1/energy/config",
+                br#"{"~":"plug1/sensor/energy","stat_t":"~/state","dev_cla":"energy","stat_cla":"total_increasing","unit_of_meas":"Wh","uniq_id":"plug1-energy","dev":{"ids":["plug1"]},"avty_t":"plug1/status"}"#,
+                None,
+            )
+            .unwrap(),
+        );
+        assert_eq!(m.topic, "plug1/sensor/energy/state");
+        assert_eq!(m.availability.as_ref().unwrap().topic, "plug1/status");
+        let got = m
+            .apply(&m.topic.clone(), b"2500", Utc::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.device_id, "plug1");
+        assert_eq!(got.readings[0].metric, Metric::EnergyKwh);
+        assert_eq!(got.readings[0].value, 2.5);
+    }
+
+    #[test]
+    fn what_is_not_understood_is_said() {
+        let cases = [
+            (
+                r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"W","val_tpl":"{{ value_json.p * 1000 }}"}"#,
+                "is not understood",
+            ),
+            (
+                r#"{"stat_t":"a/b","dev_cla":"illuminance","unit_of_meas":"lx"}"#,
+                "no estatemon metric",
+            ),
+            (r#"{"stat_t":"a/b","unit_of_meas":"W"}"#, "no device_class"),
+            (
+                r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"horsepower"}"#,
+                "not a unit estatemon knows",
+            ),
+            (
+                r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"kWh"}"#,
+                "not a unit of power_kw",
+            ),
+            (
+                r#"{"stat_t":"a/b","dev_cla":"power","stat_cla":"total_increasing"}"#,
+                "not one",
+            ),
+            (r#"{"dev_cla":"power"}"#, "no state_topic"),
+            ("not json", "not JSON"),
+        ];
+        for (config, want) in cases {
+            let e = discover("homeassistant/sensor/x/config", config.as_bytes(), None).unwrap_err();
+            assert!(e.contains(want), "{config}: {e}");
+        }
+    }
+
+    #[test]
+    fn removal_other_components_and_templates() {
+        assert_eq!(
+            discover("homeassistant/sensor/n/o/config", b"", None).unwrap(),
+            Discovery::Removed("homeassistant:sensor/n/o".into())
+        );
+        assert_eq!(
+            discover("homeassistant/switch/x/config", b"{}", None).unwrap(),
+            Discovery::Ignored
+        );
+        assert!(is_config_topic(
+            "homeassistant",
+            "homeassistant/sensor/n/o/config"
+        ));
+        assert!(!is_config_topic(
+            "homeassistant",
+            "homeassistant/sensor/config"
+        ));
+        for (t, p) in [
+            ("{{ value }}", "$"),
+            ("{{ value_json.ENERGY.Total }}", "ENERGY.Total"),
+            ("{{ value_json['a']['b c'] | float }}", "a.b c"),
+            ("{{value_json.power|round(1)}}", "power"),
+        ] {
+            assert_eq!(template_path(t).unwrap(), p, "{t}");
+        }
+    }
+}

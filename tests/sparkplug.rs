@@ -1,0 +1,207 @@
+//! estatemon as a Sparkplug B host application, against an edge node made
+//! of Eclipse Tahu's own JavaScript client (`tests/sparkplug/edge.js`,
+//! npm `sparkplug-client` 3.2.4 and `sparkplug-payload` 1.0.3, installed by
+//! scripts/test.sh), through the real broker into the real database:
+//! births define aliases that data resolve, units come from the birth's
+//! `engUnit`, a historical value lands at its own time, a sequence gap
+//! makes the host ask for a rebirth (and the node births again), every bad
+//! frame is a dead letter with its reason, and the node's death marks the
+//! node and its device offline at once.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use estatemon_ingest::Ingestor;
+
+fn node_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sparkplug/edge.js")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tahu_edge_node_births_sends_gaps_rebirths_and_dies() {
+    assert!(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sparkplug/node_modules/sparkplug-client")
+            .exists(),
+        "Eclipse Tahu's client is missing: run scripts/test.sh (it runs npm ci in tests/sparkplug)"
+    );
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker_url());
+    let group = unique("plant");
+    c.ingest.sparkplug.enabled = true;
+    c.ingest.sparkplug.site = Some("harbour-view".into());
+    c.ingest.sparkplug.reorder_wait_ms = 500;
+    c.ingest.sparkplug.primary_host_id = Some(unique("estatemon"));
+    c.validate(None, None).expect("a valid configuration");
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+
+    let out = tokio::process::Command::new("node")
+        .arg(node_script())
+        .args([&c.mqtt.url, &group, "gw1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the edge node finishes")
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(said.trim().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {said}"));
+    // The gap made the host ask; the node answered with its births.
+    assert!(
+        summary["rebirths_asked"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert!(summary["births"].as_u64().unwrap() >= 2, "{summary}");
+
+    let node = format!("{group}/gw1");
+    let meter = format!("{node}/meter1");
+    let client = db.client().await;
+    let dead = || async {
+        db.count("SELECT count(*) FROM dead_letters WHERE topic LIKE 'spBv1.0/%'")
+            .await
+    };
+    let settled = eventually(Duration::from_secs(20), || async {
+        dead().await >= 4
+            && db
+                .count(&format!(
+                    "SELECT count(*) FROM devices WHERE device_id = '{node}' \
+                     AND offline_since IS NOT NULL"
+                ))
+                .await
+                == 1
+    })
+    .await;
+    let letters: Vec<(String, String)> = client
+        .query(
+            "SELECT reason, detail FROM dead_letters WHERE topic LIKE 'spBv1.0/%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(settled, "{letters:?}");
+
+    // Energy: the birth's 1,000 Wh, five DDATA by alias (1,100 … 1,500 Wh),
+    // the one after the gap (1,600 Wh) and the rebirth's 1,000 Wh again
+    // (same value, its own timestamp): in kWh.
+    let energy: Vec<f64> = client
+        .query(
+            "SELECT value FROM readings WHERE device_id = $1 AND metric = 'energy_kwh' ORDER BY ts",
+            &[&meter],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for v in [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6] {
+        assert!(
+            energy.iter().any(|e| (e - v).abs() < 1e-9),
+            "{v} kWh missing from {energy:?}"
+        );
+    }
+    // Power by alias, and the historical value at its own hour-old time.
+    let power: Vec<(chrono::DateTime<chrono::Utc>, f64)> = client
+        .query(
+            "SELECT ts, value FROM readings WHERE device_id = $1 AND metric = 'power_kw' ORDER BY ts",
+            &[&meter],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(power.len() >= 7, "{power:?}");
+    let (old_ts, old) = power[0];
+    assert!((old - 0.75).abs() < 1e-6, "{power:?}");
+    let age = chrono::Utc::now() - old_ts;
+    assert!(
+        age > chrono::Duration::minutes(55) && age < chrono::Duration::minutes(70),
+        "the historical value is stored at its own time: {old_ts}"
+    );
+    // The node's own metric.
+    assert!(
+        db.count(&format!(
+            "SELECT count(*) FROM readings WHERE device_id = '{node}' AND metric = 'temperature_c'"
+        ))
+        .await
+            >= 1
+    );
+
+    // Each bad frame, with its reason.
+    let has =
+        |reason: &str, text: &str| letters.iter().any(|(r, d)| r == reason && d.contains(text));
+    assert!(
+        has("invalid_protobuf", "not a Sparkplug B payload"),
+        "{letters:?}"
+    );
+    assert!(has("sparkplug_out_of_state", "alias(es) 99"), "{letters:?}");
+    assert!(
+        has("sparkplug_out_of_state", "before its NBIRTH"),
+        "{letters:?}"
+    );
+    assert!(has("unknown_metric", "Fan speed"), "{letters:?}");
+
+    // NDEATH with the birth's bdSeq: the node and its device offline now.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM devices WHERE device_id IN ('{node}', '{meter}') \
+             AND offline_since IS NOT NULL AND site_id = 'harbour-view'"
+        ))
+        .await,
+        2,
+        "both offline, both on the configured site"
+    );
+    let metrics = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert!(metric(&metrics, "estatemon_ingest_sparkplug_rebirths_total") >= 1.0);
+
+    // The primary host's STATE is retained: online while we run.
+    let state_topic = format!(
+        "spBv1.0/STATE/{}",
+        c.ingest.sparkplug.primary_host_id.as_deref().unwrap()
+    );
+    let retained = retained_message(&c.mqtt.url, &state_topic).await;
+    assert!(
+        retained
+            .as_deref()
+            .is_some_and(|p| p.contains("\"online\":true")),
+        "{retained:?}"
+    );
+    ingestor.shutdown().await;
+}
+
+/// The retained message on a topic, if any (waits a second for it).
+async fn retained_message(url: &str, topic: &str) -> Option<String> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let u = url::Url::parse(url).unwrap();
+    let opts = MqttOptions::new(
+        unique("look"),
+        u.host_str().unwrap(),
+        u.port().unwrap_or(1883),
+    );
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    client.subscribe(topic, QoS::AtMostOnce).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                return Some(String::from_utf8_lossy(&p.payload).into_owned())
+            }
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+}
