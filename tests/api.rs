@@ -256,12 +256,46 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         )
         .await;
     assert!(odd.as_array().unwrap().len() >= 5, "{odd}");
-    // Steps of several hours read the registers at their boundaries.
+    // A 6-hour interval is no step of the ladder: the next one, a local
+    // day, the same seven points as asked for by day (issue 19: a point
+    // must not change meaning with the zoom).
     let (s6, six) = api
         .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=6h"), &viewer)
         .await;
     assert_eq!(s6, StatusCode::OK, "{six}");
-    assert!(six.as_array().unwrap().len() >= 24, "{six}");
+    assert_eq!(six.as_array().unwrap().len(), 7, "{six}");
+    assert_eq!(six.as_array().unwrap()[0]["time"], "2026-05-31T16:00:00Z");
+    // Per hour: each day's total over its 24 hours.
+    let (_, hourly_mean) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=1d&per=hour"), &viewer)
+        .await;
+    let (a, b) = (
+        &d.as_array().unwrap()[0],
+        &hourly_mean.as_array().unwrap()[0],
+    );
+    assert!(
+        (a["value"].as_f64().unwrap() / 24.0 - b["value"].as_f64().unwrap()).abs() < 1e-9,
+        "{a} {b}"
+    );
+    // A range past the data: its steps are there, empty (null), not missing.
+    let later = ms("2026-06-15T00:00:00+08:00");
+    let (_, gap) = api
+        .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={later}&interval=1d"), &viewer)
+        .await;
+    let gap = gap.as_array().unwrap();
+    assert_eq!(gap.len(), 14, "{gap:?}");
+    assert!(gap[7..].iter().all(|p| p["value"].is_null()), "{gap:?}");
+    let (sb, bad) = api
+        .get(
+            &format!("/api/v1/consumption?site=harbour-view&from={from}&to={to}&per=minute"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(sb, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("per=minute"),
+        "{bad}"
+    );
     let (th, td, t6) = (total(&h), total(&d), total(&six));
     assert!(
         th > 1000.0 && (th - td).abs() / th < 0.01,
@@ -742,7 +776,17 @@ async fn every_dashboard_query_is_answered_by_the_api() {
         assert!(dash["title"].is_string() && dash["schemaVersion"].as_i64().unwrap() >= 36);
         // Every target: panels, template variables, annotations.
         let mut targets: Vec<Value> = Vec::new();
+        let mut panel_units = std::collections::HashMap::new();
         for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                panel_units.insert(
+                    url_key(t),
+                    p["fieldConfig"]["defaults"]["unit"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
             assert!(
                 p["gridPos"]["w"].as_i64().unwrap() > 0,
                 "{}: panel without size",
@@ -828,6 +872,91 @@ async fn every_dashboard_query_is_answered_by_the_api() {
                 }
             }
             queries += 1;
+            // Time series over a day, a week, a quarter and two years, with
+            // the interval Grafana would send and a `${__to}` off the
+            // minute: steps from the ladder, on the site's calendar
+            // (Hong Kong), inside the range, one point per step.
+            let url = t["url"].as_str().unwrap();
+            if t["format"] == "timeseries"
+                && matches!(url, "/api/v1/series" | "/api/v1/consumption")
+            {
+                let per_hour = query.iter().any(|q| q == "per=hour");
+                let unit = panel_units.get(&url_key(&t)).cloned().unwrap_or_default();
+                if url == "/api/v1/consumption" {
+                    assert_eq!(
+                        per_hour,
+                        unit.ends_with("/h"),
+                        "{}: a consumption panel's unit ({unit}) must say what a point is (per=hour ↔ …/h)",
+                        file.display()
+                    );
+                }
+                for (range_s, interval) in [
+                    (86_400i64, "1m"),
+                    (7 * 86_400, "10m"),
+                    (90 * 86_400, "2h"),
+                    (730 * 86_400, "12h"),
+                ] {
+                    let to2 = to + 1_234;
+                    let from2 = to2 - range_s * 1000;
+                    let params: Vec<String> = t["url_options"]["params"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| {
+                            let v = p["value"]
+                                .as_str()
+                                .unwrap()
+                                .replace("${__from}", &from2.to_string())
+                                .replace("${__to}", &to2.to_string())
+                                .replace("$__interval", interval);
+                            format!("{}={}", p["key"].as_str().unwrap(), fill(&v))
+                        })
+                        .collect();
+                    let uri = format!("{url}?{}", params.join("&"));
+                    let (status, body) = api.get(&uri, &token).await;
+                    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+                    let points = body.as_array().unwrap();
+                    if points.iter().any(|p| p.get("device").is_some()) {
+                        continue;
+                    }
+                    assert!(points.len() <= 1001, "{uri}: {} points", points.len());
+                    let times: Vec<i64> = points
+                        .iter()
+                        .map(|p| {
+                            chrono::DateTime::parse_from_rfc3339(p["time"].as_str().unwrap())
+                                .unwrap()
+                                .timestamp_millis()
+                        })
+                        .collect();
+                    let Some(step) = times.windows(2).map(|w| w[1] - w[0]).next() else {
+                        continue;
+                    };
+                    assert!(
+                        times.windows(2).all(|w| w[1] - w[0] == step),
+                        "{uri}: uneven steps"
+                    );
+                    assert!(
+                        [60_000, 300_000, 900_000, 3_600_000, 86_400_000].contains(&step)
+                            || step % 604_800_000 == 0,
+                        "{uri}: a step of {step} ms is not on the ladder"
+                    );
+                    assert!(
+                        times[0] > from2 - step
+                            && times[0] <= from2
+                            && *times.last().unwrap() < to2,
+                        "{uri}: points outside the range"
+                    );
+                    // Hong Kong is UTC+8: local midnight is 16:00 UTC.
+                    let local = (times[0] + 8 * 3_600_000).rem_euclid(step.min(86_400_000));
+                    assert_eq!(local, 0, "{uri}: steps not on the local calendar");
+                    // Every step is there: a gap is a null, not a missing point.
+                    assert_eq!(
+                        times.len() as i64,
+                        (to2 - times[0] + step - 1) / step,
+                        "{uri}: steps missing"
+                    );
+                }
+            }
         }
     }
     assert!(queries >= 16, "only {queries} dashboard queries checked");
@@ -877,6 +1006,11 @@ async fn every_dashboard_query_is_answered_by_the_api() {
         ))
         .await
         .unwrap();
+}
+
+/// A target's identity within its dashboard (the whole target).
+fn url_key(t: &Value) -> String {
+    t.to_string()
 }
 
 /// `$__timeFilter(col)` and `$__timeGroupAlias(col, 'step')` as Grafana's

@@ -142,10 +142,15 @@ fn too_long(param: &str, value: &str) -> ApiError {
     )
 }
 
-/// The step a series answer uses: the requested interval (at least a
-/// minute), coarsened so that the range holds at most `max_points` steps
-/// even when they are aligned to a fixed origin (one partial step more),
-/// and rounded up to a whole number of minutes.
+/// The steps a series answer may use: whole calendar units (1 minute, 5
+/// and 15 minutes, an hour, a day, a week), so a point means the same at
+/// every zoom and no step is 11 minutes or 3 hours because of a panel's
+/// width. Beyond a week: whole weeks.
+pub const LADDER_SECS: [i64; 6] = [60, 300, 900, 3_600, 86_400, 604_800];
+
+/// The step a series answer uses: the smallest step of the ladder at least
+/// as long as the requested interval (`$__interval`) and long enough that
+/// the range holds at most `max_points` steps (one partial step more).
 pub fn step(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -157,12 +162,92 @@ pub fn step(
     let by_points = (span + slots - 1) / slots;
     let want = requested.map_or(0, |d| d.num_seconds());
     let secs = want.max(by_points).max(60);
-    Duration::seconds((secs + 59) / 60 * 60)
+    let week = LADDER_SECS[LADDER_SECS.len() - 1];
+    Duration::seconds(
+        LADDER_SECS
+            .iter()
+            .copied()
+            .find(|s| *s >= secs)
+            .unwrap_or((secs + week - 1) / week * week),
+    )
+}
+
+/// The start of the step holding `from`, on the calendar of `tz`: steps
+/// of a day or more start at local midnight (weeks on Monday), shorter
+/// ones on whole local minutes or hours counted from that midnight.
+pub fn align(from: DateTime<Utc>, step: Duration, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::{Datelike, TimeZone};
+    let local = from.with_timezone(&tz).date_naive();
+    let day = if step >= Duration::weeks(1) {
+        local - Duration::days(i64::from(local.weekday().num_days_from_monday()))
+    } else {
+        local
+    };
+    let midnight = tz
+        .from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    if step >= Duration::days(1) {
+        return midnight;
+    }
+    let n = (from - midnight)
+        .num_seconds()
+        .div_euclid(step.num_seconds().max(1));
+    midnight + Duration::seconds(n * step.num_seconds())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_come_from_the_ladder_and_start_on_the_local_calendar() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let (from, to) = (t("2026-06-01T07:47:25.090Z"), t("2026-06-08T07:47:25.090Z"));
+        // 7 days in 1,000 points asked at 10 minutes: 15 minutes, not 11.
+        assert_eq!(
+            step(from, to, Some(Duration::minutes(10)), 1000),
+            Duration::minutes(15)
+        );
+        // 90 days at 1 h in 1,000 points: a day, not 3 hours.
+        let q = t("2026-08-30T07:47:25.090Z");
+        assert_eq!(
+            step(from, q, Some(Duration::hours(1)), 1000),
+            Duration::days(1)
+        );
+        assert_eq!(
+            step(from, q, Some(Duration::hours(1)), 3000),
+            Duration::hours(1)
+        );
+        // Two years in 50 points: whole weeks.
+        let two = t("2028-06-01T00:00:00Z");
+        assert_eq!(step(from, two, None, 50), Duration::weeks(3));
+        let hk: chrono_tz::Tz = "Asia/Hong_Kong".parse().unwrap();
+        assert_eq!(
+            align(from, Duration::minutes(15), hk),
+            t("2026-06-01T07:45:00Z")
+        );
+        assert_eq!(
+            align(from, Duration::hours(1), hk),
+            t("2026-06-01T07:00:00Z")
+        );
+        // 07:47 UTC is 15:47 in Hong Kong: its day began at 16:00 UTC before.
+        assert_eq!(
+            align(from, Duration::days(1), hk),
+            t("2026-05-31T16:00:00Z")
+        );
+        // 2026-06-01 is a Monday.
+        assert_eq!(
+            align(t("2026-06-04T12:00:00Z"), Duration::weeks(1), hk),
+            t("2026-05-31T16:00:00Z")
+        );
+        let india: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+        assert_eq!(
+            align(from, Duration::hours(1), india),
+            t("2026-06-01T07:30:00Z")
+        );
+    }
 
     #[test]
     fn grafana_style_parameters() {
@@ -225,9 +310,10 @@ mod tests {
     #[test]
     fn a_year_is_coarsened_to_the_max_points() {
         let (from, to) = range(Some("2025-01-01"), Some("2026-01-01"), 400).unwrap();
-        // Hourly requested, 1,000 points allowed: 8,760 h → ~8.8-hour steps.
+        // Hourly requested, 1,000 points allowed: 8,760 h needs ~8.8-hour
+        // steps, and the ladder's next is a day.
         let s = step(from, to, Some(Duration::hours(1)), 1000);
-        assert_eq!(s, Duration::minutes(527));
+        assert_eq!(s, Duration::days(1));
         // Aligned steps: at most one partial step more than the quotient.
         assert!((to - from).num_seconds() / s.num_seconds() < 1000);
         // Few points needed: the requested interval stands.

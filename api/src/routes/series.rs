@@ -156,6 +156,65 @@ pub(crate) fn step_secs(step: Duration) -> f64 {
     step.num_seconds() as f64
 }
 
+/// The calendar steps start on: the site's time zone when the panel asks
+/// for one site, else UTC. Kept with the device ids.
+pub(crate) async fn calendar(
+    state: &AppState,
+    client: &deadpool_postgres::Client,
+    site: Option<&String>,
+) -> ApiResult<chrono_tz::Tz> {
+    let Some(sites) = choice(site) else {
+        return Ok(chrono_tz::UTC);
+    };
+    let [site] = &sites[..] else {
+        return Ok(chrono_tz::UTC);
+    };
+    let zone = state
+        .ledger_cache
+        .get_or_load(format!("time_zone|{site}"), async {
+            let rows = crate::query(
+                client,
+                "SELECT time_zone FROM sites WHERE site_id = $1",
+                &[&site],
+            )
+            .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await?;
+    Ok(zone
+        .first()
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(chrono_tz::UTC))
+}
+
+/// Every step of the window, `None` where nothing was measured (a gap is
+/// drawn as a gap, not as a line across it); points off the steps (a
+/// local day of 23 or 25 hours) are kept in order.
+fn fill(w: &Window, rows: Vec<Point>) -> Vec<Point> {
+    let mut by_time: std::collections::HashMap<DateTime<Utc>, Option<f64>> =
+        rows.into_iter().map(|p| (p.time, p.value)).collect();
+    let mut out = Vec::new();
+    let mut t = w.from;
+    while t < w.to && out.len() <= 100_000 {
+        out.push(Point {
+            time: t,
+            value: by_time.remove(&t).flatten(),
+            device: None,
+        });
+        t += w.step;
+    }
+    if !by_time.is_empty() {
+        out.retain(|p| p.value.is_some());
+        out.extend(by_time.into_iter().map(|(time, value)| Point {
+            time,
+            value,
+            device: None,
+        }));
+        out.sort_by_key(|p| p.time);
+    }
+    out
+}
+
 /// A gauge metric per step: mean (weighted by samples), min or max.
 #[utoipa::path(get, path = "/api/v1/series", tag = "series", params(SeriesQuery),
     responses((status = 200, body = [Point]), (status = 400, body = crate::error::ErrorBody)))]
@@ -173,6 +232,7 @@ pub async fn series(
         q.interval_ms,
         q.max_points,
     )?;
+    let mut w = w;
     let agg = q.agg.as_deref().unwrap_or("avg");
     if !matches!(agg, "avg" | "min" | "max") {
         return Err(ApiError::BadRequest(format!(
@@ -206,7 +266,11 @@ pub async fn series(
         }
         return Ok(Json(Vec::new()));
     }
-    let (table, time, value) = if w.step >= Duration::days(1) {
+    // Steps on the site's calendar: local hours, days from local midnight.
+    let tz = calendar(&state, &client, q.site.as_ref()).await?;
+    w.from = params::align(w.from, w.step, tz);
+    let utc_days = w.from.duration_trunc(Duration::days(1)).ok() == Some(w.from);
+    let (table, time, value) = if w.step >= Duration::days(1) && utc_days {
         ("readings_daily", "bucket", agg_expr(agg, true))
     } else if w.step >= Duration::hours(1) {
         ("readings_hourly", "bucket", agg_expr(agg, true))
@@ -227,15 +291,15 @@ pub async fn series(
         &[&step_secs(w.step), &*ids, &metric.as_str(), &w.from, &w.to],
     )
     .await?;
-    Ok(Json(
-        rows.iter()
-            .map(|r| Point {
-                time: r.get(0),
-                device: by_device.then(|| r.get(1)),
-                value: r.get(if by_device { 2 } else { 1 }),
-            })
-            .collect(),
-    ))
+    let points: Vec<Point> = rows
+        .iter()
+        .map(|r| Point {
+            time: r.get(0),
+            device: by_device.then(|| r.get(1)),
+            value: r.get(if by_device { 2 } else { 1 }),
+        })
+        .collect();
+    Ok(Json(if by_device { points } else { fill(&w, points) }))
 }
 
 fn agg_expr(agg: &str, rollup: bool) -> &'static str {
@@ -266,6 +330,11 @@ pub struct ConsumptionQuery {
     pub interval: Option<String>,
     pub interval_ms: Option<i64>,
     pub max_points: Option<usize>,
+    /// `step` (default): each point is the step's total (kWh per step);
+    /// `hour` or `day`: the step's total over its length, kWh per hour (the
+    /// mean kW) or per day, a point whose meaning does not change with the
+    /// zoom.
+    pub per: Option<String>,
 }
 
 /// Consumption per step summed over the selected meters: the difference
@@ -292,6 +361,16 @@ pub async fn consumption(
     // A lift's counters have no hourly or daily consumption rollups: every
     // step is read from the register at the step boundaries.
     let counter = kind == "lift";
+    let per_hours = match q.per.as_deref().unwrap_or("step") {
+        "step" => None,
+        "hour" => Some(1.0),
+        "day" => Some(24.0),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`per={other}`: expected step, hour or day"
+            )))
+        }
+    };
     let mut w = window(
         &state,
         q.from.as_deref(),
@@ -300,16 +379,19 @@ pub async fn consumption(
         q.interval_ms,
         q.max_points,
     )?;
-    // Steps start on whole hours (the registers are read at hour starts):
-    // Grafana's `${__from}` carries milliseconds.
-    w.from = w.from.duration_trunc(Duration::hours(1)).unwrap_or(w.from);
+    // At least an hour: the registers are read at hour starts.
     if w.step < Duration::hours(1) {
         w.step = Duration::hours(1);
-    } else {
-        // Whole hours, so every step starts at a register reading.
-        w.step = Duration::hours((w.step.num_minutes() + 59) / 60);
     }
     let client = state.pool.get().await?;
+    // Steps on the site's calendar (local days from local midnight, weeks
+    // from Monday); Grafana's `${__from}` carries milliseconds.
+    let tz = calendar(&state, &client, q.site.as_ref()).await?;
+    w.from = params::align(w.from, w.step, tz);
+    if w.from.duration_trunc(Duration::hours(1)).ok() != Some(w.from) {
+        // A zone a half hour off UTC: registers are read at UTC hours.
+        w.from = w.from.duration_trunc(Duration::hours(1)).unwrap_or(w.from);
+    }
     let ids = device_ids(
         &state,
         &client,
@@ -326,12 +408,9 @@ pub async fn consumption(
     }
     // Whole-day steps on a site: local days, from the register at each
     // local midnight (registers_daily: 365 rows per meter for a year).
-    if !counter && w.step.num_seconds() % 86_400 == 0 {
-        if let Some(site) = &q.site {
-            return daily_consumption(&state, &client, site, &ids, metric, &w)
-                .await
-                .map(Json);
-        }
+    if !counter && w.step.num_seconds() % 86_400 == 0 && q.site.is_some() {
+        let days = daily_consumption(&client, tz, &ids, metric, &w).await?;
+        return Ok(Json(per(days, &w, per_hours)));
     }
     let rows = if !counter && w.step == Duration::hours(1) {
         // Hourly steps: each meter's hourly consumption is kept with the
@@ -370,15 +449,33 @@ pub async fn consumption(
         )
         .await?
     };
-    Ok(Json(
-        rows.iter()
-            .map(|r| Point {
-                time: r.get(0),
-                value: r.get(1),
-                device: None,
-            })
-            .collect(),
-    ))
+    let points = rows
+        .iter()
+        .map(|r| Point {
+            time: r.get(0),
+            value: r.get(1),
+            device: None,
+        })
+        .collect();
+    Ok(Json(per(fill(&w, points), &w, per_hours)))
+}
+
+/// Each point's total over its step's length in hours (then × `hours`):
+/// kWh per hour or per day. The length is the time to the next point (a
+/// local day of 23 or 25 hours is itself), the last one's the step.
+fn per(mut points: Vec<Point>, w: &Window, hours: Option<f64>) -> Vec<Point> {
+    let Some(unit) = hours else {
+        return points;
+    };
+    let starts: Vec<DateTime<Utc>> = points.iter().map(|p| p.time).collect();
+    for (i, p) in points.iter_mut().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(p.time + w.step);
+        let length = (end - p.time).num_seconds() as f64 / 3600.0;
+        if length > 0.0 {
+            p.value = p.value.map(|v| v / length * unit);
+        }
+    }
+    points
 }
 
 /// Consumption per step of whole local days at `site`: the difference of
@@ -387,31 +484,12 @@ pub async fn consumption(
 /// `w.from`. A day counts for a meter when both midnights are known and the
 /// register did not fall: `registers_daily.used`, kept with the registers.
 async fn daily_consumption(
-    state: &AppState,
     client: &deadpool_postgres::Client,
-    site: &str,
+    tz: chrono_tz::Tz,
     ids: &[String],
     metric: &str,
     w: &Window,
 ) -> ApiResult<Vec<Point>> {
-    // Kept with the device ids: panels ask again on every refresh.
-    let zone = state
-        .ledger_cache
-        .get_or_load(format!("time_zone|{site}"), async {
-            let rows = crate::query(
-                client,
-                "SELECT time_zone FROM sites WHERE site_id = $1",
-                &[&site],
-            )
-            .await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
-        .await?;
-    let tz: chrono_tz::Tz = zone
-        .first()
-        .ok_or_else(|| ApiError::NotFound(format!("no site `{site}`")))?
-        .parse()
-        .map_err(|_| ApiError::Unavailable(format!("site `{site}` has no valid time zone")))?;
     let first_day = w.from.with_timezone(&tz).date_naive();
     let to_local = w.to.with_timezone(&tz);
     // A range ending inside a day includes that (partial) day.
@@ -429,20 +507,24 @@ async fn daily_consumption(
         &[&ids, &metric, &first_day, &end_day, &n],
     )
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let day: chrono::NaiveDate = r.get(0);
-            let midnight = day
-                .and_hms_opt(0, 0, 0)
-                .and_then(|t| t.and_local_timezone(tz).earliest())
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-            Point {
-                time: midnight,
-                value: r.get(1),
-                device: None,
-            }
-        })
-        .collect())
+    let found: std::collections::HashMap<chrono::NaiveDate, Option<f64>> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let midnight = |day: chrono::NaiveDate| {
+        day.and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(tz).earliest())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+    };
+    // Every step of the range, `None` where no meter's day was known.
+    let mut out = Vec::new();
+    let mut day = first_day;
+    while day < end_day {
+        out.push(Point {
+            time: midnight(day),
+            value: found.get(&day).copied().flatten(),
+            device: None,
+        });
+        day += Duration::days(i64::from(n.max(1)));
+    }
+    Ok(out)
 }
