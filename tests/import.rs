@@ -56,6 +56,28 @@ reporting_to = 2018-01-04
 drivers = ["cooling_degree_days", "heating_degree_days"]
 "#;
 
+/// `estatemon savings` of the sample site over its reporting year, as JSON.
+fn savings_json(db: &TestDb) -> Value {
+    let savings = estatemon(db)
+        .args([
+            "savings",
+            "--site",
+            "il-sample",
+            "--until",
+            "2018-01-04",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        savings.status.success(),
+        "{}",
+        String::from_utf8_lossy(&savings.stderr)
+    );
+    serde_json::from_slice(&savings.stdout).unwrap()
+}
+
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/eemeter")
@@ -180,24 +202,7 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
     assert!((20.0..30.0).contains(&july), "Illinois in July, °C: {july}");
 
     // No daily meter's day is a gap in the data quality.
-    let savings = estatemon(&db)
-        .args([
-            "savings",
-            "--site",
-            "il-sample",
-            "--until",
-            "2018-01-04",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        savings.status.success(),
-        "{}",
-        String::from_utf8_lossy(&savings.stderr)
-    );
-    let all: Value = serde_json::from_slice(&savings.stdout).unwrap();
+    let all = savings_json(&db);
     let s = &all[0];
     let fraction = s["savings_fraction"].as_f64().unwrap();
     let u = s["uncertainty"].as_f64().unwrap() / s["adjusted_baseline"].as_f64().unwrap();
@@ -304,24 +309,7 @@ async fn the_hourly_sample_measures_near_its_design_saving_with_the_hourly_model
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let savings = estatemon(&db)
-        .args([
-            "savings",
-            "--site",
-            "il-sample",
-            "--until",
-            "2018-01-04",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        savings.status.success(),
-        "{}",
-        String::from_utf8_lossy(&savings.stderr)
-    );
-    let all: Value = serde_json::from_slice(&savings.stdout).unwrap();
+    let all = savings_json(&db);
     let s = &all[0];
     let h = &s["hourly"];
     let fraction = h["savings_fraction"].as_f64().unwrap_or(f64::NAN);

@@ -176,13 +176,7 @@ time_format = "epoch_ms"
         .get(0);
     assert_eq!(site, "harbour-view");
     // Every failure kept, with the mapping and the path in its reason.
-    let letters: Vec<(String, String)> = client
-        .query("SELECT reason, detail FROM dead_letters ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let letters = dead_letter_reasons(&client, "%").await;
     let has = |reason: &str, words: &[&str]| {
         letters
             .iter()
@@ -303,13 +297,7 @@ async fn home_assistant_discovery_reads_what_devices_announce() {
     })
     .await;
     let client = db.client().await;
-    let letters: Vec<(String, String)> = client
-        .query("SELECT reason, detail FROM dead_letters ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let letters = dead_letter_reasons(&client, "%").await;
     assert!(stored, "{letters:?}");
     let one = |device: String, metric: &'static str| {
         let client = &client;

@@ -82,16 +82,7 @@ async fn a_tahu_edge_node_births_sends_gaps_rebirths_and_dies() {
                 == 1
     })
     .await;
-    let letters: Vec<(String, String)> = client
-        .query(
-            "SELECT reason, detail FROM dead_letters WHERE topic LIKE 'spBv1.0/%' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let letters = dead_letter_reasons(&client, "spBv1.0/%").await;
     assert!(settled, "{letters:?}");
 
     // Energy: the birth's 1,000 Wh, five DDATA by alias (1,100 … 1,500 Wh),

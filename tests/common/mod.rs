@@ -173,6 +173,24 @@ pub async fn publish_all(mqtt_url: &str, messages: Vec<(String, Vec<u8>)>) {
 }
 
 /// Polls until `f` returns true or the timeout passes; returns the last value.
+/// (reason, detail) of the dead letters whose topic is LIKE `topic`, in
+/// the order they were stored.
+pub async fn dead_letter_reasons(
+    client: &tokio_postgres::Client,
+    topic: &str,
+) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT reason, detail FROM dead_letters WHERE topic LIKE $1 ORDER BY id",
+            &[&topic],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,

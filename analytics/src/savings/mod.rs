@@ -903,6 +903,24 @@ pub async fn measure_one(
     Ok(result)
 }
 
+/// The group's hourly use over `[from, to)` local dates.
+async fn group_usage(
+    client: &Client,
+    site: &SiteInfo,
+    group: &[Meter],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> anyhow::Result<energy::Usage> {
+    Ok(energy::load_usage(
+        client,
+        group,
+        site.midnight(from),
+        site.midnight(to),
+        Source::Hourly,
+    )
+    .await?)
+}
+
 /// The group's hours over `[from, to)` local dates with the site's outdoor
 /// temperature: an hour's use is known only when every meter's is, and
 /// only from hourly intervals (a daily-read meter gives no hours).
@@ -913,14 +931,7 @@ async fn group_hours(
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<Vec<hourly::Hour>> {
-    let usage = energy::load_usage(
-        client,
-        group,
-        site.midnight(from),
-        site.midnight(to),
-        Source::Hourly,
-    )
-    .await?;
+    let usage = group_usage(client, site, group, from, to).await?;
     let temps = energy::temperatures_by_hour(client, site, from, to).await?;
     let mut by_hour: std::collections::BTreeMap<i64, (f64, usize, bool)> = Default::default();
     for i in 0..usage.len() {
@@ -964,14 +975,7 @@ async fn group_days(
     to: NaiveDate,
     retrofit: &Retrofit,
 ) -> anyhow::Result<Vec<GroupDay>> {
-    let usage = energy::load_usage(
-        client,
-        group,
-        site.midnight(from),
-        site.midnight(to),
-        Source::Hourly,
-    )
-    .await?;
+    let usage = group_usage(client, site, group, from, to).await?;
     let tariff = energy_config.tariff(group[0].utility, &site.id);
     let totals = daily_totals(energy::usage_frame(usage, site.tz)?, tariff)?;
     let wanted = retrofit.drivers();
