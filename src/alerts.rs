@@ -70,7 +70,8 @@ pub enum AlertsCommand {
     },
     /// Silence matching alerts for a while (a lift under maintenance):
     /// they are recorded but do not page. Alerts still open when it ends
-    /// page then.
+    /// page then. Emergencies are held only when a matcher names their
+    /// rule (alertname=lift_entrapment).
     Silence {
         /// label=value, e.g. device=hv-a-lift-1 or alertname=lift_fault;
         /// repeat for several (all must match).

@@ -730,12 +730,30 @@ async fn silences_hold_pages_and_unacknowledged_alerts_escalate() {
         c.arg("--config").arg(&config).args(args);
         run(&mut c)
     };
-    // Tower A's lift is under maintenance.
+    // Tower A's lift is under maintenance, and its entrapment alarm is
+    // named in the silence on purpose (the contractor tests the alarm).
     let out = cli(&[
         "alerts",
         "silence",
         "--match",
         "device=hv-a-lift-1",
+        "--match",
+        "alertname=lift_entrapment",
+        "--for",
+        "1h",
+        "--by",
+        "lift contractor",
+        "--comment",
+        "15-day check, alarm test",
+    ]);
+    assert!(out.contains("silence 1"), "{out}");
+    // Tower B's lift too, with a device-wide window that names no rule: it
+    // must not keep a trapped passenger from paging.
+    let out = cli(&[
+        "alerts",
+        "silence",
+        "--match",
+        "device=hv-b-lift-1",
         "--for",
         "1h",
         "--by",
@@ -743,7 +761,7 @@ async fn silences_hold_pages_and_unacknowledged_alerts_escalate() {
         "--comment",
         "15-day check",
     ]);
-    assert!(out.contains("silence 1"), "{out}");
+    assert!(out.contains("silence 2"), "{out}");
     cli(&["analytics", "evaluate"]);
     let queued = |rule: &str, device: &str, kind: &str| {
         format!(
@@ -765,7 +783,8 @@ async fn silences_hold_pages_and_unacknowledged_alerts_escalate() {
     assert_eq!(
         db.count(&queued("lift_entrapment", "hv-b-lift-1", "firing"))
             .await,
-        1
+        1,
+        "an emergency pages through a silence that does not name it"
     );
     assert_eq!(
         db.count(&queued("door_forced", "hv-a-gate-main", "firing"))

@@ -145,8 +145,12 @@ pub async fn open(
                                  fired_at, response_deadline, silenced_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
                      $14::timestamptz, $14::timestamptz + make_interval(secs => $13),
+                     -- An emergency is held only by a silence that names its
+                     -- rule: a maintenance window on a lift must not keep a
+                     -- trapped passenger from paging.
                      (SELECT id FROM silences
                        WHERE starts_at <= now() AND ends_at > now() AND $6::jsonb @> matchers
+                         AND ($4 <> 'emergency' OR matchers ? 'alertname')
                        ORDER BY id LIMIT 1))
              ON CONFLICT (fingerprint) WHERE state <> 'resolved'
              DO UPDATE SET last_seen_at = greatest(alerts.last_seen_at, EXCLUDED.last_seen_at),
@@ -285,7 +289,10 @@ pub const SILENCE_LABELS: &[&str] = &[
 ];
 
 /// A maintenance window: alerts whose labels include every matcher, opened
-/// between `starts_at` and `ends_at`, are recorded but do not page.
+/// between `starts_at` and `ends_at`, are recorded but do not page. An
+/// emergency (entrapment, forced door, fire main) is held only when the
+/// matchers name its rule (`alertname`): a window on a device or a
+/// building never silences one by accident.
 pub async fn create_silence(
     client: &impl GenericClient,
     matchers: &BTreeMap<String, String>,
