@@ -999,3 +999,160 @@ async fn incremental_window_matches_a_full_read() {
     assert!(has_late(reloaded), "the full reload reads late rows");
     assert!(cache.last_was_full);
 }
+
+/// Issue 20: a lift in maintenance or inspection has its ordinary faults
+/// recorded, not paged, while a trapped passenger pages all the same; the
+/// hold ends when the lift reports normal service, and what is still open
+/// pages then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lift_in_maintenance_records_its_faults_and_still_pages_an_entrapment() {
+    let db = TestDb::new(&admin_url());
+    let now = Utc::now();
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    // Half an hour of the shipped site: the registry and the partitions.
+    run(&mut direct_backfill(
+        &db,
+        &[
+            "--interval-s",
+            "300",
+            "--from",
+            &rfc3339(now - Duration::minutes(30)),
+            "--to",
+            &rfc3339(now),
+        ],
+        &truth,
+    ));
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("cfg")));
+    std::fs::write(
+        &config,
+        "[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/never\"\n",
+    )
+    .unwrap();
+    let evaluate = || {
+        let mut c = estatemon(&db);
+        c.arg("--config")
+            .arg(&config)
+            .args(["analytics", "evaluate"]);
+        run(&mut c)
+    };
+    let client = db.client().await;
+    let event =
+        |lift: &'static str, at: chrono::DateTime<Utc>, kind: &'static str, what: &'static str| {
+            let client = &client;
+            async move {
+                let (state, code) = if kind == "state" {
+                    (Some(what), None)
+                } else {
+                    (None, Some(what))
+                };
+                client
+                    .execute(
+                        "INSERT INTO events (device_id, ts, event_type, discriminator, state, code)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[&lift, &at, &kind, &what, &state, &code],
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+    // Tower A's lift goes into maintenance; the technician's work trips a
+    // door fault, and a passenger is trapped in tower A's lift all the same.
+    event(
+        "hv-a-lift-1",
+        now - Duration::minutes(10),
+        "state",
+        "maintenance",
+    )
+    .await;
+    event(
+        "hv-a-lift-1",
+        now - Duration::minutes(6),
+        "fault",
+        "door_fault",
+    )
+    .await;
+    event(
+        "hv-a-lift-1",
+        now - Duration::minutes(5),
+        "fault",
+        "entrapment",
+    )
+    .await;
+    // Tower B's lift, in normal service, has the same door fault (after
+    // the simulated half hour, whose last state would clear it).
+    event("hv-b-lift-1", Utc::now(), "fault", "door_fault").await;
+    evaluate();
+    let pages = |rule: &'static str, lift: &'static str| {
+        let db = &db;
+        async move {
+            db.count(&format!(
+                "SELECT count(*) FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id
+                  WHERE a.rule = '{rule}' AND a.device_id = '{lift}' AND n.kind = 'firing'"
+            ))
+            .await
+        }
+    };
+    let recorded = |rule: &'static str, lift: &'static str| {
+        let db = &db;
+        async move {
+            db.count(&format!(
+                "SELECT count(*) FROM alerts WHERE rule = '{rule}' AND device_id = '{lift}'"
+            ))
+            .await
+        }
+    };
+    assert_eq!(recorded("lift_fault", "hv-a-lift-1").await, 1, "recorded");
+    assert_eq!(
+        pages("lift_fault", "hv-a-lift-1").await,
+        0,
+        "not paged in maintenance"
+    );
+    assert_eq!(
+        pages("lift_fault", "hv-b-lift-1").await,
+        1,
+        "paged in service"
+    );
+    assert_eq!(
+        pages("lift_entrapment", "hv-a-lift-1").await,
+        1,
+        "a trapped passenger pages whatever the lift's mode"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM silences WHERE created_by = 'estatemon (lift service mode)'
+               AND matchers = '{\"device\": \"hv-a-lift-1\"}' AND ends_at > now()"
+        )
+        .await,
+        1
+    );
+    // Evaluated again, still in maintenance: one silence, renewed, no page.
+    evaluate();
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM silences WHERE created_by = 'estatemon (lift service mode)'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(pages("lift_fault", "hv-a-lift-1").await, 0);
+    // Back in service with the door fault still open: the hold ends and it
+    // pages now.
+    event("hv-a-lift-1", Utc::now(), "state", "door_open").await;
+    evaluate();
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM silences WHERE created_by = 'estatemon (lift service mode)'
+               AND ends_at > now()"
+        )
+        .await,
+        0
+    );
+    evaluate();
+    assert_eq!(
+        pages("lift_fault", "hv-a-lift-1").await,
+        1,
+        "pages once the hold ends"
+    );
+    let _ = std::fs::remove_file(truth);
+    let _ = std::fs::remove_file(config);
+}

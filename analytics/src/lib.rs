@@ -26,6 +26,7 @@ pub mod access_report;
 pub mod alerts;
 pub mod energy;
 pub mod http;
+pub mod lifts;
 pub mod metrics;
 pub mod report;
 pub mod savings;

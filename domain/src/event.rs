@@ -61,6 +61,9 @@ string_enum!(
         DoorOpen => "door_open",
         Fault => "fault",
         Maintenance => "maintenance",
+        Inspection => "inspection",
+        FireService => "fire_service",
+        OutOfService => "out_of_service",
     }
 );
 string_enum!(

@@ -48,6 +48,8 @@ pub struct CycleReport {
     pub escalated: usize,
     pub unsilenced: usize,
     pub open_after: usize,
+    /// Lifts in inspection or maintenance (their ordinary alerts held).
+    pub lifts_in_service_mode: usize,
 }
 
 /// Loads the window at `now` (through `cache` when given: only what is new
@@ -62,6 +64,9 @@ pub async fn cycle(
     cache: Option<&mut window::WindowCache>,
 ) -> anyhow::Result<CycleReport> {
     let started = Instant::now();
+    // Lifts a technician is working on: their ordinary alerts are
+    // recorded, not paged (a silence kept in step with the lift's mode).
+    let modes = crate::lifts::service::sync(client, now).await?;
     let mut loaded = None;
     let window = match cache {
         Some(cache) => cache.load(client, rules, now).await?,
@@ -69,6 +74,7 @@ pub async fn cycle(
     };
     let open = alerts::open_alerts(&*client).await?;
     let mut report = CycleReport {
+        lifts_in_service_mode: modes.in_service_mode,
         load_s: started.elapsed().as_secs_f64(),
         ..CycleReport::default()
     };
