@@ -28,22 +28,31 @@ def cut(series, a, b):
     return series[start & end]
 
 
+def periods(baseline_data, reporting_data, meter, temperature):
+    """The baseline and reporting data of one sample, in eemeter's classes."""
+    baseline = baseline_data.from_series(
+        cut(meter["value"], b0, b1), cut(temperature, b0, b1), is_electricity_data=True
+    )
+    reporting = reporting_data.from_series(
+        cut(meter["value"], r0, r1), cut(temperature, r0, r1), is_electricity_data=True
+    )
+    return baseline, reporting
+
+
+def report(label, predicted, started):
+    observed = predicted["observed"].sum()
+    expected = predicted["predicted"].sum()
+    print(
+        f"eemeter {eemeter.__version__}{label}: adjusted baseline {expected:.1f} kWh, observed "
+        f"{observed:.1f} kWh, saving {100 * (expected - observed) / expected:.2f} % "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+
+
 started = time.perf_counter()
-baseline = DailyBaselineData.from_series(
-    cut(meter["value"], b0, b1), cut(temperature, b0, b1), is_electricity_data=True
-)
-reporting = DailyReportingData.from_series(
-    cut(meter["value"], r0, r1), cut(temperature, r0, r1), is_electricity_data=True
-)
+baseline, reporting = periods(DailyBaselineData, DailyReportingData, meter, temperature)
 model = DailyModel().fit(baseline, ignore_disqualification=True)
-predicted = model.predict(reporting, ignore_disqualification=True)
-observed = predicted["observed"].sum()
-expected = predicted["predicted"].sum()
-print(
-    f"eemeter {eemeter.__version__}: adjusted baseline {expected:.1f} kWh, observed "
-    f"{observed:.1f} kWh, saving {100 * (expected - observed) / expected:.2f} % "
-    f"({time.perf_counter() - started:.1f} s)"
-)
+report("", model.predict(reporting, ignore_disqualification=True), started)
 
 # The hourly peer: CalTRACK's hourly model (eemeter's HourlyCaltrackModel,
 # three-month weighted segments) on the hourly sample of the same meter,
@@ -57,19 +66,9 @@ from eemeter.eemeter import (
 
 meter, temperature, meta = load_sample("il-electricity-cdd-hdd-hourly")
 started = time.perf_counter()
-baseline = HourlyCaltrackBaselineData.from_series(
-    cut(meter["value"], b0, b1), cut(temperature, b0, b1), is_electricity_data=True
-)
-reporting = HourlyCaltrackReportingData.from_series(
-    cut(meter["value"], r0, r1), cut(temperature, r0, r1), is_electricity_data=True
+baseline, reporting = periods(
+    HourlyCaltrackBaselineData, HourlyCaltrackReportingData, meter, temperature
 )
 model = HourlyCaltrackModel().fit(baseline)
-predicted = model.predict(reporting)
-predicted = predicted.dropna(subset=["observed", "predicted"])
-observed = predicted["observed"].sum()
-expected = predicted["predicted"].sum()
-print(
-    f"eemeter {eemeter.__version__} hourly: adjusted baseline {expected:.1f} kWh, observed "
-    f"{observed:.1f} kWh, saving {100 * (expected - observed) / expected:.2f} % "
-    f"({time.perf_counter() - started:.1f} s)"
-)
+predicted = model.predict(reporting).dropna(subset=["observed", "predicted"])
+report(" hourly", predicted, started)

@@ -574,14 +574,17 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(first.as_array().unwrap().len(), 5);
     assert!(first[0].get("daily").is_none() && first[0].get("savings_fraction").is_some());
-    let stored_at: chrono::DateTime<chrono::Utc> = client
-        .query_one(
-            "SELECT computed_at FROM savings_results WHERE site_id = 'harbour-view'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let computed_at = || async {
+        client
+            .query_one(
+                "SELECT computed_at FROM savings_results WHERE site_id = 'harbour-view'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, chrono::DateTime<chrono::Utc>>(0)
+    };
+    let stored_at = computed_at().await;
     let (s, lighting) = api
         .get(
             "/api/v1/savings?site=harbour-view&summary=true&purpose=public_lighting",
@@ -595,14 +598,7 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         .unwrap()
         .iter()
         .all(|r| r["purpose"] == "public_lighting"));
-    let again: chrono::DateTime<chrono::Utc> = client
-        .query_one(
-            "SELECT computed_at FROM savings_results WHERE site_id = 'harbour-view'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let again = computed_at().await;
     assert_eq!(
         again, stored_at,
         "served from the store, not measured again"
@@ -775,32 +771,32 @@ async fn every_dashboard_query_is_answered_by_the_api() {
         );
         assert!(dash["title"].is_string() && dash["schemaVersion"].as_i64().unwrap() >= 36);
         // Every target: panels, template variables, annotations.
-        let mut targets: Vec<Value> = Vec::new();
-        let mut panel_units = std::collections::HashMap::new();
+        // Each with the unit of its panel (none for variables, annotations).
+        let mut targets: Vec<(Value, &str)> = Vec::new();
         for p in dash["panels"].as_array().unwrap() {
-            for t in p["targets"].as_array().unwrap() {
-                panel_units.insert(
-                    url_key(t),
-                    p["fieldConfig"]["defaults"]["unit"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
             assert!(
                 p["gridPos"]["w"].as_i64().unwrap() > 0,
                 "{}: panel without size",
                 file.display()
             );
-            targets.extend(p["targets"].as_array().unwrap().iter().cloned());
+            let unit = p["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .unwrap_or_default();
+            targets.extend(
+                p["targets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| (t.clone(), unit)),
+            );
         }
         for v in dash["templating"]["list"].as_array().unwrap() {
-            targets.push(v["query"].clone());
+            targets.push((v["query"].clone(), ""));
         }
         for a in dash["annotations"]["list"].as_array().unwrap() {
-            targets.push(a["target"].clone());
+            targets.push((a["target"].clone(), ""));
         }
-        for t in targets {
+        for (t, unit) in targets {
             let uid = t["datasource"]["uid"].as_str().unwrap();
             assert!(
                 provisioning.contains(&format!("uid: {uid}")),
@@ -881,7 +877,6 @@ async fn every_dashboard_query_is_answered_by_the_api() {
                 && matches!(url, "/api/v1/series" | "/api/v1/consumption")
             {
                 let per_hour = query.iter().any(|q| q == "per=hour");
-                let unit = panel_units.get(&url_key(&t)).cloned().unwrap_or_default();
                 if url == "/api/v1/consumption" {
                     assert_eq!(
                         per_hour,
@@ -1006,11 +1001,6 @@ async fn every_dashboard_query_is_answered_by_the_api() {
         ))
         .await
         .unwrap();
-}
-
-/// A target's identity within its dashboard (the whole target).
-fn url_key(t: &Value) -> String {
-    t.to_string()
 }
 
 /// `$__timeFilter(col)` and `$__timeGroupAlias(col, 'step')` as Grafana's

@@ -461,9 +461,13 @@ impl Batcher {
 
     /// A Home Assistant discovery config: a mapping of its state topic is
     /// added (or replaced, or removed), and the state topic subscribed.
-    fn discover(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
+    fn discover(
+        &mut self,
+        ha: &estatemon_domain::mapping::homeassistant::HomeAssistantConfig,
+        d: Delivery,
+        batch: &mut Batch<AckToken>,
+    ) {
         use estatemon_domain::mapping::homeassistant::{discover, Discovery};
-        let site = self.discovery.as_ref().and_then(|h| h.site.clone());
         self.metrics
             .messages
             .get_or_create(&ChannelLabel {
@@ -471,7 +475,7 @@ impl Batcher {
             })
             .inc();
         let mut rejects = Vec::new();
-        match discover(&d.topic, &d.payload, site.as_deref()) {
+        match discover(&ha.prefix, &d.topic, &d.payload, ha.site.as_deref()) {
             Ok(Discovery::Sensor(m)) => {
                 let topics: Vec<String> = std::iter::once(m.topic.clone())
                     .chain(m.availability.as_ref().map(|a| a.topic.clone()))
@@ -512,10 +516,16 @@ impl Batcher {
         let Some(d) = self.sparkplug(d, batch) else {
             return;
         };
-        if self.discovery.as_ref().is_some_and(|h| {
-            estatemon_domain::mapping::homeassistant::is_config_topic(&h.prefix, &d.topic)
-        }) {
-            self.discover(d, batch);
+        // Cloned only for a config topic: the check alone is on every message.
+        if let Some(ha) = self
+            .discovery
+            .as_ref()
+            .filter(|h| {
+                estatemon_domain::mapping::homeassistant::is_config_topic(&h.prefix, &d.topic)
+            })
+            .cloned()
+        {
+            self.discover(&ha, d, batch);
             return;
         }
         let native = self.topics.matches(&d.topic);

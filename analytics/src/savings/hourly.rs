@@ -384,7 +384,6 @@ pub fn measure(
         .iter()
         .map(|h| (h.local.year(), h.local.month()))
         .collect();
-    months.dedup();
     months.sort_unstable();
     months.dedup();
     let mut daily: std::collections::BTreeMap<NaiveDate, (f64, usize)> = Default::default();

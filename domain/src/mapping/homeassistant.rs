@@ -54,13 +54,18 @@ pub enum Discovery {
     Ignored,
 }
 
+/// The levels of a discovery config topic under `prefix` between the
+/// prefix and `config`: `[component, node_id, object_id]` or
+/// `[component, object_id]`; `None` for any other topic.
+fn config_levels<'t>(prefix: &str, topic: &'t str) -> Option<Vec<&'t str>> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let levels: Vec<&str> = rest.strip_suffix("/config")?.split('/').collect();
+    (matches!(levels.len(), 2 | 3) && levels.iter().all(|l| !l.is_empty())).then_some(levels)
+}
+
 /// Whether a topic is a discovery config topic under `prefix`.
 pub fn is_config_topic(prefix: &str, topic: &str) -> bool {
-    let Some(rest) = topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
-        return false;
-    };
-    let n = rest.split('/').count();
-    rest.ends_with("/config") && (n == 3 || n == 4)
+    config_levels(prefix, topic).is_some()
 }
 
 /// The MQTT filters of the discovery topics.
@@ -86,11 +91,18 @@ const ABBREVIATIONS: &[(&str, &str)] = &[
     ("ids", "identifiers"),
 ];
 
-/// Reads a discovery config. `Err` says what cannot be understood.
-pub fn discover(topic: &str, payload: &[u8], site: Option<&str>) -> Result<Discovery, String> {
-    let levels: Vec<&str> = topic.split('/').collect();
-    let component = levels.get(1).copied().unwrap_or_default();
-    let name = format!("homeassistant:{}", levels[1..levels.len() - 1].join("/"));
+/// Reads a discovery config on `topic` under `prefix`. `Err` says what
+/// cannot be understood.
+pub fn discover(
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+    site: Option<&str>,
+) -> Result<Discovery, String> {
+    let levels = config_levels(prefix, topic)
+        .ok_or_else(|| format!("`{topic}` is not a discovery config topic under `{prefix}`"))?;
+    let component = levels[0];
+    let name = format!("homeassistant:{}", levels.join("/"));
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Discovery::Removed(name));
     }
@@ -138,7 +150,7 @@ pub fn discover(topic: &str, payload: &[u8], site: Option<&str>) -> Result<Disco
             _ => None,
         })
         .or_else(|| text("unique_id"))
-        .unwrap_or_else(|| levels[2..levels.len() - 1].join("-"));
+        .unwrap_or_else(|| levels[1..].join("-"));
     let device: String = device
         .chars()
         .map(|c| {
@@ -303,6 +315,7 @@ mod tests {
     fn the_docs_example_reads_its_state() {
         let m = sensor(
             discover(
+                "homeassistant",
                 "homeassistant/sensor/sensorBedroomT/config",
                 HA_TEMPERATURE.as_bytes(),
                 Some("harbour-view"),
@@ -329,6 +342,7 @@ mod tests {
         // ESPHome's abbreviated form: ~ base, a bare number, Wh.
         let m = sensor(
             discover(
+                "homeassistant",
                 "homeassistant/sensor/plug1/energy/config",
                 br#"{"~":"plug1/sensor/energy","stat_t":"~/state","dev_cla":"energy","stat_cla":"total_increasing","unit_of_meas":"Wh","uniq_id":"plug1-energy","dev":{"ids":["plug1"]},"avty_t":"plug1/status"}"#,
                 None,
@@ -374,7 +388,13 @@ mod tests {
             ("not json", "not JSON"),
         ];
         for (config, want) in cases {
-            let e = discover("homeassistant/sensor/x/config", config.as_bytes(), None).unwrap_err();
+            let e = discover(
+                "homeassistant",
+                "homeassistant/sensor/x/config",
+                config.as_bytes(),
+                None,
+            )
+            .unwrap_err();
             assert!(e.contains(want), "{config}: {e}");
         }
     }
@@ -382,13 +402,34 @@ mod tests {
     #[test]
     fn removal_other_components_and_templates() {
         assert_eq!(
-            discover("homeassistant/sensor/n/o/config", b"", None).unwrap(),
+            discover(
+                "homeassistant",
+                "homeassistant/sensor/n/o/config",
+                b"",
+                None
+            )
+            .unwrap(),
             Discovery::Removed("homeassistant:sensor/n/o".into())
         );
         assert_eq!(
-            discover("homeassistant/switch/x/config", b"{}", None).unwrap(),
+            discover(
+                "homeassistant",
+                "homeassistant/switch/x/config",
+                b"{}",
+                None
+            )
+            .unwrap(),
             Discovery::Ignored
         );
+        // A prefix of two levels, and topics that would once have panicked.
+        assert!(is_config_topic("ha/home", "ha/home/sensor/n/o/config"));
+        assert_eq!(
+            discover("ha/home", "ha/home/switch/x/config", b"{}", None).unwrap(),
+            Discovery::Ignored
+        );
+        for t in ["x", "homeassistant/config", "homeassistant//x/config", ""] {
+            assert!(discover("homeassistant", t, b"{}", None).is_err(), "{t}");
+        }
         assert!(is_config_topic(
             "homeassistant",
             "homeassistant/sensor/n/o/config"

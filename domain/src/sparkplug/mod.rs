@@ -343,24 +343,26 @@ impl Host {
             _ => {}
         }
         let birth = matches!(kind, Kind::NBirth | Kind::DBirth);
+        let no_aliases = HashMap::new();
         let aliases = match &device {
-            Some(d) => state.devices.get(d).cloned().unwrap_or_default(),
-            None => state.aliases.clone(),
+            Some(d) => state.devices.get(d).unwrap_or(&no_aliases),
+            None => &state.aliases,
         };
         let mut unmapped = Vec::new();
         let mut unknown_alias = Vec::new();
         for m in &payload.metrics {
+            // By alias (DATA): the birth's definition, borrowed.
             let def = match (&m.name, m.alias) {
                 (Some(name), _) => {
                     let known = m.alias.and_then(|a| aliases.get(&a));
-                    Def {
+                    std::borrow::Cow::Owned(Def {
                         name: name.clone(),
                         datatype: m.datatype.or(known.map(|k| k.datatype)).unwrap_or(0),
                         unit: unit_property(m).or_else(|| known.and_then(|k| k.unit.clone())),
-                    }
+                    })
                 }
                 (None, Some(a)) => match aliases.get(&a) {
-                    Some(d) => d.clone(),
+                    Some(d) => std::borrow::Cow::Borrowed(d),
                     None => {
                         unknown_alias.push(a);
                         continue;
@@ -382,9 +384,7 @@ impl Host {
                 }
                 continue;
             };
-            let mut metric = m.clone();
-            metric.datatype = Some(def.datatype);
-            let value = match metric.number() {
+            let value = match m.number_as(def.datatype) {
                 Ok(Some(v)) => v,
                 Ok(None) => continue,
                 Err(e) => {

@@ -154,11 +154,16 @@ impl Metric {
     /// The metric's value as a number, with the signed types read back from
     /// their two's-complement encoding; `Err` names what is not a number.
     pub fn number(&self) -> Result<Option<f64>, String> {
+        self.number_as(self.datatype.unwrap_or(0))
+    }
+
+    /// [`Metric::number`] read as data type `t` (a DATA message's metric
+    /// sent by alias carries its type in the birth).
+    pub fn number_as(&self, t: u32) -> Result<Option<f64>, String> {
         use datatype::*;
         if self.is_null == Some(true) {
             return Ok(None);
         }
-        let t = self.datatype.unwrap_or(0);
         Ok(Some(match (&self.value, t) {
             (Some(Value::IntValue(v)), INT8) => f64::from(*v as u8 as i8),
             (Some(Value::IntValue(v)), INT16) => f64::from(*v as u16 as i16),
