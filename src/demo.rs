@@ -35,11 +35,19 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         BrokerSource::Embedded => "embedded broker",
     };
 
-    let spec = estatemon_simulators::scenario::SiteSpec::load(
+    let mut spec = estatemon_simulators::scenario::SiteSpec::load(
         config.simulate.site_file.as_deref(),
         None,
         false,
     )?;
+    if !args.no_simulator {
+        // Ingest reads the simulated devices in whatever format they speak.
+        estatemon_simulators::formats::receive(
+            config.simulate.format,
+            &mut spec.registry,
+            &mut config.ingest,
+        );
+    }
     let mut client = crate::prepare_database(&config).await?;
     schema::registry::upsert(&mut client, &spec.registry).await?;
 

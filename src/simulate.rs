@@ -50,6 +50,13 @@ pub struct SiteArgs {
     /// Where to write the ground truth (default: simulate.truth_file).
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
+    /// Publish as native (estatemon's JSON), tasmota, shelly, zigbee2mqtt
+    /// or sparkplug devices (default: simulate.format). Ingest needs the
+    /// matching `[[ingest.profile]]` or `[ingest.sparkplug]`, and the
+    /// registry the devices' `source_id` (Shelly: `<id>-switch:0`,
+    /// Sparkplug: `<site>/gw-<building>/<id>`); `estatemon demo` sets both.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<estatemon_domain::config::SimulateFormat>,
 }
 
 #[derive(Args)]
@@ -142,6 +149,9 @@ fn model(config: &mut Config, args: &SiteArgs) -> anyhow::Result<(SiteSpec, Site
     }
     if let Some(t) = &args.truth {
         config.simulate.truth_file = t.clone();
+    }
+    if let Some(f) = args.format {
+        config.simulate.format = f;
     }
     let spec = match args.devices {
         Some(n) => {
@@ -260,6 +270,10 @@ pub async fn run(mut config: Config, command: SimulateCommand) -> anyhow::Result
                 bar.set_position(done);
             };
             if args.direct {
+                anyhow::ensure!(
+                    config.simulate.format == Default::default(),
+                    "--direct writes to the database, not in a device format: drop --format"
+                );
                 let threads = args.threads.unwrap_or_else(|| {
                     std::thread::available_parallelism()
                         .map(|n| n.get())
@@ -291,7 +305,7 @@ pub async fn run(mut config: Config, command: SimulateCommand) -> anyhow::Result
             let (total, truth) = estatemon_simulators::live::backfill(
                 model,
                 &config.mqtt,
-                &config.simulate.client_id,
+                &config.simulate,
                 from,
                 to,
                 step,

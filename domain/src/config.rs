@@ -758,6 +758,31 @@ pub struct SimulateConfig {
     pub speed: f64,
     pub seed: u64,
     pub client_id: String,
+    /// How the simulated devices publish: `native` (estatemon's own JSON),
+    /// `tasmota`, `shelly`, `zigbee2mqtt` (through the shipped profiles) or
+    /// `sparkplug` (one Sparkplug B edge node per building).
+    pub format: SimulateFormat,
+}
+
+/// The payload format of simulated devices (`simulate.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulateFormat {
+    #[default]
+    Native,
+    Tasmota,
+    Shelly,
+    Zigbee2mqtt,
+    Sparkplug,
+}
+
+impl std::str::FromStr for SimulateFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SimulateFormat, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            format!("`{s}`: expected native, tasmota, shelly, zigbee2mqtt or sparkplug")
+        })
+    }
 }
 
 impl Default for SimulateConfig {
@@ -770,6 +795,7 @@ impl Default for SimulateConfig {
             speed: 1.0,
             seed: 42,
             client_id: "estatemon-simulator".into(),
+            format: SimulateFormat::Native,
         }
     }
 }

@@ -182,6 +182,12 @@ pub struct Device {
     pub install_date: Option<NaiveDate>,
     pub maintenance_cycle: Option<MaintenanceCycle>,
     pub responsible: Option<String>,
+    /// The id the device reports under when that is not its ledger id: a
+    /// Shelly channel (`shellypro3em-c8f09e8a1b2c-em:0`), a Sparkplug
+    /// device (`group/edge node/device`), a gateway's own name. Ingest
+    /// stores what arrives under this id as this device's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
 }
 
 /// The registry file: `[[site]]` tables (with `[[site.building]]`) and
@@ -256,6 +262,21 @@ impl Registry {
                     "device.id",
                     format!("device `{}` is listed twice", device.id),
                 ));
+            }
+            if let Some(source) = &device.source_id {
+                let clash = self.devices.iter().any(|o| {
+                    o.id != device.id && (&o.id == source || o.source_id.as_ref() == Some(source))
+                });
+                if source.is_empty() || clash {
+                    return Err(invalid(
+                        &format!("\"{source}\""),
+                        "device.source_id",
+                        format!(
+                            "device `{}`: source id `{source}` is empty or already names another device",
+                            device.id
+                        ),
+                    ));
+                }
             }
             let Some(site) = self.sites.iter().find(|s| s.id == device.site) else {
                 return Err(invalid(

@@ -67,6 +67,16 @@ string_enum!(
     }
 );
 string_enum!(
+    /// A step of a rescue from a lift (EN 81-28's alarm, acknowledgement
+    /// and end of alarm; the estate's own rescuer-on-site and release).
+    RescueStep {
+        Acknowledged => "acknowledged",
+        RescuerOnSite => "rescuer_on_site",
+        Released => "released",
+        FalseAlarm => "false_alarm",
+    }
+);
+string_enum!(
     /// The kind of an event, as stored in `events.event_type`.
     EventType {
         Access => "access",
@@ -75,6 +85,8 @@ string_enum!(
         Tamper => "tamper",
         Fault => "fault",
         State => "state",
+        AlarmTest => "alarm_test",
+        Rescue => "rescue",
     }
 );
 
@@ -102,6 +114,16 @@ pub enum EventDetail {
     State {
         state: LiftState,
     },
+    /// The lift's periodic alarm-line test call (EN 81-28: at least every
+    /// three days), passed or failed.
+    AlarmTest {
+        passed: bool,
+    },
+    /// A step of freeing a trapped passenger, from the lift's remote alarm
+    /// unit, the rescue service or a technician's app.
+    Rescue {
+        step: RescueStep,
+    },
 }
 
 impl EventDetail {
@@ -113,6 +135,8 @@ impl EventDetail {
             EventDetail::Tamper => EventType::Tamper,
             EventDetail::Fault { .. } => EventType::Fault,
             EventDetail::State { .. } => EventType::State,
+            EventDetail::AlarmTest { .. } => EventType::AlarmTest,
+            EventDetail::Rescue { .. } => EventType::Rescue,
         }
     }
 
@@ -127,6 +151,7 @@ impl EventDetail {
                 .unwrap_or_default(),
             EventDetail::Fault { code } => code.clone(),
             EventDetail::State { state } => state.as_str().to_owned(),
+            EventDetail::Rescue { step } => step.as_str().to_owned(),
             _ => String::new(),
         }
     }

@@ -54,6 +54,10 @@ pub struct Mapping {
     pub time_path: Option<String>,
     #[serde(default)]
     pub time_format: TimeFormat,
+    /// A payload without a time at `time_path` is read at the time of
+    /// receipt (Zigbee2MQTT sends `last_seen` only when it is enabled).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub time_optional: bool,
     /// The zone of naive local times (`time_format = "local"`, as Tasmota
     /// sends them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,21 +377,21 @@ impl Mapping {
         }
         let ts = match &self.time_path {
             None => received_at,
-            Some(p) => {
-                let found = select(&json, p);
-                let v = found.first().map(|(v, _)| *v).ok_or_else(|| {
-                    fail(
+            Some(p) => match select(&json, p).first() {
+                None if self.time_optional => received_at,
+                None => {
+                    return Err(fail(
                         MappingErrorKind::MissingField,
                         format!("no timestamp at `{p}`"),
-                    )
-                })?;
-                self.parse_time(v, received_at).map_err(|e| {
+                    ))
+                }
+                Some((v, _)) => self.parse_time(v, received_at).map_err(|e| {
                     fail(
                         MappingErrorKind::InvalidTimestamp,
                         format!("timestamp at `{p}`: {e}"),
                     )
-                })?
-            }
+                })?,
+            },
         };
         let mut readings = Vec::new();
         for vm in &self.values {

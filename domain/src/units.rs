@@ -117,15 +117,37 @@ impl Unit {
             .map(|(_, u)| *u)
     }
 
-    /// Converts a value in this unit to its dimension's canonical unit.
+    /// Converts a value in this unit to its dimension's canonical unit. A
+    /// decimal submultiple (W → kW) divides by its whole divisor, so that
+    /// 207 W is 0.207 kW to the bit (× 0.001 gives 0.20700000000000002).
     pub fn to_canonical(&self, value: f64) -> f64 {
-        value * self.scale + self.offset
+        let divisor = (1.0 / self.scale).round();
+        if self.scale < 1.0 && divisor * self.scale == 1.0 {
+            value / divisor + self.offset
+        } else {
+            value * self.scale + self.offset
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn submultiples_convert_to_the_nearest_value() {
+        let w = Unit::parse("W").unwrap();
+        assert_eq!(w.to_canonical(207.0), 0.207);
+        assert_eq!(
+            Unit::parse("Wh").unwrap().to_canonical(1_234_567.0),
+            1234.567
+        );
+        assert_eq!(Unit::parse("l").unwrap().to_canonical(15.0), 0.015);
+        assert_eq!(
+            Unit::parse("°F").map(|f| f.to_canonical(212.0).round()),
+            Some(100.0)
+        );
+    }
 
     #[test]
     fn conversions_to_canonical_units() {

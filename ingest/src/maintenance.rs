@@ -6,8 +6,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// device id → assigned, as the database has it.
-pub type KnownDevices = Arc<HashMap<String, bool>>;
+/// The ledger as the batcher needs it, from the database.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    /// device id → assigned (registered in the ledger).
+    pub assigned: HashMap<String, bool>,
+    /// source id (what a device reports under) → ledger id.
+    pub aliases: HashMap<String, String>,
+}
+
+pub type KnownDevices = Arc<Ledger>;
 
 use std::time::Duration;
 
@@ -80,12 +88,16 @@ pub async fn round(
 pub async fn known_devices(
     client: &tokio_postgres::Client,
 ) -> Result<KnownDevices, tokio_postgres::Error> {
-    Ok(Arc::new(
-        client
-            .query("SELECT device_id, assigned FROM devices", &[])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect(),
-    ))
+    let mut ledger = Ledger::default();
+    for r in client
+        .query("SELECT device_id, assigned, source_id FROM devices", &[])
+        .await?
+    {
+        let id: String = r.get(0);
+        if let Some(source) = r.get::<_, Option<String>>(2) {
+            ledger.aliases.insert(source, id.clone());
+        }
+        ledger.assigned.insert(id, r.get(1));
+    }
+    Ok(Arc::new(ledger))
 }

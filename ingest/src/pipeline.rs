@@ -226,7 +226,8 @@ impl Ingestor {
 
         let (known_tx, known_updates) = watch::channel(known.clone());
         let batcher = Batcher {
-            known: known.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            known: known.assigned.clone(),
+            aliases: known.aliases.clone(),
             known_updates,
             topics,
             mappings,
@@ -335,6 +336,8 @@ struct Batcher {
     limits: Limits,
     /// device id → assigned (registered in the ledger).
     known: HashMap<String, bool>,
+    /// source id → ledger id (`devices.source_id`).
+    aliases: HashMap<String, String>,
     /// The database's view, refreshed by maintenance.
     known_updates: watch::Receiver<crate::maintenance::KnownDevices>,
     metrics: Metrics,
@@ -636,6 +639,25 @@ impl Batcher {
         site: Option<String>,
         batch: &mut Batch<AckToken>,
     ) {
+        if self.known_updates.has_changed().unwrap_or(false) {
+            let fresh = self.known_updates.borrow_and_update().clone();
+            for (id, assigned) in fresh.assigned.iter() {
+                self.known.insert(id.clone(), *assigned);
+            }
+            self.aliases.clone_from(&fresh.aliases);
+        }
+        if !self.aliases.is_empty() {
+            let ids = decoded
+                .readings
+                .iter_mut()
+                .map(|r| &mut r.device_id)
+                .chain(decoded.events.iter_mut().map(|e| &mut e.device_id));
+            for id in ids {
+                if let Some(own) = self.aliases.get(id.as_str()) {
+                    id.clone_from(own);
+                }
+            }
+        }
         validate(&mut decoded, d.received_at, &self.limits);
         let dl = dead_letters(
             &d.topic,
@@ -656,12 +678,6 @@ impl Batcher {
             .collect();
         devices.sort_unstable();
         devices.dedup();
-        if !devices.is_empty() && self.known_updates.has_changed().unwrap_or(false) {
-            let fresh = self.known_updates.borrow_and_update().clone();
-            for (id, assigned) in fresh.iter() {
-                self.known.insert(id.clone(), *assigned);
-            }
-        }
         for device in devices {
             let useful = decoded
                 .readings

@@ -298,7 +298,9 @@ impl Writer {
                 "UPDATE devices SET offline_since = CASE WHEN $2 THEN NULL
                      ELSE coalesce(offline_since, $3) END
                   WHERE device_id = $1 OR starts_with(device_id, $1 || '-')
-                     OR starts_with(device_id, $1 || '/')",
+                     OR starts_with(device_id, $1 || '/')
+                     OR source_id = $1 OR starts_with(source_id, $1 || '-')
+                     OR starts_with(source_id, $1 || '/')",
                 &[device, online, at],
             )
             .await?;
@@ -582,6 +584,10 @@ async fn insert_events(
             EventDetail::DoorHeldOpen { seconds } => du = Some(*seconds),
             EventDetail::Fault { code } => co = Some(code.as_str()),
             EventDetail::State { state } => s = Some(state.as_str()),
+            EventDetail::AlarmTest { passed } => {
+                r = Some(if *passed { "passed" } else { "failed" })
+            }
+            EventDetail::Rescue { step } => co = Some(step.as_str()),
             EventDetail::DoorForced | EventDetail::Tamper => {}
         }
         result.push(r);

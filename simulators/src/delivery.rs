@@ -76,6 +76,10 @@ impl Delivery {
         self.step += 1;
         let mut out = Vec::with_capacity(messages.len() + 1);
         for m in messages {
+            if m.ordered {
+                out.push(m);
+                continue;
+            }
             let late = self.active(FaultKind::OutOfOrder, &m.device, t)
                 || (self.rates.late_share > 0.0 && self.rng.random_bool(self.rates.late_share));
             if late {
@@ -124,6 +128,7 @@ impl Delivery {
                 payload: payload.into_bytes(),
                 items: 0,
                 device,
+                ordered: false,
             });
         }
         // Held messages whose time has come go out after newer ones.

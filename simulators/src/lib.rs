@@ -13,6 +13,8 @@
 //!   to reports; splittable across threads with identical output.
 //! - [`delivery`]: duplicates, late and malformed messages on the way to
 //!   the broker.
+//! - [`formats`]: the site as Tasmota, Shelly, Zigbee2MQTT or Sparkplug B
+//!   devices would publish it.
 //! - [`truth`]: the ground truth of a run, as JSON.
 //! - [`live`]: publishes the model to MQTT at QoS 1, in real or accelerated
 //!   time, or backfills history as fast as the broker takes it.
@@ -24,6 +26,7 @@
 //! backfill stores reports through the ingest crate's writer.
 
 pub mod delivery;
+pub mod formats;
 pub mod live;
 pub mod load;
 pub mod model;

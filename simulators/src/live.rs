@@ -19,6 +19,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::watch;
 
 use crate::delivery::Delivery;
+use crate::formats::{Format, Renderer};
 use crate::model::{Message, SiteModel};
 use crate::truth::GroundTruth;
 
@@ -47,10 +48,13 @@ struct Session {
     poller: tokio::task::JoinHandle<()>,
     stopping: Arc<AtomicBool>,
     acked: watch::Receiver<u64>,
+    /// The devices' payload format (and its session state: Sparkplug's
+    /// births and sequence numbers).
+    renderer: Renderer,
 }
 
 impl Session {
-    fn open(mqtt: &MqttConfig, client_id: &str) -> Session {
+    fn open(mqtt: &MqttConfig, client_id: &str, format: Format) -> Session {
         let (client, mut eventloop) = client(mqtt, client_id);
         let stopping = Arc::new(AtomicBool::new(false));
         let (acked_tx, acked) = watch::channel(0u64);
@@ -83,13 +87,14 @@ impl Session {
             poller,
             stopping,
             acked,
+            renderer: Renderer::new(format),
         }
     }
 
     /// Publishes the model's messages for the step ending at `t`, through
     /// the delivery faults; false when the event loop is gone.
     async fn publish_step(
-        &self,
+        &mut self,
         model: &mut SiteModel,
         delivery: &mut Delivery,
         t: chrono::DateTime<Utc>,
@@ -97,7 +102,9 @@ impl Session {
         mqtt: &MqttConfig,
         total: &mut Published,
     ) -> bool {
-        let messages = delivery.apply(t, step, model.step(t, step, &mqtt.topics));
+        let reports = model.reports(t, step);
+        let rendered = self.renderer.render(model, &reports, &mqtt.topics);
+        let messages = delivery.apply(t, step, rendered);
         if !self.publish_all(messages, total).await {
             return false;
         }
@@ -150,7 +157,7 @@ pub async fn run(
     max_steps: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> (Published, GroundTruth) {
-    let session = Session::open(mqtt, &sim.client_id);
+    let mut session = Session::open(mqtt, &sim.client_id, sim.format);
     let mut delivery = Delivery::new(&model, &mqtt.topics);
     let step = chrono::Duration::seconds(sim.interval_s as i64);
     let period = Duration::from_secs_f64(sim.interval_s as f64 / sim.speed);
@@ -218,13 +225,13 @@ pub async fn run(
 pub async fn backfill(
     mut model: SiteModel,
     mqtt: &MqttConfig,
-    client_id: &str,
+    sim: &SimulateConfig,
     from: chrono::DateTime<Utc>,
     to: chrono::DateTime<Utc>,
     step: chrono::Duration,
     mut progress: impl FnMut(u64, u64),
 ) -> (Published, GroundTruth) {
-    let session = Session::open(mqtt, client_id);
+    let mut session = Session::open(mqtt, &sim.client_id, sim.format);
     let mut delivery = Delivery::new(&model, &mqtt.topics);
     let total_steps = steps_between(from, to, step);
     let mut total = Published::default();

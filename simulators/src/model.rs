@@ -21,7 +21,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use estatemon_domain::config::TopicsConfig;
 use estatemon_domain::device::{Device, DeviceKind, Purpose, Registry, Site};
-use estatemon_domain::event::{AccessMethod, Direction, LiftState};
+use estatemon_domain::event::{AccessMethod, Direction, LiftState, RescueStep};
 use estatemon_domain::Metric;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,6 +79,31 @@ pub enum SimEventKind {
     DoorHeldOpen {
         seconds: f64,
     },
+    /// The lift's daily alarm-line test call (EN 81-28).
+    AlarmTest {
+        passed: bool,
+    },
+    /// A step of an entrapment's rescue.
+    Rescue(RescueStep),
+}
+
+/// The local hour at which every lift's alarm unit places its daily test
+/// call (EN 81-28 asks for one at least every three days).
+pub const ALARM_TEST_HOUR: u32 = 3;
+
+/// When each step of freeing the passenger of an entrapment `fault`
+/// happens: the rescue service acknowledges a minute after the alarm, the
+/// rescuer is on site after 40 % of the incident (at most 12 minutes), the
+/// passenger is released a minute before the lift is back in service (at
+/// the fault's end).
+pub fn rescue_timeline(fault: &Fault) -> Vec<(RescueStep, DateTime<Utc>)> {
+    let length = fault.end - fault.start;
+    let on_site = (length * 2 / 5).min(Duration::minutes(12));
+    vec![
+        (RescueStep::Acknowledged, fault.start + Duration::minutes(1)),
+        (RescueStep::RescuerOnSite, fault.start + on_site),
+        (RescueStep::Released, fault.end - Duration::minutes(1)),
+    ]
 }
 
 /// One MQTT message to publish.
@@ -90,6 +115,9 @@ pub struct Message {
     pub items: usize,
     /// The device that sent it.
     pub device: String,
+    /// Part of an ordered session (Sparkplug's `seq`): the delivery faults
+    /// neither hold it back nor send it twice.
+    pub ordered: bool,
 }
 
 /// What the whole model shares: the site, its scenario, the cards in use.
@@ -268,6 +296,16 @@ impl SiteModel {
         self.devices.iter().map(|d| d.device.id.as_str()).collect()
     }
 
+    /// The ledger entry of a report's `device` index.
+    pub fn device(&self, device: usize) -> &estatemon_domain::device::Device {
+        &self.devices[device].device
+    }
+
+    /// The site's time zone.
+    pub fn time_zone(&self) -> Tz {
+        self.shared.tz
+    }
+
     /// Device id of a report's `device` index.
     pub fn device_id(&self, device: usize) -> &str {
         &self.devices[device].device.id
@@ -326,6 +364,10 @@ impl SiteModel {
                     let detail = match &e.kind {
                         SimEventKind::State(state) => EventDetail::State { state: *state },
                         SimEventKind::Fault { code } => EventDetail::Fault { code: code.clone() },
+                        SimEventKind::AlarmTest { passed } => {
+                            EventDetail::AlarmTest { passed: *passed }
+                        }
+                        SimEventKind::Rescue(step) => EventDetail::Rescue { step: *step },
                         SimEventKind::DoorForced => EventDetail::DoorForced,
                         SimEventKind::DoorHeldOpen { seconds } => {
                             EventDetail::DoorHeldOpen { seconds: *seconds }
@@ -381,6 +423,7 @@ impl SiteModel {
                     payload: serde_json::to_vec(&body).expect("json"),
                     items: metrics.len(),
                     device: id.to_owned(),
+                    ordered: false,
                 }
             }
             Report::Events { device, events } => {
@@ -391,6 +434,7 @@ impl SiteModel {
                     payload: serde_json::to_vec(&Value::Array(items)).expect("json"),
                     items: events.len(),
                     device: id.to_owned(),
+                    ordered: false,
                 }
             }
         }
@@ -466,7 +510,9 @@ impl SiteModel {
                     metrics.push((Metric::HumidityPct, round3(humidity)));
                 }
                 DeviceKind::Lift => {
-                    let stopped = d.lift_stopped(t);
+                    let maintenance = d.active(t, FaultKind::LiftMaintenance).is_some();
+                    let faulted = d.lift_stopped(t) && !maintenance;
+                    let stopped = faulted || maintenance;
                     let replaced = d.factor(t, &shared);
                     let trips = if stopped {
                         0
@@ -485,8 +531,10 @@ impl SiteModel {
                     metrics.push((Metric::Trips, d.register));
                     metrics.push((Metric::DoorCycles, d.door_cycles));
                     metrics.push((Metric::MotorTempC, round3(motor)));
-                    let state = if stopped {
+                    let state = if faulted {
                         LiftState::Fault
+                    } else if stopped {
+                        LiftState::Maintenance
                     } else if trips > 0 {
                         LiftState::Moving
                     } else {
@@ -823,6 +871,8 @@ impl DeviceState {
         let faults = self.faults.clone();
         for f in &faults {
             match f.kind {
+                // A lift in maintenance reports the fault but stays in
+                // maintenance mode (the technician has it).
                 FaultKind::LiftEntrapment | FaultKind::LiftFault if within(f.start) => {
                     out.push(SimEvent {
                         ts: f.start,
@@ -830,21 +880,46 @@ impl DeviceState {
                             code: f.code.clone().unwrap_or_else(|| "fault".into()),
                         },
                     });
-                    out.push(SimEvent {
-                        ts: f.start,
-                        kind: SimEventKind::State(LiftState::Fault),
-                    });
-                    self.lift_state = LiftState::Fault;
+                    if self.active(f.start, FaultKind::LiftMaintenance).is_none() {
+                        out.push(SimEvent {
+                            ts: f.start,
+                            kind: SimEventKind::State(LiftState::Fault),
+                        });
+                        self.lift_state = LiftState::Fault;
+                    }
                 }
-                // Released: back to idle unless another fault holds it.
+                // Released: back to idle unless another fault, or the
+                // maintenance under way, holds it.
                 FaultKind::LiftEntrapment | FaultKind::LiftFault
-                    if within(f.end) && !self.lift_stopped(f.end) =>
+                    if within(f.end)
+                        && !self.lift_stopped(f.end)
+                        && self.active(f.end, FaultKind::LiftMaintenance).is_none() =>
                 {
                     out.push(SimEvent {
                         ts: f.end,
                         kind: SimEventKind::State(LiftState::Idle),
                     });
                     self.lift_state = LiftState::Idle;
+                }
+                FaultKind::LiftMaintenance if within(f.start) => {
+                    out.push(SimEvent {
+                        ts: f.start,
+                        kind: SimEventKind::State(LiftState::Maintenance),
+                    });
+                    self.lift_state = LiftState::Maintenance;
+                }
+                // Back from maintenance: idle, or in fault if one holds it.
+                FaultKind::LiftMaintenance if within(f.end) => {
+                    let state = if self.lift_stopped(f.end) {
+                        LiftState::Fault
+                    } else {
+                        LiftState::Idle
+                    };
+                    out.push(SimEvent {
+                        ts: f.end,
+                        kind: SimEventKind::State(state),
+                    });
+                    self.lift_state = state;
                 }
                 FaultKind::DoorForced if within(f.start) => out.push(SimEvent {
                     ts: f.start,
@@ -876,7 +951,38 @@ impl DeviceState {
                 }
                 _ => {}
             }
+            if f.kind == FaultKind::LiftEntrapment {
+                for (step, at) in rescue_timeline(f) {
+                    if within(at) {
+                        out.push(SimEvent {
+                            ts: at,
+                            kind: SimEventKind::Rescue(step),
+                        });
+                    }
+                }
+            }
         }
+        if self.device.kind == DeviceKind::Lift {
+            // The daily test call, unless the line is down.
+            for day in [t - dt, t] {
+                let date = day.with_timezone(&shared.tz).date_naive();
+                let Some(at) = date
+                    .and_hms_opt(ALARM_TEST_HOUR, 0, 0)
+                    .and_then(|l| l.and_local_timezone(shared.tz).earliest())
+                    .map(|l| l.with_timezone(&Utc))
+                else {
+                    continue;
+                };
+                let down = self.active(at, FaultKind::AlarmLineDown).is_some();
+                if within(at) && !down && !out.iter().any(|e| e.ts == at) {
+                    out.push(SimEvent {
+                        ts: at,
+                        kind: SimEventKind::AlarmTest { passed: true },
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|e| e.ts);
         // Events in the step's future (a burst's later swipes) are stamped
         // inside the step so nothing is published ahead of its time: a
         // second apart, in order, ending a second before the step's end (an
@@ -1034,6 +1140,9 @@ fn event_json(e: &SimEvent) -> Value {
         SimEventKind::State(state) => json!({"ts": ts, "type": "state", "state": state.as_str()}),
         SimEventKind::Fault { code } => json!({"ts": ts, "type": "fault", "code": code}),
         SimEventKind::DoorForced => json!({"ts": ts, "type": "door_forced"}),
+        SimEventKind::AlarmTest { passed } => json!({"ts": ts, "type": "alarm_test",
+            "result": if *passed { "passed" } else { "failed" }}),
+        SimEventKind::Rescue(step) => json!({"ts": ts, "type": "rescue", "step": step.as_str()}),
         SimEventKind::DoorHeldOpen { seconds } => {
             json!({"ts": ts, "type": "door_held_open", "seconds": seconds})
         }

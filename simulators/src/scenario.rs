@@ -197,6 +197,11 @@ pub enum FaultKind {
     OutOfOrder,
     /// The device publishes a malformed message.
     Malformed,
+    /// A lift in maintenance (a technician's visit): state `maintenance`
+    /// from start to end, no trips meanwhile.
+    LiftMaintenance,
+    /// A lift's alarm line is down: no test calls (EN 81-28) get through.
+    AlarmLineDown,
 }
 
 impl FaultKind {
@@ -218,6 +223,8 @@ impl FaultKind {
             FaultKind::Duplicate => "duplicate",
             FaultKind::OutOfOrder => "out_of_order",
             FaultKind::Malformed => "malformed",
+            FaultKind::LiftMaintenance => "lift_maintenance",
+            FaultKind::AlarmLineDown => "alarm_line_down",
         }
     }
 
@@ -234,6 +241,8 @@ impl FaultKind {
                 | FaultKind::ClockSkew
                 | FaultKind::Duplicate
                 | FaultKind::OutOfOrder
+                | FaultKind::LiftMaintenance
+                | FaultKind::AlarmLineDown
         )
     }
 
@@ -241,7 +250,10 @@ impl FaultKind {
     fn fits(self, d: &Device) -> bool {
         use DeviceKind::*;
         match self {
-            FaultKind::LiftEntrapment | FaultKind::LiftFault => d.kind == Lift,
+            FaultKind::LiftEntrapment
+            | FaultKind::LiftFault
+            | FaultKind::LiftMaintenance
+            | FaultKind::AlarmLineDown => d.kind == Lift,
             FaultKind::DoorForced | FaultKind::DoorHeldOpen | FaultKind::DeniedBurst => {
                 d.kind == AccessGate
             }

@@ -135,6 +135,7 @@ fn devices_of(building: &str, slots: &'static [Slot], site: &str) -> impl Iterat
                 install_date: None,
                 maintenance_cycle: Some(cycle),
                 responsible: None,
+                source_id: None,
             }
         })
 }

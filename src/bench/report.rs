@@ -121,6 +121,7 @@ fn registry(meters: usize) -> Registry {
                         install_date: None,
                         maintenance_cycle: None,
                         responsible: None,
+                        source_id: None,
                     });
                 }
             }

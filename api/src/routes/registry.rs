@@ -7,6 +7,7 @@ use axum::{Extension, Json};
 use estatemon_domain::device::{Device, Registry};
 use serde::{Deserialize, Serialize};
 
+use super::series::choice;
 use crate::auth::{Actor, Role};
 use crate::{ApiError, ApiResult, AppState};
 
@@ -71,6 +72,8 @@ pub async fn sites(State(state): State<AppState>) -> ApiResult<Json<Vec<SiteOut>
     ))
 }
 
+/// Each filter but `site` takes one value, several comma-separated (as a
+/// dashboard's multi-select sends them), or `All`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeviceFilter {
@@ -94,6 +97,9 @@ pub struct DeviceOut {
     pub install_date: Option<chrono::NaiveDate>,
     pub maintenance_cycle: Option<String>,
     pub responsible: Option<String>,
+    /// The id the device reports under, when not its own (a Shelly channel,
+    /// a Sparkplug `group/node/device`).
+    pub source_id: Option<String>,
     /// False for devices that published before anyone registered them.
     pub assigned: bool,
 }
@@ -109,13 +115,21 @@ pub async fn devices(
     let rows = crate::query(
         &client,
         "SELECT device_id, kind, site_id, building_id, area, purpose, name, model, install_date,
-                    maintenance_cycle, responsible, assigned
+                    maintenance_cycle, responsible, assigned, source_id
                FROM devices
-              WHERE ($1::text IS NULL OR site_id = $1) AND ($2::text IS NULL OR building_id = $2)
-                AND ($3::text IS NULL OR area = $3) AND ($4::text IS NULL OR purpose = $4)
-                AND ($5::text IS NULL OR kind = $5)
+              WHERE ($1::text IS NULL OR site_id = $1)
+                AND ($2::text[] IS NULL OR building_id = ANY($2))
+                AND ($3::text[] IS NULL OR area = ANY($3))
+                AND ($4::text[] IS NULL OR purpose = ANY($4))
+                AND ($5::text[] IS NULL OR kind = ANY($5))
               ORDER BY device_id",
-        &[&f.site, &f.building, &f.area, &f.purpose, &f.kind],
+        &[
+            &f.site,
+            &choice(f.building.as_ref()),
+            &choice(f.area.as_ref()),
+            &choice(f.purpose.as_ref()),
+            &choice(f.kind.as_ref()),
+        ],
     )
     .await?;
     Ok(Json(
@@ -133,6 +147,7 @@ pub async fn devices(
                 maintenance_cycle: r.get(9),
                 responsible: r.get(10),
                 assigned: r.get(11),
+                source_id: r.get(12),
             })
             .collect(),
     ))
@@ -142,7 +157,7 @@ pub async fn devices(
 /// `[[device]]` table as JSON; its site (and building) must exist.
 #[utoipa::path(put, path = "/api/v1/devices/{id}", tag = "registry",
     params(("id" = String, Path, description = "device id; must equal the body's id")),
-    request_body(content = serde_json::Value, description = "a device as in the registry file: id, kind, site, building, area, purpose, name, model, install_date, maintenance_cycle, responsible"),
+    request_body(content = serde_json::Value, description = "a device as in the registry file: id, kind, site, building, area, purpose, name, model, install_date, maintenance_cycle, responsible, source_id"),
     responses((status = 200, body = DeviceOut), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn put_device(

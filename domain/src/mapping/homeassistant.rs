@@ -177,6 +177,7 @@ pub fn discover(
         when: Vec::new(),
         time_path: None,
         time_format: TimeFormat::Rfc3339,
+        time_optional: false,
         time_zone: None,
         values: vec![ValueMap {
             path,

@@ -107,6 +107,29 @@ fn zigbee2mqtt_plugs_and_sensors() {
     .unwrap()
     .unwrap();
     assert_eq!(out.readings[0].metric, Metric::TemperatureC);
+    assert_eq!(
+        out.readings[0].ts,
+        at("2026-06-01T00:00:00Z"),
+        "receipt time"
+    );
+    // With `advanced.last_seen: ISO_8601` (Zigbee2MQTT's docs, "Configuration
+    // > Device-specific" / last_seen), the device's own time; a last_seen
+    // that is not a time is still an error.
+    let out = run(
+        &ms,
+        "zigbee2mqtt/roof_sensor",
+        r#"{"humidity":61.5,"temperature":27.3,"last_seen":"2026-05-31T23:45:00.000Z"}"#,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.readings[0].ts, at("2026-05-31T23:45:00Z"));
+    let err = run(
+        &ms,
+        "zigbee2mqtt/roof_sensor",
+        r#"{"temperature":27.3,"last_seen":"yesterday"}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("last_seen"), "{err}");
 }
 
 #[test]

@@ -327,6 +327,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 20,
+        name: "device_source_id",
+        common: Some(include_str!("migrations/0020_device_source_id.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

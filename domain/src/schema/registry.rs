@@ -72,13 +72,13 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
         });
         tx.execute(
             "INSERT INTO devices (device_id, kind, site_id, building_id, area, purpose, name, model,
-                                  install_date, maintenance_cycle, responsible, assigned)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
+                                  install_date, maintenance_cycle, responsible, source_id, assigned)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true)
              ON CONFLICT (device_id) DO UPDATE SET kind = EXCLUDED.kind, site_id = EXCLUDED.site_id,
                  building_id = EXCLUDED.building_id, area = EXCLUDED.area, purpose = EXCLUDED.purpose,
                  name = EXCLUDED.name, model = EXCLUDED.model, install_date = EXCLUDED.install_date,
                  maintenance_cycle = EXCLUDED.maintenance_cycle, responsible = EXCLUDED.responsible,
-                 assigned = true, updated_at = now()",
+                 source_id = EXCLUDED.source_id, assigned = true, updated_at = now()",
             &[
                 &d.id,
                 &d.kind.as_str(),
@@ -91,6 +91,7 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
                 &d.install_date,
                 &cycle,
                 &d.responsible,
+                &d.source_id,
             ],
         )
         .await?;

@@ -77,6 +77,20 @@ pub struct PropertySet {
     pub values: Vec<PropertyValue>,
 }
 
+impl PropertySet {
+    /// `{engUnit: unit}`, as an edge node states a metric's unit in its birth.
+    pub fn units(unit: &str) -> PropertySet {
+        PropertySet {
+            keys: vec!["engUnit".into()],
+            values: vec![PropertyValue {
+                r#type: Some(datatype::STRING),
+                is_null: None,
+                value: Some(PropertyScalar::StringValue(unit.into())),
+            }],
+        }
+    }
+}
+
 /// `Payload.PropertyValue` (scalars; nested sets are skipped).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PropertyValue {

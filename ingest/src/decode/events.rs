@@ -7,7 +7,7 @@
 //! The credential is pseudonymised here, the first moment estatemon holds it.
 
 use estatemon_domain::event::{
-    AccessMethod, AccessResult, Direction, Event, EventDetail, EventType, LiftState,
+    AccessMethod, AccessResult, Direction, Event, EventDetail, EventType, LiftState, RescueStep,
 };
 use estatemon_domain::pseudonym::Pseudonymiser;
 use serde_json::{Map, Value};
@@ -166,6 +166,27 @@ fn detail(obj: &Map<String, Value>, at: &str, p: &Pseudonymiser) -> Result<Event
         }
         EventType::Fault => EventDetail::Fault {
             code: required(obj, "code", at)?.trim().to_ascii_lowercase(),
+        },
+        EventType::AlarmTest => EventDetail::AlarmTest {
+            passed: match required(obj, "result", at)?.trim() {
+                "passed" | "ok" => true,
+                "failed" => false,
+                other => {
+                    return Err(Reject::new(
+                        Reason::InvalidValue,
+                        format!("{at}result `{other}` is not one of passed, failed"),
+                    ))
+                }
+            },
+        },
+        EventType::Rescue => EventDetail::Rescue {
+            step: choice(
+                obj,
+                "step",
+                at,
+                RescueStep::parse,
+                &names(RescueStep::ALL, RescueStep::as_str),
+            )?,
         },
         EventType::State => EventDetail::State {
             state: choice(
