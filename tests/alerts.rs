@@ -1009,16 +1009,18 @@ async fn a_lift_in_maintenance_records_its_faults_and_still_pages_an_entrapment(
     let db = TestDb::new(&admin_url());
     let now = Utc::now();
     let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    // Half an hour of the shipped site: the registry and the partitions.
+    // Half an hour of the shipped site: the registry and the partitions;
+    // it ends before the events below (a state it reported after them would
+    // be the lift's latest).
     run(&mut direct_backfill(
         &db,
         &[
             "--interval-s",
             "300",
             "--from",
-            &rfc3339(now - Duration::minutes(30)),
+            &rfc3339(now - Duration::minutes(42)),
             "--to",
-            &rfc3339(now),
+            &rfc3339(now - Duration::minutes(12)),
         ],
         &truth,
     ));
@@ -1155,4 +1157,177 @@ async fn a_lift_in_maintenance_records_its_faults_and_still_pages_an_entrapment(
     );
     let _ = std::fs::remove_file(truth);
     let _ = std::fs::remove_file(config);
+}
+
+const LIFTS: &str = r#"
+[scenario]
+[[scenario.fault]]
+kind = "lift_maintenance"
+device = "hv-b-lift-1"
+start = 2026-06-02T09:00:00
+minutes = 600
+
+[[scenario.fault]]
+kind = "lift_maintenance"
+device = "hv-a-lift-1"
+start = 2026-06-03T09:00:00
+minutes = 240
+
+[[scenario.fault]]
+kind = "lift_fault"
+device = "hv-a-lift-1"
+start = 2026-06-03T10:00:00
+minutes = 30
+code = "door_fault"
+
+[[scenario.fault]]
+kind = "alarm_line_down"
+device = "hv-a-lift-1"
+start = 2026-06-04T00:00:00
+minutes = 4320
+
+[[scenario.fault]]
+kind = "lift_entrapment"
+device = "hv-b-lift-1"
+start = 2026-06-05T10:12:00
+minutes = 25
+"#;
+
+/// A week of two lifts: a maintenance visit that runs 10 hours (past the
+/// 8-hour rule) and one of 4; a door fault during the short one; three
+/// days in which tower A's alarm line lets no test call through; an
+/// entrapment with its rescue. Replayed, the rules raise exactly one
+/// overrun alert (not held by the visit's own silence), exactly one
+/// alarm-line alert from the third day after the last passed test until the
+/// next, and the entrapment's rescue steps are stored as the truth says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lift_left_in_maintenance_and_a_silent_alarm_line_raise_one_alert_each() {
+    use estatemon_simulators::model::rescue_timeline;
+    let db = TestDb::new(&admin_url());
+    let site = site_file(LIFTS);
+    let truth_path = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(&mut direct_backfill(
+        &db,
+        &[
+            "--site-file",
+            site.to_str().unwrap(),
+            "--from",
+            "2026-06-01T00:00:00+08:00",
+            "--to",
+            "2026-06-08T00:00:00+08:00",
+            "--interval-s",
+            "900",
+        ],
+        &truth_path,
+    ));
+    let truth = GroundTruth::read(&truth_path).unwrap();
+    run(estatemon(&db).args([
+        "analytics",
+        "replay",
+        "--from",
+        "2026-06-01T01:00:00+08:00",
+        "--to",
+        "2026-06-08T00:00:00+08:00",
+        "--step",
+        "15m",
+    ]));
+    let alerts = stored_alerts(&db).await;
+    let of =
+        |rule: &str| -> Vec<&StoredAlert> { alerts.iter().filter(|a| a.rule == rule).collect() };
+    let local = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+
+    let overrun = of("lift_maintenance_overrun");
+    assert_eq!(overrun.len(), 1, "{overrun:#?}");
+    assert_eq!(overrun[0].labels["device"], "hv-b-lift-1");
+    assert_eq!(
+        overrun[0].started_at,
+        local("2026-06-02T17:00:00+08:00"),
+        "8 h after it began"
+    );
+    assert_eq!(
+        overrun[0].resolved_at,
+        Some(local("2026-06-02T19:00:00+08:00")),
+        "when it ended"
+    );
+    // The visit's own silence held neither this alert nor was it needed.
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts WHERE rule = 'lift_maintenance_overrun' AND silenced_by IS NOT NULL")
+            .await,
+        0,
+        "a service-mode silence never holds the overrun alert"
+    );
+    // The door fault during the short visit: recorded, held by that visit's silence.
+    let door = of("lift_fault");
+    assert_eq!(door.len(), 1, "{door:#?}");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM alerts WHERE rule = 'lift_fault' AND silenced_by IS NOT NULL"
+        )
+        .await,
+        1,
+        "a fault during maintenance is recorded, not paged"
+    );
+
+    let line = of("lift_alarm_line_untested");
+    assert_eq!(line.len(), 1, "{line:#?}");
+    assert_eq!(line[0].labels["device"], "hv-a-lift-1");
+    // Last passed test 3 June 03:00; none on 4, 5, 6 June; 7 June passes.
+    assert_eq!(line[0].started_at, local("2026-06-06T03:00:00+08:00"));
+    assert_eq!(
+        line[0].resolved_at,
+        Some(local("2026-06-07T03:00:00+08:00"))
+    );
+
+    // The entrapment's rescue, step by step, as the truth has it.
+    let entrapment = truth
+        .faults
+        .iter()
+        .find(|f| f.kind == FaultKind::LiftEntrapment)
+        .unwrap();
+    let steps: Vec<(String, DateTime<Utc>)> = db
+        .client()
+        .await
+        .query(
+            "SELECT code, ts FROM events WHERE device_id = 'hv-b-lift-1' AND event_type = 'rescue'
+              ORDER BY ts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: Vec<(String, DateTime<Utc>)> = rescue_timeline(entrapment)
+        .into_iter()
+        .map(|(s, t)| (s.as_str().to_owned(), t))
+        .collect();
+    assert_eq!(steps, want);
+    // As an incident: alarm to back in service, the response time against
+    // the 15-minute target.
+    let incidents = estatemon_analytics::lifts::incidents::site(
+        &db.client().await,
+        "harbour-view",
+        local("2026-06-01T00:00:00+08:00"),
+        local("2026-06-08T00:00:00+08:00"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let i = &incidents[0];
+    assert_eq!(i.lift, "hv-b-lift-1");
+    assert_eq!(i.alarm_at, entrapment.start);
+    assert_eq!(i.acknowledged_at, Some(want[0].1));
+    assert_eq!(i.rescuer_on_site_at, Some(want[1].1));
+    assert_eq!(i.released_at, Some(want[2].1));
+    assert_eq!(i.back_in_service_at, Some(entrapment.end));
+    assert_eq!(i.response_minutes, Some(10.0), "40 % of 25 minutes");
+    assert_eq!((i.within_target, i.status), (Some(true), "closed"));
+    // Tower A's passed tests: every day but the three the line was down.
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE device_id = 'hv-a-lift-1' AND event_type = 'alarm_test' AND result = 'passed'")
+            .await,
+        7 - 3
+    );
+    let _ = std::fs::remove_file(site);
+    let _ = std::fs::remove_file(truth_path);
 }

@@ -13,6 +13,8 @@
 //! | `consumption` | a register's use since local midnight (per device, area, building or site) exceeds `above` |
 //! | `event` | an event of `type` arrives (fault `codes`, door held open ≥ `min_seconds`, expired credentials) |
 //! | `denied` | `count` denied swipes of one credential (or at one gate) within `within` |
+//! | `mode` | a device's latest state is one of `states` and has lasted `longer_than` (a lift left in maintenance) |
+//! | `expect` | no event of `type` (with `result`) within `every` (EN 81-28's alarm-line test call) |
 //!
 //! Event rules resolve after `resolve_after` without a new matching event.
 //! `immediate = true` marks rules that fire from the ingest path (one event
@@ -30,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{line_of, locate_error, ConfigError};
 use crate::device::{DeviceKind, Purpose};
-use crate::event::{AccessResult, EventDetail, EventType};
+use crate::event::{AccessResult, EventDetail, EventType, LiftState};
 use crate::metric::{Metric, MetricKind};
 
 /// The rules shipped with estatemon, used when `alerts.rules_file` is unset.
@@ -445,6 +447,44 @@ pub struct Denied {
     pub resolve_after: Span,
 }
 
+/// A state held too long: fires `longer_than` after the device entered
+/// one of `states` (its state events say so) and stayed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mode {
+    pub states: Vec<LiftStateName>,
+    pub longer_than: Span,
+}
+
+/// [`LiftState`] as written in a rules file (with a helpful error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiftStateName(pub LiftState);
+
+impl<'de> Deserialize<'de> for LiftStateName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        LiftState::parse(&text).map(LiftStateName).ok_or_else(|| {
+            let names: Vec<_> = LiftState::ALL.iter().map(|t| t.as_str()).collect();
+            de::Error::custom(format!(
+                "unknown state `{text}`, expected one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// An event that must keep coming: fires `every` after the last one (or
+/// at once for a device that sends events but never this one).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(rename = "type")]
+    pub event_type: EventTypeName,
+    /// Only events with this `result` count (`passed` for test calls).
+    pub result: Option<String>,
+    pub every: Span,
+}
+
 /// What a rule watches for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
@@ -454,11 +494,15 @@ pub enum Condition {
     Consumption(Consumption),
     Event(EventRule),
     Denied(Denied),
+    Mode(Mode),
+    Expect(Expect),
 }
 
 impl Condition {
     pub fn kind(&self) -> &'static str {
         match self {
+            Condition::Mode(_) => "mode",
+            Condition::Expect(_) => "expect",
             Condition::Threshold(_) => "threshold",
             Condition::Rate(_) => "rate",
             Condition::Stale(_) => "stale",
@@ -596,6 +640,8 @@ struct RawRule {
     consumption: Option<Consumption>,
     event: Option<EventRule>,
     denied: Option<Denied>,
+    mode: Option<Mode>,
+    expect: Option<Expect>,
 }
 
 fn yes() -> bool {
@@ -684,12 +730,18 @@ impl RuleSet {
             if let Some(d) = raw.denied {
                 conditions.push(Condition::Denied(d));
             }
+            if let Some(m) = raw.mode {
+                conditions.push(Condition::Mode(m));
+            }
+            if let Some(e) = raw.expect {
+                conditions.push(Condition::Expect(e));
+            }
             if conditions.len() != 1 {
                 return Err(fail(
                     "condition",
                     "name",
                     format!(
-                        "needs exactly one of threshold, rate, stale, consumption, event, denied (found {})",
+                        "needs exactly one of threshold, rate, stale, consumption, event, denied, mode, expect (found {})",
                         conditions.len()
                     ),
                 ));
@@ -896,6 +948,29 @@ fn validate_condition(c: &Condition, immediate: bool) -> Result<(), (&'static st
                 return Err(("event.resolve_after", "must be at least 1m".into()));
             }
         }
+        Condition::Mode(m) => {
+            if m.states.is_empty() {
+                return Err(("mode.states", "name at least one state".into()));
+            }
+            if m.longer_than.0 < 60 {
+                return Err(("mode.longer_than", "must be at least 1m".into()));
+            }
+        }
+        Condition::Expect(e) => {
+            if e.every.0 < 60 {
+                return Err(("expect.every", "must be at least 1m".into()));
+            }
+            if e.result.is_some() && e.event_type.0 != EventType::AlarmTest {
+                return Err(("expect.result", "applies to alarm_test events".into()));
+            }
+            if let Some(r) = e
+                .result
+                .as_deref()
+                .filter(|r| !matches!(*r, "passed" | "failed"))
+            {
+                return Err(("expect.result", format!("`{r}` is not passed or failed")));
+            }
+        }
         Condition::Denied(d) => {
             if d.count < 2 {
                 return Err(("denied.count", "must be at least 2".into()));
@@ -914,7 +989,11 @@ fn validate_condition(c: &Condition, immediate: bool) -> Result<(), (&'static st
     if immediate
         && matches!(
             c,
-            Condition::Rate(_) | Condition::Stale(_) | Condition::Consumption(_)
+            Condition::Rate(_)
+                | Condition::Stale(_)
+                | Condition::Consumption(_)
+                | Condition::Mode(_)
+                | Condition::Expect(_)
         )
     {
         return Err((

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use estatemon_domain::consumption::{derive, RegisterPolicy, RegisterSample};
 use estatemon_domain::rules::{
-    Condition, Consumption, Denied, DeniedBy, DeviceLabels, EventRule, GroupBy, Hours, Level, Rate,
-    Rule, Stale, Threshold,
+    Condition, Consumption, Denied, DeniedBy, DeviceLabels, EventRule, Expect, GroupBy, Hours,
+    Level, Mode, Rate, Rule, Stale, Threshold,
 };
 use polars::prelude::*;
 
@@ -63,6 +63,8 @@ pub fn evaluate(rule: &Rule, window: &Window) -> Result<Vec<Finding>, EvaluateEr
         Condition::Consumption(c) => consumption(c, window, &selected).map_err(wrap),
         Condition::Event(e) => Ok(events(e, window, &selected)),
         Condition::Denied(d) => Ok(denied(d, window, &selected)),
+        Condition::Mode(m) => Ok(mode(m, window, &selected)),
+        Condition::Expect(e) => Ok(expect(&rule.name, e, window, &selected)),
     }
 }
 
@@ -466,6 +468,65 @@ fn quiet_after(
                     at: last + resolve_after,
                 }
             },
+        })
+        .collect()
+}
+
+/// Devices whose latest state is one of the rule's and has lasted
+/// `longer_than`: firing from the moment it had (value: hours in it);
+/// clear once the device reports another state.
+fn mode(m: &Mode, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    let limit = m.longer_than.chrono();
+    selected
+        .iter()
+        .filter_map(|d| {
+            let (state, since) = window.history.state.get(&d.id)?;
+            let held = m.states.iter().any(|s| s.0.as_str() == state);
+            let state = if held && window.now - *since >= limit {
+                State::Firing {
+                    since: *since + limit,
+                    last: window.now,
+                    value: Some((window.now - *since).num_minutes() as f64 / 60.0),
+                }
+            } else {
+                State::Clear { at: *since }
+            };
+            Some(Finding {
+                subject: d.id.clone(),
+                device: Some((*d).clone()),
+                state,
+            })
+        })
+        .collect()
+}
+
+/// Devices whose expected event is overdue: firing `every` after the last
+/// one (value: days since it), or `every` after a device that never sent
+/// it began to report anything.
+fn expect(rule: &str, e: &Expect, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    let every = e.every.chrono();
+    let get =
+        |m: Option<&HashMap<String, DateTime<Utc>>>, id: &str| m.and_then(|m| m.get(id)).copied();
+    selected
+        .iter()
+        .filter_map(|d| {
+            let last = get(window.history.last.get(rule), &d.id);
+            let first = get(window.history.first.get(rule), &d.id);
+            let from = last.or(first)?;
+            let state = if window.now - from < every {
+                State::Clear { at: from }
+            } else {
+                State::Firing {
+                    since: from + every,
+                    last: window.now,
+                    value: last.map(|t| (window.now - t).num_hours() as f64 / 24.0),
+                }
+            };
+            Some(Finding {
+                subject: d.id.clone(),
+                device: Some((*d).clone()),
+                state,
+            })
         })
         .collect()
 }

@@ -90,6 +90,24 @@ pub struct Window {
     /// Stale-rule devices that said they went offline (a Last Will) and
     /// have not come back (`devices.offline_since`); live only, as above.
     pub offline: HashMap<String, DateTime<Utc>>,
+    /// What the `mode` and `expect` rules read, as of `now`.
+    pub history: History,
+}
+
+/// The event history the `mode` and `expect` rules need, per device they
+/// watch, as of the window's `now` (data time: a replay sees its past).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// The latest state and when the device entered it (the first event of
+    /// the run of that state).
+    pub state: HashMap<String, (String, DateTime<Utc>)>,
+    /// Per `expect` rule, per device: the latest event that counts.
+    pub last: HashMap<String, HashMap<String, DateTime<Utc>>>,
+    /// Per `expect` rule, per device: its first event of the last 400
+    /// days (a device that never sent the expected one is overdue `every`
+    /// after it began to report; one that never reported is not
+    /// commissioned).
+    pub first: HashMap<String, HashMap<String, DateTime<Utc>>>,
 }
 
 impl Window {
@@ -139,6 +157,8 @@ impl Lookback {
                 Condition::Denied(d) => {
                     need("access", d.within.chrono().max(d.resolve_after.chrono()))
                 }
+                // Read as the latest event per device (`History`).
+                Condition::Mode(_) | Condition::Expect(_) => {}
             }
         }
         Lookback {
@@ -358,6 +378,98 @@ async fn fetch_last_seen(
     Ok(last_seen_before)
 }
 
+/// The ids of the devices `rule` watches.
+fn watched<'a>(rule: &estatemon_domain::rules::Rule, devices: &'a Devices) -> Vec<&'a str> {
+    devices
+        .labels
+        .values()
+        .filter(|d| rule.applies_to(d))
+        .map(|d| d.id.as_str())
+        .collect()
+}
+
+/// What the `mode` and `expect` rules read: one indexed lookup per
+/// watched device (the events' primary key leads with the device).
+async fn fetch_history(
+    client: &Client,
+    rules: &RuleSet,
+    devices: &Devices,
+    now: DateTime<Utc>,
+) -> anyhow::Result<History> {
+    let mut h = History::default();
+    let mut mode_devices = std::collections::BTreeSet::new();
+    for rule in &rules.rules {
+        match &rule.condition {
+            Condition::Mode(_) => mode_devices.extend(watched(rule, devices)),
+            Condition::Expect(e) => {
+                let ids = watched(rule, devices);
+                if ids.is_empty() {
+                    continue;
+                }
+                let rows = client
+                    .query(
+                        "SELECT d.id,
+                                (SELECT e.ts FROM events e
+                                  WHERE e.device_id = d.id AND e.event_type = $2
+                                    AND ($3::text IS NULL OR e.result = $3)
+                                    AND e.ts <= $4::timestamptz AND e.ts > $4::timestamptz - interval '400 days'
+                                  ORDER BY e.ts DESC LIMIT 1),
+                                (SELECT e.ts FROM events e
+                                  WHERE e.device_id = d.id
+                                    AND e.ts <= $4::timestamptz AND e.ts > $4::timestamptz - interval '400 days'
+                                  ORDER BY e.ts LIMIT 1)
+                           FROM unnest($1::text[]) AS d(id)",
+                        &[&ids, &e.event_type.0.as_str(), &e.result, &now],
+                    )
+                    .await?;
+                let last = h.last.entry(rule.name.clone()).or_default();
+                let first = h.first.entry(rule.name.clone()).or_default();
+                for r in &rows {
+                    let id: String = r.get(0);
+                    if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(1) {
+                        last.insert(id.clone(), t);
+                    }
+                    if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(2) {
+                        first.insert(id, t);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !mode_devices.is_empty() {
+        let ids: Vec<&str> = mode_devices.into_iter().collect();
+        let rows = client
+            .query(
+                "SELECT d.id, cur.state,
+                        (SELECT min(e.ts) FROM events e
+                          WHERE e.device_id = d.id AND e.event_type = 'state' AND e.ts <= cur.ts
+                            AND e.ts > coalesce(
+                                (SELECT max(p.ts) FROM events p
+                                  WHERE p.device_id = d.id AND p.event_type = 'state'
+                                    AND p.state <> cur.state AND p.ts < cur.ts
+                                    AND p.ts > $2::timestamptz - interval '90 days'),
+                                $2::timestamptz - interval '90 days'))
+                   FROM unnest($1::text[]) AS d(id)
+                   CROSS JOIN LATERAL (SELECT e.state, e.ts FROM events e
+                                        WHERE e.device_id = d.id AND e.event_type = 'state'
+                                          AND e.ts <= $2::timestamptz AND e.ts > $2::timestamptz - interval '90 days'
+                                        ORDER BY e.ts DESC LIMIT 1) cur",
+                &[&ids, &now],
+            )
+            .await?;
+        for r in &rows {
+            if let (Some(state), Some(since)) = (
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<DateTime<Utc>>>(2),
+            ) {
+                h.state.insert(r.get(0), (state, since));
+            }
+        }
+    }
+    Ok(h)
+}
+
 /// How close to the wall clock an evaluation must be to count as live.
 const LIVE_WITHIN: Duration = Duration::minutes(2);
 
@@ -430,6 +542,7 @@ async fn read_whole(
     let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
     let (last_message, offline) = fetch_last_message(client, rules, &devices, now).await?;
     let events = fetch_events(client, lookback, None, now).await?;
+    let history = fetch_history(client, rules, &devices, now).await?;
     Ok(Window {
         now,
         devices,
@@ -440,6 +553,7 @@ async fn read_whole(
         last_seen_before,
         last_message,
         offline,
+        history,
     })
 }
 
@@ -528,6 +642,7 @@ impl WindowCache {
             .extend(fetch_events(client, &lookback, Some(cut), now).await?);
         let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
         let (last_message, offline) = fetch_last_message(client, rules, &devices, now).await?;
+        let history = fetch_history(client, rules, &devices, now).await?;
         self.window = Some(Window {
             now,
             devices,
@@ -538,6 +653,7 @@ impl WindowCache {
             last_seen_before,
             last_message,
             offline,
+            history,
         });
         self.last_was_full = false;
         Ok(self.window.as_ref().expect("just stored"))

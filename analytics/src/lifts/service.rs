@@ -10,7 +10,9 @@
 //!
 //! A silence never holds an emergency unless it names the rule
 //! (`domain::schema::alerts::open`): a passenger trapped during an
-//! inspection pages like any other.
+//! inspection pages like any other. Nor does this silence hold a `mode`
+//! rule's alert (`lift_maintenance_overrun`): a lift left in maintenance
+//! too long pages although it is in maintenance.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,7 +21,7 @@ use estatemon_domain::schema::alerts;
 use tokio_postgres::Client;
 
 /// The author of the service-mode silences.
-pub const CREATED_BY: &str = "estatemon (lift service mode)";
+pub const CREATED_BY: &str = alerts::SERVICE_MODE_SILENCE;
 /// Modes in which a technician works on the lift.
 pub const TECHNICIAN_MODES: &[&str] = &["inspection", "maintenance"];
 /// How far ahead a service-mode silence reaches; renewed every cycle, so a

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use estatemon_domain::config::EnergyConfig;
 use estatemon_domain::consumption::Correction;
 use estatemon_domain::device::Utility;
@@ -312,42 +312,6 @@ pub fn load_profile(frame: &DataFrame, electric: &[bool]) -> PolarsResult<Vec<Pr
             weekend_kw: kw[h][1],
         })
         .collect())
-}
-
-/// Downtime of a lift: from a fault event or a `fault`/`maintenance` state
-/// to the next running state (`idle`, `moving`, `door_open`), within
-/// `[start, end)`. `events` are (ts, type, state) in time order, and may
-/// begin before `start` (to know the state the quarter opened in).
-pub fn lift_downtime(
-    events: &[(DateTime<Utc>, String, Option<String>)],
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Duration {
-    let mut down_since: Option<DateTime<Utc>> = None;
-    let mut total = Duration::zero();
-    for (ts, kind, state) in events {
-        let goes_down = kind == "fault"
-            || (kind == "state" && matches!(state.as_deref(), Some("fault" | "maintenance")));
-        let comes_up =
-            kind == "state" && matches!(state.as_deref(), Some("idle" | "moving" | "door_open"));
-        if goes_down && down_since.is_none() {
-            down_since = Some(*ts);
-        } else if comes_up {
-            if let Some(since) = down_since.take() {
-                let (a, b) = (since.max(start), (*ts).min(end));
-                if b > a {
-                    total += b - a;
-                }
-            }
-        }
-    }
-    if let Some(since) = down_since {
-        let a = since.max(start);
-        if end > a {
-            total += end - a;
-        }
-    }
-    total
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -683,6 +647,7 @@ pub async fn build(
 
     progress.step("lifts, gates, alerts and data quality");
     let lifts = lift_rows(client, &site, start, end).await?;
+    let incidents = crate::lifts::incidents::site(client, &site.id, start, end).await?;
     let gates: Vec<GateRow> = client
         .query(
             "SELECT d.device_id, d.name, d.building_id,
@@ -847,6 +812,7 @@ pub async fn build(
         savings: savings_rows,
         savings_groups: groups,
         lifts,
+        incidents,
         gates,
         alerts,
         data_quality: quality,
@@ -860,90 +826,42 @@ async fn lift_rows(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> anyhow::Result<Vec<LiftRow>> {
-    let lifts = client
+    let names: std::collections::HashMap<String, Option<String>> = client
         .query(
-            "SELECT device_id, name, building_id FROM devices
-              WHERE site_id = $1 AND kind = 'lift' ORDER BY device_id",
+            "SELECT device_id, name FROM devices WHERE site_id = $1 AND kind = 'lift'",
             &[&site.id],
         )
-        .await?;
-    let mut out = Vec::new();
-    for l in &lifts {
-        let id: String = l.get(0);
-        // The state the quarter opened in, then its events.
-        let mut events: Vec<(DateTime<Utc>, String, Option<String>)> = client
-            .query(
-                "(SELECT ts, event_type, state FROM events
-                   WHERE device_id = $1 AND event_type IN ('state', 'fault') AND ts < $2
-                   ORDER BY ts DESC LIMIT 1)
-                 UNION ALL
-                 (SELECT ts, event_type, state FROM events
-                   WHERE device_id = $1 AND event_type IN ('state', 'fault') AND ts >= $2 AND ts < $3)",
-                &[&id, &start, &end],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        events.sort_by_key(|e| e.0);
-        let down = lift_downtime(&events, start, end);
-        let faults = client
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE code = 'entrapment') FROM events
-                  WHERE device_id = $1 AND event_type = 'fault' AND ts >= $2 AND ts < $3",
-                &[&id, &start, &end],
-            )
-            .await?;
-        let trips: Option<f64> = client
-            .query_one(
-                "SELECT max(max) - min(min) FROM readings_hourly
-                  WHERE device_id = $1 AND metric = 'trips' AND bucket >= $2 AND bucket < $3",
-                &[&id, &start, &end],
-            )
-            .await?
-            .get(0);
-        let total = (end - start).num_seconds() as f64;
-        out.push(LiftRow {
-            device_id: id,
-            name: l.get(1),
-            building: l.get(2),
-            availability: 1.0 - down.num_seconds() as f64 / total,
-            downtime_hours: down.num_seconds() as f64 / 3600.0,
-            faults: faults.get(0),
-            entrapments: faults.get(1),
-            trips,
-        });
-    }
-    Ok(out)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let stats = crate::lifts::stats::site(client, &site.id, None, start, end).await?;
+    Ok(stats
+        .into_iter()
+        .filter(|s| s.scope == "lift")
+        .map(|s| LiftRow {
+            name: names.get(&s.id).cloned().flatten(),
+            device_id: s.id,
+            building: s.building,
+            availability: s.availability,
+            downtime_hours: s.down_hours,
+            planned_hours: s.planned_hours,
+            faults: s.faults as i64,
+            entrapments: s.entrapments as i64,
+            trips: (s.trips > 0.0).then_some(s.trips),
+            faults_per_1000_trips: s.faults_per_1000_trips,
+            mtbf_hours: s.mtbf_hours,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
 
     fn t(h: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_225_600 + h * 3600, 0).unwrap()
-    }
-
-    #[test]
-    fn lift_downtime_runs_from_fault_to_running_state_within_the_quarter() {
-        let ev = |h, k: &str, s: Option<&str>| (t(h), k.to_owned(), s.map(str::to_owned));
-        let events = vec![
-            // In fault when the quarter opened (h 0): down from 0 to 2.
-            ev(-5, "state", Some("fault")),
-            ev(2, "state", Some("idle")),
-            // A fault event at 10, running again at 13.
-            ev(10, "fault", None),
-            ev(11, "fault", None),
-            ev(13, "state", Some("moving")),
-            // Maintenance from 20 to the end (24).
-            ev(20, "state", Some("maintenance")),
-        ];
-        assert_eq!(
-            lift_downtime(&events, t(0), t(24)),
-            Duration::hours(2 + 3 + 4)
-        );
-        assert_eq!(lift_downtime(&[], t(0), t(24)), Duration::zero());
     }
 
     #[test]

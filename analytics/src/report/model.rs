@@ -54,6 +54,8 @@ pub struct QuarterReport {
     /// Lighting and water together, against the overall targets.
     pub savings_groups: Vec<SavingsGroup>,
     pub lifts: Vec<LiftRow>,
+    /// Entrapments of the quarter, alarm to back in service.
+    pub incidents: Vec<crate::lifts::incidents::Incident>,
     pub gates: Vec<GateRow>,
     pub alerts: Vec<AlertRow>,
     pub data_quality: DataQuality,
@@ -196,13 +198,20 @@ pub struct LiftRow {
     pub device_id: String,
     pub name: Option<String>,
     pub building: Option<String>,
-    /// Share of the quarter not in fault or maintenance.
-    pub availability: f64,
+    /// Time in normal service over the quarter less planned maintenance
+    /// and inspection (`lifts::stats`).
+    pub availability: Option<f64>,
+    /// Fault, out of service, fire service.
     pub downtime_hours: f64,
+    /// Maintenance and inspection.
+    pub planned_hours: f64,
     pub faults: i64,
     pub entrapments: i64,
     /// Trips counted by the lift's register (missing without readings).
     pub trips: Option<f64>,
+    pub faults_per_1000_trips: Option<f64>,
+    /// Hours in service per fault.
+    pub mtbf_hours: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

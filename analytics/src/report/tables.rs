@@ -648,10 +648,13 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             "name",
             "building",
             "availability",
-            "downtime (h)",
+            "down (h)",
+            "maintenance and inspection (h)",
             "faults",
             "entrapments",
             "trips",
+            "faults per 1,000 trips",
+            "MTBF (h)",
         ]),
         rows: r
             .lifts
@@ -663,11 +666,53 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                     l.building
                         .as_deref()
                         .map_or_else(|| Cell::text(""), |b| named(r, Scope::Building, b)),
-                    Cell::Percent(Some(l.availability)),
+                    Cell::Percent(l.availability),
                     Cell::Number(Some(l.downtime_hours), 1),
+                    Cell::Number(Some(l.planned_hours), 1),
                     Cell::Number(Some(l.faults as f64), 0),
                     Cell::Number(Some(l.entrapments as f64), 0),
                     Cell::Number(l.trips, 0),
+                    Cell::Number(l.faults_per_1000_trips, 2),
+                    Cell::Number(l.mtbf_hours, 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
+        name: "entrapments",
+        title: "Entrapments: from alarm to back in service (target: rescuer on site within 15 min)"
+            .into(),
+        headers: headers(&[
+            "lift",
+            "alarm",
+            "acknowledged by",
+            "rescuer on site (min)",
+            "released (min)",
+            "back in service",
+            "within 15 min",
+            "status",
+        ]),
+        rows: r
+            .incidents
+            .iter()
+            .map(|i| {
+                vec![
+                    Cell::text(&i.lift),
+                    local(Some(i.alarm_at), tz),
+                    Cell::opt_text(i.acknowledged_by.as_deref()),
+                    Cell::Number(i.response_minutes, 0),
+                    Cell::Number(i.release_minutes, 0),
+                    local(i.back_in_service_at, tz),
+                    Cell::Text(
+                        match i.within_target {
+                            Some(true) => "yes",
+                            Some(false) => "no",
+                            None => "",
+                        }
+                        .into(),
+                    ),
+                    Cell::text(i.status),
                 ]
             })
             .collect(),

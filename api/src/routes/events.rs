@@ -278,3 +278,88 @@ mod tests {
         );
     }
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LiftStatsQuery {
+    pub site: String,
+    /// One building, several comma-separated, or `All`.
+    pub building: Option<String>,
+    /// Start: epoch ms, RFC 3339 or a date.
+    pub from: Option<String>,
+    /// End (exclusive); at most 400 days after `from`.
+    pub to: Option<String>,
+    /// `lift`, `building` or `site` rows only (all when unset).
+    pub scope: Option<String>,
+}
+
+/// Lift statistics of a period: per lift, per building and for the site,
+/// availability (in service ÷ (period − maintenance and inspection)),
+/// trips and door cycles from the counters (resets and rollovers handled),
+/// faults, entrapments, faults per 1,000 trips, mean hours in service
+/// between faults, and trips and door cycles per lift and day.
+#[utoipa::path(get, path = "/api/v1/lifts/stats", tag = "series", params(LiftStatsQuery),
+    responses((status = 200, description = "one object per lift, building and site"),
+              (status = 400, body = crate::error::ErrorBody)))]
+pub async fn lift_stats(
+    State(state): State<AppState>,
+    Q(q): Q<LiftStatsQuery>,
+) -> ApiResult<Json<Vec<estatemon_analytics::lifts::stats::LiftStats>>> {
+    let (from, to) = crate::params::range(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        crate::params::MAX_INTERVAL_DAYS,
+    )?;
+    let scope = match q.scope.as_deref() {
+        None | Some("" | "All" | "all" | "$__all") => None,
+        Some(s @ ("lift" | "building" | "site")) => Some(s),
+        Some(other) => {
+            return Err(crate::ApiError::BadRequest(format!(
+                "`scope={other}`: expected lift, building or site"
+            )))
+        }
+    };
+    let client = state.pool.get().await?;
+    let buildings = crate::routes::series::choice(q.building.as_ref());
+    let mut rows =
+        estatemon_analytics::lifts::stats::site(&client, &q.site, buildings.as_deref(), from, to)
+            .await?;
+    if let Some(s) = scope {
+        rows.retain(|r| r.scope == s);
+    }
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IncidentQuery {
+    pub site: String,
+    /// Alarms from (epoch ms, RFC 3339 or a date).
+    pub from: Option<String>,
+    /// Alarms before; at most 400 days after `from`.
+    pub to: Option<String>,
+}
+
+/// Entrapments (困人) as incidents, oldest first: alarm, acknowledgement
+/// (the rescue service's event or the on-call acknowledgement, whichever
+/// came first, and by whom), rescuer on site, passenger released, lift
+/// back in service; minutes from the alarm to the rescuer on site and to
+/// the release, whether the 15-minute target was met; `status` open,
+/// released, closed or false_alarm.
+#[utoipa::path(get, path = "/api/v1/lifts/incidents", tag = "series", params(IncidentQuery),
+    responses((status = 200, description = "one object per entrapment"),
+              (status = 400, body = crate::error::ErrorBody)))]
+pub async fn lift_incidents(
+    State(state): State<AppState>,
+    Q(q): Q<IncidentQuery>,
+) -> ApiResult<Json<Vec<estatemon_analytics::lifts::incidents::Incident>>> {
+    let (from, to) = crate::params::range(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        crate::params::MAX_INTERVAL_DAYS,
+    )?;
+    let client = state.pool.get().await?;
+    Ok(Json(
+        estatemon_analytics::lifts::incidents::site(&client, &q.site, from, to).await?,
+    ))
+}

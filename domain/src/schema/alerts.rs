@@ -64,6 +64,11 @@ impl NewAlert {
     ) -> NewAlert {
         let mut labels = BTreeMap::new();
         labels.insert("alertname".into(), rule.name.clone());
+        if let crate::rules::Condition::Mode(_) = rule.condition {
+            // About the service mode itself: the mode's own silence must
+            // not hold it (see `open`).
+            labels.insert("condition".into(), "mode".into());
+        }
         labels.insert("severity".into(), rule.severity.as_str().into());
         labels.insert("subject".into(), subject.clone());
         let mut site_id = None;
@@ -148,9 +153,12 @@ pub async fn open(
                      -- An emergency is held only by a silence that names its
                      -- rule: a maintenance window on a lift must not keep a
                      -- trapped passenger from paging.
+                     -- A lift's service-mode silence does not hold the
+                     -- alert that the mode has lasted too long.
                      (SELECT id FROM silences
                        WHERE starts_at <= now() AND ends_at > now() AND $6::jsonb @> matchers
                          AND ($4 <> 'emergency' OR matchers ? 'alertname')
+                         AND NOT (created_by = $15 AND $6::jsonb @> '{\"condition\": \"mode\"}')
                        ORDER BY id LIMIT 1))
              ON CONFLICT (fingerprint) WHERE state <> 'resolved'
              DO UPDATE SET last_seen_at = greatest(alerts.last_seen_at, EXCLUDED.last_seen_at),
@@ -171,6 +179,7 @@ pub async fn open(
                 &alert.last_seen_at,
                 &deadline,
                 &alert.raised_at,
+                &SERVICE_MODE_SILENCE,
             ],
         )
         .await?;
@@ -274,6 +283,10 @@ pub async fn release_ended_silences(
     }
     Ok(ids)
 }
+
+/// The author of the silences the analytics job keeps while a lift is in
+/// inspection or maintenance.
+pub const SERVICE_MODE_SILENCE: &str = "estatemon (lift service mode)";
 
 /// Label names a silence may match on.
 pub const SILENCE_LABELS: &[&str] = &[

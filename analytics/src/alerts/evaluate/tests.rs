@@ -57,6 +57,7 @@ fn window(now: DateTime<Utc>, rows: Vec<(&str, &str, DateTime<Utc>, f64)>) -> Wi
         last_seen_before: Default::default(),
         last_message: Default::default(),
         offline: Default::default(),
+        history: Default::default(),
     }
 }
 

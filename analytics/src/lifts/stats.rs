@@ -1,0 +1,303 @@
+//! Lift statistics over a period, per lift, per building and for the site:
+//! availability, trips and door cycles (from the cumulative counters,
+//! through the counter engine's reset and rollover handling), faults per
+//! 1,000 trips and mean time between faults.
+//!
+//! - **Availability** is the time in normal service (idle, moving, doors
+//!   open) over the time the lift was expected in service: the period less
+//!   planned work (maintenance, inspection). Fault, out of service and fire
+//!   service count against it. Before its first state event in the
+//!   period, a lift is in the state its last earlier event gave (in
+//!   service when it never reported one).
+//! - **Faults** are fault events (entrapments included, and counted apart).
+//! - **MTBF** is the hours in service per fault.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use estatemon_domain::consumption::{derive, RegisterPolicy, RegisterSample};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+/// One row: a lift, a building's lifts or the site's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LiftStats {
+    /// `lift`, `building` or `site`.
+    pub scope: &'static str,
+    /// The lift's id, the building's id, or the site's.
+    pub id: String,
+    pub building: Option<String>,
+    pub lifts: usize,
+    /// Hours of the period (per lift, summed over lifts for a group).
+    pub period_hours: f64,
+    pub in_service_hours: f64,
+    /// Maintenance and inspection: planned, not counted against.
+    pub planned_hours: f64,
+    /// Fault, out of service, fire service.
+    pub down_hours: f64,
+    /// In service ÷ (period − planned), 0–1.
+    pub availability: Option<f64>,
+    pub trips: f64,
+    pub door_cycles: f64,
+    pub faults: u64,
+    pub entrapments: u64,
+    pub faults_per_1000_trips: Option<f64>,
+    /// Hours in service per fault; none without faults.
+    pub mtbf_hours: Option<f64>,
+    /// Per lift and day.
+    pub trips_per_day: f64,
+    pub door_cycles_per_day: f64,
+}
+
+/// How a reported state counts.
+fn class(state: &str) -> Class {
+    match state {
+        "maintenance" | "inspection" => Class::Planned,
+        "fault" | "out_of_service" | "fire_service" => Class::Down,
+        _ => Class::Service,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Service,
+    Planned,
+    Down,
+}
+
+/// Hours in service, planned and down over `[from, to)`, from the state
+/// before `from` (if any) and the state events inside, sorted by time.
+pub fn state_hours(
+    before: Option<&str>,
+    states: &[(DateTime<Utc>, String)],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> (f64, f64, f64) {
+    let mut hours = [0.0f64; 3];
+    let mut current = before.map(class).unwrap_or(Class::Service);
+    let mut at = from;
+    let mut add = |c: Class, a: DateTime<Utc>, b: DateTime<Utc>| {
+        let h = (b - a).num_milliseconds().max(0) as f64 / 3.6e6;
+        hours[c as usize] += h;
+    };
+    for (ts, state) in states {
+        let ts = (*ts).clamp(from, to);
+        add(current, at, ts);
+        at = ts;
+        current = class(state);
+    }
+    add(current, at, to);
+    (hours[0], hours[1], hours[2])
+}
+
+/// A counter's increase over the readings (resets and rollovers handled;
+/// a gap in the readings still counts, the counter kept counting).
+pub fn counter_increase(samples: &[RegisterSample]) -> f64 {
+    let policy = RegisterPolicy {
+        max_gap: Duration::days(400),
+        ..RegisterPolicy::default()
+    };
+    derive(samples, &policy)
+        .iter()
+        .filter_map(|i| i.consumption)
+        .sum()
+}
+
+impl LiftStats {
+    fn finish(mut self) -> LiftStats {
+        let expected = self.period_hours - self.planned_hours;
+        self.availability = (expected > 0.0).then(|| self.in_service_hours / expected);
+        self.faults_per_1000_trips =
+            (self.trips > 0.0).then(|| self.faults as f64 * 1000.0 / self.trips);
+        self.mtbf_hours = (self.faults > 0).then(|| self.in_service_hours / self.faults as f64);
+        let days = self.period_hours / 24.0;
+        if days > 0.0 {
+            self.trips_per_day = self.trips / days;
+            self.door_cycles_per_day = self.door_cycles / days;
+        }
+        self
+    }
+
+    /// The sum of lifts' rows (a building, the site).
+    fn total(scope: &'static str, id: String, rows: &[&LiftStats]) -> LiftStats {
+        let mut t = LiftStats {
+            scope,
+            id,
+            building: None,
+            ..LiftStats::default()
+        };
+        for r in rows {
+            t.lifts += r.lifts;
+            t.period_hours += r.period_hours;
+            t.in_service_hours += r.in_service_hours;
+            t.planned_hours += r.planned_hours;
+            t.down_hours += r.down_hours;
+            t.trips += r.trips;
+            t.door_cycles += r.door_cycles;
+            t.faults += r.faults;
+            t.entrapments += r.entrapments;
+        }
+        // Per lift and day (the period's hours are summed over lifts), as
+        // a lift's own figure reads.
+        t.finish()
+    }
+}
+
+/// The statistics of a site's lifts (one building's, when given) over
+/// `[from, to)`: one row per lift, per building, and the site's.
+pub async fn site(
+    client: &Client,
+    site: &str,
+    building: Option<&[String]>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<LiftStats>, tokio_postgres::Error> {
+    let lifts: Vec<(String, Option<String>)> = client
+        .query(
+            "SELECT device_id, building_id FROM devices
+              WHERE kind = 'lift' AND site_id = $1
+                AND ($2::text[] IS NULL OR building_id = ANY($2))
+              ORDER BY device_id",
+            &[&site, &building],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut rows = Vec::with_capacity(lifts.len());
+    for (lift, building) in &lifts {
+        let before: Option<String> = client
+            .query_opt(
+                "SELECT state FROM events
+                  WHERE device_id = $1 AND event_type = 'state' AND ts < $2
+                    AND ts > $2::timestamptz - interval '400 days'
+                  ORDER BY ts DESC LIMIT 1",
+                &[lift, &from],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let states: Vec<(DateTime<Utc>, String)> = client
+            .query(
+                "SELECT ts, state FROM events
+                  WHERE device_id = $1 AND event_type = 'state' AND ts >= $2 AND ts < $3
+                  ORDER BY ts",
+                &[lift, &from, &to],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let (service, planned, down) = state_hours(before.as_deref(), &states, from, to);
+        let faults = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE code = 'entrapment') FROM events
+                  WHERE device_id = $1 AND event_type = 'fault' AND ts >= $2 AND ts < $3",
+                &[lift, &from, &to],
+            )
+            .await?;
+        let mut counters = BTreeMap::new();
+        for r in client
+            .query(
+                "SELECT metric, ts, value FROM readings
+                  WHERE device_id = $1 AND metric IN ('trips', 'door_cycles')
+                    AND ts >= $2 AND ts <= $3
+                  ORDER BY metric, ts",
+                &[lift, &from, &to],
+            )
+            .await?
+        {
+            counters
+                .entry(r.get::<_, String>(0))
+                .or_insert_with(Vec::new)
+                .push(RegisterSample {
+                    ts: r.get(1),
+                    value: r.get(2),
+                });
+        }
+        let increase = |m: &str| counters.get(m).map_or(0.0, |s| counter_increase(s));
+        rows.push(
+            LiftStats {
+                scope: "lift",
+                id: lift.clone(),
+                building: building.clone(),
+                lifts: 1,
+                period_hours: (to - from).num_milliseconds() as f64 / 3.6e6,
+                in_service_hours: service,
+                planned_hours: planned,
+                down_hours: down,
+                trips: increase("trips"),
+                door_cycles: increase("door_cycles"),
+                faults: faults.get::<_, i64>(0) as u64,
+                entrapments: faults.get::<_, i64>(1) as u64,
+                ..LiftStats::default()
+            }
+            .finish(),
+        );
+    }
+    let mut out = rows.clone();
+    let buildings: std::collections::BTreeSet<Option<String>> =
+        rows.iter().map(|r| r.building.clone()).collect();
+    for b in buildings {
+        let members: Vec<&LiftStats> = rows.iter().filter(|r| r.building == b).collect();
+        let id = b.clone().unwrap_or_else(|| "(no building)".into());
+        let mut t = LiftStats::total("building", id, &members);
+        t.building = b;
+        out.push(t);
+    }
+    if !rows.is_empty() {
+        let all: Vec<&LiftStats> = rows.iter().collect();
+        out.push(LiftStats::total("site", site.to_owned(), &all));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap() + Duration::hours(h)
+    }
+
+    #[test]
+    fn hours_by_class_from_the_state_before_and_the_events() {
+        // In fault from before the period until hour 2, in service, then 4
+        // hours of maintenance, then in service to hour 24.
+        let states = vec![
+            (at(2), "idle".to_owned()),
+            (at(10), "maintenance".to_owned()),
+            (at(14), "moving".to_owned()),
+            (at(15), "door_open".to_owned()),
+        ];
+        let (s, p, d) = state_hours(Some("fault"), &states, at(0), at(24));
+        assert_eq!((s, p, d), (18.0, 4.0, 2.0));
+        // Never reported a state: in service throughout.
+        assert_eq!(state_hours(None, &[], at(0), at(24)), (24.0, 0.0, 0.0));
+        let r = LiftStats {
+            period_hours: 24.0,
+            in_service_hours: 18.0,
+            planned_hours: 4.0,
+            down_hours: 2.0,
+            trips: 400.0,
+            faults: 2,
+            ..LiftStats::default()
+        }
+        .finish();
+        assert_eq!(r.availability, Some(0.9));
+        assert_eq!(r.faults_per_1000_trips, Some(5.0));
+        assert_eq!(r.mtbf_hours, Some(9.0));
+        assert_eq!(r.trips_per_day, 400.0);
+    }
+
+    #[test]
+    fn counters_through_a_reset_and_a_gap() {
+        let s = |h: i64, v: f64| RegisterSample {
+            ts: at(h),
+            value: v,
+        };
+        // 100 → 150, reset to 0 → 30, a 30-hour gap, → 90.
+        let samples = [s(0, 100.0), s(1, 150.0), s(2, 0.0), s(3, 30.0), s(33, 90.0)];
+        assert_eq!(counter_increase(&samples), 50.0 + 30.0 + 60.0);
+    }
+}
