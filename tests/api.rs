@@ -322,6 +322,46 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     );
     assert!(a > 0.0 && ab > a && all > ab, "{a} {ab} {all}");
     assert_eq!(all, none);
+    // The "Power by area" variable: areas of the chosen buildings that
+    // have an electricity meter, never an area only a gate or lift is in.
+    let areas = |query: &'static str| {
+        let api = &api;
+        let viewer = &viewer;
+        async move {
+            let (s, v) = api
+                .get(
+                    &format!("/api/v1/devices?site=harbour-view&{query}"),
+                    viewer,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let mut out: Vec<(String, String, String)> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let f = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                    (f("area"), f("kind"), f("building"))
+                })
+                .collect();
+            out.sort();
+            out
+        }
+    };
+    let metered = areas("building=tower-a,tower-b&kind=electricity_meter").await;
+    assert!(!metered.is_empty());
+    assert!(metered
+        .iter()
+        .all(|(_, k, b)| k == "electricity_meter" && (b == "tower-a" || b == "tower-b")));
+    let everything = areas("building=tower-a,tower-b").await;
+    assert!(
+        everything.iter().any(|(a, _, _)| !metered.iter().any(|(m, _, _)| m == a)),
+        "some area of these buildings has no electricity meter, so the filter matters: {everything:?}"
+    );
+    assert_eq!(
+        areas("building=All&kind=electricity_meter").await,
+        areas("kind=electricity_meter").await
+    );
     // A lift's trips per step, not its cumulative counter (issue 19: the
     // panel plotted 145,405…): hourly and daily steps add up alike, each
     // far below the register itself.
@@ -1713,4 +1753,339 @@ async fn the_audit_log_is_bounded_and_complete() {
         db.count("SELECT count(*) FROM audit_log").await - before,
         answered
     );
+}
+
+/// The dashboards' own pages (`/dashboards/{uid}`), opened in headless
+/// Chromium over a week of the shipped site: every panel an API query
+/// fills draws from data (none empty, none failing), in the unit it
+/// declares, with the alert annotations of its own scope; screenshots are
+/// kept for a person to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_draw_in_a_browser() {
+    let db = TestDb::new(&admin_url());
+    let (_api, client) = week_of_the_site(&db).await;
+    // The week's alerts, as the analytics job would have raised them.
+    run(estatemon(&db).args([
+        "analytics",
+        "replay",
+        "--from",
+        "2026-06-01T01:00:00+08:00",
+        "--to",
+        "2026-06-08T00:00:00+08:00",
+        "--step",
+        "1h",
+    ]));
+    let open_alerts = db
+        .count("SELECT count(*) FROM alerts WHERE resolved_at IS NULL")
+        .await;
+    let token = estatemon_api::create_token(&client, "browser", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let (from, to) = (
+        ms("2026-06-01T00:00:00+08:00"),
+        ms("2026-06-08T00:00:00+08:00"),
+    );
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut drawn = 0;
+    let mut annotated = Vec::new();
+    for uid in [
+        "estatemon-energy",
+        "estatemon-savings",
+        "estatemon-lifts",
+        "estatemon-gates",
+        "estatemon-alerts",
+    ] {
+        let url = format!(
+            "http://{addr}/dashboards/{uid}?from={from}&to={to}&var-site=harbour-view#token={token}"
+        );
+        let dom = tokio::task::block_in_place(|| {
+            let profile = std::env::temp_dir().join(unique("chromium"));
+            let out = headless_chromium(chromium(), &profile)
+                .args([
+                    "--window-size=1400,1600",
+                    "--virtual-time-budget=60000",
+                    "--dump-dom",
+                ])
+                .arg(&url)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let shot = shots.join(format!("dashboard-{uid}.png"));
+            let _ = headless_chromium(chromium(), &profile)
+                .args([
+                    "--window-size=1400,1600",
+                    "--virtual-time-budget=60000",
+                    "--hide-scrollbars",
+                ])
+                .arg(format!("--screenshot={}", shot.display()))
+                .arg(&url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&profile);
+            println!("screenshot: {}", shot.display());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        assert!(
+            dom.contains("data-done=\"1\""),
+            "{uid}: the page did not finish: {dom:.3000}"
+        );
+        let annotations: usize = dom
+            .split("data-annotations=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        annotated.push((uid, annotations));
+        let panels: Vec<&str> = dom.split("<section class=\"panel\"").skip(1).collect();
+        assert!(!panels.is_empty(), "{uid}: no panels");
+        for p in panels {
+            let attr = |name: &str| {
+                let key = format!("{name}=\"");
+                p.find(&key)
+                    .map(|i| &p[i + key.len()..])
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or("")
+            };
+            let title = p
+                .split("<h2>")
+                .nth(1)
+                .and_then(|t| t.split("</h2>").next())
+                .unwrap_or("?");
+            // Every panel draws from data; the open-alerts table is empty
+            // exactly when no alert is open.
+            let want = if title == "Open alerts" && open_alerts == 0 {
+                "empty"
+            } else {
+                "ok"
+            };
+            assert_eq!(
+                attr("data-status"),
+                want,
+                "{uid}: panel `{title}`: {}",
+                &p[..p.len().min(600)]
+            );
+            assert!(
+                !title.contains('$'),
+                "{uid}: `{title}` has a variable left in it"
+            );
+            if !matches!(attr("data-type"), "table" | "state-timeline") {
+                assert!(
+                    !attr("data-unit").is_empty(),
+                    "{uid}: panel `{title}` declares no unit"
+                );
+            }
+            drawn += 1;
+        }
+    }
+    assert!(drawn >= 14, "only {drawn} panels drawn");
+    assert!(
+        annotated.iter().any(|(_, n)| *n > 0),
+        "no dashboard drew an alert annotation: {annotated:?}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+const LIFT_FORTNIGHT: &str = r#"
+[scenario]
+  [scenario.background]
+  lift_faults_per_year = 400
+  entrapments_per_year = 40
+
+[[scenario.fault]]
+kind = "lift_maintenance"
+device = "hv-b-lift-1"
+start = 2026-06-02T09:00:00
+minutes = 600
+
+[[scenario.fault]]
+kind = "lift_fault"
+device = "hv-b-lift-1"
+start = 2026-06-02T11:00:00
+minutes = 45
+code = "door_fault"
+
+[[scenario.fault]]
+kind = "lift_fault"
+device = "hv-a-lift-1"
+start = 2026-06-03T10:00:00
+minutes = 240
+code = "levelling_error"
+"#;
+
+/// Two weeks of two lifts with many faults, a maintenance visit and a
+/// fault inside it: `/api/v1/lifts/stats` gives each lift's availability,
+/// trips and faults per 1,000 trips within 0.5 % of the ground truth, its
+/// faults exactly, and buildings and the site as the sums of their lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lift_statistics_match_the_ground_truth() {
+    use estatemon_simulators::scenario::FaultKind;
+    let db = TestDb::new(&admin_url());
+    let site = site_file(LIFT_FORTNIGHT);
+    let truth_path = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(estatemon(&db)
+        .args(["simulate", "backfill", "--direct", "--site-file"])
+        .arg(&site)
+        .args([
+            "--from",
+            "2026-06-01T00:00:00+08:00",
+            "--to",
+            "2026-06-15T00:00:00+08:00",
+            "--interval-s",
+            "900",
+            "--truth",
+        ])
+        .arg(&truth_path));
+    let truth = estatemon_simulators::truth::GroundTruth::read(&truth_path).unwrap();
+    let api = api_over(&db, |_| {}).await;
+    let client = db.client().await;
+    let viewer = estatemon_api::create_token(&client, "stats", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let (from, to) = (
+        chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00+08:00")
+            .unwrap()
+            .to_utc(),
+        chrono::DateTime::parse_from_rfc3339("2026-06-15T00:00:00+08:00")
+            .unwrap()
+            .to_utc(),
+    );
+    let (status, rows) = api
+        .get(
+            &format!(
+                "/api/v1/lifts/stats?site=harbour-view&from={}&to={}",
+                from.timestamp_millis(),
+                to.timestamp_millis()
+            ),
+            &viewer,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    let rows = rows.as_array().unwrap();
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 0.005 * want.abs(),
+            "{what}: {got} against the truth's {want}"
+        );
+    };
+    let mut all_faults = 0;
+    for lift in ["hv-a-lift-1", "hv-b-lift-1"] {
+        let row = rows
+            .iter()
+            .find(|r| r["scope"] == "lift" && r["id"] == lift)
+            .unwrap_or_else(|| panic!("no row for {lift}: {rows:?}"));
+        let faults: Vec<_> = truth
+            .faults
+            .iter()
+            .filter(|f| f.device == lift && f.start >= from && f.start < to)
+            .collect();
+        let stops: Vec<_> = faults
+            .iter()
+            .filter(|f| matches!(f.kind, FaultKind::LiftFault | FaultKind::LiftEntrapment))
+            .collect();
+        // Time classes from the truth's intervals, segment by segment.
+        let mut cuts = vec![from, to];
+        for f in &faults {
+            cuts.extend([f.start.clamp(from, to), f.end.clamp(from, to)]);
+        }
+        cuts.sort();
+        cuts.dedup();
+        let (mut service, mut planned) = (0.0, 0.0);
+        for w in cuts.windows(2) {
+            let mid = w[0] + (w[1] - w[0]) / 2;
+            let hours = (w[1] - w[0]).num_milliseconds() as f64 / 3.6e6;
+            let active = |k: &[FaultKind]| {
+                faults
+                    .iter()
+                    .any(|f| k.contains(&f.kind) && f.start <= mid && mid < f.end)
+            };
+            // Maintenance holds the lift whatever else happens in it; a
+            // fault outside it is down time.
+            if active(&[FaultKind::LiftMaintenance]) {
+                planned += hours;
+            } else if !active(&[FaultKind::LiftFault, FaultKind::LiftEntrapment]) {
+                service += hours;
+            }
+        }
+        let period = (to - from).num_milliseconds() as f64 / 3.6e6;
+        let availability = service / (period - planned);
+        assert!(
+            stops.len() >= 3,
+            "{lift}: the scenario needs faults: {stops:?}"
+        );
+        assert_eq!(
+            row["faults"].as_u64().unwrap(),
+            stops.len() as u64,
+            "{lift}"
+        );
+        all_faults += stops.len() as u64;
+        close(
+            row["availability"].as_f64().unwrap(),
+            availability,
+            "availability",
+        );
+        close(
+            row["planned_hours"].as_f64().unwrap(),
+            planned,
+            "planned hours",
+        );
+        let trips = truth.devices[lift].consumption;
+        close(row["trips"].as_f64().unwrap(), trips, "trips");
+        close(
+            row["faults_per_1000_trips"].as_f64().unwrap(),
+            stops.len() as f64 * 1000.0 / trips,
+            "faults per 1,000 trips",
+        );
+        close(
+            row["door_cycles"].as_f64().unwrap(),
+            2.0 * trips,
+            "door cycles",
+        );
+        close(
+            row["trips_per_day"].as_f64().unwrap(),
+            trips / 14.0,
+            "trips per day",
+        );
+    }
+    let site_row = rows.iter().find(|r| r["scope"] == "site").unwrap();
+    assert_eq!(site_row["faults"].as_u64().unwrap(), all_faults);
+    assert_eq!(site_row["lifts"], 2);
+    assert_eq!(rows.iter().filter(|r| r["scope"] == "building").count(), 2);
+    // One building, and the bad requests.
+    let (_, b) = api
+        .get(
+            &format!(
+                "/api/v1/lifts/stats?site=harbour-view&building=tower-a&scope=lift&from={}&to={}",
+                from.timestamp_millis(),
+                to.timestamp_millis()
+            ),
+            &viewer,
+        )
+        .await;
+    assert_eq!(b.as_array().unwrap().len(), 1, "{b}");
+    let (s, e) = api
+        .get(
+            "/api/v1/lifts/stats?site=harbour-view&from=2026-06-02&to=2026-06-01",
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, e) = api
+        .get(
+            "/api/v1/lifts/stats?site=harbour-view&from=2026-06-01&to=2026-06-02&scope=floor",
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let _ = std::fs::remove_file(site);
+    let _ = std::fs::remove_file(truth_path);
 }

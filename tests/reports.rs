@@ -151,29 +151,6 @@ target = 0.35
     assert!(naive < -0.05, "the check needs a seasonal swing: {naive}");
 }
 
-/// Pixels of a chart colour in a PNG screenshot.
-fn count_colour(png_path: &std::path::Path, rgb: (u8, u8, u8)) -> usize {
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(png_path).unwrap(),
-    ));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let step = match info.color_type {
-        png::ColorType::Rgba => 4,
-        png::ColorType::Rgb => 3,
-        other => panic!("unexpected PNG colour type {other:?}"),
-    };
-    buf[..info.buffer_size()]
-        .chunks(step)
-        .filter(|p| {
-            (p[0] as i32 - rgb.0 as i32).abs() <= 3
-                && (p[1] as i32 - rgb.1 as i32).abs() <= 3
-                && (p[2] as i32 - rgb.2 as i32).abs() <= 3
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quarterly_report_is_generated_stored_and_renders_in_a_browser() {
     let db = TestDb::new(&admin_url());
@@ -560,10 +537,7 @@ purpose = "hvac"
     assert_eq!(stored.1.len(), pdf.len());
 
     // A real browser draws the page: the charts' colours must be on screen.
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("headless Chromium is needed (Debian package `chromium`; .ci/run installs it)");
+    let chromium = chromium();
     // Kept after the test (in Cargo's scratch directory for integration
     // tests, overwritten by the next run) so that a person can look at it.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
@@ -658,23 +632,6 @@ fn bad_report_requests_say_what_is_wrong() {
 /// Checks that the HTML's elements nest: each closing tag closes the
 /// innermost open element, and nothing is left open (void elements and
 /// the SVG's self-closing ones aside).
-/// Debian's Chromium, headless, offline, with a profile of its own.
-fn headless_chromium(chromium: &str, profile: &std::path::Path) -> std::process::Command {
-    let mut c = std::process::Command::new(chromium);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
-    c
-}
-
 fn balanced_tags(html: &str) -> Result<(), String> {
     const VOID: &[&str] = &[
         "meta", "br", "hr", "img", "input", "link", "col", "wbr", "!doctype",

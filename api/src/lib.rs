@@ -106,9 +106,12 @@ impl LedgerCache {
 }
 
 /// Routes that answer without a token: health for load balancers, the
-/// OpenAPI document, and `/metrics` for Prometheus.
+/// OpenAPI document, `/metrics` for Prometheus, and the dashboards' pages
+/// (static; their queries carry the token).
 fn is_public(path: &str) -> bool {
     matches!(path, "/api/v1/health" | "/api/v1/openapi.json" | "/metrics")
+        || path == "/dashboards"
+        || path.starts_with("/dashboards/")
 }
 
 /// Where a request came from (the peer address; a fixed key when the
@@ -367,8 +370,9 @@ fn uniform(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    if is_html {
+    if is_html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
         // The report is self-contained: inline styles and SVG, no script.
+        // (A dashboard page sets its own, allowing its one script.)
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(

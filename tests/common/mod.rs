@@ -622,3 +622,51 @@ impl Drop for Alertmanager {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Debian's Chromium (`scripts/test.sh` installs it).
+pub fn chromium() -> &'static str {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("headless Chromium is needed (Debian package `chromium`; .ci/run installs it)")
+}
+
+/// Debian's Chromium, headless, offline, with a profile of its own.
+pub fn headless_chromium(chromium: &str, profile: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// Pixels of a chart colour in a PNG screenshot.
+pub fn count_colour(png_path: &std::path::Path, rgb: (u8, u8, u8)) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| {
+            (p[0] as i32 - rgb.0 as i32).abs() <= 3
+                && (p[1] as i32 - rgb.1 as i32).abs() <= 3
+                && (p[2] as i32 - rgb.2 as i32).abs() <= 3
+        })
+        .count()
+}

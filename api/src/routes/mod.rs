@@ -11,6 +11,7 @@ pub mod events;
 pub mod registry;
 pub mod reports;
 pub mod series;
+pub mod view;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -223,7 +224,7 @@ impl utoipa::Modify for ErrorResponses {
         series::series, series::consumption,
         alerts::list, alerts::acknowledge, alerts::silence, alerts::annotations,
         reports::list, reports::file, reports::savings, reports::savings_daily,
-        events::counts, events::lift_states,
+        events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
         dead_letters::list,
         admin::list_tokens, admin::create_token, admin::revoke_token,
         admin::rules, admin::put_rules, admin::reset_rules,
@@ -264,6 +265,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/savings/daily", get(reports::savings_daily))
         .route("/api/v1/events", get(events::counts))
         .route("/api/v1/lifts/states", get(events::lift_states))
+        .route("/api/v1/lifts/stats", get(events::lift_stats))
+        .route("/api/v1/lifts/incidents", get(events::lift_incidents))
         .route(
             "/api/v1/tokens",
             get(admin::list_tokens).post(admin::create_token),
@@ -284,6 +287,8 @@ pub fn router() -> Router<AppState> {
             axum::routing::put(admin::put_retrofit).delete(admin::delete_retrofit),
         )
         .route("/api/v1/dead-letters", get(dead_letters::list))
+        .route("/dashboards", get(view::list))
+        .route("/dashboards/{uid}", get(view::page))
         .fallback(|| async {
             crate::ApiError::NotFound("no such route; see /api/v1/openapi.json".into())
         })

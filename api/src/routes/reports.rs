@@ -71,6 +71,8 @@ pub struct SavingsQuery {
     pub summary: Option<bool>,
     /// Only the retrofits of this purpose (e.g. `public_lighting`).
     pub purpose: Option<String>,
+    /// Only this retrofit (its id).
+    pub retrofit: Option<String>,
 }
 
 /// Measured savings of the site's retrofits (ASHRAE 14 models, adjusted
@@ -112,8 +114,12 @@ pub async fn savings(
         }
     };
     let mut results = results;
-    if let (Some(p), Some(rows)) = (q.purpose.as_deref(), results.as_array_mut()) {
-        rows.retain(|r| r.get("purpose").and_then(|v| v.as_str()) == Some(p));
+    if let Some(rows) = results.as_array_mut() {
+        let is = |r: &serde_json::Value, k: &str, v: &Option<String>| {
+            v.as_deref()
+                .is_none_or(|v| r.get(k).and_then(|x| x.as_str()) == Some(v))
+        };
+        rows.retain(|r| is(r, "purpose", &q.purpose) && is(r, "id", &q.retrofit));
     }
     if q.summary == Some(true) {
         results = store::summary(&results);
