@@ -2089,3 +2089,243 @@ async fn lift_statistics_match_the_ground_truth() {
     let _ = std::fs::remove_file(site);
     let _ = std::fs::remove_file(truth_path);
 }
+
+/// A class A fire main (daily) and a class B pump (weekly), over a week:
+/// inspections recorded through the API on time, one late and two missing.
+/// Replayed, the rules raise exactly one alert per window that passed
+/// without its inspection (none for the on-time ones), each from the
+/// window's end until an inspection came; the compliance route counts the
+/// same; failed checklist items open work items with their deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspections_late_and_missed_raise_one_alert_per_window_and_count_in_compliance() {
+    let db = TestDb::new(&admin_url());
+    let site = site_file("[scenario]\n");
+    let ledger = std::fs::read_to_string(&site)
+        .unwrap()
+        .replace(
+            "id = \"hv-fire-main-pressure\"\n",
+            "id = \"hv-fire-main-pressure\"\nclass = \"A\"\nchecklist = [\"pressure_gauge\", \"valves\", \"pump_state\"]\n",
+        )
+        .replace("id = \"hv-pump-power\"\n", "id = \"hv-pump-power\"\nclass = \"B\"\n");
+    assert!(ledger.contains("class = \"A\"") && ledger.contains("class = \"B\""));
+    std::fs::write(&site, ledger).unwrap();
+    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
+    run(estatemon(&db)
+        .args(["simulate", "backfill", "--direct", "--site-file"])
+        .arg(&site)
+        .args([
+            "--from",
+            "2026-06-01T00:00:00+08:00",
+            "--to",
+            "2026-06-08T00:00:00+08:00",
+            "--interval-s",
+            "900",
+            "--truth",
+        ])
+        .arg(&truth));
+    let api = api_over(&db, |_| {}).await;
+    let client = db.client().await;
+    let operator = estatemon_api::create_token(&client, "tech", Role::Operator, "test")
+        .await
+        .unwrap();
+    let viewer = estatemon_api::create_token(&client, "look", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let fire = "hv-fire-main-pressure";
+    let inspect = |device: &'static str, at: &'static str, results: &'static str| {
+        let api = &api;
+        let operator = &operator;
+        async move {
+            let body = format!(
+                r#"{{"device":"{device}","by":"K. Lau","at":"{at}","results":{results},"readings":{{"pressure_mpa":0.61}}}}"#
+            );
+            api.call("POST", "/api/v1/inspections", Some(operator), Some(&body))
+                .await
+        }
+    };
+    let ok = r#"{"pressure_gauge":"ok","valves":"ok","pump_state":"ok"}"#;
+    for at in [
+        "2026-06-01T09:00:00+08:00",
+        // 2 June: none; 02:00 on 3 June is its late one, 3 June has its own.
+        "2026-06-03T02:00:00+08:00",
+        "2026-06-03T10:00:00+08:00",
+        "2026-06-04T09:00:00+08:00",
+        // 5 and 6 June: none; 7 June 15:00 is past both graces.
+        "2026-06-07T15:00:00+08:00",
+    ] {
+        let (s, body, _) = inspect(fire, at, ok).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    // The pump's weekly check, on 3 June, with a small and a large issue.
+    let (s, body, _) = inspect(
+        "hv-pump-power",
+        "2026-06-03T11:00:00+08:00",
+        r#"{"noise":"fail","seal":"fail_large","vibration":"ok"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["passed"], false);
+    let items = body["work_items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{body}");
+    let due = |item: &str| {
+        items.iter().find(|w| w["item"] == item).unwrap()["due_at"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        ms(&due("noise")),
+        ms("2026-06-04T00:00:00+08:00"),
+        "not left overnight"
+    );
+    assert_eq!(
+        ms(&due("seal")),
+        ms("2026-06-10T11:00:00+08:00"),
+        "not beyond a week"
+    );
+    // Bad inspections: 4xx with a message, nothing stored.
+    for (who, body, want) in [
+        (
+            &viewer,
+            format!(r#"{{"device":"{fire}","by":"x","results":{{}}}}"#),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &operator,
+            r#"{"device":"nowhere","by":"x"}"#.to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &operator,
+            format!(r#"{{"device":"{fire}","by":"x","results":{{"paint":"ok"}}}}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &operator,
+            format!(r#"{{"device":"{fire}","by":"x","results":{{"valves":"maybe"}}}}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &operator,
+            format!(r#"{{"device":"{fire}","by":"K. Lau","at":"2026-06-01T09:00:00+08:00"}}"#),
+            StatusCode::CONFLICT,
+        ),
+        (
+            &operator,
+            format!(r#"{{"device":"{fire}","by":""}}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, b, _) = api
+            .call("POST", "/api/v1/inspections", Some(who), Some(&body))
+            .await;
+        assert_eq!(s, want, "{body} → {b}");
+        assert!(b["message"].is_string(), "{b}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM inspections").await, 6);
+
+    run(estatemon(&db).args([
+        "analytics",
+        "replay",
+        "--from",
+        "2026-06-01T01:00:00+08:00",
+        "--to",
+        "2026-06-08T00:00:00+08:00",
+        "--step",
+        "1h",
+    ]));
+    let rows = client
+        .query(
+            "SELECT rule, subject, started_at, resolved_at FROM alerts
+              WHERE rule LIKE 'inspection_overdue%' ORDER BY subject",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i64, Option<i64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get::<_, chrono::DateTime<chrono::Utc>>(2)
+                    .timestamp_millis(),
+                r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(3)
+                    .map(|t| t.timestamp_millis()),
+            )
+        })
+        .collect();
+    let want = |day: &str, ends: &str, inspected: &str| {
+        (
+            "inspection_overdue_class_a".to_owned(),
+            format!("{fire}@{day}"),
+            ms(ends),
+            Some(ms(inspected)),
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            want(
+                "2026-06-02",
+                "2026-06-03T00:00:00+08:00",
+                "2026-06-03T02:00:00+08:00"
+            ),
+            want(
+                "2026-06-05",
+                "2026-06-06T00:00:00+08:00",
+                "2026-06-07T15:00:00+08:00"
+            ),
+            want(
+                "2026-06-06",
+                "2026-06-07T00:00:00+08:00",
+                "2026-06-07T15:00:00+08:00"
+            ),
+        ],
+        "one alert per window without its inspection, none for the on-time ones or the pump"
+    );
+    // Compliance over the week: the same story, counted.
+    let (s, c) = api
+        .get(
+            "/api/v1/compliance?site=harbour-view&from=2026-06-01T00:00:00%2B08:00&to=2026-06-08T00:00:00%2B08:00",
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let of = |d: &str| {
+        c.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["device"] == d)
+            .unwrap()
+            .clone()
+    };
+    let f = of(fire);
+    assert_eq!(
+        (
+            f["class"].as_str(),
+            f["due"].as_u64(),
+            f["on_time"].as_u64(),
+            f["late"].as_u64(),
+            f["missed"].as_u64()
+        ),
+        (Some("A"), Some(7), Some(4), Some(1), Some(2)),
+        "{f}"
+    );
+    let p = of("hv-pump-power");
+    assert_eq!(
+        (
+            p["cycle"].as_str(),
+            p["due"].as_u64(),
+            p["on_time"].as_u64()
+        ),
+        (Some("1w"), Some(1), Some(1)),
+        "{p}"
+    );
+    let (_, open) = api
+        .get("/api/v1/work-items?site=harbour-view&open=true", &viewer)
+        .await;
+    assert_eq!(open.as_array().unwrap().len(), 2, "{open}");
+    let _ = std::fs::remove_file(site);
+    let _ = std::fs::remove_file(truth);
+}

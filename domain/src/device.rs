@@ -188,6 +188,26 @@ pub struct Device {
     /// stores what arrives under this id as this device's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+    /// Inspection class: A (fire systems, lifts) daily, B (air
+    /// conditioning, pumps) weekly, C monthly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<crate::inspection::EquipmentClass>,
+    /// An explicit inspection cycle (`15d`, `1w`, `1mo`, `1y`), over the
+    /// class's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection_cycle: Option<crate::inspection::Cycle>,
+    /// What an inspection checks (`noise`, `lubricant`, `machine_room_temperature`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checklist: Vec<String>,
+}
+
+impl Device {
+    /// The cycle the device's inspections are tracked on: its own, else
+    /// its class's; none without either (`maintenance_cycle` is a note in
+    /// the ledger, not tracked).
+    pub fn cycle(&self) -> Option<crate::inspection::Cycle> {
+        crate::inspection::effective(self.class, self.inspection_cycle)
+    }
 }
 
 /// The registry file: `[[site]]` tables (with `[[site.building]]`) and

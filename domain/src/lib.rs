@@ -28,6 +28,7 @@ pub mod config;
 pub mod consumption;
 pub mod device;
 pub mod event;
+pub mod inspection;
 pub mod mapping;
 pub mod metric;
 pub mod pseudonym;

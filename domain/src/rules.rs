@@ -15,6 +15,7 @@
 //! | `denied` | `count` denied swipes of one credential (or at one gate) within `within` |
 //! | `mode` | a device's latest state is one of `states` and has lasted `longer_than` (a lift left in maintenance) |
 //! | `expect` | no event of `type` (with `result`) within `every` (EN 81-28's alarm-line test call) |
+//! | `inspection` | a device's inspection window (its class's or own cycle) passed without an inspection |
 //!
 //! Event rules resolve after `resolve_after` without a new matching event.
 //! `immediate = true` marks rules that fire from the ingest path (one event
@@ -485,6 +486,28 @@ pub struct Expect {
     pub every: Span,
 }
 
+/// Devices with an inspection cycle (a class or their own) whose window
+/// passed without an inspection: one alert per window, from its end until
+/// an inspection comes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectionRule {
+    /// `A`, `B`, `C`, and `none` for devices with only a cycle of their
+    /// own; every tracked device when empty.
+    #[serde(default)]
+    pub classes: Vec<String>,
+}
+
+impl InspectionRule {
+    pub fn covers(&self, class: Option<crate::inspection::EquipmentClass>) -> bool {
+        self.classes.is_empty()
+            || self
+                .classes
+                .iter()
+                .any(|c| class.map_or(c == "none", |k| k.as_str() == c))
+    }
+}
+
 /// What a rule watches for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
@@ -496,11 +519,13 @@ pub enum Condition {
     Denied(Denied),
     Mode(Mode),
     Expect(Expect),
+    Inspection(InspectionRule),
 }
 
 impl Condition {
     pub fn kind(&self) -> &'static str {
         match self {
+            Condition::Inspection(_) => "inspection",
             Condition::Mode(_) => "mode",
             Condition::Expect(_) => "expect",
             Condition::Threshold(_) => "threshold",
@@ -642,6 +667,7 @@ struct RawRule {
     denied: Option<Denied>,
     mode: Option<Mode>,
     expect: Option<Expect>,
+    inspection: Option<InspectionRule>,
 }
 
 fn yes() -> bool {
@@ -736,12 +762,15 @@ impl RuleSet {
             if let Some(e) = raw.expect {
                 conditions.push(Condition::Expect(e));
             }
+            if let Some(i) = raw.inspection {
+                conditions.push(Condition::Inspection(i));
+            }
             if conditions.len() != 1 {
                 return Err(fail(
                     "condition",
                     "name",
                     format!(
-                        "needs exactly one of threshold, rate, stale, consumption, event, denied, mode, expect (found {})",
+                        "needs exactly one of threshold, rate, stale, consumption, event, denied, mode, expect, inspection (found {})",
                         conditions.len()
                     ),
                 ));
@@ -971,6 +1000,18 @@ fn validate_condition(c: &Condition, immediate: bool) -> Result<(), (&'static st
                 return Err(("expect.result", format!("`{r}` is not passed or failed")));
             }
         }
+        Condition::Inspection(i) => {
+            if let Some(c) = i
+                .classes
+                .iter()
+                .find(|c| !matches!(c.as_str(), "A" | "B" | "C" | "none"))
+            {
+                return Err((
+                    "inspection.classes",
+                    format!("`{c}` is not A, B, C or none"),
+                ));
+            }
+        }
         Condition::Denied(d) => {
             if d.count < 2 {
                 return Err(("denied.count", "must be at least 2".into()));
@@ -994,6 +1035,7 @@ fn validate_condition(c: &Condition, immediate: bool) -> Result<(), (&'static st
                 | Condition::Consumption(_)
                 | Condition::Mode(_)
                 | Condition::Expect(_)
+                | Condition::Inspection(_)
         )
     {
         return Err((

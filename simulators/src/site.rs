@@ -136,6 +136,9 @@ fn devices_of(building: &str, slots: &'static [Slot], site: &str) -> impl Iterat
                 maintenance_cycle: Some(cycle),
                 responsible: None,
                 source_id: None,
+                class: None,
+                inspection_cycle: None,
+                checklist: Vec::new(),
             }
         })
 }

@@ -122,6 +122,9 @@ fn registry(meters: usize) -> Registry {
                         maintenance_cycle: None,
                         responsible: None,
                         source_id: None,
+                        class: None,
+                        inspection_cycle: None,
+                        checklist: Vec::new(),
                     });
                 }
             }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use estatemon_domain::consumption::{derive, RegisterPolicy, RegisterSample};
 use estatemon_domain::rules::{
     Condition, Consumption, Denied, DeniedBy, DeviceLabels, EventRule, Expect, GroupBy, Hours,
-    Level, Mode, Rate, Rule, Stale, Threshold,
+    InspectionRule, Level, Mode, Rate, Rule, Stale, Threshold,
 };
 use polars::prelude::*;
 
@@ -65,6 +65,7 @@ pub fn evaluate(rule: &Rule, window: &Window) -> Result<Vec<Finding>, EvaluateEr
         Condition::Denied(d) => Ok(denied(d, window, &selected)),
         Condition::Mode(m) => Ok(mode(m, window, &selected)),
         Condition::Expect(e) => Ok(expect(&rule.name, e, window, &selected)),
+        Condition::Inspection(i) => Ok(inspection(i, window, &selected)),
     }
 }
 
@@ -529,6 +530,48 @@ fn expect(rule: &str, e: &Expect, window: &Window, selected: &[&DeviceLabels]) -
             })
         })
         .collect()
+}
+
+/// One finding per inspection window of a tracked device that ended
+/// without its inspection (subject `device@local date of the window`):
+/// firing from the window's end, clear when an inspection came (late, or
+/// the first after a missed window). On-time and open windows say nothing.
+fn inspection(rule: &InspectionRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    use estatemon_domain::inspection::{assess, Status};
+    let mut out = Vec::new();
+    for d in selected {
+        let Some(i) = window.history.inspections.get(&d.id) else {
+            continue;
+        };
+        let Some(since) = i.since.filter(|_| rule.covers(i.class)) else {
+            continue;
+        };
+        let from = window.now - i.cycle.longest() * crate::alerts::window::INSPECTION_WINDOWS;
+        let windows: Vec<_> = i
+            .cycle
+            .windows(from.max(since), window.now, i.zone)
+            .into_iter()
+            .filter(|(_, end)| *end > since)
+            .collect();
+        for slot in assess(&windows, &i.times, window.now) {
+            let state = match slot.status {
+                Status::OnTime { .. } | Status::Open => continue,
+                Status::Late { at } | Status::Missed { next: Some(at) } => State::Clear { at },
+                Status::Missed { next: None } => State::Firing {
+                    since: slot.end,
+                    last: window.now,
+                    value: Some((window.now - slot.end).num_hours() as f64),
+                },
+            };
+            let date = slot.start.with_timezone(&i.zone).format("%Y-%m-%d");
+            out.push(Finding {
+                subject: format!("{}@{date}", d.id),
+                device: Some((*d).clone()),
+                state,
+            });
+        }
+    }
+    out
 }
 
 /// Bursts of denied swipes: `count` within `within`, by credential or by

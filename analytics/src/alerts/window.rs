@@ -108,7 +108,27 @@ pub struct History {
     /// after it began to report; one that never reported is not
     /// commissioned).
     pub first: HashMap<String, HashMap<String, DateTime<Utc>>>,
+    /// Devices with an inspection cycle, for the `inspection` rules.
+    pub inspections: HashMap<String, Inspected>,
 }
+
+/// One tracked device: its class and cycle, its site's zone, and its
+/// inspections (and, for lifts, its maintenance-mode entries: a
+/// technician's visit is its check) over the windows the rules look at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    pub class: Option<estatemon_domain::inspection::EquipmentClass>,
+    pub cycle: estatemon_domain::inspection::Cycle,
+    pub zone: Tz,
+    pub times: Vec<DateTime<Utc>>,
+    /// When it began to report or was first inspected, within the windows
+    /// looked at: earlier windows are not its (it was not commissioned).
+    /// Never: not tracked yet.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// How many past windows the `inspection` rules look at.
+pub const INSPECTION_WINDOWS: i32 = 10;
 
 impl Window {
     /// The readings frame in (device, metric, ts) order, for comparing two
@@ -158,7 +178,7 @@ impl Lookback {
                     need("access", d.within.chrono().max(d.resolve_after.chrono()))
                 }
                 // Read as the latest event per device (`History`).
-                Condition::Mode(_) | Condition::Expect(_) => {}
+                Condition::Mode(_) | Condition::Expect(_) | Condition::Inspection(_) => {}
             }
         }
         Lookback {
@@ -398,9 +418,11 @@ async fn fetch_history(
 ) -> anyhow::Result<History> {
     let mut h = History::default();
     let mut mode_devices = std::collections::BTreeSet::new();
+    let mut inspected = std::collections::BTreeSet::new();
     for rule in &rules.rules {
         match &rule.condition {
             Condition::Mode(_) => mode_devices.extend(watched(rule, devices)),
+            Condition::Inspection(_) => inspected.extend(watched(rule, devices)),
             Condition::Expect(e) => {
                 let ids = watched(rule, devices);
                 if ids.is_empty() {
@@ -467,7 +489,106 @@ async fn fetch_history(
             }
         }
     }
+    if !inspected.is_empty() {
+        h.inspections = fetch_inspections(client, devices, inspected, now).await?;
+    }
     Ok(h)
+}
+
+/// The tracked devices among `ids`, with their inspections over the last
+/// [`INSPECTION_WINDOWS`] windows of their own cycle.
+async fn fetch_inspections(
+    client: &Client,
+    devices: &Devices,
+    ids: std::collections::BTreeSet<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<HashMap<String, Inspected>> {
+    use estatemon_domain::inspection::{effective, Cycle, EquipmentClass};
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let mut out: HashMap<String, Inspected> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT device_id, class, inspection_cycle FROM devices
+              WHERE device_id = ANY($1) AND (class IS NOT NULL OR inspection_cycle IS NOT NULL)",
+            &[&ids],
+        )
+        .await?
+    {
+        let id: String = r.get(0);
+        let class = r
+            .get::<_, Option<String>>(1)
+            .and_then(|c| EquipmentClass::parse(&c));
+        let own = r
+            .get::<_, Option<String>>(2)
+            .and_then(|c| Cycle::parse(&c).ok());
+        if let Some(cycle) = effective(class, own) {
+            let zone = devices.zone_of(&id);
+            out.insert(
+                id,
+                Inspected {
+                    class,
+                    cycle,
+                    zone,
+                    times: Vec::new(),
+                    since: None,
+                },
+            );
+        }
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let (tracked, since): (Vec<String>, Vec<DateTime<Utc>>) = out
+        .iter()
+        .map(|(id, i)| {
+            (
+                id.clone(),
+                now - i.cycle.longest() * (INSPECTION_WINDOWS + 2),
+            )
+        })
+        .unzip();
+    let rows = client
+        .query(
+            "SELECT i.device_id, i.inspected_at FROM inspections i
+               JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
+                 ON i.device_id = w.id AND i.inspected_at > w.since
+              WHERE i.inspected_at <= $3
+             UNION ALL
+             SELECT e.device_id, e.ts FROM events e
+               JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
+                 ON e.device_id = w.id AND e.ts > w.since
+              WHERE e.event_type = 'state' AND e.state = 'maintenance' AND e.ts <= $3",
+            &[&tracked, &since, &now],
+        )
+        .await?;
+    for r in &rows {
+        if let Some(i) = out.get_mut(r.get::<_, &str>(0)) {
+            i.times.push(r.get(1));
+        }
+    }
+    // The first reading or event in the span: one index probe each.
+    for r in client
+        .query(
+            "SELECT w.id,
+                    (SELECT r.ts FROM readings r WHERE r.device_id = w.id AND r.ts > w.since
+                        AND r.ts <= $3 ORDER BY r.ts LIMIT 1),
+                    (SELECT e.ts FROM events e WHERE e.device_id = w.id AND e.ts > w.since
+                        AND e.ts <= $3 ORDER BY e.ts LIMIT 1)
+               FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
+            &[&tracked, &since, &now],
+        )
+        .await?
+    {
+        if let Some(i) = out.get_mut(r.get::<_, &str>(0)) {
+            let firsts = [
+                r.get::<_, Option<DateTime<Utc>>>(1),
+                r.get(2),
+                i.times.iter().min().copied(),
+            ];
+            i.since = firsts.into_iter().flatten().min();
+        }
+    }
+    Ok(out)
 }
 
 /// How close to the wall clock an evaluation must be to count as live.

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alerts;
 pub mod dead_letters;
 pub mod events;
+pub mod inspections;
 pub mod registry;
 pub mod reports;
 pub mod series;
@@ -226,6 +227,7 @@ impl utoipa::Modify for ErrorResponses {
         reports::list, reports::file, reports::savings, reports::savings_daily,
         events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
         dead_letters::list,
+        inspections::record, inspections::compliance, inspections::work_items,
         admin::list_tokens, admin::create_token, admin::revoke_token,
         admin::rules, admin::put_rules, admin::reset_rules,
         admin::retrofits, admin::put_retrofit, admin::delete_retrofit,
@@ -287,6 +289,9 @@ pub fn router() -> Router<AppState> {
             axum::routing::put(admin::put_retrofit).delete(admin::delete_retrofit),
         )
         .route("/api/v1/dead-letters", get(dead_letters::list))
+        .route("/api/v1/inspections", post(inspections::record))
+        .route("/api/v1/compliance", get(inspections::compliance))
+        .route("/api/v1/work-items", get(inspections::work_items))
         .route("/dashboards", get(view::list))
         .route("/dashboards/{uid}", get(view::page))
         .fallback(|| async {

@@ -334,6 +334,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 21,
+        name: "inspections",
+        common: Some(include_str!("migrations/0021_inspections.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

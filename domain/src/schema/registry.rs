@@ -72,13 +72,16 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
         });
         tx.execute(
             "INSERT INTO devices (device_id, kind, site_id, building_id, area, purpose, name, model,
-                                  install_date, maintenance_cycle, responsible, source_id, assigned)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, true)
+                                  install_date, maintenance_cycle, responsible, source_id, class,
+                                  inspection_cycle, checklist, assigned)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, true)
              ON CONFLICT (device_id) DO UPDATE SET kind = EXCLUDED.kind, site_id = EXCLUDED.site_id,
                  building_id = EXCLUDED.building_id, area = EXCLUDED.area, purpose = EXCLUDED.purpose,
                  name = EXCLUDED.name, model = EXCLUDED.model, install_date = EXCLUDED.install_date,
                  maintenance_cycle = EXCLUDED.maintenance_cycle, responsible = EXCLUDED.responsible,
-                 source_id = EXCLUDED.source_id, assigned = true, updated_at = now()",
+                 source_id = EXCLUDED.source_id, class = EXCLUDED.class,
+                 inspection_cycle = EXCLUDED.inspection_cycle, checklist = EXCLUDED.checklist,
+                 assigned = true, updated_at = now()",
             &[
                 &d.id,
                 &d.kind.as_str(),
@@ -92,6 +95,9 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
                 &cycle,
                 &d.responsible,
                 &d.source_id,
+                &d.class.map(|c| c.as_str()),
+                &d.inspection_cycle.map(|c| c.to_string()),
+                &serde_json::json!(d.checklist),
             ],
         )
         .await?;

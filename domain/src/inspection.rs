@@ -1,0 +1,384 @@
+//! Inspection cycles: each ledger device's class (A daily, B weekly, C
+//! monthly, after the estate's maintenance standard) or explicit cycle
+//! (`15d`, `1w`, `1mo`, `1y`), the windows it must be inspected in on the
+//! site's calendar, and how a list of inspections fares against them: on
+//! time, late, missed, or still open.
+//!
+//! Windows are whole local days, weeks (from Monday), months or years; an
+//! n-day or n-week cycle counts from Monday 1970-01-05, so the windows of a
+//! device never move. An inspection serves one window: the one it falls
+//! in, or (when that window already has one, or it is the first after an
+//! empty window and within half a window of its end) the empty window
+//! before it, as a late one.
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// The estate's equipment classes: A (fire systems, lifts) inspected
+/// daily, B (air conditioning, pumps) weekly, C monthly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EquipmentClass {
+    A,
+    B,
+    C,
+}
+
+impl EquipmentClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EquipmentClass::A => "A",
+            EquipmentClass::B => "B",
+            EquipmentClass::C => "C",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EquipmentClass> {
+        match s {
+            "A" | "a" => Some(EquipmentClass::A),
+            "B" | "b" => Some(EquipmentClass::B),
+            "C" | "c" => Some(EquipmentClass::C),
+            _ => None,
+        }
+    }
+
+    /// The class's own cycle.
+    pub fn cycle(self) -> Cycle {
+        match self {
+            EquipmentClass::A => Cycle::new(1, Unit::Day),
+            EquipmentClass::B => Cycle::new(1, Unit::Week),
+            EquipmentClass::C => Cycle::new(1, Unit::Month),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+/// An inspection cycle: `n` days, weeks, months or years.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cycle {
+    pub n: u32,
+    pub unit: Unit,
+}
+
+impl Cycle {
+    pub const fn new(n: u32, unit: Unit) -> Cycle {
+        Cycle { n, unit }
+    }
+
+    /// `1d`, `15d`, `1w`, `2w`, `1mo`, `3mo`, `1y` (1 to 999).
+    pub fn parse(text: &str) -> Result<Cycle, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u32 = digits
+            .parse()
+            .ok()
+            .filter(|n| (1..=999).contains(n))
+            .ok_or_else(|| format!("`{text}`: expected a cycle like 1d, 15d, 1w, 1mo or 1y"))?;
+        let unit = match unit {
+            "d" => Unit::Day,
+            "w" => Unit::Week,
+            "mo" => Unit::Month,
+            "y" => Unit::Year,
+            _ => return Err(format!("`{text}`: the unit is d, w, mo or y")),
+        };
+        Ok(Cycle { n, unit })
+    }
+
+    /// The windows that overlap `[from, to)`, in the zone's calendar.
+    pub fn windows(
+        self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tz: Tz,
+    ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut out = Vec::new();
+        let mut start = self.start_of(from.with_timezone(&tz).date_naive());
+        let mut guard = 0;
+        while guard < 100_000 {
+            let next = self.after(start);
+            let (a, b) = (midnight(start, tz), midnight(next, tz));
+            if a >= to {
+                break;
+            }
+            if b > from {
+                out.push((a, b));
+            }
+            start = next;
+            guard += 1;
+        }
+        out
+    }
+
+    /// The first day of the window containing `d`.
+    fn start_of(self, d: NaiveDate) -> NaiveDate {
+        let anchor = NaiveDate::from_ymd_opt(1970, 1, 5).expect("a Monday");
+        match self.unit {
+            Unit::Day | Unit::Week => {
+                let len = self.n as i64 * if self.unit == Unit::Day { 1 } else { 7 };
+                let days = (d - anchor).num_days();
+                anchor + Duration::days(days - days.rem_euclid(len))
+            }
+            Unit::Month => {
+                let months = (d.year() as i64 - 1970) * 12 + d.month0() as i64;
+                let m = months - months.rem_euclid(self.n as i64);
+                NaiveDate::from_ymd_opt(
+                    1970 + (m.div_euclid(12)) as i32,
+                    (m.rem_euclid(12) + 1) as u32,
+                    1,
+                )
+                .expect("a valid month")
+            }
+            Unit::Year => {
+                let y = d.year() as i64 - 1970;
+                let y = y - y.rem_euclid(self.n as i64);
+                NaiveDate::from_ymd_opt(1970 + y as i32, 1, 1).expect("a valid year")
+            }
+        }
+    }
+
+    fn after(self, start: NaiveDate) -> NaiveDate {
+        match self.unit {
+            Unit::Day => start + Duration::days(self.n as i64),
+            Unit::Week => start + Duration::days(7 * self.n as i64),
+            Unit::Month => start + Months::new(self.n),
+            Unit::Year => start + Months::new(12 * self.n),
+        }
+    }
+}
+
+impl fmt::Display for Cycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit {
+            Unit::Day => "d",
+            Unit::Week => "w",
+            Unit::Month => "mo",
+            Unit::Year => "y",
+        };
+        write!(f, "{}{unit}", self.n)
+    }
+}
+
+impl Serialize for Cycle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cycle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cycle, D::Error> {
+        let text = String::deserialize(d)?;
+        Cycle::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The cycle a device is tracked on: its explicit one, else its class's.
+pub fn effective(class: Option<EquipmentClass>, cycle: Option<Cycle>) -> Option<Cycle> {
+    cycle.or(class.map(EquipmentClass::cycle))
+}
+
+impl Cycle {
+    /// At least one window's length (31 days for a month, 366 for a year).
+    pub fn longest(self) -> Duration {
+        let days = match self.unit {
+            Unit::Day => 1,
+            Unit::Week => 7,
+            Unit::Month => 31,
+            Unit::Year => 366,
+        };
+        Duration::days(days * self.n as i64)
+    }
+}
+
+/// Local midnight of `d` (the first instant of the day where a DST change
+/// skips midnight).
+fn midnight(d: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let naive = d.and_hms_opt(0, 0, 0).expect("midnight");
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(naive + Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| naive.and_utc())
+}
+
+/// How one window fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    OnTime {
+        at: DateTime<Utc>,
+    },
+    /// Inspected after the window, within half a window.
+    Late {
+        at: DateTime<Utc>,
+    },
+    /// No inspection served it (`next`: the first inspection after it).
+    Missed {
+        next: Option<DateTime<Utc>>,
+    },
+    /// Not over yet, and not yet inspected.
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Slot {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+/// The windows' fate given the inspections (any order) as of `now`.
+pub fn assess(
+    windows: &[(DateTime<Utc>, DateTime<Utc>)],
+    inspections: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) -> Vec<Slot> {
+    let mut times: Vec<DateTime<Utc>> = inspections.iter().copied().filter(|t| *t <= now).collect();
+    times.sort();
+    let mut used = vec![false; times.len()];
+    let mut out = Vec::with_capacity(windows.len());
+    for (k, &(start, end)) in windows.iter().enumerate() {
+        let inside: Vec<usize> = (0..times.len())
+            .filter(|&i| !used[i] && times[i] >= start && times[i] < end)
+            .collect();
+        let status = if let Some(&first) = inside.first() {
+            for &i in &inside {
+                used[i] = true;
+            }
+            Status::OnTime { at: times[first] }
+        } else if end > now {
+            Status::Open
+        } else {
+            let grace = end + (end - start) / 2;
+            let next = (0..times.len()).find(|&i| !used[i] && times[i] >= end);
+            // Late: the first inspection after it, within the grace, unless
+            // it is the only one the next window has and that window is over
+            // (then it is that window's own, and this one was missed).
+            let next_window = windows.get(k + 1).copied();
+            let late = next.filter(|&i| times[i] < grace).filter(|&i| {
+                let others = next_window.is_some_and(|(a, b)| {
+                    (0..times.len()).any(|j| j != i && !used[j] && times[j] >= a && times[j] < b)
+                });
+                others || next_window.is_none_or(|(_, b)| b > now)
+            });
+            match late {
+                Some(i) => {
+                    used[i] = true;
+                    Status::Late { at: times[i] }
+                }
+                None => Status::Missed {
+                    next: next.map(|i| times[i]),
+                },
+            }
+        };
+        out.push(Slot { start, end, status });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hk() -> Tz {
+        "Asia/Hong_Kong".parse().unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cycles_parse_and_windows_follow_the_local_calendar() {
+        assert_eq!(Cycle::parse("15d"), Ok(Cycle::new(15, Unit::Day)));
+        assert_eq!(Cycle::parse("1mo").unwrap().to_string(), "1mo");
+        assert!(
+            Cycle::parse("0d").is_err() && Cycle::parse("3x").is_err() && Cycle::parse("").is_err()
+        );
+        let days = EquipmentClass::A.cycle().windows(
+            at("2026-06-01T10:00:00+08:00"),
+            at("2026-06-04T00:00:00+08:00"),
+            hk(),
+        );
+        assert_eq!(days.len(), 3);
+        assert_eq!(days[0].0, at("2026-06-01T00:00:00+08:00"));
+        let weeks = EquipmentClass::B.cycle().windows(
+            at("2026-06-03T00:00:00+08:00"),
+            at("2026-06-10T00:00:00+08:00"),
+            hk(),
+        );
+        assert_eq!(weeks[0].0, at("2026-06-01T00:00:00+08:00"), "from Monday");
+        let months = Cycle::parse("3mo").unwrap().windows(
+            at("2026-05-15T00:00:00+08:00"),
+            at("2026-05-16T00:00:00+08:00"),
+            hk(),
+        );
+        assert_eq!(
+            months,
+            vec![(
+                at("2026-04-01T00:00:00+08:00"),
+                at("2026-07-01T00:00:00+08:00")
+            )]
+        );
+        // 15-day windows do not move with the query.
+        let a = Cycle::parse("15d").unwrap().windows(
+            at("2026-06-01T00:00:00Z"),
+            at("2026-06-02T00:00:00Z"),
+            hk(),
+        );
+        let b = Cycle::parse("15d").unwrap().windows(
+            at("2026-06-02T00:00:00Z"),
+            at("2026-06-03T00:00:00Z"),
+            hk(),
+        );
+        assert_eq!(a[0], b[0]);
+        assert_eq!((a[0].1 - a[0].0).num_days(), 15);
+    }
+
+    #[test]
+    fn on_time_late_missed_and_open() {
+        let w = EquipmentClass::A.cycle().windows(
+            at("2026-06-01T00:00:00+08:00"),
+            at("2026-06-06T00:00:00+08:00"),
+            hk(),
+        );
+        let ins = [
+            at("2026-06-01T09:00:00+08:00"), // day 1 on time
+            // day 2 nothing; 02:00 on day 3 is day 2's late one …
+            at("2026-06-03T02:00:00+08:00"),
+            at("2026-06-03T10:00:00+08:00"), // … and day 3 has its own
+            // day 4 nothing, day 5 nothing until 14:00 on day 5
+            at("2026-06-05T14:00:00+08:00"),
+        ];
+        let slots = assess(&w, &ins, at("2026-06-05T20:00:00+08:00"));
+        let s: Vec<&str> = slots
+            .iter()
+            .map(|s| match s.status {
+                Status::OnTime { .. } => "on_time",
+                Status::Late { .. } => "late",
+                Status::Missed { .. } => "missed",
+                Status::Open => "open",
+            })
+            .collect();
+        assert_eq!(s, ["on_time", "late", "on_time", "missed", "on_time"]);
+        assert_eq!(slots[1].status, Status::Late { at: ins[1] });
+        assert_eq!(slots[3].status, Status::Missed { next: Some(ins[3]) });
+        // Day 5 not over and not inspected yet: open.
+        let slots = assess(&w, &ins[..3], at("2026-06-05T08:00:00+08:00"));
+        assert_eq!(slots[4].status, Status::Open);
+        assert_eq!(slots[3].status, Status::Missed { next: None });
+    }
+}
