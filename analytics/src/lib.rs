@@ -27,6 +27,7 @@ pub mod alerts;
 pub mod energy;
 pub mod http;
 pub mod lifts;
+pub mod maintenance;
 pub mod metrics;
 pub mod report;
 pub mod savings;

@@ -648,6 +648,8 @@ pub async fn build(
     progress.step("lifts, gates, alerts and data quality");
     let lifts = lift_rows(client, &site, start, end).await?;
     let incidents = crate::lifts::incidents::site(client, &site.id, start, end).await?;
+    let compliance =
+        crate::maintenance::compliance::site(client, &site.id, start, end, Utc::now()).await?;
     let gates: Vec<GateRow> = client
         .query(
             "SELECT d.device_id, d.name, d.building_id,
@@ -813,6 +815,7 @@ pub async fn build(
         savings_groups: groups,
         lifts,
         incidents,
+        compliance,
         gates,
         alerts,
         data_quality: quality,

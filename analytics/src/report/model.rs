@@ -56,6 +56,8 @@ pub struct QuarterReport {
     pub lifts: Vec<LiftRow>,
     /// Entrapments of the quarter, alarm to back in service.
     pub incidents: Vec<crate::lifts::incidents::Incident>,
+    /// Inspections against each tracked device's cycle.
+    pub compliance: Vec<crate::maintenance::compliance::Compliance>,
     pub gates: Vec<GateRow>,
     pub alerts: Vec<AlertRow>,
     pub data_quality: DataQuality,

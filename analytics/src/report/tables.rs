@@ -719,6 +719,31 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
         csv_only: false,
     });
     out.push(Table {
+        name: "inspections",
+        title: "Inspections against their cycles (class A daily, B weekly, C monthly)".into(),
+        headers: headers(&[
+            "class", "device", "name", "cycle", "due", "on time", "late", "missed", "open",
+        ]),
+        rows: r
+            .compliance
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::text(c.class.as_deref().unwrap_or("own cycle")),
+                    Cell::text(&c.device),
+                    Cell::opt_text(c.name.as_deref()),
+                    Cell::text(&c.cycle),
+                    Cell::Number(Some(c.due as f64), 0),
+                    Cell::Number(Some(c.on_time as f64), 0),
+                    Cell::Number(Some(c.late as f64), 0),
+                    Cell::Number(Some(c.missed as f64), 0),
+                    Cell::Number(Some(c.open as f64), 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
+    out.push(Table {
         name: "gates",
         title: "Access gates: traffic, denied and forced".into(),
         headers: headers(&[

@@ -16,6 +16,7 @@ const DASHBOARDS: &[&str] = &[
     include_str!("../../../dashboards/energy-overview.json"),
     include_str!("../../../dashboards/savings.json"),
     include_str!("../../../dashboards/lifts.json"),
+    include_str!("../../../dashboards/maintenance.json"),
     include_str!("../../../dashboards/access-gates.json"),
     include_str!("../../../dashboards/alerts.json"),
     include_str!("../../../dashboards/pipeline-health.json"),
