@@ -58,24 +58,34 @@ fn ms(s: &str) -> i64 {
 
 /// A week of the simulated site (2026-06-01..08, site time) in `db`, with
 /// rollups refreshed, and the API over it.
-async fn week_of_the_site(db: &TestDb) -> (Api, tokio_postgres::Client) {
-    let shipped =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+/// `site` backfilled at 15-minute steps over `[from, to)` straight into
+/// `db`; the ground truth.
+fn backfill_site(
+    db: &TestDb,
+    site: &std::path::Path,
+    from: &str,
+    to: &str,
+) -> estatemon_simulators::truth::GroundTruth {
     let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
     run(estatemon(db)
         .args(["simulate", "backfill", "--direct", "--site-file"])
-        .arg(&shipped)
-        .args([
-            "--from",
-            "2026-06-01T00:00:00+08:00",
-            "--to",
-            "2026-06-08T00:00:00+08:00",
-            "--interval-s",
-            "900",
-            "--truth",
-        ])
+        .arg(site)
+        .args(["--from", from, "--to", to, "--interval-s", "900", "--truth"])
         .arg(&truth));
+    let read = estatemon_simulators::truth::GroundTruth::read(&truth).unwrap();
     let _ = std::fs::remove_file(&truth);
+    read
+}
+
+async fn week_of_the_site(db: &TestDb) -> (Api, tokio_postgres::Client) {
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+    backfill_site(
+        db,
+        &shipped,
+        "2026-06-01T00:00:00+08:00",
+        "2026-06-08T00:00:00+08:00",
+    );
     let mut client = db.client().await;
     estatemon_analytics::energy::refresh_rollups(&mut client)
         .await
@@ -1931,21 +1941,12 @@ async fn lift_statistics_match_the_ground_truth() {
     use estatemon_simulators::scenario::FaultKind;
     let db = TestDb::new(&admin_url());
     let site = site_file(LIFT_FORTNIGHT);
-    let truth_path = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    run(estatemon(&db)
-        .args(["simulate", "backfill", "--direct", "--site-file"])
-        .arg(&site)
-        .args([
-            "--from",
-            "2026-06-01T00:00:00+08:00",
-            "--to",
-            "2026-06-15T00:00:00+08:00",
-            "--interval-s",
-            "900",
-            "--truth",
-        ])
-        .arg(&truth_path));
-    let truth = estatemon_simulators::truth::GroundTruth::read(&truth_path).unwrap();
+    let truth = backfill_site(
+        &db,
+        &site,
+        "2026-06-01T00:00:00+08:00",
+        "2026-06-15T00:00:00+08:00",
+    );
     let api = api_over(&db, |_| {}).await;
     let client = db.client().await;
     let viewer = estatemon_api::create_token(&client, "stats", Role::Viewer, "test")
@@ -2087,7 +2088,6 @@ async fn lift_statistics_match_the_ground_truth() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let _ = std::fs::remove_file(site);
-    let _ = std::fs::remove_file(truth_path);
 }
 
 /// A class A fire main (daily) and a class B pump (weekly), over a week:
@@ -2109,20 +2109,12 @@ async fn inspections_late_and_missed_raise_one_alert_per_window_and_count_in_com
         .replace("id = \"hv-pump-power\"\n", "id = \"hv-pump-power\"\nclass = \"B\"\n");
     assert!(ledger.contains("class = \"A\"") && ledger.contains("class = \"B\""));
     std::fs::write(&site, ledger).unwrap();
-    let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    run(estatemon(&db)
-        .args(["simulate", "backfill", "--direct", "--site-file"])
-        .arg(&site)
-        .args([
-            "--from",
-            "2026-06-01T00:00:00+08:00",
-            "--to",
-            "2026-06-08T00:00:00+08:00",
-            "--interval-s",
-            "900",
-            "--truth",
-        ])
-        .arg(&truth));
+    backfill_site(
+        &db,
+        &site,
+        "2026-06-01T00:00:00+08:00",
+        "2026-06-08T00:00:00+08:00",
+    );
     let api = api_over(&db, |_| {}).await;
     let client = db.client().await;
     let operator = estatemon_api::create_token(&client, "tech", Role::Operator, "test")
@@ -2327,5 +2319,4 @@ async fn inspections_late_and_missed_raise_one_alert_per_window_and_count_in_com
         .await;
     assert_eq!(open.as_array().unwrap().len(), 2, "{open}");
     let _ = std::fs::remove_file(site);
-    let _ = std::fs::remove_file(truth);
 }

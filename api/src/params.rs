@@ -71,6 +71,24 @@ pub fn range(
     Ok((from, to))
 }
 
+/// `site`, `from` and `to` of a route over a period (lift incidents,
+/// inspection compliance).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SitePeriod {
+    pub site: String,
+    /// From: epoch ms, RFC 3339 or a date.
+    pub from: Option<String>,
+    /// To (exclusive); at most 400 days after `from`.
+    pub to: Option<String>,
+}
+
+impl SitePeriod {
+    pub fn period(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        range(self.from.as_deref(), self.to.as_deref(), MAX_INTERVAL_DAYS)
+    }
+}
+
 /// Optional `from` and `to` of a listing.
 pub type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 

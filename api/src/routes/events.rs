@@ -330,34 +330,20 @@ pub async fn lift_stats(
     Ok(Json(rows))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct IncidentQuery {
-    pub site: String,
-    /// Alarms from (epoch ms, RFC 3339 or a date).
-    pub from: Option<String>,
-    /// Alarms before; at most 400 days after `from`.
-    pub to: Option<String>,
-}
-
 /// Entrapments (困人) as incidents, oldest first: alarm, acknowledgement
 /// (the rescue service's event or the on-call acknowledgement, whichever
 /// came first, and by whom), rescuer on site, passenger released, lift
 /// back in service; minutes from the alarm to the rescuer on site and to
 /// the release, whether the 15-minute target was met; `status` open,
 /// released, closed or false_alarm.
-#[utoipa::path(get, path = "/api/v1/lifts/incidents", tag = "series", params(IncidentQuery),
+#[utoipa::path(get, path = "/api/v1/lifts/incidents", tag = "series", params(crate::params::SitePeriod),
     responses((status = 200, description = "one object per entrapment"),
               (status = 400, body = crate::error::ErrorBody)))]
 pub async fn lift_incidents(
     State(state): State<AppState>,
-    Q(q): Q<IncidentQuery>,
+    Q(q): Q<crate::params::SitePeriod>,
 ) -> ApiResult<Json<Vec<estatemon_analytics::lifts::incidents::Incident>>> {
-    let (from, to) = crate::params::range(
-        q.from.as_deref(),
-        q.to.as_deref(),
-        crate::params::MAX_INTERVAL_DAYS,
-    )?;
+    let (from, to) = q.period()?;
     let client = state.pool.get().await?;
     Ok(Json(
         estatemon_analytics::lifts::incidents::site(&client, &q.site, from, to).await?,

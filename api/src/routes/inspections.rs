@@ -191,32 +191,18 @@ fn end_of_local_day(at: DateTime<Utc>, tz: chrono_tz::Tz) -> DateTime<Utc> {
         .unwrap_or(at + Duration::hours(24))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ComplianceQuery {
-    pub site: String,
-    /// Windows from (epoch ms, RFC 3339 or a date).
-    pub from: Option<String>,
-    /// Windows to; at most 400 days after `from`.
-    pub to: Option<String>,
-}
-
 /// Per tracked device of a site (a class or its own cycle), how its
 /// inspection windows in the range fared: due, on time, late (inspected
 /// within half a window after it), missed, still open. A lift's
 /// maintenance-mode visits count as inspections.
-#[utoipa::path(get, path = "/api/v1/compliance", tag = "maintenance", params(ComplianceQuery),
+#[utoipa::path(get, path = "/api/v1/compliance", tag = "maintenance", params(crate::params::SitePeriod),
     responses((status = 200, description = "one object per tracked device"),
               (status = 400, body = crate::error::ErrorBody)))]
 pub async fn compliance(
     State(state): State<AppState>,
-    Q(q): Q<ComplianceQuery>,
+    Q(q): Q<crate::params::SitePeriod>,
 ) -> ApiResult<Json<Vec<estatemon_analytics::maintenance::compliance::Compliance>>> {
-    let (from, to) = crate::params::range(
-        q.from.as_deref(),
-        q.to.as_deref(),
-        crate::params::MAX_INTERVAL_DAYS,
-    )?;
+    let (from, to) = q.period()?;
     let client = state.pool.get().await?;
     Ok(Json(
         estatemon_analytics::maintenance::compliance::site(&client, &q.site, from, to, Utc::now())
