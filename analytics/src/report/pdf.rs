@@ -506,7 +506,11 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
             ],
             |s| s.title().contains("baseline model"),
         ),
-        ("4. Lifts and access gates", &["lifts", "gates"], |_| false),
+        (
+            "4. Lifts and access gates",
+            &["lifts", "entrapments", "inspections", "gates"],
+            |_| false,
+        ),
         ("5. Alerts", &["alerts"], |_| false),
         ("6. Data quality", &["data_quality"], |_| false),
     ];

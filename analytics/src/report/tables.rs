@@ -673,7 +673,12 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                     Cell::Number(Some(l.entrapments as f64), 0),
                     Cell::Number(l.trips, 0),
                     Cell::Number(l.faults_per_1000_trips, 2),
-                    Cell::Number(l.mtbf_hours, 0),
+                    // No fault in the quarter: no time between faults to
+                    // speak of, which is not a missing figure.
+                    match l.mtbf_hours {
+                        None if l.faults == 0 => Cell::text("no faults"),
+                        m => Cell::Number(m, 0),
+                    },
                 ]
             })
             .collect(),
