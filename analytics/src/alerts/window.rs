@@ -127,6 +127,9 @@ pub struct Inspected {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// When each tracked device began to report (kept across cycles).
+pub type Commissioned = HashMap<String, DateTime<Utc>>;
+
 /// How many past windows the `inspection` rules look at.
 pub const INSPECTION_WINDOWS: i32 = 10;
 
@@ -415,6 +418,7 @@ async fn fetch_history(
     rules: &RuleSet,
     devices: &Devices,
     now: DateTime<Utc>,
+    commissioned: &mut Commissioned,
 ) -> anyhow::Result<History> {
     let mut h = History::default();
     let mut mode_devices = std::collections::BTreeSet::new();
@@ -490,7 +494,7 @@ async fn fetch_history(
         }
     }
     if !inspected.is_empty() {
-        h.inspections = fetch_inspections(client, devices, inspected, now).await?;
+        h.inspections = fetch_inspections(client, devices, inspected, now, commissioned).await?;
     }
     Ok(h)
 }
@@ -502,6 +506,7 @@ async fn fetch_inspections(
     devices: &Devices,
     ids: std::collections::BTreeSet<&str>,
     now: DateTime<Utc>,
+    commissioned: &mut Commissioned,
 ) -> anyhow::Result<HashMap<String, Inspected>> {
     use estatemon_domain::inspection::{effective, Cycle, EquipmentClass};
     let ids: Vec<&str> = ids.into_iter().collect();
@@ -566,27 +571,62 @@ async fn fetch_inspections(
             i.times.push(r.get(1));
         }
     }
-    // The first reading or event in the span: one index probe each.
-    for r in client
-        .query(
-            "SELECT w.id,
-                    (SELECT r.ts FROM readings r WHERE r.device_id = w.id AND r.ts > w.since
-                        AND r.ts <= $3 ORDER BY r.ts LIMIT 1),
-                    (SELECT e.ts FROM events e WHERE e.device_id = w.id AND e.ts > w.since
-                        AND e.ts <= $3 ORDER BY e.ts LIMIT 1)
-               FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
-            &[&tracked, &since, &now],
-        )
-        .await?
-    {
-        if let Some(i) = out.get_mut(r.get::<_, &str>(0)) {
-            let firsts = [
-                r.get::<_, Option<DateTime<Utc>>>(1),
-                r.get(2),
-                i.times.iter().min().copied(),
-            ];
-            i.since = firsts.into_iter().flatten().min();
+    // When each began to report (its first hour of readings, or its first
+    // event) within the span, for the devices not seen to before: once
+    // known it is kept (an earlier start is harmless, windows are clamped
+    // to the span), so steady cycles probe only devices still silent.
+    let (unknown, unknown_since): (Vec<&String>, Vec<&DateTime<Utc>>) = tracked
+        .iter()
+        .zip(&since)
+        .filter(|(id, _)| commissioned.get(*id).is_none_or(|t| *t > now))
+        .unzip();
+    if !unknown.is_empty() {
+        for r in client
+            .query(
+                "SELECT w.id,
+                        (SELECT min(h.bucket) FROM readings_hourly h WHERE h.device_id = w.id
+                            AND h.bucket > w.since - interval '1 hour' AND h.bucket <= $3),
+                        (SELECT e.ts FROM events e WHERE e.device_id = w.id AND e.ts > w.since
+                            AND e.ts <= $3 ORDER BY e.ts LIMIT 1)
+                   FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
+                &[&unknown, &unknown_since, &now],
+            )
+            .await?
+        {
+            let first = [r.get::<_, Option<DateTime<Utc>>>(1), r.get(2)]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(t) = first {
+                commissioned.insert(r.get(0), t);
+            }
         }
+        // Readings not yet rolled up (a backfill before the maintenance
+        // round): the raw table, for the few devices still unknown.
+        let (raw, raw_since): (Vec<&String>, Vec<&DateTime<Utc>>) = unknown
+            .iter()
+            .zip(&unknown_since)
+            .filter(|(id, _)| !commissioned.contains_key(**id))
+            .unzip();
+        if !raw.is_empty() {
+            for r in client
+                .query(
+                    "SELECT w.id, (SELECT r.ts FROM readings r WHERE r.device_id = w.id
+                                      AND r.ts > w.since AND r.ts <= $3 ORDER BY r.ts LIMIT 1)
+                       FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
+                    &[&raw, &raw_since, &now],
+                )
+                .await?
+            {
+                if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(1) {
+                    commissioned.insert(r.get(0), t);
+                }
+            }
+        }
+    }
+    for (id, i) in out.iter_mut() {
+        let first = [commissioned.get(id).copied(), i.times.iter().min().copied()];
+        i.since = first.into_iter().flatten().filter(|t| *t <= now).min();
     }
     Ok(out)
 }
@@ -635,7 +675,17 @@ async fn fetch_last_message(
 pub async fn load(client: &Client, rules: &RuleSet, now: DateTime<Utc>) -> anyhow::Result<Window> {
     let devices = load_devices(client).await?;
     let scope = consumption_scope(rules, &devices);
-    read_whole(client, rules, &Lookback::of(rules), &scope, devices, now).await
+    let mut commissioned = Commissioned::new();
+    read_whole(
+        client,
+        rules,
+        &Lookback::of(rules),
+        &scope,
+        devices,
+        now,
+        &mut commissioned,
+    )
+    .await
 }
 
 /// The whole window, given the ledger and what the rules read.
@@ -646,6 +696,7 @@ async fn read_whole(
     scope: &Scope,
     devices: Devices,
     now: DateTime<Utc>,
+    commissioned: &mut Commissioned,
 ) -> anyhow::Result<Window> {
     let since = now - lookback.readings;
     let readings = fetch_readings(client, &devices, since, now).await?;
@@ -663,7 +714,7 @@ async fn read_whole(
     let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
     let (last_message, offline) = fetch_last_message(client, rules, &devices, now).await?;
     let events = fetch_events(client, lookback, None, now).await?;
-    let history = fetch_history(client, rules, &devices, now).await?;
+    let history = fetch_history(client, rules, &devices, now, commissioned).await?;
     Ok(Window {
         now,
         devices,
@@ -696,6 +747,8 @@ pub struct WindowCache {
     full_at: Option<DateTime<Utc>>,
     /// Whether the last [`WindowCache::load`] read everything.
     pub last_was_full: bool,
+    /// When each tracked device began to report, once found.
+    commissioned: Commissioned,
 }
 
 impl WindowCache {
@@ -723,7 +776,16 @@ impl WindowCache {
             _ => false,
         };
         if !reusable {
-            let whole = read_whole(client, rules, &lookback, &scope, devices, now).await?;
+            let whole = read_whole(
+                client,
+                rules,
+                &lookback,
+                &scope,
+                devices,
+                now,
+                &mut self.commissioned,
+            )
+            .await?;
             self.window = Some(whole);
             self.scope = Some((lookback, scope));
             self.full_at = Some(now);
@@ -763,7 +825,7 @@ impl WindowCache {
             .extend(fetch_events(client, &lookback, Some(cut), now).await?);
         let last_seen_before = fetch_last_seen(client, rules, &devices, &readings, since).await?;
         let (last_message, offline) = fetch_last_message(client, rules, &devices, now).await?;
-        let history = fetch_history(client, rules, &devices, now).await?;
+        let history = fetch_history(client, rules, &devices, now, &mut self.commissioned).await?;
         self.window = Some(Window {
             now,
             devices,
