@@ -35,3 +35,9 @@ CREATE TABLE work_items (
     note           text
 );
 CREATE INDEX work_items_open ON work_items (device_id) WHERE closed_at IS NULL;
+
+-- A lift's maintenance-mode visits count as its inspections: the
+-- inspection rules read them every cycle, a few rows among many state
+-- events (10,000 devices: 263 ms without this index, a few ms with it).
+CREATE INDEX events_maintenance_idx ON events (device_id, ts)
+    WHERE event_type = 'state' AND state = 'maintenance';
