@@ -22,6 +22,7 @@ mod broker;
 mod consumption;
 mod demo;
 mod import;
+mod inspection;
 mod mapping;
 mod report;
 mod simulate;
@@ -97,6 +98,10 @@ enum Command {
     /// sensor's values) for a registered device: validated and stored as
     /// MQTT data is, with dead letters by line number.
     Import(import::ImportArgs),
+    /// Technicians' inspections: record one (checklist results, readings),
+    /// or show a site's compliance with its inspection cycles.
+    #[command(subcommand)]
+    Inspection(inspection::InspectionCommand),
     /// Device payload mappings: test one message against them, or show a
     /// shipped profile (tasmota, shelly, zigbee2mqtt).
     #[command(subcommand)]
@@ -286,6 +291,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Savings(args) => report::savings(config, args).await,
         Command::Import(args) => import::run(config, args).await,
         Command::Mapping(cmd) => mapping::run(&config, cmd),
+        Command::Inspection(cmd) => inspection::run(&config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

@@ -40,6 +40,8 @@ fn every_subcommand_has_help() {
         vec!["registry", "load", "--help"],
         vec!["bench", "ingest", "--help"],
         vec!["consumption", "--help"],
+        vec!["inspection", "record", "--help"],
+        vec!["inspection", "compliance", "--help"],
     ] {
         let out = estatemon().args(&args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -342,7 +344,19 @@ async fn stored_per_device(db: &TestDb, table: &str) -> std::collections::BTreeM
 async fn assert_stored_matches_truth(db: &TestDb, truth: &GroundTruth) {
     let readings = stored_per_device(db, "readings").await;
     let events = stored_per_device(db, "events").await;
+    let inspections = stored_per_device(db, "inspections").await;
+    let patrolled: u64 = truth
+        .devices
+        .values()
+        .map(|d| d.inspections.iter().filter(|i| i.at.is_some()).count() as u64)
+        .sum();
+    assert!(patrolled >= 10, "the patrol app inspected: {patrolled}");
     for (id, d) in &truth.devices {
+        assert_eq!(
+            inspections.get(id).copied().unwrap_or(0),
+            d.inspections.iter().filter(|i| i.at.is_some()).count() as u64,
+            "patrol inspections of {id}"
+        );
         assert_eq!(
             readings.get(id).copied().unwrap_or(0),
             d.readings,
@@ -651,4 +665,101 @@ fn mapping_test_shows_readings_or_why_not() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("topic = \"zigbee2mqtt/{device_id}\""));
+}
+
+/// Issue 20: a technician records an inspection from the command line:
+/// failed items open work items with their deadlines; an item not on the
+/// device's checklist, a malformed result or an unknown device exits 2
+/// with the reason and stores nothing; compliance lists the tracked
+/// devices with their windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspections_are_recorded_from_the_command_line() {
+    let db = TestDb::new(&admin_url());
+    let ledger =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml");
+    run(common::estatemon(&db)
+        .args(["registry", "load"])
+        .arg(&ledger));
+    let at = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let out = run(common::estatemon(&db).args([
+        "inspection",
+        "record",
+        "--device",
+        "hv-fire-main-pressure",
+        "--by",
+        "王伟",
+        "--at",
+        &at,
+        "--result",
+        "pressure_gauge=ok",
+        "--result",
+        "valves=fail",
+        "--result",
+        "pump_state=fail_large",
+        "--reading",
+        "pressure_mpa=0.62",
+    ]));
+    assert!(out.contains("failed"), "{out}");
+    assert!(out.contains("valves (small), due"), "{out}");
+    assert!(out.contains("pump_state (large), due"), "{out}");
+    assert_eq!(db.count("SELECT count(*) FROM work_items").await, 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM inspections WHERE source = 'cli' AND inspector = '王伟'")
+            .await,
+        1
+    );
+    for (args, want) in [
+        (
+            vec!["--device", "hv-fire-main-pressure", "--result", "paint=ok"],
+            "not on hv-fire-main-pressure's checklist",
+        ),
+        (
+            vec![
+                "--device",
+                "hv-fire-main-pressure",
+                "--result",
+                "valves=maybe",
+            ],
+            "is not ok, fail or fail_large",
+        ),
+        (vec!["--device", "nowhere"], "no device `nowhere`"),
+        (
+            vec![
+                "--device",
+                "hv-fire-main-pressure",
+                "--reading",
+                "level=high",
+            ],
+            "is not a number",
+        ),
+    ] {
+        let out = common::estatemon(&db)
+            .args(["inspection", "record", "--by", "李娜"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM inspections").await, 1);
+    let day = chrono::Utc::now().date_naive();
+    let table = run(common::estatemon(&db).args([
+        "inspection",
+        "compliance",
+        "--site",
+        "harbour-view",
+        "--from",
+        &format!("{}T00:00:00Z", day - chrono::Duration::days(1)),
+        "--to",
+        &format!("{}T00:00:00Z", day + chrono::Duration::days(1)),
+    ]));
+    for want in [
+        "hv-fire-main-pressure",
+        "hv-pump-power",
+        "hv-a-lift-1",
+        "15d",
+    ] {
+        assert!(table.contains(want), "{want}: {table}");
+    }
 }

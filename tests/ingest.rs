@@ -835,3 +835,181 @@ purpose = "public_lighting"
     );
     ingestor.shutdown().await;
 }
+
+/// Issue 20: a patrol app's `inspection` event over MQTT is stored as the
+/// device's inspection (checked against its checklist, work items opened
+/// for failed items); one naming an item not on the checklist, or an
+/// unknown result, is a dead letter with its reason while its neighbours
+/// are stored; a redelivered one is stored once. A technician's card at a
+/// lift's maintenance switch is pseudonymised like any credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patrol_app_inspections_arrive_over_mqtt_with_their_work_items() {
+    let db = TestDb::new(&admin_url());
+    // Started first: it creates and migrates the database.
+    let (c, ingestor) = start(&db).await;
+    let registry = estatemon_domain::device::Registry::parse(
+        r#"
+[[site]]
+id = "hv"
+name = "Harbour View"
+time_zone = "Asia/Hong_Kong"
+latitude = 22.28
+longitude = 114.16
+
+[[device]]
+id = "pump-1"
+kind = "electricity_meter"
+site = "hv"
+area = "pump_room"
+purpose = "pumps"
+class = "B"
+checklist = ["pump_state", "valves", "tank_level"]
+
+[[device]]
+id = "lift-9"
+kind = "lift"
+site = "hv"
+area = "lift_shaft"
+purpose = "lifts"
+inspection_cycle = "15d"
+"#,
+        std::path::Path::new("patrol.toml"),
+    )
+    .unwrap();
+    estatemon_domain::schema::registry::upsert(&mut db.client().await, &registry)
+        .await
+        .unwrap();
+    let t = base_ms();
+    let pump = topic(&c, "events", "hv", "pump-1");
+    let good = format!(
+        r#"{{"ts":{t},"type":"inspection","by":"王伟","results":{{"pump_state":"ok","valves":"fail","tank_level":"fail_large"}},"readings":{{"tank_level_pct":62.5}},"note":"valve 3 weeps"}}"#
+    );
+    publish_all(
+        &c.mqtt.url,
+        vec![
+            (pump.clone(), good.clone().into_bytes()),
+            // The same again (a redelivery): stored once.
+            (pump.clone(), good.into_bytes()),
+            (
+                pump.clone(),
+                format!(
+                    r#"{{"ts":{},"type":"inspection","by":"李娜","results":{{"paint":"ok"}}}}"#,
+                    t + 1
+                )
+                .into_bytes(),
+            ),
+            (
+                pump.clone(),
+                format!(
+                    r#"{{"ts":{},"type":"inspection","by":"李娜","results":{{"valves":"maybe"}}}}"#,
+                    t + 2
+                )
+                .into_bytes(),
+            ),
+            (
+                pump.clone(),
+                format!(r#"{{"ts":{},"type":"inspection","results":{{}}}}"#, t + 3).into_bytes(),
+            ),
+            (
+                topic(&c, "events", "hv", "lift-9"),
+                format!(
+                    r#"{{"ts":{},"type":"state","state":"maintenance","credential":"TECH-0042"}}"#,
+                    t + 4
+                )
+                .into_bytes(),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM dead_letters").await == 3
+                && db.count("SELECT count(*) FROM events").await == 1
+        })
+        .await,
+        "dead letters {} events {}",
+        db.count("SELECT count(*) FROM dead_letters").await,
+        db.count("SELECT count(*) FROM events").await
+    );
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT inspector, source, passed, readings->>'tank_level_pct', note FROM inspections
+              WHERE device_id = 'pump-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "王伟");
+    assert_eq!(row.get::<_, String>(1), "mqtt");
+    assert!(!row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("62.5"));
+    assert_eq!(
+        row.get::<_, Option<String>>(4).as_deref(),
+        Some("valve 3 weeps")
+    );
+    let items: Vec<(String, String, i64)> = client
+        .query(
+            "SELECT item, size, extract(epoch FROM due_at - opened_at)::bigint FROM work_items
+              ORDER BY item",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(
+        (items[0].0.as_str(), items[0].1.as_str()),
+        ("tank_level", "large")
+    );
+    assert_eq!(items[0].2, 7 * 86_400, "not beyond a week");
+    assert_eq!(
+        (items[1].0.as_str(), items[1].1.as_str()),
+        ("valves", "small")
+    );
+    assert!(
+        items[1].2 > 0 && items[1].2 <= 86_400,
+        "not left overnight: {}",
+        items[1].2
+    );
+    let letters: Vec<(String, String)> = client
+        .query(
+            "SELECT reason, detail FROM dead_letters ORDER BY detail",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let has =
+        |reason: &str, text: &str| letters.iter().any(|(r, d)| r == reason && d.contains(text));
+    assert!(
+        has("inspection_refused", "`paint` is not on pump-1's checklist"),
+        "{letters:?}"
+    );
+    assert!(
+        has(
+            "invalid_value",
+            "results.valves must be ok, fail or fail_large"
+        ),
+        "{letters:?}"
+    );
+    assert!(has("missing_field", "by is missing"), "{letters:?}");
+    // The technician's card, pseudonymised, on the maintenance event.
+    let credential: String = client
+        .query_one(
+            "SELECT credential FROM events WHERE device_id = 'lift-9'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !credential.is_empty() && !credential.contains("0042"),
+        "{credential}"
+    );
+    ingestor.shutdown().await;
+}

@@ -87,6 +87,7 @@ string_enum!(
         State => "state",
         AlarmTest => "alarm_test",
         Rescue => "rescue",
+        Inspection => "inspection",
     }
 );
 
@@ -113,6 +114,10 @@ pub enum EventDetail {
     },
     State {
         state: LiftState,
+        /// The credential presented with the change (a technician's card
+        /// at the maintenance switch), pseudonymised: a maintenance-mode
+        /// visit counts as the lift's inspection only with one.
+        credential: Option<Pseudonym>,
     },
     /// The lift's periodic alarm-line test call (EN 81-28: at least every
     /// three days), passed or failed.
@@ -124,6 +129,9 @@ pub enum EventDetail {
     Rescue {
         step: RescueStep,
     },
+    /// A technician's inspection from a patrol app, stored in
+    /// `inspections` (not `events`) with the work items it opens.
+    Inspection(Box<crate::inspection::Report>),
 }
 
 impl EventDetail {
@@ -137,6 +145,7 @@ impl EventDetail {
             EventDetail::State { .. } => EventType::State,
             EventDetail::AlarmTest { .. } => EventType::AlarmTest,
             EventDetail::Rescue { .. } => EventType::Rescue,
+            EventDetail::Inspection(_) => EventType::Inspection,
         }
     }
 
@@ -150,7 +159,8 @@ impl EventDetail {
                 .map(|c| c.as_str().to_owned())
                 .unwrap_or_default(),
             EventDetail::Fault { code } => code.clone(),
-            EventDetail::State { state } => state.as_str().to_owned(),
+            EventDetail::State { state, .. } => state.as_str().to_owned(),
+            EventDetail::Inspection(r) => r.by.clone(),
             EventDetail::Rescue { step } => step.as_str().to_owned(),
             _ => String::new(),
         }

@@ -289,6 +289,111 @@ pub fn assess(
     out
 }
 
+/// A checklist item's result: `ok`, `fail` (a small issue, not left
+/// overnight) or `fail_large` (a large one, not beyond a week).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemResult {
+    Ok,
+    Fail,
+    FailLarge,
+}
+
+impl ItemResult {
+    pub fn parse(s: &str) -> Option<ItemResult> {
+        match s {
+            "ok" => Some(ItemResult::Ok),
+            "fail" => Some(ItemResult::Fail),
+            "fail_large" => Some(ItemResult::FailLarge),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemResult::Ok => "ok",
+            ItemResult::Fail => "fail",
+            ItemResult::FailLarge => "fail_large",
+        }
+    }
+}
+
+/// "Small issues are not left overnight, large ones not beyond a week."
+pub const LARGE_WITHIN: Duration = Duration::days(7);
+
+/// An inspection as a technician reports it, by the API, the CLI or a
+/// patrol app's MQTT `inspection` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub device: String,
+    /// Who inspected (a name or staff number).
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub results: std::collections::BTreeMap<String, ItemResult>,
+    /// Readings taken (lubricant level, tank level …), by name.
+    pub readings: std::collections::BTreeMap<String, f64>,
+    pub note: Option<String>,
+}
+
+impl Report {
+    /// What is wrong with it whatever the device: who is blank or too
+    /// long, a reading is not a number, a name is blank, the time is in
+    /// the future or over 400 days ago.
+    pub fn check(&self, now: DateTime<Utc>) -> Result<(), String> {
+        let by = self.by.trim();
+        if by.is_empty() || by.chars().count() > 100 || by.contains('\0') {
+            return Err("`by`: 1 to 100 characters".into());
+        }
+        if self.at > now + Duration::minutes(5) || self.at < now - Duration::days(400) {
+            return Err(format!(
+                "the inspection time ({}) is in the future or over 400 days ago",
+                self.at.to_rfc3339()
+            ));
+        }
+        if let Some((k, v)) = self.readings.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("reading `{k}` = {v} is not a number"));
+        }
+        let names = self.results.keys().chain(self.readings.keys());
+        if let Some(k) = names
+            .into_iter()
+            .find(|k| k.trim().is_empty() || k.chars().count() > 100 || k.contains('\0'))
+        {
+            return Err(format!(
+                "`{k}`: a checklist item or reading name is 1 to 100 characters"
+            ));
+        }
+        if self
+            .note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 2000 || n.contains('\0'))
+        {
+            return Err("`note`: at most 2,000 characters".into());
+        }
+        Ok(())
+    }
+
+    pub fn passed(&self) -> bool {
+        self.results.values().all(|r| *r == ItemResult::Ok)
+    }
+
+    /// The work items its failed items open: (item, size, due).
+    pub fn work_items(&self, tz: Tz) -> Vec<(&str, &'static str, DateTime<Utc>)> {
+        self.results
+            .iter()
+            .filter_map(|(item, r)| match r {
+                ItemResult::Ok => None,
+                ItemResult::Fail => Some((item.as_str(), "small", end_of_local_day(self.at, tz))),
+                ItemResult::FailLarge => Some((item.as_str(), "large", self.at + LARGE_WITHIN)),
+            })
+            .collect()
+    }
+}
+
+/// The next local midnight after `at`: a small issue is not left overnight.
+pub fn end_of_local_day(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    midnight(at.with_timezone(&tz).date_naive() + Duration::days(1), tz)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +485,43 @@ mod tests {
         let slots = assess(&w, &ins[..3], at("2026-06-05T08:00:00+08:00"));
         assert_eq!(slots[4].status, Status::Open);
         assert_eq!(slots[3].status, Status::Missed { next: None });
+    }
+
+    #[test]
+    fn reports_are_checked_and_open_work_items_with_their_deadlines() {
+        let now = at("2026-06-01T12:00:00Z");
+        let mut r = Report {
+            device: "lift-1".into(),
+            by: "Wang Wei".into(),
+            at: at("2026-06-01T10:00:00+08:00"),
+            results: [
+                ("noise".to_owned(), ItemResult::Ok),
+                ("lubricant".to_owned(), ItemResult::Fail),
+                ("brake".to_owned(), ItemResult::FailLarge),
+            ]
+            .into(),
+            readings: [("lubricant_level".to_owned(), 0.4)].into(),
+            note: None,
+        };
+        assert_eq!(r.check(now), Ok(()));
+        assert!(!r.passed());
+        let items = r.work_items(hk());
+        assert_eq!(
+            items,
+            vec![
+                ("brake", "large", at("2026-06-08T10:00:00+08:00")),
+                ("lubricant", "small", at("2026-06-02T00:00:00+08:00")),
+            ]
+        );
+        r.readings.insert("tank".into(), f64::NAN);
+        assert!(r.check(now).unwrap_err().contains("tank"));
+        r.readings.clear();
+        r.by = "  ".into();
+        assert!(r.check(now).unwrap_err().contains("`by`"));
+        r.by = "W".into();
+        r.at = now + Duration::hours(1);
+        assert!(r.check(now).unwrap_err().contains("future"));
+        assert_eq!(ItemResult::parse("fail_large"), Some(ItemResult::FailLarge));
+        assert_eq!(ItemResult::parse("bad"), None);
     }
 }

@@ -34,6 +34,9 @@ pub enum Reason {
     /// Out of Sparkplug's order: DATA before BIRTH, an alias no birth
     /// defined, the death of an earlier session.
     SparkplugOutOfState,
+    /// A patrol app's inspection the ledger refused: no such device, or an
+    /// item not on the device's checklist.
+    InspectionRefused,
 }
 
 impl Reason {
@@ -55,6 +58,7 @@ impl Reason {
         Reason::StorageRejected,
         Reason::InvalidProtobuf,
         Reason::SparkplugOutOfState,
+        Reason::InspectionRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Reason {
             Reason::StorageRejected => "storage_rejected",
             Reason::InvalidProtobuf => "invalid_protobuf",
             Reason::SparkplugOutOfState => "sparkplug_out_of_state",
+            Reason::InspectionRefused => "inspection_refused",
         }
     }
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use estatemon_domain::config::DatabaseConfig;
-use estatemon_domain::event::EventDetail;
+use estatemon_domain::event::{Event, EventDetail};
+use estatemon_domain::schema::inspections::{self, Refused};
 use estatemon_domain::schema::{self, partitions, SchemaError, StorageMode};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -262,12 +263,43 @@ impl Writer {
             stored.duplicates =
                 batch.readings.len() as u64 - stored.readings - refused.len() as u64;
         }
-        if !batch.events.is_empty() {
+        let (inspections, events): (Vec<&Event>, Vec<&Event>) = batch
+            .events
+            .iter()
+            .partition(|e| matches!(e.detail, EventDetail::Inspection(_)));
+        if !events.is_empty() {
             stored.events = if isolate {
-                insert_events_one_by_one(&tx, &batch.events, &mut refused).await?
+                insert_events_one_by_one(&tx, &events, &mut refused).await?
             } else {
-                insert_events(&tx, &batch.events).await?
+                insert_events(&tx, &events).await?
             };
+        }
+        for e in inspections {
+            let EventDetail::Inspection(report) = &e.detail else {
+                continue;
+            };
+            // A redelivered inspection is a duplicate, stored once; one the
+            // ledger refuses (an unknown device, an item not on its
+            // checklist) is a dead letter saying why.
+            // A database error fails the batch (retried; isolated rows
+            // when it recurs), as for any other row.
+            let outcome = if isolate {
+                match in_savepoint(&tx, inspections::record(&tx, report, "mqtt")).await? {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        let what = format!("inspection at {}", report.at.to_rfc3339());
+                        refused.push(refusal(&report.device, what, &e));
+                        continue;
+                    }
+                }
+            } else {
+                inspections::record(&tx, report, "mqtt").await?
+            };
+            match outcome {
+                Ok(_) => stored.events += 1,
+                Err(Refused::Duplicate { .. }) => {}
+                Err(why) => refused.push(inspection_refused(report, why.to_string())),
+            }
         }
         if !heard_due.is_empty() {
             // When each device was last heard from, whatever the time its
@@ -432,9 +464,30 @@ async fn insert_readings_one_by_one<A>(
     Ok(stored)
 }
 
+/// A patrol app's inspection the ledger refused, kept with its reason.
+fn inspection_refused(report: &estatemon_domain::inspection::Report, why: String) -> DeadLetter {
+    DeadLetter {
+        received_at: Utc::now(),
+        topic: String::new(),
+        payload: serde_json::to_vec(&serde_json::json!({
+            "device_id": report.device,
+            "type": "inspection",
+            "by": report.by,
+            "ts": report.at,
+            "results": report.results,
+            "readings": report.readings,
+            "note": report.note,
+        }))
+        .unwrap_or_default(),
+        reason: Reason::InspectionRefused,
+        detail: format!("inspection by {} refused: {why}", report.by),
+        fingerprint: None,
+    }
+}
+
 async fn insert_events_one_by_one(
     tx: &Transaction<'_>,
-    events: &[estatemon_domain::event::Event],
+    events: &[&Event],
     refused: &mut Vec<DeadLetter>,
 ) -> Result<u64, tokio_postgres::Error> {
     let mut stored = 0;
@@ -545,7 +598,7 @@ async fn copy_readings<A>(
 
 async fn insert_events(
     tx: &impl GenericClient,
-    events: &[estatemon_domain::event::Event],
+    events: &[&Event],
 ) -> Result<u64, tokio_postgres::Error> {
     let n = events.len();
     let mut device = Vec::with_capacity(n);
@@ -583,12 +636,15 @@ async fn insert_events(
             }
             EventDetail::DoorHeldOpen { seconds } => du = Some(*seconds),
             EventDetail::Fault { code } => co = Some(code.as_str()),
-            EventDetail::State { state } => s = Some(state.as_str()),
+            EventDetail::State { state, credential } => {
+                s = Some(state.as_str());
+                c = credential.as_ref().map(|p| p.as_str());
+            }
             EventDetail::AlarmTest { passed } => {
                 r = Some(if *passed { "passed" } else { "failed" })
             }
             EventDetail::Rescue { step } => co = Some(step.as_str()),
-            EventDetail::DoorForced | EventDetail::Tamper => {}
+            EventDetail::DoorForced | EventDetail::Tamper | EventDetail::Inspection(_) => {}
         }
         result.push(r);
         method.push(m);

@@ -28,7 +28,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 
 use crate::scenario::{Fault, FaultKind, Origin, Scenario};
-use crate::truth::{DeviceTruth, RetrofitTruth};
+use crate::truth::{DeviceTruth, InspectionFate, InspectionTruth, RetrofitTruth};
+use estatemon_domain::inspection::ItemResult;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -85,7 +86,23 @@ pub enum SimEventKind {
     },
     /// A step of an entrapment's rescue.
     Rescue(RescueStep),
+    /// A technician puts the lift in maintenance mode with their card.
+    MaintenanceMode {
+        credential: String,
+    },
+    /// A technician's inspection, from the patrol app.
+    Inspection {
+        by: String,
+        results: Vec<(String, ItemResult)>,
+    },
 }
+
+/// The technicians who walk the estate's rounds (the patrol app's names).
+pub const TECHNICIANS: [&str; 4] = ["王伟", "李娜", "张强", "陈静"];
+
+/// The card a lift contractor's technician presents at the maintenance
+/// switch: with it, a maintenance-mode visit counts as the lift's check.
+pub const TECHNICIAN_CARD: &str = "TECH-0001";
 
 /// The local hour at which every lift's alarm unit places its daily test
 /// call (EN 81-28 asks for one at least every three days).
@@ -156,6 +173,8 @@ struct DeviceState {
     /// A configured rollover whose register has not wrapped yet.
     rollover_pending: bool,
     initialised: bool,
+    /// Start of the first step simulated (no inspection is due before).
+    started: DateTime<Utc>,
     /// End of the last step simulated.
     clock: DateTime<Utc>,
     truth: DeviceTruth,
@@ -238,6 +257,7 @@ impl SiteModel {
                     faults,
                     done: Vec::new(),
                     initialised: false,
+                    started: DateTime::<Utc>::MIN_UTC,
                     clock: DateTime::<Utc>::MIN_UTC,
                     truth: DeviceTruth::new(d),
                     device: d.clone(),
@@ -362,12 +382,29 @@ impl SiteModel {
             } => {
                 for e in list {
                     let detail = match &e.kind {
-                        SimEventKind::State(state) => EventDetail::State { state: *state },
+                        SimEventKind::State(state) => EventDetail::State {
+                            state: *state,
+                            credential: None,
+                        },
                         SimEventKind::Fault { code } => EventDetail::Fault { code: code.clone() },
                         SimEventKind::AlarmTest { passed } => {
                             EventDetail::AlarmTest { passed: *passed }
                         }
                         SimEventKind::Rescue(step) => EventDetail::Rescue { step: *step },
+                        SimEventKind::MaintenanceMode { credential } => EventDetail::State {
+                            state: LiftState::Maintenance,
+                            credential: Some(pseudonymiser.pseudonymise(credential)),
+                        },
+                        SimEventKind::Inspection { by, results } => EventDetail::Inspection(
+                            Box::new(estatemon_domain::inspection::Report {
+                                device: self.device_id(*device).to_owned(),
+                                by: by.clone(),
+                                at: e.ts,
+                                results: results.iter().cloned().collect(),
+                                readings: BTreeMap::new(),
+                                note: None,
+                            }),
+                        ),
                         SimEventKind::DoorForced => EventDetail::DoorForced,
                         SimEventKind::DoorHeldOpen { seconds } => {
                             EventDetail::DoorHeldOpen { seconds: *seconds }
@@ -454,6 +491,7 @@ impl SiteModel {
         for i in 0..self.devices.len() {
             let d = &mut self.devices[i];
             if !d.initialised {
+                d.started = t - dt;
                 d.initialise(t, &shared);
             }
             d.clock = t;
@@ -611,7 +649,11 @@ impl SiteModel {
                 for e in &mut events {
                     e.ts += skew;
                 }
-                d.truth.events += events.len() as u64;
+                // Inspections are stored apart from `events`.
+                d.truth.events += events
+                    .iter()
+                    .filter(|e| !matches!(e.kind, SimEventKind::Inspection { .. }))
+                    .count() as u64;
                 d.truth.messages += 1;
                 out.push(Report::Events { device: i, events });
             }
@@ -864,6 +906,124 @@ impl DeviceState {
         })
     }
 
+    /// The patrol app's inspections of a tracked device (a class or its own
+    /// cycle) in `(t - dt, t]`, and the fate of each window decided in it
+    /// (kept in the truth). Each window's fate is drawn from its start:
+    /// late or missed at the scenario's shares, otherwise inspected in
+    /// working time (09:00–17:00 of a day's window, the same share of a
+    /// longer one). A window after a late or missed one, and a lift's
+    /// window with a maintenance visit near it, is inspected on time, later
+    /// in the window (so the late inspection before it, or the grace of
+    /// the missed one, is not mistaken for its own); the window the run
+    /// starts in is inspected after the start.
+    fn inspections(&mut self, t: DateTime<Utc>, dt: Duration, shared: &Shared) -> Vec<SimEvent> {
+        let bg = &shared.scenario.background;
+        let Some(cycle) = self.device.cycle().filter(|_| bg.patrol_inspections) else {
+            return Vec::new();
+        };
+        let windows = cycle.windows(t - dt - cycle.longest() * 3, t, shared.tz);
+        let maintenance: Vec<DateTime<Utc>> = self
+            .done
+            .iter()
+            .chain(&self.faults)
+            .filter(|f| f.kind == FaultKind::LiftMaintenance)
+            .map(|f| f.start)
+            .collect();
+        let key = self.key;
+        let raw = |w: (DateTime<Utc>, DateTime<Utc>)| {
+            let u = unit(mix(key ^ 0x1_5bec ^ w.0.timestamp() as u64));
+            let near = maintenance
+                .iter()
+                .any(|m| *m >= w.0 && *m < w.1 + (w.1 - w.0) / 2);
+            let fate = if u < bg.missed_inspection_share {
+                InspectionFate::Missed
+            } else if u < bg.missed_inspection_share + bg.late_inspection_share {
+                InspectionFate::Late
+            } else {
+                InspectionFate::OnTime
+            };
+            (fate, near)
+        };
+        let fate = |k: usize| {
+            let (f, near) = raw(windows[k]);
+            let forced = near
+                || k.checked_sub(1)
+                    .map(|j| raw(windows[j]))
+                    .is_some_and(|(p, pn)| p == InspectionFate::Late || pn);
+            if forced || windows[k].0 <= self.started {
+                InspectionFate::OnTime
+            } else {
+                f
+            }
+        };
+        let within = |x: DateTime<Utc>| x > t - dt && x <= t;
+        let mut out = Vec::new();
+        for (k, &(start, end)) in windows.iter().enumerate().skip(1) {
+            if end <= self.started {
+                continue;
+            }
+            let len = end - start;
+            let u = unit(mix(key ^ 0x2_5bec ^ start.timestamp() as u64));
+            let share = |x: f64| Duration::milliseconds((len.num_milliseconds() as f64 * x) as i64);
+            let f = fate(k);
+            let at = match f {
+                InspectionFate::Missed => None,
+                InspectionFate::Late => Some(end + share(0.1 + 0.3 * u)),
+                InspectionFate::OnTime => {
+                    let after =
+                        matches!(fate(k - 1), InspectionFate::Missed | InspectionFate::Late);
+                    let (mut a, mut b) = (
+                        start + share(if after { 0.6 } else { 0.375 }),
+                        start + share(0.708),
+                    );
+                    if self.started >= a {
+                        a = self.started + Duration::minutes(1);
+                        b = b.max(a + (end - a) / 2);
+                    }
+                    Some(a + Duration::milliseconds(((b - a).num_milliseconds() as f64 * u) as i64))
+                }
+            };
+            let decided = at.unwrap_or(end);
+            if !within(decided) {
+                continue;
+            }
+            self.truth.inspections.push(InspectionTruth {
+                window_start: start,
+                window_end: end,
+                fate: f,
+                at,
+            });
+            if let Some(at) = at {
+                let pick = mix(key ^ 0x3_5bec ^ at.timestamp() as u64);
+                let results = self
+                    .device
+                    .checklist
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let v = unit(mix(pick ^ i as u64));
+                        let r = if v < 0.01 {
+                            ItemResult::FailLarge
+                        } else if v < 0.04 {
+                            ItemResult::Fail
+                        } else {
+                            ItemResult::Ok
+                        };
+                        (item.clone(), r)
+                    })
+                    .collect();
+                out.push(SimEvent {
+                    ts: at,
+                    kind: SimEventKind::Inspection {
+                        by: TECHNICIANS[(pick % TECHNICIANS.len() as u64) as usize].to_owned(),
+                        results,
+                    },
+                });
+            }
+        }
+        out
+    }
+
     /// Events of faults that begin or end in `(t - dt, t]`.
     fn instant_events(&mut self, t: DateTime<Utc>, dt: Duration, shared: &Shared) -> Vec<SimEvent> {
         let mut out = Vec::new();
@@ -904,7 +1064,9 @@ impl DeviceState {
                 FaultKind::LiftMaintenance if within(f.start) => {
                     out.push(SimEvent {
                         ts: f.start,
-                        kind: SimEventKind::State(LiftState::Maintenance),
+                        kind: SimEventKind::MaintenanceMode {
+                            credential: TECHNICIAN_CARD.to_owned(),
+                        },
                     });
                     self.lift_state = LiftState::Maintenance;
                 }
@@ -982,6 +1144,7 @@ impl DeviceState {
                 }
             }
         }
+        out.extend(self.inspections(t, dt, shared));
         out.sort_by_key(|e| e.ts);
         // Events in the step's future (a burst's later swipes) are stamped
         // inside the step so nothing is published ahead of its time: a
@@ -1143,6 +1306,15 @@ fn event_json(e: &SimEvent) -> Value {
         SimEventKind::AlarmTest { passed } => json!({"ts": ts, "type": "alarm_test",
             "result": if *passed { "passed" } else { "failed" }}),
         SimEventKind::Rescue(step) => json!({"ts": ts, "type": "rescue", "step": step.as_str()}),
+        SimEventKind::MaintenanceMode { credential } => json!({"ts": ts, "type": "state",
+            "state": "maintenance", "credential": credential}),
+        SimEventKind::Inspection { by, results } => {
+            let results: Map<String, Value> = results
+                .iter()
+                .map(|(k, r)| (k.clone(), json!(r.as_str())))
+                .collect();
+            json!({"ts": ts, "type": "inspection", "by": by, "results": results})
+        }
         SimEventKind::DoorHeldOpen { seconds } => {
             json!({"ts": ts, "type": "door_held_open", "seconds": seconds})
         }

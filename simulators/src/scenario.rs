@@ -76,6 +76,15 @@ pub struct Background {
     pub denied_share: f64,
     /// Share of swipes by an expired temporary card (always denied).
     pub expired_card_share: f64,
+    /// Technicians walk their rounds: every tracked device (a class or an
+    /// inspection cycle) is inspected through the patrol app, each window
+    /// on time but for the shares below.
+    pub patrol_inspections: bool,
+    /// Share of a tracked device's inspection windows inspected late
+    /// (after the window, within half a window).
+    pub late_inspection_share: f64,
+    /// Share of its windows nobody inspected.
+    pub missed_inspection_share: f64,
 }
 
 impl Default for Background {
@@ -88,6 +97,9 @@ impl Default for Background {
             denied_bursts_per_year: 0.0,
             denied_share: 0.04,
             expired_card_share: 0.0,
+            patrol_inspections: false,
+            late_inspection_share: 0.0,
+            missed_inspection_share: 0.0,
         }
     }
 }
@@ -412,6 +424,12 @@ impl Scenario {
             ("expired_card_share", b.expired_card_share),
             ("duplicate_share", f.delivery.duplicate_share),
             ("late_share", f.delivery.late_share),
+            ("late_inspection_share", b.late_inspection_share),
+            ("missed_inspection_share", b.missed_inspection_share),
+            (
+                "late_inspection_share + missed_inspection_share",
+                b.late_inspection_share + b.missed_inspection_share,
+            ),
         ] {
             if !fraction(v) {
                 return Err(invalid(

@@ -110,6 +110,26 @@ pub struct DeviceTruth {
     pub lost: f64,
     pub first_register: Option<f64>,
     pub last_register: Option<f64>,
+    /// A tracked device's inspection windows, each with its fate and the
+    /// patrol app's inspection that served it (none when missed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inspections: Vec<InspectionTruth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InspectionFate {
+    OnTime,
+    Late,
+    Missed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectionTruth {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub fate: InspectionFate,
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl DeviceTruth {
@@ -123,6 +143,7 @@ impl DeviceTruth {
             lost: 0.0,
             first_register: None,
             last_register: None,
+            inspections: Vec::new(),
         }
     }
 }

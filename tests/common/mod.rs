@@ -519,12 +519,36 @@ pub fn run(c: &mut Command) -> String {
 
 /// The shipped site file's ledger (sites, devices, retrofits) followed by
 /// `scenario` (a `[scenario]` table of the test's own), as a temporary file.
+///
+/// The ledger's inspection classes, cycles and checklists are left out: a
+/// scenario without the patrol's inspections would otherwise see every
+/// tracked device overdue (see [`site_file_tracked`]).
 pub fn site_file(scenario: &str) -> PathBuf {
+    site_file_with(scenario, false)
+}
+
+/// [`site_file`] with the ledger's inspection classes, cycles and
+/// checklists kept.
+pub fn site_file_tracked(scenario: &str) -> PathBuf {
+    site_file_with(scenario, true)
+}
+
+fn site_file_with(scenario: &str, tracked: bool) -> PathBuf {
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("simulators/sites/harbour-view.toml"),
     )
     .unwrap();
     let ledger = &shipped[..shipped.find("\n[scenario]\n").expect("scenario table") + 1];
+    let ledger: String = ledger
+        .lines()
+        .filter(|l| {
+            tracked
+                || !["class = ", "inspection_cycle = ", "checklist = "]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     let path = std::env::temp_dir().join(format!("{}.toml", unique("site")));
     std::fs::write(&path, format!("{ledger}{scenario}")).unwrap();
     path

@@ -562,7 +562,8 @@ async fn fetch_inspections(
              SELECT e.device_id, e.ts FROM events e
                JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
                  ON e.device_id = w.id AND e.ts > w.since
-              WHERE e.event_type = 'state' AND e.state = 'maintenance' AND e.ts <= $3",
+              WHERE e.event_type = 'state' AND e.state = 'maintenance'
+                AND e.credential IS NOT NULL AND e.ts <= $3",
             &[&tracked, &since, &now],
         )
         .await?;

@@ -5,15 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Actor, Role};
 use crate::extract::Q;
 use crate::{ApiError, ApiResult, AppState};
-
-/// "Small issues are not left overnight, large ones not beyond a week."
-const LARGE_WITHIN: Duration = Duration::days(7);
 
 /// An inspection as a technician (or a patrol app) reports it.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -72,123 +69,64 @@ pub async fn record(
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
 ) -> ApiResult<(axum::http::StatusCode, Json<InspectionOut>)> {
+    use estatemon_domain::inspection::{ItemResult, Report};
+    use estatemon_domain::schema::inspections::{self, Refused};
     actor.require(Role::Operator, "record inspections")?;
     let i: InspectionIn = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("inspection: {e}")))?;
-    let by = i.by.trim();
-    if by.is_empty() || by.len() > 100 {
-        return Err(ApiError::BadRequest("`by`: 1 to 100 characters".into()));
-    }
     let now = Utc::now();
-    let at = i.at.unwrap_or(now);
-    if at > now + Duration::minutes(5) || at < now - Duration::days(400) {
-        return Err(ApiError::BadRequest(format!(
-            "`at` ({at}) is in the future or over 400 days ago"
-        )));
-    }
-    if let Some((k, v)) = i.readings.iter().find(|(_, v)| !v.is_finite()) {
-        return Err(ApiError::BadRequest(format!(
-            "reading `{k}` = {v} is not a number"
-        )));
-    }
-    let mut client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT d.checklist, s.time_zone FROM devices d LEFT JOIN sites s ON s.site_id = d.site_id
-              WHERE d.device_id = $1",
-            &[&i.device],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no device `{}`", i.device)))?;
-    let checklist: Vec<String> = serde_json::from_value(row.get(0)).unwrap_or_default();
-    let tz: chrono_tz::Tz = row
-        .get::<_, Option<String>>(1)
-        .and_then(|z| z.parse().ok())
-        .unwrap_or(chrono_tz::UTC);
+    let mut results = BTreeMap::new();
     for (item, result) in &i.results {
-        if !checklist.is_empty() && !checklist.contains(item) {
-            return Err(ApiError::BadRequest(format!(
-                "`{item}` is not on {}'s checklist ({})",
-                i.device,
-                checklist.join(", ")
-            )));
-        }
-        if !matches!(result.as_str(), "ok" | "fail" | "fail_large") {
-            return Err(ApiError::BadRequest(format!(
+        let r = ItemResult::parse(result).ok_or_else(|| {
+            ApiError::BadRequest(format!(
                 "`{item}`: `{result}` is not ok, fail or fail_large"
-            )));
-        }
+            ))
+        })?;
+        results.insert(item.clone(), r);
     }
-    let passed = i.results.values().all(|r| r == "ok");
+    let report = Report {
+        device: i.device,
+        by: i.by.trim().to_owned(),
+        at: i.at.unwrap_or(now),
+        results,
+        readings: i.readings,
+        note: i.note,
+    };
+    report.check(now).map_err(ApiError::BadRequest)?;
+    let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let id: i64 = tx
-        .query_opt(
-            "INSERT INTO inspections (device_id, inspected_at, inspector, source, results, readings,
-                                      note, passed)
-             VALUES ($1, $2, $3, 'api', $4, $5, $6, $7)
-             ON CONFLICT (device_id, inspected_at, inspector) DO NOTHING RETURNING id",
-            &[
-                &i.device,
-                &at,
-                &by,
-                &serde_json::json!(i.results),
-                &serde_json::json!(i.readings),
-                &i.note,
-                &passed,
-            ],
-        )
-        .await?
-        .ok_or_else(|| {
-            ApiError::Conflict(format!("{by} already recorded an inspection of {} at {at}", i.device))
-        })?
-        .get(0);
-    let mut work_items = Vec::new();
-    for (item, result) in i.results.iter().filter(|(_, r)| *r != "ok") {
-        let (size, due) = if result == "fail_large" {
-            ("large", at + LARGE_WITHIN)
-        } else {
-            ("small", end_of_local_day(at, tz))
-        };
-        let wid: i64 = tx
-            .query_one(
-                "INSERT INTO work_items (device_id, inspection_id, item, size, opened_at, due_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                &[&i.device, &id, item, &size, &at, &due],
-            )
-            .await?
-            .get(0);
-        work_items.push(WorkItem {
-            id: wid,
-            device: i.device.clone(),
-            item: item.clone(),
-            size: size.into(),
-            opened_at: at,
-            due_at: due,
-            closed_at: None,
-            overdue: due < now,
-        });
-    }
+    let recorded = match inspections::record(&*tx, &report, "api").await? {
+        Ok(r) => r,
+        Err(e @ Refused::NoDevice(_)) => return Err(ApiError::NotFound(e.to_string())),
+        Err(e @ Refused::NotOnChecklist { .. }) => return Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ Refused::Duplicate { .. }) => return Err(ApiError::Conflict(e.to_string())),
+    };
     tx.commit().await?;
+    let work_items = recorded
+        .work_items
+        .into_iter()
+        .map(|w| WorkItem {
+            id: w.id,
+            device: report.device.clone(),
+            item: w.item,
+            size: w.size.into(),
+            opened_at: report.at,
+            due_at: w.due_at,
+            closed_at: None,
+            overdue: w.due_at < now,
+        })
+        .collect();
     Ok((
         axum::http::StatusCode::CREATED,
         Json(InspectionOut {
-            id,
-            device: i.device,
-            inspected_at: at,
-            by: by.to_owned(),
-            passed,
+            id: recorded.id,
+            device: report.device,
+            inspected_at: report.at,
+            by: report.by,
+            passed: recorded.passed,
             work_items,
         }),
     ))
-}
-
-/// The next local midnight after `at`: a small issue is not left overnight.
-fn end_of_local_day(at: DateTime<Utc>, tz: chrono_tz::Tz) -> DateTime<Utc> {
-    let next = at.with_timezone(&tz).date_naive() + Duration::days(1);
-    tz.from_local_datetime(&next.and_hms_opt(0, 0, 0).expect("midnight"))
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(at + Duration::hours(24))
 }
 
 /// Per tracked device of a site (a class or its own cycle), how its

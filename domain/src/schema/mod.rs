@@ -13,6 +13,7 @@
 //! query in estatemon works on either.
 
 pub mod alerts;
+pub mod inspections;
 pub mod partitions;
 pub mod reader;
 pub mod registry;

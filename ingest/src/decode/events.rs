@@ -28,7 +28,7 @@ pub fn decode_events(device_id: &str, value: &Value, p: &Pseudonymiser, out: &mu
             Ok(ts) => ts,
             Err(r) => return out.rejects.push(r),
         };
-        match detail(obj, at, p) {
+        match detail(obj, at, p, device_id, ts) {
             Ok(detail) => out.events.push(Event {
                 device_id: device_id.to_owned(),
                 ts,
@@ -78,7 +78,100 @@ fn names<T: Copy>(all: &[T], f: fn(T) -> &'static str) -> Vec<&'static str> {
     all.iter().map(|x| f(*x)).collect()
 }
 
-fn detail(obj: &Map<String, Value>, at: &str, p: &Pseudonymiser) -> Result<EventDetail, Reject> {
+/// An optional credential, pseudonymised (a card number sent as a number
+/// too; never echoed in a detail).
+fn credential(
+    obj: &Map<String, Value>,
+    at: &str,
+    p: &Pseudonymiser,
+) -> Result<Option<estatemon_domain::pseudonym::Pseudonym>, Reject> {
+    match obj.get("credential") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(p.pseudonymise(s))),
+        Some(Value::Number(n)) => Ok(Some(p.pseudonymise(&n.to_string()))),
+        Some(other) => Err(Reject::new(
+            Reason::InvalidField,
+            format!("{at}credential must be text, got {}", kind(other)),
+        )),
+    }
+}
+
+/// A patrol app's inspection: `{"type": "inspection", "by": "Wang Wei",
+/// "results": {"noise": "ok", "lubricant": "fail"}, "readings":
+/// {"lubricant_level": 0.6}, "note": "…"}`.
+fn inspection(
+    obj: &Map<String, Value>,
+    at: &str,
+    device_id: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<EventDetail, Reject> {
+    use estatemon_domain::inspection::{ItemResult, Report};
+    let by = required(obj, "by", at)?.trim().to_owned();
+    if by.chars().count() > 100 {
+        return Err(Reject::new(
+            Reason::InvalidField,
+            format!("{at}by is over 100 characters"),
+        ));
+    }
+    let object = |key: &str| -> Result<Option<&Map<String, Value>>, Reject> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(other) => Err(Reject::new(
+                Reason::InvalidField,
+                format!("{at}{key} must be an object, got {}", kind(other)),
+            )),
+        }
+    };
+    let mut results = std::collections::BTreeMap::new();
+    for (item, v) in object("results")?.into_iter().flatten() {
+        let r = v.as_str().and_then(ItemResult::parse).ok_or_else(|| {
+            Reject::new(
+                Reason::InvalidValue,
+                format!("{at}results.{item} must be ok, fail or fail_large"),
+            )
+        })?;
+        results.insert(item.clone(), r);
+    }
+    let mut readings = std::collections::BTreeMap::new();
+    for (name, v) in object("readings")?.into_iter().flatten() {
+        readings.insert(
+            name.clone(),
+            parse_number(v, &format!("{at}readings.{name}"))?,
+        );
+    }
+    let note = match obj.get("note") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(Reject::new(
+                Reason::InvalidField,
+                format!("{at}note must be text, got {}", kind(other)),
+            ))
+        }
+    };
+    let report = Report {
+        device: device_id.to_owned(),
+        by,
+        at: ts,
+        results,
+        readings,
+        note,
+    };
+    // The time was checked with the other events'; the rest here.
+    report
+        .check(report.at)
+        .map_err(|why| Reject::new(Reason::InvalidValue, format!("{at}{why}")))?;
+    Ok(EventDetail::Inspection(Box::new(report)))
+}
+
+fn detail(
+    obj: &Map<String, Value>,
+    at: &str,
+    p: &Pseudonymiser,
+    device_id: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<EventDetail, Reject> {
     let type_name = required(obj, "type", at)?;
     let Some(event_type) = EventType::parse(type_name) else {
         return Err(Reject::new(
@@ -105,18 +198,7 @@ fn detail(obj: &Map<String, Value>, at: &str, p: &Pseudonymiser) -> Result<Event
                 AccessMethod::parse,
                 &names(AccessMethod::ALL, AccessMethod::as_str),
             )?;
-            let credential = match obj.get("credential") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(p.pseudonymise(s)),
-                // A number is a card number too; never echo it in the detail.
-                Some(Value::Number(n)) => Some(p.pseudonymise(&n.to_string())),
-                Some(other) => {
-                    return Err(Reject::new(
-                        Reason::InvalidField,
-                        format!("{at}credential must be text, got {}", kind(other)),
-                    ))
-                }
-            };
+            let credential = credential(obj, at, p)?;
             let direction = match obj.get("direction") {
                 None | Some(Value::Null) => None,
                 Some(_) => Some(choice(
@@ -196,6 +278,8 @@ fn detail(obj: &Map<String, Value>, at: &str, p: &Pseudonymiser) -> Result<Event
                 LiftState::parse,
                 &names(LiftState::ALL, LiftState::as_str),
             )?,
+            credential: credential(obj, at, p)?,
         },
+        EventType::Inspection => inspection(obj, at, device_id, ts)?,
     })
 }

@@ -110,7 +110,8 @@ fn events_are_typed_and_credentials_pseudonymised() {
     assert_eq!(
         d.events[4].detail,
         EventDetail::State {
-            state: LiftState::Maintenance
+            state: LiftState::Maintenance,
+            credential: None,
         }
     );
 }
