@@ -143,6 +143,176 @@ impl LiftStats {
     }
 }
 
+/// One lift's row over `[from, to)`.
+async fn lift_row(
+    client: &Client,
+    lift: &str,
+    building: Option<String>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<LiftStats, tokio_postgres::Error> {
+    let before: Option<String> = client
+        .query_opt(
+            "SELECT state FROM events
+              WHERE device_id = $1 AND event_type = 'state' AND ts < $2
+                AND ts > $2::timestamptz - interval '400 days'
+              ORDER BY ts DESC LIMIT 1",
+            &[&lift, &from],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let states: Vec<(DateTime<Utc>, String)> = client
+        .query(
+            "SELECT ts, state FROM events
+              WHERE device_id = $1 AND event_type = 'state' AND ts >= $2 AND ts < $3
+              ORDER BY ts",
+            &[&lift, &from, &to],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (service, planned, down) = state_hours(before.as_deref(), &states, from, to);
+    let faults = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE code = 'entrapment') FROM events
+              WHERE device_id = $1 AND event_type = 'fault' AND ts >= $2 AND ts < $3",
+            &[&lift, &from, &to],
+        )
+        .await?;
+    let mut counters = BTreeMap::new();
+    for r in client
+        .query(
+            "SELECT metric, ts, value FROM readings
+              WHERE device_id = $1 AND metric IN ('trips', 'door_cycles')
+                AND ts >= $2 AND ts <= $3
+              ORDER BY metric, ts",
+            &[&lift, &from, &to],
+        )
+        .await?
+    {
+        counters
+            .entry(r.get::<_, String>(0))
+            .or_insert_with(Vec::new)
+            .push(RegisterSample {
+                ts: r.get(1),
+                value: r.get(2),
+            });
+    }
+    let increase = |m: &str| counters.get(m).map_or(0.0, |s| counter_increase(s));
+    Ok(LiftStats {
+        scope: "lift",
+        id: lift.to_owned(),
+        building,
+        lifts: 1,
+        period_hours: (to - from).num_milliseconds() as f64 / 3.6e6,
+        in_service_hours: service,
+        planned_hours: planned,
+        down_hours: down,
+        trips: increase("trips"),
+        door_cycles: increase("door_cycles"),
+        faults: faults.get::<_, i64>(0) as u64,
+        entrapments: faults.get::<_, i64>(1) as u64,
+        ..LiftStats::default()
+    }
+    .finish())
+}
+
+/// A lift replacement (a retrofit of the site's `lifts` purpose) judged by
+/// its lifts' statistics over equal spans before and after its date.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replacement {
+    pub retrofit: String,
+    pub name: String,
+    /// The site-local date it took effect.
+    pub date: chrono::NaiveDate,
+    /// The date's local midnight.
+    pub at: DateTime<Utc>,
+    pub lifts: Vec<String>,
+    /// The length of each span, in days: the asked length, or less when
+    /// the replacement is more recent than that.
+    pub days: f64,
+    pub before: LiftStats,
+    pub after: Option<LiftStats>,
+}
+
+/// Each lift replacement of the site with its lifts' statistics over the
+/// `days` before its date and the same length after it (shorter when less
+/// has passed by `now`; `after` absent when it lies in the future).
+pub async fn replacements(
+    client: &Client,
+    site: &str,
+    days: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Replacement>, estatemon_domain::schema::SchemaError> {
+    use estatemon_domain::device::Purpose;
+    let zone: chrono_tz::Tz = client
+        .query_opt("SELECT time_zone FROM sites WHERE site_id = $1", &[&site])
+        .await?
+        .and_then(|r| r.get::<_, String>(0).parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let lifts: Vec<(String, Option<String>, String)> = client
+        .query(
+            "SELECT device_id, building_id, coalesce(area, '') FROM devices
+              WHERE kind = 'lift' AND site_id = $1 ORDER BY device_id",
+            &[&site],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut out = Vec::new();
+    for r in estatemon_domain::schema::registry::retrofits(client, site).await? {
+        if r.purpose != Purpose::Lifts {
+            continue;
+        }
+        let members: Vec<&(String, Option<String>, String)> = lifts
+            .iter()
+            .filter(|(id, b, area)| r.covers(id, Some(Purpose::Lifts), b.as_deref(), area))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let Some(date) = r
+            .date
+            .and_hms_opt(0, 0, 0)
+            .and_then(|d| d.and_local_timezone(zone).earliest())
+            .map(|d| d.with_timezone(&Utc))
+        else {
+            continue;
+        };
+        let asked = Duration::days(days.max(1) as i64);
+        let span = if now > date {
+            asked.min(now - date)
+        } else {
+            asked
+        };
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        for (id, b, _) in &members {
+            before.push(lift_row(client, id, b.clone(), date - span, date).await?);
+            if now > date {
+                after.push(lift_row(client, id, b.clone(), date, date + span).await?);
+            }
+        }
+        let total = |rows: &[LiftStats]| {
+            let refs: Vec<&LiftStats> = rows.iter().collect();
+            LiftStats::total("replacement", r.id.clone(), &refs)
+        };
+        out.push(Replacement {
+            retrofit: r.id.clone(),
+            name: r.name.clone(),
+            date: r.date,
+            at: date,
+            lifts: members.iter().map(|(id, _, _)| id.clone()).collect(),
+            days: span.num_milliseconds() as f64 / 8.64e7,
+            before: total(&before),
+            after: (!after.is_empty()).then(|| total(&after)),
+        });
+    }
+    Ok(out)
+}
+
 /// The statistics of a site's lifts (one building's, when given) over
 /// `[from, to)`: one row per lift, per building, and the site's.
 pub async fn site(
@@ -166,73 +336,7 @@ pub async fn site(
         .collect();
     let mut rows = Vec::with_capacity(lifts.len());
     for (lift, building) in &lifts {
-        let before: Option<String> = client
-            .query_opt(
-                "SELECT state FROM events
-                  WHERE device_id = $1 AND event_type = 'state' AND ts < $2
-                    AND ts > $2::timestamptz - interval '400 days'
-                  ORDER BY ts DESC LIMIT 1",
-                &[lift, &from],
-            )
-            .await?
-            .map(|r| r.get(0));
-        let states: Vec<(DateTime<Utc>, String)> = client
-            .query(
-                "SELECT ts, state FROM events
-                  WHERE device_id = $1 AND event_type = 'state' AND ts >= $2 AND ts < $3
-                  ORDER BY ts",
-                &[lift, &from, &to],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let (service, planned, down) = state_hours(before.as_deref(), &states, from, to);
-        let faults = client
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE code = 'entrapment') FROM events
-                  WHERE device_id = $1 AND event_type = 'fault' AND ts >= $2 AND ts < $3",
-                &[lift, &from, &to],
-            )
-            .await?;
-        let mut counters = BTreeMap::new();
-        for r in client
-            .query(
-                "SELECT metric, ts, value FROM readings
-                  WHERE device_id = $1 AND metric IN ('trips', 'door_cycles')
-                    AND ts >= $2 AND ts <= $3
-                  ORDER BY metric, ts",
-                &[lift, &from, &to],
-            )
-            .await?
-        {
-            counters
-                .entry(r.get::<_, String>(0))
-                .or_insert_with(Vec::new)
-                .push(RegisterSample {
-                    ts: r.get(1),
-                    value: r.get(2),
-                });
-        }
-        let increase = |m: &str| counters.get(m).map_or(0.0, |s| counter_increase(s));
-        rows.push(
-            LiftStats {
-                scope: "lift",
-                id: lift.clone(),
-                building: building.clone(),
-                lifts: 1,
-                period_hours: (to - from).num_milliseconds() as f64 / 3.6e6,
-                in_service_hours: service,
-                planned_hours: planned,
-                down_hours: down,
-                trips: increase("trips"),
-                door_cycles: increase("door_cycles"),
-                faults: faults.get::<_, i64>(0) as u64,
-                entrapments: faults.get::<_, i64>(1) as u64,
-                ..LiftStats::default()
-            }
-            .finish(),
-        );
+        rows.push(lift_row(client, lift, building.clone(), from, to).await?);
     }
     let mut out = rows.clone();
     let buildings: std::collections::BTreeSet<Option<String>> =

@@ -650,6 +650,13 @@ pub async fn build(
     let incidents = crate::lifts::incidents::site(client, &site.id, start, end).await?;
     let compliance =
         crate::maintenance::compliance::site(client, &site.id, start, end, Utc::now()).await?;
+    // Replacements of the year to the quarter's end, judged on up to 90
+    // days each side as of the quarter's end.
+    let lift_replacements = crate::lifts::stats::replacements(client, &site.id, 90, end)
+        .await?
+        .into_iter()
+        .filter(|r| r.after.is_some() && r.at > end - chrono::Duration::days(365))
+        .collect();
     let gates: Vec<GateRow> = client
         .query(
             "SELECT d.device_id, d.name, d.building_id,
@@ -816,6 +823,7 @@ pub async fn build(
         lifts,
         incidents,
         compliance,
+        lift_replacements,
         gates,
         alerts,
         data_quality: quality,

@@ -58,6 +58,8 @@ pub struct QuarterReport {
     pub incidents: Vec<crate::lifts::incidents::Incident>,
     /// Inspections against each tracked device's cycle.
     pub compliance: Vec<crate::maintenance::compliance::Compliance>,
+    /// Lift replacements of the last year, before against after.
+    pub lift_replacements: Vec<crate::lifts::stats::Replacement>,
     pub gates: Vec<GateRow>,
     pub alerts: Vec<AlertRow>,
     pub data_quality: DataQuality,

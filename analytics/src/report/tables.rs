@@ -748,6 +748,59 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             .collect(),
         csv_only: false,
     });
+    let side = |s: Option<&crate::lifts::stats::LiftStats>| {
+        (
+            s.and_then(|s| s.availability),
+            s.and_then(|s| s.faults_per_1000_trips),
+            s.map(|s| (s.mtbf_hours, s.faults)),
+            s.map(|s| s.trips_per_day),
+        )
+    };
+    out.push(Table {
+        name: "lift_replacements",
+        title: "Lift replacements: the same lifts before and after".into(),
+        headers: headers(&[
+            "replacement",
+            "date",
+            "lifts",
+            "days each side",
+            "availability before",
+            "availability after",
+            "faults per 1,000 trips before",
+            "after",
+            "MTBF before (h)",
+            "MTBF after (h)",
+            "trips per lift-day before",
+            "after",
+        ]),
+        rows: r
+            .lift_replacements
+            .iter()
+            .map(|x| {
+                let (a0, f0, m0, t0) = side(Some(&x.before));
+                let (a1, f1, m1, t1) = side(x.after.as_ref());
+                let mtbf = |m: Option<(Option<f64>, u64)>| match m {
+                    Some((None, 0)) => Cell::text("no faults"),
+                    m => Cell::Number(m.and_then(|m| m.0), 0),
+                };
+                vec![
+                    Cell::text(&x.name),
+                    Cell::text(x.date.to_string()),
+                    Cell::Number(Some(x.lifts.len() as f64), 0),
+                    Cell::Number(Some(x.days), 0),
+                    Cell::Percent(a0),
+                    Cell::Percent(a1),
+                    Cell::Number(f0, 2),
+                    Cell::Number(f1, 2),
+                    mtbf(m0),
+                    mtbf(m1),
+                    Cell::Number(t0, 0),
+                    Cell::Number(t1, 0),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+    });
     out.push(Table {
         name: "gates",
         title: "Access gates: traffic, denied and forced".into(),

@@ -349,3 +349,72 @@ pub async fn lift_incidents(
         estatemon_analytics::lifts::incidents::site(&client, &q.site, from, to).await?,
     ))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReplacementQuery {
+    pub site: String,
+    /// Days on each side of the replacement's date (1 to 400, default 90).
+    pub days: Option<u32>,
+    /// `rows`: one flat row per replacement and side (`before`, `after`),
+    /// for a table panel.
+    pub form: Option<String>,
+}
+
+/// Each lift replacement of the site (a retrofit of the `lifts` purpose)
+/// with its lifts' statistics over equal spans before and after its date:
+/// availability, faults per 1,000 trips, mean time between faults, trips
+/// per day. The span is `days`, or what has passed since the date.
+#[utoipa::path(get, path = "/api/v1/lifts/replacements", tag = "series", params(ReplacementQuery),
+    responses((status = 200, description = "one object per lift replacement"),
+              (status = 400, body = crate::error::ErrorBody)))]
+pub async fn lift_replacements(
+    State(state): State<AppState>,
+    Q(q): Q<ReplacementQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let days = q.days.unwrap_or(90);
+    if !(1..=400).contains(&days) {
+        return Err(crate::ApiError::BadRequest(format!(
+            "`days={days}`: expected 1 to 400"
+        )));
+    }
+    let rows = match q.form.as_deref() {
+        None | Some("") => false,
+        Some("rows") => true,
+        Some(other) => {
+            return Err(crate::ApiError::BadRequest(format!(
+                "`form={other}`: expected rows, or none"
+            )))
+        }
+    };
+    let client = state.pool.get().await?;
+    let found =
+        estatemon_analytics::lifts::stats::replacements(&client, &q.site, days, chrono::Utc::now())
+            .await
+            .map_err(anyhow::Error::from)?;
+    if !rows {
+        return Ok(Json(
+            serde_json::to_value(found).map_err(anyhow::Error::from)?,
+        ));
+    }
+    let mut out = Vec::new();
+    for r in &found {
+        for (side, s) in [("before", Some(&r.before)), ("after", r.after.as_ref())] {
+            let Some(s) = s else { continue };
+            out.push(serde_json::json!({
+                "retrofit": r.retrofit,
+                "name": r.name,
+                "date": r.date,
+                "side": side,
+                "days": r.days,
+                "lifts": r.lifts.len(),
+                "availability": s.availability,
+                "faults": s.faults,
+                "faults_per_1000_trips": s.faults_per_1000_trips,
+                "mtbf_hours": s.mtbf_hours,
+                "trips_per_day": s.trips_per_day,
+            }));
+        }
+    }
+    Ok(Json(serde_json::Value::Array(out)))
+}

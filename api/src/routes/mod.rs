@@ -226,6 +226,7 @@ impl utoipa::Modify for ErrorResponses {
         alerts::list, alerts::acknowledge, alerts::silence, alerts::annotations,
         reports::list, reports::file, reports::savings, reports::savings_daily,
         events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
+        events::lift_replacements,
         dead_letters::list,
         inspections::record, inspections::compliance, inspections::work_items,
         admin::list_tokens, admin::create_token, admin::revoke_token,
@@ -269,6 +270,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/lifts/states", get(events::lift_states))
         .route("/api/v1/lifts/stats", get(events::lift_stats))
         .route("/api/v1/lifts/incidents", get(events::lift_incidents))
+        .route("/api/v1/lifts/replacements", get(events::lift_replacements))
         .route(
             "/api/v1/tokens",
             get(admin::list_tokens).post(admin::create_token),
