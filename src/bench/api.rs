@@ -243,6 +243,11 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         "/api/v1/sites".to_owned(),
         format!("/api/v1/annotations?from={week}&to={to}&site=harbour-view"),
         format!("/api/v1/series?metric=flow_m3h&device=hv-domestic-water&from={week}&to={to}&interval=1h"),
+        // The savings panels (overview and savings dashboards), from the
+        // stored results.
+        "/api/v1/savings?site=harbour-view&summary=true".to_owned(),
+        "/api/v1/savings?site=harbour-view&summary=true&purpose=public_lighting".to_owned(),
+        "/api/v1/savings/daily?site=harbour-view&retrofit=led-garage".to_owned(),
     ];
     for p in &mixed {
         let (status, _) = get(&addr, p, &token).await?;

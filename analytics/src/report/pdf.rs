@@ -508,7 +508,7 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
         ),
         (
             "4. Lifts and access gates",
-            &["lifts", "entrapments", "inspections", "gates"],
+            &["lifts", "lift_replacements", "entrapments", "inspections", "gates"],
             |_| false,
         ),
         ("5. Alerts", &["alerts"], |_| false),

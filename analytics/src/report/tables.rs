@@ -767,11 +767,11 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             "availability before",
             "availability after",
             "faults per 1,000 trips before",
-            "after",
+            "faults per 1,000 trips after",
             "MTBF before (h)",
             "MTBF after (h)",
             "trips per lift-day before",
-            "after",
+            "trips per lift-day after",
         ]),
         rows: r
             .lift_replacements
