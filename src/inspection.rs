@@ -22,6 +22,19 @@ pub enum InspectionCommand {
     /// Each tracked device's windows in a period: due, on time, late,
     /// missed, open.
     Compliance(ComplianceArgs),
+    /// Close an open work item (fixed, or not to be done) with a note.
+    /// Exit 2 when there is no such item or it is closed already.
+    Close {
+        /// The work item's id (as `record` printed it).
+        #[arg(long)]
+        id: i64,
+        /// What was done.
+        #[arg(long)]
+        note: String,
+        /// Who closed it.
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -120,6 +133,9 @@ pub async fn run(config: &Config, command: InspectionCommand) -> anyhow::Result<
                 report.at.to_rfc3339(),
                 if recorded.passed { "passed" } else { "failed" }
             );
+            for id in &recorded.closed {
+                println!("  work item {id} found fixed: closed");
+            }
             for w in &recorded.work_items {
                 println!(
                     "  work item {}: {} ({}), due {}",
@@ -130,6 +146,24 @@ pub async fn run(config: &Config, command: InspectionCommand) -> anyhow::Result<
                 );
             }
             Ok(())
+        }
+        InspectionCommand::Close { id, note, by } => {
+            let (note, by) = (note.trim(), by.trim());
+            if note.is_empty() || by.is_empty() {
+                return Err(ImportRefused("--note and --by must not be empty".into()).into());
+            }
+            let client = crate::prepare_database(config).await?;
+            let text = format!("closed by {by}: {note}");
+            match inspections::close(&client, id, Utc::now(), &text).await? {
+                Some(true) => {
+                    println!("work item {id} closed");
+                    Ok(())
+                }
+                Some(false) => {
+                    Err(ImportRefused(format!("work item {id} is closed already")).into())
+                }
+                None => Err(ImportRefused(format!("no work item {id}")).into()),
+            }
         }
         InspectionCommand::Compliance(args) => {
             if args.to <= args.from {

@@ -2351,6 +2351,71 @@ async fn inspections_late_and_missed_raise_one_alert_per_window_and_count_in_com
         .get("/api/v1/work-items?site=harbour-view&open=true", &viewer)
         .await;
     assert_eq!(open.as_array().unwrap().len(), 2, "{open}");
+    // The next check finds the noise fixed: its item closes; the seal is
+    // closed by hand, once.
+    let (s, body, _) = inspect(
+        "hv-pump-power",
+        "2026-06-10T11:00:00+08:00",
+        r#"{"noise":"ok","vibration":"ok"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let noise = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["item"] == "noise")
+        .unwrap()["id"]
+        .clone();
+    let seal = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["item"] == "seal")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(
+        body["closed_work_items"],
+        serde_json::json!([noise]),
+        "{body}"
+    );
+    let close = format!("/api/v1/work-items/{seal}/close");
+    let (s, b, _) = api
+        .call("POST", &close, Some(&viewer), Some(r#"{"note":"x"}"#))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let (s, b, _) = api
+        .call(
+            "POST",
+            &close,
+            Some(&operator),
+            Some(r#"{"note":"seal replaced"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["closed_at"].is_string(), "{b}");
+    for (path, body, want) in [
+        (close.as_str(), r#"{"note":"again"}"#, StatusCode::CONFLICT),
+        (
+            "/api/v1/work-items/999999/close",
+            r#"{"note":"x"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/work-items/abc/close",
+            r#"{"note":"x"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (close.as_str(), r#"{"note":""}"#, StatusCode::BAD_REQUEST),
+    ] {
+        let (s, b, _) = api.call("POST", path, Some(&operator), Some(body)).await;
+        assert_eq!(s, want, "{path} {body}: {b}");
+        assert!(b["message"].is_string(), "{b}");
+    }
+    let (_, open) = api
+        .get("/api/v1/work-items?site=harbour-view&open=true", &viewer)
+        .await;
+    assert_eq!(open.as_array().unwrap().len(), 0, "{open}");
     let _ = std::fs::remove_file(site);
 }
 

@@ -703,6 +703,48 @@ async fn inspections_are_recorded_from_the_command_line() {
     assert!(out.contains("valves (small), due"), "{out}");
     assert!(out.contains("pump_state (large), due"), "{out}");
     assert_eq!(db.count("SELECT count(*) FROM work_items").await, 2);
+    // Closed by hand once; a second time is refused (exit 2).
+    let id = out
+        .lines()
+        .find(|l| l.contains("valves (small)"))
+        .and_then(|l| l.trim().strip_prefix("work item "))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    let closed = run(common::estatemon(&db).args([
+        "inspection",
+        "close",
+        "--id",
+        &id,
+        "--by",
+        "王伟",
+        "--note",
+        "valve 3 repacked",
+    ]));
+    assert!(
+        closed.contains(&format!("work item {id} closed")),
+        "{closed}"
+    );
+    let again = common::estatemon(&db)
+        .args([
+            "inspection",
+            "close",
+            "--id",
+            &id,
+            "--by",
+            "王伟",
+            "--note",
+            "again",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("closed already"));
+    assert_eq!(
+        db.count("SELECT count(*) FROM work_items WHERE closed_at IS NULL")
+            .await,
+        1
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM inspections WHERE source = 'cli' AND inspector = '王伟'")
             .await,

@@ -179,7 +179,13 @@ pub fn render(r: &QuarterReport) -> String {
         chart_html(&mut out, spec);
     }
     out.push_str("<h2>4. Lifts and access gates</h2>\n");
-    for name in ["lifts", "lift_replacements", "entrapments", "inspections", "gates"] {
+    for name in [
+        "lifts",
+        "lift_replacements",
+        "entrapments",
+        "inspections",
+        "gates",
+    ] {
         if let Some(t) = table(name) {
             table_html(&mut out, t);
         }

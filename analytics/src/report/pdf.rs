@@ -508,7 +508,13 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
         ),
         (
             "4. Lifts and access gates",
-            &["lifts", "lift_replacements", "entrapments", "inspections", "gates"],
+            &[
+                "lifts",
+                "lift_replacements",
+                "entrapments",
+                "inspections",
+                "gates",
+            ],
             |_| false,
         ),
         ("5. Alerts", &["alerts"], |_| false),

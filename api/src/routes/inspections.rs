@@ -41,6 +41,9 @@ pub struct InspectionOut {
     pub passed: bool,
     /// Work items opened for failed items, with their deadlines.
     pub work_items: Vec<WorkItem>,
+    /// Earlier work items of the device this inspection found fixed (their
+    /// item `ok`), closed at its time.
+    pub closed_work_items: Vec<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema, Clone)]
@@ -125,6 +128,7 @@ pub async fn record(
             by: report.by,
             passed: recorded.passed,
             work_items,
+            closed_work_items: recorded.closed,
         }),
     ))
 }
@@ -192,4 +196,68 @@ pub async fn work_items(
             })
             .collect(),
     ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseIn {
+    /// What was done (1 to 500 characters).
+    pub note: String,
+}
+
+/// Closes an open work item (operators): fixed, or not to be done, with a
+/// note; the token's name is recorded with it. A later inspection that
+/// finds the item `ok` closes it too.
+#[utoipa::path(post, path = "/api/v1/work-items/{id}/close", tag = "maintenance",
+    params(("id" = i64, Path)), request_body = CloseIn,
+    responses((status = 200, body = WorkItem), (status = 400, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+pub async fn close(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    crate::extract::P(id): crate::extract::P<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<WorkItem>> {
+    actor.require(Role::Operator, "close work items")?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("work item id `{id}` is not a number")))?;
+    let c: CloseIn =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("close: {e}")))?;
+    let note = c.note.trim();
+    if note.is_empty() || note.chars().count() > 500 || note.contains('\0') {
+        return Err(ApiError::BadRequest("`note`: 1 to 500 characters".into()));
+    }
+    let client = state.pool.get().await?;
+    let now = Utc::now();
+    let text = format!("closed by {}: {note}", actor.name);
+    match estatemon_domain::schema::inspections::close(&**client, id, now, &text).await? {
+        None => return Err(ApiError::NotFound(format!("no work item {id}"))),
+        Some(false) => {
+            return Err(ApiError::Conflict(format!(
+                "work item {id} is closed already"
+            )))
+        }
+        Some(true) => {}
+    }
+    let r = client
+        .query_one(
+            "SELECT id, device_id, item, size, opened_at, due_at, closed_at FROM work_items
+              WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    let due: DateTime<Utc> = r.get(5);
+    let closed: Option<DateTime<Utc>> = r.get(6);
+    Ok(Json(WorkItem {
+        id: r.get(0),
+        device: r.get(1),
+        item: r.get(2),
+        size: r.get(3),
+        opened_at: r.get(4),
+        due_at: due,
+        closed_at: closed,
+        overdue: closed.map_or(due < now, |c| c > due),
+    }))
 }

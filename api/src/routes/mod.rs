@@ -229,6 +229,7 @@ impl utoipa::Modify for ErrorResponses {
         events::lift_replacements,
         dead_letters::list,
         inspections::record, inspections::compliance, inspections::work_items,
+        inspections::close,
         admin::list_tokens, admin::create_token, admin::revoke_token,
         admin::rules, admin::put_rules, admin::reset_rules,
         admin::retrofits, admin::put_retrofit, admin::delete_retrofit,
@@ -294,6 +295,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/inspections", post(inspections::record))
         .route("/api/v1/compliance", get(inspections::compliance))
         .route("/api/v1/work-items", get(inspections::work_items))
+        .route("/api/v1/work-items/{id}/close", post(inspections::close))
         .route("/dashboards", get(view::list))
         .route("/dashboards/{uid}", get(view::page))
         .fallback(|| async {

@@ -22,6 +22,9 @@ pub struct Recorded {
     pub id: i64,
     pub passed: bool,
     pub work_items: Vec<WorkItemRow>,
+    /// Open work items of the device this inspection found fixed (their
+    /// item `ok`): closed at its time.
+    pub closed: Vec<i64>,
 }
 
 /// Why an inspection was not stored, in words for the person who sent it.
@@ -129,9 +132,59 @@ pub async fn record(
             due_at: due,
         });
     }
+    // An item found ok closes what earlier inspections opened for it.
+    let fixed: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|(_, r)| **r == crate::inspection::ItemResult::Ok)
+        .map(|(item, _)| item.as_str())
+        .collect();
+    let closed = if fixed.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
+            "UPDATE work_items SET closed_at = $3,
+                    note = coalesce(note || '; ', '') || 'found ok by inspection ' || $4::bigint
+              WHERE device_id = $1 AND item = ANY($2) AND closed_at IS NULL AND opened_at < $3
+             RETURNING id",
+            &[&report.device, &fixed, &report.at, &id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
     Ok(Ok(Recorded {
         id,
         passed,
         work_items,
+        closed,
     }))
+}
+
+/// Closes an open work item (fixed, or not to be done), with a note.
+/// `None` when there is no such item; `Some(false)` when it was closed
+/// already.
+pub async fn close(
+    client: &impl GenericClient,
+    id: i64,
+    at: DateTime<Utc>,
+    note: &str,
+) -> Result<Option<bool>, tokio_postgres::Error> {
+    let closed = client
+        .execute(
+            "UPDATE work_items SET closed_at = $2,
+                    note = coalesce(note || '; ', '') || $3
+              WHERE id = $1 AND closed_at IS NULL",
+            &[&id, &at, &note],
+        )
+        .await?;
+    if closed == 1 {
+        return Ok(Some(true));
+    }
+    let exists = client
+        .query_opt("SELECT 1 FROM work_items WHERE id = $1", &[&id])
+        .await?
+        .is_some();
+    Ok(exists.then_some(false))
 }
