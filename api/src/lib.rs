@@ -51,6 +51,8 @@ pub struct AppState {
     pub storage_mode: &'static str,
     pub config: Arc<Config>,
     pub ledger_cache: LedgerCache,
+    /// Savings panels' answers, kept for [`ResponseCache::TTL`].
+    pub savings_cache: ResponseCache,
     /// Requests without a valid token, limited per client address.
     pub anonymous: Arc<audit::AnonymousLimiter>,
 }
@@ -102,6 +104,43 @@ impl LedgerCache {
     /// After a change to the ledger.
     pub fn clear(&self) {
         self.inner.lock().expect("ledger cache lock").clear();
+    }
+}
+
+/// Answers that change at most once a day (savings from the stored
+/// measurement, a retrofit's daily baseline), which every dashboard asks
+/// for on each refresh: kept for 30 s per query, cleared by a registry or
+/// retrofit change through this API (another process's change shows
+/// within 30 s).
+#[derive(Clone, Default)]
+pub struct ResponseCache {
+    inner: Arc<std::sync::Mutex<ResponseMap>>,
+}
+
+/// Query key → (when answered, the body, the measurement's time).
+type ResponseMap =
+    std::collections::HashMap<String, (Instant, Arc<serde_json::Value>, Option<String>)>;
+
+impl ResponseCache {
+    pub const TTL: Duration = Duration::from_secs(30);
+
+    pub fn get(&self, key: &str) -> Option<(Arc<serde_json::Value>, Option<String>)> {
+        let map = self.inner.lock().expect("response cache lock");
+        map.get(key)
+            .filter(|(at, _, _)| at.elapsed() < Self::TTL)
+            .map(|(_, body, stamp)| (body.clone(), stamp.clone()))
+    }
+
+    pub fn put(&self, key: String, body: Arc<serde_json::Value>, stamp: Option<String>) {
+        let mut map = self.inner.lock().expect("response cache lock");
+        if map.len() > 1_000 {
+            map.retain(|_, (at, _, _)| at.elapsed() < Self::TTL);
+        }
+        map.insert(key, (Instant::now(), body, stamp));
+    }
+
+    pub fn clear(&self) {
+        self.inner.lock().expect("response cache lock").clear();
     }
 }
 
@@ -448,6 +487,7 @@ pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::Joi
             storage_mode: mode,
             config: Arc::new(config),
             ledger_cache: LedgerCache::default(),
+            savings_cache: ResponseCache::default(),
             anonymous,
         },
         writer,
@@ -545,6 +585,7 @@ mod tests {
             storage_mode: "plain",
             config: Arc::new(config),
             ledger_cache: LedgerCache::default(),
+            savings_cache: ResponseCache::default(),
             anonymous: Arc::new(audit::AnonymousLimiter::new(0)),
         };
         // A cached token, so authentication needs no database.

@@ -415,6 +415,7 @@ pub async fn put_retrofit(
     client
         .execute("DELETE FROM savings_results WHERE site_id = $1", &[&site])
         .await?;
+    state.savings_cache.clear();
     Ok(Json(spec))
 }
 
@@ -443,5 +444,6 @@ pub async fn delete_retrofit(
     client
         .execute("DELETE FROM savings_results WHERE site_id = $1", &[&site])
         .await?;
+    state.savings_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -212,6 +212,7 @@ pub async fn put_device(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     state.ledger_cache.clear();
+    state.savings_cache.clear();
     let mut out = serde_json::to_value(&device).expect("device serialises");
     // Put by an admin: assigned, as `GET /devices` will say.
     out["assigned"] = serde_json::Value::Bool(true);
@@ -239,5 +240,6 @@ pub async fn delete_device(
         return Err(ApiError::NotFound(format!("no device `{id}`")));
     }
     state.ledger_cache.clear();
+    state.savings_cache.clear();
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

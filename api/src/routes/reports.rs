@@ -1,5 +1,7 @@
 //! Quarterly reports (list, download) and measured savings.
 
+use std::sync::Arc;
+
 use crate::extract::{P, Q};
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -85,6 +87,21 @@ pub async fn savings(
     Q(q): Q<SavingsQuery>,
 ) -> ApiResult<impl IntoResponse> {
     use estatemon_analytics::savings::store;
+    let key = format!(
+        "savings|{}|{:?}|{:?}|{:?}",
+        q.site, q.purpose, q.retrofit, q.summary
+    );
+    let header = |stamp: String| {
+        [(
+            axum::http::HeaderName::from_static("x-estatemon-measured-at"),
+            stamp,
+        )]
+    };
+    if q.until.is_none() {
+        if let Some((body, Some(stamp))) = state.savings_cache.get(&key) {
+            return Ok((header(stamp), Json((*body).clone())));
+        }
+    }
     let mut client = state.pool.get().await?;
     let (results, measured_at) = match q.until.as_deref() {
         Some(v) => {
@@ -124,13 +141,14 @@ pub async fn savings(
     if q.summary == Some(true) {
         results = store::summary(&results);
     }
-    Ok((
-        [(
-            axum::http::HeaderName::from_static("x-estatemon-measured-at"),
-            measured_at.to_rfc3339(),
-        )],
-        Json(results),
-    ))
+    if q.until.is_none() {
+        state.savings_cache.put(
+            key,
+            Arc::new(results.clone()),
+            Some(measured_at.to_rfc3339()),
+        );
+    }
+    Ok((header(measured_at.to_rfc3339()), Json(results)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -151,6 +169,12 @@ pub async fn savings_daily(
     State(state): State<AppState>,
     Q(q): Q<SavingsDailyQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let key = format!("daily|{}|{}", q.site, q.retrofit);
+    if q.until.is_none() {
+        if let Some((body, _)) = state.savings_cache.get(&key) {
+            return Ok(Json((*body).clone()));
+        }
+    }
     let until = match q.until.as_deref() {
         Some(v) => params::instant("until", v)?,
         None => chrono::Utc::now(),
@@ -190,5 +214,9 @@ pub async fn savings_daily(
             })
         })
         .collect();
-    Ok(Json(serde_json::Value::Array(rows)))
+    let body = serde_json::Value::Array(rows);
+    if q.until.is_none() {
+        state.savings_cache.put(key, Arc::new(body.clone()), None);
+    }
+    Ok(Json(body))
 }
