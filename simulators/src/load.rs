@@ -44,7 +44,16 @@ pub fn payload(
     out
 }
 
-pub fn publisher(mqtt: &MqttConfig, id: String) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+/// A QoS 1 publisher, its event loop's task, and the count of PUBACKs it
+/// has received (a message is the broker's only once acknowledged).
+pub fn publisher(
+    mqtt: &MqttConfig,
+    id: String,
+) -> (
+    AsyncClient,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     let ep = mqtt.endpoint().expect("validated");
     let mut opts = MqttOptions::new(id, ep.host, ep.port);
     opts.set_inflight(1000);
@@ -54,14 +63,20 @@ pub fn publisher(mqtt: &MqttConfig, id: String) -> (AsyncClient, tokio::task::Jo
         opts.set_credentials(u, p.unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = acked.clone();
     let task = tokio::spawn(async move {
         loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     });
-    (client, task)
+    (client, task, acked)
 }
 
 /// Publishes `messages` messages from `publishers` clients; with a `rate`
@@ -120,8 +135,9 @@ pub async fn publish_with(
             messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
         let rate = rate.map(|r| r / publishers as f64);
         tasks.push(tokio::spawn(async move {
-            let (client, poller) = publisher(&mqtt, format!("estatemon-load-{tag}-{p}"));
+            let (client, poller, acked) = publisher(&mqtt, format!("estatemon-load-{tag}-{p}"));
             let t0 = Instant::now();
+            let mut sent = 0u64;
             for i in 0..share {
                 if let Some(rate) = rate {
                     let due = Duration::from_secs_f64(i as f64 / rate);
@@ -140,9 +156,18 @@ pub async fn publish_with(
                 {
                     break;
                 }
+                sent += 1;
             }
-            // Let the last QoS 1 publishes reach the broker.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Disconnect only once the broker has acknowledged every
+            // message: up to the request queue's 10,000 could still be on
+            // their way, and a disconnect drops them (earlier runs came up
+            // 1–5 messages a device short this way).
+            let waited = Instant::now();
+            while acked.load(std::sync::atomic::Ordering::Relaxed) < sent
+                && waited.elapsed() < Duration::from_secs(120)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let _ = client.disconnect().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             poller.abort();
