@@ -66,11 +66,30 @@ fn backfill_site(
     from: &str,
     to: &str,
 ) -> estatemon_simulators::truth::GroundTruth {
+    backfill_site_every(db, site, from, to, "900")
+}
+
+/// [`backfill_site`] at steps of `interval_s` seconds.
+fn backfill_site_every(
+    db: &TestDb,
+    site: &std::path::Path,
+    from: &str,
+    to: &str,
+    interval_s: &str,
+) -> estatemon_simulators::truth::GroundTruth {
     let truth = std::env::temp_dir().join(format!("{}.json", unique("truth")));
     run(estatemon(db)
         .args(["simulate", "backfill", "--direct", "--site-file"])
         .arg(site)
-        .args(["--from", from, "--to", to, "--interval-s", "900", "--truth"])
+        .args([
+            "--from",
+            from,
+            "--to",
+            to,
+            "--interval-s",
+            interval_s,
+            "--truth",
+        ])
         .arg(&truth));
     let read = estatemon_simulators::truth::GroundTruth::read(&truth).unwrap();
     let _ = std::fs::remove_file(&truth);
@@ -2435,22 +2454,7 @@ async fn simulated_patrols_compliance_and_overdue_alerts_equal_the_ground_truth(
          late_inspection_share = 0.2\nmissed_inspection_share = 0.2\n",
     );
     let (from, to) = ("2026-06-01T00:00:00+08:00", "2026-06-22T00:00:00+08:00");
-    let truth_path = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    run(estatemon(&db)
-        .args(["simulate", "backfill", "--direct", "--site-file"])
-        .arg(&site)
-        .args([
-            "--from",
-            from,
-            "--to",
-            to,
-            "--interval-s",
-            "3600",
-            "--truth",
-        ])
-        .arg(&truth_path));
-    let truth = estatemon_simulators::truth::GroundTruth::read(&truth_path).unwrap();
-    let _ = std::fs::remove_file(&truth_path);
+    let truth = backfill_site_every(&db, &site, from, to, "3600");
     let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
     let (from, to) = (at(from), at(to));
     let windows = |id: &str| truth.devices[id].inspections.clone();
@@ -2572,22 +2576,13 @@ async fn a_lift_replacement_is_judged_on_equal_spans_before_and_after() {
          date = 2026-07-01\nsaving = 0.30\nfault_reduction = 0.8\n\
          select = { building = \"tower-b\", purpose = \"lifts\" }\n",
     );
-    let truth_path = std::env::temp_dir().join(format!("{}.json", unique("truth")));
-    run(estatemon(&db)
-        .args(["simulate", "backfill", "--direct", "--site-file"])
-        .arg(&site)
-        .args([
-            "--from",
-            "2026-06-16T00:00:00+08:00",
-            "--to",
-            "2026-07-16T00:00:00+08:00",
-            "--interval-s",
-            "3600",
-            "--truth",
-        ])
-        .arg(&truth_path));
-    let truth = estatemon_simulators::truth::GroundTruth::read(&truth_path).unwrap();
-    let _ = std::fs::remove_file(&truth_path);
+    let truth = backfill_site_every(
+        &db,
+        &site,
+        "2026-06-16T00:00:00+08:00",
+        "2026-07-16T00:00:00+08:00",
+        "3600",
+    );
     let replaced = &truth.retrofits[0];
     assert!(
         replaced.lift_faults_before >= 3,

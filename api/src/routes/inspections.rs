@@ -179,23 +179,28 @@ pub async fn work_items(
         )
         .await?;
     Ok(Json(
-        rows.iter()
-            .map(|r| {
-                let due: DateTime<Utc> = r.get(5);
-                let closed: Option<DateTime<Utc>> = r.get(6);
-                WorkItem {
-                    id: r.get(0),
-                    device: r.get(1),
-                    item: r.get(2),
-                    size: r.get(3),
-                    opened_at: r.get(4),
-                    due_at: due,
-                    closed_at: closed,
-                    overdue: closed.map_or(due < now, |c| c > due),
-                }
-            })
-            .collect(),
+        rows.iter().map(|r| WorkItem::from_row(r, now)).collect(),
     ))
+}
+
+impl WorkItem {
+    /// From a row of `id, device_id, item, size, opened_at, due_at,
+    /// closed_at`; overdue when closed after its deadline, or still open
+    /// past it at `now`.
+    fn from_row(r: &tokio_postgres::Row, now: DateTime<Utc>) -> WorkItem {
+        let due: DateTime<Utc> = r.get(5);
+        let closed: Option<DateTime<Utc>> = r.get(6);
+        WorkItem {
+            id: r.get(0),
+            device: r.get(1),
+            item: r.get(2),
+            size: r.get(3),
+            opened_at: r.get(4),
+            due_at: due,
+            closed_at: closed,
+            overdue: closed.map_or(due < now, |c| c > due),
+        }
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -248,16 +253,5 @@ pub async fn close(
             &[&id],
         )
         .await?;
-    let due: DateTime<Utc> = r.get(5);
-    let closed: Option<DateTime<Utc>> = r.get(6);
-    Ok(Json(WorkItem {
-        id: r.get(0),
-        device: r.get(1),
-        item: r.get(2),
-        size: r.get(3),
-        opened_at: r.get(4),
-        due_at: due,
-        closed_at: closed,
-        overdue: closed.map_or(due < now, |c| c > due),
-    }))
+    Ok(Json(WorkItem::from_row(&r, now)))
 }
