@@ -149,8 +149,14 @@ pub async fn run(config: &Config, command: InspectionCommand) -> anyhow::Result<
         }
         InspectionCommand::Close { id, note, by } => {
             let (note, by) = (note.trim(), by.trim());
-            if note.is_empty() || by.is_empty() {
-                return Err(ImportRefused("--note and --by must not be empty".into()).into());
+            let fits = |t: &str, max: usize| {
+                !t.is_empty() && t.chars().count() <= max && !t.contains('\0')
+            };
+            if !fits(note, 500) || !fits(by, 100) {
+                return Err(ImportRefused(
+                    "--note is 1 to 500 characters and --by 1 to 100".into(),
+                )
+                .into());
             }
             let client = crate::prepare_database(config).await?;
             let text = format!("closed by {by}: {note}");

@@ -910,6 +910,15 @@ inspection_cycle = "15d"
                 pump.clone(),
                 format!(r#"{{"ts":{},"type":"inspection","results":{{}}}}"#, t + 3).into_bytes(),
             ),
+            // A typo'd device id: refused, and no device is made of it.
+            (
+                topic(&c, "events", "hv", "pmup-1"),
+                format!(
+                    r#"{{"ts":{},"type":"inspection","by":"李娜","results":{{"valves":"ok"}}}}"#,
+                    t + 5
+                )
+                .into_bytes(),
+            ),
             (
                 topic(&c, "events", "hv", "lift-9"),
                 format!(
@@ -923,7 +932,7 @@ inspection_cycle = "15d"
     .await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count("SELECT count(*) FROM dead_letters").await == 3
+            db.count("SELECT count(*) FROM dead_letters").await == 4
                 && db.count("SELECT count(*) FROM events").await == 1
         })
         .await,
@@ -998,6 +1007,15 @@ inspection_cycle = "15d"
         "{letters:?}"
     );
     assert!(has("missing_field", "by is missing"), "{letters:?}");
+    assert!(
+        has("inspection_refused", "no device `pmup-1`"),
+        "{letters:?}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM devices WHERE device_id = 'pmup-1'")
+            .await,
+        0
+    );
     // The technician's card, pseudonymised, on the maintenance event.
     let credential: String = client
         .query_one(

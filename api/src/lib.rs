@@ -115,6 +115,9 @@ impl LedgerCache {
 #[derive(Clone, Default)]
 pub struct ResponseCache {
     inner: Arc<std::sync::Mutex<ResponseMap>>,
+    /// Bumped by [`ResponseCache::clear`]: an answer computed before a
+    /// clear is not kept after it.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Query key → (when answered, the body, the measurement's time).
@@ -131,8 +134,24 @@ impl ResponseCache {
             .map(|(_, body, stamp)| (body.clone(), stamp.clone()))
     }
 
-    pub fn put(&self, key: String, body: Arc<serde_json::Value>, stamp: Option<String>) {
+    /// The generation to hand back to [`ResponseCache::put`]: read it
+    /// before computing the answer.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps the answer unless the cache was cleared since `generation`.
+    pub fn put(
+        &self,
+        key: String,
+        body: Arc<serde_json::Value>,
+        stamp: Option<String>,
+        generation: u64,
+    ) {
         let mut map = self.inner.lock().expect("response cache lock");
+        if self.generation() != generation {
+            return;
+        }
         if map.len() > 1_000 {
             map.retain(|_, (at, _, _)| at.elapsed() < Self::TTL);
         }
@@ -140,7 +159,10 @@ impl ResponseCache {
     }
 
     pub fn clear(&self) {
-        self.inner.lock().expect("response cache lock").clear();
+        let mut map = self.inner.lock().expect("response cache lock");
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        map.clear();
     }
 }
 
@@ -627,5 +649,27 @@ mod tests {
         assert_eq!(json["error"], "internal", "{json}");
         assert_eq!(metrics.panics.get(), 1);
         assert_eq!(metrics.audit_pending.get(), 1, "the 500 is audited");
+    }
+}
+
+#[cfg(test)]
+mod response_cache_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_computed_before_a_clear_is_not_kept_after_it() {
+        let cache = ResponseCache::default();
+        let before = cache.generation();
+        cache.clear(); // a retrofit changed while the answer was computed
+        cache.put("k".into(), Arc::new(serde_json::json!(1)), None, before);
+        assert!(cache.get("k").is_none());
+        let now = cache.generation();
+        cache.put("k".into(), Arc::new(serde_json::json!(2)), None, now);
+        assert_eq!(
+            cache.get("k").map(|(v, _)| (*v).clone()),
+            Some(serde_json::json!(2))
+        );
+        cache.clear();
+        assert!(cache.get("k").is_none());
     }
 }

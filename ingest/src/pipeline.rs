@@ -670,11 +670,26 @@ impl Batcher {
         self.metrics
             .readings_received
             .inc_by(decoded.readings.len() as u64);
+        // A technician's inspection is not the device speaking: it neither
+        // registers an unknown id (a typo must be refused, not become a
+        // device with an empty checklist) nor counts as traffic.
+        let spoken = |e: &&estatemon_domain::event::Event| {
+            !matches!(
+                e.detail,
+                estatemon_domain::event::EventDetail::Inspection(_)
+            )
+        };
         let mut devices: Vec<&str> = decoded
             .readings
             .iter()
             .map(|r| r.device_id.as_str())
-            .chain(decoded.events.iter().map(|e| e.device_id.as_str()))
+            .chain(
+                decoded
+                    .events
+                    .iter()
+                    .filter(spoken)
+                    .map(|e| e.device_id.as_str()),
+            )
             .collect();
         devices.sort_unstable();
         devices.dedup();
@@ -687,6 +702,7 @@ impl Batcher {
                 + decoded
                     .events
                     .iter()
+                    .filter(spoken)
                     .filter(|e| e.device_id == device)
                     .count();
             match self.known.get(device) {

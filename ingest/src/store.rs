@@ -208,7 +208,15 @@ impl Writer {
                 .readings
                 .iter()
                 .map(|r| r.device_id.as_str())
-                .chain(batch.events.iter().map(|e| e.device_id.as_str()))
+                .chain(
+                    batch
+                        .events
+                        .iter()
+                        // A technician's inspection says nothing of whether
+                        // the device itself is reporting.
+                        .filter(|e| !matches!(e.detail, EventDetail::Inspection(_)))
+                        .map(|e| e.device_id.as_str()),
+                )
                 .filter(|id| {
                     self.heard
                         .get(*id)
@@ -287,8 +295,13 @@ impl Writer {
                 match in_savepoint(&tx, inspections::record(&tx, report, "mqtt")).await? {
                     Ok(outcome) => outcome,
                     Err(e) => {
-                        let what = format!("inspection at {}", report.at.to_rfc3339());
-                        refused.push(refusal(&report.device, what, &e));
+                        // Kept whole (who, results, readings), with the
+                        // database's reason.
+                        let mut letter = inspection_refused(report, String::new());
+                        let what = refusal(&report.device, "an inspection".into(), &e);
+                        letter.reason = what.reason;
+                        letter.detail = what.detail;
+                        refused.push(letter);
                         continue;
                     }
                 }

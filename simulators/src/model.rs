@@ -498,6 +498,16 @@ impl SiteModel {
             d.retire(t - dt);
             d.draw_background(t, dt, hours, &shared);
             let mut events = d.instant_events(t, dt, &shared);
+            // The patrol app's, on the technician's phone: not held back
+            // by the device's link nor shifted by its clock.
+            let patrol = d.inspections(t, dt, &shared);
+            if !patrol.is_empty() {
+                d.truth.messages += 1;
+                out.push(Report::Events {
+                    device: i,
+                    events: patrol,
+                });
+            }
             let offline = d.active(t, FaultKind::MeterOffline).is_some();
             let skew = d
                 .active(t, FaultKind::ClockSkew)
@@ -649,11 +659,7 @@ impl SiteModel {
                 for e in &mut events {
                     e.ts += skew;
                 }
-                // Inspections are stored apart from `events`.
-                d.truth.events += events
-                    .iter()
-                    .filter(|e| !matches!(e.kind, SimEventKind::Inspection { .. }))
-                    .count() as u64;
+                d.truth.events += events.len() as u64;
                 d.truth.messages += 1;
                 out.push(Report::Events { device: i, events });
             }
@@ -977,7 +983,9 @@ impl DeviceState {
                         start + share(0.708),
                     );
                     if self.started >= a {
-                        a = self.started + Duration::minutes(1);
+                        // After the run's start, inside the window even
+                        // when the run starts in its last minute.
+                        a = self.started + Duration::minutes(1).min((end - self.started) / 2);
                         b = b.max(a + (end - a) / 2);
                     }
                     Some(a + Duration::milliseconds(((b - a).num_milliseconds() as f64 * u) as i64))
@@ -1144,7 +1152,6 @@ impl DeviceState {
                 }
             }
         }
-        out.extend(self.inspections(t, dt, shared));
         out.sort_by_key(|e| e.ts);
         // Events in the step's future (a burst's later swipes) are stamped
         // inside the step so nothing is published ahead of its time: a

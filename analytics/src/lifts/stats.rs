@@ -273,10 +273,12 @@ pub async fn replacements(
         if members.is_empty() {
             continue;
         }
-        let Some(date) = r
-            .date
-            .and_hms_opt(0, 0, 0)
-            .and_then(|d| d.and_local_timezone(zone).earliest())
+        // Local midnight, or the first hour after it where a clock change
+        // skips midnight.
+        let Some(date) = [0, 1]
+            .into_iter()
+            .filter_map(|h| r.date.and_hms_opt(h, 0, 0))
+            .find_map(|d| d.and_local_timezone(zone).earliest())
             .map(|d| d.with_timezone(&Utc))
         else {
             continue;
@@ -289,8 +291,11 @@ pub async fn replacements(
         };
         let mut before = Vec::new();
         let mut after = Vec::new();
+        // A replacement still to come: the span before ends now, not in
+        // the future.
+        let before_end = date.min(now);
         for (id, b, _) in &members {
-            before.push(lift_row(client, id, b.clone(), date - span, date).await?);
+            before.push(lift_row(client, id, b.clone(), before_end - span, before_end).await?);
             if now > date {
                 after.push(lift_row(client, id, b.clone(), date, date + span).await?);
             }

@@ -65,18 +65,24 @@ pub async fn site(
                  SELECT ts FROM events WHERE device_id = $1 AND event_type = 'state'
                     AND state = 'maintenance' AND credential IS NOT NULL
                     AND ts >= $2 AND ts < $3",
-                &[&id, &(from - cycle.longest()), &(to + cycle.longest())],
+                &[&id, &(from - cycle.longest()), &(to + cycle.longest() * 2)],
             )
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // The windows starting in the period, assessed with the one after
+        // (so an inspection is the next window's own, not also this one's
+        // late one, as in the rules), then cut to the period.
         let windows: Vec<_> = cycle
-            .windows(from, to, tz)
+            .windows(from, to + cycle.longest(), tz)
             .into_iter()
-            .filter(|(a, b)| *a >= from && *b <= to + cycle.longest() && *a < now)
+            .filter(|(a, _)| *a >= from && *a < now)
             .collect();
-        let slots = assess(&windows, &times, now);
+        let slots: Vec<_> = assess(&windows, &times, now)
+            .into_iter()
+            .filter(|s| s.start < to)
+            .collect();
         let count = |f: fn(&Status) -> bool| slots.iter().filter(|s| f(&s.status)).count();
         out.push(Compliance {
             device: id,

@@ -97,6 +97,7 @@ pub async fn savings(
             stamp,
         )]
     };
+    let generation = state.savings_cache.generation();
     if q.until.is_none() {
         if let Some((body, Some(stamp))) = state.savings_cache.get(&key) {
             return Ok((header(stamp), Json((*body).clone())));
@@ -146,6 +147,7 @@ pub async fn savings(
             key,
             Arc::new(results.clone()),
             Some(measured_at.to_rfc3339()),
+            generation,
         );
     }
     Ok((header(measured_at.to_rfc3339()), Json(results)))
@@ -170,6 +172,7 @@ pub async fn savings_daily(
     Q(q): Q<SavingsDailyQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let key = format!("daily|{}|{}", q.site, q.retrofit);
+    let generation = state.savings_cache.generation();
     if q.until.is_none() {
         if let Some((body, _)) = state.savings_cache.get(&key) {
             return Ok(Json((*body).clone()));
@@ -216,7 +219,9 @@ pub async fn savings_daily(
         .collect();
     let body = serde_json::Value::Array(rows);
     if q.until.is_none() {
-        state.savings_cache.put(key, Arc::new(body.clone()), None);
+        state
+            .savings_cache
+            .put(key, Arc::new(body.clone()), None, generation);
     }
     Ok(Json(body))
 }
