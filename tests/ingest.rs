@@ -1016,6 +1016,23 @@ inspection_cycle = "15d"
             .await,
         0
     );
+    // Counted under their own reason, not as rows the database refused.
+    let m = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"estatemon_ingest_dead_letters_total{reason="inspection_refused"}"#
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"estatemon_ingest_dead_letters_total{reason="storage_rejected"}"#
+        ),
+        0.0
+    );
     // The technician's card, pseudonymised, on the maintenance event.
     let credential: String = client
         .query_one(

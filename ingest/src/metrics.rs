@@ -58,6 +58,11 @@ const LAG_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
+    /// One message taken from the broker on `channel`.
+    pub fn message(&self, channel: &'static str) {
+        self.messages.get_or_create(&ChannelLabel { channel }).inc();
+    }
+
     pub fn new(registry: &mut Registry) -> Metrics {
         let m = Metrics {
             messages: Family::default(),

@@ -18,7 +18,7 @@ use crate::batch::{Batch, NewDevice};
 use crate::dead_letter::{dead_letters, Reason, Reject};
 use crate::decode::{decode, Decoded};
 use crate::http::{router, HealthState};
-use crate::metrics::{ChannelLabel, Metrics, ModeLabel, ReasonLabel};
+use crate::metrics::{Metrics, ModeLabel, ReasonLabel};
 use crate::store::{record, Writer};
 use crate::subscribe::{self, AckToken, Acker, Budget, Delivery};
 use crate::topic::Topics;
@@ -431,12 +431,7 @@ impl Batcher {
         let Some(out) = host.handle(&d.topic, &d.payload, d.received_at, now) else {
             return Some(d);
         };
-        self.metrics
-            .messages
-            .get_or_create(&ChannelLabel {
-                channel: "sparkplug",
-            })
-            .inc();
+        self.metrics.message("sparkplug");
         if let Some((group, node)) = &out.rebirth {
             self.rebirth(group, node, "out of state");
         }
@@ -471,12 +466,7 @@ impl Batcher {
         batch: &mut Batch<AckToken>,
     ) {
         use estatemon_domain::mapping::homeassistant::{discover, Discovery};
-        self.metrics
-            .messages
-            .get_or_create(&ChannelLabel {
-                channel: "discovery",
-            })
-            .inc();
+        self.metrics.message("discovery");
         let mut rejects = Vec::new();
         match discover(&ha.prefix, &d.topic, &d.payload, ha.site.as_deref()) {
             Ok(Discovery::Sensor(m)) => {
@@ -538,12 +528,7 @@ impl Batcher {
                 .iter()
                 .find_map(|m| m.apply_availability(&d.topic, &d.payload))
             {
-                self.metrics
-                    .messages
-                    .get_or_create(&ChannelLabel {
-                        channel: "availability",
-                    })
-                    .inc();
+                self.metrics.message("availability");
                 match said {
                     Ok((device, _site, online)) => {
                         // Marks the devices it has readings for (and their
@@ -573,10 +558,7 @@ impl Batcher {
                 .iter()
                 .any(|m| m.match_topic(&d.topic).is_some())
         {
-            self.metrics
-                .messages
-                .get_or_create(&ChannelLabel { channel: "unknown" })
-                .inc();
+            self.metrics.message("unknown");
             let dl = dead_letters(
                 &d.topic,
                 &d.payload,
@@ -592,10 +574,7 @@ impl Batcher {
             batch.push(Default::default(), dl, d.ack, d.received);
             return;
         }
-        self.metrics
-            .messages
-            .get_or_create(&ChannelLabel { channel })
-            .inc();
+        self.metrics.message(channel);
         if d.payload.len() > self.max_payload {
             let reject = Reject::new(
                 Reason::PayloadTooLarge,

@@ -37,6 +37,9 @@ pub struct Stored {
     pub devices: u64,
     /// Rows the database refused, stored as dead letters instead.
     pub refused: u64,
+    /// Patrol-app inspections the ledger refused (unknown device, item not
+    /// on the checklist), stored as dead letters.
+    pub inspections_refused: u64,
     /// Immediate alerts opened by this batch.
     pub alerts: u64,
 }
@@ -311,7 +314,10 @@ impl Writer {
             match outcome {
                 Ok(_) => stored.events += 1,
                 Err(Refused::Duplicate { .. }) => {}
-                Err(why) => refused.push(inspection_refused(report, why.to_string())),
+                Err(why) => {
+                    stored.inspections_refused += 1;
+                    refused.push(inspection_refused(report, why.to_string()));
+                }
             }
         }
         if !heard_due.is_empty() {
@@ -333,7 +339,7 @@ impl Writer {
             } else {
                 insert_dead_letters(&tx, &all).await?
             };
-            stored.refused = refused.len() as u64;
+            stored.refused = refused.len() as u64 - stored.inspections_refused;
         }
         for (device, online, at) in &batch.availability {
             // In arrival order: the last word of the batch stands.
@@ -749,10 +755,15 @@ pub fn record<A>(metrics: &Metrics, batch: &Batch<A>, stored: Stored) {
             })
             .inc();
     }
-    metrics
-        .dead_letters
-        .get_or_create(&ReasonLabel {
-            reason: Reason::StorageRejected.as_str(),
-        })
-        .inc_by(stored.refused);
+    for (reason, n) in [
+        (Reason::StorageRejected, stored.refused),
+        (Reason::InspectionRefused, stored.inspections_refused),
+    ] {
+        metrics
+            .dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc_by(n);
+    }
 }
