@@ -186,6 +186,24 @@ pub fn effective(class: Option<EquipmentClass>, cycle: Option<Cycle>) -> Option<
     cycle.or(class.map(EquipmentClass::cycle))
 }
 
+/// A device's class and the cycle it is tracked on, from the ledger's
+/// `class` and `inspection_cycle` columns (text that does not parse counts
+/// as unset); none when it is not tracked.
+pub fn from_ledger(
+    class: Option<&str>,
+    cycle: Option<&str>,
+) -> Option<(Option<EquipmentClass>, Cycle)> {
+    let class = class.and_then(EquipmentClass::parse);
+    let own = cycle.and_then(|c| Cycle::parse(c).ok());
+    effective(class, own).map(|cycle| (class, cycle))
+}
+
+/// The SQL condition on `events` under which a lift's state event is a
+/// maintenance-mode visit that counts as its inspection: one a technician's
+/// credential came with (the rules and compliance read the same).
+pub const MAINTENANCE_VISIT_SQL: &str =
+    "event_type = 'state' AND state = 'maintenance' AND credential IS NOT NULL";
+
 impl Cycle {
     /// At least one window's length (31 days for a month, 366 for a year).
     pub fn longest(self) -> Duration {
@@ -340,15 +358,22 @@ impl Report {
     /// long, a reading is not a number, a name is blank, the time is in
     /// the future or over 400 days ago.
     pub fn check(&self, now: DateTime<Utc>) -> Result<(), String> {
-        let by = self.by.trim();
-        if by.is_empty() || by.chars().count() > 100 || by.contains('\0') {
-            return Err("`by`: 1 to 100 characters".into());
-        }
+        self.check_fields()?;
         if self.at > now + Duration::minutes(5) || self.at < now - Duration::days(400) {
             return Err(format!(
                 "the inspection time ({}) is in the future or over 400 days ago",
                 self.at.to_rfc3339()
             ));
+        }
+        Ok(())
+    }
+
+    /// [`Report::check`] but for the time (ingest checks an event's time
+    /// with every other event's).
+    pub fn check_fields(&self) -> Result<(), String> {
+        let by = self.by.trim();
+        if by.is_empty() || by.chars().count() > 100 || by.contains('\0') {
+            return Err("`by`: 1 to 100 characters".into());
         }
         if let Some((k, v)) = self.readings.iter().find(|(_, v)| !v.is_finite()) {
             return Err(format!("reading `{k}` = {v} is not a number"));

@@ -508,7 +508,7 @@ async fn fetch_inspections(
     now: DateTime<Utc>,
     commissioned: &mut Commissioned,
 ) -> anyhow::Result<HashMap<String, Inspected>> {
-    use estatemon_domain::inspection::{effective, Cycle, EquipmentClass};
+    use estatemon_domain::inspection::{from_ledger, MAINTENANCE_VISIT_SQL};
     let ids: Vec<&str> = ids.into_iter().collect();
     let mut out: HashMap<String, Inspected> = HashMap::new();
     for r in client
@@ -520,13 +520,7 @@ async fn fetch_inspections(
         .await?
     {
         let id: String = r.get(0);
-        let class = r
-            .get::<_, Option<String>>(1)
-            .and_then(|c| EquipmentClass::parse(&c));
-        let own = r
-            .get::<_, Option<String>>(2)
-            .and_then(|c| Cycle::parse(&c).ok());
-        if let Some(cycle) = effective(class, own) {
+        if let Some((class, cycle)) = from_ledger(r.get(1), r.get(2)) {
             let zone = devices.zone_of(&id);
             out.insert(
                 id,
@@ -554,16 +548,17 @@ async fn fetch_inspections(
         .unzip();
     let rows = client
         .query(
-            "SELECT i.device_id, i.inspected_at FROM inspections i
-               JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
-                 ON i.device_id = w.id AND i.inspected_at > w.since
-              WHERE i.inspected_at <= $3
-             UNION ALL
-             SELECT e.device_id, e.ts FROM events e
-               JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
-                 ON e.device_id = w.id AND e.ts > w.since
-              WHERE e.event_type = 'state' AND e.state = 'maintenance'
-                AND e.credential IS NOT NULL AND e.ts <= $3",
+            &format!(
+                "SELECT i.device_id, i.inspected_at FROM inspections i
+                   JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
+                     ON i.device_id = w.id AND i.inspected_at > w.since
+                  WHERE i.inspected_at <= $3
+                 UNION ALL
+                 SELECT e.device_id, e.ts FROM events e
+                   JOIN unnest($1::text[], $2::timestamptz[]) AS w(id, since)
+                     ON e.device_id = w.id AND e.ts > w.since
+                  WHERE {MAINTENANCE_VISIT_SQL} AND e.ts <= $3"
+            ),
             &[&tracked, &since, &now],
         )
         .await?;

@@ -3,7 +3,7 @@
 //! `/api/v1/compliance` and the quarterly report).
 
 use chrono::{DateTime, Utc};
-use estatemon_domain::inspection::{assess, effective, Cycle, EquipmentClass, Status};
+use estatemon_domain::inspection::{assess, from_ledger, Status, MAINTENANCE_VISIT_SQL};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -47,24 +47,19 @@ pub async fn site(
     let mut out = Vec::new();
     for d in &devices {
         let id: String = d.get(0);
-        let class = d
-            .get::<_, Option<String>>(2)
-            .and_then(|c| EquipmentClass::parse(&c));
-        let own = d
-            .get::<_, Option<String>>(3)
-            .and_then(|c| Cycle::parse(&c).ok());
-        let Some(cycle) = effective(class, own) else {
+        let Some((class, cycle)) = from_ledger(d.get(2), d.get(3)) else {
             continue;
         };
         let tz: chrono_tz::Tz = d.get::<_, String>(4).parse().unwrap_or(chrono_tz::UTC);
         let times: Vec<DateTime<Utc>> = client
             .query(
-                "SELECT inspected_at FROM inspections
-                  WHERE device_id = $1 AND inspected_at >= $2 AND inspected_at < $3
-                 UNION ALL
-                 SELECT ts FROM events WHERE device_id = $1 AND event_type = 'state'
-                    AND state = 'maintenance' AND credential IS NOT NULL
-                    AND ts >= $2 AND ts < $3",
+                &format!(
+                    "SELECT inspected_at FROM inspections
+                      WHERE device_id = $1 AND inspected_at >= $2 AND inspected_at < $3
+                     UNION ALL
+                     SELECT ts FROM events WHERE device_id = $1 AND {MAINTENANCE_VISIT_SQL}
+                        AND ts >= $2 AND ts < $3"
+                ),
                 &[&id, &(from - cycle.longest()), &(to + cycle.longest() * 2)],
             )
             .await?

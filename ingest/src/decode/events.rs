@@ -158,9 +158,8 @@ fn inspection(
         readings,
         note,
     };
-    // The time was checked with the other events'; the rest here.
     report
-        .check(report.at)
+        .check_fields()
         .map_err(|why| Reject::new(Reason::InvalidValue, format!("{at}{why}")))?;
     Ok(EventDetail::Inspection(Box::new(report)))
 }
