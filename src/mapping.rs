@@ -1,6 +1,7 @@
 //! `estatemon mapping test`: what a payload gives through a mapping (a
-//! file, a shipped profile, or the configured ones), without a broker or a
-//! database.
+//! file, a shipped profile, or the configured ones, and Home Assistant
+//! discovery configs), without a broker or a database: the same routing
+//! ingest does (`domain::mapping::route`).
 
 use std::path::PathBuf;
 
@@ -14,11 +15,16 @@ pub enum MappingCommand {
     /// Apply mappings to one message and print the readings it gives, or
     /// why it gives none (exit 1).
     Test(TestArgs),
-    /// Print a shipped profile (tasmota, shelly, zigbee2mqtt) as a mapping
-    /// file to start from.
+    /// Print a shipped profile (tasmota, shelly, zigbee2mqtt) as
+    /// `[[ingest.mapping]]` tables to paste into the configuration (or,
+    /// with --file, as a mapping file for `mapping test --mapping`).
     Show {
         /// The profile's name.
         profile: String,
+        /// A mapping file's form (`[[mapping]]`) instead of the
+        /// configuration's (`[[ingest.mapping]]`).
+        #[arg(long)]
+        file: bool,
     },
 }
 
@@ -43,11 +49,20 @@ pub struct TestArgs {
     /// The payload, or @FILE to read it from a file.
     #[arg(long)]
     payload: String,
+    /// The message came from the broker's retained store (a state
+    /// re-delivered at subscription).
+    #[arg(long)]
+    retained: bool,
+    /// A Home Assistant discovery config seen before the message:
+    /// TOPIC=PAYLOAD or TOPIC=@FILE (repeatable; the prefix is
+    /// `ingest.homeassistant.prefix`).
+    #[arg(long = "discovery", value_name = "TOPIC=PAYLOAD")]
+    discovery: Vec<String>,
 }
 
 pub fn run(config: &Config, command: MappingCommand) -> anyhow::Result<()> {
     match command {
-        MappingCommand::Show { profile } => {
+        MappingCommand::Show { profile, file } => {
             let (_, text) = mapping::PROFILES
                 .iter()
                 .find(|(n, _)| *n == profile)
@@ -56,7 +71,11 @@ pub fn run(config: &Config, command: MappingCommand) -> anyhow::Result<()> {
                         "`{profile}`: the shipped profiles are tasmota, shelly, zigbee2mqtt"
                     ))
                 })?;
-            print!("{text}");
+            if file {
+                print!("{text}");
+            } else {
+                print!("{}", as_config(text));
+            }
             Ok(())
         }
         MappingCommand::Test(args) => test(config, args),
@@ -80,23 +99,93 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
         }
         file.mappings
     } else if let Some(name) = &args.profile {
-        mapping::profile(name, args.site.as_deref(), Some(&args.time_zone)).ok_or_else(|| {
-            crate::import::ImportRefused(format!(
-                "`{name}`: the shipped profiles are tasmota, shelly, zigbee2mqtt"
-            ))
-        })?
+        mapping::default_profile(name, args.site.as_deref(), Some(&args.time_zone)).ok_or_else(
+            || {
+                crate::import::ImportRefused(format!(
+                    "`{name}`: the shipped profiles are tasmota, shelly, zigbee2mqtt"
+                ))
+            },
+        )?
     } else {
         config.ingest.all_mappings()
     };
-    let payload = match args.payload.strip_prefix('@') {
-        Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
-        None => args.payload.clone().into_bytes(),
+    let read = |text: &str| -> anyhow::Result<Vec<u8>> {
+        Ok(match text.strip_prefix('@') {
+            Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
+            None => text.as_bytes().to_vec(),
+        })
     };
-    let now = Utc::now();
-    for m in &mappings {
-        match m.apply(&args.topic, &payload, now) {
-            Ok(None) => continue,
-            Ok(Some(out)) => {
+    let mut mappings = mappings;
+    let ha = &config.ingest.homeassistant;
+    for d in &args.discovery {
+        let (topic, payload) = d.split_once('=').ok_or_else(|| {
+            crate::import::ImportRefused(format!("--discovery `{d}`: TOPIC=PAYLOAD or TOPIC=@FILE"))
+        })?;
+        use mapping::homeassistant::{discover, Discovery};
+        match discover(&ha.prefix, topic, &read(payload)?, ha.site.as_deref()) {
+            Ok(Discovery::Sensors {
+                replaces,
+                mappings: found,
+                skipped,
+            }) => {
+                let inner = format!("{replaces}/");
+                mappings.retain(|m| m.name != replaces && !m.name.starts_with(&inner));
+                for m in &found {
+                    println!("discovery `{}`: state topic {}", m.name, m.topic);
+                }
+                for (component, why) in skipped {
+                    println!("discovery `{replaces}`: component `{component}` skipped: {why}");
+                }
+                mappings.extend(found);
+            }
+            Ok(Discovery::Removed(name)) => {
+                let inner = format!("{name}/");
+                mappings.retain(|m| m.name != name && !m.name.starts_with(&inner));
+                println!("discovery `{name}`: removed");
+            }
+            Ok(Discovery::Ignored) => println!("discovery {topic}: not a reading, ignored"),
+            Err(e) => {
+                anyhow::bail!("discovery {topic}: {e} (ingest keeps an invalid_field dead letter)")
+            }
+        }
+    }
+    let payload = read(&args.payload)?;
+    print_routed(
+        mapping::route(&mappings, &args.topic, &payload, Utc::now(), args.retained),
+        &args.topic,
+        mappings.len(),
+    )
+}
+
+/// Prints what ingest would do; `Err` (exit 1) when the message would
+/// store nothing.
+fn print_routed(routed: mapping::Routed, topic: &str, tried: usize) -> anyhow::Result<()> {
+    use mapping::Routed;
+    match routed {
+        Routed::NoMapping => anyhow::bail!(
+            "no mapping fits topic `{topic}` ({tried} mapping(s) tried): ingest would keep \
+             it as an unknown_topic dead letter"
+        ),
+        Routed::Availability(Ok((device, _, online))) => {
+            println!(
+                "availability: device {device} is {}",
+                if online { "online" } else { "offline" }
+            );
+            Ok(())
+        }
+        Routed::Availability(Err(e)) => anyhow::bail!("{e} (an invalid_field dead letter)"),
+        Routed::Ignored(m) => anyhow::bail!(
+            "mapping `{m}` knows topic `{topic}` carries no readings: ingest counts it \
+             (estatemon_ingest_mapping_outcomes_total{{outcome=\"ignored\"}})"
+        ),
+        Routed::Mapped {
+            results,
+            errors,
+            unmet,
+            retained_without_time,
+        } => {
+            let mut stored = 0;
+            for out in &results {
                 println!(
                     "mapping `{}`: device {}{} → {} reading(s)",
                     out.mapping,
@@ -117,15 +206,52 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
                         r.metric.unit()
                     );
                 }
-                return Ok(());
+                stored += out.readings.len();
+                for p in &out.problems {
+                    println!("  problem: {p} (a dead letter; the other fields are stored)");
+                }
+                if let Some(why) = &out.clock_unsynced {
+                    println!("  clock: {why} (a clock_unsynced dead letter)");
+                }
             }
-            Err(e) => anyhow::bail!("{e}"),
+            for m in &retained_without_time {
+                println!(
+                    "mapping `{m}`: a retained message without a time of its own is not \
+                     stored again (counted as retained_without_time)"
+                );
+            }
+            for e in &errors {
+                println!("{e} (a dead letter)");
+            }
+            if results.is_empty() && errors.is_empty() {
+                anyhow::bail!(
+                    "the topic fits mapping(s) {} but the payload meets none's `when`: \
+                     an unknown_topic dead letter",
+                    unmet.join(", ")
+                );
+            }
+            if stored == 0 {
+                anyhow::bail!("no reading stored from this message");
+            }
+            Ok(())
         }
     }
-    anyhow::bail!(
-        "no mapping fits topic `{}` and this payload ({} mapping(s) tried): ingest would keep \
-         it as an unknown_topic dead letter",
-        args.topic,
-        mappings.len()
-    )
+}
+
+/// A profile's mapping file as `[[ingest.mapping]]` tables for the
+/// configuration file.
+fn as_config(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            let indent = &l[..l.len() - t.len()];
+            if let Some(rest) = t.strip_prefix("[[mapping") {
+                format!("{indent}[[ingest.mapping{rest}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }

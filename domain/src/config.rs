@@ -262,7 +262,7 @@ pub struct IngestConfig {
 }
 
 /// A shipped mapping profile, enabled for a site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     /// `tasmota`, `shelly` or `zigbee2mqtt`.
@@ -273,17 +273,26 @@ pub struct ProfileConfig {
     /// The zone of naive local times (Tasmota's `Time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// Tasmota: the devices' FullTopic when it is not the default
+    /// `%prefix%/%topic%/` (e.g. `tasmota/%topic%/%prefix%/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_topic: Option<String>,
+    /// Shelly: the devices' `mqtt.topic_prefix` as a pattern when it is
+    /// not the device id (e.g. `home/{device_id+}`, `shellies/{device_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    /// Zigbee2MQTT: its `mqtt.base_topic` when it is not `zigbee2mqtt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_topic: Option<String>,
 }
 
 impl IngestConfig {
     /// Every mapping in force: the enabled profiles' first, then the
-    /// configured ones (the first whose topic and conditions fit wins).
+    /// configured ones (every one whose topic and conditions fit applies).
     pub fn all_mappings(&self) -> Vec<crate::mapping::Mapping> {
         self.profiles
             .iter()
-            .filter_map(|p| {
-                crate::mapping::profile(&p.name, p.site.as_deref(), p.time_zone.as_deref())
-            })
+            .filter_map(crate::mapping::profile)
             .flatten()
             .chain(self.mappings.iter().cloned())
             .collect()
@@ -1043,6 +1052,44 @@ impl Config {
                         p.name
                     ),
                 ));
+            }
+            for (field, set, owner) in [
+                ("full_topic", p.full_topic.is_some(), "tasmota"),
+                ("topic_prefix", p.topic_prefix.is_some(), "shelly"),
+                ("base_topic", p.base_topic.is_some(), "zigbee2mqtt"),
+            ] {
+                if set && p.name != owner {
+                    return Err(fail(
+                        &format!("ingest.profile.{field}"),
+                        format!(
+                            "`{field}` is a setting of the {owner} profile, not {}",
+                            p.name
+                        ),
+                    ));
+                }
+            }
+            if let Some(f) = &p.full_topic {
+                if !f.contains("%prefix%")
+                    || !["%topic%", "%hostname%", "%id%"]
+                        .iter()
+                        .any(|t| f.contains(t))
+                {
+                    return Err(fail(
+                        "ingest.profile.full_topic",
+                        format!("`{f}` needs %prefix% and one of %topic%, %hostname%, %id%"),
+                    ));
+                }
+            }
+            if let Some(t) = &p.topic_prefix {
+                if !t
+                    .split('/')
+                    .any(|l| matches!(l, "{device_id}" | "{device_id+}"))
+                {
+                    return Err(fail(
+                        "ingest.profile.topic_prefix",
+                        format!("`{t}` needs {{device_id}} or {{device_id+}} where the device's prefix is"),
+                    ));
+                }
             }
         }
         for m in self.ingest.all_mappings() {

@@ -1,26 +1,30 @@
 //! Declarative payload mappings: devices that speak their own JSON on their
 //! own topics (Tasmota, Shelly, Zigbee2MQTT, a gateway's format) become
 //! estatemon readings by configuration, not code. Pure: a mapping, a topic,
-//! a payload and the time of receipt in, readings or a reason out.
+//! a payload and the time of receipt in, readings and reasons out.
 //!
 //! ```toml
 //! [[ingest.mapping]]
 //! name = "plant-room-gateway"
-//! topic = "gw/{site}/+/{device_id}"      # {site}, {device_id}, + and a final #
+//! topic = "gw/{site}/+/{device_id}"      # {site}, {device_id}, {name}, {device_id+}, + and a final #
 //! when = [{ path = "type", equals = "meter" }]
 //! time_path = "ts"                         # default: the time of receipt
-//! time_format = "epoch_ms"                 # rfc3339 | epoch_s | epoch_ms | epoch | local
+//! time_format = "epoch_ms"                 # rfc3339 | epoch_s | epoch_ms | epoch | local | auto
 //!   [[ingest.mapping.value]]
 //!   path = "data[*].kwh"                   # dots, [n], [*] and * fan out
 //!   metric = "energy_kwh"
 //!   unit = "Wh"                            # converted to the metric's unit
 //! ```
 //!
-//! Paths: `$` (the whole payload, a bare number), `ENERGY.Total`, `params.switch:0.aenergy.total` (a key may hold
-//! `:`), `a.b[0]`, `a.b[*].c` (every element), `params.*.aenergy.total`
-//! (every key; `{key}` in a value's `device` template names it).
+//! Every mapping whose topic and conditions fit a message applies (several
+//! Home Assistant entities share one state topic; a plug reports energy and
+//! temperature). A field that cannot be read is a problem of that field
+//! (a dead letter naming the mapping and the path); the message's other
+//! fields are stored. Values may be numbers, numeric strings
+//! (`"007970903"`), booleans for contacts, or arrays of numbers (one per
+//! channel: Tasmota's `"Power":[12,0]` gives `<device>-1`, `<device>-2`).
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -29,15 +33,27 @@ use crate::metric::Metric;
 use crate::units::Unit;
 use crate::Reading;
 
+mod path;
+mod set;
+mod time;
+pub mod topic;
+
+pub use path::select;
+use path::{fans_out, parse_path, text_of};
+pub use set::{route, Routed};
+pub use time::{plausible_since, TimeFormat};
+
 /// One mapping, as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     pub name: String,
-    /// MQTT topic pattern with `{site}` and `{device_id}` captures, `+`
-    /// for any one level, and a final `#`.
+    /// MQTT topic pattern with `{site}`, `{device_id}` and `{name}`
+    /// captures of one level, one `{device_id+}` capture of one or more
+    /// levels, `+` for any one level, and a final `#`.
     pub topic: String,
-    /// The device id from the payload instead of the topic.
+    /// The device id from the payload instead of the topic (the topic's
+    /// `{device_id}` when the payload has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_path: Option<String>,
     /// Prepended to every device id (e.g. `tasmota-`).
@@ -49,10 +65,14 @@ pub struct Mapping {
     /// Every condition must hold for the mapping to apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<Condition>,
+    /// Topics under this mapping's filter that carry no readings (a
+    /// bridge's own topics, commands to devices): counted, not dead letters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
     /// Where the timestamp is; none: the time of receipt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_path: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub time_format: TimeFormat,
     /// A payload without a time at `time_path` is read at the time of
     /// receipt (Zigbee2MQTT sends `last_seen` only when it is enabled).
@@ -68,6 +88,10 @@ pub struct Mapping {
     /// makes the stale rules page at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability: Option<Availability>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,19 +115,10 @@ pub struct Condition {
     /// text); without it, the path must merely exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeFormat {
-    #[default]
-    Rfc3339,
-    EpochS,
-    EpochMs,
-    /// Seconds with a fraction (Shelly's `ts`).
-    Epoch,
-    /// A naive date-time in `time_zone`.
-    Local,
+    /// The path must not exist (Zigbee2MQTT's battery devices are not
+    /// meters).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,19 +126,38 @@ pub enum TimeFormat {
 pub struct ValueMap {
     pub path: String,
     pub metric: Metric,
-    /// The unit the device sends (default: the metric's own).
+    /// The unit the device sends (default: the metric's own), as the
+    /// ecosystems spell it (`kWh`, `Wh`, `L/h`, `m³/h`, `°C`, `mA`…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// Where the payload says its unit (`{"value": 12.5, "unit": "Wh"}`;
+    /// Tasmota's `TempUnit`). Elements of a `[*]` fan-out pair with the
+    /// units at the same positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_path: Option<String>,
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub scale: f64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offset: f64,
-    /// The device of this value: a template over `{device_id}` and `{key}`
-    /// (the key or index a `*` matched). Default `{device_id}`.
+    /// Rounded to this many decimals in the device's unit (Home
+    /// Assistant's `| round(n)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// Truncated to an integer (Home Assistant's `| int`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncate: bool,
+    /// The device of this value: a template over `{device_id}`, `{key}`
+    /// (the key or index a `*` matched, or the 1-based channel of an
+    /// array) and the topic's captures. Default `{device_id}`, and
+    /// `{device_id}-{key}` for a channel array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// A missing path is skipped rather than a dead letter (Shelly's
-    /// partial updates carry only what changed).
+    /// Keys a `*` in the path must not match (Tasmota's `ANALOG` and
+    /// `ESP32` temperatures are the device's own, not the room's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
+    /// A missing path is skipped rather than reported (Shelly's partial
+    /// updates carry only what changed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
 }
@@ -146,6 +180,13 @@ pub struct Mapped {
     /// The message's device (values may name others through `device`).
     pub device_id: String,
     pub readings: Vec<Reading>,
+    /// Fields that could not be read; the readings of the others stand.
+    pub problems: Vec<MappingError>,
+    /// The device's clock is not set (a time before 2010): the readings
+    /// are placed at their receipt, and this says what the device sent.
+    pub clock_unsynced: Option<String>,
+    /// No time in the message: the readings are placed at their receipt.
+    pub time_from_receipt: bool,
 }
 
 /// Why a mapping failed on a message (the mapping's name and the path).
@@ -174,13 +215,12 @@ impl Mapping {
         if self.name.trim().is_empty() {
             return Err(("name", "must not be empty".into()));
         }
-        let levels: Vec<&str> = self.topic.split('/').collect();
-        if let Some(i) = levels.iter().position(|l| *l == "#") {
-            if i + 1 != levels.len() {
-                return Err(("topic", format!("`{}`: # must be last", self.topic)));
-            }
-        }
-        if !levels.contains(&"{device_id}") && self.device_path.is_none() {
+        topic::check(&self.topic).map_err(|e| ("topic", e))?;
+        let has_device = self
+            .topic
+            .split('/')
+            .any(|l| matches!(l, "{device_id}" | "{device_id+}"));
+        if !has_device && self.device_path.is_none() && self.device_prefix.is_empty() {
             return Err((
                 "topic",
                 format!(
@@ -189,29 +229,34 @@ impl Mapping {
                 ),
             ));
         }
-        for l in &levels {
-            if l.contains(['{', '}']) && !matches!(*l, "{site}" | "{device_id}") {
-                return Err(("topic", format!("`{l}`: only {{site}} and {{device_id}}")));
-            }
+        for i in &self.ignore {
+            topic::check(i).map_err(|e| ("ignore", e))?;
+        }
+        if let Some(a) = &self.availability {
+            topic::check(&a.topic).map_err(|e| ("availability.topic", e))?;
         }
         if self.values.is_empty() {
             return Err(("value", "a mapping needs at least one [[value]]".into()));
         }
         for v in &self.values {
             if let Some(u) = &v.unit {
-                let unit = Unit::parse(u)
-                    .ok_or_else(|| ("value.unit", format!("`{u}` is not a known unit")))?;
-                if unit.dimension != v.metric.dimension() {
-                    return Err((
+                Unit::parse_for(v.metric.dimension(), u).map_err(|e| {
+                    (
                         "value.unit",
-                        format!("`{u}` does not measure {} ({})", v.metric, v.metric.unit()),
-                    ));
-                }
+                        format!("{e} ({} is in {})", v.metric, v.metric.unit()),
+                    )
+                })?;
             }
             if !(v.scale.is_finite() && v.offset.is_finite()) {
                 return Err(("value.scale", "scale and offset must be finite".into()));
             }
+            if v.round.is_some_and(|r| r > 12) {
+                return Err(("value.round", "at most 12 decimals".into()));
+            }
             parse_path(&v.path).map_err(|e| ("value.path", e))?;
+            if let Some(p) = &v.unit_path {
+                parse_path(p).map_err(|e| ("value.unit_path", e))?;
+            }
         }
         if self.time_format == TimeFormat::Local {
             let tz = self.time_zone.as_deref().unwrap_or("");
@@ -222,34 +267,50 @@ impl Mapping {
                 )
             })?;
         }
+        if let Some(tz) = &self.time_zone {
+            tz.parse::<chrono_tz::Tz>()
+                .map_err(|_| ("time_zone", format!("`{tz}` is not an IANA time zone")))?;
+        }
         Ok(())
     }
 
     /// The subscription filter: captures and `+` as `+`.
     pub fn filter(&self) -> String {
-        filter_of(&self.topic)
+        topic::filter_of(&self.topic)
     }
 
     /// The availability topic's filter, if any.
     pub fn availability_filter(&self) -> Option<String> {
-        self.availability.as_ref().map(|a| filter_of(&a.topic))
+        self.availability
+            .as_ref()
+            .map(|a| topic::filter_of(&a.topic))
     }
 
     /// The topic's captures when it fits the pattern.
-    pub fn match_topic<'a>(&self, topic: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
-        captures(&self.topic, topic)
+    pub fn match_topic(&self, t: &str) -> Option<topic::Captures> {
+        topic::captures(&self.topic, t)
+    }
+
+    /// Whether the topic is one this mapping knows carries no readings.
+    pub fn ignores(&self, t: &str) -> bool {
+        self.ignore.iter().any(|p| topic::captures(p, t).is_some())
     }
 
     /// An availability message: (device, site, online). `None`: not this
     /// mapping's availability topic.
     pub fn apply_availability(
         &self,
-        topic: &str,
+        t: &str,
         payload: &[u8],
     ) -> Option<Result<Said, MappingError>> {
         let a = self.availability.as_ref()?;
-        let (site, device) = captures(&a.topic, topic)?;
-        let device = format!("{}{}", self.device_prefix, device.unwrap_or_default());
+        let caps = topic::captures(&a.topic, t)?;
+        let site = caps.get("site").map(str::to_owned).or(self.site.clone());
+        let device = format!(
+            "{}{}",
+            self.device_prefix,
+            caps.get("device_id").unwrap_or_default()
+        );
         if !usable_id(&device) {
             return Some(Err(MappingError {
                 mapping: self.name.clone(),
@@ -263,6 +324,7 @@ impl Mapping {
                 select(&v, p).first().and_then(|(x, _)| text_of(x))
             }
             (_, Ok(Value::String(s))) => Some(s),
+            (_, Ok(Value::Bool(b))) => Some(b.to_string()),
             _ => Some(text.to_owned()),
         };
         let fail = |detail: String| MappingError {
@@ -271,12 +333,8 @@ impl Mapping {
             kind: MappingErrorKind::InvalidField,
         };
         Some(match state {
-            Some(s) if a.online.contains(&s) => {
-                Ok((device, site.map(str::to_owned).or(self.site.clone()), true))
-            }
-            Some(s) if a.offline.contains(&s) => {
-                Ok((device, site.map(str::to_owned).or(self.site.clone()), false))
-            }
+            Some(s) if a.online.contains(&s) => Ok((device, site, true)),
+            Some(s) if a.offline.contains(&s) => Ok((device, site, false)),
             other => Err(fail(format!(
                 "availability `{}` is neither online ({}) nor offline ({})",
                 other.unwrap_or_default(),
@@ -290,47 +348,32 @@ impl Mapping {
 /// What an availability message said: (device, site, online).
 pub type Said = (String, Option<String>, bool);
 
-fn filter_of(pattern: &str) -> String {
-    pattern
-        .split('/')
-        .map(|l| if l.starts_with('{') { "+" } else { l })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// `{site}` and `{device_id}` of `topic` when it fits `pattern`.
-fn captures<'a>(pattern: &str, topic: &'a str) -> Option<(Option<&'a str>, Option<&'a str>)> {
-    {
-        let pattern: Vec<&str> = pattern.split('/').collect();
-        let parts: Vec<&'a str> = topic.split('/').collect();
-        let (mut site, mut device) = (None, None);
-        for (i, p) in pattern.iter().enumerate() {
-            if *p == "#" {
-                return Some((site, device));
-            }
-            let part = *parts.get(i)?;
-            match *p {
-                "+" => {}
-                "{site}" => site = Some(part),
-                "{device_id}" => device = Some(part),
-                literal if literal == part => {}
-                _ => return None,
-            }
-        }
-        (parts.len() == pattern.len()).then_some((site, device))
+/// A value as a number: a JSON number, a numeric string, or a boolean for
+/// a contact. `Err` says what it is instead.
+fn number_of(v: &Value, metric: Metric) -> Result<f64, String> {
+    let x = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        Value::Bool(b) if metric == Metric::ContactClosed => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    };
+    match x {
+        Some(x) if x.is_finite() => Ok(x),
+        _ => Err(format!("{v} is not a number")),
     }
 }
 
 impl Mapping {
     /// Applies the mapping to a message whose topic fits it. `Ok(None)`:
-    /// its conditions do not hold (another mapping may).
+    /// its conditions do not hold (another mapping may). `Err`: the
+    /// message as a whole cannot be read (not JSON, no device, no time).
     pub fn apply(
         &self,
-        topic: &str,
+        t: &str,
         payload: &[u8],
         received_at: DateTime<Utc>,
     ) -> Result<Option<Mapped>, MappingError> {
-        let Some((site, device)) = self.match_topic(topic) else {
+        let Some(caps) = self.match_topic(t) else {
             return Ok(None);
         };
         let fail = |kind, detail: String| MappingError {
@@ -347,6 +390,7 @@ impl Mapping {
         for c in &self.when {
             let found = select(&json, &c.path);
             let holds = match &c.equals {
+                None if c.missing => found.is_empty(),
                 None => !found.is_empty(),
                 Some(want) => found
                     .iter()
@@ -356,17 +400,19 @@ impl Mapping {
                 return Ok(None);
             }
         }
+        let from_topic = caps.get("device_id");
         let device_id = match &self.device_path {
             Some(p) => select(&json, p)
                 .first()
                 .and_then(|(v, _)| text_of(v))
+                .or_else(|| from_topic.map(str::to_owned))
                 .ok_or_else(|| {
                     fail(
                         MappingErrorKind::MissingField,
-                        format!("no device id at `{p}`"),
+                        format!("no device id at `{p}` nor in the topic"),
                     )
                 })?,
-            None => device.unwrap_or_default().to_owned(),
+            None => from_topic.unwrap_or_default().to_owned(),
         };
         let device_id = format!("{}{device_id}", self.device_prefix);
         if !usable_id(&device_id) {
@@ -375,239 +421,204 @@ impl Mapping {
                 format!("device id `{device_id}` is empty or over {MAX_ID_LEN} bytes"),
             ));
         }
+        let mut clock_unsynced = None;
+        let mut time_from_receipt = false;
         let ts = match &self.time_path {
-            None => received_at,
+            None => {
+                time_from_receipt = true;
+                received_at
+            }
             Some(p) => match select(&json, p).first() {
-                None if self.time_optional => received_at,
+                None if self.time_optional => {
+                    time_from_receipt = true;
+                    received_at
+                }
                 None => {
                     return Err(fail(
                         MappingErrorKind::MissingField,
                         format!("no timestamp at `{p}`"),
                     ))
                 }
-                Some((v, _)) => self.parse_time(v, received_at).map_err(|e| {
-                    fail(
-                        MappingErrorKind::InvalidTimestamp,
-                        format!("timestamp at `{p}`: {e}"),
-                    )
-                })?,
+                Some((v, _)) => {
+                    let t = self
+                        .time_format
+                        .parse(v, self.time_zone.as_deref(), received_at)
+                        .map_err(|e| {
+                            fail(
+                                MappingErrorKind::InvalidTimestamp,
+                                format!("timestamp at `{p}`: {e}"),
+                            )
+                        })?;
+                    if t < plausible_since() {
+                        clock_unsynced = Some(format!(
+                            "`{p}` = {v}: the device's clock is not set; its readings are placed at their receipt"
+                        ));
+                        received_at
+                    } else {
+                        t
+                    }
+                }
             },
         };
         let mut readings = Vec::new();
+        let mut problems = Vec::new();
         for vm in &self.values {
-            let found = select(&json, &vm.path);
+            let mut found = select(&json, &vm.path);
+            if !vm.except.is_empty() {
+                found.retain(|(_, k)| k.as_ref().is_none_or(|k| !vm.except.contains(k)));
+            }
             if found.is_empty() {
-                if vm.optional {
+                if !vm.optional {
+                    problems.push(fail(
+                        MappingErrorKind::MissingField,
+                        format!("no value at `{}` (for {})", vm.path, vm.metric),
+                    ));
+                }
+                continue;
+            }
+            let units = match self.units_of(vm, &json, found.len()) {
+                Ok(u) => u,
+                Err(e) => {
+                    problems.push(e);
                     continue;
                 }
-                return Err(fail(
-                    MappingErrorKind::MissingField,
-                    format!("no value at `{}` (for {})", vm.path, vm.metric),
-                ));
-            }
-            let unit = match &vm.unit {
-                Some(u) => Unit::parse(u).ok_or_else(|| {
-                    fail(
-                        MappingErrorKind::UnknownUnit,
-                        format!("unit `{u}` is unknown"),
-                    )
-                })?,
-                None => Unit::parse(vm.metric.unit()).expect("a metric's own unit parses"),
             };
-            for (v, key) in found {
-                let Some(x) = v.as_f64().filter(|x| x.is_finite()) else {
-                    // An optional value in another shape (Tasmota's
-                    // per-channel `"Power":[12,0]`) is skipped, not fatal.
-                    if vm.optional {
+            for (i, (v, key)) in found.into_iter().enumerate() {
+                let unit = units[i.min(units.len() - 1)];
+                // A channel array where one value was expected.
+                let channels: Vec<(&Value, Option<String>)> = match v {
+                    Value::Array(items) if !fans_out(&vm.path) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(n, x)| (x, Some((n + 1).to_string())))
+                        .collect(),
+                    _ => vec![(v, key)],
+                };
+                let array = matches!(v, Value::Array(_)) && !fans_out(&vm.path);
+                for (x, key) in channels {
+                    if x.is_null() {
                         continue;
                     }
-                    return Err(fail(
-                        MappingErrorKind::InvalidField,
-                        format!("`{}` is {v}, not a number", vm.path),
-                    ));
-                };
-                let device = vm.device.as_deref().map_or(device_id.clone(), |t| {
-                    t.replace("{device_id}", &device_id)
-                        .replace("{key}", key.as_deref().unwrap_or(""))
-                });
-                if !usable_id(&device) {
-                    return Err(fail(
-                        MappingErrorKind::InvalidField,
-                        format!(
-                            "device id `{device}` from `{}` is empty or over {MAX_ID_LEN} bytes",
-                            vm.path
-                        ),
-                    ));
+                    let x = match number_of(x, vm.metric) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            problems.push(fail(
+                                MappingErrorKind::InvalidField,
+                                format!("`{}`: {e} (for {})", vm.path, vm.metric),
+                            ));
+                            continue;
+                        }
+                    };
+                    let template = match (&vm.device, array) {
+                        (Some(t), _) => t.as_str(),
+                        (None, true) => "{device_id}-{key}",
+                        (None, false) => "{device_id}",
+                    };
+                    let device = caps.fill(
+                        &template
+                            .replace("{device_id}", &device_id)
+                            .replace("{key}", key.as_deref().unwrap_or("")),
+                    );
+                    if !usable_id(&device) {
+                        problems.push(fail(
+                            MappingErrorKind::InvalidField,
+                            format!(
+                                "device id `{device}` from `{}` is empty or over {MAX_ID_LEN} bytes",
+                                vm.path
+                            ),
+                        ));
+                        continue;
+                    }
+                    let mut x = x * vm.scale + vm.offset;
+                    if let Some(d) = vm.round {
+                        let f = 10f64.powi(d as i32);
+                        x = (x * f).round() / f;
+                    }
+                    if vm.truncate {
+                        x = x.trunc();
+                    }
+                    let value = unit.to_canonical(x);
+                    if !value.is_finite() {
+                        problems.push(fail(
+                            MappingErrorKind::InvalidField,
+                            format!("`{}`: {x} {} is out of range", vm.path, unit.symbol),
+                        ));
+                        continue;
+                    }
+                    readings.push(Reading {
+                        device_id: device,
+                        metric: vm.metric,
+                        ts,
+                        value,
+                    });
                 }
-                readings.push(Reading {
-                    device_id: device,
-                    metric: vm.metric,
-                    ts,
-                    value: unit.to_canonical(x * vm.scale + vm.offset),
-                });
             }
         }
         Ok(Some(Mapped {
             mapping: self.name.clone(),
-            site: site.map(str::to_owned).or_else(|| self.site.clone()),
+            site: caps
+                .get("site")
+                .map(str::to_owned)
+                .or_else(|| self.site.clone()),
             device_id,
             readings,
+            problems,
+            clock_unsynced,
+            time_from_receipt,
         }))
     }
 
-    fn parse_time(&self, v: &Value, received_at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-        let number = || {
-            v.as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    /// The unit of each of `n` values found for `vm` (one for all, or one
+    /// per position from `unit_path`).
+    fn units_of(&self, vm: &ValueMap, json: &Value, n: usize) -> Result<Vec<Unit>, MappingError> {
+        let fail = |kind, detail: String| MappingError {
+            mapping: self.name.clone(),
+            detail,
+            kind,
         };
-        let t = match self.time_format {
-            TimeFormat::Rfc3339 => v
-                .as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc)),
-            TimeFormat::EpochS | TimeFormat::Epoch => number()
-                .filter(|n| n.is_finite() && n.abs() < 1e11)
-                .and_then(|n| DateTime::from_timestamp_millis((n * 1000.0).round() as i64)),
-            TimeFormat::EpochMs => number()
-                .filter(|n| n.is_finite() && n.abs() < 1e14)
-                .and_then(|n| DateTime::from_timestamp_millis(n.round() as i64)),
-            TimeFormat::Local => {
-                let tz: chrono_tz::Tz = self
-                    .time_zone
-                    .as_deref()
-                    .unwrap_or("UTC")
-                    .parse()
-                    .unwrap_or(chrono_tz::UTC);
-                v.as_str()
-                    .and_then(|s| {
-                        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
-                            .ok()
-                    })
-                    // In the hour clocks go back, the reading nearest its
-                    // arrival (the other is an hour away from it).
-                    .and_then(|n| {
-                        let r = tz.from_local_datetime(&n);
-                        match (r.earliest(), r.latest()) {
-                            (Some(a), Some(b)) => {
-                                let (a, b) = (a.with_timezone(&Utc), b.with_timezone(&Utc));
-                                Some(if (a - received_at).abs() <= (b - received_at).abs() {
-                                    a
-                                } else {
-                                    b
-                                })
-                            }
-                            (a, b) => a.or(b).map(|t| t.with_timezone(&Utc)),
-                        }
-                    })
+        let parse = |u: &str| {
+            Unit::parse_for(vm.metric.dimension(), u).map_err(|e| {
+                fail(
+                    MappingErrorKind::UnknownUnit,
+                    format!("`{}`: {e} (for {})", vm.path, vm.metric),
+                )
+            })
+        };
+        if let Some(p) = &vm.unit_path {
+            let said: Vec<String> = select(json, p)
+                .into_iter()
+                .filter_map(|(v, _)| text_of(v))
+                .collect();
+            if said.is_empty() && vm.unit.is_none() {
+                return Err(fail(
+                    MappingErrorKind::MissingField,
+                    format!("no unit at `{p}` (for `{}`)", vm.path),
+                ));
             }
-        };
-        let format = match self.time_format {
-            TimeFormat::Rfc3339 => "an RFC 3339",
-            TimeFormat::EpochS => "an epoch-seconds",
-            TimeFormat::EpochMs => "an epoch-milliseconds",
-            TimeFormat::Epoch => "an epoch (seconds with a fraction)",
-            TimeFormat::Local => "a local (naive date-time)",
-        };
-        t.ok_or_else(|| format!("{v} is not {format} time"))
-    }
-}
-
-/// One step of a path.
-#[derive(Debug, Clone, PartialEq)]
-enum Step {
-    Key(String),
-    Index(usize),
-    /// Every element or value.
-    All,
-}
-
-fn parse_path(path: &str) -> Result<Vec<Step>, String> {
-    let mut steps = Vec::new();
-    // The whole payload (a bare number: `21.5`).
-    if path == "$" {
-        return Ok(steps);
-    }
-    for part in path.split('.') {
-        let (key, rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        match key {
-            "" if rest.is_empty() => return Err(format!("`{path}`: an empty step")),
-            "" => {}
-            "*" => steps.push(Step::All),
-            k => steps.push(Step::Key(k.to_owned())),
-        }
-        let mut rest = rest;
-        while !rest.is_empty() {
-            let end = rest
-                .find(']')
-                .ok_or_else(|| format!("`{path}`: unclosed ["))?;
-            let inner = &rest[1..end];
-            steps.push(match inner {
-                "*" => Step::All,
-                n => Step::Index(
-                    n.parse()
-                        .map_err(|_| format!("`{path}`: `[{n}]` is not an index"))?,
-                ),
-            });
-            rest = &rest[end + 1..];
-            if !rest.is_empty() && !rest.starts_with('[') {
-                return Err(format!("`{path}`: text after ]"));
+            if said.len() == n || said.len() == 1 {
+                return said.iter().map(|u| parse(u)).collect();
+            }
+            if !said.is_empty() {
+                return Err(fail(
+                    MappingErrorKind::InvalidField,
+                    format!(
+                        "{} units at `{p}` for {n} values at `{}`",
+                        said.len(),
+                        vm.path
+                    ),
+                ));
             }
         }
+        Ok(vec![match &vm.unit {
+            Some(u) => parse(u)?,
+            None => Unit::parse(vm.metric.unit()).expect("a metric's own unit parses"),
+        }])
     }
-    Ok(steps)
-}
-
-/// The values a path reaches, each with the key or index its last `*`
-/// matched. A path that does not parse reaches nothing.
-pub fn select<'v>(json: &'v Value, path: &str) -> Vec<(&'v Value, Option<String>)> {
-    let Ok(steps) = parse_path(path) else {
-        return Vec::new();
-    };
-    let mut current: Vec<(&Value, Option<String>)> = vec![(json, None)];
-    for step in &steps {
-        let mut next = Vec::new();
-        for (v, key) in current {
-            match (step, v) {
-                (Step::Key(k), Value::Object(m)) => {
-                    if let Some(x) = m.get(k) {
-                        next.push((x, key));
-                    }
-                }
-                (Step::Index(i), Value::Array(a)) => {
-                    if let Some(x) = a.get(*i) {
-                        next.push((x, key));
-                    }
-                }
-                (Step::All, Value::Array(a)) => {
-                    next.extend(a.iter().enumerate().map(|(i, x)| (x, Some(i.to_string()))));
-                }
-                (Step::All, Value::Object(m)) => {
-                    next.extend(m.iter().map(|(k, x)| (x, Some(k.clone()))));
-                }
-                _ => {}
-            }
-        }
-        current = next;
-    }
-    current.into_iter().filter(|(v, _)| !v.is_null()).collect()
 }
 
 /// A device id that can be a primary key.
 fn usable_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN
-}
-
-fn text_of(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// The profiles shipped with the project, as mapping files.
@@ -625,25 +636,74 @@ pub struct MappingFile {
     pub mappings: Vec<Mapping>,
 }
 
-/// A shipped profile's mappings, for a site (and its time zone, for
-/// devices that send naive local times).
-pub fn profile(name: &str, site: Option<&str>, time_zone: Option<&str>) -> Option<Vec<Mapping>> {
-    let (_, text) = PROFILES.iter().find(|(n, _)| *n == name)?;
+/// A shipped profile's mappings, as `[[ingest.profile]]` enables them:
+/// for a site, its time zone (devices that send naive local times), and
+/// the topic layout the devices were set to (Tasmota's FullTopic, a
+/// Shelly's topic_prefix, Zigbee2MQTT's base_topic). `None`: no such
+/// profile.
+pub fn profile(p: &crate::config::ProfileConfig) -> Option<Vec<Mapping>> {
+    let (_, text) = PROFILES.iter().find(|(n, _)| *n == p.name)?;
     let file: MappingFile = toml::from_str(text).expect("shipped profiles parse");
+    let relayout = |t: &str| -> String {
+        match p.name.as_str() {
+            "tasmota" => match (&p.full_topic, t.split_once("/{device_id}/")) {
+                (Some(full), Some((prefix, rest))) => {
+                    let mut device = "{device_id}";
+                    let mut layout = full.trim_end_matches('/').to_owned();
+                    for token in ["%topic%", "%hostname%", "%id%"] {
+                        if layout.contains(token) {
+                            layout = layout.replace(token, device);
+                            device = "+";
+                        }
+                    }
+                    format!("{}/{rest}", layout.replace("%prefix%", prefix))
+                }
+                _ => t.to_owned(),
+            },
+            "shelly" => match (&p.topic_prefix, t.strip_prefix("{device_id}")) {
+                (Some(prefix), Some(rest)) => format!("{}{rest}", prefix.trim_end_matches('/')),
+                _ => t.to_owned(),
+            },
+            "zigbee2mqtt" => match (&p.base_topic, t.strip_prefix("zigbee2mqtt")) {
+                (Some(base), Some(rest)) => format!("{}{rest}", base.trim_end_matches('/')),
+                _ => t.to_owned(),
+            },
+            _ => t.to_owned(),
+        }
+    };
     Some(
         file.mappings
             .into_iter()
             .map(|mut m| {
                 if m.site.is_none() {
-                    m.site = site.map(str::to_owned);
+                    m.site.clone_from(&p.site);
                 }
-                if m.time_format == TimeFormat::Local {
-                    m.time_zone = time_zone.map(str::to_owned).or(m.time_zone);
+                if matches!(m.time_format, TimeFormat::Local | TimeFormat::Auto) {
+                    m.time_zone = p.time_zone.clone().or(m.time_zone);
+                }
+                m.topic = relayout(&m.topic);
+                m.ignore = m.ignore.iter().map(|t| relayout(t)).collect();
+                if let Some(a) = &mut m.availability {
+                    a.topic = relayout(&a.topic);
                 }
                 m
             })
             .collect(),
     )
+}
+
+/// A shipped profile's mappings with its default layout.
+pub fn default_profile(
+    name: &str,
+    site: Option<&str>,
+    time_zone: Option<&str>,
+) -> Option<Vec<Mapping>> {
+    profile(&crate::config::ProfileConfig {
+        name: name.to_owned(),
+        site: site.map(str::to_owned),
+        time_zone: time_zone.map(str::to_owned),
+        ..Default::default()
+    })
 }
 
 pub mod homeassistant;

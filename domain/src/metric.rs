@@ -65,6 +65,8 @@ macro_rules! metrics {
 metrics! {
     EnergyKwh => "energy_kwh", "energy", Energy, "kWh", Cumulative, "Active energy register.";
     PowerKw => "power_kw", "power", Power, "kW", Gauge, "Active power.";
+    EnergyExportKwh => "energy_export_kwh", "energy_export", Energy, "kWh", Cumulative, "Exported (returned) active energy register.";
+    ApparentPowerKva => "apparent_power_kva", "apparent_power", ApparentPower, "kVA", Gauge, "Apparent power.";
     VoltageV => "voltage_v", "voltage", Voltage, "V", Gauge, "Voltage.";
     CurrentA => "current_a", "current", Current, "A", Gauge, "Current.";
     PowerFactor => "power_factor", "power_factor", Ratio, "ratio", Gauge, "Power factor, 0..1.";
@@ -78,6 +80,7 @@ metrics! {
     PressureMpa => "pressure_mpa", "pressure", Pressure, "MPa", Gauge, "Water pressure (fire main, supply).";
     HumidityPct => "humidity_pct", "humidity", Ratio, "%", Gauge, "Relative humidity, 0..100.";
     TankLevelPct => "tank_level_pct", "tank_level", Ratio, "%", Gauge, "Water tank level, 0..100.";
+    ContactClosed => "contact_closed", "contact", Ratio, "/", Gauge, "Door or window contact: 1 closed, 0 open.";
 }
 
 impl fmt::Display for Metric {

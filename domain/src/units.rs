@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum Dimension {
     Energy,
     Power,
+    /// Apparent power (VA), not to be summed with active power.
+    ApparentPower,
     Voltage,
     Current,
     Volume,
@@ -59,7 +61,10 @@ const UNITS: &[(&[&str], Unit)] = &[
     (&["kW", "kw"], unit("kW", Dimension::Power, 1.0)),
     (&["W", "w"], unit("W", Dimension::Power, 1e-3)),
     (&["MW"], unit("MW", Dimension::Power, 1e3)),
+    (&["VA", "va"], unit("VA", Dimension::ApparentPower, 1e-3)),
+    (&["kVA", "kva"], unit("kVA", Dimension::ApparentPower, 1.0)),
     (&["V", "v"], unit("V", Dimension::Voltage, 1.0)),
+    (&["mV"], unit("mV", Dimension::Voltage, 1e-3)),
     (&["kV", "kv"], unit("kV", Dimension::Voltage, 1e3)),
     (&["A", "a"], unit("A", Dimension::Current, 1.0)),
     (&["mA", "ma"], unit("mA", Dimension::Current, 1e-3)),
@@ -102,6 +107,23 @@ const UNITS: &[(&[&str], Unit)] = &[
     (&["kPa", "kpa"], unit("kPa", Dimension::Pressure, 1e-3)),
     (&["Pa", "pa"], unit("Pa", Dimension::Pressure, 1e-6)),
     (&["bar"], unit("bar", Dimension::Pressure, 0.1)),
+    (&["hPa", "mbar"], unit("hPa", Dimension::Pressure, 1e-4)),
+    (
+        &["psi"],
+        unit("psi", Dimension::Pressure, 0.006_894_757_293_168),
+    ),
+    (&["MJ"], unit("MJ", Dimension::Energy, 1.0 / 3.6)),
+    (&["GJ"], unit("GJ", Dimension::Energy, 1e3 / 3.6)),
+    (&["gal"], unit("gal", Dimension::Volume, 0.003_785_411_784)),
+    (&["ft3"], unit("ft3", Dimension::Volume, 0.028_316_846_592)),
+    (
+        &["gal/min"],
+        unit("gal/min", Dimension::VolumeFlow, 0.227_124_707_04),
+    ),
+    (
+        &["ft3/min"],
+        unit("ft3/min", Dimension::VolumeFlow, 1.699_010_795_52),
+    ),
     (&["%", "pct", "%RH"], unit("%", Dimension::Ratio, 1.0)),
     (&["/", "ratio"], unit("/", Dimension::Ratio, 1.0)),
     (&["count", "1"], unit("count", Dimension::Count, 1.0)),
@@ -117,6 +139,29 @@ impl Unit {
             .map(|(_, u)| *u)
     }
 
+    /// Looks a unit of `dimension` up as the device ecosystems spell it:
+    /// Home Assistant (`L/h`, `m³/h`, `°C`, `mA`, `VA`), Tasmota's
+    /// `TempUnit` (`C`, `F`), Zigbee2MQTT, SenML. `Err` names the nearest
+    /// unit estatemon knows.
+    pub fn parse_for(dimension: Dimension, text: &str) -> Result<Unit, String> {
+        let t = text.trim();
+        let normal: String = t.replace(['³'], "3").replace("º", "°").replace(" ", "");
+        let alias = match (dimension, normal.as_str()) {
+            (Dimension::Temperature, "C" | "degC" | "℃") => "Cel",
+            (Dimension::Temperature, "F" | "degF" | "℉") => "°F",
+            (Dimension::Volume | Dimension::VolumeFlow, n) => {
+                return Unit::parse(&n.replace('L', "l"))
+                    .or_else(|| Unit::parse(n))
+                    .filter(|u| u.dimension == dimension)
+                    .ok_or_else(|| nearest(dimension, t));
+            }
+            (_, n) => n,
+        };
+        Unit::parse(alias)
+            .filter(|u| u.dimension == dimension)
+            .ok_or_else(|| nearest(dimension, t))
+    }
+
     /// Converts a value in this unit to its dimension's canonical unit. A
     /// decimal submultiple (W → kW) divides by its whole divisor, so that
     /// 207 W is 0.207 kW to the bit (× 0.001 gives 0.20700000000000002).
@@ -130,8 +175,89 @@ impl Unit {
     }
 }
 
+/// The message for a unit that is not one of `dimension`'s: the
+/// nearest spelling estatemon knows, and the others.
+fn nearest(dimension: Dimension, text: &str) -> String {
+    let known: Vec<&str> = UNITS
+        .iter()
+        .filter(|(_, u)| u.dimension == dimension)
+        .map(|(_, u)| u.symbol)
+        .collect();
+    if let Some(u) = Unit::parse(text) {
+        return format!(
+            "unit `{text}` measures {:?}, not {dimension:?} (known: {})",
+            u.dimension,
+            known.join(", ")
+        );
+    }
+    let lower = text.to_lowercase();
+    let best = UNITS
+        .iter()
+        .filter(|(_, u)| u.dimension == dimension)
+        .flat_map(|(spellings, u)| spellings.iter().map(move |s| (*s, u.symbol)))
+        .min_by_key(|(s, _)| distance(&s.to_lowercase(), &lower))
+        .map(|(_, symbol)| symbol)
+        .unwrap_or("");
+    format!(
+        "unit `{text}` is not a unit of {dimension:?} estatemon knows; nearest: `{best}` (known: {})",
+        known.join(", ")
+    )
+}
+
+/// Levenshtein distance, by characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn units_as_the_ecosystems_spell_them() {
+        use Dimension::*;
+        // Home Assistant's unit constants (homeassistant/const.py
+        // UnitOf*), Tasmota's TempUnit, Zigbee2MQTT's exposes.
+        let cases: &[(Dimension, &str, f64, f64)] = &[
+            (VolumeFlow, "L/h", 1000.0, 1.0),
+            (VolumeFlow, "L/min", 100.0, 6.0),
+            (VolumeFlow, "m³/h", 2.5, 2.5),
+            (VolumeFlow, "L/s", 1.0, 3.6),
+            (Volume, "m³", 2.0, 2.0),
+            (Volume, "L", 250.0, 0.25),
+            (Energy, "kWh", 2.0, 2.0),
+            (Energy, "Wh", 1500.0, 1.5),
+            (Current, "mA", 250.0, 0.25),
+            (Power, "W", 3200.0, 3.2),
+            (ApparentPower, "VA", 2650.0, 2.65),
+            (Temperature, "°C", 21.5, 21.5),
+            (Temperature, "C", 21.5, 21.5),
+            (Temperature, "F", 212.0, 100.0),
+            (Temperature, "°F", 212.0, 100.0),
+            (Ratio, "%", 45.0, 45.0),
+            (Voltage, "mV", 3025.0, 3.025),
+        ];
+        for (d, text, value, want) in cases {
+            let u = Unit::parse_for(*d, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!((u.to_canonical(*value) - want).abs() < 1e-9, "{text}");
+        }
+        let e = Unit::parse_for(Energy, "kwH").unwrap_err();
+        assert!(e.contains("nearest: `kWh`"), "{e}");
+        let e = Unit::parse_for(VolumeFlow, "L/hr").unwrap_err();
+        assert!(e.contains("nearest: `l/h`"), "{e}");
+        let e = Unit::parse_for(Energy, "W").unwrap_err();
+        assert!(e.contains("measures Power"), "{e}");
+    }
+
     use super::*;
 
     #[test]
@@ -176,7 +302,7 @@ mod tests {
 
     #[test]
     fn unknown_and_case_confused_units_are_rejected() {
-        for symbol in ["BTU", "gal", "", "kwH", "mw"] {
+        for symbol in ["BTU", "gallon", "", "kwH", "mw"] {
             assert!(Unit::parse(symbol).is_none(), "{symbol} should be unknown");
         }
     }

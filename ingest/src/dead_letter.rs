@@ -37,6 +37,9 @@ pub enum Reason {
     /// A patrol app's inspection the ledger refused: no such device, or an
     /// item not on the device's checklist.
     InspectionRefused,
+    /// Not a loss: a device whose clock is not set (a time before 2010);
+    /// its readings were stored at their receipt, and this says so.
+    ClockUnsynced,
 }
 
 impl Reason {
@@ -59,6 +62,7 @@ impl Reason {
         Reason::InvalidProtobuf,
         Reason::SparkplugOutOfState,
         Reason::InspectionRefused,
+        Reason::ClockUnsynced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Reason {
             Reason::InvalidProtobuf => "invalid_protobuf",
             Reason::SparkplugOutOfState => "sparkplug_out_of_state",
             Reason::InspectionRefused => "inspection_refused",
+            Reason::ClockUnsynced => "clock_unsynced",
         }
     }
 }

@@ -22,12 +22,29 @@ pub struct ModeLabel {
     pub mode: &'static str,
 }
 
+/// What a mapping did with a message that stored no reading, or stored
+/// it differently from what the message said.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MappingLabel {
+    pub mapping: String,
+    /// `ignored` (a topic the profile knows carries no readings),
+    /// `no_readings` (the message held none of the mapping's fields),
+    /// `retained_without_time` (a retained state re-delivered at
+    /// subscription with no time of its own: not stored again),
+    /// `clock_unsynced` (placed at the receive time).
+    pub outcome: &'static str,
+}
+
 /// Every metric the ingestor exports. Cheap to clone (shared atomics).
 #[derive(Clone)]
 pub struct Metrics {
     pub messages: Family<ChannelLabel, Counter>,
     pub readings_received: Counter,
     pub readings_stored: Counter,
+    pub mapping_outcomes: Family<MappingLabel, Counter>,
+    /// Copies of one message delivered again for another of our
+    /// overlapping subscriptions, handled once.
+    pub overlapping_copies: Counter,
     pub readings_duplicate: Counter,
     pub events_stored: Counter,
     pub alerts_raised: Counter,
@@ -63,11 +80,23 @@ impl Metrics {
         self.messages.get_or_create(&ChannelLabel { channel }).inc();
     }
 
+    /// One mapped message's outcome (see [`MappingLabel`]).
+    pub fn mapping_outcome(&self, mapping: &str, outcome: &'static str) {
+        self.mapping_outcomes
+            .get_or_create(&MappingLabel {
+                mapping: mapping.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     pub fn new(registry: &mut Registry) -> Metrics {
         let m = Metrics {
             messages: Family::default(),
             readings_received: Counter::default(),
             readings_stored: Counter::default(),
+            mapping_outcomes: Family::default(),
+            overlapping_copies: Counter::default(),
             readings_duplicate: Counter::default(),
             events_stored: Counter::default(),
             alerts_raised: Counter::default(),
@@ -198,6 +227,16 @@ impl Metrics {
             "buffered_kib",
             "Payload received and not yet committed (KiB); reading pauses at ingest.max_buffered_mb",
             m.buffered_kib.clone(),
+        );
+        r.register(
+            "mapping_outcomes",
+            "Mapped messages that stored nothing or not as sent, by mapping and outcome (ignored, no_readings, retained_without_time, clock_unsynced)",
+            m.mapping_outcomes.clone(),
+        );
+        r.register(
+            "overlapping_copies",
+            "Second copies of a message delivered for another of our overlapping subscriptions (handled once)",
+            m.overlapping_copies.clone(),
         );
         r.register(
             "stale_acks",

@@ -163,6 +163,9 @@ impl Ingestor {
             // sequence, so one ingestor must see all of a node's messages.
             filters.push(format!("{}/#", estatemon_domain::sparkplug::NAMESPACE));
         }
+        // A filter another one covers would have the broker deliver its
+        // messages twice.
+        let filters = estatemon_domain::mapping::topic::minimal(&filters);
         let presence = sparkplug
             .primary_host_id
             .as_deref()
@@ -180,7 +183,7 @@ impl Ingestor {
         tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
         let subscriber = subscribe::start(
             &config.mqtt,
-            filters,
+            filters.clone(),
             config.ingest.max_payload_bytes.saturating_mul(4),
             config.ingest.max_buffered_mb * 1024,
             metrics.clone(),
@@ -231,6 +234,8 @@ impl Ingestor {
             known_updates,
             topics,
             mappings,
+            filters,
+            recent: std::collections::VecDeque::new(),
             sparkplug: sparkplug
                 .enabled
                 .then(|| estatemon_domain::sparkplug::Host::new(sparkplug.clone())),
@@ -325,6 +330,13 @@ struct Batcher {
     topics: Topics,
     /// Payload mappings (profiles and `[[ingest.mapping]]`), in order.
     mappings: Vec<estatemon_domain::mapping::Mapping>,
+    /// Our subscriptions, in subscription-identifier order (1-based): the
+    /// static ones, then the discovered state topics.
+    filters: Vec<String>,
+    /// Recent messages (topic, payload hash, the subscription ids their
+    /// copies came with, when): a copy for another of our overlapping
+    /// subscriptions is handled once.
+    recent: std::collections::VecDeque<(String, u64, Vec<usize>, Instant)>,
     /// The Sparkplug B host's state, when `[ingest.sparkplug]` is enabled.
     sparkplug: Option<estatemon_domain::sparkplug::Host>,
     /// Publishes rebirth commands on the ingest session (and subscribes
@@ -469,26 +481,43 @@ impl Batcher {
         self.metrics.message("discovery");
         let mut rejects = Vec::new();
         match discover(&ha.prefix, &d.topic, &d.payload, ha.site.as_deref()) {
-            Ok(Discovery::Sensor(m)) => {
-                let topics: Vec<String> = std::iter::once(m.topic.clone())
-                    .chain(m.availability.as_ref().map(|a| a.topic.clone()))
-                    .collect();
-                tracing::info!(mapping = %m.name, topic = %m.topic, device = %m.device_prefix, "Home Assistant discovery: a sensor");
-                self.mappings.retain(|x| x.name != m.name);
-                self.mappings.push(*m);
-                for t in topics {
-                    if let Err(e) = self
-                        .publisher
-                        .try_subscribe(t.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                    {
-                        tracing::error!(topic = %t, error = %e, "discovered topic not subscribed");
+            Ok(Discovery::Sensors {
+                replaces,
+                mappings,
+                skipped,
+            }) => {
+                let inner = format!("{replaces}/");
+                self.mappings
+                    .retain(|x| x.name != replaces && !x.name.starts_with(&inner));
+                for (component, why) in skipped {
+                    if why.contains("not a reading") {
+                        self.metrics.mapping_outcome(&replaces, "ignored");
+                    } else {
+                        rejects.push(Reject::new(
+                            Reason::InvalidField,
+                            format!("Home Assistant discovery, component `{component}`: {why}"),
+                        ));
+                    }
+                }
+                for m in mappings {
+                    let topics: Vec<String> = std::iter::once(m.topic.clone())
+                        .chain(m.availability.as_ref().map(|a| a.topic.clone()))
+                        .collect();
+                    tracing::info!(mapping = %m.name, topic = %m.topic, device = %m.device_prefix, "Home Assistant discovery: a sensor");
+                    self.mappings.push(m);
+                    for t in topics {
+                        self.subscribe_discovered(t);
                     }
                 }
             }
             Ok(Discovery::Removed(name)) => {
-                self.mappings.retain(|x| x.name != name);
+                let inner = format!("{name}/");
+                self.mappings
+                    .retain(|x| x.name != name && !x.name.starts_with(&inner));
             }
-            Ok(Discovery::Ignored) => {}
+            Ok(Discovery::Ignored) => {
+                self.metrics.mapping_outcome("homeassistant", "ignored");
+            }
             Err(e) => rejects.push(Reject::new(
                 Reason::InvalidField,
                 format!("Home Assistant discovery: {e}"),
@@ -505,7 +534,67 @@ impl Batcher {
         batch.push(Default::default(), dl, d.ack, d.received);
     }
 
+    /// Subscribes a discovered topic under its own identifier, unless a
+    /// subscription of ours already covers it (which would deliver its
+    /// messages twice).
+    fn subscribe_discovered(&mut self, t: String) {
+        use estatemon_domain::mapping::topic::covers;
+        if self.filters.iter().any(|f| covers(f, &t)) {
+            return;
+        }
+        self.filters.push(t.clone());
+        let id = self.filters.len();
+        let client = self.publisher.clone();
+        tokio::spawn(async move {
+            if let Err(e) = subscribe::subscribe_with_id(&client, t.clone(), id).await {
+                tracing::error!(topic = %t, error = %e, "discovered topic not subscribed");
+            }
+        });
+    }
+
+    /// Whether this delivery is a second copy of a message just handled,
+    /// sent again for another of our overlapping subscriptions (its
+    /// subscription identifiers differ from every earlier copy's).
+    fn overlapping_copy(&mut self, d: &Delivery) -> bool {
+        use std::hash::{Hash, Hasher};
+        if d.subscription_ids.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(_, _, _, at)| now.duration_since(*at) > Duration::from_secs(10))
+            || self.recent.len() > 4096
+        {
+            self.recent.pop_front();
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        d.payload.hash(&mut h);
+        d.retained.hash(&mut h);
+        let hash = h.finish();
+        let earlier = self.recent.iter_mut().rev().find(|(t, x, ids, _)| {
+            *x == hash && *t == d.topic && !ids.iter().any(|i| d.subscription_ids.contains(i))
+        });
+        match earlier {
+            Some((_, _, ids, _)) => {
+                ids.extend(&d.subscription_ids);
+                true
+            }
+            None => {
+                self.recent
+                    .push_back((d.topic.clone(), hash, d.subscription_ids.clone(), now));
+                false
+            }
+        }
+    }
+
     fn process(&mut self, d: Delivery, batch: &mut Batch<AckToken>) {
+        if self.overlapping_copy(&d) {
+            self.metrics.overlapping_copies.inc();
+            batch.push(Default::default(), Vec::new(), d.ack, d.received);
+            return;
+        }
         let Some(d) = self.sparkplug(d, batch) else {
             return;
         };
@@ -522,91 +611,105 @@ impl Batcher {
             return;
         }
         let native = self.topics.matches(&d.topic);
+        let channel = native.map_or("mapped", |m| m.channel.as_str());
         if native.is_none() {
-            if let Some(said) = self
-                .mappings
-                .iter()
-                .find_map(|m| m.apply_availability(&d.topic, &d.payload))
-            {
-                self.metrics.message("availability");
-                match said {
-                    Ok((device, _site, online)) => {
-                        // Marks the devices it has readings for (and their
-                        // channels); registers nothing on its own.
-                        batch.availability.push((device, online, d.received_at));
-                        batch.push(Default::default(), Vec::new(), d.ack, d.received);
-                    }
-                    Err(e) => {
-                        let dl = dead_letters(
-                            &d.topic,
-                            &d.payload,
-                            d.received_at,
-                            &[Reject::new(Reason::InvalidField, e.to_string())],
-                            &self.pseudonymiser,
-                            d.ack.redelivery_id(),
-                        );
-                        batch.push(Default::default(), dl, d.ack, d.received);
-                    }
-                }
+            use estatemon_domain::mapping::{route, Routed};
+            if d.payload.len() > self.max_payload {
+                self.metrics.message(channel);
+                self.too_large(d, batch);
                 return;
             }
-        }
-        let channel = native.map_or("mapped", |m| m.channel.as_str());
-        if native.is_none()
-            && !self
-                .mappings
-                .iter()
-                .any(|m| m.match_topic(&d.topic).is_some())
-        {
-            self.metrics.message("unknown");
-            let dl = dead_letters(
+            match route(
+                &self.mappings,
                 &d.topic,
                 &d.payload,
                 d.received_at,
-                &[Reject::new(
-                    Reason::UnknownTopic,
-                    "topic matches no template in mqtt.topics and no [[ingest.mapping]] \
-                     (or enabled [[ingest.profile]])",
-                )],
-                &self.pseudonymiser,
-                d.ack.redelivery_id(),
-            );
-            batch.push(Default::default(), dl, d.ack, d.received);
+                d.retained,
+            ) {
+                Routed::NoMapping => {
+                    self.metrics.message("unknown");
+                    let dl = dead_letters(
+                        &d.topic,
+                        &d.payload,
+                        d.received_at,
+                        &[Reject::new(
+                            Reason::UnknownTopic,
+                            "topic matches no template in mqtt.topics and no [[ingest.mapping]] \
+                             (or enabled [[ingest.profile]])",
+                        )],
+                        &self.pseudonymiser,
+                        d.ack.redelivery_id(),
+                    );
+                    batch.push(Default::default(), dl, d.ack, d.received);
+                }
+                Routed::Availability(said) => {
+                    self.metrics.message("availability");
+                    match said {
+                        Ok((device, _site, online)) => {
+                            // Marks the devices it has readings for (and
+                            // their channels); registers nothing on its own.
+                            batch.availability.push((device, online, d.received_at));
+                            batch.push(Default::default(), Vec::new(), d.ack, d.received);
+                        }
+                        Err(e) => {
+                            let dl = dead_letters(
+                                &d.topic,
+                                &d.payload,
+                                d.received_at,
+                                &[Reject::new(Reason::InvalidField, e.to_string())],
+                                &self.pseudonymiser,
+                                d.ack.redelivery_id(),
+                            );
+                            batch.push(Default::default(), dl, d.ack, d.received);
+                        }
+                    }
+                }
+                Routed::Ignored(mapping) => {
+                    self.metrics.message(channel);
+                    self.metrics.mapping_outcome(&mapping, "ignored");
+                    batch.push(Default::default(), Vec::new(), d.ack, d.received);
+                }
+                routed @ Routed::Mapped { .. } => {
+                    self.metrics.message(channel);
+                    let (decoded, site) = self.mapped(routed);
+                    self.store(d, decoded, site, batch);
+                }
+            }
             return;
         }
         self.metrics.message(channel);
         if d.payload.len() > self.max_payload {
-            let reject = Reject::new(
-                Reason::PayloadTooLarge,
-                format!(
-                    "{} bytes exceeds ingest.max_payload_bytes = {}; first bytes kept",
-                    d.payload.len(),
-                    self.max_payload
-                ),
-            );
-            let mut dl = dead_letters(
-                &d.topic,
-                &d.payload,
-                d.received_at,
-                &[reject],
-                &self.pseudonymiser,
-                d.ack.redelivery_id(),
-            );
-            for letter in &mut dl {
-                letter.payload.truncate(4096);
-            }
-            batch.push(Default::default(), dl, d.ack, d.received);
+            self.too_large(d, batch);
             return;
         }
-        // (device, site) of every device the message speaks for.
-        let (decoded, site): (Decoded, Option<String>) = match native {
-            Some(m) => (
-                decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser),
-                m.site.map(str::to_owned),
-            ),
-            None => self.map(&d),
-        };
+        let m = native.expect("mapped topics returned above");
+        let decoded = decode(m.channel, m.device_id, &d.payload, &self.pseudonymiser);
+        let site = m.site.map(str::to_owned);
         self.store(d, decoded, site, batch);
+    }
+
+    /// A payload over `ingest.max_payload_bytes`: its first bytes kept.
+    fn too_large(&self, d: Delivery, batch: &mut Batch<AckToken>) {
+        let reject = Reject::new(
+            Reason::PayloadTooLarge,
+            format!(
+                "{} bytes exceeds ingest.max_payload_bytes = {}; first bytes kept",
+                d.payload.len(),
+                self.max_payload
+            ),
+        );
+        let mut dl = dead_letters(
+            &d.topic,
+            &d.payload,
+            d.received_at,
+            &[reject],
+            &self.pseudonymiser,
+            d.ack.redelivery_id(),
+        );
+        for letter in &mut dl {
+            letter.payload.truncate(4096);
+        }
+        batch.push(Default::default(), dl, d.ack, d.received);
     }
 
     /// Validates a decoded message, registers the devices it names for the
@@ -703,60 +806,70 @@ impl Batcher {
         batch.push(decoded, dl, d.ack, d.received);
     }
 
-    /// A message on a mapping's topic: the first mapping whose topic and
-    /// conditions fit makes its readings; a failure is a dead letter that
-    /// names the mapping and the path.
-    fn map(&self, d: &Delivery) -> (Decoded, Option<String>) {
-        use estatemon_domain::mapping::MappingErrorKind as K;
-        for m in &self.mappings {
-            match m.apply(&d.topic, &d.payload, d.received_at) {
-                Ok(None) => continue,
-                Ok(Some(mapped)) => {
-                    return (
-                        Decoded {
-                            readings: mapped.readings,
-                            ..Decoded::default()
-                        },
-                        mapped.site,
-                    )
-                }
-                Err(e) => {
-                    let reason = match e.kind {
-                        K::InvalidJson => Reason::InvalidJson,
-                        K::MissingField => Reason::MissingField,
-                        K::InvalidField => Reason::InvalidField,
-                        K::InvalidTimestamp => Reason::InvalidTimestamp,
-                        K::UnknownUnit => Reason::UnknownUnit,
-                    };
-                    return (
-                        Decoded {
-                            rejects: vec![Reject::new(reason, e.to_string())],
-                            ..Decoded::default()
-                        },
-                        None,
-                    );
-                }
-            }
+    /// What the mappings made of a message: every fitting mapping's
+    /// readings; each field or mapping that failed a reject naming the
+    /// mapping and the path; what stored nothing counted by mapping.
+    fn mapped(&self, routed: estatemon_domain::mapping::Routed) -> (Decoded, Option<String>) {
+        use estatemon_domain::mapping::{MappingError, MappingErrorKind as K, Routed};
+        let Routed::Mapped {
+            results,
+            errors,
+            unmet,
+            retained_without_time,
+        } = routed
+        else {
+            return (Decoded::default(), None);
+        };
+        let reject = |e: &MappingError| {
+            let reason = match e.kind {
+                K::InvalidJson => Reason::InvalidJson,
+                K::MissingField => Reason::MissingField,
+                K::InvalidField => Reason::InvalidField,
+                K::InvalidTimestamp => Reason::InvalidTimestamp,
+                K::UnknownUnit => Reason::UnknownUnit,
+            };
+            Reject::new(reason, e.to_string())
+        };
+        let applied = !results.is_empty() || !errors.is_empty();
+        let mut decoded = Decoded::default();
+        let mut site = None;
+        for m in &retained_without_time {
+            self.metrics.mapping_outcome(m, "retained_without_time");
         }
-        let names: Vec<&str> = self
-            .mappings
-            .iter()
-            .filter(|m| m.match_topic(&d.topic).is_some())
-            .map(|m| m.name.as_str())
-            .collect();
-        (
-            Decoded {
-                rejects: vec![Reject::new(
-                    Reason::UnknownTopic,
+        for out in results {
+            decoded.rejects.extend(out.problems.iter().map(reject));
+            if let Some(why) = &out.clock_unsynced {
+                self.metrics.mapping_outcome(&out.mapping, "clock_unsynced");
+                decoded.rejects.push(Reject::new(
+                    Reason::ClockUnsynced,
                     format!(
-                        "the topic fits mapping(s) {} but the payload meets none's `when`",
-                        names.join(", ")
+                        "mapping `{}`, device {}: {why} ({} reading(s) stored)",
+                        out.mapping,
+                        out.device_id,
+                        out.readings.len()
                     ),
-                )],
-                ..Decoded::default()
-            },
-            None,
-        )
+                ));
+            }
+            if out.readings.is_empty()
+                && out.problems.is_empty()
+                && !retained_without_time.contains(&out.mapping)
+            {
+                self.metrics.mapping_outcome(&out.mapping, "no_readings");
+            }
+            site = site.or(out.site);
+            decoded.readings.extend(out.readings);
+        }
+        decoded.rejects.extend(errors.iter().map(reject));
+        if !applied {
+            decoded.rejects.push(Reject::new(
+                Reason::UnknownTopic,
+                format!(
+                    "the topic fits mapping(s) {} but the payload meets none's `when`",
+                    unmet.join(", ")
+                ),
+            ));
+        }
+        (decoded, site)
     }
 }
 

@@ -46,6 +46,12 @@ use crate::metrics::Metrics;
 pub struct Delivery {
     pub topic: String,
     pub payload: Bytes,
+    /// Delivered from the broker's retained store (at subscription).
+    pub retained: bool,
+    /// The identifiers of our subscriptions this copy was delivered for
+    /// (each filter has its own, 1-based in subscription order); empty
+    /// when the broker sends none.
+    pub subscription_ids: Vec<usize>,
     pub received: Instant,
     pub received_at: DateTime<Utc>,
     pub ack: AckToken,
@@ -138,6 +144,27 @@ fn send_acks(
         }
         metrics.inflight_messages.dec();
     }
+}
+
+/// Subscribes one filter under its own subscription identifier (so each
+/// copy of a message that several filters match says which filter it came
+/// through), at QoS 1. Retained messages are sent only when the
+/// subscription is new, not again on every reconnect of the session.
+pub async fn subscribe_with_id(
+    client: &AsyncClient,
+    filter: String,
+    id: usize,
+) -> Result<(), rumqttc::v5::ClientError> {
+    use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule, SubscribeProperties};
+    let f = Filter {
+        retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+        ..Filter::new(filter, QoS::AtLeastOnce)
+    };
+    let props = SubscribeProperties {
+        id: Some(id),
+        user_properties: Vec::new(),
+    };
+    client.subscribe_many_with_properties(vec![f], props).await
 }
 
 /// A retained message published on every connect, with its opposite as the
@@ -322,8 +349,8 @@ async fn run(
                     let client = client.clone();
                     let filters = filters.clone();
                     tokio::spawn(async move {
-                        for f in filters {
-                            if let Err(e) = client.subscribe(f.clone(), QoS::AtLeastOnce).await {
+                        for (i, f) in filters.into_iter().enumerate() {
+                            if let Err(e) = subscribe_with_id(&client, f.clone(), i + 1).await {
                                 tracing::error!(filter = %f, error = %e, "subscribe failed");
                             }
                         }
@@ -345,6 +372,12 @@ async fn run(
                     let Some(sender) = &tx else { continue };
                     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
                     let payload = publish.payload.clone();
+                    let retained = publish.retain;
+                    let subscription_ids = publish
+                        .properties
+                        .as_ref()
+                        .map(|p| p.subscription_identifiers.clone())
+                        .unwrap_or_default();
                     // Keep only what an ack needs.
                     let slim = Publish {
                         topic: Bytes::new(),
@@ -359,6 +392,8 @@ async fn run(
                     let delivery = Delivery {
                         topic,
                         payload,
+                        retained,
+                        subscription_ids,
                         received: Instant::now(),
                         received_at: Utc::now(),
                         ack: AckToken {

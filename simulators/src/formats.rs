@@ -71,6 +71,8 @@ pub fn receive(format: Format, registry: &mut Registry, ingest: &mut IngestConfi
                 name: name.into(),
                 site: Some(site.id.clone()),
                 time_zone: Some(site.time_zone.clone()),
+
+                ..Default::default()
             });
         }
     }
@@ -365,12 +367,22 @@ mod tests {
                         assert!(out.rebirth.is_none(), "{}", m.topic);
                         got.extend(out.readings);
                     } else {
-                        let mapped = mappings
-                            .iter()
-                            .find_map(|mp| mp.apply(&m.topic, &m.payload, t0).transpose())
-                            .unwrap_or_else(|| panic!("no mapping for {}", m.topic))
-                            .unwrap_or_else(|e| panic!("{}: {e}", m.topic));
-                        got.extend(mapped.readings);
+                        // As ingest routes it: every fitting mapping applies.
+                        match estatemon_domain::mapping::route(
+                            &mappings, &m.topic, &m.payload, t0, false,
+                        ) {
+                            estatemon_domain::mapping::Routed::Mapped {
+                                results, errors, ..
+                            } => {
+                                assert!(errors.is_empty(), "{}: {errors:?}", m.topic);
+                                assert!(!results.is_empty(), "no mapping for {}", m.topic);
+                                for r in results {
+                                    assert!(r.problems.is_empty(), "{}: {:?}", m.topic, r.problems);
+                                    got.extend(r.readings);
+                                }
+                            }
+                            other => panic!("{}: {other:?}", m.topic),
+                        }
                     }
                 }
                 if native {

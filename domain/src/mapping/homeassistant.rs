@@ -11,7 +11,16 @@
 //! `device_class` (which metric), `state_class` (`total_increasing` must
 //! be a register), the device's first identifier (its estatemon id), and
 //! `availability_topic` with its payloads. Components other than `sensor`
-//! are not readings and are ignored.
+//! are not readings and are ignored (and counted).
+//!
+//! Device-based discovery (`homeassistant/device/<object_id>/config`, one
+//! message with the device and its components under `cmps`, shared
+//! options such as `state_topic` at the top) gives one mapping per sensor
+//! component. Several entities on one state topic (Tasmota, ESPHome and
+//! Zigbee2MQTT announce energy, power, voltage and current as templates
+//! over one JSON) are each their own mapping, and each reads its own
+//! field: one entity's missing path is that entity's dead letter, not its
+//! siblings'.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -45,10 +54,17 @@ impl Default for HomeAssistantConfig {
 /// What a discovery message asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Discovery {
-    /// A sensor to read: the mapping of its state topic.
-    Sensor(Box<Mapping>),
+    /// Sensors to read: the mappings of their state topics (replacing
+    /// every mapping whose name starts with `replaces`), and the
+    /// components that are not readings or could not be read (component
+    /// id, why).
+    Sensors {
+        replaces: String,
+        mappings: Vec<Mapping>,
+        skipped: Vec<(String, String)>,
+    },
     /// The config was removed (an empty retained payload): drop the
-    /// mapping of this name.
+    /// mappings whose names start with this.
     Removed(String),
     /// Not a reading (a switch, a light, a button).
     Ignored,
@@ -89,6 +105,9 @@ const ABBREVIATIONS: &[(&str, &str)] = &[
     ("pl_not_avail", "payload_not_available"),
     ("dev", "device"),
     ("ids", "identifiers"),
+    ("p", "platform"),
+    ("cmps", "components"),
+    ("o", "origin"),
 ];
 
 /// Reads a discovery config on `topic` under `prefix`. `Err` says what
@@ -106,7 +125,7 @@ pub fn discover(
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Discovery::Removed(name));
     }
-    if component != "sensor" {
+    if component != "sensor" && component != "device" {
         return Ok(Discovery::Ignored);
     }
     let config: Value =
@@ -115,24 +134,81 @@ pub fn discover(
         return Err("the config is not a JSON object".into());
     };
     let config = expand(raw);
+    if component == "sensor" {
+        let m = sensor(&config, &name, &levels, site)?;
+        return Ok(Discovery::Sensors {
+            replaces: name,
+            mappings: vec![m],
+            skipped: Vec::new(),
+        });
+    }
+    // Device-based discovery: the shared options, then each component's.
+    let Some(Value::Object(components)) = config.get("components") else {
+        return Err("a device discovery without `cmps` (components)".into());
+    };
+    let mut mappings = Vec::new();
+    let mut skipped = Vec::new();
+    for (id, c) in components {
+        let Value::Object(own) = c else {
+            skipped.push((id.clone(), "not a JSON object".into()));
+            continue;
+        };
+        let own = expand(own.clone());
+        let platform = own.get("platform").and_then(Value::as_str).unwrap_or("");
+        if platform != "sensor" {
+            skipped.push((
+                id.clone(),
+                if platform.is_empty() {
+                    "no platform (`p`): removed or not announced".into()
+                } else {
+                    format!("platform `{platform}` is not a reading")
+                },
+            ));
+            continue;
+        }
+        let mut merged = config.clone();
+        merged.remove("components");
+        merged.extend(own);
+        let mut entity_levels = levels.clone();
+        entity_levels.push(id);
+        match sensor(&merged, &format!("{name}/{id}"), &entity_levels, site) {
+            Ok(m) => mappings.push(m),
+            Err(e) => skipped.push((id.clone(), e)),
+        }
+    }
+    Ok(Discovery::Sensors {
+        replaces: name,
+        mappings,
+        skipped,
+    })
+}
+
+/// The mapping of one sensor entity's (expanded) config.
+fn sensor(
+    config: &Map<String, Value>,
+    name: &str,
+    levels: &[&str],
+    site: Option<&str>,
+) -> Result<Mapping, String> {
     let text = |key: &str| config.get(key).and_then(Value::as_str).map(str::to_owned);
     let state_topic = text("state_topic").ok_or("no state_topic")?;
     if state_topic.contains(['+', '#', '{', '}']) {
         return Err(format!("state_topic `{state_topic}` is not a plain topic"));
     }
-    let path = match text("value_template") {
-        None => "$".to_owned(),
-        Some(t) => template_path(&t)?,
+    let template = match text("value_template") {
+        None => Template {
+            path: "$".into(),
+            round: None,
+            truncate: false,
+            scale: 1.0,
+        },
+        Some(t) => template(&t)?,
     };
     let class = text("device_class").unwrap_or_default();
     let unit = text("unit_of_measurement");
     let metric = metric_of(&class, unit.as_deref())?;
     if let Some(u) = &unit {
-        match Unit::parse(u) {
-            Some(parsed) if parsed.dimension == metric.dimension() => {}
-            Some(_) => return Err(format!("unit `{u}` is not a unit of {metric}")),
-            None => return Err(format!("unit `{u}` is not a unit estatemon knows")),
-        }
+        Unit::parse_for(metric.dimension(), u).map_err(|e| format!("{e} (for {metric})"))?;
     }
     if text("state_class").as_deref() == Some("total_increasing")
         && metric.kind() != MetricKind::Cumulative
@@ -167,29 +243,34 @@ pub fn discover(
         online: vec![text("payload_available").unwrap_or_else(|| "online".into())],
         offline: vec![text("payload_not_available").unwrap_or_else(|| "offline".into())],
     });
-    Ok(Discovery::Sensor(Box::new(Mapping {
-        name,
+    Ok(Mapping {
+        name: name.to_owned(),
         topic: state_topic,
         device_path: None,
         // The topic carries no id: the whole id is the prefix.
         device_prefix: device,
         site: site.map(str::to_owned),
         when: Vec::new(),
+        ignore: Vec::new(),
         time_path: None,
         time_format: TimeFormat::Rfc3339,
         time_optional: false,
         time_zone: None,
         values: vec![ValueMap {
-            path,
+            path: template.path,
             metric,
             unit,
-            scale: 1.0,
+            unit_path: None,
+            scale: template.scale,
             offset: 0.0,
+            round: template.round,
+            truncate: template.truncate,
+            except: Vec::new(),
             device: None,
             optional: false,
         }],
         availability,
-    })))
+    })
 }
 
 /// Full keys for abbreviated ones, and `~` expanded in topics.
@@ -222,10 +303,22 @@ fn expand(raw: Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-/// The payload path of the common value templates.
-fn template_path(template: &str) -> Result<String, String> {
+/// What a value template does: the payload path it reads, then a scale
+/// (`* 1000`, `/ 1000`), then rounding or truncation.
+#[derive(Debug, Clone, PartialEq)]
+struct Template {
+    path: String,
+    scale: f64,
+    round: Option<u32>,
+    truncate: bool,
+}
+
+/// The common value templates: `{{ value }}`, `{{ value_json.a.b }}`,
+/// `{{ value_json['a'] }}`, with filters `| float`, `| int`,
+/// `| round(n)` and a constant factor (`* 1000`, `/ 1000`).
+fn template(template: &str) -> Result<Template, String> {
     let not = || {
-        format!("value_template `{template}` is not understood (only `{{{{ value }}}}` and `{{{{ value_json.a.b }}}}`, with | float, | int or | round(n))")
+        format!("value_template `{template}` is not understood (only `{{{{ value }}}}` and `{{{{ value_json.a.b }}}}`, with | float, | int, | round(n), * n or / n)")
     };
     let inner = template
         .trim()
@@ -233,18 +326,59 @@ fn template_path(template: &str) -> Result<String, String> {
         .and_then(|t| t.strip_suffix("}}"))
         .ok_or_else(not)?
         .trim();
+    let mut out = Template {
+        path: String::new(),
+        scale: 1.0,
+        round: None,
+        truncate: false,
+    };
     let mut parts = inner.split('|').map(str::trim);
-    let expr = parts.next().unwrap_or_default();
+    let head = parts.next().unwrap_or_default();
+    // A factor after the reference, or after `| float`.
+    let factor = |text: &str, out: &mut Template| -> Result<(), String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        let (op, n) = text.split_at(1);
+        let n: f64 = n.trim().parse().map_err(|_| not())?;
+        match op {
+            "*" if n.is_finite() => out.scale *= n,
+            "/" if n.is_finite() && n != 0.0 => out.scale /= n,
+            _ => return Err(not()),
+        }
+        Ok(())
+    };
+    let (expr, rest) = match head.find(['*', '/']) {
+        Some(i) => head.split_at(i),
+        None => (head, ""),
+    };
+    factor(rest, &mut out)?;
     for filter in parts {
-        let ok = matches!(filter, "float" | "int" | "float(0)" | "int(0)")
-            || (filter.starts_with("round(") && filter.ends_with(')'))
-            || filter == "round";
-        if !ok {
+        let (name, rest) = match filter.find(['*', '/']) {
+            Some(i) => filter.split_at(i),
+            None => (filter, ""),
+        };
+        match name.trim() {
+            "float" | "float(0)" => {}
+            "int" | "int(0)" => out.truncate = true,
+            "round" => out.round = Some(0),
+            r if r.starts_with("round(") && r.ends_with(')') => {
+                let n = &r["round(".len()..r.len() - 1];
+                out.round = Some(n.trim().parse().ok().filter(|n| *n <= 12).ok_or_else(not)?);
+            }
+            _ => return Err(not()),
+        }
+        if !rest.is_empty() && (out.round.is_some() || out.truncate) {
+            // `round(1) * 10`: the order matters and is not kept.
             return Err(not());
         }
+        factor(rest, &mut out)?;
     }
+    let expr = expr.trim();
     if expr == "value" {
-        return Ok("$".into());
+        out.path = "$".into();
+        return Ok(out);
     }
     let rest = expr.strip_prefix("value_json").ok_or_else(not)?;
     let mut path = Vec::new();
@@ -262,14 +396,24 @@ fn template_path(template: &str) -> Result<String, String> {
             let end = r.find(['\'', '"']).ok_or_else(not)?;
             path.push(r[..end].to_owned());
             rest = r[end + 1..].strip_prefix(']').ok_or_else(not)?;
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(not)?;
+            let i: usize = r[..end].trim().parse().map_err(|_| not())?;
+            match path.last_mut() {
+                Some(last) => last.push_str(&format!("[{i}]")),
+                None => return Err(not()),
+            }
+            rest = &r[end + 1..];
         } else {
             return Err(not());
         }
     }
-    if path.is_empty() {
-        return Ok("$".into());
-    }
-    Ok(path.join("."))
+    out.path = if path.is_empty() {
+        "$".into()
+    } else {
+        path.join(".")
+    };
+    Ok(out)
 }
 
 /// The estatemon metric of a Home Assistant sensor class (and unit, where
@@ -286,6 +430,7 @@ fn metric_of(class: &str, unit: Option<&str>) -> Result<Metric, String> {
         "pressure" => Metric::PressureMpa,
         "water" | "gas" => Metric::VolumeM3,
         "volume_flow_rate" => Metric::FlowM3h,
+        "apparent_power" => Metric::ApparentPowerKva,
         "" => {
             return Err(format!(
                 "no device_class{}: which metric it is cannot be known",
@@ -307,7 +452,7 @@ mod tests {
 
     fn sensor(d: Discovery) -> Mapping {
         match d {
-            Discovery::Sensor(m) => *m,
+            Discovery::Sensors { mut mappings, .. } if mappings.len() == 1 => mappings.remove(0),
             other => panic!("{other:?}"),
         }
     }
@@ -365,7 +510,7 @@ mod tests {
     fn what_is_not_understood_is_said() {
         let cases = [
             (
-                r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"W","val_tpl":"{{ value_json.p * 1000 }}"}"#,
+                r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"W","val_tpl":"{{ value_json.p + 1000 }}"}"#,
                 "is not understood",
             ),
             (
@@ -375,11 +520,11 @@ mod tests {
             (r#"{"stat_t":"a/b","unit_of_meas":"W"}"#, "no device_class"),
             (
                 r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"horsepower"}"#,
-                "not a unit estatemon knows",
+                "estatemon knows; nearest",
             ),
             (
                 r#"{"stat_t":"a/b","dev_cla":"power","unit_of_meas":"kWh"}"#,
-                "not a unit of power_kw",
+                "measures Energy, not Power",
             ),
             (
                 r#"{"stat_t":"a/b","dev_cla":"power","stat_cla":"total_increasing"}"#,
@@ -445,7 +590,7 @@ mod tests {
             ("{{ value_json['a']['b c'] | float }}", "a.b c"),
             ("{{value_json.power|round(1)}}", "power"),
         ] {
-            assert_eq!(template_path(t).unwrap(), p, "{t}");
+            assert_eq!(template(t).unwrap().path, p, "{t}");
         }
     }
 }

@@ -5,17 +5,42 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn profile_mappings(name: &str) -> Vec<Mapping> {
-    profile(name, Some("harbour-view"), Some("Asia/Hong_Kong")).unwrap()
+    default_profile(name, Some("harbour-view"), Some("Asia/Hong_Kong")).unwrap()
 }
 
-/// The first mapping whose topic and conditions fit.
+/// What ingest makes of a message, as one result: every fitting
+/// mapping's readings, or the first problem.
 fn run(ms: &[Mapping], topic: &str, payload: &str) -> Result<Option<Mapped>, MappingError> {
-    for m in ms {
-        if let Some(out) = m.apply(topic, payload.as_bytes(), at("2026-06-01T00:00:00Z"))? {
-            return Ok(Some(out));
+    match route(
+        ms,
+        topic,
+        payload.as_bytes(),
+        at("2026-06-01T00:00:00Z"),
+        false,
+    ) {
+        Routed::Mapped {
+            mut results,
+            errors,
+            ..
+        } => {
+            if let Some(e) = errors.into_iter().next() {
+                return Err(e);
+            }
+            if results.is_empty() {
+                return Ok(None);
+            }
+            let mut first = results.remove(0);
+            for r in results {
+                first.readings.extend(r.readings);
+                first.problems.extend(r.problems);
+            }
+            match first.problems.first() {
+                Some(p) => Err(p.clone()),
+                None => Ok(Some(first)),
+            }
         }
+        _ => Ok(None),
     }
-    Ok(None)
 }
 
 #[test]
@@ -274,7 +299,7 @@ fn availability_in_both_zigbee2mqtt_forms_and_tasmota_wills() {
 
 #[test]
 fn local_times_in_the_hour_clocks_go_back_and_channel_arrays() {
-    let m = profile("tasmota", None, Some("Europe/London"))
+    let m = default_profile("tasmota", None, Some("Europe/London"))
         .unwrap()
         .remove(0);
     let body = br#"{"Time":"2026-10-25T01:30:00","ENERGY":{"Total":1.5,"Power":[12,0]}}"#;
@@ -290,8 +315,19 @@ fn local_times_in_the_hour_clocks_go_back_and_channel_arrays() {
         .unwrap();
     assert_eq!(first.readings[0].ts, at("2026-10-25T00:30:00Z"));
     assert_eq!(second.readings[0].ts, at("2026-10-25T01:30:00Z"));
-    // A two-channel device's `"Power":[12,0]` (optional) is skipped; the
-    // register still goes in.
-    assert_eq!(first.readings.len(), 1);
-    assert_eq!(first.readings[0].metric, Metric::EnergyKwh);
+    // A two-channel device's `"Power":[12,0]`: one device per channel,
+    // numbered as Tasmota numbers them (POWER1, POWER2).
+    let got: Vec<(&str, Metric, f64)> = first
+        .readings
+        .iter()
+        .map(|r| (r.device_id.as_str(), r.metric, r.value))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("p", Metric::EnergyKwh, 1.5),
+            ("p-1", Metric::PowerKw, 0.012),
+            ("p-2", Metric::PowerKw, 0.0)
+        ]
+    );
 }
