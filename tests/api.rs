@@ -2661,3 +2661,175 @@ async fn a_lift_replacement_is_judged_on_equal_spans_before_and_after() {
     }
     let _ = std::fs::remove_file(site);
 }
+
+/// The write operations of the served OpenAPI document with the role
+/// each declares (its `bearer` scopes): `(METHOD, path template, role)`.
+fn documented_writes() -> Vec<(String, String, Role)> {
+    let doc = estatemon_api::routes::document();
+    let mut writes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let method = method.to_ascii_uppercase();
+            let need = estatemon_api::routes::required_role(&method.parse().unwrap(), path);
+            // The document says so too (what clients read).
+            let scopes = op["security"].to_string();
+            assert!(
+                scopes.contains(&format!("\"{}\"", need.as_str())),
+                "{method} {path}: {scopes}"
+            );
+            writes.push((method, path.clone(), need));
+        }
+    }
+    writes
+}
+
+/// Issue 33: a caller below a write route's role is answered 403 before
+/// anything reads the body: every write operation the document lists ×
+/// every role below the one it needs × a valid body, an invalid one, one
+/// over the size limit and (for the rules) an invalid query answers 403,
+/// stores nothing, and leaves an audit row saying 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_routes_refuse_callers_below_their_role_before_reading_the_body() {
+    let db = TestDb::new(&admin_url());
+    let (api, client) = empty_api(&db, |_| {}).await;
+    let viewer = estatemon_api::create_token(&client, "matrix-viewer", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let operator = estatemon_api::create_token(&client, "matrix-operator", Role::Operator, "test")
+        .await
+        .unwrap();
+    // (Made before the first request: the API caches tokens for seconds.)
+    let admin = estatemon_api::create_token(&client, "matrix-admin", Role::Admin, "test")
+        .await
+        .unwrap();
+    let rules_before = db.count("SELECT count(*) FROM rule_sets").await;
+    // A valid body per write operation; one the document lists that is
+    // missing here fails the test (the matrix cannot forget a route).
+    let valid = |method: &str, path: &str| -> Option<String> {
+        Some(match (method, path) {
+            ("POST", "/api/v1/tokens") => r#"{"name": "bob", "role": "admin"}"#.into(),
+            ("PUT", "/api/v1/rules") => estatemon_domain::rules::DEFAULT_RULES.into(),
+            ("PUT", "/api/v1/retrofits/{site}/{id}") => {
+                r#"{"id": "r1", "name": "LED", "site": "s1", "purpose": "lighting",
+                    "date": "2026-05-01", "target": 0.2}"#
+                    .into()
+            }
+            ("PUT", "/api/v1/devices/{id}") => r#"{"id": "d1", "kind": "electricity_meter",
+                  "site": "s1", "building": "b", "area": "a", "purpose": "hvac"}"#
+                .into(),
+            ("POST", "/api/v1/silences") => {
+                r#"{"matchers": {"device": "d1"}, "minutes": 60, "comment": "x"}"#.into()
+            }
+            ("POST", "/api/v1/inspections") => {
+                r#"{"device": "d1", "by": "x", "results": {}}"#.into()
+            }
+            ("POST", "/api/v1/work-items/{id}/close") => r#"{"note": "x"}"#.into(),
+            ("DELETE", _) | ("POST", "/api/v1/alerts/{id}/ack") => String::new(),
+            _ => return None,
+        })
+    };
+    let writes = documented_writes();
+    assert_eq!(writes.len(), 12, "{writes:?}");
+    let oversized = "x".repeat(3 << 20);
+    let mut cells = 0;
+    for (method, template, need) in &writes {
+        let body = valid(method, template)
+            .unwrap_or_else(|| panic!("{method} {template}: no valid body in this matrix"));
+        let uri = template
+            .replace("{id}", "1")
+            .replace("{site}", "s1")
+            .replace("{name}", "matrix-operator");
+        let mut uris = vec![uri.clone()];
+        if template == "/api/v1/rules" {
+            uris.push(format!("{uri}?waive_emergencies=maybe&unknown=1"));
+        }
+        let below: Vec<&str> = [(&viewer, Role::Viewer), (&operator, Role::Operator)]
+            .into_iter()
+            .filter(|(_, role)| role < need)
+            .map(|(token, _)| token.as_str())
+            .collect();
+        assert!(!below.is_empty(), "{method} {template} needs {need:?}");
+        for token in below {
+            for uri in &uris {
+                for body in [body.as_str(), "{not json [[rule]] =", oversized.as_str()] {
+                    let (s, e, _) = api
+                        .call(
+                            method,
+                            uri,
+                            Some(token),
+                            Some(body).filter(|b| !b.is_empty()),
+                        )
+                        .await;
+                    assert_eq!(
+                        s,
+                        StatusCode::FORBIDDEN,
+                        "{method} {uri} ({} bytes): {e}",
+                        body.len()
+                    );
+                    assert_eq!(e["error"], "forbidden", "{e}");
+                    let message = e["message"].as_str().unwrap();
+                    assert!(
+                        message.contains(&format!("needs `{}`", need.as_str()))
+                            && !message.contains("TOML")
+                            && !message.contains("expected"),
+                        "{method} {uri}: the answer says nothing about the body: {message}"
+                    );
+                    cells += 1;
+                }
+            }
+        }
+    }
+    println!("role matrix: {cells} cells, all 403");
+    // 8 admin operations × 2 roles + 4 operator ones × 1, × 3 bodies, and
+    // the rules' bad query (PUT and DELETE) × 2 roles × 3 bodies.
+    assert_eq!(cells, (8 * 2 + 4) * 3 + 2 * 2 * 3);
+    // Nothing changed, and every cell is audited as what it was answered.
+    assert_eq!(
+        db.count("SELECT count(*) FROM rule_sets").await,
+        rules_before
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL OR name = 'bob'")
+            .await,
+        0
+    );
+    for table in ["devices", "retrofits", "silences", "inspections"] {
+        assert_eq!(
+            db.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+    let audited = "SELECT count(*) FROM audit_log WHERE actor LIKE 'matrix-%'";
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count(audited).await == cells as i64
+        })
+        .await,
+        "audited {} of {cells}",
+        db.count(audited).await
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'matrix-%' AND status <> 403")
+            .await,
+        0
+    );
+    // The roles that may still get past the check to the handler.
+    let (s, e, _) = api
+        .call("PUT", "/api/v1/rules", Some(&operator), Some("[[rule]"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, e, _) = api
+        .call("PUT", "/api/v1/rules", Some(&admin), Some("[[rule]"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "an admin is told: {e}");
+    let (s, e, _) = api
+        .call("GET", "/api/v1/tokens", Some(&operator), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, _, _) = api.call("GET", "/api/v1/rules", Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
