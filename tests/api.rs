@@ -2833,3 +2833,196 @@ async fn write_routes_refuse_callers_below_their_role_before_reading_the_body() 
     let (s, _, _) = api.call("GET", "/api/v1/rules", Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// Issue 33: every audit row holds the status its client received, on
+/// every refusal path, over a real connection: 413 (body over the limit),
+/// 400 (a body or parameter that does not parse), 401, 403, 404, 405, the
+/// audited 429 of an unauthenticated burst, and 503 (the server cannot
+/// answer), beside a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_audit_row_holds_the_status_the_client_received() {
+    let db = TestDb::new(&admin_url());
+    let (_in_process, client) = empty_api(&db, |_| {}).await;
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    config.api.audit_flush_ms = 20;
+    config.api.unauthenticated_per_minute = 2;
+    // A rules file that is not there: GET /rules cannot answer (503).
+    config.alerts.rules_file = Some(std::env::temp_dir().join(unique("no-such-rules")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    // One byte over the limit: the server reads all but that byte before
+    // it answers, so the client is done sending and reads the answer (a
+    // much larger body may still be in flight when the server closes).
+    let big = "x".repeat((2 << 20) + 1);
+    // (case: the token's name, or the path's marker for callers without
+    // one; role; method; path; body)
+    let cases: Vec<(&str, Option<Role>, &str, String, Option<String>)> = vec![
+        (
+            "ok",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/sites".into(),
+            None,
+        ),
+        (
+            "too-large",
+            Some(Role::Admin),
+            "PUT",
+            "/api/v1/rules".into(),
+            Some(big.clone()),
+        ),
+        (
+            "too-large-silence",
+            Some(Role::Operator),
+            "POST",
+            "/api/v1/silences".into(),
+            Some(big.clone()),
+        ),
+        (
+            "bad-toml",
+            Some(Role::Admin),
+            "PUT",
+            "/api/v1/rules".into(),
+            Some("[[rule]".into()),
+        ),
+        (
+            "bad-query",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/series?interval=forever".into(),
+            None,
+        ),
+        (
+            "bad-json",
+            Some(Role::Operator),
+            "POST",
+            "/api/v1/silences".into(),
+            Some("{".into()),
+        ),
+        (
+            "forbidden",
+            Some(Role::Viewer),
+            "PUT",
+            "/api/v1/rules".into(),
+            Some("[[rule]".into()),
+        ),
+        (
+            "not-found",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/nothing-here".into(),
+            None,
+        ),
+        (
+            "no-method",
+            Some(Role::Admin),
+            "PATCH",
+            "/api/v1/alerts".into(),
+            None,
+        ),
+        (
+            "unavailable",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/rules".into(),
+            None,
+        ),
+        (
+            "anon-1",
+            None,
+            "GET",
+            "/api/v1/alerts?case=anon-1".into(),
+            None,
+        ),
+        (
+            "anon-2",
+            None,
+            "PUT",
+            "/api/v1/rules?case=anon-2".into(),
+            Some("[[rule]".into()),
+        ),
+        (
+            "anon-429",
+            None,
+            "GET",
+            "/api/v1/alerts?case=anon-429".into(),
+            None,
+        ),
+    ];
+    // Tokens first: the server caches the live ones for a few seconds.
+    let mut tokens = std::collections::HashMap::new();
+    for (case, role, ..) in &cases {
+        if let Some(role) = role {
+            let token = estatemon_api::create_token(&client, case, *role, "test")
+                .await
+                .unwrap();
+            tokens.insert(*case, token);
+        }
+    }
+    let mut answered = Vec::new();
+    for (case, _, method, path, body) in &cases {
+        let mut req = http.request(method.parse().unwrap(), format!("http://{addr}{path}"));
+        if let Some(token) = tokens.get(case) {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.clone());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{case}: no answer: {e}"));
+        answered.push((case.to_string(), resp.status().as_u16()));
+    }
+    let want: Vec<u16> = vec![
+        200, 413, 413, 400, 400, 400, 403, 404, 405, 503, 401, 401, 429,
+    ];
+    assert_eq!(
+        answered.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        want,
+        "{answered:?}"
+    );
+    let stored = || async {
+        let mut out = Vec::new();
+        for (case, role, _, path, _) in &cases {
+            let rows = if role.is_some() {
+                client
+                    .query("SELECT status FROM audit_log WHERE actor = $1", &[case])
+                    .await
+                    .unwrap()
+            } else {
+                client
+                    .query("SELECT status FROM audit_log WHERE path = $1", &[path])
+                    .await
+                    .unwrap()
+            };
+            let statuses: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+            out.push((case.to_string(), statuses));
+        }
+        out
+    };
+    let expected: Vec<(String, Vec<i32>)> = answered
+        .iter()
+        .map(|(case, s)| (case.clone(), vec![*s as i32]))
+        .collect();
+    let same = eventually(std::time::Duration::from_secs(5), || async {
+        stored().await == expected
+    })
+    .await;
+    assert!(same, "answered {answered:?}, audited {:?}", stored().await);
+    // And the requests counted are the requests audited.
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log").await,
+        cases.len() as i64
+    );
+}
