@@ -2661,3 +2661,368 @@ async fn a_lift_replacement_is_judged_on_equal_spans_before_and_after() {
     }
     let _ = std::fs::remove_file(site);
 }
+
+/// The write operations of the served OpenAPI document with the role
+/// each declares (its `bearer` scopes): `(METHOD, path template, role)`.
+fn documented_writes() -> Vec<(String, String, Role)> {
+    let doc = estatemon_api::routes::document();
+    let mut writes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let method = method.to_ascii_uppercase();
+            let need = estatemon_api::routes::required_role(&method.parse().unwrap(), path);
+            // The document says so too (what clients read).
+            let scopes = op["security"].to_string();
+            assert!(
+                scopes.contains(&format!("\"{}\"", need.as_str())),
+                "{method} {path}: {scopes}"
+            );
+            writes.push((method, path.clone(), need));
+        }
+    }
+    writes
+}
+
+/// Issue 33: a caller below a write route's role is answered 403 before
+/// anything reads the body: every write operation the document lists ×
+/// every role below the one it needs × a valid body, an invalid one, one
+/// over the size limit and (for the rules) an invalid query answers 403,
+/// stores nothing, and leaves an audit row saying 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_routes_refuse_callers_below_their_role_before_reading_the_body() {
+    let db = TestDb::new(&admin_url());
+    let (api, client) = empty_api(&db, |_| {}).await;
+    let viewer = estatemon_api::create_token(&client, "matrix-viewer", Role::Viewer, "test")
+        .await
+        .unwrap();
+    let operator = estatemon_api::create_token(&client, "matrix-operator", Role::Operator, "test")
+        .await
+        .unwrap();
+    // (Made before the first request: the API caches tokens for seconds.)
+    let admin = estatemon_api::create_token(&client, "matrix-admin", Role::Admin, "test")
+        .await
+        .unwrap();
+    let rules_before = db.count("SELECT count(*) FROM rule_sets").await;
+    // A valid body per write operation; one the document lists that is
+    // missing here fails the test (the matrix cannot forget a route).
+    let valid = |method: &str, path: &str| -> Option<String> {
+        Some(match (method, path) {
+            ("POST", "/api/v1/tokens") => r#"{"name": "bob", "role": "admin"}"#.into(),
+            ("PUT", "/api/v1/rules") => estatemon_domain::rules::DEFAULT_RULES.into(),
+            ("PUT", "/api/v1/retrofits/{site}/{id}") => {
+                r#"{"id": "r1", "name": "LED", "site": "s1", "purpose": "lighting",
+                    "date": "2026-05-01", "target": 0.2}"#
+                    .into()
+            }
+            ("PUT", "/api/v1/devices/{id}") => r#"{"id": "d1", "kind": "electricity_meter",
+                  "site": "s1", "building": "b", "area": "a", "purpose": "hvac"}"#
+                .into(),
+            ("POST", "/api/v1/silences") => {
+                r#"{"matchers": {"device": "d1"}, "minutes": 60, "comment": "x"}"#.into()
+            }
+            ("POST", "/api/v1/inspections") => {
+                r#"{"device": "d1", "by": "x", "results": {}}"#.into()
+            }
+            ("POST", "/api/v1/work-items/{id}/close") => r#"{"note": "x"}"#.into(),
+            ("DELETE", _) | ("POST", "/api/v1/alerts/{id}/ack") => String::new(),
+            _ => return None,
+        })
+    };
+    let writes = documented_writes();
+    assert_eq!(writes.len(), 12, "{writes:?}");
+    let oversized = "x".repeat(3 << 20);
+    let mut cells = 0;
+    for (method, template, need) in &writes {
+        let body = valid(method, template)
+            .unwrap_or_else(|| panic!("{method} {template}: no valid body in this matrix"));
+        let uri = template
+            .replace("{id}", "1")
+            .replace("{site}", "s1")
+            .replace("{name}", "matrix-operator");
+        let mut uris = vec![uri.clone()];
+        if template == "/api/v1/rules" {
+            uris.push(format!("{uri}?waive_emergencies=maybe&unknown=1"));
+        }
+        let below: Vec<&str> = [(&viewer, Role::Viewer), (&operator, Role::Operator)]
+            .into_iter()
+            .filter(|(_, role)| role < need)
+            .map(|(token, _)| token.as_str())
+            .collect();
+        assert!(!below.is_empty(), "{method} {template} needs {need:?}");
+        for token in below {
+            for uri in &uris {
+                for body in [body.as_str(), "{not json [[rule]] =", oversized.as_str()] {
+                    let (s, e, _) = api
+                        .call(
+                            method,
+                            uri,
+                            Some(token),
+                            Some(body).filter(|b| !b.is_empty()),
+                        )
+                        .await;
+                    assert_eq!(
+                        s,
+                        StatusCode::FORBIDDEN,
+                        "{method} {uri} ({} bytes): {e}",
+                        body.len()
+                    );
+                    assert_eq!(e["error"], "forbidden", "{e}");
+                    let message = e["message"].as_str().unwrap();
+                    assert!(
+                        message.contains(&format!("needs `{}`", need.as_str()))
+                            && !message.contains("TOML")
+                            && !message.contains("expected"),
+                        "{method} {uri}: the answer says nothing about the body: {message}"
+                    );
+                    cells += 1;
+                }
+            }
+        }
+    }
+    println!("role matrix: {cells} cells, all 403");
+    // 8 admin operations × 2 roles + 4 operator ones × 1, × 3 bodies, and
+    // the rules' bad query (PUT and DELETE) × 2 roles × 3 bodies.
+    assert_eq!(cells, (8 * 2 + 4) * 3 + 2 * 2 * 3);
+    // Nothing changed, and every cell is audited as what it was answered.
+    assert_eq!(
+        db.count("SELECT count(*) FROM rule_sets").await,
+        rules_before
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL OR name = 'bob'")
+            .await,
+        0
+    );
+    for table in ["devices", "retrofits", "silences", "inspections"] {
+        assert_eq!(
+            db.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+    let audited = "SELECT count(*) FROM audit_log WHERE actor LIKE 'matrix-%'";
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            db.count(audited).await == cells as i64
+        })
+        .await,
+        "audited {} of {cells}",
+        db.count(audited).await
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'matrix-%' AND status <> 403")
+            .await,
+        0
+    );
+    // The roles that may still get past the check to the handler.
+    let (s, e, _) = api
+        .call("PUT", "/api/v1/rules", Some(&operator), Some("[[rule]"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, e, _) = api
+        .call("PUT", "/api/v1/rules", Some(&admin), Some("[[rule]"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "an admin is told: {e}");
+    let (s, e, _) = api
+        .call("GET", "/api/v1/tokens", Some(&operator), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, _, _) = api.call("GET", "/api/v1/rules", Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Issue 33: every audit row holds the status its client received, on
+/// every refusal path, over a real connection: 413 (body over the limit),
+/// 400 (a body or parameter that does not parse), 401, 403, 404, 405, the
+/// audited 429 of an unauthenticated burst, and 503 (the server cannot
+/// answer), beside a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_audit_row_holds_the_status_the_client_received() {
+    let db = TestDb::new(&admin_url());
+    let (_in_process, client) = empty_api(&db, |_| {}).await;
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    config.api.audit_flush_ms = 20;
+    config.api.unauthenticated_per_minute = 2;
+    // A rules file that is not there: GET /rules cannot answer (503).
+    config.alerts.rules_file = Some(std::env::temp_dir().join(unique("no-such-rules")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    // One byte over the limit: the server reads all but that byte before
+    // it answers, so the client is done sending and reads the answer (a
+    // much larger body may still be in flight when the server closes).
+    let big = "x".repeat((2 << 20) + 1);
+    // (case: the token's name, or the path's marker for callers without
+    // one; role; method; path; body)
+    let cases: Vec<(&str, Option<Role>, &str, String, Option<String>)> = vec![
+        (
+            "ok",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/sites".into(),
+            None,
+        ),
+        (
+            "too-large",
+            Some(Role::Admin),
+            "PUT",
+            "/api/v1/rules".into(),
+            Some(big.clone()),
+        ),
+        (
+            "too-large-silence",
+            Some(Role::Operator),
+            "POST",
+            "/api/v1/silences".into(),
+            Some(big.clone()),
+        ),
+        (
+            "bad-toml",
+            Some(Role::Admin),
+            "PUT",
+            "/api/v1/rules".into(),
+            Some("[[rule]".into()),
+        ),
+        (
+            "bad-query",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/series?interval=forever".into(),
+            None,
+        ),
+        (
+            "bad-json",
+            Some(Role::Operator),
+            "POST",
+            "/api/v1/silences".into(),
+            Some("{".into()),
+        ),
+        (
+            "forbidden",
+            Some(Role::Viewer),
+            "PUT",
+            "/api/v1/rules".into(),
+            Some("[[rule]".into()),
+        ),
+        (
+            "not-found",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/nothing-here".into(),
+            None,
+        ),
+        (
+            "no-method",
+            Some(Role::Admin),
+            "PATCH",
+            "/api/v1/alerts".into(),
+            None,
+        ),
+        (
+            "unavailable",
+            Some(Role::Viewer),
+            "GET",
+            "/api/v1/rules".into(),
+            None,
+        ),
+        (
+            "anon-1",
+            None,
+            "GET",
+            "/api/v1/alerts?case=anon-1".into(),
+            None,
+        ),
+        (
+            "anon-2",
+            None,
+            "PUT",
+            "/api/v1/rules?case=anon-2".into(),
+            Some("[[rule]".into()),
+        ),
+        (
+            "anon-429",
+            None,
+            "GET",
+            "/api/v1/alerts?case=anon-429".into(),
+            None,
+        ),
+    ];
+    // Tokens first: the server caches the live ones for a few seconds.
+    let mut tokens = std::collections::HashMap::new();
+    for (case, role, ..) in &cases {
+        if let Some(role) = role {
+            let token = estatemon_api::create_token(&client, case, *role, "test")
+                .await
+                .unwrap();
+            tokens.insert(*case, token);
+        }
+    }
+    let mut answered = Vec::new();
+    for (case, _, method, path, body) in &cases {
+        let mut req = http.request(method.parse().unwrap(), format!("http://{addr}{path}"));
+        if let Some(token) = tokens.get(case) {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.clone());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{case}: no answer: {e}"));
+        answered.push((case.to_string(), resp.status().as_u16()));
+    }
+    let want: Vec<u16> = vec![
+        200, 413, 413, 400, 400, 400, 403, 404, 405, 503, 401, 401, 429,
+    ];
+    assert_eq!(
+        answered.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        want,
+        "{answered:?}"
+    );
+    let stored = || async {
+        let mut out = Vec::new();
+        for (case, role, _, path, _) in &cases {
+            let rows = if role.is_some() {
+                client
+                    .query("SELECT status FROM audit_log WHERE actor = $1", &[case])
+                    .await
+                    .unwrap()
+            } else {
+                client
+                    .query("SELECT status FROM audit_log WHERE path = $1", &[path])
+                    .await
+                    .unwrap()
+            };
+            let statuses: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+            out.push((case.to_string(), statuses));
+        }
+        out
+    };
+    let expected: Vec<(String, Vec<i32>)> = answered
+        .iter()
+        .map(|(case, s)| (case.clone(), vec![*s as i32]))
+        .collect();
+    let same = eventually(std::time::Duration::from_secs(5), || async {
+        stored().await == expected
+    })
+    .await;
+    assert!(same, "answered {answered:?}, audited {:?}", stored().await);
+    // And the requests counted are the requests audited.
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log").await,
+        cases.len() as i64
+    );
+}

@@ -184,6 +184,9 @@ fn client_addr(req: &Request) -> std::net::IpAddr {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
+/// The route label of a request no route matched (the fallback's 404).
+const UNMATCHED: &str = "unmatched";
+
 /// Writes the audit row of a request whose future is dropped before it
 /// answered (the client went away: Grafana cancels queries it no longer
 /// needs) with status 499; disarmed once the request completes.
@@ -203,7 +206,10 @@ impl Drop for AbandonGuard {
     }
 }
 
-/// Authentication, audit and metrics, around every request. Every request
+/// Authentication, the role the route needs (checked before the handler,
+/// so before any extractor reads the body), audit and metrics, around
+/// every request. The audit row and the request count take the status of
+/// the answer as it leaves here, whichever path made it. Every request
 /// that reaches the API leaves one audit row, whether it was answered, its
 /// handler panicked (500) or its client gave up (499); the exceptions are
 /// health and metrics scrapes, and unauthenticated requests beyond the
@@ -215,7 +221,7 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+        .unwrap_or_else(|| UNMATCHED.into());
     let method = req.method().as_str().to_owned();
     let path = req
         .uri()
@@ -277,27 +283,41 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
         match verified {
             Ok(a) => {
                 actor = Some(a.clone());
-                req.extensions_mut().insert(a.clone());
-                let mut guard = AbandonGuard {
-                    audit: state.audit.clone(),
-                    record: audited.then(|| record(Some(&a), "", 499, String::new())),
-                };
-                let outcome = std::panic::AssertUnwindSafe(next.run(req))
-                    .catch_unwind()
-                    .await;
-                guard.record = None;
-                match outcome {
-                    Ok(response) => response,
-                    Err(panic) => {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "panic".into());
-                        tracing::error!(%route, %method, panic = %what, "handler panicked");
-                        state.metrics.panics.inc();
-                        detail = format!("handler panicked: {what}");
-                        ApiError::Internal.into_response()
+                let need = routes::required_role(req.method(), &route);
+                if route != UNMATCHED && a.role < need {
+                    // Before the handler, so before any extractor reads
+                    // or parses the body: a caller without the role
+                    // learns nothing about it (issue 33).
+                    detail = format!("refused before the handler: needs role {}", need.as_str());
+                    ApiError::Forbidden {
+                        have: a.role.as_str(),
+                        need: need.as_str(),
+                        what: format!("{method} {route}"),
+                    }
+                    .into_response()
+                } else {
+                    req.extensions_mut().insert(a.clone());
+                    let mut guard = AbandonGuard {
+                        audit: state.audit.clone(),
+                        record: audited.then(|| record(Some(&a), "", 499, String::new())),
+                    };
+                    let outcome = std::panic::AssertUnwindSafe(next.run(req))
+                        .catch_unwind()
+                        .await;
+                    guard.record = None;
+                    match outcome {
+                        Ok(response) => response,
+                        Err(panic) => {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "panic".into());
+                            tracing::error!(%route, %method, panic = %what, "handler panicked");
+                            state.metrics.panics.inc();
+                            detail = format!("handler panicked: {what}");
+                            ApiError::Internal.into_response()
+                        }
                     }
                 }
             }

@@ -27,7 +27,7 @@ pub struct TokenOut {
 }
 
 /// Tokens: names, roles and dates, never the tokens (admins).
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 200, body = [TokenOut]), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn list_tokens(
     State(state): State<AppState>,
@@ -74,6 +74,7 @@ pub struct CreatedToken {
 
 /// Creates a token (admins); the response is the only place it appears.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "admin", request_body = NewToken,
+    security(("bearer" = ["admin"])),
     responses((status = 201, body = CreatedToken), (status = 400, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn create_token(
@@ -118,7 +119,7 @@ pub async fn create_token(
 /// Revokes a token by name (admins); it stops working at once on this
 /// process and within seconds on others. The last admin token cannot be
 /// revoked here (that would lock admins out; use `estatemon token`).
-#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "admin", security(("bearer" = ["admin"])),
     params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
@@ -288,6 +289,7 @@ pub struct PutRulesParams {
 /// unless `waive_emergencies=true`. Ingest picks the new set up within
 /// seconds, analytics at its next evaluation.
 #[utoipa::path(put, path = "/api/v1/rules", tag = "admin", params(PutRulesParams),
+    security(("bearer" = ["admin"])),
     request_body(content = String, content_type = "application/toml",
         description = "a rules file: [severity] and [[rule]] tables"),
     responses((status = 200, body = RulesOut), (status = 400, body = crate::error::ErrorBody),
@@ -328,7 +330,7 @@ pub async fn put_rules(
 
 /// Drops the stored rules (admins): every process goes back to its rules
 /// file or the shipped rules. The history stays in `rule_sets`.
-#[utoipa::path(delete, path = "/api/v1/rules", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/rules", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 204), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn reset_rules(
     State(state): State<AppState>,
@@ -371,6 +373,7 @@ pub async fn retrofits(
 /// `[[retrofit]]` table as JSON; ids in the path and body must agree, the
 /// site must exist, the periods must make sense.
 #[utoipa::path(put, path = "/api/v1/retrofits/{site}/{id}", tag = "savings",
+    security(("bearer" = ["admin"])),
     params(("site" = String, Path), ("id" = String, Path)),
     request_body(content = serde_json::Value, description = "id, name, site, purpose, building, area, devices, date, baseline_from, baseline_to, reporting_from, reporting_to, target, drivers"),
     responses((status = 200, body = serde_json::Value), (status = 400, body = crate::error::ErrorBody),
@@ -421,6 +424,7 @@ pub async fn put_retrofit(
 
 /// Removes a retrofit (admins); its readings and past reports stay.
 #[utoipa::path(delete, path = "/api/v1/retrofits/{site}/{id}", tag = "savings",
+    security(("bearer" = ["admin"])),
     params(("site" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn delete_retrofit(

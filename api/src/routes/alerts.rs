@@ -108,6 +108,7 @@ pub struct Acknowledged {
 
 /// Acknowledges a firing alert (operators); the token's name is recorded.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
+    security(("bearer" = ["operator"])),
     params(("id" = i64, Path)),
     responses((status = 200, body = Acknowledged), (status = 409, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
@@ -161,6 +162,7 @@ pub struct SilenceOut {
 /// A maintenance window (operators): matching alerts are recorded but do
 /// not page until it ends.
 #[utoipa::path(post, path = "/api/v1/silences", tag = "alerts", request_body = SilenceIn,
+    security(("bearer" = ["operator"])),
     responses((status = 201, body = SilenceOut), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn silence(

@@ -64,6 +64,7 @@ pub struct WorkItem {
 /// item: a small issue is due by the end of the local day, a large one
 /// within 7 days.
 #[utoipa::path(post, path = "/api/v1/inspections", tag = "maintenance", request_body = InspectionIn,
+    security(("bearer" = ["operator"])),
     responses((status = 201, body = InspectionOut), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
@@ -214,6 +215,7 @@ pub struct CloseIn {
 /// note; the token's name is recorded with it. A later inspection that
 /// finds the item `ok` closes it too.
 #[utoipa::path(post, path = "/api/v1/work-items/{id}/close", tag = "maintenance",
+    security(("bearer" = ["operator"])),
     params(("id" = i64, Path)), request_body = CloseIn,
     responses((status = 200, body = WorkItem), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),

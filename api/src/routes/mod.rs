@@ -21,6 +21,9 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::OpenApi;
 
+use std::collections::HashMap;
+
+use crate::auth::Role;
 use crate::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -239,6 +242,76 @@ impl utoipa::Modify for ErrorResponses {
 )]
 pub struct ApiDoc;
 
+/// The role each documented operation declares in its OpenAPI security
+/// requirement (`security(("bearer" = ["admin"]))` on its
+/// `#[utoipa::path]`), keyed `"PUT /api/v1/rules"`: the document is the
+/// one list of operations, so a new route states its role where it is
+/// documented, and a write operation that states none fails the
+/// `every_write_operation_declares_its_role` test.
+static DECLARED_ROLES: std::sync::LazyLock<HashMap<String, Role>> =
+    std::sync::LazyLock::new(|| declared_roles(&document()));
+
+/// The OpenAPI document as served, as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+}
+
+/// `"METHOD /path"` → the role the operation's `bearer` scopes name. A
+/// security requirement lists alternatives; within one, every scope is
+/// needed: the role needed is the least, over the alternatives, of the
+/// highest role each names.
+fn declared_roles(doc: &serde_json::Value) -> HashMap<String, Role> {
+    let mut roles = HashMap::new();
+    let Some(paths) = doc["paths"].as_object() else {
+        return roles;
+    };
+    for (path, item) in paths {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        for (method, op) in item {
+            let need = op["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|alternative| {
+                    alternative["bearer"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|scope| scope.as_str().and_then(Role::parse))
+                        .max()
+                })
+                .min();
+            if let Some(need) = need {
+                roles.insert(format!("{} {path}", method.to_ascii_uppercase()), need);
+            }
+        }
+    }
+    roles
+}
+
+/// The role a request to `route` (the router's matched path, e.g.
+/// `/api/v1/devices/{id}`) with `method` needs, checked by the middleware
+/// before the handler runs (so before any extractor reads or parses the
+/// body): what the operation declares; else `viewer` for reads and, failing
+/// closed, `admin` for a write no operation documents.
+pub fn required_role(method: &axum::http::Method, route: &str) -> Role {
+    use axum::http::Method;
+    let key = if method == Method::HEAD {
+        Method::GET.as_str()
+    } else {
+        method.as_str()
+    };
+    if let Some(role) = DECLARED_ROLES.get(&format!("{key} {route}")) {
+        return *role;
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        Role::Viewer
+    } else {
+        Role::Admin
+    }
+}
+
 async fn openapi() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
@@ -301,4 +374,67 @@ pub fn router() -> Router<AppState> {
         .fallback(|| async {
             crate::ApiError::NotFound("no such route; see /api/v1/openapi.json".into())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    /// The methods that change something.
+    const WRITE_METHODS: [&str; 4] = ["post", "put", "patch", "delete"];
+
+    /// Every write operation in the document (so every write route: the
+    /// contract test holds the router to the document) names the role it
+    /// needs; a new one that does not fails here, not in production.
+    #[test]
+    fn every_write_operation_declares_its_role() {
+        let doc = document();
+        let roles = declared_roles(&doc);
+        let mut writes = 0;
+        let mut undeclared = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if !WRITE_METHODS.contains(&method.as_str()) {
+                    continue;
+                }
+                writes += 1;
+                let key = format!("{} {path}", method.to_ascii_uppercase());
+                match roles.get(&key) {
+                    Some(Role::Operator | Role::Admin) => {}
+                    other => undeclared.push(format!("{key}: {other:?}")),
+                }
+            }
+        }
+        assert!(
+            undeclared.is_empty(),
+            "write operations without a declared operator or admin role \
+             (add security((\"bearer\" = [\"…\"])) to their #[utoipa::path]): {undeclared:?}"
+        );
+        assert_eq!(writes, 12, "the write operations counted");
+    }
+
+    #[test]
+    fn roles_come_from_the_document_and_unknown_writes_fail_closed() {
+        assert_eq!(required_role(&Method::PUT, "/api/v1/rules"), Role::Admin);
+        assert_eq!(required_role(&Method::GET, "/api/v1/rules"), Role::Viewer);
+        assert_eq!(required_role(&Method::GET, "/api/v1/tokens"), Role::Admin);
+        assert_eq!(required_role(&Method::HEAD, "/api/v1/tokens"), Role::Admin);
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/alerts/{id}/ack"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/work-items/{id}/close"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::DELETE, "/api/v1/devices/{id}"),
+            Role::Admin
+        );
+        // Not documented: reads are open to viewers, writes need admin.
+        assert_eq!(required_role(&Method::GET, "/api/v1/new"), Role::Viewer);
+        assert_eq!(required_role(&Method::PATCH, "/api/v1/alerts"), Role::Admin);
+        assert_eq!(required_role(&Method::POST, "/api/v1/new"), Role::Admin);
+    }
 }

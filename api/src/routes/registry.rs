@@ -156,6 +156,7 @@ pub async fn devices(
 /// Creates or replaces a device (admins). The body is a registry
 /// `[[device]]` table as JSON; its site (and building) must exist.
 #[utoipa::path(put, path = "/api/v1/devices/{id}", tag = "registry",
+    security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "device id; must equal the body's id")),
     request_body(content = serde_json::Value, description = "a device as in the registry file: id, kind, site, building, area, purpose, name, model, install_date, maintenance_cycle, responsible, source_id"),
     responses((status = 200, body = DeviceOut), (status = 400, body = crate::error::ErrorBody),
@@ -223,6 +224,7 @@ pub async fn put_device(
 
 /// Removes a device from the ledger (admins); its readings stay.
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "registry",
+    security(("bearer" = ["admin"])),
     params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
