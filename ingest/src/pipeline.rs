@@ -165,18 +165,9 @@ impl Ingestor {
         }
         let presence = sparkplug
             .primary_host_id
-            .as_deref()
+            .clone()
             .filter(|_| sparkplug.enabled)
-            .map(|id| {
-                let now = chrono::Utc::now().timestamp_millis();
-                let (topic, online) = estatemon_domain::sparkplug::state_message(id, true, now);
-                let (_, offline) = estatemon_domain::sparkplug::state_message(id, false, now);
-                subscribe::Presence {
-                    topic,
-                    online,
-                    offline,
-                }
-            });
+            .map(|host_id| subscribe::Presence { host_id });
         tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
         let subscriber = subscribe::start(
             &config.mqtt,
@@ -435,8 +426,13 @@ impl Batcher {
         if let Some((group, node)) = &out.rebirth {
             self.rebirth(group, node, "out of state");
         }
-        for (device, online) in out.availability {
-            batch.availability.push((device, online, d.received_at));
+        for a in out.availability {
+            // Each birth and death at its own time where it has a
+            // believable one: a DDEATH forwarded late is offline since then.
+            if a.at_receipt && !a.online {
+                self.metrics.sparkplug_deaths_at_receipt.inc();
+            }
+            batch.availability.push((a.id, a.online, a.at));
         }
         let rejects = out
             .problems
