@@ -158,7 +158,7 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
 }
 
 /// Prints what ingest would do; `Err` (exit 1) when the message would
-/// store nothing.
+/// store nothing or leave a dead letter for a field it could not read.
 fn print_routed(routed: mapping::Routed, topic: &str, tried: usize) -> anyhow::Result<()> {
     use mapping::Routed;
     match routed {
@@ -230,8 +230,21 @@ fn print_routed(routed: mapping::Routed, topic: &str, tried: usize) -> anyhow::R
                     unmet.join(", ")
                 );
             }
-            if stored == 0 {
+            let problems: Vec<String> = results
+                .iter()
+                .flat_map(|r| r.problems.iter().map(|p| p.to_string()))
+                .chain(errors.iter().map(|e| e.to_string()))
+                .collect();
+            if stored == 0 && problems.is_empty() {
                 anyhow::bail!("no reading stored from this message");
+            }
+            if !problems.is_empty() {
+                // Exit 1: ingest keeps dead letters for these.
+                anyhow::bail!(
+                    "{} reading(s) stored; not read (dead letters): {}",
+                    stored,
+                    problems.join("; ")
+                );
             }
             Ok(())
         }

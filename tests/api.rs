@@ -2862,7 +2862,8 @@ async fn every_audit_row_holds_the_status_the_client_received() {
     let big = "x".repeat((2 << 20) + 1);
     // (case: the token's name, or the path's marker for callers without
     // one; role; method; path; body)
-    let cases: Vec<(&str, Option<Role>, &str, String, Option<String>)> = vec![
+    type Case<'a> = (&'a str, Option<Role>, &'a str, String, Option<String>);
+    let cases: Vec<Case> = vec![
         (
             "ok",
             Some(Role::Viewer),

@@ -5,8 +5,10 @@
 //! births define aliases that data resolve, units come from the birth's
 //! `engUnit`, a historical value lands at its own time, a sequence gap
 //! makes the host ask for a rebirth (and the node births again), every bad
-//! frame is a dead letter with its reason, and the node's death marks the
-//! node and its device offline at once.
+//! frame is a dead letter with its reason, a device's death is stored at
+//! its own timestamp, the node's death marks the node and its device
+//! offline at once, and a clean stop leaves the primary host's retained
+//! `STATE` offline, with the online STATE's timestamp.
 
 mod common;
 
@@ -156,6 +158,22 @@ async fn a_tahu_edge_node_births_sends_gaps_rebirths_and_dies() {
         2,
         "both offline, both on the configured site"
     );
+    // The DDEATH reached the host most of a second after its timestamp:
+    // the device is offline since that timestamp, to the millisecond (the
+    // node's death after it does not move it).
+    let ddeath_ms = summary["ddeath_ms"]
+        .as_i64()
+        .expect("the DDEATH's timestamp");
+    let offline_ms: i64 = client
+        .query_one(
+            "SELECT round(extract(epoch FROM offline_since) * 1000)::bigint \
+               FROM devices WHERE device_id = $1",
+            &[&meter],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(offline_ms, ddeath_ms, "offline since the DDEATH's own time");
     let metrics = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
     assert!(metric(&metrics, "estatemon_ingest_sparkplug_rebirths_total") >= 1.0);
 
@@ -164,14 +182,23 @@ async fn a_tahu_edge_node_births_sends_gaps_rebirths_and_dies() {
         "spBv1.0/STATE/{}",
         c.ingest.sparkplug.primary_host_id.as_deref().unwrap()
     );
-    let retained = retained_message(&c.mqtt.url, &state_topic).await;
-    assert!(
-        retained
-            .as_deref()
-            .is_some_and(|p| p.contains("\"online\":true")),
-        "{retained:?}"
-    );
+    let state = |retained: Option<String>| -> serde_json::Value {
+        serde_json::from_str(retained.as_deref().expect("a retained STATE"))
+            .unwrap_or_else(|e| panic!("{e}: {retained:?}"))
+    };
+    let online = state(retained_message(&c.mqtt.url, &state_topic).await);
+    assert_eq!(online["online"], true, "{online}");
+    assert!(online["timestamp"].as_i64().is_some(), "{online}");
+
+    // A clean stop discards the Will: the host says offline itself, with
+    // the timestamp of its birth (and Will), before it disconnects.
     ingestor.shutdown().await;
+    let offline = state(retained_message(&c.mqtt.url, &state_topic).await);
+    assert_eq!(offline["online"], false, "{offline}");
+    assert_eq!(
+        offline["timestamp"], online["timestamp"],
+        "{offline} after {online}"
+    );
 }
 
 /// The retained message on a topic, if any (waits a second for it).

@@ -40,7 +40,7 @@ pub mod topic;
 
 pub use path::select;
 use path::{fans_out, parse_path, text_of};
-pub use set::{route, Routed};
+pub use set::{route, MappingSet, Routed};
 pub use time::{plausible_since, TimeFormat};
 
 /// One mapping, as configured.

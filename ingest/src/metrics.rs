@@ -59,6 +59,12 @@ pub struct Metrics {
     pub mqtt_reconnects: Counter,
     /// Rebirth commands sent to Sparkplug edge nodes.
     pub sparkplug_rebirths: Counter,
+    /// Sparkplug deaths dated when received: no timestamp of their own,
+    /// or one that could not be believed (a Last Will's, after receipt).
+    pub sparkplug_deaths_at_receipt: Counter,
+    /// Offline STATEs of the primary host not acknowledged before its
+    /// intentional disconnect.
+    pub sparkplug_state_offline_failed: Counter,
     pub db_connected: Gauge,
     pub db_errors: Counter,
     pub inflight_messages: Gauge,
@@ -114,6 +120,8 @@ impl Metrics {
             mqtt_subscribed: Gauge::default(),
             mqtt_reconnects: Counter::default(),
             sparkplug_rebirths: Counter::default(),
+            sparkplug_deaths_at_receipt: Counter::default(),
+            sparkplug_state_offline_failed: Counter::default(),
             db_connected: Gauge::default(),
             db_errors: Counter::default(),
             inflight_messages: Gauge::default(),
@@ -207,6 +215,16 @@ impl Metrics {
             "sparkplug_rebirths",
             "Rebirth commands (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes",
             m.sparkplug_rebirths.clone(),
+        );
+        r.register(
+            "sparkplug_deaths_at_receipt",
+            "Sparkplug NDEATH/DDEATH dated when received, not by their own timestamp (none, a Last Will's, or not plausible)",
+            m.sparkplug_deaths_at_receipt.clone(),
+        );
+        r.register(
+            "sparkplug_state_offline_failed",
+            "Intentional disconnects whose offline STATE the broker did not acknowledge in time",
+            m.sparkplug_state_offline_failed.clone(),
         );
         r.register(
             "db_connected",

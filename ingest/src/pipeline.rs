@@ -168,18 +168,9 @@ impl Ingestor {
         let filters = estatemon_domain::mapping::topic::minimal(&filters);
         let presence = sparkplug
             .primary_host_id
-            .as_deref()
+            .clone()
             .filter(|_| sparkplug.enabled)
-            .map(|id| {
-                let now = chrono::Utc::now().timestamp_millis();
-                let (topic, online) = estatemon_domain::sparkplug::state_message(id, true, now);
-                let (_, offline) = estatemon_domain::sparkplug::state_message(id, false, now);
-                subscribe::Presence {
-                    topic,
-                    online,
-                    offline,
-                }
-            });
+            .map(|host_id| subscribe::Presence { host_id });
         tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
         let subscriber = subscribe::start(
             &config.mqtt,
@@ -233,7 +224,7 @@ impl Ingestor {
             aliases: known.aliases.clone(),
             known_updates,
             topics,
-            mappings,
+            mappings: estatemon_domain::mapping::MappingSet::new(mappings),
             filters,
             recent: std::collections::VecDeque::new(),
             sparkplug: sparkplug
@@ -328,8 +319,9 @@ pub async fn wait_for_signal() {
 
 struct Batcher {
     topics: Topics,
-    /// Payload mappings (profiles and `[[ingest.mapping]]`), in order.
-    mappings: Vec<estatemon_domain::mapping::Mapping>,
+    /// Payload mappings (profiles, `[[ingest.mapping]]`, discovered), in
+    /// order, indexed by their literal topics.
+    mappings: estatemon_domain::mapping::MappingSet,
     /// Our subscriptions, in subscription-identifier order (1-based): the
     /// static ones, then the discovered state topics.
     filters: Vec<String>,
@@ -447,8 +439,13 @@ impl Batcher {
         if let Some((group, node)) = &out.rebirth {
             self.rebirth(group, node, "out of state");
         }
-        for (device, online) in out.availability {
-            batch.availability.push((device, online, d.received_at));
+        for a in out.availability {
+            // Each birth and death at its own time where it has a
+            // believable one: a DDEATH forwarded late is offline since then.
+            if a.at_receipt && !a.online {
+                self.metrics.sparkplug_deaths_at_receipt.inc();
+            }
+            batch.availability.push((a.id, a.online, a.at));
         }
         let rejects = out
             .problems
@@ -486,9 +483,6 @@ impl Batcher {
                 mappings,
                 skipped,
             }) => {
-                let inner = format!("{replaces}/");
-                self.mappings
-                    .retain(|x| x.name != replaces && !x.name.starts_with(&inner));
                 for (component, why) in skipped {
                     if why.contains("not a reading") {
                         self.metrics.mapping_outcome(&replaces, "ignored");
@@ -499,21 +493,25 @@ impl Batcher {
                         ));
                     }
                 }
-                for m in mappings {
-                    let topics: Vec<String> = std::iter::once(m.topic.clone())
-                        .chain(m.availability.as_ref().map(|a| a.topic.clone()))
-                        .collect();
+                let mut topics = Vec::new();
+                for m in &mappings {
+                    topics.push(m.topic.clone());
+                    topics.extend(m.availability.as_ref().map(|a| a.topic.clone()));
                     tracing::info!(mapping = %m.name, topic = %m.topic, device = %m.device_prefix, "Home Assistant discovery: a sensor");
-                    self.mappings.push(m);
-                    for t in topics {
-                        self.subscribe_discovered(t);
-                    }
+                }
+                let inner = format!("{replaces}/");
+                self.mappings.update(mappings, |x| {
+                    x.name != replaces && !x.name.starts_with(&inner)
+                });
+                for t in topics {
+                    self.subscribe_discovered(t);
                 }
             }
             Ok(Discovery::Removed(name)) => {
                 let inner = format!("{name}/");
-                self.mappings
-                    .retain(|x| x.name != name && !x.name.starts_with(&inner));
+                self.mappings.update(Vec::new(), |x| {
+                    x.name != name && !x.name.starts_with(&inner)
+                });
             }
             Ok(Discovery::Ignored) => {
                 self.metrics.mapping_outcome("homeassistant", "ignored");
@@ -613,19 +611,16 @@ impl Batcher {
         let native = self.topics.matches(&d.topic);
         let channel = native.map_or("mapped", |m| m.channel.as_str());
         if native.is_none() {
-            use estatemon_domain::mapping::{route, Routed};
+            use estatemon_domain::mapping::Routed;
             if d.payload.len() > self.max_payload {
                 self.metrics.message(channel);
                 self.too_large(d, batch);
                 return;
             }
-            match route(
-                &self.mappings,
-                &d.topic,
-                &d.payload,
-                d.received_at,
-                d.retained,
-            ) {
+            match self
+                .mappings
+                .route(&d.topic, &d.payload, d.received_at, d.retained)
+            {
                 Routed::NoMapping => {
                     self.metrics.message("unknown");
                     let dl = dead_letters(

@@ -167,21 +167,39 @@ pub async fn subscribe_with_id(
     client.subscribe_many_with_properties(vec![f], props).await
 }
 
-/// A retained message published on every connect, with its opposite as the
-/// session's Last Will (Sparkplug's primary host `STATE`).
+/// Sparkplug's primary host `STATE` (3.0, host application section): each
+/// CONNECT carries `{"online":false,"timestamp":T}` as its Last Will, with
+/// T the time of that connection attempt; once connected the host publishes
+/// `{"online":true,"timestamp":T}` (the same T), retained, QoS 1; before
+/// an intentional disconnect, which discards the Will, it publishes the
+/// Will's payload itself.
 #[derive(Debug, Clone)]
 pub struct Presence {
-    pub topic: String,
-    pub online: Vec<u8>,
-    pub offline: Vec<u8>,
+    pub host_id: String,
 }
 
-/// Options for the ingest session.
+impl Presence {
+    fn message(&self, online: bool, stamp: i64) -> (String, Vec<u8>) {
+        estatemon_domain::sparkplug::state_message(&self.host_id, online, stamp)
+    }
+
+    fn will(&self, stamp: i64) -> rumqttc::v5::mqttbytes::v5::LastWill {
+        let (topic, offline) = self.message(false, stamp);
+        rumqttc::v5::mqttbytes::v5::LastWill::new(topic, offline, QoS::AtLeastOnce, true, None)
+    }
+}
+
+/// How long an intentional disconnect waits for the broker to acknowledge
+/// the offline `STATE` before it disconnects anyway.
+const OFFLINE_STATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Options for the ingest session; `presence` with the timestamp of its
+/// Last Will.
 fn options(
     config: &MqttConfig,
     client_id: &str,
     max_packet: usize,
-    presence: Option<&Presence>,
+    presence: Option<(&Presence, i64)>,
 ) -> MqttOptions {
     let endpoint = config.endpoint().expect("validated by config loading");
     let mut opts = MqttOptions::new(client_id, endpoint.host, endpoint.port);
@@ -194,16 +212,63 @@ fn options(
     if let (Some(user), pass) = (endpoint.username, endpoint.password) {
         opts.set_credentials(user, pass.unwrap_or_default());
     }
-    if let Some(p) = presence {
-        opts.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
-            p.topic.clone(),
-            p.offline.clone(),
-            QoS::AtLeastOnce,
-            true,
-            None,
-        ));
+    if let Some((p, stamp)) = presence {
+        opts.set_last_will(p.will(stamp));
     }
     opts
+}
+
+/// Publishes the offline `STATE` (the Will's own payload, so its timestamp
+/// is the online STATE's) and waits, at most [`OFFLINE_STATE_TIMEOUT`],
+/// for the broker's PUBACK: a DISCONNECT sent earlier could reach a broker
+/// that has not stored it yet. True when acknowledged.
+async fn publish_offline(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    presence: &Presence,
+    stamp: i64,
+) -> bool {
+    let (topic, offline) = presence.message(false, stamp);
+    if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, offline) {
+        tracing::error!(%topic, error = %e, "offline STATE not queued");
+        return false;
+    }
+    let deadline = tokio::time::sleep(OFFLINE_STATE_TIMEOUT);
+    tokio::pin!(deadline);
+    // Nothing else publishes at QoS 1 once the writers are done (rebirth
+    // commands are QoS 0), so the first QoS 1 PUBLISH that leaves from now
+    // on is this one, short of an online STATE queued by a connection made
+    // in the last instant; the requests leave in order, so that one would
+    // only be acknowledged first.
+    let mut ours = None;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                tracing::warn!(%topic, "offline STATE not acknowledged in time; disconnecting anyway");
+                return false;
+            }
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 && ours.is_none() => {
+                    ours = Some(pkid);
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == ours => {
+                    let ok = matches!(ack.reason, rumqttc::v5::mqttbytes::v5::PubAckReason::Success
+                        | rumqttc::v5::mqttbytes::v5::PubAckReason::NoMatchingSubscribers);
+                    if ok {
+                        tracing::info!(%topic, "offline STATE published");
+                    } else {
+                        tracing::error!(%topic, reason = ?ack.reason, "broker refused the offline STATE");
+                    }
+                    return ok;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "connection lost before the offline STATE was acknowledged");
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// A running subscription.
@@ -230,7 +295,14 @@ pub fn start(
     drained: watch::Receiver<bool>,
     presence: Option<Presence>,
 ) -> Subscriber {
-    let opts = options(config, &config.client_id, max_packet, presence.as_ref());
+    // The Will's timestamp, renewed before every reconnection attempt.
+    let stamp = Utc::now().timestamp_millis();
+    let opts = options(
+        config,
+        &config.client_id,
+        max_packet,
+        presence.as_ref().map(|p| (p, stamp)),
+    );
     // The request queue carries our acknowledgements. A writer must never
     // wait on it: this task stops polling (and so stops draining the queue)
     // while the budget is spent, and only commits free the budget. flume
@@ -262,6 +334,7 @@ pub fn start(
         drained,
         max_backoff,
         presence,
+        stamp,
     ));
     Subscriber {
         acker,
@@ -286,6 +359,7 @@ async fn run(
     mut drained: watch::Receiver<bool>,
     max_backoff: Duration,
     presence: Option<Presence>,
+    mut stamp: i64,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut tx = Some(tx);
@@ -308,6 +382,13 @@ async fn run(
                     // Writers are done: queue their last acks before DISCONNECT.
                     while let Ok(tokens) = acks.try_recv() {
                         send_acks(&client, tokens, epoch.load(Ordering::Acquire), connected, &metrics);
+                    }
+                    // A DISCONNECT discards the Will: say offline first.
+                    // (Not connected: the broker has sent the Will already.)
+                    if let (Some(p), true) = (&presence, connected) {
+                        if !publish_offline(&client, &mut eventloop, p, stamp).await {
+                            metrics.sparkplug_state_offline_failed.inc();
+                        }
                     }
                     let _ = client.try_disconnect();
                     // Let the event loop send queued acks and the DISCONNECT.
@@ -342,8 +423,10 @@ async fn run(
                         "connected to MQTT broker"
                     );
                     if let Some(p) = &presence {
-                        if let Err(e) = client.try_publish(p.topic.clone(), QoS::AtLeastOnce, true, p.online.clone()) {
-                            tracing::error!(topic = %p.topic, error = %e, "presence not published");
+                        // The timestamp of this connection's Will.
+                        let (topic, online) = p.message(true, stamp);
+                        if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, online) {
+                            tracing::error!(%topic, error = %e, "presence not published");
                         }
                     }
                     let client = client.clone();
@@ -425,6 +508,14 @@ async fn run(
                         retry_in_ms = backoff.as_millis() as u64,
                         "MQTT connection lost or refused; reconnecting"
                     );
+                    if let Some(p) = &presence {
+                        // The next CONNECT's Will, and the online STATE
+                        // after it, carry the time of that attempt (never
+                        // earlier than the last: edge nodes ignore a STATE
+                        // older than one they have seen).
+                        stamp = Utc::now().timestamp_millis().max(stamp);
+                        eventloop.options.set_last_will(p.will(stamp));
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         res = drained.changed() => {

@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod alerts;
 pub mod api;
+mod profiles;
 pub mod report;
 pub use alerts::{run as alerts, AlertsBenchArgs};
 
@@ -50,7 +51,10 @@ pub struct BenchArgs {
     /// JSON), mapping (a Tasmota-style payload through a declarative
     /// `[[ingest.mapping]]`), or both, measured in the same run; sparkplug
     /// adds Sparkplug B DDATA of 50 metrics a message (after the births)
-    /// to whatever else runs ("all": native, mapping and sparkplug).
+    /// to whatever else runs; profiles: the shipped Tasmota, Shelly and
+    /// Zigbee2MQTT profiles and Home Assistant discovery (four entities
+    /// over one state topic), each in its documented form ("all":
+    /// native, mapping, sparkplug and profiles).
     #[arg(long, default_value = "native")]
     format: String,
 }
@@ -210,6 +214,8 @@ struct Scenario {
     mapped: bool,
     /// Sparkplug B DDATA through the host application.
     sparkplug: bool,
+    /// A shipped profile, or Home Assistant discovery (`profiles::NAMES`).
+    profile: Option<&'static str>,
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -222,9 +228,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let mut scenarios = Vec::new();
     if !matches!(
         args.format.as_str(),
-        "native" | "mapping" | "both" | "sparkplug" | "all"
+        "native" | "mapping" | "both" | "sparkplug" | "profiles" | "all"
     ) {
-        bail!("--format must be native, mapping, both, sparkplug or all");
+        bail!("--format must be native, mapping, both, sparkplug, profiles or all");
     }
     let native = matches!(args.format.as_str(), "native" | "both" | "all");
     let mapped = matches!(args.format.as_str(), "mapping" | "both" | "all");
@@ -235,6 +241,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
             messages: args.readings / 100,
             mapped: false,
             sparkplug: false,
+            profile: None,
         });
     }
     if matches!(args.scenario.as_str(), "both" | "single") {
@@ -245,6 +252,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 messages: args.messages,
                 mapped: false,
                 sparkplug: false,
+                profile: None,
             });
         }
         if mapped {
@@ -254,6 +262,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 messages: args.messages,
                 mapped: true,
                 sparkplug: false,
+                profile: None,
             });
         }
     }
@@ -264,7 +273,28 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
             messages: (args.readings / (SPARKPLUG_METRICS.len() * SPARKPLUG_SAMPLES) as u64).max(1),
             mapped: false,
             sparkplug: true,
+            profile: None,
         });
+    }
+    if matches!(args.format.as_str(), "profiles" | "all") {
+        for name in profiles::NAMES {
+            let per = profiles::load(name, "probe").readings_per_message;
+            scenarios.push(Scenario {
+                name: match *name {
+                    "tasmota" => "Tasmota profile: tele/<topic>/SENSOR, 4 readings a message",
+                    "shelly" => "Shelly profile: NotifyStatus of switch:0, 2 readings a message",
+                    "zigbee2mqtt" => {
+                        "Zigbee2MQTT profile: a plug under a grouped name, 4 readings a message"
+                    }
+                    _ => "Home Assistant discovery: 4 entities over one state topic, 500 devices",
+                },
+                readings_per_message: per,
+                messages: args.messages / per as u64,
+                mapped: true,
+                sparkplug: false,
+                profile: Some(name),
+            });
+        }
     }
     if scenarios.is_empty() {
         bail!("--scenario must be batch, single or both");
@@ -650,9 +680,10 @@ fn mapped_format(tag: &str) -> (String, estatemon_simulators::load::MakeMessage)
 
 async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow::Result<()> {
     let tag = format!(
-        "{}_{}{}",
+        "{}_{}{}{}",
         std::process::id(),
         s.readings_per_message,
+        s.profile.map(|p| &p[..2]).unwrap_or(""),
         if s.mapped {
             "m"
         } else if s.sparkplug {
@@ -663,11 +694,14 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     );
     let c = bench_config(config, &tag);
     drop_database(config, &c.database.url).await;
+    let profile = s.profile.map(|name| profiles::load(name, &tag));
     let (mapping, make) = if s.sparkplug {
         (
             "[ingest.sparkplug]\nenabled = true\nsite = \"bench\"\n".to_owned(),
             sparkplug_format(&tag, args.publishers, false),
         )
+    } else if let Some(p) = &profile {
+        (p.config.clone(), p.make.clone())
     } else {
         mapped_format(&tag)
     };
@@ -692,6 +726,35 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
             sparkplug_format(&tag, args.publishers, true),
         )
         .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if let Some(p) = profile.as_ref().filter(|p| !p.setup.is_empty()) {
+        // Discovery configs first, retained, as devices announce
+        // themselves; measured once every one was read and its state
+        // topic subscribed.
+        let setup = p.setup.clone();
+        let n = setup.len();
+        let make: estatemon_simulators::load::MakeMessage =
+            std::sync::Arc::new(move |_, _, seq| setup[seq as usize % n].clone());
+        estatemon_simulators::load::publish_with(&c.mqtt, &tag, 1, n as u64, None, 0, make).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = http_get(&ingest.http, "/metrics").await?;
+            let read = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("estatemon_ingest_messages_total{channel=\"discovery\"} ")
+                })
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if read >= n as f64 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {read} of {n} discovery configs read in 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let publish = |messages: u64, rate: Option<f64>, offset: u64| {
@@ -746,6 +809,8 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
             per_batch / (commit_ms / 1000.0),
             if s.sparkplug {
                 sparkplug_decode_rate(&tag)
+            } else if let Some(p) = &profile {
+                profiles::route_rate(p)
             } else {
                 decode_rate(s.readings_per_message)
             },

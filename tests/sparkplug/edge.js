@@ -12,15 +12,18 @@
 // gap. When the host asks for a rebirth (NCMD Node Control/Rebirth) it
 // births again, as Tahu's examples do. Then, on the raw MQTT connection: a
 // frame that is not protobuf, a DDATA with an alias no birth defined, a
-// DDATA from a node that never was born; last, NDEATH with the birth's
-// bdSeq. Prints one JSON line: what it sent and what it was asked.
+// DDATA from a node that never was born; a DDEATH of "meter1" stamped a
+// millisecond after its last birth, which reaches the host most of a second
+// later; last, NDEATH with the birth's bdSeq. Prints one JSON line: what it
+// sent (with the DDEATH's timestamp) and what it was asked.
 
 const sparkplug = require("sparkplug-client");
 const payloads = require("sparkplug-payload").get("spBv1.0");
 
 const [url, group, node] = process.argv.slice(2);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const summary = { rebirths_asked: 0, births: 0, data: 0 };
+const summary = { rebirths_asked: 0, births: 0, data: 0, ddeath_ms: null };
+let lastBirth = 0;
 
 const client = sparkplug.newClient({
   serverUrl: url,
@@ -58,6 +61,7 @@ function births() {
     ],
   });
   summary.births += 1;
+  lastBirth = Date.now();
 }
 
 client.on("birth", births);
@@ -133,6 +137,10 @@ async function main() {
   });
   raw.publish(topic("DDATA", `${node}-unborn`, "meter9"), Buffer.from(unborn));
   await sleep(500);
+  // The device dies: its DDEATH says when, long before it is sent.
+  summary.ddeath_ms = lastBirth + 1;
+  client.publishDeviceDeath("meter1", { timestamp: summary.ddeath_ms, metrics: [] });
+  await sleep(100);
   // NDEATH with the birth's bdSeq, then the connection closes.
   client.stop();
   await sleep(200);

@@ -38,6 +38,17 @@ pub fn route(
     received_at: DateTime<Utc>,
     retained: bool,
 ) -> Routed {
+    let refs: Vec<&Mapping> = mappings.iter().collect();
+    route_refs(&refs, topic, payload, received_at, retained)
+}
+
+fn route_refs(
+    mappings: &[&Mapping],
+    topic: &str,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+    retained: bool,
+) -> Routed {
     if let Some(said) = mappings
         .iter()
         .find_map(|m| m.apply_availability(topic, payload))
@@ -49,7 +60,7 @@ pub fn route(
     }
     let mut any = false;
     let (mut results, mut errors, mut unmet, mut stale) = (vec![], vec![], vec![], vec![]);
-    for m in mappings {
+    for m in mappings.iter().copied() {
         if m.match_topic(topic).is_none() {
             continue;
         }
@@ -74,5 +85,81 @@ pub fn route(
         errors,
         unmet,
         retained_without_time: stale,
+    }
+}
+
+/// The mappings in force, indexed by their literal topics: Home
+/// Assistant discovery adds one mapping per entity (thousands on a large
+/// site), each on a plain state topic, and a message must not be tried
+/// against all of them.
+#[derive(Debug, Clone, Default)]
+pub struct MappingSet {
+    mappings: Vec<Mapping>,
+    /// Literal topic (a mapping's or its availability's) → mappings.
+    literal: std::collections::HashMap<String, Vec<usize>>,
+    /// Mappings whose topic or availability topic has wildcards.
+    patterns: Vec<usize>,
+}
+
+fn is_literal(pattern: &str) -> bool {
+    !pattern.contains(['+', '#', '{', '}'])
+}
+
+impl MappingSet {
+    pub fn new(mappings: Vec<Mapping>) -> MappingSet {
+        let mut set = MappingSet {
+            mappings,
+            ..MappingSet::default()
+        };
+        set.index();
+        set
+    }
+
+    fn index(&mut self) {
+        self.literal.clear();
+        self.patterns.clear();
+        for (i, m) in self.mappings.iter().enumerate() {
+            let mut topics = vec![m.topic.as_str()];
+            topics.extend(m.availability.as_ref().map(|a| a.topic.as_str()));
+            if topics.iter().all(|t| is_literal(t)) && m.ignore.is_empty() {
+                for t in topics {
+                    let at = self.literal.entry(t.to_owned()).or_default();
+                    if !at.contains(&i) {
+                        at.push(i);
+                    }
+                }
+            } else {
+                self.patterns.push(i);
+            }
+        }
+    }
+
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mappings
+    }
+
+    /// Adds mappings, then keeps those `keep` accepts.
+    pub fn update(&mut self, add: Vec<Mapping>, keep: impl Fn(&Mapping) -> bool) {
+        self.mappings.retain(|m| keep(m));
+        self.mappings.extend(add);
+        self.index();
+    }
+
+    /// Routes a message through the mappings that may fit its topic, in
+    /// their configured order (see [`route`]).
+    pub fn route(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+        retained: bool,
+    ) -> Routed {
+        let mut candidates: Vec<usize> = self.patterns.clone();
+        if let Some(l) = self.literal.get(topic) {
+            candidates.extend(l);
+            candidates.sort_unstable();
+        }
+        let subset: Vec<&Mapping> = candidates.into_iter().map(|i| &self.mappings[i]).collect();
+        route_refs(&subset, topic, payload, received_at, retained)
     }
 }

@@ -13,6 +13,13 @@
 //!   marks the node and its devices offline; `DDEATH` marks the device.
 //!   An `NDEATH` from an earlier session (another `bdSeq`) is rejected with
 //!   that reason, so a late Last Will cannot mark a live node offline.
+//! - A death is dated by its payload's `timestamp` when that is plausible:
+//!   not after it was received, and for a `DDEATH` not before the device's
+//!   (else the node's) birth. An `NDEATH`'s timestamp counts only when it
+//!   is later than the node's birth: the one in a Last Will was written at
+//!   CONNECT, before the birth, and may be days old when the broker sends
+//!   it. Otherwise the death is dated when it was received, and says so
+//!   ([`Availability::at_receipt`]).
 //! - Device ids are `group/node/device`, a node's own metrics go to
 //!   `group/node`. A metric becomes an estatemon metric by
 //!   `[[ingest.sparkplug.metric]]` (exact name), or when its last name
@@ -167,13 +174,28 @@ pub enum Problem {
     Value(String),
 }
 
+/// A node or device going offline (a death) or coming back (a birth).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Availability {
+    /// `group/node` or `group/node/device`.
+    pub id: String,
+    pub online: bool,
+    /// When it happened: the payload's own timestamp when it is plausible,
+    /// else the time the message was received.
+    pub at: DateTime<Utc>,
+    /// `at` is the receive time: the payload had no timestamp, or one that
+    /// could not be believed (after receipt, before the birth, a Last
+    /// Will's).
+    pub at_receipt: bool,
+}
+
 /// What one message did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
     pub readings: Vec<Reading>,
     pub problems: Vec<Problem>,
-    /// Device or node ids that went offline (false) or came back (true).
-    pub availability: Vec<(String, bool)>,
+    /// Nodes and devices that went offline or came back, in order.
+    pub availability: Vec<Availability>,
     /// The site the message's devices belong to.
     pub site: Option<String>,
     /// Ask the node to rebirth now: `(group, node)`.
@@ -196,8 +218,12 @@ struct Node {
     bdseq: Option<u64>,
     /// The last `seq` seen.
     seq: Option<u8>,
+    /// The NBIRTH's payload timestamp (ms).
+    birth_ms: Option<i64>,
     aliases: HashMap<u64, Def>,
     devices: HashMap<String, HashMap<u64, Def>>,
+    /// Each DBIRTH's payload timestamp (ms).
+    device_birth_ms: HashMap<String, i64>,
     /// Sequence numbers skipped over, and since when (ms).
     missing: Vec<u8>,
     gap_since_ms: Option<i64>,
@@ -280,11 +306,13 @@ impl Host {
                     born: true,
                     bdseq: bdseq(&payload),
                     seq: payload.seq.map(|s| s as u8),
+                    birth_ms: payload_ms(&payload),
                     last_rebirth_ms: state.last_rebirth_ms,
                     ..Node::default()
                 };
                 state.aliases = definitions(&payload);
-                out.availability.push((node_id.clone(), true));
+                out.availability
+                    .push(dated(&node_id, true, &payload, None, received_at));
             }
             Kind::NDeath => {
                 let death = bdseq(&payload);
@@ -296,11 +324,22 @@ impl Host {
                         )));
                     }
                     _ => {
+                        // Only a timestamp later than the birth is the
+                        // death's own: a Last Will's was written at CONNECT.
+                        let after = match (state.born, state.birth_ms) {
+                            (true, Some(b)) => Some(b.saturating_add(1)),
+                            _ => None,
+                        };
+                        let mut a = dated(&node_id, false, &payload, after, received_at);
+                        if after.is_none() {
+                            a.at = received_at;
+                            a.at_receipt = true;
+                        }
                         state.born = false;
                         state.seq = None;
                         state.missing.clear();
                         state.gap_since_ms = None;
-                        out.availability.push((node_id.clone(), false));
+                        out.availability.push(a);
                     }
                 }
                 return Some(out);
@@ -326,11 +365,19 @@ impl Host {
         match kind {
             Kind::DBirth => {
                 let d = device.clone().expect("device-level topic");
-                state.devices.insert(d, definitions(&payload));
-                out.availability.push((id.clone(), true));
+                state.devices.insert(d.clone(), definitions(&payload));
+                match payload_ms(&payload) {
+                    Some(ms) => state.device_birth_ms.insert(d, ms),
+                    None => state.device_birth_ms.remove(&d),
+                };
+                out.availability
+                    .push(dated(&id, true, &payload, None, received_at));
             }
             Kind::DDeath => {
-                out.availability.push((id.clone(), false));
+                let d = device.as_deref().unwrap_or("");
+                let born = state.device_birth_ms.get(d).copied().or(state.birth_ms);
+                out.availability
+                    .push(dated(&id, false, &payload, born, received_at));
                 return Some(out);
             }
             Kind::DData if !state.devices.contains_key(device.as_deref().unwrap_or("")) => {
@@ -506,6 +553,35 @@ fn is_control(name: &str) -> bool {
         || name.starts_with("Device Control/")
         || name.starts_with("Properties/")
         || name.starts_with("Node Info/")
+}
+
+/// The payload's timestamp in ms, when it has one that fits a date.
+fn payload_ms(p: &proto::Payload) -> Option<i64> {
+    p.timestamp
+        .and_then(|t| i64::try_from(t).ok())
+        .filter(|ms| DateTime::<Utc>::from_timestamp_millis(*ms).is_some())
+}
+
+/// A birth or death dated by its payload's timestamp when that is no
+/// later than its receipt and no earlier than `not_before` (ms); else by
+/// its receipt.
+fn dated(
+    id: &str,
+    online: bool,
+    p: &proto::Payload,
+    not_before: Option<i64>,
+    received_at: DateTime<Utc>,
+) -> Availability {
+    let own = payload_ms(p)
+        .filter(|ms| not_before.is_none_or(|b| *ms >= b))
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .filter(|t| *t <= received_at);
+    Availability {
+        id: id.to_owned(),
+        online,
+        at: own.unwrap_or(received_at),
+        at_receipt: own.is_none(),
+    }
 }
 
 fn bdseq(p: &proto::Payload) -> Option<u64> {

@@ -111,6 +111,14 @@ const N: &str = "spBv1.0/harbour-view/NBIRTH/gw1";
 const D: &str = "spBv1.0/harbour-view/DBIRTH/gw1/meter7";
 const DD: &str = "spBv1.0/harbour-view/DDATA/gw1/meter7";
 
+/// Who went offline or came back, without when.
+fn said(o: &Outcome) -> Vec<(String, bool)> {
+    o.availability
+        .iter()
+        .map(|a| (a.id.clone(), a.online))
+        .collect()
+}
+
 fn host() -> Host {
     Host::new(SparkplugConfig {
         enabled: true,
@@ -124,7 +132,7 @@ fn births_define_aliases_that_data_resolve() {
     let o = h.handle(N, &nbirth(7), at(), 0).unwrap();
     assert!(o.problems.is_empty(), "{o:?}");
     assert_eq!(o.site.as_deref(), Some("harbour-view"));
-    assert_eq!(o.availability, vec![("harbour-view/gw1".to_owned(), true)]);
+    assert_eq!(said(&o), vec![("harbour-view/gw1".to_owned(), true)]);
     // The node's own metric; bdSeq and the rebirth control are not readings.
     assert_eq!(o.readings.len(), 1);
     assert_eq!(o.readings[0].metric, crate::metric::Metric::TemperatureC);
@@ -238,7 +246,7 @@ fn a_death_marks_offline_only_with_its_own_births_bdseq() {
     assert!(o.availability.is_empty());
     assert!(matches!(&o.problems[..], [Problem::OutOfState(s)] if s.contains("bdSeq 3")));
     let o = h.handle(nd, &death(4), at(), 0).unwrap();
-    assert_eq!(o.availability, vec![("harbour-view/gw1".to_owned(), false)]);
+    assert_eq!(said(&o), vec![("harbour-view/gw1".to_owned(), false)]);
     // Dead: data now come before a birth.
     assert!(h
         .handle(DD, &ddata(1, 1.0), at(), 0)
@@ -256,6 +264,139 @@ fn a_death_marks_offline_only_with_its_own_births_bdseq() {
     assert!(
         o.availability.is_empty(),
         "a DDEATH of a dead node is out of state"
+    );
+}
+
+/// A payload stamped `ms` (ms since the epoch), or with no timestamp.
+fn stamped(ms: Option<u64>, seq: Option<u64>, metrics: Vec<Metric>) -> Vec<u8> {
+    Payload {
+        timestamp: ms,
+        metrics,
+        seq,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn ms(t: DateTime<Utc>) -> u64 {
+    t.timestamp_millis() as u64
+}
+
+#[test]
+fn a_death_is_dated_by_its_own_timestamp_when_plausible() {
+    let received = at();
+    let minutes = |m: i64| received - chrono::Duration::minutes(m);
+    let bd = |b: u64| metric(Some("bdSeq"), None, datatype::INT64, Value::LongValue(b));
+    let dd = "spBv1.0/harbour-view/DDEATH/gw1/meter7";
+    let nd = "spBv1.0/harbour-view/NDEATH/gw1";
+    let mut h = host();
+    // Born an hour ago (the node) and 50 minutes ago (the device).
+    h.handle(
+        N,
+        &stamped(Some(ms(minutes(60))), Some(0), vec![bd(2)]),
+        received,
+        0,
+    );
+    h.handle(
+        D,
+        &stamped(Some(ms(minutes(50))), Some(1), vec![]),
+        received,
+        0,
+    );
+
+    // A DDEATH five minutes before it arrived (a store-and-forward
+    // backlog): offline since then, not since its arrival.
+    let o = h
+        .handle(
+            dd,
+            &stamped(Some(ms(minutes(5))), Some(2), vec![]),
+            received,
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        o.availability,
+        vec![Availability {
+            id: "harbour-view/gw1/meter7".into(),
+            online: false,
+            at: minutes(5),
+            at_receipt: false,
+        }]
+    );
+    // No timestamp, one after its receipt, one before the device's birth:
+    // the receive time, and it says so.
+    for (seq, ts) in [
+        (3, None),
+        (4, Some(ms(received) + 60_000)),
+        (5, Some(ms(minutes(55)))),
+    ] {
+        let o = h
+            .handle(dd, &stamped(ts, Some(seq), vec![]), received, 0)
+            .unwrap();
+        let a = &o.availability[0];
+        assert!(
+            !a.online && a.at == received && a.at_receipt,
+            "{ts:?}: {a:?}"
+        );
+    }
+    // The DBIRTH's time counts, not only the NBIRTH's: 55 minutes ago is
+    // after the node's birth but before the device's.
+
+    // An NDEATH later than the birth (the node said goodbye): its own time.
+    let o = h
+        .handle(
+            nd,
+            &stamped(Some(ms(minutes(2))), None, vec![bd(2)]),
+            received,
+            0,
+        )
+        .unwrap();
+    assert_eq!(o.availability[0].at, minutes(2), "{o:?}");
+    assert!(!o.availability[0].at_receipt);
+
+    // A Last Will: stamped at CONNECT, before the birth it ends. The
+    // broker sends it when the node is lost, so the receipt is the time.
+    h.handle(
+        N,
+        &stamped(Some(ms(minutes(30))), Some(0), vec![bd(3)]),
+        received,
+        0,
+    );
+    let will = stamped(Some(ms(minutes(31))), None, vec![bd(3)]);
+    let o = h.handle(nd, &will, received, 0).unwrap();
+    assert_eq!(said(&o), vec![("harbour-view/gw1".to_owned(), false)]);
+    assert!(
+        o.availability[0].at == received && o.availability[0].at_receipt,
+        "{o:?}"
+    );
+    // Nor in the very millisecond of the birth.
+    h.handle(
+        N,
+        &stamped(Some(ms(minutes(20))), Some(0), vec![bd(4)]),
+        received,
+        0,
+    );
+    let o = h
+        .handle(
+            nd,
+            &stamped(Some(ms(minutes(20))), None, vec![bd(4)]),
+            received,
+            0,
+        )
+        .unwrap();
+    assert!(o.availability[0].at_receipt, "{o:?}");
+    // An NDEATH with no birth seen: nothing to judge its timestamp by.
+    let o = h
+        .handle(
+            nd,
+            &stamped(Some(ms(minutes(1))), None, vec![bd(4)]),
+            received,
+            0,
+        )
+        .unwrap();
+    assert!(
+        o.availability[0].at == received && o.availability[0].at_receipt,
+        "{o:?}"
     );
 }
 
