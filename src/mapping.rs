@@ -25,6 +25,13 @@ pub enum MappingCommand {
         /// configuration's (`[[ingest.mapping]]`).
         #[arg(long)]
         file: bool,
+        /// The site of the profile's devices, written into each mapping.
+        #[arg(long)]
+        site: Option<String>,
+        /// The zone of the devices' naive local times, written into each
+        /// mapping that reads them.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
     },
 }
 
@@ -62,7 +69,12 @@ pub struct TestArgs {
 
 pub fn run(config: &Config, command: MappingCommand) -> anyhow::Result<()> {
     match command {
-        MappingCommand::Show { profile, file } => {
+        MappingCommand::Show {
+            profile,
+            file,
+            site,
+            time_zone,
+        } => {
             let (_, text) = mapping::PROFILES
                 .iter()
                 .find(|(n, _)| *n == profile)
@@ -71,10 +83,11 @@ pub fn run(config: &Config, command: MappingCommand) -> anyhow::Result<()> {
                         "`{profile}`: the shipped profiles are tasmota, shelly, zigbee2mqtt"
                     ))
                 })?;
+            let text = with_settings(text, site.as_deref(), &time_zone);
             if file {
                 print!("{text}");
             } else {
-                print!("{}", as_config(text));
+                print!("{}", as_config(&text));
             }
             Ok(())
         }
@@ -249,6 +262,26 @@ fn print_routed(routed: mapping::Routed, topic: &str, tried: usize) -> anyhow::R
             Ok(())
         }
     }
+}
+
+/// A profile's text with the site and time zone written into each mapping
+/// (after its name, and after a `local` or `auto` time format), as
+/// `[[ingest.profile]]` would set them.
+fn with_settings(text: &str, site: Option<&str>, time_zone: &str) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        out.push_str(l);
+        out.push('\n');
+        if l.starts_with("name = ") {
+            if let Some(s) = site {
+                out.push_str(&format!("site = {s:?}\n"));
+            }
+        }
+        if l == "time_format = \"local\"" || l == "time_format = \"auto\"" {
+            out.push_str(&format!("time_zone = {time_zone:?}\n"));
+        }
+    }
+    out
 }
 
 /// A profile's mapping file as `[[ingest.mapping]]` tables for the

@@ -664,7 +664,86 @@ fn mapping_test_shows_readings_or_why_not() {
         .args(["mapping", "show", "zigbee2mqtt"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&shown.stdout).contains("topic = \"zigbee2mqtt/{device_id}\""));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("topic = \"zigbee2mqtt/{device_id+}\""));
+}
+
+/// Issue 27: `mapping show` prints a profile as the configuration wants it
+/// (`[[ingest.mapping]]`), so the way the README gives to adapt a profile
+/// round-trips: the shown tables, edited (a custom FullTopic) and loaded
+/// as the configuration, read the device's message exactly as the
+/// profile does; `--file` prints a mapping file for `--mapping`.
+#[test]
+fn a_shown_profile_round_trips_through_the_configuration() {
+    let dir = std::env::temp_dir().join(unique("estatemon-show-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = r#"{"Time":"2026-03-01T10:00:00","ENERGY":{"Total":6.294,"Power":2635}}"#;
+    for name in ["tasmota", "shelly", "zigbee2mqtt"] {
+        let shown = Command::new(estatemon_bin())
+            .args(["mapping", "show", name])
+            .output()
+            .unwrap();
+        assert!(shown.status.success());
+        let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+        assert!(
+            text.contains("[[ingest.mapping]]") && !text.contains("\n[[mapping]]"),
+            "{text}"
+        );
+        let config: estatemon_domain::config::Config = toml::from_str(&text)
+            .unwrap_or_else(|e| panic!("{name}: the shown profile is not a configuration: {e}"));
+        let profile = estatemon_domain::mapping::default_profile(name, None, Some("UTC")).unwrap();
+        assert_eq!(config.ingest.mappings, profile, "{name}");
+    }
+    // Adapted: Tasmota devices under a custom FullTopic.
+    let shown = Command::new(estatemon_bin())
+        .args(["mapping", "show", "tasmota"])
+        .output()
+        .unwrap();
+    let edited = String::from_utf8_lossy(&shown.stdout).replace(
+        "\"tele/{device_id}/SENSOR\"",
+        "\"plant/{device_id}/tele/SENSOR\"",
+    );
+    let config = dir.join("estatemon.toml");
+    std::fs::write(&config, &edited).unwrap();
+    let out = Command::new(estatemon_bin())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "mapping",
+            "test",
+            "--topic",
+            "plant/pow1/tele/SENSOR",
+            "--payload",
+            payload,
+        ])
+        .env_remove("ESTATEMON_INGEST_PROFILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("pow1  energy_kwh = 6.294 kWh"), "{text}");
+    // As a mapping file.
+    let file = Command::new(estatemon_bin())
+        .args(["mapping", "show", "tasmota", "--file"])
+        .output()
+        .unwrap();
+    let path = dir.join("tasmota.toml");
+    std::fs::write(&path, &file.stdout).unwrap();
+    let out = Command::new(estatemon_bin())
+        .args(["mapping", "test", "--mapping"])
+        .arg(&path)
+        .args(["--topic", "tele/pow1/SENSOR", "--payload", payload])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 20: a technician records an inspection from the command line:

@@ -331,3 +331,36 @@ fn local_times_in_the_hour_clocks_go_back_and_channel_arrays() {
         ]
     );
 }
+
+proptest::proptest! {
+    /// Whatever a pattern and a topic are: a topic the pattern accepts is
+    /// one its subscription filter delivers (nothing it could read is
+    /// never received), a filter covering another delivers all it does,
+    /// and routing through the shipped profiles never panics.
+    #[test]
+    fn patterns_filters_and_routing_agree(
+        levels in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "+", "{device_id}", "{site}", "{x}", "{device_id+}", "#"]), 1..5),
+        topic in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c", "", "$s"]), 1..7),
+        payload in "[ -~]{0,80}",
+    ) {
+        let pattern = levels.join("/");
+        let topic = topic.join("/");
+        if topic::check(&pattern).is_ok() {
+            let filter = topic::filter_of(&pattern);
+            if topic::captures(&pattern, &topic).is_some() && !topic.starts_with('$') {
+                proptest::prop_assert!(topic::filter_matches(&filter, &topic), "{pattern} / {filter} / {topic}");
+            }
+            for other in ["a/#", "#", "a/+", "+/b", "a/b"] {
+                if topic::covers(other, &filter) && topic::filter_matches(&filter, &topic) {
+                    proptest::prop_assert!(topic::filter_matches(other, &topic), "{other} ⊇ {filter} / {topic}");
+                }
+            }
+        }
+        let all: Vec<Mapping> = PROFILES
+            .iter()
+            .flat_map(|(n, _)| profile_mappings(n))
+            .collect();
+        let _ = route(&all, &topic, payload.as_bytes(), Utc::now(), true);
+        let _ = TimeFormat::Auto.parse(&serde_json::Value::String(payload.clone()), Some("Asia/Hong_Kong"), Utc::now());
+    }
+}
