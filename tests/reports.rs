@@ -366,7 +366,41 @@ purpose = "hvac"
         (f(lighting, "savings_fraction") - 0.36).abs() < 0.03,
         "{lighting}"
     );
-    assert_eq!(f(lighting, "target"), 0.35);
+    // The group's target traces to its retrofits' registered targets (the
+    // M&V plans), weighted by adjusted baseline, never the configuration's
+    // default over a registered one.
+    let members: Vec<&Value> = json["savings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            lighting["retrofits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| *n == s["name"])
+        })
+        .collect();
+    assert!(!members.is_empty(), "{lighting}");
+    assert!(
+        members.iter().all(|s| s["target_registered"] == true),
+        "{members:?}"
+    );
+    let weight: f64 = members.iter().map(|s| f(s, "adjusted_baseline")).sum();
+    let expected: f64 = members
+        .iter()
+        .map(|s| f(s, "target") * f(s, "adjusted_baseline"))
+        .sum::<f64>()
+        / weight;
+    assert!(
+        (f(lighting, "target") - expected).abs() < 1e-9,
+        "{lighting}"
+    );
+    let basis = lighting["target_basis"].as_str().unwrap();
+    assert!(basis.contains("registered"), "{basis}");
+    if members.len() > 1 {
+        assert!(basis.contains("weighted by adjusted baseline"), "{basis}");
+    }
     assert_eq!(json["lifts"].as_array().unwrap().len(), 2);
     // Backfilled straight into the database, never evaluated: the report
     // says why its alert section is empty, and how to fill it.
@@ -506,18 +540,19 @@ purpose = "hvac"
     assert!(String::from_utf8_lossy(&pdf).matches("/Type /Page").count() >= 3);
     let csv = std::fs::read_to_string(dir.join("totals.csv")).unwrap();
     assert!(
-        csv.starts_with("\u{FEFF}scope,name,utility,quantity,unit,coverage"),
+        csv.starts_with("\u{FEFF}scope,name,id,utility,quantity,unit,coverage"),
         "a UTF-8 byte-order mark for Excel, then the header"
     );
-    assert!(csv.contains("area,plant_room,electricity,,kWh,0,"), "{csv}");
+    assert!(csv.contains(",plant_room,electricity,,kWh,0,"), "{csv}");
     // Local times say which zone and offset they are in.
     let demand = std::fs::read_to_string(dir.join("demand.csv")).unwrap();
     assert!(
         demand.contains("peak at (Asia/Hong_Kong)") && demand.contains(" +08:00"),
         "{demand}"
     );
-    // People read names (the registry's, or words), the CSV keeps ids.
-    assert!(csv.contains("building,tower-a,"), "{csv}");
+    // People read names (the registry's, or words); the CSV gives the
+    // name the HTML shows and, beside it, the id.
+    assert!(csv.contains("building,Tower A 第一座,tower-a,"), "{csv}");
     assert!(
         html.contains("<td>Tower A 第一座</td>") && html.contains("<td>public lighting</td>"),
         "names in the HTML tables"

@@ -418,7 +418,7 @@ pub fn savings_groups(
             .zip(adjusted)
             .filter(|(_, a)| *a > 0.0)
             .map(|(s, a)| s / a);
-        let target = energy.target(target_purpose, None);
+        let (target, target_basis) = group_target(&members, energy, target_purpose);
         let uncertainty = sum(&|s| s.uncertainty.map(|u| u * u))
             .filter(|_| complete)
             .map(f64::sqrt);
@@ -442,6 +442,7 @@ pub fn savings_groups(
             cost_saved: sum(&|s| s.cost_saved).filter(|_| complete),
             co2_kg_saved: sum(&|s| s.co2_kg_saved).filter(|_| complete),
             target,
+            target_basis,
             verdict,
             meets_target: verdict.and_then(|v| match v {
                 savings::Verdict::Met => Some(true),
@@ -451,6 +452,82 @@ pub fn savings_groups(
         });
     }
     out
+}
+
+/// A group's target, from its retrofits' own (each registered with its
+/// M&V plan, or the configuration's default where the registry gives
+/// none), weighted by adjusted baseline; and how it was derived, in words
+/// the report prints beside it. A default never overrides a registered
+/// target: the configuration's group default is used only for a group
+/// whose retrofits have no target at all.
+fn group_target(
+    members: &[&savings::RetrofitSavings],
+    energy: &EnergyConfig,
+    purpose: estatemon_domain::device::Purpose,
+) -> (Option<f64>, String) {
+    let with: Vec<(&savings::RetrofitSavings, f64)> = members
+        .iter()
+        .filter_map(|s| s.target.map(|t| (*s, t)))
+        .collect();
+    if with.is_empty() {
+        return match energy.target(purpose, None) {
+            Some(t) => (
+                Some(t),
+                format!(
+                    "the configuration's default for {} ({:.0} %): no retrofit in the group has a target",
+                    purpose.as_str(),
+                    t * 100.0
+                ),
+            ),
+            None => (None, "no target: none registered or configured".into()),
+        };
+    }
+    let registered = with.iter().filter(|(s, _)| s.target_registered).count();
+    let source = if registered == with.len() {
+        "registered".to_owned()
+    } else {
+        format!(
+            "{registered} of {} registered, the others the configuration's default",
+            with.len()
+        )
+    };
+    let listed = with
+        .iter()
+        .map(|(s, t)| format!("{} {:.0} %", s.name, t * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if with.len() < members.len() {
+        return (
+            None,
+            format!(
+                "not derived: {} of {} retrofits have a target ({listed})",
+                with.len(),
+                members.len()
+            ),
+        );
+    }
+    let weights: Option<Vec<f64>> = with
+        .iter()
+        .map(|(s, _)| s.adjusted_baseline.filter(|a| *a > 0.0))
+        .collect();
+    match weights {
+        Some(w) if with.len() > 1 => {
+            let total: f64 = w.iter().sum();
+            let t = with.iter().zip(&w).map(|((_, t), w)| t * w).sum::<f64>() / total;
+            (
+                Some(t),
+                format!("the retrofits' targets ({source}: {listed}) weighted by adjusted baseline"),
+            )
+        }
+        _ if with.iter().all(|(_, t)| (*t - with[0].1).abs() < 1e-12) => (
+            Some(with[0].1),
+            format!("the retrofits' target ({source}: {listed})"),
+        ),
+        _ => (
+            None,
+            format!("not derived: the retrofits' targets differ ({listed}) and an adjusted baseline is missing"),
+        ),
+    }
 }
 
 fn add_corrections(into: &mut BTreeMap<String, u64>, usage: &Usage) -> (u64, u64) {
@@ -528,6 +605,20 @@ pub async fn build(
             .and_then(|r| r.quantity)
     };
     let mut weather = Vec::new();
+    let quarter_days = (quarter.end() - quarter.start()).num_days().max(1);
+    let mut weather_note = if site.weather_devices.is_empty() {
+        "no outdoor sensor named: the site's [[site]] table in the registry names none \
+         (`weather = [\"<device id>\"]`), so the HVAC use is not set against the weather"
+            .to_owned()
+    } else if hvac_of(&scope_rows).is_none() {
+        format!(
+            "no HVAC electricity this quarter (no meter of purpose `hvac` reported); the \
+             weather comes from {}",
+            site.weather_devices.join(", ")
+        )
+    } else {
+        String::new()
+    };
     if !site.weather_devices.is_empty() && hvac_of(&scope_rows).is_some() {
         for (q, rows) in [
             (quarter, &scope_rows),
@@ -557,6 +648,13 @@ pub async fn build(
                 normalised_kwh: None,
             });
         }
+        weather_note = format!(
+            "degree-days from {}: {} of {} days of this quarter with temperatures ({:.0} %)",
+            site.weather_devices.join(", "),
+            weather[0].weather_days,
+            quarter_days,
+            weather[0].weather_days as f64 * 100.0 / quarter_days as f64
+        );
         // This quarter's intensity applied to each row's weather.
         let rate = weather[0].kwh_per_degree_day;
         for w in &mut weather {
@@ -810,6 +908,7 @@ pub async fn build(
         comparisons,
         intensity,
         weather,
+        weather_note,
         demand: Demand {
             peak_kw: peak.map(|p| p.0),
             peak_at: peak.and_then(|p| DateTime::from_timestamp_millis(p.1)),

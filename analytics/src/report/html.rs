@@ -50,8 +50,9 @@ fn table_html(out: &mut String, t: &Table) {
     if t.rows.is_empty() {
         let _ = writeln!(
             out,
-            "<tr><td colspan=\"{}\">none this quarter</td></tr>",
-            t.headers.len()
+            "<tr><td colspan=\"{}\">{}</td></tr>",
+            t.headers.len(),
+            escape(t.note.as_deref().unwrap_or("none this quarter"))
         );
     }
     for row in &t.rows {
@@ -72,6 +73,9 @@ fn table_html(out: &mut String, t: &Table) {
         out.push_str("</tr>\n");
     }
     out.push_str("</table></div>\n");
+    if let Some(note) = t.note.as_deref().filter(|_| !t.rows.is_empty()) {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(note));
+    }
 }
 
 fn chart_html(out: &mut String, spec: &ChartSpec) {

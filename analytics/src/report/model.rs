@@ -44,6 +44,9 @@ pub struct QuarterReport {
     /// HVAC use against the degree-days of the site's weather devices,
     /// this quarter and the same quarter last year.
     pub weather: Vec<WeatherRow>,
+    /// Which sensor the weather comes from and how complete it is, or why
+    /// there is none.
+    pub weather_note: String,
     pub demand: Demand,
     /// Use by month and purpose (the first chart).
     pub monthly: Vec<MonthRow>,
@@ -191,6 +194,9 @@ pub struct SavingsGroup {
     pub cost_saved: Option<f64>,
     pub co2_kg_saved: Option<f64>,
     pub target: Option<f64>,
+    /// How the target was derived from the retrofits' (registered)
+    /// targets, as the report prints it.
+    pub target_basis: String,
     /// Judged with the uncertainty: met, not met or inconclusive.
     pub verdict: Option<crate::savings::Verdict>,
     /// `Some(true)` only when met, `Some(false)` when not met.

@@ -193,7 +193,7 @@ pub fn key_figures(r: &QuarterReport) -> Vec<(String, String)> {
                     "{:.1} %{}",
                     f * 100.0,
                     g.target
-                        .map(|t| format!(" (target {:.0} %)", t * 100.0))
+                        .map(|t| format!(" (target {:.0} %: {})", t * 100.0, g.target_basis))
                         .unwrap_or_default()
                 )
             })),

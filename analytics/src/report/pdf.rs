@@ -241,7 +241,7 @@ impl Writer {
                 self.y + size * 0.3,
                 size,
                 false,
-                "none this quarter",
+                t.note.as_deref().unwrap_or("none this quarter"),
             );
         }
         for row in &cells {
@@ -274,6 +274,9 @@ impl Writer {
             }
         }
         self.y -= line_h;
+        if let Some(note) = t.note.as_deref().filter(|_| !cells.is_empty()) {
+            self.paragraph(note, 8.0, false);
+        }
     }
 
     fn chart(&mut self, spec: &ChartSpec) {
@@ -479,6 +482,7 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
             .map(|(label, value)| vec![Cell::Text(label), Cell::Text(value)])
             .collect(),
         csv_only: false,
+        note: None,
     };
     w.table(&key);
     for n in &r.notes {

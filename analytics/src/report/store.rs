@@ -68,7 +68,7 @@ pub fn summary(r: &QuarterReport) -> serde_json::Value {
         .map(|g| {
             serde_json::json!({
                 "group": g.name, "savings_fraction": g.savings_fraction,
-                "uncertainty": g.uncertainty, "target": g.target, "meets_target": g.meets_target,
+                "uncertainty": g.uncertainty, "target": g.target, "target_basis": g.target_basis, "meets_target": g.meets_target,
             })
         })
         .collect();

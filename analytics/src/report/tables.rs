@@ -80,6 +80,9 @@ pub struct Table {
     pub rows: Vec<Vec<Cell>>,
     /// Shown only in CSV (too long for a page).
     pub csv_only: bool,
+    /// Said under the table (and instead of "none this quarter" when it
+    /// has no rows): why it is empty, where its figures come from.
+    pub note: Option<String>,
 }
 
 fn local(ts: Option<DateTime<Utc>>, tz: Tz) -> Cell {
@@ -136,6 +139,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             vec![Cell::text("Currency"), Cell::text(cur)],
         ],
         csv_only: false,
+        note: None,
     });
     let tariff_row = |t: &estatemon_domain::config::Tariff| {
         let periods: Vec<String> = t
@@ -173,6 +177,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
         headers: headers(&["utility", "price", "time of use (local)", "source"]),
         rows: r.tariffs.iter().map(tariff_row).collect(),
         csv_only: false,
+        note: None,
     });
     let f = &r.emission_factors;
     out.push(Table {
@@ -197,6 +202,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             ],
         ],
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "totals",
@@ -230,6 +236,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "comparison",
@@ -244,9 +251,9 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             "utility",
             "this quarter",
             "previous quarter",
-            "change",
+            "change from previous quarter",
             "same quarter last year",
-            "change",
+            "change from same quarter last year",
             "unit",
         ]),
         rows: r
@@ -267,6 +274,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "intensity",
@@ -296,6 +304,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "demand",
@@ -316,6 +325,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             )),
         ]],
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "monthly",
@@ -338,6 +348,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "savings_summary",
@@ -353,7 +364,8 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             &format!("cost saved ({cur})"),
             "CO₂ saved (kg)",
             "target",
-            "target (with ± 90 %)",
+            "verdict (target against the 90 % interval)",
+            "target basis",
         ]),
         rows: r
             .savings_groups
@@ -371,10 +383,12 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                     Cell::Number(g.co2_kg_saved, 0),
                     Cell::Percent(g.target),
                     Cell::text(g.verdict.map_or("n/a", |v| v.as_str())),
+                    Cell::text(&g.target_basis),
                 ]
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "weather",
@@ -404,6 +418,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: Some(r.weather_note.clone()),
     });
     out.push(Table {
         name: "savings_headlines",
@@ -430,6 +445,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     // The M&V results in three tables that each fit a page and a screen:
     // the models, the savings against their targets, the money and notes.
@@ -485,6 +501,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     // The hourly model's second opinion, where there is one.
     let hourly: Vec<_> = r
@@ -534,6 +551,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
                 })
                 .collect(),
             csv_only: false,
+            note: None,
         });
     }
     out.push(Table {
@@ -549,7 +567,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             "± (90 %)",
             "± points (90 %)",
             "target",
-            "target (with ± 90 %)",
+            "verdict (target against the 90 % interval)",
         ]),
         rows: r
             .savings
@@ -575,6 +593,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "savings_value",
@@ -600,6 +619,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "savings_daily",
@@ -622,6 +642,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: true,
+        note: None,
     });
     out.push(Table {
         name: "load_profile",
@@ -639,6 +660,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: true,
+        note: None,
     });
     out.push(Table {
         name: "lifts",
@@ -683,6 +705,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "entrapments",
@@ -722,6 +745,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "inspections",
@@ -747,6 +771,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     let side = |s: Option<&crate::lifts::stats::LiftStats>| {
         (
@@ -800,6 +825,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "gates",
@@ -831,6 +857,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     out.push(Table {
         name: "alerts",
@@ -864,6 +891,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
             })
             .collect(),
         csv_only: false,
+        note: None,
     });
     let q = &r.data_quality;
     let mut rows = vec![
@@ -916,6 +944,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
         headers: headers(&["item", "value"]),
         rows,
         csv_only: false,
+        note: None,
     });
     out
 }
@@ -956,7 +985,10 @@ fn named(r: &QuarterReport, scope: Scope, id: &str) -> Cell {
     }
 }
 
-/// A table as CSV (RFC 4180 quoting).
+/// A table as CSV (RFC 4180 quoting). Machines read it: a percentage
+/// column holds fractions (0.35 for 35 %) and its header says so, and a
+/// column of named things (devices, retrofits) carries the name the HTML
+/// and PDF show and, beside it, the id.
 pub fn to_csv(t: &Table) -> String {
     let quote = |s: &str| {
         if s.contains([',', '"', '\n', '\r']) {
@@ -965,23 +997,58 @@ pub fn to_csv(t: &Table) -> String {
             s.to_owned()
         }
     };
-    let mut out = t
-        .headers
-        .iter()
-        .map(|h| quote(h))
-        .collect::<Vec<_>>()
-        .join(",");
+    let column_is =
+        |i: usize, f: &dyn Fn(&Cell) -> bool| t.rows.iter().any(|r| r.get(i).is_some_and(f));
+    let percent: Vec<bool> = (0..t.headers.len())
+        .map(|i| column_is(i, &|c| matches!(c, Cell::Percent(_))))
+        .collect();
+    let named: Vec<bool> = (0..t.headers.len())
+        .map(|i| column_is(i, &|c| matches!(c, Cell::Named { .. })))
+        .collect();
+    let mut head = Vec::new();
+    for (i, h) in t.headers.iter().enumerate() {
+        if percent[i] {
+            head.push(quote(&csv_fraction_header(h)));
+        } else {
+            head.push(quote(h));
+        }
+        if named[i] {
+            head.push(quote(&if h == "name" {
+                "id".to_owned()
+            } else {
+                format!("{h} id")
+            }));
+        }
+    }
+    let mut out = head.join(",");
     out.push_str("\r\n");
     for row in &t.rows {
-        out.push_str(
-            &row.iter()
-                .map(|c| quote(&c.raw()))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        let mut cells = Vec::new();
+        for (i, c) in row.iter().enumerate() {
+            match c {
+                Cell::Named { shown, id } => {
+                    cells.push(quote(shown));
+                    cells.push(quote(id));
+                }
+                other => {
+                    cells.push(quote(&other.raw()));
+                    if named.get(i).copied().unwrap_or(false) {
+                        cells.push(String::new());
+                    }
+                }
+            }
+        }
+        out.push_str(&cells.join(","));
         out.push_str("\r\n");
     }
     out
+}
+
+/// A percentage column's CSV header: its values are fractions.
+fn csv_fraction_header(h: &str) -> String {
+    let h = h.replace("± points", "±").replace(" points", "");
+    let h = h.strip_suffix(" %").unwrap_or(&h).trim().to_owned();
+    format!("{h} (fraction: 0.10 = 10 %)")
 }
 
 #[cfg(test)]
@@ -1010,7 +1077,35 @@ mod tests {
             headers: vec!["a".into(), "b".into()],
             rows: vec![vec![Cell::text("x, \"y\""), Cell::Number(None, 0)]],
             csv_only: false,
+            note: None,
         };
         assert_eq!(to_csv(&t), "a,b\r\n\"x, \"\"y\"\"\",\r\n");
+    }
+
+    #[test]
+    fn csv_headers_say_fractions_and_names_keep_their_ids() {
+        let t = Table {
+            name: "t",
+            title: "t".into(),
+            headers: vec!["name".into(), "savings %".into(), "± points (90 %)".into()],
+            rows: vec![
+                vec![
+                    Cell::Named {
+                        shown: "Tower A 第一座".into(),
+                        id: "tower-a".into(),
+                    },
+                    Cell::Percent(Some(0.35)),
+                    Cell::Percent(Some(0.02)),
+                ],
+                vec![Cell::text("site"), Cell::Percent(None), Cell::Percent(None)],
+            ],
+            csv_only: false,
+            note: None,
+        };
+        assert_eq!(
+            to_csv(&t),
+            "name,id,savings (fraction: 0.10 = 10 %),± (90 %) (fraction: 0.10 = 10 %)\r\n\
+             Tower A 第一座,tower-a,0.35,0.02\r\nsite,,,\r\n"
+        );
     }
 }

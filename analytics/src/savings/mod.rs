@@ -117,6 +117,9 @@ pub struct RetrofitSavings {
     pub currency: String,
     pub co2_kg_saved: Option<f64>,
     pub target: Option<f64>,
+    /// The target is the retrofit's own, from the registry (its M&V
+    /// plan), not the configuration's default for its purpose.
+    pub target_registered: bool,
     /// The target judged with the uncertainty: met (the whole 90 %
     /// interval is at or above it), not met (wholly below) or
     /// inconclusive (the interval straddles it).
@@ -617,6 +620,16 @@ pub fn measure(
     let target = retrofit
         .target
         .or_else(|| energy.target(retrofit.purpose, retrofit.area.as_deref()));
+    if retrofit.target.is_none() {
+        if let Some(t) = target {
+            notes.push(format!(
+                "target {:.0} % is the configuration's default for {} ([[energy.target]]): \
+                 the registry gives this retrofit none",
+                t * 100.0,
+                retrofit.purpose.as_str()
+            ));
+        }
+    }
     if used_days > 0 {
         extrapolation.share = extrapolation.days as f64 / used_days as f64;
     }
@@ -701,6 +714,7 @@ pub fn measure(
         currency: energy.currency_of(&retrofit.site).to_owned(),
         co2_kg_saved: savings.map(|s| s * energy.emission_factors_of(&retrofit.site).of(utility)),
         target,
+        target_registered: retrofit.target.is_some(),
         verdict,
         meets_target: verdict.and_then(|v| match v {
             Verdict::Met => Some(true),
