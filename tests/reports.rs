@@ -465,6 +465,41 @@ purpose = "hvac"
             "{line}"
         );
     }
+    // Enough to refit each model: its terms with standard errors and t
+    // values, and every day's drivers beside actual and model use.
+    let terms = std::fs::read_to_string(dir.join("savings_model_terms.csv")).unwrap();
+    assert!(
+        terms.contains("retrofit,term,coefficient,standard error,t value")
+            && terms.contains("intercept (kWh a day)")
+            && terms.contains("darkness_hours (kWh per h)"),
+        "{terms}"
+    );
+    let days = std::fs::read_to_string(dir.join("savings_daily.csv")).unwrap();
+    let header = days.lines().next().unwrap();
+    assert!(
+        header.contains("darkness_hours (h)") && header.contains("weekend (weekend day (1 or 0))"),
+        "{header}"
+    );
+    let lighting_day = days
+        .lines()
+        .find(|l| l.contains(",baseline,") && l.contains("kWh"))
+        .unwrap();
+    assert!(
+        lighting_day.split(',').count() == header.split(',').count(),
+        "{lighting_day}"
+    );
+    assert!(
+        html.contains("the daily models") && html.contains("standard error"),
+        "the equations table"
+    );
+    assert!(
+        html.contains("zenith 90.833°"),
+        "the darkness-hours definition"
+    );
+    assert!(
+        !html.contains("public-holiday flags"),
+        "the methodology claims a driver the model lacks"
+    );
     for section in ["Prepared by", "7. Methodology", "Tariffs the costs use"] {
         assert!(html.contains(section), "the HTML lacks {section}");
     }

@@ -169,6 +169,8 @@ pub fn render(r: &QuarterReport) -> String {
         "savings_summary",
         "savings_headlines",
         "savings_models",
+        "savings_model_terms",
+        "savings_uncertainty_inputs",
         "savings",
         "savings_value",
     ] {

@@ -20,10 +20,12 @@ pub fn methodology(r: &QuarterReport) -> Vec<String> {
             .to_owned(),
         "Models and drivers: ordinary least squares on daily use. Drivers are hours of darkness \
          at the site (from its latitude and longitude), gate entries (occupancy; a day without \
-         gate data is missing, not zero), weekend and public-holiday flags, and degree-days from \
-         the site's temperature sensors; a driver without data or without variation in the \
-         baseline is dropped and named in the notes. Each retrofit's drivers are listed in the \
-         models table."
+         gate data is missing, not zero), a weekend flag (public holidays are not a driver), and \
+         degree-days from the site's named weather sensors; a driver without data or without \
+         variation in the baseline is dropped and named in the notes. Each retrofit's equation, \
+         with coefficients, standard errors and t values, the autocorrelation ρ and effective \
+         sample size n′ behind its ±, and every day's drivers beside actual and model use \
+         (savings_daily.csv) are given so the model can be refitted."
             .to_owned(),
         format!(
             "Periods: the baseline is each retrofit's registered baseline (by default the 365 \

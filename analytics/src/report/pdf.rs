@@ -505,6 +505,8 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
                 "savings_summary",
                 "savings_headlines",
                 "savings_models",
+                "savings_model_terms",
+                "savings_uncertainty_inputs",
                 "savings",
                 "savings_value",
             ],

@@ -97,6 +97,27 @@ fn local(ts: Option<DateTime<Utc>>, tz: Tz) -> Cell {
     )
 }
 
+use estatemon_domain::retrofit::Driver;
+
+/// Every driver, in the order the daily CSV gives them.
+const ALL_DRIVERS: [Driver; 5] = [
+    Driver::DarknessHours,
+    Driver::Occupancy,
+    Driver::Weekend,
+    Driver::CoolingDegreeDays,
+    Driver::HeatingDegreeDays,
+];
+
+/// What one unit of a driver is.
+fn driver_unit(d: Driver) -> &'static str {
+    match d {
+        Driver::DarknessHours => "h",
+        Driver::Occupancy => "gate entry",
+        Driver::Weekend => "weekend day (1 or 0)",
+        Driver::CoolingDegreeDays | Driver::HeatingDegreeDays => "°C·d",
+    }
+}
+
 fn headers(h: &[&str]) -> Vec<String> {
     h.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -503,6 +524,91 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
         csv_only: false,
         note: None,
     });
+    // Enough to refit each model in a spreadsheet: its equation's terms,
+    // and the inputs of the ± (ASHRAE Guideline 14, Annex B).
+    out.push(Table {
+        name: "savings_model_terms",
+        title: "Retrofits: the daily models' equations (use = b₀ + Σ bᵢ · driverᵢ)".into(),
+        headers: headers(&[
+            "retrofit",
+            "term",
+            "coefficient",
+            "standard error",
+            "t value",
+        ]),
+        rows: r
+            .savings
+            .iter()
+            .filter_map(|s| s.daily_model.as_ref().map(|m| (s, m)))
+            .flat_map(|(s, m)| {
+                let names = std::iter::once(format!("intercept ({} a day)", s.unit)).chain(
+                    s.drivers.iter().map(move |d| {
+                        format!("{} ({} per {})", d.as_str(), s.unit, driver_unit(*d))
+                    }),
+                );
+                names.enumerate().map(move |(i, term)| {
+                    let b = m.coefficients.get(i).copied();
+                    let se = m.standard_errors.get(i).copied();
+                    vec![
+                        Cell::text(&s.name),
+                        Cell::Text(term),
+                        Cell::Number(b, 4),
+                        Cell::Number(se, 4),
+                        Cell::Number(b.zip(se).filter(|(_, e)| *e > 0.0).map(|(b, e)| b / e), 2),
+                    ]
+                })
+            })
+            .collect(),
+        csv_only: false,
+        note: Some(
+            "Drivers: darkness_hours, the hours from sunset to sunrise at the site's latitude and \
+             longitude (NOAA's simplified solar equations, zenith 90.833°: refraction and the \
+             sun's radius); occupancy, the day's gate entries; weekend, 1 on Saturdays and \
+             Sundays; cooling and heating degree-days, the day's mean of the hourly excesses of \
+             the site's named weather sensors over (under) the balance point the temperature \
+             search chose. savings_daily.csv has every baseline and reporting day's drivers \
+             beside actual and model use."
+                .into(),
+        ),
+    });
+    out.push(Table {
+        name: "savings_uncertainty_inputs",
+        title: "Retrofits: the inputs of the ± (90 %)".into(),
+        headers: headers(&[
+            "retrofit",
+            "n (baseline days)",
+            "p (coefficients)",
+            "ρ (lag-1 autocorrelation)",
+            "n′ = n(1−ρ)/(1+ρ)",
+            "monthly model R²",
+            "monthly CV(RMSE)",
+            "monthly NMBE (out of sample)",
+        ]),
+        rows: r
+            .savings
+            .iter()
+            .map(|s| {
+                let m = s.daily_model.as_ref();
+                let rho = m.map(|m| m.autocorrelation);
+                let mm = s.monthly_model.as_ref();
+                vec![
+                    Cell::text(&s.name),
+                    Cell::Number(m.map(|m| m.n as f64), 0),
+                    Cell::Number(m.map(|m| m.p as f64), 0),
+                    Cell::Number(rho, 3),
+                    Cell::Number(
+                        m.zip(rho).map(|(m, r)| m.n as f64 * (1.0 - r) / (1.0 + r)),
+                        1,
+                    ),
+                    Cell::Number(mm.map(|m| m.r2), 3),
+                    Cell::Percent(mm.map(|m| m.cv_rmse)),
+                    Cell::Percent(mm.map(|m| m.nmbe_out_of_sample.unwrap_or(m.nmbe))),
+                ]
+            })
+            .collect(),
+        csv_only: false,
+        note: None,
+    });
     // The hourly model's second opinion, where there is one.
     let hourly: Vec<_> = r
         .savings
@@ -623,21 +729,39 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
     });
     out.push(Table {
         name: "savings_daily",
-        title: "Retrofits: daily actual and model".into(),
-        headers: headers(&["retrofit", "date", "period", "actual", "model", "unit"]),
+        title: "Retrofits: daily actual and model, with the day's drivers".into(),
+        headers: {
+            let mut h = headers(&["retrofit", "date", "period", "actual", "model", "unit"]);
+            h.extend(
+                ALL_DRIVERS
+                    .iter()
+                    .map(|d| format!("{} ({})", d.as_str(), driver_unit(*d))),
+            );
+            h
+        },
         rows: r
             .savings
             .iter()
             .flat_map(|s| {
                 s.daily.iter().map(move |p| {
-                    vec![
+                    let mut row = vec![
                         Cell::text(&s.id),
                         Cell::Text(p.date.to_string()),
                         Cell::text(if p.reporting { "reporting" } else { "baseline" }),
                         Cell::Number(p.actual, 3),
                         Cell::Number(p.predicted, 3),
                         Cell::text(s.unit),
-                    ]
+                    ];
+                    // Blank where the model has no such driver.
+                    row.extend(ALL_DRIVERS.iter().map(|d| {
+                        let v = s
+                            .drivers
+                            .iter()
+                            .position(|x| x == d)
+                            .and_then(|i| p.drivers.get(i).copied().flatten());
+                        Cell::Number(v, 3)
+                    }));
+                    row
                 })
             })
             .collect(),

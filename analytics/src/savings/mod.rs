@@ -62,6 +62,9 @@ pub struct DayPoint {
     pub predicted: Option<f64>,
     /// Whether the day is in the reporting period (else the baseline).
     pub reporting: bool,
+    /// The model's drivers that day (`RetrofitSavings::drivers` order);
+    /// `None` where unknown.
+    pub drivers: Vec<Option<f64>>,
 }
 
 /// A retrofit's measured savings.
@@ -557,6 +560,7 @@ pub fn measure(
             actual: known,
             predicted,
             reporting,
+            drivers: drivers.iter().map(|k| d.drivers.get(k).copied()).collect(),
         });
         if let (true, Some(p), Some(a)) = (reporting, predicted, known) {
             adjusted += p;

@@ -56,6 +56,9 @@ pub struct Fit {
     /// t statistics of the slopes (one per driver column): the guideline's
     /// and CalTRACK's significance test (|t| ≥ 1.65: p < 0.1).
     pub t_values: Vec<f64>,
+    /// Standard errors of the coefficients (intercept first), from
+    /// σ² (XᵀX)⁻¹: what an auditor needs to refit and check the model.
+    pub standard_errors: Vec<f64>,
     pub limits: Limits,
     /// CV(RMSE) and NMBE of predictions for data the fit did not see
     /// (leave one group out: a month of days, or one month of a monthly
@@ -198,6 +201,7 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
         nmbe: 0.0,
         autocorrelation: 0.0,
         t_values: Vec::new(),
+        standard_errors: Vec::new(),
         limits,
         cv_rmse_out_of_sample: None,
         nmbe_out_of_sample: None,
@@ -218,15 +222,33 @@ pub fn fit(y: &[f64], x: &[Vec<f64>], limits: Limits) -> Result<Fit, ModelError>
     fit.meets_guideline = fit.cv_rmse <= limits.cv_rmse && fit.nmbe.abs() <= limits.nmbe;
     // Var(b) = σ² (XᵀX)⁻¹ on the centred columns: one solve per column.
     let sigma2 = ss_res / dof;
-    fit.t_values = (0..k)
+    let inverse: Vec<Option<Vec<f64>>> = (0..k)
         .map(|j| {
             let mut unit = vec![0.0; k];
             unit[j] = 1.0;
             solve(a.clone(), unit)
+        })
+        .collect();
+    fit.t_values = (0..k)
+        .map(|j| {
+            inverse[j]
+                .as_ref()
                 .map(|col| col[j] * sigma2)
                 .filter(|v| *v > 0.0)
                 .map_or(f64::INFINITY, |v| fit.coefficients[j + 1] / v.sqrt())
         })
+        .collect();
+    // The intercept of centred columns: Var(b₀) = σ²/n + m̄ᵀ Var(b) m̄.
+    let slope_var = |i: usize, j: usize| inverse[i].as_ref().map_or(f64::NAN, |c| c[j] * sigma2);
+    let mut var0 = sigma2 / n as f64;
+    for i in 0..k {
+        for j in 0..k {
+            var0 += means[i] * means[j] * slope_var(i, j);
+        }
+    }
+    fit.standard_errors = std::iter::once(var0)
+        .chain((0..k).map(|j| slope_var(j, j)))
+        .map(|v| v.max(0.0).sqrt())
         .collect();
     Ok(fit)
 }
@@ -368,6 +390,40 @@ mod tests {
             f.autocorrelation
         );
         assert!(f.r2 > 0.8 && f.r2 < 1.0);
+    }
+
+    #[test]
+    fn standard_errors_are_the_textbook_ones() {
+        // One driver: SE(b) = σ / √Sxx, SE(b₀) = σ √(1/n + x̄²/Sxx), with
+        // σ² = SSE / (n − 2).
+        let x: Vec<Vec<f64>> = (0..12).map(|i| vec![(i * 3 % 11) as f64]).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, r)| 4.0 + 1.5 * r[0] + [0.7, -1.1, 0.4, 0.9, -0.6, 0.2][i % 6])
+            .collect();
+        let f = fit(&y, &x, Limits::DAILY).unwrap();
+        let n = x.len() as f64;
+        let mean = x.iter().map(|r| r[0]).sum::<f64>() / n;
+        let sxx: f64 = x.iter().map(|r| (r[0] - mean).powi(2)).sum();
+        let sse: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(r, yi)| (yi - f.predict(r)).powi(2))
+            .sum();
+        let sigma = (sse / (n - 2.0)).sqrt();
+        let want = [
+            sigma * (1.0 / n + mean * mean / sxx).sqrt(),
+            sigma / sxx.sqrt(),
+        ];
+        for (got, want) in f.standard_errors.iter().zip(want) {
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{:?} vs {want}",
+                f.standard_errors
+            );
+        }
+        assert!((f.t_values[0] - f.coefficients[1] / f.standard_errors[1]).abs() < 1e-9);
     }
 
     #[test]
