@@ -249,7 +249,10 @@ pub(super) fn find_header(text: &str, format: &Format) -> Result<Header, FileErr
 pub(super) enum TimeColumns {
     One(usize),
     /// Green Button CSV: `DATE` and `START TIME`.
-    DateAndTime { date: usize, time: usize },
+    DateAndTime {
+        date: usize,
+        time: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +282,7 @@ impl Columns {
 }
 
 /// The first non-empty value of column `c` in the sample rows.
-pub(super) fn sample<'a>(rows: &'a [Vec<String>], c: usize) -> Option<&'a str> {
+pub(super) fn sample(rows: &[Vec<String>], c: usize) -> Option<&str> {
     rows.iter()
         .filter_map(|r| r.get(c))
         .map(String::as_str)
@@ -392,9 +395,10 @@ pub(super) fn find_columns(
         })?;
     let used = columns.used();
     columns.quality = match format.quality_column.as_deref() {
-        Some(q) => Some(find_column(headers, Some(q), &[], &used).ok_or_else(|| {
-            FileError(format!("no quality column `{q}` among {headers:?}"))
-        })?),
+        Some(q) => Some(
+            find_column(headers, Some(q), &[], &used)
+                .ok_or_else(|| FileError(format!("no quality column `{q}` among {headers:?}")))?,
+        ),
         None => find_column(headers, None, QUALITY_NAMES, &used),
     };
     columns.unit = UNIT_NAMES.iter().find_map(|n| {
@@ -433,7 +437,10 @@ mod tests {
             .into_iter()
             .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
             .collect();
-        assert_eq!(decode_text(&le).unwrap(), (text.to_owned(), Some("UTF-16LE")));
+        assert_eq!(
+            decode_text(&le).unwrap(),
+            (text.to_owned(), Some("UTF-16LE"))
+        );
         let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
         assert_eq!(decode_text(&be).unwrap().1, Some("UTF-16BE"));
         assert_eq!(decode_text(b"\xEF\xBB\xBFa,b\n").unwrap().0, "a,b\n");

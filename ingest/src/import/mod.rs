@@ -111,6 +111,8 @@ pub struct Imported {
     /// Lines that repeat an earlier row exactly (time and value): dropped.
     pub duplicates: Vec<usize>,
     pub rows: usize,
+    /// Rows whose values went in (one per instant).
+    pub stored_rows: usize,
     /// Lines before the header (a utility's preamble).
     pub preamble: usize,
     /// Holes in interval reads (a missing row or a time jump).
@@ -368,7 +370,11 @@ pub fn parse(text: &str, format: &Format) -> Result<Imported, FileError> {
             continue;
         }
         // The row's own unit, where a UNITS column gives one.
-        let row_unit = match columns.unit.and_then(|c| record.get(c)).filter(|u| !u.is_empty()) {
+        let row_unit = match columns
+            .unit
+            .and_then(|c| record.get(c))
+            .filter(|u| !u.is_empty())
+        {
             None => unit,
             Some(u) => match Unit::parse(u) {
                 Some(ru) if ru.symbol == unit.symbol => unit,
@@ -436,6 +442,7 @@ pub fn parse(text: &str, format: &Format) -> Result<Imported, FileError> {
         ));
     }
     let rows = one_row_per_instant(rows, &headers, &sample, &columns, format, &mut out)?;
+    out.stored_rows = rows.len();
     for r in &rows {
         match r.quality {
             Some(Quality::Estimated) => out.estimated.push((r.line, r.at, r.value)),

@@ -248,7 +248,8 @@ fn a_date_column_named_as_the_time_is_refused_not_collapsed() {
     let e = parse(&text, &f).unwrap_err();
     assert!(
         e.0.contains("190 of 192 rows")
-            && e.0.contains("--date-column 'DATE' --time-column 'START TIME'"),
+            && e.0
+                .contains("--date-column 'DATE' --time-column 'START TIME'"),
         "{e}"
     );
     // Named both ways, it reads.
@@ -280,7 +281,8 @@ fn duplicates_are_counted_and_conflicts_are_dead_letters_with_both_values() {
     assert_eq!((*line, raw.as_str()), (6, "2026-03-01 02:00,4"));
     assert_eq!(r.reason, Reason::ConflictingDuplicate);
     assert!(
-        r.detail.contains("line 5's time, with 3 kWh; this row says 4 kWh"),
+        r.detail
+            .contains("line 5's time, with 3 kWh; this row says 4 kWh"),
         "{}",
         r.detail
     );
@@ -328,7 +330,11 @@ fn the_fall_back_hour_is_read_by_order_or_offset_and_named_when_it_cannot_be() {
     assert!(out.notes.iter().any(|n| n.contains("(lines 4)")));
     assert_eq!(
         out.last,
-        Some(DateTime::parse_from_rfc3339("2025-11-02T12:00:00Z").unwrap().into())
+        Some(
+            DateTime::parse_from_rfc3339("2025-11-02T12:00:00Z")
+                .unwrap()
+                .into()
+        )
     );
     // Written newest first, the first 01:00 is the second pass.
     let mut lines: Vec<&str> = rows.lines().collect();
@@ -350,7 +356,10 @@ fn the_fall_back_hour_is_read_by_order_or_offset_and_named_when_it_cannot_be() {
     let out = parse(&third, &format(None, "America/Los_Angeles")).unwrap();
     assert_eq!(out.rejects.len(), 1);
     assert!(
-        out.rejects[0].2.detail.starts_with("line 5: 2025-11-02 01:00 occurs twice"),
+        out.rejects[0]
+            .2
+            .detail
+            .starts_with("line 5: 2025-11-02 01:00 occurs twice"),
         "{:?}",
         out.rejects
     );

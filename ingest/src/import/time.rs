@@ -171,7 +171,10 @@ mod tests {
         let mut clock = LocalClock::new(tz, false);
         let gap = parse_date_and_time("2025-03-09", "02:30").unwrap();
         assert!(clock.place(gap, 2).unwrap_err().contains("does not exist"));
-        assert_eq!(parse_time_of_day("12:15 AM"), NaiveTime::from_hms_opt(0, 15, 0));
+        assert_eq!(
+            parse_time_of_day("12:15 AM"),
+            NaiveTime::from_hms_opt(0, 15, 0)
+        );
         assert!(parse_date_and_time("2025-11-02", "25:00").is_err());
     }
 }
