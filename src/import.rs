@@ -40,6 +40,18 @@ pub struct ImportArgs {
     /// The time column (default: start, timestamp, time, date, …).
     #[arg(long)]
     time_column: Option<String>,
+    /// The date column when the time column holds times of day (Green
+    /// Button CSV's DATE beside START TIME; default: found by its header).
+    #[arg(long)]
+    date_column: Option<String>,
+    /// The utility's quality flag column (E estimated, A actual; default:
+    /// quality, flag, notes, …).
+    #[arg(long)]
+    quality_column: Option<String>,
+    /// Lines before the header (default: the first line naming a time and a
+    /// value column, past a utility's preamble).
+    #[arg(long)]
+    skip_lines: Option<usize>,
     /// The value column (default: value, kwh, usage, consumption, …).
     #[arg(long)]
     value_column: Option<String>,
@@ -61,21 +73,29 @@ pub struct ImportArgs {
 pub struct ImportRefused(pub String);
 
 pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
     } else if args.file.extension().is_some_and(|e| e == "gz") {
         let file = std::fs::File::open(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?;
-        std::io::read_to_string(flate2::read::GzDecoder::new(file))
-            .with_context(|| format!("decompressing {}", args.file.display()))?
+        flate2::read::GzDecoder::new(file)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("decompressing {}", args.file.display()))?;
     } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("reading {}", args.file.display()))?
-    };
+        bytes = std::fs::read(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+    }
     let name = args
         .file
         .file_name()
         .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
+    // A file that is not text is refused (exit 2) before anything is read.
+    let (text, encoding) =
+        import::decode_text(&bytes).map_err(|e| ImportRefused(format!("{name}: {e}")))?;
     let mut client = crate::prepare_database(&config).await?;
     let device = client
         .query_opt(
@@ -155,7 +175,10 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         device_id: args.device.clone(),
         metric,
         time_column: args.time_column.clone(),
+        date_column: args.date_column.clone(),
         value_column: args.value_column.clone(),
+        quality_column: args.quality_column.clone(),
+        skip_lines: args.skip_lines,
         reads: args.reads,
         unit,
         tz,
@@ -221,7 +244,21 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
             fingerprint: None,
         })
         .collect();
+    if let Some(encoding) = encoding {
+        out.notes.insert(0, format!("read as {encoding} text"));
+    }
     let summary = summary(&name, &args.device, metric, tz, &out);
+    // A file that gives nothing is refused whole: its dead letters are
+    // printed, not stored, so that a wrong layout leaves no trace to clean.
+    if out.readings.is_empty() {
+        println!("{summary}");
+        return Err(ImportRefused(format!(
+            "{name}: nothing could be imported ({} dead letter(s), none stored){}",
+            out.rejects.len(),
+            if args.dry_run { " (dry run)" } else { "" }
+        ))
+        .into());
+    }
     if args.dry_run {
         println!("{summary}\n(dry run: nothing stored)");
         return Ok(());
@@ -244,18 +281,7 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut dead = Some(dead);
-    let mut chunks = out.readings.chunks(per_batch).peekable();
-    if chunks.peek().is_none() {
-        let mut batch: Batch<()> = Batch {
-            dead_letters: dead.take().unwrap_or_default(),
-            ..Batch::default()
-        };
-        batch.seal();
-        writer
-            .write_until_committed(&batch, &metrics, max_backoff, &shutdown)
-            .await;
-    }
-    for chunk in chunks {
+    for chunk in out.readings.chunks(per_batch) {
         let mut batch: Batch<()> = Batch {
             readings: chunk.to_vec(),
             dead_letters: dead.take().unwrap_or_default(),
@@ -271,13 +297,6 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     estatemon_ingest::maintenance::round(&mut client, &config.storage, mode, chunk_days).await?;
     println!("{summary}");
-    if out.readings.is_empty() {
-        return Err(ImportRefused(format!(
-            "{name}: nothing could be imported ({} dead letter(s) stored)",
-            out.rejects.len()
-        ))
-        .into());
-    }
     Ok(())
 }
 
@@ -316,12 +335,49 @@ fn summary(
         unit = out.unit.unwrap_or("?"),
         n = out.readings.len(),
     );
+    if out.preamble > 0 {
+        s.push_str(&format!(
+            "\n  header on line {}: {} line(s) before it skipped",
+            out.preamble + 1,
+            out.preamble
+        ));
+    }
     if !out.missing.is_empty() {
         s.push_str(&format!(
             "\n  {} row(s) without a value (lines {}): unknown, not zero",
             out.missing.len(),
             lines(&out.missing)
         ));
+    }
+    if !out.duplicates.is_empty() {
+        s.push_str(&format!(
+            "\n  {} exact duplicate row(s) dropped (lines {}): the same time and value as an \
+             earlier row",
+            out.duplicates.len(),
+            lines(&out.duplicates)
+        ));
+    }
+    if let Some(column) = &out.quality_column {
+        let estimated: f64 = out.estimated.iter().map(|e| e.2).sum();
+        let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
+        s.push_str(&format!(
+            "\n  quality (column `{column}`): {} estimated, {} actual, {} unflagged row(s) stored",
+            out.estimated.len(),
+            out.actual,
+            out.stored_rows
+                .saturating_sub(out.estimated.len() + out.actual)
+        ));
+        if let (Some(first), Some(last)) = (out.estimated.first(), out.estimated.last()) {
+            let ls: Vec<usize> = out.estimated.iter().map(|e| e.0).collect();
+            s.push_str(&format!(
+                "\n    estimated (stored like the others; readings carry no quality): lines {}, \
+                 {} .. {}, {estimated:.3} {}",
+                lines(&ls),
+                local(first.1),
+                local(last.1),
+                metric.unit()
+            ));
+        }
     }
     if !out.rejects.is_empty() {
         s.push_str(&format!(
@@ -341,11 +397,4 @@ fn summary(
     s
 }
 
-fn lines(l: &[usize]) -> String {
-    let shown: Vec<String> = l.iter().take(8).map(usize::to_string).collect();
-    if l.len() > 8 {
-        format!("{} …", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
-}
+use import::lines;

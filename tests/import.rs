@@ -114,8 +114,9 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
     );
     assert_eq!(db.count("SELECT count(*) FROM readings").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
-    // With a one-year limit nothing is left: every row a dead letter with
-    // its line, nothing stored, exit 2.
+    // With a one-year limit nothing is left: every row would be a dead
+    // letter with its line; the file is refused whole, nothing stored
+    // (dead letters neither), exit 2.
     let mut strict = estatemon(&db);
     strict
         .env("ESTATEMON_INGEST_MAX_AGE_DAYS", "365")
@@ -123,16 +124,13 @@ async fn an_eemeter_sample_imports_and_measures_near_its_design_saving() {
     let refused = strict.output().unwrap();
     let text = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{text}");
-    assert!(text.contains("nothing could be imported"), "{text}");
-    assert_eq!(
-        db.count(
-            "SELECT count(*) FROM dead_letters
-              WHERE topic = 'import/il-electricity-cdd-hdd-daily.csv.gz' AND detail LIKE 'line %'"
-        )
-        .await,
-        810,
-        "every row, the one without a value too"
+    assert!(
+        text.contains("nothing could be imported (810 dead letter(s), none stored)"),
+        "{text}"
     );
+    let printed = String::from_utf8_lossy(&refused.stdout);
+    assert!(printed.contains("timestamp_too_old: line 2:"), "{printed}");
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM readings").await, 0);
 
     let out = import(&["--device", "il-meter", "--accept-history", meter]);
@@ -348,4 +346,216 @@ async fn the_hourly_sample_measures_near_its_design_saving_with_the_hourly_model
         s["notes"]
     );
     let _ = std::fs::remove_file(&registry);
+}
+
+const PGE_REGISTRY: &str = r#"
+[[site]]
+id = "sf-office"
+name = "An office in San Francisco"
+time_zone = "America/Los_Angeles"
+latitude = 37.79
+longitude = -122.39
+
+[[device]]
+id = "sf-meter"
+kind = "electricity_meter"
+site = "sf-office"
+area = "whole_building"
+purpose = "general"
+
+[[device]]
+id = "sf-meter-2"
+kind = "electricity_meter"
+site = "sf-office"
+area = "plant"
+purpose = "general"
+"#;
+
+/// A PG&E Green Button "Download My Data" CSV as its downloads are laid
+/// out (PG&E's own description of Green Button, and the same Opower layout
+/// PECO, ComEd and Con Edison publish): `Name`, `Address`, `Account
+/// Number`, `Service` preamble lines and a blank line, then `TYPE,DATE,START
+/// TIME,END TIME,USAGE,UNITS,COST,NOTES`, 15-minute rows with the date and
+/// the times of day apart, the fall-back hour of 2 November 2025 written
+/// twice. The layout is reproduced from these documented downloads, the
+/// values made up (22.8–23.5 kWh a day). Returns the text and each day's
+/// use as the file says it.
+fn pge_download() -> (String, Vec<f64>) {
+    let mut s = String::from(
+        "Name,JANE DOE\nAddress,\"77 BEALE ST, SAN FRANCISCO CA 94105\"\n\
+         Account Number,1234567890\nService,Service 1\n\n\
+         TYPE,DATE,START TIME,END TIME,USAGE,UNITS,COST,NOTES\n",
+    );
+    let mut days = Vec::new();
+    for (d, day) in ["2025-11-01", "2025-11-02", "2025-11-03"]
+        .iter()
+        .enumerate()
+    {
+        let mut hours: Vec<u32> = (0..24).collect();
+        if *day == "2025-11-02" {
+            hours.insert(2, 1);
+        }
+        let mut total = 0.0;
+        let mut k = 0;
+        for h in hours {
+            for m in [0, 15, 30, 45] {
+                let kwh = format!("{:.2}", 0.20 + 0.02 * ((k * 7 + d) % 5) as f64);
+                total += kwh.parse::<f64>().unwrap();
+                k += 1;
+                let note = if *day == "2025-11-01" && h == 3 && m < 30 {
+                    "This read was estimated"
+                } else {
+                    ""
+                };
+                s.push_str(&format!(
+                    "Electric usage,{day},{h:02}:{m:02},{h:02}:{:02},{kwh},kWh,$0.06,{note}\n",
+                    m + 14
+                ));
+            }
+        }
+        days.push(total);
+    }
+    (s, days)
+}
+
+#[tokio::test]
+async fn a_green_button_download_imports_with_its_days_intact() {
+    let db = TestDb::new(&admin_url());
+    let registry = std::env::temp_dir().join(format!("{}.toml", unique("pge")));
+    std::fs::write(&registry, PGE_REGISTRY).unwrap();
+    run(estatemon(&db).args(["registry", "load"]).arg(&registry));
+    let (text, days) = pge_download();
+    // 96 quarter hours on ordinary days, 100 on the fall-back day.
+    assert!(
+        (22.8..=23.5).contains(&days[0]) && days[1] > days[0],
+        "{days:?}"
+    );
+    // An exact repeat and a conflicting one, as concatenated downloads have.
+    let text = format!(
+        "{text}Electric usage,2025-11-01,10:00,10:14,{},kWh,$0.06,\n\
+         Electric usage,2025-11-03,10:00,10:14,9.99,kWh,$0.06,\n",
+        text.lines()
+            .find(|l| l.contains("2025-11-01,10:00"))
+            .unwrap()
+            .split(',')
+            .nth(4)
+            .unwrap()
+    );
+    let file = |name: &str, bytes: &[u8]| {
+        let path = std::env::temp_dir().join(format!("{}-{name}", unique("pge")));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let csv = file("pge_electric_interval_data.csv", text.as_bytes());
+    let import = |args: &[&str], path: &std::path::Path| {
+        estatemon(&db)
+            .arg("import")
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+
+    // The date named as the time would put 100 intervals on one stamp: refused,
+    // the columns to name in the message, nothing stored.
+    let out = import(&["--device", "sf-meter", "--time-column", "DATE"], &csv);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--date-column 'DATE' --time-column 'START TIME'"),
+        "{err}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 0);
+
+    let out = import(&["--device", "sf-meter"], &csv);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "294 row(s) from columns `DATE + START TIME` and `USAGE`, interval reads in kWh, 15 min",
+        "header on line 6: 5 line(s) before it skipped",
+        "1 exact duplicate row(s) dropped (lines 299)",
+        "1 dead letter(s)",
+        "quality (column `NOTES`): 2 estimated, 0 actual, 290 unflagged",
+        "estimated (stored like the others; readings carry no quality): lines 19, 20, \
+         2025-11-01 03:00 .. 2025-11-01 03:15",
+        "4 row(s) in the hour a clock change repeats",
+    ] {
+        assert!(summary.contains(expected), "{expected}\n{summary}");
+    }
+    assert!(!summary.contains("hole"), "{summary}");
+    // Each local day's use is the file's, the 25-hour day too.
+    let client = db.client().await;
+    for (k, (from, to)) in [
+        ("2025-11-01T00:00:00-07:00", "2025-11-02T00:00:00-07:00"),
+        ("2025-11-02T00:00:00-07:00", "2025-11-03T00:00:00-08:00"),
+        ("2025-11-03T00:00:00-08:00", "2025-11-04T00:00:00-08:00"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let stored: f64 = client
+            .query_one(
+                &format!(
+                    "SELECT max(value) FILTER (WHERE ts = '{to}') - max(value) FILTER (WHERE ts = '{from}')
+                       FROM readings WHERE device_id = 'sf-meter'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            (stored - days[k]).abs() < 1e-6,
+            "day {k}: {stored} vs {}",
+            days[k]
+        );
+    }
+    // The conflicting repeat is a dead letter with both values.
+    let detail: String = client
+        .query_one(
+            "SELECT detail FROM dead_letters WHERE reason = 'conflicting_duplicate'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.starts_with("line 300:") && detail.contains("this row says 9.99 kWh"),
+        "{detail}"
+    );
+
+    // Excel's "Unicode text" (UTF-16 with a BOM) reads as its UTF-8 twin;
+    // bytes that are neither are refused with exit 2 and store nothing.
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let wide = file("unicode.csv", &utf16);
+    let out = import(&["--device", "sf-meter-2", "--dry-run"], &wide);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && printed.contains("read as UTF-16LE text")
+            && printed.contains("294 row(s)"),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let latin1 = file("latin1.csv", b"start,temp \xB0F\n2025-11-01,1\n");
+    let out = import(&["--device", "sf-meter-2"], &latin1);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8 or UTF-16"));
+    assert_eq!(
+        db.count("SELECT count(*) FROM readings WHERE device_id = 'sf-meter-2'")
+            .await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM dead_letters").await, 1);
+    for f in [&registry, &csv, &wide, &latin1] {
+        let _ = std::fs::remove_file(f);
+    }
 }

@@ -40,6 +40,9 @@ pub enum Reason {
     /// Not a loss: a device whose clock is not set (a time before 2010);
     /// its readings were stored at their receipt, and this says so.
     ClockUnsynced,
+    /// An imported row whose time an earlier row of the file already gave,
+    /// with another value (the earlier row is kept).
+    ConflictingDuplicate,
 }
 
 impl Reason {
@@ -63,6 +66,7 @@ impl Reason {
         Reason::SparkplugOutOfState,
         Reason::InspectionRefused,
         Reason::ClockUnsynced,
+        Reason::ConflictingDuplicate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Reason {
             Reason::SparkplugOutOfState => "sparkplug_out_of_state",
             Reason::InspectionRefused => "inspection_refused",
             Reason::ClockUnsynced => "clock_unsynced",
+            Reason::ConflictingDuplicate => "conflicting_duplicate",
         }
     }
 }
