@@ -141,8 +141,25 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
                 mappings: found,
                 skipped,
             }) => {
-                let inner = format!("{replaces}/");
+                let inner = format!("{replaces}#");
                 mappings.retain(|m| m.name != replaces && !m.name.starts_with(&inner));
+                let mut found = found;
+                // As ingest does: an entity whose state topic a configured
+                // mapping reads is not read again, and one that would share
+                // another entity's device and metric gets an id of its own.
+                found.retain(|m| {
+                    let reader = mappings.iter().find(|x| {
+                        !x.name.starts_with("homeassistant:") && x.match_topic(&m.topic).is_some()
+                    });
+                    if let Some(x) = reader {
+                        println!(
+                            "discovery `{}`: not read, its state topic is read by mapping `{}`",
+                            m.name, x.name
+                        );
+                    }
+                    reader.is_none()
+                });
+                mapping::homeassistant::disambiguate(&mappings, &mut found, &replaces);
                 for m in &found {
                     println!("discovery `{}`: state topic {}", m.name, m.topic);
                 }
@@ -152,7 +169,7 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
                 mappings.extend(found);
             }
             Ok(Discovery::Removed(name)) => {
-                let inner = format!("{name}/");
+                let inner = format!("{name}#");
                 mappings.retain(|m| m.name != name && !m.name.starts_with(&inner));
                 println!("discovery `{name}`: removed");
             }

@@ -512,7 +512,9 @@ topic = "{g}/fixed/{{device_id}}"
     // legacy SetOption19 discovery for one SENSOR topic).
     let h1 = k("tasmotaha");
     let h1dev = format!("{h1}MAC");
-    let h1state = format!("tele/{h1}/SENSOR");
+    // A state topic no profile reads (Tasmota's own is read by its
+    // profile, see the next case).
+    let h1state = format!("{h1}/tele/SENSOR");
     let entity = |name: &str, class: &str, unit: &str, state_class: &str| {
         (
             format!("{ha}/sensor/{h1}_ENERGY_{name}/config"),
@@ -540,13 +542,48 @@ topic = "{g}/fixed/{{device_id}}"
     .gives(&h1dev, "energy_kwh", 1.25)
     .gives(&h1dev, "power_kw", 0.03)
     .gives(&h1dev, "voltage_v", 229.0)
-    .gives(&h1dev, "current_a", 0.13)
-    // The same topic through the Tasmota profile, at the device's Time.
-    .gives(&h1, "energy_kwh", 1.25)
-    .gives(&h1, "power_kw", 0.03)
-    .gives(&h1, "voltage_v", 229.0)
-    .gives(&h1, "current_a", 0.13);
+    .gives(&h1dev, "current_a", 0.13);
     h1case.discovery = h1configs.clone();
+    // One entity's field missing: its dead letter, the siblings stored.
+    let h6 = k("tasmotaha");
+    let h6dev = format!("{h6}MAC");
+    let h6state = format!("{h6}/tele/SENSOR");
+    let mut h6case = case(
+        "Home Assistant: one of two entities on a topic misses its field",
+        h6state.clone(),
+        r#"{"Time":"2026-03-01T10:05:00","ENERGY":{"Total":1.3,"Power":30}}"#,
+    )
+    .gives(&h6dev, "energy_kwh", 1.3)
+    .letter("missing_field", &["ENERGY_Voltage", "ENERGY.Voltage"]);
+    h6case.discovery = [("Total", "energy", "kWh"), ("Voltage", "voltage", "V")]
+        .iter()
+        .map(|(name, class, unit)| {
+            (
+                format!("{ha}/sensor/{h6}_ENERGY_{name}/config"),
+                format!(
+                    r#"{{"stat_t":"{h6state}","uniq_id":"{h6}_ENERGY_{name}","dev":{{"ids":["{h6dev}"]}},"unit_of_meas":"{unit}","dev_cla":"{class}","val_tpl":"{{{{value_json['ENERGY']['{name}']}}}}"}}"#
+                ),
+            )
+        })
+        .collect();
+    // Tasmota's legacy discovery (SetOption19) announces its own SENSOR
+    // topic, which the Tasmota profile already reads: read once, not
+    // twice under two device ids.
+    let h7 = k("tasmotaboth");
+    let h7state = format!("tele/{h7}/SENSOR");
+    let mut h7case = case(
+        "Home Assistant entity on a topic the Tasmota profile reads: stored once",
+        h7state.clone(),
+        r#"{"Time":"2026-03-01T10:00:00","ENERGY":{"Total":2.5}}"#,
+    )
+    .gives(&h7, "energy_kwh", 2.5)
+    .at("2026-03-01T02:00:00Z");
+    h7case.discovery = vec![(
+        format!("{ha}/sensor/{h7}_ENERGY_Total/config"),
+        format!(
+            r#"{{"stat_t":"{h7state}","uniq_id":"{h7}_ENERGY_Total","dev":{{"ids":["{h7}MAC"]}},"unit_of_meas":"kWh","dev_cla":"energy","val_tpl":"{{{{value_json['ENERGY']['Total']}}}}"}}"#
+        ),
+    )];
     let h2 = k("kitchenha");
     let h2state = format!("{h2}/sensorBedroom/state");
     let mut h2case = case(
@@ -610,7 +647,7 @@ topic = "{g}/fixed/{{device_id}}"
         )
     })
     .collect();
-    cases.extend([h1case, h2case, h3case, h4case]);
+    cases.extend([h1case, h2case, h3case, h4case, h6case, h7case]);
 
     // ---- A gateway of our own (the issue's own examples).
     let g1 = k("meter");
@@ -861,6 +898,14 @@ topic = "{g}/fixed/{{device_id}}"
         .await,
         0
     );
+    // The entity on the Tasmota profile's own topic was not read again.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM readings WHERE device_id = '{h7}MAC'"
+        ))
+        .await,
+        0
+    );
     // The grouped plug's availability reached it.
     let offline: bool = client
         .query_one(
@@ -891,6 +936,10 @@ topic = "{g}/fixed/{{device_id}}"
             1.0,
         ),
         ("estatemon_ingest_overlapping_copies_total", 1.0),
+        (
+            r#"estatemon_ingest_mapping_outcomes_total{mapping="tasmota-energy",outcome="discovery_skipped"}"#,
+            1.0,
+        ),
     ] {
         assert!(metric(&metrics, labels) >= min, "{labels}\n{metrics}");
     }
@@ -926,4 +975,59 @@ fn tempfile(text: &str) -> TempFile {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("estatemon-devices")));
     std::fs::write(&path, text).unwrap();
     TempFile(path)
+}
+
+/// Home Assistant configs are retained: an ingestor that restarts on its
+/// persistent session reads them again (they are sent on every subscribe)
+/// and its discovered state topics keep being read, not turned into
+/// `unknown_topic` dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_survives_a_restart_of_the_ingestor() {
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker_url());
+    let ha = unique("ha");
+    c.ingest.homeassistant.enabled = true;
+    c.ingest.homeassistant.prefix = ha.clone();
+    let dev = unique("restart");
+    let state = format!("{dev}/sensor/state");
+    let config_topic = format!("{ha}/sensor/{dev}/power/config");
+    publish(
+        &c.mqtt.url,
+        &[(
+            config_topic.clone(),
+            format!(
+                r#"{{"stat_t":"{state}","dev_cla":"power","unit_of_meas":"W","val_tpl":"{{{{ value_json.p }}}}","dev":{{"ids":["{dev}"]}}}}"#
+            )
+            .into_bytes(),
+            true,
+        )],
+    )
+    .await;
+    for round in 1..=2 {
+        let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+        assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+        let stored = eventually(Duration::from_secs(20), || {
+            let (url, state, db, dev) = (c.mqtt.url.clone(), state.clone(), &db, dev.clone());
+            async move {
+                publish(
+                    &url,
+                    &[(state, format!(r#"{{"p":{round}00}}"#).into_bytes(), false)],
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                db.count(&format!(
+                    "SELECT count(*) FROM readings WHERE device_id = '{dev}' AND value = 0.{round}"
+                ))
+                .await
+                    > 0
+            }
+        })
+        .await;
+        ingestor.shutdown().await;
+        assert!(stored, "round {round}: the discovered topic is read");
+    }
+    let client = db.client().await;
+    let letters = dead_letter_reasons(&client, &state).await;
+    assert!(letters.is_empty(), "{letters:?}");
+    publish(&c.mqtt.url, &[(config_topic, Vec::new(), true)]).await;
 }

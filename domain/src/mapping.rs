@@ -476,6 +476,23 @@ impl Mapping {
                 }
                 continue;
             }
+            let fanned: usize = found
+                .iter()
+                .map(|(v, _)| match v {
+                    Value::Array(a) if !fans_out(&vm.path) => a.len(),
+                    _ => 1,
+                })
+                .sum();
+            if fanned > MAX_FAN_OUT {
+                problems.push(fail(
+                    MappingErrorKind::InvalidField,
+                    format!(
+                        "`{}` gives {fanned} values; at most {MAX_FAN_OUT} a message are read",
+                        vm.path
+                    ),
+                ));
+                continue;
+            }
             let units = match self.units_of(vm, &json, found.len()) {
                 Ok(u) => u,
                 Err(e) => {
@@ -577,12 +594,25 @@ impl Mapping {
             kind,
         };
         let parse = |u: &str| {
-            Unit::parse_for(vm.metric.dimension(), u).map_err(|e| {
-                fail(
-                    MappingErrorKind::UnknownUnit,
-                    format!("`{}`: {e} (for {})", vm.path, vm.metric),
-                )
-            })
+            Unit::parse_for(vm.metric.dimension(), u)
+                .map(|unit| {
+                    // A power factor in percent (Home Assistant allows it)
+                    // is stored as the ratio.
+                    if vm.metric == Metric::PowerFactor && unit.symbol == "%" {
+                        Unit {
+                            scale: 0.01,
+                            ..unit
+                        }
+                    } else {
+                        unit
+                    }
+                })
+                .map_err(|e| {
+                    fail(
+                        MappingErrorKind::UnknownUnit,
+                        format!("`{}`: {e} (for {})", vm.path, vm.metric),
+                    )
+                })
         };
         if let Some(p) = &vm.unit_path {
             let said: Vec<String> = select(json, p)
@@ -615,6 +645,11 @@ impl Mapping {
         }])
     }
 }
+
+/// The most readings one value of a mapping may give from one message
+/// (channels of an array, keys a `*` matches): a hostile payload must not
+/// register thousands of devices.
+pub const MAX_FAN_OUT: usize = 256;
 
 /// A device id that can be a primary key.
 fn usable_id(id: &str) -> bool {

@@ -181,6 +181,11 @@ impl Ingestor {
             shutdown_rx.clone(),
             drained_rx.clone(),
             presence,
+            if discovery.enabled {
+                estatemon_domain::mapping::homeassistant::filters(&discovery.prefix).to_vec()
+            } else {
+                Vec::new()
+            },
         );
 
         let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
@@ -225,7 +230,14 @@ impl Ingestor {
             known_updates,
             topics,
             mappings: estatemon_domain::mapping::MappingSet::new(mappings),
+            overlap_possible: filters.iter().enumerate().any(|(i, a)| {
+                filters[i + 1..]
+                    .iter()
+                    .any(|b| estatemon_domain::mapping::topic::intersect(a, b))
+            }),
             filters,
+            discovered: HashMap::new(),
+            ids_supported: subscriber.ids_supported.clone(),
             recent: std::collections::VecDeque::new(),
             sparkplug: sparkplug
                 .enabled
@@ -322,9 +334,17 @@ struct Batcher {
     /// Payload mappings (profiles, `[[ingest.mapping]]`, discovered), in
     /// order, indexed by their literal topics.
     mappings: estatemon_domain::mapping::MappingSet,
-    /// Our subscriptions, in subscription-identifier order (1-based): the
-    /// static ones, then the discovered state topics.
+    /// Our static subscriptions, in subscription-identifier order
+    /// (1-based).
     filters: Vec<String>,
+    /// Discovered state and availability topics and their identifiers
+    /// (after the static ones).
+    discovered: HashMap<String, usize>,
+    /// Whether the broker takes subscription identifiers.
+    ids_supported: subscribe::IdsSupported,
+    /// Whether two of the static filters can match one topic (else no
+    /// message can arrive twice, and the check is skipped).
+    overlap_possible: bool,
     /// Recent messages (topic, payload hash, the subscription ids their
     /// copies came with, when): a copy for another of our overlapping
     /// subscriptions is handled once.
@@ -493,13 +513,34 @@ impl Batcher {
                         ));
                     }
                 }
+                let mut mappings = mappings;
+                // An entity whose state topic a profile or a mapping of the
+                // configuration already reads would store every reading
+                // twice (under two device ids): the configured one is kept.
+                mappings.retain(|m| {
+                    let reader = self
+                        .mappings
+                        .mappings()
+                        .iter()
+                        .find(|x| !x.name.starts_with("homeassistant:") && x.match_topic(&m.topic).is_some());
+                    if let Some(x) = reader {
+                        tracing::info!(entity = %m.name, topic = %m.topic, mapping = %x.name, "Home Assistant entity not read: its state topic is read by a configured mapping");
+                        self.metrics.mapping_outcome(&x.name, "discovery_skipped");
+                    }
+                    reader.is_none()
+                });
+                estatemon_domain::mapping::homeassistant::disambiguate(
+                    self.mappings.mappings(),
+                    &mut mappings,
+                    &replaces,
+                );
                 let mut topics = Vec::new();
                 for m in &mappings {
                     topics.push(m.topic.clone());
                     topics.extend(m.availability.as_ref().map(|a| a.topic.clone()));
                     tracing::info!(mapping = %m.name, topic = %m.topic, device = %m.device_prefix, "Home Assistant discovery: a sensor");
                 }
-                let inner = format!("{replaces}/");
+                let inner = format!("{replaces}#");
                 self.mappings.update(mappings, |x| {
                     x.name != replaces && !x.name.starts_with(&inner)
                 });
@@ -540,11 +581,18 @@ impl Batcher {
         if self.filters.iter().any(|f| covers(f, &t)) {
             return;
         }
-        self.filters.push(t.clone());
-        let id = self.filters.len();
+        // Subscribed again whenever its config is read (configs are sent
+        // again on every connection): a session the broker lost is
+        // restored this way; an existing subscription is merely replaced.
+        let next = self.filters.len() + self.discovered.len() + 1;
+        let id = *self.discovered.entry(t.clone()).or_insert(next);
+        let id = self
+            .ids_supported
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then_some(id);
         let client = self.publisher.clone();
         tokio::spawn(async move {
-            if let Err(e) = subscribe::subscribe_with_id(&client, t.clone(), id).await {
+            if let Err(e) = subscribe::subscribe_with_id(&client, t.clone(), id, false).await {
                 tracing::error!(topic = %t, error = %e, "discovered topic not subscribed");
             }
         });
@@ -555,7 +603,7 @@ impl Batcher {
     /// subscription identifiers differ from every earlier copy's).
     fn overlapping_copy(&mut self, d: &Delivery) -> bool {
         use std::hash::{Hash, Hasher};
-        if d.subscription_ids.is_empty() {
+        if d.subscription_ids.is_empty() || !self.overlap_possible {
             return false;
         }
         let now = Instant::now();

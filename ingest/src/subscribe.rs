@@ -146,26 +146,38 @@ fn send_acks(
     }
 }
 
-/// Subscribes one filter under its own subscription identifier (so each
-/// copy of a message that several filters match says which filter it came
-/// through), at QoS 1. Retained messages are sent only when the
-/// subscription is new, not again on every reconnect of the session.
+/// Subscribes one filter at QoS 1, under its own subscription identifier
+/// when the broker supports them (so each copy of a message that several
+/// filters match says which filter it came through). Retained messages
+/// come only with a new subscription (not again on every reconnect of the
+/// session), except for `replay_retained` filters (Home Assistant's
+/// discovery configs, which must be read again by every new process).
 pub async fn subscribe_with_id(
     client: &AsyncClient,
     filter: String,
-    id: usize,
+    id: Option<usize>,
+    replay_retained: bool,
 ) -> Result<(), rumqttc::v5::ClientError> {
     use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule, SubscribeProperties};
     let f = Filter {
-        retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+        retain_forward_rule: if replay_retained {
+            RetainForwardRule::OnEverySubscribe
+        } else {
+            RetainForwardRule::OnNewSubscribe
+        },
         ..Filter::new(filter, QoS::AtLeastOnce)
     };
     let props = SubscribeProperties {
-        id: Some(id),
+        id,
         user_properties: Vec::new(),
     };
     client.subscribe_many_with_properties(vec![f], props).await
 }
+
+/// Whether the broker said it supports subscription identifiers (MQTT v5
+/// CONNACK; absent means yes). Shared with the batcher, which subscribes
+/// discovered topics.
+pub type IdsSupported = Arc<std::sync::atomic::AtomicBool>;
 
 /// Sparkplug's primary host `STATE` (3.0, host application section): each
 /// CONNECT carries `{"online":false,"timestamp":T}` as its Last Will, with
@@ -278,6 +290,10 @@ pub struct Subscriber {
     pub client: AsyncClient,
     pub budget: Arc<Budget>,
     pub deliveries: mpsc::UnboundedReceiver<Delivery>,
+    /// Whether the broker takes subscription identifiers.
+    pub ids_supported: IdsSupported,
+    /// Filters whose retained messages are sent on every subscribe.
+    pub replay_retained: Vec<String>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -294,6 +310,7 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
     drained: watch::Receiver<bool>,
     presence: Option<Presence>,
+    replay_retained: Vec<String>,
 ) -> Subscriber {
     // The Will's timestamp, renewed before every reconnection attempt.
     let stamp = Utc::now().timestamp_millis();
@@ -321,10 +338,11 @@ pub fn start(
     let acker = Acker { tx: ack_tx };
     let max_backoff = Duration::from_secs(config.reconnect_max_backoff_s.max(1));
     let publisher = client.clone();
+    let ids_supported: IdsSupported = Arc::new(true.into());
     let task = tokio::spawn(run(
         client,
         eventloop,
-        filters,
+        (filters, replay_retained.clone(), ids_supported.clone()),
         tx,
         ack_rx,
         epoch,
@@ -341,6 +359,8 @@ pub fn start(
         client: publisher,
         budget,
         deliveries: rx,
+        ids_supported,
+        replay_retained,
         task,
     }
 }
@@ -349,7 +369,7 @@ pub fn start(
 async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
-    filters: Vec<String>,
+    (filters, replay_retained, ids_supported): (Vec<String>, Vec<String>, IdsSupported),
     tx: mpsc::UnboundedSender<Delivery>,
     mut acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
     epoch: Arc<AtomicU64>,
@@ -429,11 +449,25 @@ async fn run(
                             tracing::error!(%topic, error = %e, "presence not published");
                         }
                     }
+                    // A broker that does not take subscription identifiers
+                    // says so in CONNACK; sending one would be a protocol
+                    // error.
+                    let with_ids = ack
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.subscription_identifiers_available)
+                        != Some(0);
+                    ids_supported.store(with_ids, Ordering::Release);
+                    if !with_ids {
+                        tracing::warn!("the broker takes no subscription identifiers: a message two of our filters match may be handled twice");
+                    }
                     let client = client.clone();
                     let filters = filters.clone();
+                    let replay = replay_retained.clone();
                     tokio::spawn(async move {
                         for (i, f) in filters.into_iter().enumerate() {
-                            if let Err(e) = subscribe_with_id(&client, f.clone(), i + 1).await {
+                            let id = with_ids.then_some(i + 1);
+                            if let Err(e) = subscribe_with_id(&client, f.clone(), id, replay.contains(&f)).await {
                                 tracing::error!(filter = %f, error = %e, "subscribe failed");
                             }
                         }

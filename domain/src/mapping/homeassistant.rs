@@ -133,6 +133,7 @@ pub fn discover(
     let Value::Object(raw) = config else {
         return Err("the config is not a JSON object".into());
     };
+    let shared = raw.clone();
     let config = expand(raw);
     if component == "sensor" {
         let m = sensor(&config, &name, &levels, site)?;
@@ -153,8 +154,14 @@ pub fn discover(
             skipped.push((id.clone(), "not a JSON object".into()));
             continue;
         };
-        let own = expand(own.clone());
-        let platform = own.get("platform").and_then(Value::as_str).unwrap_or("");
+        // The shared options under the component's own, then `~` (the
+        // device's or the component's) expanded over both.
+        let mut raw = shared.clone();
+        raw.remove("cmps");
+        raw.remove("components");
+        raw.extend(own.clone());
+        let merged = expand(raw);
+        let platform = merged.get("platform").and_then(Value::as_str).unwrap_or("");
         if platform != "sensor" {
             skipped.push((
                 id.clone(),
@@ -166,12 +173,9 @@ pub fn discover(
             ));
             continue;
         }
-        let mut merged = config.clone();
-        merged.remove("components");
-        merged.extend(own);
         let mut entity_levels = levels.clone();
         entity_levels.push(id);
-        match sensor(&merged, &format!("{name}/{id}"), &entity_levels, site) {
+        match sensor(&merged, &format!("{name}#{id}"), &entity_levels, site) {
             Ok(m) => mappings.push(m),
             Err(e) => skipped.push((id.clone(), e)),
         }
@@ -237,6 +241,11 @@ fn sensor(
             }
         })
         .collect();
+    if let Some(t) = text("availability_topic") {
+        if t.contains(['+', '#', '{', '}']) || t.is_empty() {
+            return Err(format!("availability_topic `{t}` is not a plain topic"));
+        }
+    }
     let availability = text("availability_topic").map(|t| Availability {
         topic: t,
         path: None,
@@ -271,6 +280,54 @@ fn sensor(
         }],
         availability,
     })
+}
+
+/// Gives each new entity a device id of its own when another discovered
+/// entity (of another config) already stores the same metric under the
+/// same device: two temperature sensors of one ESPHome node, or a
+/// device's `temperature` and `device_temperature`, would otherwise write
+/// one series. The later entity's id gets its object id appended.
+pub fn disambiguate(existing: &[Mapping], new: &mut [Mapping], replaces: &str) {
+    let inner = format!("{replaces}#");
+    let others: Vec<(&str, crate::metric::Metric)> = existing
+        .iter()
+        .filter(|m| {
+            m.name.starts_with("homeassistant:")
+                && m.name != replaces
+                && !m.name.starts_with(&inner)
+        })
+        .flat_map(|m| {
+            m.values
+                .iter()
+                .map(move |v| (m.device_prefix.as_str(), v.metric))
+        })
+        .collect();
+    let mut taken: Vec<(String, crate::metric::Metric)> =
+        others.iter().map(|(d, m)| ((*d).to_owned(), *m)).collect();
+    for m in new.iter_mut() {
+        let metric = m.values[0].metric;
+        if taken
+            .iter()
+            .any(|(d, x)| *d == m.device_prefix && *x == metric)
+        {
+            let object = m
+                .name
+                .rsplit(['/', '#'])
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>();
+            m.device_prefix = format!("{}-{object}", m.device_prefix);
+        }
+        taken.push((m.device_prefix.clone(), metric));
+    }
 }
 
 /// Full keys for abbreviated ones, and `~` expanded in topics.
@@ -543,6 +600,35 @@ mod tests {
             .unwrap_err();
             assert!(e.contains(want), "{config}: {e}");
         }
+    }
+
+    #[test]
+    fn device_discovery_shares_its_base_topic_and_refuses_wildcard_availability() {
+        let d = discover(
+            "homeassistant",
+            "homeassistant/device/kitchen/config",
+            r#"{"~":"esp/kitchen","dev":{"ids":"kitchen"},"cmps":{"t":{"p":"sensor","dev_cla":"temperature","unit_of_meas":"°C","stat_t":"~/state","val_tpl":"{{ value_json.t }}"},"b":{"p":"binary_sensor","stat_t":"~/door"}}}"#.as_bytes(),
+            None,
+        )
+        .unwrap();
+        let Discovery::Sensors {
+            mappings, skipped, ..
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(mappings.len(), 1);
+        assert_eq!(mappings[0].topic, "esp/kitchen/state");
+        assert_eq!(mappings[0].name, "homeassistant:device/kitchen#t");
+        assert_eq!(skipped.len(), 1);
+        let e = discover(
+            "homeassistant",
+            "homeassistant/sensor/x/config",
+            br##"{"stat_t":"a/b","dev_cla":"power","avty_t":"#"}"##,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.contains("availability_topic"), "{e}");
     }
 
     #[test]

@@ -197,9 +197,34 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     f.len() == t.len()
 }
 
+/// Whether some topic matches both filters (so the broker may deliver a
+/// message once for each).
+pub fn intersect(a: &str, b: &str) -> bool {
+    let fa: Vec<&str> = unshared(a).split('/').collect();
+    let fb: Vec<&str> = unshared(b).split('/').collect();
+    for i in 0..fa.len().max(fb.len()) {
+        match (fa.get(i), fb.get(i)) {
+            (Some(&"#"), _) | (_, Some(&"#")) => return true,
+            (Some(x), Some(y)) if *x == "+" || *y == "+" || x == y => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Whether filter `a` matches every topic filter `b` matches (so
 /// subscribing to both would deliver those messages twice).
 pub fn covers(a: &str, b: &str) -> bool {
+    // A shared subscription and a plain one are delivered differently (the
+    // Sparkplug host is never shared): neither stands in for the other.
+    let group = |f: &str| {
+        f.strip_prefix("$share/")
+            .and_then(|r| r.split_once('/'))
+            .map(|(g, _)| g.to_owned())
+    };
+    if group(a) != group(b) {
+        return false;
+    }
     let (a, b) = (unshared(a), unshared(b));
     let fa: Vec<&str> = a.split('/').collect();
     let fb: Vec<&str> = b.split('/').collect();
@@ -280,7 +305,16 @@ mod tests {
     #[test]
     fn filters_cover_and_match() {
         assert!(covers("zigbee2mqtt/#", "zigbee2mqtt/+/availability"));
-        assert!(covers("$share/g/zigbee2mqtt/#", "zigbee2mqtt/+"));
+        assert!(covers("$share/g/zigbee2mqtt/#", "$share/g/zigbee2mqtt/+"));
+        assert!(
+            !covers("$share/g/+/#", "spBv1.0/#"),
+            "a shared filter never stands in for a plain one"
+        );
+        assert!(intersect("+/status/+", "zigbee2mqtt/#"));
+        assert!(intersect("a/b", "a/+"));
+        assert!(!intersect("tele/+/SENSOR", "zigbee2mqtt/#"));
+        assert!(!intersect("a/b", "a/b/c"));
+        assert!(intersect("a/#", "a"));
         assert!(!covers("zigbee2mqtt/+", "zigbee2mqtt/#"));
         assert!(covers("+/events/rpc", "plug/events/rpc"));
         assert!(!covers("+/online", "zigbee2mqtt/#"));
