@@ -4,7 +4,7 @@
 //! name, four Home Assistant entities over one state topic), with the
 //! readings it must store.
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use estatemon_domain::config::Config;
 use estatemon_domain::mapping::homeassistant::{discover, Discovery};
 use estatemon_domain::mapping::MappingSet;
@@ -26,20 +26,22 @@ pub struct ProfileLoad {
 }
 
 pub fn load(name: &str, tag: &str) -> ProfileLoad {
-    // Device times an hour back, one millisecond apart per message, so
-    // every message is its own reading.
-    let base = Utc::now() - Duration::hours(1);
-    let base_ms = base.timestamp_millis();
+    // Device times are the time of publishing (so publish→commit latency
+    // is measured from them); a device repeats every 500 messages of its
+    // publisher, many milliseconds apart, so every message is its own
+    // reading.
+    let now_ms = || Utc::now().timestamp_millis();
+    let base_ms = now_ms();
     let id = format!("b{}", tag.replace('_', ""));
     match name {
         "tasmota" => {
             let make: MakeMessage = std::sync::Arc::new(move |p, device, seq| {
-                let t = base + Duration::milliseconds(seq as i64);
+                let t = Utc::now();
                 (
                     format!("tele/{id}-{p}-{device}/SENSOR"),
                     format!(
                         r#"{{"Time":"{}","ENERGY":{{"TotalStartTime":"2025-01-01T00:00:00","Total":{}.{},"Yesterday":1.0,"Today":0.5,"Power":{},"Voltage":230,"Factor":0.92}}}}"#,
-                        t.format("%Y-%m-%dT%H:%M:%S%.3f"),
+                        t.format("%Y-%m-%dT%H:%M:%S%.6f"),
                         seq / 10,
                         seq % 10,
                         seq % 1000
@@ -58,12 +60,13 @@ pub fn load(name: &str, tag: &str) -> ProfileLoad {
         "shelly" => {
             let make: MakeMessage = std::sync::Arc::new(move |p, device, seq| {
                 let src = format!("{id}-{p}-{device}");
+                let t = now_ms();
                 (
                     format!("{src}/events/rpc"),
                     format!(
                         r#"{{"src":"{src}","dst":"user_1","method":"NotifyStatus","params":{{"ts":{}.{:03},"switch:0":{{"id":0,"apower":{}.5,"aenergy":{{"total":{},"by_minute":[0,0,0],"minute_ts":{}}}}}}}}}"#,
-                        (base_ms + seq as i64) / 1000,
-                        (base_ms + seq as i64) % 1000,
+                        t / 1000,
+                        t % 1000,
                         seq % 1000,
                         seq,
                         base_ms / 1000
@@ -86,7 +89,7 @@ pub fn load(name: &str, tag: &str) -> ProfileLoad {
                         r#"{{"current":0.05,"energy":{},"linkquality":120,"power":{},"state":"ON","voltage":230,"last_seen":{}}}"#,
                         seq,
                         seq % 1000,
-                        base_ms + seq as i64
+                        now_ms()
                     )
                     .into_bytes(),
                 )
