@@ -32,6 +32,6 @@ pub mod metrics;
 pub mod report;
 pub mod savings;
 
-pub use alerts::{evaluate, job, lifecycle, notify, window};
+pub use alerts::{evaluate, job, lifecycle, notify, replay, window};
 
 pub use job::run;

@@ -46,26 +46,40 @@ pub enum EvaluateError {
 
 /// Evaluates one rule over the window.
 pub fn evaluate(rule: &Rule, window: &Window) -> Result<Vec<Finding>, EvaluateError> {
-    let selected: Vec<&DeviceLabels> = window
+    evaluate_for(rule, window, &selected(rule, window))
+}
+
+/// The devices of the window's ledger that `rule` selects.
+pub fn selected<'a>(rule: &Rule, window: &'a Window) -> Vec<&'a DeviceLabels> {
+    window
         .devices
         .labels
         .values()
         .filter(|d| rule.applies_to(d))
-        .collect();
+        .collect()
+}
+
+/// Evaluates one rule over the window for devices already selected (a
+/// replay selects once, not at every step).
+pub fn evaluate_for(
+    rule: &Rule,
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> Result<Vec<Finding>, EvaluateError> {
     let wrap = |source| EvaluateError::Polars {
         rule: rule.name.clone(),
         source,
     };
     match &rule.condition {
-        Condition::Threshold(t) => threshold(t, window, &selected).map_err(wrap),
-        Condition::Rate(r) => rate(r, window, &selected).map_err(wrap),
-        Condition::Stale(s) => stale(s, window, &selected).map_err(wrap),
-        Condition::Consumption(c) => consumption(c, window, &selected).map_err(wrap),
-        Condition::Event(e) => Ok(events(e, window, &selected)),
-        Condition::Denied(d) => Ok(denied(d, window, &selected)),
-        Condition::Mode(m) => Ok(mode(m, window, &selected)),
-        Condition::Expect(e) => Ok(expect(&rule.name, e, window, &selected)),
-        Condition::Inspection(i) => Ok(inspection(i, window, &selected)),
+        Condition::Threshold(t) => threshold(t, window, selected).map_err(wrap),
+        Condition::Rate(r) => rate(r, window, selected).map_err(wrap),
+        Condition::Stale(s) => stale(s, window, selected).map_err(wrap),
+        Condition::Consumption(c) => consumption(c, window, selected).map_err(wrap),
+        Condition::Event(e) => Ok(events(e, window, selected)),
+        Condition::Denied(d) => Ok(denied(d, window, selected)),
+        Condition::Mode(m) => Ok(mode(m, window, selected)),
+        Condition::Expect(e) => Ok(expect(&rule.name, e, window, selected)),
+        Condition::Inspection(i) => Ok(inspection(i, window, selected)),
     }
 }
 
@@ -245,6 +259,21 @@ fn rate(r: &Rate, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<V
 /// Per device: the last reading of any metric, in the window or, for a
 /// device silent through all of it, before it.
 fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<Vec<Finding>> {
+    Ok(stale_findings(
+        s,
+        window,
+        selected,
+        &last_in_frame(window, selected)?,
+    ))
+}
+
+/// The polars half of a stale rule: each selected device's latest reading
+/// (epoch seconds) in the readings frame. It depends on the frame alone, so
+/// a replay keeps it while the frame does not change.
+pub fn last_in_frame(
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<HashMap<String, i64>> {
     let df = on_device(
         window.readings.clone().lazy(),
         selection(selected)?,
@@ -253,13 +282,24 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
     .group_by([col("device")])
     .agg([col("ts").max().alias("last_ts")])
     .collect()?;
-    let mut last_seen: HashMap<&str, i64> = HashMap::new();
+    let mut last_seen = HashMap::new();
     let (device, last_ts) = (df.column("device")?.str()?, df.column("last_ts")?.i64()?);
     for i in 0..df.height() {
         if let (Some(d), Some(t)) = (device.get(i), last_ts.get(i)) {
-            last_seen.insert(d, t);
+            last_seen.insert(d.to_owned(), t);
         }
     }
+    Ok(last_seen)
+}
+
+/// The rest of a stale rule, at the window's `now`, given
+/// [`last_in_frame`].
+pub fn stale_findings(
+    s: &Stale,
+    window: &Window,
+    selected: &[&DeviceLabels],
+    last_seen: &HashMap<String, i64>,
+) -> Vec<Finding> {
     let now = window.now.timestamp();
     let after = s.after.seconds();
     let mut out = Vec::new();
@@ -306,7 +346,7 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
             state,
         });
     }
-    Ok(out)
+    out
 }
 
 /// The group a device's use is added to.
@@ -328,6 +368,32 @@ fn consumption(
     window: &Window,
     selected: &[&DeviceLabels],
 ) -> PolarsResult<Vec<Finding>> {
+    Ok(consumption_findings(
+        c,
+        &consumption_totals(c, window, selected)?,
+        window.now,
+    ))
+}
+
+/// One group's use since its local midnight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupUse {
+    pub group: String,
+    pub used: f64,
+    /// The earliest local midnight of its members.
+    pub since: DateTime<Utc>,
+    /// The device, for a per-device group.
+    pub device: Option<DeviceLabels>,
+}
+
+/// The data half of a consumption rule: each group's use since local
+/// midnight. It depends on the registers and the local midnights only, so
+/// a replay keeps it until either changes.
+pub fn consumption_totals(
+    c: &Consumption,
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<Vec<GroupUse>> {
     let policy = RegisterPolicy::default();
     let (mut groups, mut used, mut since) = (Vec::new(), Vec::new(), Vec::new());
     let mut members: BTreeMap<String, Vec<&DeviceLabels>> = BTreeMap::new();
@@ -374,27 +440,43 @@ fn consumption(
         let (Some(g), Some(u), Some(s)) = (group.get(i), used.get(i), since.get(i)) else {
             continue;
         };
-        let state = if u > c.above {
-            State::Firing {
-                since: ts(s),
-                last: window.now,
-                value: Some(u),
-            }
-        } else {
-            State::Clear { at: window.now }
-        };
         // A per-device group names its device; larger groups name none.
         let device = match (c.per, members.get(g)) {
             (GroupBy::Device, Some(m)) => m.first().map(|d| (*d).clone()),
             _ => None,
         };
-        out.push(Finding {
-            subject: g.to_owned(),
+        out.push(GroupUse {
+            group: g.to_owned(),
+            used: u,
+            since: ts(s),
             device,
-            state,
         });
     }
     Ok(out)
+}
+
+/// Consumption findings at `now` from [`consumption_totals`].
+pub fn consumption_findings(
+    c: &Consumption,
+    totals: &[GroupUse],
+    now: DateTime<Utc>,
+) -> Vec<Finding> {
+    totals
+        .iter()
+        .map(|g| Finding {
+            subject: g.group.clone(),
+            device: g.device.clone(),
+            state: if g.used > c.above {
+                State::Firing {
+                    since: g.since,
+                    last: now,
+                    value: Some(g.used),
+                }
+            } else {
+                State::Clear { at: now }
+            },
+        })
+        .collect()
 }
 
 fn event_matches(rule: &EventRule, e: &EventRow) -> bool {

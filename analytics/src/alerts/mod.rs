@@ -16,4 +16,5 @@ pub mod evaluate;
 pub mod job;
 pub mod lifecycle;
 pub mod notify;
+pub mod replay;
 pub mod window;
