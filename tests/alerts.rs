@@ -1472,3 +1472,17 @@ async fn a_replay_of_lifts_and_inspections_records_what_the_live_job_records() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_at_the_default_step_records_the_alerts_the_live_job_records() {
+    // Every minute (the replay's default, where it reuses the most between
+    // steps) through the night's leak, the forced door and the entrapment.
+    live_and_replay_agree(
+        site_file(FAULTS),
+        ["2026-06-07T12:00:00+08:00", "2026-06-09T12:00:00+08:00"],
+        "300",
+        ["2026-06-08T00:00:00+08:00", "2026-06-08T12:00:00+08:00"],
+        Duration::minutes(1),
+    )
+    .await;
+}

@@ -479,7 +479,8 @@ pub fn consumption_findings(
         .collect()
 }
 
-fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
+/// Whether `e` is one of the events `rule` fires on.
+pub fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
     if e.event_type != rule.event_type.0.as_str() {
         return false;
     }
@@ -498,16 +499,37 @@ fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
 /// since the last one or, for faults, until the device reports it is back in
 /// service (an `idle` or `moving` state after the last fault).
 fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    spans_findings(
+        &event_spans(rule, window.events.iter(), selected),
+        rule.resolve_after.chrono(),
+        window.now,
+    )
+}
+
+/// The data half of an event or denied-swipes rule: per subject, its first
+/// and last matching event, when it was back in service after them, and
+/// the device it names. It depends on the events alone, so a replay keeps
+/// it while they are unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spans {
+    pub span: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    pub back_in_service: HashMap<String, DateTime<Utc>>,
+    pub device: HashMap<String, DeviceLabels>,
+}
+
+/// [`Spans`] of an event rule over `events` (in time order; those of
+/// other types are passed over).
+pub fn event_spans<'e>(
+    rule: &EventRule,
+    events: impl Iterator<Item = &'e EventRow>,
+    selected: &[&DeviceLabels],
+) -> Spans {
     let labels = labels_of(selected);
     let mut span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
     let mut back_in_service: HashMap<&str, DateTime<Utc>> = HashMap::new();
     let faults = rule.event_type.0 == estatemon_domain::event::EventType::Fault;
     // Events are in time order.
-    for e in window
-        .events
-        .iter()
-        .filter(|e| labels.contains_key(e.device.as_str()))
-    {
+    for e in events.filter(|e| labels.contains_key(e.device.as_str())) {
         if event_matches(rule, e) {
             let s = span.entry(e.device.as_str()).or_insert((e.ts, e.ts));
             s.0 = s.0.min(e.ts);
@@ -517,11 +539,27 @@ fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<
             back_in_service.entry(e.device.as_str()).or_insert(e.ts);
         }
     }
-    let mut out = quiet_after(span, rule.resolve_after.chrono(), window.now, |d| {
-        labels.get(d).map(|l| (*l).clone())
+    Spans {
+        device: span
+            .keys()
+            .filter_map(|d| labels.get(d).map(|l| ((*d).to_owned(), (*l).clone())))
+            .collect(),
+        span: span.into_iter().map(|(d, s)| (d.to_owned(), s)).collect(),
+        back_in_service: back_in_service
+            .into_iter()
+            .map(|(d, t)| (d.to_owned(), t))
+            .collect(),
+    }
+}
+
+/// The time half: firing until `resolve_after` after the last event, or
+/// clear from when the subject was back in service.
+pub fn spans_findings(spans: &Spans, resolve_after: Duration, now: DateTime<Utc>) -> Vec<Finding> {
+    let mut out = quiet_after(&spans.span, resolve_after, now, |d| {
+        spans.device.get(d).cloned()
     });
     for f in &mut out {
-        if let Some(at) = back_in_service.get(f.subject.as_str()) {
+        if let Some(at) = spans.back_in_service.get(f.subject.as_str()) {
             if matches!(f.state, State::Firing { .. }) {
                 f.state = State::Clear { at: *at };
             }
@@ -531,14 +569,14 @@ fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<
 }
 
 fn quiet_after(
-    span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)>,
+    span: &BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
     resolve_after: Duration,
     now: DateTime<Utc>,
     device: impl Fn(&str) -> Option<DeviceLabels>,
 ) -> Vec<Finding> {
-    span.into_iter()
-        .map(|(subject, (first, last))| Finding {
-            subject: subject.to_owned(),
+    span.iter()
+        .map(|(subject, &(first, last))| Finding {
+            subject: subject.clone(),
             device: device(subject),
             state: if now - last < resolve_after {
                 State::Firing {
@@ -659,9 +697,24 @@ fn inspection(rule: &InspectionRule, window: &Window, selected: &[&DeviceLabels]
 /// Bursts of denied swipes: `count` within `within`, by credential or by
 /// gate. The burst's subject is the (pseudonymised) credential or the gate.
 fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    spans_findings(
+        &denied_spans(rule, window.events.iter(), selected),
+        rule.resolve_after.chrono(),
+        window.now,
+    )
+}
+
+/// [`Spans`] of a denied-swipes rule over `events` (other types passed
+/// over): per credential or gate, its first burst's start and its last
+/// denied swipe, and the gate it was last at.
+pub fn denied_spans<'e>(
+    rule: &Denied,
+    events: impl Iterator<Item = &'e EventRow>,
+    selected: &[&DeviceLabels],
+) -> Spans {
     let labels = labels_of(selected);
     let mut by_key: BTreeMap<&str, Vec<&EventRow>> = BTreeMap::new();
-    for e in window.events.iter().filter(|e| {
+    for e in events.filter(|e| {
         e.event_type == "access"
             && e.result.as_deref() == Some("denied")
             && labels.contains_key(e.device.as_str())
@@ -677,8 +730,7 @@ fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Fin
     }
     let within = rule.within.chrono();
     let need = rule.count as usize;
-    let mut span = BTreeMap::new();
-    let mut gate_of: HashMap<&str, &str> = HashMap::new();
+    let mut out = Spans::default();
     for (key, mut rows) in by_key {
         rows.sort_by_key(|e| e.ts);
         // Sliding window: the first burst's start, the last denied swipe.
@@ -694,16 +746,14 @@ fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Fin
             }
         }
         if let Some(b) = burst {
-            gate_of.insert(key, rows.last().map(|e| e.device.as_str()).unwrap_or(""));
-            span.insert(key, b);
+            let gate = rows.last().map(|e| e.device.as_str()).unwrap_or("");
+            if let Some(l) = labels.get(gate) {
+                out.device.insert(key.to_owned(), (*l).clone());
+            }
+            out.span.insert(key.to_owned(), b);
         }
     }
-    quiet_after(span, rule.resolve_after.chrono(), window.now, |key| {
-        gate_of
-            .get(key)
-            .and_then(|g| labels.get(g))
-            .map(|l| (*l).clone())
-    })
+    out
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@
 //! `offline_since`: a replay of the past uses data time only, as the live
 //! cycle does for any time more than two minutes from the wall clock).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
@@ -74,6 +74,10 @@ pub struct ReplayReport {
     pub load_s: f64,
     pub evaluate_s: f64,
     pub apply_s: f64,
+    /// Of `evaluate_s`, the seconds spent cutting each step's window.
+    pub window_s: f64,
+    /// Seconds evaluating and reconciling each rule, by rule name.
+    pub per_rule_s: Vec<(String, f64)>,
 }
 
 /// Number of steps from `from` to `to` (both included) at `step`.
@@ -113,6 +117,10 @@ pub async fn replay(
         .collect();
     let mut slow = SlowHistory::load(client, rules, &ledger, from, to).await?;
     let mut open = OpenAlerts::load(client).await?;
+    // History is written as fast as it is evaluated, in many small
+    // transactions: not waiting for each commit's flush to disk saves
+    // most of their time, and a replay cut short by a crash is run again.
+    client.batch_execute("SET synchronous_commit = off").await?;
     report.load_s += started.elapsed().as_secs_f64();
 
     let mut w = Window {
@@ -128,6 +136,7 @@ pub async fn replay(
         history: History::default(),
     };
     let mut caches: Vec<Cache> = rules.rules.iter().map(|_| Cache::None).collect();
+    let mut per_rule = vec![0.0; rules.rules.len()];
     let mut in_service: Option<BTreeSet<String>> = None;
     let mut last_sync = Instant::now();
     let mut pending = Refreshes::default();
@@ -138,7 +147,7 @@ pub async fn replay(
         let chunk_end = (at + CHUNK).min(to);
         let t = Instant::now();
         let mut chunk = Chunk::load(
-            client, &ledger, &lookback, &scope, &stale_ids, at, chunk_end,
+            client, rules, &selected, &ledger, &lookback, &scope, &stale_ids, at, chunk_end,
         )
         .await?;
         report.readings += chunk.frame.height();
@@ -152,6 +161,7 @@ pub async fn replay(
             let t = Instant::now();
             let changes = chunk.step(&mut w, &ledger, &lookback, at)?;
             w.history = slow.at(at);
+            report.window_s += t.elapsed().as_secs_f64();
             // Lifts a technician works on: a silence kept in step with
             // their mode, as the live cycle keeps it (only when the set
             // changes, and often enough that the silences do not lapse).
@@ -160,14 +170,9 @@ pub async fn replay(
                 || last_sync.elapsed() >= SILENCE_RENEW;
             let mut planned: Vec<(usize, Action)> = Vec::new();
             for (i, rule) in rules.rules.iter().enumerate() {
-                let Some(findings) = findings_at(
-                    rule,
-                    &w,
-                    &selected[i],
-                    &mut caches[i],
-                    &changes,
-                    &chunk.seconds,
-                )?
+                let t = Instant::now();
+                let Some(findings) =
+                    findings_at(i, rule, &w, &selected[i], &mut caches[i], &changes, &chunk)?
                 else {
                     continue;
                 };
@@ -177,6 +182,7 @@ pub async fn replay(
                         .into_iter()
                         .map(|a| (i, a)),
                 );
+                per_rule[i] += t.elapsed().as_secs_f64();
             }
             report.evaluate_s += t.elapsed().as_secs_f64();
             // A refresh of an open alert's evidence waits in memory; any
@@ -195,6 +201,7 @@ pub async fn replay(
                     other => writes.push((i, other)),
                 }
             }
+            let opened_now = writes.iter().any(|(_, a)| matches!(a, Action::Open(_)));
             if sync || first || !writes.is_empty() {
                 if sync {
                     crate::lifts::service::sync(client, at).await?;
@@ -260,8 +267,12 @@ pub async fn replay(
                         }
                     }
                 }
-                alerts::escalate_overdue(&tx, &[]).await?;
-                alerts::release_ended_silences(&tx, &[]).await?;
+                // As at the end of every live cycle; only an alert opened
+                // or a silence ended can give them anything to do.
+                if opened_now || sync || first {
+                    alerts::escalate_overdue(&tx, &[]).await?;
+                    alerts::release_ended_silences(&tx, &[]).await?;
+                }
                 tx.commit().await?;
                 first = false;
             }
@@ -275,6 +286,12 @@ pub async fn replay(
         report.apply_s += t.elapsed().as_secs_f64();
     }
     report.open_after = alerts::open_alerts(&*client).await?.len();
+    report.per_rule_s = rules
+        .rules
+        .iter()
+        .map(|r| r.name.clone())
+        .zip(per_rule)
+        .collect();
     Ok(report)
 }
 
@@ -295,18 +312,21 @@ enum Cache {
     LastSeen((usize, usize), HashMap<String, i64>),
     /// Consumption: the totals for this register version.
     Totals(u64, Vec<GroupUse>),
+    /// Event and denied-swipes rules: their spans for these events.
+    Spans(Vec<(usize, usize)>, evaluate::Spans),
 }
 
 /// One rule's findings at the window's `now`, or `None` when they are the
 /// ones it had at the previous step (nothing to reconcile: the same
 /// findings twice produce no transition).
 fn findings_at(
+    i: usize,
     rule: &estatemon_domain::rules::Rule,
     w: &Window,
     selected: &[&DeviceLabels],
     cache: &mut Cache,
     changes: &Changes,
-    seconds: &[i64],
+    chunk: &Chunk,
 ) -> anyhow::Result<Option<Vec<Finding>>> {
     let (lo, hi) = changes.frame;
     let rows_key = match &rule.condition {
@@ -314,7 +334,7 @@ fn findings_at(
         Condition::Rate(r) => {
             // Rows in the rule's own window (ts ≥ now − window) too.
             let from = (w.now - r.window.chrono()).timestamp();
-            Some((lo, hi, seconds.partition_point(|t| *t < from).max(lo)))
+            Some((lo, hi, chunk.seconds.partition_point(|t| *t < from).max(lo)))
         }
         _ => None,
     };
@@ -354,6 +374,29 @@ fn findings_at(
             };
             evaluate::consumption_findings(c, totals, w.now)
         }
+        // The event rules read only the chunk's events that can count
+        // for them, and again only when those in the window changed.
+        Condition::Event(_) | Condition::Denied(_) => {
+            let (key, events) = chunk.events_for(i, w.now);
+            if !matches!(cache, Cache::Spans(k, _) if *k == key) {
+                let spans = match &rule.condition {
+                    Condition::Event(e) => evaluate::event_spans(e, events.into_iter(), selected),
+                    Condition::Denied(d) => evaluate::denied_spans(d, events.into_iter(), selected),
+                    _ => unreachable!("matched above"),
+                };
+                *cache = Cache::Spans(key, spans);
+            }
+            let Cache::Spans(_, spans) = cache else {
+                unreachable!("set above")
+            };
+            let resolve_after = match &rule.condition {
+                Condition::Event(e) => e.resolve_after,
+                Condition::Denied(d) => d.resolve_after,
+                _ => unreachable!("matched above"),
+            };
+            evaluate::spans_findings(spans, resolve_after.chrono(), w.now)
+        }
+        // Mode, expect, inspection: over the history, every step.
         _ => evaluate::evaluate_for(rule, w, selected)?,
     }))
 }
@@ -517,8 +560,12 @@ struct Chunk {
     register_times: Vec<DateTime<Utc>>,
     /// Events of the rules' types, in time order.
     events: Vec<EventRow>,
-    /// The next event not yet in the window.
-    next_event: usize,
+    /// Per rule (by its place in the set), the events that can count for
+    /// it, by type with that type's lookback: places in `events`. An event
+    /// rule's are its matching events of selected devices, and for fault
+    /// rules every event with a state (back in service); a denied-swipes
+    /// rule's, the denied swipes at its gates.
+    relevant: Vec<Vec<(Duration, Vec<usize>)>>,
     /// Each stale-rule device's readings over the chunk, and its last
     /// reading before the chunk (within 30 days).
     device_times: HashMap<String, Vec<DateTime<Utc>>>,
@@ -532,8 +579,36 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// The events rule `i` reads at `now`: where they are in each of its
+    /// lists (the key of its cache), and the events, in the order the
+    /// database gave them (as the live window lists them).
+    fn events_for(&self, i: usize, now: DateTime<Utc>) -> (Vec<(usize, usize)>, Vec<&EventRow>) {
+        let events = &self.events;
+        let key: Vec<(usize, usize)> = self.relevant[i]
+            .iter()
+            .map(|(d, places)| {
+                (
+                    places.partition_point(|j| events[*j].ts <= now - *d),
+                    places.partition_point(|j| events[*j].ts <= now),
+                )
+            })
+            .collect();
+        let mut places: Vec<usize> = self.relevant[i]
+            .iter()
+            .zip(&key)
+            .flat_map(|((_, p), (lo, hi))| p[*lo..*hi].iter().copied())
+            .collect();
+        if self.relevant[i].len() > 1 {
+            places.sort_unstable();
+        }
+        (key, places.into_iter().map(|j| &events[j]).collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn load(
         client: &Client,
+        rules: &RuleSet,
+        selected: &[Vec<&DeviceLabels>],
         ledger: &Devices,
         lookback: &Lookback,
         scope: &window::Scope,
@@ -599,13 +674,56 @@ impl Chunk {
             .collect();
         register_times.sort_unstable();
         let events = window::fetch_events_for(client, lookback, None, start, end).await?;
+        let relevant = rules
+            .rules
+            .iter()
+            .zip(selected)
+            .map(|(rule, selected)| {
+                let ids: HashSet<&str> = selected.iter().map(|d| d.id.as_str()).collect();
+                // A state counts (back in service) only after a matching
+                // event of its device: devices without one need none.
+                let faulted: HashSet<&str> = match &rule.condition {
+                    Condition::Event(r)
+                        if r.event_type.0 == estatemon_domain::event::EventType::Fault =>
+                    {
+                        events
+                            .iter()
+                            .filter(|e| evaluate::event_matches(r, e))
+                            .map(|e| e.device.as_str())
+                            .collect()
+                    }
+                    _ => HashSet::new(),
+                };
+                let counts = |e: &EventRow| {
+                    ids.contains(e.device.as_str())
+                        && match &rule.condition {
+                            Condition::Event(r) => {
+                                evaluate::event_matches(r, e)
+                                    || (e.state.is_some() && faulted.contains(e.device.as_str()))
+                            }
+                            Condition::Denied(_) => {
+                                e.event_type == "access" && e.result.as_deref() == Some("denied")
+                            }
+                            _ => false,
+                        }
+                };
+                let mut by_type: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+                for (j, e) in events.iter().enumerate().filter(|(_, e)| counts(e)) {
+                    by_type.entry(e.event_type.as_str()).or_default().push(j);
+                }
+                by_type
+                    .into_iter()
+                    .filter_map(|(t, places)| lookback.events.get(t).map(|d| (*d, places)))
+                    .collect()
+            })
+            .collect();
         Ok(Chunk {
             frame,
             seconds,
             registers,
             register_times,
             events,
-            next_event: 0,
+            relevant,
             device_times,
             before_chunk,
             previous: None,
@@ -665,28 +783,16 @@ impl Chunk {
             self.midnights = midnights;
             self.register_version += 1;
         }
-        // Events: each type within its lookback, in time order.
-        let within = |e: &EventRow| {
-            lookback
-                .events
-                .get(e.event_type.as_str())
-                .is_some_and(|d| e.ts > now - *d)
-        };
-        w.events.retain(|e| within(e));
-        while let Some(e) = self.events.get(self.next_event) {
-            if e.ts > now {
-                break;
-            }
-            if within(e) {
-                w.events.push(e.clone());
-            }
-            self.next_event += 1;
-        }
-        // Stale devices' last reading before the frame, within 30 days.
+        // Stale devices' last reading before the frame, within 30 days,
+        // for those with none in the frame (as the live window reads it).
         let bound = after_second(since);
+        let end = after_second(now);
         w.last_seen_before.clear();
         for (id, times) in &self.device_times {
             let i = times.partition_point(|t| *t < bound);
+            if times.get(i).is_some_and(|t| *t < end) {
+                continue;
+            }
             if let Some(t) = i.checked_sub(1).map(|i| times[i]) {
                 if t > bound - Duration::days(30) {
                     w.last_seen_before.insert(id.clone(), t);
