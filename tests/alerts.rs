@@ -1383,6 +1383,7 @@ async fn live_and_replay_agree(
     interval_s: &str,
     replay: [&str; 2],
     step: Duration,
+    rules_seen: &[&str],
 ) {
     use estatemon_analytics::job::cycle;
     use estatemon_analytics::window::WindowCache;
@@ -1431,6 +1432,12 @@ async fn live_and_replay_agree(
     ]));
     let replayed = alert_keys(&db).await;
     assert!(live.len() >= 5, "too few alerts to compare: {live:#?}");
+    for rule in rules_seen {
+        assert!(
+            live.iter().any(|a| a.0.starts_with(rule)),
+            "no {rule} alert to compare: {live:#?}"
+        );
+    }
     for (a, b) in live.iter().zip(&replayed) {
         assert_eq!(a, b, "live (left) and replay (right) differ\n{out}");
     }
@@ -1454,6 +1461,17 @@ async fn a_replay_records_the_alerts_the_live_job_records() {
         "300",
         ["2026-06-07T13:00:00+08:00", "2026-06-09T12:00:00+08:00"],
         Duration::minutes(7),
+        &[
+            "night_water_flow",
+            "door_forced",
+            "fire_main_pressure_low",
+            "fire_main_pressure_falling",
+            "lift_entrapment",
+            "meter_offline",
+            "lift_fault",
+            "denied_swipes",
+            "door_held_open",
+        ],
     )
     .await;
 }
@@ -1469,6 +1487,12 @@ async fn a_replay_of_lifts_and_inspections_records_what_the_live_job_records() {
         "900",
         ["2026-06-01T01:00:00+08:00", "2026-06-08T00:00:00+08:00"],
         Duration::minutes(15),
+        &[
+            "lift_maintenance_overrun",
+            "lift_alarm_line_untested",
+            "lift_fault",
+            "inspection_overdue",
+        ],
     )
     .await;
 }
@@ -1483,6 +1507,7 @@ async fn a_replay_at_the_default_step_records_the_alerts_the_live_job_records() 
         "300",
         ["2026-06-08T00:00:00+08:00", "2026-06-08T12:00:00+08:00"],
         Duration::minutes(1),
+        &["night_water_flow", "door_forced", "lift_entrapment"],
     )
     .await;
 }

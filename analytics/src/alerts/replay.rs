@@ -160,7 +160,7 @@ pub async fn replay(
         while at <= chunk_end {
             let t = Instant::now();
             let changes = chunk.step(&mut w, &ledger, &lookback, at)?;
-            w.history = slow.at(at);
+            slow.update(&mut w.history, at);
             report.window_s += t.elapsed().as_secs_f64();
             // Lifts a technician works on: a silence kept in step with
             // their mode, as the live cycle keeps it (only when the set
@@ -839,8 +839,13 @@ struct SlowHistory {
     first_events: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
     /// Tracked devices with every inspection and maintenance visit.
     inspected: HashMap<String, Inspected>,
+    /// What each tracked device's entry in the window was built from.
+    inspection_keys: HashMap<String, InspectionKey>,
     commissioned: Commissioned,
 }
+
+/// A tracked device's inspections in the span (first, end) and its start.
+type InspectionKey = (usize, usize, Option<DateTime<Utc>>);
 
 #[derive(Default)]
 struct States {
@@ -1036,13 +1041,18 @@ impl SlowHistory {
             expected,
             first_events,
             inspected,
+            inspection_keys: HashMap::new(),
             commissioned,
         })
     }
 
-    /// The history the live window reads at `now`.
-    fn at(&mut self, now: DateTime<Utc>) -> History {
-        let mut h = History::default();
+    /// Brings `h` to the history the live window reads at `now`. A tracked
+    /// device's entry is rebuilt only when its inspections in the span or
+    /// its start changed (a thousand of them, at every step, otherwise).
+    fn update(&mut self, h: &mut History, now: DateTime<Utc>) {
+        h.state.clear();
+        h.last.clear();
+        h.first.clear();
         for id in &self.mode_devices {
             if let Some((state, since)) = self.states.get(id).and_then(|s| s.at(now)) {
                 h.state.insert(id.clone(), (state.to_owned(), since));
@@ -1067,22 +1077,34 @@ impl SlowHistory {
                 }
             }
         }
-        for (id, i) in &self.inspected {
+        let SlowHistory {
+            inspected,
+            inspection_keys,
+            commissioned,
+            ..
+        } = self;
+        for (id, i) in inspected.iter() {
             let span = window::inspection_span_start(i, now);
             let lo = i.times.partition_point(|t| *t <= span);
             let hi = i.times.partition_point(|t| *t <= now);
-            let times = i.times[lo..hi].to_vec();
-            let first = [self.commissioned.get(id).copied(), times.first().copied()];
+            let first = [
+                commissioned.get(id).copied(),
+                i.times[lo..hi].first().copied(),
+            ];
+            let since = first.into_iter().flatten().filter(|t| *t <= now).min();
+            if inspection_keys.get(id) == Some(&(lo, hi, since)) {
+                continue;
+            }
+            inspection_keys.insert(id.clone(), (lo, hi, since));
             h.inspections.insert(
                 id.clone(),
                 Inspected {
-                    times,
-                    since: first.into_iter().flatten().filter(|t| *t <= now).min(),
+                    times: i.times[lo..hi].to_vec(),
+                    since,
                     ..i.clone()
                 },
             );
         }
-        h
     }
 
     /// Lifts whose latest state at `now` is a technician's mode.
