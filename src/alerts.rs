@@ -135,34 +135,44 @@ async fn replay(
     let (rules, origin) =
         schema::rule_sets::active(&client, config.alerts.rules_file.as_deref()).await?;
     tracing::info!(from = %origin, rules = rules.rules.len(), "replaying with these rules");
-    let cycles = ((to - from).num_seconds() / step.seconds()) as u64 + 1;
-    let bar = indicatif::ProgressBar::new(cycles).with_style(
+    let steps = estatemon_analytics::replay::step_count(from, to, step.chrono());
+    let bar = indicatif::ProgressBar::new(steps).with_style(
         indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {pos}/{len} cycles {per_sec} eta {eta}",
+            "{msg} [{bar:40}] {pos}/{len} steps {per_sec} eta {eta}",
         )
         .expect("template")
         .progress_chars("=> "),
     );
-    bar.set_message(format!("replaying {} rules", rules.rules.len()));
-    let mut total = estatemon_analytics::job::CycleReport::default();
-    let mut at = from;
-    while at <= to {
-        // History pages no one: no receivers.
-        let r = estatemon_analytics::job::cycle(&mut client, &rules, &[], at, None, None).await?;
-        total.opened += r.opened;
-        total.resolved += r.resolved;
-        total.silenced += r.silenced;
-        total.open_after = r.open_after;
-        at += step.chrono();
-        bar.inc(1);
+    if std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    bar.set_message(format!("replaying {} rules", rules.rules.len()));
+    let started = std::time::Instant::now();
+    // History pages no one: no receivers.
+    let report =
+        estatemon_analytics::replay::replay(&mut client, &rules, from, to, step.chrono(), |done| {
+            if done % 64 == 0 {
+                bar.set_position(done)
+            }
+        })
+        .await?;
     bar.finish_and_clear();
+    tracing::info!(
+        read_s = report.load_s,
+        evaluate_s = report.evaluate_s,
+        apply_s = report.apply_s,
+        readings = report.readings,
+        events = report.events,
+        "replay timings"
+    );
     println!(
-        "replayed {cycles} cycles from {from} to {to} ({} mode): {} alerts opened, {} resolved, {} still open",
+        "replayed {} steps from {from} to {to} in {:.1} s ({} mode): {} alerts opened, {} resolved, {} still open",
+        report.steps,
+        started.elapsed().as_secs_f64(),
         migration.mode.as_str(),
-        total.opened,
-        total.resolved,
-        total.open_after
+        report.opened,
+        report.resolved,
+        report.open_after
     );
     Ok(())
 }

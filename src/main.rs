@@ -177,6 +177,10 @@ enum BenchCommand {
     /// Evaluation time of the alert rules per cycle for a synthetic estate
     /// (a day of history backfilled into a fresh database first).
     Alerts(bench::AlertsBenchArgs),
+    /// `analytics replay` over a quarter (--days) of backfilled history:
+    /// wall time, steps per second and peak memory, against the floors
+    /// (the shipped site under a minute, 1,000 devices under ten).
+    Replay(bench::replay::ReplayBenchArgs),
     /// Quarterly report time and peak memory for a synthetic estate of N
     /// meters (15-minute registers for the quarter, a year of hourly history).
     Report(bench::report::ReportBenchArgs),
@@ -354,6 +358,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Ingest(args)) => bench::run(config, args).await,
         Command::Bench(BenchCommand::Simulate(args)) => bench::simulate(config, args),
         Command::Bench(BenchCommand::Alerts(args)) => bench::alerts(config, args).await,
+        Command::Bench(BenchCommand::Replay(args)) => bench::replay::run(config, args).await,
         Command::Bench(BenchCommand::Report(args)) => bench::report::run(config, args).await,
         Command::Bench(BenchCommand::Api(args)) => bench::api::run(config, args).await,
         Command::Consumption(args) => consumption::run(config, args).await,

@@ -7,7 +7,8 @@
 //!   window (ledger, readings, registers, events) into polars frames,
 //!   [`evaluate`] is pure rule evaluation over a window → findings,
 //!   [`lifecycle`] pure reconciliation of findings with open alerts,
-//!   [`notify`] the outbox, [`job`] the loop.
+//!   [`notify`] the outbox, [`job`] the loop, [`replay`] the rules over
+//!   stored history (read once, evaluated step by step in memory).
 //! - [`access_report`]: the weekly access report (denied bursts, forced
 //!   and held-open doors, expired cards, unusual hours), pseudonyms only.
 //! - [`energy`]: a site's meters and their consumption per interval (from
@@ -32,6 +33,6 @@ pub mod metrics;
 pub mod report;
 pub mod savings;
 
-pub use alerts::{evaluate, job, lifecycle, notify, window};
+pub use alerts::{evaluate, job, lifecycle, notify, replay, window};
 
 pub use job::run;

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod alerts;
 pub mod api;
 mod profiles;
+pub mod replay;
 pub mod report;
 pub use alerts::{run as alerts, AlertsBenchArgs};
 

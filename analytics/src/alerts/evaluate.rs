@@ -46,26 +46,40 @@ pub enum EvaluateError {
 
 /// Evaluates one rule over the window.
 pub fn evaluate(rule: &Rule, window: &Window) -> Result<Vec<Finding>, EvaluateError> {
-    let selected: Vec<&DeviceLabels> = window
+    evaluate_for(rule, window, &selected(rule, window))
+}
+
+/// The devices of the window's ledger that `rule` selects.
+pub fn selected<'a>(rule: &Rule, window: &'a Window) -> Vec<&'a DeviceLabels> {
+    window
         .devices
         .labels
         .values()
         .filter(|d| rule.applies_to(d))
-        .collect();
+        .collect()
+}
+
+/// Evaluates one rule over the window for devices already selected (a
+/// replay selects once, not at every step).
+pub fn evaluate_for(
+    rule: &Rule,
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> Result<Vec<Finding>, EvaluateError> {
     let wrap = |source| EvaluateError::Polars {
         rule: rule.name.clone(),
         source,
     };
     match &rule.condition {
-        Condition::Threshold(t) => threshold(t, window, &selected).map_err(wrap),
-        Condition::Rate(r) => rate(r, window, &selected).map_err(wrap),
-        Condition::Stale(s) => stale(s, window, &selected).map_err(wrap),
-        Condition::Consumption(c) => consumption(c, window, &selected).map_err(wrap),
-        Condition::Event(e) => Ok(events(e, window, &selected)),
-        Condition::Denied(d) => Ok(denied(d, window, &selected)),
-        Condition::Mode(m) => Ok(mode(m, window, &selected)),
-        Condition::Expect(e) => Ok(expect(&rule.name, e, window, &selected)),
-        Condition::Inspection(i) => Ok(inspection(i, window, &selected)),
+        Condition::Threshold(t) => threshold(t, window, selected).map_err(wrap),
+        Condition::Rate(r) => rate(r, window, selected).map_err(wrap),
+        Condition::Stale(s) => stale(s, window, selected).map_err(wrap),
+        Condition::Consumption(c) => consumption(c, window, selected).map_err(wrap),
+        Condition::Event(e) => Ok(events(e, window, selected)),
+        Condition::Denied(d) => Ok(denied(d, window, selected)),
+        Condition::Mode(m) => Ok(mode(m, window, selected)),
+        Condition::Expect(e) => Ok(expect(&rule.name, e, window, selected)),
+        Condition::Inspection(i) => Ok(inspection(i, window, selected)),
     }
 }
 
@@ -245,6 +259,21 @@ fn rate(r: &Rate, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<V
 /// Per device: the last reading of any metric, in the window or, for a
 /// device silent through all of it, before it.
 fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult<Vec<Finding>> {
+    Ok(stale_findings(
+        s,
+        window,
+        selected,
+        &last_in_frame(window, selected)?,
+    ))
+}
+
+/// The polars half of a stale rule: each selected device's latest reading
+/// (epoch seconds) in the readings frame. It depends on the frame alone, so
+/// a replay keeps it while the frame does not change.
+pub fn last_in_frame(
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<HashMap<String, i64>> {
     let df = on_device(
         window.readings.clone().lazy(),
         selection(selected)?,
@@ -253,13 +282,24 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
     .group_by([col("device")])
     .agg([col("ts").max().alias("last_ts")])
     .collect()?;
-    let mut last_seen: HashMap<&str, i64> = HashMap::new();
+    let mut last_seen = HashMap::new();
     let (device, last_ts) = (df.column("device")?.str()?, df.column("last_ts")?.i64()?);
     for i in 0..df.height() {
         if let (Some(d), Some(t)) = (device.get(i), last_ts.get(i)) {
-            last_seen.insert(d, t);
+            last_seen.insert(d.to_owned(), t);
         }
     }
+    Ok(last_seen)
+}
+
+/// The rest of a stale rule, at the window's `now`, given
+/// [`last_in_frame`].
+pub fn stale_findings(
+    s: &Stale,
+    window: &Window,
+    selected: &[&DeviceLabels],
+    last_seen: &HashMap<String, i64>,
+) -> Vec<Finding> {
     let now = window.now.timestamp();
     let after = s.after.seconds();
     let mut out = Vec::new();
@@ -306,7 +346,7 @@ fn stale(s: &Stale, window: &Window, selected: &[&DeviceLabels]) -> PolarsResult
             state,
         });
     }
-    Ok(out)
+    out
 }
 
 /// The group a device's use is added to.
@@ -328,6 +368,32 @@ fn consumption(
     window: &Window,
     selected: &[&DeviceLabels],
 ) -> PolarsResult<Vec<Finding>> {
+    Ok(consumption_findings(
+        c,
+        &consumption_totals(c, window, selected)?,
+        window.now,
+    ))
+}
+
+/// One group's use since its local midnight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupUse {
+    pub group: String,
+    pub used: f64,
+    /// The earliest local midnight of its members.
+    pub since: DateTime<Utc>,
+    /// The device, for a per-device group.
+    pub device: Option<DeviceLabels>,
+}
+
+/// The data half of a consumption rule: each group's use since local
+/// midnight. It depends on the registers and the local midnights only, so
+/// a replay keeps it until either changes.
+pub fn consumption_totals(
+    c: &Consumption,
+    window: &Window,
+    selected: &[&DeviceLabels],
+) -> PolarsResult<Vec<GroupUse>> {
     let policy = RegisterPolicy::default();
     let (mut groups, mut used, mut since) = (Vec::new(), Vec::new(), Vec::new());
     let mut members: BTreeMap<String, Vec<&DeviceLabels>> = BTreeMap::new();
@@ -374,30 +440,47 @@ fn consumption(
         let (Some(g), Some(u), Some(s)) = (group.get(i), used.get(i), since.get(i)) else {
             continue;
         };
-        let state = if u > c.above {
-            State::Firing {
-                since: ts(s),
-                last: window.now,
-                value: Some(u),
-            }
-        } else {
-            State::Clear { at: window.now }
-        };
         // A per-device group names its device; larger groups name none.
         let device = match (c.per, members.get(g)) {
             (GroupBy::Device, Some(m)) => m.first().map(|d| (*d).clone()),
             _ => None,
         };
-        out.push(Finding {
-            subject: g.to_owned(),
+        out.push(GroupUse {
+            group: g.to_owned(),
+            used: u,
+            since: ts(s),
             device,
-            state,
         });
     }
     Ok(out)
 }
 
-fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
+/// Consumption findings at `now` from [`consumption_totals`].
+pub fn consumption_findings(
+    c: &Consumption,
+    totals: &[GroupUse],
+    now: DateTime<Utc>,
+) -> Vec<Finding> {
+    totals
+        .iter()
+        .map(|g| Finding {
+            subject: g.group.clone(),
+            device: g.device.clone(),
+            state: if g.used > c.above {
+                State::Firing {
+                    since: g.since,
+                    last: now,
+                    value: Some(g.used),
+                }
+            } else {
+                State::Clear { at: now }
+            },
+        })
+        .collect()
+}
+
+/// Whether `e` is one of the events `rule` fires on.
+pub fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
     if e.event_type != rule.event_type.0.as_str() {
         return false;
     }
@@ -416,16 +499,37 @@ fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
 /// since the last one or, for faults, until the device reports it is back in
 /// service (an `idle` or `moving` state after the last fault).
 fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    spans_findings(
+        &event_spans(rule, window.events.iter(), selected),
+        rule.resolve_after.chrono(),
+        window.now,
+    )
+}
+
+/// The data half of an event or denied-swipes rule: per subject, its first
+/// and last matching event, when it was back in service after them, and
+/// the device it names. It depends on the events alone, so a replay keeps
+/// it while they are unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spans {
+    pub span: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    pub back_in_service: HashMap<String, DateTime<Utc>>,
+    pub device: HashMap<String, DeviceLabels>,
+}
+
+/// [`Spans`] of an event rule over `events` (in time order; those of
+/// other types are passed over).
+pub fn event_spans<'e>(
+    rule: &EventRule,
+    events: impl Iterator<Item = &'e EventRow>,
+    selected: &[&DeviceLabels],
+) -> Spans {
     let labels = labels_of(selected);
     let mut span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
     let mut back_in_service: HashMap<&str, DateTime<Utc>> = HashMap::new();
     let faults = rule.event_type.0 == estatemon_domain::event::EventType::Fault;
     // Events are in time order.
-    for e in window
-        .events
-        .iter()
-        .filter(|e| labels.contains_key(e.device.as_str()))
-    {
+    for e in events.filter(|e| labels.contains_key(e.device.as_str())) {
         if event_matches(rule, e) {
             let s = span.entry(e.device.as_str()).or_insert((e.ts, e.ts));
             s.0 = s.0.min(e.ts);
@@ -435,11 +539,27 @@ fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<
             back_in_service.entry(e.device.as_str()).or_insert(e.ts);
         }
     }
-    let mut out = quiet_after(span, rule.resolve_after.chrono(), window.now, |d| {
-        labels.get(d).map(|l| (*l).clone())
+    Spans {
+        device: span
+            .keys()
+            .filter_map(|d| labels.get(d).map(|l| ((*d).to_owned(), (*l).clone())))
+            .collect(),
+        span: span.into_iter().map(|(d, s)| (d.to_owned(), s)).collect(),
+        back_in_service: back_in_service
+            .into_iter()
+            .map(|(d, t)| (d.to_owned(), t))
+            .collect(),
+    }
+}
+
+/// The time half: firing until `resolve_after` after the last event, or
+/// clear from when the subject was back in service.
+pub fn spans_findings(spans: &Spans, resolve_after: Duration, now: DateTime<Utc>) -> Vec<Finding> {
+    let mut out = quiet_after(&spans.span, resolve_after, now, |d| {
+        spans.device.get(d).cloned()
     });
     for f in &mut out {
-        if let Some(at) = back_in_service.get(f.subject.as_str()) {
+        if let Some(at) = spans.back_in_service.get(f.subject.as_str()) {
             if matches!(f.state, State::Firing { .. }) {
                 f.state = State::Clear { at: *at };
             }
@@ -449,14 +569,14 @@ fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<
 }
 
 fn quiet_after(
-    span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)>,
+    span: &BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
     resolve_after: Duration,
     now: DateTime<Utc>,
     device: impl Fn(&str) -> Option<DeviceLabels>,
 ) -> Vec<Finding> {
-    span.into_iter()
-        .map(|(subject, (first, last))| Finding {
-            subject: subject.to_owned(),
+    span.iter()
+        .map(|(subject, &(first, last))| Finding {
+            subject: subject.clone(),
             device: device(subject),
             state: if now - last < resolve_after {
                 State::Firing {
@@ -577,9 +697,24 @@ fn inspection(rule: &InspectionRule, window: &Window, selected: &[&DeviceLabels]
 /// Bursts of denied swipes: `count` within `within`, by credential or by
 /// gate. The burst's subject is the (pseudonymised) credential or the gate.
 fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
+    spans_findings(
+        &denied_spans(rule, window.events.iter(), selected),
+        rule.resolve_after.chrono(),
+        window.now,
+    )
+}
+
+/// [`Spans`] of a denied-swipes rule over `events` (other types passed
+/// over): per credential or gate, its first burst's start and its last
+/// denied swipe, and the gate it was last at.
+pub fn denied_spans<'e>(
+    rule: &Denied,
+    events: impl Iterator<Item = &'e EventRow>,
+    selected: &[&DeviceLabels],
+) -> Spans {
     let labels = labels_of(selected);
     let mut by_key: BTreeMap<&str, Vec<&EventRow>> = BTreeMap::new();
-    for e in window.events.iter().filter(|e| {
+    for e in events.filter(|e| {
         e.event_type == "access"
             && e.result.as_deref() == Some("denied")
             && labels.contains_key(e.device.as_str())
@@ -595,8 +730,7 @@ fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Fin
     }
     let within = rule.within.chrono();
     let need = rule.count as usize;
-    let mut span = BTreeMap::new();
-    let mut gate_of: HashMap<&str, &str> = HashMap::new();
+    let mut out = Spans::default();
     for (key, mut rows) in by_key {
         rows.sort_by_key(|e| e.ts);
         // Sliding window: the first burst's start, the last denied swipe.
@@ -612,16 +746,14 @@ fn denied(rule: &Denied, window: &Window, selected: &[&DeviceLabels]) -> Vec<Fin
             }
         }
         if let Some(b) = burst {
-            gate_of.insert(key, rows.last().map(|e| e.device.as_str()).unwrap_or(""));
-            span.insert(key, b);
+            let gate = rows.last().map(|e| e.device.as_str()).unwrap_or("");
+            if let Some(l) = labels.get(gate) {
+                out.device.insert(key.to_owned(), (*l).clone());
+            }
+            out.span.insert(key.to_owned(), b);
         }
     }
-    quiet_after(span, rule.resolve_after.chrono(), window.now, |key| {
-        gate_of
-            .get(key)
-            .and_then(|g| labels.get(g))
-            .map(|l| (*l).clone())
-    })
+    out
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! - [`lifecycle`]: pure reconciliation of findings with open alerts;
 //! - [`notify`]: the sink, the outbox to Alertmanager (API v2) and
 //!   webhooks, with retries and backoff;
-//! - [`job`]: the driving loop, evaluation under a lease, the notifier,
-//!   replay.
+//! - [`job`]: the driving loop, evaluation under a lease, the notifier;
+//! - [`replay`]: the rules over stored history: read once per chunk, each
+//!   step's window cut from memory, the same evaluation and lifecycle, only
+//!   transitions written.
 //!
 //! The crate root re-exports each module under its old path
 //! (`estatemon_analytics::job`, `::window`, …).
@@ -16,4 +18,5 @@ pub mod evaluate;
 pub mod job;
 pub mod lifecycle;
 pub mod notify;
+pub mod replay;
 pub mod window;

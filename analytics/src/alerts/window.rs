@@ -215,11 +215,11 @@ pub fn readings_frame(
 }
 
 /// Register metrics of the consumption rules, and the devices they select.
-type Scope = (Vec<String>, Vec<String>);
+pub(crate) type Scope = (Vec<String>, Vec<String>);
 
 /// What the consumption rules read: their register metrics and the devices
 /// they select (only those devices' registers are read).
-fn consumption_scope(rules: &RuleSet, devices: &Devices) -> Scope {
+pub(crate) fn consumption_scope(rules: &RuleSet, devices: &Devices) -> Scope {
     let mut metrics = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for rule in &rules.rules {
@@ -240,7 +240,7 @@ fn consumption_scope(rules: &RuleSet, devices: &Devices) -> Scope {
 }
 
 /// Gauge readings with `from < ts <= to`.
-async fn fetch_readings(
+pub(crate) async fn fetch_readings(
     client: &Client,
     devices: &Devices,
     from: DateTime<Utc>,
@@ -267,13 +267,13 @@ async fn fetch_readings(
 
 /// The start of the second after the one `t` is in: rows whose whole
 /// second is after `t`'s are those at or after it.
-fn after_second(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn after_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp() + 1, 0).expect("a time within chrono's range")
 }
 
 /// Appends the consumption rules' register readings with `from < ts <= to`
 /// (in time order per device and metric).
-async fn fetch_registers(
+pub(crate) async fn fetch_registers(
     client: &Client,
     scope: &Scope,
     from: DateTime<Utc>,
@@ -319,9 +319,25 @@ async fn fetch_events(
     from: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<EventRow>> {
-    let (types, since_by_type): (Vec<&str>, Vec<DateTime<Utc>>) =
-        lookback.events.iter().map(|(t, d)| (*t, now - *d)).unzip();
-    let floor = since_by_type.iter().min().copied().unwrap_or(now);
+    fetch_events_for(client, lookback, from, now, now).await
+}
+
+/// Events of the rules' types with `from < ts <= now`, within each type's
+/// lookback of `earliest` (the first of the times they are read for: a
+/// replay reads them for a span of steps at once), in time order.
+pub(crate) async fn fetch_events_for(
+    client: &Client,
+    lookback: &Lookback,
+    from: Option<DateTime<Utc>>,
+    earliest: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<EventRow>> {
+    let (types, since_by_type): (Vec<&str>, Vec<DateTime<Utc>>) = lookback
+        .events
+        .iter()
+        .map(|(t, d)| (*t, earliest - *d))
+        .unzip();
+    let floor = since_by_type.iter().min().copied().unwrap_or(earliest);
     let from = from.map_or(floor, |f| f.max(floor));
     let rows = client
         .query(
@@ -353,7 +369,10 @@ async fn fetch_events(
 }
 
 /// The ids of the devices some stale rule watches.
-fn stale_watched<'a>(rules: &'a RuleSet, devices: &'a Devices) -> impl Iterator<Item = &'a str> {
+pub(crate) fn stale_watched<'a>(
+    rules: &'a RuleSet,
+    devices: &'a Devices,
+) -> impl Iterator<Item = &'a str> {
     devices
         .labels
         .values()
@@ -402,7 +421,10 @@ async fn fetch_last_seen(
 }
 
 /// The ids of the devices `rule` watches.
-fn watched<'a>(rule: &estatemon_domain::rules::Rule, devices: &'a Devices) -> Vec<&'a str> {
+pub(crate) fn watched<'a>(
+    rule: &estatemon_domain::rules::Rule,
+    devices: &'a Devices,
+) -> Vec<&'a str> {
     devices
         .labels
         .values()
@@ -508,7 +530,50 @@ async fn fetch_inspections(
     now: DateTime<Utc>,
     commissioned: &mut Commissioned,
 ) -> anyhow::Result<HashMap<String, Inspected>> {
-    use estatemon_domain::inspection::{from_ledger, MAINTENANCE_VISIT_SQL};
+    let mut out = tracked_devices(client, devices, ids).await?;
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let (tracked, since): (Vec<String>, Vec<DateTime<Utc>>) = out
+        .iter()
+        .map(|(id, i)| (id.clone(), inspection_span_start(i, now)))
+        .unzip();
+    for (id, t) in inspection_times(client, &tracked, &since, now).await? {
+        if let Some(i) = out.get_mut(&id) {
+            i.times.push(t);
+        }
+    }
+    // When each began to report (its first hour of readings, or its first
+    // event) within the span, for the devices not seen to before: once
+    // known it is kept (an earlier start is harmless, windows are clamped
+    // to the span), so steady cycles probe only devices still silent.
+    let (unknown, unknown_since): (Vec<&String>, Vec<&DateTime<Utc>>) = tracked
+        .iter()
+        .zip(&since)
+        .filter(|(id, _)| commissioned.get(*id).is_none_or(|t| *t > now))
+        .unzip();
+    probe_commissioned(client, &unknown, &unknown_since, now, commissioned).await?;
+    for (id, i) in out.iter_mut() {
+        let first = [commissioned.get(id).copied(), i.times.iter().min().copied()];
+        i.since = first.into_iter().flatten().filter(|t| *t <= now).min();
+    }
+    Ok(out)
+}
+
+/// The start of the span whose inspections the window holds for `i` at
+/// `now` (two windows more than the rules look at).
+pub(crate) fn inspection_span_start(i: &Inspected, now: DateTime<Utc>) -> DateTime<Utc> {
+    now - i.cycle.longest() * (INSPECTION_WINDOWS + 2)
+}
+
+/// The devices among `ids` the ledger tracks for inspections (class or
+/// cycle), with no inspection times yet.
+pub(crate) async fn tracked_devices(
+    client: &Client,
+    devices: &Devices,
+    ids: std::collections::BTreeSet<&str>,
+) -> anyhow::Result<HashMap<String, Inspected>> {
+    use estatemon_domain::inspection::from_ledger;
     let ids: Vec<&str> = ids.into_iter().collect();
     let mut out: HashMap<String, Inspected> = HashMap::new();
     for r in client
@@ -534,18 +599,18 @@ async fn fetch_inspections(
             );
         }
     }
-    if out.is_empty() {
-        return Ok(out);
-    }
-    let (tracked, since): (Vec<String>, Vec<DateTime<Utc>>) = out
-        .iter()
-        .map(|(id, i)| {
-            (
-                id.clone(),
-                now - i.cycle.longest() * (INSPECTION_WINDOWS + 2),
-            )
-        })
-        .unzip();
+    Ok(out)
+}
+
+/// Inspections and maintenance visits `(device, time)` of each tracked
+/// device after its `since` and up to `until`.
+pub(crate) async fn inspection_times(
+    client: &Client,
+    tracked: &[String],
+    since: &[DateTime<Utc>],
+    until: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+    use estatemon_domain::inspection::MAINTENANCE_VISIT_SQL;
     let rows = client
         .query(
             &format!(
@@ -559,72 +624,69 @@ async fn fetch_inspections(
                      ON e.device_id = w.id AND e.ts > w.since
                   WHERE {MAINTENANCE_VISIT_SQL} AND e.ts <= $3"
             ),
-            &[&tracked, &since, &now],
+            &[&tracked, &since, &until],
         )
         .await?;
-    for r in &rows {
-        if let Some(i) = out.get_mut(r.get::<_, &str>(0)) {
-            i.times.push(r.get(1));
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Finds when each of `unknown` began to report after its `since` and up
+/// to `until` (its first hour of readings, or its first event) and records
+/// it in `commissioned`.
+pub(crate) async fn probe_commissioned(
+    client: &Client,
+    unknown: &[&String],
+    unknown_since: &[&DateTime<Utc>],
+    until: DateTime<Utc>,
+    commissioned: &mut Commissioned,
+) -> anyhow::Result<()> {
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    for r in client
+        .query(
+            "SELECT w.id,
+                    (SELECT min(h.bucket) FROM readings_hourly h WHERE h.device_id = w.id
+                        AND h.bucket > w.since - interval '1 hour' AND h.bucket <= $3),
+                    (SELECT e.ts FROM events e WHERE e.device_id = w.id AND e.ts > w.since
+                        AND e.ts <= $3 ORDER BY e.ts LIMIT 1)
+               FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
+            &[&unknown, &unknown_since, &until],
+        )
+        .await?
+    {
+        let first = [r.get::<_, Option<DateTime<Utc>>>(1), r.get(2)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(t) = first {
+            commissioned.insert(r.get(0), t);
         }
     }
-    // When each began to report (its first hour of readings, or its first
-    // event) within the span, for the devices not seen to before: once
-    // known it is kept (an earlier start is harmless, windows are clamped
-    // to the span), so steady cycles probe only devices still silent.
-    let (unknown, unknown_since): (Vec<&String>, Vec<&DateTime<Utc>>) = tracked
+    // Readings not yet rolled up (a backfill before the maintenance
+    // round): the raw table, for the few devices still unknown.
+    let (raw, raw_since): (Vec<&String>, Vec<&DateTime<Utc>>) = unknown
         .iter()
-        .zip(&since)
-        .filter(|(id, _)| commissioned.get(*id).is_none_or(|t| *t > now))
+        .zip(unknown_since)
+        .filter(|(id, _)| !commissioned.contains_key(**id))
+        .map(|(id, s)| (*id, *s))
         .unzip();
-    if !unknown.is_empty() {
+    if !raw.is_empty() {
         for r in client
             .query(
-                "SELECT w.id,
-                        (SELECT min(h.bucket) FROM readings_hourly h WHERE h.device_id = w.id
-                            AND h.bucket > w.since - interval '1 hour' AND h.bucket <= $3),
-                        (SELECT e.ts FROM events e WHERE e.device_id = w.id AND e.ts > w.since
-                            AND e.ts <= $3 ORDER BY e.ts LIMIT 1)
+                "SELECT w.id, (SELECT r.ts FROM readings r WHERE r.device_id = w.id
+                                  AND r.ts > w.since AND r.ts <= $3 ORDER BY r.ts LIMIT 1)
                    FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
-                &[&unknown, &unknown_since, &now],
+                &[&raw, &raw_since, &until],
             )
             .await?
         {
-            let first = [r.get::<_, Option<DateTime<Utc>>>(1), r.get(2)]
-                .into_iter()
-                .flatten()
-                .min();
-            if let Some(t) = first {
+            if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(1) {
                 commissioned.insert(r.get(0), t);
             }
         }
-        // Readings not yet rolled up (a backfill before the maintenance
-        // round): the raw table, for the few devices still unknown.
-        let (raw, raw_since): (Vec<&String>, Vec<&DateTime<Utc>>) = unknown
-            .iter()
-            .zip(&unknown_since)
-            .filter(|(id, _)| !commissioned.contains_key(**id))
-            .unzip();
-        if !raw.is_empty() {
-            for r in client
-                .query(
-                    "SELECT w.id, (SELECT r.ts FROM readings r WHERE r.device_id = w.id
-                                      AND r.ts > w.since AND r.ts <= $3 ORDER BY r.ts LIMIT 1)
-                       FROM unnest($1::text[], $2::timestamptz[]) AS w(id, since)",
-                    &[&raw, &raw_since, &now],
-                )
-                .await?
-            {
-                if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(1) {
-                    commissioned.insert(r.get(0), t);
-                }
-            }
-        }
     }
-    for (id, i) in out.iter_mut() {
-        let first = [commissioned.get(id).copied(), i.times.iter().min().copied()];
-        i.since = first.into_iter().flatten().filter(|t| *t <= now).min();
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// How close to the wall clock an evaluation must be to count as live.
