@@ -30,18 +30,38 @@ pub fn load(name: &str, tag: &str) -> ProfileLoad {
     // is measured from them); a device repeats every 500 messages of its
     // publisher, many milliseconds apart, so every message is its own
     // reading.
-    let now_ms = || Utc::now().timestamp_millis();
-    let base_ms = now_ms();
+    // Per device, never the same millisecond twice: the generator makes
+    // messages far faster than the broker takes them.
+    let last: std::sync::Arc<Vec<std::sync::atomic::AtomicI64>> = std::sync::Arc::new(
+        (0..DEVICES * 64)
+            .map(|_| std::sync::atomic::AtomicI64::new(0))
+            .collect(),
+    );
+    let unique_ms = move |p: usize, device: u64| -> i64 {
+        let slot = &last[(p as u64 * DEVICES + device) as usize % last.len()];
+        let now = Utc::now().timestamp_millis();
+        let prev = slot
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |l| Some(now.max(l + 1)),
+            )
+            .unwrap_or(now);
+        now.max(prev + 1)
+    };
+    let base_ms = Utc::now().timestamp_millis();
     let id = format!("b{}", tag.replace('_', ""));
     match name {
         "tasmota" => {
+            let stamp = unique_ms.clone();
             let make: MakeMessage = std::sync::Arc::new(move |p, device, seq| {
-                let t = Utc::now();
+                let t =
+                    chrono::DateTime::from_timestamp_millis(stamp(p, device)).unwrap_or_default();
                 (
                     format!("tele/{id}-{p}-{device}/SENSOR"),
                     format!(
                         r#"{{"Time":"{}","ENERGY":{{"TotalStartTime":"2025-01-01T00:00:00","Total":{}.{},"Yesterday":1.0,"Today":0.5,"Power":{},"Voltage":230,"Factor":0.92}}}}"#,
-                        t.format("%Y-%m-%dT%H:%M:%S%.6f"),
+                        t.format("%Y-%m-%dT%H:%M:%S%.3f"),
                         seq / 10,
                         seq % 10,
                         seq % 1000
@@ -58,9 +78,10 @@ pub fn load(name: &str, tag: &str) -> ProfileLoad {
             }
         }
         "shelly" => {
+            let stamp = unique_ms.clone();
             let make: MakeMessage = std::sync::Arc::new(move |p, device, seq| {
                 let src = format!("{id}-{p}-{device}");
-                let t = now_ms();
+                let t = stamp(p, device);
                 (
                     format!("{src}/events/rpc"),
                     format!(
@@ -82,6 +103,7 @@ pub fn load(name: &str, tag: &str) -> ProfileLoad {
             }
         }
         "zigbee2mqtt" => {
+            let stamp = unique_ms.clone();
             let make: MakeMessage = std::sync::Arc::new(move |p, device, seq| {
                 (
                     format!("zigbee2mqtt/{id}/floor{p}/plug{device}"),
@@ -89,7 +111,7 @@ pub fn load(name: &str, tag: &str) -> ProfileLoad {
                         r#"{{"current":0.05,"energy":{},"linkquality":120,"power":{},"state":"ON","voltage":230,"last_seen":{}}}"#,
                         seq,
                         seq % 1000,
-                        now_ms()
+                        stamp(p, device)
                     )
                     .into_bytes(),
                 )
