@@ -195,7 +195,17 @@ pub fn key_figures(r: &QuarterReport) -> Vec<(String, String)> {
                     "{:.1} %{}",
                     f * 100.0,
                     g.target
-                        .map(|t| format!(" (target {:.0} %: {})", t * 100.0, g.target_basis))
+                        .map(|t| {
+                            // The whole basis is in the savings table.
+                            let from = if g.target_basis.starts_with("the retrofits") {
+                                ", from its retrofits' registered targets"
+                            } else if g.target_basis.starts_with("the configuration") {
+                                ", the configuration's default"
+                            } else {
+                                ""
+                            };
+                            format!(" (target {:.0} %{from})", t * 100.0)
+                        })
                         .unwrap_or_default()
                 )
             })),

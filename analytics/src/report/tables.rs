@@ -528,7 +528,7 @@ pub fn tables(r: &QuarterReport) -> Vec<Table> {
     // and the inputs of the ± (ASHRAE Guideline 14, Annex B).
     out.push(Table {
         name: "savings_model_terms",
-        title: "Retrofits: the daily models' equations (use = b₀ + Σ bᵢ · driverᵢ)".into(),
+        title: "Retrofits: the daily models' equations (daily use = intercept + Σ coefficient · driver)".into(),
         headers: headers(&[
             "retrofit",
             "term",
