@@ -26,6 +26,33 @@ pub struct Finding {
     pub state: State,
 }
 
+impl Finding {
+    /// The alert the analytics job opens (or refreshes) for a firing
+    /// finding, raised at `at`; `None` when the finding is not firing.
+    /// The live cycle and the replay both write through this.
+    pub fn alert(
+        &self,
+        rule: &estatemon_domain::rules::Rule,
+        at: DateTime<Utc>,
+    ) -> Option<estatemon_domain::schema::alerts::NewAlert> {
+        let State::Firing { since, last, value } = self.state else {
+            return None;
+        };
+        Some(
+            estatemon_domain::schema::alerts::NewAlert::new(
+                rule,
+                self.subject.clone(),
+                self.device.as_ref(),
+                since,
+                last,
+                value,
+                "analytics",
+            )
+            .raised_at(at),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     /// The condition holds, since `since` (data time), last seen at `last`.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use estatemon_domain::config::Config;
 use estatemon_domain::rules::RuleSet;
-use estatemon_domain::schema::alerts::{self, NewAlert, Opened};
+use estatemon_domain::schema::alerts::{self, Opened};
 use estatemon_domain::schema::{self, rule_sets, MigrationReport};
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
@@ -113,19 +113,10 @@ pub async fn cycle(
     for (rule, action) in planned {
         match action {
             Action::Open(f) => {
-                let State::Firing { since, last, value } = f.state else {
+                let Some(alert) = f.alert(rule, now) else {
                     continue;
                 };
-                let alert = NewAlert::new(
-                    rule,
-                    f.subject,
-                    f.device.as_ref(),
-                    since,
-                    last,
-                    value,
-                    "analytics",
-                )
-                .raised_at(now);
+                let since = alert.started_at;
                 match alerts::open(&tx, &alert, &rules.deadlines, receivers).await? {
                     Opened::New { id, silenced } => {
                         report.opened += 1;

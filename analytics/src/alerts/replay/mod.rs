@@ -41,7 +41,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use estatemon_domain::rules::{Condition, DeviceLabels, RuleSet};
-use estatemon_domain::schema::alerts::{self, NewAlert, OpenAlert, Opened};
+use estatemon_domain::schema::alerts::{self, OpenAlert, Opened};
 use tokio_postgres::Client;
 
 use crate::evaluate::{self, Finding, GroupUse, State};
@@ -225,19 +225,10 @@ pub async fn replay(
                     let rule = &rules.rules[i];
                     match action {
                         Action::Open(f) => {
-                            let State::Firing { since, last, value } = f.state else {
+                            let Some(alert) = f.alert(rule, at) else {
                                 continue;
                             };
-                            let alert = NewAlert::new(
-                                rule,
-                                f.subject.clone(),
-                                f.device.as_ref(),
-                                since,
-                                last,
-                                value,
-                                "analytics",
-                            )
-                            .raised_at(at);
+                            let (since, last) = (alert.started_at, alert.last_seen_at);
                             let opened = alerts::open(&tx, &alert, &rules.deadlines, &[]).await?;
                             let id = match opened {
                                 Opened::New { id, silenced } => {
@@ -530,21 +521,9 @@ async fn refresh(
     f: Finding,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let State::Firing { since, last, value } = f.state else {
-        return Ok(());
-    };
-    let rule = &rules.rules[i];
-    let alert = NewAlert::new(
-        rule,
-        f.subject,
-        f.device.as_ref(),
-        since,
-        last,
-        value,
-        "analytics",
-    )
-    .raised_at(at);
-    alerts::open(tx, &alert, &rules.deadlines, &[]).await?;
+    if let Some(alert) = f.alert(&rules.rules[i], at) {
+        alerts::open(tx, &alert, &rules.deadlines, &[]).await?;
+    }
     Ok(())
 }
 
