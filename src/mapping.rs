@@ -128,7 +128,7 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
             None => text.as_bytes().to_vec(),
         })
     };
-    let mut mappings = mappings;
+    let mut set = mapping::MappingSet::new(mappings);
     let ha = &config.ingest.homeassistant;
     for d in &args.discovery {
         let (topic, payload) = d.split_once('=').ok_or_else(|| {
@@ -141,36 +141,22 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
                 mappings: found,
                 skipped,
             }) => {
-                let inner = format!("{replaces}#");
-                mappings.retain(|m| m.name != replaces && !m.name.starts_with(&inner));
-                let mut found = found;
-                // As ingest does: an entity whose state topic a configured
-                // mapping reads is not read again, and one that would share
-                // another entity's device and metric gets an id of its own.
-                found.retain(|m| {
-                    let reader = mappings.iter().find(|x| {
-                        !x.name.starts_with("homeassistant:") && x.match_topic(&m.topic).is_some()
-                    });
-                    if let Some(x) = reader {
-                        println!(
-                            "discovery `{}`: not read, its state topic is read by mapping `{}`",
-                            m.name, x.name
-                        );
-                    }
-                    reader.is_none()
-                });
-                mapping::homeassistant::disambiguate(&mappings, &mut found, &replaces);
-                for m in &found {
-                    println!("discovery `{}`: state topic {}", m.name, m.topic);
+                // As ingest does (`MappingSet::discovered`).
+                let done = set.discovered(&replaces, found);
+                for (entity, reader) in &done.read_elsewhere {
+                    println!(
+                        "discovery `{entity}`: not read, its state topic is read by mapping `{reader}`"
+                    );
+                }
+                for (name, topic, _) in &done.added {
+                    println!("discovery `{name}`: state topic {topic}");
                 }
                 for (component, why) in skipped {
                     println!("discovery `{replaces}`: component `{component}` skipped: {why}");
                 }
-                mappings.extend(found);
             }
             Ok(Discovery::Removed(name)) => {
-                let inner = format!("{name}#");
-                mappings.retain(|m| m.name != name && !m.name.starts_with(&inner));
+                set.removed(&name);
                 println!("discovery `{name}`: removed");
             }
             Ok(Discovery::Ignored) => println!("discovery {topic}: not a reading, ignored"),
@@ -181,9 +167,9 @@ fn test(config: &Config, args: TestArgs) -> anyhow::Result<()> {
     }
     let payload = read(&args.payload)?;
     print_routed(
-        mapping::route(&mappings, &args.topic, &payload, Utc::now(), args.retained),
+        set.route(&args.topic, &payload, Utc::now(), args.retained),
         &args.topic,
-        mappings.len(),
+        set.mappings().len(),
     )
 }
 

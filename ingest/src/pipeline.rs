@@ -513,47 +513,20 @@ impl Batcher {
                         ));
                     }
                 }
-                let mut mappings = mappings;
-                // An entity whose state topic a profile or a mapping of the
-                // configuration already reads would store every reading
-                // twice (under two device ids): the configured one is kept.
-                mappings.retain(|m| {
-                    let reader = self
-                        .mappings
-                        .mappings()
-                        .iter()
-                        .find(|x| !x.name.starts_with("homeassistant:") && x.match_topic(&m.topic).is_some());
-                    if let Some(x) = reader {
-                        tracing::info!(entity = %m.name, topic = %m.topic, mapping = %x.name, "Home Assistant entity not read: its state topic is read by a configured mapping");
-                        self.metrics.mapping_outcome(&x.name, "discovery_skipped");
+                let done = self.mappings.discovered(&replaces, mappings);
+                for (entity, reader) in &done.read_elsewhere {
+                    tracing::info!(%entity, mapping = %reader, "Home Assistant entity not read: its state topic is read by a configured mapping");
+                    self.metrics.mapping_outcome(reader, "discovery_skipped");
+                }
+                for (name, topic, availability) in done.added {
+                    tracing::info!(mapping = %name, %topic, "Home Assistant discovery: a sensor");
+                    self.subscribe_discovered(topic);
+                    if let Some(a) = availability {
+                        self.subscribe_discovered(a);
                     }
-                    reader.is_none()
-                });
-                estatemon_domain::mapping::homeassistant::disambiguate(
-                    self.mappings.mappings(),
-                    &mut mappings,
-                    &replaces,
-                );
-                let mut topics = Vec::new();
-                for m in &mappings {
-                    topics.push(m.topic.clone());
-                    topics.extend(m.availability.as_ref().map(|a| a.topic.clone()));
-                    tracing::info!(mapping = %m.name, topic = %m.topic, device = %m.device_prefix, "Home Assistant discovery: a sensor");
-                }
-                let inner = format!("{replaces}#");
-                self.mappings.update(mappings, |x| {
-                    x.name != replaces && !x.name.starts_with(&inner)
-                });
-                for t in topics {
-                    self.subscribe_discovered(t);
                 }
             }
-            Ok(Discovery::Removed(name)) => {
-                let inner = format!("{name}/");
-                self.mappings.update(Vec::new(), |x| {
-                    x.name != name && !x.name.starts_with(&inner)
-                });
-            }
+            Ok(Discovery::Removed(name)) => self.mappings.removed(&name),
             Ok(Discovery::Ignored) => {
                 self.metrics.mapping_outcome("homeassistant", "ignored");
             }

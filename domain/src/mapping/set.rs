@@ -163,3 +163,62 @@ impl MappingSet {
         route_refs(&subset, topic, payload, received_at, retained)
     }
 }
+
+/// What a Home Assistant discovery config changed in a [`MappingSet`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Discovered {
+    /// The entities now read: (mapping name, state topic, availability
+    /// topic), the topics to subscribe.
+    pub added: Vec<(String, String, Option<String>)>,
+    /// Entities not read because a configured mapping (a profile or
+    /// `[[ingest.mapping]]`) already reads their state topic: reading it
+    /// again would store every reading twice under another device id.
+    /// (entity, the mapping that reads it).
+    pub read_elsewhere: Vec<(String, String)>,
+}
+
+/// Whether a mapping came from discovery config `name` (a sensor config,
+/// or a component of a device config, `name#component`).
+fn of_config(m: &Mapping, name: &str) -> bool {
+    m.name == name
+        || m.name
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('#'))
+}
+
+impl MappingSet {
+    /// The mappings discovery config `replaces` announces, in place of what
+    /// it announced before; the one bookkeeping ingest and `mapping test`
+    /// share.
+    pub fn discovered(&mut self, replaces: &str, mut new: Vec<Mapping>) -> Discovered {
+        let mut out = Discovered::default();
+        new.retain(|m| {
+            let reader = self.mappings.iter().find(|x| {
+                !x.name.starts_with("homeassistant:") && x.match_topic(&m.topic).is_some()
+            });
+            if let Some(x) = reader {
+                out.read_elsewhere.push((m.name.clone(), x.name.clone()));
+            }
+            reader.is_none()
+        });
+        super::homeassistant::disambiguate(&self.mappings, &mut new, replaces);
+        out.added = new
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.topic.clone(),
+                    m.availability.as_ref().map(|a| a.topic.clone()),
+                )
+            })
+            .collect();
+        self.update(new, |x| !of_config(x, replaces));
+        out
+    }
+
+    /// Drops what discovery config `name` announced (an empty retained
+    /// config).
+    pub fn removed(&mut self, name: &str) {
+        self.update(Vec::new(), |x| !of_config(x, name));
+    }
+}

@@ -364,3 +364,55 @@ proptest::proptest! {
         let _ = TimeFormat::Auto.parse(&serde_json::Value::String(payload.clone()), Some("Asia/Hong_Kong"), Utc::now());
     }
 }
+
+#[test]
+fn a_removed_discovery_config_takes_exactly_its_own_entities() {
+    use homeassistant::{discover, Discovery};
+    let mut set = MappingSet::new(Vec::new());
+    let mut apply = |set: &mut MappingSet, topic: &str, payload: &str| match discover(
+        "homeassistant",
+        topic,
+        payload.as_bytes(),
+        None,
+    )
+    .unwrap()
+    {
+        Discovery::Sensors {
+            replaces, mappings, ..
+        } => {
+            set.discovered(&replaces, mappings);
+        }
+        Discovery::Removed(name) => set.removed(&name),
+        Discovery::Ignored => {}
+    };
+    let sensor = |t: &str| format!(r#"{{"stat_t":"{t}","dev_cla":"power","unit_of_meas":"W"}}"#);
+    apply(
+        &mut set,
+        "homeassistant/device/kitchen/config",
+        r#"{"dev":{"ids":"kitchen"},"stat_t":"k/state","cmps":{"a":{"p":"sensor","dev_cla":"power","unit_of_meas":"W","val_tpl":"{{ value_json.a }}"},"b":{"p":"sensor","dev_cla":"energy","unit_of_meas":"kWh","val_tpl":"{{ value_json.b }}"}}}"#,
+    );
+    apply(&mut set, "homeassistant/sensor/plug/config", &sensor("p/1"));
+    apply(
+        &mut set,
+        "homeassistant/sensor/plug/energy/config",
+        &sensor("p/2"),
+    );
+    apply(
+        &mut set,
+        "homeassistant/sensor/plugx/config",
+        &sensor("p/3"),
+    );
+    assert_eq!(set.mappings().len(), 5);
+    // The device's components go with it; a sibling config whose name
+    // merely starts the same stays.
+    apply(&mut set, "homeassistant/device/kitchen/config", "");
+    apply(&mut set, "homeassistant/sensor/plug/config", "");
+    let left: Vec<&str> = set.mappings().iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        left,
+        [
+            "homeassistant:sensor/plug/energy",
+            "homeassistant:sensor/plugx"
+        ]
+    );
+}
