@@ -21,13 +21,9 @@ use estatemon_analytics::job::{cycle, CycleReport};
 use estatemon_analytics::window::WindowCache;
 use estatemon_domain::config::Config;
 use estatemon_domain::rules::RuleSet;
-use estatemon_domain::schema;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
-use super::{
-    bench_config, drop_database, free_port, http_get, machine_description, self_peak_rss_mb,
-    IngestProcess,
-};
+use super::{bench_config, drop_database, free_port, http_get, self_peak_rss_mb, IngestProcess};
 
 /// `estatemon bench alerts`.
 #[derive(Args, Clone)]
@@ -66,18 +62,7 @@ pub async fn run(config: Config, args: AlertsBenchArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.fast_path_rate > 0, "--fast-path-rate must be positive");
     let c = bench_config(&config, &format!("alerts_{}", args.devices));
-    drop_database(&config, &c.database.url).await;
-    let (mut client, migration) = schema::prepare(&c.database, &c.storage).await?;
-    println!(
-        "estatemon bench alerts — {}",
-        Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!("machine: {}", machine_description());
-    println!(
-        "storage: {} ({})",
-        migration.mode.as_str(),
-        migration.reason
-    );
+    let mut client = super::fresh_run(&config, &c, "alerts").await?;
     let started = Instant::now();
     super::backfill_direct(
         &c.database.url,

@@ -358,6 +358,28 @@ fn rebuild_url(url: &str, dbname: &str) -> String {
     }
 }
 
+/// A fresh database for a bench run (`c`'s, dropped first) and the run's
+/// header: title, date, machine and storage mode.
+async fn fresh_run(
+    config: &Config,
+    c: &Config,
+    title: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    drop_database(config, &c.database.url).await;
+    let (client, migration) = schema::prepare(&c.database, &c.storage).await?;
+    println!(
+        "estatemon bench {title} — {}",
+        Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("machine: {}", machine_description());
+    println!(
+        "storage: {} ({})",
+        migration.mode.as_str(),
+        migration.reason
+    );
+    Ok(client)
+}
+
 async fn drop_database(config: &Config, url: &str) {
     let admin = rebuild_url(&config.database.url, "postgres");
     if let Ok(client) = schema::connect_url(&admin, Duration::from_secs(5)).await {

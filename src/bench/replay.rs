@@ -16,9 +16,8 @@ use estatemon_analytics::job::cycle;
 use estatemon_analytics::replay::{replay, step_count};
 use estatemon_domain::config::Config;
 use estatemon_domain::rules::{RuleSet, Span};
-use estatemon_domain::schema;
 
-use super::{bench_config, drop_database, machine_description, self_peak_rss_mb};
+use super::{bench_config, drop_database, self_peak_rss_mb};
 
 /// `estatemon bench replay`.
 #[derive(Args, Clone)]
@@ -59,18 +58,7 @@ pub async fn run(config: Config, args: ReplayBenchArgs) -> anyhow::Result<()> {
         None => "replay_site".to_owned(),
     };
     let c = bench_config(&config, &tag);
-    drop_database(&config, &c.database.url).await;
-    let (mut client, migration) = schema::prepare(&c.database, &c.storage).await?;
-    println!(
-        "estatemon bench replay — {}",
-        Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!("machine: {}", machine_description());
-    println!(
-        "storage: {} ({})",
-        migration.mode.as_str(),
-        migration.reason
-    );
+    let mut client = super::fresh_run(&config, &c, "replay").await?;
     // History ending at the last whole hour, so the run is the same quarter
     // whatever minute it starts.
     let to = Utc::now().duration_trunc(Duration::hours(1))?;
