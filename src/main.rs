@@ -90,7 +90,7 @@ enum Command {
     /// held-open doors, expired cards, unusual hours), pseudonyms only.
     AccessReport(alerts::AccessReportArgs),
     /// The quarterly energy report of a site (HTML, PDF, CSV, JSON), stored
-    /// in the database; or --list the stored ones.
+    /// in the database; --list the stored ones; `sign` a version.
     Report(report::ReportArgs),
     /// Measured savings of a site's retrofits (ASHRAE 14 baseline models).
     Savings(report::SavingsArgs),
@@ -274,6 +274,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return 5;
         }
         if cause.downcast_ref::<import::ImportRefused>().is_some() {
+            return 2;
+        }
+        if cause
+            .downcast_ref::<estatemon_analytics::report::signoff::SignError>()
+            .is_some_and(|e| {
+                !matches!(e, estatemon_analytics::report::signoff::SignError::Other(_))
+            })
+        {
             return 2;
         }
     }

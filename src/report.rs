@@ -10,7 +10,10 @@ use estatemon_domain::config::Config;
 use estatemon_domain::schema;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReportArgs {
+    #[command(subcommand)]
+    command: Option<ReportCommand>,
     /// Site id from the registry (required unless --list).
     #[arg(long, required_unless_present = "list")]
     site: Option<String>,
@@ -28,6 +31,84 @@ pub struct ReportArgs {
     /// List the stored reports (of --site, or all) instead.
     #[arg(long)]
     list: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum ReportCommand {
+    /// Sign a stored version of a site's quarterly report, as its preparer
+    /// or its reviewer. The version's files are re-rendered from its own
+    /// data with the signature; the signature, a digest of what was signed
+    /// and the audit log are stored. A regenerated report is the next
+    /// version and is unsigned until signed again. Exit 2 when refused
+    /// (another version is current, the role has signed, a field is empty).
+    Sign(SignArgs),
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    /// Site id from the registry.
+    #[arg(long)]
+    site: String,
+    /// The report's quarter, e.g. 2026Q3.
+    #[arg(long, value_parser = parse_quarter)]
+    quarter: Quarter,
+    /// The version read and signed (printed on its cover and every page;
+    /// `estatemon report --list` shows the current one).
+    #[arg(long)]
+    version: i32,
+    /// In which capacity: preparer or reviewer.
+    #[arg(long = "as", value_parser = parse_role, value_name = "ROLE")]
+    role: report::model::SignRole,
+    /// The signer's name as it should print (Chinese names as themselves).
+    #[arg(long)]
+    name: String,
+    /// The signer's qualification, e.g. "CEng MCIBSE, Registered Energy Assessor".
+    #[arg(long)]
+    qualification: String,
+    /// Also write the signed files to DIR/<site>-<quarter>.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    out: PathBuf,
+}
+
+fn parse_role(s: &str) -> Result<report::model::SignRole, String> {
+    s.parse()
+}
+
+async fn sign(config: Config, args: SignArgs) -> anyhow::Result<()> {
+    let (mut client, _) = schema::prepare(&config.database, &config.storage).await?;
+    let user = ["USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown user".into());
+    let req = report::signoff::SignRequest {
+        site: args.site.clone(),
+        quarter: args.quarter,
+        version: args.version,
+        role: args.role,
+        name: args.name,
+        qualification: args.qualification,
+        recorded_by: format!("cli:{user}"),
+    };
+    let signed = report::signoff::sign(&mut client, &req, &config.energy.report.pdf_font).await?;
+    let files = report::store::render_all(&signed)?;
+    let dir = args.out.join(format!("{}-{}", args.site, args.quarter));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in &files {
+        let path = dir.join(&f.name);
+        std::fs::write(&path, &f.body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "report {} {} version {}: signed as {} by {}; {} files re-rendered, stored and written to {}",
+        args.site,
+        args.quarter,
+        signed.version,
+        args.role.as_str(),
+        req.name.trim(),
+        files.len(),
+        dir.display()
+    );
+    println!("  sign-off: {}", report::signoff::status(&signed));
+    Ok(())
 }
 
 fn parse_quarter(s: &str) -> Result<Quarter, String> {
@@ -68,6 +149,9 @@ impl Bar {
 }
 
 pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
+    if let Some(ReportCommand::Sign(sign_args)) = args.command {
+        return sign(config, sign_args).await;
+    }
     let (mut client, _) = schema::prepare(&config.database, &config.storage).await?;
     if args.list {
         let reports = report::store::list(&client, args.site.as_deref()).await?;
@@ -81,11 +165,16 @@ pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
                 .map(|(n, size)| format!("{n} ({} kB)", (size + 1023) / 1024))
                 .collect();
             println!(
-                "{}  {}  generated {} by {}  {}",
+                "{}  {}  version {}  generated {} by {}  {}  {}",
                 r.site_id,
                 r.quarter,
+                r.version,
                 r.generated_at.format("%Y-%m-%d %H:%M UTC"),
                 r.generated_by,
+                r.summary
+                    .get("signoff")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("unsigned"),
                 files.join(", ")
             );
         }

@@ -403,24 +403,41 @@ purpose = "hvac"
     }
     assert_eq!(json["lifts"].as_array().unwrap().len(), 2);
     // Backfilled straight into the database, never evaluated: the report
-    // says why its alert section is empty, and how to fill it.
-    let forced: i64 = json["gates"]
+    // says its alerts cover none of the quarter, and how to fill them.
+    assert_eq!(json["alert_coverage"]["evaluated"], 0.0);
+    // Every bridged interval is named with its meter and time, and every
+    // corrected interval is listed: the counts agree.
+    let events = json["non_routine_events"].as_array().unwrap();
+    let bridged = events.iter().filter(|e| e["kind"] == "gap bridged").count();
+    assert_eq!(
+        bridged as u64,
+        json["data_quality"]["gaps"].as_u64().unwrap()
+    );
+    let corrected: u64 = json["data_quality"]["corrections"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| g["forced"].as_i64().unwrap())
+        .map(|c| c[1].as_u64().unwrap())
         .sum();
-    if json["alerts"].as_array().is_some_and(|a| a.is_empty()) && forced > 0 {
-        assert!(
-            json["notes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n.as_str().unwrap().contains("analytics replay")),
-            "{}",
-            json["notes"]
-        );
-    }
+    let register_events = events
+        .iter()
+        .filter(|e| {
+            ["reset", "rollover", "replacement", "spike"].contains(&e["kind"].as_str().unwrap())
+        })
+        .count();
+    assert_eq!(register_events as u64, corrected, "{events:?}");
+    assert!(events
+        .iter()
+        .all(|e| e["meter"].is_string() && e["from"].is_string()));
+    assert!(
+        json["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("evaluated over 0.0 % of this quarter only")
+            && n.as_str().unwrap().contains("analytics replay")),
+        "{}",
+        json["notes"]
+    );
     assert!(f(&json["gates"][0], "granted") > 1000.0);
 
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
@@ -500,7 +517,14 @@ purpose = "hvac"
         !html.contains("public-holiday flags"),
         "the methodology claims a driver the model lacks"
     );
-    for section in ["Prepared by", "7. Methodology", "Tariffs the costs use"] {
+    for section in [
+        "Prepared by",
+        "7. Methodology",
+        "Tariffs the costs use",
+        "8. Responsibility, limitations and sign-off",
+        "Non-routine events on the retrofits' meters",
+        "No non-routine adjustment was made",
+    ] {
         assert!(html.contains(section), "the HTML lacks {section}");
     }
     let pdf = std::fs::read(dir.join("report.pdf")).unwrap();
@@ -558,7 +582,7 @@ purpose = "hvac"
         "第二座",
         "Prepared by",
         "Reviewed by",
-        "not reviewed",
+        "not signed as reviewer",
         "Version",
         "Key figures",
         "HKD",
@@ -674,7 +698,200 @@ purpose = "hvac"
         let n = count_colour(&shot, rgb);
         assert!(n > 2000, "{name} chart pixels: {n}");
     }
+
+    // Page control: every PDF page carries site, quarter, version and
+    // "page n of N" (pdftotext's form feed separates pages).
+    let pages: Vec<&str> = text
+        .split('\u{c}')
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    let n = pages.len();
+    assert!(n >= 3, "{n} pages");
+    for (i, page) in pages.iter().enumerate() {
+        let foot = format!("2026Q2 · version 2 · page {} of {n}", i + 1);
+        assert!(page.contains(&foot), "page {} lacks {foot:?}", i + 1);
+    }
+    // The HTML's print layout does the same in a real browser's print.
+    let printed = out_dir.join("printed.pdf");
+    let profile = std::env::temp_dir().join(unique("chromium"));
+    let status = headless_chromium(chromium, &profile)
+        .arg("--no-pdf-header-footer")
+        .arg(format!("--print-to-pdf={}", printed.display()))
+        .arg(format!("file://{}", dir.join("report.html").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        status.success() && printed.exists(),
+        "chromium printed no PDF"
+    );
+    let printed = pdftotext(&printed);
+    let printed_pages = printed
+        .split('\u{c}')
+        .filter(|p| !p.trim().is_empty())
+        .count();
+    assert!(printed_pages >= 3, "{printed_pages} printed pages");
+    assert!(
+        printed.contains("Harbour View Estate (harbour-view) · 2026Q2 · version 2 · page 1 of")
+            && printed.contains(&format!("page {printed_pages} of {printed_pages}")),
+        "the printed HTML's page footers"
+    );
+
+    // Sign-off is recorded per version. Signing a version that is not the
+    // current one is refused (exit 2), nothing stored.
+    let sign = |version: &str, role: &str, name: &str| {
+        estatemon(&db)
+            .args([
+                "report",
+                "sign",
+                "--site",
+                "harbour-view",
+                "--quarter",
+                "2026Q2",
+            ])
+            .args(["--version", version, "--as", role, "--name", name])
+            .args(["--qualification", "Registered Energy Assessor (EMSD), CEng"])
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap()
+    };
+    let refused = sign("1", "reviewer", "陳大文 Chan Tai Man");
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("is at version 2, not 1"), "{err}");
+    assert_eq!(db.count("SELECT count(*) FROM report_signatures").await, 0);
+    let signed = sign("2", "reviewer", "陳大文 Chan Tai Man");
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    // The signed version is the same report: its data read back from the
+    // stored JSON and rendered again, with the signature and nothing else
+    // changed.
+    let signed_json: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let mut without = signed_json.clone();
+    let sigs = without
+        .as_object_mut()
+        .unwrap()
+        .remove("signatures")
+        .unwrap();
+    let mut before = json.clone();
+    before.as_object_mut().unwrap().remove("signatures");
+    assert_eq!(without, before, "signing changed the report's data");
+    assert_eq!(sigs[0]["role"], "reviewer");
+    assert_eq!(sigs[0]["name"], "陳大文 Chan Tai Man");
+    assert_eq!(
+        sigs[0]["recorded_by"]
+            .as_str()
+            .map(|s| s.starts_with("cli:")),
+        Some(true)
+    );
+    let stored_pdf = store::file(
+        &client,
+        "harbour-view",
+        "2026Q2".parse().unwrap(),
+        "report.pdf",
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .1;
+    let signed_pdf = out_dir.join("signed.pdf");
+    std::fs::write(&signed_pdf, &stored_pdf).unwrap();
+    let signed_text = pdftotext(&signed_pdf);
+    assert!(
+        signed_text.contains("陳大文 Chan Tai Man")
+            && signed_text.contains("Registered Energy Assessor")
+            && signed_text.contains("not signed as preparer"),
+        "the stored PDF shows the signature"
+    );
+    let audit: String = client
+        .query_one("SELECT detail FROM audit_log WHERE method = 'SIGN'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(audit.contains("signed as reviewer by 陳大文"), "{audit}");
+    // A role signs a version once.
+    let again = sign("2", "reviewer", "Someone Else");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already signed as reviewer"));
+    // Two days replayed: the next version says its alerts cover those two
+    // days only, names the span not evaluated, and marks the replayed
+    // alerts as never paged.
+    run(estatemon(&db).args([
+        "analytics",
+        "replay",
+        "--from",
+        "2026-06-29T00:00:00+08:00",
+        "--to",
+        "2026-07-01T00:00:00+08:00",
+        "--step",
+        "5m",
+    ]));
+    // A regenerated report is the next version, unsigned.
+    run(estatemon(&db)
+        .args([
+            "report",
+            "--site",
+            "harbour-view",
+            "--quarter",
+            "2026Q2",
+            "--out",
+        ])
+        .arg(&out_dir));
+    let v3: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(v3["version"], 3);
+    let coverage = &v3["alert_coverage"];
+    assert!(
+        (f(coverage, "replayed") - 2.0 / 91.0).abs() < 0.002 && f(coverage, "live") == 0.0,
+        "{coverage}"
+    );
+    assert_eq!(coverage["gaps"][0][0], "2026-03-31T16:00:00Z", "{coverage}");
+    assert_eq!(coverage["gaps"][0][1], "2026-06-28T16:00:00Z", "{coverage}");
+    let alert_rows = v3["alerts"].as_array().unwrap();
+    assert!(
+        alert_rows
+            .iter()
+            .all(|a| a["replayed"] == a["count"] && a["acknowledged"] == 0),
+        "{alert_rows:?}"
+    );
+    let alerts_csv = std::fs::read_to_string(dir.join("alerts.csv")).unwrap();
+    assert!(
+        alerts_csv.contains("replayed (never paged)"),
+        "{alerts_csv}"
+    );
+    let v3_html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        v3_html.contains("INCOMPLETE: rules evaluated over 2.2 % of the quarter only")
+            && v3_html.contains("<td>n/a (replayed)</td>"),
+        "the alert section says it is partial"
+    );
+    assert_eq!(v3["signatures"].as_array().map(Vec::len), Some(0));
+    let listing = run(estatemon(&db).args(["report", "--list"]));
+    assert!(
+        listing.contains("version 3") && listing.contains("not signed as reviewer"),
+        "{listing}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM report_signatures").await, 1);
     let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// The text of a PDF (poppler's pdftotext, which scripts/test.sh installs),
+/// pages separated by form feeds.
+fn pdftotext(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("pdftotext")
+        .arg("-layout")
+        .arg(path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (Debian poppler-utils)");
+    String::from_utf8(out.stdout).expect("pdftotext writes UTF-8")
 }
 
 #[test]

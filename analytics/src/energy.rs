@@ -51,6 +51,8 @@ pub struct SiteInfo {
     pub buildings: Vec<BuildingInfo>,
     /// The registry's outdoor temperature sensors (`[[site]] weather`).
     pub weather_devices: Vec<String>,
+    /// The registry's `electricity_supplier`: its tariff and grid factor.
+    pub electricity_supplier: Option<String>,
 }
 
 impl SiteInfo {
@@ -108,7 +110,8 @@ pub fn parse_zone(site: &str, tz: String) -> Result<Tz, EnergyError> {
 pub async fn load_site(client: &Client, site: &str) -> Result<(SiteInfo, Vec<Meter>), EnergyError> {
     let row = client
         .query_opt(
-            "SELECT name, time_zone, latitude, longitude, floor_area_m2, weather_devices
+            "SELECT name, time_zone, latitude, longitude, floor_area_m2, weather_devices,
+                    electricity_supplier
                FROM sites WHERE site_id = $1",
             &[&site],
         )
@@ -137,6 +140,7 @@ pub async fn load_site(client: &Client, site: &str) -> Result<(SiteInfo, Vec<Met
         floor_area_m2: row.get(4),
         buildings,
         weather_devices: row.get(5),
+        electricity_supplier: row.get(6),
     };
     let meters = client
         .query(
@@ -185,6 +189,21 @@ pub struct Usage {
     pub used: Vec<Option<f64>>,
     /// Corrections applied, per meter (rollovers, resets, gaps, spikes …).
     pub corrections: Vec<HashMap<Correction, u32>>,
+    /// Each corrected interval, with its meter and time: what a report
+    /// names (a bridged gap, a reset, a replacement).
+    pub corrected: Vec<Corrected>,
+}
+
+/// One interval a correction was applied to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Corrected {
+    /// Index into the meter list.
+    pub meter: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub correction: Correction,
+    /// The interval's use as derived (estimated over a gap); `None`: unknown.
+    pub used: Option<f64>,
 }
 
 impl Usage {
@@ -317,6 +336,13 @@ pub async fn load_usage(
             }
             if interval.correction != Correction::None {
                 *usage.corrections[i].entry(interval.correction).or_default() += 1;
+                usage.corrected.push(Corrected {
+                    meter: i as u32,
+                    start: interval.start,
+                    end: interval.end,
+                    correction: interval.correction,
+                    used: interval.consumption,
+                });
             }
             usage.meter.push(i as u32);
             usage.start_ms.push(start);

@@ -32,6 +32,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod report;
 pub mod savings;
+pub mod static_str;
 
 pub use alerts::{evaluate, job, lifecycle, notify, replay, window};
 

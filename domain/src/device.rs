@@ -149,6 +149,11 @@ pub struct Site {
     /// these only, never from every sensor of the site.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weather: Vec<String>,
+    /// The electricity supplier (`clp`, `hk-electric`, or an
+    /// `[[energy.supplier]]` id of the configuration): the site's tariff
+    /// and grid emission factor are its customers'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub electricity_supplier: Option<String>,
     #[serde(default, rename = "building")]
     pub buildings: Vec<Building>,
 }

@@ -173,6 +173,7 @@ pub fn synthetic_estate(devices: usize) -> Registry {
             longitude: 114.16,
             floor_area_m2: Some(8000.0 + 15000.0 * towers as f64),
             weather: Vec::new(),
+            electricity_supplier: Some("clp".into()),
             buildings,
         }],
         devices: list,

@@ -157,6 +157,7 @@ fn registry(meters: usize) -> Registry {
             longitude: 114.16,
             floor_area_m2: Some(200_000.0),
             weather: Vec::new(),
+            electricity_supplier: Some("clp".into()),
             buildings,
         }],
         devices,

@@ -30,10 +30,14 @@ impl Finding {
     /// The alert the analytics job opens (or refreshes) for a firing
     /// finding, raised at `at`; `None` when the finding is not firing.
     /// The live cycle and the replay both write through this.
+    /// The alert a firing finding opens, raised at `at`; `source` is
+    /// "analytics" for the live cycle and "replay" for a replay (a replayed
+    /// alert was never paged, and reports say so).
     pub fn alert(
         &self,
         rule: &estatemon_domain::rules::Rule,
         at: DateTime<Utc>,
+        source: &'static str,
     ) -> Option<estatemon_domain::schema::alerts::NewAlert> {
         let State::Firing { since, last, value } = self.state else {
             return None;
@@ -46,7 +50,7 @@ impl Finding {
                 since,
                 last,
                 value,
-                "analytics",
+                source,
             )
             .raised_at(at),
         )

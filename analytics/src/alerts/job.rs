@@ -113,7 +113,7 @@ pub async fn cycle(
     for (rule, action) in planned {
         match action {
             Action::Open(f) => {
-                let Some(alert) = f.alert(rule, now) else {
+                let Some(alert) = f.alert(rule, now, "analytics") else {
                     continue;
                 };
                 let since = alert.started_at;
@@ -164,6 +164,8 @@ pub async fn cycle(
         tracing::info!(alert = id, "silence over, alert still open: paging");
     }
     report.unsilenced = released.len();
+    // The rules were evaluated at `now`: the span a report's alerts cover.
+    estatemon_domain::schema::coverage::live(&tx, now).await?;
     tx.commit().await?;
     report.open_after = alerts::open_alerts(&*client).await?.len();
     report.apply_s = started.elapsed().as_secs_f64();

@@ -6,7 +6,7 @@
 //! estate's 15-minute target for emergencies.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 /// The estate's response target for an emergency repair (DOMAIN.md).
@@ -15,7 +15,7 @@ pub const RESPONSE_TARGET: Duration = Duration::minutes(15);
 /// same lift starts a new incident).
 const HORIZON: Duration = Duration::hours(24);
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     pub lift: String,
     pub building: Option<String>,
@@ -34,7 +34,8 @@ pub struct Incident {
     /// Rescuer on site within the target; none while nobody is there yet.
     pub within_target: Option<bool>,
     /// `open`, `released`, `closed` (back in service) or `false_alarm`.
-    pub status: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub status: crate::static_str::Label,
 }
 
 /// What happened on one lift, in time order.

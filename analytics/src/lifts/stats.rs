@@ -16,14 +16,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use estatemon_domain::consumption::{derive, RegisterPolicy, RegisterSample};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 /// One row: a lift, a building's lifts or the site's.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiftStats {
     /// `lift`, `building` or `site`.
-    pub scope: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub scope: crate::static_str::Label,
     /// The lift's id, the building's id, or the site's.
     pub id: String,
     pub building: Option<String>,
@@ -220,7 +221,7 @@ async fn lift_row(
 
 /// A lift replacement (a retrofit of the site's `lifts` purpose) judged by
 /// its lifts' statistics over equal spans before and after its date.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Replacement {
     pub retrofit: String,
     pub name: String,

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use estatemon_domain::inspection::{assess, from_ledger, Status, MAINTENANCE_VISIT_SQL};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Compliance {
     pub device: String,
     pub name: Option<String>,

@@ -327,55 +327,174 @@ fn median(v: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// Alerts of the quarter by rule and severity: how fast they were answered.
-#[allow(clippy::type_complexity)]
-pub fn alert_rows(
-    alerts: &[(
-        String,
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    )],
-) -> Vec<AlertRow> {
-    // (rule, severity, started, acknowledged, resolved, fired, deadline)
-    let mut by: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (i, a) in alerts.iter().enumerate() {
-        by.entry((a.0.clone(), a.1.clone())).or_default().push(i);
+/// One alert of the quarter, as the report reads it.
+#[derive(Debug, Clone)]
+pub struct AlertData {
+    pub rule: String,
+    pub severity: String,
+    pub device: Option<String>,
+    pub started: DateTime<Utc>,
+    pub acknowledged: Option<DateTime<Utc>>,
+    pub resolved: Option<DateTime<Utc>>,
+    pub fired: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    /// Raised by `analytics replay`: never paged, so never acknowledged.
+    pub replayed: bool,
+}
+
+/// Alerts of the quarter by rule and severity: how fast they were
+/// answered. Replayed alerts are counted apart: they were never paged, so
+/// their acknowledgement is not a response time.
+pub fn alert_rows(alerts: &[AlertData]) -> Vec<AlertRow> {
+    let mut by: BTreeMap<(String, String), Vec<&AlertData>> = BTreeMap::new();
+    for a in alerts {
+        by.entry((a.rule.clone(), a.severity.clone()))
+            .or_default()
+            .push(a);
     }
     by.into_iter()
-        .map(|((rule, severity), idx)| {
-            let mut ack: Vec<f64> = idx
+        .map(|((rule, severity), all)| {
+            let live: Vec<&AlertData> = all.iter().copied().filter(|a| !a.replayed).collect();
+            let mut ack: Vec<f64> = live
                 .iter()
-                .filter_map(|&i| {
-                    alerts[i]
-                        .3
-                        .map(|a| (a - alerts[i].5).num_seconds() as f64 / 60.0)
+                .filter_map(|a| {
+                    a.acknowledged
+                        .map(|t| (t - a.fired).num_seconds() as f64 / 60.0)
                 })
                 .collect();
-            let mut res: Vec<f64> = idx
+            let mut res: Vec<f64> = all
                 .iter()
-                .filter_map(|&i| {
-                    alerts[i]
-                        .4
-                        .map(|r| (r - alerts[i].2).num_seconds() as f64 / 60.0)
+                .filter_map(|a| {
+                    a.resolved
+                        .map(|r| (r - a.started).num_seconds() as f64 / 60.0)
                 })
                 .collect();
             AlertRow {
                 rule,
                 severity,
-                count: idx.len(),
+                count: all.len(),
+                replayed: all.len() - live.len(),
                 acknowledged: ack.len(),
-                within_deadline: idx
+                within_deadline: live
                     .iter()
-                    .filter(|&&i| alerts[i].3.is_some_and(|a| a <= alerts[i].6))
+                    .filter(|a| a.acknowledged.is_some_and(|t| t <= a.deadline))
                     .count(),
                 max_minutes_to_acknowledge: ack.iter().copied().reduce(f64::max),
                 median_minutes_to_acknowledge: median(&mut ack),
                 median_minutes_to_resolve: median(&mut res),
-                still_open: idx.iter().filter(|&&i| alerts[i].4.is_none()).count(),
+                still_open: all.iter().filter(|a| a.resolved.is_none()).count(),
+            }
+        })
+        .collect()
+}
+
+/// The quarter's events on meters that no baseline model knows: every
+/// corrected interval (a bridged gap, a reset, a rollover, a replaced
+/// meter, a spike) and every alert on a meter, each beside the retrofits
+/// whose meters include it. No non-routine adjustment is made: each says
+/// how it entered the measured use.
+fn non_routine_events(
+    meters: &[Meter],
+    corrected: &[energy::Corrected],
+    alerts: &[AlertData],
+    savings: &[crate::savings::RetrofitSavings],
+) -> Vec<NonRoutineEvent> {
+    let retrofits = |meter: &str| -> Vec<String> {
+        savings
+            .iter()
+            .filter(|s| s.meters.iter().any(|m| m == meter))
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    let mut out: Vec<NonRoutineEvent> = corrected
+        .iter()
+        .map(|c| {
+            let m = &meters[c.meter as usize];
+            let (kind, treatment) = match c.correction {
+                Correction::Gap => (
+                    "gap bridged",
+                    "use interpolated across the gap and counted as measured; no adjustment",
+                ),
+                Correction::Reset | Correction::Rollover | Correction::Replacement => (
+                    c.correction.as_str(),
+                    "register corrected (use before plus use after); no adjustment",
+                ),
+                Correction::Spike | Correction::Implausible | Correction::None => (
+                    c.correction.as_str(),
+                    "use unknown for the interval (missing, never zero); a day under the coverage \
+                     floor is left out of the savings; no adjustment",
+                ),
+            };
+            NonRoutineEvent {
+                retrofits: retrofits(&m.id),
+                meter: m.id.clone(),
+                kind: kind.to_owned(),
+                from: c.start,
+                to: Some(c.end),
+                estimated_use: c.used.filter(|_| c.correction == Correction::Gap),
+                unit: m.utility.unit().to_owned(),
+                treatment: treatment.to_owned(),
+            }
+        })
+        .collect();
+    for a in alerts {
+        let Some(m) = a
+            .device
+            .as_deref()
+            .and_then(|d| meters.iter().find(|m| m.id == d))
+        else {
+            continue;
+        };
+        out.push(NonRoutineEvent {
+            retrofits: retrofits(&m.id),
+            meter: m.id.clone(),
+            kind: format!("alert: {}", a.rule),
+            from: a.started,
+            to: a.resolved,
+            estimated_use: None,
+            unit: m.utility.unit().to_owned(),
+            treatment: "in the measured use, its effect not estimated; no adjustment".to_owned(),
+        });
+    }
+    out.sort_by(|a, b| (&a.meter, a.from).cmp(&(&b.meter, b.from)));
+    out
+}
+
+/// Entrapments of the quarter with no alert on their lift near the alarm,
+/// as notes: not evaluated then (a coverage gap), or evaluated and still
+/// without an alert (the rules do not page for it).
+fn unalerted_entrapments(
+    incidents: &[crate::lifts::incidents::Incident],
+    alerts: &[AlertData],
+    coverage: &estatemon_domain::schema::coverage::Coverage,
+    tz: chrono_tz::Tz,
+) -> Vec<String> {
+    incidents
+        .iter()
+        .filter(|i| !i.false_alarm)
+        .filter(|i| {
+            !alerts.iter().any(|a| {
+                a.device.as_deref() == Some(i.lift.as_str())
+                    && a.started >= i.alarm_at - chrono::Duration::minutes(15)
+                    && a.started <= i.alarm_at + chrono::Duration::minutes(15)
+            })
+        })
+        .map(|i| {
+            let at = i.alarm_at.with_timezone(&tz).format("%Y-%m-%d %H:%M %:z");
+            let evaluated = !coverage
+                .gaps
+                .iter()
+                .any(|(a, b)| *a <= i.alarm_at && i.alarm_at < *b);
+            if evaluated {
+                format!(
+                    "the entrapment on {} at {at} has no alert although the rules were evaluated                      then: check that the rules file pages for entrapments",
+                    i.lift
+                )
+            } else {
+                format!(
+                    "the entrapment on {} at {at} has no alert: the rules were not evaluated                      then (see the alerts' coverage)",
+                    i.lift
+                )
             }
         })
         .collect()
@@ -545,6 +664,35 @@ fn add_corrections(into: &mut BTreeMap<String, u64>, usage: &Usage) -> (u64, u64
     (gaps, implausible)
 }
 
+/// A note when the grid factor is older than the latest its supplier would
+/// have published for the report's year (the year before it), or its year
+/// is not stated.
+fn factor_year_note(
+    f: &estatemon_domain::config::EmissionFactors,
+    supplier: Option<&str>,
+    quarter: Quarter,
+) -> Option<String> {
+    let latest = quarter.year - 1;
+    let whose = supplier.map_or_else(
+        || "the site's grid".to_owned(),
+        |s| format!("supplier `{s}`"),
+    );
+    match f.year {
+        Some(y) if y >= latest => None,
+        Some(y) => Some(format!(
+            "the grid emission factor ({} kg CO₂e/kWh, {whose}) is for {y}, older than {latest}, \
+             the latest a supplier would have published for a {} report: check its latest \
+             sustainability report and set `emission_factors.year` with the figure",
+            f.electricity_kg_per_kwh, quarter.year
+        )),
+        None => Some(format!(
+            "the grid emission factor ({} kg CO₂e/kWh, {whose}) states no year: set \
+             `emission_factors.year` so that the report can tell whether it is the latest",
+            f.electricity_kg_per_kwh
+        )),
+    }
+}
+
 /// Builds the report of `quarter` for `site`.
 pub async fn build(
     client: &mut Client,
@@ -556,15 +704,18 @@ pub async fn build(
     progress.step("refreshing rollups");
     energy::refresh_rollups(client).await?;
     let (site, meters) = energy::load_site(client, site_id).await?;
+    // Tariff and grid factor of the site's electricity supplier.
+    let energy_config = &energy_config.for_site(&site.id, site.electricity_supplier.as_deref())?;
     let (start, end) = (site.midnight(quarter.start()), site.midnight(quarter.end()));
     let period_hours = (end - start).num_minutes() as f64 / 60.0;
     let mut notes = Vec::new();
 
     progress.step("reading the quarter's registers");
-    let usage = energy::load_usage(client, &meters, start, end, Source::Raw).await?;
+    let mut usage = energy::load_usage(client, &meters, start, end, Source::Raw).await?;
     progress.step("aggregating the quarter");
     let mut corrections = BTreeMap::new();
     let (gaps, implausible) = add_corrections(&mut corrections, &usage);
+    let corrected = std::mem::take(&mut usage.corrected);
     let frame = energy::usage_frame(usage, site.tz)?;
     let totals = meter_totals(&frame, &meters, &site.id, energy_config)?;
     let electric: Vec<bool> = meters
@@ -780,17 +931,33 @@ pub async fn build(
             held_open: r.get(6),
         })
         .collect();
-    let alert_data: Vec<_> = client
+    let alert_data: Vec<AlertData> = client
         .query(
-            "SELECT rule, severity, started_at, acknowledged_at, resolved_at, fired_at, response_deadline
+            "SELECT rule, severity, device_id, started_at, acknowledged_at, resolved_at, fired_at,
+                    response_deadline, source = 'replay'
                FROM alerts WHERE site_id = $1 AND started_at >= $2 AND started_at < $3",
             &[&site.id, &start, &end],
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
+        .map(|r| AlertData {
+            rule: r.get(0),
+            severity: r.get(1),
+            device: r.get(2),
+            started: r.get(3),
+            acknowledged: r.get(4),
+            resolved: r.get(5),
+            fired: r.get(6),
+            deadline: r.get(7),
+            replayed: r.get(8),
+        })
         .collect();
     let alerts = alert_rows(&alert_data);
+    let alert_coverage = estatemon_domain::schema::coverage::summarise(
+        &estatemon_domain::schema::coverage::spans(&*client, start, end).await?,
+        start,
+        end,
+    );
     let dead_letters = client
         .query(
             "SELECT reason, count(*) FROM dead_letters
@@ -837,21 +1004,31 @@ pub async fn build(
     if meters.is_empty() {
         notes.push("the site has no meters in the registry".into());
     }
+    if let Some(note) = factor_year_note(
+        energy_config.emission_factors_of(&site.id),
+        site.electricity_supplier.as_deref(),
+        quarter,
+    ) {
+        notes.push(note);
+    }
     // Alerts exist only where the rules were evaluated (live, or by
-    // `analytics replay` over backfilled data). Events that the shipped
-    // rules page for, with no alert at all, mean nobody evaluated them.
-    let alarming_events: i64 = gates.iter().map(|g| g.forced).sum::<i64>()
-        + lifts.iter().map(|l| l.faults + l.entrapments).sum::<i64>();
-    if alert_data.is_empty() && alarming_events > 0 {
+    // `analytics replay` over backfilled data): a partly evaluated quarter
+    // is said to be one, with the spans nobody evaluated.
+    if !alert_coverage.complete() {
         notes.push(format!(
-            "no alert was evaluated for this quarter although its data hold {alarming_events} \
-             forced door(s) and lift fault(s): the alert section is empty because the rules \
-             never ran over these data (backfilled?); run `estatemon analytics replay --from {} \
-             --to {}` and generate the report again",
-            start.to_rfc3339(),
-            end.to_rfc3339()
+            "the alert rules were evaluated over {:.1} % of this quarter only, so its alerts are \
+             incomplete (section 5 lists the spans not evaluated); run `estatemon analytics \
+             replay --from {} --to {}` and generate the report again",
+            alert_coverage.evaluated * 100.0,
+            alert_coverage
+                .gaps
+                .first()
+                .map_or(start, |g| g.0)
+                .to_rfc3339(),
+            alert_coverage.gaps.last().map_or(end, |g| g.1).to_rfc3339()
         ));
     }
+    let alert_notes = unalerted_entrapments(&incidents, &alert_data, &alert_coverage, site.tz);
     // The version this generation will be stored as.
     let version: i32 = client
         .query_opt(
@@ -892,7 +1069,7 @@ pub async fn build(
         period_end: end,
         generated_at: Utc::now(),
         prepared_by: settings.prepared_by.clone(),
-        reviewed_by: Some(settings.reviewed_by.trim().to_owned()).filter(|r| !r.is_empty()),
+        signatures: Vec::new(),
         version,
         currency: energy_config.currency_of(&site.id).to_owned(),
         tariffs,
@@ -917,6 +1094,7 @@ pub async fn build(
         },
         monthly: monthly_rows,
         load_profile: profile,
+        non_routine_events: non_routine_events(&meters, &corrected, &alert_data, &savings_rows),
         savings: savings_rows,
         savings_groups: groups,
         lifts,
@@ -925,6 +1103,8 @@ pub async fn build(
         lift_replacements,
         gates,
         alerts,
+        alert_coverage,
+        alert_notes,
         data_quality: quality,
         notes,
     })
@@ -976,16 +1156,16 @@ mod tests {
 
     #[test]
     fn alerts_are_summarised_by_rule_with_response_times() {
-        let a = |ack: Option<i64>, res: Option<i64>, deadline: i64| {
-            (
-                "lift_entrapment".to_owned(),
-                "emergency".to_owned(),
-                t(0),
-                ack.map(|m| t(0) + Duration::minutes(m)),
-                res.map(|m| t(0) + Duration::minutes(m)),
-                t(0),
-                t(0) + Duration::minutes(deadline),
-            )
+        let a = |ack: Option<i64>, res: Option<i64>, deadline: i64| AlertData {
+            rule: "lift_entrapment".to_owned(),
+            severity: "emergency".to_owned(),
+            device: None,
+            started: t(0),
+            acknowledged: ack.map(|m| t(0) + Duration::minutes(m)),
+            resolved: res.map(|m| t(0) + Duration::minutes(m)),
+            fired: t(0),
+            deadline: t(0) + Duration::minutes(deadline),
+            replayed: false,
         };
         let rows = alert_rows(&[
             a(Some(5), Some(30), 15),
@@ -1001,6 +1181,17 @@ mod tests {
         assert_eq!(r.median_minutes_to_acknowledge, Some(12.5));
         assert_eq!(r.max_minutes_to_acknowledge, Some(20.0));
         assert_eq!(r.median_minutes_to_resolve, Some(40.0));
+        assert_eq!(r.replayed, 0);
+        // Replayed alerts were never paged: counted apart, not as answered
+        // late or never.
+        let mut replayed = a(None, Some(30), 15);
+        replayed.replayed = true;
+        let rows = alert_rows(&[a(Some(5), Some(30), 15), replayed]);
+        let r = &rows[0];
+        assert_eq!(
+            (r.count, r.replayed, r.acknowledged, r.within_deadline),
+            (2, 1, 1, 1)
+        );
     }
 
     fn meter(
@@ -1076,6 +1267,7 @@ mod tests {
             floor_area_m2: None,
             buildings: vec![],
             weather_devices: vec![],
+            electricity_supplier: None,
         };
         let rows = scope_totals(&site, &meters, &totals, 1.0, &energy);
         let find = |scope, name: &str, u| {

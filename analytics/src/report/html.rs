@@ -30,7 +30,50 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .fail { color: #c62828; font-weight: bold; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 .notes li { color: #8a4b00; }
+table.signoff td { height: 2.6em; min-width: 9em; vertical-align: bottom; }
+@media print {
+  body { max-width: none; margin: 0; font-size: 10pt; }
+  .scroll { overflow: visible; }
+  h2 { break-after: avoid; } table, figure { break-inside: avoid; }
+}
 ";
+
+/// A CSS string literal of `s`: quotes and backslashes escaped, and `<`
+/// too, so that nothing closes the style element.
+fn css_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' | '<' | '>' | '&' | '\n' | '\r' => {
+                let _ = write!(out, "\\{:x} ", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The printed page: A4, and "site · quarter · version · page n of N" at
+/// the foot of every page (CSS page margin boxes, as Chromium prints them).
+fn page_style(r: &QuarterReport) -> String {
+    format!(
+        "@page {{ size: A4; margin: 14mm 12mm 16mm; \
+         @bottom-center {{ content: {} counter(page) \" of \" counter(pages); \
+         font: 8pt 'DejaVu Sans', Helvetica, sans-serif; color: #555; }} }}",
+        css_string(&footer_prefix(r))
+    )
+}
+
+/// "Harbour View (harbour-view) · 2026Q3 · version 2 · page ": what every
+/// printed and PDF page carries before its number.
+pub fn footer_prefix(r: &QuarterReport) -> String {
+    format!(
+        "{} ({}) · {} · version {} · page ",
+        r.site_name, r.site_id, r.quarter, r.version
+    )
+}
 
 fn table_html(out: &mut String, t: &Table) {
     let _ = write!(
@@ -118,7 +161,7 @@ pub fn render(r: &QuarterReport) -> String {
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{site} — energy report {q}</title><style>{STYLE}</style></head><body>\n\
+         <title>{site} — energy report {q}</title><style>{STYLE}{page}</style></head><body>\n\
          <h1>{site}: quarterly energy report {q}</h1>\n\
          <p class=\"meta\">{from} to {to} ({tz}), generated {gen} UTC. Costs in {cur}.</p>\n",
         site = escape(&r.site_name),
@@ -128,6 +171,7 @@ pub fn render(r: &QuarterReport) -> String {
         tz = escape(&r.time_zone),
         gen = r.generated_at.format("%Y-%m-%d %H:%M"),
         cur = escape(&r.currency),
+        page = page_style(r),
     );
     if let Some(t) = table("cover") {
         table_html(&mut out, t);
@@ -171,6 +215,7 @@ pub fn render(r: &QuarterReport) -> String {
         "savings_models",
         "savings_model_terms",
         "savings_uncertainty_inputs",
+        "non_routine_events",
         "savings",
         "savings_value",
     ] {
@@ -218,6 +263,13 @@ pub fn render(r: &QuarterReport) -> String {
         "<p class=\"meta\">Emission factors: {}</p>",
         escape(&r.emission_factors.source)
     );
+    out.push_str("<h2>8. Responsibility, limitations and sign-off</h2>\n");
+    for p in super::signoff::responsibility(r) {
+        let _ = writeln!(out, "<p>{}</p>", escape(&p));
+    }
+    if let Some(t) = table("signoff") {
+        table_html(&mut out, t);
+    }
     out.push_str("</body></html>\n");
     out
 }

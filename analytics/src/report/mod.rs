@@ -14,6 +14,7 @@ pub mod model;
 pub mod narrative;
 pub mod pdf;
 pub mod quarter;
+pub mod signoff;
 pub mod store;
 pub mod tables;
 

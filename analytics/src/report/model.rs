@@ -4,12 +4,12 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use estatemon_domain::device::Utility;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::quarter::Quarter;
 use crate::savings::RetrofitSavings;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuarterReport {
     pub site_id: String,
     pub site_name: String,
@@ -18,10 +18,13 @@ pub struct QuarterReport {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub generated_at: DateTime<Utc>,
-    /// The cover: who prepared and reviewed this version of the report.
+    /// The cover: who or what produced this version (`energy.report.prepared_by`).
     pub prepared_by: String,
-    /// `None`: not reviewed (the cover says so).
-    pub reviewed_by: Option<String>,
+    /// The sign-off of this version, recorded by `estatemon report sign`
+    /// after generation: none when generated, so a regenerated version is
+    /// unsigned until someone signs it again.
+    #[serde(default)]
+    pub signatures: Vec<Signature>,
     /// 1 for the first generation of this site and quarter, then 2, 3 …
     pub version: i32,
     pub currency: String,
@@ -65,11 +68,77 @@ pub struct QuarterReport {
     pub lift_replacements: Vec<crate::lifts::stats::Replacement>,
     pub gates: Vec<GateRow>,
     pub alerts: Vec<AlertRow>,
+    /// Which part of the quarter the rules were evaluated over, live or
+    /// replayed, and the spans they were not.
+    #[serde(default)]
+    pub alert_coverage: estatemon_domain::schema::coverage::Coverage,
+    /// Where the report's own tables and its alerts disagree (an
+    /// entrapment without an alert), and why.
+    #[serde(default)]
+    pub alert_notes: Vec<String>,
     pub data_quality: DataQuality,
+    /// Events on the meters in the quarter that a baseline model does not
+    /// know (a bridged gap, a counter reset or rollover, a replaced meter,
+    /// a meter's alert such as a night leak or going offline), each beside
+    /// the retrofits whose meters they touch, with its estimated effect.
+    #[serde(default)]
+    pub non_routine_events: Vec<NonRoutineEvent>,
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+/// Who signs a report version, and in which capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SignRole {
+    /// Prepared the report and answers for its data and method.
+    Preparer,
+    /// Checked it independently.
+    Reviewer,
+}
+
+impl SignRole {
+    pub const ALL: [SignRole; 2] = [SignRole::Preparer, SignRole::Reviewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignRole::Preparer => "preparer",
+            SignRole::Reviewer => "reviewer",
+        }
+    }
+
+    /// "Prepared by" / "Reviewed by".
+    pub fn label(self) -> &'static str {
+        match self {
+            SignRole::Preparer => "Prepared by",
+            SignRole::Reviewer => "Reviewed by",
+        }
+    }
+}
+
+impl std::str::FromStr for SignRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SignRole, String> {
+        SignRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s.trim())
+            .ok_or_else(|| format!("`{s}` is not a role: preparer or reviewer"))
+    }
+}
+
+/// One person's signature on one version of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    pub role: SignRole,
+    pub name: String,
+    /// E.g. "CEng MCIBSE, Registered Energy Assessor (EMSD)".
+    pub qualification: String,
+    pub signed_at: DateTime<Utc>,
+    /// Who recorded it (the CLI's user or the API token).
+    pub recorded_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Site,
@@ -89,12 +158,13 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TotalRow {
     pub scope: Scope,
     pub name: String,
     pub utility: Utility,
-    pub unit: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub unit: crate::static_str::Label,
     pub meters: usize,
     /// `None`: no meter in the scope has data for the quarter.
     pub quantity: Option<f64>,
@@ -104,12 +174,13 @@ pub struct TotalRow {
     pub co2_kg: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComparisonRow {
     pub scope: Scope,
     pub name: String,
     pub utility: Utility,
-    pub unit: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub unit: crate::static_str::Label,
     pub this_quarter: Option<f64>,
     pub previous_quarter: Option<f64>,
     pub same_quarter_last_year: Option<f64>,
@@ -120,7 +191,7 @@ pub struct ComparisonRow {
     pub coverage: [f64; 3],
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IntensityRow {
     pub scope: Scope,
     pub name: String,
@@ -135,7 +206,7 @@ pub struct IntensityRow {
 
 /// A quarter's HVAC use and its weather (degree-days at 18 °C from the
 /// site's weather devices, the mean of each day's hourly excesses).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WeatherRow {
     pub quarter: Quarter,
     /// Electricity of the meters whose purpose is HVAC.
@@ -151,7 +222,7 @@ pub struct WeatherRow {
     pub normalised_kwh: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Demand {
     /// Highest 15-minute electricity demand of the site (kW), over slots
     /// where every reporting meter has a reading.
@@ -162,7 +233,7 @@ pub struct Demand {
     pub night_hours: (u32, u32),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MonthRow {
     /// yyyymm
     pub month: i32,
@@ -172,18 +243,19 @@ pub struct MonthRow {
     pub coverage: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfileRow {
     pub hour: u32,
     pub weekday_kw: Option<f64>,
     pub weekend_kw: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavingsGroup {
     pub name: String,
     pub utility: Utility,
-    pub unit: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub unit: crate::static_str::Label,
     pub retrofits: Vec<String>,
     pub adjusted_baseline: Option<f64>,
     pub actual: Option<f64>,
@@ -203,7 +275,7 @@ pub struct SavingsGroup {
     pub meets_target: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiftRow {
     pub device_id: String,
     pub name: Option<String>,
@@ -224,7 +296,7 @@ pub struct LiftRow {
     pub mtbf_hours: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GateRow {
     pub device_id: String,
     pub name: Option<String>,
@@ -235,11 +307,16 @@ pub struct GateRow {
     pub held_open: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertRow {
     pub rule: String,
     pub severity: String,
     pub count: usize,
+    /// Of `count`, raised by `analytics replay`: never paged, so not in
+    /// the acknowledgement figures.
+    #[serde(default)]
+    pub replayed: usize,
+    /// Of the paged (live) alerts.
     pub acknowledged: usize,
     /// Acknowledged by the response deadline.
     pub within_deadline: usize,
@@ -249,7 +326,7 @@ pub struct AlertRow {
     pub still_open: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DataQuality {
     pub meters: usize,
     /// Meters without a single reading in the quarter.
@@ -268,8 +345,28 @@ pub struct DataQuality {
     pub dead_letters: Vec<(String, i64)>,
 }
 
+/// An event a baseline model does not know, on one meter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NonRoutineEvent {
+    /// The retrofits whose meters include this one (empty: none).
+    pub retrofits: Vec<String>,
+    pub meter: String,
+    /// `gap bridged`, `reset`, `rollover`, `replacement`, `spike`,
+    /// `implausible`, or `alert: <rule>`.
+    pub kind: String,
+    pub from: DateTime<Utc>,
+    /// `None`: still open at the quarter's end.
+    pub to: Option<DateTime<Utc>>,
+    /// The use in the affected interval where it was estimated (a gap is
+    /// interpolated), in `unit`; `None` where the effect is not estimated.
+    pub estimated_use: Option<f64>,
+    pub unit: String,
+    /// What the report did with it.
+    pub treatment: String,
+}
+
 /// One day for the baseline-vs-actual chart.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChartDay {
     pub date: NaiveDate,
     pub actual: Option<f64>,

@@ -153,6 +153,19 @@ pub fn headline(s: &RetrofitSavings, currency: &str) -> String {
     }
 }
 
+/// `s` as a sentence: capitalised, ending in a full stop.
+pub fn sentence(s: &str) -> String {
+    let mut c = s.chars();
+    let mut out: String = match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 /// The headline figures (label, value with its unit), as the HTML page's
 /// tiles and the PDF's first table show them.
 pub fn key_figures(r: &QuarterReport) -> Vec<(String, String)> {
@@ -186,6 +199,19 @@ pub fn key_figures(r: &QuarterReport) -> Vec<(String, String)> {
     out.push((
         "night base load".into(),
         or_missing(r.demand.night_base_kw.map(|k| format!("{} kW", num(k)))),
+    ));
+    let alerts: usize = r.alerts.iter().map(|a| a.count).sum();
+    let c = &r.alert_coverage;
+    out.push((
+        "alerts".into(),
+        if c.complete() {
+            format!("{alerts}")
+        } else {
+            format!(
+                "{alerts}, incomplete: rules evaluated over {:.1} % of the quarter",
+                c.evaluated * 100.0
+            )
+        },
     ));
     for g in &r.savings_groups {
         out.push((

@@ -235,13 +235,11 @@ impl Writer {
         };
         draw_header(self);
         if cells.is_empty() {
-            self.y -= line_h * 1.2;
-            self.text(
-                MARGIN + 1.0,
-                self.y + size * 0.3,
+            // Why the table is empty, wrapped to the text width.
+            self.paragraph(
+                t.note.as_deref().unwrap_or("none this quarter"),
                 size,
                 false,
-                t.note.as_deref().unwrap_or("none this quarter"),
             );
         }
         for row in &cells {
@@ -424,25 +422,46 @@ impl Writer {
         self.y = top - height - 8.0;
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    /// The document, every page with `footer` + "n of N" at its foot.
+    fn finish(mut self, footer: &str) -> Vec<u8> {
         self.new_page();
+        let total = self.pages.len();
+        // Each page's foot is a second content stream, written once the
+        // page count is known (and before the font is subset, so that its
+        // glyphs are in the subset).
+        let feet: Vec<Vec<u8>> = (0..total)
+            .map(|i| {
+                let line = format!("{footer}{} of {total}", i + 1);
+                let size = 7.5;
+                let x = (PAGE_W - self.width(&line, size, false)) / 2.0;
+                let mut c = Content::new();
+                c.set_fill_rgb(0.35, 0.35, 0.35);
+                c.begin_text().next_line(x.max(MARGIN), MARGIN / 2.0);
+                self.text.show(&mut c, size, false, &line);
+                c.end_text();
+                c.finish().into_vec()
+            })
+            .collect();
         let mut pdf = Pdf::new();
         let catalog = Ref::new(1);
         let tree = Ref::new(2);
-        let n = self.pages.len() as i32;
-        let page_ids: Vec<Ref> = (0..n).map(|i| Ref::new(10 + 2 * i)).collect();
+        let n = total as i32;
+        let page_ids: Vec<Ref> = (0..n).map(|i| Ref::new(10 + 3 * i)).collect();
         pdf.catalog(catalog).pages(tree);
         pdf.pages(tree).kids(page_ids.iter().copied()).count(n);
         // Font objects after the pages.
-        let fonts = self.text.write(&mut pdf, 10 + 2 * n);
+        let fonts = self.text.write(&mut pdf, 10 + 3 * n);
         for (i, body) in self.pages.iter().enumerate() {
             let id = page_ids[i];
-            let content_id = Ref::new(11 + 2 * i as i32);
+            let content_id = Ref::new(11 + 3 * i as i32);
+            let foot_id = Ref::new(12 + 3 * i as i32);
             {
                 let mut page = pdf.page(id);
                 page.media_box(Rect::new(0.0, 0.0, PAGE_W, PAGE_H));
                 page.parent(tree);
-                page.contents(content_id);
+                page.insert(Name(b"Contents"))
+                    .array()
+                    .items([content_id, foot_id]);
                 let mut resources = page.resources();
                 let mut dict = resources.fonts();
                 for (name, font) in &fonts {
@@ -450,6 +469,7 @@ impl Writer {
                 }
             }
             pdf.stream(content_id, body);
+            pdf.stream(foot_id, &feet[i]);
         }
         pdf.finish()
     }
@@ -507,6 +527,7 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
                 "savings_models",
                 "savings_model_terms",
                 "savings_uncertainty_inputs",
+                "non_routine_events",
                 "savings",
                 "savings_value",
             ],
@@ -555,7 +576,18 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
         8.0,
         false,
     );
-    w.finish()
+    w.ensure(60.0);
+    w.y -= 8.0;
+    w.paragraph("8. Responsibility, limitations and sign-off", 13.0, true);
+    for p in super::signoff::responsibility(r) {
+        w.paragraph(&p, 9.0, false);
+    }
+    if let Some(t) = table("signoff") {
+        // The signature lines stay on one page with their heading.
+        w.ensure(140.0);
+        w.table(t);
+    }
+    w.finish(&super::html::footer_prefix(r))
 }
 
 /// Greedy word wrap: words join a line while `fits` accepts it (a word

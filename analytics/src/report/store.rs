@@ -78,6 +78,8 @@ pub fn summary(r: &QuarterReport) -> serde_json::Value {
         "peak_kw": r.demand.peak_kw,
         "data_coverage": r.data_quality.coverage,
         "currency": r.currency,
+        "signoff": super::signoff::status(r),
+        "signatures": r.signatures,
     })
 }
 
@@ -129,6 +131,7 @@ pub async fn save(
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredReport {
     pub id: i64,
+    pub version: i32,
     pub site_id: String,
     pub quarter: String,
     pub generated_at: DateTime<Utc>,
@@ -141,7 +144,7 @@ pub struct StoredReport {
 pub async fn list(client: &Client, site: Option<&str>) -> anyhow::Result<Vec<StoredReport>> {
     let rows = client
         .query(
-            "SELECT r.id, r.site_id, r.quarter, r.generated_at, r.generated_by, r.summary,
+            "SELECT r.id, r.site_id, r.quarter, r.generated_at, r.generated_by, r.summary, r.version,
                     coalesce(array_agg(f.name ORDER BY f.name) FILTER (WHERE f.name IS NOT NULL), '{}'),
                     coalesce(array_agg(octet_length(f.body)::bigint ORDER BY f.name) FILTER (WHERE f.name IS NOT NULL), '{}')
                FROM reports r LEFT JOIN report_files f ON f.report_id = r.id
@@ -153,10 +156,11 @@ pub async fn list(client: &Client, site: Option<&str>) -> anyhow::Result<Vec<Sto
     Ok(rows
         .iter()
         .map(|r| {
-            let names: Vec<String> = r.get(6);
-            let sizes: Vec<i64> = r.get(7);
+            let names: Vec<String> = r.get(7);
+            let sizes: Vec<i64> = r.get(8);
             StoredReport {
                 id: r.get(0),
+                version: r.get(6),
                 site_id: r.get(1),
                 quarter: r.get(2),
                 generated_at: r.get(3),

@@ -28,7 +28,7 @@
 //! Pure: hours in, numbers out.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{lag1_autocorrelation, student_t_quantile};
 
@@ -66,9 +66,10 @@ impl Hour {
 }
 
 /// The hourly model's measurement of a saving.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HourlyResult {
-    pub method: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub method: crate::static_str::Label,
     /// Baseline hours with use and temperature, fitted on.
     pub baseline_hours: usize,
     /// Reporting hours compared.

@@ -29,7 +29,7 @@ use estatemon_domain::device::Utility;
 use estatemon_domain::retrofit::{Driver, Retrofit};
 use estatemon_domain::sun;
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::energy::{self, Meter, SiteInfo, Source};
@@ -40,7 +40,7 @@ pub const CONFIDENCE: f64 = 0.9;
 /// A day counts when the group's readings cover this share of its hours.
 pub const MIN_DAY_COVERAGE: f64 = 0.95;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Period {
     pub from: NaiveDate,
     /// Exclusive.
@@ -52,7 +52,7 @@ pub struct Period {
 }
 
 /// One day of the group, as charts and CSV show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DayPoint {
     pub date: NaiveDate,
     /// Measured use; `None` when the data are incomplete.
@@ -68,7 +68,7 @@ pub struct DayPoint {
 }
 
 /// A retrofit's measured savings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetrofitSavings {
     pub id: String,
     pub name: String,
@@ -76,7 +76,8 @@ pub struct RetrofitSavings {
     pub area: Option<String>,
     pub date: NaiveDate,
     pub utility: Utility,
-    pub unit: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub unit: crate::static_str::Label,
     pub meters: Vec<String>,
     /// Drivers in the model (after dropping those without data or variation).
     pub drivers: Vec<Driver>,
@@ -91,7 +92,8 @@ pub struct RetrofitSavings {
     pub meets_guideline: bool,
     /// `pass`, `fail` or `not_assessed` (a model could not be fitted: a
     /// missing model is never a pass).
-    pub guideline: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub guideline: crate::static_str::Label,
     /// CalTRACK's baseline data sufficiency.
     pub baseline_sufficiency: Sufficiency,
     /// The result stands on an insufficient baseline: state it as
@@ -136,7 +138,7 @@ pub struct RetrofitSavings {
 }
 
 /// A saving judged against its target with its uncertainty.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Met,
@@ -169,7 +171,7 @@ impl Verdict {
 /// CalTRACK's baseline data sufficiency: a baseline of at least 365 days,
 /// at least 90 % of its days with complete data, and every calendar month
 /// at least half covered.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Sufficiency {
     pub days: i64,
     pub days_complete: usize,
@@ -224,7 +226,7 @@ impl Sufficiency {
 }
 
 /// Reporting days whose drivers lie outside what the baseline saw.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Extrapolation {
     pub days: usize,
     /// Of the reporting days compared.
@@ -252,10 +254,11 @@ pub struct GroupDay {
 
 /// The temperature model CalTRACK's search chose: which degree-days, at
 /// which balance points.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemperatureModel {
     /// `intercept only`, `heating`, `cooling` or `heating and cooling`.
-    pub form: &'static str,
+    #[serde(deserialize_with = "crate::static_str::deserialize")]
+    pub form: crate::static_str::Label,
     pub heating_base_c: Option<f64>,
     pub cooling_base_c: Option<f64>,
     pub adjusted_r2: f64,
@@ -818,6 +821,7 @@ pub async fn measure_site(
 ) -> anyhow::Result<Vec<RetrofitSavings>> {
     energy::refresh_rollups(client).await?;
     let (info, meters) = energy::load_site(client, site).await?;
+    let energy_config = &energy_config.for_site(&info.id, info.electricity_supplier.as_deref())?;
     let retrofits = estatemon_domain::schema::registry::retrofits(client, site).await?;
     let mut out = Vec::new();
     for r in &retrofits {
@@ -835,6 +839,8 @@ pub async fn measure_one(
     retrofit: &Retrofit,
     until: DateTime<Utc>,
 ) -> anyhow::Result<RetrofitSavings> {
+    // The site's supplier's tariff and factor (a no-op when resolved).
+    let energy_config = &energy_config.for_site(&site.id, site.electricity_supplier.as_deref())?;
     let group: Vec<Meter> = meters
         .iter()
         .filter(|m| retrofit.covers(&m.id, m.purpose, m.building.as_deref(), &m.area))

@@ -3,10 +3,10 @@
 //! (R², CV(RMSE), NMBE with the guideline's limits) and the fractional
 //! savings uncertainty. Pure functions over plain numbers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// ASHRAE Guideline 14 calibration limits for a data resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub cv_rmse: f64,
     pub nmbe: f64,
@@ -37,7 +37,7 @@ pub enum ModelError {
 }
 
 /// A fitted linear model `use = b0 + Σ bi · xi` and its statistics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
     /// Intercept first, then one per driver column.
     pub coefficients: Vec<f64>,

@@ -13,6 +13,7 @@
 //! query in estatemon works on either.
 
 pub mod alerts;
+pub mod coverage;
 pub mod inspections;
 pub mod partitions;
 pub mod reader;
@@ -339,6 +340,27 @@ const MIGRATIONS: &[Migration] = &[
         version: 21,
         name: "inspections",
         common: Some(include_str!("migrations/0021_inspections.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 22,
+        name: "report_signatures",
+        common: Some(include_str!("migrations/0022_report_signatures.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 23,
+        name: "rule_coverage",
+        common: Some(include_str!("migrations/0023_rule_coverage.sql")),
+        plain: None,
+        timescale: None,
+    },
+    Migration {
+        version: 24,
+        name: "site_supplier",
+        common: Some(include_str!("migrations/0024_site_supplier.sql")),
         plain: None,
         timescale: None,
     },

@@ -36,12 +36,14 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
         )
         .await?;
         tx.execute(
-            "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2, weather_devices)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, floor_area_m2, weather_devices,
+                                electricity_supplier)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, time_zone = EXCLUDED.time_zone,
                  latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
                  floor_area_m2 = EXCLUDED.floor_area_m2,
-                 weather_devices = EXCLUDED.weather_devices, updated_at = now()",
+                 weather_devices = EXCLUDED.weather_devices,
+                 electricity_supplier = EXCLUDED.electricity_supplier, updated_at = now()",
             &[
                 &site.id,
                 &site.name,
@@ -50,6 +52,7 @@ pub async fn upsert(client: &mut Client, registry: &Registry) -> Result<(), Sche
                 &site.longitude,
                 &site.floor_area_m2,
                 &site.weather,
+                &site.electricity_supplier,
             ],
         )
         .await?;

@@ -10,7 +10,8 @@
 //! and runs the same pure [`evaluate`] and [`lifecycle`] over it; the open
 //! alerts are kept in memory too. Only transitions reach the database,
 //! through the same `schema::alerts` calls as the live cycle (an alert
-//! opened or resolved, the service-mode silences, escalation), so a
+//! opened or resolved, the service-mode silences; not escalation: a replayed
+//! alert was never paged, and is stored with `source = 'replay'`), so a
 //! replayed alert is the one the live job would have raised: same rule,
 //! subject, start and end (`tests/alerts.rs` compares the two).
 //!
@@ -53,6 +54,10 @@ mod history;
 
 use chunk::Chunk;
 use history::SlowHistory;
+
+/// `alerts.source` of a replayed alert: it was never paged, and reports
+/// show it as replayed, not as unanswered.
+pub const REPLAY_SOURCE: &str = "replay";
 
 /// How much history is held in memory at once (plus the lookback).
 pub const CHUNK: Duration = Duration::days(2);
@@ -124,6 +129,8 @@ pub async fn replay(
     // transactions: not waiting for each commit's flush to disk saves
     // most of their time, and a replay cut short by a crash is run again.
     client.batch_execute("SET synchronous_commit = off").await?;
+    // The span this replay evaluates, extended as each chunk finishes.
+    let span = estatemon_domain::schema::coverage::start_replay(&*client, from).await?;
     report.load_s += started.elapsed().as_secs_f64();
 
     let mut w = Window {
@@ -204,7 +211,6 @@ pub async fn replay(
                     other => writes.push((i, other)),
                 }
             }
-            let opened_now = writes.iter().any(|(_, a)| matches!(a, Action::Open(_)));
             if sync || first || !writes.is_empty() {
                 if sync {
                     crate::lifts::service::sync(client, at).await?;
@@ -225,7 +231,7 @@ pub async fn replay(
                     let rule = &rules.rules[i];
                     match action {
                         Action::Open(f) => {
-                            let Some(alert) = f.alert(rule, at) else {
+                            let Some(alert) = f.alert(rule, at, REPLAY_SOURCE) else {
                                 continue;
                             };
                             let (since, last) = (alert.started_at, alert.last_seen_at);
@@ -261,10 +267,11 @@ pub async fn replay(
                         }
                     }
                 }
-                // As at the end of every live cycle; only an alert opened
-                // or a silence ended can give them anything to do.
-                if opened_now || sync || first {
-                    alerts::escalate_overdue(&tx, &[]).await?;
+                // A service-mode silence that ended releases its alerts, as
+                // at the end of a live cycle. Escalation is not replayed: a
+                // replayed alert was never paged, so it cannot have gone
+                // unanswered (the live cycle escalates live alerts).
+                if sync || first {
                     alerts::release_ended_silences(&tx, &[]).await?;
                 }
                 tx.commit().await?;
@@ -277,6 +284,7 @@ pub async fn replay(
         }
         let t = Instant::now();
         pending.flush(client, rules, chunk_end).await?;
+        estatemon_domain::schema::coverage::extend(&*client, span, (at - step).min(to)).await?;
         report.apply_s += t.elapsed().as_secs_f64();
     }
     report.open_after = alerts::open_alerts(&*client).await?.len();
@@ -521,7 +529,7 @@ async fn refresh(
     f: Finding,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    if let Some(alert) = f.alert(&rules.rules[i], at) {
+    if let Some(alert) = f.alert(&rules.rules[i], at, REPLAY_SOURCE) {
         alerts::open(tx, &alert, &rules.deadlines, &[]).await?;
     }
     Ok(())

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod energy;
+pub use energy::*;
+
 /// Where a configuration problem was found.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -375,334 +378,6 @@ impl AlertsConfig {
     }
 }
 
-/// What reports and savings turn kWh and m³ into: prices (flat or
-/// time-of-use), CO₂ emission factors, the owners' savings targets, and when
-/// the quarterly report is generated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EnergyConfig {
-    /// Currency code printed next to costs.
-    pub currency: String,
-    /// One tariff per utility (and optionally per site); a site-specific
-    /// tariff wins over a general one.
-    pub tariffs: Vec<Tariff>,
-    pub emission_factors: EmissionFactors,
-    /// Savings targets for retrofits that do not set their own; the most
-    /// specific match (purpose + area over purpose alone) wins.
-    pub targets: Vec<SavingsTarget>,
-    /// Night base load: the mean demand between these site-local hours.
-    pub night_from_hour: u32,
-    pub night_to_hour: u32,
-    /// Generate each site's quarterly report when its quarter closes (site
-    /// local time), from `estatemon analytics`.
-    pub auto_report: bool,
-    /// A site's own currency and emission factors (`[[energy.site]]`); its
-    /// own tariffs are `[[energy.tariffs]]` with `site = "..."`.
-    #[serde(rename = "site", skip_serializing_if = "Vec::is_empty")]
-    pub sites: Vec<SiteEnergy>,
-    /// Who signs the quarterly report, and the font its PDF embeds.
-    pub report: ReportSettings,
-}
-
-/// What the quarterly report's cover and PDF need beyond the data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReportSettings {
-    /// Printed on the cover as the preparer.
-    pub prepared_by: String,
-    /// The reviewer; empty prints "not reviewed".
-    pub reviewed_by: String,
-    /// A TrueType/OpenType font (`.ttf`, `.otf`, `.ttc`: its first face)
-    /// with Chinese glyphs, subset and embedded in the PDF. Empty: the
-    /// first of the Debian fonts `fonts-wqy-microhei`, `fonts-wqy-zenhei`,
-    /// `fonts-droid-fallback` found; none: Helvetica, with Chinese as `?`
-    /// and a note saying so.
-    pub pdf_font: String,
-}
-
-impl Default for ReportSettings {
-    fn default() -> Self {
-        ReportSettings {
-            prepared_by: "estatemon (automatic)".into(),
-            reviewed_by: String::new(),
-            pdf_font: String::new(),
-        }
-    }
-}
-
-/// The money and carbon of one site: the currency its tariffs are in and
-/// its grid's emission factors, where they differ from the general ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteEnergy {
-    pub site: String,
-    pub currency: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub emission_factors: Option<EmissionFactors>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tariff {
-    pub utility: crate::device::Utility,
-    /// Only for this site; all sites when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub site: Option<String>,
-    /// Price per kWh or m³ outside any period below.
-    pub price: f64,
-    /// Time-of-use periods, site local time.
-    #[serde(default, rename = "period", skip_serializing_if = "Vec::is_empty")]
-    pub periods: Vec<TouPeriod>,
-    /// Where the prices come from (the report prints it).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TouPeriod {
-    pub name: String,
-    /// `[from_hour, to_hour)` in site local time, 0..=24.
-    pub from_hour: u32,
-    pub to_hour: u32,
-    pub price: f64,
-    /// Applies Monday to Friday only.
-    #[serde(default)]
-    pub weekdays_only: bool,
-}
-
-impl Tariff {
-    /// Price of one unit used in the hour starting at `local_hour` on a
-    /// day (weekday: Monday..Friday).
-    pub fn price_at(&self, local_hour: u32, weekday: bool) -> f64 {
-        self.periods
-            .iter()
-            .find(|p| {
-                (p.from_hour..p.to_hour).contains(&local_hour) && (weekday || !p.weekdays_only)
-            })
-            .map_or(self.price, |p| p.price)
-    }
-}
-
-/// kg CO₂e per unit used.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmissionFactors {
-    pub electricity_kg_per_kwh: f64,
-    pub water_kg_per_m3: f64,
-    pub gas_kg_per_m3: f64,
-    /// Where the factors come from (the report prints it).
-    pub source: String,
-}
-
-impl EmissionFactors {
-    pub fn of(&self, utility: crate::device::Utility) -> f64 {
-        match utility {
-            crate::device::Utility::Electricity => self.electricity_kg_per_kwh,
-            crate::device::Utility::Water => self.water_kg_per_m3,
-            crate::device::Utility::Gas => self.gas_kg_per_m3,
-        }
-    }
-}
-
-impl Default for EmissionFactors {
-    fn default() -> Self {
-        EmissionFactors {
-            electricity_kg_per_kwh: 0.5703,
-            water_kg_per_m3: 0.168,
-            gas_kg_per_m3: 2.162,
-            source: "electricity: China's national grid average, 0.5703 kg CO2/kWh (Ministry of \
-                     Ecology and Environment, 2022 figure); water: supply and treatment, 0.168 \
-                     kg/m³; gas: natural gas burnt, 2.162 kg/m³. Set your own grid's."
-                .into(),
-        }
-    }
-}
-
-/// The shipped Hong Kong site's own figures (harbour-view, Kowloon, a CLP
-/// Power customer); every figure is sourced in its `source` text and in
-/// README "Money and carbon".
-fn harbour_view() -> (SiteEnergy, Vec<Tariff>) {
-    use crate::device::Utility;
-    const SITE: &str = "harbour-view";
-    // CLP 2023: 0.39 kg CO2e/kWh. Water: WSD 0.621 kWh/m³ supplied plus
-    // DSD 0.2409 kWh/m³ of sewage treated, times the grid factor (the
-    // EPD/EMSD building GHG guidelines' method).
-    let grid = 0.39;
-    let site = SiteEnergy {
-        site: SITE.into(),
-        currency: "HKD".into(),
-        emission_factors: Some(EmissionFactors {
-            electricity_kg_per_kwh: grid,
-            water_kg_per_m3: ((0.621 + 0.2409) * grid * 1000.0_f64).round() / 1000.0,
-            gas_kg_per_m3: 1.130,
-            source: "electricity: CLP Power Hong Kong, carbon emissions intensity of electricity \
-                     sold 2023, 0.39 kg CO2e/kWh (CLP Sustainability Report 2023); water: Water \
-                     Supplies Department 0.621 kWh/m³ (Annual Report 2021/22) plus Drainage \
-                     Services Department 0.2409 kWh/m³ of sewage, times the grid factor, as the \
-                     EPD/EMSD Guidelines for buildings (2010) do; gas (Towngas): 2.5529 kg \
-                     CO2e per unit of 48 MJ burnt (EPD/EMSD Guidelines, HKEX ESG guidance) plus \
-                     0.588 kg per unit produced (Towngas Sustainability Report 2021), at 17.27 \
-                     MJ/m³ (Towngas)."
-                .into(),
-        }),
-    };
-    let tariffs = vec![
-        Tariff {
-            utility: Utility::Electricity,
-            site: Some(SITE.into()),
-            price: 1.406,
-            periods: Vec::new(),
-            source: "CLP Power average net tariff from 1 January 2026: basic 101.2 + fuel cost \
-                     adjustment 39.4 HK cents/kWh (CLP tariff announcement, November 2025)"
-                .into(),
-        },
-        Tariff {
-            utility: Utility::Gas,
-            site: Some(SITE.into()),
-            price: 5.61,
-            periods: Vec::new(),
-            source: "Towngas standard tariff 28.5 HK cents/MJ from 1 August 2024 plus a fuel \
-                     cost adjustment of about 4.0 cents/MJ (it changes monthly), at 17.27 MJ/m³"
-                .into(),
-        },
-        Tariff {
-            utility: Utility::Water,
-            site: Some(SITE.into()),
-            price: 7.50,
-            periods: Vec::new(),
-            source: "Water Supplies Department trade water HK$4.58/m³ (unchanged since February \
-                     1995) plus Drainage Services Department sewage charge HK$2.92/m³ (from 1 \
-                     April 2017)"
-                .into(),
-        },
-    ];
-    (site, tariffs)
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SavingsTarget {
-    pub purpose: crate::device::Purpose,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub area: Option<String>,
-    /// Fraction saved (0.35 for 35 %).
-    pub saving: f64,
-}
-
-impl Default for EnergyConfig {
-    fn default() -> Self {
-        use crate::device::{Purpose, Utility};
-        let target = |purpose, area: Option<&str>, saving| SavingsTarget {
-            purpose,
-            area: area.map(str::to_owned),
-            saving,
-        };
-        let (hk, hk_tariffs) = harbour_view();
-        let example = "illustrative mainland China commercial tariff (CNY); set your utility's";
-        let mut tariffs = vec![
-            Tariff {
-                utility: Utility::Electricity,
-                site: None,
-                price: 0.62,
-                periods: vec![TouPeriod {
-                    name: "peak".into(),
-                    from_hour: 8,
-                    to_hour: 22,
-                    price: 0.98,
-                    weekdays_only: false,
-                }],
-                source: example.into(),
-            },
-            Tariff {
-                utility: Utility::Water,
-                site: None,
-                price: 4.2,
-                periods: Vec::new(),
-                source: example.into(),
-            },
-            Tariff {
-                utility: Utility::Gas,
-                site: None,
-                price: 3.5,
-                periods: Vec::new(),
-                source: example.into(),
-            },
-        ];
-        tariffs.extend(hk_tariffs);
-        EnergyConfig {
-            currency: "CNY".into(),
-            tariffs,
-            emission_factors: EmissionFactors::default(),
-            // The owners' figures (DOMAIN.md): lighting 35 % overall, garage
-            // 45 %, corridors 30 %; water 25 %; lifts 30 %.
-            targets: vec![
-                target(Purpose::PublicLighting, None, 0.35),
-                target(Purpose::PublicLighting, Some("garage"), 0.45),
-                target(Purpose::PublicLighting, Some("corridor"), 0.30),
-                target(Purpose::DomesticWater, None, 0.25),
-                target(Purpose::Irrigation, None, 0.25),
-                target(Purpose::Lifts, None, 0.30),
-            ],
-            night_from_hour: 1,
-            night_to_hour: 5,
-            auto_report: true,
-            sites: vec![hk],
-            report: ReportSettings::default(),
-        }
-    }
-}
-
-impl EnergyConfig {
-    /// The currency a site's costs are in: its own, else the general one.
-    pub fn currency_of(&self, site: &str) -> &str {
-        self.sites
-            .iter()
-            .find(|s| s.site == site)
-            .map_or(self.currency.as_str(), |s| s.currency.as_str())
-    }
-
-    /// A site's emission factors: its own, else the general ones.
-    pub fn emission_factors_of(&self, site: &str) -> &EmissionFactors {
-        self.sites
-            .iter()
-            .find(|s| s.site == site)
-            .and_then(|s| s.emission_factors.as_ref())
-            .unwrap_or(&self.emission_factors)
-    }
-
-    /// The tariff for a utility at a site: the site's own, else the general
-    /// one, but only where the site's currency is the general currency (a
-    /// Hong Kong site is never priced at a tariff in yuan).
-    pub fn tariff(&self, utility: crate::device::Utility, site: &str) -> Option<&Tariff> {
-        let general_applies = self.currency_of(site) == self.currency;
-        self.tariffs
-            .iter()
-            .find(|t| t.utility == utility && t.site.as_deref() == Some(site))
-            .or_else(|| {
-                self.tariffs
-                    .iter()
-                    .find(|t| general_applies && t.utility == utility && t.site.is_none())
-            })
-    }
-
-    /// The default target for a meter group of this purpose and area.
-    pub fn target(&self, purpose: crate::device::Purpose, area: Option<&str>) -> Option<f64> {
-        let specific = area.and_then(|a| {
-            self.targets
-                .iter()
-                .find(|t| t.purpose == purpose && t.area.as_deref() == Some(a))
-        });
-        specific
-            .or_else(|| {
-                self.targets
-                    .iter()
-                    .find(|t| t.purpose == purpose && t.area.is_none())
-            })
-            .map(|t| t.saving)
-    }
-}
-
 /// Which storage engine to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1018,7 +693,37 @@ impl Config {
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| fail("alerts.listen", format!("`{}`: {e}", self.alerts.listen)))?;
-        for t in &self.energy.tariffs {
+        for (i, s) in self.energy.suppliers.iter().enumerate() {
+            if s.id.trim().is_empty() || self.energy.suppliers[..i].iter().any(|o| o.id == s.id) {
+                return Err(fail(
+                    "energy.supplier.id",
+                    format!("`{}` must be non-empty and listed once", s.id),
+                ));
+            }
+            if s.currency.trim().is_empty() {
+                return Err(fail(
+                    "energy.supplier.currency",
+                    "must not be empty".to_owned(),
+                ));
+            }
+            if let Some(t) = s.tariffs.iter().find(|t| t.site.is_some()) {
+                return Err(fail(
+                    "energy.supplier.tariff.site",
+                    format!(
+                        "supplier `{}`: a supplier's tariff applies to every site it supplies; \
+                         put a site's own tariff under [[energy.tariffs]] (site = {:?})",
+                        s.id,
+                        t.site.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        for t in self
+            .energy
+            .tariffs
+            .iter()
+            .chain(self.energy.suppliers.iter().flat_map(|s| &s.tariffs))
+        {
             if !(t.price.is_finite() && t.price >= 0.0) {
                 return Err(fail(
                     "energy.tariffs.price",
@@ -1111,12 +816,15 @@ impl Config {
                 return Err(fail("energy.site.currency", "must not be empty".to_owned()));
             }
         }
-        for f in std::iter::once(&self.energy.emission_factors).chain(
-            self.energy
-                .sites
-                .iter()
-                .filter_map(|s| s.emission_factors.as_ref()),
-        ) {
+        for f in std::iter::once(&self.energy.emission_factors)
+            .chain(
+                self.energy
+                    .sites
+                    .iter()
+                    .filter_map(|s| s.emission_factors.as_ref()),
+            )
+            .chain(self.energy.suppliers.iter().map(|s| &s.emission_factors))
+        {
             for (field, v) in [
                 ("electricity_kg_per_kwh", f.electricity_kg_per_kwh),
                 ("water_kg_per_m3", f.water_kg_per_m3),
@@ -1420,267 +1128,4 @@ fn parse_scalar(raw: &str) -> toml::Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
-        let dir = tempdir::Dir::new();
-        let path = dir.0.join("estatemon.toml");
-        std::fs::write(&path, text).unwrap();
-        (dir, path)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                let p = std::env::temp_dir().join(format!(
-                    "estatemon-config-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_nanos()
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
-    #[test]
-    fn the_example_file_loads_and_matches_defaults_where_it_says_so() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../estatemon.example.toml");
-        let config = Config::load_with_env(Some(&path), Vec::new()).unwrap();
-        assert_eq!(config.mqtt.topics, TopicsConfig::default());
-        assert_eq!(config.database.url, DatabaseConfig::default().url);
-        assert_eq!(config.energy, EnergyConfig::default());
-    }
-
-    #[test]
-    fn bad_tariffs_and_targets_name_the_field_and_line() {
-        let (_d, path) = write(
-            "[energy]\n[[energy.tariffs]]\nutility = \"electricity\"\nprice = 1.0\n  [[energy.tariffs.period]]\n  name = \"peak\"\n  from_hour = 22\n  to_hour = 8\n  price = 2.0\n",
-        );
-        let e = Config::load_with_env(Some(&path), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("energy.tariffs.period.to_hour") && e.contains("estatemon.toml:8:"),
-            "{e}"
-        );
-        let (_d, path) = write("[[energy.targets]]\npurpose = \"public_lighting\"\nsaving = 35\n");
-        let e = Config::load_with_env(Some(&path), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("energy.targets.saving") && e.contains("estatemon.toml:3:"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn tariffs_and_targets_pick_the_most_specific() {
-        use crate::device::{Purpose, Utility};
-        let mut e = EnergyConfig::default();
-        assert_eq!(
-            e.target(Purpose::PublicLighting, Some("garage")),
-            Some(0.45)
-        );
-        assert_eq!(e.target(Purpose::PublicLighting, Some("lobby")), Some(0.35));
-        assert_eq!(e.target(Purpose::Hvac, None), None);
-        let general = e.tariff(Utility::Electricity, "x").unwrap();
-        assert_eq!(general.price_at(3, true), 0.62);
-        assert_eq!(general.price_at(8, true), 0.98);
-        assert_eq!(general.price_at(22, false), 0.62);
-        e.tariffs.push(Tariff {
-            utility: Utility::Electricity,
-            site: Some("x".into()),
-            price: 1.1,
-            periods: vec![],
-            source: String::new(),
-        });
-        assert_eq!(e.tariff(Utility::Electricity, "x").unwrap().price, 1.1);
-        assert_eq!(e.tariff(Utility::Electricity, "y").unwrap().price, 0.62);
-    }
-
-    #[test]
-    fn a_site_with_its_own_currency_is_priced_only_in_it() {
-        use crate::device::Utility;
-        let e = EnergyConfig::default();
-        assert_eq!(e.currency_of("harbour-view"), "HKD");
-        assert_eq!(e.currency_of("elsewhere"), "CNY");
-        assert_eq!(
-            e.tariff(Utility::Electricity, "harbour-view")
-                .unwrap()
-                .price,
-            1.406
-        );
-        assert_eq!(e.tariff(Utility::Gas, "harbour-view").unwrap().price, 5.61);
-        // A utility without a tariff in the site's currency has no cost,
-        // never the yuan one.
-        let mut no_gas = e.clone();
-        no_gas
-            .tariffs
-            .retain(|t| !(t.utility == Utility::Gas && t.site.is_some()));
-        assert!(no_gas.tariff(Utility::Gas, "harbour-view").is_none());
-        assert_eq!(e.tariff(Utility::Gas, "elsewhere").unwrap().price, 3.5);
-        let hk = e.emission_factors_of("harbour-view");
-        assert_eq!(hk.electricity_kg_per_kwh, 0.39);
-        assert_eq!(hk.water_kg_per_m3, 0.336);
-        assert!(hk.source.contains("CLP"));
-        assert_eq!(
-            e.emission_factors_of("elsewhere").electricity_kg_per_kwh,
-            0.5703
-        );
-    }
-
-    #[test]
-    fn bad_site_locales_name_the_field() {
-        let (_d, path) = write(
-            "[energy]\n[[energy.site]]\nsite = \"a\"\ncurrency = \"HKD\"\n  [energy.site.emission_factors]\n  electricity_kg_per_kwh = -1\n  water_kg_per_m3 = 0\n  gas_kg_per_m3 = 0\n  source = \"x\"\n",
-        );
-        let e = Config::load_with_env(Some(&path), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("energy.emission_factors.electricity_kg_per_kwh"),
-            "{e}"
-        );
-        let (_d, path) = write("[energy]\n[[energy.site]]\nsite = \"a\"\ncurrency = \" \"\n");
-        let e = Config::load_with_env(Some(&path), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("energy.site.currency"), "{e}");
-    }
-
-    #[test]
-    fn environment_overrides_file() {
-        let (_d, path) = write("[ingest]\nbatch_linger_ms = 20\n");
-        let env = vec![
-            (
-                "ESTATEMON_DATABASE_URL".into(),
-                "postgres://u@db:5433/x".into(),
-            ),
-            (
-                "ESTATEMON_MQTT_URL".into(),
-                "mqtt://dev:secret@broker:1884".into(),
-            ),
-            ("ESTATEMON_INGEST_WRITERS".into(), "3".into()),
-            ("ESTATEMON_MQTT_SHARED_GROUP".into(), "ingest".into()),
-            (
-                "ESTATEMON_MQTT__TOPICS__SENML".into(),
-                "gw/{device_id}/up".into(),
-            ),
-            ("ESTATEMON_TEST_ONLY_THING".into(), "ignored".into()),
-            ("PATH".into(), "/bin".into()),
-        ];
-        let c = Config::load_with_env(Some(&path), env).unwrap();
-        assert_eq!(c.database.url, "postgres://u@db:5433/x");
-        assert_eq!(c.ingest.batch_linger_ms, 20);
-        assert_eq!(c.ingest.writers, 3);
-        assert_eq!(c.mqtt.shared_group.as_deref(), Some("ingest"));
-        assert_eq!(c.mqtt.topics.senml, "gw/{device_id}/up");
-        let ep = c.mqtt.endpoint().unwrap();
-        assert_eq!(
-            (
-                ep.host.as_str(),
-                ep.port,
-                ep.username.as_deref(),
-                ep.password.as_deref()
-            ),
-            ("broker", 1884, Some("dev"), Some("secret"))
-        );
-    }
-
-    #[test]
-    fn bad_files_name_line_and_field() {
-        let cases: &[(&str, &str, &str)] = &[
-            (
-                "[ingest]\nwriters = 2\nbatch_linger_ms = \"fast\"\n",
-                ":3:",
-                "ingest.batch_linger_ms",
-            ),
-            (
-                "[mqtt]\nurl = \"mqtt://x\"\nclient_idd = \"a\"\n",
-                ":3:",
-                "mqtt.client_idd",
-            ),
-            ("[storage]\nmode = \"cassandra\"\n", ":2:", "storage.mode"),
-            (
-                "[mqtt.topics]\ntelemetry = \"a/{site}/b\"\n",
-                ":2",
-                "mqtt.topics.telemetry",
-            ),
-            ("[ingest]\nwriters = 0\n", ":2", "ingest.writers"),
-            ("[mqtt]\nurl = \"http://broker\"\n", ":2", "mqtt.url"),
-            ("[ingest\nwriters = 1\n", ":1:", "ingest"),
-        ];
-        for (text, line, field) in cases {
-            let (_d, path) = write(text);
-            let err = Config::load_with_env(Some(&path), Vec::new())
-                .expect_err(text)
-                .to_string();
-            assert!(err.contains("estatemon.toml"), "{err}");
-            assert!(err.contains(line), "want line {line}: {err}");
-            assert!(err.contains(field), "want field {field}: {err}");
-        }
-    }
-
-    #[test]
-    fn bad_environment_names_the_variable() {
-        let env = vec![("ESTATEMON_INGEST_WRITERS".into(), "many".into())];
-        let err = Config::load_with_env(None, env).unwrap_err().to_string();
-        assert!(err.contains("ESTATEMON_INGEST_WRITERS"), "{err}");
-    }
-
-    #[test]
-    fn topic_templates() {
-        assert!(check_topic_template("estatemon/{site}/{device_id}/telemetry").is_ok());
-        assert!(check_topic_template("gw/{device_id}").is_ok());
-        assert!(check_topic_template("gw/{site}").is_err());
-        assert!(check_topic_template("gw/dev-{device_id}").is_err());
-        assert!(check_topic_template("gw/+/{device_id}").is_err());
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:hunter2@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert!(!redact_url("postgres://u@h/db?password=hunter2").contains("hunter2"));
-        assert!(!redact_url("host=h user=u password=hunter2 dbname=x").contains("hunter2"));
-        let err = MqttConfig {
-            url: "mqtts://u:hunter2@h".into(),
-            ..Default::default()
-        }
-        .endpoint()
-        .unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
-    }
-
-    #[test]
-    fn mqtt_credentials_are_percent_decoded() {
-        let ep = MqttConfig {
-            url: "mqtt://dev%2B1:p%2Bq%3Dr+s@h:1883".into(),
-            ..Default::default()
-        }
-        .endpoint()
-        .unwrap();
-        assert_eq!(ep.username.as_deref(), Some("dev+1"));
-        assert_eq!(ep.password.as_deref(), Some("p+q=r+s"));
-    }
-
-    #[test]
-    fn a_numeric_secret_from_the_environment_stays_text() {
-        let env = vec![("ESTATEMON_INGEST_PSEUDONYM_KEY".into(), "8472938472".into())];
-        let c = Config::load_with_env(None, env).unwrap();
-        assert_eq!(c.ingest.pseudonym_key.as_deref(), Some("8472938472"));
-    }
-}
+mod tests;
