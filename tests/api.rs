@@ -294,13 +294,16 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     assert_eq!(s6, StatusCode::OK, "{six}");
     assert_eq!(six.as_array().unwrap().len(), 7, "{six}");
     assert_eq!(six.as_array().unwrap()[0]["time"], "2026-05-31T16:00:00Z");
+    // The first day of the data starts after its midnight: its use is not
+    // known whole, so it is left out (null), never drawn short.
+    assert!(d[0]["value"].is_null(), "{d}");
     // Per hour: each day's total over its 24 hours.
     let (_, hourly_mean) = api
         .get(&format!("/api/v1/consumption?site=harbour-view&purpose=public_lighting&from={from}&to={to}&interval=1d&per=hour"), &viewer)
         .await;
     let (a, b) = (
-        &d.as_array().unwrap()[0],
-        &hourly_mean.as_array().unwrap()[0],
+        &d.as_array().unwrap()[1],
+        &hourly_mean.as_array().unwrap()[1],
     );
     assert!(
         (a["value"].as_f64().unwrap() / 24.0 - b["value"].as_f64().unwrap()).abs() < 1e-9,
@@ -325,12 +328,22 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         bad["message"].as_str().unwrap().contains("per=minute"),
         "{bad}"
     );
-    let (th, td, t6) = (total(&h), total(&d), total(&six));
+    // Over the whole days known, every zoom gives the same energy: the
+    // days are the sums of their hours.
+    let first_day = d[1]["time"].as_str().unwrap().to_owned();
+    let th: f64 = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["time"].as_str().unwrap() >= first_day.as_str())
+        .filter_map(|p| p["value"].as_f64())
+        .sum();
+    let (td, t6) = (total(&d), total(&six));
     assert!(
-        th > 1000.0 && (th - td).abs() / th < 0.01,
+        th > 1000.0 && (th - td).abs() / th < 1e-9,
         "hourly {th} vs daily {td}"
     );
-    assert!((th - t6).abs() / th < 0.01, "hourly {th} vs 6-hourly {t6}");
+    assert!((th - t6).abs() / th < 1e-9, "hourly {th} vs 6-hourly {t6}");
     // Buildings as dashboards send them: one, a multi-select, or "All".
     let kwh = |building: &'static str| {
         let api = &api;
@@ -676,6 +689,21 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(first.as_array().unwrap().len(), 5);
     assert!(first[0].get("daily").is_none() && first[0].get("savings_fraction").is_some());
+    // Verdicts and assessments in words for people's tables, provisional
+    // results said to be.
+    for r in first.as_array().unwrap() {
+        let (v, g) = (
+            r["verdict_text"].as_str().unwrap(),
+            r["guideline_text"].as_str().unwrap(),
+        );
+        assert!(!v.contains('_') && !g.contains('_'), "{v} / {g}");
+        if r["provisional"] == true {
+            assert!(
+                g.contains("provisional") || g.starts_with("not assessed"),
+                "{g}"
+            );
+        }
+    }
     let computed_at = || async {
         client
             .query_one(
@@ -711,6 +739,39 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         full[0]["daily"].is_array(),
         "the full form keeps the series"
     );
+    // A retrofit's daily baseline panel reads the same stored series (no
+    // refit per request: issue 29): its days are the stored row's, point
+    // for point, and a mark put into the stored row comes back.
+    let retrofit = full[0]["id"].as_str().unwrap().to_owned();
+    let stored_daily = &full[0]["daily"];
+    client
+        .execute(
+            "UPDATE savings_results
+                SET results = jsonb_set(results, '{0,daily,0,actual}', '123456.5')
+              WHERE site_id = 'harbour-view'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (s, panel) = api
+        .get(
+            &format!("/api/v1/savings/daily?site=harbour-view&retrofit={retrofit}"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{panel}");
+    let panel = panel.as_array().unwrap();
+    assert_eq!(panel.len(), stored_daily.as_array().unwrap().len());
+    assert_eq!(panel[0]["actual"], 123456.5, "read from the stored row");
+    assert_eq!(panel[1]["actual"], stored_daily[1]["actual"]);
+    assert_eq!(computed_at().await, stored_at, "not measured again");
+    let (s, _) = api
+        .get(
+            "/api/v1/savings/daily?site=harbour-view&retrofit=nothing",
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Dead letters.
     client
@@ -772,6 +833,73 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
+/// What a person reads on the shipped dashboards: a unit on every plotted
+/// number (never Grafana's bare `short`), whole-number axes for counts, the
+/// area variable multi-select with All like the building one, and savings
+/// verdicts in words (issue 29: items 6, 7, 9, 12).
+#[test]
+fn dashboards_give_units_whole_counts_and_words() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut plotted = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for p in d["panels"].as_array().unwrap() {
+            let title = p["title"].as_str().unwrap_or("?");
+            let defaults = &p["fieldConfig"]["defaults"];
+            if ["timeseries", "barchart", "stat"].contains(&p["type"].as_str().unwrap_or("")) {
+                plotted += 1;
+                let unit = defaults["unit"].as_str().unwrap_or("");
+                assert!(
+                    !unit.is_empty() && unit != "short" && unit != "none",
+                    "{name}: {title:?} has no unit ({unit:?})"
+                );
+                let counts = unit.starts_with("suffix: ")
+                    && [
+                        "events",
+                        "faults",
+                        "alerts",
+                        "connections",
+                        "emergencies",
+                        "trips/h",
+                    ]
+                    .iter()
+                    .any(|c| unit.ends_with(c));
+                if counts {
+                    assert_eq!(
+                        defaults["decimals"], 0,
+                        "{name}: {title:?} counts in fractions"
+                    );
+                }
+            }
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let url = t["url"].as_str().unwrap_or("");
+                for c in t["columns"].as_array().into_iter().flatten() {
+                    let sel = c["selector"].as_str().unwrap_or("");
+                    assert!(
+                        !(url.contains("/savings") && (sel == "verdict" || sel == "guideline")),
+                        "{name}: {title:?} shows the raw status word `{sel}`"
+                    );
+                }
+            }
+        }
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            if v["name"] == "area" || v["name"] == "building" {
+                assert!(
+                    v["multi"] == true && v["includeAll"] == true,
+                    "{name}: variable {} is single-select or has no All",
+                    v["name"]
+                );
+            }
+        }
+    }
+    assert!(plotted >= 15, "{plotted} plotted panels");
+}
+
 /// Every query the shipped dashboards send (panels, template variables,
 /// annotations), with Grafana's variables filled in, answered by the API
 /// with panel-ready JSON.
@@ -798,6 +926,7 @@ async fn every_dashboard_query_is_answered_by_the_api() {
             // A multi-select of two buildings.
             .replace("${building:csv}", "tower-a,tower-b")
             .replace("$building", "tower-a")
+            .replace("${area:csv}", "lobby,garage")
             .replace("$area", "lobby")
             .replace("$retrofit", "led-garage")
     };
@@ -1393,6 +1522,109 @@ async fn admins_manage_tokens_rules_and_retrofits() {
     assert!(
         b > 10.0 && (a - b).abs() < 1e-6,
         "late meter {a} kWh vs its twin {b} kWh"
+    );
+
+    // The lobby meter's twin again, with its register reset to near zero
+    // at 10:00 on 2 June (it restarts from the last interval's use, so the
+    // true use is unchanged) and silent from 10:00 to 16:00 on 3 June (the
+    // register kept counting). Every zoom must give the twin's days exactly
+    // as the original's: a reset day is not lost, and the outage's use is
+    // in its hours as in its day.
+    let twin = r#"{"id": "hv-reset-meter", "kind": "electricity_meter", "site": "harbour-view",
+                   "building": "tower-a", "area": "lobby", "purpose": "public_lighting"}"#;
+    let (s, e, _) = api
+        .call(
+            "PUT",
+            "/api/v1/devices/hv-reset-meter",
+            Some(&admin),
+            Some(twin),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    client
+        .batch_execute(
+            "INSERT INTO readings (device_id, metric, ts, value)
+                  SELECT 'hv-reset-meter', metric, ts,
+                         CASE WHEN ts < '2026-06-02T10:00:00+08:00' THEN value
+                              ELSE value - (SELECT value FROM readings
+                                             WHERE device_id = 'hv-a-lobby-light' AND metric = 'energy_kwh'
+                                               AND ts < '2026-06-02T10:00:00+08:00' ORDER BY ts DESC LIMIT 1) END
+                    FROM readings
+                   WHERE device_id = 'hv-a-lobby-light' AND metric = 'energy_kwh'
+                     AND NOT (ts > '2026-06-03T10:00:00+08:00' AND ts < '2026-06-03T16:00:00+08:00');
+             INSERT INTO rollup_dirty (bucket)
+                  SELECT DISTINCT date_trunc('hour', ts) FROM readings WHERE device_id = 'hv-reset-meter'
+             ON CONFLICT DO NOTHING;",
+        )
+        .await
+        .unwrap();
+    estatemon_analytics::energy::refresh_rollups(&mut client)
+        .await
+        .unwrap();
+    let series = |device: &'static str, interval: &'static str| {
+        let api = &api;
+        let viewer = &viewer;
+        async move {
+            let q = format!(
+                "/api/v1/consumption?site=harbour-view&device={device}&from={}&to={}&interval={interval}",
+                // From the first whole day of the data.
+                ms("2026-06-02T00:00:00+08:00"),
+                ms("2026-06-08T00:00:00+08:00")
+            );
+            let (s, v) = api.get(&q, viewer).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["time"].as_str().unwrap().to_owned(), p["value"].as_f64()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (twin_days, original_days) = (
+        series("hv-reset-meter", "1d").await,
+        series("hv-a-lobby-light", "1d").await,
+    );
+    assert_eq!(twin_days.len(), 6);
+    for (t, o) in twin_days.iter().zip(&original_days) {
+        let (t_v, o_v) = (
+            t.1.unwrap_or_else(|| {
+                panic!(
+                    "twin day {} unknown: {twin_days:?} vs {original_days:?}",
+                    t.0
+                )
+            }),
+            o.1.unwrap(),
+        );
+        assert!(
+            (t_v - o_v).abs() < 1e-6,
+            "day {}: twin {t_v} kWh, original {o_v} kWh",
+            t.0
+        );
+    }
+    // Hours and 3-hour steps add up to the days.
+    let hours = series("hv-reset-meter", "1h").await;
+    assert!(
+        hours.iter().all(|h| h.1.is_some()),
+        "every hour known: {hours:?}"
+    );
+    let hourly_total: f64 = hours.iter().filter_map(|h| h.1).sum();
+    let three: f64 = series("hv-reset-meter", "3h")
+        .await
+        .iter()
+        .filter_map(|h| h.1)
+        .sum();
+    let daily_total: f64 = twin_days.iter().filter_map(|d| d.1).sum();
+    assert!(
+        (hourly_total - daily_total).abs() < 1e-6 && (three - daily_total).abs() < 1e-6,
+        "hours {hourly_total}, 3 h steps {three}, days {daily_total}"
+    );
+    assert!(
+        db.count(
+            "SELECT count(*) FROM consumption_hourly WHERE device_id = 'hv-reset-meter' AND estimated"
+        )
+        .await
+            >= 6,
+        "the outage's hours are marked estimated"
     );
 
     // Rules: the running set is visible; a bad set is refused with its

@@ -528,10 +528,12 @@ async fn rollups_and_partitions_follow_the_data() {
     assert_eq!(daily, 8.0);
     assert_eq!(db.count("SELECT count(*) FROM rollup_dirty").await, 0);
 
-    // Hourly consumption: an hour counts once the next hour's register is
-    // known. The next batch makes the third hour known (a dirty hour
-    // recomputes the hour before it), then the meter is replaced (the
-    // register falls) and that hour is left out, not counted negative.
+    // Hourly consumption: an hour counts once readings cover it whole (a
+    // reading at or after its end). The next batch makes the third hour
+    // known (a dirty hour recomputes the hours before it), then the
+    // register falls to near zero (a reset): that hour counts the use after
+    // it, as the report's derivation does, never negative and never left
+    // out.
     let hour = |h: i64| chrono::DateTime::from_timestamp_millis(t0 + h * 3_600_000).unwrap();
     let dbr = &db;
     let used_by =
@@ -573,11 +575,34 @@ async fn rollups_and_partitions_follow_the_data() {
         .unwrap();
     assert_eq!(
         used_by("e-1").await,
-        vec![(hour(0), 4.0), (hour(1), 4.0), (hour(2), 4.0)]
+        vec![
+            (hour(0), 4.0),
+            (hour(1), 4.0),
+            (hour(2), 4.0),
+            (hour(3), 1.0)
+        ]
     );
+    // An outage from 02:45 to 06:00: its 78 kWh are spread over its hours
+    // (marked estimated), so the hours add up to the registers: 610 − 500.
+    let e2 = used_by("e-2").await;
     assert_eq!(
-        used_by("e-2").await,
-        vec![(hour(0), 8.0), (hour(1), 8.0), (hour(6), 10.0)]
+        e2,
+        vec![
+            (hour(0), 8.0),
+            (hour(1), 8.0),
+            (hour(2), 12.0),
+            (hour(3), 24.0),
+            (hour(4), 24.0),
+            (hour(5), 24.0),
+            (hour(6), 10.0)
+        ]
+    );
+    assert_eq!(e2.iter().map(|(_, u)| u).sum::<f64>(), 610.0 - 500.0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM consumption_hourly WHERE device_id = 'e-2' AND estimated")
+            .await,
+        4,
+        "hours 2 to 5 hold estimated use"
     );
 
     if mode == estatemon_domain::schema::StorageMode::Plain {

@@ -55,21 +55,24 @@ pub struct SiteInfo {
     pub electricity_supplier: Option<String>,
 }
 
+/// Local midnight starting `date` in `tz`, in UTC.
+pub fn midnight_in(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let naive = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+    tz.from_local_datetime(&naive)
+        .earliest()
+        // A zone that skips midnight (DST at 00:00): the first valid hour.
+        .or_else(|| {
+            tz.from_local_datetime(&(naive + Duration::hours(1)))
+                .earliest()
+        })
+        .expect("a valid local time within an hour of midnight")
+        .with_timezone(&Utc)
+}
+
 impl SiteInfo {
     /// Local midnight starting `date` at the site, in UTC.
     pub fn midnight(&self, date: NaiveDate) -> DateTime<Utc> {
-        let naive = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-        self.tz
-            .from_local_datetime(&naive)
-            .earliest()
-            // A zone that skips midnight (DST at 00:00): the first valid hour.
-            .or_else(|| {
-                self.tz
-                    .from_local_datetime(&(naive + Duration::hours(1)))
-                    .earliest()
-            })
-            .expect("a valid local time within an hour of midnight")
-            .with_timezone(&Utc)
+        midnight_in(self.tz, date)
     }
 
     pub fn local_date(&self, ts: DateTime<Utc>) -> NaiveDate {

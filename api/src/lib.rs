@@ -51,7 +51,7 @@ pub struct AppState {
     pub storage_mode: &'static str,
     pub config: Arc<Config>,
     pub ledger_cache: LedgerCache,
-    /// Savings panels' answers, kept for [`ResponseCache::TTL`].
+    /// Savings panels' answers, kept for `api.response_cache_s`.
     pub savings_cache: ResponseCache,
     /// Requests without a valid token, limited per client address.
     pub anonymous: Arc<audit::AnonymousLimiter>,
@@ -112,9 +112,11 @@ impl LedgerCache {
 /// for on each refresh: kept for 30 s per query, cleared by a registry or
 /// retrofit change through this API (another process's change shows
 /// within 30 s).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ResponseCache {
     inner: Arc<std::sync::Mutex<ResponseMap>>,
+    /// How long an answer is kept (`api.response_cache_s`); zero keeps none.
+    ttl: Duration,
     /// Bumped by [`ResponseCache::clear`]: an answer computed before a
     /// clear is not kept after it.
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -124,13 +126,25 @@ pub struct ResponseCache {
 type ResponseMap =
     std::collections::HashMap<String, (Instant, Arc<serde_json::Value>, Option<String>)>;
 
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache::new(Duration::from_secs(30))
+    }
+}
+
 impl ResponseCache {
-    pub const TTL: Duration = Duration::from_secs(30);
+    pub fn new(ttl: Duration) -> ResponseCache {
+        ResponseCache {
+            inner: Arc::default(),
+            ttl,
+            generation: Arc::default(),
+        }
+    }
 
     pub fn get(&self, key: &str) -> Option<(Arc<serde_json::Value>, Option<String>)> {
         let map = self.inner.lock().expect("response cache lock");
         map.get(key)
-            .filter(|(at, _, _)| at.elapsed() < Self::TTL)
+            .filter(|(at, _, _)| at.elapsed() < self.ttl)
             .map(|(_, body, stamp)| (body.clone(), stamp.clone()))
     }
 
@@ -149,11 +163,12 @@ impl ResponseCache {
         generation: u64,
     ) {
         let mut map = self.inner.lock().expect("response cache lock");
-        if self.generation() != generation {
+        if self.generation() != generation || self.ttl.is_zero() {
             return;
         }
         if map.len() > 1_000 {
-            map.retain(|_, (at, _, _)| at.elapsed() < Self::TTL);
+            let ttl = self.ttl;
+            map.retain(|_, (at, _, _)| at.elapsed() < ttl);
         }
         map.insert(key, (Instant::now(), body, stamp));
     }
@@ -506,6 +521,7 @@ pub fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
 /// The state for a configuration (migrations must have run).
 pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
     let pool = pool(&config)?;
+    let response_ttl = Duration::from_secs(config.api.response_cache_s);
     let mode = {
         let client = pool.get().await?;
         schema::recorded_mode(&client).await?.as_str()
@@ -529,7 +545,7 @@ pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::Joi
             storage_mode: mode,
             config: Arc::new(config),
             ledger_cache: LedgerCache::default(),
-            savings_cache: ResponseCache::default(),
+            savings_cache: ResponseCache::new(response_ttl),
             anonymous,
         },
         writer,

@@ -227,6 +227,68 @@ fn between(a: RegisterSample, b: RegisterSample, policy: &RegisterPolicy) -> Int
     interval(None, Correction::Implausible)
 }
 
+/// One hour's use, apportioned from the intervals that overlap it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourUse {
+    /// The hour's start (UTC, on the hour).
+    pub hour: DateTime<Utc>,
+    pub used: f64,
+    /// Part of it comes from an interval bridged over a gap (spread evenly
+    /// over the gap's hours): an estimate, not a measurement.
+    pub estimated: bool,
+}
+
+/// The start of the UTC hour containing `t`.
+pub fn hour_floor(t: DateTime<Utc>) -> DateTime<Utc> {
+    let s = t.timestamp().div_euclid(3600) * 3600;
+    DateTime::from_timestamp(s, 0).unwrap_or(t)
+}
+
+/// Each hour's use in `[from, to)` (UTC hours), from derived intervals
+/// sorted by time: every interval's consumption is shared among the hours
+/// it overlaps in proportion to the time it spends in each, so a rollover,
+/// a reset or a replacement inside an hour counts the use before and after
+/// it, and a gap's use is spread over the gap's hours (marked estimated).
+/// An hour is left out when any interval overlapping it has an unknown use,
+/// or when the intervals do not cover it whole (before the first reading,
+/// after the last): a partial hour is never given as a complete one. The
+/// hours of a day sum to what the intervals inside that day sum to.
+pub fn hourly(intervals: &[Interval], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<HourUse> {
+    use std::collections::BTreeMap;
+    // hour -> (use, estimated, unknown, covered seconds)
+    let mut hours: BTreeMap<DateTime<Utc>, (f64, bool, bool, i64)> = BTreeMap::new();
+    for i in intervals {
+        let total = (i.end - i.start).num_milliseconds();
+        if total <= 0 {
+            continue;
+        }
+        let mut h = hour_floor(i.start).max(hour_floor(from));
+        while h < i.end && h < to {
+            let next = h + Duration::hours(1);
+            let overlap = (i.end.min(next) - i.start.max(h)).num_milliseconds();
+            if overlap > 0 {
+                let e = hours.entry(h).or_insert((0.0, false, false, 0));
+                match i.consumption {
+                    Some(c) => e.0 += c * overlap as f64 / total as f64,
+                    None => e.2 = true,
+                }
+                e.1 |= i.correction == Correction::Gap;
+                e.3 += overlap;
+            }
+            h = next;
+        }
+    }
+    hours
+        .into_iter()
+        .filter(|(h, (_, _, unknown, covered))| *h >= from && !unknown && *covered >= 3_600_000)
+        .map(|(hour, (used, estimated, _, _))| HourUse {
+            hour,
+            used,
+            estimated,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,3 +141,104 @@ proptest! {
         }
     }
 }
+
+/// A meter's register as the field sends it: steady use at uneven cadence,
+/// with outages, resets to near zero (a firmware update, a replaced meter)
+/// and falls that fit nothing (unknown use). (minutes after the start,
+/// value) pairs, in time order.
+fn register_series() -> impl Strategy<Value = Vec<(i64, f64)>> {
+    let step = (
+        prop_oneof![
+            8 => 1i64..=30,          // ordinary cadence, minutes
+            1 => 120i64..=900,       // an outage of 2 to 15 hours
+        ],
+        0.0f64..=8.0, // use since the last reading
+        prop_oneof![
+            20 => Just(0u8),         // no event
+            1 => Just(1u8),          // reset to near zero
+            1 => Just(2u8),          // a fall that fits nothing
+        ],
+    );
+    (0i64..60, proptest::collection::vec(step, 2..150)).prop_map(|(start, steps)| {
+        let mut t = start;
+        let mut v = 1_000.0;
+        let mut out = vec![(t, v)];
+        for (dt, used, event) in steps {
+            t += dt;
+            v = match event {
+                1 => used.min(5.0),
+                2 => v * 0.5,
+                _ => v + used,
+            };
+            out.push((t, v));
+        }
+        out
+    })
+}
+
+proptest! {
+    /// Any register series: each hour's use (what `consumption_hourly`
+    /// holds) sums, over any run of known hours (a day of them, say), to
+    /// the raw intervals' use over the same time: resets, rollovers,
+    /// replacements and outages counted once, in the hours they fall in,
+    /// never dropped. An hour is given only when its intervals cover it
+    /// whole and none of them has an unknown use.
+    #[test]
+    fn hours_add_up_to_the_raw_readings(points in register_series()) {
+        use crate::consumption::{derive, hour_floor, hourly, RegisterPolicy, RegisterSample};
+        use chrono::{DateTime, Duration, Utc};
+        let t0: DateTime<Utc> = "2026-03-01T00:00:00Z".parse().unwrap();
+        let samples: Vec<RegisterSample> = points
+            .iter()
+            .map(|&(m, value)| RegisterSample { ts: t0 + Duration::minutes(m), value })
+            .collect();
+        let intervals = derive(&samples, &RegisterPolicy::default());
+        let from = hour_floor(samples[0].ts);
+        let to = hour_floor(samples[samples.len() - 1].ts) + Duration::hours(1);
+        let hours = hourly(&intervals, from, to);
+        let share = |a: DateTime<Utc>, b: DateTime<Utc>| -> Option<f64> {
+            let mut sum = 0.0;
+            for i in &intervals {
+                let overlap = (i.end.min(b) - i.start.max(a)).num_milliseconds();
+                if overlap > 0 {
+                    let len = (i.end - i.start).num_milliseconds() as f64;
+                    sum += i.consumption? * overlap as f64 / len;
+                }
+            }
+            Some(sum)
+        };
+        for h in &hours {
+            prop_assert_eq!(h.hour, hour_floor(h.hour));
+            prop_assert!(h.used >= 0.0 && h.used.is_finite(), "{:?}", h);
+            // Covered whole, by known intervals only.
+            prop_assert!(intervals.first().unwrap().start <= h.hour);
+            prop_assert!(intervals.last().unwrap().end >= h.hour + Duration::hours(1));
+            let raw = share(h.hour, h.hour + Duration::hours(1));
+            prop_assert!(raw.is_some(), "an hour with unknown use was given: {:?}", h);
+            prop_assert!((raw.unwrap() - h.used).abs() <= 1e-9 * (1.0 + h.used), "{:?} vs {:?}", h, raw);
+        }
+        // Every run of consecutive known hours sums to the raw use of its span.
+        let mut i = 0;
+        while i < hours.len() {
+            let mut j = i;
+            while j + 1 < hours.len() && hours[j + 1].hour == hours[j].hour + Duration::hours(1) {
+                j += 1;
+            }
+            let summed: f64 = hours[i..=j].iter().map(|h| h.used).sum();
+            let raw = share(hours[i].hour, hours[j].hour + Duration::hours(1)).unwrap();
+            prop_assert!((summed - raw).abs() <= 1e-6 * (1.0 + raw), "{} vs {}", summed, raw);
+            i = j + 1;
+        }
+        // No hour that could be known is dropped: every whole hour inside
+        // the readings whose intervals are all known is given.
+        let mut h = from;
+        while h + Duration::hours(1) <= to {
+            let inside = intervals.first().unwrap().start <= h
+                && intervals.last().unwrap().end >= h + Duration::hours(1);
+            if inside && share(h, h + Duration::hours(1)).is_some() {
+                prop_assert!(hours.iter().any(|x| x.hour == h), "hour {} dropped", h);
+            }
+            h += Duration::hours(1);
+        }
+    }
+}

@@ -170,6 +170,9 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         .env("ESTATEMON_DATABASE_URL", &c.database.url)
         .env("ESTATEMON_API_LISTEN", &addr)
         .env("ESTATEMON_API_MAX_POINTS", "10000")
+        // No response cache: every savings answer is read from the stored
+        // measurement, as after each cache expiry on a dashboard refresh.
+        .env("ESTATEMON_API_RESPONSE_CACHE_S", "0")
         .env("ESTATEMON_LOG_FILTER", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -201,6 +204,14 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         (
             "year as a 1,000-point panel, building tower-a consumption",
             format!("/api/v1/consumption?site=harbour-view&building=tower-a&from={from}&to={to}&interval=1h&max_points=1000"),
+        ),
+        (
+            "a retrofit's daily baseline panel (savings/daily led-garage), response cache off",
+            "/api/v1/savings/daily?site=harbour-view&retrofit=led-garage".to_owned(),
+        ),
+        (
+            "savings summary (overview panel), response cache off",
+            "/api/v1/savings?site=harbour-view&summary=true".to_owned(),
         ),
     ];
     println!(

@@ -138,7 +138,35 @@ pub const SUMMARY_FIELDS: &[&str] = &[
     "provisional",
 ];
 
-/// Each result cut to [`SUMMARY_FIELDS`].
+/// A result's verdict and ASHRAE 14 assessment in words, as a table shows
+/// them to people: "not met", "not assessed (baseline too short)", and
+/// "provisional" where the baseline is shorter than CalTRACK's year.
+pub fn words(r: &serde_json::Value) -> (String, String) {
+    let provisional = r["provisional"].as_bool().unwrap_or(false);
+    let short = r["baseline_sufficiency"]["sufficient"].as_bool() == Some(false);
+    let tail = if provisional {
+        ", provisional (baseline under a year)"
+    } else {
+        ""
+    };
+    let verdict = match r["verdict"].as_str() {
+        Some("met") => format!("met{tail}"),
+        Some("not_met") => format!("not met{tail}"),
+        Some("inconclusive") => format!("inconclusive: the ± straddles the target{tail}"),
+        _ if r["target"].is_null() => "no target".to_owned(),
+        _ => "not judged (no saving measured)".to_owned(),
+    };
+    let guideline = match r["guideline"].as_str() {
+        Some("pass") => format!("pass{tail}"),
+        Some("fail") => format!("fail{tail}"),
+        _ if short => "not assessed (baseline too short)".to_owned(),
+        _ => "not assessed (no model could be fitted)".to_owned(),
+    };
+    (verdict, guideline)
+}
+
+/// Each result cut to [`SUMMARY_FIELDS`], with the verdict and the
+/// assessment in words (`verdict_text`, `guideline_text`).
 pub fn summary(results: &serde_json::Value) -> serde_json::Value {
     let rows = results.as_array().cloned().unwrap_or_default();
     serde_json::Value::Array(
@@ -158,6 +186,9 @@ pub fn summary(results: &serde_json::Value) -> serde_json::Value {
                     .filter(|(_, b)| *b > 0.0)
                     .map(|(u, b)| u / b);
                 out.insert("uncertainty_fraction".into(), serde_json::json!(share));
+                let (verdict, guideline) = words(&r);
+                out.insert("verdict_text".into(), verdict.into());
+                out.insert("guideline_text".into(), guideline.into());
                 serde_json::Value::Object(out)
             })
             .collect(),

@@ -178,39 +178,81 @@ pub async fn savings_daily(
             return Ok(Json((*body).clone()));
         }
     }
-    let until = match q.until.as_deref() {
-        Some(v) => params::instant("until", v)?,
-        None => chrono::Utc::now(),
-    };
     let mut client = state.pool.get().await?;
-    estatemon_analytics::energy::refresh_rollups(&mut client).await?;
-    let (site, meters) = estatemon_analytics::energy::load_site(&client, &q.site).await?;
-    let retrofit = estatemon_domain::schema::registry::retrofits(&client, &q.site)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .into_iter()
-        .find(|r| r.id == q.retrofit)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "site `{}` has no retrofit `{}`",
-                q.site, q.retrofit
-            ))
-        })?;
-    let s = estatemon_analytics::savings::measure_one(
-        &client,
-        &state.config.energy,
-        &site,
-        &meters,
-        &retrofit,
-        until,
-    )
-    .await?;
-    let rows: Vec<serde_json::Value> = s
-        .daily
+    let (tz, daily) = match q.until.as_deref() {
+        // The stored measurement (what `/savings` serves, kept by
+        // `estatemon analytics` once a day): read, not refitted.
+        None => {
+            let today = estatemon_analytics::savings::store::today(&client, &q.site).await?;
+            let fresh = estatemon_analytics::savings::store::stored(&client, &q.site)
+                .await?
+                .filter(|s| s.measured_until >= today);
+            let stored = match fresh {
+                Some(s) => s,
+                None => {
+                    estatemon_analytics::savings::store::refresh(
+                        &mut client,
+                        &state.config.energy,
+                        &q.site,
+                    )
+                    .await?
+                }
+            };
+            let found = stored
+                .results
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["id"] == q.retrofit.as_str()))
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "site `{}` has no retrofit `{}`",
+                        q.site, q.retrofit
+                    ))
+                })?;
+            let daily: Vec<estatemon_analytics::savings::DayPoint> =
+                serde_json::from_value(found["daily"].clone()).map_err(|e| {
+                    ApiError::Unavailable(format!("the stored savings cannot be read: {e}"))
+                })?;
+            let zone: String = client
+                .query_one("SELECT time_zone FROM sites WHERE site_id = $1", &[&q.site])
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                .get(0);
+            let tz = estatemon_analytics::energy::parse_zone(&q.site, zone)?;
+            (tz, daily)
+        }
+        // As of another time: measured for this request.
+        Some(v) => {
+            let until = params::instant("until", v)?;
+            estatemon_analytics::energy::refresh_rollups(&mut client).await?;
+            let (site, meters) = estatemon_analytics::energy::load_site(&client, &q.site).await?;
+            let retrofit = estatemon_domain::schema::registry::retrofits(&client, &q.site)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                .into_iter()
+                .find(|r| r.id == q.retrofit)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "site `{}` has no retrofit `{}`",
+                        q.site, q.retrofit
+                    ))
+                })?;
+            let s = estatemon_analytics::savings::measure_one(
+                &client,
+                &state.config.energy,
+                &site,
+                &meters,
+                &retrofit,
+                until,
+            )
+            .await?;
+            (site.tz, s.daily)
+        }
+    };
+    let rows: Vec<serde_json::Value> = daily
         .iter()
         .map(|p| {
             serde_json::json!({
-                "time": site.midnight(p.date),
+                "time": estatemon_analytics::energy::midnight_in(tz, p.date),
                 "actual": p.actual,
                 "adjusted_baseline": p.predicted,
                 "reporting": p.reporting,

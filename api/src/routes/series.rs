@@ -424,16 +424,15 @@ pub async fn consumption(
             &[&*ids, &metric, &w.from, &w.to],
         )
         .await?
-    } else {
-        // Longer steps: the register at each step boundary is the first
-        // reading of that hour (`readings_hourly.first`). A step counts for
-        // a meter when its register is known at both ends (adjacent
-        // boundaries: a missing boundary never stretches a step) and did
-        // not fall (reset, replacement); hours missing inside a step do not
-        // matter.
-        // Boundaries are the hours `date_bin` leaves in place: a filter on
-        // the range scan that costs the same in a generic plan (an array of
-        // boundaries was searched linearly per row there: 7× slower).
+    } else if counter {
+        // A counter's steps: the register at each step boundary is the
+        // first reading of that hour (`readings_hourly.first`). A step
+        // counts for a lift when its register is known at both ends
+        // (adjacent boundaries: a missing boundary never stretches a step)
+        // and did not fall. Boundaries are the hours `date_bin` leaves in
+        // place: a filter on the range scan that costs the same in a
+        // generic plan (an array of boundaries was searched linearly per row
+        // there: 7× slower).
         crate::query(
             &client,
             "WITH s AS (SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
@@ -444,6 +443,25 @@ pub async fn consumption(
                           FROM s WINDOW w AS (PARTITION BY device_id ORDER BY b))
              SELECT b, sum(used) FROM d
               WHERE b < $5 AND next_b = b + make_interval(secs => $1::float8) AND used >= 0
+              GROUP BY b ORDER BY b",
+            &[&step_secs(w.step), &*ids, &metric, &w.from, &w.to],
+        )
+        .await?
+    } else {
+        // Longer steps: the sum of each meter's hours (`consumption_hourly`,
+        // so every zoom agrees with the hours and the days: a rollover, a
+        // reset or a replaced meter counts the use before and after it). A
+        // step counts for a meter when every hour of it is known, so a step
+        // is never drawn from part of its hours (the last, partial one).
+        crate::query(
+            &client,
+            "SELECT b, sum(used) FROM (
+                 SELECT device_id, date_bin(make_interval(secs => $1::float8), bucket, $4) AS b,
+                        sum(used) AS used, count(*) AS hours
+                   FROM consumption_hourly
+                  WHERE device_id = ANY($2) AND metric = $3 AND bucket >= $4 AND bucket < $5
+                  GROUP BY 1, 2) m
+              WHERE hours = round($1::float8 / 3600)
               GROUP BY b ORDER BY b",
             &[&step_secs(w.step), &*ids, &metric, &w.from, &w.to],
         )

@@ -95,6 +95,10 @@ pub struct ApiConfig {
     /// (`estatemon_api_unauthenticated_refused_total`), with one audit row
     /// per burst. 0 turns the limit off.
     pub unauthenticated_per_minute: u32,
+    /// Seconds an answer that changes at most once a day (stored savings, a
+    /// retrofit's daily baseline) is kept per query; 0 reads the stored
+    /// measurement on every request.
+    pub response_cache_s: u64,
 }
 
 impl Default for ApiConfig {
@@ -106,6 +110,7 @@ impl Default for ApiConfig {
             audit_flush_ms: 200,
             audit_max_pending_mb: 16,
             unauthenticated_per_minute: 60,
+            response_cache_s: 30,
         }
     }
 }

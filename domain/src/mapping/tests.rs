@@ -369,7 +369,7 @@ proptest::proptest! {
 fn a_removed_discovery_config_takes_exactly_its_own_entities() {
     use homeassistant::{discover, Discovery};
     let mut set = MappingSet::new(Vec::new());
-    let mut apply = |set: &mut MappingSet, topic: &str, payload: &str| match discover(
+    let apply = |set: &mut MappingSet, topic: &str, payload: &str| match discover(
         "homeassistant",
         topic,
         payload.as_bytes(),

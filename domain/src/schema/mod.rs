@@ -364,6 +364,15 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 25,
+        name: "consumption_hourly_estimated",
+        common: Some(include_str!(
+            "migrations/0025_consumption_hourly_estimated.sql"
+        )),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

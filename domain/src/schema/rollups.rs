@@ -121,41 +121,30 @@ ON CONFLICT (device_id, metric, day) DO UPDATE
 
 /// Each meter's use over each local day (`registers_daily.used`) for the
 /// days of `$1` (device ids, or NULL for all) from `$2` to `$3` (or all
-/// days): the next day's register minus this day's where the next day is
-/// known and the register did not fall. Rows whose value stays are left
+/// days): the sum of the day's hours in `consumption_hourly` when every
+/// hour of the local day (23, 24 or 25) is known, else unknown. So a day
+/// across a rollover, a reset or a replaced meter is the use before plus
+/// the use after, a day with an outage counts the use spread over the gap,
+/// and the day always equals its hours. Rows whose value stays are left
 /// alone.
 const REFRESH_DAILY_USE: &str = "
 UPDATE registers_daily r SET used = x.used
   FROM (SELECT c.device_id, c.metric, c.day,
-               CASE WHEN n.first >= c.first THEN n.first - c.first END AS used
+               (SELECT CASE WHEN count(*) = round(extract(epoch FROM (t.d1 - t.d0)) / 3600)
+                            THEN sum(h.used) END
+                  FROM consumption_hourly h
+                 WHERE h.device_id = c.device_id AND h.metric = c.metric
+                   AND h.bucket >= t.d0 AND h.bucket < t.d1) AS used
           FROM registers_daily c
-          LEFT JOIN registers_daily n
-            ON n.device_id = c.device_id AND n.metric = c.metric AND n.day = c.day + 1
+          JOIN devices d ON d.device_id = c.device_id
+          JOIN sites s ON s.site_id = d.site_id
+          CROSS JOIN LATERAL (SELECT c.day::timestamp AT TIME ZONE s.time_zone AS d0,
+                                     (c.day + 1)::timestamp AT TIME ZONE s.time_zone AS d1) t
          WHERE ($1::text[] IS NULL OR c.device_id = ANY($1))
            AND c.metric IN ('energy_kwh', 'volume_m3')
            AND ($2::date IS NULL OR c.day >= $2) AND ($3::date IS NULL OR c.day <= $3)) x
  WHERE r.device_id = x.device_id AND r.metric = x.metric AND r.day = x.day
    AND r.used IS DISTINCT FROM x.used";
-
-/// The hourly consumption (consumption_hourly) of the meters `$3` for the
-/// hours in `[$1 - 1h, $2)`: a dirty hour changes its own register and so the
-/// consumption of the hour before it too. Deleted first, then recomputed,
-/// so an hour that stopped counting (a register that fell) disappears.
-const CLEAR_CONSUMPTION_HOURLY: &str = "
-DELETE FROM consumption_hourly
- WHERE device_id = ANY($3) AND metric IN ('energy_kwh', 'volume_m3')
-   AND bucket >= $1::timestamptz - interval '1 hour' AND bucket < $2";
-
-const REFRESH_CONSUMPTION_HOURLY: &str = "
-INSERT INTO consumption_hourly (device_id, metric, bucket, used)
-SELECT device_id, metric, bucket, next - first
-  FROM (SELECT device_id, metric, bucket, first,
-               lead(first) OVER w AS next, lead(bucket) OVER w AS next_bucket
-          FROM readings_hourly
-         WHERE device_id = ANY($3) AND metric IN ('energy_kwh', 'volume_m3') AND first IS NOT NULL
-           AND bucket >= $1::timestamptz - interval '1 hour' AND bucket <= $2
-        WINDOW w AS (PARTITION BY device_id, metric ORDER BY bucket)) s
- WHERE bucket < $2 AND next_bucket = bucket + interval '1 hour' AND next >= first";
 
 /// The metrics whose hourly `first` is a meter register.
 const REGISTERS: [&str; 2] = ["energy_kwh", "volume_m3"];
@@ -184,25 +173,142 @@ async fn refresh_derived(
     if meters.is_empty() {
         return Ok(());
     }
+    let registers: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter(|(_, m)| REGISTERS.contains(&m.as_str()))
+        .map(|(d, m)| (d.as_str(), m.as_str()))
+        .collect();
+    // The hours rewritten can reach past the dirty ranges (an interval
+    // across an outage): the days whose use changes span all of them.
+    let (mut earliest, mut latest) = match (ranges.first(), ranges.last()) {
+        (Some(f), Some(l)) => (f.0, l.1),
+        _ => return Ok(()),
+    };
     for (s, e) in ranges {
         tx.execute(REFRESH_REGISTERS_DAILY, &[s, e, &meters])
             .await?;
-        tx.execute(CLEAR_CONSUMPTION_HOURLY, &[s, e, &meters])
-            .await?;
-        tx.execute(REFRESH_CONSUMPTION_HOURLY, &[s, e, &meters])
-            .await?;
+        if let Some((lo, hi)) = refresh_consumption_hourly(tx, *s, *e, &registers).await? {
+            earliest = earliest.min(lo);
+            latest = latest.max(hi);
+        }
     }
     // The registers refreshed are those of local days overlapping a range
     // (a UTC day either way at most), and the day before each changes its
     // use too: one pass over the whole span, not one per range (rows whose
     // use stays are not written).
-    if let (Some((s, _)), Some((_, e))) = (ranges.first(), ranges.last()) {
+    {
+        let (s, e) = (earliest, latest);
         let first = s.date_naive() - Duration::days(2);
         let last = e.date_naive() + Duration::days(1);
         tx.execute(REFRESH_DAILY_USE, &[&meters, &Some(first), &Some(last)])
             .await?;
     }
     Ok(())
+}
+
+/// The register metrics' hourly use (`consumption_hourly`) around the
+/// dirty range `[s, e)`, from the raw readings, derived exactly as reports
+/// derive them ([`crate::consumption::derive`]) and shared among the hours
+/// ([`crate::consumption::hourly`]). Each meter's rewritten hours run from
+/// the hour of its last reading before `s` (an interval that reaches into
+/// the range may have started there) through the hour of its first reading
+/// at or after `e` (an interval from the range may end there); the reading
+/// before the first of those hours and the one after the last are read
+/// too, so every interval overlapping a rewritten hour is known. Returns
+/// the span of hours rewritten (whose days' use changes too).
+async fn refresh_consumption_hourly(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: DateTime<Utc>,
+    e: DateTime<Utc>,
+    registers: &[(&str, &str)],
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, tokio_postgres::Error> {
+    use crate::consumption::{derive, hour_floor, hourly, RegisterPolicy, RegisterSample};
+    if registers.is_empty() {
+        return Ok(None);
+    }
+    let (devices, metrics): (Vec<&str>, Vec<&str>) = registers.iter().copied().unzip();
+    let bounds = tx
+        .query(
+            "SELECT p.device_id, p.metric,
+                    (SELECT ts FROM readings r WHERE r.device_id = p.device_id AND r.metric = p.metric
+                        AND r.ts < $1 ORDER BY ts DESC LIMIT 1),
+                    (SELECT ts FROM readings r WHERE r.device_id = p.device_id AND r.metric = p.metric
+                        AND r.ts >= $2 ORDER BY ts LIMIT 1)
+               FROM unnest($3::text[], $4::text[]) AS p(device_id, metric)",
+            &[&s, &e, &devices, &metrics],
+        )
+        .await?;
+    // Per pair: the first hour rewritten and the end of the rewrite.
+    let mut first_hours = Vec::with_capacity(bounds.len());
+    let mut ends = Vec::with_capacity(bounds.len());
+    for row in &bounds {
+        let prev: Option<DateTime<Utc>> = row.get(2);
+        let next: Option<DateTime<Utc>> = row.get(3);
+        first_hours.push(hour_floor(prev.unwrap_or(s)));
+        ends.push(
+            next.map_or(e, |n| hour_floor(n) + Duration::hours(1))
+                .max(e),
+        );
+    }
+    let (pair_devices, pair_metrics): (Vec<String>, Vec<String>) = bounds
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .unzip();
+    // From the reading before each first hour to the first reading at or
+    // after the end of the last (inclusive).
+    let rows = tx
+        .query(
+            "SELECT p.i, r.ts, r.value
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                    WITH ORDINALITY AS p(device_id, metric, lo, hi, i)
+               LEFT JOIN LATERAL (SELECT ts FROM readings b WHERE b.device_id = p.device_id
+                                    AND b.metric = p.metric AND b.ts < p.lo
+                                  ORDER BY ts DESC LIMIT 1) before ON true
+               LEFT JOIN LATERAL (SELECT ts FROM readings a WHERE a.device_id = p.device_id
+                                    AND a.metric = p.metric AND a.ts >= p.hi
+                                  ORDER BY ts LIMIT 1) after ON true
+               JOIN readings r ON r.device_id = p.device_id AND r.metric = p.metric
+                AND r.ts >= coalesce(before.ts, p.lo) AND r.ts <= coalesce(after.ts, p.hi)
+              ORDER BY p.i, r.ts",
+            &[&pair_devices, &pair_metrics, &first_hours, &ends],
+        )
+        .await?;
+    let mut samples: Vec<Vec<RegisterSample>> = vec![Vec::new(); bounds.len()];
+    for r in &rows {
+        let i = r.get::<_, i64>(0) as usize - 1;
+        samples[i].push(RegisterSample {
+            ts: r.get(1),
+            value: r.get(2),
+        });
+    }
+    let policy = RegisterPolicy::default();
+    let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for (i, series) in samples.iter().enumerate() {
+        let (lo, hi) = (first_hours[i], ends[i]);
+        let intervals = derive(series, &policy);
+        // An hour after the last reading is not covered whole: `hourly`
+        // leaves it out, and it is cleared (never drawn as complete).
+        let hours = hourly(&intervals, lo, hi);
+        tx.execute(
+            "DELETE FROM consumption_hourly
+              WHERE device_id = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4",
+            &[&pair_devices[i], &pair_metrics[i], &lo, &hi],
+        )
+        .await?;
+        if !hours.is_empty() {
+            let buckets: Vec<DateTime<Utc>> = hours.iter().map(|h| h.hour).collect();
+            let used: Vec<f64> = hours.iter().map(|h| h.used).collect();
+            let estimated: Vec<bool> = hours.iter().map(|h| h.estimated).collect();
+            tx.execute(
+                "INSERT INTO consumption_hourly (device_id, metric, bucket, used, estimated)
+                 SELECT $1, $2, b, u, x FROM unnest($3::timestamptz[], $4::float8[], $5::bool[]) AS t(b, u, x)",
+                &[&pair_devices[i], &pair_metrics[i], &buckets, &used, &estimated],
+            )
+            .await?;
+        }
+        span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    Ok(span)
 }
 
 /// Recomputes every daily register of `devices` from the hourly rollups
