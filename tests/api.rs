@@ -1435,6 +1435,36 @@ async fn admins_manage_tokens_rules_and_retrofits() {
         ms("2026-06-02T00:00:00+08:00"),
         ms("2026-06-03T00:00:00+08:00"),
     );
+    // Event counts are on the calendar too (issue 29): Grafana's
+    // millisecond `from` gives steps on whole local hours, every one of
+    // the day there, empty ones as 0, not holes.
+    for (kind, interval, n, first) in [
+        ("access_gate", "1h", 24, "2026-06-01T16:00:00Z"),
+        ("lift", "15m", 93, "2026-06-01T16:45:00Z"),
+    ] {
+        let (s, counts) = api
+            .get(
+                &format!(
+                    "/api/v1/events?site=harbour-view&kind={kind}&from={}&to={to}&interval={interval}",
+                    from + 3_196_090
+                ),
+                &viewer,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{counts}");
+        let counts = counts.as_array().unwrap();
+        assert_eq!(counts.len(), n, "{kind}: {counts:?}");
+        assert_eq!(counts[0]["time"], first, "{kind}");
+        let step = if n == 24 { 3_600 } else { 900 };
+        for w in counts.windows(2) {
+            let t = |v: &Value| {
+                chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp()
+            };
+            assert_eq!(t(&w[1]) - t(&w[0]), step, "{kind}: a hole in {counts:?}");
+        }
+    }
     let (s, states) = api
         .get(
             &format!("/api/v1/lifts/states?site=harbour-view&from={from}&to={to}&interval=15m"),

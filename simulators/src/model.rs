@@ -1041,33 +1041,38 @@ impl DeviceState {
             match f.kind {
                 // A lift in maintenance reports the fault but stays in
                 // maintenance mode (the technician has it).
-                FaultKind::LiftEntrapment | FaultKind::LiftFault if within(f.start) => {
-                    out.push(SimEvent {
-                        ts: f.start,
-                        kind: SimEventKind::Fault {
-                            code: f.code.clone().unwrap_or_else(|| "fault".into()),
-                        },
-                    });
-                    if self.active(f.start, FaultKind::LiftMaintenance).is_none() {
+                // A fault's start and its end are separate events: a fault
+                // shorter than one step has both in it, in order.
+                FaultKind::LiftEntrapment | FaultKind::LiftFault
+                    if within(f.start) || within(f.end) =>
+                {
+                    if within(f.start) {
                         out.push(SimEvent {
                             ts: f.start,
-                            kind: SimEventKind::State(LiftState::Fault),
+                            kind: SimEventKind::Fault {
+                                code: f.code.clone().unwrap_or_else(|| "fault".into()),
+                            },
                         });
-                        self.lift_state = LiftState::Fault;
+                        if self.active(f.start, FaultKind::LiftMaintenance).is_none() {
+                            out.push(SimEvent {
+                                ts: f.start,
+                                kind: SimEventKind::State(LiftState::Fault),
+                            });
+                            self.lift_state = LiftState::Fault;
+                        }
                     }
-                }
-                // Released: back to idle unless another fault, or the
-                // maintenance under way, holds it.
-                FaultKind::LiftEntrapment | FaultKind::LiftFault
+                    // Released: back to idle unless another fault, or the
+                    // maintenance under way, holds it.
                     if within(f.end)
                         && !self.lift_stopped(f.end)
-                        && self.active(f.end, FaultKind::LiftMaintenance).is_none() =>
-                {
-                    out.push(SimEvent {
-                        ts: f.end,
-                        kind: SimEventKind::State(LiftState::Idle),
-                    });
-                    self.lift_state = LiftState::Idle;
+                        && self.active(f.end, FaultKind::LiftMaintenance).is_none()
+                    {
+                        out.push(SimEvent {
+                            ts: f.end,
+                            kind: SimEventKind::State(LiftState::Idle),
+                        });
+                        self.lift_state = LiftState::Idle;
+                    }
                 }
                 FaultKind::LiftMaintenance if within(f.start) => {
                     out.push(SimEvent {

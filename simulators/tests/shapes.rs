@@ -25,19 +25,26 @@ struct Run {
     /// Granted swipes per local (date, hour).
     swipes: BTreeMap<(NaiveDate, u32), u64>,
     readings: BTreeMap<String, u64>,
+    /// Lift states as published: (device, time, state).
+    states: Vec<(String, DateTime<Utc>, String)>,
     truth: GroundTruth,
     holidays: HashSet<NaiveDate>,
 }
 
 fn simulate(with_scenario: bool, from: (i32, u32, u32), to: (i32, u32, u32)) -> Run {
-    let registry = Registry::parse(
-        estatemon_simulators::DEFAULT_SITE,
-        Path::new("harbour-view.toml"),
-    )
-    .unwrap();
+    simulate_site(estatemon_simulators::DEFAULT_SITE, with_scenario, from, to)
+}
+
+fn simulate_site(
+    site: &str,
+    with_scenario: bool,
+    from: (i32, u32, u32),
+    to: (i32, u32, u32),
+) -> Run {
+    let registry = Registry::parse(site, Path::new("harbour-view.toml")).unwrap();
     let scenario = if with_scenario {
         Scenario::parse(
-            estatemon_simulators::DEFAULT_SITE,
+            site,
             Path::new("harbour-view.toml"),
             &registry,
             "harbour-view",
@@ -59,6 +66,7 @@ fn simulate(with_scenario: bool, from: (i32, u32, u32), to: (i32, u32, u32)) -> 
         registers: BTreeMap::new(),
         swipes: BTreeMap::new(),
         readings: BTreeMap::new(),
+        states: Vec::new(),
         truth: GroundTruth::collect(&[&model], "direct", from, from, 900, Default::default()),
         holidays,
     };
@@ -81,8 +89,12 @@ fn simulate(with_scenario: bool, from: (i32, u32, u32), to: (i32, u32, u32)) -> 
                         }
                     }
                 }
-                Report::Events { events, .. } => {
+                Report::Events { device, events } => {
                     for e in events {
+                        if let SimEventKind::State(s) = &e.kind {
+                            let id = model.device_id(device).to_owned();
+                            run.states.push((id, e.ts, s.as_str().to_owned()));
+                        }
                         if let SimEventKind::Access { granted: true, .. } = e.kind {
                             let l = e.ts.with_timezone(&TZ);
                             *run.swipes.entry((l.date_naive(), l.hour())).or_default() += 1;
@@ -391,4 +403,42 @@ fn ground_truth_lists_what_happened() {
         lift.lift_faults_before, lift.lift_faults_after
     );
     assert!(!truth.devices.is_empty());
+}
+
+/// Issue 30: a fault shorter than one 15-minute step (a 12-minute
+/// entrapment, 10:16–10:28) is back in service at its end as the truth
+/// file says, to the second, not at the next step.
+#[test]
+fn short_lift_faults_end_when_the_truth_says() {
+    let site = estatemon_simulators::DEFAULT_SITE.replace(
+        "start = 2026-02-10T03:12:00\nminutes = 25",
+        "start = 2026-02-10T10:16:00\nminutes = 12",
+    );
+    assert_ne!(
+        site,
+        estatemon_simulators::DEFAULT_SITE,
+        "the scenario's entrapment moved"
+    );
+    let run = simulate_site(&site, true, (2026, 2, 9), (2026, 2, 12));
+    let f = run
+        .truth
+        .faults
+        .iter()
+        .find(|f| f.kind == FaultKind::LiftEntrapment && f.end - f.start == Duration::minutes(12))
+        .expect("the 12-minute entrapment in the truth");
+    let published: Vec<_> = run
+        .states
+        .iter()
+        .filter(|(d, t, _)| *d == f.device && *t >= f.start && *t <= f.end)
+        .collect();
+    assert_eq!(
+        published,
+        vec![
+            &(f.device.clone(), f.start, "fault".to_owned()),
+            &(f.device.clone(), f.end, "idle".to_owned())
+        ],
+        "the truth says {}..{}",
+        f.start,
+        f.end
+    );
 }

@@ -67,6 +67,10 @@ pub enum State {
     },
     /// The condition is over, as of `at`.
     Clear { at: DateTime<Utc> },
+    /// Not seen in the window, but not over either: an open alert stays
+    /// open as it is (a lift still reporting a fault state after its fault
+    /// event left the window); none is opened for it.
+    Held,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -530,11 +534,63 @@ pub fn event_matches(rule: &EventRule, e: &EventRow) -> bool {
 /// since the last one or, for faults, until the device reports it is back in
 /// service (an `idle` or `moving` state after the last fault).
 fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
-    spans_findings(
-        &event_spans(rule, window.events.iter(), selected),
-        rule.resolve_after.chrono(),
-        window.now,
-    )
+    let spans = event_spans(rule, window.events.iter(), selected);
+    let findings = spans_findings(&spans, rule.resolve_after.chrono(), window.now);
+    hold_while_down(rule, findings, &spans, selected, &window.history.state)
+}
+
+/// The lift states in which a lift is out of service.
+pub const DOWN_STATES: [&str; 3] = ["fault", "out_of_service", "fire_service"];
+
+/// Fault rules over devices that report their state: a fault alert is
+/// over when the device is back in service, never before. A finding that
+/// `resolve_after` would clear, or a device whose fault event has left the
+/// window, is held open while its latest state is a down one; a device
+/// whose latest state is back in service clears at that state's start.
+/// (`resolve_after` stays the fallback for devices that never report a
+/// state.)
+pub fn hold_while_down(
+    rule: &EventRule,
+    mut findings: Vec<Finding>,
+    spans: &Spans,
+    selected: &[&DeviceLabels],
+    states: &HashMap<String, (String, DateTime<Utc>)>,
+) -> Vec<Finding> {
+    if rule.event_type.0 != estatemon_domain::event::EventType::Fault {
+        return findings;
+    }
+    let down = |id: &str| {
+        states
+            .get(id)
+            .is_some_and(|(s, _)| DOWN_STATES.contains(&s.as_str()))
+    };
+    for f in &mut findings {
+        let quiet = matches!(f.state, State::Clear { .. })
+            && !spans.back_in_service.contains_key(f.subject.as_str());
+        if quiet && down(&f.subject) {
+            f.state = State::Held;
+        }
+    }
+    let seen: std::collections::HashSet<String> =
+        findings.iter().map(|f| f.subject.clone()).collect();
+    for d in selected {
+        if seen.contains(d.id.as_str()) {
+            continue;
+        }
+        let Some((state, since)) = states.get(&d.id) else {
+            continue;
+        };
+        findings.push(Finding {
+            subject: d.id.clone(),
+            device: Some((*d).clone()),
+            state: if DOWN_STATES.contains(&state.as_str()) {
+                State::Held
+            } else {
+                State::Clear { at: *since }
+            },
+        });
+    }
+    findings
 }
 
 /// The data half of an event or denied-swipes rule: per subject, its first
@@ -562,10 +618,15 @@ pub fn event_spans<'e>(
     // Events are in time order.
     for e in events.filter(|e| labels.contains_key(e.device.as_str())) {
         if event_matches(rule, e) {
+            // A fault after the lift was back in service is a new fault:
+            // its alert starts here, not at the earlier one.
+            let returned = back_in_service.remove(e.device.as_str()).is_some();
             let s = span.entry(e.device.as_str()).or_insert((e.ts, e.ts));
+            if returned {
+                *s = (e.ts, e.ts);
+            }
             s.0 = s.0.min(e.ts);
             s.1 = s.1.max(e.ts);
-            back_in_service.remove(e.device.as_str());
         } else if faults && e.state.is_some() && span.contains_key(e.device.as_str()) {
             back_in_service.entry(e.device.as_str()).or_insert(e.ts);
         }

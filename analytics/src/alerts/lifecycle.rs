@@ -36,11 +36,15 @@ pub fn reconcile(
         match (&f.state, existing) {
             (State::Firing { last, .. }, Some(a)) if *last <= a.last_seen_at => {}
             (State::Firing { .. }, _) => actions.push(Action::Open(f)),
+            // Never before its own evidence: a lift back in service since
+            // before its last fault clears with that fault.
             (State::Clear { at }, Some(a)) => actions.push(Action::Resolve {
                 id: a.id,
-                at: (*at).max(a.started_at),
+                at: (*at).max(a.started_at).max(a.last_seen_at),
             }),
             (State::Clear { .. }, None) => {}
+            // Kept as it is: open stays open, nothing is opened.
+            (State::Held, _) => {}
         }
     }
     // Event alerts whose events have left the window: quiet for longer than
@@ -146,5 +150,29 @@ mod tests {
         // Not for gauge rules: no finding means "cannot tell", keep it.
         let g = rule("lift_motor_hot");
         assert!(reconcile(&g, vec![], &[&a], t(600)).is_empty());
+    }
+
+    #[test]
+    fn a_held_alert_stays_open_and_none_is_opened() {
+        let r = rule("lift_fault"); // resolve_after 12h
+        let held = Finding {
+            subject: "lift-1".into(),
+            device: None,
+            state: State::Held,
+        };
+        let a = open(9, "lift-1", 0, 5);
+        // 24 h after its last fault, the lift still down: kept open.
+        assert!(reconcile(&r, vec![held.clone()], &[&a], t(24 * 60)).is_empty());
+        assert!(reconcile(&r, vec![held], &[], t(24 * 60)).is_empty());
+        // Back in service since before its last fault: over with that fault.
+        let back = Finding {
+            subject: "lift-1".into(),
+            device: None,
+            state: State::Clear { at: t(2) },
+        };
+        assert_eq!(
+            reconcile(&r, vec![back], &[&a], t(30)),
+            [Action::Resolve { id: 9, at: t(5) }]
+        );
     }
 }

@@ -448,6 +448,10 @@ async fn fetch_history(
     for rule in &rules.rules {
         match &rule.condition {
             Condition::Mode(_) => mode_devices.extend(watched(rule, devices)),
+            // A fault alert stays open while its lift reports a down state.
+            Condition::Event(e) if e.event_type.0 == estatemon_domain::event::EventType::Fault => {
+                mode_devices.extend(watched(rule, devices))
+            }
             Condition::Inspection(_) => inspected.extend(watched(rule, devices)),
             Condition::Expect(e) => {
                 let ids = watched(rule, devices);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::extract::Q;
-use crate::routes::series::{device_ids, window};
+use crate::routes::series::{calendar, device_ids, window};
 use crate::{ApiResult, AppState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -37,7 +37,10 @@ pub struct EventCounts {
     pub faults: i64,
 }
 
-/// Events per step of the selected gates or lifts.
+/// Events per step of the selected gates or lifts, on the site's calendar
+/// as consumption is (steps from local midnight, weeks from Monday, shorter
+/// steps on whole local hours and minutes), every step of the range given:
+/// a step without events is 0, never a hole.
 #[utoipa::path(get, path = "/api/v1/events", tag = "series", params(EventQuery),
     responses((status = 200, body = [EventCounts]), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn counts(
@@ -52,7 +55,7 @@ pub async fn counts(
             )))
         }
     };
-    let w = window(
+    let mut w = window(
         &state,
         q.from.as_deref(),
         q.to.as_deref(),
@@ -61,6 +64,11 @@ pub async fn counts(
         q.max_points,
     )?;
     let client = state.pool.get().await?;
+    w.from = crate::params::align(
+        w.from,
+        w.step,
+        calendar(&state, &client, q.site.as_ref()).await?,
+    );
     let ids = device_ids(
         &state,
         &client,
@@ -94,18 +102,34 @@ pub async fn counts(
         ],
     )
     .await?;
-    Ok(Json(
-        rows.iter()
-            .map(|r| EventCounts {
+    let mut found: std::collections::HashMap<DateTime<Utc>, EventCounts> = rows
+        .iter()
+        .map(|r| {
+            let c = EventCounts {
                 time: r.get(0),
                 granted: r.get(1),
                 denied: r.get(2),
                 forced: r.get(3),
                 held_open: r.get(4),
                 faults: r.get(5),
-            })
-            .collect(),
-    ))
+            };
+            (c.time, c)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut t = w.from;
+    while t < w.to && out.len() <= 100_000 {
+        out.push(found.remove(&t).unwrap_or(EventCounts {
+            time: t,
+            granted: 0,
+            denied: 0,
+            forced: 0,
+            held_open: 0,
+            faults: 0,
+        }));
+        t += w.step;
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -142,7 +166,7 @@ pub async fn lift_states(
     State(state): State<AppState>,
     Q(q): Q<StateQuery>,
 ) -> ApiResult<Json<Vec<StateChange>>> {
-    let w = window(
+    let mut w = window(
         &state,
         q.from.as_deref(),
         q.to.as_deref(),
@@ -151,6 +175,12 @@ pub async fn lift_states(
         q.max_points,
     )?;
     let client = state.pool.get().await?;
+    // Steps on the site's calendar, as every other panel's.
+    w.from = crate::params::align(
+        w.from,
+        w.step,
+        calendar(&state, &client, q.site.as_ref()).await?,
+    );
     let ids = device_ids(
         &state,
         &client,

@@ -330,3 +330,70 @@ fn denied_bursts_count_one_credential_within_the_window() {
     }
     assert_eq!(f[0].device.as_ref().unwrap().id, "gate-1");
 }
+
+/// Issue 30: a lift's fault alert follows the lift. A fault after the lift
+/// was back in service starts its own alert (not at the earlier fault), and
+/// a lift that reports its state keeps its alert while it stays down, past
+/// `resolve_after` (12 h) and after its fault event has left the window;
+/// it clears when the lift is back in service. `resolve_after` remains the
+/// fallback for a lift that never reports its state.
+#[test]
+fn a_lift_fault_alert_follows_the_lift() {
+    let r = rule("lift_fault");
+    let fault = |device: &str, m: i64| EventRow {
+        code: Some("door_fault".into()),
+        ..event(device, m, "fault")
+    };
+    let state = |m: i64, s: &str| EventRow {
+        state: Some(s.into()),
+        ..event("lift-1", m, "state")
+    };
+    // A door fault at 23:29, back in service at 23:40, another at 09:03.
+    let mut w = window(min(600), vec![]);
+    w.events = vec![
+        fault("lift-1", -31),
+        state(-20, "idle"),
+        fault("lift-1", 543),
+    ];
+    let f = evaluate(&r, &w).unwrap();
+    match state_of(&f, "lift-1") {
+        Some(State::Firing { since, .. }) => {
+            assert_eq!(*since, min(543), "starts at its own fault")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Down for a day: a fault state with its fault at 00:00.
+    let mut w = window(min(13 * 60), vec![]);
+    w.events = vec![state(0, "fault"), fault("lift-1", 0), fault("lift-2", 0)];
+    w.history
+        .state
+        .insert("lift-1".into(), ("fault".into(), min(0)));
+    let f = evaluate(&r, &w).unwrap();
+    assert_eq!(
+        state_of(&f, "lift-1"),
+        Some(&State::Held),
+        "still down after 13 h"
+    );
+    // lift-2 never reports a state: resolve_after is its fallback.
+    assert_eq!(
+        state_of(&f, "lift-2"),
+        Some(&State::Clear { at: min(12 * 60) })
+    );
+    // 24 h on, the fault event has left the window: still held.
+    w.now = min(24 * 60);
+    w.events.clear();
+    let f = evaluate(&r, &w).unwrap();
+    assert_eq!(state_of(&f, "lift-1"), Some(&State::Held));
+    // Back in service at 24:05: over then.
+    w.now = min(24 * 60 + 10);
+    w.history
+        .state
+        .insert("lift-1".into(), ("idle".into(), min(24 * 60 + 5)));
+    let f = evaluate(&r, &w).unwrap();
+    assert_eq!(
+        state_of(&f, "lift-1"),
+        Some(&State::Clear {
+            at: min(24 * 60 + 5)
+        })
+    );
+}

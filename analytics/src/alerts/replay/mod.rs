@@ -396,7 +396,13 @@ fn findings_at(
                 Condition::Denied(d) => d.resolve_after,
                 _ => unreachable!("matched above"),
             };
-            evaluate::spans_findings(spans, resolve_after.chrono(), w.now)
+            let findings = evaluate::spans_findings(spans, resolve_after.chrono(), w.now);
+            match &rule.condition {
+                Condition::Event(e) => {
+                    evaluate::hold_while_down(e, findings, spans, selected, &w.history.state)
+                }
+                _ => findings,
+            }
         }
         // Mode, expect, inspection: over the history, every step.
         _ => evaluate::evaluate_for(rule, w, selected)?,
