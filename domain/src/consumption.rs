@@ -255,17 +255,18 @@ pub fn hour_floor(t: DateTime<Utc>) -> DateTime<Utc> {
 /// hours of a day sum to what the intervals inside that day sum to.
 pub fn hourly(intervals: &[Interval], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<HourUse> {
     use std::collections::BTreeMap;
-    // hour -> (use, estimated, unknown, covered seconds)
+    // hour -> (use, estimated, unknown, covered microseconds: readings
+    // keep sub-millisecond digits, and an hour must add up exactly)
     let mut hours: BTreeMap<DateTime<Utc>, (f64, bool, bool, i64)> = BTreeMap::new();
     for i in intervals {
-        let total = (i.end - i.start).num_milliseconds();
+        let total = micros(i.end - i.start);
         if total <= 0 {
             continue;
         }
         let mut h = hour_floor(i.start).max(hour_floor(from));
         while h < i.end && h < to {
             let next = h + Duration::hours(1);
-            let overlap = (i.end.min(next) - i.start.max(h)).num_milliseconds();
+            let overlap = micros(i.end.min(next) - i.start.max(h));
             if overlap > 0 {
                 let e = hours.entry(h).or_insert((0.0, false, false, 0));
                 match i.consumption {
@@ -280,13 +281,18 @@ pub fn hourly(intervals: &[Interval], from: DateTime<Utc>, to: DateTime<Utc>) ->
     }
     hours
         .into_iter()
-        .filter(|(h, (_, _, unknown, covered))| *h >= from && !unknown && *covered >= 3_600_000)
+        .filter(|(h, (_, _, unknown, covered))| *h >= from && !unknown && *covered >= 3_600_000_000)
         .map(|(hour, (used, estimated, _, _))| HourUse {
             hour,
             used,
             estimated,
         })
         .collect()
+}
+
+/// A span in whole microseconds (what PostgreSQL keeps of a timestamp).
+fn micros(d: Duration) -> i64 {
+    d.num_microseconds().unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -479,5 +485,21 @@ mod tests {
             .map(|i| i.consumption.unwrap())
             .sum();
         assert!((total - 5.0 * 39.0).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn an_hour_of_readings_with_microseconds_is_whole() {
+        let at = |m: i64, us: i64| t(m) + Duration::microseconds(us);
+        let samples: Vec<RegisterSample> =
+            [(0, 0, 1.0), (20, 123_456, 2.0), (40, 0, 3.0), (60, 0, 4.0)]
+                .iter()
+                .map(|&(m, us, value)| RegisterSample {
+                    ts: at(m, us),
+                    value,
+                })
+                .collect();
+        let hours = hourly(&derive(&samples, &RegisterPolicy::default()), t(0), t(60));
+        assert_eq!(hours.len(), 1, "{hours:?}");
+        assert!((hours[0].used - 3.0).abs() < 1e-12);
     }
 }

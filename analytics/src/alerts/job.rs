@@ -226,6 +226,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let receivers = config.alerts.receivers();
     let interval = Duration::from_secs(config.alerts.evaluate_interval_s);
+    // A report counts the time between two cycles as evaluated.
+    estatemon_domain::schema::coverage::set_evaluate_interval(interval);
     let resend = Duration::from_secs(config.alerts.resend_interval_s.max(1));
     let sender = Sender::new(config.alerts.clone());
     let mut leader = false;

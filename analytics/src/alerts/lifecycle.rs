@@ -36,11 +36,14 @@ pub fn reconcile(
         match (&f.state, existing) {
             (State::Firing { last, .. }, Some(a)) if *last <= a.last_seen_at => {}
             (State::Firing { .. }, _) => actions.push(Action::Open(f)),
-            // Never before its own evidence: a lift back in service since
-            // before its last fault clears with that fault.
+            // A clear older than the alert's own evidence is stale (a lift
+            // whose clock runs ahead sent its fault before the window shows
+            // it; an in-service state from before the fault): it resolves
+            // nothing, or the next cycle would open and page it again.
+            (State::Clear { at }, Some(a)) if *at < a.last_seen_at => {}
             (State::Clear { at }, Some(a)) => actions.push(Action::Resolve {
                 id: a.id,
-                at: (*at).max(a.started_at).max(a.last_seen_at),
+                at: (*at).max(a.started_at),
             }),
             (State::Clear { .. }, None) => {}
             // Kept as it is: open stays open, nothing is opened.
@@ -164,15 +167,26 @@ mod tests {
         // 24 h after its last fault, the lift still down: kept open.
         assert!(reconcile(&r, vec![held.clone()], &[&a], t(24 * 60)).is_empty());
         assert!(reconcile(&r, vec![held], &[], t(24 * 60)).is_empty());
-        // Back in service since before its last fault: over with that fault.
-        let back = Finding {
+        // An in-service state from before its last fault is stale: it
+        // resolves nothing (a lift clock ahead would be paged twice).
+        let stale = Finding {
             subject: "lift-1".into(),
             device: None,
             state: State::Clear { at: t(2) },
         };
+        assert!(reconcile(&r, vec![stale], &[&a], t(30)).is_empty());
+        // Back in service after it: over then.
+        let back = Finding {
+            subject: "lift-1".into(),
+            device: None,
+            state: State::Clear { at: t(25 * 60) },
+        };
         assert_eq!(
-            reconcile(&r, vec![back], &[&a], t(30)),
-            [Action::Resolve { id: 9, at: t(5) }]
+            reconcile(&r, vec![back], &[&a], t(25 * 60 + 5)),
+            [Action::Resolve {
+                id: 9,
+                at: t(25 * 60)
+            }]
         );
     }
 }

@@ -13,18 +13,32 @@ use tokio_postgres::GenericClient;
 /// every rule's lookback reaches across them.
 pub const MAX_GAP: Duration = Duration::minutes(15);
 
+/// The pause a live cycle may follow and still extend its span: the larger
+/// of [`MAX_GAP`] and twice `alerts.evaluate_interval_s` (set by the
+/// analytics process at start, [`set_evaluate_interval`]).
+static LIVE_GAP_S: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(MAX_GAP.num_seconds());
+
+/// The evaluation interval the live cycles run at: a process evaluating
+/// every 30 minutes covers its time, not 30-minute points.
+pub fn set_evaluate_interval(every: std::time::Duration) {
+    let gap = (2 * every.as_secs() as i64).max(MAX_GAP.num_seconds());
+    LIVE_GAP_S.store(gap, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Records that the live cycle evaluated the rules at `at`.
 pub async fn live(
     client: &impl GenericClient,
     at: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
+    let gap = LIVE_GAP_S.load(std::sync::atomic::Ordering::Relaxed) as f64;
     let extended = client
         .execute(
             "UPDATE rule_coverage SET to_ts = $1
               WHERE id = (SELECT id FROM rule_coverage
                            WHERE mode = 'live' AND to_ts <= $1 AND to_ts >= $1 - make_interval(secs => $2)
                            ORDER BY to_ts DESC LIMIT 1)",
-            &[&at, &(MAX_GAP.num_seconds() as f64)],
+            &[&at, &gap],
         )
         .await?;
     if extended == 0 {

@@ -210,12 +210,17 @@ async fn refresh_derived(
 /// dirty range `[s, e)`, from the raw readings, derived exactly as reports
 /// derive them ([`crate::consumption::derive`]) and shared among the hours
 /// ([`crate::consumption::hourly`]). Each meter's rewritten hours run from
-/// the hour of its last reading before `s` (an interval that reaches into
-/// the range may have started there) through the hour of its first reading
+/// the hour of its second-to-last reading before `s` (an interval that
+/// reaches into the range may have started at the last one, and whether
+/// that one is a spike depends on the readings after it, so the interval
+/// before it can change too) through the hour of its first reading
 /// at or after `e` (an interval from the range may end there); the reading
 /// before the first of those hours and the one after the last are read
-/// too, so every interval overlapping a rewritten hour is known. Returns
-/// the span of hours rewritten (whose days' use changes too).
+/// too, so every interval overlapping a rewritten hour is known. Readings
+/// are looked for at most 7 days either side (every lookup prunes to a
+/// partition or two): an outage longer than that is left unspread, its
+/// hours and days unknown. Returns the span of hours rewritten (whose days'
+/// use changes too).
 async fn refresh_consumption_hourly(
     tx: &tokio_postgres::Transaction<'_>,
     s: DateTime<Utc>,
@@ -231,9 +236,10 @@ async fn refresh_consumption_hourly(
         .query(
             "SELECT p.device_id, p.metric,
                     (SELECT ts FROM readings r WHERE r.device_id = p.device_id AND r.metric = p.metric
-                        AND r.ts < $1 ORDER BY ts DESC LIMIT 1),
+                        AND r.ts < $1 AND r.ts >= $1 - interval '7 days'
+                      ORDER BY ts DESC OFFSET 1 LIMIT 1),
                     (SELECT ts FROM readings r WHERE r.device_id = p.device_id AND r.metric = p.metric
-                        AND r.ts >= $2 ORDER BY ts LIMIT 1)
+                        AND r.ts >= $2 AND r.ts < $2 + interval '7 days' ORDER BY ts LIMIT 1)
                FROM unnest($3::text[], $4::text[]) AS p(device_id, metric)",
             &[&s, &e, &devices, &metrics],
         )
@@ -263,9 +269,11 @@ async fn refresh_consumption_hourly(
                     WITH ORDINALITY AS p(device_id, metric, lo, hi, i)
                LEFT JOIN LATERAL (SELECT ts FROM readings b WHERE b.device_id = p.device_id
                                     AND b.metric = p.metric AND b.ts < p.lo
+                                    AND b.ts >= p.lo - interval '7 days'
                                   ORDER BY ts DESC LIMIT 1) before ON true
                LEFT JOIN LATERAL (SELECT ts FROM readings a WHERE a.device_id = p.device_id
                                     AND a.metric = p.metric AND a.ts >= p.hi
+                                    AND a.ts < p.hi + interval '7 days'
                                   ORDER BY ts LIMIT 1) after ON true
                JOIN readings r ON r.device_id = p.device_id AND r.metric = p.metric
                 AND r.ts >= coalesce(before.ts, p.lo) AND r.ts <= coalesce(after.ts, p.hi)
@@ -283,30 +291,37 @@ async fn refresh_consumption_hourly(
     }
     let policy = RegisterPolicy::default();
     let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    // Every pair's hours, written in one statement each way.
+    let (mut devices, mut metrics, mut buckets, mut used, mut estimated) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, series) in samples.iter().enumerate() {
         let (lo, hi) = (first_hours[i], ends[i]);
         let intervals = derive(series, &policy);
         // An hour after the last reading is not covered whole: `hourly`
         // leaves it out, and it is cleared (never drawn as complete).
-        let hours = hourly(&intervals, lo, hi);
-        tx.execute(
-            "DELETE FROM consumption_hourly
-              WHERE device_id = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4",
-            &[&pair_devices[i], &pair_metrics[i], &lo, &hi],
-        )
-        .await?;
-        if !hours.is_empty() {
-            let buckets: Vec<DateTime<Utc>> = hours.iter().map(|h| h.hour).collect();
-            let used: Vec<f64> = hours.iter().map(|h| h.used).collect();
-            let estimated: Vec<bool> = hours.iter().map(|h| h.estimated).collect();
-            tx.execute(
-                "INSERT INTO consumption_hourly (device_id, metric, bucket, used, estimated)
-                 SELECT $1, $2, b, u, x FROM unnest($3::timestamptz[], $4::float8[], $5::bool[]) AS t(b, u, x)",
-                &[&pair_devices[i], &pair_metrics[i], &buckets, &used, &estimated],
-            )
-            .await?;
+        for h in hourly(&intervals, lo, hi) {
+            devices.push(pair_devices[i].as_str());
+            metrics.push(pair_metrics[i].as_str());
+            buckets.push(h.hour);
+            used.push(h.used);
+            estimated.push(h.estimated);
         }
         span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    tx.execute(
+        "DELETE FROM consumption_hourly c
+          USING unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS p(device_id, metric, lo, hi)
+          WHERE c.device_id = p.device_id AND c.metric = p.metric AND c.bucket >= p.lo AND c.bucket < p.hi",
+        &[&pair_devices, &pair_metrics, &first_hours, &ends],
+    )
+    .await?;
+    if !buckets.is_empty() {
+        tx.execute(
+            "INSERT INTO consumption_hourly (device_id, metric, bucket, used, estimated)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::bool[])",
+            &[&devices, &metrics, &buckets, &used, &estimated],
+        )
+        .await?;
     }
     Ok(span)
 }
