@@ -261,24 +261,41 @@ async fn refresh_consumption_hourly(
         .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
         .unzip();
     // From the reading before each first hour to the first reading at or
-    // after the end of the last (inclusive).
+    // after the end of the last (inclusive): those two looked up first, so
+    // that the load below is a key range per pair (with the bounds as
+    // expressions the planner read every reading of the meter).
+    let edges = tx
+        .query(
+            "SELECT (SELECT ts FROM readings b WHERE b.device_id = p.device_id AND b.metric = p.metric
+                        AND b.ts < p.lo AND b.ts >= p.lo - interval '7 days' ORDER BY ts DESC LIMIT 1),
+                    (SELECT ts FROM readings a WHERE a.device_id = p.device_id AND a.metric = p.metric
+                        AND a.ts >= p.hi AND a.ts < p.hi + interval '7 days' ORDER BY ts LIMIT 1)
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                    WITH ORDINALITY AS p(device_id, metric, lo, hi, i)
+              ORDER BY p.i",
+            &[&pair_devices, &pair_metrics, &first_hours, &ends],
+        )
+        .await?;
+    let load_from: Vec<DateTime<Utc>> = edges
+        .iter()
+        .zip(&first_hours)
+        .map(|(r, lo)| r.get::<_, Option<DateTime<Utc>>>(0).unwrap_or(*lo))
+        .collect();
+    let load_to: Vec<DateTime<Utc>> = edges
+        .iter()
+        .zip(&ends)
+        .map(|(r, hi)| r.get::<_, Option<DateTime<Utc>>>(1).unwrap_or(*hi))
+        .collect();
     let rows = tx
         .query(
             "SELECT p.i, r.ts, r.value
                FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-                    WITH ORDINALITY AS p(device_id, metric, lo, hi, i)
-               LEFT JOIN LATERAL (SELECT ts FROM readings b WHERE b.device_id = p.device_id
-                                    AND b.metric = p.metric AND b.ts < p.lo
-                                    AND b.ts >= p.lo - interval '7 days'
-                                  ORDER BY ts DESC LIMIT 1) before ON true
-               LEFT JOIN LATERAL (SELECT ts FROM readings a WHERE a.device_id = p.device_id
-                                    AND a.metric = p.metric AND a.ts >= p.hi
-                                    AND a.ts < p.hi + interval '7 days'
-                                  ORDER BY ts LIMIT 1) after ON true
-               JOIN readings r ON r.device_id = p.device_id AND r.metric = p.metric
-                AND r.ts >= coalesce(before.ts, p.lo) AND r.ts <= coalesce(after.ts, p.hi)
+                    WITH ORDINALITY AS p(device_id, metric, f, t, i)
+               CROSS JOIN LATERAL (SELECT ts, value FROM readings r
+                                    WHERE r.device_id = p.device_id AND r.metric = p.metric
+                                      AND r.ts >= p.f AND r.ts <= p.t) r
               ORDER BY p.i, r.ts",
-            &[&pair_devices, &pair_metrics, &first_hours, &ends],
+            &[&pair_devices, &pair_metrics, &load_from, &load_to],
         )
         .await?;
     let mut samples: Vec<Vec<RegisterSample>> = vec![Vec::new(); bounds.len()];
