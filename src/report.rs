@@ -70,6 +70,22 @@ struct SignArgs {
     out: PathBuf,
 }
 
+/// Writes a report's files to `out/<site>-<quarter>/`; returns that folder.
+fn write_files(
+    out: &std::path::Path,
+    site: &str,
+    quarter: Quarter,
+    files: &[report::store::RenderedFile],
+) -> anyhow::Result<PathBuf> {
+    let dir = out.join(format!("{site}-{quarter}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in files {
+        let path = dir.join(&f.name);
+        std::fs::write(&path, &f.body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir)
+}
+
 fn parse_role(s: &str) -> Result<report::model::SignRole, String> {
     s.parse()
 }
@@ -89,14 +105,9 @@ async fn sign(config: Config, args: SignArgs) -> anyhow::Result<()> {
         qualification: args.qualification,
         recorded_by: format!("cli:{user}"),
     };
-    let signed = report::signoff::sign(&mut client, &req, &config.energy.report.pdf_font).await?;
-    let files = report::store::render_all(&signed)?;
-    let dir = args.out.join(format!("{}-{}", args.site, args.quarter));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for f in &files {
-        let path = dir.join(&f.name);
-        std::fs::write(&path, &f.body).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let (signed, files) =
+        report::signoff::sign(&mut client, &req, &config.energy.report.pdf_font).await?;
+    let dir = write_files(&args.out, &args.site, args.quarter, &files)?;
     println!(
         "report {} {} version {}: signed as {} by {}; {} files re-rendered, stored and written to {}",
         args.site,
@@ -223,12 +234,7 @@ pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
         (r, files)
     };
     bar.finish_and_clear();
-    let dir = args.out.join(format!("{site}-{quarter}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for f in &files {
-        let path = dir.join(&f.name);
-        std::fs::write(&path, &f.body).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let dir = write_files(&args.out, &site, quarter, &files)?;
     println!(
         "report {site} {quarter}: {} files in {} ({:.1} s, peak memory {:.0} MB){}",
         files.len(),

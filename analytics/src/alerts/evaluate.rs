@@ -539,6 +539,12 @@ fn events(rule: &EventRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<
     hold_while_down(rule, findings, &spans, selected, &window.history.state)
 }
 
+/// A fault rule: its alerts follow the lift's reported state
+/// ([`hold_while_down`]), so its devices' states are read with the window.
+pub fn follows_state(rule: &EventRule) -> bool {
+    rule.event_type.0 == estatemon_domain::event::EventType::Fault
+}
+
 /// The lift states in which a lift is out of service.
 pub const DOWN_STATES: [&str; 3] = ["fault", "out_of_service", "fire_service"];
 
@@ -556,7 +562,7 @@ pub fn hold_while_down(
     selected: &[&DeviceLabels],
     states: &HashMap<String, (String, DateTime<Utc>)>,
 ) -> Vec<Finding> {
-    if rule.event_type.0 != estatemon_domain::event::EventType::Fault {
+    if !follows_state(rule) {
         return findings;
     }
     let down = |id: &str| {
@@ -614,7 +620,7 @@ pub fn event_spans<'e>(
     let labels = labels_of(selected);
     let mut span: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
     let mut back_in_service: HashMap<&str, DateTime<Utc>> = HashMap::new();
-    let faults = rule.event_type.0 == estatemon_domain::event::EventType::Fault;
+    let faults = follows_state(rule);
     // Events are in time order.
     for e in events.filter(|e| labels.contains_key(e.device.as_str())) {
         if event_matches(rule, e) {

@@ -449,7 +449,7 @@ async fn fetch_history(
         match &rule.condition {
             Condition::Mode(_) => mode_devices.extend(watched(rule, devices)),
             // A fault alert stays open while its lift reports a down state.
-            Condition::Event(e) if e.event_type.0 == estatemon_domain::event::EventType::Fault => {
+            Condition::Event(e) if crate::evaluate::follows_state(e) => {
                 mode_devices.extend(watched(rule, devices))
             }
             Condition::Inspection(_) => inspected.extend(watched(rule, devices)),

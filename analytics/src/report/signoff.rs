@@ -188,12 +188,13 @@ pub fn content_digest(r: &QuarterReport) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Records a signature on the stored current version and re-renders its
-/// files with it; writes the audit log. Returns the signed report.
+/// files with it; writes the audit log. Returns the signed report and the
+/// files stored.
 pub async fn sign(
     client: &mut Client,
     req: &SignRequest,
     pdf_font: &str,
-) -> Result<QuarterReport, SignError> {
+) -> Result<(QuarterReport, Vec<super::store::RenderedFile>), SignError> {
     let name = req.name.trim();
     let qualification = req.qualification.trim();
     if name.is_empty() {
@@ -276,17 +277,9 @@ pub async fn sign(
     )
     .await
     .map_err(anyhow::Error::from)?;
-    tx.execute("DELETE FROM report_files WHERE report_id = $1", &[&id])
+    super::store::replace_files(&tx, id, &files)
         .await
         .map_err(anyhow::Error::from)?;
-    for f in &files {
-        tx.execute(
-            "INSERT INTO report_files (report_id, name, content_type, body) VALUES ($1, $2, $3, $4)",
-            &[&id, &f.name, &f.content_type, &f.body],
-        )
-        .await
-        .map_err(anyhow::Error::from)?;
-    }
     tx.execute(
         "INSERT INTO audit_log (at, actor, role, method, path, status, detail)
          VALUES (now(), $1, NULL, 'SIGN', $2, 200, $3)",
@@ -305,5 +298,5 @@ pub async fn sign(
     .await
     .map_err(anyhow::Error::from)?;
     tx.commit().await.map_err(anyhow::Error::from)?;
-    Ok(report)
+    Ok((report, files))
 }

@@ -115,6 +115,17 @@ pub async fn save(
         )
         .await?
         .get(0);
+    replace_files(&tx, id, files).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Replaces a stored report's files (inside the caller's transaction).
+pub(crate) async fn replace_files(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    files: &[RenderedFile],
+) -> Result<(), tokio_postgres::Error> {
     tx.execute("DELETE FROM report_files WHERE report_id = $1", &[&id])
         .await?;
     for f in files {
@@ -124,8 +135,7 @@ pub async fn save(
         )
         .await?;
     }
-    tx.commit().await?;
-    Ok(id)
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]

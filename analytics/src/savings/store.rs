@@ -46,6 +46,24 @@ pub async fn today(client: &Client, site: &str) -> anyhow::Result<NaiveDate> {
     Ok(Utc::now().with_timezone(&tz).date_naive())
 }
 
+/// The stored measurement if it reaches the site's last local midnight,
+/// else a fresh one, measured and stored now (what the savings panels
+/// read).
+pub async fn current(
+    client: &mut Client,
+    energy_config: &EnergyConfig,
+    site: &str,
+) -> anyhow::Result<Stored> {
+    let today = today(client, site).await?;
+    match stored(client, site)
+        .await?
+        .filter(|s| s.measured_until >= today)
+    {
+        Some(s) => Ok(s),
+        None => refresh(client, energy_config, site).await,
+    }
+}
+
 /// Measures a site's retrofits up to its last local midnight and stores
 /// the result.
 pub async fn refresh(

@@ -120,14 +120,7 @@ pub async fn savings(
             )
         }
         None => {
-            let today = store::today(&client, &q.site).await?;
-            let fresh = store::stored(&client, &q.site)
-                .await?
-                .filter(|s| s.measured_until >= today);
-            let s = match fresh {
-                Some(s) => s,
-                None => store::refresh(&mut client, &state.config.energy, &q.site).await?,
-            };
+            let s = store::current(&mut client, &state.config.energy, &q.site).await?;
             (s.results, s.computed_at)
         }
     };
@@ -183,21 +176,12 @@ pub async fn savings_daily(
         // The stored measurement (what `/savings` serves, kept by
         // `estatemon analytics` once a day): read, not refitted.
         None => {
-            let today = estatemon_analytics::savings::store::today(&client, &q.site).await?;
-            let fresh = estatemon_analytics::savings::store::stored(&client, &q.site)
-                .await?
-                .filter(|s| s.measured_until >= today);
-            let stored = match fresh {
-                Some(s) => s,
-                None => {
-                    estatemon_analytics::savings::store::refresh(
-                        &mut client,
-                        &state.config.energy,
-                        &q.site,
-                    )
-                    .await?
-                }
-            };
+            let stored = estatemon_analytics::savings::store::current(
+                &mut client,
+                &state.config.energy,
+                &q.site,
+            )
+            .await?;
             let found = stored
                 .results
                 .as_array()

@@ -104,12 +104,8 @@ impl SlowHistory {
                     .extend(window::watched(rule, ledger).into_iter().map(str::to_owned)),
                 // A fault alert stays open while its lift reports a down
                 // state (as the live window reads it).
-                Condition::Event(e)
-                    if e.event_type.0 == estatemon_domain::event::EventType::Fault =>
-                {
-                    mode_devices
-                        .extend(window::watched(rule, ledger).into_iter().map(str::to_owned))
-                }
+                Condition::Event(e) if crate::evaluate::follows_state(e) => mode_devices
+                    .extend(window::watched(rule, ledger).into_iter().map(str::to_owned)),
                 Condition::Inspection(_) => tracked.extend(window::watched(rule, ledger)),
                 Condition::Expect(e) => expects.push((rule, e)),
                 _ => {}
