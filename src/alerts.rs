@@ -38,6 +38,13 @@ enum AnalyticsCommand {
         /// Time between evaluations, e.g. 1m or 5m.
         #[arg(long, default_value = "1m")]
         step: String,
+        /// Leave the alerts still firing at --to open. By default a replay
+        /// of the past (--to more than a day ago, beyond what the live job
+        /// reads) resolves them at --to, marked `closed_by=replay_end`:
+        /// nothing evaluates them after, and an alert left open would be
+        /// drawn from its start to now.
+        #[arg(long)]
+        leave_open: bool,
     },
 }
 
@@ -112,7 +119,12 @@ pub async fn analytics(config: Config, args: AnalyticsArgs) -> anyhow::Result<()
             );
             Ok(())
         }
-        Some(AnalyticsCommand::Replay { from, to, step }) => replay(config, from, to, step).await,
+        Some(AnalyticsCommand::Replay {
+            from,
+            to,
+            step,
+            leave_open,
+        }) => replay(config, from, to, step, leave_open).await,
     }
 }
 
@@ -121,6 +133,7 @@ async fn replay(
     from: String,
     to: Option<String>,
     step: String,
+    leave_open: bool,
 ) -> anyhow::Result<()> {
     let from = crate::simulate::parse_when(&from)?;
     let to = match to {
@@ -165,6 +178,14 @@ async fn replay(
         events = report.events,
         "replay timings"
     );
+    // A replay of the past: what still fires at its end is evaluated by
+    // nothing after it (the live job reads the last hours only), so it is
+    // resolved at the end of what was evaluated, and says so.
+    let closed = if !leave_open && to < chrono::Utc::now() - chrono::Duration::days(1) {
+        schema::alerts::close_left_by_replay(&client, to).await?
+    } else {
+        0
+    };
     println!(
         "replayed {} steps from {from} to {to} in {:.1} s ({} mode): {} alerts opened, {} resolved, {} still open",
         report.steps,
@@ -172,8 +193,13 @@ async fn replay(
         migration.mode.as_str(),
         report.opened,
         report.resolved,
-        report.open_after
+        report.open_after - closed as usize
     );
+    if closed > 0 {
+        println!(
+            "{closed} alerts still firing at {to} resolved there (closed_by=replay_end): nothing evaluates them after a replay of the past; --leave-open keeps them open"
+        );
+    }
     Ok(())
 }
 

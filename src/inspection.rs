@@ -211,6 +211,34 @@ pub async fn run(config: &Config, command: InspectionCommand) -> anyhow::Result<
                     args.site
                 );
             }
+            // Each late or missed window: what to chase.
+            let exceptions: Vec<_> = rows
+                .iter()
+                .flat_map(|r| r.exceptions.iter().map(move |e| (r, e)))
+                .collect();
+            if !exceptions.is_empty() {
+                println!("\nlate and missed windows:");
+                println!(
+                    "{:<28} {:<6} {:<22} {:<22} inspector",
+                    "device", "status", "due by", "inspected at"
+                );
+                let when = |t: Option<chrono::DateTime<Utc>>| {
+                    t.map_or_else(
+                        || "-".to_owned(),
+                        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+                    )
+                };
+                for (r, e) in exceptions {
+                    println!(
+                        "{:<28} {:<6} {:<22} {:<22} {}",
+                        r.device,
+                        e.status,
+                        when(Some(e.due_by)),
+                        when(e.inspected_at),
+                        e.inspector.as_deref().unwrap_or("-")
+                    );
+                }
+            }
             Ok(())
         }
     }

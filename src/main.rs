@@ -23,6 +23,7 @@ mod consumption;
 mod demo;
 mod import;
 mod inspection;
+mod lifts;
 mod mapping;
 mod report;
 mod simulate;
@@ -102,6 +103,9 @@ enum Command {
     /// or show a site's compliance with its inspection cycles.
     #[command(subcommand)]
     Inspection(inspection::InspectionCommand),
+    /// Lifts: statistics, entrapments and lift replacements of a site.
+    #[command(subcommand)]
+    Lifts(lifts::LiftsCommand),
     /// Device payload mappings: test one message against them, or show a
     /// shipped profile (tasmota, shelly, zigbee2mqtt).
     #[command(subcommand)]
@@ -304,6 +308,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Import(args) => import::run(config, args).await,
         Command::Mapping(cmd) => mapping::run(&config, cmd),
         Command::Inspection(cmd) => inspection::run(&config, cmd).await,
+        Command::Lifts(cmd) => lifts::run(&config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

@@ -137,7 +137,7 @@ async fn the_served_openapi_document_validates_and_the_api_keeps_to_it() {
                 "--generation-database",
                 "none",
                 // A rules file is TOML, which schemathesis cannot generate;
-                // tests/api.rs puts good, bad and empty ones.
+                // tests/api/ puts good, bad and empty ones.
                 "--exclude-operation-id",
                 "put_rules",
                 "--header",

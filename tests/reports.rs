@@ -401,7 +401,32 @@ purpose = "hvac"
     if members.len() > 1 {
         assert!(basis.contains("weighted by adjusted baseline"), "{basis}");
     }
-    assert_eq!(json["lifts"].as_array().unwrap().len(), 2);
+    // Issue 30: two lifts, each building's total and the site's, with trips
+    // and door cycles per lift-day; the totals are the sums of their lifts.
+    let lifts = json["lifts"].as_array().unwrap();
+    let scoped = |scope: &str| lifts.iter().filter(|l| l["scope"] == scope).count();
+    assert_eq!(
+        (scoped("lift"), scoped("building"), scoped("site")),
+        (2, 2, 1),
+        "{lifts:?}"
+    );
+    let site_row = lifts.iter().find(|l| l["scope"] == "site").unwrap();
+    let sum = |key: &str| -> f64 {
+        lifts
+            .iter()
+            .filter(|l| l["scope"] == "lift")
+            .map(|l| l[key].as_f64().unwrap_or(0.0))
+            .sum()
+    };
+    assert!(
+        (site_row["trips"].as_f64().unwrap() - sum("trips")).abs() < 1e-6,
+        "{site_row}"
+    );
+    assert!((site_row["door_cycles"].as_f64().unwrap() - sum("door_cycles")).abs() < 1e-6);
+    assert!(
+        site_row["trips_per_day"].as_f64().unwrap() > 0.0,
+        "{site_row}"
+    );
     // Backfilled straight into the database, never evaluated: the report
     // says its alerts cover none of the quarter, and how to fill them.
     assert_eq!(json["alert_coverage"]["evaluated"], 0.0);

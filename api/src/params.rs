@@ -113,7 +113,7 @@ pub fn limit(value: Option<i64>, default: i64) -> Result<i64, ApiError> {
 }
 
 /// A step like Grafana's `$__interval`: `500ms`, `30s`, `5m`, `1h`, `1d`,
-/// `1w`; positive and at most [`MAX_INTERVAL_DAYS`].
+/// `1w`, `1y`; positive and at most [`MAX_INTERVAL_DAYS`].
 pub fn interval(param: &str, value: &str) -> Result<Duration, ApiError> {
     let v = value.trim();
     let shape = "a number with a unit (30s, 5m, 1h, 1d, 1w)";
@@ -129,7 +129,9 @@ pub fn interval(param: &str, value: &str) -> Result<Duration, ApiError> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         "w" => 7 * 86_400_000,
-        _ => return Err(bad(param, value, "a unit of ms, s, m, h, d or w")),
+        // Grafana writes an interval of a year or more in years.
+        "y" => 365 * 86_400_000,
+        _ => return Err(bad(param, value, "a unit of ms, s, m, h, d, w or y")),
     };
     let ms = n
         .checked_mul(ms_per_unit)
@@ -161,51 +163,113 @@ fn too_long(param: &str, value: &str) -> ApiError {
 }
 
 /// The steps a series answer may use: whole calendar units (1 minute, 5
-/// and 15 minutes, an hour, a day, a week), so a point means the same at
-/// every zoom and no step is 11 minutes or 3 hours because of a panel's
-/// width. Beyond a week: whole weeks.
+/// and 15 minutes, an hour, a day, a week, a month), so a point means the
+/// same at every zoom and no step is 11 minutes or 3 hours because of a
+/// panel's width. Beyond a week: whole calendar months in the site's time
+/// zone (a year in 12 bars is 12 months starting on the 1st, not 35-day
+/// steps starting on Mondays).
 pub const LADDER_SECS: [i64; 6] = [60, 300, 900, 3_600, 86_400, 604_800];
+
+/// A step: a fixed length, or `months` calendar months (then `length` is
+/// their nominal length, 30 days each, for comparisons only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub length: Duration,
+    pub months: u32,
+}
+
+impl Step {
+    pub fn fixed(length: Duration) -> Self {
+        Self { length, months: 0 }
+    }
+}
 
 /// The step a series answer uses: the smallest step of the ladder at least
 /// as long as the requested interval (`$__interval`) and long enough that
 /// the range holds at most `max_points` steps (one partial step more).
+/// Beyond a week, calendar months: as many as the requested interval needs
+/// at 31 days a month (Grafana's `30d` is one month, `1y` twelve) and the
+/// range's months need to fit in `max_points`.
 pub fn step(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     requested: Option<Duration>,
     max_points: usize,
-) -> Duration {
+) -> Step {
     let span = (to - from).num_seconds().max(1);
     let slots = max_points.saturating_sub(1).max(1) as i64;
     let by_points = (span + slots - 1) / slots;
     let want = requested.map_or(0, |d| d.num_seconds());
     let secs = want.max(by_points).max(60);
-    let week = LADDER_SECS[LADDER_SECS.len() - 1];
-    Duration::seconds(
-        LADDER_SECS
-            .iter()
-            .copied()
-            .find(|s| *s >= secs)
-            .unwrap_or((secs + week - 1) / week * week),
-    )
+    if let Some(s) = LADDER_SECS.iter().copied().find(|s| *s >= secs) {
+        return Step::fixed(Duration::seconds(s));
+    }
+    let day = 86_400;
+    // The range's months (of 30.44 days) over the points allowed.
+    let span_months = span as f64 / (30.436_875 * day as f64);
+    let by_points = (span_months / max_points.max(1) as f64).ceil() as i64;
+    let months = ((want + 31 * day - 1) / (31 * day))
+        .max(by_points)
+        .clamp(1, 120);
+    Step {
+        length: Duration::days(30 * months),
+        months: months as u32,
+    }
+}
+
+/// The start of the calendar month holding `t` in `tz`, in UTC.
+pub fn month_start(t: DateTime<Utc>, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::Datelike;
+    let local = t.with_timezone(&tz).date_naive();
+    local_midnight(local.with_day(1).unwrap_or(local), tz)
+}
+
+/// `t` (a month start in `tz`) plus `n` calendar months, in UTC.
+pub fn add_months(t: DateTime<Utc>, n: u32, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    let local = t.with_timezone(&tz).date_naive();
+    match local.checked_add_months(chrono::Months::new(n)) {
+        Some(day) => local_midnight(day, tz),
+        None => t + Duration::days(30 * i64::from(n)),
+    }
+}
+
+/// The count of calendar months in `tz` from the month of `a` to that of `b`.
+pub fn months_between(a: DateTime<Utc>, b: DateTime<Utc>, tz: chrono_tz::Tz) -> i64 {
+    use chrono::Datelike;
+    let index = |t: DateTime<Utc>| {
+        let d = t.with_timezone(&tz).date_naive();
+        i64::from(d.year()) * 12 + i64::from(d.month0())
+    };
+    index(b) - index(a)
+}
+
+/// Local midnight of `day` in `tz`, in UTC (the first instant of the day
+/// where a clock change skips midnight).
+pub fn local_midnight(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight");
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(midnight + Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| midnight.and_utc())
 }
 
 /// The start of the step holding `from`, on the calendar of `tz`: steps
 /// of a day or more start at local midnight (weeks on Monday), shorter
 /// ones on whole local minutes or hours counted from that midnight.
 pub fn align(from: DateTime<Utc>, step: Duration, tz: chrono_tz::Tz) -> DateTime<Utc> {
-    use chrono::{Datelike, TimeZone};
+    use chrono::Datelike;
     let local = from.with_timezone(&tz).date_naive();
     let day = if step >= Duration::weeks(1) {
         local - Duration::days(i64::from(local.weekday().num_days_from_monday()))
     } else {
         local
     };
-    let midnight = tz
-        .from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    let midnight = local_midnight(day, tz);
     if step >= Duration::days(1) {
         return midnight;
     }
@@ -225,22 +289,23 @@ mod tests {
         let (from, to) = (t("2026-06-01T07:47:25.090Z"), t("2026-06-08T07:47:25.090Z"));
         // 7 days in 1,000 points asked at 10 minutes: 15 minutes, not 11.
         assert_eq!(
-            step(from, to, Some(Duration::minutes(10)), 1000),
+            step(from, to, Some(Duration::minutes(10)), 1000).length,
             Duration::minutes(15)
         );
         // 90 days at 1 h in 1,000 points: a day, not 3 hours.
         let q = t("2026-08-30T07:47:25.090Z");
         assert_eq!(
-            step(from, q, Some(Duration::hours(1)), 1000),
+            step(from, q, Some(Duration::hours(1)), 1000).length,
             Duration::days(1)
         );
         assert_eq!(
-            step(from, q, Some(Duration::hours(1)), 3000),
+            step(from, q, Some(Duration::hours(1)), 3000).length,
             Duration::hours(1)
         );
-        // Two years in 50 points: whole weeks.
+        // Two years in 50 points: calendar months, never 3-week steps.
         let two = t("2028-06-01T00:00:00Z");
-        assert_eq!(step(from, two, None, 50), Duration::weeks(3));
+        assert_eq!(step(from, two, None, 50).months, 1);
+        assert_eq!(step(from, two, None, 20).months, 2);
         let hk: chrono_tz::Tz = "Asia/Hong_Kong".parse().unwrap();
         assert_eq!(
             align(from, Duration::minutes(15), hk),
@@ -330,20 +395,50 @@ mod tests {
         let (from, to) = range(Some("2025-01-01"), Some("2026-01-01"), 400).unwrap();
         // Hourly requested, 1,000 points allowed: 8,760 h needs ~8.8-hour
         // steps, and the ladder's next is a day.
-        let s = step(from, to, Some(Duration::hours(1)), 1000);
+        let s = step(from, to, Some(Duration::hours(1)), 1000).length;
         assert_eq!(s, Duration::days(1));
         // Aligned steps: at most one partial step more than the quotient.
         assert!((to - from).num_seconds() / s.num_seconds() < 1000);
         // Few points needed: the requested interval stands.
         assert_eq!(
             step(from, to, Some(Duration::hours(24)), 1000),
-            Duration::hours(24)
+            Step::fixed(Duration::hours(24))
         );
         // Never below a minute.
         assert_eq!(
             step(from, from + Duration::minutes(10), None, 1000),
-            Duration::minutes(1)
+            Step::fixed(Duration::minutes(1))
         );
+    }
+
+    /// A year in 12 bars: Grafana sends `30d` (or `1y` for one bar).
+    /// Each bar is a calendar month starting on the 1st at local midnight.
+    #[test]
+    fn a_month_step_is_a_calendar_month() {
+        let (from, to) = range(Some("2025-01-01"), Some("2026-01-01"), 400).unwrap();
+        let s = step(from, to, Some(interval("interval", "30d").unwrap()), 12);
+        assert_eq!(s.months, 1);
+        assert_eq!(
+            step(from, to, Some(interval("interval", "1y").unwrap()), 1000).months,
+            12
+        );
+        assert_eq!(
+            step(from, to, Some(interval("interval", "90d").unwrap()), 1000).months,
+            3
+        );
+        let hk: chrono_tz::Tz = "Asia/Hong_Kong".parse().unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // 2025-03-17 in Hong Kong: its month began on 1 March, 00:00 +08.
+        let m = month_start(t("2025-03-17T09:03:16.090Z"), hk);
+        assert_eq!(m, t("2025-02-28T16:00:00Z"));
+        assert_eq!(add_months(m, 1, hk), t("2025-03-31T16:00:00Z"));
+        assert_eq!(add_months(m, 12, hk), t("2026-02-28T16:00:00Z"));
+        assert_eq!(months_between(m, t("2025-12-31T16:30:00Z"), hk), 10);
+        // A zone with summer time: months start at local midnight either side.
+        let london: chrono_tz::Tz = "Europe/London".parse().unwrap();
+        let m = month_start(t("2025-04-10T12:00:00Z"), london);
+        assert_eq!(m, t("2025-03-31T23:00:00Z"));
+        assert_eq!(add_months(m, 7, london), t("2025-11-01T00:00:00Z"));
     }
 
     mod properties {
@@ -366,7 +461,7 @@ mod tests {
                 if let Ok((from, to)) = range(Some(&text), Some(&ms.to_string()), 400) {
                     let requested = interval("interval", &text).ok();
                     let step = step(from, to, requested, max_points);
-                    prop_assert!(step >= Duration::minutes(1));
+                    prop_assert!(step.length >= Duration::minutes(1));
                 }
             }
 

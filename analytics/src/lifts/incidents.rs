@@ -21,8 +21,14 @@ pub struct Incident {
     pub building: Option<String>,
     pub alarm_at: DateTime<Utc>,
     pub acknowledged_at: Option<DateTime<Utc>>,
-    /// Who acknowledged: `rescue service` (the event) or the on-call name.
+    /// Who acknowledged: `rescue service` (the event), named by the lift's
+    /// responsible contractor when the registry has one (`rescue service:
+    /// Lift contractor: Otis`), or the on-call name.
     pub acknowledged_by: Option<String>,
+    /// The company answering the lift's alarms: the registry's
+    /// `responsible` for the lift.
+    #[serde(default)]
+    pub rescue_company: Option<String>,
     pub rescuer_on_site_at: Option<DateTime<Utc>>,
     pub released_at: Option<DateTime<Utc>>,
     pub back_in_service_at: Option<DateTime<Utc>>,
@@ -75,6 +81,7 @@ pub fn build(
             alarm_at: alarm,
             acknowledged_at: None,
             acknowledged_by: None,
+            rescue_company: None,
             rescuer_on_site_at: None,
             released_at: None,
             back_in_service_at: None,
@@ -141,18 +148,19 @@ pub async fn site(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Incident>, tokio_postgres::Error> {
-    let lifts: Vec<(String, Option<String>)> = client
+    let lifts: Vec<(String, Option<String>, Option<String>)> = client
         .query(
-            "SELECT device_id, building_id FROM devices WHERE kind = 'lift' AND site_id = $1
+            "SELECT device_id, building_id, responsible FROM devices
+              WHERE kind = 'lift' AND site_id = $1
               ORDER BY device_id",
             &[&site],
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     let mut out = Vec::new();
-    for (lift, building) in lifts {
+    for (lift, building, company) in lifts {
         let rows = client
             .query(
                 "SELECT ts, event_type, code, state FROM events
@@ -185,7 +193,16 @@ pub async fn site(
         out.extend(
             build(&lift, building.as_deref(), &happenings)
                 .into_iter()
-                .filter(|i| i.alarm_at < to),
+                .filter(|i| i.alarm_at < to)
+                .map(|mut i| {
+                    i.rescue_company = company.clone();
+                    if let (Some(c), Some("rescue service")) =
+                        (company.as_deref(), i.acknowledged_by.as_deref())
+                    {
+                        i.acknowledged_by = Some(format!("rescue service: {c}"));
+                    }
+                    i
+                }),
         );
     }
     out.sort_by_key(|i| i.alarm_at);

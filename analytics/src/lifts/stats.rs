@@ -230,11 +230,68 @@ pub struct Replacement {
     /// The date's local midnight.
     pub at: DateTime<Utc>,
     pub lifts: Vec<String>,
-    /// The length of each span, in days: the asked length, or less when
-    /// the replacement is more recent than that.
+    /// The length asked of each span, in days: the asked length, or less
+    /// when the replacement is more recent than that.
     pub days: f64,
+    /// What the figures before cover: from the first data of the lifts
+    /// (never time without data counted as service) to the date.
+    #[serde(default)]
+    pub before_span: Span,
+    #[serde(default)]
+    pub after_span: Option<Span>,
+    /// Whether both sides cover the same time (within an hour or 1 %):
+    /// when not, compare per-day and per-trip figures, not totals.
+    #[serde(default)]
+    pub equal_spans: bool,
+    /// What limited the spans, in words; empty when nothing did.
+    #[serde(default)]
+    pub note: String,
     pub before: LiftStats,
     pub after: Option<LiftStats>,
+}
+
+/// The time a side's figures cover (per lift and summed over the lifts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Span {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Days covered per lift (the mean over the lifts).
+    pub days: f64,
+}
+
+/// The first and last time a lift sent anything (readings or events) in
+/// `[from, to)`.
+async fn data_bounds(
+    client: &Client,
+    lift: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT least(r.first, e.first), greatest(r.last, e.last)
+               FROM (SELECT min(ts) AS first, max(ts) AS last FROM readings
+                      WHERE device_id = $1 AND ts >= $2 AND ts < $3) r,
+                    (SELECT min(ts) AS first, max(ts) AS last FROM events
+                      WHERE device_id = $1 AND ts >= $2 AND ts < $3) e",
+            &[&lift, &from, &to],
+        )
+        .await?;
+    Ok(row
+        .get::<_, Option<DateTime<Utc>>>(0)
+        .zip(row.get::<_, Option<DateTime<Utc>>>(1)))
+}
+
+/// The span a side's rows cover: earliest start, latest end, mean days.
+fn span_of(bounds: &[(DateTime<Utc>, DateTime<Utc>)]) -> Option<Span> {
+    let from = bounds.iter().map(|b| b.0).min()?;
+    let to = bounds.iter().map(|b| b.1).max()?;
+    let days = bounds
+        .iter()
+        .map(|(f, t)| (*t - *f).num_milliseconds() as f64 / 8.64e7)
+        .sum::<f64>()
+        / bounds.len() as f64;
+    Some(Span { from, to, days })
 }
 
 /// Each lift replacement of the site with its lifts' statistics over the
@@ -292,19 +349,60 @@ pub async fn replacements(
         };
         let mut before = Vec::new();
         let mut after = Vec::new();
+        let (mut before_bounds, mut after_bounds) = (Vec::new(), Vec::new());
+        let mut notes = Vec::new();
         // A replacement still to come: the span before ends now, not in
         // the future.
         let before_end = date.min(now);
+        let asked_start = before_end - span;
+        let fmt = |t: DateTime<Utc>| t.with_timezone(&zone).format("%Y-%m-%d %H:%M").to_string();
+        // Each side covers only the time its lift sent data: the span
+        // before starts at the lift's first data in it, the span after ends
+        // at its last (time without data is not service).
         for (id, b, _) in &members {
-            before.push(lift_row(client, id, b.clone(), before_end - span, before_end).await?);
+            match data_bounds(client, id, asked_start, before_end).await? {
+                Some((first, _)) => {
+                    if first > asked_start + Duration::hours(1) {
+                        notes.push(format!("{id}: data before start at {}", fmt(first)));
+                    }
+                    before.push(lift_row(client, id, b.clone(), first, before_end).await?);
+                    before_bounds.push((first, before_end));
+                }
+                None => notes.push(format!("{id}: no data before")),
+            }
             if now > date {
-                after.push(lift_row(client, id, b.clone(), date, date + span).await?);
+                match data_bounds(client, id, date, date + span).await? {
+                    Some((_, last)) => {
+                        if last < date + span - Duration::hours(1) {
+                            notes.push(format!("{id}: data after end at {}", fmt(last)));
+                        }
+                        after.push(lift_row(client, id, b.clone(), date, last).await?);
+                        after_bounds.push((date, last));
+                    }
+                    None => notes.push(format!("{id}: no data after")),
+                }
             }
         }
         let total = |rows: &[LiftStats]| {
             let refs: Vec<&LiftStats> = rows.iter().collect();
             LiftStats::total("replacement", r.id.clone(), &refs)
         };
+        let before_span = span_of(&before_bounds).unwrap_or(Span {
+            from: asked_start,
+            to: before_end,
+            days: 0.0,
+        });
+        let after_span = span_of(&after_bounds);
+        let equal_spans = after_span.as_ref().is_some_and(|a| {
+            let d = (a.days - before_span.days).abs();
+            d <= 1.0 / 24.0 || d <= 0.01 * a.days.max(before_span.days)
+        });
+        if let Some(a) = after_span.as_ref().filter(|_| !equal_spans) {
+            notes.push(format!(
+                "unequal spans: {:.1} days before, {:.1} days after; compare per day and per trip, not totals",
+                before_span.days, a.days
+            ));
+        }
         out.push(Replacement {
             retrofit: r.id.clone(),
             name: r.name.clone(),
@@ -312,6 +410,10 @@ pub async fn replacements(
             at: date,
             lifts: members.iter().map(|(id, _, _)| id.clone()).collect(),
             days: span.num_milliseconds() as f64 / 8.64e7,
+            before_span,
+            after_span,
+            equal_spans,
+            note: notes.join("; "),
             before: total(&before),
             after: (!after.is_empty()).then(|| total(&after)),
         });

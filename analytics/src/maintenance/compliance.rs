@@ -20,7 +20,28 @@ pub struct Compliance {
     pub missed: usize,
     /// Not over and not yet inspected.
     pub open: usize,
+    /// The last inspection within the period (never one after it).
     pub last_inspected_at: Option<DateTime<Utc>>,
+    /// Each window of the period that was late or missed, with what
+    /// happened, so a manager can act on it.
+    #[serde(default)]
+    pub exceptions: Vec<Exception>,
+}
+
+/// A late or missed inspection window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exception {
+    /// The window: from its start to when the inspection was due.
+    pub window_from: DateTime<Utc>,
+    pub due_by: DateTime<Utc>,
+    /// `late` or `missed`.
+    pub status: String,
+    /// Late: when the inspection came. Missed: the first one after the
+    /// window, if any (it served the next window).
+    pub inspected_at: Option<DateTime<Utc>>,
+    /// Who inspected (the inspector recorded, or the technician's card of
+    /// a maintenance visit), when there was an inspection.
+    pub inspector: Option<String>,
 }
 
 /// The site's tracked devices (a class or their own cycle), by class,
@@ -51,21 +72,32 @@ pub async fn site(
             continue;
         };
         let tz: chrono_tz::Tz = d.get::<_, String>(4).parse().unwrap_or(chrono_tz::UTC);
-        let times: Vec<DateTime<Utc>> = client
+        let found: Vec<(DateTime<Utc>, String)> = client
             .query(
                 &format!(
-                    "SELECT inspected_at FROM inspections
+                    "SELECT inspected_at, inspector FROM inspections
                       WHERE device_id = $1 AND inspected_at >= $2 AND inspected_at < $3
                      UNION ALL
-                     SELECT ts FROM events WHERE device_id = $1 AND {MAINTENANCE_VISIT_SQL}
+                     SELECT ts, 'technician card ' || credential FROM events
+                      WHERE device_id = $1 AND {MAINTENANCE_VISIT_SQL}
                         AND ts >= $2 AND ts < $3"
                 ),
                 &[&id, &(from - cycle.longest()), &(to + cycle.longest() * 2)],
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
+        let times: Vec<DateTime<Utc>> = found.iter().map(|(t, _)| *t).collect();
+        let by = |at: DateTime<Utc>| {
+            let mut who: Vec<&str> = found
+                .iter()
+                .filter(|(t, _)| *t == at)
+                .map(|(_, w)| w.as_str())
+                .collect();
+            who.dedup();
+            (!who.is_empty()).then(|| who.join(", "))
+        };
         // The windows starting in the period, assessed with the one after
         // (so an inspection is the next window's own, not also this one's
         // late one, as in the rules), then cut to the period.
@@ -89,7 +121,28 @@ pub async fn site(
             late: count(|s| matches!(s, Status::Late { .. })),
             missed: count(|s| matches!(s, Status::Missed { .. })),
             open: count(|s| matches!(s, Status::Open)),
-            last_inspected_at: times.iter().filter(|t| **t <= now).max().copied(),
+            last_inspected_at: times
+                .iter()
+                .filter(|t| **t >= from && **t < to && **t <= now)
+                .max()
+                .copied(),
+            exceptions: slots
+                .iter()
+                .filter_map(|s| {
+                    let (status, at) = match s.status {
+                        Status::Late { at } => ("late", Some(at)),
+                        Status::Missed { next } => ("missed", next),
+                        _ => return None,
+                    };
+                    Some(Exception {
+                        window_from: s.start,
+                        due_by: s.end,
+                        status: status.into(),
+                        inspected_at: at,
+                        inspector: at.and_then(by),
+                    })
+                })
+                .collect(),
         });
     }
     Ok(out)

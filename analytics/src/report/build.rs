@@ -1126,11 +1126,16 @@ async fn lift_rows(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let stats = crate::lifts::stats::site(client, &site.id, None, start, end).await?;
+    // Each lift, then each building's lifts and the site's, summed.
     Ok(stats
         .into_iter()
-        .filter(|s| s.scope == "lift")
         .map(|s| LiftRow {
+            scope: s.scope.to_owned(),
             name: names.get(&s.id).cloned().flatten(),
+            trips_per_day: s.trips_per_day,
+            door_cycles: s.door_cycles,
+            door_cycles_per_day: s.door_cycles_per_day,
+            lifts: s.lifts,
             device_id: s.id,
             building: s.building,
             availability: s.availability,

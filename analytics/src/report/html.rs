@@ -235,6 +235,7 @@ pub fn render(r: &QuarterReport) -> String {
         "lift_replacements",
         "entrapments",
         "inspections",
+        "inspection_exceptions",
         "gates",
     ] {
         if let Some(t) = table(name) {

@@ -277,6 +277,10 @@ pub struct SavingsGroup {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiftRow {
+    /// `lift`, or the totals of a `building`'s lifts or the `site`'s.
+    #[serde(default = "lift_scope")]
+    pub scope: String,
+    /// The lift's id, or the building's or site's for a total.
     pub device_id: String,
     pub name: Option<String>,
     pub building: Option<String>,
@@ -294,6 +298,24 @@ pub struct LiftRow {
     pub faults_per_1000_trips: Option<f64>,
     /// Hours in service per fault.
     pub mtbf_hours: Option<f64>,
+    /// Per lift and day of the quarter.
+    #[serde(default)]
+    pub trips_per_day: f64,
+    #[serde(default)]
+    pub door_cycles: f64,
+    #[serde(default)]
+    pub door_cycles_per_day: f64,
+    /// Lifts in the row (1 for a lift).
+    #[serde(default = "one")]
+    pub lifts: usize,
+}
+
+fn lift_scope() -> String {
+    "lift".into()
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -540,6 +540,7 @@ pub fn render(r: &QuarterReport) -> Vec<u8> {
                 "lift_replacements",
                 "entrapments",
                 "inspections",
+                "inspection_exceptions",
                 "gates",
             ],
             |_| false,

@@ -231,6 +231,10 @@ pub struct AnnotationQuery {
     /// With `kind`: also the alerts of no device (consumption rules over an
     /// area or a purpose).
     pub site_wide: Option<bool>,
+    /// With `site_wide`: only the device-less alerts about these metrics
+    /// (comma-separated, e.g. `volume_m3` for the water panel), so a water
+    /// limit is not drawn over electricity.
+    pub metric: Option<String>,
 }
 
 /// One alert as a Grafana region annotation.
@@ -264,17 +268,19 @@ pub async fn annotations(
     let buildings = crate::routes::series::choice(q.building.as_ref());
     let kinds = crate::routes::series::choice(q.kind.as_ref());
     let site_wide = q.site_wide.unwrap_or(false);
+    let metrics = crate::routes::series::choice(q.metric.as_ref());
     let client = state.pool.get().await?;
     let rows = crate::query(&client,
             "SELECT a.started_at, coalesce(a.resolved_at, now()), a.rule, a.severity, a.summary,
-                    coalesce(a.device_id, ''), a.state
+                    coalesce(a.device_id, ''), a.state, a.labels->>'closed_by'
                FROM alerts a LEFT JOIN devices d ON d.device_id = a.device_id
               WHERE a.started_at < $2 AND coalesce(a.resolved_at, now()) >= $1
                 AND ($3::text IS NULL OR a.site_id = $3) AND ($4::text[] IS NULL OR a.severity = ANY($4))
                 AND ($5::text[] IS NULL OR d.building_id = ANY($5) OR (a.device_id IS NULL AND $7))
                 AND ($6::text[] IS NULL OR d.kind = ANY($6) OR (a.device_id IS NULL AND $7))
+                AND (a.device_id IS NOT NULL OR $8::text[] IS NULL OR a.labels->>'metric' = ANY($8))
               ORDER BY a.started_at LIMIT 5000",
-            &[&from, &to, &q.site, &severities, &buildings, &kinds, &site_wide],
+            &[&from, &to, &q.site, &severities, &buildings, &kinds, &site_wide, &metrics],
         )
         .await?;
     Ok(Json(
@@ -285,11 +291,18 @@ pub async fn annotations(
                 let rule: String = r.get(2);
                 let severity: String = r.get(3);
                 let device: String = r.get(5);
+                let mut text: String = r.get(4);
+                if r.get::<_, Option<String>>(7).as_deref() == Some("replay_end") {
+                    text.push_str(&format!(
+                        " (replayed; still firing when the replay ended at {}, not evaluated after)",
+                        end.format("%Y-%m-%d %H:%M UTC")
+                    ));
+                }
                 Annotation {
                     time: start.timestamp_millis(),
                     time_end: end.timestamp_millis(),
                     title: format!("{rule} ({severity})"),
-                    text: r.get(4),
+                    text,
                     tags: vec![rule, severity, device, r.get(6)],
                 }
             })

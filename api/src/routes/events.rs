@@ -37,6 +37,19 @@ pub struct EventCounts {
     pub faults: i64,
 }
 
+impl EventCounts {
+    fn zero(time: DateTime<Utc>) -> Self {
+        Self {
+            time,
+            granted: 0,
+            denied: 0,
+            forced: 0,
+            held_open: 0,
+            faults: 0,
+        }
+    }
+}
+
 /// Events per step of the selected gates or lifts, on the site's calendar
 /// as consumption is (steps from local midnight, weeks from Monday, shorter
 /// steps on whole local hours and minutes), every step of the range given:
@@ -64,11 +77,7 @@ pub async fn counts(
         q.max_points,
     )?;
     let client = state.pool.get().await?;
-    w.from = crate::params::align(
-        w.from,
-        w.step,
-        calendar(&state, &client, q.site.as_ref()).await?,
-    );
+    w.align(calendar(&state, &client, q.site.as_ref()).await?);
     let ids = device_ids(
         &state,
         &client,
@@ -95,40 +104,29 @@ pub async fn counts(
           WHERE device_id = ANY($2) AND ts >= $3 AND ts < $4
           GROUP BY 1 ORDER BY 1",
         &[
-            &crate::routes::series::step_secs(w.step),
+            &crate::routes::series::step_secs(w.sql_step()),
             &*ids,
             &w.from,
             &w.to,
         ],
     )
     .await?;
-    let mut found: std::collections::HashMap<DateTime<Utc>, EventCounts> = rows
-        .iter()
-        .map(|r| {
-            let c = EventCounts {
-                time: r.get(0),
-                granted: r.get(1),
-                denied: r.get(2),
-                forced: r.get(3),
-                held_open: r.get(4),
-                faults: r.get(5),
-            };
-            (c.time, c)
-        })
-        .collect();
-    let mut out = Vec::new();
-    let mut t = w.from;
-    while t < w.to && out.len() <= 100_000 {
-        out.push(found.remove(&t).unwrap_or(EventCounts {
-            time: t,
-            granted: 0,
-            denied: 0,
-            forced: 0,
-            held_open: 0,
-            faults: 0,
-        }));
-        t += w.step;
+    // Counts per step (a month step's hours added up into its month).
+    let mut found: std::collections::HashMap<DateTime<Utc>, EventCounts> = Default::default();
+    for r in &rows {
+        let time = w.bin(r.get(0));
+        let c = found.entry(time).or_insert_with(|| EventCounts::zero(time));
+        c.granted += r.get::<_, i64>(1);
+        c.denied += r.get::<_, i64>(2);
+        c.forced += r.get::<_, i64>(3);
+        c.held_open += r.get::<_, i64>(4);
+        c.faults += r.get::<_, i64>(5);
     }
+    let out = w
+        .starts()
+        .into_iter()
+        .map(|t| found.remove(&t).unwrap_or_else(|| EventCounts::zero(t)))
+        .collect();
     Ok(Json(out))
 }
 
@@ -176,11 +174,7 @@ pub async fn lift_states(
     )?;
     let client = state.pool.get().await?;
     // Steps on the site's calendar, as every other panel's.
-    w.from = crate::params::align(
-        w.from,
-        w.step,
-        calendar(&state, &client, q.site.as_ref()).await?,
-    );
+    w.align(calendar(&state, &client, q.site.as_ref()).await?);
     let ids = device_ids(
         &state,
         &client,
@@ -212,7 +206,7 @@ pub async fn lift_states(
            GROUP BY 1, 2)
          ORDER BY 1, 2, 4",
         &[
-            &crate::routes::series::step_secs(w.step),
+            &crate::routes::series::step_secs(w.sql_step()),
             &*ids,
             &w.from,
             &w.to,
@@ -222,12 +216,38 @@ pub async fn lift_states(
     let steps = rows.iter().map(|r| {
         (
             r.get::<_, String>(0),
-            r.get::<_, DateTime<Utc>>(1),
+            w.bin(r.get::<_, DateTime<Utc>>(1)),
             r.get::<_, Option<String>>(2)
                 .unwrap_or_else(|| "unknown".into()),
         )
     });
-    Ok(Json(changes(steps, &ids, w.from)))
+    Ok(Json(changes(months_of_states(steps), &ids, w.from)))
+}
+
+/// One state per lift and step where several rows share a step (hours
+/// binned into a month step): a fault when one happened in it, else
+/// maintenance, else the last state reported. Rows come sorted by lift,
+/// then time.
+fn months_of_states(
+    steps: impl Iterator<Item = (String, DateTime<Utc>, String)>,
+) -> impl Iterator<Item = (String, DateTime<Utc>, String)> {
+    let rank = |s: &str| match s {
+        "fault" => 0,
+        "maintenance" => 1,
+        _ => 2,
+    };
+    let mut out: Vec<(String, DateTime<Utc>, String)> = Vec::new();
+    for (lift, time, state) in steps {
+        match out.last_mut() {
+            Some(last) if last.0 == lift && last.1 == time => {
+                if rank(&state) <= rank(&last.2) {
+                    last.2 = state;
+                }
+            }
+            _ => out.push((lift, time, state)),
+        }
+    }
+    out.into_iter()
 }
 
 /// Collapses per-step states (sorted by lift, then time) into changes, and
@@ -394,7 +414,9 @@ pub struct ReplacementQuery {
 /// Each lift replacement of the site (a retrofit of the `lifts` purpose)
 /// with its lifts' statistics over equal spans before and after its date:
 /// availability, faults per 1,000 trips, mean time between faults, trips
-/// per day. The span is `days`, or what has passed since the date.
+/// per day. The span is `days`, or what has passed since the date, limited
+/// to the time each lift sent data (each side says what it covers, and
+/// unequal spans are flagged).
 #[utoipa::path(get, path = "/api/v1/lifts/replacements", tag = "series", params(ReplacementQuery),
     responses((status = 200, description = "one object per lift replacement"),
               (status = 400, body = crate::error::ErrorBody)))]
@@ -429,14 +451,23 @@ pub async fn lift_replacements(
     }
     let mut out = Vec::new();
     for r in &found {
-        for (side, s) in [("before", Some(&r.before)), ("after", r.after.as_ref())] {
-            let Some(s) = s else { continue };
+        for (side, s, span) in [
+            ("before", Some(&r.before), Some(&r.before_span)),
+            ("after", r.after.as_ref(), r.after_span.as_ref()),
+        ] {
+            let (Some(s), Some(span)) = (s, span) else {
+                continue;
+            };
             out.push(serde_json::json!({
                 "retrofit": r.retrofit,
                 "name": r.name,
                 "date": r.date,
                 "side": side,
-                "days": r.days,
+                "from": span.from,
+                "to": span.to,
+                "days": span.days,
+                "equal_spans": r.equal_spans,
+                "note": r.note,
                 "lifts": r.lifts.len(),
                 "availability": s.availability,
                 "faults": s.faults,

@@ -231,7 +231,8 @@ impl utoipa::Modify for ErrorResponses {
         events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
         events::lift_replacements,
         dead_letters::list,
-        inspections::record, inspections::compliance, inspections::work_items,
+        inspections::record, inspections::compliance, inspections::compliance_exceptions,
+        inspections::work_items,
         inspections::close,
         admin::list_tokens, admin::create_token, admin::revoke_token,
         admin::rules, admin::put_rules, admin::reset_rules,
@@ -367,6 +368,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/inspections", post(inspections::record))
         .route("/api/v1/compliance", get(inspections::compliance))
+        .route(
+            "/api/v1/compliance/exceptions",
+            get(inspections::compliance_exceptions),
+        )
         .route("/api/v1/work-items", get(inspections::work_items))
         .route("/api/v1/work-items/{id}/close", post(inspections::close))
         .route("/dashboards", get(view::list))

@@ -53,12 +53,74 @@ pub struct Point {
     pub value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The building of a row of a per-building answer (`by=building`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub building: Option<String>,
 }
 
 pub struct Window {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+    /// The step's length (a month step's nominal 30 days a month).
     pub step: Duration,
+    /// Calendar months a step holds, or 0 for a fixed step.
+    pub months: u32,
+    /// The calendar steps start on (set by [`Window::align`]).
+    pub tz: chrono_tz::Tz,
+}
+
+impl Window {
+    /// Starts the window at the start of its first step on the calendar of
+    /// `tz`: local midnight for days, Monday for weeks, the 1st for months.
+    pub fn align(&mut self, tz: chrono_tz::Tz) {
+        self.tz = tz;
+        self.from = if self.months > 0 {
+            params::month_start(self.from, tz)
+        } else {
+            params::align(self.from, self.step, tz)
+        };
+    }
+
+    /// The step the database bins by: the step itself, or hours for a
+    /// month step (then regrouped into months by [`Window::bin`]).
+    pub fn sql_step(&self) -> Duration {
+        if self.months > 0 {
+            Duration::hours(1)
+        } else {
+            self.step
+        }
+    }
+
+    /// The start of the step after the one starting at `t`.
+    pub fn next(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        if self.months > 0 {
+            params::add_months(t, self.months, self.tz)
+        } else {
+            t + self.step
+        }
+    }
+
+    /// The start of the month step holding `t` (a database bin), or `t`
+    /// itself for a fixed step.
+    pub fn bin(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        if self.months == 0 {
+            return t;
+        }
+        let n = i64::from(self.months);
+        let k = params::months_between(self.from, t, self.tz).div_euclid(n) * n;
+        params::add_months(self.from, k.max(0) as u32, self.tz)
+    }
+
+    /// Every step start of the window (at most 100,001).
+    pub fn starts(&self) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut t = self.from;
+        while t < self.to && out.len() <= 100_000 {
+            out.push(t);
+            t = self.next(t);
+        }
+        out
+    }
 }
 
 pub fn window(
@@ -83,10 +145,13 @@ pub fn window(
     let max = max_points
         .unwrap_or(state.config.api.max_points)
         .min(state.config.api.max_points);
+    let step = params::step(from, to, requested, max);
     Ok(Window {
         from,
         to,
-        step: params::step(from, to, requested, max),
+        step: step.length,
+        months: step.months,
+        tz: chrono_tz::UTC,
     })
 }
 
@@ -193,26 +258,47 @@ pub(crate) async fn calendar(
 fn fill(w: &Window, rows: Vec<Point>) -> Vec<Point> {
     let mut by_time: std::collections::HashMap<DateTime<Utc>, Option<f64>> =
         rows.into_iter().map(|p| (p.time, p.value)).collect();
-    let mut out = Vec::new();
-    let mut t = w.from;
-    while t < w.to && out.len() <= 100_000 {
-        out.push(Point {
-            time: t,
-            value: by_time.remove(&t).flatten(),
+    let mut out: Vec<Point> = w
+        .starts()
+        .into_iter()
+        .map(|time| Point {
+            time,
+            value: by_time.remove(&time).flatten(),
             device: None,
-        });
-        t += w.step;
-    }
+            building: None,
+        })
+        .collect();
     if !by_time.is_empty() {
         out.retain(|p| p.value.is_some());
         out.extend(by_time.into_iter().map(|(time, value)| Point {
             time,
             value,
             device: None,
+            building: None,
         }));
         out.sort_by_key(|p| p.time);
     }
     out
+}
+
+/// Hour totals regrouped into month steps: a month's total is the sum of
+/// its hours when the month ends within the range, else `None` (the last,
+/// partial month is left out rather than drawn as a dip).
+fn month_totals(w: &Window, hours: Vec<Point>) -> Vec<Point> {
+    let mut sums: std::collections::BTreeMap<DateTime<Utc>, f64> = Default::default();
+    for p in hours {
+        if let Some(v) = p.value {
+            *sums.entry(w.bin(p.time)).or_default() += v;
+        }
+    }
+    sums.into_iter()
+        .map(|(time, v)| Point {
+            time,
+            value: (w.next(time) <= w.to).then_some(v),
+            device: None,
+            building: None,
+        })
+        .collect()
 }
 
 /// A gauge metric per step: mean (weighted by samples), min or max.
@@ -267,19 +353,24 @@ pub async fn series(
         return Ok(Json(Vec::new()));
     }
     // Steps on the site's calendar: local hours, days from local midnight.
-    let tz = calendar(&state, &client, q.site.as_ref()).await?;
-    w.from = params::align(w.from, w.step, tz);
+    w.align(calendar(&state, &client, q.site.as_ref()).await?);
+    let step = w.sql_step();
     let utc_days = w.from.duration_trunc(Duration::days(1)).ok() == Some(w.from);
-    let (table, time, value) = if w.step >= Duration::days(1) && utc_days {
+    let (table, time, value) = if step >= Duration::days(1) && utc_days {
         ("readings_daily", "bucket", agg_expr(agg, true))
-    } else if w.step >= Duration::hours(1) {
+    } else if step >= Duration::hours(1) {
         ("readings_hourly", "bucket", agg_expr(agg, true))
     } else {
         ("readings", "ts", agg_expr(agg, false))
     };
     let device_col = if by_device { ", device_id" } else { "" };
+    let weight = if table == "readings" {
+        "count(*)::float8"
+    } else {
+        "sum(samples)::float8"
+    };
     let sql = format!(
-        "SELECT date_bin(make_interval(secs => $1::float8), {time}, $4) AS t{device_col}, {value}
+        "SELECT date_bin(make_interval(secs => $1::float8), {time}, $4) AS t{device_col}, {value}, {weight}
            FROM {table}
           WHERE device_id = ANY($2) AND metric = $3 AND {time} >= $4 AND {time} < $5
           GROUP BY 1{group} ORDER BY 1{group}",
@@ -288,18 +379,66 @@ pub async fn series(
     let rows = crate::query(
         &client,
         &sql,
-        &[&step_secs(w.step), &*ids, &metric.as_str(), &w.from, &w.to],
+        &[&step_secs(step), &*ids, &metric.as_str(), &w.from, &w.to],
     )
     .await?;
-    let points: Vec<Point> = rows
-        .iter()
-        .map(|r| Point {
-            time: r.get(0),
-            device: by_device.then(|| r.get(1)),
-            value: r.get(if by_device { 2 } else { 1 }),
+    let value_col = if by_device { 2 } else { 1 };
+    let points = months_of_gauges(
+        &w,
+        agg,
+        rows.iter().map(|r| {
+            (
+                Point {
+                    time: r.get(0),
+                    device: by_device.then(|| r.get(1)),
+                    building: None,
+                    value: r.get(value_col),
+                },
+                r.get::<_, Option<f64>>(value_col + 1).unwrap_or(0.0),
+            )
+        }),
+    );
+    Ok(Json(if by_device { points } else { fill(&w, points) }))
+}
+
+/// Gauge points with their sample counts, regrouped into month steps when
+/// the window has them: the mean weighted by samples, the min of the mins,
+/// the max of the maxes, per device when rows carry one.
+fn months_of_gauges(w: &Window, agg: &str, rows: impl Iterator<Item = (Point, f64)>) -> Vec<Point> {
+    if w.months == 0 {
+        return rows.map(|(p, _)| p).collect();
+    }
+    // (sum or extreme, samples) per (device, month).
+    let mut acc: std::collections::BTreeMap<(Option<String>, DateTime<Utc>), (f64, f64)> =
+        Default::default();
+    for (p, samples) in rows {
+        let Some(v) = p.value else { continue };
+        let e = acc.entry((p.device, w.bin(p.time))).or_insert(match agg {
+            "min" => (f64::INFINITY, 0.0),
+            "max" => (f64::NEG_INFINITY, 0.0),
+            _ => (0.0, 0.0),
+        });
+        match agg {
+            "min" => e.0 = e.0.min(v),
+            "max" => e.0 = e.0.max(v),
+            _ => e.0 += v * samples,
+        }
+        e.1 += samples;
+    }
+    let mut out: Vec<Point> = acc
+        .into_iter()
+        .map(|((device, time), (v, samples))| Point {
+            time,
+            device,
+            building: None,
+            value: match agg {
+                "min" | "max" => Some(v),
+                _ => (samples > 0.0).then(|| v / samples),
+            },
         })
         .collect();
-    Ok(Json(if by_device { points } else { fill(&w, points) }))
+    out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.device.cmp(&b.device)));
+    out
 }
 
 fn agg_expr(agg: &str, rollup: bool) -> &'static str {
@@ -335,6 +474,9 @@ pub struct ConsumptionQuery {
     /// mean kW) or per day, a point whose meaning does not change with the
     /// zoom.
     pub per: Option<String>,
+    /// `building` for one series per building (rows carry `building`);
+    /// otherwise one series summed over the selection.
+    pub by: Option<String>,
 }
 
 /// Consumption per step summed over the selected meters: the difference
@@ -371,6 +513,15 @@ pub async fn consumption(
             )))
         }
     };
+    let by_building = match q.by.as_deref() {
+        None | Some("") => false,
+        Some("building") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`by={other}`: expected `building`"
+            )))
+        }
+    };
     let mut w = window(
         &state,
         q.from.as_deref(),
@@ -387,7 +538,7 @@ pub async fn consumption(
     // Steps on the site's calendar (local days from local midnight, weeks
     // from Monday); Grafana's `${__from}` carries milliseconds.
     let tz = calendar(&state, &client, q.site.as_ref()).await?;
-    w.from = params::align(w.from, w.step, tz);
+    w.align(tz);
     if w.from.duration_trunc(Duration::hours(1)).ok() != Some(w.from) {
         // A zone a half hour off UTC: registers are read at UTC hours.
         w.from = w.from.duration_trunc(Duration::hours(1)).unwrap_or(w.from);
@@ -406,22 +557,65 @@ pub async fn consumption(
     if ids.is_empty() {
         return Ok(Json(Vec::new()));
     }
+    let on_site = q.site.is_some();
+    if !by_building {
+        return Ok(Json(
+            meters_consumption(&client, &ids, metric, counter, on_site, &w, per_hours).await?,
+        ));
+    }
+    // One series per building: the same sums over each building's meters,
+    // rows labelled with the building.
+    let groups = crate::query(
+        &client,
+        "SELECT coalesce(building_id, ''), array_agg(device_id ORDER BY device_id) FROM devices
+          WHERE device_id = ANY($1) GROUP BY 1 ORDER BY 1",
+        &[&*ids],
+    )
+    .await?;
+    let mut out = Vec::new();
+    for g in &groups {
+        let (building, meters): (String, Vec<String>) = (g.get(0), g.get(1));
+        let points =
+            meters_consumption(&client, &meters, metric, counter, on_site, &w, per_hours).await?;
+        out.extend(points.into_iter().map(|p| Point {
+            building: Some(building.clone()),
+            ..p
+        }));
+    }
+    Ok(Json(out))
+}
+
+/// Consumption per step of the window summed over `ids` (meters, or lifts
+/// for a counter), each point the step's total or per `per_hours`.
+async fn meters_consumption(
+    client: &deadpool_postgres::Client,
+    ids: &[String],
+    metric: &str,
+    counter: bool,
+    on_site: bool,
+    w: &Window,
+    per_hours: Option<f64>,
+) -> ApiResult<Vec<Point>> {
+    let ids = ids.to_vec();
+    let tz = w.tz;
     // Whole-day steps on a site: local days, from the register at each
     // local midnight (registers_daily: 365 rows per meter for a year).
-    if !counter && w.step.num_seconds() % 86_400 == 0 && q.site.is_some() {
-        let days = daily_consumption(&client, tz, &ids, metric, &w).await?;
-        return Ok(Json(per(days, &w, per_hours)));
+    if !counter && w.step.num_seconds() % 86_400 == 0 && on_site {
+        let days = daily_consumption(client, tz, &ids, metric, w).await?;
+        return Ok(per(days, w, per_hours));
     }
-    let rows = if !counter && w.step == Duration::hours(1) {
+    // A month step is read by the hour and regrouped into months.
+    let step = w.sql_step();
+    let rows = if !counter && step == Duration::hours(1) {
         // Hourly steps: each meter's hourly consumption is kept with the
         // rollups (`consumption_hourly`, the same rule as below for steps
         // of one hour), so this is a sum per hour over a key range.
         crate::query(
-            &client,
+            client,
             "SELECT bucket, sum(used) FROM consumption_hourly
               WHERE device_id = ANY($1) AND metric = $2 AND bucket >= $3 AND bucket < $4
               GROUP BY bucket ORDER BY bucket",
-            &[&*ids, &metric, &w.from, &w.to],
+            &[&ids, &metric, &w.from, &w.to],
         )
         .await?
     } else if counter {
@@ -434,7 +628,7 @@ pub async fn consumption(
         // generic plan (an array of boundaries was searched linearly per row
         // there: 7× slower).
         crate::query(
-            &client,
+            client,
             "WITH s AS (SELECT device_id, bucket AS b, first AS start_value FROM readings_hourly
                          WHERE device_id = ANY($2) AND metric = $3
                            AND date_bin(make_interval(secs => $1::float8), bucket, $4) = bucket
@@ -444,7 +638,7 @@ pub async fn consumption(
              SELECT b, sum(used) FROM d
               WHERE b < $5 AND next_b = b + make_interval(secs => $1::float8) AND used >= 0
               GROUP BY b ORDER BY b",
-            &[&step_secs(w.step), &*ids, &metric, &w.from, &w.to],
+            &[&step_secs(step), &ids, &metric, &w.from, &w.to],
         )
         .await?
     } else {
@@ -454,7 +648,7 @@ pub async fn consumption(
         // step counts for a meter when every hour of it is known, so a step
         // is never drawn from part of its hours (the last, partial one).
         crate::query(
-            &client,
+            client,
             "SELECT b, sum(used) FROM (
                  SELECT device_id, date_bin(make_interval(secs => $1::float8), bucket, $4) AS b,
                         sum(used) AS used, count(*) AS hours
@@ -463,19 +657,23 @@ pub async fn consumption(
                   GROUP BY 1, 2) m
               WHERE hours = round($1::float8 / 3600)
               GROUP BY b ORDER BY b",
-            &[&step_secs(w.step), &*ids, &metric, &w.from, &w.to],
+            &[&step_secs(w.step), &ids, &metric, &w.from, &w.to],
         )
         .await?
     };
-    let points = rows
+    let mut points: Vec<Point> = rows
         .iter()
         .map(|r| Point {
             time: r.get(0),
             value: r.get(1),
             device: None,
+            building: None,
         })
         .collect();
-    Ok(Json(per(fill(&w, points), &w, per_hours)))
+    if w.months > 0 {
+        points = month_totals(w, points);
+    }
+    Ok(per(fill(w, points), w, per_hours))
 }
 
 /// Each point's total over its step's length in hours (then × `hours`):
@@ -487,7 +685,7 @@ fn per(mut points: Vec<Point>, w: &Window, hours: Option<f64>) -> Vec<Point> {
     };
     let starts: Vec<DateTime<Utc>> = points.iter().map(|p| p.time).collect();
     for (i, p) in points.iter_mut().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(p.time + w.step);
+        let end = starts.get(i + 1).copied().unwrap_or_else(|| w.next(p.time));
         let length = (end - p.time).num_seconds() as f64 / 3600.0;
         if length > 0.0 {
             p.value = p.value.map(|v| v / length * unit);
@@ -516,7 +714,12 @@ async fn daily_consumption(
     } else {
         to_local.date_naive() + Duration::days(1)
     };
-    let n = (w.step.num_seconds() / 86_400) as i32;
+    // Month steps: days, regrouped into the site's calendar months.
+    let n = if w.months > 0 {
+        1
+    } else {
+        (w.step.num_seconds() / 86_400) as i32
+    };
     let rows = crate::query(
         client,
         "SELECT ($3::date + ((day - $3::date) / $5::int) * $5::int)::date AS bin, sum(used) FROM registers_daily
@@ -527,12 +730,19 @@ async fn daily_consumption(
     .await?;
     let found: std::collections::HashMap<chrono::NaiveDate, Option<f64>> =
         rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let midnight = |day: chrono::NaiveDate| {
-        day.and_hms_opt(0, 0, 0)
-            .and_then(|t| t.and_local_timezone(tz).earliest())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|| day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
-    };
+    let midnight = |day: chrono::NaiveDate| params::local_midnight(day, tz);
+    if w.months > 0 {
+        let days = found
+            .into_iter()
+            .map(|(day, value)| Point {
+                time: midnight(day),
+                value,
+                device: None,
+                building: None,
+            })
+            .collect();
+        return Ok(fill(w, month_totals(w, days)));
+    }
     // Every step of the range, `None` where no meter's day was known.
     let mut out = Vec::new();
     let mut day = first_day;
@@ -541,6 +751,7 @@ async fn daily_consumption(
             time: midnight(day),
             value: found.get(&day).copied().flatten(),
             device: None,
+            building: None,
         });
         day += Duration::days(i64::from(n.max(1)));
     }

@@ -71,6 +71,11 @@ impl NewAlert {
         }
         labels.insert("severity".into(), rule.severity.as_str().into());
         labels.insert("subject".into(), subject.clone());
+        if let crate::rules::Condition::Consumption(c) = &rule.condition {
+            // A consumption alert over an area or a purpose has no device:
+            // its metric says which panels it belongs on.
+            labels.insert("metric".into(), c.metric.as_str().into());
+        }
         let mut site_id = None;
         let mut device_id = None;
         if let Some(d) = device {
@@ -219,6 +224,25 @@ pub async fn resolve(
             Ok(true)
         }
     }
+}
+
+/// Resolves at `end` the replayed alerts (`source = 'replay'`) still open
+/// when a replay of the past ended at `end`, labelled
+/// `closed_by=replay_end` so that lists, annotations and reports say the
+/// condition still held when evaluation stopped. Nothing is notified: a
+/// replayed alert was never paged. Returns how many were closed.
+pub async fn close_left_by_replay(
+    client: &impl GenericClient,
+    end: DateTime<Utc>,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = greatest(started_at, $1), closed_at = now(),
+                    labels = labels || '{\"closed_by\": \"replay_end\"}'::jsonb
+              WHERE source = 'replay' AND state <> 'resolved' AND started_at <= $1",
+            &[&end],
+        )
+        .await
 }
 
 /// Marks a firing alert acknowledged by `who`. Returns false if it was not

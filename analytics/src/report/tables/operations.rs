@@ -12,7 +12,7 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
     let tz: Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
     out.push(Table {
         name: "lifts",
-        title: "Lifts: availability and faults".into(),
+        title: "Lifts: availability, use and faults, per lift, building and site".into(),
         headers: headers(&[
             "lift",
             "name",
@@ -23,6 +23,9 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             "faults",
             "entrapments",
             "trips",
+            "trips per lift-day",
+            "door cycles",
+            "door cycles per lift-day",
             "faults per 1,000 trips",
             "MTBF (h)",
         ]),
@@ -30,18 +33,35 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             .lifts
             .iter()
             .map(|l| {
+                let (id, name) = match l.scope.as_str() {
+                    "building" => (
+                        format!("all {} lifts", l.lifts),
+                        Some("building total".to_owned()),
+                    ),
+                    "site" => (
+                        format!("all {} lifts", l.lifts),
+                        Some("site total".to_owned()),
+                    ),
+                    _ => (l.device_id.clone(), l.name.clone()),
+                };
+                let building = match l.scope.as_str() {
+                    "building" => Some(l.device_id.as_str()),
+                    "site" => None,
+                    _ => l.building.as_deref(),
+                };
                 vec![
-                    Cell::text(&l.device_id),
-                    Cell::opt_text(l.name.as_deref()),
-                    l.building
-                        .as_deref()
-                        .map_or_else(|| Cell::text(""), |b| named(r, Scope::Building, b)),
+                    Cell::text(id),
+                    Cell::opt_text(name.as_deref()),
+                    building.map_or_else(|| Cell::text(""), |b| named(r, Scope::Building, b)),
                     Cell::Percent(l.availability),
                     Cell::Number(Some(l.downtime_hours), 1),
                     Cell::Number(Some(l.planned_hours), 1),
                     Cell::Number(Some(l.faults as f64), 0),
                     Cell::Number(Some(l.entrapments as f64), 0),
                     Cell::Number(l.trips, 0),
+                    Cell::Number(Some(l.trips_per_day), 0),
+                    Cell::Number(Some(l.door_cycles), 0),
+                    Cell::Number(Some(l.door_cycles_per_day), 0),
                     Cell::Number(l.faults_per_1000_trips, 2),
                     // No fault in the quarter: no time between faults to
                     // speak of, which is not a missing figure.
@@ -95,9 +115,24 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
         csv_only: false,
         note: None,
     });
+    // The title names the cycles its rows have, as the rows give them.
+    let mut cycles: Vec<String> = Vec::new();
+    for c in &r.compliance {
+        let label = match c.class.as_deref() {
+            Some(class) => format!("class {class} every {}", c.cycle),
+            None => format!("own cycle {}", c.cycle),
+        };
+        if !cycles.contains(&label) {
+            cycles.push(label);
+        }
+    }
     out.push(Table {
         name: "inspections",
-        title: "Inspections against their cycles (class A daily, B weekly, C monthly)".into(),
+        title: if cycles.is_empty() {
+            "Inspections against their cycles".into()
+        } else {
+            format!("Inspections against their cycles ({})", cycles.join(", "))
+        },
         headers: headers(&[
             "class", "device", "name", "cycle", "due", "on time", "late", "missed", "open",
         ]),
@@ -121,6 +156,44 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
         csv_only: false,
         note: None,
     });
+    out.push(Table {
+        name: "inspection_exceptions",
+        title: "Late and missed inspections: when due, when inspected, by whom".into(),
+        headers: headers(&[
+            "device",
+            "name",
+            "cycle",
+            "window from",
+            "due by",
+            "status",
+            "inspected at",
+            "inspector",
+        ]),
+        rows: r
+            .compliance
+            .iter()
+            .flat_map(|c| {
+                c.exceptions.iter().map(move |e| {
+                    vec![
+                        Cell::text(&c.device),
+                        Cell::opt_text(c.name.as_deref()),
+                        Cell::text(&c.cycle),
+                        local(Some(e.window_from), tz),
+                        local(Some(e.due_by), tz),
+                        Cell::text(if e.status == "missed" && e.inspected_at.is_some() {
+                            "missed (the next inspection served the next window)".to_owned()
+                        } else {
+                            e.status.clone()
+                        }),
+                        local(e.inspected_at, tz),
+                        Cell::opt_text(e.inspector.as_deref()),
+                    ]
+                })
+            })
+            .collect(),
+        csv_only: false,
+        note: None,
+    });
     let side = |s: Option<&crate::lifts::stats::LiftStats>| {
         (
             s.and_then(|s| s.availability),
@@ -136,7 +209,8 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             "replacement",
             "date",
             "lifts",
-            "days each side",
+            "days with data before",
+            "days with data after",
             "availability before",
             "availability after",
             "faults per 1,000 trips before",
@@ -160,7 +234,8 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
                     Cell::text(&x.name),
                     Cell::text(x.date.to_string()),
                     Cell::Number(Some(x.lifts.len() as f64), 0),
-                    Cell::Number(Some(x.days), 0),
+                    Cell::Number(Some(x.before_span.days), 1),
+                    Cell::Number(x.after_span.as_ref().map(|a| a.days), 1),
                     Cell::Percent(a0),
                     Cell::Percent(a1),
                     Cell::Number(f0, 2),
@@ -173,7 +248,20 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             })
             .collect(),
         csv_only: false,
-        note: None,
+        note: {
+            let notes: Vec<String> = r
+                .lift_replacements
+                .iter()
+                .filter(|x| !x.note.is_empty())
+                .map(|x| format!("{}: {}.", x.name, x.note))
+                .collect();
+            (!notes.is_empty()).then(|| {
+                format!(
+                    "Each side counts only the time its lifts sent data. {}",
+                    notes.join(" ")
+                )
+            })
+        },
     });
     out.push(Table {
         name: "gates",
