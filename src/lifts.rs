@@ -80,7 +80,15 @@ pub async fn run(config: &Config, command: LiftsCommand) -> anyhow::Result<()> {
         LiftsCommand::Stats(args) => {
             let (from, to) = args.period()?;
             let client = crate::prepare_database(config).await?;
-            let rows = stats::site(&client, &args.site, None, from, to).await?;
+            let rows = stats::site(
+                &client,
+                &args.site,
+                None,
+                from,
+                to,
+                config.lifts.maintenance_faults,
+            )
+            .await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -155,7 +163,14 @@ pub async fn run(config: &Config, command: LiftsCommand) -> anyhow::Result<()> {
                 return Err(ImportRefused("--days must be 1 to 400".into()).into());
             }
             let client = crate::prepare_database(config).await?;
-            let rows = stats::replacements(&client, &args.site, args.days, Utc::now()).await?;
+            let rows = stats::replacements(
+                &client,
+                &args.site,
+                args.days,
+                Utc::now(),
+                config.lifts.maintenance_faults,
+            )
+            .await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());

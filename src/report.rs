@@ -215,8 +215,15 @@ pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
         steps: Default::default(),
     };
     let (r, files) = if args.no_store {
-        let r =
-            report::build::build(&mut client, &config.energy, &site, quarter, &progress).await?;
+        let r = report::build::build(
+            &mut client,
+            &config.energy,
+            &config.lifts,
+            &site,
+            quarter,
+            &progress,
+        )
+        .await?;
         progress.step("rendering HTML, PDF, CSV and JSON");
         let files = report::store::render_all(&r)?;
         (r, files)
@@ -224,6 +231,7 @@ pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
         let (r, files, id) = report::store::generate(
             &mut client,
             &config.energy,
+            &config.lifts,
             &site,
             quarter,
             "cli",

@@ -199,9 +199,14 @@ purpose = "hvac"
             "2026Q2".parse::<Quarter>().unwrap()
         )]
     );
-    let generated = store::generate_due_reports(&mut client, &EnergyConfig::default(), closed)
-        .await
-        .unwrap();
+    let generated = store::generate_due_reports(
+        &mut client,
+        &EnergyConfig::default(),
+        &Default::default(),
+        closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(generated.len(), 1);
     assert!(
         store::due(&client, closed).await.unwrap().is_empty(),

@@ -87,10 +87,23 @@ async fn lift_statistics_match_the_ground_truth() {
             .iter()
             .filter(|f| f.device == lift && f.start >= from && f.start < to)
             .collect();
-        let stops: Vec<_> = faults
+        // Faults raised during a maintenance visit are a technician's
+        // tests: counted apart, not in the faults (the default setting).
+        let in_visit = |t: chrono::DateTime<chrono::Utc>| {
+            faults
+                .iter()
+                .any(|m| m.kind == FaultKind::LiftMaintenance && m.start <= t && t < m.end)
+        };
+        let all_stops: Vec<_> = faults
             .iter()
             .filter(|f| matches!(f.kind, FaultKind::LiftFault | FaultKind::LiftEntrapment))
             .collect();
+        let stops: Vec<_> = all_stops.iter().filter(|f| !in_visit(f.start)).collect();
+        assert_eq!(
+            row["faults_in_maintenance"].as_u64().unwrap(),
+            (all_stops.len() - stops.len()) as u64,
+            "{lift}: {row}"
+        );
         // Time classes from the truth's intervals, segment by segment.
         let mut cuts = vec![from, to];
         for f in &faults {
@@ -157,6 +170,34 @@ async fn lift_statistics_match_the_ground_truth() {
     }
     let site_row = rows.iter().find(|r| r["scope"] == "site").unwrap();
     assert_eq!(site_row["faults"].as_u64().unwrap(), all_faults);
+    let visits = site_row["faults_in_maintenance"].as_u64().unwrap();
+    assert!(visits >= 1, "the door fault in the visit: {site_row}");
+    // With `lifts.maintenance_faults = "count"` they count as faults.
+    let counting = api_over(&db, |c| {
+        c.lifts.maintenance_faults = estatemon_domain::config::MaintenanceFaults::Count
+    })
+    .await;
+    let (_, counted) = counting
+        .get(
+            &format!(
+                "/api/v1/lifts/stats?site=harbour-view&from={}&to={}",
+                from.timestamp_millis(),
+                to.timestamp_millis()
+            ),
+            &viewer,
+        )
+        .await;
+    let counted_site = counted
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["scope"] == "site")
+        .unwrap();
+    assert_eq!(
+        counted_site["faults"].as_u64().unwrap(),
+        all_faults + visits,
+        "{counted_site}"
+    );
     assert_eq!(site_row["lifts"], 2);
     assert_eq!(rows.iter().filter(|r| r["scope"] == "building").count(), 2);
     // Issue 30: the CLI gives the same rows as the API, and a table a

@@ -517,6 +517,7 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
     estatemon_analytics::report::store::generate(
         &mut client,
         &estatemon_domain::config::EnergyConfig::default(),
+        &estatemon_domain::config::LiftsConfig::default(),
         "harbour-view",
         "2026Q2".parse().unwrap(),
         "test",

@@ -360,6 +360,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::report::store::generate_due_reports(
                         &mut client,
                         &config.energy,
+                        &config.lifts,
                         Utc::now(),
                     )
                     .await

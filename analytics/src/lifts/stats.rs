@@ -10,11 +10,16 @@
 //!   period, a lift is in the state its last earlier event gave (in
 //!   service when it never reported one).
 //! - **Faults** are fault events (entrapments included, and counted apart).
+//!   A fault raised while the lift was in maintenance or inspection is
+//!   counted apart (`faults_in_maintenance`) and, by default
+//!   (`lifts.maintenance_faults = "exclude"`), not in the faults, MTBF and
+//!   faults per 1,000 trips: a technician's tests are not breakdowns.
 //! - **MTBF** is the hours in service per fault.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use estatemon_domain::config::MaintenanceFaults;
 use estatemon_domain::consumption::{derive, RegisterPolicy, RegisterSample};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -40,8 +45,13 @@ pub struct LiftStats {
     pub availability: Option<f64>,
     pub trips: f64,
     pub door_cycles: f64,
+    /// Faults counted (see `faults_in_maintenance`).
     pub faults: u64,
     pub entrapments: u64,
+    /// Faults raised while the lift was in maintenance or inspection;
+    /// included in `faults` only with `maintenance_faults = "count"`.
+    #[serde(default)]
+    pub faults_in_maintenance: u64,
     pub faults_per_1000_trips: Option<f64>,
     /// Hours in service per fault; none without faults.
     pub mtbf_hours: Option<f64>,
@@ -91,6 +101,18 @@ pub fn state_hours(
     (hours[0], hours[1], hours[2])
 }
 
+/// Whether the lift was in maintenance or inspection at `t`, from the
+/// state before the period and the state events (sorted by time).
+fn planned_at(before: Option<&str>, states: &[(DateTime<Utc>, String)], t: DateTime<Utc>) -> bool {
+    let state = states
+        .iter()
+        .take_while(|(ts, _)| *ts <= t)
+        .last()
+        .map(|(_, s)| s.as_str())
+        .or(before);
+    state.map(class) == Some(Class::Planned)
+}
+
 /// A counter's increase over the readings (resets and rollovers handled;
 /// a gap in the readings still counts, the counter kept counting).
 pub fn counter_increase(samples: &[RegisterSample]) -> f64 {
@@ -137,6 +159,7 @@ impl LiftStats {
             t.door_cycles += r.door_cycles;
             t.faults += r.faults;
             t.entrapments += r.entrapments;
+            t.faults_in_maintenance += r.faults_in_maintenance;
         }
         // Per lift and day (the period's hours are summed over lifts), as
         // a lift's own figure reads.
@@ -151,6 +174,7 @@ async fn lift_row(
     building: Option<String>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    policy: MaintenanceFaults,
 ) -> Result<LiftStats, tokio_postgres::Error> {
     let before: Option<String> = client
         .query_opt(
@@ -174,13 +198,23 @@ async fn lift_row(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let (service, planned, down) = state_hours(before.as_deref(), &states, from, to);
-    let faults = client
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE code = 'entrapment') FROM events
+    let (mut faults, mut entrapments, mut in_maintenance) = (0u64, 0u64, 0u64);
+    for f in client
+        .query(
+            "SELECT ts, code = 'entrapment' FROM events
               WHERE device_id = $1 AND event_type = 'fault' AND ts >= $2 AND ts < $3",
             &[&lift, &from, &to],
         )
-        .await?;
+        .await?
+    {
+        let planned = planned_at(before.as_deref(), &states, f.get(0));
+        in_maintenance += u64::from(planned);
+        if planned && policy == MaintenanceFaults::Exclude {
+            continue;
+        }
+        faults += 1;
+        entrapments += u64::from(f.get::<_, Option<bool>>(1) == Some(true));
+    }
     let mut counters = BTreeMap::new();
     for r in client
         .query(
@@ -212,8 +246,9 @@ async fn lift_row(
         down_hours: down,
         trips: increase("trips"),
         door_cycles: increase("door_cycles"),
-        faults: faults.get::<_, i64>(0) as u64,
-        entrapments: faults.get::<_, i64>(1) as u64,
+        faults,
+        entrapments,
+        faults_in_maintenance: in_maintenance,
         ..LiftStats::default()
     }
     .finish())
@@ -302,6 +337,7 @@ pub async fn replacements(
     site: &str,
     days: u32,
     now: DateTime<Utc>,
+    policy: MaintenanceFaults,
 ) -> Result<Vec<Replacement>, estatemon_domain::schema::SchemaError> {
     use estatemon_domain::device::Purpose;
     let zone: chrono_tz::Tz = client
@@ -365,7 +401,7 @@ pub async fn replacements(
                     if first > asked_start + Duration::hours(1) {
                         notes.push(format!("{id}: data before start at {}", fmt(first)));
                     }
-                    before.push(lift_row(client, id, b.clone(), first, before_end).await?);
+                    before.push(lift_row(client, id, b.clone(), first, before_end, policy).await?);
                     before_bounds.push((first, before_end));
                 }
                 None => notes.push(format!("{id}: no data before")),
@@ -376,7 +412,7 @@ pub async fn replacements(
                         if last < date + span - Duration::hours(1) {
                             notes.push(format!("{id}: data after end at {}", fmt(last)));
                         }
-                        after.push(lift_row(client, id, b.clone(), date, last).await?);
+                        after.push(lift_row(client, id, b.clone(), date, last, policy).await?);
                         after_bounds.push((date, last));
                     }
                     None => notes.push(format!("{id}: no data after")),
@@ -429,6 +465,7 @@ pub async fn site(
     building: Option<&[String]>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    policy: MaintenanceFaults,
 ) -> Result<Vec<LiftStats>, tokio_postgres::Error> {
     let lifts: Vec<(String, Option<String>)> = client
         .query(
@@ -444,7 +481,7 @@ pub async fn site(
         .collect();
     let mut rows = Vec::with_capacity(lifts.len());
     for (lift, building) in &lifts {
-        rows.push(lift_row(client, lift, building.clone(), from, to).await?);
+        rows.push(lift_row(client, lift, building.clone(), from, to, policy).await?);
     }
     let mut out = rows.clone();
     let buildings: std::collections::BTreeSet<Option<String>> =

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use estatemon_domain::config::EnergyConfig;
+use estatemon_domain::config::{EnergyConfig, LiftsConfig};
 use estatemon_domain::consumption::Correction;
 use estatemon_domain::device::Utility;
 use polars::prelude::*;
@@ -697,6 +697,7 @@ fn factor_year_note(
 pub async fn build(
     client: &mut Client,
     energy_config: &EnergyConfig,
+    lifts_config: &LiftsConfig,
     site_id: &str,
     quarter: Quarter,
     progress: &dyn Progress,
@@ -895,17 +896,40 @@ pub async fn build(
     let groups = savings_groups(&savings_rows, energy_config);
 
     progress.step("lifts, gates, alerts and data quality");
-    let lifts = lift_rows(client, &site, start, end).await?;
+    let lifts = lift_rows(client, &site, start, end, lifts_config).await?;
+    let in_maintenance: i64 = lifts
+        .iter()
+        .filter(|l| l.scope == "lift")
+        .map(|l| l.faults_in_maintenance)
+        .sum();
+    let lift_fault_note = match lifts_config.maintenance_faults {
+        estatemon_domain::config::MaintenanceFaults::Exclude => format!(
+            "Faults raised while a lift was in maintenance or inspection ({in_maintenance} this quarter) \
+             are a technician's tests, not breakdowns: they are not counted in faults, MTBF or faults \
+             per 1,000 trips (setting lifts.maintenance_faults = \"exclude\")."
+        ),
+        estatemon_domain::config::MaintenanceFaults::Count => format!(
+            "Faults raised while a lift was in maintenance or inspection ({in_maintenance} this quarter) \
+             are counted in faults, MTBF and faults per 1,000 trips (setting \
+             lifts.maintenance_faults = \"count\")."
+        ),
+    };
     let incidents = crate::lifts::incidents::site(client, &site.id, start, end).await?;
     let compliance =
         crate::maintenance::compliance::site(client, &site.id, start, end, Utc::now()).await?;
     // Replacements of the year to the quarter's end, judged on up to 90
     // days each side as of the quarter's end.
-    let lift_replacements = crate::lifts::stats::replacements(client, &site.id, 90, end)
-        .await?
-        .into_iter()
-        .filter(|r| r.after.is_some() && r.at > end - chrono::Duration::days(365))
-        .collect();
+    let lift_replacements = crate::lifts::stats::replacements(
+        client,
+        &site.id,
+        90,
+        end,
+        lifts_config.maintenance_faults,
+    )
+    .await?
+    .into_iter()
+    .filter(|r| r.after.is_some() && r.at > end - chrono::Duration::days(365))
+    .collect();
     let gates: Vec<GateRow> = client
         .query(
             "SELECT d.device_id, d.name, d.building_id,
@@ -1097,6 +1121,7 @@ pub async fn build(
         non_routine_events: non_routine_events(&meters, &corrected, &alert_data, &savings_rows),
         savings: savings_rows,
         savings_groups: groups,
+        lift_fault_note,
         lifts,
         incidents,
         compliance,
@@ -1115,6 +1140,7 @@ async fn lift_rows(
     site: &SiteInfo,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    lifts_config: &LiftsConfig,
 ) -> anyhow::Result<Vec<LiftRow>> {
     let names: std::collections::HashMap<String, Option<String>> = client
         .query(
@@ -1125,7 +1151,15 @@ async fn lift_rows(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let stats = crate::lifts::stats::site(client, &site.id, None, start, end).await?;
+    let stats = crate::lifts::stats::site(
+        client,
+        &site.id,
+        None,
+        start,
+        end,
+        lifts_config.maintenance_faults,
+    )
+    .await?;
     // Each lift, then each building's lifts and the site's, summed.
     Ok(stats
         .into_iter()
@@ -1142,6 +1176,7 @@ async fn lift_rows(
             downtime_hours: s.down_hours,
             planned_hours: s.planned_hours,
             faults: s.faults as i64,
+            faults_in_maintenance: s.faults_in_maintenance as i64,
             entrapments: s.entrapments as i64,
             trips: (s.trips > 0.0).then_some(s.trips),
             faults_per_1000_trips: s.faults_per_1000_trips,

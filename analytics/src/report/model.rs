@@ -60,6 +60,9 @@ pub struct QuarterReport {
     /// Lighting and water together, against the overall targets.
     pub savings_groups: Vec<SavingsGroup>,
     pub lifts: Vec<LiftRow>,
+    /// How faults raised during maintenance were counted, in words.
+    #[serde(default)]
+    pub lift_fault_note: String,
     /// Entrapments of the quarter, alarm to back in service.
     pub incidents: Vec<crate::lifts::incidents::Incident>,
     /// Inspections against each tracked device's cycle.
@@ -293,6 +296,9 @@ pub struct LiftRow {
     pub planned_hours: f64,
     pub faults: i64,
     pub entrapments: i64,
+    /// Faults raised during maintenance or inspection.
+    #[serde(default)]
+    pub faults_in_maintenance: i64,
     /// Trips counted by the lift's register (missing without readings).
     pub trips: Option<f64>,
     pub faults_per_1000_trips: Option<f64>,

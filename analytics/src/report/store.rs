@@ -2,7 +2,7 @@
 //! `report_files`, where `estatemon report --list` and the API find them.
 
 use chrono::{DateTime, Utc};
-use estatemon_domain::config::EnergyConfig;
+use estatemon_domain::config::{EnergyConfig, LiftsConfig};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -203,12 +203,13 @@ pub async fn file(
 pub async fn generate(
     client: &mut Client,
     energy: &EnergyConfig,
+    lifts: &LiftsConfig,
     site: &str,
     quarter: Quarter,
     generated_by: &str,
     progress: &dyn Progress,
 ) -> anyhow::Result<(QuarterReport, Vec<RenderedFile>, i64)> {
-    let report = build::build(client, energy, site, quarter, progress).await?;
+    let report = build::build(client, energy, lifts, site, quarter, progress).await?;
     progress.step("rendering HTML, PDF, CSV and JSON");
     let files = render_all(&report)?;
     progress.step("storing");
@@ -252,6 +253,7 @@ pub const REPORT_LOCK: i64 = 7_365_629;
 pub async fn generate_due_reports(
     client: &mut Client,
     energy: &EnergyConfig,
+    lifts: &LiftsConfig,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(String, Quarter)>> {
     let locked: bool = client
@@ -265,7 +267,7 @@ pub async fn generate_due_reports(
         let mut done = Vec::new();
         for (site, quarter) in due(client, now).await? {
             let started = std::time::Instant::now();
-            match generate(client, energy, &site, quarter, "schedule", &()).await {
+            match generate(client, energy, lifts, &site, quarter, "schedule", &()).await {
                 Ok((_, files, id)) => {
                     tracing::info!(
                         %site, %quarter, id, files = files.len(),

@@ -371,9 +371,15 @@ pub async fn lift_stats(
     };
     let client = state.pool.get().await?;
     let buildings = crate::routes::series::choice(q.building.as_ref());
-    let mut rows =
-        estatemon_analytics::lifts::stats::site(&client, &q.site, buildings.as_deref(), from, to)
-            .await?;
+    let mut rows = estatemon_analytics::lifts::stats::site(
+        &client,
+        &q.site,
+        buildings.as_deref(),
+        from,
+        to,
+        state.config.lifts.maintenance_faults,
+    )
+    .await?;
     if let Some(s) = scope {
         rows.retain(|r| r.scope == s);
     }
@@ -440,10 +446,15 @@ pub async fn lift_replacements(
         }
     };
     let client = state.pool.get().await?;
-    let found =
-        estatemon_analytics::lifts::stats::replacements(&client, &q.site, days, chrono::Utc::now())
-            .await
-            .map_err(anyhow::Error::from)?;
+    let found = estatemon_analytics::lifts::stats::replacements(
+        &client,
+        &q.site,
+        days,
+        chrono::Utc::now(),
+        state.config.lifts.maintenance_faults,
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
     if !rows {
         return Ok(Json(
             serde_json::to_value(found).map_err(anyhow::Error::from)?,

@@ -70,8 +70,29 @@ pub struct Config {
     pub simulate: SimulateConfig,
     pub alerts: AlertsConfig,
     pub energy: EnergyConfig,
+    pub lifts: LiftsConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+}
+
+/// Lift statistics (the API, `estatemon lifts` and the quarterly report).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiftsConfig {
+    /// Whether a fault raised while the lift is in maintenance or
+    /// inspection counts in its faults, MTBF and faults per 1,000 trips:
+    /// `exclude` (default: a technician's tests are not breakdowns; they
+    /// are counted apart as `faults_in_maintenance`) or `count`.
+    pub maintenance_faults: MaintenanceFaults,
+}
+
+/// See [`LiftsConfig::maintenance_faults`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceFaults {
+    #[default]
+    Exclude,
+    Count,
 }
 
 /// The HTTP API (`estatemon api`).

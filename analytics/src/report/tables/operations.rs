@@ -26,6 +26,7 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             "trips per lift-day",
             "door cycles",
             "door cycles per lift-day",
+            "faults in maintenance",
             "faults per 1,000 trips",
             "MTBF (h)",
         ]),
@@ -62,6 +63,7 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
                     Cell::Number(Some(l.trips_per_day), 0),
                     Cell::Number(Some(l.door_cycles), 0),
                     Cell::Number(Some(l.door_cycles_per_day), 0),
+                    Cell::Number(Some(l.faults_in_maintenance as f64), 0),
                     Cell::Number(l.faults_per_1000_trips, 2),
                     // No fault in the quarter: no time between faults to
                     // speak of, which is not a missing figure.
@@ -73,7 +75,7 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             })
             .collect(),
         csv_only: false,
-        note: None,
+        note: Some(r.lift_fault_note.clone()).filter(|n| !n.is_empty()),
     });
     out.push(Table {
         name: "entrapments",
