@@ -207,11 +207,15 @@ pub struct Device {
 }
 
 impl Device {
-    /// The cycle the device's inspections are tracked on: its own, else
-    /// its class's; none without either (`maintenance_cycle` is a note in
-    /// the ledger, not tracked).
+    /// The shortest cycle the device's inspections are tracked on (its
+    /// class's and its own, both tracked: inspecting on the shortest keeps
+    /// both); none without either (`maintenance_cycle` is a note in the
+    /// ledger, not tracked).
     pub fn cycle(&self) -> Option<crate::inspection::Cycle> {
-        crate::inspection::effective(self.class, self.inspection_cycle)
+        crate::inspection::tracks(self.class, self.inspection_cycle)
+            .into_iter()
+            .map(|(_, c)| c)
+            .min_by_key(|c| c.longest())
     }
 }
 

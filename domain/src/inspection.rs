@@ -181,21 +181,32 @@ impl<'de> Deserialize<'de> for Cycle {
     }
 }
 
-/// The cycle a device is tracked on: its explicit one, else its class's.
-pub fn effective(class: Option<EquipmentClass>, cycle: Option<Cycle>) -> Option<Cycle> {
-    cycle.or(class.map(EquipmentClass::cycle))
+/// One cycle a device is inspected on: its class's (`Some(class)`) or its
+/// own (`None`).
+pub type Track = (Option<EquipmentClass>, Cycle);
+
+/// The cycles a device is inspected on: its class's and, beside it, its own
+/// `inspection_cycle` when it has one (a lift's 15-day check on top of its
+/// class's daily one: both are tracked, neither replaces the other); one
+/// track with only one of them, none with neither.
+pub fn tracks(class: Option<EquipmentClass>, cycle: Option<Cycle>) -> Vec<Track> {
+    let mut out = Vec::new();
+    if let Some(c) = class {
+        out.push((Some(c), c.cycle()));
+    }
+    if let Some(own) = cycle.filter(|own| class.map(EquipmentClass::cycle) != Some(*own)) {
+        out.push((None, own));
+    }
+    out
 }
 
-/// A device's class and the cycle it is tracked on, from the ledger's
-/// `class` and `inspection_cycle` columns (text that does not parse counts
-/// as unset); none when it is not tracked.
-pub fn from_ledger(
-    class: Option<&str>,
-    cycle: Option<&str>,
-) -> Option<(Option<EquipmentClass>, Cycle)> {
-    let class = class.and_then(EquipmentClass::parse);
-    let own = cycle.and_then(|c| Cycle::parse(c).ok());
-    effective(class, own).map(|cycle| (class, cycle))
+/// A device's tracks from the ledger's `class` and `inspection_cycle`
+/// columns (text that does not parse counts as unset).
+pub fn from_ledger(class: Option<&str>, cycle: Option<&str>) -> Vec<Track> {
+    tracks(
+        class.and_then(EquipmentClass::parse),
+        cycle.and_then(|c| Cycle::parse(c).ok()),
+    )
 }
 
 /// The SQL condition on `events` under which a lift's state event is a
@@ -429,6 +440,24 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// Issue 30: a lift with class A and its 15-day check is tracked on
+    /// both; neither replaces the other.
+    #[test]
+    fn a_class_and_an_own_cycle_are_both_tracked() {
+        let own = Cycle::parse("15d").unwrap();
+        let a = EquipmentClass::A;
+        assert_eq!(
+            tracks(Some(a), Some(own)),
+            vec![(Some(a), a.cycle()), (None, own)]
+        );
+        assert_eq!(tracks(Some(a), None), vec![(Some(a), a.cycle())]);
+        assert_eq!(tracks(None, Some(own)), vec![(None, own)]);
+        // The class's own cycle named again is one track, not two.
+        assert_eq!(tracks(Some(a), Some(a.cycle())), vec![(Some(a), a.cycle())]);
+        assert!(tracks(None, None).is_empty());
+        assert_eq!(from_ledger(Some("A"), Some("15d")).len(), 2);
     }
 
     #[test]

@@ -531,6 +531,41 @@ async fn inspections_late_and_missed_raise_one_alert_per_window_and_count_in_com
         "{p}"
     );
     let pump_last = p["last_inspected_at"].clone();
+    // Issue 30: a lift with class A and its own 15-day check is tracked on
+    // both cycles, each on its own windows.
+    client
+        .batch_execute(
+            "UPDATE devices SET class = 'A', inspection_cycle = '15d' WHERE device_id = 'hv-a-lift-1'",
+        )
+        .await
+        .unwrap();
+    let (_, both) = api
+        .get(
+            "/api/v1/compliance?site=harbour-view&from=2026-06-01T00:00:00%2B08:00&to=2026-06-08T00:00:00%2B08:00",
+            &viewer,
+        )
+        .await;
+    let tracks: Vec<(Value, Value)> = both
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["device"] == "hv-a-lift-1")
+        .map(|r| (r["class"].clone(), r["cycle"].clone()))
+        .collect();
+    assert_eq!(
+        tracks,
+        vec![
+            (Value::from("A"), Value::from("1d")),
+            (Value::Null, Value::from("15d"))
+        ],
+        "{both}"
+    );
+    client
+        .batch_execute(
+            "UPDATE devices SET class = NULL, inspection_cycle = NULL WHERE device_id = 'hv-a-lift-1'",
+        )
+        .await
+        .unwrap();
     let (_, open) = api
         .get("/api/v1/work-items?site=harbour-view&open=true", &viewer)
         .await;

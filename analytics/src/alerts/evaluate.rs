@@ -755,39 +755,61 @@ fn expect(rule: &str, e: &Expect, window: &Window, selected: &[&DeviceLabels]) -
 /// firing from the window's end, clear when an inspection came (late, or
 /// the first after a missed window). On-time and open windows say nothing.
 fn inspection(rule: &InspectionRule, window: &Window, selected: &[&DeviceLabels]) -> Vec<Finding> {
-    use estatemon_domain::inspection::{assess, Status};
     let mut out = Vec::new();
     for d in selected {
         let Some(i) = window.history.inspections.get(&d.id) else {
             continue;
         };
-        let Some(since) = i.since.filter(|_| rule.covers(i.class)) else {
+        let Some(since) = i.since else {
             continue;
         };
-        let from = window.now - i.cycle.longest() * crate::alerts::window::INSPECTION_WINDOWS;
-        let windows: Vec<_> = i
-            .cycle
-            .windows(from.max(since), window.now, i.zone)
-            .into_iter()
-            .filter(|(_, end)| *end > since)
-            .collect();
-        for slot in assess(&windows, &i.times, window.now) {
-            let state = match slot.status {
-                Status::OnTime { .. } | Status::Open => continue,
-                Status::Late { at } | Status::Missed { next: Some(at) } => State::Clear { at },
-                Status::Missed { next: None } => State::Firing {
-                    since: slot.end,
-                    last: window.now,
-                    value: Some((window.now - slot.end).num_hours() as f64),
-                },
+        for (class, cycle) in i.tracks.iter().filter(|(c, _)| rule.covers(*c)) {
+            // Its own cycle beside its class's: named apart, so the two
+            // tracks' windows never share a subject.
+            let suffix = if class.is_none() && i.tracks.len() > 1 {
+                format!(" ({cycle} cycle)")
+            } else {
+                String::new()
             };
-            let date = slot.start.with_timezone(&i.zone).format("%Y-%m-%d");
-            out.push(Finding {
-                subject: format!("{}@{date}", d.id),
-                device: Some((*d).clone()),
-                state,
-            });
+            let from = window.now - cycle.longest() * crate::alerts::window::INSPECTION_WINDOWS;
+            let windows: Vec<_> = cycle
+                .windows(from.max(since), window.now, i.zone)
+                .into_iter()
+                .filter(|(_, end)| *end > since)
+                .collect();
+            out.extend(track_findings(d, i, &windows, window.now, &suffix));
         }
+    }
+    out
+}
+
+/// The findings of one track's windows (see [`inspection`]): an inspection
+/// serves every track whose window it falls in.
+fn track_findings(
+    d: &DeviceLabels,
+    i: &crate::alerts::window::Inspected,
+    windows: &[(DateTime<Utc>, DateTime<Utc>)],
+    now: DateTime<Utc>,
+    suffix: &str,
+) -> Vec<Finding> {
+    use estatemon_domain::inspection::{assess, Status};
+    let mut out = Vec::new();
+    for slot in assess(windows, &i.times, now) {
+        let state = match slot.status {
+            Status::OnTime { .. } | Status::Open => continue,
+            Status::Late { at } | Status::Missed { next: Some(at) } => State::Clear { at },
+            Status::Missed { next: None } => State::Firing {
+                since: slot.end,
+                last: now,
+                value: Some((now - slot.end).num_hours() as f64),
+            },
+        };
+        let date = slot.start.with_timezone(&i.zone).format("%Y-%m-%d");
+        out.push(Finding {
+            subject: format!("{}@{date}{suffix}", d.id),
+            device: Some(d.clone()),
+            state,
+        });
     }
     out
 }

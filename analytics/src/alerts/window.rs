@@ -117,8 +117,8 @@ pub struct History {
 /// technician's visit is its check) over the windows the rules look at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inspected {
-    pub class: Option<estatemon_domain::inspection::EquipmentClass>,
-    pub cycle: estatemon_domain::inspection::Cycle,
+    /// Its class's cycle and its own, each judged on its own windows.
+    pub tracks: Vec<estatemon_domain::inspection::Track>,
     pub zone: Tz,
     pub times: Vec<DateTime<Utc>>,
     /// When it began to report or was first inspected, within the windows
@@ -567,7 +567,13 @@ async fn fetch_inspections(
 /// The start of the span whose inspections the window holds for `i` at
 /// `now` (two windows more than the rules look at).
 pub(crate) fn inspection_span_start(i: &Inspected, now: DateTime<Utc>) -> DateTime<Utc> {
-    now - i.cycle.longest() * (INSPECTION_WINDOWS + 2)
+    let longest = i
+        .tracks
+        .iter()
+        .map(|(_, c)| c.longest())
+        .max()
+        .unwrap_or_else(|| Duration::days(1));
+    now - longest * (INSPECTION_WINDOWS + 2)
 }
 
 /// The devices among `ids` the ledger tracks for inspections (class or
@@ -589,13 +595,13 @@ pub(crate) async fn tracked_devices(
         .await?
     {
         let id: String = r.get(0);
-        if let Some((class, cycle)) = from_ledger(r.get(1), r.get(2)) {
+        let tracks = from_ledger(r.get(1), r.get(2));
+        if !tracks.is_empty() {
             let zone = devices.zone_of(&id);
             out.insert(
                 id,
                 Inspected {
-                    class,
-                    cycle,
+                    tracks,
                     zone,
                     times: Vec::new(),
                     since: None,

@@ -68,7 +68,8 @@ pub async fn site(
     let mut out = Vec::new();
     for d in &devices {
         let id: String = d.get(0);
-        let Some((class, cycle)) = from_ledger(d.get(2), d.get(3)) else {
+        let tracks = from_ledger(d.get(2), d.get(3));
+        let Some(longest) = tracks.iter().map(|(_, c)| c.longest()).max() else {
             continue;
         };
         let tz: chrono_tz::Tz = d.get::<_, String>(4).parse().unwrap_or(chrono_tz::UTC);
@@ -82,7 +83,7 @@ pub async fn site(
                       WHERE device_id = $1 AND {MAINTENANCE_VISIT_SQL}
                         AND ts >= $2 AND ts < $3"
                 ),
-                &[&id, &(from - cycle.longest()), &(to + cycle.longest() * 2)],
+                &[&id, &(from - longest), &(to + longest * 2)],
             )
             .await?
             .iter()
@@ -98,52 +99,56 @@ pub async fn site(
             who.dedup();
             (!who.is_empty()).then(|| who.join(", "))
         };
-        // The windows starting in the period, assessed with the one after
-        // (so an inspection is the next window's own, not also this one's
-        // late one, as in the rules), then cut to the period.
-        let windows: Vec<_> = cycle
-            .windows(from, to + cycle.longest(), tz)
-            .into_iter()
-            .filter(|(a, _)| *a >= from && *a < now)
-            .collect();
-        let slots: Vec<_> = assess(&windows, &times, now)
-            .into_iter()
-            .filter(|s| s.start < to)
-            .collect();
-        let count = |f: fn(&Status) -> bool| slots.iter().filter(|s| f(&s.status)).count();
-        out.push(Compliance {
-            device: id,
-            name: d.get(1),
-            class: class.map(|c| c.as_str().to_owned()),
-            cycle: cycle.to_string(),
-            due: slots.len(),
-            on_time: count(|s| matches!(s, Status::OnTime { .. })),
-            late: count(|s| matches!(s, Status::Late { .. })),
-            missed: count(|s| matches!(s, Status::Missed { .. })),
-            open: count(|s| matches!(s, Status::Open)),
-            last_inspected_at: times
-                .iter()
-                .filter(|t| **t >= from && **t < to && **t <= now)
-                .max()
-                .copied(),
-            exceptions: slots
-                .iter()
-                .filter_map(|s| {
-                    let (status, at) = match s.status {
-                        Status::Late { at } => ("late", Some(at)),
-                        Status::Missed { next } => ("missed", next),
-                        _ => return None,
-                    };
-                    Some(Exception {
-                        window_from: s.start,
-                        due_by: s.end,
-                        status: status.into(),
-                        inspected_at: at,
-                        inspector: at.and_then(by),
+        // Each track (its class's cycle, its own beside it) on its own
+        // windows; an inspection serves every track it falls in.
+        for (class, cycle) in tracks {
+            // The windows starting in the period, assessed with the one after
+            // (so an inspection is the next window's own, not also this one's
+            // late one, as in the rules), then cut to the period.
+            let windows: Vec<_> = cycle
+                .windows(from, to + cycle.longest(), tz)
+                .into_iter()
+                .filter(|(a, _)| *a >= from && *a < now)
+                .collect();
+            let slots: Vec<_> = assess(&windows, &times, now)
+                .into_iter()
+                .filter(|s| s.start < to)
+                .collect();
+            let count = |f: fn(&Status) -> bool| slots.iter().filter(|s| f(&s.status)).count();
+            out.push(Compliance {
+                device: id.clone(),
+                name: d.get(1),
+                class: class.map(|c| c.as_str().to_owned()),
+                cycle: cycle.to_string(),
+                due: slots.len(),
+                on_time: count(|s| matches!(s, Status::OnTime { .. })),
+                late: count(|s| matches!(s, Status::Late { .. })),
+                missed: count(|s| matches!(s, Status::Missed { .. })),
+                open: count(|s| matches!(s, Status::Open)),
+                last_inspected_at: times
+                    .iter()
+                    .filter(|t| **t >= from && **t < to && **t <= now)
+                    .max()
+                    .copied(),
+                exceptions: slots
+                    .iter()
+                    .filter_map(|s| {
+                        let (status, at) = match s.status {
+                            Status::Late { at } => ("late", Some(at)),
+                            Status::Missed { next } => ("missed", next),
+                            _ => return None,
+                        };
+                        Some(Exception {
+                            window_from: s.start,
+                            due_by: s.end,
+                            status: status.into(),
+                            inspected_at: at,
+                            inspector: at.and_then(&by),
+                        })
                     })
-                })
-                .collect(),
-        });
+                    .collect(),
+            });
+        }
     }
     Ok(out)
 }

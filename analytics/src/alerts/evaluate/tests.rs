@@ -397,3 +397,47 @@ fn a_lift_fault_alert_follows_the_lift() {
         })
     );
 }
+
+/// Issue 30: a lift on class A's daily cycle and its own 15-day check,
+/// never inspected since it began to report 40 days ago: class A's rule
+/// finds each missed day (subject `lift@date`), the own-cycle rule each
+/// missed 15-day window, named apart (`lift@date (15d cycle)`).
+#[test]
+fn both_tracks_of_a_lift_are_judged_each_by_its_rule() {
+    use estatemon_domain::inspection::{Cycle, EquipmentClass};
+    let mut w = window(t0(), vec![]);
+    w.history.inspections.insert(
+        "lift-1".into(),
+        crate::window::Inspected {
+            tracks: vec![
+                (Some(EquipmentClass::A), EquipmentClass::A.cycle()),
+                (None, Cycle::parse("15d").unwrap()),
+            ],
+            zone: chrono_tz::Asia::Hong_Kong,
+            times: vec![],
+            since: Some(t0() - Duration::days(40)),
+        },
+    );
+    let lift = device("lift-1", "lift", "lifts", "lift_shaft");
+    let selected = vec![&lift];
+    let of = |classes: &[&str]| {
+        let rule = InspectionRule {
+            classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        inspection(&rule, &w, &selected)
+    };
+    let daily = of(&["A"]);
+    assert_eq!(daily.len(), 10, "the last 10 daily windows: {daily:?}");
+    assert!(
+        daily.iter().all(|f| !f.subject.contains("cycle")),
+        "{daily:?}"
+    );
+    let own = of(&["none"]);
+    assert!(!own.is_empty(), "the 15-day windows: {own:?}");
+    assert!(
+        own.iter()
+            .all(|f| f.subject.starts_with("lift-1@") && f.subject.ends_with(" (15d cycle)")),
+        "{own:?}"
+    );
+    assert!(own.iter().all(|f| matches!(f.state, State::Firing { .. })));
+}
