@@ -55,6 +55,23 @@ struct ScenarioFile {
     retrofits: Vec<RetrofitSpec>,
     #[serde(default, rename = "fault")]
     faults: Vec<FaultSpec>,
+    #[serde(default, rename = "device")]
+    devices: Vec<DeviceOverride>,
+}
+
+/// One device's own rates, in place of the background's (`[[scenario.device]]`):
+/// a busy lift and a quiet one, a lift that fails often, a device whose
+/// inspections are often late.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceOverride {
+    pub id: String,
+    /// A lift's trips relative to the site's (1.0: as busy as the others).
+    pub duty: Option<f64>,
+    pub lift_faults_per_year: Option<f64>,
+    pub entrapments_per_year: Option<f64>,
+    pub late_inspection_share: Option<f64>,
+    pub missed_inspection_share: Option<f64>,
 }
 
 /// Incidents that happen at random, at these rates (per device of the
@@ -214,6 +231,17 @@ pub enum FaultKind {
     LiftMaintenance,
     /// A lift's alarm line is down: no test calls (EN 81-28) get through.
     AlarmLineDown,
+    /// The lift's test calls get through and fail (`alarm_test` failed).
+    AlarmTestFailed,
+    /// A lift out of service (state `out_of_service`): down, no trips.
+    LiftOutOfService,
+    /// A lift under inspection (state `inspection`, a technician's card):
+    /// planned, no trips.
+    LiftInspection,
+    /// An entrapment alarm that was false: the alarm, the rescue service's
+    /// acknowledgement, and `false_alarm` at the end; the lift stays in
+    /// service.
+    LiftFalseAlarm,
 }
 
 impl FaultKind {
@@ -235,6 +263,10 @@ impl FaultKind {
             FaultKind::Duplicate => "duplicate",
             FaultKind::OutOfOrder => "out_of_order",
             FaultKind::Malformed => "malformed",
+            FaultKind::AlarmTestFailed => "alarm_test_failed",
+            FaultKind::LiftOutOfService => "lift_out_of_service",
+            FaultKind::LiftInspection => "lift_inspection",
+            FaultKind::LiftFalseAlarm => "lift_false_alarm",
             FaultKind::LiftMaintenance => "lift_maintenance",
             FaultKind::AlarmLineDown => "alarm_line_down",
         }
@@ -255,6 +287,10 @@ impl FaultKind {
                 | FaultKind::OutOfOrder
                 | FaultKind::LiftMaintenance
                 | FaultKind::AlarmLineDown
+                | FaultKind::AlarmTestFailed
+                | FaultKind::LiftOutOfService
+                | FaultKind::LiftInspection
+                | FaultKind::LiftFalseAlarm
         )
     }
 
@@ -265,15 +301,20 @@ impl FaultKind {
             FaultKind::LiftEntrapment
             | FaultKind::LiftFault
             | FaultKind::LiftMaintenance
-            | FaultKind::AlarmLineDown => d.kind == Lift,
+            | FaultKind::AlarmLineDown
+            | FaultKind::AlarmTestFailed
+            | FaultKind::LiftOutOfService
+            | FaultKind::LiftInspection
+            | FaultKind::LiftFalseAlarm => d.kind == Lift,
+            // A lift's trip counter restarts too.
+            FaultKind::CounterReset => {
+                matches!(d.kind, ElectricityMeter | WaterMeter | GasMeter | Lift)
+            }
             FaultKind::DoorForced | FaultKind::DoorHeldOpen | FaultKind::DeniedBurst => {
                 d.kind == AccessGate
             }
             FaultKind::WaterLeak => d.kind == WaterMeter,
-            FaultKind::MeterStuck
-            | FaultKind::CounterReset
-            | FaultKind::Rollover
-            | FaultKind::MeterReplacement => {
+            FaultKind::MeterStuck | FaultKind::Rollover | FaultKind::MeterReplacement => {
                 matches!(d.kind, ElectricityMeter | WaterMeter | GasMeter)
             }
             FaultKind::LowPressure => d.kind == Sensor && d.purpose == Purpose::FireProtection,
@@ -354,6 +395,33 @@ pub struct Scenario {
     pub delivery: DeliveryFaults,
     pub retrofits: Vec<Retrofit>,
     pub faults: Vec<Fault>,
+    /// Devices with their own rates (`[[scenario.device]]`).
+    pub overrides: std::collections::HashMap<String, DeviceOverride>,
+}
+
+impl Scenario {
+    /// The background of one device: the site's, with its own rates in
+    /// place where `[[scenario.device]]` gives them.
+    pub fn background_of(&self, device: &str) -> Background {
+        let mut b = self.background.clone();
+        if let Some(o) = self.overrides.get(device) {
+            b.lift_faults_per_year = o.lift_faults_per_year.unwrap_or(b.lift_faults_per_year);
+            b.entrapments_per_year = o.entrapments_per_year.unwrap_or(b.entrapments_per_year);
+            b.late_inspection_share = o.late_inspection_share.unwrap_or(b.late_inspection_share);
+            b.missed_inspection_share = o
+                .missed_inspection_share
+                .unwrap_or(b.missed_inspection_share);
+        }
+        b
+    }
+
+    /// A lift's duty relative to the site's (1.0 unless overridden).
+    pub fn duty_of(&self, device: &str) -> f64 {
+        self.overrides
+            .get(device)
+            .and_then(|o| o.duty)
+            .unwrap_or(1.0)
+    }
 }
 
 impl Scenario {
@@ -531,7 +599,22 @@ impl Scenario {
                 FaultKind::MeterReplacement => (Some(s.value.unwrap_or(0.0)), None, None),
                 FaultKind::DoorHeldOpen => (None, Some(s.seconds.unwrap_or(120.0)), None),
                 FaultKind::ClockSkew => (None, Some(s.seconds.unwrap_or(300.0)), None),
-                FaultKind::LiftEntrapment => (None, None, Some("entrapment".to_owned())),
+                // `seconds`: when the rescuer reaches the lift after the
+                // alarm (a late rescuer), else 40 % of the incident.
+                FaultKind::LiftEntrapment => (None, s.seconds, Some("entrapment".to_owned())),
+                FaultKind::LiftFalseAlarm => (None, None, Some("entrapment".to_owned())),
+                // `code = "no_card"`: a visit without a technician's card
+                // (it does not count as the lift's check).
+                FaultKind::LiftMaintenance => match s.code.as_deref() {
+                    None => (None, None, None),
+                    Some("no_card") => (None, None, Some("no_card".to_owned())),
+                    Some(other) => {
+                        return Err(here(
+                            "code",
+                            format!("`{other}`: a maintenance visit takes only `no_card`"),
+                        ))
+                    }
+                },
                 FaultKind::LiftFault => (
                     None,
                     None,
@@ -550,6 +633,14 @@ impl Scenario {
             if seconds.is_some_and(|v| !v.is_finite()) {
                 return Err(here("seconds", "must be a number".into()));
             }
+            if s.kind == FaultKind::LiftEntrapment
+                && seconds.is_some_and(|v| v <= 0.0 || v >= (end - start).num_seconds() as f64)
+            {
+                return Err(here(
+                    "seconds",
+                    "the rescuer arrives after the alarm and before the release".into(),
+                ));
+            }
             faults.push(Fault {
                 kind: s.kind,
                 device: device.id.clone(),
@@ -561,12 +652,45 @@ impl Scenario {
                 origin: Origin::Configured,
             });
         }
+        let mut overrides = std::collections::HashMap::new();
+        for (n, o) in f.devices.into_iter().enumerate() {
+            let here = |field: &str, m: String| {
+                invalid(
+                    "[[scenario.device]]",
+                    n,
+                    &format!("scenario.device[{n}].{field}"),
+                    m,
+                )
+            };
+            if !devices.iter().any(|d| d.id == o.id) {
+                return Err(here("id", format!("no device `{}` at this site", o.id)));
+            }
+            for (name, v) in [
+                ("duty", o.duty),
+                ("lift_faults_per_year", o.lift_faults_per_year),
+                ("entrapments_per_year", o.entrapments_per_year),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                    return Err(here(name, "must be at least 0".into()));
+                }
+            }
+            for (name, v) in [
+                ("late_inspection_share", o.late_inspection_share),
+                ("missed_inspection_share", o.missed_inspection_share),
+            ] {
+                if v.is_some_and(|v| !fraction(v)) {
+                    return Err(here(name, "must be a share from 0 to below 1".into()));
+                }
+            }
+            overrides.insert(o.id.clone(), o);
+        }
         Ok(Scenario {
             holidays,
             background: f.background,
             delivery: f.delivery,
             retrofits,
             faults,
+            overrides,
         })
     }
 }
