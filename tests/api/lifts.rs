@@ -920,3 +920,95 @@ async fn a_lift_replacement_is_judged_on_equal_spans_before_and_after() {
     }
     let _ = std::fs::remove_file(site);
 }
+
+/// Issue 30: what the simulator now expresses reaches the figures end to
+/// end (backfilled, stored, counted): an out-of-service spell is down time,
+/// an inspection is planned time, a false alarm is an incident closed as
+/// such with the lift in service throughout, a late rescuer misses the
+/// 15-minute target, a busier lift makes more trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_lift_behaviours_reach_the_statistics_and_incidents() {
+    let db = TestDb::new(&admin_url());
+    let site = site_file(
+        "[scenario]
+[[scenario.device]]
+id = \"hv-a-lift-1\"
+duty = 2.0
+[[scenario.fault]]
+kind = \"lift_out_of_service\"
+device = \"hv-a-lift-1\"
+start = 2026-06-02T09:00:00
+minutes = 120
+[[scenario.fault]]
+kind = \"lift_inspection\"
+device = \"hv-b-lift-1\"
+start = 2026-06-02T14:00:00
+minutes = 60
+[[scenario.fault]]
+kind = \"lift_false_alarm\"
+device = \"hv-a-lift-1\"
+start = 2026-06-03T10:00:00
+minutes = 30
+[[scenario.fault]]
+kind = \"lift_entrapment\"
+device = \"hv-b-lift-1\"
+start = 2026-06-03T11:00:00
+minutes = 40
+seconds = 1500
+",
+    );
+    backfill_site_every(
+        &db,
+        &site,
+        "2026-06-01T00:00:00+08:00",
+        "2026-06-05T00:00:00+08:00",
+        "300",
+    );
+    let client = db.client().await;
+    let (from, to) = (
+        chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00+08:00")
+            .unwrap()
+            .to_utc(),
+        chrono::DateTime::parse_from_rfc3339("2026-06-05T00:00:00+08:00")
+            .unwrap()
+            .to_utc(),
+    );
+    let stats = estatemon_analytics::lifts::stats::site(
+        &client,
+        "harbour-view",
+        None,
+        from,
+        to,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let of = |id: &str| stats.iter().find(|r| r.id == id).unwrap();
+    let (a, b) = (of("hv-a-lift-1"), of("hv-b-lift-1"));
+    assert!(
+        (a.down_hours - 2.0).abs() < 1e-6,
+        "out of service 2 h: {a:?}"
+    );
+    assert!(
+        (b.planned_hours - 1.0).abs() < 1e-6,
+        "inspection 1 h: {b:?}"
+    );
+    // The entrapment stops lift B for its 40 minutes; the false alarm never
+    // stops lift A.
+    assert!((b.down_hours - 40.0 / 60.0).abs() < 1e-6, "{b:?}");
+    assert!(
+        a.trips > 1.5 * b.trips,
+        "duty 2: {} against {}",
+        a.trips,
+        b.trips
+    );
+    let incidents = estatemon_analytics::lifts::incidents::site(&client, "harbour-view", from, to)
+        .await
+        .unwrap();
+    let false_alarm = incidents.iter().find(|i| i.lift == "hv-a-lift-1").unwrap();
+    assert_eq!(false_alarm.status, "false_alarm", "{false_alarm:?}");
+    let late = incidents.iter().find(|i| i.lift == "hv-b-lift-1").unwrap();
+    assert_eq!(late.response_minutes, Some(25.0), "{late:?}");
+    assert_eq!(late.within_target, Some(false), "{late:?}");
+    let _ = std::fs::remove_file(site);
+}
