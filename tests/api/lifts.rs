@@ -531,6 +531,30 @@ async fn inspections_late_and_missed_raise_one_alert_per_window_and_count_in_com
         "{p}"
     );
     let pump_last = p["last_inspected_at"].clone();
+    // A period that starts a month before the data: the windows before the
+    // fire main began to report are not its (not commissioned), as in the
+    // rules; the same seven are due, not 38.
+    let (_, wider) = api
+        .get(
+            "/api/v1/compliance?site=harbour-view&from=2026-05-01T00:00:00%2B08:00&to=2026-06-08T00:00:00%2B08:00",
+            &viewer,
+        )
+        .await;
+    let wide_fire = wider
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["device"] == fire)
+        .unwrap();
+    assert_eq!(
+        (wide_fire["due"].as_u64(), wide_fire["missed"].as_u64()),
+        (Some(7), Some(2)),
+        "{wide_fire}"
+    );
+    assert!(
+        wide_fire["tracked_since"].as_str().unwrap() < "2026-06-01T00:00:00Z",
+        "{wide_fire}"
+    );
     // Issue 30: a lift with class A and its own 15-day check is tracked on
     // both cycles, each on its own windows.
     client

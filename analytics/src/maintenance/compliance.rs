@@ -22,6 +22,12 @@ pub struct Compliance {
     pub open: usize,
     /// The last inspection within the period (never one after it).
     pub last_inspected_at: Option<DateTime<Utc>>,
+    /// When the device began to report or was first inspected (its first
+    /// data from a window before the period): windows that ended before it
+    /// are not its (it was not commissioned), as in the overdue rules.
+    /// None: nothing in the period, so no window is due.
+    #[serde(default)]
+    pub tracked_since: Option<DateTime<Utc>>,
     /// Each window of the period that was late or missed, with what
     /// happened, so a manager can act on it.
     #[serde(default)]
@@ -90,6 +96,17 @@ pub async fn site(
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let times: Vec<DateTime<Utc>> = found.iter().map(|(t, _)| *t).collect();
+        let since: Option<DateTime<Utc>> = client
+            .query_one(
+                "SELECT least(
+                    (SELECT min(ts) FROM readings WHERE device_id = $1 AND ts >= $2 AND ts < $3),
+                    (SELECT min(ts) FROM events WHERE device_id = $1 AND ts >= $2 AND ts < $3),
+                    (SELECT min(inspected_at) FROM inspections
+                      WHERE device_id = $1 AND inspected_at >= $2 AND inspected_at < $3))",
+                &[&id, &(from - longest), &to],
+            )
+            .await?
+            .get(0);
         let by = |at: DateTime<Utc>| {
             let mut who: Vec<&str> = found
                 .iter()
@@ -109,6 +126,7 @@ pub async fn site(
                 .windows(from, to + cycle.longest(), tz)
                 .into_iter()
                 .filter(|(a, _)| *a >= from && *a < now)
+                .filter(|(_, end)| since.is_some_and(|s| *end > s))
                 .collect();
             let slots: Vec<_> = assess(&windows, &times, now)
                 .into_iter()
@@ -125,6 +143,7 @@ pub async fn site(
                 late: count(|s| matches!(s, Status::Late { .. })),
                 missed: count(|s| matches!(s, Status::Missed { .. })),
                 open: count(|s| matches!(s, Status::Open)),
+                tracked_since: since,
                 last_inspected_at: times
                     .iter()
                     .filter(|t| **t >= from && **t < to && **t <= now)

@@ -34,15 +34,14 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             .lifts
             .iter()
             .map(|l| {
+                let lifts = if l.lifts == 1 {
+                    "1 lift".to_owned()
+                } else {
+                    format!("{} lifts", l.lifts)
+                };
                 let (id, name) = match l.scope.as_str() {
-                    "building" => (
-                        format!("all {} lifts", l.lifts),
-                        Some("building total".to_owned()),
-                    ),
-                    "site" => (
-                        format!("all {} lifts", l.lifts),
-                        Some("site total".to_owned()),
-                    ),
+                    "building" => ("total".to_owned(), Some(format!("building, {lifts}"))),
+                    "site" => ("total".to_owned(), Some(format!("site, {lifts}"))),
                     _ => (l.device_id.clone(), l.name.clone()),
                 };
                 let building = match l.scope.as_str() {
@@ -168,7 +167,7 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
             "window from",
             "due by",
             "status",
-            "inspected at",
+            "inspected at (missed: the next inspection)",
             "inspector",
         ]),
         rows: r
@@ -182,12 +181,11 @@ pub(super) fn push(r: &QuarterReport, out: &mut Vec<Table>) {
                         Cell::text(&c.cycle),
                         local(Some(e.window_from), tz),
                         local(Some(e.due_by), tz),
-                        Cell::text(if e.status == "missed" && e.inspected_at.is_some() {
-                            "missed (the next inspection served the next window)".to_owned()
-                        } else {
-                            e.status.clone()
-                        }),
-                        local(e.inspected_at, tz),
+                        Cell::text(&e.status),
+                        // A missed window nobody inspected since: said, not
+                        // shown as missing data.
+                        e.inspected_at
+                            .map_or_else(|| Cell::text("none since"), |t| local(Some(t), tz)),
                         Cell::opt_text(e.inspector.as_deref()),
                     ]
                 })
