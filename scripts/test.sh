@@ -52,12 +52,13 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
     sleep 1
 fi
 
-# Python tools for the API contract tests, kept beside the build cache.
+# Python tools for the API contract tests and the on-call calendar test
+# (a real iCalendar parser), kept beside the build cache.
 venv="${ESTATEMON_TEST_VENV:-/var/tmp/estatemon-test-venv}"
-if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
-    echo "scripts/test.sh: installing openapi-spec-validator and schemathesis (PyPI) into $venv"
+if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, icalendar' 2>/dev/null; then
+    echo "scripts/test.sh: installing openapi-spec-validator, schemathesis and icalendar (PyPI) into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis
+    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis icalendar
 fi
 export ESTATEMON_TEST_PYTHON="$venv/bin/python"
 

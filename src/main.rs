@@ -25,6 +25,7 @@ mod import;
 mod inspection;
 mod lifts;
 mod mapping;
+mod oncall;
 mod report;
 mod simulate;
 
@@ -106,6 +107,10 @@ enum Command {
     /// Lifts: statistics, entrapments and lift replacements of a site.
     #[command(subcommand)]
     Lifts(lifts::LiftsCommand),
+    /// On-call: who is on call now and next, a team's shifts, a person's
+    /// shifts as an iCalendar feed, a check of the roster file.
+    #[command(subcommand)]
+    Oncall(oncall::OncallCommand),
     /// Device payload mappings: test one message against them, or show a
     /// shipped profile (tasmota, shelly, zigbee2mqtt).
     #[command(subcommand)]
@@ -309,6 +314,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Mapping(cmd) => mapping::run(&config, cmd),
         Command::Inspection(cmd) => inspection::run(&config, cmd).await,
         Command::Lifts(cmd) => lifts::run(&config, cmd).await,
+        Command::Oncall(cmd) => oncall::run(&config, cmd),
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

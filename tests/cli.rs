@@ -884,3 +884,123 @@ async fn inspections_are_recorded_from_the_command_line() {
         assert!(table.contains(want), "{want}: {table}");
     }
 }
+
+/// Issue 31 (first part): the shipped example roster checks; `oncall who`
+/// names who is on call and who is next; a person's shifts as iCalendar
+/// parse with a real parser (`icalendar` on PyPI) into the same shifts
+/// `oncall shifts` lists, with the Chinese name intact; a bad roster exits
+/// 3 naming file, line and field.
+#[test]
+fn the_on_call_roster_answers_who_and_feeds_a_calendar() {
+    let roster = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/oncall/roster.example.toml"
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(estatemon_bin())
+            .args(["oncall"])
+            .args(args)
+            .args(["--roster", roster])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let check = cli(&["check"]);
+    assert!(check.contains("4 people, 2 teams"), "{check}");
+    // Wednesday 9 December 20:00 in Hong Kong: Lee's override of Chan's week.
+    let who = cli(&[
+        "who",
+        "--site",
+        "harbour-view",
+        "--at",
+        "2026-12-09T12:00:00Z",
+    ]);
+    assert!(
+        who.contains("Harbour View lifts: 李嘉欣 (override) until 2026-12-10 08:00 HKT")
+            && who.contains("next: 陳大文 from 2026-12-10 08:00 HKT"),
+        "{who}"
+    );
+    let ics = cli(&[
+        "ical",
+        "--person",
+        "lee-ka-yan",
+        "--from",
+        "2026-12-01T00:00:00Z",
+        "--days",
+        "31",
+    ]);
+    assert!(ics.contains("\r\n"), "CRLF line ends");
+    let python = std::env::var_os("ESTATEMON_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/estatemon-test-venv/bin/python".into());
+    let script = r#"
+import sys, icalendar
+cal = icalendar.Calendar.from_ical(sys.stdin.buffer.read())
+print(cal.get("X-WR-CALNAME"))
+for e in cal.walk("VEVENT"):
+    print(e.decoded("DTSTART").isoformat(), e.decoded("DTEND").isoformat(), e.get("SUMMARY"))
+"#;
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), ics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "icalendar refused the feed ({} lacks icalendar? run scripts/test.sh): {}",
+        python.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed = String::from_utf8(out.stdout).unwrap();
+    let mut lines = parsed.lines();
+    assert_eq!(lines.next(), Some("On call: 李嘉欣"));
+    let events: Vec<&str> = lines.collect();
+    // Her shifts as `oncall shifts` lists them, one event each.
+    let listed = cli(&[
+        "shifts",
+        "--team",
+        "hv-lifts",
+        "--from",
+        "2026-12-01T00:00:00Z",
+        "--days",
+        "31",
+    ]);
+    let hers = listed.lines().filter(|l| l.contains("李嘉欣")).count();
+    assert_eq!(events.len(), hers, "{parsed}\n{listed}");
+    // Four weekends (Christmas and Boxing Day joined to the last), the
+    // override, and New Year's Day up to the range's end.
+    assert_eq!(events.len(), 6, "{parsed}");
+    assert!(
+        events.contains(
+            &"2026-12-09T10:00:00+00:00 2026-12-10T00:00:00+00:00 On call: Harbour View lifts"
+        ),
+        "{parsed}"
+    );
+    // A bad roster: exit 3, file, line and field.
+    let bad = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(roster)
+            .unwrap()
+            .replace("every = \"1w\"", "every = \"weekly\""),
+    )
+    .unwrap();
+    let out = Command::new(estatemon_bin())
+        .args(["oncall", "check", "--roster"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(":43: field `team[0].layer[0].every`"), "{err}");
+    let _ = std::fs::remove_file(bad);
+}

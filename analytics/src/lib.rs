@@ -30,6 +30,7 @@ pub mod http;
 pub mod lifts;
 pub mod maintenance;
 pub mod metrics;
+pub mod oncall;
 pub mod report;
 pub mod savings;
 pub mod static_str;

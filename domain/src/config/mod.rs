@@ -71,8 +71,18 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub energy: EnergyConfig,
     pub lifts: LiftsConfig,
+    pub oncall: OncallConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+}
+
+/// On-call (`estatemon oncall`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OncallConfig {
+    /// The roster file: people, teams, rotations, overrides, holidays (see
+    /// `deploy/oncall.example.toml`). None: no roster.
+    pub roster: Option<PathBuf>,
 }
 
 /// Lift statistics (the API, `estatemon lifts` and the quarterly report).

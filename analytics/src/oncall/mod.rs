@@ -1,0 +1,14 @@
+//! On-call: who answers an alert, and when. The roster ([`roster`]: people,
+//! teams by site, building and trade, rotation layers with a hand-over at a
+//! local time, overrides, public holidays) and the pure questions asked of
+//! it ([`schedule`]: who is on call now and next, the shifts of a range,
+//! the gaps nobody covers), and each person's shifts as an iCalendar feed
+//! ([`ical`]).
+//!
+//! Files: `roster` reads and checks the roster file, `schedule` answers from
+//! it, `ical` renders a person's calendar. Escalation and the channels come
+//! next (issue 31).
+
+pub mod ical;
+pub mod roster;
+pub mod schedule;

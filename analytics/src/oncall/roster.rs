@@ -1,0 +1,470 @@
+//! The on-call roster file: people (names as themselves, contact methods,
+//! language, working hours), teams by site, building and trade, schedules
+//! (rotation layers with a hand-over at a local time, overrides) and the
+//! estate's public holidays.
+//!
+//! ```toml
+//! holidays = [2026-12-25, 2026-12-26]
+//!
+//! [[person]]
+//! id = "chan-tai-man"
+//! name = "陳大文"
+//! language = "zh"
+//! contacts = { phone = "+852 5555 0101", wecom = "chantaiman" }
+//!
+//! [[team]]
+//! id = "hv-lifts"
+//! site = "harbour-view"
+//! trade = "lifts"
+//! time_zone = "Asia/Hong_Kong"
+//!
+//! [[team.layer]]
+//! name = "weekly"
+//! members = ["chan-tai-man", "wong-siu-ming"]
+//! start = 2026-01-05T08:00:00     # local: the first hand-over
+//! every = "1w"
+//!
+//! [[team.override]]
+//! person = "lee-ka-yan"
+//! from = 2026-06-06T08:00:00
+//! to = 2026-06-06T20:00:00
+//! ```
+//!
+//! Contact details are personal data: [`Person`]'s `Debug` leaves them out,
+//! so no log line carries them.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+use estatemon_domain::config::{line_of, locate_error, ConfigError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    holidays: Vec<toml::value::Datetime>,
+    #[serde(default, rename = "person")]
+    people: Vec<Person>,
+    #[serde(default, rename = "team")]
+    teams: Vec<TeamSpec>,
+}
+
+/// Someone who can be on call.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Person {
+    pub id: String,
+    /// As the person writes it (陳大文, Chan Tai Man).
+    pub name: String,
+    /// `zh` or `en` (default): the language of their messages.
+    #[serde(default)]
+    pub language: Language,
+    #[serde(default)]
+    pub contacts: Contacts,
+    /// Local working hours, e.g. `09:00-18:00` (routine alerts wait for
+    /// them); none: any time.
+    #[serde(default)]
+    pub working_hours: Option<String>,
+}
+
+impl std::fmt::Debug for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Person")
+            .field("id", &self.id)
+            .field("language", &self.language)
+            .field("contacts", &"[personal data left out]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    #[default]
+    En,
+    Zh,
+}
+
+/// A person's contact methods (personal data: admins only).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contacts {
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub wecom: Option<String>,
+    pub dingtalk: Option<String>,
+    pub feishu: Option<String>,
+    pub telegram: Option<String>,
+}
+
+impl Contacts {
+    /// The kinds of contact method given (not their values).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        [
+            ("phone", &self.phone),
+            ("email", &self.email),
+            ("wecom", &self.wecom),
+            ("dingtalk", &self.dingtalk),
+            ("feishu", &self.feishu),
+            ("telegram", &self.telegram),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k)
+        .collect()
+    }
+}
+
+/// The trades teams are formed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trade {
+    Lifts,
+    Electrical,
+    Plumbing,
+    Security,
+    LiftContractor,
+    Engineering,
+}
+
+impl Trade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trade::Lifts => "lifts",
+            Trade::Electrical => "electrical",
+            Trade::Plumbing => "plumbing",
+            Trade::Security => "security",
+            Trade::LiftContractor => "lift_contractor",
+            Trade::Engineering => "engineering",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamSpec {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    site: String,
+    #[serde(default)]
+    building: Option<String>,
+    trade: Trade,
+    time_zone: String,
+    #[serde(default, rename = "layer")]
+    layers: Vec<LayerSpec>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<OverrideSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerSpec {
+    name: String,
+    members: Vec<String>,
+    start: toml::value::Datetime,
+    /// `1d`, `1w`, `3d`, `12h`: each member's turn.
+    every: String,
+    /// Only on these local days: `mon` … `sun`, `holiday` (a public
+    /// holiday of the roster); every day when empty.
+    #[serde(default)]
+    days: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideSpec {
+    person: String,
+    from: toml::value::Datetime,
+    to: toml::value::Datetime,
+}
+
+/// A team and its schedule, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    pub site: String,
+    pub building: Option<String>,
+    pub trade: Trade,
+    pub tz: Tz,
+    /// Lowest first: a later layer wins where it has a shift.
+    pub layers: Vec<Layer>,
+    /// Win over every layer; a later one over an earlier one.
+    pub overrides: Vec<Override>,
+}
+
+/// A rotation: members take turns of `every`, from `start`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub name: String,
+    pub members: Vec<String>,
+    /// The first hand-over, local time.
+    pub start: NaiveDateTime,
+    pub every: Every,
+    /// Local days it covers (none: all); `holiday` days apart.
+    pub days: Vec<Weekday>,
+    pub holidays: bool,
+}
+
+/// A turn's length: whole local days (the hand-over at the same local time
+/// whatever the clocks do) or a fixed number of hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    Days(u32),
+    Hours(u32),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub person: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// The roster: people, teams with their schedules, public holidays.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roster {
+    pub people: Vec<Person>,
+    pub teams: Vec<Team>,
+    pub holidays: HashSet<NaiveDate>,
+}
+
+impl Every {
+    pub fn parse(text: &str) -> Result<Every, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{t}`: expected a number and a unit (12h, 1d, 1w)"))?;
+        let (n, unit) = t.split_at(split);
+        if n.is_empty() {
+            return Err(format!("`{t}`: expected a number and a unit (12h, 1d, 1w)"));
+        }
+        let n: u32 = n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0 && *n <= 366 * 24)
+            .ok_or_else(|| format!("`{t}`: expected a positive length"))?;
+        match unit {
+            "h" if n % 24 == 0 => Ok(Every::Days(n / 24)),
+            "h" => Ok(Every::Hours(n)),
+            "d" if n <= 366 => Ok(Every::Days(n)),
+            "w" if n <= 52 => Ok(Every::Days(7 * n)),
+            _ => Err(format!("`{t}`: expected hours (h), days (d) or weeks (w)")),
+        }
+    }
+}
+
+fn weekday(text: &str) -> Option<Weekday> {
+    Some(match text {
+        "mon" => Weekday::Mon,
+        "tue" => Weekday::Tue,
+        "wed" => Weekday::Wed,
+        "thu" => Weekday::Thu,
+        "fri" => Weekday::Fri,
+        "sat" => Weekday::Sat,
+        "sun" => Weekday::Sun,
+        _ => return None,
+    })
+}
+
+/// A TOML local date-time (or date: midnight), as written.
+fn local(dt: &toml::value::Datetime) -> Result<NaiveDateTime, String> {
+    let text = dt.to_string();
+    if dt.offset.is_some() {
+        return Err(format!(
+            "`{text}`: write the team's local time, without an offset"
+        ));
+    }
+    NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M"))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(&text, "%Y-%m-%d").map(|d| d.and_time(NaiveTime::MIN))
+        })
+        .map_err(|_| format!("`{text}`: expected a local date and time"))
+}
+
+/// A local time in `tz` as UTC (the later instant of a repeated hour, the
+/// first after a skipped one).
+pub fn to_utc(t: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    match tz.from_local_datetime(&t) {
+        chrono::LocalResult::Single(x) => x.with_timezone(&Utc),
+        chrono::LocalResult::Ambiguous(_, later) => later.with_timezone(&Utc),
+        chrono::LocalResult::None => (1..=4)
+            .find_map(|h| {
+                tz.from_local_datetime(&(t + chrono::Duration::minutes(30 * h)))
+                    .earliest()
+            })
+            .map(|x| x.with_timezone(&Utc))
+            .unwrap_or_else(|| t.and_utc()),
+    }
+}
+
+impl Roster {
+    /// Reads and checks a roster file; errors name the file, line and field.
+    pub fn load(path: &Path) -> Result<Roster, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Roster::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Roster, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| locate_error(path, text, &e))?;
+        let invalid = |needle: &str, field: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, needle),
+            field,
+            message,
+        };
+        let mut holidays = HashSet::new();
+        for h in &file.holidays {
+            let d = local(h).map_err(|m| invalid("holidays", "holidays".into(), m))?;
+            holidays.insert(d.date());
+        }
+        let mut ids = HashSet::new();
+        for (i, p) in file.people.iter().enumerate() {
+            if p.id.trim().is_empty() || p.name.trim().is_empty() {
+                return Err(invalid(
+                    "[[person]]",
+                    format!("person[{i}]"),
+                    "`id` and `name` must not be empty".into(),
+                ));
+            }
+            if !ids.insert(p.id.clone()) {
+                return Err(invalid(
+                    &format!("\"{}\"", p.id),
+                    format!("person[{i}].id"),
+                    format!("`{}` is given twice", p.id),
+                ));
+            }
+            if let Some(h) = &p.working_hours {
+                working_hours(h)
+                    .map_err(|m| invalid(h, format!("person[{i}].working_hours"), m))?;
+            }
+        }
+        let mut teams = Vec::new();
+        for (t, spec) in file.teams.iter().enumerate() {
+            let field = |f: &str| format!("team[{t}].{f}");
+            let tz: Tz = spec.time_zone.parse().map_err(|_| {
+                invalid(
+                    &format!("time_zone = \"{}\"", spec.time_zone),
+                    field("time_zone"),
+                    format!("`{}` is not an IANA time zone", spec.time_zone),
+                )
+            })?;
+            let known = |who: &str, f: String| {
+                if ids.contains(who) {
+                    Ok(())
+                } else {
+                    Err(invalid(
+                        &format!("\"{who}\""),
+                        f,
+                        format!("no [[person]] `{who}`"),
+                    ))
+                }
+            };
+            let mut layers = Vec::new();
+            for (l, ls) in spec.layers.iter().enumerate() {
+                let lf = |f: &str| field(&format!("layer[{l}].{f}"));
+                if ls.members.is_empty() {
+                    return Err(invalid(&ls.name, lf("members"), "no members".into()));
+                }
+                for m in &ls.members {
+                    known(m, lf("members"))?;
+                }
+                let every = Every::parse(&ls.every)
+                    .map_err(|m| invalid(&format!("every = \"{}\"", ls.every), lf("every"), m))?;
+                let start = local(&ls.start).map_err(|m| invalid(&ls.name, lf("start"), m))?;
+                let mut days = Vec::new();
+                let mut on_holidays = false;
+                for d in &ls.days {
+                    match (d.as_str(), weekday(d)) {
+                        ("holiday", _) => on_holidays = true,
+                        (_, Some(w)) => days.push(w),
+                        _ => {
+                            return Err(invalid(
+                                d,
+                                lf("days"),
+                                format!("`{d}`: expected mon … sun or holiday"),
+                            ))
+                        }
+                    }
+                }
+                layers.push(Layer {
+                    name: ls.name.clone(),
+                    members: ls.members.clone(),
+                    start,
+                    every,
+                    days,
+                    holidays: on_holidays,
+                });
+            }
+            if layers.is_empty() {
+                return Err(invalid(
+                    &spec.id,
+                    field("layer"),
+                    "a team needs at least one [[team.layer]]".into(),
+                ));
+            }
+            let mut overrides = Vec::new();
+            for (o, os) in spec.overrides.iter().enumerate() {
+                let of = |f: &str| field(&format!("override[{o}].{f}"));
+                known(&os.person, of("person"))?;
+                let from = local(&os.from).map_err(|m| invalid(&os.person, of("from"), m))?;
+                let to = local(&os.to).map_err(|m| invalid(&os.person, of("to"), m))?;
+                if to <= from {
+                    return Err(invalid(&os.person, of("to"), "must be after `from`".into()));
+                }
+                overrides.push(Override {
+                    person: os.person.clone(),
+                    from: to_utc(from, tz),
+                    to: to_utc(to, tz),
+                });
+            }
+            teams.push(Team {
+                id: spec.id.clone(),
+                name: spec.name.clone().unwrap_or_else(|| spec.id.clone()),
+                site: spec.site.clone(),
+                building: spec.building.clone(),
+                trade: spec.trade,
+                tz,
+                layers,
+                overrides,
+            });
+        }
+        Ok(Roster {
+            people: file.people,
+            teams,
+            holidays,
+        })
+    }
+
+    pub fn person(&self, id: &str) -> Option<&Person> {
+        self.people.iter().find(|p| p.id == id)
+    }
+
+    pub fn team(&self, id: &str) -> Option<&Team> {
+        self.teams.iter().find(|t| t.id == id)
+    }
+}
+
+/// `HH:MM-HH:MM`, local.
+pub fn working_hours(text: &str) -> Result<(NaiveTime, NaiveTime), String> {
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}`: expected HH:MM-HH:MM"))?;
+    let t = |s: &str| {
+        NaiveTime::parse_from_str(s.trim(), "%H:%M")
+            .map_err(|_| format!("`{text}`: expected HH:MM-HH:MM"))
+    };
+    let (a, b) = (t(a)?, t(b)?);
+    if a == b {
+        return Err(format!("`{text}`: an empty span"));
+    }
+    Ok((a, b))
+}
