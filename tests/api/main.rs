@@ -116,7 +116,13 @@ async fn week_of_the_site(db: &TestDb) -> (Api, tokio_postgres::Client) {
         .await
         .unwrap();
 
-    (api_over(db, |_| {}).await, client)
+    // With the shipped example on-call roster (the alerts dashboard's panel).
+    let roster =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/oncall/roster.example.toml");
+    (
+        api_over(db, |c| c.oncall.roster = Some(roster)).await,
+        client,
+    )
 }
 
 /// The API over `db` (migrated), with the tests' audit flush and `tune`

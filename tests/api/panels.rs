@@ -421,6 +421,42 @@ async fn every_dashboard_query_is_answered_by_the_api() {
         .get(&format!("/api/v1/consumption?{range}&by=floor"), &token)
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+
+    // Issue 31: who is on call, by name, from the roster; never a contact.
+    let (s, teams) = api
+        .get(
+            "/api/v1/oncall/now?site=harbour-view&at=2026-12-09T12:00:00Z",
+            &token,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{teams}");
+    let lifts = teams
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["team"] == "hv-lifts")
+        .unwrap();
+    assert_eq!(
+        (
+            &lifts["on_call"],
+            &lifts["source"],
+            &lifts["until"],
+            &lifts["next"]
+        ),
+        (
+            &Value::from("李嘉欣"),
+            &Value::from("override"),
+            &Value::from("2026-12-10T00:00:00Z"),
+            &Value::from("陳大文")
+        ),
+        "{lifts}"
+    );
+    assert!(
+        !teams.to_string().contains("+852"),
+        "no phone numbers: {teams}"
+    );
+    let (s, e) = api.get("/api/v1/oncall/now?at=tomorrow", &token).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert!(
         prom_queries >= 8,
         "only {prom_queries} Prometheus queries checked"
@@ -559,6 +595,10 @@ async fn the_dashboards_draw_in_a_browser() {
         .unwrap();
     let mut config = estatemon_domain::config::Config::default();
     config.database.url = db.url.clone();
+    // The shipped example roster: the alerts dashboard's on-call panel.
+    config.oncall.roster = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/oncall/roster.example.toml"),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -622,6 +662,16 @@ async fn the_dashboards_draw_in_a_browser() {
             .unwrap_or(0);
         annotated.push((uid, annotations));
         let panels: Vec<&str> = dom.split("<section class=\"panel\"").skip(1).collect();
+        if uid == "estatemon-alerts" {
+            // Issue 31: who is on call now, from the roster, by name.
+            assert!(
+                dom.contains("Harbour View lifts")
+                    && ["陳大文", "Wong Siu Ming", "李嘉欣"]
+                        .iter()
+                        .any(|n| dom.contains(n)),
+                "no one on call on the alerts dashboard: {dom:.3000}"
+            );
+        }
         if uid == "estatemon-energy" {
             // Alerts on the panels of their own utility: the water panel
             // draws the leak and the water limit and nothing else, the

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod dead_letters;
 pub mod events;
 pub mod inspections;
+pub mod oncall;
 pub mod registry;
 pub mod reports;
 pub mod series;
@@ -231,6 +232,7 @@ impl utoipa::Modify for ErrorResponses {
         events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
         events::lift_replacements,
         dead_letters::list,
+        oncall::now,
         inspections::record, inspections::compliance, inspections::compliance_exceptions,
         inspections::work_items,
         inspections::close,
@@ -366,6 +368,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::put(admin::put_retrofit).delete(admin::delete_retrofit),
         )
         .route("/api/v1/dead-letters", get(dead_letters::list))
+        .route("/api/v1/oncall/now", get(oncall::now))
         .route("/api/v1/inspections", post(inspections::record))
         .route("/api/v1/compliance", get(inspections::compliance))
         .route(
