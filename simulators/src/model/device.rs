@@ -127,6 +127,15 @@ impl DeviceState {
         (self.register, rate)
     }
 
+    /// Reports the lift's `state` at `ts` and keeps it as its state.
+    fn enter(&mut self, out: &mut Vec<SimEvent>, ts: DateTime<Utc>, state: LiftState) {
+        out.push(SimEvent {
+            ts,
+            kind: SimEventKind::State(state),
+        });
+        self.lift_state = state;
+    }
+
     /// Whether a technician has the lift (maintenance or inspection) at `t`.
     pub(super) fn in_mode(&self, t: DateTime<Utc>) -> bool {
         self.active(t, FaultKind::LiftMaintenance).is_some()
@@ -296,21 +305,13 @@ impl DeviceState {
                             },
                         });
                         if !self.in_mode(f.start) {
-                            out.push(SimEvent {
-                                ts: f.start,
-                                kind: SimEventKind::State(LiftState::Fault),
-                            });
-                            self.lift_state = LiftState::Fault;
+                            self.enter(&mut out, f.start, LiftState::Fault);
                         }
                     }
                     // Released: back to idle unless another fault, or the
                     // maintenance under way, holds it.
                     if within(f.end) && !self.lift_stopped(f.end) && !self.in_mode(f.end) {
-                        out.push(SimEvent {
-                            ts: f.end,
-                            kind: SimEventKind::State(LiftState::Idle),
-                        });
-                        self.lift_state = LiftState::Idle;
+                        self.enter(&mut out, f.end, LiftState::Idle);
                     }
                 }
                 // With the technician's card, or (`no_card`) without: then
@@ -334,11 +335,7 @@ impl DeviceState {
                     } else {
                         LiftState::OutOfService
                     };
-                    out.push(SimEvent {
-                        ts: f.start,
-                        kind: SimEventKind::State(state),
-                    });
-                    self.lift_state = state;
+                    self.enter(&mut out, f.start, state);
                 }
                 // The false alarm: the alarm only; its rescue steps below.
                 FaultKind::LiftFalseAlarm if within(f.start) => out.push(SimEvent {
@@ -359,11 +356,7 @@ impl DeviceState {
                     } else {
                         LiftState::Idle
                     };
-                    out.push(SimEvent {
-                        ts: f.end,
-                        kind: SimEventKind::State(state),
-                    });
-                    self.lift_state = state;
+                    self.enter(&mut out, f.end, state);
                 }
                 FaultKind::DoorForced if within(f.start) => out.push(SimEvent {
                     ts: f.start,
