@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
-use estatemon_analytics::oncall::{ical, roster::Roster, schedule};
+use estatemon_analytics::oncall::{escalation, ical, roster::Roster, schedule};
 use estatemon_domain::config::Config;
 
 use crate::import::ImportRefused;
@@ -24,6 +24,29 @@ pub enum OncallCommand {
     /// A person's shifts as an iCalendar feed (RFC 5545) on standard output,
     /// for their phone's calendar.
     Ical(IcalArgs),
+    /// Whom an alert of --severity at --site (a --kind of device, in a
+    /// --building) would page, and when, if it fired --at and nobody
+    /// acknowledged: the policy's ladder, gaps paged to its fallback.
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    roster: RosterArg,
+    /// emergency, ordinary or routine.
+    #[arg(long)]
+    severity: String,
+    #[arg(long)]
+    site: String,
+    #[arg(long)]
+    building: Option<String>,
+    /// The device kind (lift, water_meter, access_gate …).
+    #[arg(long)]
+    kind: Option<String>,
+    /// RFC 3339; default now.
+    #[arg(long)]
+    at: Option<DateTime<Utc>>,
 }
 
 #[derive(clap::Args)]
@@ -194,6 +217,47 @@ pub fn run(config: &Config, command: OncallCommand) -> anyhow::Result<()> {
                     s.source
                 );
                 at = s.to;
+            }
+            Ok(())
+        }
+        OncallCommand::Plan(args) => {
+            if !matches!(args.severity.as_str(), "emergency" | "ordinary" | "routine") {
+                return Err(ImportRefused(format!(
+                    "--severity {}: expected emergency, ordinary or routine",
+                    args.severity
+                ))
+                .into());
+            }
+            let r = load(config, &args.roster)?;
+            let at = args.at.unwrap_or_else(Utc::now);
+            let (policy, pages) = escalation::pages(
+                &r,
+                &args.severity,
+                &args.site,
+                args.building.as_deref(),
+                args.kind.as_deref(),
+                at,
+            );
+            let tz = r
+                .teams
+                .iter()
+                .find(|t| t.site == args.site)
+                .map_or(chrono_tz::UTC, |t| t.tz);
+            match policy {
+                Some(p) => println!("policy {}", p.id),
+                None if pages.is_empty() => println!(
+                    "no policy takes this alert and it is not an emergency: it pages nobody (add a [[policy]])"
+                ),
+                None => println!("NO POLICY takes this emergency: every team of the site is paged at once"),
+            }
+            for p in &pages {
+                let name = r.person(&p.person).map_or(p.person.as_str(), |x| &x.name);
+                println!(
+                    "{}  {name}: {}{}",
+                    local(p.at, tz),
+                    p.reason,
+                    if p.flagged { "  [FLAGGED]" } else { "" }
+                );
             }
             Ok(())
         }

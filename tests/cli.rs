@@ -985,6 +985,44 @@ for e in cal.walk("VEVENT"):
         ),
         "{parsed}"
     );
+    // The escalation ladder of a trapped passenger at 03:00 on a Sunday:
+    // the weekend's person at once, the contractor's desk at 2 minutes,
+    // the manager at 10, again every 15 minutes.
+    let plan = cli(&[
+        "plan",
+        "--severity",
+        "emergency",
+        "--site",
+        "harbour-view",
+        "--kind",
+        "lift",
+        "--at",
+        "2026-12-12T19:00:00Z",
+    ]);
+    let lines: Vec<&str> = plan.lines().collect();
+    assert_eq!(lines[0], "policy hv-lift-emergencies", "{plan}");
+    assert!(
+        lines[1].starts_with("2026-12-13 03:00 HKT  李嘉欣: on call for Harbour View lifts")
+            && lines[2].starts_with("2026-12-13 03:02 HKT  Otis rescue desk")
+            && lines[3].starts_with("2026-12-13 03:10 HKT  陳大文: named in the policy")
+            && lines[4].starts_with("2026-12-13 03:15 HKT  李嘉欣"),
+        "{plan}"
+    );
+    // An emergency no policy takes (a leak) pages every team at once, flagged.
+    let leak = cli(&[
+        "plan",
+        "--severity",
+        "emergency",
+        "--site",
+        "harbour-view",
+        "--kind",
+        "water_meter",
+    ]);
+    assert!(
+        leak.contains("NO POLICY")
+            && leak.lines().filter(|l| l.ends_with("[FLAGGED]")).count() == 2,
+        "{leak}"
+    );
     // A bad roster: exit 3, file, line and field.
     let bad = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
     std::fs::write(

@@ -3,12 +3,13 @@
 //! local time, overrides, public holidays) and the pure questions asked of
 //! it ([`schedule`]: who is on call now and next, the shifts of a range,
 //! the gaps nobody covers), and each person's shifts as an iCalendar feed
-//! ([`ical`]).
+//! ([`ical`]), and the escalation ladder an alert follows ([`escalation`]).
 //!
 //! Files: `roster` reads and checks the roster file, `schedule` answers from
-//! it, `ical` renders a person's calendar. Escalation and the channels come
-//! next (issue 31).
+//! it, `escalation` plans an alert's pages, `ical` renders a person's
+//! calendar. Delivery on the channels comes next (issue 31).
 
+pub mod escalation;
 pub mod ical;
 pub mod roster;
 pub mod schedule;

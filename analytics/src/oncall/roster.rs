@@ -50,6 +50,94 @@ struct File {
     people: Vec<Person>,
     #[serde(default, rename = "team")]
     teams: Vec<TeamSpec>,
+    #[serde(default, rename = "policy")]
+    policies: Vec<PolicySpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    id: String,
+    /// `emergency`, `ordinary`, `routine`: the alerts it takes.
+    severities: Vec<String>,
+    site: String,
+    #[serde(default)]
+    building: Option<String>,
+    /// Device kinds (`lift`, `water_meter` …); every kind when empty.
+    #[serde(default)]
+    kinds: Vec<String>,
+    /// Whom a step that finds nobody on call pages instead (flagged).
+    fallback: String,
+    /// How often the whole ladder repeats until acknowledged (default:
+    /// the severity's response time: 15 min, 2 h, 24 h).
+    #[serde(default)]
+    repeat_every: Option<String>,
+    /// How many times the ladder runs (default 3).
+    #[serde(default)]
+    repeat: Option<u32>,
+    /// Routine and ordinary alerts wait for the person's working hours
+    /// (never an emergency).
+    #[serde(default)]
+    wait_for_working_hours: bool,
+    #[serde(rename = "step")]
+    steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepSpec {
+    /// After the alert fired, e.g. `0m`, `5m`.
+    after: String,
+    /// `team:ID` (whoever is on call for it) or `person:ID`.
+    notify: String,
+}
+
+/// Whom a step pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Whoever is on call for the team at the step's time.
+    Team(String),
+    Person(String),
+}
+
+/// One rung of an escalation ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub after: chrono::Duration,
+    pub notify: Target,
+}
+
+/// An escalation policy, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub id: String,
+    pub severities: Vec<String>,
+    pub site: String,
+    pub building: Option<String>,
+    pub kinds: Vec<String>,
+    pub fallback: String,
+    pub repeat_every: Option<chrono::Duration>,
+    pub repeat: u32,
+    pub wait_for_working_hours: bool,
+    pub steps: Vec<Step>,
+}
+
+/// A span like `5m`, `2h`, `1d`.
+fn span(text: &str) -> Result<chrono::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("`{t}`: expected a number and a unit (0m, 5m, 2h, 1d)"))?;
+    match unit {
+        "m" => Ok(chrono::Duration::minutes(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "d" => Ok(chrono::Duration::days(n)),
+        _ => Err(format!(
+            "`{t}`: expected minutes (m), hours (h) or days (d)"
+        )),
+    }
 }
 
 /// Someone who can be on call.
@@ -231,6 +319,8 @@ pub struct Roster {
     pub people: Vec<Person>,
     pub teams: Vec<Team>,
     pub holidays: HashSet<NaiveDate>,
+    /// In file order: the first that matches an alert takes it.
+    pub policies: Vec<Policy>,
 }
 
 impl Every {
@@ -437,10 +527,86 @@ impl Roster {
                 overrides,
             });
         }
+        let team_ids: HashSet<&str> = teams.iter().map(|t| t.id.as_str()).collect();
+        let mut policies = Vec::new();
+        for (i, ps) in file.policies.iter().enumerate() {
+            let field = |f: &str| format!("policy[{i}].{f}");
+            let here = |f: &str, m: String| invalid(&format!("\"{}\"", ps.id), field(f), m);
+            for s in &ps.severities {
+                if !matches!(s.as_str(), "emergency" | "ordinary" | "routine") {
+                    return Err(here(
+                        "severities",
+                        format!("`{s}`: expected emergency, ordinary or routine"),
+                    ));
+                }
+            }
+            if ps.severities.is_empty() {
+                return Err(here("severities", "names no severity".into()));
+            }
+            if ps.wait_for_working_hours && ps.severities.iter().any(|s| s == "emergency") {
+                return Err(here(
+                    "wait_for_working_hours",
+                    "an emergency never waits for working hours".into(),
+                ));
+            }
+            if !ids.contains(&ps.fallback) {
+                return Err(here("fallback", format!("no [[person]] `{}`", ps.fallback)));
+            }
+            if ps.steps.is_empty() {
+                return Err(here(
+                    "step",
+                    "a policy needs at least one [[policy.step]]".into(),
+                ));
+            }
+            let mut steps = Vec::new();
+            for (k, ss) in ps.steps.iter().enumerate() {
+                let sf = format!("step[{k}]");
+                let after = span(&ss.after).map_err(|m| here(&format!("{sf}.after"), m))?;
+                let notify = match ss.notify.split_once(':') {
+                    Some(("team", t)) if team_ids.contains(t) => Target::Team(t.to_owned()),
+                    Some(("person", p)) if ids.contains(p) => Target::Person(p.to_owned()),
+                    _ => {
+                        return Err(here(
+                            &format!("{sf}.notify"),
+                            format!(
+                                "`{}`: expected team:ID or person:ID of this roster",
+                                ss.notify
+                            ),
+                        ))
+                    }
+                };
+                if steps.last().is_some_and(|s: &Step| s.after > after) {
+                    return Err(here(
+                        &format!("{sf}.after"),
+                        "steps go in time order".into(),
+                    ));
+                }
+                steps.push(Step { after, notify });
+            }
+            let repeat_every = ps
+                .repeat_every
+                .as_deref()
+                .map(span)
+                .transpose()
+                .map_err(|m| here("repeat_every", m))?;
+            policies.push(Policy {
+                id: ps.id.clone(),
+                severities: ps.severities.clone(),
+                site: ps.site.clone(),
+                building: ps.building.clone(),
+                kinds: ps.kinds.clone(),
+                fallback: ps.fallback.clone(),
+                repeat_every,
+                repeat: ps.repeat.unwrap_or(3).clamp(1, 20),
+                wait_for_working_hours: ps.wait_for_working_hours,
+                steps,
+            });
+        }
         Ok(Roster {
             people: file.people,
             teams,
             holidays,
+            policies,
         })
     }
 
