@@ -353,6 +353,11 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let mut shown = config.clone();
             shown.database.url = estatemon_domain::config::redact_url(&shown.database.url);
             shown.mqtt.url = estatemon_domain::config::redact_url(&shown.mqtt.url);
+            for hook in &mut shown.alerts.webhooks {
+                if hook.secret.is_some() {
+                    hook.secret = Some("***".into());
+                }
+            }
             if shown.ingest.pseudonym_key.is_some() {
                 shown.ingest.pseudonym_key = Some("***".into());
             }

@@ -1520,3 +1520,186 @@ async fn a_replay_at_the_default_step_records_the_alerts_the_live_job_records() 
     )
     .await;
 }
+
+/// Issue 31: the chat channels estates use, each checked by a local
+/// receiver against its public documentation, the signatures recomputed
+/// by Python's standard library (not by the code that made them):
+/// DingTalk's custom robot (`timestamp` in ms and `sign` in the query:
+/// Base64 of HMAC-SHA256 keyed by the secret over "timestamp\nsecret",
+/// URL-encoded), Feishu's custom bot (`timestamp` in s and `sign` in the
+/// body: HMAC-SHA256 keyed by "timestamp\nsecret" over nothing), WeCom's
+/// group robot and Slack's incoming webhook (their text bodies), and
+/// estatemon's own JSON with `X-Estatemon-Signature: sha256=<hex>` over
+/// the raw body. Each message names the severity, the place and the
+/// deadline, in Chinese where asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_channels_get_their_documented_bodies_and_signatures() {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Uri};
+    type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, HeaderMap, Vec<u8>)>>>;
+    let got: Got = Default::default();
+    let app = axum::Router::new()
+        .fallback(
+            |axum::extract::State(got): axum::extract::State<Got>,
+             uri: Uri,
+             headers: HeaderMap,
+             body: Bytes| async move {
+                got.lock()
+                    .unwrap()
+                    .push((uri.to_string(), headers, body.to_vec()));
+                r#"{"errcode":0,"errmsg":"ok"}"#
+            },
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hook = |name: &str, format: &str, secret: Option<&str>, language: Option<&str>| {
+        let mut t = format!(
+            "name = \"{name}\"\nurl = \"{base}/{name}?access_token=abc\"\nformat = \"{format}\"\n"
+        );
+        if let Some(s) = secret {
+            t.push_str(&format!("secret = \"{s}\"\n"));
+        }
+        if let Some(l) = language {
+            t.push_str(&format!("language = \"{l}\"\n"));
+        }
+        toml::from_str::<estatemon_domain::config::WebhookConfig>(&t).unwrap()
+    };
+    let config = estatemon_domain::config::AlertsConfig {
+        webhooks: vec![
+            hook(
+                "ding",
+                "dingtalk",
+                Some("SECdingtalk0123456789"),
+                Some("zh"),
+            ),
+            hook("feishu", "feishu", Some("feishu-secret"), None),
+            hook("wecom", "wecom", None, Some("zh")),
+            hook("slack", "slack", None, None),
+            hook("own", "estatemon", Some("own-secret"), None),
+        ],
+        ..Default::default()
+    };
+    let mut labels = serde_json::Map::new();
+    for (k, v) in [
+        ("site", "harbour-view"),
+        ("building", "tower-a"),
+        ("device", "hv-a-lift-1"),
+    ] {
+        labels.insert(k.into(), serde_json::json!(v));
+    }
+    let now = Utc::now();
+    let alert = estatemon_analytics::notify::AlertView {
+        id: 42,
+        rule: "lift_entrapment".into(),
+        subject: "hv-a-lift-1".into(),
+        severity: "emergency".into(),
+        summary: "Passenger trapped in a lift".into(),
+        labels,
+        value: None,
+        state: "firing".into(),
+        started_at: now,
+        resolved_at: None,
+        fired_at: now,
+        response_deadline: now + Duration::minutes(15),
+        escalated_at: None,
+    };
+    let sender = estatemon_analytics::notify::Sender::new(config);
+    for name in ["ding", "feishu", "wecom", "slack", "own"] {
+        sender.send(name, 7, "firing", &alert).await.unwrap();
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 5);
+    let of = |name: &str| {
+        got.iter()
+            .find(|(u, _, _)| u.starts_with(&format!("/{name}?")))
+            .unwrap()
+    };
+    let json = |b: &[u8]| -> serde_json::Value { serde_json::from_slice(b).unwrap() };
+    let python = |script: &str, args: &[&str]| {
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    // DingTalk.
+    let (uri, _, body) = of("ding");
+    let query: std::collections::HashMap<String, String> =
+        url::Url::parse(&format!("http://x{uri}"))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+    assert_eq!(query["access_token"], "abc");
+    let ts: i64 = query["timestamp"].parse().unwrap();
+    assert!(
+        (now.timestamp_millis() - ts).abs() < 60_000,
+        "within an hour, as DingTalk asks"
+    );
+    let want = python(
+        "import sys,hmac,hashlib,base64\nts,secret=sys.argv[1],sys.argv[2]\nprint(base64.b64encode(hmac.new(secret.encode(),f'{ts}\\n{secret}'.encode(),hashlib.sha256).digest()).decode())",
+        &[&query["timestamp"], "SECdingtalk0123456789"],
+    );
+    assert_eq!(query["sign"], want, "DingTalk's sign");
+    let b = json(body);
+    assert_eq!(b["msgtype"], "text");
+    let text = b["text"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("【緊急】")
+            && text.contains("hv-a-lift-1")
+            && text.contains("tower-a")
+            && text.contains("42"),
+        "{text}"
+    );
+    // Feishu.
+    let (_, _, body) = of("feishu");
+    let b = json(body);
+    let want = python(
+        "import sys,hmac,hashlib,base64\nts,secret=sys.argv[1],sys.argv[2]\nprint(base64.b64encode(hmac.new(f'{ts}\\n{secret}'.encode(),b'',hashlib.sha256).digest()).decode())",
+        &[b["timestamp"].as_str().unwrap(), "feishu-secret"],
+    );
+    assert_eq!(b["sign"], want, "Feishu's sign");
+    assert_eq!(b["msg_type"], "text");
+    assert!(
+        b["content"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[EMERGENCY] Passenger trapped"),
+        "{b}"
+    );
+    // WeCom and Slack.
+    let b = json(&of("wecom").2);
+    assert_eq!(b["msgtype"], "text");
+    assert!(
+        b["text"]["content"].as_str().unwrap().contains("請於"),
+        "{b}"
+    );
+    let b = json(&of("slack").2);
+    assert!(b["text"].as_str().unwrap().contains("Respond by"), "{b}");
+    // estatemon's own JSON, its body signed.
+    let (_, headers, body) = of("own");
+    let raw = std::env::temp_dir().join(unique("body"));
+    std::fs::write(&raw, body).unwrap();
+    let want = python(
+        "import sys,hmac,hashlib\nprint('sha256='+hmac.new(sys.argv[1].encode(),open(sys.argv[2],'rb').read(),hashlib.sha256).hexdigest())",
+        &["own-secret", raw.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_file(&raw);
+    assert_eq!(headers["x-estatemon-signature"], want.as_str());
+    assert_eq!(json(body)["alert"]["id"], 42);
+    // DingTalk takes 20 a minute: the 20th goes, the 21st is refused for
+    // the outbox to retry (an error, never a silent drop).
+    for n in 2..=20 {
+        sender.send("ding", n, "firing", &alert).await.unwrap();
+    }
+    let e = sender.send("ding", 21, "firing", &alert).await.unwrap_err();
+    assert!(e.contains("limit of 20 messages a minute"), "{e}");
+}

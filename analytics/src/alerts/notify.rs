@@ -125,6 +125,11 @@ impl AlertView {
 pub struct Sender {
     http: reqwest::Client,
     config: AlertsConfig,
+    /// Per webhook, the times of its sends in the last minute (its
+    /// channel's rate limit: DingTalk and WeCom robots take 20 a minute).
+    sent: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+    >,
 }
 
 impl Sender {
@@ -134,24 +139,40 @@ impl Sender {
             .connect_timeout(Duration::from_secs(2))
             .build()
             .expect("HTTP client");
-        Sender { http, config }
+        Sender {
+            http,
+            config,
+            sent: Default::default(),
+        }
     }
 
     async fn post(&self, url: &str, body: &Value) -> Result<(), String> {
-        let response = self
-            .http
-            .post(url)
-            .json(body)
+        self.post_with(url, &[], body).await
+    }
+
+    async fn post_with(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &Value,
+    ) -> Result<(), String> {
+        let mut request = self.http.post(url).json(body);
+        for (k, v) in headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        // A signed URL (DingTalk's) carries its signature: not in errors.
+        let shown = url.split('?').next().unwrap_or(url);
+        let response = request
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+            .map_err(|e| format!("POST {shown}: {}", e.without_url()))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else {
             let text = response.text().await.unwrap_or_default();
             Err(format!(
-                "POST {url}: HTTP {status}: {}",
+                "POST {shown}: HTTP {status}: {}",
                 text.chars().take(300).collect::<String>()
             ))
         }
@@ -184,7 +205,30 @@ impl Sender {
             .iter()
             .find(|w| w.name == receiver)
             .ok_or_else(|| format!("no webhook named `{receiver}` in alerts.webhooks"))?;
-        self.post(&hook.url, &alert.webhook(notification_id, kind))
+        // Over the channel's rate limit: refused here (the outbox retries
+        // with backoff, counted as a failed attempt), never dropped.
+        if let Some(limit) = crate::oncall::channels::per_minute(hook) {
+            let mut sent = self.sent.lock().expect("rate window");
+            let mine = sent.entry(receiver.to_owned()).or_default();
+            let now = std::time::Instant::now();
+            mine.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+            if mine.len() >= limit as usize {
+                return Err(format!(
+                    "{receiver}: over the channel's limit of {limit} messages a minute; retried later"
+                ));
+            }
+            mine.push(now);
+        }
+        // In the channel's own format and signature (DingTalk, Feishu,
+        // WeCom, Slack, or estatemon's JSON).
+        let request = crate::oncall::channels::request(
+            hook,
+            alert.webhook(notification_id, kind),
+            alert,
+            kind,
+            Utc::now(),
+        );
+        self.post_with(&request.url, &request.headers, &request.body)
             .await
     }
 

@@ -3,12 +3,15 @@
 //! local time, overrides, public holidays) and the pure questions asked of
 //! it ([`schedule`]: who is on call now and next, the shifts of a range,
 //! the gaps nobody covers), and each person's shifts as an iCalendar feed
-//! ([`ical`]), and the escalation ladder an alert follows ([`escalation`]).
+//! ([`ical`]), the escalation ladder an alert follows ([`escalation`]), and
+//! the chat channels a webhook may speak ([`channels`]: DingTalk, Feishu,
+//! WeCom, Slack, estatemon's signed JSON).
 //!
 //! Files: `roster` reads and checks the roster file, `schedule` answers from
 //! it, `escalation` plans an alert's pages, `ical` renders a person's
 //! calendar. Delivery on the channels comes next (issue 31).
 
+pub mod channels;
 pub mod escalation;
 pub mod ical;
 pub mod roster;

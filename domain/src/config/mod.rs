@@ -386,6 +386,35 @@ pub struct AlertsConfig {
 pub struct WebhookConfig {
     pub name: String,
     pub url: String,
+    /// `estatemon` (default: the alert as JSON), `dingtalk` (custom robot),
+    /// `feishu` (custom bot), `wecom` (group robot) or `slack` (incoming
+    /// webhook): the body and signature as each channel documents them.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Signs what is sent: DingTalk's and Feishu's robot secret, or the
+    /// HMAC key of estatemon's `X-Estatemon-Signature`. Shown as `***`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// `en` (default) or `zh`: the message's language.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Messages a minute at most (default: the channel's documented limit,
+    /// 20 for DingTalk and WeCom robots; none for `estatemon`). Beyond it a
+    /// message waits for the outbox's retry, never dropped.
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
+}
+
+/// See [`WebhookConfig::format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    #[default]
+    Estatemon,
+    Dingtalk,
+    Feishu,
+    Wecom,
+    Slack,
 }
 
 impl Default for AlertsConfig {

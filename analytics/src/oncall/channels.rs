@@ -1,0 +1,203 @@
+//! The chat channels estates use, as their public documentation defines
+//! them: a webhook receiver of `[[alerts.webhooks]]` can be a DingTalk
+//! custom robot (signed: `timestamp` and `sign` in the query), a Feishu /
+//! Lark custom bot (signed: `timestamp` and `sign` in the body), a WeCom
+//! group robot, a Slack-compatible incoming webhook, or estatemon's own JSON
+//! (signed with `X-Estatemon-Signature: sha256=<hex HMAC of the body>` when
+//! a secret is set). Messages are short and say the severity, what
+//! happened, where (site, building, device) and by when to respond, in
+//! English or Chinese.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use estatemon_domain::config::{WebhookConfig, WebhookFormat};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::alerts::notify::AlertView;
+
+/// One request to send: URL, extra headers, JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// DingTalk's signature: Base64 of HMAC-SHA256(key = secret, message =
+/// "timestamp\nsecret"), URL-encoded (timestamp in milliseconds).
+pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
+    let raw = hmac_sha256(
+        secret.as_bytes(),
+        format!("{timestamp_ms}\n{secret}").as_bytes(),
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    url::form_urlencoded::byte_serialize(b64.as_bytes()).collect()
+}
+
+/// Feishu's signature: Base64 of HMAC-SHA256(key = "timestamp\nsecret",
+/// message = empty) (timestamp in seconds).
+pub fn feishu_sign(secret: &str, timestamp_s: i64) -> String {
+    let raw = hmac_sha256(format!("{timestamp_s}\n{secret}").as_bytes(), b"");
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// estatemon's own signature of a body: `sha256=` and the hex HMAC.
+pub fn body_signature(secret: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), body))
+    )
+}
+
+/// The messages a minute a channel takes (its documented limit: DingTalk
+/// and WeCom robots 20, Feishu bots 100, Slack incoming webhooks about one
+/// a second), or the hook's own `rate_per_minute`; none for estatemon's.
+pub fn per_minute(hook: &WebhookConfig) -> Option<u32> {
+    hook.rate_per_minute.or(match hook.format {
+        WebhookFormat::Dingtalk | WebhookFormat::Wecom => Some(20),
+        WebhookFormat::Feishu => Some(100),
+        WebhookFormat::Slack => Some(60),
+        WebhookFormat::Estatemon => None,
+    })
+}
+
+/// The short message a person reads on the phone.
+pub fn message(alert: &AlertView, kind: &str, chinese: bool) -> String {
+    let label = |k: &str| {
+        alert
+            .labels
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let place: Vec<String> = ["site", "building", "device"]
+        .iter()
+        .filter_map(|k| label(k))
+        .collect();
+    let place = if place.is_empty() {
+        alert.subject.clone()
+    } else {
+        place.join(" / ")
+    };
+    let by = alert.response_deadline.format("%Y-%m-%d %H:%M UTC");
+    let severity = alert.severity.to_uppercase();
+    match (kind, chinese) {
+        ("resolved", false) => format!("[RESOLVED] {} — {place}. Alert {}.", alert.summary, alert.id),
+        ("resolved", true) => format!("【已解除】{} — {place}。警報 {}。", alert.summary, alert.id),
+        (_, false) => format!(
+            "[{severity}] {} — {place}. Respond by {by}; acknowledge alert {} (estatemon alerts ack {}).",
+            alert.summary, alert.id, alert.id
+        ),
+        (_, true) => {
+            let level = match alert.severity.as_str() {
+                "emergency" => "緊急",
+                "ordinary" => "一般",
+                _ => "例行",
+            };
+            format!(
+                "【{level}】{} — {place}。請於 {by} 前回應；確認警報 {}（estatemon alerts ack {}）。",
+                alert.summary, alert.id, alert.id
+            )
+        }
+    }
+}
+
+/// The request for one transition (`firing`, `resolved`, `escalated`) of
+/// an alert to `hook`, at `now` (signatures carry the time).
+pub fn request(
+    hook: &WebhookConfig,
+    generic_body: Value,
+    alert: &AlertView,
+    kind: &str,
+    now: DateTime<Utc>,
+) -> Request {
+    let chinese = hook.language.as_deref() == Some("zh");
+    let text = message(alert, kind, chinese);
+    let secret = hook.secret.as_deref().filter(|s| !s.is_empty());
+    match hook.format {
+        WebhookFormat::Estatemon => {
+            let mut headers = Vec::new();
+            if let Some(s) = secret {
+                let bytes = serde_json::to_vec(&generic_body).expect("JSON");
+                headers.push(("X-Estatemon-Signature".into(), body_signature(s, &bytes)));
+            }
+            Request {
+                url: hook.url.clone(),
+                headers,
+                body: generic_body,
+            }
+        }
+        WebhookFormat::Dingtalk => {
+            let mut url = hook.url.clone();
+            if let Some(s) = secret {
+                let ts = now.timestamp_millis();
+                let sep = if url.contains('?') { '&' } else { '?' };
+                url = format!("{url}{sep}timestamp={ts}&sign={}", dingtalk_sign(s, ts));
+            }
+            Request {
+                url,
+                headers: Vec::new(),
+                body: json!({"msgtype": "text", "text": {"content": text}}),
+            }
+        }
+        WebhookFormat::Feishu => {
+            let mut body = json!({"msg_type": "text", "content": {"text": text}});
+            if let Some(s) = secret {
+                let ts = now.timestamp();
+                body["timestamp"] = json!(ts.to_string());
+                body["sign"] = json!(feishu_sign(s, ts));
+            }
+            Request {
+                url: hook.url.clone(),
+                headers: Vec::new(),
+                body,
+            }
+        }
+        WebhookFormat::Wecom => Request {
+            url: hook.url.clone(),
+            headers: Vec::new(),
+            body: json!({"msgtype": "text", "text": {"content": text}}),
+        },
+        WebhookFormat::Slack => Request {
+            url: hook.url.clone(),
+            headers: Vec::new(),
+            body: json!({ "text": text }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_as_the_documentation_computes_them() {
+        // DingTalk's documented steps, by hand: HMAC-SHA256 keyed by the
+        // secret over "timestamp\nsecret", Base64, then URL-encoded.
+        let secret = "SEC000000000000000000000";
+        let ts = 1_700_000_000_000i64;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{ts}\n{secret}").as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let encoded = b64
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        assert_eq!(dingtalk_sign(secret, ts), encoded);
+        // Feishu's: keyed by "timestamp\nsecret" over nothing.
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(format!("1700000000\n{secret}").as_bytes()).unwrap();
+        mac.update(b"");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(feishu_sign(secret, 1_700_000_000), b64);
+        assert!(body_signature("k", b"{}").starts_with("sha256="));
+    }
+}
