@@ -1564,6 +1564,12 @@ async fn chat_channels_get_their_documented_bodies_and_signatures() {
         if let Some(l) = language {
             t.push_str(&format!("language = \"{l}\"\n"));
         }
+        if format == "telegram" {
+            t.push_str("chat_id = \"-1001234567890\"\n");
+        }
+        if format == "sms" {
+            t.push_str("account = \"AC0123\"\nfrom = \"+85255550000\"\nto = \"+85255550101\"\n");
+        }
         toml::from_str::<estatemon_domain::config::WebhookConfig>(&t).unwrap()
     };
     let config = estatemon_domain::config::AlertsConfig {
@@ -1578,6 +1584,8 @@ async fn chat_channels_get_their_documented_bodies_and_signatures() {
             hook("wecom", "wecom", None, Some("zh")),
             hook("slack", "slack", None, None),
             hook("own", "estatemon", Some("own-secret"), None),
+            hook("telegram", "telegram", None, None),
+            hook("sms", "sms", Some("sms-token"), Some("zh")),
         ],
         ..Default::default()
     };
@@ -1606,11 +1614,11 @@ async fn chat_channels_get_their_documented_bodies_and_signatures() {
         escalated_at: None,
     };
     let sender = estatemon_analytics::notify::Sender::new(config);
-    for name in ["ding", "feishu", "wecom", "slack", "own"] {
+    for name in ["ding", "feishu", "wecom", "slack", "own", "telegram", "sms"] {
         sender.send(name, 7, "firing", &alert).await.unwrap();
     }
     let got = got.lock().unwrap().clone();
-    assert_eq!(got.len(), 5);
+    assert_eq!(got.len(), 7);
     let of = |name: &str| {
         got.iter()
             .find(|(u, _, _)| u.starts_with(&format!("/{name}?")))
@@ -1695,6 +1703,27 @@ async fn chat_channels_get_their_documented_bodies_and_signatures() {
     let _ = std::fs::remove_file(&raw);
     assert_eq!(headers["x-estatemon-signature"], want.as_str());
     assert_eq!(json(body)["alert"]["id"], 42);
+    // Telegram's sendMessage: chat_id and text as JSON.
+    let b = json(&of("telegram").2);
+    assert_eq!(b["chat_id"], "-1001234567890");
+    assert!(b["text"].as_str().unwrap().contains("hv-a-lift-1"), "{b}");
+    // A Twilio-compatible SMS: To, From, Body form-encoded, Basic
+    // authentication of account and token.
+    let (_, headers, body) = of("sms");
+    assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
+    let auth = headers["authorization"].to_str().unwrap();
+    let decoded = python(
+        "import sys,base64\nprint(base64.b64decode(sys.argv[1].split()[1]).decode())",
+        &[auth],
+    );
+    assert_eq!(decoded, "AC0123:sms-token");
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body).into_owned().collect();
+    assert_eq!(
+        (form["To"].as_str(), form["From"].as_str()),
+        ("+85255550101", "+85255550000")
+    );
+    assert!(form["Body"].starts_with("【緊急】"), "{form:?}");
     // DingTalk takes 20 a minute: the 20th goes, the 21st is refused for
     // the outbox to retry (an error, never a silent drop).
     for n in 2..=20 {

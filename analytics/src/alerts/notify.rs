@@ -178,6 +178,33 @@ impl Sender {
         }
     }
 
+    /// A form-encoded POST with Basic authentication (SMS gateways).
+    async fn post_form(
+        &self,
+        request: &crate::oncall::channels::Request,
+        form: &[(String, String)],
+    ) -> Result<(), String> {
+        let mut r = self.http.post(&request.url).form(form);
+        if let Some((user, password)) = &request.basic_auth {
+            r = r.basic_auth(user, Some(password));
+        }
+        let url = &request.url;
+        let response = r
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {}", e.without_url()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let text = response.text().await.unwrap_or_default();
+            Err(format!(
+                "POST {url}: HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ))
+        }
+    }
+
     fn alertmanager_url(&self) -> Option<String> {
         self.config
             .alertmanager_url
@@ -228,6 +255,9 @@ impl Sender {
             kind,
             Utc::now(),
         );
+        if let Some(form) = &request.form {
+            return self.post_form(&request, form).await;
+        }
         self.post_with(&request.url, &request.headers, &request.body)
             .await
     }

@@ -4,7 +4,8 @@
 //! Lark custom bot (signed: `timestamp` and `sign` in the body), a WeCom
 //! group robot, a Slack-compatible incoming webhook, or estatemon's own JSON
 //! (signed with `X-Estatemon-Signature: sha256=<hex HMAC of the body>` when
-//! a secret is set). Messages are short and say the severity, what
+//! a secret is set), a Telegram bot (`sendMessage`), or a Twilio-compatible
+//! SMS gateway (form-encoded, Basic authentication). Messages are short and say the severity, what
 //! happened, where (site, building, device) and by when to respond, in
 //! English or Chinese.
 
@@ -23,6 +24,22 @@ pub struct Request {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// Sent form-encoded instead of the JSON body (SMS gateways).
+    pub form: Option<Vec<(String, String)>>,
+    /// Basic authentication (user, password).
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl Request {
+    fn json(url: String, headers: Vec<(String, String)>, body: Value) -> Request {
+        Request {
+            url,
+            headers,
+            body,
+            form: None,
+            basic_auth: None,
+        }
+    }
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -58,13 +75,14 @@ pub fn body_signature(secret: &str, body: &[u8]) -> String {
 }
 
 /// The messages a minute a channel takes (its documented limit: DingTalk
-/// and WeCom robots 20, Feishu bots 100, Slack incoming webhooks about one
-/// a second), or the hook's own `rate_per_minute`; none for estatemon's.
+/// and WeCom robots 20, a Telegram bot 20 to one group, Feishu bots 100,
+/// Slack incoming webhooks and SMS gateways about one a second), or the
+/// hook's own `rate_per_minute`; none for estatemon's.
 pub fn per_minute(hook: &WebhookConfig) -> Option<u32> {
     hook.rate_per_minute.or(match hook.format {
-        WebhookFormat::Dingtalk | WebhookFormat::Wecom => Some(20),
+        WebhookFormat::Dingtalk | WebhookFormat::Wecom | WebhookFormat::Telegram => Some(20),
         WebhookFormat::Feishu => Some(100),
-        WebhookFormat::Slack => Some(60),
+        WebhookFormat::Slack | WebhookFormat::Sms => Some(60),
         WebhookFormat::Estatemon => None,
     })
 }
@@ -129,11 +147,7 @@ pub fn request(
                 let bytes = serde_json::to_vec(&generic_body).expect("JSON");
                 headers.push(("X-Estatemon-Signature".into(), body_signature(s, &bytes)));
             }
-            Request {
-                url: hook.url.clone(),
-                headers,
-                body: generic_body,
-            }
+            Request::json(hook.url.clone(), headers, generic_body)
         }
         WebhookFormat::Dingtalk => {
             let mut url = hook.url.clone();
@@ -142,11 +156,11 @@ pub fn request(
                 let sep = if url.contains('?') { '&' } else { '?' };
                 url = format!("{url}{sep}timestamp={ts}&sign={}", dingtalk_sign(s, ts));
             }
-            Request {
+            Request::json(
                 url,
-                headers: Vec::new(),
-                body: json!({"msgtype": "text", "text": {"content": text}}),
-            }
+                Vec::new(),
+                json!({"msgtype": "text", "text": {"content": text}}),
+            )
         }
         WebhookFormat::Feishu => {
             let mut body = json!({"msg_type": "text", "content": {"text": text}});
@@ -155,21 +169,37 @@ pub fn request(
                 body["timestamp"] = json!(ts.to_string());
                 body["sign"] = json!(feishu_sign(s, ts));
             }
-            Request {
-                url: hook.url.clone(),
-                headers: Vec::new(),
-                body,
-            }
+            Request::json(hook.url.clone(), Vec::new(), body)
         }
-        WebhookFormat::Wecom => Request {
+        WebhookFormat::Wecom => Request::json(
+            hook.url.clone(),
+            Vec::new(),
+            json!({"msgtype": "text", "text": {"content": text}}),
+        ),
+        WebhookFormat::Slack => {
+            Request::json(hook.url.clone(), Vec::new(), json!({ "text": text }))
+        }
+        // Telegram Bot API sendMessage: the chat and the text.
+        WebhookFormat::Telegram => Request::json(
+            hook.url.clone(),
+            Vec::new(),
+            json!({"chat_id": hook.chat_id, "text": text}),
+        ),
+        // A Twilio-compatible SMS: To, From, Body, form-encoded, with Basic
+        // authentication by account and token (checked on load).
+        WebhookFormat::Sms => Request {
             url: hook.url.clone(),
             headers: Vec::new(),
-            body: json!({"msgtype": "text", "text": {"content": text}}),
-        },
-        WebhookFormat::Slack => Request {
-            url: hook.url.clone(),
-            headers: Vec::new(),
-            body: json!({ "text": text }),
+            body: Value::Null,
+            form: Some(vec![
+                ("To".into(), hook.to.clone().unwrap_or_default()),
+                ("From".into(), hook.from.clone().unwrap_or_default()),
+                ("Body".into(), text),
+            ]),
+            basic_auth: Some((
+                hook.account.clone().unwrap_or_default(),
+                secret.unwrap_or_default().to_owned(),
+            )),
         },
     }
 }

@@ -403,6 +403,17 @@ pub struct WebhookConfig {
     /// message waits for the outbox's retry, never dropped.
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// `telegram`: the chat (or group) the bot writes to.
+    #[serde(default)]
+    pub chat_id: Option<String>,
+    /// `sms` (a Twilio-compatible gateway): the account (user of Basic
+    /// authentication, whose password is `secret`), and the numbers.
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 /// See [`WebhookConfig::format`].
@@ -415,6 +426,11 @@ pub enum WebhookFormat {
     Feishu,
     Wecom,
     Slack,
+    /// Telegram Bot API `sendMessage` (url: `https://api.telegram.org/bot<token>/sendMessage`).
+    Telegram,
+    /// A Twilio-compatible SMS API (`…/Accounts/<account>/Messages.json`):
+    /// form-encoded To, From, Body with Basic authentication.
+    Sms,
 }
 
 impl Default for AlertsConfig {
@@ -744,6 +760,20 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for w in &self.alerts.webhooks {
             check_http_url(&w.url).map_err(|m| fail("alerts.webhooks.url", m))?;
+            let missing = match w.format {
+                WebhookFormat::Telegram if w.chat_id.is_none() => Some("chat_id"),
+                WebhookFormat::Sms if w.account.is_none() => Some("account"),
+                WebhookFormat::Sms if w.secret.is_none() => Some("secret"),
+                WebhookFormat::Sms if w.from.is_none() => Some("from"),
+                WebhookFormat::Sms if w.to.is_none() => Some("to"),
+                _ => None,
+            };
+            if let Some(field) = missing {
+                return Err(fail(
+                    &format!("alerts.webhooks.{field}"),
+                    format!("webhook `{}` of this format needs `{field}`", w.name),
+                ));
+            }
             if w.name.is_empty() || w.name == "alertmanager" || !names.insert(&w.name) {
                 return Err(fail(
                     "alerts.webhooks.name",

@@ -247,6 +247,17 @@ fn bad_files_name_line_and_field() {
         ("[ingest]\nwriters = 0\n", ":2", "ingest.writers"),
         ("[mqtt]\nurl = \"http://broker\"\n", ":2", "mqtt.url"),
         ("[ingest\nwriters = 1\n", ":1:", "ingest"),
+        // A channel missing what it needs to send (issue 31).
+        (
+            "[[alerts.webhooks]]\nname = \"duty-phone\"\nurl = \"https://sms.example/Messages.json\"\nformat = \"sms\"\naccount = \"AC1\"\nsecret = \"t\"\nfrom = \"+85200000000\"\n",
+            ":",
+            "alerts.webhooks.to",
+        ),
+        (
+            "[[alerts.webhooks]]\nname = \"tg\"\nurl = \"https://api.telegram.org/botX/sendMessage\"\nformat = \"telegram\"\n",
+            ":",
+            "alerts.webhooks.chat_id",
+        ),
     ];
     for (text, line, field) in cases {
         let (_d, path) = write(text);
