@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use estatemon_domain::consumption::{derive, Correction, RegisterPolicy, RegisterSample};
 use estatemon_domain::device::{Purpose, Utility};
@@ -57,16 +57,7 @@ pub struct SiteInfo {
 
 /// Local midnight starting `date` in `tz`, in UTC.
 pub fn midnight_in(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
-    let naive = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-    tz.from_local_datetime(&naive)
-        .earliest()
-        // A zone that skips midnight (DST at 00:00): the first valid hour.
-        .or_else(|| {
-            tz.from_local_datetime(&(naive + Duration::hours(1)))
-                .earliest()
-        })
-        .expect("a valid local time within an hour of midnight")
-        .with_timezone(&Utc)
+    estatemon_domain::calendar::local_midnight(date, tz)
 }
 
 impl SiteInfo {

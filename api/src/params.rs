@@ -243,20 +243,7 @@ pub fn months_between(a: DateTime<Utc>, b: DateTime<Utc>, tz: chrono_tz::Tz) -> 
     index(b) - index(a)
 }
 
-/// Local midnight of `day` in `tz`, in UTC (the first instant of the day
-/// where a clock change skips midnight).
-pub fn local_midnight(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
-    use chrono::TimeZone;
-    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight");
-    tz.from_local_datetime(&midnight)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(midnight + Duration::hours(1)))
-                .earliest()
-        })
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| midnight.and_utc())
-}
+pub use estatemon_domain::calendar::local_midnight;
 
 /// The start of the step holding `from`, on the calendar of `tz`: steps
 /// of a day or more start at local midnight (weeks on Monday), shorter

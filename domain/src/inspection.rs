@@ -13,7 +13,8 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, TimeZone, Utc};
+use crate::calendar::local_midnight as midnight;
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -226,20 +227,6 @@ impl Cycle {
         };
         Duration::days(days * self.n as i64)
     }
-}
-
-/// Local midnight of `d` (the first instant of the day where a DST change
-/// skips midnight).
-fn midnight(d: NaiveDate, tz: Tz) -> DateTime<Utc> {
-    let naive = d.and_hms_opt(0, 0, 0).expect("midnight");
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(naive + Duration::hours(1)))
-                .earliest()
-        })
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| naive.and_utc())
 }
 
 /// How one window fared.

@@ -24,6 +24,7 @@
 //! Everything except [`schema`] is pure: no sockets, no clocks read behind
 //! the caller's back, so it is tested with tables of cases.
 
+pub mod calendar;
 pub mod config;
 pub mod consumption;
 pub mod device;
