@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tokio_postgres::{Client, Row};
 
 use crate::metrics::{DeliveryLabel, Metrics};
+use crate::oncall::channels::Request;
 
 /// An alert as receivers see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,22 +148,27 @@ impl Sender {
     }
 
     async fn post(&self, url: &str, body: &Value) -> Result<(), String> {
-        self.post_with(url, &[], body).await
+        self.deliver(&Request::json(url.to_owned(), Vec::new(), body.clone()))
+            .await
     }
 
-    async fn post_with(
-        &self,
-        url: &str,
-        headers: &[(String, String)],
-        body: &Value,
-    ) -> Result<(), String> {
-        let mut request = self.http.post(url).json(body);
-        for (k, v) in headers {
-            request = request.header(k.as_str(), v.as_str());
+    /// One request: its JSON body (or form, for SMS gateways), headers and
+    /// Basic authentication; any answer but 2xx is an error to retry.
+    async fn deliver(&self, request: &Request) -> Result<(), String> {
+        let mut r = self.http.post(&request.url);
+        r = match &request.form {
+            Some(form) => r.form(form),
+            None => r.json(&request.body),
+        };
+        for (k, v) in &request.headers {
+            r = r.header(k.as_str(), v.as_str());
+        }
+        if let Some((user, password)) = &request.basic_auth {
+            r = r.basic_auth(user, Some(password));
         }
         // A signed URL (DingTalk's) carries its signature: not in errors.
-        let shown = url.split('?').next().unwrap_or(url);
-        let response = request
+        let shown = request.url.split('?').next().unwrap_or(&request.url);
+        let response = r
             .send()
             .await
             .map_err(|e| format!("POST {shown}: {}", e.without_url()))?;
@@ -173,33 +179,6 @@ impl Sender {
             let text = response.text().await.unwrap_or_default();
             Err(format!(
                 "POST {shown}: HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            ))
-        }
-    }
-
-    /// A form-encoded POST with Basic authentication (SMS gateways).
-    async fn post_form(
-        &self,
-        request: &crate::oncall::channels::Request,
-        form: &[(String, String)],
-    ) -> Result<(), String> {
-        let mut r = self.http.post(&request.url).form(form);
-        if let Some((user, password)) = &request.basic_auth {
-            r = r.basic_auth(user, Some(password));
-        }
-        let url = &request.url;
-        let response = r
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {}", e.without_url()))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            let text = response.text().await.unwrap_or_default();
-            Err(format!(
-                "POST {url}: HTTP {status}: {}",
                 text.chars().take(300).collect::<String>()
             ))
         }
@@ -255,11 +234,7 @@ impl Sender {
             kind,
             Utc::now(),
         );
-        if let Some(form) = &request.form {
-            return self.post_form(&request, form).await;
-        }
-        self.post_with(&request.url, &request.headers, &request.body)
-            .await
+        self.deliver(&request).await
     }
 
     /// Re-sends every open alert to Alertmanager, which forgets alerts not

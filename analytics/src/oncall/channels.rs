@@ -31,7 +31,8 @@ pub struct Request {
 }
 
 impl Request {
-    fn json(url: String, headers: Vec<(String, String)>, body: Value) -> Request {
+    /// A JSON request.
+    pub fn json(url: String, headers: Vec<(String, String)>, body: Value) -> Request {
         Request {
             url,
             headers,
