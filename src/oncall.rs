@@ -165,25 +165,20 @@ pub fn run(config: &Config, command: OncallCommand) -> anyhow::Result<()> {
             }
             let name = |id: &str| r.person(id).map_or(id.to_owned(), |p| p.name.clone());
             for t in teams {
-                let now = schedule::on_call(t, &r.holidays, at);
-                let horizon = at + Duration::days(60);
-                let ahead = schedule::shifts(t, &r.holidays, at, horizon);
-                let until = ahead.first().filter(|s| s.from == at).map(|s| {
-                    if s.to == horizon {
-                        "beyond the next 60 days".to_owned()
-                    } else {
-                        local(s.to, t.tz)
-                    }
-                });
-                let next = ahead
-                    .iter()
-                    .find(|s| Some(&s.person) != now.as_ref().map(|n| &n.0));
-                match &now {
+                let schedule::NowNext {
+                    current,
+                    until,
+                    next,
+                } = schedule::now_and_next(t, &r.holidays, at, Duration::days(60));
+                match &current {
                     Some((p, source)) => println!(
                         "{}: {} ({source}) until {}",
                         t.name,
                         name(p),
-                        until.unwrap_or_else(|| "-".into())
+                        until.map_or_else(
+                            || "beyond the next 60 days".to_owned(),
+                            |u| local(u, t.tz)
+                        )
                     ),
                     None => println!("{}: NOBODY ON CALL", t.name),
                 }

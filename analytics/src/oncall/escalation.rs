@@ -248,11 +248,7 @@ notify = "team:plumbing"
         Roster::parse(ROSTER, std::path::Path::new("oncall.toml")).unwrap()
     }
 
-    fn hk(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&format!("{s}+08:00"))
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::oncall::hk;
 
     #[test]
     fn an_entrapment_pages_the_lift_team_then_the_manager_and_repeats() {

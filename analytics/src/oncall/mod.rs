@@ -16,3 +16,11 @@ pub mod escalation;
 pub mod ical;
 pub mod roster;
 pub mod schedule;
+
+/// A Hong Kong local time (`2026-12-08T03:00:00`) in UTC, for the tests.
+#[cfg(test)]
+pub(crate) fn hk(local: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("{local}+08:00"))
+        .expect("a local time")
+        .with_timezone(&chrono::Utc)
+}

@@ -150,6 +150,42 @@ pub fn shifts(
     out
 }
 
+/// Who is on call at `at` (and from which layer), until when, and who is
+/// next, looking `ahead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NowNext {
+    pub current: Option<(String, String)>,
+    /// When the current stretch ends; none when nobody is on call or it
+    /// lasts beyond `ahead`.
+    pub until: Option<DateTime<Utc>>,
+    /// The next person's stretch.
+    pub next: Option<Shift>,
+}
+
+/// See [`NowNext`].
+pub fn now_and_next(
+    team: &Team,
+    holidays: &HashSet<NaiveDate>,
+    at: DateTime<Utc>,
+    ahead: Duration,
+) -> NowNext {
+    let horizon = at + ahead;
+    let current = on_call(team, holidays, at);
+    let shifts = shifts(team, holidays, at, horizon);
+    let until = shifts
+        .first()
+        .filter(|s| s.from == at && current.is_some() && s.to < horizon)
+        .map(|s| s.to);
+    let next = shifts
+        .into_iter()
+        .find(|s| Some(&s.person) != current.as_ref().map(|c| &c.0));
+    NowNext {
+        current,
+        until,
+        next,
+    }
+}
+
 /// The gaps of `[from, to)` with nobody on call.
 pub fn gaps(
     team: &Team,
@@ -231,11 +267,7 @@ every = "1d"
         Roster::parse(ROSTER, std::path::Path::new("oncall.toml")).unwrap()
     }
 
-    fn hk(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&format!("{s}+08:00"))
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::oncall::hk;
 
     #[test]
     fn weekly_hand_over_weekends_holidays_and_an_override() {

@@ -68,16 +68,11 @@ pub async fn now(
         {
             continue;
         }
-        let horizon = at + Duration::days(60);
-        let current = schedule::on_call(t, &roster.holidays, at);
-        let ahead = schedule::shifts(t, &roster.holidays, at, horizon);
-        let until = ahead
-            .first()
-            .filter(|s| s.from == at && current.is_some() && s.to < horizon)
-            .map(|s| s.to);
-        let next = ahead
-            .iter()
-            .find(|s| Some(&s.person) != current.as_ref().map(|c| &c.0));
+        let schedule::NowNext {
+            current,
+            until,
+            next,
+        } = schedule::now_and_next(t, &roster.holidays, at, Duration::days(60));
         out.push(OnCallRow {
             team: t.id.clone(),
             team_name: t.name.clone(),
@@ -87,8 +82,8 @@ pub async fn now(
             on_call: current.as_ref().map(|(p, _)| name(p)),
             source: current.map_or_else(|| "gap".into(), |(_, s)| s),
             until,
+            next_from: next.as_ref().map(|n| n.from),
             next: next.map(|n| name(&n.person)),
-            next_from: next.map(|n| n.from),
         });
     }
     Ok(Json(out))
