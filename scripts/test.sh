@@ -55,10 +55,10 @@ fi
 # Python tools for the API contract tests and the on-call calendar test
 # (a real iCalendar parser), kept beside the build cache.
 venv="${ESTATEMON_TEST_VENV:-/var/tmp/estatemon-test-venv}"
-if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, icalendar' 2>/dev/null; then
-    echo "scripts/test.sh: installing openapi-spec-validator, schemathesis and icalendar (PyPI) into $venv"
+if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, icalendar, aiosmtpd' 2>/dev/null; then
+    echo "scripts/test.sh: installing openapi-spec-validator, schemathesis, icalendar and aiosmtpd (PyPI) into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis icalendar
+    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis icalendar aiosmtpd
 fi
 export ESTATEMON_TEST_PYTHON="$venv/bin/python"
 

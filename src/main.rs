@@ -314,7 +314,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Mapping(cmd) => mapping::run(&config, cmd),
         Command::Inspection(cmd) => inspection::run(&config, cmd).await,
         Command::Lifts(cmd) => lifts::run(&config, cmd).await,
-        Command::Oncall(cmd) => oncall::run(&config, cmd),
+        Command::Oncall(cmd) => oncall::run(&config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

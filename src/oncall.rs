@@ -28,6 +28,36 @@ pub enum OncallCommand {
     /// --building) would page, and when, if it fired --at and nobody
     /// acknowledged: the policy's ladder, gaps paged to its fallback.
     Plan(PlanArgs),
+    /// An alert's incident timeline: when it fired, each page (who, step,
+    /// why), each try on each channel (delivered, or failed and why),
+    /// fall-throughs, hand-overs, acknowledgements, snoozes, resolution.
+    Timeline(TimelineArgs),
+    /// Send a test page through every step of --policy on every contact
+    /// method of whoever each step pages now, and print what each receiver
+    /// answered. Exit 1 when any method failed.
+    Test(TestArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TimelineArgs {
+    /// The alert's id.
+    id: i64,
+    /// The rows as JSON (the API's `/api/v1/alerts/{id}/timeline`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    roster: RosterArg,
+    /// The policy's id.
+    #[arg(long)]
+    policy: String,
+    /// Page as if the alert had this severity (default: the policy's
+    /// first), which decides the methods (calls only for emergencies).
+    #[arg(long)]
+    severity: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -110,8 +140,151 @@ fn local(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
     t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
-pub fn run(config: &Config, command: OncallCommand) -> anyhow::Result<()> {
+pub async fn run(config: &Config, command: OncallCommand) -> anyhow::Result<()> {
     match command {
+        OncallCommand::Timeline(args) => {
+            let roster = config
+                .oncall
+                .roster
+                .as_ref()
+                .and_then(|p| Roster::load(p).ok());
+            let client = crate::prepare_database(config).await?;
+            let rows = estatemon_analytics::oncall::timeline::of(&client, args.id, roster.as_ref())
+                .await?
+                .ok_or_else(|| ImportRefused(format!("no alert {}", args.id)))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            let tz = roster
+                .as_ref()
+                .and_then(|r| r.teams.first())
+                .map_or(chrono_tz::UTC, |t| t.tz);
+            for e in rows {
+                let who = match (&e.name, &e.person) {
+                    (Some(n), _) => n.clone(),
+                    (None, Some(p)) => p.clone(),
+                    _ => String::new(),
+                };
+                println!(
+                    "{}  {:<13} {:<16} {:<7} {:<10} {}",
+                    local(e.at, tz),
+                    e.kind,
+                    who,
+                    e.step.map(|s| format!("step {s}")).unwrap_or_default(),
+                    e.channel.unwrap_or_default(),
+                    e.detail
+                );
+            }
+            Ok(())
+        }
+        OncallCommand::Test(args) => {
+            let r = load(config, &args.roster)?;
+            let policy = r
+                .policies
+                .iter()
+                .find(|p| p.id == args.policy)
+                .ok_or_else(|| {
+                    ImportRefused(format!("no policy `{}` in the roster", args.policy))
+                })?;
+            let severity = args
+                .severity
+                .clone()
+                .unwrap_or_else(|| policy.severities[0].clone());
+            let now = Utc::now();
+            let sender = estatemon_analytics::notify::Sender::new(config.alerts.clone());
+            let tz = escalation::site_tz(&r, &policy.site);
+            let mut failed = 0;
+            let mut steps: Vec<(String, String)> = Vec::new();
+            for (k, step) in policy.steps.iter().enumerate() {
+                let person = match &step.notify {
+                    estatemon_analytics::oncall::roster::Target::Person(p) => Some(p.clone()),
+                    estatemon_analytics::oncall::roster::Target::Team(t) => r
+                        .team(t)
+                        .and_then(|t| schedule::on_call(t, &r.holidays, now))
+                        .map(|(p, _)| p),
+                };
+                match person {
+                    Some(p) => steps.push((format!("step {}", k + 1), p)),
+                    None => {
+                        println!("step {}: NOBODY ON CALL now: the fallback is paged", k + 1);
+                        steps.push((
+                            format!("step {} (fallback)", k + 1),
+                            policy.fallback.clone(),
+                        ));
+                    }
+                }
+            }
+            for (what, id) in steps {
+                let Some(person) = r.person(&id) else {
+                    println!("{what}: {id} is not in the roster");
+                    failed += 1;
+                    continue;
+                };
+                let (methods, missing) = estatemon_analytics::oncall::deliver::methods(
+                    person,
+                    &severity,
+                    &config.oncall.channels,
+                );
+                if !missing.is_empty() {
+                    println!(
+                        "{what}: {} — no channel for {}",
+                        person.name,
+                        missing.join(", ")
+                    );
+                }
+                if methods.is_empty() {
+                    println!("{what}: {} — NO contact method has a channel", person.name);
+                    failed += 1;
+                }
+                let chinese = person.language == estatemon_analytics::oncall::roster::Language::Zh;
+                let text = if chinese {
+                    format!(
+                        "【測試】estatemon 值班測試：{} {what}，無需處理。",
+                        policy.id
+                    )
+                } else {
+                    format!(
+                        "[TEST] estatemon on-call test of {} {what}; no action needed.",
+                        policy.id
+                    )
+                };
+                let message = estatemon_analytics::oncall::channels::PageMessage {
+                    chinese,
+                    subject: text.clone(),
+                    text: format!("{text} ({})", local(now, tz)),
+                    spoken: text.clone(),
+                    links: None,
+                    message_id: format!("<test-{}-{}@estatemon>", policy.id, now.timestamp()),
+                };
+                for m in methods {
+                    let request = estatemon_analytics::oncall::channels::page_request(
+                        m.channel,
+                        m.value,
+                        &person.name,
+                        &message,
+                        now,
+                    );
+                    match sender.deliver(&request).await {
+                        Ok(()) => println!(
+                            "{what}: {} by {} ({}): accepted",
+                            person.name, m.channel.name, m.kind
+                        ),
+                        Err(e) => {
+                            failed += 1;
+                            println!(
+                                "{what}: {} by {} ({}): FAILED: {e}",
+                                person.name, m.channel.name, m.kind
+                            )
+                        }
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} contact methods or steps failed the test");
+            }
+            Ok(())
+        }
         OncallCommand::Check(arg) => {
             let r = load(config, &arg)?;
             let now = Utc::now();

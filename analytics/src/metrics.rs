@@ -36,6 +36,10 @@ pub struct Metrics {
     pub alerts_open: Gauge,
     pub deliveries: Family<DeliveryLabel, Counter>,
     pub deliveries_pending: Gauge,
+    pub pages_planned: Counter,
+    pub pages_sent: Counter,
+    pub pages_failed: Counter,
+    pub pages_fell_through: Counter,
     pub resends: Family<DeliveryLabel, Counter>,
     pub leader: Gauge,
     pub db_connected: Gauge,
@@ -59,6 +63,10 @@ impl Metrics {
             alerts_open: Gauge::default(),
             deliveries: Family::default(),
             deliveries_pending: Gauge::default(),
+            pages_planned: Counter::default(),
+            pages_sent: Counter::default(),
+            pages_failed: Counter::default(),
+            pages_fell_through: Counter::default(),
             resends: Family::default(),
             leader: Gauge::default(),
             db_connected: Gauge::default(),
@@ -114,6 +122,26 @@ impl Metrics {
             "alert_deliveries_pending",
             "Notifications waiting for delivery or a retry",
             m.deliveries_pending.clone(),
+        );
+        r.register(
+            "oncall_pages_planned",
+            "On-call pages that came due (one per step of a ladder)",
+            m.pages_planned.clone(),
+        );
+        r.register(
+            "oncall_pages_sent",
+            "On-call pages a channel accepted",
+            m.pages_sent.clone(),
+        );
+        r.register(
+            "oncall_page_tries_failed",
+            "Tries of a page's contact method that failed (retried, then the next method)",
+            m.pages_failed.clone(),
+        );
+        r.register(
+            "oncall_pages_fell_through",
+            "Pages whose every contact method failed, passed to the next step or the fallback",
+            m.pages_fell_through.clone(),
         );
         r.register(
             "alertmanager_resends",

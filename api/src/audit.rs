@@ -68,6 +68,16 @@ pub fn truncate_path(path: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Detail(pub String);
 
+/// Whom a request without a token acted for (`link:{person}`: an
+/// on-call link names the person it was sent to), in the audit row.
+#[derive(Debug, Clone)]
+pub struct LinkActor(pub String);
+
+/// An HTML answer kept as it is whatever its status (the on-call link
+/// pages explain a refusal to a person on a phone, not to a program).
+#[derive(Debug, Clone, Copy)]
+pub struct KeepHtml;
+
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::UnboundedSender<Record>,

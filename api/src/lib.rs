@@ -188,6 +188,8 @@ fn is_public(path: &str) -> bool {
     matches!(path, "/api/v1/health" | "/api/v1/openapi.json" | "/metrics")
         || path == "/dashboards"
         || path.starts_with("/dashboards/")
+        // Signed, expiring, single-use: the token is the authority.
+        || path.starts_with("/oncall/a/")
 }
 
 /// Where a request came from (the peer address; a fixed key when the
@@ -241,7 +243,15 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
     let path = req
         .uri()
         .path_and_query()
-        .map(|p| audit::truncate_path(p.as_str()))
+        .map(|p| match p.path().strip_prefix("/oncall/a/") {
+            // The token without its signature: the audit shows which page
+            // and action, and cannot be replayed from.
+            Some(token) => format!(
+                "/oncall/a/{}",
+                estatemon_analytics::oncall::links::redact(token)
+            ),
+            None => audit::truncate_path(p.as_str()),
+        })
         .unwrap_or_default();
     let audited = route != "/metrics" && route != "/api/v1/health";
     let record =
@@ -371,9 +381,11 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
         if let Some(audit::Detail(d)) = response.extensions_mut().remove::<audit::Detail>() {
             detail = d;
         }
-        state
-            .audit
-            .record(record(actor.as_ref(), anonymous, status, detail));
+        let mut row = record(actor.as_ref(), anonymous, status, detail);
+        if let Some(audit::LinkActor(a)) = response.extensions_mut().remove::<audit::LinkActor>() {
+            row.actor = a;
+        }
+        state.audit.record(row);
     }
     response
 }
@@ -411,46 +423,48 @@ fn uniform(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let mut response = if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let (kind, message) = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => (
-                "payload_too_large",
-                "the request body is over the limit (2 MB)".to_owned(),
-            ),
-            StatusCode::METHOD_NOT_ALLOWED => (
-                "method_not_allowed",
-                "this route does not take that method; see /api/v1/openapi.json".to_owned(),
-            ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                "unsupported_media_type",
-                "the body must be JSON (Content-Type: application/json)".to_owned(),
-            ),
-            other => (
-                "error",
-                other
-                    .canonical_reason()
-                    .unwrap_or("request failed")
-                    .to_owned(),
-            ),
+    let keep = response.extensions().get::<audit::KeepHtml>().is_some();
+    let mut response =
+        if (status.is_client_error() || status.is_server_error()) && !is_json && !keep {
+            let (kind, message) = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => (
+                    "payload_too_large",
+                    "the request body is over the limit (2 MB)".to_owned(),
+                ),
+                StatusCode::METHOD_NOT_ALLOWED => (
+                    "method_not_allowed",
+                    "this route does not take that method; see /api/v1/openapi.json".to_owned(),
+                ),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                    "unsupported_media_type",
+                    "the body must be JSON (Content-Type: application/json)".to_owned(),
+                ),
+                other => (
+                    "error",
+                    other
+                        .canonical_reason()
+                        .unwrap_or("request failed")
+                        .to_owned(),
+                ),
+            };
+            let error = ApiError::Rejected {
+                status,
+                kind,
+                message,
+            };
+            // Axum's own headers (e.g. 405's `Allow`) stay; the body becomes
+            // the JSON error body.
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let body = serde_json::to_vec(&error.body()).expect("error body serialises");
+            Response::from_parts(parts, axum::body::Body::from(body))
+        } else {
+            response
         };
-        let error = ApiError::Rejected {
-            status,
-            kind,
-            message,
-        };
-        // Axum's own headers (e.g. 405's `Allow`) stay; the body becomes
-        // the JSON error body.
-        let (mut parts, _) = response.into_parts();
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let body = serde_json::to_vec(&error.body()).expect("error body serialises");
-        Response::from_parts(parts, axum::body::Body::from(body))
-    } else {
-        response
-    };
     let headers = response.headers_mut();
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(

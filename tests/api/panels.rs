@@ -587,6 +587,45 @@ async fn the_dashboards_draw_in_a_browser() {
         )
         .await
         .unwrap();
+    // Issue 31: an entrapment at 03:00 on a Thursday, paged by the real
+    // planner through the shipped roster's lift policy, then resolved: the
+    // on-call pages panel lists its pages.
+    let trapped: i64 = client
+        .query_one(
+            "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id, device_id,
+                                 source, started_at, last_seen_at, fired_at, response_deadline)
+             VALUES ('lift_entrapment', 'hv-a-lift-1', 'x4', 'emergency', 'Passenger trapped',
+                     '{\"site\": \"harbour-view\", \"device\": \"hv-a-lift-1\"}', 'harbour-view',
+                     'hv-a-lift-1', 'ingest', '2026-06-04T03:00:00+08', '2026-06-04T03:00:00+08',
+                     '2026-06-04T03:00:00+08', '2026-06-04T03:15:00+08')
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let roster = estatemon_analytics::oncall::roster::Roster::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/oncall/roster.example.toml"),
+    )
+    .unwrap();
+    let planned = estatemon_analytics::oncall::plan::plan(
+        &client,
+        &roster,
+        chrono::DateTime::parse_from_rfc3339("2026-06-04T03:10:00+08:00")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    )
+    .await
+    .unwrap();
+    assert!(planned.paged >= 1, "{planned:?}");
+    client
+        .execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = '2026-06-04T03:20:00+08',
+                    closed_at = '2026-06-04T03:20:00+08' WHERE id = $1",
+            &[&trapped],
+        )
+        .await
+        .unwrap();
     let open_alerts = db
         .count("SELECT count(*) FROM alerts WHERE resolved_at IS NULL")
         .await;

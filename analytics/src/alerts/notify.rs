@@ -41,11 +41,12 @@ pub struct AlertView {
     pub escalated_at: Option<DateTime<Utc>>,
 }
 
-const ALERT_COLUMNS: &str = "a.id, a.rule, a.subject, a.severity, a.summary, a.labels, a.value, \
+pub const ALERT_COLUMNS: &str =
+    "a.id, a.rule, a.subject, a.severity, a.summary, a.labels, a.value, \
      a.state, a.started_at, a.resolved_at, a.fired_at, a.response_deadline, a.escalated_at";
 
 impl AlertView {
-    fn from_row(r: &Row, at: usize) -> AlertView {
+    pub fn from_row(r: &Row, at: usize) -> AlertView {
         let labels: Value = r.get(at + 5);
         AlertView {
             id: r.get(at),
@@ -153,8 +154,12 @@ impl Sender {
     }
 
     /// One request: its JSON body (or form, for SMS gateways), headers and
-    /// Basic authentication; any answer but 2xx is an error to retry.
-    async fn deliver(&self, request: &Request) -> Result<(), String> {
+    /// Basic authentication, or an e-mail over SMTP; any answer but 2xx
+    /// (250 for SMTP) is an error to retry.
+    pub async fn deliver(&self, request: &Request) -> Result<(), String> {
+        if let Some(mail) = &request.mail {
+            return send_mail(&request.url, mail).await;
+        }
         let mut r = self.http.post(&request.url);
         r = match &request.form {
             Some(form) => r.form(form),
@@ -184,6 +189,26 @@ impl Sender {
         }
     }
 
+    /// One message's room under a channel's limit a minute. Over it: an
+    /// error the caller retries with backoff (counted as a failed try),
+    /// never a drop.
+    pub fn take_rate(&self, channel: &str, limit: Option<u32>) -> Result<(), String> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let mut sent = self.sent.lock().expect("rate window");
+        let mine = sent.entry(channel.to_owned()).or_default();
+        let now = std::time::Instant::now();
+        mine.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        if mine.len() >= limit as usize {
+            return Err(format!(
+                "{channel}: over the channel's limit of {limit} messages a minute; retried later"
+            ));
+        }
+        mine.push(now);
+        Ok(())
+    }
+
     fn alertmanager_url(&self) -> Option<String> {
         self.config
             .alertmanager_url
@@ -211,20 +236,7 @@ impl Sender {
             .iter()
             .find(|w| w.name == receiver)
             .ok_or_else(|| format!("no webhook named `{receiver}` in alerts.webhooks"))?;
-        // Over the channel's rate limit: refused here (the outbox retries
-        // with backoff, counted as a failed attempt), never dropped.
-        if let Some(limit) = crate::oncall::channels::per_minute(hook) {
-            let mut sent = self.sent.lock().expect("rate window");
-            let mine = sent.entry(receiver.to_owned()).or_default();
-            let now = std::time::Instant::now();
-            mine.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-            if mine.len() >= limit as usize {
-                return Err(format!(
-                    "{receiver}: over the channel's limit of {limit} messages a minute; retried later"
-                ));
-            }
-            mine.push(now);
-        }
+        self.take_rate(receiver, crate::oncall::channels::per_minute(hook))?;
         // In the channel's own format and signature (DingTalk, Feishu,
         // WeCom, Slack, or estatemon's JSON).
         let request = crate::oncall::channels::request(
@@ -274,6 +286,45 @@ impl Sender {
         }
         Ok(alerts.len())
     }
+}
+
+/// An e-mail through the SMTP relay at `url` (`smtp://host:port`, no TLS:
+/// a relay on the estate's own network), 10 s at most.
+async fn send_mail(url: &str, mail: &crate::oncall::channels::Mail) -> Result<(), String> {
+    use lettre::message::header::ContentType;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed.port().unwrap_or(25);
+    let shown = format!("smtp://{host}:{port}");
+    let address = |a: &str, what: &str| {
+        a.parse::<lettre::message::Mailbox>()
+            .map_err(|e| format!("{shown}: the {what} address does not parse: {e}"))
+    };
+    let message = Message::builder()
+        .from(address(&mail.from, "from")?)
+        .to(address(&mail.to, "to")?)
+        .subject(mail.subject.clone())
+        .message_id(Some(mail.message_id.clone()))
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail.text.clone())
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .timeout(Some(Duration::from_secs(10)));
+    if let Some((user, password)) = &mail.credentials {
+        transport =
+            transport.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                user.clone(),
+                password.clone(),
+            ));
+    }
+    transport
+        .build()
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{shown}: {e}"))
 }
 
 /// Seconds before retry number `attempts` (1-based): 2, 4, 8 … up to `max`.

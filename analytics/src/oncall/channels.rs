@@ -28,6 +28,21 @@ pub struct Request {
     pub form: Option<Vec<(String, String)>>,
     /// Basic authentication (user, password).
     pub basic_auth: Option<(String, String)>,
+    /// Sent as e-mail over SMTP instead (`url` is `smtp://host:port`).
+    pub mail: Option<Mail>,
+}
+
+/// An e-mail to send over SMTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mail {
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    /// Stable per notification, so a receiver can tell a repeat.
+    pub message_id: String,
+    /// SMTP authentication (user, password), when the relay asks.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Request {
@@ -39,6 +54,7 @@ impl Request {
             body,
             form: None,
             basic_auth: None,
+            mail: None,
         }
     }
 }
@@ -83,8 +99,8 @@ pub fn per_minute(hook: &WebhookConfig) -> Option<u32> {
     hook.rate_per_minute.or(match hook.format {
         WebhookFormat::Dingtalk | WebhookFormat::Wecom | WebhookFormat::Telegram => Some(20),
         WebhookFormat::Feishu => Some(100),
-        WebhookFormat::Slack | WebhookFormat::Sms => Some(60),
-        WebhookFormat::Estatemon => None,
+        WebhookFormat::Slack | WebhookFormat::Sms | WebhookFormat::Voice => Some(60),
+        WebhookFormat::Estatemon | WebhookFormat::Email => None,
     })
 }
 
@@ -201,7 +217,257 @@ pub fn request(
                 hook.account.clone().unwrap_or_default(),
                 secret.unwrap_or_default().to_owned(),
             )),
+            mail: None,
         },
+        WebhookFormat::Voice => call(hook, hook.to.as_deref().unwrap_or_default(), &text, chinese),
+        WebhookFormat::Email => email(
+            hook,
+            hook.to.as_deref().unwrap_or_default(),
+            &subject_of(alert, kind, chinese),
+            &text,
+            &format!("<alert-{}-{kind}@estatemon>", alert.id),
+        ),
+    }
+}
+
+/// An e-mail's subject: the severity, what happened and where, short.
+fn subject_of(alert: &AlertView, kind: &str, chinese: bool) -> String {
+    let first: String = message(alert, kind, chinese)
+        .split(['.', '。'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect();
+    first
+}
+
+/// A Twilio-compatible voice call: To, From and the TwiML that reads
+/// `text` aloud twice (Cantonese for Chinese), form-encoded, with Basic
+/// authentication.
+fn call(hook: &WebhookConfig, to: &str, text: &str, chinese: bool) -> Request {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    let language = if chinese { "zh-HK" } else { "en-GB" };
+    let say = format!(r#"<Say language="{language}">{escaped}</Say>"#);
+    Request {
+        url: hook.url.clone(),
+        headers: Vec::new(),
+        body: Value::Null,
+        form: Some(vec![
+            ("To".into(), to.to_owned()),
+            ("From".into(), hook.from.clone().unwrap_or_default()),
+            (
+                "Twiml".into(),
+                format!(r#"<Response>{say}<Pause length="1"/>{say}</Response>"#),
+            ),
+        ]),
+        basic_auth: Some((
+            hook.account.clone().unwrap_or_default(),
+            hook.secret.clone().unwrap_or_default(),
+        )),
+        mail: None,
+    }
+}
+
+fn email(hook: &WebhookConfig, to: &str, subject: &str, text: &str, message_id: &str) -> Request {
+    Request {
+        url: hook.url.clone(),
+        headers: Vec::new(),
+        body: Value::Null,
+        form: None,
+        basic_auth: None,
+        mail: Some(Mail {
+            from: hook.from.clone().unwrap_or_default(),
+            to: to.to_owned(),
+            subject: subject.to_owned(),
+            text: text.to_owned(),
+            message_id: message_id.to_owned(),
+            credentials: hook
+                .account
+                .clone()
+                .map(|u| (u, hook.secret.clone().unwrap_or_default())),
+        }),
+    }
+}
+
+/// One page to one person, as its channel documents a message to one
+/// person: the robot's @-mention of their user id (WeCom
+/// `mentioned_list`, DingTalk `at.atUserIds`, Feishu `<at user_id>`), the
+/// bot's message to their chat with the links as buttons (Telegram), an
+/// SMS or a call to their phone, or an e-mail. `contact` is their id,
+/// number or address on that channel; `page` the stable notification id.
+pub fn page_request(
+    channel: &WebhookConfig,
+    contact: &str,
+    name: &str,
+    message: &PageMessage,
+    now: DateTime<Utc>,
+) -> Request {
+    let chinese = message.chinese;
+    let text = &message.text;
+    let secret = channel.secret.as_deref().filter(|s| !s.is_empty());
+    match channel.format {
+        WebhookFormat::Wecom => Request::json(
+            channel.url.clone(),
+            Vec::new(),
+            json!({"msgtype": "text", "text": {"content": text, "mentioned_list": [contact]}}),
+        ),
+        WebhookFormat::Dingtalk => {
+            let mut url = channel.url.clone();
+            if let Some(s) = secret {
+                let ts = now.timestamp_millis();
+                let sep = if url.contains('?') { '&' } else { '?' };
+                url = format!("{url}{sep}timestamp={ts}&sign={}", dingtalk_sign(s, ts));
+            }
+            Request::json(
+                url,
+                Vec::new(),
+                json!({"msgtype": "text", "text": {"content": format!("@{contact} {text}")},
+                       "at": {"atUserIds": [contact], "isAtAll": false}}),
+            )
+        }
+        WebhookFormat::Feishu => {
+            let escaped = name.replace(['<', '>'], "");
+            let mut body = json!({"msg_type": "text", "content": {
+                "text": format!("<at user_id=\"{contact}\">{escaped}</at> {text}")}});
+            if let Some(s) = secret {
+                let ts = now.timestamp();
+                body["timestamp"] = json!(ts.to_string());
+                body["sign"] = json!(feishu_sign(s, ts));
+            }
+            Request::json(channel.url.clone(), Vec::new(), body)
+        }
+        WebhookFormat::Telegram => {
+            let mut body = json!({"chat_id": contact, "text": text});
+            if let Some(l) = &message.links {
+                let (ack, resolve, snooze) = if chinese {
+                    ("確認", "已解決", "延後 30 分鐘")
+                } else {
+                    ("Acknowledge", "Resolve", "Snooze 30 min")
+                };
+                body["reply_markup"] = json!({"inline_keyboard": [[
+                    {"text": ack, "url": l.ack},
+                    {"text": resolve, "url": l.resolve},
+                    {"text": snooze, "url": l.snooze},
+                ]]});
+            }
+            Request::json(channel.url.clone(), Vec::new(), body)
+        }
+        WebhookFormat::Sms => Request {
+            url: channel.url.clone(),
+            headers: Vec::new(),
+            body: Value::Null,
+            form: Some(vec![
+                ("To".into(), contact.to_owned()),
+                ("From".into(), channel.from.clone().unwrap_or_default()),
+                ("Body".into(), text.clone()),
+            ]),
+            basic_auth: Some((
+                channel.account.clone().unwrap_or_default(),
+                secret.unwrap_or_default().to_owned(),
+            )),
+            mail: None,
+        },
+        // Links are for screens, not for reading aloud.
+        WebhookFormat::Voice => call(channel, contact, &message.spoken, chinese),
+        WebhookFormat::Email => email(
+            channel,
+            contact,
+            &message.subject,
+            text,
+            &message.message_id,
+        ),
+        // Refused on load for on-call channels; a broadcast body if ever.
+        WebhookFormat::Estatemon | WebhookFormat::Slack => {
+            Request::json(channel.url.clone(), Vec::new(), json!({ "text": text }))
+        }
+    }
+}
+
+/// What a page says: short, in the person's language, the site's local
+/// time, the links, and its reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageMessage {
+    pub chinese: bool,
+    pub subject: String,
+    pub text: String,
+    /// The text without links, for a voice call.
+    pub spoken: String,
+    pub links: Option<super::links::Links>,
+    /// `<page-{id}@estatemon>`: the same on every try of the page.
+    pub message_id: String,
+}
+
+/// The page's message for `alert` (see [`PageMessage`]).
+pub fn page_message(
+    alert: &AlertView,
+    page: i64,
+    chinese: bool,
+    tz: chrono_tz::Tz,
+    links: Option<super::links::Links>,
+    snooze_minutes: u32,
+) -> PageMessage {
+    let label = |k: &str| alert.labels.get(k).and_then(Value::as_str);
+    let place: Vec<&str> = ["site", "building", "device"]
+        .iter()
+        .filter_map(|k| label(k))
+        .collect();
+    let place = if place.is_empty() {
+        alert.subject.clone()
+    } else {
+        place.join(" / ")
+    };
+    let by = alert.response_deadline.with_timezone(&tz).format("%H:%M");
+    let day = alert.response_deadline.with_timezone(&tz).format("%m-%d");
+    let severity = alert.severity.to_uppercase();
+    let (subject, mut text) = if chinese {
+        let level = match alert.severity.as_str() {
+            "emergency" => "緊急",
+            "ordinary" => "一般",
+            _ => "例行",
+        };
+        let subject = format!("【{level}】{} — {place}", alert.summary);
+        let text = format!("{subject}。請於 {day} {by}（{tz}）前回應。");
+        (subject, text)
+    } else {
+        let subject = format!("[{severity}] {} — {place}", alert.summary);
+        let text = format!("{subject}. Respond by {by} {day} ({tz}).");
+        (subject, text)
+    };
+    let spoken = if chinese {
+        format!("{text} 請盡快確認。")
+    } else {
+        format!("{text} Please acknowledge with the link in your messages.")
+    };
+    if let Some(l) = &links {
+        if chinese {
+            text.push_str(&format!(
+                " 確認：{} 已解決：{} 延後{snooze_minutes}分鐘：{}",
+                l.ack, l.resolve, l.snooze
+            ));
+        } else {
+            text.push_str(&format!(
+                " Acknowledge: {} Resolve: {} Snooze {snooze_minutes} min: {}",
+                l.ack, l.resolve, l.snooze
+            ));
+        }
+    } else if chinese {
+        text.push_str(&format!(" 確認：estatemon alerts ack {}", alert.id));
+    } else {
+        text.push_str(&format!(" Acknowledge: estatemon alerts ack {}", alert.id));
+    }
+    text.push_str(&format!(" (ref P{page})"));
+    PageMessage {
+        chinese,
+        subject,
+        text,
+        spoken,
+        links,
+        message_id: format!("<page-{page}@estatemon>"),
     }
 }
 

@@ -99,11 +99,7 @@ pub fn pages<'a>(
         .repeat_every
         .unwrap_or_else(|| response_time(severity))
         .max(last + Duration::minutes(1));
-    let site_tz = roster
-        .teams
-        .iter()
-        .find(|t| t.site == site)
-        .map_or(chrono_tz::UTC, |t| t.tz);
+    let site_tz = site_tz(roster, site);
     let mut out = Vec::new();
     for round in 0..policy.repeat {
         for (k, step) in policy.steps.iter().enumerate() {
@@ -140,6 +136,49 @@ pub fn pages<'a>(
         }
     }
     (Some(policy), out)
+}
+
+/// A site's time zone: its teams' (UTC when it has none).
+pub fn site_tz(roster: &Roster, site: &str) -> chrono_tz::Tz {
+    roster
+        .teams
+        .iter()
+        .find(|t| t.site == site)
+        .map_or(chrono_tz::UTC, |t| t.tz)
+}
+
+/// Whom a page that could not reach `failed` (every contact method
+/// failed) goes to now: the policy's next step (whoever it names at
+/// `at`), the fallback after the last step, nobody once the fallback
+/// itself failed. With the reason.
+pub fn fall_through(
+    roster: &Roster,
+    policy: Option<&Policy>,
+    step: usize,
+    failed: &str,
+    at: DateTime<Utc>,
+) -> Option<(usize, String, String)> {
+    let policy = policy?;
+    let why = format!("every contact method of {failed} failed");
+    for (k, s) in policy.steps.iter().enumerate().skip(step + 1) {
+        let person = match &s.notify {
+            Target::Person(p) => Some(p.clone()),
+            Target::Team(id) => roster
+                .team(id)
+                .and_then(|t| on_call(t, &roster.holidays, at))
+                .map(|(p, _)| p),
+        };
+        if let Some(p) = person.filter(|p| p != failed) {
+            return Some((k, p, format!("{why}: step {} now", k + 1)));
+        }
+    }
+    (policy.fallback != failed).then(|| {
+        (
+            policy.steps.len(),
+            policy.fallback.clone(),
+            format!("{why}: the policy's fallback"),
+        )
+    })
 }
 
 /// `at`, or the start of the person's next working hours when `at` is

@@ -9,13 +9,19 @@
 //!
 //! Files: `roster` reads and checks the roster file, `schedule` answers from
 //! it, `escalation` plans an alert's pages, `ical` renders a person's
-//! calendar. Delivery on the channels comes next (issue 31).
+//! calendar, `plan` writes the pages that came due (once per step, across
+//! replicas), `deliver` sends them on each person's contact methods with
+//! fall-through, `links` signs the acknowledge / resolve / snooze links.
 
 pub mod channels;
+pub mod deliver;
 pub mod escalation;
 pub mod ical;
+pub mod links;
+pub mod plan;
 pub mod roster;
 pub mod schedule;
+pub mod timeline;
 
 /// A Hong Kong local time (`2026-12-08T03:00:00`) in UTC, for the tests.
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod inspections;
 pub mod oncall;
+pub mod oncall_links;
 pub mod registry;
 pub mod reports;
 pub mod series;
@@ -232,7 +233,7 @@ impl utoipa::Modify for ErrorResponses {
         events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
         events::lift_replacements,
         dead_letters::list,
-        oncall::now,
+        oncall::now, oncall::pages, oncall::timeline,
         inspections::record, inspections::compliance, inspections::compliance_exceptions,
         inspections::work_items,
         inspections::close,
@@ -369,6 +370,12 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/oncall/now", get(oncall::now))
+        .route("/api/v1/oncall/pages", get(oncall::pages))
+        .route("/api/v1/alerts/{id}/timeline", get(oncall::timeline))
+        .route(
+            "/oncall/a/{token}",
+            get(oncall_links::show).post(oncall_links::act),
+        )
         .route("/api/v1/inspections", post(inspections::record))
         .route("/api/v1/compliance", get(inspections::compliance))
         .route(

@@ -88,3 +88,170 @@ pub async fn now(
     }
     Ok(Json(out))
 }
+
+/// One moment of an incident (see `estatemon_analytics::oncall::timeline`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    /// `fired`, `paged`, `sent`, `failed`, `skipped`, `fell_through`,
+    /// `unreachable`, `cancelled`, `handover`, `acknowledged`, `snoozed`,
+    /// `escalated`, `resolved`.
+    pub kind: String,
+    /// The person's roster id and name (never a contact detail).
+    pub person: Option<String>,
+    pub name: Option<String>,
+    /// The page (`P{id}` in the messages) and its step (1-based).
+    pub page: Option<i64>,
+    pub step: Option<i32>,
+    pub channel: Option<String>,
+    pub detail: String,
+}
+
+/// An alert's incident timeline, oldest first: when it fired, each page
+/// (who, step, why), each try on each channel (delivered, or failed and
+/// why), fall-throughs, hand-overs, acknowledgements, snoozes and the
+/// resolution.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}/timeline", tag = "on call",
+    params(("id" = i64, Path, description = "the alert")),
+    responses((status = 200, body = [TimelineEntry]),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn timeline(
+    State(state): State<AppState>,
+    crate::extract::P(id): crate::extract::P<i64>,
+) -> ApiResult<Json<Vec<TimelineEntry>>> {
+    let roster = match state.config.oncall.roster.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || Roster::load(&path).ok())
+            .await
+            .map_err(anyhow::Error::from)?,
+        None => None,
+    };
+    let client = state.pool.get().await?;
+    let rows = estatemon_analytics::oncall::timeline::of(&**client, id, roster.as_ref())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|e| TimelineEntry {
+                at: e.at,
+                kind: e.kind,
+                person: e.person,
+                name: e.name,
+                page: e.page,
+                step: e.step,
+                channel: e.channel,
+                detail: e.detail,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PagesQuery {
+    /// Only this site's alerts (a dashboard variable's value; All: every).
+    pub site: Option<String>,
+    /// Pages due from (epoch ms, RFC 3339 or date); required with `to`.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Only flagged pages (nobody on call, no policy, or a fall-through).
+    pub flagged: Option<bool>,
+    /// At most this many, newest first (default 500, at most 5,000).
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PageRow {
+    /// The page's reference (`P{id}` in its messages).
+    pub page: i64,
+    pub alert: i64,
+    pub summary: String,
+    pub severity: String,
+    pub site: Option<String>,
+    pub due_at: DateTime<Utc>,
+    /// The person's name as they write it (never a contact detail).
+    pub person: String,
+    /// The ladder's step (1-based) and run (1-based).
+    pub step: i32,
+    pub round: i32,
+    pub reason: String,
+    /// Paged because nobody was on call, no policy took an emergency, or
+    /// every contact method of the step before failed.
+    pub flagged: bool,
+    /// `sent`, `failed` (every method), `cancelled` (acknowledged or
+    /// resolved first) or `waiting` (being tried).
+    pub status: String,
+    pub channel: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The last failure, if any.
+    pub error: Option<String>,
+}
+
+/// The pages of a range, newest first: who was paged for what, at which
+/// step, on which channel, and whether it went out.
+#[utoipa::path(get, path = "/api/v1/oncall/pages", tag = "on call", params(PagesQuery),
+    responses((status = 200, body = [PageRow]), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn pages(
+    State(state): State<AppState>,
+    Q(q): Q<PagesQuery>,
+) -> ApiResult<Json<Vec<PageRow>>> {
+    let (from, to) = crate::params::range(q.from.as_deref(), q.to.as_deref(), 3660)?;
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=5000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`limit` ({limit}) must be 1 to 5000"
+        )));
+    }
+    let sites = crate::routes::series::choice(q.site.as_ref());
+    let roster = match state.config.oncall.roster.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || Roster::load(&path).ok())
+            .await
+            .map_err(anyhow::Error::from)?,
+        None => None,
+    };
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT p.id, p.alert_id, a.summary, a.severity, a.site_id, p.due_at, p.person,
+                    p.step, p.round, p.reason, p.flagged,
+                    CASE WHEN p.delivered_at IS NOT NULL THEN 'sent'
+                         WHEN p.failed_at IS NOT NULL THEN 'failed'
+                         WHEN p.cancelled_at IS NOT NULL THEN 'cancelled'
+                         ELSE 'waiting' END,
+                    p.delivered_via, p.delivered_at, p.last_error
+               FROM oncall_pages p JOIN alerts a ON a.id = p.alert_id
+              WHERE p.due_at >= $1 AND p.due_at < $2
+                AND ($3::text[] IS NULL OR a.site_id = ANY($3))
+                AND (NOT $4 OR p.flagged)
+              ORDER BY p.due_at DESC, p.id DESC
+              LIMIT $5",
+            &[&from, &to, &sites, &q.flagged.unwrap_or(false), &limit],
+        )
+        .await?;
+    let name = |id: &str| {
+        roster
+            .as_ref()
+            .and_then(|r| r.person(id))
+            .map_or_else(|| id.to_owned(), |p| p.name.clone())
+    };
+    Ok(Json(
+        rows.iter()
+            .map(|r| PageRow {
+                page: r.get(0),
+                alert: r.get(1),
+                summary: r.get(2),
+                severity: r.get(3),
+                site: r.get(4),
+                due_at: r.get(5),
+                person: name(r.get(6)),
+                step: r.get::<_, i32>(7) + 1,
+                round: r.get::<_, i32>(8) + 1,
+                reason: r.get(9),
+                flagged: r.get(10),
+                status: r.get(11),
+                channel: r.get(12),
+                delivered_at: r.get(13),
+                error: r.get(14),
+            })
+            .collect(),
+    ))
+}

@@ -77,12 +77,44 @@ pub struct Config {
 }
 
 /// On-call (`estatemon oncall`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OncallConfig {
     /// The roster file: people, teams, rotations, overrides, holidays (see
     /// `deploy/oncall.example.toml`). None: no roster.
     pub roster: Option<PathBuf>,
+    /// How pages reach a person (`[[oncall.channel]]`), one per format: a
+    /// person's `phone` goes by `sms` (and, for emergencies, a `voice`
+    /// call first), `email` by `email` (SMTP), `wecom`, `dingtalk` and
+    /// `feishu` ids by those group robots (the person @-mentioned), and
+    /// `telegram` by the bot. A contact method without its channel is
+    /// skipped, and said so in the page's timeline.
+    #[serde(rename = "channel")]
+    pub channels: Vec<WebhookConfig>,
+    /// The address people's phones reach `estatemon api` at, for the
+    /// acknowledge / resolve / snooze links in every page (default:
+    /// `http://` and `api.listen`).
+    pub public_url: Option<String>,
+    /// Hours a page's links stay valid.
+    pub link_valid_h: u64,
+    /// Tries of one contact method (with backoff from 2 s) before the page
+    /// falls through to the person's next method.
+    pub tries_per_method: u32,
+    /// Minutes a snooze link holds the ladder.
+    pub snooze_minutes: u32,
+}
+
+impl Default for OncallConfig {
+    fn default() -> Self {
+        OncallConfig {
+            roster: None,
+            channels: Vec::new(),
+            public_url: None,
+            link_valid_h: 12,
+            tries_per_method: 3,
+            snooze_minutes: 30,
+        }
+    }
 }
 
 /// Lift statistics (the API, `estatemon lifts` and the quarterly report).
@@ -417,7 +449,7 @@ pub struct WebhookConfig {
 }
 
 /// See [`WebhookConfig::format`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookFormat {
     #[default]
@@ -431,6 +463,13 @@ pub enum WebhookFormat {
     /// A Twilio-compatible SMS API (`…/Accounts/<account>/Messages.json`):
     /// form-encoded To, From, Body with Basic authentication.
     Sms,
+    /// A Twilio-compatible voice call (`…/Accounts/<account>/Calls.json`):
+    /// form-encoded To, From and the TwiML that reads the message aloud.
+    Voice,
+    /// E-mail over SMTP: `url = "smtp://host:port"` (a local relay; user
+    /// `account` and password `secret` when it asks), `from`, and `to` for
+    /// a broadcast receiver.
+    Email,
 }
 
 impl Default for AlertsConfig {
@@ -759,21 +798,7 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for w in &self.alerts.webhooks {
-            check_http_url(&w.url).map_err(|m| fail("alerts.webhooks.url", m))?;
-            let missing = match w.format {
-                WebhookFormat::Telegram if w.chat_id.is_none() => Some("chat_id"),
-                WebhookFormat::Sms if w.account.is_none() => Some("account"),
-                WebhookFormat::Sms if w.secret.is_none() => Some("secret"),
-                WebhookFormat::Sms if w.from.is_none() => Some("from"),
-                WebhookFormat::Sms if w.to.is_none() => Some("to"),
-                _ => None,
-            };
-            if let Some(field) = missing {
-                return Err(fail(
-                    &format!("alerts.webhooks.{field}"),
-                    format!("webhook `{}` of this format needs `{field}`", w.name),
-                ));
-            }
+            check_channel(w, true).map_err(|(f, m)| fail(&format!("alerts.webhooks.{f}"), m))?;
             if w.name.is_empty() || w.name == "alertmanager" || !names.insert(&w.name) {
                 return Err(fail(
                     "alerts.webhooks.name",
@@ -783,6 +808,34 @@ impl Config {
                     ),
                 ));
             }
+        }
+        let mut formats = std::collections::HashSet::new();
+        for c in &self.oncall.channels {
+            check_channel(c, false).map_err(|(f, m)| fail(&format!("oncall.channel.{f}"), m))?;
+            if matches!(c.format, WebhookFormat::Estatemon | WebhookFormat::Slack) {
+                return Err(fail(
+                    "oncall.channel.format",
+                    format!(
+                        "channel `{}`: a person is paged by sms, voice, email, wecom, dingtalk, feishu or telegram",
+                        c.name
+                    ),
+                ));
+            }
+            if !formats.insert(c.format) {
+                return Err(fail(
+                    "oncall.channel.format",
+                    format!("channel `{}`: one channel per format", c.name),
+                ));
+            }
+        }
+        if let Some(u) = &self.oncall.public_url {
+            check_http_url(u).map_err(|m| fail("oncall.public_url", m))?;
+        }
+        if self.oncall.tries_per_method == 0 || self.oncall.link_valid_h == 0 {
+            return Err(fail(
+                "oncall.tries_per_method",
+                "tries_per_method and link_valid_h must be at least 1".into(),
+            ));
         }
         self.alerts
             .listen
@@ -966,6 +1019,46 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A receiver's URL and the fields its format needs (`to` only for a
+/// broadcast receiver: a page goes to the person's own number, address or
+/// chat). Err: the field and why.
+fn check_channel(w: &WebhookConfig, broadcast: bool) -> Result<(), (&'static str, String)> {
+    if w.format == WebhookFormat::Email {
+        match url::Url::parse(&w.url) {
+            Ok(u) if u.scheme() == "smtp" && u.host().is_some() => {}
+            _ => {
+                return Err((
+                    "url",
+                    format!(
+                        "`{}`: an e-mail channel needs smtp://host:port",
+                        redact_url(&w.url)
+                    ),
+                ))
+            }
+        }
+    } else {
+        check_http_url(&w.url).map_err(|m| ("url", m))?;
+    }
+    let phone = matches!(w.format, WebhookFormat::Sms | WebhookFormat::Voice);
+    let missing = match w.format {
+        WebhookFormat::Telegram if broadcast && w.chat_id.is_none() => Some("chat_id"),
+        _ if phone && w.account.is_none() => Some("account"),
+        _ if phone && w.secret.is_none() => Some("secret"),
+        _ if (phone || w.format == WebhookFormat::Email) && w.from.is_none() => Some("from"),
+        _ if (phone || w.format == WebhookFormat::Email) && broadcast && w.to.is_none() => {
+            Some("to")
+        }
+        _ => None,
+    };
+    match missing {
+        Some(field) => Err((
+            field,
+            format!("`{}` of this format needs `{field}`", w.name),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -370,15 +370,15 @@ async fn queue(
     kind: &str,
     receivers: &[String],
 ) -> Result<(), tokio_postgres::Error> {
-    if receivers.is_empty() {
-        return Ok(());
+    if !receivers.is_empty() {
+        tx.execute(
+            "INSERT INTO alert_notifications (alert_id, kind, receiver)
+             SELECT $1, $2, unnest($3::text[])",
+            &[&id, &kind, &receivers],
+        )
+        .await?;
     }
-    tx.execute(
-        "INSERT INTO alert_notifications (alert_id, kind, receiver)
-         SELECT $1, $2, unnest($3::text[])",
-        &[&id, &kind, &receivers],
-    )
-    .await?;
+    // Also without receivers: the on-call pager plans on this wake-up.
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.to_string()])
         .await?;
     Ok(())

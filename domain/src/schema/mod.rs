@@ -373,6 +373,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 26,
+        name: "oncall_pages",
+        common: Some(include_str!("migrations/0026_oncall_pages.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

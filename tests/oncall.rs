@@ -1,0 +1,695 @@
+//! On-call end to end: an emergency's ladder on a simulated clock, its
+//! pages on each person's contact methods (a local receiver in each
+//! channel's documented shape, and a real SMTP server: aiosmtpd from
+//! PyPI), fall-through when every method fails, a hand-over in the middle
+//! of the escalation, and the signed single-use links served by
+//! `estatemon api`: used, replayed, altered, expired, looked at on a
+//! phone-sized headless Chromium.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use common::*;
+use estatemon_analytics::oncall::{deliver, links, plan, roster::Roster};
+
+/// What the HTTP receiver got: (path, form or JSON body as text).
+type Got = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A receiver for every HTTP channel: `/voice` refuses calls to
+/// `refuse_call` (HTTP 500, as a gateway that cannot reach the number).
+async fn channels(refuse_call: &'static str) -> (String, Got) {
+    use axum::body::Bytes;
+    use axum::http::{StatusCode, Uri};
+    let got: Got = Default::default();
+    let app =
+        axum::Router::new()
+            .fallback(
+                move |axum::extract::State(got): axum::extract::State<Got>,
+                      uri: Uri,
+                      body: Bytes| async move {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    got.lock()
+                        .unwrap()
+                        .push((uri.path().to_owned(), text.clone()));
+                    let refused = uri.path() == "/voice"
+                        && url::form_urlencoded::parse(text.as_bytes())
+                            .any(|(k, v)| k == "To" && v == refuse_call);
+                    if refused {
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            r#"{"code":21217,"message":"unreachable"}"#,
+                        )
+                    } else {
+                        (StatusCode::OK, r#"{"errcode":0,"ok":true}"#)
+                    }
+                },
+            )
+            .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, got)
+}
+
+/// aiosmtpd (PyPI) on a free port: accepts mail to any address but
+/// `nobody@…` (550), and writes each message to `log` as a JSON line.
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Smtp {
+    fn start() -> Smtp {
+        let python = std::env::var_os("ESTATEMON_TEST_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/var/tmp/estatemon-test-venv/bin/python".into());
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}.jsonl", unique("smtp")));
+        let script = r#"
+import json, sys, time
+from aiosmtpd.controller import Controller
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith('nobody@'):
+            return '550 5.1.1 no such mailbox'
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
+    async def handle_DATA(self, server, session, envelope):
+        with open(sys.argv[2], 'a') as f:
+            f.write(json.dumps({'from': envelope.mail_from, 'to': envelope.rcpt_tos,
+                                'data': envelope.content.decode('utf8', 'replace')}) + '\n')
+        return '250 Message accepted for delivery'
+c = Controller(Handler(), hostname='127.0.0.1', port=int(sys.argv[1]))
+c.start()
+print('ready', flush=True)
+while True:
+    time.sleep(3600)
+"#;
+        let mut child = Command::new(python)
+            .args(["-c", script, &port.to_string(), log.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("aiosmtpd (scripts/test.sh installs it)");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+        Smtp { child, port, log }
+    }
+
+    fn messages(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ROSTER: &str = r#"
+[[person]]
+id = "chan-tai-man"
+name = "陳大文"
+language = "zh"
+contacts = { phone = "+85255550101", wecom = "chantaiman" }
+
+[[person]]
+id = "wong-siu-ming"
+name = "Wong Siu Ming"
+contacts = { telegram = "700100200" }
+
+[[person]]
+id = "manager"
+name = "Engineering manager"
+contacts = { email = "nobody@estate.example" }
+
+[[person]]
+id = "control-room"
+name = "Control room"
+contacts = { phone = "+85255550199", email = "control@estate.example" }
+
+[[team]]
+id = "hv-lifts"
+site = "harbour-view"
+trade = "lifts"
+time_zone = "Asia/Hong_Kong"
+
+[[team.layer]]
+name = "daily"
+members = ["chan-tai-man", "wong-siu-ming"]
+start = 2026-12-07T08:00:00
+every = "1d"
+
+[[policy]]
+id = "hv-lift-emergencies"
+severities = ["emergency"]
+site = "harbour-view"
+kinds = ["lift"]
+fallback = "control-room"
+repeat_every = "15m"
+
+[[policy.step]]
+after = "0m"
+notify = "team:hv-lifts"
+
+[[policy.step]]
+after = "5m"
+notify = "person:manager"
+"#;
+
+fn hk(local: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&format!("{local}+08:00"))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// Sends what is due until nothing is (retries wait their backoff).
+async fn drain(client: &mut tokio_postgres::Client, pager: &deliver::Pager) {
+    for _ in 0..200 {
+        deliver::deliver_due(client, pager).await.unwrap();
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM oncall_pages
+                  WHERE delivered_at IS NULL AND failed_at IS NULL AND cancelled_at IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 0 {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    panic!("pages still waiting after 20 s");
+}
+
+async fn events(client: &tokio_postgres::Client, alert: i64) -> Vec<(String, String, String)> {
+    client
+        .query(
+            "SELECT kind, coalesce(person, ''), coalesce(channel, '') FROM oncall_events
+              WHERE alert_id = $1 ORDER BY id",
+            &[&alert],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entrapment_escalates_falls_through_hands_over_and_stops_at_a_link() {
+    let db = TestDb::new(&admin_url());
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    let (_client, _) = estatemon_domain::schema::prepare(&config.database, &config.storage)
+        .await
+        .unwrap();
+    let (base, got) = channels("+85255550101").await;
+    let smtp = Smtp::start();
+    let roster_path = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(&roster_path, ROSTER).unwrap();
+    let channel = |name: &str, format: &str, extra: &str| {
+        toml::from_str::<estatemon_domain::config::WebhookConfig>(&format!(
+            "name = \"{name}\"\nurl = \"{base}/{name}\"\nformat = \"{format}\"\n{extra}"
+        ))
+        .unwrap()
+    };
+    config.oncall.roster = Some(roster_path.clone());
+    config.oncall.tries_per_method = 2;
+    config.oncall.channels = vec![
+        channel("voice", "voice", "account = \"AC1\"\nsecret = \"tok\"\nfrom = \"+85230000000\""),
+        channel("sms", "sms", "account = \"AC1\"\nsecret = \"tok\"\nfrom = \"+85230000000\""),
+        channel("wecom", "wecom", ""),
+        channel("telegram", "telegram", ""),
+        toml::from_str(&format!(
+            "name = \"mail\"\nurl = \"smtp://127.0.0.1:{}\"\nformat = \"email\"\nfrom = \"estatemon@estate.example\"",
+            smtp.port
+        ))
+        .unwrap(),
+    ];
+    // The API, for the links.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    config.oncall.public_url = Some(format!("http://{api}"));
+    config.api.audit_flush_ms = 20;
+    config.validate(None, None).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config.clone(), async {
+        let _ = stopped.await;
+    }));
+    let roster = Roster::load(&roster_path).unwrap();
+    let pager = deliver::Pager::new(&config, Arc::new(roster.clone()));
+    let mut client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO devices (device_id, kind, site_id, building_id)
+             VALUES ('hv-a-lift-1', 'lift', 'harbour-view', 'tower-a')",
+        )
+        .await
+        .unwrap();
+    // Trapped at 07:50, ten minutes before the lift team's hand-over
+    // from 陳大文 (days from Monday 08:00) to Wong.
+    let fired = hk("2026-12-08T07:50:00");
+    let alert: i64 = client
+        .query_one(
+            "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
+                                 device_id, source, started_at, last_seen_at, fired_at, response_deadline)
+             VALUES ('lift_entrapment', 'hv-a-lift-1', 'e1', 'emergency', 'Passenger trapped',
+                     '{\"site\":\"harbour-view\",\"building\":\"tower-a\",\"device\":\"hv-a-lift-1\"}',
+                     'harbour-view', 'hv-a-lift-1', 'ingest', $1, $1, $1, $1::timestamptz + interval '15 minutes')
+             RETURNING id",
+            &[&fired],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // 07:50: step 1 pages 陳大文: the call fails twice, the SMS goes.
+    let p = plan::plan(&client, &roster, fired).await.unwrap();
+    assert_eq!((p.paged, p.flagged), (1, 0));
+    assert_eq!(
+        plan::plan(&client, &roster, fired).await.unwrap().paged,
+        0,
+        "once per step"
+    );
+    drain(&mut client, &pager).await;
+    let sent: Vec<(String, String)> = got.lock().unwrap().clone();
+    let paths: Vec<&str> = sent.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/voice", "/voice", "/sms"],
+        "a call, retried, then SMS"
+    );
+    let form: HashMap<String, String> = url::form_urlencoded::parse(sent[2].1.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(form["To"], "+85255550101");
+    let body = &form["Body"];
+    assert!(
+        body.starts_with("【緊急】Passenger trapped — harbour-view / tower-a / hv-a-lift-1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("08:05") && body.contains("Asia/Hong_Kong"),
+        "local deadline: {body}"
+    );
+    assert!(
+        body.contains("確認：http://") && body.contains("(ref P1)"),
+        "{body}"
+    );
+    let twiml: HashMap<String, String> = url::form_urlencoded::parse(sent[0].1.as_bytes())
+        .into_owned()
+        .collect();
+    assert!(
+        twiml["Twiml"].contains(r#"<Say language="zh-HK">【緊急】"#),
+        "{}",
+        twiml["Twiml"]
+    );
+    assert!(!twiml["Twiml"].contains("http"), "links are not read aloud");
+    assert_eq!(
+        events(&client, alert).await,
+        [
+            ("failed".into(), "chan-tai-man".into(), "voice".into()),
+            ("failed".into(), "chan-tai-man".into(), "voice".into()),
+            ("sent".into(), "chan-tai-man".into(), "sms".into()),
+        ]
+    );
+
+    // 07:55: step 2, the manager, by e-mail; the mailbox refuses (550):
+    // every method failed, so the fallback (the control room) is paged now.
+    got.lock().unwrap().clear();
+    assert_eq!(
+        plan::plan(&client, &roster, fired + Duration::minutes(5))
+            .await
+            .unwrap()
+            .paged,
+        1
+    );
+    drain(&mut client, &pager).await;
+    let e = events(&client, alert).await;
+    assert_eq!(e[3], ("failed".into(), "manager".into(), "mail".into()));
+    assert!(
+        e.contains(&("fell_through".into(), "control-room".into(), "".into())),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&("sent".into(), "control-room".into(), "voice".into())),
+        "{e:?}"
+    );
+    let call: HashMap<String, String> =
+        url::form_urlencoded::parse(got.lock().unwrap()[0].1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(call["To"], "+85255550199");
+    assert!(call["Twiml"].contains(r#"<Say language="en-GB">[EMERGENCY] Passenger trapped"#));
+    assert!(
+        smtp.messages().is_empty(),
+        "the refused mail was not delivered"
+    );
+
+    // 08:05: the ladder's second round; the lift team handed over at 08:00,
+    // so step 1 now pages Wong, on Telegram, with the links as buttons.
+    got.lock().unwrap().clear();
+    let p = plan::plan(&client, &roster, fired + Duration::minutes(15))
+        .await
+        .unwrap();
+    assert_eq!((p.paged, p.handovers), (1, 1));
+    drain(&mut client, &pager).await;
+    let (path, body) = got.lock().unwrap()[0].clone();
+    assert_eq!(path, "/telegram");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["chat_id"], "700100200");
+    let buttons = body["reply_markup"]["inline_keyboard"][0]
+        .as_array()
+        .unwrap();
+    assert_eq!(buttons.len(), 3);
+    let ack = buttons[0]["url"].as_str().unwrap().to_owned();
+    let snooze = buttons[2]["url"].as_str().unwrap().to_owned();
+    assert!(ack.starts_with(&format!("http://{api}/oncall/a/")), "{ack}");
+
+    // The link page on a phone: Chromium at 390×844.
+    let shot = std::env::temp_dir().join(format!("{}.png", unique("ack-page")));
+    let profile = std::env::temp_dir().join(unique("chromium"));
+    let out = headless_chromium(chromium(), &profile)
+        .args(["--window-size=390,844", "--hide-scrollbars"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&ack)
+        .output()
+        .unwrap();
+    assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        count_colour(&shot, (0x15, 0x65, 0xc0)) > 2000,
+        "the blue button is drawn"
+    );
+    let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("oncall-ack-page.png");
+    let _ = std::fs::copy(&shot, &keep);
+
+    // Opening the link acts on nothing; pressing the button acknowledges,
+    // once.
+    let http = reqwest::Client::new();
+    let r = http.get(&ack).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Acknowledge") && page.contains("Wong Siu Ming"),
+        "{page}"
+    );
+    let state: String = client
+        .query_one("SELECT state FROM alerts WHERE id = $1", &[&alert])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "firing", "a GET (a chat app's preview) does nothing");
+    let r = http.post(&ack).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Acknowledged"));
+    let by: String = client
+        .query_one(
+            "SELECT acknowledged_by FROM alerts WHERE id = $1",
+            &[&alert],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by, "Wong Siu Ming (link in page P4)");
+    // Replayed, altered, expired: refused with a page that says why.
+    let r = http.post(&ack).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap().contains("each link works once"));
+    let altered = ack.replacen("/oncall/a/4.", "/oncall/a/1.", 1);
+    let r = http.post(&altered).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("altered"));
+    let key = links::key(&client).await.unwrap();
+    let expired = links::urls(
+        &key,
+        &format!("http://{api}"),
+        4,
+        Utc::now() - Duration::minutes(1),
+    );
+    let r = http.post(&expired.resolve).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap().contains("expired"));
+    // Snoozing an acknowledged alert is a use of its own link, said so.
+    let r = http.post(&snooze).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Acknowledged: the ladder stops.
+    for minutes in [20, 30, 45, 60] {
+        let p = plan::plan(&client, &roster, fired + Duration::minutes(minutes))
+            .await
+            .unwrap();
+        assert_eq!(p.paged, 0, "after the acknowledgement, at +{minutes} min");
+    }
+
+    // The audit names the person the link was sent to and keeps no
+    // signature; the timeline has it all.
+    assert!(
+        eventually(StdDuration::from_secs(5), || async {
+            db.count(
+                "SELECT count(*) FROM audit_log WHERE actor = 'link:wong-siu-ming'
+                  AND path LIKE '/oncall/a/4.ack.%.***'",
+            )
+            .await
+                >= 3
+        })
+        .await,
+        "audited with the person, without the signature"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log WHERE status = 403 AND detail LIKE '%altered%'")
+            .await,
+        1
+    );
+    let token =
+        estatemon_api::create_token(&client, "viewer", estatemon_api::auth::Role::Viewer, "test")
+            .await
+            .unwrap();
+    let timeline: serde_json::Value = http
+        .get(format!("http://{api}/api/v1/alerts/{alert}/timeline"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "fired",
+        "paged",
+        "failed",
+        "sent",
+        "fell_through",
+        "handover",
+        "acknowledged",
+        "snoozed",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    // (The ladder ran on a simulated clock, two days ahead of the tries.)
+    let paged: Vec<&serde_json::Value> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "paged")
+        .collect();
+    assert_eq!(paged.len(), 4);
+    let first = paged.iter().find(|e| e["page"] == 1).unwrap();
+    assert_eq!(first["at"], "2026-12-07T23:50:00Z");
+    assert_eq!(
+        (&first["name"], &first["step"]),
+        (&serde_json::json!("陳大文"), &serde_json::json!(1))
+    );
+    let fallback = paged.iter().find(|e| e["page"] == 3).unwrap();
+    assert_eq!(fallback["name"], "Control room");
+    assert!(fallback["detail"]
+        .as_str()
+        .unwrap()
+        .contains("every contact method of manager failed"));
+    let handover = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "handover")
+        .unwrap();
+    assert_eq!(handover["name"], "Wong Siu Ming");
+    assert!(handover["detail"]
+        .as_str()
+        .unwrap()
+        .contains("chan-tai-man handed over to wong-siu-ming"));
+    let text = serde_json::to_string(&timeline).unwrap();
+    for personal in ["+85255550101", "700100200", "nobody@estate.example"] {
+        assert!(
+            !text.contains(personal),
+            "no contact detail in the timeline"
+        );
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
+/// Two analytics replicas page 300 entrapments; one is SIGKILLed while
+/// paging. Every page reaches the receiver, none twice except at most the
+/// one the killed replica was sending (it carries the same reference, so
+/// the receiver can tell).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_killed_never_page_a_step_twice() {
+    use axum::http::Uri;
+    let db = TestDb::new(&admin_url());
+    let got: Got = Default::default();
+    let app = axum::Router::new()
+        .fallback(
+            |axum::extract::State(got): axum::extract::State<Got>, uri: Uri, body: String| async move {
+                // A gateway that takes its time: pages are in flight when
+                // the replica dies.
+                tokio::time::sleep(StdDuration::from_millis(25)).await;
+                got.lock().unwrap().push((uri.path().to_owned(), body));
+                r#"{"sid":"SM1"}"#
+            },
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let roster = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(
+        &roster,
+        r#"
+[[person]]
+id = "desk"
+name = "Control room"
+contacts = { phone = "+85255550199" }
+[[team]]
+id = "hv-desk"
+site = "harbour-view"
+trade = "security"
+time_zone = "Asia/Hong_Kong"
+[[team.layer]]
+name = "always"
+members = ["desk"]
+start = 2026-01-05T08:00:00
+every = "1w"
+[[policy]]
+id = "all-emergencies"
+severities = ["emergency"]
+site = "harbour-view"
+fallback = "desk"
+repeat = 1
+[[policy.step]]
+after = "0m"
+notify = "team:hv-desk"
+"#,
+    )
+    .unwrap();
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("config")));
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nevaluate_interval_s = 3600\n[oncall]\nroster = \"{}\"\n\
+             [[oncall.channel]]\nname = \"sms\"\nformat = \"sms\"\nurl = \"{base}/sms\"\n\
+             account = \"AC1\"\nsecret = \"tok\"\nfrom = \"+85230000000\"\nrate_per_minute = 100000\n",
+            roster.display()
+        ),
+    )
+    .unwrap();
+    // The schema first: two processes would race to create it.
+    let mut c = estatemon_domain::config::Config::default();
+    c.database.url = db.url.clone();
+    estatemon_domain::schema::prepare(&c.database, &c.storage)
+        .await
+        .unwrap();
+    let ports = [free_port(), free_port()];
+    let mut replicas: Vec<tokio::process::Child> = ports
+        .iter()
+        .map(|p| {
+            let mut c = tokio::process::Command::from(estatemon(&db));
+            c.arg("--config")
+                .arg(&config)
+                .arg("analytics")
+                .env("ESTATEMON_ALERTS_LISTEN", format!("127.0.0.1:{p}"))
+                .kill_on_drop(true);
+            c.spawn().unwrap()
+        })
+        .collect();
+    for p in ports {
+        assert!(listening(&format!("127.0.0.1:{p}"), StdDuration::from_secs(60)).await);
+    }
+    // Both have evaluated once (an empty estate); the next evaluation is an
+    // hour away, so only the pager acts on these alerts.
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
+                                 source, started_at, last_seen_at, fired_at, response_deadline)
+             SELECT 'lift_entrapment', 'lift-' || g, 'f' || g, 'emergency', 'Passenger trapped',
+                    jsonb_build_object('site', 'harbour-view', 'device', 'lift-' || g),
+                    'harbour-view', 'ingest', now(), now(), now(), now() + interval '15 minutes'
+               FROM generate_series(1, 300) g;
+             SELECT pg_notify('estatemon_alerts', 'test');",
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(StdDuration::from_secs(30), || async {
+            got.lock().unwrap().len() >= 60
+        })
+        .await,
+        "paging began"
+    );
+    let mut victim = replicas.remove(0);
+    victim.kill().await.unwrap(); // SIGKILL
+    let done = eventually(StdDuration::from_secs(60), || async {
+        db.count("SELECT count(*) FROM oncall_pages WHERE delivered_at IS NOT NULL")
+            .await
+            >= 300
+    })
+    .await;
+    assert!(done, "every page delivered by the survivor");
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let mut by_ref: HashMap<String, usize> = HashMap::new();
+    for (_, body) in got.lock().unwrap().iter() {
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let text = &form["Body"];
+        let r = text[text.rfind("(ref P").unwrap()..].to_owned();
+        *by_ref.entry(r).or_default() += 1;
+    }
+    assert_eq!(by_ref.len(), 300, "each alert's step paged");
+    let repeats: usize = by_ref.values().map(|n| n - 1).sum();
+    assert!(repeats <= 1, "{repeats} pages sent twice");
+    assert_eq!(
+        db.count("SELECT count(*) FROM oncall_pages").await,
+        300,
+        "one page per step"
+    );
+    drop(victim);
+}
