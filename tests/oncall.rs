@@ -693,3 +693,253 @@ notify = "team:hv-desk"
     );
     drop(victim);
 }
+
+/// Prometheus alerts (through a real Alertmanager's webhook) and a dead
+/// analytics job (SIGKILL: its heartbeat stops) page through the same
+/// ladder as estatemon's own alerts; the API process watches the
+/// heartbeats and pages, so the dead job's alert still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_alerts_and_a_dead_analytics_job_page_through_the_same_ladder() {
+    let db = TestDb::new(&admin_url());
+    let mut c = estatemon_domain::config::Config::default();
+    c.database.url = db.url.clone();
+    let (client, _) = estatemon_domain::schema::prepare(&c.database, &c.storage)
+        .await
+        .unwrap();
+    let token = estatemon_api::create_token(
+        &client,
+        "alertmanager",
+        estatemon_api::auth::Role::Operator,
+        "test",
+    )
+    .await
+    .unwrap();
+    let (base, got) = channels("none").await;
+    let roster = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(
+        &roster,
+        r#"
+[[person]]
+id = "desk"
+name = "Control room"
+contacts = { phone = "+85255550199" }
+[[team]]
+id = "hv-desk"
+site = "harbour-view"
+trade = "security"
+time_zone = "Asia/Hong_Kong"
+[[team.layer]]
+name = "always"
+members = ["desk"]
+start = 2026-01-05T08:00:00
+every = "1w"
+[[policy]]
+id = "everything"
+severities = ["emergency", "ordinary"]
+site = "harbour-view"
+fallback = "desk"
+[[policy.step]]
+after = "0m"
+notify = "team:hv-desk"
+"#,
+    )
+    .unwrap();
+    let api_port = free_port();
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("config")));
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nevaluate_interval_s = 3600\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+             [oncall]\nroster = \"{}\"\n\
+             [[oncall.heartbeat]]\nname = \"estatemon-analytics\"\ninterval_s = 6\nseverity = \"emergency\"\n\
+             site = \"harbour-view\"\nsummary = \"The estatemon analytics job stopped\"\n\
+             [[oncall.channel]]\nname = \"sms\"\nformat = \"sms\"\nurl = \"{base}/sms\"\n\
+             account = \"AC1\"\nsecret = \"tok\"\nfrom = \"+85230000000\"\n",
+            roster.display()
+        ),
+    )
+    .unwrap();
+    let spawn = |what: &str| {
+        let mut c = tokio::process::Command::from(estatemon(&db));
+        c.arg("--config")
+            .arg(&config)
+            .arg(what)
+            .env(
+                "ESTATEMON_ALERTS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .kill_on_drop(true);
+        c.spawn().unwrap()
+    };
+    let _api = spawn("api");
+    let mut analytics = spawn("analytics");
+    assert!(listening(&format!("127.0.0.1:{api_port}"), StdDuration::from_secs(60)).await);
+    let sms = |needle: &'static str| {
+        let got = got.clone();
+        move || {
+            let got = got.clone();
+            async move {
+                got.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, b)| {
+                        url::form_urlencoded::parse(b.as_bytes())
+                            .any(|(k, v)| k == "Body" && v.contains(needle))
+                    })
+                    .count()
+            }
+        }
+    };
+
+    // Alertmanager (Debian's) sends its webhook to the intake, with the
+    // operator token as its bearer credentials.
+    let am = Alertmanager::with_config(&format!(
+        "route:\n  receiver: estatemon\n  group_by: ['alertname']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1s\n\
+         receivers:\n  - name: estatemon\n    webhook_configs:\n      - url: http://127.0.0.1:{api_port}/api/v1/intake/alertmanager\n\
+        \x20       send_resolved: true\n        http_config:\n          authorization:\n            credentials: {token}\n"
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let alert = serde_json::json!([{
+        "labels": {"alertname": "BmsExporterDown", "severity": "critical",
+                   "site": "harbour-view", "instance": "bms-a:9100"},
+        "annotations": {"summary": "BMS exporter of tower A is down"}
+    }]);
+    for _ in 0..3 {
+        let r = http
+            .post(format!("{}/api/v2/alerts", am.url))
+            .json(&alert)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    assert!(
+        eventually(StdDuration::from_secs(30), || async {
+            sms("BMS exporter of tower A")().await >= 1
+        })
+        .await,
+        "the Prometheus alert paged: {:?}",
+        got.lock().unwrap()
+    );
+    // Alertmanager re-sends the group every second: still one alert, one page.
+    tokio::time::sleep(StdDuration::from_secs(3)).await;
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM alerts WHERE rule = 'BmsExporterDown' AND source = 'intake'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        sms("BMS exporter of tower A")().await,
+        1,
+        "one page per step"
+    );
+    // Resolved at Prometheus: resolved here.
+    let mut resolved = alert.clone();
+    resolved[0]["endsAt"] = serde_json::json!(Utc::now().to_rfc3339());
+    http.post(format!("{}/api/v2/alerts", am.url))
+        .json(&resolved)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        eventually(StdDuration::from_secs(30), || async {
+            db.count(
+                "SELECT count(*) FROM alerts WHERE rule = 'BmsExporterDown' AND state = 'resolved'",
+            )
+            .await
+                == 1
+        })
+        .await,
+        "resolved through the webhook"
+    );
+
+    // A generic alert from any system: opened, a repeat refreshes it,
+    // a malformed one is a 400 naming the field.
+    let generic = serde_json::json!({"source": "fire-panel-a", "key": "zone-3", "severity": "critical",
+        "summary": "Fire panel zone 3 fault", "site": "harbour-view", "building": "tower-a"});
+    let intake = format!("http://127.0.0.1:{api_port}/api/v1/intake/alerts");
+    for want in [(1, 0), (0, 1)] {
+        let r: serde_json::Value = http
+            .post(&intake)
+            .bearer_auth(&token)
+            .json(&generic)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                r["opened"].as_u64().unwrap(),
+                r["refreshed"].as_u64().unwrap()
+            ),
+            want,
+            "{r}"
+        );
+    }
+    assert!(
+        eventually(StdDuration::from_secs(30), || async {
+            sms("Fire panel zone 3 fault")().await == 1
+        })
+        .await,
+        "the generic alert paged once"
+    );
+    let r = http
+        .post(&intake)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"source": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("missing field `key`"));
+
+    // The analytics job is checking in; killed, it goes quiet, and the API
+    // process pages for it.
+    assert!(
+        eventually(StdDuration::from_secs(20), || async {
+            db.count("SELECT count(*) FROM heartbeats WHERE name = 'estatemon-analytics' AND last_at > now() - interval '5 seconds'").await == 1
+        })
+        .await,
+        "analytics checks in"
+    );
+    assert_eq!(sms("analytics job stopped")().await, 0);
+    analytics.kill().await.unwrap(); // SIGKILL
+    let killed = std::time::Instant::now();
+    assert!(
+        eventually(StdDuration::from_secs(40), || async {
+            sms("analytics job stopped")().await >= 1
+        })
+        .await,
+        "the dead analytics job paged"
+    );
+    let paged_after = killed.elapsed();
+    assert!(paged_after < StdDuration::from_secs(25), "{paged_after:?}");
+    let (severity, source): (String, String) = {
+        let r = client
+            .query_one(
+                "SELECT severity, source FROM alerts WHERE rule = 'heartbeat_missed' AND subject = 'estatemon-analytics'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (severity.as_str(), source.as_str()),
+        ("emergency", "heartbeat")
+    );
+    // Back: its first check-in resolves the alert.
+    let _analytics = spawn("analytics");
+    assert!(
+        eventually(StdDuration::from_secs(40), || async {
+            db.count("SELECT count(*) FROM alerts WHERE rule = 'heartbeat_missed' AND state = 'resolved'").await == 1
+        })
+        .await,
+        "resolved by the next check-in"
+    );
+}

@@ -451,6 +451,21 @@ async fn notifier(config: Config, metrics: Metrics, mut stop: watch::Receiver<bo
                 }
             }
             let plan_due = woken || last_plan.is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if last_plan.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                // The analytics job checks in (`estatemon api` watches it).
+                if let Err(e) = crate::oncall::intake::beat(
+                    &client,
+                    crate::oncall::intake::ANALYTICS_HEARTBEAT,
+                    &config.alerts.receivers(),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "the analytics heartbeat was not written");
+                }
+                if pager.is_none() {
+                    last_plan = Some(Instant::now());
+                }
+            }
             if let (Some((p, _)), true) = (pager.as_ref(), plan_due) {
                 // Plan on every wake-up (an alert opened) and every 5 s.
                 last_plan = Some(Instant::now());

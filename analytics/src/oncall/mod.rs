@@ -17,11 +17,13 @@ pub mod channels;
 pub mod deliver;
 pub mod escalation;
 pub mod ical;
+pub mod intake;
 pub mod links;
 pub mod plan;
 pub mod roster;
 pub mod schedule;
 pub mod timeline;
+pub mod watch;
 
 /// A Hong Kong local time (`2026-12-08T03:00:00`) in UTC, for the tests.
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod dead_letters;
 pub mod events;
 pub mod inspections;
+pub mod intake;
 pub mod oncall;
 pub mod oncall_links;
 pub mod registry;
@@ -234,6 +235,7 @@ impl utoipa::Modify for ErrorResponses {
         events::lift_replacements,
         dead_letters::list,
         oncall::now, oncall::pages, oncall::timeline,
+        intake::alertmanager, intake::generic, intake::heartbeat,
         inspections::record, inspections::compliance, inspections::compliance_exceptions,
         inspections::work_items,
         inspections::close,
@@ -371,6 +373,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/oncall/now", get(oncall::now))
         .route("/api/v1/oncall/pages", get(oncall::pages))
+        .route("/api/v1/intake/alertmanager", post(intake::alertmanager))
+        .route("/api/v1/intake/alerts", post(intake::generic))
+        .route("/api/v1/intake/heartbeat/{name}", post(intake::heartbeat))
         .route("/api/v1/alerts/{id}/timeline", get(oncall::timeline))
         .route(
             "/oncall/a/{token}",

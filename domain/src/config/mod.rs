@@ -102,6 +102,33 @@ pub struct OncallConfig {
     pub tries_per_method: u32,
     /// Minutes a snooze link holds the ladder.
     pub snooze_minutes: u32,
+    /// Systems that check in (`POST /api/v1/intake/heartbeat/{name}`); one
+    /// silent past its interval is an alert (`[[oncall.heartbeat]]`). The
+    /// name `estatemon-analytics` watches the analytics job itself, which
+    /// checks in on its own; `estatemon api` watches and pages.
+    #[serde(rename = "heartbeat")]
+    pub heartbeats: Vec<HeartbeatConfig>,
+}
+
+/// A heartbeat monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    pub name: String,
+    /// Seconds without a check-in before it is an alert.
+    pub interval_s: u64,
+    /// `emergency`, `ordinary` (default) or `routine`.
+    #[serde(default = "ordinary")]
+    pub severity: String,
+    /// The site whose on-call teams it pages.
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+fn ordinary() -> String {
+    "ordinary".into()
 }
 
 impl Default for OncallConfig {
@@ -113,6 +140,7 @@ impl Default for OncallConfig {
             link_valid_h: 12,
             tries_per_method: 3,
             snooze_minutes: 30,
+            heartbeats: Vec::new(),
         }
     }
 }
@@ -830,6 +858,31 @@ impl Config {
         }
         if let Some(u) = &self.oncall.public_url {
             check_http_url(u).map_err(|m| fail("oncall.public_url", m))?;
+        }
+        for (i, h) in self.oncall.heartbeats.iter().enumerate() {
+            if h.name.trim().is_empty()
+                || self.oncall.heartbeats[..i].iter().any(|o| o.name == h.name)
+            {
+                return Err(fail(
+                    "oncall.heartbeat.name",
+                    format!("`{}` must be non-empty and listed once", h.name),
+                ));
+            }
+            if h.interval_s == 0 {
+                return Err(fail(
+                    "oncall.heartbeat.interval_s",
+                    format!("heartbeat `{}`: at least 1 second", h.name),
+                ));
+            }
+            if !matches!(h.severity.as_str(), "emergency" | "ordinary" | "routine") {
+                return Err(fail(
+                    "oncall.heartbeat.severity",
+                    format!(
+                        "heartbeat `{}`: emergency, ordinary or routine, not `{}`",
+                        h.name, h.severity
+                    ),
+                ));
+            }
         }
         if self.oncall.tries_per_method == 0 || self.oncall.link_valid_h == 0 {
             return Err(fail(

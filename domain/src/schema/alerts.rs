@@ -394,14 +394,15 @@ pub struct OpenAlert {
     pub last_seen_at: DateTime<Utc>,
 }
 
-/// Every alert not yet resolved.
+/// Every alert of estatemon's own rules not yet resolved (those from the
+/// intake and heartbeats are resolved by their sources).
 pub async fn open_alerts(
     client: &impl GenericClient,
 ) -> Result<Vec<OpenAlert>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT id, rule, subject, started_at, last_seen_at FROM alerts
-              WHERE state <> 'resolved'",
+              WHERE state <> 'resolved' AND source NOT IN ('intake', 'heartbeat')",
             &[],
         )
         .await?;

@@ -69,3 +69,14 @@ CREATE TABLE oncall_keys (
 
 ALTER TABLE alerts ADD COLUMN snoozed_until timestamptz;
 ALTER TABLE alerts ADD COLUMN resolved_by text;
+
+-- Heartbeat monitors (`[[oncall.heartbeat]]`, and the analytics job's own):
+-- a system silent past its interval is an alert.
+CREATE TABLE heartbeats (
+    name        text PRIMARY KEY,
+    interval_s  bigint NOT NULL CHECK (interval_s > 0),
+    severity    text NOT NULL DEFAULT 'ordinary',
+    site        text,
+    summary     text NOT NULL,
+    last_at     timestamptz NOT NULL DEFAULT now()
+);
