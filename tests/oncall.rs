@@ -943,3 +943,203 @@ notify = "team:hv-desk"
         "resolved by the next check-in"
     );
 }
+
+/// Time to acknowledge and resolve per severity against the targets, by
+/// local week and over the period, and the pages per person with those
+/// out of hours: from the API, on alerts whose times are known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_against_targets_and_load_per_person() {
+    let db = TestDb::new(&admin_url());
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    let (client, _) = estatemon_domain::schema::prepare(&config.database, &config.storage)
+        .await
+        .unwrap();
+    let roster_path = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(&roster_path, ROSTER).unwrap();
+    let roster = Roster::load(&roster_path).unwrap();
+    let insert = |fingerprint: &'static str,
+                  severity: &'static str,
+                  fired: &'static str,
+                  source: &'static str,
+                  silenced: Option<i64>| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
+                                         source, started_at, last_seen_at, fired_at, response_deadline, silenced_by)
+                     VALUES ('r', $1, $1, $2, 'x', '{\"site\": \"harbour-view\"}', 'harbour-view', $4,
+                             $3::text::timestamptz, $3::text::timestamptz, $3::text::timestamptz, $3::text::timestamptz, $5)
+                     RETURNING id",
+                    &[&fingerprint, &severity, &fired, &source, &silenced],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let e1 = insert("e1", "emergency", "2026-12-01T03:00:00+08", "ingest", None).await;
+    let e2 = insert("e2", "emergency", "2026-12-08T03:00:00+08", "ingest", None).await;
+    let o1 = insert(
+        "o1",
+        "ordinary",
+        "2026-12-08T10:00:00+08",
+        "analytics",
+        None,
+    )
+    .await;
+    insert("r1", "emergency", "2026-12-08T04:00:00+08", "replay", None).await;
+    insert(
+        "s1",
+        "emergency",
+        "2026-12-08T05:00:00+08",
+        "ingest",
+        Some(1),
+    )
+    .await;
+    // The ladders of both emergencies, planned at 03:00 and 03:05 on 8
+    // December. No policy takes a device-less emergency: the site's team
+    // (the lift team) is paged, at 03:00 both times: Wong for E1 (the
+    // rotation's turn on 1 December), 陳大文 for E2.
+    for minutes in [0, 5] {
+        plan::plan(
+            &client,
+            &roster,
+            hk("2026-12-08T03:00:00") + Duration::minutes(minutes),
+        )
+        .await
+        .unwrap();
+    }
+    for (id, ack, closed) in [(e1, 10, Some(40)), (e2, 20, Some(60)), (o1, 90, None)] {
+        client
+            .execute(
+                "UPDATE alerts SET acknowledged_at = fired_at + make_interval(mins => $2),
+                        state = CASE WHEN $3::int IS NULL THEN 'acknowledged' ELSE 'resolved' END,
+                        closed_at = fired_at + make_interval(mins => $3),
+                        resolved_at = fired_at + make_interval(mins => $3)
+                  WHERE id = $1",
+                &[&id, &ack, &closed],
+            )
+            .await
+            .unwrap();
+    }
+    config.oncall.roster = Some(roster_path);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let token = estatemon_api::create_token(&client, "v", estatemon_api::auth::Role::Viewer, "t")
+        .await
+        .unwrap();
+    let get = |path: String| {
+        let token = token.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("http://{api}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let range = "site=harbour-view&from=2026-11-30T00:00:00%2B08:00&to=2026-12-14T00:00:00%2B08:00";
+    let weeks = get(format!("/api/v1/oncall/response?{range}&by=week")).await;
+    let row = |r: &serde_json::Value| {
+        (
+            r["period_start"].as_str().unwrap().to_owned(),
+            r["severity"].as_str().unwrap().to_owned(),
+            r["alerts"].as_u64().unwrap(),
+            r["within_target"].as_u64().unwrap(),
+            r["median_minutes_to_acknowledge"].as_f64(),
+            r["median_minutes_to_resolve"].as_f64(),
+            r["open"].as_u64().unwrap(),
+        )
+    };
+    let rows: Vec<_> = weeks.as_array().unwrap().iter().map(row).collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "2026-11-29T16:00:00Z".into(),
+                "emergency".into(),
+                1,
+                1,
+                Some(10.0),
+                Some(40.0),
+                0
+            ),
+            (
+                "2026-12-06T16:00:00Z".into(),
+                "emergency".into(),
+                1,
+                0,
+                Some(20.0),
+                Some(60.0),
+                0
+            ),
+            (
+                "2026-12-06T16:00:00Z".into(),
+                "ordinary".into(),
+                1,
+                1,
+                Some(90.0),
+                None,
+                1
+            ),
+        ],
+        "replayed and silenced alerts left out; weeks start on the local Monday"
+    );
+    let period = get(format!("/api/v1/oncall/response?{range}&by=period")).await;
+    let e = &period[0];
+    assert_eq!(
+        (
+            e["severity"].as_str(),
+            e["alerts"].as_u64(),
+            e["within_target"].as_u64()
+        ),
+        (Some("emergency"), Some(2), Some(1))
+    );
+    assert_eq!(
+        (
+            e["median_minutes_to_acknowledge"].as_f64(),
+            e["p90_minutes_to_acknowledge"].as_f64()
+        ),
+        (Some(15.0), Some(20.0))
+    );
+    assert_eq!(e["within_target_share"].as_f64(), Some(0.5));
+    assert_eq!(e["target_minutes"].as_f64(), Some(15.0));
+    let load = get(format!("/api/v1/oncall/load?{range}")).await;
+    let people: Vec<(String, u64, u64)> = load
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["pages"].as_u64().unwrap(),
+                r["out_of_hours"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        people,
+        [("陳大文".into(), 1, 1), ("Wong Siu Ming".into(), 1, 1),]
+    );
+    let bad = reqwest::Client::new()
+        .get(format!(
+            "http://{api}/api/v1/oncall/response?{range}&by=month"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let _ = stop.send(());
+    let _ = server.await;
+}

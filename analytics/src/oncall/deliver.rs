@@ -287,11 +287,33 @@ pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<P
                         Some((next, to, reason)) => {
                             tx.execute(
                                 "INSERT INTO oncall_pages (alert_id, policy, round, step, due_at,
-                                        person, reason, flagged, fallthrough_of)
-                                 SELECT alert_id, policy, round, $2, now(), $3, $4, true, id
+                                        person, reason, flagged, fallthrough_of, person_name,
+                                        out_of_hours)
+                                 SELECT alert_id, policy, round, $2, now(), $3, $4, true, id, $5, $6
                                    FROM oncall_pages WHERE id = $1
                                  ON CONFLICT DO NOTHING",
-                                &[&id, &(next as i32), &to, &reason],
+                                &[
+                                    &id,
+                                    &(next as i32),
+                                    &to,
+                                    &reason,
+                                    &roster
+                                        .person(&to)
+                                        .map_or_else(|| to.clone(), |p| p.name.clone()),
+                                    &super::report::out_of_hours(
+                                        Some(roster),
+                                        &to,
+                                        now,
+                                        escalation::site_tz(
+                                            roster,
+                                            alert
+                                                .labels
+                                                .get("site")
+                                                .and_then(|v| v.as_str())
+                                                .unwrap_or(""),
+                                        ),
+                                    ),
+                                ],
                             )
                             .await?;
                             event(&tx, alert.id, id, "fell_through", &to, None, &reason).await?;

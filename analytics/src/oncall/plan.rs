@@ -106,7 +106,8 @@ pub async fn plan(
                 }
                 _ => {}
             }
-            new.push(id, policy.map(|p| p.id.clone()), p);
+            let tz = escalation::site_tz(roster, &site);
+            new.push(id, policy.map(|p| p.id.clone()), p, roster, tz);
         }
     }
     if new.alert.is_empty() {
@@ -114,9 +115,11 @@ pub async fn plan(
     }
     let inserted = client
         .query(
-            "INSERT INTO oncall_pages (alert_id, policy, round, step, due_at, person, reason, flagged)
+            "INSERT INTO oncall_pages (alert_id, policy, round, step, due_at, person, reason, flagged,
+                                       person_name, out_of_hours)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[],
-                                  $5::timestamptz[], $6::text[], $7::text[], $8::bool[])
+                                  $5::timestamptz[], $6::text[], $7::text[], $8::bool[],
+                                  $9::text[], $10::bool[])
              ON CONFLICT DO NOTHING
              RETURNING alert_id, step, flagged",
             &[
@@ -128,6 +131,8 @@ pub async fn plan(
                 &new.person,
                 &new.reason,
                 &new.flagged,
+                &new.name,
+                &new.out_of_hours,
             ],
         )
         .await?;
@@ -175,10 +180,30 @@ struct NewPages {
     person: Vec<String>,
     reason: Vec<String>,
     flagged: Vec<bool>,
+    name: Vec<String>,
+    out_of_hours: Vec<bool>,
 }
 
 impl NewPages {
-    fn push(&mut self, alert: i64, policy: Option<String>, p: &escalation::Page) {
+    fn push(
+        &mut self,
+        alert: i64,
+        policy: Option<String>,
+        p: &escalation::Page,
+        roster: &Roster,
+        tz: chrono_tz::Tz,
+    ) {
+        self.name.push(
+            roster
+                .person(&p.person)
+                .map_or_else(|| p.person.clone(), |x| x.name.clone()),
+        );
+        self.out_of_hours.push(super::report::out_of_hours(
+            Some(roster),
+            &p.person,
+            p.at,
+            tz,
+        ));
         self.alert.push(alert);
         self.policy.push(policy);
         self.round.push(p.round as i32);

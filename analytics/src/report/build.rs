@@ -1084,6 +1084,9 @@ pub async fn build(
         .filter_map(|u| energy_config.tariff(u, &site.id).cloned())
         .collect();
     tariffs.sort_by_key(|t| t.utility.as_str());
+    let oncall =
+        crate::oncall::report::summary(&*client, None, Some(&site.id), start, end, false, site.tz)
+            .await?;
     Ok(QuarterReport {
         site_id: site.id.clone(),
         site_name: site.name.clone(),
@@ -1128,6 +1131,7 @@ pub async fn build(
         lift_replacements,
         gates,
         alerts,
+        oncall,
         alert_coverage,
         alert_notes,
         data_quality: quality,

@@ -71,6 +71,10 @@ pub struct QuarterReport {
     pub lift_replacements: Vec<crate::lifts::stats::Replacement>,
     pub gates: Vec<GateRow>,
     pub alerts: Vec<AlertRow>,
+    /// On-call over the quarter: response per severity against the targets
+    /// and the pages per person (issue 31).
+    #[serde(default)]
+    pub oncall: crate::oncall::report::Summary,
     /// Which part of the quarter the rules were evaluated over, live or
     /// replayed, and the spans they were not.
     #[serde(default)]

@@ -234,7 +234,7 @@ impl utoipa::Modify for ErrorResponses {
         events::counts, events::lift_states, events::lift_stats, events::lift_incidents,
         events::lift_replacements,
         dead_letters::list,
-        oncall::now, oncall::pages, oncall::timeline,
+        oncall::now, oncall::pages, oncall::timeline, oncall::response, oncall::load,
         intake::alertmanager, intake::generic, intake::heartbeat,
         inspections::record, inspections::compliance, inspections::compliance_exceptions,
         inspections::work_items,
@@ -373,6 +373,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/oncall/now", get(oncall::now))
         .route("/api/v1/oncall/pages", get(oncall::pages))
+        .route("/api/v1/oncall/response", get(oncall::response))
+        .route("/api/v1/oncall/load", get(oncall::load))
         .route("/api/v1/intake/alertmanager", post(intake::alertmanager))
         .route("/api/v1/intake/alerts", post(intake::generic))
         .route("/api/v1/intake/heartbeat/{name}", post(intake::heartbeat))

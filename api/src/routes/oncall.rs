@@ -255,3 +255,139 @@ pub async fn pages(
             .collect(),
     ))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResponseQuery {
+    /// One site (its time zone for weeks and hours); All: every site, UTC.
+    pub site: Option<String>,
+    /// Alerts fired from (epoch ms, RFC 3339 or date), required with `to`.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `week` (default: a row per severity and local week) or `period`
+    /// (a row per severity over the whole range, as the quarterly report).
+    pub by: Option<String>,
+}
+
+/// Time to acknowledge and to resolve per severity, against the targets.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ResponseOut {
+    pub period_start: DateTime<Utc>,
+    pub severity: String,
+    /// Alerts that paged (not replayed, not silenced).
+    pub alerts: usize,
+    pub acknowledged: usize,
+    /// Acknowledged within the target (15 min, 2 h, 24 h).
+    pub within_target: usize,
+    /// `within_target / alerts` (none without alerts).
+    pub within_target_share: Option<f64>,
+    pub target_minutes: f64,
+    pub median_minutes_to_acknowledge: Option<f64>,
+    pub p90_minutes_to_acknowledge: Option<f64>,
+    pub median_minutes_to_resolve: Option<f64>,
+    pub open: usize,
+}
+
+/// Pages per person, and those out of their hours.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LoadOut {
+    pub person: String,
+    /// As they write it.
+    pub name: String,
+    pub pages: usize,
+    pub delivered: usize,
+    /// Due outside their working hours, on a weekend or a public holiday.
+    pub out_of_hours: usize,
+}
+
+async fn summary(
+    state: &AppState,
+    q: &ResponseQuery,
+) -> ApiResult<estatemon_analytics::oncall::report::Summary> {
+    let (from, to) = crate::params::range(q.from.as_deref(), q.to.as_deref(), 3660)?;
+    let weekly = match q.by.as_deref() {
+        None | Some("week") => true,
+        Some("period") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`by={other}`: `week` or `period`"
+            )))
+        }
+    };
+    let site = crate::routes::series::choice(q.site.as_ref())
+        .filter(|s| s.len() == 1)
+        .map(|mut s| s.remove(0));
+    let roster = match state.config.oncall.roster.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || Roster::load(&path).ok())
+            .await
+            .map_err(anyhow::Error::from)?,
+        None => None,
+    };
+    let tz = match (&roster, &site) {
+        (Some(r), Some(s)) => estatemon_analytics::oncall::escalation::site_tz(r, s),
+        _ => chrono_tz::UTC,
+    };
+    let client = state.pool.get().await?;
+    Ok(estatemon_analytics::oncall::report::summary(
+        &**client,
+        roster.as_ref(),
+        site.as_deref(),
+        from,
+        to,
+        weekly,
+        tz,
+    )
+    .await?)
+}
+
+/// How fast alerts were acknowledged and resolved, per severity, by week
+/// or over the range, against the estate's targets.
+#[utoipa::path(get, path = "/api/v1/oncall/response", tag = "on call", params(ResponseQuery),
+    responses((status = 200, body = [ResponseOut]), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn response(
+    State(state): State<AppState>,
+    Q(q): Q<ResponseQuery>,
+) -> ApiResult<Json<Vec<ResponseOut>>> {
+    let s = summary(&state, &q).await?;
+    Ok(Json(
+        s.response
+            .into_iter()
+            .map(|r| ResponseOut {
+                within_target_share: (r.alerts > 0)
+                    .then(|| r.within_target as f64 / r.alerts as f64),
+                period_start: r.period_start,
+                severity: r.severity,
+                alerts: r.alerts,
+                acknowledged: r.acknowledged,
+                within_target: r.within_target,
+                target_minutes: r.target_minutes,
+                median_minutes_to_acknowledge: r.median_minutes_to_acknowledge,
+                p90_minutes_to_acknowledge: r.p90_minutes_to_acknowledge,
+                median_minutes_to_resolve: r.median_minutes_to_resolve,
+                open: r.open,
+            })
+            .collect(),
+    ))
+}
+
+/// Pages per person in the range, and how many were out of their hours.
+#[utoipa::path(get, path = "/api/v1/oncall/load", tag = "on call", params(ResponseQuery),
+    responses((status = 200, body = [LoadOut]), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn load(
+    State(state): State<AppState>,
+    Q(q): Q<ResponseQuery>,
+) -> ApiResult<Json<Vec<LoadOut>>> {
+    let s = summary(&state, &q).await?;
+    Ok(Json(
+        s.load
+            .into_iter()
+            .map(|r| LoadOut {
+                person: r.person,
+                name: r.name,
+                pages: r.pages,
+                delivered: r.delivered,
+                out_of_hours: r.out_of_hours,
+            })
+            .collect(),
+    ))
+}

@@ -13,6 +13,11 @@ CREATE TABLE oncall_pages (
     step             integer NOT NULL,
     due_at           timestamptz NOT NULL,
     person           text NOT NULL,
+    -- as the roster named them then, and whether the page was due out of
+    -- their hours (night, weekend, holiday): the load reports keep the
+    -- truth of the time whatever the roster becomes
+    person_name      text NOT NULL DEFAULT '',
+    out_of_hours     boolean NOT NULL DEFAULT false,
     reason           text NOT NULL,
     flagged          boolean NOT NULL DEFAULT false,
     -- the page whose every contact method failed, for a fall-through
