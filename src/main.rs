@@ -197,6 +197,10 @@ enum BenchCommand {
     /// data for a building) and throughput of mixed panel queries under wrk,
     /// against a real `estatemon api`.
     Api(bench::api::ApiBenchArgs),
+    /// On-call: one escalation pass over 10,000 open alerts across 50
+    /// schedules (first, steady and second-step passes), and page delivery
+    /// to a local SMS receiver.
+    Oncall(bench::oncall::OncallBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -385,6 +389,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Replay(args)) => bench::replay::run(config, args).await,
         Command::Bench(BenchCommand::Report(args)) => bench::report::run(config, args).await,
         Command::Bench(BenchCommand::Api(args)) => bench::api::run(config, args).await,
+        Command::Bench(BenchCommand::Oncall(args)) => bench::oncall::run(config, args).await,
         Command::Consumption(args) => consumption::run(config, args).await,
     }
 }

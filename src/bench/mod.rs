@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod alerts;
 pub mod api;
+pub mod oncall;
 mod profiles;
 pub mod replay;
 pub mod report;
