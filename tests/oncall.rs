@@ -822,6 +822,74 @@ notify = "team:hv-desk"
         "the Prometheus alert paged: {:?}",
         got.lock().unwrap()
     );
+    // The control room answers the SMS: the reply, signed by the gateway
+    // as Twilio documents (computed here by Python's hmac), acknowledges.
+    let reply_url = format!("http://127.0.0.1:{api_port}/oncall/sms");
+    let form = [
+        ("MessageSid", "SM0001"),
+        ("AccountSid", "AC1"),
+        ("From", "+852 5555 0199"),
+        ("To", "+85230000000"),
+        ("Body", "ack"),
+    ];
+    let mut args: Vec<String> = vec![reply_url.clone()];
+    for (k, v) in form {
+        args.push(format!("{k}={v}"));
+    }
+    let signed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,hmac,hashlib,base64
+url=sys.argv[1]
+ps=sorted(a.split('=',1) for a in sys.argv[2:])
+data=url+''.join(k+v for k,v in ps)
+print(base64.b64encode(hmac.new(b'tok',data.encode(),hashlib.sha1).digest()).decode())",
+        ])
+        .args(&args)
+        .output()
+        .unwrap();
+    let signature = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    let r = http
+        .post(&reply_url)
+        .header("X-Twilio-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a reply the gateway did not sign acts on nothing"
+    );
+    let r = http
+        .post(&reply_url)
+        .header("X-Twilio-Signature", &signature)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let twiml = r.text().await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "{twiml} (signature {signature:?}, {:?})",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    assert!(
+        twiml.contains("<Response><Message>Acknowledged alert"),
+        "{twiml}"
+    );
+    let by: String = client
+        .query_one(
+            "SELECT acknowledged_by FROM alerts WHERE rule = 'BmsExporterDown'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(by.starts_with("Control room (SMS reply to page P"), "{by}");
+
     // Alertmanager re-sends the group every second: still one alert, one page.
     tokio::time::sleep(StdDuration::from_secs(3)).await;
     assert_eq!(

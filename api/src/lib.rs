@@ -190,6 +190,8 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/dashboards/")
         // Signed, expiring, single-use: the token is the authority.
         || path.starts_with("/oncall/a/")
+        // Signed by the SMS gateway (X-Twilio-Signature).
+        || path == "/oncall/sms"
 }
 
 /// Where a request came from (the peer address; a fixed key when the

@@ -20,6 +20,7 @@ pub mod ical;
 pub mod intake;
 pub mod links;
 pub mod plan;
+pub mod replies;
 pub mod report;
 pub mod roster;
 pub mod schedule;

@@ -383,6 +383,7 @@ pub fn router() -> Router<AppState> {
             "/oncall/a/{token}",
             get(oncall_links::show).post(oncall_links::act),
         )
+        .route("/oncall/sms", post(oncall_links::sms_reply))
         .route("/api/v1/inspections", post(inspections::record))
         .route("/api/v1/compliance", get(inspections::compliance))
         .route(

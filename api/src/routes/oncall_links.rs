@@ -391,3 +391,170 @@ async fn answer(
         }
     }
 }
+
+/// TwiML: the message the gateway sends back to the phone.
+fn twiml(status: StatusCode, text: &str, actor: Option<String>, detail: String) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{}</Message></Response>",
+        escape(text)
+    );
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    r.extensions_mut().insert(KeepHtml);
+    r.extensions_mut().insert(Detail(detail));
+    if let Some(a) = actor {
+        r.extensions_mut().insert(LinkActor(a));
+    }
+    r
+}
+
+/// `POST /oncall/sms`: an SMS reply through the Twilio-compatible gateway
+/// (its incoming-message webhook), signed with the account's auth token.
+/// `ACK`, `ACK P123`, `確認 123` acknowledge; the answer is TwiML.
+pub async fn sms_reply(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use estatemon_analytics::oncall::replies;
+    let Some(channel) = state
+        .config
+        .oncall
+        .channels
+        .iter()
+        .find(|c| c.format == estatemon_domain::config::WebhookFormat::Sms)
+    else {
+        return twiml(
+            StatusCode::NOT_FOUND,
+            "No SMS channel is configured.",
+            None,
+            "SMS reply refused: no oncall.channel of format sms".into(),
+        );
+    };
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let public = state
+        .config
+        .oncall
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", state.config.api.listen));
+    let url = format!("{}/oncall/sms", public.trim_end_matches('/'));
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token = channel.secret.as_deref().unwrap_or("");
+    if !replies::verify_twilio(token, &url, &params, signature) {
+        return twiml(
+            StatusCode::FORBIDDEN,
+            "Not signed by the gateway.",
+            None,
+            "SMS reply refused: X-Twilio-Signature missing or wrong".into(),
+        );
+    }
+    let field = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let roster = roster(&state).await;
+    let Some(person) = roster
+        .as_ref()
+        .and_then(|r| replies::person_by_phone(r, &field("From")))
+    else {
+        return twiml(
+            StatusCode::OK,
+            "This number is not on the on-call roster.",
+            None,
+            "SMS reply from a number not on the roster".into(),
+        );
+    };
+    let actor = format!("link:{}", person.id);
+    let replies::Ask::Ack(page) = replies::parse(&field("Body")) else {
+        let hint = if person.language == Language::Zh {
+            "回覆「確認」或「確認 P編號」以確認警報。"
+        } else {
+            "Reply ACK (or ACK P<ref>) to acknowledge."
+        };
+        return twiml(
+            StatusCode::OK,
+            hint,
+            Some(actor),
+            "SMS reply not understood".into(),
+        );
+    };
+    let done: Result<Option<(i64, i64, bool)>, String> = async {
+        let mut client = state.pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        let Some((page, alert)) = replies::page_for(&*tx, &person.id, page)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let by = format!("{} (SMS reply to page P{page})", person.name);
+        let acked = store::acknowledge(&*tx, alert, &by)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.execute(
+            "INSERT INTO oncall_events (alert_id, page_id, kind, person, channel, detail)
+             VALUES ($1, $2, 'acknowledged', $3, 'sms reply', $4)",
+            &[
+                &alert,
+                &page,
+                &person.id,
+                &if acked {
+                    format!("acknowledged by {by}")
+                } else {
+                    "acknowledged: nothing to do, the alert was no longer firing".into()
+                },
+            ],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok(Some((page, alert, acked)))
+    }
+    .await;
+    let zh = person.language == Language::Zh;
+    match done {
+        Err(e) => twiml(
+            StatusCode::SERVICE_UNAVAILABLE,
+            if zh {
+                "系統暫時無法處理，請用連結確認。"
+            } else {
+                "Not taken (database unavailable); use the link."
+            },
+            Some(actor),
+            format!("SMS reply not taken: {e}"),
+        ),
+        Ok(None) => twiml(
+            StatusCode::OK,
+            if zh {
+                "找不到需要確認的警報。"
+            } else {
+                "No firing alert of yours to acknowledge."
+            },
+            Some(actor),
+            "SMS reply: no page to acknowledge".into(),
+        ),
+        Ok(Some((page, alert, acked))) => twiml(
+            StatusCode::OK,
+            &match (acked, zh) {
+                (true, false) => format!("Acknowledged alert {alert} (P{page}). Thank you."),
+                (true, true) => format!("已確認警報 {alert}（P{page}）。"),
+                (false, false) => {
+                    format!("Alert {alert} (P{page}) was already acknowledged or resolved.")
+                }
+                (false, true) => format!("警報 {alert}（P{page}）已被確認或已解除。"),
+            },
+            Some(actor),
+            format!("SMS reply for page P{page} (alert {alert}): acknowledged {acked}"),
+        ),
+    }
+}
