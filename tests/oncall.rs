@@ -1211,3 +1211,171 @@ async fn response_against_targets_and_load_per_person() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// An admin replaces the roster through the API: refused with line and
+/// field when it is wrong, stored and audited when right, then paged with
+/// by every process; contact details only for admins, each read audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_replaces_the_roster_through_the_api() {
+    use estatemon_api::auth::Role;
+    let db = TestDb::new(&admin_url());
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    config.api.audit_flush_ms = 20;
+    let (mut client, _) = estatemon_domain::schema::prepare(&config.database, &config.storage)
+        .await
+        .unwrap();
+    let admin = estatemon_api::create_token(&client, "boss", Role::Admin, "t")
+        .await
+        .unwrap();
+    let viewer = estatemon_api::create_token(&client, "screen", Role::Viewer, "t")
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config.clone(), async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let url = format!("http://{api}/api/v1/oncall/roster");
+    let put = |token: String, body: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .put(&url)
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(put(viewer.clone(), ROSTER.into()).await.0, 403);
+    for (bad, says) in [
+        (
+            ROSTER.replace(
+                "notify = \"team:hv-lifts\"",
+                "notify = \"team:hv-plumbing\"",
+            ),
+            "policy[0].step[0].notify",
+        ),
+        (
+            ROSTER.replace(
+                "members = [\"chan-tai-man\", \"wong-siu-ming\"]",
+                "members = []",
+            ),
+            "members",
+        ),
+        (
+            ROSTER.replace("fallback = \"control-room\"\n", ""),
+            "fallback",
+        ),
+    ] {
+        let (status, e) = put(admin.clone(), bad).await;
+        let message = e["message"].as_str().unwrap();
+        assert_eq!(status, 400, "{e}");
+        // "request body:LINE: field `…`: …"
+        let line = message
+            .strip_prefix("request body:")
+            .and_then(|m| m.split(':').next())
+            .and_then(|l| l.parse::<u32>().ok());
+        assert!(message.contains(says) && line.is_some(), "{message}");
+    }
+    let (status, e) = put(admin.clone(), String::new()).await;
+    assert_eq!(status, 400, "an empty roster would page nobody: {e}");
+    let (status, stored) = put(admin.clone(), ROSTER.into()).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        (stored["people"].as_u64(), stored["policies"].as_u64()),
+        (Some(4), Some(1))
+    );
+    let got: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (got["origin"].as_str(), got["stored_by"].as_str()),
+        (Some("stored"), Some("boss"))
+    );
+    assert!(got["text"].as_str().unwrap().contains("+85255550101"));
+    // Viewers see names, never contacts.
+    let now = http
+        .get(format!(
+            "http://{api}/api/v1/oncall/now?at=2026-12-08T10:00:00%2B08:00"
+        ))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(now.contains("陳大文") && !now.contains("+852"), "{now}");
+    assert!(
+        eventually(StdDuration::from_secs(5), || async {
+            db.count(
+                "SELECT count(*) FROM audit_log WHERE actor = 'boss' AND status = 200
+                       AND detail LIKE 'read the on-call roster: contact details of 4 people%'",
+            )
+            .await
+                == 1
+                && db
+                    .count(
+                        "SELECT count(*) FROM audit_log WHERE actor = 'boss' AND status = 200
+                       AND detail LIKE 'changed the on-call roster%'",
+                    )
+                    .await
+                    == 1
+        })
+        .await,
+        "each read and change of personal data audited"
+    );
+    // A process with no roster file pages with the stored one.
+    client
+        .batch_execute(
+            "INSERT INTO devices (device_id, kind, site_id) VALUES ('hv-a-lift-1', 'lift', 'harbour-view');
+             INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id, device_id,
+                                 source, started_at, last_seen_at, response_deadline)
+             VALUES ('lift_entrapment', 'hv-a-lift-1', 'e', 'emergency', 'Passenger trapped',
+                     '{\"site\": \"harbour-view\"}', 'harbour-view', 'hv-a-lift-1', 'ingest',
+                     now(), now(), now() + interval '15 minutes')",
+        )
+        .await
+        .unwrap();
+    let mut paging = estatemon_analytics::oncall::watch::Paging::new(&config);
+    let report = paging
+        .pass(&mut client, &config)
+        .await
+        .unwrap()
+        .expect("a roster");
+    assert_eq!(report.planned.paged, 1);
+    let _ = stop.send(());
+    let _ = server.await;
+}

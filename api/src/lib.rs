@@ -590,12 +590,10 @@ pub async fn serve_on(
     let (state, writer) = state(config.clone()).await?;
     // Heartbeats and the pager: so a dead analytics job still pages.
     let (watch_stop, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-    let watcher =
-        (config.oncall.roster.is_some() || !config.oncall.heartbeats.is_empty()).then(|| {
-            tokio::spawn(estatemon_analytics::oncall::watch::run(config, async {
-                let _ = watch_stopped.await;
-            }))
-        });
+    // (Always: a roster may be stored through this API.)
+    let watcher = tokio::spawn(estatemon_analytics::oncall::watch::run(config, async {
+        let _ = watch_stopped.await;
+    }));
     let listen = listener.local_addr()?;
     tracing::info!(%listen, storage = state.storage_mode, "API listening");
     axum::serve(
@@ -605,9 +603,7 @@ pub async fn serve_on(
     .with_graceful_shutdown(shutdown)
     .await?;
     let _ = watch_stop.send(());
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
+    let _ = watcher.await;
     // The router (and with it every audit sender) is gone: the writer
     // flushes what it holds and ends.
     let _ = writer.await;

@@ -318,12 +318,13 @@ async fn write_routes_refuse_callers_below_their_role_before_reading_the_body() 
                 r#"{"source": "bms", "key": "k", "summary": "x"}"#.into()
             }
             ("POST", "/api/v1/intake/heartbeat/{name}") => String::new(),
+            ("PUT", "/api/v1/oncall/roster") => "[[person]]\nid = \"p\"\nname = \"P\"\n".into(),
             ("DELETE", _) | ("POST", "/api/v1/alerts/{id}/ack") => String::new(),
             _ => return None,
         })
     };
     let writes = documented_writes();
-    assert_eq!(writes.len(), 15, "{writes:?}");
+    assert_eq!(writes.len(), 16, "{writes:?}");
     let oversized = "x".repeat(3 << 20);
     let mut cells = 0;
     for (method, template, need) in &writes {
@@ -374,9 +375,9 @@ async fn write_routes_refuse_callers_below_their_role_before_reading_the_body() 
         }
     }
     println!("role matrix: {cells} cells, all 403");
-    // 8 admin operations × 2 roles + 7 operator ones × 1, × 3 bodies, and
+    // 9 admin operations × 2 roles + 7 operator ones × 1, × 3 bodies, and
     // the rules' bad query (PUT and DELETE) × 2 roles × 3 bodies.
-    assert_eq!(cells, (8 * 2 + 7) * 3 + 2 * 2 * 3);
+    assert_eq!(cells, (9 * 2 + 7) * 3 + 2 * 2 * 3);
     // Nothing changed, and every cell is audited as what it was answered.
     assert_eq!(
         db.count("SELECT count(*) FROM rule_sets").await,
@@ -387,7 +388,14 @@ async fn write_routes_refuse_callers_below_their_role_before_reading_the_body() 
             .await,
         0
     );
-    for table in ["devices", "retrofits", "silences", "inspections", "alerts"] {
+    for table in [
+        "devices",
+        "retrofits",
+        "silences",
+        "inspections",
+        "alerts",
+        "oncall_rosters",
+    ] {
         assert_eq!(
             db.count(&format!("SELECT count(*) FROM {table}")).await,
             0,

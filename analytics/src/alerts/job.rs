@@ -417,7 +417,7 @@ async fn notifier(config: Config, metrics: Metrics, mut stop: watch::Receiver<bo
     let sender = Sender::new(config.alerts.clone());
     // The on-call roster: pages planned and sent by every notifier (one
     // page per step across replicas: `oncall_pages`' unique index).
-    let mut pager = load_pager(&config, None);
+    let mut paging = crate::oncall::watch::Paging::new(&config);
     let mut last_plan: Option<Instant> = None;
     let mut woken = true;
     let wake = Arc::new(Notify::new());
@@ -462,79 +462,34 @@ async fn notifier(config: Config, metrics: Metrics, mut stop: watch::Receiver<bo
                 {
                     tracing::warn!(error = %e, "the analytics heartbeat was not written");
                 }
-                if pager.is_none() {
-                    last_plan = Some(Instant::now());
-                }
             }
-            if let (Some((p, _)), true) = (pager.as_ref(), plan_due) {
+            if plan_due {
                 // Plan on every wake-up (an alert opened) and every 5 s.
                 last_plan = Some(Instant::now());
-                match crate::oncall::plan::plan(&client, &p.roster, Utc::now()).await {
-                    Ok(planned) => {
-                        metrics.pages_planned.inc_by(planned.paged as u64);
-                        if planned.paged > 0 {
-                            tracing::info!(?planned, "on-call pages due");
+                match paging.pass(&mut client, &config).await {
+                    Ok(Some(r)) => {
+                        metrics.pages_planned.inc_by(r.planned.paged as u64);
+                        metrics.pages_sent.inc_by(r.delivered.sent as u64);
+                        metrics.pages_failed.inc_by(r.delivered.failed as u64);
+                        metrics
+                            .pages_fell_through
+                            .inc_by(r.delivered.fell_through as u64);
+                        if r.planned.paged > 0 {
+                            tracing::info!(planned = ?r.planned, delivered = ?r.delivered, "on-call pages due");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "planning on-call pages failed"),
-                }
-                loop {
-                    match crate::oncall::deliver::deliver_due(&mut client, p).await {
-                        Ok(pass) => {
-                            metrics.pages_sent.inc_by(pass.sent as u64);
-                            metrics.pages_failed.inc_by(pass.failed as u64);
-                            metrics.pages_fell_through.inc_by(pass.fell_through as u64);
-                            if pass.sent + pass.failed + pass.cancelled
-                                < crate::oncall::deliver::PASS_LIMIT
-                            {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "delivering pages failed");
-                            break;
-                        }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "on-call paging pass failed")
                     }
                 }
             }
-            // An edited roster applies from the next pass.
-            pager = load_pager(&config, pager);
             woken = false;
             tokio::select! {
                 _ = wake.notified() => woken = true,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-        }
-    }
-}
-
-/// The pager for the configured roster, reloaded when the file changes
-/// (a roster that no longer loads keeps the previous one, and says so).
-fn load_pager(
-    config: &Config,
-    previous: Option<(crate::oncall::deliver::Pager, Option<std::time::SystemTime>)>,
-) -> Option<(crate::oncall::deliver::Pager, Option<std::time::SystemTime>)> {
-    let path = config.oncall.roster.as_ref()?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    if let Some((p, seen)) = &previous {
-        if *seen == modified {
-            return previous;
-        }
-        let _ = p;
-    }
-    match crate::oncall::roster::Roster::load(path) {
-        Ok(roster) => {
-            tracing::info!(roster = %path.display(), people = roster.people.len(),
-                teams = roster.teams.len(), policies = roster.policies.len(), "on-call roster loaded");
-            Some((
-                crate::oncall::deliver::Pager::new(config, Arc::new(roster)),
-                modified,
-            ))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the on-call roster does not load; keeping the previous one");
-            previous.map(|(p, _)| (p, modified))
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod replies;
 pub mod report;
 pub mod roster;
 pub mod schedule;
+pub mod source;
 pub mod timeline;
 pub mod watch;
 

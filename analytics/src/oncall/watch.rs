@@ -6,19 +6,71 @@
 //! API process watches the analytics process. (Alertmanager and webhook
 //! copies wait for analytics' outbox; the pages do not.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use estatemon_domain::config::Config;
 
-use super::{deliver, intake, plan, roster::Roster};
+use super::source::Source;
+use super::{deliver, intake, plan};
+
+/// The pager of one process: the roster's source and the pager built
+/// from it, rebuilt when the roster changes.
+pub struct Paging {
+    source: Source,
+    pager: Option<deliver::Pager>,
+}
+
+/// What one paging pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassReport {
+    pub planned: plan::Planned,
+    pub delivered: deliver::Pass,
+}
+
+impl Paging {
+    pub fn new(config: &Config) -> Paging {
+        Paging {
+            source: Source::new(config.oncall.roster.clone()),
+            pager: None,
+        }
+    }
+
+    /// Plans what came due and sends it; None without a roster.
+    pub async fn pass(
+        &mut self,
+        client: &mut tokio_postgres::Client,
+        config: &Config,
+    ) -> anyhow::Result<Option<PassReport>> {
+        let (current, changed) = self.source.current(&*client).await?;
+        if changed {
+            self.pager = current.map(|(roster, _)| deliver::Pager::new(config, roster));
+        }
+        let Some(pager) = self.pager.as_ref() else {
+            return Ok(None);
+        };
+        let mut report = PassReport {
+            planned: plan::plan(&*client, &pager.roster, Utc::now()).await?,
+            ..PassReport::default()
+        };
+        loop {
+            let pass = deliver::deliver_due(client, pager).await?;
+            report.delivered.sent += pass.sent;
+            report.delivered.failed += pass.failed;
+            report.delivered.cancelled += pass.cancelled;
+            report.delivered.fell_through += pass.fell_through;
+            if pass.sent + pass.failed + pass.cancelled < deliver::PASS_LIMIT {
+                return Ok(Some(report));
+            }
+        }
+    }
+}
 
 /// Runs until `stop` resolves.
 pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let receivers = config.alerts.receivers();
-    let mut pager: Option<(deliver::Pager, Option<std::time::SystemTime>)> = None;
+    let mut paging = Paging::new(&config);
     let mut client: Option<tokio_postgres::Client> = None;
     let mut declared = false;
     loop {
@@ -35,7 +87,17 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) {
                     Err(e) => tracing::warn!(error = %e, "declaring heartbeat monitors failed"),
                 }
             }
-            if let Err(e) = pass(c, &receivers, &config, &mut pager).await {
+            let result = async {
+                let tx = c.transaction().await?;
+                let opened = intake::check_heartbeats(&tx, Utc::now(), &receivers).await?;
+                tx.commit().await?;
+                if opened > 0 {
+                    tracing::warn!(opened, "heartbeat monitors went quiet: alerts opened");
+                }
+                paging.pass(c, &config).await
+            }
+            .await;
+            if let Err(e) = result {
                 tracing::warn!(error = %format!("{e:#}"), "on-call watch pass failed");
             }
         }
@@ -44,35 +106,4 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) {
             _ = &mut stop => return,
         }
     }
-}
-
-async fn pass(
-    client: &mut tokio_postgres::Client,
-    receivers: &[String],
-    config: &Config,
-    pager: &mut Option<(deliver::Pager, Option<std::time::SystemTime>)>,
-) -> anyhow::Result<()> {
-    let tx = client.transaction().await?;
-    let opened = intake::check_heartbeats(&tx, Utc::now(), receivers).await?;
-    tx.commit().await?;
-    if opened > 0 {
-        tracing::warn!(opened, "heartbeat monitors went quiet: alerts opened");
-    }
-    let Some(path) = config.oncall.roster.as_ref() else {
-        return Ok(());
-    };
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    if pager.as_ref().is_none_or(|(_, seen)| *seen != modified) {
-        match Roster::load(path) {
-            Ok(r) => *pager = Some((deliver::Pager::new(config, Arc::new(r)), modified)),
-            Err(e) => {
-                tracing::error!(error = %e, "the on-call roster does not load; keeping the previous one")
-            }
-        }
-    }
-    if let Some((p, _)) = pager.as_ref() {
-        plan::plan(&*client, &p.roster, Utc::now()).await?;
-        while deliver::deliver_due(client, p).await?.sent > 0 {}
-    }
-    Ok(())
 }

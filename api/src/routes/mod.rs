@@ -235,6 +235,7 @@ impl utoipa::Modify for ErrorResponses {
         events::lift_replacements,
         dead_letters::list,
         oncall::now, oncall::pages, oncall::timeline, oncall::response, oncall::load,
+        oncall::get_roster, oncall::put_roster,
         intake::alertmanager, intake::generic, intake::heartbeat,
         inspections::record, inspections::compliance, inspections::compliance_exceptions,
         inspections::work_items,
@@ -373,6 +374,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/oncall/now", get(oncall::now))
         .route("/api/v1/oncall/pages", get(oncall::pages))
+        .route(
+            "/api/v1/oncall/roster",
+            get(oncall::get_roster).put(oncall::put_roster),
+        )
         .route("/api/v1/oncall/response", get(oncall::response))
         .route("/api/v1/oncall/load", get(oncall::load))
         .route("/api/v1/intake/alertmanager", post(intake::alertmanager))

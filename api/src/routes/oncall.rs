@@ -52,13 +52,11 @@ pub async fn now(
         Some(v) => crate::params::instant("at", v)?,
         None => Utc::now(),
     };
-    let path = state.config.oncall.roster.clone().ok_or_else(|| {
-        ApiError::NotFound("no on-call roster is configured (oncall.roster)".into())
+    let roster = current_roster(&state).await?.ok_or_else(|| {
+        ApiError::NotFound(
+            "no on-call roster is configured (oncall.roster, or PUT /api/v1/oncall/roster)".into(),
+        )
     })?;
-    let roster = tokio::task::spawn_blocking(move || Roster::load(&path))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| ApiError::Unavailable(format!("the on-call roster cannot be read: {e}")))?;
     let sites = crate::routes::series::choice(q.site.as_ref());
     let name = |id: &str| roster.person(id).map_or(id.to_owned(), |p| p.name.clone());
     let mut out = Vec::new();
@@ -119,12 +117,7 @@ pub async fn timeline(
     State(state): State<AppState>,
     crate::extract::P(id): crate::extract::P<i64>,
 ) -> ApiResult<Json<Vec<TimelineEntry>>> {
-    let roster = match state.config.oncall.roster.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || Roster::load(&path).ok())
-            .await
-            .map_err(anyhow::Error::from)?,
-        None => None,
-    };
+    let roster = current_roster(&state).await.ok().flatten();
     let client = state.pool.get().await?;
     let rows = estatemon_analytics::oncall::timeline::of(&**client, id, roster.as_ref())
         .await?
@@ -202,12 +195,7 @@ pub async fn pages(
         )));
     }
     let sites = crate::routes::series::choice(q.site.as_ref());
-    let roster = match state.config.oncall.roster.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || Roster::load(&path).ok())
-            .await
-            .map_err(anyhow::Error::from)?,
-        None => None,
-    };
+    let roster = current_roster(&state).await.ok().flatten();
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -317,12 +305,7 @@ async fn summary(
     let site = crate::routes::series::choice(q.site.as_ref())
         .filter(|s| s.len() == 1)
         .map(|mut s| s.remove(0));
-    let roster = match state.config.oncall.roster.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || Roster::load(&path).ok())
-            .await
-            .map_err(anyhow::Error::from)?,
-        None => None,
-    };
+    let roster = current_roster(state).await.ok().flatten();
     let tz = match (&roster, &site) {
         (Some(r), Some(s)) => estatemon_analytics::oncall::escalation::site_tz(r, s),
         _ => chrono_tz::UTC,
@@ -390,4 +373,139 @@ pub async fn load(
             })
             .collect(),
     ))
+}
+
+/// The roster the API answers from: the newest one stored through the API,
+/// else the file `oncall.roster` names (read on each request, so an edit
+/// shows at once). Err: it does not load (503).
+pub(crate) async fn current_roster(state: &AppState) -> ApiResult<Option<Roster>> {
+    let client = state.pool.get().await?;
+    if let Some((id, text, _)) = estatemon_analytics::oncall::source::stored(&**client).await? {
+        return Roster::parse(&text, std::path::Path::new(&format!("stored roster #{id}")))
+            .map(Some)
+            .map_err(|e| {
+                ApiError::Unavailable(format!("the stored on-call roster does not load: {e}"))
+            });
+    }
+    let Some(path) = state.config.oncall.roster.clone() else {
+        return Ok(None);
+    };
+    tokio::task::spawn_blocking(move || Roster::load(&path))
+        .await
+        .map_err(anyhow::Error::from)?
+        .map(Some)
+        .map_err(|e| ApiError::Unavailable(format!("the on-call roster cannot be read: {e}")))
+}
+
+/// The roster as TOML, contact details included.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RosterOut {
+    /// `stored` (through this API) or `file`.
+    pub origin: String,
+    pub stored_id: Option<i64>,
+    pub stored_by: Option<String>,
+    pub text: String,
+}
+
+/// The roster, contact details included: admins only, and every read is
+/// audited as a read of personal data.
+#[utoipa::path(get, path = "/api/v1/oncall/roster", tag = "on call",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, body = RosterOut), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_roster(
+    State(state): State<AppState>,
+    axum::Extension(actor): axum::Extension<crate::auth::Actor>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    actor.require(crate::auth::Role::Admin, "read contact details")?;
+    let client = state.pool.get().await?;
+    let out =
+        match estatemon_analytics::oncall::source::stored(&**client).await? {
+            Some((id, text, by)) => RosterOut {
+                origin: "stored".into(),
+                stored_id: Some(id),
+                stored_by: Some(by),
+                text,
+            },
+            None => {
+                let path =
+                    state.config.oncall.roster.clone().ok_or_else(|| {
+                        ApiError::NotFound("no on-call roster is configured".into())
+                    })?;
+                let text = tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("{}: {e}", path.display())))?;
+                RosterOut {
+                    origin: "file".into(),
+                    stored_id: None,
+                    stored_by: None,
+                    text,
+                }
+            }
+        };
+    let people = Roster::parse(&out.text, std::path::Path::new("roster"))
+        .map(|r| r.people.len())
+        .unwrap_or(0);
+    let mut r = Json(out).into_response();
+    r.extensions_mut().insert(crate::audit::Detail(format!(
+        "read the on-call roster: contact details of {people} people (personal data)"
+    )));
+    Ok(r)
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RosterStored {
+    pub id: i64,
+    pub people: usize,
+    pub teams: usize,
+    pub policies: usize,
+}
+
+/// Replaces the roster (TOML, as the file): checked first, with the line
+/// and field of any error (400); every process pages with it from its next
+/// pass. Admins only, audited.
+#[utoipa::path(put, path = "/api/v1/oncall/roster", tag = "on call",
+    request_body(content = String, content_type = "application/toml"),
+    security(("bearer" = ["admin"])),
+    responses((status = 200, body = RosterStored), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn put_roster(
+    State(state): State<AppState>,
+    axum::Extension(actor): axum::Extension<crate::auth::Actor>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    actor.require(crate::auth::Role::Admin, "change the roster")?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the roster must be UTF-8 TOML".into()))?;
+    let roster = Roster::parse(text, std::path::Path::new("request body"))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if roster.people.is_empty() || roster.teams.is_empty() {
+        // Nothing silences an alarm by accident: an empty body would page
+        // nobody.
+        return Err(ApiError::BadRequest(
+            "a roster without people or teams would page nobody; refused".into(),
+        ));
+    }
+    let client = state.pool.get().await?;
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO oncall_rosters (text, created_by) VALUES ($1, $2) RETURNING id",
+            &[&text, &actor.name],
+        )
+        .await?
+        .get(0);
+    let mut r = Json(RosterStored {
+        id,
+        people: roster.people.len(),
+        teams: roster.teams.len(),
+        policies: roster.policies.len(),
+    })
+    .into_response();
+    r.extensions_mut().insert(crate::audit::Detail(format!(
+        "changed the on-call roster (stored #{id}: {} people, {} teams, {} policies; personal data)",
+        roster.people.len(),
+        roster.teams.len(),
+        roster.policies.len()
+    )));
+    Ok(r)
 }

@@ -106,11 +106,7 @@ fn refused(status: StatusCode, why: &str, actor: Option<&str>) -> Response {
 }
 
 async fn roster(state: &AppState) -> Option<Roster> {
-    let path = state.config.oncall.roster.clone()?;
-    tokio::task::spawn_blocking(move || Roster::load(&path).ok())
-        .await
-        .ok()
-        .flatten()
+    super::oncall::current_roster(state).await.ok().flatten()
 }
 
 /// Verifies the token and finds its page; Err is the refusal to answer.

@@ -85,3 +85,13 @@ CREATE TABLE heartbeats (
     summary     text NOT NULL,
     last_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- Rosters an admin stored through the API (`PUT /api/v1/oncall/roster`):
+-- the newest row is the roster every process uses; none: the file
+-- `oncall.roster` names.
+CREATE TABLE oncall_rosters (
+    id          bigserial PRIMARY KEY,
+    text        text NOT NULL,
+    created_by  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
