@@ -121,6 +121,11 @@ pub struct IcalArgs {
     from: Option<DateTime<Utc>>,
     #[arg(long, default_value_t = 60)]
     days: u32,
+    /// Print the person's calendar URL instead (served by `estatemon api`
+    /// at `oncall.public_url`, signed: a phone subscribes without logging
+    /// in; it shows shifts only).
+    #[arg(long)]
+    url: bool,
 }
 
 fn load(config: &Config, arg: &RosterArg) -> anyhow::Result<Roster> {
@@ -430,24 +435,29 @@ pub async fn run(config: &Config, command: OncallCommand) -> anyhow::Result<()> 
             Ok(())
         }
         OncallCommand::Ical(args) => {
+            if args.url {
+                // The URL a phone's calendar subscribes to.
+                let client = crate::prepare_database(config).await?;
+                let key = estatemon_analytics::oncall::links::key(&client).await?;
+                let base = config
+                    .oncall
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.api.listen));
+                println!(
+                    "{}/oncall/ical/{}/{}",
+                    base.trim_end_matches('/'),
+                    args.person,
+                    estatemon_analytics::oncall::links::calendar_token(&key, &args.person)
+                );
+                return Ok(());
+            }
             let r = load(config, &args.roster)?;
-            let person = r
-                .person(&args.person)
-                .ok_or_else(|| ImportRefused(format!("no person `{}`", args.person)))?;
             let from = args.from.unwrap_or_else(Utc::now);
             let to = from + Duration::days(i64::from(args.days.clamp(1, 366)));
-            let mine: Vec<(String, schedule::Shift)> = r
-                .teams
-                .iter()
-                .flat_map(|t| {
-                    schedule::shifts(t, &r.holidays, from, to)
-                        .into_iter()
-                        .filter(|s| s.person == person.id)
-                        .map(|s| (t.name.clone(), s))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            print!("{}", ical::calendar(&person.name, &mine, Utc::now()));
+            let feed = ical::person_feed(&r, &args.person, from, to, Utc::now())
+                .ok_or_else(|| ImportRefused(format!("no person `{}`", args.person)))?;
+            print!("{feed}");
             Ok(())
         }
     }

@@ -1357,6 +1357,59 @@ async fn an_admin_replaces_the_roster_through_the_api() {
         .await,
         "each read and change of personal data audited"
     );
+    // A phone's calendar subscribes to a signed URL (from the CLI), no
+    // login; the feed parses with the icalendar package; a URL signed for
+    // someone else is refused; the audit keeps no signature.
+    let url = run(estatemon(&db)
+        .env("ESTATEMON_ONCALL_PUBLIC_URL", format!("http://{api}"))
+        .args(["oncall", "ical", "--person", "chan-tai-man", "--url"]));
+    let url = url.lines().last().unwrap().trim().to_owned();
+    assert!(
+        url.starts_with(&format!("http://{api}/oncall/ical/chan-tai-man/")),
+        "{url}"
+    );
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/calendar"));
+    let feed = r.text().await.unwrap();
+    let python = std::env::var_os("ESTATEMON_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/estatemon-test-venv/bin/python".into());
+    let mut child = Command::new(python)
+        .args(["-c", "import sys, icalendar\ncal = icalendar.Calendar.from_ical(sys.stdin.buffer.read())\nprint(len(cal.walk('VEVENT')), cal.get('X-WR-CALNAME'))"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(feed.as_bytes())
+        .unwrap();
+    let parsed = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let events: usize = parsed.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(events >= 40 && parsed.contains("陳大文"), "{parsed}");
+    assert!(!feed.contains("+852"), "shifts only, no contacts");
+    let other = url.replace("/chan-tai-man/", "/wong-siu-ming/");
+    assert_eq!(http.get(&other).send().await.unwrap().status(), 403);
+    assert!(
+        eventually(StdDuration::from_secs(5), || async {
+            db.count(
+                "SELECT count(*) FROM audit_log WHERE path = '/oncall/ical/chan-tai-man/***'
+                       AND actor = 'calendar:chan-tai-man' AND status = 200",
+            )
+            .await
+                == 1
+        })
+        .await,
+        "the calendar read audited without its signature"
+    );
+
     // A process with no roster file pages with the stored one.
     client
         .batch_execute(

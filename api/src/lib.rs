@@ -192,6 +192,8 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/oncall/a/")
         // Signed by the SMS gateway (X-Twilio-Signature).
         || path == "/oncall/sms"
+        // Signed per person (the calendar URL is the secret).
+        || path.starts_with("/oncall/ical/")
 }
 
 /// Where a request came from (the peer address; a fixed key when the
@@ -245,14 +247,20 @@ async fn around(State(state): State<AppState>, mut req: Request, next: Next) -> 
     let path = req
         .uri()
         .path_and_query()
-        .map(|p| match p.path().strip_prefix("/oncall/a/") {
-            // The token without its signature: the audit shows which page
-            // and action, and cannot be replayed from.
-            Some(token) => format!(
-                "/oncall/a/{}",
-                estatemon_analytics::oncall::links::redact(token)
-            ),
-            None => audit::truncate_path(p.as_str()),
+        .map(|p| {
+            if let Some(token) = p.path().strip_prefix("/oncall/a/") {
+                // The token without its signature: the audit shows which
+                // page and action, and cannot be replayed from.
+                format!(
+                    "/oncall/a/{}",
+                    estatemon_analytics::oncall::links::redact(token)
+                )
+            } else if let Some(rest) = p.path().strip_prefix("/oncall/ical/") {
+                let person = rest.split('/').next().unwrap_or_default();
+                format!("/oncall/ical/{}/***", audit::truncate_path(person))
+            } else {
+                audit::truncate_path(p.as_str())
+            }
         })
         .unwrap_or_default();
     let audited = route != "/metrics" && route != "/api/v1/health";

@@ -106,3 +106,27 @@ mod tests {
         assert_eq!(text("a,b;c\\d\ne"), "a\\,b\\;c\\\\d\\ne");
     }
 }
+
+/// A person's feed over `[from, to)`: every team's shifts that are theirs.
+/// None: no such person.
+pub fn person_feed(
+    roster: &super::roster::Roster,
+    person: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let person = roster.person(person)?;
+    let mine: Vec<(String, Shift)> = roster
+        .teams
+        .iter()
+        .flat_map(|t| {
+            super::schedule::shifts(t, &roster.holidays, from, to)
+                .into_iter()
+                .filter(|s| s.person == person.id)
+                .map(|s| (t.name.clone(), s))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Some(calendar(&person.name, &mine, now))
+}

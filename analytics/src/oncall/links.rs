@@ -113,6 +113,23 @@ pub fn redact(token: &str) -> String {
     }
 }
 
+/// The token of a person's calendar URL (`/oncall/ical/{person}/{token}`):
+/// a phone's calendar subscribes without logging in, so the URL itself is
+/// the secret; it shows shifts only (team names and times), never contacts.
+pub fn calendar_token(key: &[u8], person: &str) -> String {
+    mac(key, &format!("calendar\n{person}"))
+}
+
+/// Whether `token` is `person`'s calendar token (constant time).
+pub fn verify_calendar(key: &[u8], person: &str, token: &str) -> bool {
+    let Ok(sig) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) else {
+        return false;
+    };
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(format!("calendar\n{person}").as_bytes());
+    m.verify_slice(&sig).is_ok()
+}
+
 /// The signing key, made on first use (32 bytes from PostgreSQL's strong
 /// random source) and shared through the database by every process.
 pub async fn key(client: &impl GenericClient) -> Result<Vec<u8>, tokio_postgres::Error> {
@@ -202,6 +219,10 @@ mod tests {
         );
         assert_eq!(verify(key, "42.ack", at(0)), Err(Refused::Malformed));
         assert_eq!(redact(&token), "42.ack.2000000000.***");
+        let cal = calendar_token(key, "chan-tai-man");
+        assert!(verify_calendar(key, "chan-tai-man", &cal));
+        assert!(!verify_calendar(key, "wong-siu-ming", &cal));
+        assert!(!verify_calendar(b"another key", "chan-tai-man", &cal));
     }
 
     proptest! {

@@ -389,6 +389,7 @@ pub fn router() -> Router<AppState> {
             get(oncall_links::show).post(oncall_links::act),
         )
         .route("/oncall/sms", post(oncall_links::sms_reply))
+        .route("/oncall/ical/{person}/{token}", get(oncall_links::calendar))
         .route("/api/v1/inspections", post(inspections::record))
         .route("/api/v1/compliance", get(inspections::compliance))
         .route(

@@ -554,3 +554,63 @@ pub async fn sms_reply(
         ),
     }
 }
+
+/// `GET /oncall/ical/{person}/{token}`: a person's shifts as iCalendar for
+/// their phone's calendar to subscribe to (a week back, 90 days ahead):
+/// the signed URL is the authority (`estatemon oncall ical --url`); it
+/// carries team names and times only.
+pub async fn calendar(
+    State(state): State<AppState>,
+    Path((person, token)): Path<(String, String)>,
+) -> Response {
+    let plain = |status: StatusCode, text: String| {
+        let mut r = (status, text.clone()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r.extensions_mut().insert(KeepHtml);
+        r.extensions_mut().insert(Detail(text));
+        r
+    };
+    let key = match state.pool.get().await {
+        Ok(c) => match links::key(&**c).await {
+            Ok(k) => k,
+            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")),
+        },
+        Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")),
+    };
+    let token = token.trim_end_matches(".ics");
+    if !links::verify_calendar(&key, &person, token) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "calendar link refused: not signed for this person".into(),
+        );
+    }
+    let Some(roster) = roster(&state).await else {
+        return plain(StatusCode::NOT_FOUND, "no on-call roster".into());
+    };
+    let now = Utc::now();
+    let Some(feed) = estatemon_analytics::oncall::ical::person_feed(
+        &roster,
+        &person,
+        now - chrono::Duration::days(7),
+        now + chrono::Duration::days(90),
+        now,
+    ) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("`{person}` is not on the roster"),
+        );
+    };
+    let mut r = (StatusCode::OK, feed).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/calendar; charset=utf-8"),
+    );
+    r.extensions_mut()
+        .insert(LinkActor(format!("calendar:{person}")));
+    r.extensions_mut()
+        .insert(Detail(format!("calendar feed of {person}")));
+    r
+}
