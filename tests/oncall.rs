@@ -1432,3 +1432,178 @@ async fn an_admin_replaces_the_roster_through_the_api() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// The simulator's on-call people (one never answers, one answers late,
+/// one at once, the control room on a gap) and its ground truth of who
+/// should be paged when, against what estatemon paged on a simulated
+/// clock, acknowledged through the links in the SMS each person got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_match_the_simulators_truth_of_who_answers() {
+    use estatemon_simulators::oncall::{Responder, Scenario, Who};
+    let db = TestDb::new(&admin_url());
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    let (mut client, _) = estatemon_domain::schema::prepare(&config.database, &config.storage)
+        .await
+        .unwrap();
+    let (base, got) = channels("none").await;
+    let person = |id: &str, phone: &str, after: Option<i64>| Responder {
+        id: id.into(),
+        name: id.into(),
+        phone: phone.into(),
+        answers_after: after.map(Duration::minutes),
+    };
+    let scenario = Scenario {
+        site: "harbour-view".into(),
+        people: vec![
+            person("wong", "+85255550001", None),
+            person("chan", "+85255550002", Some(4)),
+            person("manager", "+85255550003", Some(30)),
+            person("desk", "+85255550004", Some(2)),
+        ],
+        shifts: vec![
+            (
+                "wong".into(),
+                hk("2026-12-08T07:00:00"),
+                hk("2026-12-08T08:00:00"),
+            ),
+            (
+                "chan".into(),
+                hk("2026-12-08T08:00:00"),
+                hk("2026-12-08T20:00:00"),
+            ),
+        ],
+        steps: vec![
+            (Duration::zero(), Who::OnDuty),
+            (Duration::minutes(10), Who::Person("manager".into())),
+        ],
+        repeat_every: Duration::minutes(15),
+        repeat: 3,
+        fallback: "desk".into(),
+    };
+    let roster_path = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(&roster_path, scenario.roster_toml()).unwrap();
+    let roster = Roster::load(&roster_path).unwrap();
+    config.oncall.roster = Some(roster_path);
+    config.oncall.channels = vec![toml::from_str(&format!(
+        "name = \"sms\"\nformat = \"sms\"\nurl = \"{base}/sms\"\naccount = \"AC1\"\nsecret = \"t\"\n\
+         from = \"+85230000000\"\nrate_per_minute = 100000\n"
+    ))
+    .unwrap()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    config.oncall.public_url = Some(format!("http://{api}"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(estatemon_api::serve_on(listener, config.clone(), async {
+        let _ = stopped.await;
+    }));
+    let pager = deliver::Pager::new(&config, Arc::new(roster.clone()));
+    // Three emergencies: across wong's hour and the hand-over to chan; at
+    // the end of chan's day; in the evening gap (the control room).
+    let fired = [
+        hk("2026-12-08T07:50:00"),
+        hk("2026-12-08T19:58:00"),
+        hk("2026-12-08T21:00:00"),
+    ];
+    let mut ids = Vec::new();
+    for (k, at) in fired.iter().enumerate() {
+        ids.push(
+            client
+                .query_one(
+                    "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
+                                         source, started_at, last_seen_at, fired_at, response_deadline)
+                     VALUES ('lift_entrapment', $1, $1, 'emergency', 'Passenger trapped',
+                             jsonb_build_object('site', 'harbour-view', 'device', $1::text), 'harbour-view',
+                             'ingest', $2, $2, $2, $2::timestamptz + interval '15 minutes')
+                     RETURNING id",
+                    &[&format!("lift-{k}"), at],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+        );
+    }
+    let http = reqwest::Client::new();
+    let mut acted: std::collections::HashSet<String> = Default::default();
+    for &start in &fired {
+        for minute in 0..=50 {
+            let now = start + Duration::minutes(minute);
+            // The people first: whoever was paged and answers by now
+            // presses the link in their SMS.
+            let messages = got.lock().unwrap().clone();
+            for (_, body) in messages {
+                let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+                let text = &form["Body"];
+                let page: i64 = text[text.rfind("(ref P").unwrap() + 6..text.len() - 1]
+                    .parse()
+                    .unwrap();
+                let (who, due): (String, DateTime<Utc>) = {
+                    let r = client
+                        .query_one(
+                            "SELECT person, due_at FROM oncall_pages WHERE id = $1",
+                            &[&page],
+                        )
+                        .await
+                        .unwrap();
+                    (r.get(0), r.get(1))
+                };
+                let link = text
+                    .split_whitespace()
+                    .skip_while(|w| *w != "Acknowledge:")
+                    .nth(1)
+                    .unwrap()
+                    .to_owned();
+                if !acted.contains(&link) && scenario.answers_by(&who, due, now) {
+                    acted.insert(link.clone());
+                    assert_eq!(http.post(&link).send().await.unwrap().status(), 200);
+                }
+            }
+            plan::plan(&client, &roster, now).await.unwrap();
+            drain(&mut client, &pager).await;
+        }
+    }
+    for (k, at) in fired.iter().enumerate() {
+        let truth = scenario.expected(*at);
+        let paged: Vec<(String, DateTime<Utc>, bool)> = client
+            .query(
+                "SELECT person, due_at, flagged FROM oncall_pages WHERE alert_id = $1 ORDER BY due_at, id",
+                &[&ids[k]],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let want: Vec<(String, DateTime<Utc>, bool)> = truth
+            .pages
+            .iter()
+            .map(|p| (p.person.clone(), p.at, p.fallback))
+            .collect();
+        assert_eq!(paged, want, "alert {k} fired {at}");
+        let by: Option<String> = client
+            .query_one(
+                "SELECT acknowledged_by FROM alerts WHERE id = $1",
+                &[&ids[k]],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let (who, _) = truth.answered.clone().unwrap();
+        assert!(
+            by.as_deref()
+                .is_some_and(|b| b.starts_with(&format!("{who} (link"))),
+            "{by:?} vs {who}"
+        );
+    }
+    // The truth's own story, spelled out for the first alert: wong (never
+    // answers) at 07:50, the manager at 08:00, then chan after the 08:00
+    // hand-over at 08:05, who answers at 08:09.
+    let first = scenario.expected(fired[0]);
+    let story: Vec<&str> = first.pages.iter().map(|p| p.person.as_str()).collect();
+    assert_eq!(story, ["wong", "manager", "chan"]);
+    assert_eq!(scenario.expected(fired[2]).pages[0].person, "desk");
+    let _ = stop.send(());
+    let _ = server.await;
+}

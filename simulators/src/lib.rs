@@ -20,6 +20,8 @@
 //!   time, or backfills history as fast as the broker takes it.
 //! - [`load`]: synthetic load at a given rate and batch size.
 //! - [`site`]: synthetic estates of any size (load tests, large backfills).
+//! - [`oncall`]: on-call people who answer after a delay or never, their
+//!   duty shifts and ladder, and the truth of who should be paged when.
 //!
 //! **Writes**: MQTT topics rendered from `mqtt.topics`, and the ground-truth
 //! file. **Never** touches the database itself: the binary's direct
@@ -30,6 +32,7 @@ pub mod formats;
 pub mod live;
 pub mod load;
 pub mod model;
+pub mod oncall;
 pub mod scenario;
 pub mod site;
 pub use estatemon_domain::sun;
