@@ -1607,3 +1607,102 @@ async fn pages_match_the_simulators_truth_of_who_answers() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// `estatemon oncall test --policy P` pages every step's person on every
+/// contact method now and prints what each receiver answered; a failed
+/// method or a person no channel reaches makes it exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oncall_test_pages_every_step_and_says_what_each_receiver_answered() {
+    let db = TestDb::new(&admin_url());
+    let (base, got) = channels("+85255550001").await;
+    let roster = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
+    std::fs::write(
+        &roster,
+        r#"
+[[person]]
+id = "a"
+name = "陳大文"
+language = "zh"
+contacts = { phone = "+85255550001", telegram = "42" }
+[[person]]
+id = "b"
+name = "Engineering manager"
+contacts = { email = "manager@estate.example" }
+[[team]]
+id = "duty"
+site = "harbour-view"
+trade = "lifts"
+time_zone = "Asia/Hong_Kong"
+[[team.layer]]
+name = "always"
+members = ["a"]
+start = 2026-01-05T08:00:00
+every = "1w"
+[[policy]]
+id = "lifts"
+severities = ["emergency"]
+site = "harbour-view"
+fallback = "a"
+[[policy.step]]
+after = "0m"
+notify = "team:duty"
+[[policy.step]]
+after = "5m"
+notify = "person:b"
+"#,
+    )
+    .unwrap();
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("config")));
+    let channel = |name: &str, extra: &str| {
+        format!("[[oncall.channel]]\nname = \"{name}\"\nformat = \"{name}\"\nurl = \"{base}/{name}\"\n{extra}")
+    };
+    let phone = "account = \"AC1\"\nsecret = \"t\"\nfrom = \"+85230000000\"\n";
+    std::fs::write(
+        &config,
+        format!(
+            "[oncall]\nroster = \"{}\"\n{}{}{}",
+            roster.display(),
+            channel("voice", phone),
+            channel("sms", phone),
+            channel("telegram", "")
+        ),
+    )
+    .unwrap();
+    let out = estatemon(&db)
+        .arg("--config")
+        .arg(&config)
+        .args(["oncall", "test", "--policy", "lifts"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("step 1: 陳大文 by voice (phone): FAILED:")
+            && lines[0].contains("HTTP 500"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "step 1: 陳大文 by sms (phone): accepted");
+    assert_eq!(lines[2], "step 1: 陳大文 by telegram (telegram): accepted");
+    assert_eq!(
+        lines[3],
+        "step 2: Engineering manager — no channel for email"
+    );
+    assert_eq!(
+        lines[4],
+        "step 2: Engineering manager — NO contact method has a channel"
+    );
+    let sms: HashMap<String, String> =
+        url::form_urlencoded::parse(got.lock().unwrap()[1].1.as_bytes())
+            .into_owned()
+            .collect();
+    assert!(
+        sms["Body"].starts_with("【測試】estatemon 值班測試：lifts step 1"),
+        "{sms:?}"
+    );
+}
