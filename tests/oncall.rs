@@ -172,6 +172,34 @@ after = "5m"
 notify = "person:manager"
 "#;
 
+/// One control room, always on duty, paged by SMS for emergencies and
+/// ordinary alerts at the site.
+const DESK_ROSTER: &str = r#"
+[[person]]
+id = "desk"
+name = "Control room"
+contacts = { phone = "+85255550199" }
+[[team]]
+id = "hv-desk"
+site = "harbour-view"
+trade = "security"
+time_zone = "Asia/Hong_Kong"
+[[team.layer]]
+name = "always"
+members = ["desk"]
+start = 2026-01-05T08:00:00
+every = "1w"
+[[policy]]
+id = "everything"
+severities = ["emergency", "ordinary"]
+site = "harbour-view"
+fallback = "desk"
+repeat = 1
+[[policy.step]]
+after = "0m"
+notify = "team:hv-desk"
+"#;
+
 fn hk(local: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&format!("{local}+08:00"))
         .unwrap()
@@ -579,35 +607,7 @@ async fn two_replicas_one_killed_never_page_a_step_twice() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let roster = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
-    std::fs::write(
-        &roster,
-        r#"
-[[person]]
-id = "desk"
-name = "Control room"
-contacts = { phone = "+85255550199" }
-[[team]]
-id = "hv-desk"
-site = "harbour-view"
-trade = "security"
-time_zone = "Asia/Hong_Kong"
-[[team.layer]]
-name = "always"
-members = ["desk"]
-start = 2026-01-05T08:00:00
-every = "1w"
-[[policy]]
-id = "all-emergencies"
-severities = ["emergency"]
-site = "harbour-view"
-fallback = "desk"
-repeat = 1
-[[policy.step]]
-after = "0m"
-notify = "team:hv-desk"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&roster, DESK_ROSTER).unwrap();
     let config = std::env::temp_dir().join(format!("{}.toml", unique("config")));
     std::fs::write(
         &config,
@@ -716,34 +716,7 @@ async fn prometheus_alerts_and_a_dead_analytics_job_page_through_the_same_ladder
     .unwrap();
     let (base, got) = channels("none").await;
     let roster = std::env::temp_dir().join(format!("{}.toml", unique("roster")));
-    std::fs::write(
-        &roster,
-        r#"
-[[person]]
-id = "desk"
-name = "Control room"
-contacts = { phone = "+85255550199" }
-[[team]]
-id = "hv-desk"
-site = "harbour-view"
-trade = "security"
-time_zone = "Asia/Hong_Kong"
-[[team.layer]]
-name = "always"
-members = ["desk"]
-start = 2026-01-05T08:00:00
-every = "1w"
-[[policy]]
-id = "everything"
-severities = ["emergency", "ordinary"]
-site = "harbour-view"
-fallback = "desk"
-[[policy.step]]
-after = "0m"
-notify = "team:hv-desk"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&roster, DESK_ROSTER).unwrap();
     let api_port = free_port();
     let config = std::env::temp_dir().join(format!("{}.toml", unique("config")));
     std::fs::write(

@@ -76,6 +76,19 @@ pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
     url::form_urlencoded::byte_serialize(b64.as_bytes()).collect()
 }
 
+/// A DingTalk robot's URL, signed when it has a secret: `timestamp` (ms)
+/// and `sign` added to its query.
+fn dingtalk_url(url: &str, secret: Option<&str>, now: DateTime<Utc>) -> String {
+    match secret {
+        Some(s) => {
+            let ts = now.timestamp_millis();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}timestamp={ts}&sign={}", dingtalk_sign(s, ts))
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Feishu's signature: Base64 of HMAC-SHA256(key = "timestamp\nsecret",
 /// message = empty) (timestamp in seconds).
 pub fn feishu_sign(secret: &str, timestamp_s: i64) -> String {
@@ -167,12 +180,7 @@ pub fn request(
             Request::json(hook.url.clone(), headers, generic_body)
         }
         WebhookFormat::Dingtalk => {
-            let mut url = hook.url.clone();
-            if let Some(s) = secret {
-                let ts = now.timestamp_millis();
-                let sep = if url.contains('?') { '&' } else { '?' };
-                url = format!("{url}{sep}timestamp={ts}&sign={}", dingtalk_sign(s, ts));
-            }
+            let url = dingtalk_url(&hook.url, secret, now);
             Request::json(
                 url,
                 Vec::new(),
@@ -317,12 +325,7 @@ pub fn page_request(
             json!({"msgtype": "text", "text": {"content": text, "mentioned_list": [contact]}}),
         ),
         WebhookFormat::Dingtalk => {
-            let mut url = channel.url.clone();
-            if let Some(s) = secret {
-                let ts = now.timestamp_millis();
-                let sep = if url.contains('?') { '&' } else { '?' };
-                url = format!("{url}{sep}timestamp={ts}&sign={}", dingtalk_sign(s, ts));
-            }
+            let url = dingtalk_url(&channel.url, secret, now);
             Request::json(
                 url,
                 Vec::new(),

@@ -191,6 +191,14 @@ pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<P
             continue;
         }
         let roster = &pager.roster;
+        let site_tz = escalation::site_tz(
+            roster,
+            alert
+                .labels
+                .get("site")
+                .and_then(|v| v.as_str())
+                .unwrap_or(""),
+        );
         let person = roster.person(&person_id);
         let (found, missing) = match person {
             Some(p) => methods(p, &alert.severity, &pager.channels),
@@ -209,14 +217,7 @@ pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<P
                 "every contact method failed".to_owned()
             }),
             Some(m) => {
-                let tz = escalation::site_tz(
-                    roster,
-                    alert
-                        .labels
-                        .get("site")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or(""),
-                );
+                let tz = site_tz;
                 let urls = links::urls(&key, &pager.public_url, id, now + pager.link_valid);
                 let person = person.expect("methods come from a person");
                 let message = page_message(
@@ -300,19 +301,7 @@ pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<P
                                     &roster
                                         .person(&to)
                                         .map_or_else(|| to.clone(), |p| p.name.clone()),
-                                    &super::report::out_of_hours(
-                                        Some(roster),
-                                        &to,
-                                        now,
-                                        escalation::site_tz(
-                                            roster,
-                                            alert
-                                                .labels
-                                                .get("site")
-                                                .and_then(|v| v.as_str())
-                                                .unwrap_or(""),
-                                        ),
-                                    ),
+                                    &super::report::out_of_hours(Some(roster), &to, now, site_tz),
                                 ],
                             )
                             .await?;
