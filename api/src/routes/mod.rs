@@ -440,7 +440,7 @@ mod tests {
             "write operations without a declared operator or admin role \
              (add security((\"bearer\" = [\"…\"])) to their #[utoipa::path]): {undeclared:?}"
         );
-        assert_eq!(writes, 12, "the write operations counted");
+        assert_eq!(writes, 16, "the write operations counted");
     }
 
     #[test]
