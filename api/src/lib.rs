@@ -44,6 +44,8 @@ pub use error::{ApiError, ApiResult};
 #[derive(Clone)]
 pub struct AppState {
     pub pool: deadpool_postgres::Pool,
+    /// Panel and report reads (`database.read_url`, a standby; else `pool`).
+    pub read_pool: deadpool_postgres::Pool,
     pub tokens: auth::Tokens,
     pub audit: audit::Audit,
     pub metrics: metrics::Metrics,
@@ -524,7 +526,12 @@ pub(crate) async fn query(
 
 /// A pool of database connections for the API.
 pub fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
-    let pg: tokio_postgres::Config = config.database.url.parse()?;
+    pool_of(&config.database.url, config)
+}
+
+/// A pool of connections to `url`.
+fn pool_of(url: &str, config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
+    let pg: tokio_postgres::Config = url.parse()?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
         tokio_postgres::NoTls,
@@ -545,6 +552,14 @@ pub fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
 /// The state for a configuration (migrations must have run).
 pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
     let pool = pool(&config)?;
+    let read_pool = match &config.database.read_url {
+        Some(url) => {
+            tracing::info!(read_url = %estatemon_domain::config::redact_url(url),
+                "panel and report reads go to the read URL");
+            pool_of(url, &config)?
+        }
+        None => pool.clone(),
+    };
     let response_ttl = Duration::from_secs(config.api.response_cache_s);
     let mode = {
         let client = pool.get().await?;
@@ -563,6 +578,7 @@ pub async fn state(config: Config) -> anyhow::Result<(AppState, tokio::task::Joi
     Ok((
         AppState {
             pool,
+            read_pool,
             tokens: auth::Tokens::new(Duration::from_secs(5)),
             audit,
             metrics,
@@ -668,6 +684,7 @@ mod tests {
             metrics.clone(),
         );
         let state = AppState {
+            read_pool: pool.clone(),
             pool,
             tokens: auth::Tokens::new(Duration::from_secs(3600)),
             audit,

@@ -333,6 +333,44 @@ impl PrivatePostgres {
         pg
     }
 
+    /// A streaming-replication standby of `primary` (pg_basebackup -R),
+    /// started: hot standby, read-only until promoted.
+    pub fn standby_of(primary: &PrivatePostgres) -> PrivatePostgres {
+        let dir = temp_dir("estatemon-pg-standby-");
+        let port = free_port();
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+        }
+        let pg = PrivatePostgres {
+            port,
+            dir,
+            bin: primary.bin.clone(),
+        };
+        let status = pg
+            .as_postgres(pg.bin.join("pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(pg.dir.join("data"))
+            .args(["-R", "-X", "stream", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_basebackup failed");
+        pg.ctl("start");
+        pg
+    }
+
     fn as_postgres(&self, program: PathBuf) -> Command {
         if is_root() {
             let mut c = Command::new("runuser");
@@ -341,6 +379,19 @@ impl PrivatePostgres {
         } else {
             Command::new(program)
         }
+    }
+
+    /// Stops at once, as a crashed primary would (no shutdown checkpoint).
+    pub fn crash(&self) {
+        let status = self
+            .as_postgres(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl stop failed");
     }
 
     pub fn ctl(&self, action: &str) {

@@ -76,7 +76,7 @@ pub async fn counts(
         q.interval_ms,
         q.max_points,
     )?;
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     w.align(calendar(&state, &client, q.site.as_ref()).await?);
     let ids = device_ids(
         &state,
@@ -172,7 +172,7 @@ pub async fn lift_states(
         q.interval_ms,
         q.max_points,
     )?;
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     // Steps on the site's calendar, as every other panel's.
     w.align(calendar(&state, &client, q.site.as_ref()).await?);
     let ids = device_ids(
@@ -369,7 +369,7 @@ pub async fn lift_stats(
             )))
         }
     };
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     let buildings = crate::routes::series::choice(q.building.as_ref());
     let mut rows = estatemon_analytics::lifts::stats::site(
         &client,
@@ -400,7 +400,7 @@ pub async fn lift_incidents(
     Q(q): Q<crate::params::SitePeriod>,
 ) -> ApiResult<Json<Vec<estatemon_analytics::lifts::incidents::Incident>>> {
     let (from, to) = q.period()?;
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     Ok(Json(
         estatemon_analytics::lifts::incidents::site(&client, &q.site, from, to).await?,
     ))
@@ -445,7 +445,7 @@ pub async fn lift_replacements(
             )))
         }
     };
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     let found = estatemon_analytics::lifts::stats::replacements(
         &client,
         &q.site,

@@ -26,7 +26,7 @@ pub async fn list(
     State(state): State<AppState>,
     Q(q): Q<ReportQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     let reports = store::list(&client, q.site.as_deref()).await?;
     Ok(Json(
         serde_json::to_value(reports).expect("reports serialise"),
@@ -44,7 +44,7 @@ pub async fn file(
     P((site, quarter, name)): P<(String, String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let quarter: Quarter = quarter.parse().map_err(ApiError::BadRequest)?;
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     let (content_type, body) = store::file(&client, &site, quarter, &name)
         .await?
         .ok_or_else(|| {

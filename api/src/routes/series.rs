@@ -334,7 +334,7 @@ pub async fn series(
             )))
         }
     };
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     let ids = device_ids(
         &state,
         &client,
@@ -534,7 +534,7 @@ pub async fn consumption(
     if w.step < Duration::hours(1) {
         w.step = Duration::hours(1);
     }
-    let client = state.pool.get().await?;
+    let client = state.read_pool.get().await?;
     // Steps on the site's calendar (local days from local midnight, weeks
     // from Monday); Grafana's `${__from}` carries milliseconds.
     let tz = calendar(&state, &client, q.site.as_ref()).await?;

@@ -210,7 +210,15 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `postgres://user[:password]@host:port/database`.
+    /// Several hosts fail over: `postgres://u@primary:5432,standby:5432/db?target_session_attrs=read-write`
+    /// connects to whichever takes writes, and every process reconnects
+    /// to a promoted standby on its own.
     pub url: String,
+    /// A standby for the API's panel and report reads (`estatemon api`):
+    /// series, consumption, event counts, lift states and statistics, the
+    /// report list and files. Unset: `url`. A read lags the primary by the
+    /// replication delay.
+    pub read_url: Option<String>,
     /// Create the database if it does not exist (needs CREATEDB).
     pub create_database: bool,
     pub connect_timeout_s: u64,
@@ -220,6 +228,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/estatemon".into(),
+            read_url: None,
             create_database: true,
             connect_timeout_s: 5,
         }
@@ -722,6 +731,10 @@ impl Config {
                     format!("`{}`: {e}", redact_url(&self.database.url)),
                 )
             })?;
+        if let Some(read) = &self.database.read_url {
+            read.parse::<tokio_postgres::Config>()
+                .map_err(|e| fail("database.read_url", format!("`{}`: {e}", redact_url(read))))?;
+        }
         for (field, template) in [
             ("mqtt.topics.telemetry", &self.mqtt.topics.telemetry),
             ("mqtt.topics.events", &self.mqtt.topics.events),
