@@ -46,6 +46,15 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
     c.ingest.batch_linger_ms = 20;
     c.ingest.db_retry_max_backoff_s = 1;
     c.storage.maintenance_interval_s = 3600;
+    // Alerts go to a webhook (ingest queues them, analytics delivers).
+    let hook_port = free_port();
+    let got: Received = Default::default();
+    let _hook = receiver(hook_port, got.clone()).await;
+    c.alerts.listen = "127.0.0.1:0".into();
+    c.alerts.webhooks = vec![toml::from_str(&format!(
+        "name = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    ))
+    .unwrap()];
     let ingestor = Ingestor::start(c.clone()).await.unwrap();
     assert!(ingestor.subscribed(Duration::from_secs(10)).await);
     let on = |port: u16| format!("postgres://postgres@127.0.0.1:{port}/{name}");
@@ -82,6 +91,9 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
     let server = tokio::spawn(estatemon_api::serve_on(listener, api_config, async {
         let _ = stopped.await;
     }));
+
+    // The alert job, on the same two-host URL.
+    let analytics = tokio::spawn(estatemon_analytics::alerts::job::run(c.clone()));
 
     // First half, on the primary.
     let t = base_ms();
@@ -208,5 +220,31 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
         .unwrap()
         .get(0);
     assert_eq!(distinct, n);
+    // The alert job keeps paging after the promotion: an entrapment
+    // published now is opened by ingest on the new primary and delivered
+    // by the analytics notifier, reconnected there by itself.
+    let ms = chrono::Utc::now().timestamp_millis();
+    publish_all(
+        &c.mqtt.url,
+        vec![(
+            topic(&c, "events", "hv", "lift-after-failover"),
+            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
+        )],
+    )
+    .await;
+    let paged = eventually(Duration::from_secs(30), || async {
+        got.lock().unwrap().iter().any(|(_, b)| {
+            b["kind"] == "firing"
+                && b["alert"]["rule"] == "lift_entrapment"
+                && b["alert"]["labels"]["device"] == "lift-after-failover"
+        })
+    })
+    .await;
+    assert!(
+        paged,
+        "the entrapment paged after the promotion: {:?}",
+        got.lock().unwrap()
+    );
+    analytics.abort();
     ingestor.shutdown().await;
 }
