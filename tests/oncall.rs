@@ -1679,3 +1679,59 @@ notify = "person:b"
         "{sms:?}"
     );
 }
+
+/// A channel over its limit a minute holds the page (tried again shortly)
+/// rather than counting a failed try: a storm does not exhaust a person's
+/// methods in seconds and fall through to people who were not due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_over_its_limit_holds_pages_without_failing_them() {
+    let db = TestDb::new(&admin_url());
+    let mut config = estatemon_domain::config::Config::default();
+    config.database.url = db.url.clone();
+    let (mut client, _) = estatemon_domain::schema::prepare(&config.database, &config.storage)
+        .await
+        .unwrap();
+    let (base, got) = channels("none").await;
+    config.oncall.tries_per_method = 1;
+    config.oncall.channels = vec![toml::from_str(&format!(
+        "name = \"sms\"\nformat = \"sms\"\nurl = \"{base}/sms\"\naccount = \"AC1\"\nsecret = \"t\"\n\
+         from = \"+85230000000\"\nrate_per_minute = 2\n"
+    ))
+    .unwrap()];
+    let roster = Roster::parse(DESK_ROSTER, std::path::Path::new("desk.toml")).unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO alerts (rule, subject, fingerprint, severity, summary, labels, site_id,
+                                 source, started_at, last_seen_at, response_deadline)
+             SELECT 'lift_entrapment', 'lift-' || g, 'f' || g, 'emergency', 'Passenger trapped',
+                    '{\"site\": \"harbour-view\"}', 'harbour-view', 'ingest', now(), now(),
+                    now() + interval '15 minutes'
+               FROM generate_series(1, 5) g",
+        )
+        .await
+        .unwrap();
+    let pager = deliver::Pager::new(&config, Arc::new(roster.clone()));
+    assert_eq!(
+        plan::plan(&client, &roster, Utc::now())
+            .await
+            .unwrap()
+            .paged,
+        5
+    );
+    let pass = deliver::deliver_due(&mut client, &pager).await.unwrap();
+    assert_eq!(
+        (pass.sent, pass.held, pass.failed, pass.fell_through),
+        (2, 3, 0, 0)
+    );
+    assert_eq!(got.lock().unwrap().len(), 2);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM oncall_pages WHERE delivered_at IS NULL AND failed_at IS NULL
+               AND tries = 0 AND last_error LIKE '%over the channel''s limit of 2 messages a minute%'
+               AND next_attempt_at > now()"
+        )
+        .await,
+        3,
+        "held, not failed, and tried again shortly"
+    );
+}

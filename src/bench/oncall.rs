@@ -199,7 +199,7 @@ pub async fn run(config: Config, args: OncallBenchArgs) -> anyhow::Result<()> {
         loop {
             let pass = deliver::deliver_due(&mut client, &pager).await?;
             sent += pass.sent;
-            if pass.sent + pass.failed + pass.cancelled == 0 {
+            if pass.sent + pass.failed + pass.cancelled + pass.held == 0 {
                 break;
             }
         }

@@ -113,6 +113,9 @@ pub fn methods<'a>(
 /// What one delivery pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {
+    /// Over a channel's limit a minute: tried again in 10 s, not counted
+    /// as a failed try.
+    pub held: usize,
     pub sent: usize,
     pub failed: usize,
     pub cancelled: usize,
@@ -144,7 +147,7 @@ async fn event(
 pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<Pass> {
     let mut pass = Pass::default();
     let key = links::key(&*client).await?;
-    while pass.sent + pass.failed + pass.cancelled < PASS_LIMIT {
+    while pass.sent + pass.failed + pass.cancelled + pass.held < PASS_LIMIT {
         let tx = client.transaction().await?;
         let Some(r) = tx
             .query_opt(
@@ -229,13 +232,24 @@ pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<P
                     pager.snooze_minutes,
                 );
                 let request = page_request(m.channel, m.value, &person.name, &message, now);
-                let sent = match pager
+                if let Err(e) = pager
                     .sender
                     .take_rate(&m.channel.name, super::channels::per_minute(m.channel))
                 {
-                    Ok(()) => pager.sender.deliver(&request).await,
-                    Err(e) => Err(e),
-                };
+                    // Over the channel's limit a minute: held, not a failed
+                    // try (a storm must not exhaust every method in seconds).
+                    tx.execute(
+                        "UPDATE oncall_pages SET last_error = $2,
+                                next_attempt_at = now() + interval '10 seconds'
+                          WHERE id = $1",
+                        &[&id, &e],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    pass.held += 1;
+                    continue;
+                }
+                let sent = pager.sender.deliver(&request).await;
                 sent.map(|()| m.channel.name.clone())
                     .map_err(|e| format!("{} ({}): {e}", m.channel.name, m.kind))
             }

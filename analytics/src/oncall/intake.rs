@@ -272,11 +272,39 @@ pub async fn beat(
 }
 
 /// Keeps `heartbeats` in step with the configured monitors (new ones start
-/// counting now).
+/// counting now); a monitor no longer configured is dropped, and its
+/// missed-heartbeat alert resolved (nothing checks in for it any more).
 pub async fn declare(
     client: &impl GenericClient,
     monitors: &[estatemon_domain::config::HeartbeatConfig],
+    receivers: &[String],
 ) -> Result<(), tokio_postgres::Error> {
+    let names: Vec<&str> = monitors.iter().map(|m| m.name.as_str()).collect();
+    let dropped = client
+        .query(
+            "DELETE FROM heartbeats WHERE name <> ALL($1) RETURNING name",
+            &[&names],
+        )
+        .await?;
+    for r in dropped {
+        let name: String = r.get(0);
+        let mut taken = Taken::default();
+        take(
+            client,
+            "heartbeat_missed",
+            &name,
+            Severity::Routine,
+            "",
+            BTreeMap::new(),
+            false,
+            Utc::now(),
+            "heartbeat",
+            receivers,
+            &mut taken,
+        )
+        .await?;
+        tracing::info!(monitor = %name, "heartbeat monitor no longer configured: dropped");
+    }
     for m in monitors {
         client
             .execute(
@@ -309,8 +337,11 @@ pub async fn check_heartbeats(
 ) -> Result<usize, tokio_postgres::Error> {
     let rows = tx
         .query(
+            // Locked: a check-in committing meanwhile waits, then resolves
+            // what this opened (rather than this reopening what it resolved).
             "SELECT name, severity, site, summary, last_at, interval_s FROM heartbeats
-              WHERE last_at + make_interval(secs => interval_s) < $1",
+              WHERE last_at + make_interval(secs => interval_s) < $1
+              FOR UPDATE",
             &[&now],
         )
         .await?;

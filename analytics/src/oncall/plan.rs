@@ -55,17 +55,23 @@ pub async fn plan(
         return Ok(out);
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    // Each alert's latest page per step: (due, person).
+    // Each alert's latest page per step: (due, person); and the steps a
+    // fall-through already paged in a round (not paged again when due).
     let mut last: HashMap<(i64, i32), (DateTime<Utc>, String)> = HashMap::new();
+    let mut fallen: std::collections::HashSet<(i64, i32, i32)> = Default::default();
     for r in client
         .query(
-            "SELECT alert_id, step, due_at, person FROM oncall_pages
-              WHERE alert_id = ANY($1) AND fallthrough_of IS NULL",
+            "SELECT alert_id, step, due_at, person, round, fallthrough_of IS NOT NULL
+               FROM oncall_pages WHERE alert_id = ANY($1)",
             &[&ids],
         )
         .await?
     {
         let key = (r.get::<_, i64>(0), r.get::<_, i32>(1));
+        if r.get::<_, bool>(5) {
+            fallen.insert((key.0, key.1, r.get(4)));
+            continue;
+        }
         let due: DateTime<Utc> = r.get(2);
         if last.get(&key).is_none_or(|(d, _)| *d < due) {
             last.insert(key, (due, r.get(3)));
@@ -99,6 +105,10 @@ pub async fn plan(
         steps.sort_by_key(|p| (p.at, p.step));
         for p in steps {
             let key = (id, p.step as i32);
+            if fallen.contains(&(id, p.step as i32, p.round as i32)) {
+                // Paged already when the step before it could reach nobody.
+                continue;
+            }
             match last.get(&key) {
                 Some((d, _)) if *d >= p.at => continue,
                 Some((_, before)) if *before != p.person && !p.flagged => {

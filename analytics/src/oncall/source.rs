@@ -79,7 +79,8 @@ impl Source {
         if self.seen == Some(key) {
             return Ok((self.current.clone(), false));
         }
-        self.seen = Some(key);
+        // (Marked seen once read: a database error reading it is tried
+        // again on the next pass.)
         let loaded = match newest {
             Some(_) => stored(client).await?.map(|(id, text, by)| {
                 Roster::parse(&text, std::path::Path::new(&format!("stored roster #{id}")))
@@ -90,6 +91,7 @@ impl Source {
                 .as_ref()
                 .map(|p| Roster::load(p).map(|r| (r, Origin::File(p.clone())))),
         };
+        self.seen = Some(key);
         match loaded {
             None => self.current = None,
             Some(Ok((roster, origin))) => {

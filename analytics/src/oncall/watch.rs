@@ -58,8 +58,9 @@ impl Paging {
             report.delivered.sent += pass.sent;
             report.delivered.failed += pass.failed;
             report.delivered.cancelled += pass.cancelled;
+            report.delivered.held += pass.held;
             report.delivered.fell_through += pass.fell_through;
-            if pass.sent + pass.failed + pass.cancelled < deliver::PASS_LIMIT {
+            if pass.sent + pass.failed + pass.cancelled + pass.held < deliver::PASS_LIMIT {
                 return Ok(Some(report));
             }
         }
@@ -82,7 +83,7 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) {
         }
         if let Some(c) = client.as_mut() {
             if !declared {
-                match intake::declare(&*c, &config.oncall.heartbeats).await {
+                match intake::declare(&*c, &config.oncall.heartbeats, &receivers).await {
                     Ok(()) => declared = true,
                     Err(e) => tracing::warn!(error = %e, "declaring heartbeat monitors failed"),
                 }

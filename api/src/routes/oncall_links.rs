@@ -50,6 +50,7 @@ fn escape(s: &str) -> String {
 
 /// A small page that reads on a phone (390 px wide and up).
 fn page(status: StatusCode, chinese: bool, title: &str, body: &str) -> Response {
+    let title = escape(title);
     let lang = if chinese { "zh-Hant-HK" } else { "en" };
     let html = format!(
         r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
@@ -184,11 +185,12 @@ async fn target(
     Ok((claim, t))
 }
 
-fn label(action: Action, chinese: bool) -> &'static str {
+fn label(action: Action, chinese: bool, snooze_minutes: u32) -> String {
     match action {
-        Action::Ack => text(chinese, "Acknowledge", "確認收到"),
-        Action::Resolve => text(chinese, "Mark resolved", "標示為已解決"),
-        Action::Snooze => text(chinese, "Snooze 30 minutes", "延後 30 分鐘"),
+        Action::Ack => text(chinese, "Acknowledge", "確認收到").to_owned(),
+        Action::Resolve => text(chinese, "Mark resolved", "標示為已解決").to_owned(),
+        Action::Snooze if chinese => format!("延後 {snooze_minutes} 分鐘"),
+        Action::Snooze => format!("Snooze {snooze_minutes} minutes"),
     }
 }
 
@@ -225,7 +227,7 @@ pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> R
         r#"{}<form method="post"><button type="submit">{}</button></form>
 <p class="note">{}</p>"#,
         summary(&t),
-        label(claim.action, t.chinese),
+        label(claim.action, t.chinese, state.config.oncall.snooze_minutes),
         text(
             t.chinese,
             "This link works once and only for this page.",
@@ -364,20 +366,24 @@ async fn answer(
                     c,
                     "Acknowledged. The escalation stops here.",
                     "已確認。升級通知已停止。",
-                ),
-                Action::Resolve => text(c, "Marked resolved.", "已標示為已解決。"),
-                Action::Snooze => text(
-                    c,
-                    "Snoozed for 30 minutes; pages resume after that.",
-                    "已延後 30 分鐘，之後會繼續通知。",
-                ),
+                )
+                .to_owned(),
+                Action::Resolve => text(c, "Marked resolved.", "已標示為已解決。").to_owned(),
+                Action::Snooze => {
+                    let m = state.config.oncall.snooze_minutes;
+                    if c {
+                        format!("已延後 {m} 分鐘，之後會繼續通知。")
+                    } else {
+                        format!("Snoozed for {m} minutes; pages resume after that.")
+                    }
+                }
             };
             let body = format!(
                 r#"<div class="done"><h1>{done}</h1></div>{}<p class="note">{}</p>"#,
                 summary(&t),
                 escape(&detail)
             );
-            let mut r = page(StatusCode::OK, c, done, &body);
+            let mut r = page(StatusCode::OK, c, &done, &body);
             r.extensions_mut().insert(LinkActor(actor));
             r.extensions_mut().insert(Detail(format!(
                 "page P{} (alert {}): {detail}",

@@ -294,7 +294,10 @@ pub async fn release_ended_silences(
         .query(
             "UPDATE alerts a
                 SET silenced_by = NULL,
-                    response_deadline = now() + (a.response_deadline - a.fired_at)
+                    response_deadline = now() + (a.response_deadline - a.fired_at),
+                    -- the on-call ladder starts from the release, not from
+                    -- the firing hours ago (every step at once)
+                    snoozed_until = now()
                FROM silences s
               WHERE a.silenced_by = s.id AND s.ends_at <= now() AND a.state <> 'resolved'
               RETURNING a.id",

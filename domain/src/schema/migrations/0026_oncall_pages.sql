@@ -73,6 +73,9 @@ CREATE TABLE oncall_keys (
 );
 
 ALTER TABLE alerts ADD COLUMN snoozed_until timestamptz;
+-- Alerts open when on-call arrives start their ladder now, not from a
+-- firing long past (which would page every step at once).
+UPDATE alerts SET snoozed_until = now() WHERE state <> 'resolved';
 ALTER TABLE alerts ADD COLUMN resolved_by text;
 
 -- Heartbeat monitors (`[[oncall.heartbeat]]`, and the analytics job's own):
