@@ -117,24 +117,32 @@ pub fn per_minute(hook: &WebhookConfig) -> Option<u32> {
     })
 }
 
-/// The short message a person reads on the phone.
-pub fn message(alert: &AlertView, kind: &str, chinese: bool) -> String {
-    let label = |k: &str| {
-        alert
-            .labels
-            .get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let place: Vec<String> = ["site", "building", "device"]
+/// Where an alert is: `site / building / device` from its labels, or its
+/// subject when it has none of them.
+fn place(alert: &AlertView) -> String {
+    let parts: Vec<&str> = ["site", "building", "device"]
         .iter()
-        .filter_map(|k| label(k))
+        .filter_map(|k| alert.labels.get(*k).and_then(Value::as_str))
         .collect();
-    let place = if place.is_empty() {
+    if parts.is_empty() {
         alert.subject.clone()
     } else {
-        place.join(" / ")
-    };
+        parts.join(" / ")
+    }
+}
+
+/// A severity as Hong Kong estates write it.
+fn level_zh(severity: &str) -> &'static str {
+    match severity {
+        "emergency" => "緊急",
+        "ordinary" => "一般",
+        _ => "例行",
+    }
+}
+
+/// The short message a person reads on the phone.
+pub fn message(alert: &AlertView, kind: &str, chinese: bool) -> String {
+    let place = place(alert);
     let by = alert.response_deadline.format("%Y-%m-%d %H:%M UTC");
     let severity = alert.severity.to_uppercase();
     match (kind, chinese) {
@@ -145,11 +153,7 @@ pub fn message(alert: &AlertView, kind: &str, chinese: bool) -> String {
             alert.summary, alert.id, alert.id
         ),
         (_, true) => {
-            let level = match alert.severity.as_str() {
-                "emergency" => "緊急",
-                "ordinary" => "一般",
-                _ => "例行",
-            };
+            let level = level_zh(&alert.severity);
             format!(
                 "【{level}】{} — {place}。請於 {by} 前回應；確認警報 {}（estatemon alerts ack {}）。",
                 alert.summary, alert.id, alert.id
@@ -414,25 +418,12 @@ pub fn page_message(
     links: Option<super::links::Links>,
     snooze_minutes: u32,
 ) -> PageMessage {
-    let label = |k: &str| alert.labels.get(k).and_then(Value::as_str);
-    let place: Vec<&str> = ["site", "building", "device"]
-        .iter()
-        .filter_map(|k| label(k))
-        .collect();
-    let place = if place.is_empty() {
-        alert.subject.clone()
-    } else {
-        place.join(" / ")
-    };
+    let place = place(alert);
     let by = alert.response_deadline.with_timezone(&tz).format("%H:%M");
     let day = alert.response_deadline.with_timezone(&tz).format("%m-%d");
     let severity = alert.severity.to_uppercase();
     let (subject, mut text) = if chinese {
-        let level = match alert.severity.as_str() {
-            "emergency" => "緊急",
-            "ordinary" => "一般",
-            _ => "例行",
-        };
+        let level = level_zh(&alert.severity);
         let subject = format!("【{level}】{} — {place}", alert.summary);
         let text = format!("{subject}。請於 {day} {by}（{tz}）前回應。");
         (subject, text)

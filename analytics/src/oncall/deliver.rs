@@ -312,9 +312,7 @@ pub async fn deliver_due(client: &mut Client, pager: &Pager) -> anyhow::Result<P
                                     &(next as i32),
                                     &to,
                                     &reason,
-                                    &roster
-                                        .person(&to)
-                                        .map_or_else(|| to.clone(), |p| p.name.clone()),
+                                    &roster.name_of(&to),
                                     &super::report::out_of_hours(Some(roster), &to, now, site_tz),
                                 ],
                             )

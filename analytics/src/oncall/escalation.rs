@@ -15,7 +15,7 @@
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::Serialize;
 
-use super::roster::{working_hours, Policy, Roster, Target};
+use super::roster::{Policy, Roster, Target};
 use super::schedule::on_call;
 
 /// One page of the ladder.
@@ -189,21 +189,12 @@ fn next_working_time(
     at: DateTime<Utc>,
     tz: chrono_tz::Tz,
 ) -> DateTime<Utc> {
-    let Some((from, to)) = roster
-        .person(person)
-        .and_then(|p| p.working_hours.as_deref())
-        .and_then(|h| working_hours(h).ok())
-    else {
+    let Some((from, to)) = roster.hours_of(person) else {
         return at;
     };
     let local = at.with_timezone(&tz);
     let time = local.time();
-    let inside = if from < to {
-        time >= from && time < to
-    } else {
-        time >= from || time < to
-    };
-    if inside {
+    if super::roster::within((from, to), time) {
         return at;
     }
     let day = if time < from || from > to && time < to {

@@ -253,9 +253,18 @@ pub async fn beat(
     if n == 0 {
         return Ok(false);
     }
-    let mut taken = Taken::default();
+    resolve_missed(tx, name, receivers).await?;
+    Ok(true)
+}
+
+/// Resolves the missed-heartbeat alert of monitor `name`, if one is open.
+async fn resolve_missed(
+    client: &impl GenericClient,
+    name: &str,
+    receivers: &[String],
+) -> Result<(), tokio_postgres::Error> {
     take(
-        tx,
+        client,
         "heartbeat_missed",
         name,
         Severity::Routine,
@@ -265,10 +274,9 @@ pub async fn beat(
         Utc::now(),
         "heartbeat",
         receivers,
-        &mut taken,
+        &mut Taken::default(),
     )
-    .await?;
-    Ok(true)
+    .await
 }
 
 /// Keeps `heartbeats` in step with the configured monitors (new ones start
@@ -288,21 +296,7 @@ pub async fn declare(
         .await?;
     for r in dropped {
         let name: String = r.get(0);
-        let mut taken = Taken::default();
-        take(
-            client,
-            "heartbeat_missed",
-            &name,
-            Severity::Routine,
-            "",
-            BTreeMap::new(),
-            false,
-            Utc::now(),
-            "heartbeat",
-            receivers,
-            &mut taken,
-        )
-        .await?;
+        resolve_missed(client, &name, receivers).await?;
         tracing::info!(monitor = %name, "heartbeat monitor no longer configured: dropped");
     }
     for m in monitors {

@@ -133,6 +133,13 @@ pub fn verify_calendar(key: &[u8], person: &str, token: &str) -> bool {
 /// The signing key, made on first use (32 bytes from PostgreSQL's strong
 /// random source) and shared through the database by every process.
 pub async fn key(client: &impl GenericClient) -> Result<Vec<u8>, tokio_postgres::Error> {
+    // Read first: every page and every link request asks, the key is made once.
+    if let Some(r) = client
+        .query_opt("SELECT key FROM oncall_keys WHERE id = 1", &[])
+        .await?
+    {
+        return Ok(r.get(0));
+    }
     client
         .execute(
             "INSERT INTO oncall_keys (id, key)

@@ -203,11 +203,7 @@ impl NewPages {
         roster: &Roster,
         tz: chrono_tz::Tz,
     ) {
-        self.name.push(
-            roster
-                .person(&p.person)
-                .map_or_else(|| p.person.clone(), |x| x.name.clone()),
-        );
+        self.name.push(roster.name_of(&p.person));
         self.out_of_hours.push(super::report::out_of_hours(
             Some(roster),
             &p.person,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 
 use super::escalation::response_time;
-use super::roster::{working_hours, Roster};
+use super::roster::{within, Roster};
 
 /// One severity over one period (a week, or the whole range).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,21 +95,11 @@ pub fn out_of_hours(
     if holiday || matches!(local.weekday(), Weekday::Sat | Weekday::Sun) {
         return true;
     }
-    let (from, to) = roster
-        .and_then(|r| r.person(person))
-        .and_then(|p| p.working_hours.as_deref())
-        .and_then(|h| working_hours(h).ok())
-        .unwrap_or((
-            NaiveTime::from_hms_opt(9, 0, 0).expect("time"),
-            NaiveTime::from_hms_opt(18, 0, 0).expect("time"),
-        ));
-    let t = local.time();
-    let inside = if from < to {
-        t >= from && t < to
-    } else {
-        t >= from || t < to
-    };
-    !inside
+    let hours = roster.and_then(|r| r.hours_of(person)).unwrap_or((
+        NaiveTime::from_hms_opt(9, 0, 0).expect("time"),
+        NaiveTime::from_hms_opt(18, 0, 0).expect("time"),
+    ));
+    !within(hours, local.time())
 }
 
 /// The summary of `[from, to)` for `site` (every site: None), by week
@@ -207,9 +197,7 @@ pub async fn summary(
         let stored: String = r.get(3);
         let row = load.entry(person.clone()).or_insert_with(|| LoadRow {
             name: if stored.is_empty() {
-                roster
-                    .and_then(|x| x.person(&person))
-                    .map_or_else(|| person.clone(), |p| p.name.clone())
+                roster.map_or_else(|| person.clone(), |x| x.name_of(&person))
             } else {
                 stored
             },

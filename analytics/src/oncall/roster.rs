@@ -614,8 +614,32 @@ impl Roster {
         self.people.iter().find(|p| p.id == id)
     }
 
+    /// A person's name as they write it; the id when the roster does not
+    /// know them (any more).
+    pub fn name_of(&self, id: &str) -> String {
+        self.person(id)
+            .map_or_else(|| id.to_owned(), |p| p.name.clone())
+    }
+
+    /// A person's working hours, when the roster gives them.
+    pub fn hours_of(&self, id: &str) -> Option<(NaiveTime, NaiveTime)> {
+        self.person(id)
+            .and_then(|p| p.working_hours.as_deref())
+            .and_then(|h| working_hours(h).ok())
+    }
+
     pub fn team(&self, id: &str) -> Option<&Team> {
         self.teams.iter().find(|t| t.id == id)
+    }
+}
+
+/// Whether a local time of day falls in working hours `(from, to)`; a span
+/// past midnight (`22:00-06:00`) wraps.
+pub fn within((from, to): (NaiveTime, NaiveTime), time: NaiveTime) -> bool {
+    if from < to {
+        time >= from && time < to
+    } else {
+        time >= from || time < to
     }
 }
 

@@ -58,7 +58,7 @@ pub async fn now(
         )
     })?;
     let sites = crate::routes::series::choice(q.site.as_ref());
-    let name = |id: &str| roster.person(id).map_or(id.to_owned(), |p| p.name.clone());
+    let name = |id: &str| roster.name_of(id);
     let mut out = Vec::new();
     for t in &roster.teams {
         if sites.as_ref().is_some_and(|s| !s.contains(&t.site))
@@ -218,8 +218,7 @@ pub async fn pages(
     let name = |id: &str| {
         roster
             .as_ref()
-            .and_then(|r| r.person(id))
-            .map_or_else(|| id.to_owned(), |p| p.name.clone())
+            .map_or_else(|| id.to_owned(), |r| r.name_of(id))
     };
     Ok(Json(
         rows.iter()
