@@ -1,6 +1,6 @@
 # estatemon: one image, one binary; the compose file runs it as ingest,
 # analytics and api. Built from the workspace with the crates.io registry.
-FROM rust:1.85-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin estatemon

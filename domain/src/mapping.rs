@@ -35,6 +35,7 @@ use crate::Reading;
 
 mod path;
 mod set;
+pub mod subject;
 mod time;
 pub mod topic;
 

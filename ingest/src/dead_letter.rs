@@ -134,11 +134,11 @@ impl DeadLetter {
     /// broker redelivers after a crash (ingest committed, the
     /// acknowledgement never left) is not stored twice: SHA-256 of topic,
     /// payload (credentials already pseudonymised), reason and the MQTT
-    /// packet id. QoS 1/2 redelivery keeps the packet id; a QoS 0 message is
+    /// packet id or JetStream stream sequence. QoS 1/2 redelivery keeps the packet id; a QoS 0 message is
     /// never redelivered and gets no fingerprint, so identical malformed
     /// messages a device repeats are all kept. The store skips a letter
     /// whose fingerprint it holds from the last [`REDELIVERY_WINDOW_S`].
-    pub fn identify(&mut self, packet_id: Option<u16>) {
+    pub fn identify(&mut self, packet_id: Option<u64>) {
         use sha2::{Digest, Sha256};
         self.fingerprint = packet_id.map(|id| {
             let mut h = Sha256::new();
@@ -147,7 +147,11 @@ impl DeadLetter {
             h.update(&self.payload);
             h.update([0]);
             h.update(self.reason.as_str().as_bytes());
-            h.update(id.to_be_bytes());
+            // An MQTT packet id hashes as it always did (two bytes).
+            match u16::try_from(id) {
+                Ok(pkid) => h.update(pkid.to_be_bytes()),
+                Err(_) => h.update(id.to_be_bytes()),
+            }
             h.finalize().to_vec()
         });
     }
@@ -172,7 +176,7 @@ pub fn dead_letters(
     received_at: DateTime<Utc>,
     rejects: &[Reject],
     pseudonymiser: &Pseudonymiser,
-    packet_id: Option<u16>,
+    packet_id: Option<u64>,
 ) -> Vec<DeadLetter> {
     if rejects.is_empty() {
         return Vec::new();
@@ -332,7 +336,7 @@ mod tests {
 
     #[test]
     fn redeliveries_share_a_fingerprint_and_other_messages_do_not() {
-        let letter = |topic: &str, payload: &[u8], packet: Option<u16>| {
+        let letter = |topic: &str, payload: &[u8], packet: Option<u64>| {
             dead_letters(
                 topic,
                 payload,

@@ -18,6 +18,11 @@ pub struct HealthState {
     pub metrics: Metrics,
     pub migration: MigrationReport,
     pub draining: AtomicBool,
+    /// Whether this ingestor needs an MQTT session (`ingest.source =
+    /// "mqtt"`, or Sparkplug / discovery over a NATS node's listener) and
+    /// the JetStream consumer (`"nats"`).
+    pub needs_mqtt: bool,
+    pub needs_nats: bool,
 }
 
 pub fn router(state: Arc<HealthState>) -> Router {
@@ -43,14 +48,20 @@ async fn metrics(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
     }
 }
 
-/// 200 when connected to both broker and database, 503 otherwise, with the
+/// 200 when connected to the database and to every transport this
+/// ingestor reads (MQTT broker, NATS consumer), 503 otherwise, with the
 /// storage mode either way.
 async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
     let mqtt = state.metrics.mqtt_connected.get() > 0;
     let subscribed = state.metrics.mqtt_subscribed.get() > 0;
+    let nats = state.metrics.nats.connected.get() > 0;
+    let consuming = state.metrics.nats.consuming.get() > 0;
     let db = state.metrics.db_connected.get() > 0;
     let draining = state.draining.load(Ordering::Relaxed);
-    let ok = mqtt && subscribed && db && !draining;
+    let ok = (!state.needs_mqtt || (mqtt && subscribed))
+        && (!state.needs_nats || (nats && consuming))
+        && db
+        && !draining;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "storage_mode": state.migration.mode.as_str(),
@@ -58,6 +69,9 @@ async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
         "schema_version": state.migration.schema_version,
         "mqtt_connected": mqtt,
         "mqtt_subscribed": subscribed,
+        "source": if state.needs_nats { "nats" } else { "mqtt" },
+        "nats_connected": nats,
+        "nats_consuming": consuming,
         "database_connected": db,
         "draining": draining,
         "inflight_messages": state.metrics.inflight_messages.get(),

@@ -4,7 +4,8 @@
 //! TimescaleDB or plain PostgreSQL. The modules follow a message's path:
 //!
 //! 1. [`subscribe`]: the MQTT session (v5, QoS 1, persistent, manual acks,
-//!    optional `$share/{group}/…` subscriptions).
+//!    optional `$share/{group}/…` subscriptions); or [`nats`]: a durable
+//!    JetStream consumer on a NATS cluster, shared by every ingestor.
 //! 2. [`topic`]: which payload format and device a topic names.
 //! 3. [`decode`]: JSON telemetry, SenML and events into domain types; credentials
 //!    are pseudonymised here, before anything else sees them.
@@ -36,6 +37,7 @@ pub mod immediate;
 pub mod import;
 pub mod maintenance;
 pub mod metrics;
+pub mod nats;
 pub mod pipeline;
 pub mod store;
 pub mod subscribe;

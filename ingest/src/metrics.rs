@@ -72,6 +72,44 @@ pub struct Metrics {
     pub stale_acks: Counter,
     pub storage_mode: Family<ModeLabel, Gauge>,
     pub emergency_rules_missing: Gauge,
+    /// The JetStream transport (`ingest.source = "nats"`).
+    pub nats: NatsMetrics,
+}
+
+/// The JetStream transport's state, as this ingestor sees it.
+#[derive(Clone, Default)]
+pub struct NatsMetrics {
+    /// 1 while connected to a NATS server.
+    pub connected: Gauge,
+    /// 1 while pulling from the durable consumer of the stream, and of
+    /// the MQTT gateway's store.
+    pub consuming: Gauge,
+    pub gateway_consuming: Gauge,
+    pub reconnects: Counter,
+    /// Errors of the pull (missed heartbeats, a consumer deleted, no
+    /// responders while the stream elects a leader).
+    pub pull_errors: Counter,
+    /// Acknowledgements that could not be sent (the message is delivered
+    /// again after `nats.ack_wait_s`; its second copy stores nothing).
+    pub ack_errors: Counter,
+    /// Messages handed back (NAK) at shutdown, for another ingestor.
+    pub naks: Counter,
+    /// The stream's bytes, messages and limits, read every few seconds.
+    pub stream_bytes: Gauge,
+    pub stream_messages: Gauge,
+    pub stream_max_bytes: Gauge,
+    pub stream_max_messages: Gauge,
+    /// 1 when the stream is at a limit with `discard = "new"`: publishers
+    /// are being refused.
+    pub stream_full: Gauge,
+    /// Messages the consumer has not delivered yet (the backlog), and
+    /// those delivered and not acknowledged (all ingestors).
+    pub consumer_pending: Gauge,
+    pub consumer_ack_pending: Gauge,
+    /// Replicas of the stream that are current, and whether it has a
+    /// leader (writes are refused without one).
+    pub stream_replicas_current: Gauge,
+    pub stream_leader: Gauge,
 }
 
 /// Lag buckets reach a day: a backfill's readings are legitimately old.
@@ -129,6 +167,7 @@ impl Metrics {
             stale_acks: Counter::default(),
             storage_mode: Family::default(),
             emergency_rules_missing: Gauge::default(),
+            nats: NatsMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("estatemon_ingest");
         r.register(
@@ -266,6 +305,31 @@ impl Metrics {
             "Storage engine in use (1 for the active mode)",
             m.storage_mode.clone(),
         );
+        let n = registry.sub_registry_with_prefix("estatemon_transport");
+        for (name, help, metric) in [
+            ("nats_connected", "1 while connected to a NATS server", &m.nats.connected),
+            ("nats_consuming", "1 while pulling from the durable JetStream consumer of the stream", &m.nats.consuming),
+            ("nats_gateway_consuming", "1 while pulling devices' MQTT QoS 1 messages from the NATS MQTT gateway's store", &m.nats.gateway_consuming),
+            ("stream_bytes", "Bytes the JetStream stream holds", &m.nats.stream_bytes),
+            ("stream_messages", "Messages the JetStream stream holds", &m.nats.stream_messages),
+            ("stream_max_bytes", "The stream's byte limit (-1: none)", &m.nats.stream_max_bytes),
+            ("stream_max_messages", "The stream's message limit (-1: none)", &m.nats.stream_max_messages),
+            ("stream_full", "1 when the stream is at a limit with discard=new: publishers are refused, nothing stored is lost", &m.nats.stream_full),
+            ("consumer_pending", "Messages in the stream the consumer has not delivered yet (backlog)", &m.nats.consumer_pending),
+            ("consumer_ack_pending", "Messages delivered to ingestors and not yet acknowledged", &m.nats.consumer_ack_pending),
+            ("stream_replicas_current", "Replicas of the stream (the leader included) that are current", &m.nats.stream_replicas_current),
+            ("stream_leader", "1 while the stream has a leader (without one, publishes are refused)", &m.nats.stream_leader),
+        ] {
+            n.register(name, help, metric.clone());
+        }
+        for (name, help, metric) in [
+            ("nats_reconnects", "NATS connection losses", &m.nats.reconnects),
+            ("pull_errors", "Errors of the JetStream pull (missed heartbeats, consumer deleted, no leader)", &m.nats.pull_errors),
+            ("ack_errors", "JetStream acknowledgements not sent (the message is redelivered; its copy stores nothing)", &m.nats.ack_errors),
+            ("naks", "Messages handed back to the stream at shutdown, for another ingestor", &m.nats.naks),
+        ] {
+            n.register(name, help, metric.clone());
+        }
         m
     }
 }

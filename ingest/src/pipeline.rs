@@ -35,6 +35,8 @@ pub enum IngestError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("NATS transport ([nats]): {0}")]
+    Transport(String),
 }
 
 /// Used when no `ingest.pseudonym_key` is configured. Pseudonyms made with
@@ -49,6 +51,8 @@ pub struct Ingestor {
     health: Arc<HealthState>,
     shutdown: watch::Sender<bool>,
     done: JoinHandle<()>,
+    needs_mqtt: bool,
+    needs_nats: bool,
 }
 
 impl Ingestor {
@@ -109,11 +113,19 @@ impl Ingestor {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (drained_tx, drained_rx) = watch::channel(false);
 
+        let nats_source = config.ingest.source == estatemon_domain::config::Source::Nats;
+        // Over NATS, an MQTT session (to a NATS node's listener) carries
+        // only what needs one: Sparkplug's host STATE and per-node order,
+        // Home Assistant's retained discovery configs.
+        let needs_mqtt =
+            !nats_source || config.ingest.sparkplug.enabled || config.ingest.homeassistant.enabled;
         let health = Arc::new(HealthState {
             registry,
             metrics: metrics.clone(),
             migration: migration.clone(),
             draining: false.into(),
+            needs_mqtt,
+            needs_nats: nats_source,
         });
         let listener = tokio::net::TcpListener::bind(&config.ingest.listen)
             .await
@@ -138,55 +150,69 @@ impl Ingestor {
 
         let topics = Topics::new(&config.mqtt.topics);
         let mappings = config.ingest.all_mappings();
-        let mut filters = topics.filters(config.mqtt.shared_group.as_deref());
-        for filter in mappings
-            .iter()
-            .flat_map(|m| std::iter::once(m.filter()).chain(m.availability_filter()))
-        {
-            let f = match config.mqtt.shared_group.as_deref() {
-                Some(group) => format!("$share/{group}/{filter}"),
-                None => filter,
-            };
-            if !filters.contains(&f) {
-                filters.push(f);
-            }
-        }
+        let filters = filters(&config);
         let discovery = config.ingest.homeassistant.clone();
-        if discovery.enabled {
-            filters.extend(estatemon_domain::mapping::homeassistant::filters(
-                &discovery.prefix,
-            ));
-        }
         let sparkplug = &config.ingest.sparkplug;
-        if sparkplug.enabled {
-            // Never a shared subscription: a host follows each node's
-            // sequence, so one ingestor must see all of a node's messages.
-            filters.push(format!("{}/#", estatemon_domain::sparkplug::NAMESPACE));
-        }
-        // A filter another one covers would have the broker deliver its
-        // messages twice.
-        let filters = estatemon_domain::mapping::topic::minimal(&filters);
         let presence = sparkplug
             .primary_host_id
             .clone()
             .filter(|_| sparkplug.enabled)
             .map(|host_id| subscribe::Presence { host_id });
-        tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
-        let subscriber = subscribe::start(
-            &config.mqtt,
-            filters.clone(),
-            config.ingest.max_payload_bytes.saturating_mul(4),
-            config.ingest.max_buffered_mb * 1024,
-            metrics.clone(),
-            shutdown_rx.clone(),
-            drained_rx.clone(),
-            presence,
-            if discovery.enabled {
-                estatemon_domain::mapping::homeassistant::filters(&discovery.prefix).to_vec()
-            } else {
-                Vec::new()
-            },
-        );
+        let replay_retained = if discovery.enabled {
+            estatemon_domain::mapping::homeassistant::filters(&discovery.prefix).to_vec()
+        } else {
+            Vec::new()
+        };
+        let budget = Budget::new(config.ingest.max_buffered_mb * 1024);
+        let (filters, transport) = if nats_source {
+            let (mqtt_filters, stream_filters) = split_for_nats(&config, filters);
+            let transport = crate::nats::start(
+                &config.nats,
+                &stream_filters,
+                budget.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+                drained_rx.clone(),
+            )
+            .await?;
+            (mqtt_filters, Some(transport))
+        } else {
+            (filters, None)
+        };
+        let subscriber = if needs_mqtt {
+            tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
+            subscribe::start(
+                &config.mqtt,
+                filters.clone(),
+                config.ingest.max_payload_bytes.saturating_mul(4),
+                budget.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+                drained_rx.clone(),
+                presence,
+                replay_retained,
+            )
+        } else {
+            subscribe::idle(budget.clone())
+        };
+        let mut subscriber = subscriber;
+        let mut transport_tasks = Vec::new();
+        if let Some(t) = transport {
+            // One stream of deliveries: the MQTT session's (if any) join
+            // the JetStream consumer's.
+            let nats_tx = t.deliveries_tx.clone();
+            let mut mqtt_rx = std::mem::replace(&mut subscriber.deliveries, t.deliveries);
+            transport_tasks.push(tokio::spawn(async move {
+                while let Some(d) = mqtt_rx.recv().await {
+                    if nats_tx.send(d).is_err() {
+                        break;
+                    }
+                }
+            }));
+            drop(t.deliveries_tx);
+            subscriber.acker.nats = Some(t.acks);
+            transport_tasks.extend(t.tasks);
+        }
 
         let (batch_tx, batch_rx) = mpsc::channel::<Batch<AckToken>>(config.ingest.writers);
         let batch_rx = Arc::new(Mutex::new(batch_rx));
@@ -268,6 +294,9 @@ impl Ingestor {
             }
             let _ = drained_tx.send(true);
             let _ = subscriber_task.await;
+            for t in transport_tasks {
+                let _ = t.await;
+            }
             let _ = maintenance.await;
             let _ = rules_watch.await;
             let _ = http.await;
@@ -275,6 +304,8 @@ impl Ingestor {
         Ok(Ingestor {
             http_addr,
             migration,
+            needs_mqtt,
+            needs_nats: nats_source,
             metrics: metrics.clone(),
             health: health_handle,
             shutdown: shutdown_tx,
@@ -282,12 +313,15 @@ impl Ingestor {
         })
     }
 
-    /// Waits until the broker has granted every subscription (so messages
-    /// published from now on reach this ingestor, or its session).
+    /// Waits until the broker has granted every subscription and (over
+    /// NATS) the consumer is pulling, so messages published from now on
+    /// reach this ingestor, or its session or consumer.
     pub async fn subscribed(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.metrics.mqtt_subscribed.get() > 0 {
+            let mqtt = !self.needs_mqtt || self.metrics.mqtt_subscribed.get() > 0;
+            let nats = !self.needs_nats || self.metrics.nats.consuming.get() > 0;
+            if mqtt && nats {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -304,6 +338,56 @@ impl Ingestor {
         let _ = self.shutdown.send(true);
         let _ = self.done.await;
     }
+}
+
+/// The MQTT topic filters ingest reads: the topic templates, the payload
+/// mappings (and their availability topics), Home Assistant discovery,
+/// Sparkplug; none covered by another.
+pub fn filters(config: &Config) -> Vec<String> {
+    let topics = Topics::new(&config.mqtt.topics);
+    let mappings = config.ingest.all_mappings();
+    let mut filters = topics.filters(config.mqtt.shared_group.as_deref());
+    for filter in mappings
+        .iter()
+        .flat_map(|m| std::iter::once(m.filter()).chain(m.availability_filter()))
+    {
+        let f = match config.mqtt.shared_group.as_deref() {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter,
+        };
+        if !filters.contains(&f) {
+            filters.push(f);
+        }
+    }
+    let discovery = &config.ingest.homeassistant;
+    if discovery.enabled {
+        filters.extend(estatemon_domain::mapping::homeassistant::filters(
+            &discovery.prefix,
+        ));
+    }
+    if config.ingest.sparkplug.enabled {
+        // Never a shared subscription: a host follows each node's
+        // sequence, so one ingestor must see all of a node's messages.
+        filters.push(format!("{}/#", estatemon_domain::sparkplug::NAMESPACE));
+    }
+    // A filter another one covers would have the broker deliver its
+    // messages twice.
+    estatemon_domain::mapping::topic::minimal(&filters)
+}
+
+/// Over NATS: (what stays on an MQTT session — Sparkplug, discovery
+/// configs —, what the stream carries).
+pub fn split_for_nats(config: &Config, filters: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let sparkplug = format!("{}/#", estatemon_domain::sparkplug::NAMESPACE);
+    let discovery = &config.ingest.homeassistant;
+    let retained: Vec<String> = if discovery.enabled {
+        estatemon_domain::mapping::homeassistant::filters(&discovery.prefix).to_vec()
+    } else {
+        Vec::new()
+    };
+    filters
+        .into_iter()
+        .partition(|f| *f == sparkplug || retained.contains(f))
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.

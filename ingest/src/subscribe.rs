@@ -57,20 +57,71 @@ pub struct Delivery {
     pub ack: AckToken,
 }
 
-/// Identifies a message to acknowledge: its packet id, in its epoch, and
-/// what it costs against the [`Budget`].
+/// Identifies a message to acknowledge, and what it costs against the
+/// [`Budget`].
 #[derive(Debug, Clone)]
 pub struct AckToken {
-    epoch: u64,
-    publish: Publish,
-    cost_kib: u64,
+    pub(crate) kind: AckKind,
+    pub(crate) cost_kib: u64,
+}
+
+/// How a message is acknowledged: on its MQTT connection, or to JetStream.
+/// (The MQTT variant keeps the slimmed PUBLISH inline, as before NATS: no
+/// allocation per message on the default path.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum AckKind {
+    /// Its packet id, in its connection's epoch.
+    Mqtt { epoch: u64, publish: Publish },
+    /// Its JetStream acknowledgement, and its stream sequence.
+    Nats {
+        acker: Arc<async_nats::jetstream::message::Acker>,
+        sequence: u64,
+    },
+}
+
+impl std::fmt::Debug for AckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckKind::Mqtt { epoch, publish } => f
+                .debug_struct("Mqtt")
+                .field("epoch", epoch)
+                .field("pkid", &publish.pkid)
+                .finish(),
+            AckKind::Nats { sequence, .. } => {
+                f.debug_struct("Nats").field("sequence", sequence).finish()
+            }
+        }
+    }
 }
 
 impl AckToken {
-    /// The packet id a broker keeps when it redelivers this message (QoS 1
-    /// and 2); `None` for QoS 0, which is never redelivered.
-    pub fn redelivery_id(&self) -> Option<u16> {
-        (self.publish.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then_some(self.publish.pkid)
+    /// What stays the same when this message is delivered again: the
+    /// packet id a broker keeps when it redelivers (QoS 1 and 2; `None`
+    /// for QoS 0, which is never redelivered), or the JetStream stream
+    /// sequence.
+    pub fn redelivery_id(&self) -> Option<u64> {
+        match &self.kind {
+            AckKind::Mqtt { publish, .. } => (publish.qos
+                != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
+                .then_some(u64::from(publish.pkid)),
+            AckKind::Nats { sequence, .. } => Some(*sequence),
+        }
+    }
+
+    /// A token acknowledged to JetStream.
+    pub(crate) fn nats(
+        acker: async_nats::jetstream::message::Acker,
+        sequence: u64,
+        cost_kib: u64,
+    ) -> AckToken {
+        AckToken {
+            kind: AckKind::Nats {
+                acker: Arc::new(acker),
+                sequence,
+            },
+            cost_kib,
+        }
     }
 }
 
@@ -79,7 +130,7 @@ impl AckToken {
 pub struct Budget {
     used: AtomicU64,
     limit: u64,
-    freed: tokio::sync::Notify,
+    pub(crate) freed: tokio::sync::Notify,
 }
 
 impl Budget {
@@ -91,7 +142,7 @@ impl Budget {
         })
     }
 
-    fn charge(&self, kib: u64) {
+    pub(crate) fn charge(&self, kib: u64) {
         self.used.fetch_add(kib, Ordering::AcqRel);
     }
 
@@ -103,7 +154,7 @@ impl Budget {
         self.freed.notify_waiters();
     }
 
-    fn spent(&self) -> bool {
+    pub(crate) fn spent(&self) -> bool {
         self.used.load(Ordering::Acquire) >= self.limit
     }
 
@@ -112,17 +163,26 @@ impl Budget {
     }
 }
 
-/// Hands acknowledgements of committed messages to the subscriber task.
-/// Never blocks.
+/// Hands acknowledgements of committed messages to the task of their
+/// transport (the MQTT session, the JetStream consumer). Never blocks.
 #[derive(Clone)]
 pub struct Acker {
-    tx: mpsc::UnboundedSender<Vec<AckToken>>,
+    pub(crate) mqtt: Option<mpsc::UnboundedSender<Vec<AckToken>>>,
+    pub(crate) nats: Option<mpsc::UnboundedSender<Vec<AckToken>>>,
 }
 
 impl Acker {
     pub fn ack(&self, tokens: &[AckToken]) {
-        // If the subscriber is gone, the broker redelivers: nothing to do.
-        let _ = self.tx.send(tokens.to_vec());
+        // If a transport's task is gone, its server redelivers: nothing to do.
+        let (nats, mqtt): (Vec<AckToken>, Vec<AckToken>) = tokens
+            .iter()
+            .cloned()
+            .partition(|t| matches!(t.kind, AckKind::Nats { .. }));
+        for (tokens, tx) in [(mqtt, &self.mqtt), (nats, &self.nats)] {
+            if let (false, Some(tx)) = (tokens.is_empty(), tx) {
+                let _ = tx.send(tokens);
+            }
+        }
     }
 }
 
@@ -135,8 +195,11 @@ fn send_acks(
     metrics: &Metrics,
 ) {
     for t in tokens {
-        if connected && t.epoch == epoch {
-            if let Err(e) = client.try_ack(&t.publish) {
+        let AckKind::Mqtt { epoch: e, publish } = &t.kind else {
+            continue;
+        };
+        if connected && *e == epoch {
+            if let Err(e) = client.try_ack(publish) {
                 tracing::debug!(error = %e, "ack not queued (event loop stopped)");
             }
         } else {
@@ -305,7 +368,7 @@ pub fn start(
     config: &MqttConfig,
     filters: Vec<String>,
     max_packet: usize,
-    budget_kib: u64,
+    budget: Arc<Budget>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
     drained: watch::Receiver<bool>,
@@ -325,7 +388,6 @@ pub fn start(
     // while the budget is spent, and only commits free the budget. flume
     // grows the queue on demand, so a large bound costs nothing up front;
     // what is queued is bounded by the messages the budget let in.
-    let budget = Budget::new(budget_kib);
     let capacity = 1 << 22;
     let (client, eventloop) = AsyncClient::new(opts, capacity);
     // Unbounded on purpose: this task must never wait on the pipeline, since
@@ -335,7 +397,10 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let epoch = Arc::new(AtomicU64::new(0));
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let acker = Acker { tx: ack_tx };
+    let acker = Acker {
+        mqtt: Some(ack_tx),
+        nats: None,
+    };
     let max_backoff = Duration::from_secs(config.reconnect_max_backoff_s.max(1));
     let publisher = client.clone();
     let ids_supported: IdsSupported = Arc::new(true.into());
@@ -362,6 +427,27 @@ pub fn start(
         ids_supported,
         replay_retained,
         task,
+    }
+}
+
+/// No MQTT session (a NATS ingestor with neither Sparkplug nor discovery):
+/// a client never connected, whose publishes fail, and no deliveries.
+pub fn idle(budget: Arc<Budget>) -> Subscriber {
+    let opts = MqttOptions::new("estatemon-idle", "127.0.0.1", 1);
+    let (client, eventloop) = AsyncClient::new(opts, 16);
+    drop(eventloop);
+    let (_tx, rx) = mpsc::unbounded_channel();
+    Subscriber {
+        acker: Acker {
+            mqtt: None,
+            nats: None,
+        },
+        client,
+        budget,
+        deliveries: rx,
+        ids_supported: Arc::new(true.into()),
+        replay_retained: Vec::new(),
+        task: tokio::spawn(async {}),
     }
 }
 
@@ -514,8 +600,10 @@ async fn run(
                         received: Instant::now(),
                         received_at: Utc::now(),
                         ack: AckToken {
-                            epoch: epoch.load(Ordering::Acquire),
-                            publish: slim,
+                            kind: AckKind::Mqtt {
+                                epoch: epoch.load(Ordering::Acquire),
+                                publish: slim,
+                            },
                             cost_kib,
                         },
                     };

@@ -32,6 +32,7 @@ pub mod formats;
 pub mod live;
 pub mod load;
 pub mod model;
+pub mod nats_cluster;
 pub mod oncall;
 pub mod scenario;
 pub mod site;

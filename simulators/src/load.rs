@@ -127,8 +127,12 @@ pub async fn publish_with(
 ) -> Duration {
     let started = Instant::now();
     let mut tasks = Vec::new();
+    // Several comma-separated broker URLs: the publishers spread over
+    // them (the nodes of a cluster), one each in turn.
+    let urls: Vec<String> = mqtt.url.split(',').map(|u| u.trim().to_owned()).collect();
     for p in 0..publishers {
-        let mqtt = mqtt.clone();
+        let mut mqtt = mqtt.clone();
+        mqtt.url = urls[p % urls.len()].clone();
         let tag = tag.to_owned();
         let make = make.clone();
         let share =

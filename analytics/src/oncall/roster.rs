@@ -339,7 +339,7 @@ impl Every {
             .filter(|n| *n > 0 && *n <= 366 * 24)
             .ok_or_else(|| format!("`{t}`: expected a positive length"))?;
         match unit {
-            "h" if n % 24 == 0 => Ok(Every::Days(n / 24)),
+            "h" if n.is_multiple_of(24) => Ok(Every::Days(n / 24)),
             "h" => Ok(Every::Hours(n)),
             "d" if n <= 366 => Ok(Every::Days(n)),
             "w" if n <= 52 => Ok(Every::Days(7 * n)),

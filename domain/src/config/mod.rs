@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 mod energy;
 pub use energy::*;
+mod nats;
+pub use nats::{redact as redact_nats_url, Discard, NatsConfig, Source};
 
 /// Where a configuration problem was found.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,7 @@ impl fmt::Display for Located<'_> {
 pub struct Config {
     pub database: DatabaseConfig,
     pub mqtt: MqttConfig,
+    pub nats: NatsConfig,
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
@@ -333,6 +336,11 @@ impl MqttConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
+    /// Where device messages come from: `mqtt` (the broker at `mqtt.url`)
+    /// or `nats` (the JetStream stream of `[nats]`; `mqtt.url` then names a
+    /// NATS node's MQTT listener, used only for Sparkplug and Home
+    /// Assistant discovery).
+    pub source: Source,
     /// A batch is committed when it holds this many readings…
     pub batch_max_readings: usize,
     /// …or when its oldest message has waited this long.
@@ -410,6 +418,7 @@ impl IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
+            source: Source::Mqtt,
             batch_max_readings: 5000,
             batch_linger_ms: 50,
             writers: 2,
@@ -722,6 +731,9 @@ impl Config {
             }
         };
         self.mqtt.endpoint().map_err(|m| fail("mqtt.url", m))?;
+        if self.ingest.source == Source::Nats {
+            self.nats.check().map_err(|(field, m)| fail(field, m))?;
+        }
         self.database
             .url
             .parse::<tokio_postgres::Config>()

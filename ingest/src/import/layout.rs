@@ -110,7 +110,7 @@ fn find_column(
 /// code page could turn a value into another one.
 pub fn decode_text(bytes: &[u8]) -> Result<(String, Option<&'static str>), FileError> {
     let utf16 = |body: &[u8], le: bool, name: &'static str| {
-        if body.len() % 2 != 0 {
+        if !body.len().is_multiple_of(2) {
             return Err(FileError(format!(
                 "{name} text of an odd number of bytes: the file is cut short"
             )));

@@ -1,0 +1,317 @@
+//! The pull loop: messages from a durable JetStream consumer into the
+//! pipeline, acknowledgements back after commit.
+//!
+//! Two sources can feed one ingestor:
+//!
+//! - **the stream** (`nats.stream`): what NATS clients publish, and every
+//!   MQTT message the servers' gateway passes on. It keeps them for
+//!   `max_age_h`.
+//! - **the gateway's own store** (`$MQTT_msgs`, with `nats.mqtt_gateway`):
+//!   a device's MQTT QoS 1 PUBLISH is acknowledged (PUBACK) once the NATS
+//!   server has stored it there, synchronously and replicated; the copy the
+//!   stream captures is not acknowledged to anyone (nats-server
+//!   `mqttProcessPub`), so with no stream leader, or a full stream, it is
+//!   dropped without a trace. Reading QoS 1 messages from the gateway's
+//!   store through a durable consumer of our own (whose interest keeps each
+//!   message until we acknowledge it) makes a device's PUBACK mean stored
+//!   for us too; their stream copies (header `Nmqtt-Pub: 1`) are then
+//!   acknowledged and skipped.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use chrono::Utc;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::subscribe::{AckKind, AckToken, Budget, Delivery};
+
+/// The gateway's stream of QoS 1 and 2 messages, and its subject prefix.
+pub const GATEWAY_STREAM: &str = "$MQTT_msgs";
+pub const GATEWAY_PREFIX: &str = "$MQTT.msgs.";
+/// The header the gateway sets on what it passes on: the QoS.
+pub const QOS_HEADER: &str = "Nmqtt-Pub";
+
+/// Copies published this close after the gateway consumer's creation are
+/// read from both sources (stored once).
+const GATEWAY_MARGIN_MS: i64 = 2_000;
+
+/// One durable consumer to pull from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub stream: String,
+    pub consumer: consumer::pull::Config,
+    /// Cut from each subject before it is read as a topic.
+    pub strip_prefix: Option<&'static str>,
+    /// Acknowledge and skip MQTT QoS ≥ 1 copies stored after this instant
+    /// (Unix ms; `i64::MAX` until the gateway consumer exists): the gateway
+    /// consumer reads them. A copy from before is read here, since the
+    /// gateway's store kept it only while someone had interest.
+    pub skip_gateway_after: Option<Arc<AtomicI64>>,
+    /// Where this source records when its consumer was created (the
+    /// gateway consumer's, for the stream's `skip_gateway_after`).
+    pub created_at: Option<Arc<AtomicI64>>,
+    /// Names the source in logs.
+    pub label: &'static str,
+    /// 1 while pulling from this source.
+    pub gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Pulls from `source` until `shutdown`, forwarding deliveries to `tx`.
+/// Messages pulled and not forwarded at shutdown are handed back (NAK) so
+/// another ingestor takes them at once.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    js: jetstream::Context,
+    source: Source,
+    fetch_batch: usize,
+    tx: mpsc::UnboundedSender<Delivery>,
+    budget: Arc<Budget>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let nm = metrics.nats.clone();
+    let mut backoff = Duration::from_millis(200);
+    let mut told = false;
+    'outer: loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // The consumer (the stream's is made by setup; created here too,
+        // so a fresh estate needs no extra step).
+        let consumer = match consumer_of(&js, &source).await {
+            Ok(mut c) => {
+                if let Some(at) = &source.created_at {
+                    match c.info().await {
+                        Ok(info) => at.store(
+                            (info.created.unix_timestamp_nanos() / 1_000_000) as i64,
+                            Ordering::Release,
+                        ),
+                        Err(e) => {
+                            tracing::warn!(source = source.label, error = %e, "consumer info not read");
+                            tokio::time::sleep(backoff).await;
+                            continue;
+                        }
+                    }
+                }
+                c
+            }
+            Err(e) => {
+                nm.pull_errors.inc();
+                if !told {
+                    tracing::warn!(source = source.label, error = %e, "JetStream consumer not ready; retrying (told once)");
+                    if source.created_at.is_some() {
+                        tracing::warn!("until the NATS MQTT gateway's store exists (an MQTT client connects), devices' QoS 1 messages are read from the stream's copies");
+                    }
+                    told = true;
+                } else {
+                    tracing::debug!(source = source.label, error = %e, "JetStream consumer not ready");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break 'outer },
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(fetch_batch)
+            .expires(Duration::from_secs(10))
+            .heartbeat(Duration::from_secs(3))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                nm.pull_errors.inc();
+                tracing::warn!(source = source.label, error = %e, "pull not started");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        source.gauge.set(1);
+        tracing::info!(source = source.label, stream = %source.stream, "pulling from JetStream");
+        loop {
+            if budget.spent() {
+                // Wait for a commit instead of reading more; the server
+                // holds the rest (max_ack_pending bounds what it sends).
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_millis(50), budget.freed.notified()) => {}
+                    r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break 'outer },
+                }
+                continue;
+            }
+            let next = tokio::select! {
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        hand_back(&mut messages, &metrics).await;
+                        break 'outer;
+                    }
+                    continue;
+                }
+                m = messages.next() => m,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    if !forward(message, &source, &tx, &budget, &metrics).await {
+                        break 'outer;
+                    }
+                }
+                Some(Err(e)) => {
+                    nm.pull_errors.inc();
+                    use consumer::pull::MessagesErrorKind as K;
+                    match e.kind() {
+                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+                            tracing::error!(source = source.label, error = %e, "consumer unusable; setting it up again");
+                            source.gauge.set(0);
+                            continue 'outer;
+                        }
+                        _ => {
+                            tracing::warn!(source = source.label, error = %e, "pull error (retried)")
+                        }
+                    }
+                }
+                None => {
+                    source.gauge.set(0);
+                    tracing::warn!(source = source.label, "pull ended; starting again");
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    source.gauge.set(0);
+}
+
+async fn consumer_of(
+    js: &jetstream::Context,
+    source: &Source,
+) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
+    let stream = js
+        .get_stream(&source.stream)
+        .await
+        .map_err(|e| format!("stream {}: {e}", source.stream))?;
+    let name = source.consumer.durable_name.clone().unwrap_or_default();
+    match stream.get_consumer(&name).await {
+        Ok(c) => Ok(c),
+        Err(_) => stream
+            .create_consumer(source.consumer.clone())
+            .await
+            .map_err(|e| format!("consumer {name}: {e}")),
+    }
+}
+
+/// Forwards one message; false when the pipeline is gone.
+async fn forward(
+    message: jetstream::Message,
+    source: &Source,
+    tx: &mpsc::UnboundedSender<Delivery>,
+    budget: &Budget,
+    metrics: &Metrics,
+) -> bool {
+    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let qos = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(QOS_HEADER))
+        .map(|v| v.as_str().to_owned());
+    let gateway_reads_it = source.skip_gateway_after.as_ref().is_some_and(|since| {
+        qos.as_deref().is_some_and(|q| q != "0")
+            && message.info().is_ok_and(|i| {
+                let published = (i.published.unix_timestamp_nanos() / 1_000_000) as i64;
+                // A margin for the servers' clocks: a copy in it is read
+                // twice, and stored once.
+                published
+                    > since
+                        .load(Ordering::Acquire)
+                        .saturating_add(GATEWAY_MARGIN_MS)
+            })
+    });
+    if gateway_reads_it {
+        // Read from the gateway's store, which acknowledged the device.
+        if let Err(e) = message.ack().await {
+            metrics.nats.ack_errors.inc();
+            tracing::debug!(error = %e, "ack of a gateway copy not sent");
+        }
+        return true;
+    }
+    let (message, acker) = message.split();
+    let subject = message.subject.as_str();
+    let subject = source
+        .strip_prefix
+        .and_then(|p| subject.strip_prefix(p))
+        .unwrap_or(subject);
+    let topic = estatemon_domain::mapping::subject::to_topic(subject);
+    let payload = message.payload;
+    let cost_kib = (payload.len() as u64).div_ceil(1024).max(1);
+    budget.charge(cost_kib);
+    metrics.inflight_messages.inc();
+    metrics.buffered_kib.set(budget.used_kib() as i64);
+    let delivery = Delivery {
+        topic,
+        payload,
+        retained: false,
+        subscription_ids: Vec::new(),
+        received: Instant::now(),
+        received_at: Utc::now(),
+        ack: AckToken::nats(acker, sequence, cost_kib),
+    };
+    tx.send(delivery).is_ok()
+}
+
+/// NAKs what the client already pulled, so another ingestor gets it now
+/// rather than after `ack_wait_s`.
+async fn hand_back(messages: &mut consumer::pull::Stream, metrics: &Metrics) {
+    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+        if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {
+            metrics.nats.naks.inc();
+        }
+    }
+}
+
+/// Sends acknowledgements of committed messages until `drained`, then
+/// flushes them to the server.
+pub async fn acknowledge(
+    client: async_nats::Client,
+    mut acks: mpsc::UnboundedReceiver<Vec<AckToken>>,
+    metrics: Metrics,
+    mut drained: watch::Receiver<bool>,
+) {
+    let send = |tokens: Vec<AckToken>| {
+        let metrics = metrics.clone();
+        async move {
+            for t in tokens {
+                if let AckKind::Nats { acker, .. } = &t.kind {
+                    if let Err(e) = acker.ack().await {
+                        metrics.nats.ack_errors.inc();
+                        tracing::debug!(error = %e, "ack not sent (redelivered after ack_wait)");
+                    }
+                    metrics.inflight_messages.dec();
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(tokens) = acks.recv() => send(tokens).await,
+            r = drained.changed() => {
+                if r.is_err() || *drained.borrow() {
+                    while let Ok(tokens) = acks.try_recv() {
+                        send(tokens).await;
+                    }
+                    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+                        tracing::warn!(error = %e, "last acknowledgements not flushed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

