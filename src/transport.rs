@@ -66,6 +66,18 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
                     "present"
                 }
             );
+            if config.nats.mqtt_gateway {
+                match setup::ensure_gateway(&js, &config.nats, &subjects, &config.mqtt).await {
+                    Ok(created) => println!(
+                        "consumer {}-mqtt of the MQTT gateway's store: {}",
+                        config.nats.consumer,
+                        if created { "created" } else { "present" }
+                    ),
+                    Err(e) => println!(
+                        "warning: {e}; devices' QoS 1 messages are not kept for ingest until it exists"
+                    ),
+                }
+            }
             if !mqtt.is_empty() {
                 println!(
                     "over an MQTT session to a node's listener (mqtt.url): {}",

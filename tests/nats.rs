@@ -177,10 +177,82 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
         "{text}"
     );
 
+    // The node to kill: our stream's leader, the hardest case (a new
+    // leader must be elected while publishes and acks are in flight). The
+    // gateway's own store ($MQTT_msgs, made when the first MQTT client
+    // connects) is led from another node, so the MQTT publishers, on the
+    // two other nodes, keep going (mosquitto_pub does not reconnect).
+    let nc = async_nats::connect(cluster.client_url(0)).await.unwrap();
+    let js = async_nats::jetstream::new(nc.clone());
+    let leader_of = |name: String| {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(&name).await.ok()?;
+            let info = stream.info().await.ok()?;
+            let leader = info.cluster.as_ref()?.leader.clone()?;
+            leader
+                .strip_prefix('n')?
+                .parse::<usize>()
+                .ok()
+                .map(|n| n - 1)
+        }
+    };
+    let victim = leader_of(c.nats.stream.clone())
+        .await
+        .expect("stream leader");
+    let probe = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p"])
+        .arg(cluster.nodes[(victim + 1) % 3].mqtt_port.to_string())
+        .args(["-V", "mqttv311", "-t", "probe/x", "-n"])
+        .status()
+        .unwrap();
+    assert!(probe.success());
+    let mut moved = false;
+    for _ in 0..20 {
+        match leader_of("$MQTT_msgs".into()).await {
+            Some(l) if l != victim => {
+                moved = true;
+                break;
+            }
+            Some(_) => {
+                let _ = nc
+                    .request("$JS.API.STREAM.LEADER.STEPDOWN.$MQTT_msgs", "".into())
+                    .await;
+            }
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        moved,
+        "the gateway's store is led from another node than the victim"
+    );
+    let survivors = [(victim + 1) % 3, (victim + 2) % 3];
+    println!(
+        "stream leader n{}: killed mid-run; MQTT publishers on n{} and n{}",
+        victim + 1,
+        survivors[0] + 1,
+        survivors[1] + 1
+    );
+
     // Schema first, so the children start quickly.
     run(estatemon_with(&file).arg("migrate"));
     let mut a = spawn_ingestor(&file, &format!("{}-a.log", c.nats.consumer));
-    let b = spawn_ingestor(&file, &format!("{}-b.log", c.nats.consumer));
+    let b_port = free_port();
+    let b = {
+        let mut cmd = estatemon_with(&file);
+        cmd.env("ESTATEMON_INGEST_LISTEN", format!("127.0.0.1:{b_port}"));
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("{}-b.log", c.nats.consumer)))
+                .unwrap();
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.arg("ingest")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        cmd.spawn().unwrap()
+    };
     let analytics = tokio::spawn(estatemon_analytics::alerts::job::run(c.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -193,14 +265,14 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
         .next()
         .unwrap()
         .to_owned();
-    // 50,000 over MQTT (4 devices × 12,500, two on node 1, two on node 2)…
+    // 50,000 over MQTT (4 devices × 12,500, two on each surviving node)…
     let per_mqtt = 12_500i64;
     let mut mqtt = Vec::new();
     for k in 0..4i64 {
         let lines: String = (0..per_mqtt)
             .map(|i| format!("{{\"ts\":{},\"metrics\":{{\"energy_kwh\":{i}}}}}\n", t + i))
             .collect();
-        let port = cluster.nodes[(k % 2) as usize].mqtt_port;
+        let port = cluster.nodes[survivors[(k % 2) as usize]].mqtt_port;
         mqtt.push(mosquitto_pub(
             port,
             &topic(&c, "telemetry", "hv", &format!("mq-{k}")),
@@ -208,8 +280,12 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
             &format!("{prefix}-pub-{k}"),
         ));
     }
-    // …and 50,000 over NATS, connected to node 3 first (the one killed).
-    let servers = format!("{},{}", cluster.client_url(2), cluster.client_url(0));
+    // …and 50,000 over NATS, connected to the victim first.
+    let servers = format!(
+        "{},{}",
+        cluster.client_url(victim),
+        cluster.client_url(survivors[0])
+    );
     let nats_pub = nats_py(vec![
         "--servers".into(),
         servers.clone(),
@@ -257,14 +333,21 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
         "ingest did not get going: {} readings",
         db.count("SELECT count(*) FROM readings").await
     );
-    cluster.kill(2);
+    cluster.kill(victim);
     a.kill().await.unwrap();
     let at_kill = db.count("SELECT count(*) FROM readings").await;
-    println!("killed node n3 and ingestor A with {at_kill} readings stored");
+    println!(
+        "killed node n{} and ingestor A with {at_kill} readings stored",
+        victim + 1
+    );
     // Entrapments during the failure, through the surviving nodes.
     let lifts = nats_py(vec![
         "--servers".into(),
-        format!("{},{}", cluster.client_url(0), cluster.client_url(1)),
+        format!(
+            "{},{}",
+            cluster.client_url(survivors[0]),
+            cluster.client_url(survivors[1])
+        ),
         "--prefix".into(),
         prefix.clone(),
         "--devices".into(),
@@ -348,14 +431,143 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
     );
 
     // The transport saw what happened: `transport status` reads the
-    // stream with a node down.
+    // stream with a node down; ingestor B's metrics say it pulled from
+    // both sources, and the stream has a leader again.
     let status = run(estatemon_with(&file).args(["transport", "status"]));
     println!("{status}");
+    let victim_name = format!("n{}", victim + 1);
     assert!(
-        status.contains("n3: offline") || status.contains("n3: catching up"),
+        status.contains(&format!("{victim_name}: offline"))
+            || status.contains(&format!("{victim_name}: catching up")),
         "{status}"
     );
+    assert!(
+        !status.contains(&format!("leader     {victim_name}")),
+        "{status}"
+    );
+    let m = http_get(&format!("127.0.0.1:{b_port}"), "/metrics").await;
+    assert_eq!(metric(&m, "estatemon_transport_nats_consuming"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "estatemon_transport_nats_gateway_consuming"),
+        1.0
+    );
+    // (Read every 5 s; a read while the client reconnects fails, and
+    // says 0 until the next one.)
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let m = http_get(&format!("127.0.0.1:{b_port}"), "/metrics").await;
+            metric(&m, "estatemon_transport_stream_leader") == 1.0
+        })
+        .await
+    );
+    assert!(metric(&m, "estatemon_ingest_readings_stored_total") > 0.0);
     analytics.abort();
     drop(b);
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_refuses_publishers_visibly_and_loses_nothing_it_took() {
+    let cluster = cluster(1);
+    let db = TestDb::new(&admin_url());
+    let mut c = nats_config(&db, &cluster);
+    c.nats.max_bytes_mb = 1;
+    let port = free_port();
+    c.ingest.listen = format!("127.0.0.1:{port}");
+    let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(20)).await);
+    let prefix = c
+        .mqtt
+        .topics
+        .telemetry
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let t = base_ms();
+
+    // 20,000 messages into a 1 MiB stream: the stream takes what fits,
+    // then refuses; each refusal is an error the publisher sees, never a
+    // silent drop.
+    let report = nats_py(vec![
+        "--servers".into(),
+        cluster.client_url(0),
+        "--prefix".into(),
+        prefix.clone(),
+        "--count".into(),
+        "20000".into(),
+        "--t0".into(),
+        t.to_string(),
+        "--give-up-after".into(),
+        "0".into(),
+    ])
+    .await
+    .unwrap();
+    println!("nats-py: {report}");
+    let accepted = report["published"].as_i64().unwrap();
+    assert!(accepted > 1000 && accepted < 20_000, "{report}");
+    assert!(
+        report["errors"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("maximum bytes exceeded")),
+        "the refusal says why: {report}"
+    );
+    // What the stream took is stored, once.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            db.count("SELECT count(*) FROM readings").await >= accepted
+        })
+        .await,
+        "stored {} of {accepted}",
+        db.count("SELECT count(*) FROM readings").await
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, accepted);
+    // The metrics say the stream is full.
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            metric(
+                &http_get(&addr, "/metrics").await,
+                "estatemon_transport_stream_full",
+            ) == 1.0
+        })
+        .await,
+        "estatemon_transport_stream_full turns 1"
+    );
+    let status = run(estatemon_with(&config_file(&c)).args(["transport", "status"]));
+    assert!(status.contains("YES: publishers are refused"), "{status}");
+
+    // A device publishing MQTT QoS 1 meanwhile loses nothing either: the
+    // gateway's store keeps its messages for ingest, full stream or not.
+    let lines: String = (0..500)
+        .map(|i| {
+            format!(
+                "{{\"ts\":{},\"metrics\":{{\"energy_kwh\":{i}}}}}\n",
+                t + 1_000_000 + i
+            )
+        })
+        .collect();
+    let ok = mosquitto_pub(
+        cluster.nodes[0].mqtt_port,
+        &topic(&c, "telemetry", "hv", "mq-full"),
+        lines,
+        &format!("{prefix}-full"),
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            db.count("SELECT count(*) FROM readings WHERE device_id = 'mq-full'")
+                .await
+                >= 500
+        })
+        .await,
+        "stored {} of the device's 500",
+        db.count("SELECT count(*) FROM readings WHERE device_id = 'mq-full'")
+            .await
+    );
+    ingestor.shutdown().await;
 }

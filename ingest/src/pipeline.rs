@@ -168,6 +168,7 @@ impl Ingestor {
             let (mqtt_filters, stream_filters) = split_for_nats(&config, filters);
             let transport = crate::nats::start(
                 &config.nats,
+                &config.mqtt,
                 &stream_filters,
                 budget.clone(),
                 metrics.clone(),

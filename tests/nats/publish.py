@@ -17,7 +17,6 @@ import sys
 import time
 
 import nats
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from nats.js.errors import APIError
 
 
@@ -73,8 +72,10 @@ async def main():
                 if ack.duplicate:
                     duplicates += 1
                 return
-            except (NatsTimeout, NoRespondersError, APIError, nats.errors.ConnectionClosedError,
-                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as e:
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                # Timeouts, no responders or no stream response while a
+                # leader is elected, a reconnection, the stream refusing
+                # (full): all sent again, with the same id.
                 key = type(e).__name__ + (f" {e.description}" if isinstance(e, APIError) else "")
                 errors[key] = errors.get(key, 0) + 1
                 if time.monotonic() - started > a.give_up_after:

@@ -143,7 +143,7 @@ mod tests {
             ("/a", "/.a"),
             ("a//b", "a./.b"),
             ("a/", "a./"),
-            ("//", "/./"),
+            ("//", "/./."),
             ("tele/大廈A/SENSOR", "tele.大廈A.SENSOR"),
         ] {
             assert_eq!(to_subject(topic, false).unwrap(), subject, "{topic}");

@@ -128,6 +128,7 @@ pub fn gateway_consumer(
 /// background: the servers may not be up yet), and starts pulling.
 pub async fn start(
     config: &estatemon_domain::config::NatsConfig,
+    mqtt: &estatemon_domain::config::MqttConfig,
     filters: &[String],
     budget: std::sync::Arc<crate::subscribe::Budget>,
     metrics: crate::metrics::Metrics,
@@ -151,6 +152,7 @@ pub async fn start(
             shutdown.clone(),
         );
         let nats_metrics = metrics.nats.clone();
+        let mqtt = mqtt.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 match setup::ensure(&js, &config, &subjects, false).await {
@@ -164,7 +166,18 @@ pub async fn start(
                         for w in &report.warnings {
                             tracing::warn!("{w}");
                         }
-                        break;
+                        if !config.mqtt_gateway {
+                            break;
+                        }
+                        match setup::ensure_gateway(&js, &config, &subjects, &mqtt).await {
+                            Ok(created) => {
+                                if created {
+                                    tracing::info!("consumer of the MQTT gateway's store created");
+                                }
+                                break;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "MQTT gateway's store not ready; retrying"),
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "stream not set up yet; retrying"),
                 }

@@ -179,6 +179,88 @@ pub async fn ensure(
     Ok(report)
 }
 
+/// Makes sure of the durable consumer on the MQTT gateway's store
+/// (`$MQTT_msgs`): a device's QoS 1 message is kept there only while some
+/// consumer has interest, so this consumer must exist before devices
+/// publish. The server creates the store when the first MQTT client
+/// connects: if it is missing, we connect once (MQTT 3.1.1, to `mqtt`, a
+/// node's MQTT listener) to have it made. True when created now.
+pub async fn ensure_gateway(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    subjects: &[String],
+    mqtt: &estatemon_domain::config::MqttConfig,
+) -> Result<bool, SetupError> {
+    use crate::nats::consume::GATEWAY_STREAM;
+    let mut stream = js.get_stream(GATEWAY_STREAM).await;
+    if stream.is_err() {
+        poke_gateway(mqtt).await;
+        for _ in 0..25 {
+            stream = js.get_stream(GATEWAY_STREAM).await;
+            if stream.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let stream = stream.map_err(|e| {
+        err(
+            config,
+            &format!(
+                "the MQTT gateway's store {GATEWAY_STREAM} (is mqtt.url, {}, a node's MQTT listener?)",
+                estatemon_domain::config::redact_url(&mqtt.url)
+            ),
+            e,
+        )
+    })?;
+    let want = crate::nats::gateway_consumer(config, subjects);
+    let name = want.durable_name.clone().unwrap_or_default();
+    match stream.get_consumer::<consumer::pull::Config>(&name).await {
+        Ok(_) => Ok(false),
+        Err(e) if e.to_string().contains("consumer not found") => {
+            stream
+                .create_consumer(want)
+                .await
+                .map_err(|e| err(config, "creating the gateway consumer", e))?;
+            Ok(true)
+        }
+        Err(e) => Err(err(config, "reading the gateway consumer", e)),
+    }
+}
+
+/// One MQTT 3.1.1 connection (clean session), closed at once.
+async fn poke_gateway(mqtt: &estatemon_domain::config::MqttConfig) {
+    let Ok(ep) = mqtt.endpoint() else { return };
+    let mut opts = rumqttc::MqttOptions::new(
+        format!("estatemon-setup-{}", std::process::id()),
+        ep.host,
+        ep.port,
+    );
+    opts.set_clean_session(true);
+    if let (Some(u), p) = (ep.username, ep.password) {
+        opts.set_credentials(u, p.unwrap_or_default());
+    }
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4);
+    let connected = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT gateway not reached");
+                    return false;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if connected {
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+    }
+}
+
 fn stream_drift(have: &stream::Config, want: &stream::Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut hs = have.subjects.clone();
