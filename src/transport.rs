@@ -23,6 +23,10 @@ pub enum TransportCommand {
 }
 
 pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
+    // Checked here whatever ingest.source says: this command is about NATS.
+    if let Err((field, message)) = config.nats.check() {
+        anyhow::bail!("{field}: {message}");
+    }
     let client = nats::connect(&config.nats, "estatemon-transport", None, false)
         .await
         .map_err(|e| {

@@ -568,7 +568,10 @@ fn the_cluster_overlay_and_its_nats_configurations_hold() {
         let conf = deploy(&format!("deploy/nats/nats-{i}.conf"));
         let body = std::fs::read_to_string(&conf).unwrap();
         for j in 1..=3 {
-            assert!(body.contains(&format!("nats-route://nats-{j}:6222")), "nats-{i}");
+            assert!(
+                body.contains(&format!("nats-route://nats-{j}:6222")),
+                "nats-{i}"
+            );
         }
         assert!(body.contains(&format!("server_name: nats-{i}")));
         assert!(body.contains("stream_replicas: 3"));
