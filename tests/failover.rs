@@ -5,7 +5,8 @@
 //! standby is promoted, and ingest carries on into it by itself. With
 //! synchronous replication nothing ingest acknowledged is lost: every
 //! reading published is stored exactly once. The gap in commits is
-//! measured and printed.
+//! measured and printed. The second test does the same under
+//! pg_auto_failover, which detects the loss and promotes by itself.
 
 mod common;
 
@@ -247,4 +248,437 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
     );
     analytics.abort();
     ingestor.shutdown().await;
+}
+
+/// pg_auto_failover (Debian's postgresql-15-auto-failover): a monitor and
+/// two data nodes in private directories, run as the `postgres` user.
+struct AutoFailover {
+    dir: std::path::PathBuf,
+    monitor_port: u16,
+    ports: [u16; 2],
+    children: Vec<std::process::Child>,
+}
+
+impl AutoFailover {
+    fn pg_autoctl(&self) -> std::process::Command {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("pg_ctl").exists())
+            .max()
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", "env"])
+            .arg(format!("PATH={path}"))
+            .arg(format!("XDG_CONFIG_HOME={}/cfg", self.dir.display()))
+            .arg(format!("XDG_DATA_HOME={}/data", self.dir.display()))
+            .arg(format!("XDG_RUNTIME_DIR={}/run", self.dir.display()))
+            .arg("pg_autoctl");
+        c
+    }
+
+    fn create_and_run(&mut self, args: &[&str], pgdata: &str) {
+        let log = self.dir.join(format!("{pgdata}-create.log"));
+        let out = self
+            .pg_autoctl()
+            .args(args)
+            .arg("--pgdata")
+            .arg(self.dir.join(pgdata))
+            .output()
+            .expect("pg_autoctl (Debian pg-auto-failover-cli, installed by scripts/test.sh)");
+        std::fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat()).unwrap();
+        assert!(
+            out.status.success(),
+            "pg_autoctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run_log = std::fs::File::create(self.dir.join(format!("{pgdata}.log"))).unwrap();
+        let child = self
+            .pg_autoctl()
+            .args(["run", "--pgdata"])
+            .arg(self.dir.join(pgdata))
+            .stdout(run_log.try_clone().unwrap())
+            .stderr(run_log)
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    fn start() -> AutoFailover {
+        let dir = std::env::temp_dir().join(unique("estatemon-paf-"));
+        for sub in ["", "cfg", "data", "run"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        let mut paf = AutoFailover {
+            dir,
+            monitor_port: free_port(),
+            ports: [free_port(), free_port()],
+            children: Vec::new(),
+        };
+        let port = paf.monitor_port.to_string();
+        paf.create_and_run(
+            &[
+                "create",
+                "monitor",
+                "--pgport",
+                &port,
+                "--hostname",
+                "127.0.0.1",
+                "--auth",
+                "trust",
+                "--no-ssl",
+            ],
+            "monitor",
+        );
+        paf
+    }
+
+    fn monitor_uri(&self) -> String {
+        format!(
+            "postgres://autoctl_node@127.0.0.1:{}/pg_auto_failover?sslmode=disable",
+            self.monitor_port
+        )
+    }
+
+    fn add_node(&mut self, i: usize) {
+        let port = self.ports[i].to_string();
+        let name = ["a", "b"][i];
+        let monitor = self.monitor_uri();
+        self.create_and_run(
+            &[
+                "create",
+                "postgres",
+                "--pgport",
+                &port,
+                "--hostname",
+                "127.0.0.1",
+                "--auth",
+                "trust",
+                "--no-ssl",
+                "--monitor",
+                &monitor,
+                "--dbname",
+                "estatemon",
+                "--name",
+                name,
+            ],
+            name,
+        );
+    }
+
+    /// (name, reported state, assigned state) of each data node.
+    async fn states(&self) -> Vec<(String, String, String)> {
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{}/pg_auto_failover",
+            self.monitor_port
+        );
+        let Ok(c) = estatemon_domain::schema::connect_url(&url, Duration::from_secs(2)).await
+        else {
+            return Vec::new();
+        };
+        c.query(
+            "SELECT nodename, reportedstate::text, goalstate::text FROM pgautofailover.node ORDER BY nodeid",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        .unwrap_or_default()
+    }
+
+    /// SIGKILL every process of a data node at once (its pg_autoctl, the
+    /// services pg_autoctl supervises, PostgreSQL and its backends), as a
+    /// machine that died would: killing pg_autoctl alone leaves its
+    /// supervisor to restart PostgreSQL, a second primary.
+    fn kill_node(&self, i: usize) {
+        let root = self.children[i + 1].id();
+        let mut tree = vec![root];
+        loop {
+            let before = tree.len();
+            for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                    continue;
+                };
+                // pid (comm) state ppid …; comm may hold spaces.
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid.is_some_and(|p| tree.contains(&p)) && !tree.contains(&pid) {
+                    tree.push(pid);
+                }
+            }
+            if tree.len() == before {
+                break;
+            }
+        }
+        let mut kill = std::process::Command::new("kill");
+        kill.arg("-9");
+        for pid in &tree {
+            kill.arg(pid.to_string());
+        }
+        let _ = kill.status();
+    }
+}
+
+impl Drop for AutoFailover {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-9", "-f"])
+            .arg(self.dir.display().to_string())
+            .status();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The issue's failover manager: pg_auto_failover promotes the standby
+/// when the primary is killed mid-ingest; synchronous replication (its
+/// default, `ANY 1`) keeps every acknowledged reading; the commit gap is
+/// printed; the alert job keeps paging after the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_auto_failover_promotes_the_standby_and_nothing_acknowledged_is_lost() {
+    let mut paf = AutoFailover::start();
+    // Faster than the defaults (a 20 s unhealthy timeout, 30 s for the old
+    // primary to demote itself): the figures are the monitor's settings.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let monitor_admin = loop {
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{}/pg_auto_failover",
+            paf.monitor_port
+        );
+        if let Ok(c) = estatemon_domain::schema::connect_url(&url, Duration::from_secs(2)).await {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the monitor did not start");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for (k, v) in [
+        ("health_check_period", "1000"),
+        ("health_check_timeout", "1000"),
+        ("health_check_retry_delay", "500"),
+        ("health_check_max_retries", "1"),
+        ("node_considered_unhealthy_timeout", "2000"),
+        ("primary_demote_timeout", "3000"),
+    ] {
+        monitor_admin
+            .batch_execute(&format!("ALTER SYSTEM SET pgautofailover.{k} = {v}"))
+            .await
+            .unwrap();
+    }
+    monitor_admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    paf.add_node(0);
+    paf.add_node(1);
+    let ready = eventually(Duration::from_secs(120), || async {
+        let s = paf.states().await;
+        s.len() == 2 && s[0].1 == "primary" && s[1].1 == "secondary"
+    })
+    .await;
+    assert!(ready, "states: {:?}", paf.states().await);
+
+    let both = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/estatemon?target_session_attrs=read-write",
+        paf.ports[0], paf.ports[1]
+    );
+    let primary = estatemon_domain::schema::connect_url(
+        &format!("postgres://postgres@127.0.0.1:{}/estatemon", paf.ports[0]),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let sync: String = primary
+        .query_one("SHOW synchronous_standby_names", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !sync.is_empty(),
+        "pg_auto_failover runs synchronous replication"
+    );
+    println!("synchronous_standby_names = {sync}");
+
+    let mut c = estatemon_domain::config::Config::default();
+    c.database.url = both.clone();
+    c.database.create_database = false;
+    c.database.connect_timeout_s = 2;
+    c.mqtt.url = broker_url();
+    let prefix = unique("paf");
+    c.mqtt.topics.telemetry = format!("{prefix}/{{site}}/{{device_id}}/telemetry");
+    c.mqtt.topics.events = format!("{prefix}/{{site}}/{{device_id}}/events");
+    c.mqtt.topics.senml = format!("{prefix}/{{site}}/{{device_id}}/senml");
+    c.mqtt.client_id = format!("{prefix}-ingest");
+    c.ingest.listen = "127.0.0.1:0".into();
+    c.ingest.batch_linger_ms = 20;
+    c.ingest.db_retry_max_backoff_s = 1;
+    c.storage.maintenance_interval_s = 3600;
+    let hook_port = free_port();
+    let got: Received = Default::default();
+    let _hook = receiver(hook_port, got.clone()).await;
+    c.alerts.listen = "127.0.0.1:0".into();
+    c.alerts.webhooks = vec![toml::from_str(&format!(
+        "name = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    ))
+    .unwrap()];
+    let ingestor = Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let analytics = tokio::spawn(estatemon_analytics::alerts::job::run(c.clone()));
+
+    // Count what is stored, through the two-host URL, every 100 ms.
+    let sampler = {
+        let url = both.clone();
+        tokio::spawn(async move {
+            let mut samples: Vec<(Instant, i64)> = Vec::new();
+            let mut client = None;
+            let end = Instant::now() + Duration::from_secs(180);
+            while Instant::now() < end {
+                if client.is_none() {
+                    client = estatemon_domain::schema::connect_url(&url, Duration::from_secs(1))
+                        .await
+                        .ok();
+                }
+                if let Some(cl) = &client {
+                    match cl.query_one("SELECT count(*) FROM readings", &[]).await {
+                        Ok(r) => {
+                            let n: i64 = r.get(0);
+                            samples.push((Instant::now(), n));
+                            if n >= 3000 {
+                                break;
+                            }
+                        }
+                        Err(_) => client = None,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+
+    let t = base_ms();
+    let n = 3000i64;
+    let publisher = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for k in 0..30 {
+                let messages = (k * 100..(k + 1) * 100)
+                    .map(|i| {
+                        (
+                            topic(&c, "telemetry", "hv", &format!("m-{}", i % 20)),
+                            energy(t + i * 1000, i as f64),
+                        )
+                    })
+                    .collect();
+                publish_all(&c.mqtt.url, messages).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            count_at(&both, "SELECT count(*) FROM readings").await > 800
+        })
+        .await
+    );
+    let at_kill = count_at(&both, "SELECT count(*) FROM readings").await;
+    let killed = Instant::now();
+    paf.kill_node(0);
+    println!("killed the primary (node a) with {at_kill} readings stored");
+    let promoted = eventually(Duration::from_secs(90), || async {
+        let s = paf.states().await;
+        s.iter().any(|(name, reported, _)| {
+            name == "b" && (reported == "wait_primary" || reported == "primary")
+        })
+    })
+    .await;
+    assert!(promoted, "states: {:?}", paf.states().await);
+    println!(
+        "pg_auto_failover made node b the primary {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    publisher.await.unwrap();
+    let samples = sampler.await.unwrap();
+    let stored = count_at(&both, "SELECT count(*) FROM readings").await;
+    assert_eq!(stored, n, "every acknowledged reading, once");
+    assert_eq!(
+        count_at(
+            &both,
+            "SELECT count(*) FROM (SELECT DISTINCT device_id, metric, ts FROM readings) d"
+        )
+        .await,
+        n
+    );
+    // The longest time between one change of the stored count and the
+    // next (samples every 100 ms; none while no host takes the query).
+    let mut longest = Duration::ZERO;
+    let mut last_change = samples.first().map(|s| s.0);
+    for w in samples.windows(2) {
+        if w[1].1 != w[0].1 {
+            if let Some(from) = last_change {
+                longest = longest.max(w[1].0.duration_since(from));
+            }
+            last_change = Some(w[1].0);
+        }
+    }
+    println!(
+        "longest stretch without a new commit: {:.1} s ({} samples)",
+        longest.as_secs_f64(),
+        samples.len()
+    );
+    assert!(
+        longest >= Duration::from_secs(1),
+        "the primary's loss shows as a gap in commits"
+    );
+
+    // Paging after the promotion.
+    let ms = chrono::Utc::now().timestamp_millis();
+    publish_all(
+        &c.mqtt.url,
+        vec![(
+            topic(&c, "events", "hv", "lift-after-paf"),
+            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
+        )],
+    )
+    .await;
+    let paged = eventually(Duration::from_secs(30), || async {
+        got.lock().unwrap().iter().any(|(_, b)| {
+            b["kind"] == "firing"
+                && b["alert"]["rule"] == "lift_entrapment"
+                && b["alert"]["labels"]["device"] == "lift-after-paf"
+        })
+    })
+    .await;
+    assert!(paged, "the entrapment paged after the promotion");
+    analytics.abort();
+    ingestor.shutdown().await;
+}
+
+/// A count through `url`; -1 while no host takes the query.
+async fn count_at(url: &str, sql: &str) -> i64 {
+    match estatemon_domain::schema::connect_url(url, Duration::from_secs(2)).await {
+        Ok(c) => c
+            .query_one(sql, &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(-1),
+        Err(_) => -1,
+    }
 }

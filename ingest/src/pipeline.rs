@@ -238,7 +238,8 @@ impl Ingestor {
         let mut writers = Vec::new();
         for _ in 0..config.ingest.writers {
             let writer = Writer::new(config.database.clone(), migration.mode, chunk_days)
-                .with_immediate(immediate.clone());
+                .with_immediate(immediate.clone())
+                .with_write_timeout(Duration::from_secs(config.ingest.write_timeout_s));
             writers.push(tokio::spawn(write_loop(
                 writer,
                 batch_rx.clone(),

@@ -44,8 +44,9 @@ pub struct Stored {
     pub alerts: u64,
 }
 
-/// Longest a single batch write may take before the connection is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a single batch write may take before the connection is
+/// dropped, unless set (`ingest.write_timeout_s`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,6 +68,7 @@ pub struct Writer {
     immediate: Option<Arc<Immediate>>,
     /// When this writer last recorded each device's `last_message_at`.
     heard: std::collections::HashMap<String, std::time::Instant>,
+    write_timeout: Duration,
 }
 
 /// How often a device's `last_message_at` is written: the stale rules
@@ -84,7 +86,14 @@ impl Writer {
             ensured_chunks: HashSet::new(),
             immediate: None,
             heard: std::collections::HashMap::new(),
+            write_timeout: WRITE_TIMEOUT,
         }
+    }
+
+    /// Abandons a batch write after `timeout` (at least 1 s).
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Writer {
+        self.write_timeout = timeout.max(Duration::from_secs(1));
+        self
     }
 
     /// Raise the immediate alert rules' alerts in each batch's transaction.
@@ -137,11 +146,11 @@ impl Writer {
             // A batch commits in tens of milliseconds; a minute means the
             // connection is gone without telling us.
             let attempt =
-                match tokio::time::timeout(WRITE_TIMEOUT, self.write(batch, isolate)).await {
+                match tokio::time::timeout(self.write_timeout, self.write(batch, isolate)).await {
                     Ok(result) => result,
                     Err(_) => {
                         self.client = None;
-                        Err(StoreError::Timeout(WRITE_TIMEOUT))
+                        Err(StoreError::Timeout(self.write_timeout))
                     }
                 };
             match attempt {

@@ -363,6 +363,12 @@ pub struct IngestConfig {
     /// key is used and a warning is logged.
     pub pseudonym_key: Option<String>,
     pub db_retry_max_backoff_s: u64,
+    /// A batch write (COPY and commit) not finished in this long is
+    /// abandoned and retried on a new connection: a commit waiting for a
+    /// synchronous standby that is gone, or on a host that vanished
+    /// without closing its connections, would otherwise wait for TCP to
+    /// give up. A retry stores nothing twice (the readings' key).
+    pub write_timeout_s: u64,
     /// Payload mappings for devices that speak their own JSON on their own
     /// topics (`[[ingest.mapping]]`, see `domain::mapping`).
     #[serde(rename = "mapping", skip_serializing_if = "Vec::is_empty")]
@@ -429,6 +435,7 @@ impl Default for IngestConfig {
             listen: "127.0.0.1:9464".into(),
             pseudonym_key: None,
             db_retry_max_backoff_s: 10,
+            write_timeout_s: 15,
             mappings: Vec::new(),
             profiles: Vec::new(),
             sparkplug: Default::default(),
