@@ -23,6 +23,9 @@ pub struct HealthState {
     /// the JetStream consumer (`"nats"`).
     pub needs_mqtt: bool,
     pub needs_nats: bool,
+    /// Over NATS, also the consumer of the MQTT gateway's store
+    /// (`nats.mqtt_gateway`).
+    pub needs_gateway: bool,
 }
 
 pub fn router(state: Arc<HealthState>) -> Router {
@@ -55,7 +58,8 @@ async fn health(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
     let mqtt = state.metrics.mqtt_connected.get() > 0;
     let subscribed = state.metrics.mqtt_subscribed.get() > 0;
     let nats = state.metrics.nats.connected.get() > 0;
-    let consuming = state.metrics.nats.consuming.get() > 0;
+    let consuming = state.metrics.nats.consuming.get() > 0
+        && (!state.needs_gateway || state.metrics.nats.gateway_consuming.get() > 0);
     let db = state.metrics.db_connected.get() > 0;
     let draining = state.draining.load(Ordering::Relaxed);
     let ok = (!state.needs_mqtt || (mqtt && subscribed))

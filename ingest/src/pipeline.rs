@@ -126,6 +126,7 @@ impl Ingestor {
             draining: false.into(),
             needs_mqtt,
             needs_nats: nats_source,
+            needs_gateway: nats_source && config.nats.mqtt_gateway,
         });
         let listener = tokio::net::TcpListener::bind(&config.ingest.listen)
             .await

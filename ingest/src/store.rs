@@ -46,7 +46,7 @@ pub struct Stored {
 
 /// Longest a single batch write may take before the connection is
 /// dropped, unless set (`ingest.write_timeout_s`).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

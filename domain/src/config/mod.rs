@@ -338,8 +338,9 @@ impl MqttConfig {
 pub struct IngestConfig {
     /// Where device messages come from: `mqtt` (the broker at `mqtt.url`)
     /// or `nats` (the JetStream stream of `[nats]`; `mqtt.url` then names a
-    /// NATS node's MQTT listener, used only for Sparkplug and Home
-    /// Assistant discovery).
+    /// NATS node's MQTT listener, which ingest connects to once so the
+    /// server makes its MQTT store). Sparkplug and Home Assistant discovery
+    /// stay on an ingestor with `mqtt`.
     pub source: Source,
     /// A batch is committed when it holds this many readings…
     pub batch_max_readings: usize,
@@ -435,7 +436,7 @@ impl Default for IngestConfig {
             listen: "127.0.0.1:9464".into(),
             pseudonym_key: None,
             db_retry_max_backoff_s: 10,
-            write_timeout_s: 15,
+            write_timeout_s: 60,
             mappings: Vec::new(),
             profiles: Vec::new(),
             sparkplug: Default::default(),
@@ -738,8 +739,20 @@ impl Config {
             }
         };
         self.mqtt.endpoint().map_err(|m| fail("mqtt.url", m))?;
+        if self.ingest.write_timeout_s == 0 {
+            return Err(fail("ingest.write_timeout_s", "must be above 0".into()));
+        }
         if self.ingest.source == Source::Nats {
             self.nats.check().map_err(|(field, m)| fail(field, m))?;
+            if self.ingest.sparkplug.enabled || self.ingest.homeassistant.enabled {
+                return Err(fail(
+                    "ingest.source",
+                    "Sparkplug and Home Assistant discovery need ingest's MQTT 5 session (retained \
+                     STATE and configs, one view of each node's sequence), and the NATS MQTT gateway \
+                     speaks 3.1.1 only: read them with an ingestor whose source is \"mqtt\""
+                        .into(),
+                ));
+            }
         }
         self.database
             .url

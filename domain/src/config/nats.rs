@@ -25,9 +25,11 @@ pub enum Source {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Discard {
-    /// Refuse new messages: a JetStream publisher gets an error, a device's
-    /// MQTT QoS 1 publish is not acknowledged (it sends it again), and
+    /// Refuse new messages: a JetStream publisher gets an error and
     /// `estatemon_transport_stream_full` turns 1. Nothing stored is lost.
+    /// (A device's MQTT QoS 1 message still reaches ingest through the
+    /// gateway's own store; a QoS 0 one, which only the stream carries, is
+    /// dropped by the server.)
     #[default]
     New,
     /// Delete the oldest messages, consumed or not. Loses data silently

@@ -321,3 +321,40 @@ fn a_numeric_secret_from_the_environment_stays_text() {
     let c = Config::load_with_env(None, env).unwrap();
     assert_eq!(c.ingest.pseudonym_key.as_deref(), Some("8472938472"));
 }
+
+#[test]
+fn a_nats_ingestor_names_what_it_cannot_do_and_bad_nats_fields() {
+    let (_d, path) =
+        write("[ingest]\nsource = \"nats\"\n\n[ingest.sparkplug]\nenabled = true\nsite = \"s\"\n");
+    let e = Config::load_with_env(Some(&path), Vec::<(String, String)>::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.source") && e.contains("3.1.1"), "{e}");
+    for (text, field) in [
+        (
+            "[ingest]\nsource = \"nats\"\n\n[nats]\nreplicas = 2\n",
+            "nats.replicas",
+        ),
+        (
+            "[ingest]\nsource = \"nats\"\n\n[nats]\nurl = \"http://x\"\n",
+            "nats.url",
+        ),
+        (
+            "[ingest]\nsource = \"nats\"\n\n[nats]\nstream = \"a.b\"\n",
+            "nats.stream",
+        ),
+        (
+            "[ingest]\nsource = \"nats\"\n\n[nats]\nsubjects = [\"a.>.b\"]\n",
+            "nats.subjects",
+        ),
+    ] {
+        let (_d, path) = write(text);
+        let e = Config::load_with_env(Some(&path), Vec::<(String, String)>::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{text}: {e}");
+    }
+    // The same fields are not checked for an MQTT ingestor.
+    let (_d, path) = write("[nats]\nreplicas = 2\n");
+    assert!(Config::load_with_env(Some(&path), Vec::<(String, String)>::new()).is_ok());
+}

@@ -53,6 +53,11 @@ pub fn to_subject(topic: &str, wildcards: bool) -> Result<String, String> {
             c => out.push(c),
         }
     }
+    // An empty last level after an empty one (`/`, `//`): the server
+    // closes it with `/` (nats-server `mqttToNATSSubjectConversion`).
+    if out.ends_with('.') {
+        out.push('/');
+    }
     Ok(out)
 }
 
@@ -143,7 +148,8 @@ mod tests {
             ("/a", "/.a"),
             ("a//b", "a./.b"),
             ("a/", "a./"),
-            ("//", "/./."),
+            ("//", "/././"),
+            ("/", "/./"),
             ("tele/大廈A/SENSOR", "tele.大廈A.SENSOR"),
         ] {
             assert_eq!(to_subject(topic, false).unwrap(), subject, "{topic}");

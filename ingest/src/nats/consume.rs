@@ -36,8 +36,57 @@ pub const GATEWAY_PREFIX: &str = "$MQTT.msgs.";
 pub const QOS_HEADER: &str = "Nmqtt-Pub";
 
 /// Copies published this close after the gateway consumer's creation are
-/// read from both sources (stored once).
+/// read from both sources (stored once). The servers' clocks must agree
+/// within it (NTP).
 const GATEWAY_MARGIN_MS: i64 = 2_000;
+
+/// Consecutive pull errors after which the consumer is looked up (and
+/// made, if it is gone) again.
+const ERRORS_BEFORE_LOOKUP: u32 = 3;
+
+/// An acknowledgement or NAK not handed to the client in this long is
+/// given up (the server redelivers after `ack_wait_s`): a NATS outage must
+/// not hold up shutdown.
+const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the stream source needs to know of the gateway consumer.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Its creation (Unix ms), `i64::MAX` while it is not pulling.
+    since: AtomicI64,
+    /// Its subject filters as the server has them, prefix cut.
+    filters: std::sync::RwLock<Vec<String>>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            since: AtomicI64::new(i64::MAX),
+            filters: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl Gateway {
+    fn forget(&self) {
+        self.since.store(i64::MAX, Ordering::Release);
+    }
+
+    /// Whether the gateway consumer reads the copy on `subject` published
+    /// at `published_ms`.
+    fn reads(&self, subject: &str, published_ms: i64) -> bool {
+        let since = self.since.load(Ordering::Acquire);
+        published_ms > since.saturating_add(GATEWAY_MARGIN_MS)
+            && self
+                .filters
+                .read()
+                .map(|f| {
+                    f.iter()
+                        .any(|f| estatemon_domain::mapping::subject::matches(f, subject))
+                })
+                .unwrap_or(false)
+    }
+}
 
 /// One durable consumer to pull from.
 #[derive(Debug, Clone)]
@@ -46,14 +95,15 @@ pub struct Source {
     pub consumer: consumer::pull::Config,
     /// Cut from each subject before it is read as a topic.
     pub strip_prefix: Option<&'static str>,
-    /// Acknowledge and skip MQTT QoS ≥ 1 copies stored after this instant
-    /// (Unix ms; `i64::MAX` until the gateway consumer exists): the gateway
-    /// consumer reads them. A copy from before is read here, since the
-    /// gateway's store kept it only while someone had interest.
-    pub skip_gateway_after: Option<Arc<AtomicI64>>,
-    /// Where this source records when its consumer was created (the
-    /// gateway consumer's, for the stream's `skip_gateway_after`).
-    pub created_at: Option<Arc<AtomicI64>>,
+    /// Acknowledge and skip MQTT QoS ≥ 1 copies the gateway consumer
+    /// reads instead: stored after it was created, on a subject its
+    /// filters (as the server has them) cover. Anything else is read
+    /// here, since the gateway's store kept a message only while someone
+    /// had interest in it.
+    pub skip_for_gateway: Option<Arc<Gateway>>,
+    /// Where the gateway source records its consumer's creation and
+    /// filters while it pulls (and forgets them when it does not).
+    pub gateway: Option<Arc<Gateway>>,
     /// Names the source in logs.
     pub label: &'static str,
     /// 1 while pulling from this source.
@@ -77,6 +127,10 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut told = false;
     'outer: loop {
+        // Not pulling: the stream reads every copy.
+        if let Some(g) = &source.gateway {
+            g.forget();
+        }
         if *shutdown.borrow() {
             break;
         }
@@ -84,12 +138,27 @@ pub async fn run(
         // so a fresh estate needs no extra step).
         let consumer = match consumer_of(&js, &source).await {
             Ok(mut c) => {
-                if let Some(at) = &source.created_at {
+                if let Some(g) = &source.gateway {
                     match c.info().await {
-                        Ok(info) => at.store(
-                            (info.created.unix_timestamp_nanos() / 1_000_000) as i64,
-                            Ordering::Release,
-                        ),
+                        Ok(info) => {
+                            let mut filters: Vec<String> = info
+                                .config
+                                .filter_subjects
+                                .iter()
+                                .chain(Some(&info.config.filter_subject).filter(|f| !f.is_empty()))
+                                .map(|f| f.strip_prefix(GATEWAY_PREFIX).unwrap_or(f).to_owned())
+                                .collect();
+                            if filters.is_empty() {
+                                filters.push(">".into());
+                            }
+                            if let Ok(mut w) = g.filters.write() {
+                                *w = filters;
+                            }
+                            g.since.store(
+                                (info.created.unix_timestamp_nanos() / 1_000_000) as i64,
+                                Ordering::Release,
+                            );
+                        }
                         Err(e) => {
                             tracing::warn!(source = source.label, error = %e, "consumer info not read");
                             tokio::time::sleep(backoff).await;
@@ -103,7 +172,7 @@ pub async fn run(
                 nm.pull_errors.inc();
                 if !told {
                     tracing::warn!(source = source.label, error = %e, "JetStream consumer not ready; retrying (told once)");
-                    if source.created_at.is_some() {
+                    if source.gateway.is_some() {
                         tracing::warn!("until the NATS MQTT gateway's store exists (an MQTT client connects), devices' QoS 1 messages are read from the stream's copies");
                     }
                     told = true;
@@ -136,6 +205,7 @@ pub async fn run(
             }
         };
         backoff = Duration::from_millis(200);
+        let mut errors_in_a_row = 0u32;
         source.gauge.set(1);
         tracing::info!(source = source.label, stream = %source.stream, "pulling from JetStream");
         loop {
@@ -160,23 +230,35 @@ pub async fn run(
             };
             match next {
                 Some(Ok(message)) => {
+                    errors_in_a_row = 0;
                     if !forward(message, &source, &tx, &budget, &metrics).await {
                         break 'outer;
                     }
                 }
                 Some(Err(e)) => {
                     nm.pull_errors.inc();
+                    errors_in_a_row += 1;
                     use consumer::pull::MessagesErrorKind as K;
-                    match e.kind() {
-                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
-                            tracing::error!(source = source.label, error = %e, "consumer unusable; setting it up again");
-                            source.gauge.set(0);
-                            continue 'outer;
+                    let unusable = matches!(
+                        e.kind(),
+                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded
+                    );
+                    if unusable || errors_in_a_row >= ERRORS_BEFORE_LOOKUP {
+                        // Gone, refused, or silent (deleted while no pull
+                        // was pending, a server lost): look it up again,
+                        // made anew if it no longer exists.
+                        tracing::error!(source = source.label, error = %e, "consumer unusable; setting it up again");
+                        source.gauge.set(0);
+                        if let Some(g) = &source.gateway {
+                            g.forget();
                         }
-                        _ => {
-                            tracing::warn!(source = source.label, error = %e, "pull error (retried)")
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break 'outer },
                         }
+                        continue 'outer;
                     }
+                    tracing::warn!(source = source.label, error = %e, "pull error (retried)");
                 }
                 None => {
                     source.gauge.set(0);
@@ -200,10 +282,14 @@ async fn consumer_of(
     let name = source.consumer.durable_name.clone().unwrap_or_default();
     match stream.get_consumer(&name).await {
         Ok(c) => Ok(c),
-        Err(_) => stream
+        // Made only when it does not exist: one that could not be read
+        // (a timeout, no leader) is not overwritten with this process's
+        // configuration, which may be stale.
+        Err(e) if e.to_string().contains("consumer not found") => stream
             .create_consumer(source.consumer.clone())
             .await
             .map_err(|e| format!("consumer {name}: {e}")),
+        Err(e) => Err(format!("consumer {name}: {e}")),
     }
 }
 
@@ -221,23 +307,24 @@ async fn forward(
         .as_ref()
         .and_then(|h| h.get(QOS_HEADER))
         .map(|v| v.as_str().to_owned());
-    let gateway_reads_it = source.skip_gateway_after.as_ref().is_some_and(|since| {
+    let gateway_reads_it = source.skip_for_gateway.as_ref().is_some_and(|g| {
         qos.as_deref().is_some_and(|q| q != "0")
             && message.info().is_ok_and(|i| {
                 let published = (i.published.unix_timestamp_nanos() / 1_000_000) as i64;
-                // A margin for the servers' clocks: a copy in it is read
-                // twice, and stored once.
-                published
-                    > since
-                        .load(Ordering::Acquire)
-                        .saturating_add(GATEWAY_MARGIN_MS)
+                g.reads(message.subject.as_str(), published)
             })
     });
     if gateway_reads_it {
         // Read from the gateway's store, which acknowledged the device.
-        if let Err(e) = message.ack().await {
-            metrics.nats.ack_errors.inc();
-            tracing::debug!(error = %e, "ack of a gateway copy not sent");
+        match tokio::time::timeout(ACK_SEND_TIMEOUT, message.ack()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                metrics.nats.ack_errors.inc();
+                tracing::debug!(error = %e, "ack of a gateway copy not sent");
+            }
+            Err(_) => {
+                metrics.nats.ack_errors.inc();
+            }
         }
         return true;
     }
@@ -269,8 +356,13 @@ async fn forward(
 /// rather than after `ack_wait_s`.
 async fn hand_back(messages: &mut consumer::pull::Stream, metrics: &Metrics) {
     while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-        if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {
-            metrics.nats.naks.inc();
+        let nak = tokio::time::timeout(ACK_SEND_TIMEOUT, m.ack_with(jetstream::AckKind::Nak(None)));
+        match nak.await {
+            Ok(Ok(())) => {
+                metrics.nats.naks.inc();
+            }
+            // The server cannot be reached: stop; it redelivers after ack_wait_s.
+            _ => break,
         }
     }
 }
@@ -288,9 +380,18 @@ pub async fn acknowledge(
         async move {
             for t in tokens {
                 if let AckKind::Nats { acker, .. } = &t.kind {
-                    if let Err(e) = acker.ack().await {
-                        metrics.nats.ack_errors.inc();
-                        tracing::debug!(error = %e, "ack not sent (redelivered after ack_wait)");
+                    match tokio::time::timeout(ACK_SEND_TIMEOUT, acker.ack()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            metrics.nats.ack_errors.inc();
+                            tracing::debug!(error = %e, "ack not sent (redelivered after ack_wait)");
+                        }
+                        Err(_) => {
+                            metrics.nats.ack_errors.inc();
+                            tracing::debug!(
+                                "ack not handed to the client in time (redelivered after ack_wait)"
+                            );
+                        }
                     }
                     metrics.inflight_messages.dec();
                 }

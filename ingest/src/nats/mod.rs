@@ -13,9 +13,9 @@
 //!
 //! Devices publish MQTT to any node's MQTT listener (the NATS server's
 //! gateway turns `a/b/c` into the subject `a.b.c`, [`subject`]) or NATS
-//! directly. What needs an MQTT session of its own — the Sparkplug primary
-//! host's `STATE` and Home Assistant's retained discovery configs — keeps
-//! one, with a NATS node's MQTT listener as `mqtt.url`.
+//! directly. Sparkplug and Home Assistant discovery need ingest's MQTT 5
+//! session and stay on an ingestor with `source = "mqtt"` (the gateway
+//! speaks 3.1.1; configuration refuses the mix).
 //!
 //! [`subject`]: estatemon_domain::mapping::subject
 
@@ -189,13 +189,13 @@ pub async fn start(
             setup::watch(js, config, nats_metrics, std::time::Duration::from_secs(5), shutdown).await;
         }));
     }
-    let gateway_since = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let gateway = std::sync::Arc::new(consume::Gateway::default());
     let mut sources = vec![consume::Source {
         stream: config.stream.clone(),
         consumer: setup::consumer_config(config),
         strip_prefix: None,
-        skip_gateway_after: config.mqtt_gateway.then(|| gateway_since.clone()),
-        created_at: None,
+        skip_for_gateway: config.mqtt_gateway.then(|| gateway.clone()),
+        gateway: None,
         label: "stream",
         gauge: metrics.nats.consuming.clone(),
     }];
@@ -204,8 +204,8 @@ pub async fn start(
             stream: consume::GATEWAY_STREAM.into(),
             consumer: gateway_consumer(config, &subjects),
             strip_prefix: Some(consume::GATEWAY_PREFIX),
-            skip_gateway_after: None,
-            created_at: Some(gateway_since),
+            skip_for_gateway: None,
+            gateway: Some(gateway),
             label: "mqtt-gateway",
             gauge: metrics.nats.gateway_consuming.clone(),
         });

@@ -334,6 +334,11 @@ fn consumer_drift(have: &consumer::Config, want: &consumer::pull::Config) -> Vec
         want.max_ack_pending.to_string(),
     );
     cmp(
+        "max_batch",
+        have.max_batch.to_string(),
+        want.max_batch.to_string(),
+    );
+    cmp(
         "max_deliver",
         have.max_deliver.to_string(),
         want.max_deliver.to_string(),
