@@ -82,6 +82,38 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
                     ),
                 }
             }
+            let mut left_behind = 0;
+            if !config.nats.mqtt_gateway {
+                // A gateway consumer left from mqtt_gateway = true: its
+                // interest keeps every device QoS 1 message in the
+                // gateway's store, unread, until the server's storage
+                // refuses devices.
+                let name = format!("{}-mqtt", config.nats.consumer);
+                if let Ok(store) = js
+                    .get_stream(estatemon_ingest::nats::consume::GATEWAY_STREAM)
+                    .await
+                {
+                    if store
+                        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+                        .await
+                        .is_ok()
+                    {
+                        if update {
+                            store
+                                .delete_consumer(&name)
+                                .await
+                                .context("deleting the gateway consumer")?;
+                            println!("consumer {name} of the MQTT gateway's store: deleted (nats.mqtt_gateway = false)");
+                        } else {
+                            println!(
+                                "differs: consumer {name} of the MQTT gateway's store remains with nats.mqtt_gateway = false: \
+                                 it keeps every device QoS 1 message in the server's store, unread (--update deletes it)"
+                            );
+                            left_behind = 1;
+                        }
+                    }
+                }
+            }
             if !mqtt.is_empty() {
                 println!(
                     "over an MQTT session to a node's listener (mqtt.url): {}",
@@ -94,10 +126,10 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
             for d in &report.drift {
                 println!("differs: {d}");
             }
-            if !report.drift.is_empty() && !report.updated {
+            if (!report.drift.is_empty() && !report.updated) || left_behind > 0 {
                 anyhow::bail!(
                     "{} difference(s) from [nats]; run with --update to change them",
-                    report.drift.len()
+                    report.drift.len() + left_behind
                 );
             }
             if report.updated {

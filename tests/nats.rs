@@ -176,6 +176,24 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
         text.contains("differs: stream max_age: 604800 s → 3600 s"),
         "{text}"
     );
+    // Turning the gateway off leaves its consumer, which would keep every
+    // device message unread: reported, and deleted only when asked.
+    let off = estatemon_with(&file)
+        .args(["transport", "setup"])
+        .env("ESTATEMON_NATS_MQTT_GATEWAY", "false")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&off.stdout).to_string();
+    assert_eq!(off.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("remains with nats.mqtt_gateway = false"),
+        "{text}"
+    );
+    let out = run(estatemon_with(&file).args(["transport", "setup"]));
+    assert!(
+        out.contains("-mqtt of the MQTT gateway's store: present"),
+        "{out}"
+    );
 
     // The node to kill: our stream's leader, the hardest case (a new
     // leader must be elected while publishes and acks are in flight). The
