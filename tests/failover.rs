@@ -401,41 +401,51 @@ impl AutoFailover {
     /// machine that died would: killing pg_autoctl alone leaves its
     /// supervisor to restart PostgreSQL, a second primary.
     fn kill_node(&self, i: usize) {
-        let root = self.children[i + 1].id();
-        let mut tree = vec![root];
-        loop {
-            let before = tree.len();
-            for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                    continue;
-                };
-                // pid (comm) state ppid …; comm may hold spaces.
-                let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<u32>().ok());
-                if ppid.is_some_and(|p| tree.contains(&p)) && !tree.contains(&pid) {
-                    tree.push(pid);
-                }
-            }
-            if tree.len() == before {
-                break;
-            }
-        }
-        let mut kill = std::process::Command::new("kill");
-        kill.arg("-9");
-        for pid in &tree {
-            kill.arg(pid.to_string());
-        }
-        let _ = kill.status();
+        kill_tree(self.children[i + 1].id());
     }
+}
+
+/// SIGKILL `root` and every process under it, all at once (so no
+/// supervisor among them starts anything again).
+fn kill_tree(root: u32) {
+    let mut tree = vec![root];
+    loop {
+        let before = tree.len();
+        for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …; comm may hold spaces.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid.is_some_and(|p| tree.contains(&p)) && !tree.contains(&pid) {
+                tree.push(pid);
+            }
+        }
+        if tree.len() == before {
+            break;
+        }
+    }
+    let mut kill = std::process::Command::new("kill");
+    kill.arg("-9");
+    for pid in &tree {
+        kill.arg(pid.to_string());
+    }
+    let _ = kill.stderr(std::process::Stdio::null()).status();
 }
 
 impl Drop for AutoFailover {
     fn drop(&mut self) {
+        // Every process of every node at once: pg_autoctl's supervisor
+        // would otherwise start PostgreSQL again over a removed directory.
+        for c in &self.children {
+            kill_tree(c.id());
+        }
         let _ = std::process::Command::new("pkill")
             .args(["-9", "-f"])
             .arg(self.dir.display().to_string())
