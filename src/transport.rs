@@ -32,13 +32,7 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
         .map_err(|e| {
             crate::BrokerUnreachable(format!(
                 "no NATS server of nats.url answered ({}): {e}",
-                config
-                    .nats
-                    .servers()
-                    .iter()
-                    .map(|s| estatemon_domain::config::redact_nats_url(s))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                config.nats.redacted_servers()
             ))
         })?;
     let js = async_nats::jetstream::new(client);

@@ -34,28 +34,9 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{name}?target_session_attrs=read-write",
         primary.port, standby.port
     );
-    let mut c = estatemon_domain::config::Config::default();
-    c.database.url = both.clone();
-    c.database.connect_timeout_s = 2;
-    c.mqtt.url = broker_url();
-    let prefix = unique("fo");
-    c.mqtt.topics.telemetry = format!("{prefix}/{{site}}/{{device_id}}/telemetry");
-    c.mqtt.topics.events = format!("{prefix}/{{site}}/{{device_id}}/events");
-    c.mqtt.topics.senml = format!("{prefix}/{{site}}/{{device_id}}/senml");
-    c.mqtt.client_id = format!("{prefix}-ingest");
-    c.ingest.listen = "127.0.0.1:0".into();
-    c.ingest.batch_linger_ms = 20;
-    c.ingest.db_retry_max_backoff_s = 1;
-    c.storage.maintenance_interval_s = 3600;
+    let mut c = failover_config(&both);
     // Alerts go to a webhook (ingest queues them, analytics delivers).
-    let hook_port = free_port();
-    let got: Received = Default::default();
-    let _hook = receiver(hook_port, got.clone()).await;
-    c.alerts.listen = "127.0.0.1:0".into();
-    c.alerts.webhooks = vec![toml::from_str(&format!(
-        "name = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
-    ))
-    .unwrap()];
+    let (got, _hook) = with_webhook(&mut c).await;
     let ingestor = Ingestor::start(c.clone()).await.unwrap();
     assert!(ingestor.subscribed(Duration::from_secs(10)).await);
     let on = |port: u16| format!("postgres://postgres@127.0.0.1:{port}/{name}");
@@ -526,28 +507,10 @@ async fn pg_auto_failover_promotes_the_standby_and_nothing_acknowledged_is_lost(
     );
     println!("synchronous_standby_names = {sync}");
 
-    let mut c = estatemon_domain::config::Config::default();
-    c.database.url = both.clone();
+    let mut c = failover_config(&both);
+    // pg_autoctl made the database.
     c.database.create_database = false;
-    c.database.connect_timeout_s = 2;
-    c.mqtt.url = broker_url();
-    let prefix = unique("paf");
-    c.mqtt.topics.telemetry = format!("{prefix}/{{site}}/{{device_id}}/telemetry");
-    c.mqtt.topics.events = format!("{prefix}/{{site}}/{{device_id}}/events");
-    c.mqtt.topics.senml = format!("{prefix}/{{site}}/{{device_id}}/senml");
-    c.mqtt.client_id = format!("{prefix}-ingest");
-    c.ingest.listen = "127.0.0.1:0".into();
-    c.ingest.batch_linger_ms = 20;
-    c.ingest.db_retry_max_backoff_s = 1;
-    c.storage.maintenance_interval_s = 3600;
-    let hook_port = free_port();
-    let got: Received = Default::default();
-    let _hook = receiver(hook_port, got.clone()).await;
-    c.alerts.listen = "127.0.0.1:0".into();
-    c.alerts.webhooks = vec![toml::from_str(&format!(
-        "name = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
-    ))
-    .unwrap()];
+    let (got, _hook) = with_webhook(&mut c).await;
     let ingestor = Ingestor::start(c.clone()).await.unwrap();
     assert!(ingestor.subscribed(Duration::from_secs(10)).await);
     let analytics = tokio::spawn(estatemon_analytics::alerts::job::run(c.clone()));
@@ -691,4 +654,13 @@ async fn count_at(url: &str, sql: &str) -> i64 {
             .unwrap_or(-1),
         Err(_) => -1,
     }
+}
+
+/// A test configuration writing through `url` (both hosts), connecting
+/// and retrying fast so a failover shows in seconds.
+fn failover_config(url: &str) -> estatemon_domain::config::Config {
+    let mut c = config_at(url, &broker_url());
+    c.database.connect_timeout_s = 2;
+    c.ingest.db_retry_max_backoff_s = 1;
+    c
 }

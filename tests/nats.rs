@@ -46,6 +46,17 @@ fn nats_config(db: &TestDb, cluster: &NatsCluster) -> Config {
     c
 }
 
+/// The first level of the test's topics (its NATS subjects' first token).
+fn topic_prefix(c: &Config) -> String {
+    c.mqtt
+        .topics
+        .telemetry
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Writes `c` as a configuration file for child processes.
 fn config_file(c: &Config) -> PathBuf {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("estatemon-nats-conf-")));
@@ -149,14 +160,7 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
     let mut c = nats_config(&db, &cluster);
     // Entrapments page through a webhook: ingest opens the alert, the
     // alert job delivers it.
-    let hook_port = free_port();
-    let got: Received = Default::default();
-    let _hook = receiver(hook_port, got.clone()).await;
-    c.alerts.listen = "127.0.0.1:0".into();
-    c.alerts.webhooks = vec![toml::from_str(&format!(
-        "name = \"hook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
-    ))
-    .unwrap()];
+    let (got, _hook) = with_webhook(&mut c).await;
     let file = config_file(&c);
 
     // Set up: created, then found as configured; a changed limit is drift.
@@ -275,14 +279,7 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let t = base_ms();
-    let prefix = c
-        .mqtt
-        .topics
-        .telemetry
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let prefix = topic_prefix(&c);
     // 50,000 over MQTT (4 devices × 12,500, two on each surviving node)…
     let per_mqtt = 12_500i64;
     let mut mqtt = Vec::new();
@@ -494,14 +491,7 @@ async fn a_full_stream_refuses_publishers_visibly_and_loses_nothing_it_took() {
     c.ingest.listen = format!("127.0.0.1:{port}");
     let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
     assert!(ingestor.subscribed(Duration::from_secs(20)).await);
-    let prefix = c
-        .mqtt
-        .topics
-        .telemetry
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let prefix = topic_prefix(&c);
     let t = base_ms();
 
     // 20,000 messages into a 1 MiB stream: the stream takes what fits,

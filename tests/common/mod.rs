@@ -100,8 +100,14 @@ impl Drop for TestDb {
 
 /// A configuration with this test's database, topics and client ids.
 pub fn config(db: &TestDb, mqtt_url: &str) -> Config {
+    config_at(&db.url, mqtt_url)
+}
+
+/// [`config`] for a database URL the test manages itself (several hosts,
+/// a private server).
+pub fn config_at(database_url: &str, mqtt_url: &str) -> Config {
     let mut c = Config::default();
-    c.database.url = db.url.clone();
+    c.database.url = database_url.to_owned();
     c.mqtt.url = mqtt_url.to_owned();
     let prefix = unique("t");
     c.mqtt.topics.telemetry = format!("{prefix}/{{site}}/{{device_id}}/telemetry");
@@ -607,6 +613,20 @@ fn site_file_with(scenario: &str, tracked: bool) -> PathBuf {
 
 /// What a local HTTP receiver got: (path, JSON body), in arrival order.
 pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Makes a [`receiver`] the configuration's only webhook (`hook`), with
+/// the alert job's own listener on any port; returns what it receives.
+pub async fn with_webhook(c: &mut Config) -> (Received, tokio::task::JoinHandle<()>) {
+    let port = free_port();
+    let got: Received = Default::default();
+    let task = receiver(port, got.clone()).await;
+    c.alerts.listen = "127.0.0.1:0".into();
+    c.alerts.webhooks = vec![toml::from_str(&format!(
+        "name = \"hook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+    ))
+    .unwrap()];
+    (got, task)
+}
 
 /// A receiver on `port` recording every POSTed JSON body by path.
 pub async fn receiver(port: u16, got: Received) -> tokio::task::JoinHandle<()> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 mod energy;
 pub use energy::*;
 mod nats;
-pub use nats::{redact as redact_nats_url, Discard, NatsConfig, Source};
+pub use nats::{Discard, NatsConfig, Source};
 
 /// Where a configuration problem was found.
 #[derive(Debug, thiserror::Error)]

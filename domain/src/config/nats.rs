@@ -115,6 +115,15 @@ impl NatsConfig {
             .collect()
     }
 
+    /// The servers, passwords masked, comma-separated: for messages.
+    pub fn redacted_servers(&self) -> String {
+        self.servers()
+            .iter()
+            .map(|s| redact(s))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Checks beyond types: (field, message) of the first problem.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let servers = self.servers();

@@ -301,7 +301,14 @@ async fn forward(
     budget: &Budget,
     metrics: &Metrics,
 ) -> bool {
-    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    // (sequence, published in Unix ms) from the reply subject, parsed once.
+    let info = message.info().ok().map(|i| {
+        (
+            i.stream_sequence,
+            (i.published.unix_timestamp_nanos() / 1_000_000) as i64,
+        )
+    });
+    let sequence = info.map(|(seq, _)| seq).unwrap_or(0);
     let qos = message
         .headers
         .as_ref()
@@ -309,22 +316,12 @@ async fn forward(
         .map(|v| v.as_str().to_owned());
     let gateway_reads_it = source.skip_for_gateway.as_ref().is_some_and(|g| {
         qos.as_deref().is_some_and(|q| q != "0")
-            && message.info().is_ok_and(|i| {
-                let published = (i.published.unix_timestamp_nanos() / 1_000_000) as i64;
-                g.reads(message.subject.as_str(), published)
-            })
+            && info.is_some_and(|(_, published)| g.reads(message.subject.as_str(), published))
     });
     if gateway_reads_it {
         // Read from the gateway's store, which acknowledged the device.
-        match tokio::time::timeout(ACK_SEND_TIMEOUT, message.ack()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                metrics.nats.ack_errors.inc();
-                tracing::debug!(error = %e, "ack of a gateway copy not sent");
-            }
-            Err(_) => {
-                metrics.nats.ack_errors.inc();
-            }
+        if !bounded(message.ack(), "ack of a gateway copy").await {
+            metrics.nats.ack_errors.inc();
         }
         return true;
     }
@@ -356,13 +353,30 @@ async fn forward(
 /// rather than after `ack_wait_s`.
 async fn hand_back(messages: &mut consumer::pull::Stream, metrics: &Metrics) {
     while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-        let nak = tokio::time::timeout(ACK_SEND_TIMEOUT, m.ack_with(jetstream::AckKind::Nak(None)));
-        match nak.await {
-            Ok(Ok(())) => {
-                metrics.nats.naks.inc();
-            }
+        if !bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await {
             // The server cannot be reached: stop; it redelivers after ack_wait_s.
-            _ => break,
+            break;
+        }
+        metrics.nats.naks.inc();
+    }
+}
+
+/// Sends an acknowledgement (or NAK) within [`ACK_SEND_TIMEOUT`]; false
+/// when it failed or the client could not take it in time (the server
+/// then redelivers after `ack_wait_s`).
+async fn bounded(
+    send: impl std::future::Future<Output = Result<(), async_nats::Error>>,
+    what: &str,
+) -> bool {
+    match tokio::time::timeout(ACK_SEND_TIMEOUT, send).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "{what} not sent (redelivered after ack_wait)");
+            false
+        }
+        Err(_) => {
+            tracing::debug!("{what} not handed to the client in time (redelivered after ack_wait)");
+            false
         }
     }
 }
@@ -380,18 +394,8 @@ pub async fn acknowledge(
         async move {
             for t in tokens {
                 if let AckKind::Nats { acker, .. } = &t.kind {
-                    match tokio::time::timeout(ACK_SEND_TIMEOUT, acker.ack()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            metrics.nats.ack_errors.inc();
-                            tracing::debug!(error = %e, "ack not sent (redelivered after ack_wait)");
-                        }
-                        Err(_) => {
-                            metrics.nats.ack_errors.inc();
-                            tracing::debug!(
-                                "ack not handed to the client in time (redelivered after ack_wait)"
-                            );
-                        }
+                    if !bounded(acker.ack(), "ack").await {
+                        metrics.nats.ack_errors.inc();
                     }
                     metrics.inflight_messages.dec();
                 }

@@ -77,12 +77,7 @@ pub enum SetupError {
 
 fn err(config: &NatsConfig, what: &str, e: impl std::fmt::Display) -> SetupError {
     SetupError::JetStream {
-        servers: config
-            .servers()
-            .iter()
-            .map(|s| estatemon_domain::config::redact_nats_url(s))
-            .collect::<Vec<_>>()
-            .join(","),
+        servers: config.redacted_servers(),
         message: format!("{what}: {e}"),
     }
 }
@@ -276,11 +271,7 @@ fn stream_drift(have: &stream::Config, want: &stream::Config) -> Vec<String> {
             have.retention, want.retention
         ));
     }
-    let mut cmp = |name: &str, h: String, w: String| {
-        if h != w {
-            out.push(format!("stream {name}: {h} → {w}"));
-        }
-    };
+    let mut cmp = |name: &str, h: String, w: String| differs(&mut out, "stream", name, h, w);
     cmp("max_age", secs(have.max_age), secs(want.max_age));
     cmp(
         "max_bytes",
@@ -317,11 +308,7 @@ fn stream_drift(have: &stream::Config, want: &stream::Config) -> Vec<String> {
 
 fn consumer_drift(have: &consumer::Config, want: &consumer::pull::Config) -> Vec<String> {
     let mut out = Vec::new();
-    let mut cmp = |name: &str, h: String, w: String| {
-        if h != w {
-            out.push(format!("consumer {name}: {h} → {w}"));
-        }
-    };
+    let mut cmp = |name: &str, h: String, w: String| differs(&mut out, "consumer", name, h, w);
     cmp(
         "ack_policy",
         format!("{:?}", have.ack_policy),
@@ -349,6 +336,14 @@ fn consumer_drift(have: &consumer::Config, want: &consumer::pull::Config) -> Vec
         want.filter_subject.clone(),
     );
     out
+}
+
+/// One drift line, `{what} {field}: {on the server} → {configured}`,
+/// when the two differ.
+fn differs(out: &mut Vec<String>, what: &str, field: &str, have: String, want: String) {
+    if have != want {
+        out.push(format!("{what} {field}: {have} → {want}"));
+    }
 }
 
 fn secs(d: Duration) -> String {
