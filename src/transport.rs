@@ -1,5 +1,6 @@
 //! `estatemon transport`: the NATS JetStream stream and consumer that
-//! `ingest.source = "nats"` reads (`setup`), and their state (`status`).
+//! `ingest.source = "nats"` reads (`setup`), their state (`status`), and
+//! what the stream kept for a time range ingested again (`replay`).
 
 use anyhow::Context;
 use estatemon_domain::config::Config;
@@ -20,6 +21,28 @@ pub enum TransportCommand {
     /// The stream's messages, bytes and limits, its leader and replicas,
     /// and the consumer's backlog and unacknowledged messages.
     Status,
+    /// Ingest again what the stream kept, published from --from (to --to,
+    /// or up to now): after a database restore, or once a mapping is fixed
+    /// for messages that went to dead letters. Stored readings stay as
+    /// they are (counted as duplicates); emergencies are not paged again.
+    /// The live ingestors' consumer is not touched. Exit 0 when the range
+    /// was read and committed; 1 when the replay stopped early (it says
+    /// why); 5 when no server answered.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// Published at or after: RFC 3339, or a span before now (6h, 2d).
+    #[arg(long, value_parser = crate::simulate::parse_when)]
+    from: chrono::DateTime<chrono::Utc>,
+    /// Published at or before (default: up to what the stream holds now).
+    #[arg(long, value_parser = crate::simulate::parse_when)]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these subjects (NATS form, wildcards allowed; repeatable);
+    /// default: the stream's.
+    #[arg(long = "subject", value_name = "SUBJECT")]
+    subjects: Vec<String>,
 }
 
 pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
@@ -37,6 +60,7 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
         })?;
     let js = async_nats::jetstream::new(client);
     match cmd {
+        TransportCommand::Replay(args) => replay(config, &js, args).await,
         TransportCommand::Setup { update } => {
             let filters = estatemon_ingest::pipeline::filters(config);
             let (mqtt, stream) = estatemon_ingest::pipeline::split_for_nats(config, filters);
@@ -188,4 +212,115 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `transport replay`: an ingestor of the range alone, until it is read
+/// and committed.
+async fn replay(
+    config: &Config,
+    js: &async_nats::jetstream::Context,
+    args: ReplayArgs,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    if let Some(to) = args.to {
+        anyhow::ensure!(
+            to >= args.from,
+            "--to ({}) is before --from ({})",
+            to.to_rfc3339(),
+            args.from.to_rfc3339()
+        );
+    }
+    for s in &args.subjects {
+        anyhow::ensure!(
+            !s.is_empty() && !s.split('.').any(str::is_empty) && !s.contains(char::is_whitespace),
+            "--subject `{s}` is not a NATS subject (tokens separated by dots, no spaces)"
+        );
+    }
+    // The stream first: a clear message when it does not exist or has
+    // nothing that old.
+    let mut stream = js.get_stream(&config.nats.stream).await.with_context(|| {
+        format!(
+            "stream {} (estatemon transport setup creates it)",
+            config.nats.stream
+        )
+    })?;
+    let info = stream.info().await.context("stream info")?;
+    let first_ms = (info.state.first_timestamp.unix_timestamp_nanos() / 1_000_000) as i64;
+    let first = chrono::DateTime::from_timestamp_millis(first_ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "?".into());
+    println!(
+        "stream {}: {} messages, the oldest published {first}",
+        config.nats.stream, info.state.messages,
+    );
+    if info.state.messages > 0 && first_ms > args.from.timestamp_millis() {
+        println!(
+            "warning: the stream's oldest message was published {first}, after --from {}: nothing older is left to replay (the stream keeps messages max_age_h = {} h)",
+            args.from.to_rfc3339(),
+            config.nats.max_age_h
+        );
+    }
+    let mut c = config.clone();
+    // Its own /metrics on a free port: the live ingestor keeps its own.
+    c.ingest.listen = "127.0.0.1:0".into();
+    let window = estatemon_ingest::nats::replay::Window {
+        from: args.from,
+        to: args.to,
+        subjects: args.subjects,
+    };
+    let (ingestor, progress) = estatemon_ingest::Ingestor::start_replay(c, window)
+        .await
+        .context("starting the replay")?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replaying [{bar:30}] {pos}/{len} messages ({eta})",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    if std::env::var_os("CI").is_some() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let m = ingestor.metrics().clone();
+    let interrupted = loop {
+        bar.set_length(progress.pending.load(Ordering::Acquire));
+        bar.set_position(progress.forwarded.load(Ordering::Acquire));
+        // Done when the range is read and everything read is committed
+        // and acknowledged.
+        if progress.finished.load(Ordering::Acquire) && m.inflight_messages.get() <= 0 {
+            break false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = tokio::signal::ctrl_c() => break true,
+        }
+    };
+    bar.finish_and_clear();
+    ingestor.shutdown().await;
+    let dead: u64 = estatemon_ingest::dead_letter::Reason::ALL
+        .iter()
+        .map(|r| {
+            m.dead_letters
+                .get_or_create(&estatemon_ingest::metrics::ReasonLabel { reason: r.as_str() })
+                .get()
+        })
+        .sum();
+    println!(
+        "replayed {} of {} messages published from {}{}: {} readings stored, {} already stored, {} events stored, {} dead letters",
+        progress.forwarded.load(Ordering::Acquire),
+        progress.pending.load(Ordering::Acquire),
+        args.from.to_rfc3339(),
+        args.to.map(|t| format!(" to {}", t.to_rfc3339())).unwrap_or_default(),
+        m.readings_stored.get(),
+        m.readings_duplicate.get(),
+        m.events_stored.get(),
+        dead
+    );
+    if interrupted {
+        anyhow::bail!("interrupted: what was read is stored; run the replay again for the rest");
+    }
+    if let Some(why) = progress.error() {
+        anyhow::bail!("the replay stopped early: {why}");
+    }
+    Ok(())
 }

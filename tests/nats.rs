@@ -579,3 +579,143 @@ async fn a_full_stream_refuses_publishers_visibly_and_loses_nothing_it_took() {
     );
     ingestor.shutdown().await;
 }
+
+/// nats-py publishing `count` readings (or entrapments) from devices
+/// `{device_prefix}-N` at `t0` + i ms, to the single node of `cluster`.
+async fn publish(
+    cluster: &NatsCluster,
+    prefix: &str,
+    device_prefix: &str,
+    count: usize,
+    t0: i64,
+    events: bool,
+) -> serde_json::Value {
+    let mut args = vec![
+        "--servers".into(),
+        cluster.client_url(0),
+        "--prefix".into(),
+        prefix.to_owned(),
+        "--device-prefix".into(),
+        device_prefix.to_owned(),
+        "--count".into(),
+        count.to_string(),
+        "--t0".into(),
+        t0.to_string(),
+    ];
+    if events {
+        args.push("--events".into());
+    }
+    let report = nats_py(args).await.unwrap();
+    assert_eq!(report["published"], count, "{report}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_brings_back_a_lost_range_once_and_pages_nobody() {
+    let cluster = cluster(1);
+    let db = TestDb::new(&admin_url());
+    let c = nats_config(&db, &cluster);
+    let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(20)).await);
+    let prefix = topic_prefix(&c);
+    let t = base_ms();
+
+    // Range A: 2,000 readings and an entrapment (paged: one alert).
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    publish(&cluster, &prefix, "a", 2000, t, false).await;
+    publish(&cluster, &prefix, "lift", 1, t, true).await;
+    let stored = |n: i64| {
+        let db = &db;
+        async move {
+            eventually(Duration::from_secs(60), || async {
+                db.count("SELECT count(*) FROM readings").await >= n
+            })
+            .await
+        }
+    };
+    assert!(stored(2000).await, "range A stored");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            db.count("SELECT count(*) FROM alerts WHERE rule = 'lift_entrapment'")
+                .await
+                == 1
+        })
+        .await,
+        "the entrapment opened its alert"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mid = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Range B: 3,000 readings.
+    publish(&cluster, &prefix, "b", 3000, t + 100_000, false).await;
+    assert!(stored(5000).await, "range B stored");
+    ingestor.shutdown().await;
+
+    // The database loses it all, as when an older backup is restored.
+    db.client()
+        .await
+        .batch_execute("DELETE FROM readings; DELETE FROM events; DELETE FROM alerts")
+        .await
+        .unwrap();
+    let file = config_file(&c);
+    let replay = |from: String, to: Option<String>| {
+        let mut cmd = estatemon_with(&file);
+        cmd.args(["transport", "replay", "--from", &from]);
+        if let Some(to) = &to {
+            cmd.args(["--to", to]);
+        }
+        cmd.env("CI", "true");
+        run(&mut cmd)
+    };
+
+    // Up to `mid`: range A alone, and its entrapment stored, not paged.
+    let out = replay(before.to_rfc3339(), Some(mid.to_rfc3339()));
+    println!("{out}");
+    assert!(
+        out.contains("2000 readings stored, 0 already stored, 1 events stored"),
+        "{out}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 2000);
+    assert_eq!(
+        db.count("SELECT count(*) FROM readings WHERE device_id LIKE 'a-%'")
+            .await,
+        2000
+    );
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM alerts").await,
+        0,
+        "a replayed emergency is history, not a page"
+    );
+
+    // From `mid` on: range B.
+    let out = replay(mid.to_rfc3339(), None);
+    println!("{out}");
+    assert!(out.contains("replayed 3000 of 3000"), "{out}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM readings WHERE device_id LIKE 'b-%'")
+            .await,
+        3000
+    );
+
+    // Everything again: nothing stored twice.
+    let out = replay(before.to_rfc3339(), None);
+    println!("{out}");
+    assert!(
+        out.contains("0 readings stored, 5000 already stored"),
+        "{out}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM readings").await, 5000);
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 1);
+
+    // A range the stream does not hold: said, and nothing to read.
+    let out = replay(
+        "2020-01-01T00:00:00Z".into(),
+        Some("2020-01-02T00:00:00Z".into()),
+    );
+    assert!(
+        out.contains("after --from 2020-01-01T00:00:00+00:00: nothing older is left to replay"),
+        "{out}"
+    );
+    assert!(out.contains("replayed 0 of"), "{out}");
+}

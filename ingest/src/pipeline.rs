@@ -58,6 +58,32 @@ pub struct Ingestor {
 impl Ingestor {
     /// Prepares the database (create, migrate, load registry) and starts.
     pub async fn start(config: Config) -> Result<Ingestor, IngestError> {
+        Ingestor::start_with(config, None).await
+    }
+
+    /// An ingestor that reads only a replay's range from the NATS stream
+    /// ([`crate::nats::replay`]) and raises no immediate alerts; it reads
+    /// nothing once the range is done (`progress.finished`).
+    pub async fn start_replay(
+        mut config: Config,
+        window: crate::nats::replay::Window,
+    ) -> Result<(Ingestor, Arc<crate::nats::replay::Progress>), IngestError> {
+        config.ingest.source = estatemon_domain::config::Source::Nats;
+        config.ingest.sparkplug.enabled = false;
+        config.ingest.homeassistant.enabled = false;
+        let progress = Arc::new(crate::nats::replay::Progress::default());
+        let ingestor = Ingestor::start_with(config, Some((progress.clone(), window))).await?;
+        Ok((ingestor, progress))
+    }
+
+    async fn start_with(
+        config: Config,
+        replay: Option<(
+            Arc<crate::nats::replay::Progress>,
+            crate::nats::replay::Window,
+        )>,
+    ) -> Result<Ingestor, IngestError> {
+        let replaying = replay.is_some();
         let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
         let chunk_days = schema::recorded_chunk_days(&client).await?;
         if let Some(path) = &config.registry.file {
@@ -175,6 +201,7 @@ impl Ingestor {
                 metrics.clone(),
                 shutdown_rx.clone(),
                 drained_rx.clone(),
+                replay,
             )
             .await?;
             (mqtt_filters, Some(transport))
@@ -235,7 +262,8 @@ impl Ingestor {
             rules_seen,
             shutdown_rx.clone(),
         ));
-        let immediate = Some(immediate);
+        // A replay's emergencies are history, not pages.
+        let immediate = (!replaying).then_some(immediate);
         let mut writers = Vec::new();
         for _ in 0..config.ingest.writers {
             let writer = Writer::new(config.database.clone(), migration.mode, chunk_days)
@@ -314,6 +342,11 @@ impl Ingestor {
             shutdown: shutdown_tx,
             done,
         })
+    }
+
+    /// The ingestor's own counters (those /metrics serves).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Waits until the broker has granted every subscription and (over

@@ -34,6 +34,7 @@ pub mod load;
 pub mod model;
 pub mod nats_cluster;
 pub mod oncall;
+pub mod pg_cluster;
 pub mod scenario;
 pub mod site;
 pub use estatemon_domain::sun;

@@ -45,7 +45,7 @@ fn ms(s: &str) -> i64 {
 }
 
 /// One GET with the token; (status, body bytes).
-async fn get(addr: &str, path: &str, token: &str) -> anyhow::Result<(u16, usize)> {
+pub(super) async fn get(addr: &str, path: &str, token: &str) -> anyhow::Result<(u16, usize)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(
         format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n")

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod alerts;
 pub mod api;
 pub mod oncall;
+pub mod portfolio;
 mod profiles;
 pub mod replay;
 pub mod report;

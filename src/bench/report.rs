@@ -34,11 +34,11 @@ pub struct ReportBenchArgs {
 const SITE: &str = "bench-estate";
 const QUARTER: &str = "2026Q1";
 
-fn tz() -> chrono_tz::Tz {
+pub(super) fn tz() -> chrono_tz::Tz {
     chrono_tz::Asia::Hong_Kong
 }
 
-fn local_midnight(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+pub(super) fn local_midnight(y: i32, m: u32, d: u32) -> DateTime<Utc> {
     tz().with_ymd_and_hms(y, m, d, 0, 0, 0)
         .single()
         .expect("no DST in Hong Kong")
@@ -48,7 +48,27 @@ fn local_midnight(y: i32, m: u32, d: u32) -> DateTime<Utc> {
 /// The estate: per building 40 lighting meters (corridor, garage, lobby,
 /// stairwell), 20 lift, 15 pump, 10 HVAC and 15 water meters.
 fn registry(meters: usize) -> Registry {
-    let buildings: Vec<Building> = (0..10)
+    estate(
+        SITE,
+        "",
+        10,
+        meters,
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+    )
+}
+
+/// One site `site` of `meters` meters over `buildings` buildings (filled a
+/// hundred at a time in the layout below), device ids prefixed with
+/// `prefix`, and two retrofits on `retrofit_date` with a year's baseline
+/// before it: all lighting (35 % target) and all domestic water (25 %).
+pub(super) fn estate(
+    site: &str,
+    prefix: &str,
+    buildings: usize,
+    meters: usize,
+    retrofit_date: NaiveDate,
+) -> Registry {
+    let buildings: Vec<Building> = (0..buildings)
         .map(|b| Building {
             id: format!("b{b:02}"),
             name: format!("Block {b}"),
@@ -110,9 +130,9 @@ fn registry(meters: usize) -> Registry {
                         break 'outer;
                     }
                     devices.push(Device {
-                        id: format!("m{b:02}-{}-{area}-{k}-{i:02}", purpose.as_str()),
+                        id: format!("{prefix}m{b:02}-{}-{area}-{k}-{i:02}", purpose.as_str()),
                         kind,
-                        site: SITE.into(),
+                        site: site.into(),
                         building: Some(building.id.clone()),
                         area: area.into(),
                         purpose,
@@ -131,17 +151,17 @@ fn registry(meters: usize) -> Registry {
         }
         k += 1;
     }
-    let date = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    let date = retrofit_date;
     let retrofit = |id: &str, purpose, target| Retrofit {
         id: id.into(),
         name: id.into(),
-        site: SITE.into(),
+        site: site.into(),
         purpose,
         building: None,
         area: None,
         devices: vec![],
         date,
-        baseline_from: Some(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()),
+        baseline_from: date.with_year(date.year() - 1),
         baseline_to: None,
         reporting_from: None,
         reporting_to: None,
@@ -150,12 +170,12 @@ fn registry(meters: usize) -> Registry {
     };
     Registry {
         sites: vec![Site {
-            id: SITE.into(),
-            name: format!("Benchmark estate ({meters} meters)"),
+            id: site.into(),
+            name: format!("Benchmark estate {site} ({meters} meters)"),
             time_zone: "Asia/Hong_Kong".into(),
             latitude: 22.28,
             longitude: 114.16,
-            floor_area_m2: Some(200_000.0),
+            floor_area_m2: Some(20_000.0 * buildings.len() as f64),
             weather: Vec::new(),
             electricity_supplier: Some("clp".into()),
             buildings,
@@ -169,8 +189,15 @@ fn registry(meters: usize) -> Registry {
     }
 }
 
-/// Load (kW or m³/h) of a meter in the 15 minutes ending at `t`.
-fn load(d: &Device, rate: f64, t: DateTime<Utc>, dark: bool) -> f64 {
+/// Load (kW or m³/h) of a meter in the 15 minutes ending at `t`; lighting
+/// and water use less from `retrofit` on.
+pub(super) fn load(
+    d: &Device,
+    rate: f64,
+    t: DateTime<Utc>,
+    dark: bool,
+    retrofit: DateTime<Utc>,
+) -> f64 {
     let local = t.with_timezone(&tz());
     let weekend = local.weekday().number_from_monday() >= 6;
     let h = local.hour();
@@ -183,7 +210,7 @@ fn load(d: &Device, rate: f64, t: DateTime<Utc>, dark: bool) -> f64 {
     } else {
         0.15
     };
-    let after = t >= local_midnight(2026, 1, 1);
+    let after = t >= retrofit;
     let base = match d.purpose {
         Purpose::PublicLighting => rate * (0.3 + 0.7 * f64::from(u8::from(dark))),
         _ => rate * (0.3 + 0.7 * occ),
@@ -258,7 +285,7 @@ async fn generate(
         for (k, t) in steps.iter().enumerate() {
             if k > 0 {
                 let noise = 1.0 + ((i * 131 + k * 17) % 41) as f64 / 1000.0 - 0.02;
-                register += load(d, rate, *t, dark[k]) * 0.25 * noise;
+                register += load(d, rate, *t, dark[k], quarter_from) * 0.25 * noise;
             }
             let value = (register * 1000.0).round() / 1000.0;
             if *t >= quarter_from - Duration::hours(3) && *t <= quarter_to {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use estatemon_domain::config::Config;
+use estatemon_simulators::pg_cluster::PostgresNode;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -290,152 +291,46 @@ fn temp_dir(prefix: &str) -> PathBuf {
     d
 }
 
-fn is_root() -> bool {
-    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false)
-}
+/// A private PostgreSQL server that a test may stop, crash or promote
+/// (`estatemon_simulators::pg_cluster`, with fsync off), panicking on
+/// failure as a test should.
+pub struct PrivatePostgres(PostgresNode);
 
-/// A private PostgreSQL server that a test may restart.
-pub struct PrivatePostgres {
-    pub port: u16,
-    dir: PathBuf,
-    bin: PathBuf,
+impl std::ops::Deref for PrivatePostgres {
+    type Target = PostgresNode;
+    fn deref(&self) -> &PostgresNode {
+        &self.0
+    }
 }
 
 impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .filter(|p| p.join("initdb").exists())
-            .max()
-            .expect("initdb");
         let dir = temp_dir("estatemon-pg-");
-        let port = free_port();
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-        }
-        let pg = PrivatePostgres { port, dir, bin };
-        let data = pg.dir.join("data");
-        let status = pg
-            .as_postgres(pg.bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "initdb failed");
-        pg.ctl("start");
-        pg
+        PrivatePostgres(
+            PostgresNode::primary(&dir, free_port(), &[("fsync", "off")])
+                .expect("a private PostgreSQL"),
+        )
     }
 
     /// A streaming-replication standby of `primary` (pg_basebackup -R),
     /// started: hot standby, read-only until promoted.
     pub fn standby_of(primary: &PrivatePostgres) -> PrivatePostgres {
         let dir = temp_dir("estatemon-pg-standby-");
-        let port = free_port();
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-        }
-        let pg = PrivatePostgres {
-            port,
-            dir,
-            bin: primary.bin.clone(),
-        };
-        let status = pg
-            .as_postgres(pg.bin.join("pg_basebackup"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &primary.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .arg("-D")
-            .arg(pg.dir.join("data"))
-            .args(["-R", "-X", "stream", "--no-sync"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_basebackup failed");
-        pg.ctl("start");
-        pg
-    }
-
-    fn as_postgres(&self, program: PathBuf) -> Command {
-        if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            Command::new(program)
-        }
+        PrivatePostgres(
+            primary
+                .0
+                .standby(&dir, free_port())
+                .expect("a streaming standby"),
+        )
     }
 
     /// Stops at once, as a crashed primary would (no shutdown checkpoint).
     pub fn crash(&self) {
-        let status = self
-            .as_postgres(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl stop failed");
+        self.0.crash().expect("pg_ctl stop -m immediate");
     }
 
     pub fn ctl(&self, action: &str) {
-        let status = self
-            .as_postgres(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "fast", "-w", "-l"])
-            .arg(self.dir.join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-                self.port,
-                self.dir.display()
-            ))
-            .arg(action)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl {action} failed");
-    }
-
-    pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .as_postgres(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.ctl(action).expect("pg_ctl");
     }
 }
 

@@ -108,6 +108,9 @@ pub struct Source {
     pub label: &'static str,
     /// 1 while pulling from this source.
     pub gauge: prometheus_client::metrics::gauge::Gauge,
+    /// A replay's range and progress: the consumer is ephemeral, made
+    /// once; reading stops at the end of the range.
+    pub replay: Option<(Arc<super::replay::Progress>, super::replay::Window)>,
 }
 
 /// Pulls from `source` until `shutdown`, forwarding deliveries to `tx`.
@@ -133,6 +136,15 @@ pub async fn run(
         }
         if *shutdown.borrow() {
             break;
+        }
+        if let Some((progress, _)) = &source.replay {
+            if progress.started.load(Ordering::Acquire) {
+                // Made anew it would start over: stop and say so.
+                progress.fail(
+                    "the replay's consumer was lost (a server restarted?); what was read is stored, run the replay again for the rest".into(),
+                );
+                break;
+            }
         }
         // The consumer (the stream's is made by setup; created here too,
         // so a fresh estate needs no extra step).
@@ -170,6 +182,10 @@ pub async fn run(
             }
             Err(e) => {
                 nm.pull_errors.inc();
+                if let Some((progress, _)) = &source.replay {
+                    progress.fail(e);
+                    break 'outer;
+                }
                 if !told {
                     tracing::warn!(source = source.label, error = %e, "JetStream consumer not ready; retrying (told once)");
                     if source.gateway.is_some() {
@@ -204,6 +220,22 @@ pub async fn run(
                 continue;
             }
         };
+        if let Some((progress, _)) = &source.replay {
+            match consumer.clone().info().await {
+                Ok(info) => {
+                    progress.pending.store(info.num_pending, Ordering::Release);
+                    progress.started.store(true, Ordering::Release);
+                    if info.num_pending == 0 {
+                        progress.finished.store(true, Ordering::Release);
+                        break 'outer;
+                    }
+                }
+                Err(e) => {
+                    progress.fail(format!("replay consumer: {e}"));
+                    break 'outer;
+                }
+            }
+        }
         backoff = Duration::from_millis(200);
         let mut errors_in_a_row = 0u32;
         source.gauge.set(1);
@@ -231,8 +263,23 @@ pub async fn run(
             match next {
                 Some(Ok(message)) => {
                     errors_in_a_row = 0;
+                    if let Some((progress, window)) = &source.replay {
+                        let published = message
+                            .info()
+                            .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
+                            .unwrap_or(i64::MIN);
+                        if progress.past(window, published) {
+                            progress.finished.store(true, Ordering::Release);
+                            break 'outer;
+                        }
+                    }
                     if !forward(message, &source, &tx, &budget, &metrics).await {
                         break 'outer;
+                    }
+                    if let Some((progress, _)) = &source.replay {
+                        if progress.forwarded_one() {
+                            break 'outer;
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -279,7 +326,13 @@ async fn consumer_of(
         .get_stream(&source.stream)
         .await
         .map_err(|e| format!("stream {}: {e}", source.stream))?;
-    let name = source.consumer.durable_name.clone().unwrap_or_default();
+    let Some(name) = source.consumer.durable_name.clone() else {
+        // Ephemeral (a replay's): made, never looked up.
+        return stream
+            .create_consumer(source.consumer.clone())
+            .await
+            .map_err(|e| format!("consumer: {e}"));
+    };
     match stream.get_consumer(&name).await {
         Ok(c) => Ok(c),
         // Made only when it does not exist: one that could not be read

@@ -20,6 +20,7 @@
 //! [`subject`]: estatemon_domain::mapping::subject
 
 pub mod consume;
+pub mod replay;
 pub mod setup;
 
 /// Connects to the servers in `[nats]` (with `retry`, in the background
@@ -125,7 +126,10 @@ pub fn gateway_consumer(
 }
 
 /// Connects, makes sure of the stream and the consumer (in the
-/// background: the servers may not be up yet), and starts pulling.
+/// background: the servers may not be up yet), and starts pulling. With
+/// `replay`, reads only the replay's range, through its own ephemeral
+/// consumer, and sets up nothing.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: &estatemon_domain::config::NatsConfig,
     mqtt: &estatemon_domain::config::MqttConfig,
@@ -134,6 +138,7 @@ pub async fn start(
     metrics: crate::metrics::Metrics,
     shutdown: tokio::sync::watch::Receiver<bool>,
     drained: tokio::sync::watch::Receiver<bool>,
+    replay: Option<(std::sync::Arc<replay::Progress>, replay::Window)>,
 ) -> Result<Transport, crate::pipeline::IngestError> {
     let subjects = subjects(config, filters).map_err(crate::pipeline::IngestError::Transport)?;
     let client = connect(config, "estatemon-ingest", Some(metrics.nats.clone()), true)
@@ -144,6 +149,35 @@ pub async fn start(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
+    if let Some((progress, window)) = replay {
+        tasks.push(tokio::spawn(consume::run(
+            js.clone(),
+            consume::Source {
+                stream: config.stream.clone(),
+                consumer: replay::consumer_config(config, &window, &subjects),
+                strip_prefix: None,
+                skip_for_gateway: None,
+                gateway: None,
+                label: "replay",
+                gauge: metrics.nats.consuming.clone(),
+                replay: Some((progress, window)),
+            },
+            config.fetch_batch,
+            tx.clone(),
+            budget.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(consume::acknowledge(
+            client, ack_rx, metrics, drained,
+        )));
+        return Ok(Transport {
+            deliveries: rx,
+            deliveries_tx: tx,
+            acks: ack_tx,
+            tasks,
+        });
+    }
     {
         let (js, config, subjects, mut shutdown) = (
             js.clone(),
@@ -198,6 +232,7 @@ pub async fn start(
         gateway: None,
         label: "stream",
         gauge: metrics.nats.consuming.clone(),
+        replay: None,
     }];
     if config.mqtt_gateway {
         sources.push(consume::Source {
@@ -208,6 +243,7 @@ pub async fn start(
             gateway: Some(gateway),
             label: "mqtt-gateway",
             gauge: metrics.nats.gateway_consuming.clone(),
+            replay: None,
         });
     }
     for source in sources {

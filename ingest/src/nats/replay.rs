@@ -1,0 +1,124 @@
+//! Replay: what the stream kept for a time range, ingested again
+//! (`estatemon transport replay`). After a database restore, a mapping
+//! fixed for messages that went to dead letters, or an ingestor's outage
+//! longer than anyone noticed, the stream (limits retention, `max_age_h`)
+//! still holds the messages.
+//!
+//! A replay reads through an ephemeral consumer of its own, from the first
+//! message published at or after `from` (the servers' clock), up to what
+//! the stream held when the replay began, or to the first message
+//! published after `to`. The shared durable consumer of the live
+//! ingestors is not touched. Messages go through the same pipeline
+//! (decode, mappings, dead letters, COPY with the `(device, metric, ts)`
+//! key), so what is stored already stays as it is and is counted as a
+//! duplicate. Immediate alerts are not raised again: an entrapment
+//! replayed from last week is history, not a page; the alert job sees the
+//! stored events as it sees any.
+//!
+//! MQTT messages reach the stream as the gateway's copies. A copy the
+//! server dropped while the stream had no leader or was full (the reason
+//! ingest reads QoS 1 messages from the gateway's store) is not there to
+//! replay.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+use chrono::{DateTime, Utc};
+
+/// The range to replay.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Published at or after (the servers' clock).
+    pub from: DateTime<Utc>,
+    /// Published at or before; `None`: up to what the stream holds now.
+    pub to: Option<DateTime<Utc>>,
+    /// Subject filters (NATS form); empty: the stream's subjects.
+    pub subjects: Vec<String>,
+}
+
+/// How far a replay has come.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The replay's consumer exists; `pending` is known.
+    pub started: AtomicBool,
+    /// Messages in range the stream held when the consumer was made.
+    pub pending: AtomicU64,
+    /// Messages handed to the pipeline.
+    pub forwarded: AtomicU64,
+    /// Read to the end of the range.
+    pub finished: AtomicBool,
+    /// Why it stopped early.
+    pub error: Mutex<Option<String>>,
+}
+
+impl Progress {
+    pub fn fail(&self, why: String) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert(why);
+        }
+        self.finished.store(true, Ordering::Release);
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Counts one message handed on; true when it was the last in range.
+    pub(crate) fn forwarded_one(&self) -> bool {
+        let n = self.forwarded.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.pending.load(Ordering::Acquire) {
+            self.finished.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Whether a message published at `published_ms` is past the range.
+    pub(crate) fn past(&self, window: &Window, published_ms: i64) -> bool {
+        window
+            .to
+            .is_some_and(|to| published_ms > to.timestamp_millis())
+    }
+}
+
+/// The replay's consumer: ephemeral (the server removes it a minute after
+/// the replay stops reading), from `window.from`, acknowledged after
+/// commit like the live one.
+pub fn consumer_config(
+    config: &estatemon_domain::config::NatsConfig,
+    window: &Window,
+    stream_subjects: &[String],
+) -> consumer::pull::Config {
+    let mut c = super::setup::consumer_config(config);
+    c.durable_name = None;
+    c.name = Some(format!(
+        "{}-replay-{}-{}",
+        config.consumer,
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    ));
+    c.description = Some(format!(
+        "estatemon transport replay from {}",
+        window.from.to_rfc3339()
+    ));
+    c.deliver_policy = consumer::DeliverPolicy::ByStartTime {
+        start_time: async_nats::datetime::from_nanos(
+            window.from.timestamp_nanos_opt().unwrap_or(0) as i128,
+        )
+        .unwrap_or_else(|_| async_nats::datetime::now()),
+    };
+    c.inactive_threshold = Duration::from_secs(60);
+    let filters = if window.subjects.is_empty() {
+        stream_subjects
+    } else {
+        &window.subjects
+    };
+    if filters.len() == 1 {
+        c.filter_subject = filters[0].clone();
+    } else {
+        c.filter_subjects = filters.to_vec();
+    }
+    c
+}
