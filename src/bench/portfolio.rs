@@ -116,13 +116,13 @@ fn portfolio(sites: usize, per_site: usize) -> Registry {
     };
     for s in 1..=sites {
         let id = format!("s{s:03}");
-        let one = estate(
-            &id,
-            &format!("{id}-"),
-            per_site.div_ceil(100).max(1),
-            per_site,
-            retrofit,
-        );
+        let mut one = estate(&id, per_site.div_ceil(100).max(1), per_site, retrofit);
+        // Ids as long as real ones (`hv-a-lift-1`, a Zigbee
+        // `0x00158d0001a2b3c4`): the id is stored in every row and key,
+        // so its length is part of the bytes a reading.
+        for (n, d) in one.devices.iter_mut().enumerate() {
+            d.id = format!("{id}-{}-{n:03}", d.area);
+        }
         all.sites.extend(one.sites);
         all.devices.extend(one.devices);
         all.retrofits.extend(one.retrofits);
@@ -414,6 +414,20 @@ async fn measure(
         gb(f.database_bytes),
         f.database_bytes as f64 / f.readings as f64
     );
+    let largest = largest_tables(&client, timescale).await?;
+    println!(
+        "largest: {}",
+        largest
+            .iter()
+            .take(6)
+            .map(|(t, b)| format!(
+                "{t} {} ({:.1} bytes a reading)",
+                gb(*b),
+                *b as f64 / f.readings as f64
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // One alert cycle over the portfolio, at the end of the history.
     let rules = RuleSet::load(config.alerts.rules_file.as_deref())?;
@@ -473,6 +487,52 @@ async fn measure(
     drop(standby);
     drop(primary);
     Ok(f)
+}
+
+/// The tables by size, largest first: partitions counted in their table,
+/// hypertables (and continuous aggregates) with all their chunks.
+async fn largest_tables(
+    client: &tokio_postgres::Client,
+    timescale: bool,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let mut out: Vec<(String, i64)> = client
+        .query(
+            "SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text,
+                    sum(pg_total_relation_size(c.oid))::int8
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'r' AND n.nspname = 'public'
+              GROUP BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if timescale {
+        // The hypertables' own (empty) parents are in `out`; their chunks
+        // live elsewhere.
+        let hyper = client
+            .query(
+                "SELECT hypertable_name::text,
+                        hypertable_size(format('%I.%I', hypertable_schema, hypertable_name)::regclass)
+                   FROM timescaledb_information.hypertables
+                  WHERE hypertable_schema = 'public'
+                 UNION ALL
+                 SELECT view_name::text,
+                        hypertable_size(format('%I.%I', materialization_hypertable_schema,
+                                               materialization_hypertable_name)::regclass)
+                   FROM timescaledb_information.continuous_aggregates",
+                &[],
+            )
+            .await?;
+        for r in hyper {
+            let (name, bytes): (String, Option<i64>) = (r.get(0), r.get(1));
+            out.retain(|(t, _)| *t != name);
+            out.push((name, bytes.unwrap_or(0)));
+        }
+    }
+    out.sort_by_key(|t| std::cmp::Reverse(t.1));
+    Ok(out)
 }
 
 /// Writes the registers of every meter from `from` to `to` (15 minutes),

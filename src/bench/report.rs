@@ -50,7 +50,6 @@ pub(super) fn local_midnight(y: i32, m: u32, d: u32) -> DateTime<Utc> {
 fn registry(meters: usize) -> Registry {
     estate(
         SITE,
-        "",
         10,
         meters,
         NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
@@ -58,12 +57,10 @@ fn registry(meters: usize) -> Registry {
 }
 
 /// One site `site` of `meters` meters over `buildings` buildings (filled a
-/// hundred at a time in the layout below), device ids prefixed with
-/// `prefix`, and two retrofits on `retrofit_date` with a year's baseline
+/// hundred at a time in the layout below), and two retrofits on `retrofit_date` with a year's baseline
 /// before it: all lighting (35 % target) and all domestic water (25 %).
 pub(super) fn estate(
     site: &str,
-    prefix: &str,
     buildings: usize,
     meters: usize,
     retrofit_date: NaiveDate,
@@ -130,7 +127,7 @@ pub(super) fn estate(
                         break 'outer;
                     }
                     devices.push(Device {
-                        id: format!("{prefix}m{b:02}-{}-{area}-{k}-{i:02}", purpose.as_str()),
+                        id: format!("m{b:02}-{}-{area}-{k}-{i:02}", purpose.as_str()),
                         kind,
                         site: site.into(),
                         building: Some(building.id.clone()),
