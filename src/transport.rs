@@ -205,10 +205,42 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
                     }
                 );
             }
+            let readers = |waiting: usize| {
+                if waiting == 0 {
+                    "NONE: no ingestor is pulling".to_owned()
+                } else {
+                    format!("{waiting} pull requests waiting")
+                }
+            };
             println!("consumer {}", config.nats.consumer);
             println!("  backlog    {} messages", s.consumer_pending);
             println!("  unacked    {} messages", s.consumer_ack_pending);
             println!("  redelivered {} messages", s.consumer_redelivered);
+            println!("  readers    {}", readers(s.consumer_waiting));
+            if let Some(g) = &s.gateway {
+                println!(
+                    "consumer {}-mqtt (the MQTT gateway's store{})",
+                    config.nats.consumer,
+                    if config.nats.mqtt_gateway {
+                        ""
+                    } else {
+                        "; LEFT BEHIND: nats.mqtt_gateway = false, `transport setup --update` deletes it"
+                    }
+                );
+                println!("  backlog    {} messages", g.pending);
+                println!("  unacked    {} messages", g.ack_pending);
+                println!("  readers    {}", readers(g.waiting));
+                println!(
+                    "  store      {} messages, {:.1} MiB kept while a consumer has interest",
+                    g.store_messages,
+                    g.store_bytes as f64 / (1u64 << 20) as f64
+                );
+                if g.waiting == 0 && g.pending > 0 {
+                    println!(
+                        "  warning    devices' QoS 1 messages pile up in the server's store with no ingestor reading them"
+                    );
+                }
+            }
             Ok(())
         }
     }

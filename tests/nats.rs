@@ -649,7 +649,20 @@ async fn a_replay_brings_back_a_lost_range_once_and_pages_nobody() {
     // Range B: 3,000 readings.
     publish(&cluster, &prefix, "b", 3000, t + 100_000, false).await;
     assert!(stored(5000).await, "range B stored");
+    let file = config_file(&c);
+    let status = run(estatemon_with(&file).args(["transport", "status"]));
+    assert!(status.contains("pull requests waiting"), "{status}");
     ingestor.shutdown().await;
+    // With no ingestor left, status says nobody reads either consumer.
+    let status = run(estatemon_with(&file).args(["transport", "status"]));
+    println!("{status}");
+    assert_eq!(
+        status
+            .matches("readers    NONE: no ingestor is pulling")
+            .count(),
+        2,
+        "{status}"
+    );
 
     // The database loses it all, as when an older backup is restored.
     db.client()
@@ -657,7 +670,6 @@ async fn a_replay_brings_back_a_lost_range_once_and_pages_nobody() {
         .batch_execute("DELETE FROM readings; DELETE FROM events; DELETE FROM alerts")
         .await
         .unwrap();
-    let file = config_file(&c);
     let replay = |from: String, to: Option<String>| {
         let mut cmd = estatemon_with(&file);
         cmd.args(["transport", "replay", "--from", &from]);

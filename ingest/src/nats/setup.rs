@@ -365,6 +365,21 @@ pub struct State {
     pub consumer_pending: u64,
     pub consumer_ack_pending: usize,
     pub consumer_redelivered: usize,
+    /// Pull requests waiting on the consumer: 0 when no ingestor reads it.
+    pub consumer_waiting: usize,
+    /// The gateway consumer (`{consumer}-mqtt`), when it exists.
+    pub gateway: Option<GatewayState>,
+}
+
+/// The consumer of the MQTT gateway's store, and the store.
+#[derive(Debug, Default, Clone)]
+pub struct GatewayState {
+    pub pending: u64,
+    pub ack_pending: usize,
+    pub waiting: usize,
+    /// Messages and bytes in `$MQTT_msgs` (every consumer's interest).
+    pub store_messages: u64,
+    pub store_bytes: u64,
 }
 
 impl State {
@@ -412,6 +427,30 @@ pub async fn state(js: &jetstream::Context, config: &NatsConfig) -> Result<State
             s.consumer_pending = ci.num_pending;
             s.consumer_ack_pending = ci.num_ack_pending;
             s.consumer_redelivered = ci.num_redelivered;
+            s.consumer_waiting = ci.num_waiting;
+        }
+    }
+    // Left behind by retired ingestors, its interest keeps every device
+    // QoS 1 message in the server's store: shown whether or not
+    // mqtt_gateway is on.
+    if let Ok(mut store) = js.get_stream(super::consume::GATEWAY_STREAM).await {
+        if let Ok(mut c) = store
+            .get_consumer::<consumer::pull::Config>(&format!("{}-mqtt", config.consumer))
+            .await
+        {
+            if let Ok(ci) = c.info().await {
+                let mut g = GatewayState {
+                    pending: ci.num_pending,
+                    ack_pending: ci.num_ack_pending,
+                    waiting: ci.num_waiting,
+                    ..Default::default()
+                };
+                if let Ok(info) = store.info().await {
+                    g.store_messages = info.state.messages;
+                    g.store_bytes = info.state.bytes;
+                }
+                s.gateway = Some(g);
+            }
         }
     }
     Ok(s)
