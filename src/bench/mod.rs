@@ -9,7 +9,6 @@
 //! publish time), interpolated within buckets: the printed percentiles are
 //! as fine as the buckets (5–50 ms steps up to 500 ms).
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,17 @@ use chrono::Utc;
 use clap::Args;
 use estatemon_domain::config::Config;
 use estatemon_domain::schema;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod alerts;
 pub mod api;
+mod formats;
+mod nats_publish;
+mod peers;
+use formats::{
+    decode_rate, mapped_format, sparkplug_decode_rate, sparkplug_format, SPARKPLUG_DEVICES,
+    SPARKPLUG_METRICS, SPARKPLUG_SAMPLES,
+};
 pub mod oncall;
 pub mod portfolio;
 mod profiles;
@@ -62,8 +67,9 @@ pub struct BenchArgs {
     format: String,
     /// Transport: mqtt (the broker at mqtt.url), nats (a NATS cluster of
     /// --nats-nodes started for the run, devices publishing MQTT to its
-    /// nodes' gateways, ingest reading JetStream), or both, measured in
-    /// the same run.
+    /// nodes' gateways, ingest reading JetStream), nats-native (the same
+    /// cluster, publishers speaking NATS JetStream; native payloads only),
+    /// both (mqtt and nats) or all three, measured in the same run.
     #[arg(long, default_value = "mqtt")]
     transport: String,
     /// The nats-server binary for --transport nats (2.10 or later, e.g.
@@ -318,20 +324,30 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     if scenarios.is_empty() {
         bail!("--scenario must be batch, single or both");
     }
-    let transports: &[bool] = match args.transport.as_str() {
-        "mqtt" => &[false],
-        "nats" => &[true],
-        "both" => &[false, true],
-        _ => bail!("--transport must be mqtt, nats or both"),
+    use Transport::*;
+    let transports: &[Transport] = match args.transport.as_str() {
+        "mqtt" => &[Mqtt],
+        "nats" => &[NatsGateway],
+        "nats-native" => &[NatsNative],
+        "both" => &[Mqtt, NatsGateway],
+        "all" => &[Mqtt, NatsGateway, NatsNative],
+        _ => bail!("--transport must be mqtt, nats, nats-native, both or all"),
     };
     for s in &scenarios {
-        for &nats in transports {
-            run_scenario(&config, &args, s, nats).await?;
+        for &transport in transports {
+            if transport == NatsNative && (s.mapped || s.sparkplug || s.profile.is_some()) {
+                println!(
+                    "\n## {}: not measured with NATS publishers (they publish estatemon's own payloads)",
+                    s.name
+                );
+                continue;
+            }
+            run_scenario(&config, &args, s, transport).await?;
         }
     }
     if !args.no_peers {
-        peer_psql_copy(&config, args.readings).await?;
-        peer_broker_relay(&config, args.messages.min(200_000), args.publishers).await?;
+        peers::psql_copy(&config, args.readings).await?;
+        peers::broker_relay(&config, args.messages.min(200_000), args.publishers).await?;
     }
     Ok(())
 }
@@ -637,145 +653,32 @@ async fn wait_for_stored(
     }
 }
 
-/// The metrics of a benchmark Sparkplug device, and how many samples of
-/// each a DDATA carries (each at its own timestamp): 10 × 5 = 50 a message.
-const SPARKPLUG_METRICS: [&str; 10] = [
-    "power_kw",
-    "voltage_v",
-    "current_a",
-    "power_factor",
-    "temperature_c",
-    "humidity_pct",
-    "pressure_mpa",
-    "flow_m3h",
-    "tank_level_pct",
-    "motor_temp_c",
-];
-const SPARKPLUG_SAMPLES: usize = 5;
-const SPARKPLUG_DEVICES: u64 = 500;
-
-/// Sparkplug B messages: each publisher is an edge node
-/// (`spBv1.0/bench<tag>/…/node-<p>`) with 500 devices. `births` makes the
-/// node's NBIRTH and its devices' DBIRTHs (aliases 0–9, null values);
-/// otherwise DDATA by alias only, 50 values a message.
-fn sparkplug_format(
-    tag: &str,
-    publishers: usize,
-    births: bool,
-) -> estatemon_simulators::load::MakeMessage {
-    use estatemon_domain::sparkplug::proto::{datatype, Metric, Payload, Value};
-    let group = format!("bench{tag}");
-    let p_count = publishers as u64;
-    let base = (Utc::now().timestamp_millis() - 3_600_000) as u64;
-    std::sync::Arc::new(move |p, _device, seq| {
-        // The publisher's own message count, so that seq runs unbroken.
-        let i = seq / p_count;
-        let now = Utc::now().timestamp_millis() as u64;
-        if births {
-            let (topic, metrics, s) = if i == 0 {
-                (
-                    format!("spBv1.0/{group}/NBIRTH/node-{p}"),
-                    vec![Metric {
-                        name: Some("bdSeq".into()),
-                        datatype: Some(datatype::UINT64),
-                        value: Some(Value::LongValue(0)),
-                        ..Default::default()
-                    }],
-                    0,
-                )
-            } else {
-                (
-                    format!("spBv1.0/{group}/DBIRTH/node-{p}/dev-{}", i - 1),
-                    SPARKPLUG_METRICS
-                        .iter()
-                        .enumerate()
-                        .map(|(k, name)| Metric {
-                            name: Some(format!("Bench/{name}")),
-                            alias: Some(k as u64),
-                            datatype: Some(datatype::DOUBLE),
-                            is_null: Some(true),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    i % 256,
-                )
-            };
-            let payload = Payload {
-                timestamp: Some(now),
-                metrics,
-                seq: Some(s),
-                ..Default::default()
-            };
-            return (topic, payload.to_bytes());
-        }
-        let device = i % SPARKPLUG_DEVICES;
-        let metrics = (0..SPARKPLUG_SAMPLES)
-            .flat_map(|sample| {
-                (0..SPARKPLUG_METRICS.len()).map(move |k| Metric {
-                    alias: Some(k as u64),
-                    // Five samples a metric, a millisecond apart, each its
-                    // own reading.
-                    // Each message's samples at their own milliseconds,
-                    // from an hour back: two messages of one device
-                    // published in the same millisecond would otherwise
-                    // be one reading. (So no latency is measured here.)
-                    timestamp: Some(base + seq * SPARKPLUG_SAMPLES as u64 + sample as u64),
-                    datatype: Some(datatype::DOUBLE),
-                    value: Some(Value::DoubleValue(
-                        (seq % 1000) as f64 / 10.0 + k as f64 / 100.0,
-                    )),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let payload = Payload {
-            timestamp: Some(now),
-            metrics,
-            // After the NBIRTH (0) and 500 DBIRTHs (1–500).
-            seq: Some((i + SPARKPLUG_DEVICES + 1) % 256),
-            ..Default::default()
-        };
-        (
-            format!("spBv1.0/{group}/DDATA/node-{p}/dev-{device}"),
-            payload.to_bytes(),
-        )
-    })
-}
-
-/// A Tasmota-style message (`tele/<device>/SENSOR`, `{"Time":…,
-/// "ENERGY":{"Power":…}}`) and the mapping that reads it.
-fn mapped_format(tag: &str) -> (String, estatemon_simulators::load::MakeMessage) {
-    let prefix = format!("benchmap{tag}");
-    let mapping = format!(
-        "[[ingest.mapping]]\nname = \"bench-sensor\"\ntopic = \"{prefix}/{{device_id}}/SENSOR\"\n\
-         when = [{{ path = \"ENERGY\" }}]\ntime_path = \"Time\"\n\
-         [[ingest.mapping.value]]\npath = \"ENERGY.Power\"\nmetric = \"power_kw\"\nunit = \"W\"\n"
-    );
-    let make: estatemon_simulators::load::MakeMessage =
-        std::sync::Arc::new(move |p, device, seq| {
-            let body = format!(
-                r#"{{"Time":"{}","ENERGY":{{"Power":{}.{}}}}}"#,
-                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                seq % 1000,
-                device % 10
-            );
-            (
-                format!("{prefix}/dev-{p}-{device}/SENSOR"),
-                body.into_bytes(),
-            )
-        });
-    (mapping, make)
+/// How the bench's messages reach ingest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// MQTT to the broker at mqtt.url.
+    Mqtt,
+    /// MQTT to the NATS nodes' gateways; ingest reads JetStream.
+    NatsGateway,
+    /// NATS JetStream publishers; ingest reads JetStream.
+    NatsNative,
 }
 
 async fn run_scenario(
     config: &Config,
     args: &BenchArgs,
     s: &Scenario,
-    nats: bool,
+    transport: Transport,
 ) -> anyhow::Result<()> {
+    let nats = transport != Transport::Mqtt;
+    let native = transport == Transport::NatsNative;
     let tag = format!(
         "{}{}_{}{}{}",
-        if nats { "n" } else { "" },
+        match transport {
+            Transport::Mqtt => "",
+            Transport::NatsGateway => "n",
+            Transport::NatsNative => "j",
+        },
         std::process::id(),
         s.readings_per_message,
         s.profile.map(|p| &p[..2]).unwrap_or(""),
@@ -880,16 +783,27 @@ async fn run_scenario(
         let (publishers, per) = (args.publishers, s.readings_per_message);
         let mapped = s.mapped || s.sparkplug;
         async move {
-            if mapped {
-                estatemon_simulators::load::publish_with(
+            if native {
+                nats_publish::publish(
+                    &c.nats.url,
+                    &c.mqtt.topics.telemetry,
+                    publishers,
+                    messages,
+                    per,
+                    rate,
+                    offset,
+                )
+                .await
+            } else if mapped {
+                Ok(estatemon_simulators::load::publish_with(
                     &c.mqtt, &tag, publishers, messages, rate, offset, make,
                 )
-                .await
+                .await)
             } else {
-                estatemon_simulators::load::publish(
+                Ok(estatemon_simulators::load::publish(
                     &c.mqtt, &tag, publishers, messages, per, rate, offset,
                 )
-                .await
+                .await)
             }
         }
     };
@@ -902,8 +816,13 @@ async fn run_scenario(
         args.publishers,
         match &cluster {
             Some(cl) => format!(
-                ", through a {}-node NATS cluster (MQTT gateways → JetStream, {} replicas)",
+                ", through a {}-node NATS cluster ({} → JetStream, {} replicas)",
                 cl.nodes.len(),
+                if native {
+                    "NATS publishers"
+                } else {
+                    "MQTT gateways"
+                },
                 c.nats.replicas
             ),
             None => format!(", through the MQTT broker at {}", c.mqtt.url),
@@ -912,7 +831,7 @@ async fn run_scenario(
 
     // Full speed.
     let t0 = Instant::now();
-    let publish_time = publish(s.messages, None, 0).await;
+    let publish_time = publish(s.messages, None, 0).await?;
     let done = wait_for_stored(&ingest, readings as f64, Duration::from_secs(600)).await?;
     let elapsed = (done - t0).as_secs_f64();
     let readings_per_s = readings as f64 / elapsed;
@@ -961,7 +880,7 @@ async fn run_scenario(
     let half = messages_per_s / 2.0;
     let paced = (half * args.latency_seconds as f64) as u64;
     let before = ingest.metrics().await?;
-    publish(paced, Some(half), s.messages).await;
+    publish(paced, Some(half), s.messages).await?;
     wait_for_stored(
         &ingest,
         before.stored + (paced * s.readings_per_message as u64) as f64,
@@ -982,182 +901,6 @@ async fn run_scenario(
     drop(ingest);
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop_database(config, &c.database.url).await;
-    Ok(())
-}
-
-/// In-process Sparkplug decode (protobuf, alias resolution, sequence
-/// tracking) throughput, one core, the benchmark's own DDATA.
-fn sparkplug_decode_rate(tag: &str) -> f64 {
-    let mut host =
-        estatemon_domain::sparkplug::Host::new(estatemon_domain::sparkplug::SparkplugConfig {
-            enabled: true,
-            ..Default::default()
-        });
-    let births = sparkplug_format(tag, 1, true);
-    let data = sparkplug_format(tag, 1, false);
-    let now = Utc::now();
-    for i in 0..=SPARKPLUG_DEVICES {
-        let (topic, body) = births(0, 0, i);
-        host.handle(&topic, &body, now, 0);
-    }
-    let messages: Vec<(String, Vec<u8>)> = (0..256).map(|i| data(0, 0, i)).collect();
-    let started = Instant::now();
-    let mut readings = 0usize;
-    while started.elapsed() < Duration::from_millis(500) {
-        for (topic, body) in &messages {
-            if let Some(out) = host.handle(topic, body, now, 0) {
-                readings += out.readings.len();
-            }
-        }
-    }
-    readings as f64 / started.elapsed().as_secs_f64()
-}
-
-/// In-process decode + validate throughput, one core, same payloads.
-fn decode_rate(readings_per_message: usize) -> f64 {
-    let p = estatemon_domain::pseudonym::Pseudonymiser::new(b"bench");
-    let limits = estatemon_ingest::validate::Limits {
-        max_future_skew: chrono::Duration::minutes(5),
-        max_age: chrono::Duration::days(3650),
-    };
-    let payloads: Vec<Vec<u8>> = (0..100)
-        .map(|i| estatemon_simulators::load::payload(i, readings_per_message, Utc::now(), i))
-        .collect();
-    let started = Instant::now();
-    let mut readings = 0usize;
-    while started.elapsed() < Duration::from_millis(500) {
-        for body in &payloads {
-            let mut d = estatemon_ingest::decode::decode(
-                estatemon_ingest::topic::Channel::Telemetry,
-                "dev",
-                body,
-                &p,
-            );
-            estatemon_ingest::validate::validate(&mut d, Utc::now(), &limits);
-            readings += d.readings.len();
-        }
-    }
-    readings as f64 / started.elapsed().as_secs_f64()
-}
-
-/// PostgreSQL alone: psql's COPY of the same rows into a table with the
-/// same primary key, from a file.
-async fn peer_psql_copy(config: &Config, rows: u64) -> anyhow::Result<()> {
-    let tag = format!("{}_psql", std::process::id());
-    let c = bench_config(config, &tag);
-    drop_database(config, &c.database.url).await;
-    schema::ensure_database(&c.database).await?;
-    let client = schema::connect(&c.database).await?;
-    client
-        .batch_execute(
-            "CREATE TABLE readings (device_id text NOT NULL, metric text NOT NULL,
-                 ts timestamptz NOT NULL, value double precision NOT NULL,
-                 PRIMARY KEY (device_id, metric, ts))",
-        )
-        .await?;
-    let path = std::env::temp_dir().join(format!("estatemon-bench-{tag}.csv"));
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        let t0 = Utc::now();
-        for i in 0..rows {
-            let ts = t0 + chrono::Duration::microseconds(i as i64);
-            writeln!(
-                f,
-                "dev-{},power_kw,{},{}.5",
-                i % 500,
-                ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                i % 1000
-            )?;
-        }
-    }
-    let started = Instant::now();
-    let status = tokio::process::Command::new("psql")
-        .arg(&c.database.url)
-        .arg("-q")
-        .arg("-c")
-        .arg(format!(
-            "\\copy readings (device_id, metric, ts, value) FROM '{}' WITH (FORMAT csv)",
-            path.display()
-        ))
-        .status()
-        .await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&path);
-    drop(client);
-    drop_database(config, &c.database.url).await;
-    match status {
-        Ok(s) if s.success() => println!(
-            "\n## peer: psql \\copy into a table with the same primary key\n{:>10.0} rows/s ({} rows in {:.2} s)",
-            rows as f64 / elapsed,
-            rows,
-            elapsed
-        ),
-        Ok(s) => println!("\n## peer: psql \\copy failed ({s})"),
-        Err(e) => println!("\n## peer: psql not available ({e})"),
-    }
-    Ok(())
-}
-
-/// The broker alone: QoS 1 from publishers to one auto-acknowledging
-/// subscriber.
-async fn peer_broker_relay(
-    config: &Config,
-    messages: u64,
-    publishers: usize,
-) -> anyhow::Result<()> {
-    let tag = format!("{}_relay", std::process::id());
-    let c = bench_config(config, &tag);
-    let ep = c.mqtt.endpoint().map_err(anyhow::Error::msg)?;
-    let mut opts = MqttOptions::new(format!("estatemon-bench-sub-{tag}"), ep.host, ep.port);
-    opts.set_inflight(1000);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (sub, mut eventloop) = AsyncClient::new(opts, 1000);
-    let filter = c
-        .mqtt
-        .topics
-        .telemetry
-        .replace("{site}", "+")
-        .replace("{device_id}", "+");
-    sub.subscribe(filter, QoS::AtLeastOnce).await?;
-    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0u64);
-    let counter = tokio::spawn(async move {
-        let mut n = 0u64;
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
-                    n += 1;
-                    if n.is_multiple_of(1000) {
-                        let _ = count_tx.send(n);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let started = Instant::now();
-    let publishing =
-        estatemon_simulators::load::publish(&c.mqtt, &tag, publishers, messages, 1, None, 0);
-    let target = messages - messages % 1000;
-    let waiting = async {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(120),
-            count_rx.wait_for(|n| *n >= target),
-        )
-        .await;
-        started.elapsed()
-    };
-    let (_, received_at) = tokio::join!(publishing, waiting);
-    let received = *count_rx.borrow();
-    counter.abort();
-    println!(
-        "\n## peer: broker relay, QoS 1, {publishers} rumqttc publishers → 1 rumqttc subscriber\n{:>10.0} messages/s ({} of {} received in {:.2} s)",
-        received as f64 / received_at.as_secs_f64(),
-        received,
-        messages,
-        received_at.as_secs_f64()
-    );
     Ok(())
 }
 

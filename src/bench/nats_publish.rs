@@ -1,0 +1,90 @@
+//! Publishers speaking NATS itself for `bench ingest --transport
+//! nats-native`: JetStream publishes to the stream, with a window of
+//! acknowledgements outstanding per publisher, as a gateway or a
+//! NATS-capable device would publish. The same payloads and devices as the
+//! MQTT publishers (`estatemon_simulators::load`), on the subjects the
+//! NATS MQTT gateway would have made of their topics. The difference it
+//! measures: a message stored once (the stream), instead of the gateway's
+//! store and the stream's copy.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use estatemon_simulators::load::{payload, LOAD_SITE};
+
+/// Acknowledgements a publisher waits for at most at once.
+const WINDOW: usize = 512;
+
+/// Publishes `messages` single- or multi-reading messages from
+/// `publishers` clients spread over `servers` (comma-separated NATS URLs),
+/// at `rate` messages/s in all or as fast as acknowledgements come back.
+/// Returns the time until the last acknowledgement.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish(
+    servers: &str,
+    template: &str,
+    publishers: usize,
+    messages: u64,
+    readings_per_message: usize,
+    rate: Option<f64>,
+    seq_offset: u64,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let urls: Vec<String> = servers.split(',').map(|u| u.trim().to_owned()).collect();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let url = urls[p % urls.len()].clone();
+        let template = template.to_owned();
+        let share =
+            messages / publishers as u64 + u64::from((p as u64) < messages % publishers as u64);
+        let rate = rate.map(|r| r / publishers as f64);
+        tasks.push(tokio::spawn(async move {
+            let client = async_nats::ConnectOptions::new()
+                .name(format!("estatemon-bench-publisher-{p}"))
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+            let js = async_nats::jetstream::new(client.clone());
+            let mut window = VecDeque::with_capacity(WINDOW);
+            let t0 = Instant::now();
+            for i in 0..share {
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(i as f64 / rate);
+                    let elapsed = t0.elapsed();
+                    if due > elapsed + Duration::from_millis(10) {
+                        tokio::time::sleep(due - elapsed).await;
+                    }
+                }
+                let seq = seq_offset + i * publishers as u64 + p as u64;
+                let device = seq % 500;
+                let topic = template
+                    .replace("{site}", LOAD_SITE)
+                    .replace("{device_id}", &format!("dev-{p}-{device}"));
+                let subject = estatemon_domain::mapping::subject::to_subject(&topic, false)
+                    .map_err(|e| anyhow::anyhow!("topic {topic}: {e}"))?;
+                let body = payload(device, readings_per_message, Utc::now(), seq);
+                let ack = js
+                    .publish(subject, body.into())
+                    .await
+                    .context("publishing")?;
+                window.push_back(ack);
+                if window.len() >= WINDOW {
+                    if let Some(a) = window.pop_front() {
+                        a.await.context("stream acknowledgement")?;
+                    }
+                }
+            }
+            for a in window {
+                a.await.context("stream acknowledgement")?;
+            }
+            client.flush().await.ok();
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed())
+}
