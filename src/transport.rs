@@ -267,6 +267,10 @@ async fn replay(
             !s.is_empty() && !s.split('.').any(str::is_empty) && !s.contains(char::is_whitespace),
             "--subject `{s}` is not a NATS subject (tokens separated by dots, no spaces)"
         );
+        anyhow::ensure!(
+            !s.contains(['/', '+', '#']),
+            "--subject `{s}` looks like an MQTT topic filter: give the subject (`a/+/b/#` is `a.*.b.>`)"
+        );
     }
     // The stream first: a clear message when it does not exist or has
     // nothing that old.
@@ -329,6 +333,9 @@ async fn replay(
     };
     bar.finish_and_clear();
     ingestor.shutdown().await;
+    if progress.started.load(Ordering::Acquire) && progress.pending.load(Ordering::Acquire) == 0 {
+        println!("nothing to replay: the stream holds no message of these subjects published since --from");
+    }
     let dead: u64 = estatemon_ingest::dead_letter::Reason::ALL
         .iter()
         .map(|r| {

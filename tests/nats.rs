@@ -667,7 +667,10 @@ async fn a_replay_brings_back_a_lost_range_once_and_pages_nobody() {
     // The database loses it all, as when an older backup is restored.
     db.client()
         .await
-        .batch_execute("DELETE FROM readings; DELETE FROM events; DELETE FROM alerts")
+        .batch_execute(
+            "DELETE FROM readings; DELETE FROM events; DELETE FROM alerts;
+             UPDATE devices SET last_message_at = NULL",
+        )
         .await
         .unwrap();
     let replay = |from: String, to: Option<String>| {
@@ -719,6 +722,12 @@ async fn a_replay_brings_back_a_lost_range_once_and_pages_nobody() {
     );
     assert_eq!(db.count("SELECT count(*) FROM readings").await, 5000);
     assert_eq!(db.count("SELECT count(*) FROM events").await, 1);
+    // Old messages do not make a device heard from now.
+    assert_eq!(
+        db.count("SELECT count(*) FROM devices WHERE last_message_at IS NOT NULL")
+            .await,
+        0
+    );
 
     // A range the stream does not hold: said, and nothing to read.
     let out = replay(

@@ -268,6 +268,7 @@ impl Ingestor {
         for _ in 0..config.ingest.writers {
             let writer = Writer::new(config.database.clone(), migration.mode, chunk_days)
                 .with_immediate(immediate.clone())
+                .replaying(replaying)
                 .with_write_timeout(Duration::from_secs(config.ingest.write_timeout_s));
             writers.push(tokio::spawn(write_loop(
                 writer,

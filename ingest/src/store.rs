@@ -69,6 +69,9 @@ pub struct Writer {
     /// When this writer last recorded each device's `last_message_at`.
     heard: std::collections::HashMap<String, std::time::Instant>,
     write_timeout: Duration,
+    /// A replay's writer: old messages say nothing of whether a device is
+    /// heard from or online now.
+    replaying: bool,
 }
 
 /// How often a device's `last_message_at` is written: the stale rules
@@ -87,6 +90,7 @@ impl Writer {
             immediate: None,
             heard: std::collections::HashMap::new(),
             write_timeout: WRITE_TIMEOUT,
+            replaying: false,
         }
     }
 
@@ -99,6 +103,14 @@ impl Writer {
     /// Raise the immediate alert rules' alerts in each batch's transaction.
     pub fn with_immediate(mut self, immediate: Option<Arc<Immediate>>) -> Writer {
         self.immediate = immediate;
+        self
+    }
+
+    /// For `transport replay`: neither `last_message_at` nor a device's
+    /// availability is written (they describe now, and the messages are
+    /// old).
+    pub fn replaying(mut self, replaying: bool) -> Writer {
+        self.replaying = replaying;
         self
     }
 
@@ -213,7 +225,8 @@ impl Writer {
             self.ensure_partitions(batch).await?;
         }
         let immediate = self.immediate.clone();
-        let heard_due: Vec<String> = if isolate {
+        let replaying = self.replaying;
+        let heard_due: Vec<String> = if isolate || self.replaying {
             Vec::new()
         } else {
             batch
@@ -350,7 +363,7 @@ impl Writer {
             };
             stored.refused = refused.len() as u64 - stored.inspections_refused;
         }
-        for (device, online, at) in &batch.availability {
+        for (device, online, at) in batch.availability.iter().filter(|_| !replaying) {
             // In arrival order: the last word of the batch stands.
             // The device and its channels (`<id>-switch:0` of a Shelly),
             // or a Sparkplug node and its devices (`group/node/device`).

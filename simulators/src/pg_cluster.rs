@@ -187,7 +187,7 @@ impl PostgresNode {
             .as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.data())
-            .args(["-m", "fast", "-w", "-t", "600", "-l"])
+            .args(["-m", "fast", "-w", "-t", "120", "-l"])
             .arg(self.log())
             .arg("-o")
             .arg(options)

@@ -173,6 +173,8 @@ pub async fn run(config: Config, args: PortfolioBenchArgs) -> anyhow::Result<()>
         (1..=16).contains(&args.writers),
         "--writers must be between 1 and 16"
     );
+    anyhow::ensure!(args.reports != Some(0), "--reports must be at least 1");
+    anyhow::ensure!(args.requests >= 1, "--requests must be at least 1");
     let bin = pg_cluster::server_bin()?;
     let timescale_installed = pg_cluster::has_timescaledb(&bin);
     let modes: Vec<StorageModeSetting> = match args.storage.as_deref() {
@@ -234,13 +236,26 @@ pub async fn run(config: Config, args: PortfolioBenchArgs) -> anyhow::Result<()>
         }
     }
     let mut all = Vec::new();
+    let mut outcome = Ok(());
     for mode in modes {
         let dir = root.join(format!("{mode:?}").to_lowercase());
-        let figures = measure(&config, &args, &registry, mode, &dir).await;
+        // Ctrl-C drops the run, which stops its servers; the data goes
+        // with them either way.
+        let figures = tokio::select! {
+            f = measure(&config, &args, &registry, mode, &dir) => f,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
         let _ = std::fs::remove_dir_all(&dir);
-        all.push(figures?);
+        match figures {
+            Ok(f) => all.push(f),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&root);
+    outcome?;
     summary(&args, &registry, &all);
     Ok(())
 }
@@ -774,7 +789,7 @@ async fn mix(
         let d = &registry
             .devices
             .iter()
-            .filter(|d| d.site == *s)
+            .filter(|d| d.site == *s && d.kind != DeviceKind::WaterMeter)
             .nth(n % 7)
             .expect("a site has meters")
             .id;
@@ -938,7 +953,7 @@ fn summary(args: &PortfolioBenchArgs, registry: &Registry, all: &[Figures]) {
             "–".into()
         }
     });
-    row("standby caught up after the load", &|f| {
+    row("standby caught up after the load and VACUUM", &|f| {
         format!("{:.1} s", f.standby_catch_up_s)
     });
     row("bytes a reading, readings table", &|f| {

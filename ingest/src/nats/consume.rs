@@ -221,16 +221,33 @@ pub async fn run(
             }
         };
         if let Some((progress, _)) = &source.replay {
-            match consumer.clone().info().await {
-                Ok(info) => {
-                    progress.pending.store(info.num_pending, Ordering::Release);
+            // The end: the stream's last message now. Reading stops there
+            // (or past --to), or once the consumer has nothing left to
+            // deliver (messages in range may expire meanwhile).
+            let last = match js.get_stream(&source.stream).await {
+                Ok(mut stream) => stream
+                    .info()
+                    .await
+                    .map(|i| i.state.last_sequence)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let info = consumer.clone().info().await.map(|i| i.num_pending);
+            match (last, info) {
+                (Ok(last), Ok(pending)) => {
+                    progress.end_sequence.store(last, Ordering::Release);
+                    progress.pending.store(pending, Ordering::Release);
                     progress.started.store(true, Ordering::Release);
-                    if info.num_pending == 0 {
-                        progress.finished.store(true, Ordering::Release);
+                    if pending == 0 {
+                        progress.finish();
                         break 'outer;
                     }
                 }
-                Err(e) => {
+                (Err(e), _) => {
+                    progress.fail(format!("reading the stream: {e}"));
+                    break 'outer;
+                }
+                (_, Err(e)) => {
                     progress.fail(format!("replay consumer: {e}"));
                     break 'outer;
                 }
@@ -258,26 +275,59 @@ pub async fn run(
                     }
                     continue;
                 }
-                m = messages.next() => m,
+                m = messages.next() => Some(m),
+                // A replay with nothing coming: done when the consumer has
+                // delivered everything it had.
+                _ = tokio::time::sleep(Duration::from_secs(1)), if source.replay.is_some() => None,
+            };
+            let Some(next) = next else {
+                if let Some((progress, _)) = &source.replay {
+                    match consumer.clone().info().await {
+                        Ok(info) if info.num_pending == 0 => {
+                            progress.finish();
+                            break 'outer;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "replay consumer info not read"),
+                    }
+                }
+                continue;
             };
             match next {
                 Some(Ok(message)) => {
                     errors_in_a_row = 0;
-                    if let Some((progress, window)) = &source.replay {
-                        let published = message
+                    // (sequence, published ms, deliveries) of a replay's message.
+                    let replayed = source.replay.as_ref().map(|_| {
+                        message
                             .info()
-                            .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
-                            .unwrap_or(i64::MIN);
-                        if progress.past(window, published) {
-                            progress.finished.store(true, Ordering::Release);
+                            .map(|i| {
+                                (
+                                    i.stream_sequence,
+                                    (i.published.unix_timestamp_nanos() / 1_000_000) as i64,
+                                    i.delivered,
+                                )
+                            })
+                            .unwrap_or((u64::MAX, i64::MAX, 1))
+                    });
+                    if let (Some((progress, window)), Some((seq, published, _))) =
+                        (&source.replay, replayed)
+                    {
+                        if progress.past(window, seq, published) {
+                            progress.finish();
                             break 'outer;
                         }
                     }
                     if !forward(message, &source, &tx, &budget, &metrics).await {
                         break 'outer;
                     }
-                    if let Some((progress, _)) = &source.replay {
-                        if progress.forwarded_one() {
+                    if let (Some((progress, _)), Some((seq, _, delivered))) =
+                        (&source.replay, replayed)
+                    {
+                        if delivered <= 1 {
+                            progress.forwarded.fetch_add(1, Ordering::AcqRel);
+                        }
+                        if progress.at_end(seq) {
+                            progress.finish();
                             break 'outer;
                         }
                     }
@@ -390,13 +440,21 @@ async fn forward(
     budget.charge(cost_kib);
     metrics.inflight_messages.inc();
     metrics.buffered_kib.set(budget.used_kib() as i64);
+    // A replayed message was received when the stream stored it: readings
+    // whose payload carries no time get that time again, not the replay's.
+    let received_at = match (&source.replay, info) {
+        (Some(_), Some((_, published))) => {
+            chrono::DateTime::from_timestamp_millis(published).unwrap_or_else(Utc::now)
+        }
+        _ => Utc::now(),
+    };
     let delivery = Delivery {
         topic,
         payload,
         retained: false,
         subscription_ids: Vec::new(),
         received: Instant::now(),
-        received_at: Utc::now(),
+        received_at,
         ack: AckToken::nats(acker, sequence, cost_kib),
     };
     tx.send(delivery).is_ok()

@@ -45,7 +45,10 @@ pub struct Progress {
     pub started: AtomicBool,
     /// Messages in range the stream held when the consumer was made.
     pub pending: AtomicU64,
-    /// Messages handed to the pipeline.
+    /// The stream's last sequence then: the end of the replay (what comes
+    /// later is live traffic the live ingestors read).
+    pub end_sequence: AtomicU64,
+    /// Messages handed to the pipeline (first deliveries).
     pub forwarded: AtomicU64,
     /// Read to the end of the range.
     pub finished: AtomicBool,
@@ -65,21 +68,22 @@ impl Progress {
         self.error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Counts one message handed on; true when it was the last in range.
-    pub(crate) fn forwarded_one(&self) -> bool {
-        let n = self.forwarded.fetch_add(1, Ordering::AcqRel) + 1;
-        if n >= self.pending.load(Ordering::Acquire) {
-            self.finished.store(true, Ordering::Release);
-            return true;
-        }
-        false
+    /// Whether the message at `sequence`, published at `published_ms`,
+    /// is past the range (not to be read).
+    pub(crate) fn past(&self, window: &Window, sequence: u64, published_ms: i64) -> bool {
+        sequence > self.end_sequence.load(Ordering::Acquire)
+            || window
+                .to
+                .is_some_and(|to| published_ms > to.timestamp_millis())
     }
 
-    /// Whether a message published at `published_ms` is past the range.
-    pub(crate) fn past(&self, window: &Window, published_ms: i64) -> bool {
-        window
-            .to
-            .is_some_and(|to| published_ms > to.timestamp_millis())
+    /// Whether the message at `sequence` is the range's last.
+    pub(crate) fn at_end(&self, sequence: u64) -> bool {
+        sequence >= self.end_sequence.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
     }
 }
 
