@@ -126,3 +126,57 @@ pub fn consumer_config(
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn a_replay_ends_at_the_streams_last_sequence_or_past_to() {
+        let p = Progress::default();
+        p.end_sequence.store(100, Ordering::Release);
+        let open = Window {
+            from: at(0),
+            to: None,
+            subjects: vec![],
+        };
+        assert!(!p.past(&open, 100, i64::MAX), "the last message is read");
+        assert!(p.at_end(100));
+        assert!(!p.at_end(99));
+        assert!(p.past(&open, 101, 0), "live traffic after the start is not");
+        let closed = Window {
+            to: Some(at(5_000)),
+            ..open
+        };
+        assert!(!p.past(&closed, 50, 5_000), "published at --to is in range");
+        assert!(p.past(&closed, 50, 5_001));
+    }
+
+    #[test]
+    fn the_replay_consumer_is_ephemeral_and_starts_at_from() {
+        let config = estatemon_domain::config::NatsConfig::default();
+        let w = Window {
+            from: at(1_700_000_000_000),
+            to: None,
+            subjects: vec![],
+        };
+        let c = consumer_config(&config, &w, &["a.>".into(), "b.>".into()]);
+        assert!(c.durable_name.is_none());
+        assert_eq!(c.filter_subjects, vec!["a.>".to_owned(), "b.>".to_owned()]);
+        match c.deliver_policy {
+            consumer::DeliverPolicy::ByStartTime { start_time } => {
+                assert_eq!(start_time.unix_timestamp(), 1_700_000_000)
+            }
+            other => panic!("{other:?}"),
+        }
+        let one = Window {
+            subjects: vec!["a.x.>".into()],
+            ..w
+        };
+        assert_eq!(consumer_config(&config, &one, &[]).filter_subject, "a.x.>");
+    }
+}
