@@ -116,6 +116,9 @@ impl PostgresNode {
             // A fast checkpoint: the default spreads it over
             // checkpoint_timeout × checkpoint_completion_target.
             .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
+            // A slot of its own: the primary keeps the WAL this standby
+            // has not replayed yet, however far behind a bulk load puts it.
+            .args(["-C", "-S", &format!("standby_{port}")])
             .stdout(Stdio::null())
             .output()?;
         if !out.status.success() {
