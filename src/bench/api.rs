@@ -62,6 +62,50 @@ pub(super) async fn get(addr: &str, path: &str, token: &str) -> anyhow::Result<(
     Ok((status, buf.len() - head_end - 4))
 }
 
+/// `wrk -t2 --latency` against `addr` for `seconds` with `connections`,
+/// requesting `paths` in rotation with the bearer `token`; wrk's report.
+pub(super) fn wrk(
+    addr: &str,
+    token: &str,
+    paths: &[String],
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<String> {
+    let script = std::env::temp_dir().join(format!(
+        "estatemon-bench-wrk-{}-{}.lua",
+        std::process::id(),
+        addr.replace([':', '.'], "-")
+    ));
+    let lua_paths = paths
+        .iter()
+        .map(|p| format!("  \"{p}\""))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    std::fs::write(
+        &script,
+        format!(
+            "local paths = {{\n{lua_paths}\n}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", paths[(i % #paths) + 1], {{[\"Authorization\"] = \"Bearer {token}\"}})\nend\n"
+        ),
+    )?;
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .output();
+    let _ = std::fs::remove_file(&script);
+    match out {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => anyhow::bail!("wrk failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => anyhow::bail!("wrk is needed for the throughput figure (apt install wrk): {e}"),
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -264,19 +308,6 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         let (status, _) = get(&addr, p, &token).await?;
         anyhow::ensure!(status == 200, "{p}: HTTP {status}");
     }
-    let script =
-        std::env::temp_dir().join(format!("estatemon-bench-api-{}.lua", std::process::id()));
-    let lua_paths = mixed
-        .iter()
-        .map(|p| format!("  \"{p}\""))
-        .collect::<Vec<_>>()
-        .join(",\n");
-    std::fs::write(
-        &script,
-        format!(
-            "local paths = {{\n{lua_paths}\n}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", paths[(i % #paths) + 1], {{[\"Authorization\"] = \"Bearer {token}\"}})\nend\n"
-        ),
-    )?;
     let audit_before: i64 = client
         .query_one("SELECT count(*) FROM audit_log", &[])
         .await?
@@ -287,27 +318,9 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         args.seconds,
         mixed.len()
     );
-    let out = std::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{}", args.connections),
-            &format!("-d{}s", args.seconds),
-            "--latency",
-            "-s",
-        ])
-        .arg(&script)
-        .arg(format!("http://{addr}"))
-        .output();
-    let _ = std::fs::remove_file(&script);
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            for line in text.lines() {
-                println!("    {line}");
-            }
-        }
-        Ok(o) => anyhow::bail!("wrk failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => anyhow::bail!("wrk is needed for the throughput figure (apt install wrk): {e}"),
+    let text = wrk(&addr, &token, &mixed, args.connections, args.seconds)?;
+    for line in text.lines() {
+        println!("    {line}");
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let audit_after: i64 = client

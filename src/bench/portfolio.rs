@@ -130,6 +130,21 @@ fn portfolio(sites: usize, per_site: usize) -> Registry {
     all
 }
 
+/// A progress bar on a terminal (none under CI).
+fn progress(len: usize, what: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    if std::env::var_os("CI").is_some() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -593,16 +608,7 @@ async fn write_history(
             .collect(),
     );
     let devices = Arc::new(registry.devices.clone());
-    let bar = indicatif::ProgressBar::new(steps.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} writing history [{bar:30}] {pos}/{len} 15-minute steps ({eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    if std::env::var_os("CI").is_some() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress(steps.len(), "writing history", "15-minute steps");
     let retrofit = end() - Span::days(365);
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -825,38 +831,7 @@ async fn mix(
         let (status, _) = get(&api.addr, p, token).await?;
         anyhow::ensure!(status == 200, "{p}: HTTP {status}");
     }
-    let script = std::env::temp_dir().join(format!(
-        "estatemon-bench-portfolio-{}.lua",
-        std::process::id()
-    ));
-    let lua_paths = paths
-        .iter()
-        .map(|p| format!("  \"{p}\""))
-        .collect::<Vec<_>>()
-        .join(",\n");
-    std::fs::write(
-        &script,
-        format!(
-            "local paths = {{\n{lua_paths}\n}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", paths[(i % #paths) + 1], {{[\"Authorization\"] = \"Bearer {token}\"}})\nend\n"
-        ),
-    )?;
-    let out = std::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{}", args.connections),
-            &format!("-d{}s", args.seconds),
-            "--latency",
-            "-s",
-        ])
-        .arg(&script)
-        .arg(format!("http://{}", api.addr))
-        .output();
-    let _ = std::fs::remove_file(&script);
-    let text = match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
-        Ok(o) => anyhow::bail!("wrk failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => anyhow::bail!("wrk is needed for the API mix (apt install wrk): {e}"),
-    };
+    let text = super::api::wrk(&api.addr, token, &paths, args.connections, args.seconds)?;
     let rps = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -888,16 +863,7 @@ fn reports(
         .map(|s| s.id.as_str())
         .collect();
     let out = dir.join("reports");
-    let bar = indicatif::ProgressBar::new(sites.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} quarterly reports [{bar:30}] {pos}/{len} sites ({eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    if std::env::var_os("CI").is_some() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress(sites.len(), "quarterly reports", "sites");
     let started = Instant::now();
     let mut times = Vec::new();
     for site in &sites {
