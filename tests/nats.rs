@@ -740,3 +740,63 @@ async fn a_replay_brings_back_a_lost_range_once_and_pages_nobody() {
     );
     assert!(out.contains("replayed 0 of"), "{out}");
 }
+
+/// A shipped profile over the NATS transport: Tasmota's documented
+/// `tele/<topic>/SENSOR` (tasmota.github.io, "MQTT" and the Pow R2 page),
+/// published by `mosquitto_pub` over MQTT 3.1.1 to a NATS node's
+/// gateway, read back from JetStream through the subject mapping
+/// (including a `.` in the device's topic, which the gateway files as
+/// `//`), and stored as over Mosquitto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasmota_device_publishing_to_a_nats_node_is_read_by_its_profile() {
+    let cluster = cluster(1);
+    let db = TestDb::new(&admin_url());
+    let mut c = nats_config(&db, &cluster);
+    c.storage.retention_days = 0;
+    c.ingest
+        .profiles
+        .push(estatemon_domain::config::ProfileConfig {
+            name: "tasmota".into(),
+            site: Some("harbour-view".into()),
+            time_zone: Some("Asia/Hong_Kong".into()),
+            ..Default::default()
+        });
+    let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
+    assert!(ingestor.subscribed(Duration::from_secs(20)).await);
+    let plain = unique("tpow");
+    let dotted = format!("hall.{}", unique("pow"));
+    let body = r#"{"Time":"2026-03-01T10:00:00+08:00","ENERGY":{"TotalStartTime":"2025-01-01T00:00:00","Total":12.5,"Yesterday":1.0,"Today":0.5,"Power":120,"ApparentPower":130,"ReactivePower":50,"Factor":0.92,"Voltage":230,"Current":0.565}}"#;
+    for t in [&plain, &dotted] {
+        let ok = mosquitto_pub(
+            cluster.nodes[0].mqtt_port,
+            &format!("tele/{t}/SENSOR"),
+            format!("{body}\n"),
+            &unique("tasmota-dev"),
+        )
+        .await
+        .unwrap();
+        assert!(ok, "mosquitto_pub to the NATS gateway");
+    }
+    for t in [&plain, &dotted] {
+        let sql = format!(
+            "SELECT count(*) FROM readings WHERE device_id = '{t}'
+               AND ts = '2026-03-01T02:00:00Z'
+               AND ((metric = 'energy_kwh' AND value = 12.5)
+                 OR (metric = 'power_kw' AND value = 0.12)
+                 OR (metric = 'voltage_v' AND value = 230))"
+        );
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                db.count(&sql).await == 3
+            })
+            .await,
+            "{t}: readings {:?}, dead letters {:?}",
+            db.count(&format!(
+                "SELECT count(*) FROM readings WHERE device_id = '{t}'"
+            ))
+            .await,
+            dead_letter_reasons(&db.client().await, &format!("tele/{t}/SENSOR")).await
+        );
+    }
+    ingestor.shutdown().await;
+}
