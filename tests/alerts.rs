@@ -961,7 +961,10 @@ async fn incremental_window_matches_a_full_read() {
 
     // A reading committed after its cycle, later than the allowed lateness:
     // absent from the next incremental window, present after the reload.
-    let at = now - Duration::minutes(10);
+    // Past the reload period after the loop's last cycle whatever the
+    // hour: between 01:30 and 01:55 Hong Kong time, `now - 10 min` was
+    // within 15 minutes of it, and this failed.
+    let at = (now - Duration::minutes(10)).max(end + FULL_RELOAD_EVERY);
     cache.load(&client, &rules, at).await.unwrap();
     assert!(
         cache.last_was_full,
