@@ -205,23 +205,7 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
     // The alert job keeps paging after the promotion: an entrapment
     // published now is opened by ingest on the new primary and delivered
     // by the analytics notifier, reconnected there by itself.
-    let ms = chrono::Utc::now().timestamp_millis();
-    publish_all(
-        &c.mqtt.url,
-        vec![(
-            topic(&c, "events", "hv", "lift-after-failover"),
-            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
-        )],
-    )
-    .await;
-    let paged = eventually(Duration::from_secs(30), || async {
-        got.lock().unwrap().iter().any(|(_, b)| {
-            b["kind"] == "firing"
-                && b["alert"]["rule"] == "lift_entrapment"
-                && b["alert"]["labels"]["device"] == "lift-after-failover"
-        })
-    })
-    .await;
+    let paged = entrapment_pages(&c, &got, "lift-after-failover").await;
     assert!(
         paged,
         "the entrapment paged after the promotion: {:?}",
@@ -622,23 +606,7 @@ async fn pg_auto_failover_promotes_the_standby_and_nothing_acknowledged_is_lost(
     );
 
     // Paging after the promotion.
-    let ms = chrono::Utc::now().timestamp_millis();
-    publish_all(
-        &c.mqtt.url,
-        vec![(
-            topic(&c, "events", "hv", "lift-after-paf"),
-            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
-        )],
-    )
-    .await;
-    let paged = eventually(Duration::from_secs(30), || async {
-        got.lock().unwrap().iter().any(|(_, b)| {
-            b["kind"] == "firing"
-                && b["alert"]["rule"] == "lift_entrapment"
-                && b["alert"]["labels"]["device"] == "lift-after-paf"
-        })
-    })
-    .await;
+    let paged = entrapment_pages(&c, &got, "lift-after-paf").await;
     assert!(paged, "the entrapment paged after the promotion");
     analytics.abort();
     ingestor.shutdown().await;
@@ -663,4 +631,30 @@ fn failover_config(url: &str) -> estatemon_domain::config::Config {
     c.database.connect_timeout_s = 2;
     c.ingest.db_retry_max_backoff_s = 1;
     c
+}
+
+/// Publishes an entrapment of `device` now; whether the webhook got its
+/// page (firing, `lift_entrapment`) within 30 s.
+async fn entrapment_pages(
+    c: &estatemon_domain::config::Config,
+    got: &Received,
+    device: &str,
+) -> bool {
+    let ms = chrono::Utc::now().timestamp_millis();
+    publish_all(
+        &c.mqtt.url,
+        vec![(
+            topic(c, "events", "hv", device),
+            format!(r#"{{"ts":{ms},"type":"fault","code":"entrapment"}}"#).into_bytes(),
+        )],
+    )
+    .await;
+    eventually(Duration::from_secs(30), || async {
+        got.lock().unwrap().iter().any(|(_, b)| {
+            b["kind"] == "firing"
+                && b["alert"]["rule"] == "lift_entrapment"
+                && b["alert"]["labels"]["device"] == device
+        })
+    })
+    .await
 }

@@ -111,6 +111,18 @@ pub async fn publish(
     .await
 }
 
+/// Waits until message `i` of a publisher started at `t0` is due at
+/// `rate` messages/s (at once when `rate` is `None`).
+pub async fn pace(t0: Instant, i: u64, rate: Option<f64>) {
+    if let Some(rate) = rate {
+        let due = Duration::from_secs_f64(i as f64 / rate);
+        let elapsed = t0.elapsed();
+        if due > elapsed + Duration::from_millis(10) {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
 /// (publisher, device, sequence number) → (topic, payload).
 pub type MakeMessage = std::sync::Arc<dyn Fn(usize, u64, u64) -> (String, Vec<u8>) + Send + Sync>;
 
@@ -143,13 +155,7 @@ pub async fn publish_with(
             let t0 = Instant::now();
             let mut sent = 0u64;
             for i in 0..share {
-                if let Some(rate) = rate {
-                    let due = Duration::from_secs_f64(i as f64 / rate);
-                    let elapsed = t0.elapsed();
-                    if due > elapsed + Duration::from_millis(10) {
-                        tokio::time::sleep(due - elapsed).await;
-                    }
-                }
+                pace(t0, i, rate).await;
                 let seq = seq_offset + i * publishers as u64 + p as u64;
                 let device = seq % 500;
                 let (topic, body) = make(p, device, seq);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use estatemon_simulators::load::{payload, LOAD_SITE};
+use estatemon_simulators::load::{pace, payload, LOAD_SITE};
 
 /// Acknowledgements a publisher waits for at most at once.
 const WINDOW: usize = 512;
@@ -50,13 +50,7 @@ pub async fn publish(
             let mut window = VecDeque::with_capacity(WINDOW);
             let t0 = Instant::now();
             for i in 0..share {
-                if let Some(rate) = rate {
-                    let due = Duration::from_secs_f64(i as f64 / rate);
-                    let elapsed = t0.elapsed();
-                    if due > elapsed + Duration::from_millis(10) {
-                        tokio::time::sleep(due - elapsed).await;
-                    }
-                }
+                pace(t0, i, rate).await;
                 let seq = seq_offset + i * publishers as u64 + p as u64;
                 let device = seq % 500;
                 let topic = template

@@ -149,40 +149,60 @@ pub async fn start(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
-    if let Some((progress, window)) = replay {
+    let sources = match replay {
+        Some((progress, window)) => vec![consume::Source {
+            stream: config.stream.clone(),
+            consumer: replay::consumer_config(config, &window, &subjects),
+            strip_prefix: None,
+            skip_for_gateway: None,
+            gateway: None,
+            label: "replay",
+            gauge: metrics.nats.consuming.clone(),
+            replay: Some((progress, window)),
+        }],
+        None => live_sources(
+            &js, config, mqtt, &subjects, &metrics, &shutdown, &mut tasks,
+        ),
+    };
+    for source in sources {
         tasks.push(tokio::spawn(consume::run(
             js.clone(),
-            consume::Source {
-                stream: config.stream.clone(),
-                consumer: replay::consumer_config(config, &window, &subjects),
-                strip_prefix: None,
-                skip_for_gateway: None,
-                gateway: None,
-                label: "replay",
-                gauge: metrics.nats.consuming.clone(),
-                replay: Some((progress, window)),
-            },
+            source,
             config.fetch_batch,
             tx.clone(),
             budget.clone(),
             metrics.clone(),
             shutdown.clone(),
         )));
-        tasks.push(tokio::spawn(consume::acknowledge(
-            client, ack_rx, metrics, drained,
-        )));
-        return Ok(Transport {
-            deliveries: rx,
-            deliveries_tx: tx,
-            acks: ack_tx,
-            tasks,
-        });
     }
+    tasks.push(tokio::spawn(consume::acknowledge(
+        client, ack_rx, metrics, drained,
+    )));
+    Ok(Transport {
+        deliveries: rx,
+        deliveries_tx: tx,
+        acks: ack_tx,
+        tasks,
+    })
+}
+
+/// The live ingestors' sources: the stream's durable consumer and (with
+/// `mqtt_gateway`) the gateway store's; a task that makes or checks them
+/// and then watches the stream's state is pushed onto `tasks`.
+fn live_sources(
+    js: &async_nats::jetstream::Context,
+    config: &estatemon_domain::config::NatsConfig,
+    mqtt: &estatemon_domain::config::MqttConfig,
+    subjects: &[String],
+    metrics: &crate::metrics::Metrics,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<consume::Source> {
     {
         let (js, config, subjects, mut shutdown) = (
             js.clone(),
             config.clone(),
-            subjects.clone(),
+            subjects.to_vec(),
             shutdown.clone(),
         );
         let nats_metrics = metrics.nats.clone();
@@ -237,7 +257,7 @@ pub async fn start(
     if config.mqtt_gateway {
         sources.push(consume::Source {
             stream: consume::GATEWAY_STREAM.into(),
-            consumer: gateway_consumer(config, &subjects),
+            consumer: gateway_consumer(config, subjects),
             strip_prefix: Some(consume::GATEWAY_PREFIX),
             skip_for_gateway: None,
             gateway: Some(gateway),
@@ -246,24 +266,5 @@ pub async fn start(
             replay: None,
         });
     }
-    for source in sources {
-        tasks.push(tokio::spawn(consume::run(
-            js.clone(),
-            source,
-            config.fetch_batch,
-            tx.clone(),
-            budget.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )));
-    }
-    tasks.push(tokio::spawn(consume::acknowledge(
-        client, ack_rx, metrics, drained,
-    )));
-    Ok(Transport {
-        deliveries: rx,
-        deliveries_tx: tx,
-        acks: ack_tx,
-        tasks,
-    })
+    sources
 }
