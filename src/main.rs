@@ -20,6 +20,7 @@ mod backfill;
 mod bench;
 mod broker;
 mod consumption;
+mod dead_letters;
 mod demo;
 mod import;
 mod inspection;
@@ -147,6 +148,10 @@ enum Command {
     /// check the stream and consumer, show their state.
     #[command(subcommand)]
     Transport(transport::TransportCommand),
+    /// Messages ingest refused: run them through ingest again once what
+    /// refused them (a mapping, a profile, a limit) is fixed.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
 }
 
 #[derive(clap::Args)]
@@ -331,6 +336,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Lifts(cmd) => lifts::run(&config, cmd).await,
         Command::Oncall(cmd) => oncall::run(&config, cmd).await,
         Command::Transport(cmd) => transport::run(&config, cmd).await,
+        Command::DeadLetters(cmd) => dead_letters::run(&config, cmd).await,
         Command::Migrate => migrate(&config).await,
         Command::DbReader(args) => {
             let client = prepare_database(&config).await?;

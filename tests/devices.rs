@@ -984,7 +984,22 @@ fn tempfile(text: &str) -> TempFile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_survives_a_restart_of_the_ingestor() {
     let db = TestDb::new(&admin_url());
-    let mut c = config(&db, &broker_url());
+    let c = config(&db, &broker_url());
+    discovery_survives_a_restart(&db, c).await;
+}
+
+/// The same over the clustered transport: the config is retained by a
+/// NATS node's MQTT gateway, ingest (`source = "nats"`) reads configs and
+/// the discovered state topic over its MQTT 3.1.1 session there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_through_a_nats_node_survives_a_restart_of_the_ingestor() {
+    let cluster = cluster(1);
+    let db = TestDb::new(&admin_url());
+    let c = nats_config(&db, &cluster);
+    discovery_survives_a_restart(&db, c).await;
+}
+
+async fn discovery_survives_a_restart(db: &TestDb, mut c: estatemon_domain::config::Config) {
     let ha = unique("ha");
     c.ingest.homeassistant.enabled = true;
     c.ingest.homeassistant.prefix = ha.clone();
@@ -1007,7 +1022,7 @@ async fn discovery_survives_a_restart_of_the_ingestor() {
         let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
         assert!(ingestor.subscribed(Duration::from_secs(10)).await);
         let stored = eventually(Duration::from_secs(20), || {
-            let (url, state, db, dev) = (c.mqtt.url.clone(), state.clone(), &db, dev.clone());
+            let (url, state, db, dev) = (c.mqtt.url.clone(), state.clone(), db, dev.clone());
             async move {
                 publish(
                     &url,

@@ -352,3 +352,170 @@ async fn home_assistant_discovery_reads_what_devices_announce() {
     assert_eq!(site, "harbour-view");
     ingestor.shutdown().await;
 }
+
+/// A gateway's messages refused by a mapping that read the wrong field
+/// are stored once the mapping is fixed and `estatemon dead-letters
+/// reprocess` runs them through ingest again, at their own times; a
+/// message that is still bad is refused again under a new letter; a
+/// payload whose credential was pseudonymised is left alone, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_reprocessed_once_the_mapping_is_fixed() {
+    let db = TestDb::new(&admin_url());
+    let mut c = config(&db, &broker_url());
+    let gw = unique("gw");
+    let mapping = |field: &str| {
+        toml::from_str::<estatemon_domain::mapping::Mapping>(&format!(
+            r#"
+name = "plant-room-gateway"
+topic = "{gw}/{{site}}/+/{{device_id}}"
+time_path = "ts"
+time_format = "epoch_ms"
+  [[value]]
+  path = "channels[*].{field}"
+  metric = "energy_kwh"
+  unit = "Wh"
+  device = "{{device_id}}-ch{{key}}"
+"#
+        ))
+        .unwrap()
+    };
+    // The mapping as first written: the gateway calls the field `energy_wh`.
+    c.ingest.mappings.push(mapping("wh"));
+    c.validate(None, None).expect("a valid configuration");
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let t0 = base_ms();
+    let mut messages: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| {
+            (
+                format!("{gw}/harbour-view/meters/m{}", i % 4),
+                format!(
+                    r#"{{"ts":{},"channels":[{{"energy_wh":{}}},{{"energy_wh":{}}}]}}"#,
+                    t0 + i * 60_000,
+                    1000 + i * 10,
+                    5000 + i * 20
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    // Still bad after the fix: not JSON.
+    messages.push((
+        format!("{gw}/harbour-view/meters/m9"),
+        b"{\"ts\": 17, channels".to_vec(),
+    ));
+    // An access event of a type nobody knows, with a card number: the
+    // letter keeps its pseudonym, not the number.
+    messages.push((
+        topic(&c, "events", "hv", "gate-7"),
+        format!(r#"{{"ts":{t0},"type":"teleport","credential":"CARD-777","result":"granted"}}"#)
+            .into_bytes(),
+    ));
+    publish_all(&c.mqtt.url, messages).await;
+    let open = "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL";
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.count(open).await >= 22
+        })
+        .await,
+        "{:?}",
+        dead_letter_reasons(&db.client().await, "%").await
+    );
+    ingestor.shutdown().await;
+    let before = db.count(open).await;
+    let readings = format!(
+        "SELECT count(*) FROM readings WHERE device_id LIKE 'm%-ch%' AND ts >= to_timestamp({t0} / 1000.0)"
+    );
+    assert_eq!(
+        db.count(&readings).await,
+        0,
+        "nothing read by the wrong path"
+    );
+
+    // The fix, in the configuration file the command reads.
+    let mut fixed = c.clone();
+    fixed.ingest.mappings = vec![mapping("energy_wh")];
+    let file = config_file(&fixed);
+
+    let dry = run(estatemon_with(&file).args(["dead-letters", "reprocess", "--dry-run"]));
+    assert!(
+        dry.contains(&format!("{} open dead letters to reprocess", before - 1)),
+        "{dry}"
+    );
+    assert!(dry.contains("left alone: 1 (held a credential"), "{dry}");
+    assert!(dry.contains("--dry-run: nothing changed"), "{dry}");
+    assert_eq!(db.count(open).await, before, "a dry run changes nothing");
+
+    let out = run(estatemon_with(&file).args(["dead-letters", "reprocess"]));
+    // 20 messages × 2 channels, at the gateway's own times.
+    assert_eq!(db.count(&readings).await, 40, "{out}");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM readings WHERE device_id LIKE 'm%-ch%' AND ts = to_timestamp({t0} / 1000.0)"
+        ))
+        .await,
+        2,
+        "the first message at its own time: {out}"
+    );
+    assert!(
+        out.contains(&format!("{} resolved, 1 refused again", before - 2)),
+        "{out}"
+    );
+    assert!(out.contains("refused again: invalid_json"), "{out}");
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT reason, resolution FROM dead_letters WHERE resolved_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len() as i64, before - 1);
+    let again: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "invalid_json")
+        .map(|r| r.get(1))
+        .collect();
+    assert_eq!(again.len(), 1);
+    let new_id: i64 = again[0]
+        .strip_prefix("reprocessed: refused again as ")
+        .unwrap_or_else(|| panic!("{again:?}"))
+        .parse()
+        .unwrap();
+    let (reason, open_now): (String, bool) = client
+        .query_one(
+            "SELECT reason, resolved_at IS NULL FROM dead_letters WHERE id = $1",
+            &[&new_id],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((reason.as_str(), open_now), ("invalid_json", true));
+    // Open now: the new letter and the card's.
+    assert_eq!(db.count(open).await, 2);
+
+    // Each letter once: the stored ones are not read again.
+    let twice = run(estatemon_with(&file).args([
+        "dead-letters",
+        "reprocess",
+        "--topic",
+        &format!("{gw}/+/meters/+"),
+        "--reason",
+        "invalid_field",
+        "--reason",
+        "missing_field",
+    ]));
+    assert!(
+        twice.contains("0 open dead letters to reprocess"),
+        "{twice}"
+    );
+    assert_eq!(db.count(&readings).await, 40);
+
+    // A reason that does not exist is refused with the list.
+    let bad = estatemon_with(&file)
+        .args(["dead-letters", "reprocess", "--reason", "lost"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown_topic"));
+}

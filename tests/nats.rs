@@ -12,39 +12,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use estatemon_domain::config::{Config, Source};
+use estatemon_domain::config::Config;
 use estatemon_simulators::nats_cluster::NatsCluster;
-
-/// The venv scripts/test.sh fills: its python and nats-server.
-fn venv_bin(name: &str) -> PathBuf {
-    let python = std::env::var("ESTATEMON_TEST_PYTHON")
-        .expect("ESTATEMON_TEST_PYTHON (run the tests through scripts/test.sh)");
-    let bin = PathBuf::from(&python).parent().unwrap().join(name);
-    assert!(
-        bin.exists(),
-        "{} missing: scripts/test.sh installs it (PyPI)",
-        bin.display()
-    );
-    bin
-}
-
-fn cluster(nodes: usize) -> NatsCluster {
-    let dir = std::env::temp_dir().join(unique("estatemon-nats-"));
-    NatsCluster::start(&venv_bin("nats-server"), &dir, nodes).expect("NATS cluster")
-}
-
-fn nats_config(db: &TestDb, cluster: &NatsCluster) -> Config {
-    let mut c = config(db, &cluster.mqtt_url(0));
-    c.ingest.source = Source::Nats;
-    c.nats.url = cluster.url();
-    c.nats.replicas = cluster.nodes.len().min(3);
-    c.nats.stream = unique("S").replace(['_'], "-");
-    c.nats.consumer = unique("ingest").replace(['_'], "-");
-    // A killed ingestor's messages go to the other one soon.
-    c.nats.ack_wait_s = 5;
-    c.ingest.db_retry_max_backoff_s = 1;
-    c
-}
 
 /// The first level of the test's topics (its NATS subjects' first token).
 fn topic_prefix(c: &Config) -> String {
@@ -55,25 +24,6 @@ fn topic_prefix(c: &Config) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-/// Writes `c` as a configuration file for child processes.
-fn config_file(c: &Config) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("estatemon-nats-conf-")));
-    std::fs::write(&path, toml::to_string(c).unwrap()).unwrap();
-    path
-}
-
-fn estatemon_with(file: &PathBuf) -> std::process::Command {
-    let mut cmd = std::process::Command::new(estatemon_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ESTATEMON_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("ESTATEMON_CONFIG", file)
-        .env("ESTATEMON_LOG_FILTER", "warn");
-    cmd
 }
 
 fn spawn_ingestor(file: &PathBuf, log: &str) -> tokio::process::Child {

@@ -24,14 +24,42 @@ fn node_script() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tahu_edge_node_births_sends_gaps_rebirths_and_dies() {
+    let db = TestDb::new(&admin_url());
+    let c = config(&db, &broker_url());
+    tahu_edge_node(&db, c, Deaths::AsSent).await;
+}
+
+/// The same edge node and the same host over the clustered transport:
+/// the node connects to a NATS node's MQTT gateway (3.1.1), and ingest
+/// (`source = "nats"`) keeps its Sparkplug session there, beside the
+/// stream it reads other devices from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tahu_edge_node_through_a_nats_node() {
+    let cluster = cluster(1);
+    let db = TestDb::new(&admin_url());
+    let c = nats_config(&db, &cluster);
+    tahu_edge_node(&db, c, Deaths::StampedByServer).await;
+}
+
+/// What a death's timestamp says when it reaches the host.
+#[derive(PartialEq)]
+enum Deaths {
+    /// Mosquitto passes payloads as they are.
+    AsSent,
+    /// NATS (2.11 and later) is a "Sparkplug Aware" server: it sets the
+    /// timestamp of NDEATH and DDEATH to when it delivers them (Sparkplug
+    /// 3.0 lets such a server replace the NDEATH's; nats-server 2.15 was
+    /// seen doing it to DDEATH too).
+    StampedByServer,
+}
+
+async fn tahu_edge_node(db: &TestDb, mut c: estatemon_domain::config::Config, deaths: Deaths) {
     assert!(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sparkplug/node_modules/sparkplug-client")
             .exists(),
         "Eclipse Tahu's client is missing: run scripts/test.sh (it runs npm ci in tests/sparkplug)"
     );
-    let db = TestDb::new(&admin_url());
-    let mut c = config(&db, &broker_url());
     let group = unique("plant");
     c.ingest.sparkplug.enabled = true;
     c.ingest.sparkplug.site = Some("harbour-view".into());
@@ -173,7 +201,31 @@ async fn a_tahu_edge_node_births_sends_gaps_rebirths_and_dies() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(offline_ms, ddeath_ms, "offline since the DDEATH's own time");
+    if deaths == Deaths::AsSent {
+        assert_eq!(offline_ms, ddeath_ms, "offline since the DDEATH's own time");
+    } else {
+        // The server's stamp: when it passed the DDEATH on, most of a
+        // second after the node wrote it, and before the node's death.
+        let node_ms: i64 = client
+            .query_one(
+                "SELECT round(extract(epoch FROM offline_since) * 1000)::bigint \
+                   FROM devices WHERE device_id = $1",
+                &[&node],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            offline_ms > ddeath_ms + 300 && offline_ms < node_ms,
+            "offline since the server's stamp: {offline_ms} (written {ddeath_ms}, node {node_ms})"
+        );
+    }
+    // Dated by the payload either way, not by our receipt.
+    assert_eq!(
+        ingestor.metrics().sparkplug_deaths_at_receipt.get(),
+        0,
+        "no death dated at receipt"
+    );
     let metrics = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
     assert!(metric(&metrics, "estatemon_ingest_sparkplug_rebirths_total") >= 1.0);
 

@@ -18,6 +18,8 @@
 //! 7. [`dead_letter`]: what could not be used, with a reason a person can read.
 //! 8. [`metrics`] and [`http`]: Prometheus `/metrics` and `/health`.
 //! 9. [`maintenance`]: partitions ahead, retention, rollup refresh.
+//! 10. [`reprocess`]: dead letters through the same pipeline again, once
+//!     what refused them is fixed.
 //!
 //! **Reads**: MQTT topics from `mqtt.topics`. **Writes**: `readings`, `events`,
 //! `dead_letters`, `devices` (unassigned ones), `rollup_dirty`, rollups, and
@@ -39,6 +41,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
+pub mod reprocess;
 pub mod store;
 pub mod subscribe;
 pub mod topic;

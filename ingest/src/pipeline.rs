@@ -58,7 +58,22 @@ pub struct Ingestor {
 impl Ingestor {
     /// Prepares the database (create, migrate, load registry) and starts.
     pub async fn start(config: Config) -> Result<Ingestor, IngestError> {
-        Ingestor::start_with(config, None).await
+        Ingestor::start_with(config, Mode::Live).await
+    }
+
+    /// An ingestor that reads the dead letters `ids` names ([`crate::reprocess`])
+    /// instead of a broker, raises no immediate alerts, and stops reading
+    /// once they are handed over (`progress.finished`).
+    pub async fn start_reprocess(
+        mut config: Config,
+        ids: Vec<i64>,
+    ) -> Result<(Ingestor, Arc<crate::reprocess::Progress>), IngestError> {
+        config.ingest.source = estatemon_domain::config::Source::Mqtt;
+        config.ingest.sparkplug.enabled = false;
+        config.ingest.homeassistant.enabled = false;
+        let progress = Arc::new(crate::reprocess::Progress::default());
+        let ingestor = Ingestor::start_with(config, Mode::Reprocess(progress.clone(), ids)).await?;
+        Ok((ingestor, progress))
     }
 
     /// An ingestor that reads only a replay's range from the NATS stream
@@ -72,18 +87,18 @@ impl Ingestor {
         config.ingest.sparkplug.enabled = false;
         config.ingest.homeassistant.enabled = false;
         let progress = Arc::new(crate::nats::replay::Progress::default());
-        let ingestor = Ingestor::start_with(config, Some((progress.clone(), window))).await?;
+        let ingestor = Ingestor::start_with(config, Mode::Replay(progress.clone(), window)).await?;
         Ok((ingestor, progress))
     }
 
-    async fn start_with(
-        config: Config,
-        replay: Option<(
-            Arc<crate::nats::replay::Progress>,
-            crate::nats::replay::Window,
-        )>,
-    ) -> Result<Ingestor, IngestError> {
-        let replaying = replay.is_some();
+    async fn start_with(config: Config, mode: Mode) -> Result<Ingestor, IngestError> {
+        // History read again: no immediate alerts, no `last_message_at`.
+        let replaying = !matches!(mode, Mode::Live);
+        let (replay, reprocess) = match mode {
+            Mode::Live => (None, None),
+            Mode::Replay(progress, window) => (Some((progress, window)), None),
+            Mode::Reprocess(progress, ids) => (None, Some((progress, ids))),
+        };
         let (mut client, migration) = schema::prepare(&config.database, &config.storage).await?;
         let chunk_days = schema::recorded_chunk_days(&client).await?;
         if let Some(path) = &config.registry.file {
@@ -143,8 +158,10 @@ impl Ingestor {
         // Over NATS, an MQTT session (to a NATS node's listener) carries
         // only what needs one: Sparkplug's host STATE and per-node order,
         // Home Assistant's retained discovery configs.
-        let needs_mqtt =
-            !nats_source || config.ingest.sparkplug.enabled || config.ingest.homeassistant.enabled;
+        let needs_mqtt = reprocess.is_none()
+            && (!nats_source
+                || config.ingest.sparkplug.enabled
+                || config.ingest.homeassistant.enabled);
         let health = Arc::new(HealthState {
             registry,
             metrics: metrics.clone(),
@@ -212,6 +229,12 @@ impl Ingestor {
             tracing::info!(?filters, client_id = %config.mqtt.client_id, "subscribing");
             subscribe::start(
                 &config.mqtt,
+                // A NATS node's MQTT gateway speaks 3.1.1 only.
+                if nats_source {
+                    subscribe::Version::V311
+                } else {
+                    subscribe::Version::V5
+                },
                 filters.clone(),
                 config.ingest.max_payload_bytes.saturating_mul(4),
                 budget.clone(),
@@ -226,6 +249,19 @@ impl Ingestor {
         };
         let mut subscriber = subscriber;
         let mut transport_tasks = Vec::new();
+        if let Some((progress, ids)) = reprocess {
+            let (tx, rx) = mpsc::unbounded_channel();
+            subscriber.deliveries = rx;
+            transport_tasks.push(tokio::spawn(crate::reprocess::feed(
+                config.database.clone(),
+                ids,
+                tx,
+                budget.clone(),
+                metrics.clone(),
+                progress,
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(t) = transport {
             // One stream of deliveries: the MQTT session's (if any) join
             // the JetStream consumer's.
@@ -377,6 +413,19 @@ impl Ingestor {
     }
 }
 
+/// Where an ingestor's messages come from.
+enum Mode {
+    /// The broker or the NATS stream, as configured.
+    Live,
+    /// A time range of the NATS stream again (`transport replay`).
+    Replay(
+        Arc<crate::nats::replay::Progress>,
+        crate::nats::replay::Window,
+    ),
+    /// Dead letters again (`dead-letters reprocess`).
+    Reprocess(Arc<crate::reprocess::Progress>, Vec<i64>),
+}
+
 /// The MQTT topic filters ingest reads: the topic templates, the payload
 /// mappings (and their availability topics), Home Assistant discovery,
 /// Sparkplug; none covered by another.
@@ -474,7 +523,7 @@ struct Batcher {
     sparkplug: Option<estatemon_domain::sparkplug::Host>,
     /// Publishes rebirth commands on the ingest session (and subscribes
     /// to discovered state topics).
-    publisher: rumqttc::v5::AsyncClient,
+    publisher: subscribe::Client,
     /// Home Assistant discovery, when enabled.
     discovery: Option<estatemon_domain::mapping::homeassistant::HomeAssistantConfig>,
     pseudonymiser: Pseudonymiser,
@@ -555,12 +604,10 @@ impl Batcher {
         let payload = rebirth_command(chrono::Utc::now().timestamp_millis());
         tracing::warn!(%topic, why, "asking a Sparkplug node to rebirth");
         self.metrics.sparkplug_rebirths.inc();
-        if let Err(e) = self.publisher.try_publish(
-            topic.clone(),
-            rumqttc::v5::mqttbytes::QoS::AtMostOnce,
-            false,
-            payload,
-        ) {
+        if let Err(e) = self
+            .publisher
+            .try_publish(topic.clone(), false, false, payload)
+        {
             tracing::error!(%topic, error = %e, "rebirth request not queued");
         }
     }
@@ -686,7 +733,7 @@ impl Batcher {
             .then_some(id);
         let client = self.publisher.clone();
         tokio::spawn(async move {
-            if let Err(e) = subscribe::subscribe_with_id(&client, t.clone(), id, false).await {
+            if let Err(e) = client.subscribe(t.clone(), id, false).await {
                 tracing::error!(topic = %t, error = %e, "discovered topic not subscribed");
             }
         });

@@ -663,6 +663,25 @@ async fn the_api_serves_grafana_and_operators_and_audits_everything() {
         .get("/api/v1/dead-letters?reason=malformed_json", &viewer)
         .await;
     assert_eq!(dl[0]["payload"], "not json");
+    assert!(dl[0]["resolved_at"].is_null(), "{dl}");
+    client
+        .execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason, detail, resolved_at, resolution)
+             VALUES (now(), 'estatemon/harbour-view/y/telemetry', 'fixed', 'malformed_json', 'expected value', now(), 'reprocessed')",
+            &[],
+        )
+        .await
+        .unwrap();
+    for (open, payload) in [("true", "not json"), ("false", "fixed")] {
+        let (_, dl) = api
+            .get(
+                &format!("/api/v1/dead-letters?reason=malformed_json&open={open}"),
+                &viewer,
+            )
+            .await;
+        assert_eq!(dl.as_array().unwrap().len(), 1, "open={open}: {dl}");
+        assert_eq!(dl[0]["payload"], payload, "open={open}: {dl}");
+    }
 
     // Unknown route: 404 with a pointer to the document.
     let (s, e) = api.get("/api/v1/nothing", &viewer).await;

@@ -660,3 +660,64 @@ pub fn count_colour(png_path: &std::path::Path, rgb: (u8, u8, u8)) -> usize {
         })
         .count()
 }
+
+/// The venv scripts/test.sh fills: its python and nats-server.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let python = std::env::var("ESTATEMON_TEST_PYTHON")
+        .expect("ESTATEMON_TEST_PYTHON (run the tests through scripts/test.sh)");
+    let bin = PathBuf::from(&python).parent().unwrap().join(name);
+    assert!(
+        bin.exists(),
+        "{} missing: scripts/test.sh installs it (PyPI)",
+        bin.display()
+    );
+    bin
+}
+
+/// A private NATS cluster of `nodes` nodes (nats-server from PyPI), each
+/// with its own ports (client, routes, MQTT gateway) and store.
+pub fn cluster(nodes: usize) -> estatemon_simulators::nats_cluster::NatsCluster {
+    let dir = std::env::temp_dir().join(unique("estatemon-nats-"));
+    estatemon_simulators::nats_cluster::NatsCluster::start(&venv_bin("nats-server"), &dir, nodes)
+        .expect("NATS cluster")
+}
+
+/// An ingestor reading the stream of a NATS cluster of its own (the
+/// stream with as many replicas as nodes, up to 3), and whatever needs an
+/// MQTT session (Sparkplug, discovery) over the first node's gateway.
+pub fn nats_config(
+    db: &TestDb,
+    cluster: &estatemon_simulators::nats_cluster::NatsCluster,
+) -> Config {
+    let mut c = config(db, &cluster.mqtt_url(0));
+    c.ingest.source = estatemon_domain::config::Source::Nats;
+    c.nats.url = cluster.url();
+    c.nats.replicas = cluster.nodes.len().min(3);
+    c.nats.stream = unique("S").replace(['_'], "-");
+    c.nats.consumer = unique("ingest").replace(['_'], "-");
+    // A killed ingestor's messages go to the other one soon.
+    c.nats.ack_wait_s = 5;
+    c.ingest.db_retry_max_backoff_s = 1;
+    c
+}
+
+/// Writes `c` as a configuration file for child processes.
+pub fn config_file(c: &Config) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("estatemon-conf-")));
+    std::fs::write(&path, toml::to_string(c).unwrap()).unwrap();
+    path
+}
+
+/// The `estatemon` binary with `file` as its configuration and no other
+/// ESTATEMON_* settings from the caller's environment.
+pub fn estatemon_with(file: &PathBuf) -> std::process::Command {
+    let mut cmd = std::process::Command::new(estatemon_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ESTATEMON_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("ESTATEMON_CONFIG", file)
+        .env("ESTATEMON_LOG_FILTER", "warn");
+    cmd
+}

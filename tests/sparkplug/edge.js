@@ -27,8 +27,11 @@ let lastBirth = 0;
 
 const client = sparkplug.newClient({
   serverUrl: url,
-  username: "",
-  password: "",
+  // Anonymous: no user name at all (null passes Tahu's required-property
+  // check and leaves the CONNECT without one). An empty one ("") is
+  // refused by NATS's MQTT gateway ("empty user name not allowed").
+  username: null,
+  password: null,
   groupId: group,
   edgeNode: node,
   clientId: `${group}-${node}`,

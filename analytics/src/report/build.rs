@@ -984,8 +984,11 @@ pub async fn build(
     );
     let dead_letters = client
         .query(
+            // Open letters only: one `dead-letters reprocess` stored is no
+            // longer a loss, and one it refused again is counted once,
+            // by its new letter.
             "SELECT reason, count(*) FROM dead_letters
-              WHERE received_at >= $2 AND received_at < $3
+              WHERE received_at >= $2 AND received_at < $3 AND resolved_at IS NULL
                 AND position('/' || $1 || '/' IN '/' || topic || '/') > 0
               GROUP BY 1 ORDER BY 2 DESC",
             &[&site.id, &start, &end],

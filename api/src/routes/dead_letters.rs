@@ -15,6 +15,9 @@ pub struct DeadLetterQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub reason: Option<String>,
+    /// `true`: only open letters; `false`: only those `estatemon
+    /// dead-letters reprocess` resolved; absent: both.
+    pub open: Option<bool>,
     /// Default 200, at most 5,000; newest first.
     pub limit: Option<i64>,
 }
@@ -29,6 +32,12 @@ pub struct DeadLetterOut {
     /// The payload as text (lossy UTF-8), at most 2 kB.
     pub payload: String,
     pub payload_bytes: usize,
+    /// When `estatemon dead-letters reprocess` ran it through ingest
+    /// again; absent while the letter is open.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// `reprocessed`, or `reprocessed: refused again as <id>` (the new,
+    /// open letter).
+    pub resolution: Option<String>,
 }
 
 /// Dead letters, newest first.
@@ -42,11 +51,12 @@ pub async fn list(
     let limit = params::limit(q.limit, 200)?;
     let client = state.pool.get().await?;
     let rows = crate::query(&client,
-            "SELECT id, received_at, topic, reason, detail, payload FROM dead_letters
+            "SELECT id, received_at, topic, reason, detail, payload, resolved_at, resolution FROM dead_letters
               WHERE ($1::timestamptz IS NULL OR received_at >= $1) AND ($2::timestamptz IS NULL OR received_at < $2)
                 AND ($3::text IS NULL OR reason = $3)
+                AND ($5::bool IS NULL OR (resolved_at IS NULL) = $5)
               ORDER BY received_at DESC, id DESC LIMIT $4",
-            &[&from, &to, &q.reason, &limit],
+            &[&from, &to, &q.reason, &limit, &q.open],
         )
         .await?;
     Ok(Json(
@@ -62,6 +72,8 @@ pub async fn list(
                     payload: String::from_utf8_lossy(&payload[..payload.len().min(2048)])
                         .into_owned(),
                     payload_bytes: payload.len(),
+                    resolved_at: r.get(6),
+                    resolution: r.get(7),
                 }
             })
             .collect(),

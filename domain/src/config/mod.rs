@@ -339,8 +339,8 @@ pub struct IngestConfig {
     /// Where device messages come from: `mqtt` (the broker at `mqtt.url`)
     /// or `nats` (the JetStream stream of `[nats]`; `mqtt.url` then names a
     /// NATS node's MQTT listener, which ingest connects to once so the
-    /// server makes its MQTT store). Sparkplug and Home Assistant discovery
-    /// stay on an ingestor with `mqtt`.
+    /// server makes its MQTT store; with Sparkplug or Home Assistant
+    /// discovery on, ingest keeps an MQTT 3.1.1 session there for them).
     pub source: Source,
     /// A batch is committed when it holds this many readings…
     pub batch_max_readings: usize,
@@ -744,14 +744,39 @@ impl Config {
         }
         if self.ingest.source == Source::Nats {
             self.nats.check().map_err(|(field, m)| fail(field, m))?;
-            if self.ingest.sparkplug.enabled || self.ingest.homeassistant.enabled {
-                return Err(fail(
-                    "ingest.source",
-                    "Sparkplug and Home Assistant discovery need ingest's MQTT 5 session (retained \
-                     STATE and configs, one view of each node's sequence), and the NATS MQTT gateway \
-                     speaks 3.1.1 only: read them with an ingestor whose source is \"mqtt\""
-                        .into(),
+            // Sparkplug and discovery configs come over ingest's MQTT
+            // session to a NATS node (one view of each node's sequence,
+            // retained STATE and configs); a stream that captured them
+            // too would hand them over twice.
+            let mut session_topics = Vec::new();
+            if self.ingest.sparkplug.enabled {
+                session_topics.push(format!("{}/group/NDATA/node", crate::sparkplug::NAMESPACE));
+            }
+            if self.ingest.homeassistant.enabled {
+                session_topics.push(format!(
+                    "{}/sensor/node/config",
+                    self.ingest.homeassistant.prefix
                 ));
+            }
+            for topic in session_topics {
+                let Ok(subject) = crate::mapping::subject::to_subject(&topic, false) else {
+                    continue;
+                };
+                if let Some(s) = self
+                    .nats
+                    .subjects
+                    .iter()
+                    .find(|s| crate::mapping::subject::matches(s, &subject))
+                {
+                    return Err(fail(
+                        "nats.subjects",
+                        format!(
+                            "`{s}` captures {topic} ({subject}), which ingest reads over its MQTT \
+                             session (Sparkplug, Home Assistant discovery): every message would be \
+                             read twice; leave it out of the stream's subjects"
+                        ),
+                    ));
+                }
             }
         }
         self.database

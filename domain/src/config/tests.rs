@@ -324,12 +324,32 @@ fn a_numeric_secret_from_the_environment_stays_text() {
 
 #[test]
 fn a_nats_ingestor_names_what_it_cannot_do_and_bad_nats_fields() {
-    let (_d, path) =
-        write("[ingest]\nsource = \"nats\"\n\n[ingest.sparkplug]\nenabled = true\nsite = \"s\"\n");
+    // Sparkplug and discovery over NATS: read on the MQTT session, so the
+    // stream must not capture them as well.
+    let sparkplug =
+        "[ingest]\nsource = \"nats\"\n\n[ingest.sparkplug]\nenabled = true\nsite = \"s\"\n";
+    let (_d, path) = write(sparkplug);
+    Config::load_with_env(Some(&path), Vec::<(String, String)>::new()).unwrap();
+    let (_d, path) = write(&format!(
+        "{sparkplug}\n[nats]\nsubjects = [\"estatemon.>\", \">\"]\n"
+    ));
     let e = Config::load_with_env(Some(&path), Vec::<(String, String)>::new())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("ingest.source") && e.contains("3.1.1"), "{e}");
+    assert!(
+        e.contains("nats.subjects") && e.contains("twice") && e.contains("`>`"),
+        "{e}"
+    );
+    let (_d, path) = write(
+        "[ingest]\nsource = \"nats\"\n\n[ingest.homeassistant]\nenabled = true\n\n[nats]\nsubjects = [\"homeassistant.*.*.config\"]\n",
+    );
+    let e = Config::load_with_env(Some(&path), Vec::<(String, String)>::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nats.subjects") && e.contains("homeassistant/sensor/node/config"),
+        "{e}"
+    );
     for (text, field) in [
         (
             "[ingest]\nsource = \"nats\"\n\n[nats]\nreplicas = 2\n",

@@ -380,6 +380,13 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 27,
+        name: "dead_letter_resolution",
+        common: Some(include_str!("migrations/0027_dead_letter_resolution.sql")),
+        plain: None,
+        timescale: None,
+    },
 ];
 
 /// What [`migrate`] found and did.

@@ -13,9 +13,9 @@
 //!
 //! Devices publish MQTT to any node's MQTT listener (the NATS server's
 //! gateway turns `a/b/c` into the subject `a.b.c`, [`subject`]) or NATS
-//! directly. Sparkplug and Home Assistant discovery need ingest's MQTT 5
-//! session and stay on an ingestor with `source = "mqtt"` (the gateway
-//! speaks 3.1.1; configuration refuses the mix).
+//! directly. Sparkplug and Home Assistant discovery come over ingest's MQTT
+//! session to a node's gateway instead (MQTT 3.1.1, the gateway's only
+//! version; [`crate::subscribe::protocol`]).
 //!
 //! [`subject`]: estatemon_domain::mapping::subject
 

@@ -5,6 +5,9 @@
 //! every message we have not acknowledged, redelivers it after a reconnect,
 //! and queues new ones while we are away.
 //!
+//! (3.1.1 only to a NATS node's MQTT gateway, which speaks nothing else:
+//! [`protocol`].)
+//!
 //! v5 rather than 3.1.1 for one reason: the *receive maximum*. With 3.1.1
 //! the broker decides how many unacknowledged messages it sends us
 //! (Mosquitto's default is 20), and since we acknowledge only after commit,
@@ -34,10 +37,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use estatemon_domain::config::MqttConfig;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::{mpsc, watch};
+
+pub mod protocol;
+
+pub use protocol::{Client, Version};
+use protocol::{Ev, EventLoop, Slim, Will};
 
 use crate::metrics::Metrics;
 
@@ -72,11 +77,17 @@ pub struct AckToken {
 #[derive(Clone)]
 pub(crate) enum AckKind {
     /// Its packet id, in its connection's epoch.
-    Mqtt { epoch: u64, publish: Publish },
+    Mqtt { epoch: u64, publish: Slim },
     /// Its JetStream acknowledgement, and its stream sequence.
     Nats {
         acker: Arc<async_nats::jetstream::message::Acker>,
         sequence: u64,
+    },
+    /// A dead letter read again (`crate::reprocess`): its row, marked
+    /// once committed.
+    Reprocess {
+        id: i64,
+        progress: Arc<crate::reprocess::Progress>,
     },
 }
 
@@ -86,11 +97,12 @@ impl std::fmt::Debug for AckKind {
             AckKind::Mqtt { epoch, publish } => f
                 .debug_struct("Mqtt")
                 .field("epoch", epoch)
-                .field("pkid", &publish.pkid)
+                .field("pkid", &publish.pkid())
                 .finish(),
             AckKind::Nats { sequence, .. } => {
                 f.debug_struct("Nats").field("sequence", sequence).finish()
             }
+            AckKind::Reprocess { id, .. } => f.debug_struct("Reprocess").field("id", id).finish(),
         }
     }
 }
@@ -102,10 +114,12 @@ impl AckToken {
     /// sequence.
     pub fn redelivery_id(&self) -> Option<u64> {
         match &self.kind {
-            AckKind::Mqtt { publish, .. } => (publish.qos
-                != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
-                .then_some(u64::from(publish.pkid)),
+            AckKind::Mqtt { publish, .. } => {
+                publish.acknowledged().then_some(u64::from(publish.pkid()))
+            }
             AckKind::Nats { sequence, .. } => Some(*sequence),
+            // Every letter it makes again is kept.
+            AckKind::Reprocess { .. } => None,
         }
     }
 
@@ -176,6 +190,13 @@ impl Acker {
         // If a transport's task is gone, its server redelivers: nothing to do.
         let (nats, mqtt): (Vec<AckToken>, Vec<AckToken>) = tokens
             .iter()
+            .filter(|t| match &t.kind {
+                AckKind::Reprocess { id, progress } => {
+                    progress.commit(*id);
+                    false
+                }
+                _ => true,
+            })
             .cloned()
             .partition(|t| matches!(t.kind, AckKind::Nats { .. }));
         for (tokens, tx) in [(mqtt, &self.mqtt), (nats, &self.nats)] {
@@ -188,7 +209,7 @@ impl Acker {
 
 /// Queues acks of the current epoch to the event loop; counts the others.
 fn send_acks(
-    client: &AsyncClient,
+    client: &Client,
     tokens: Vec<AckToken>,
     epoch: u64,
     connected: bool,
@@ -207,34 +228,6 @@ fn send_acks(
         }
         metrics.inflight_messages.dec();
     }
-}
-
-/// Subscribes one filter at QoS 1, under its own subscription identifier
-/// when the broker supports them (so each copy of a message that several
-/// filters match says which filter it came through). Retained messages
-/// come only with a new subscription (not again on every reconnect of the
-/// session), except for `replay_retained` filters (Home Assistant's
-/// discovery configs, which must be read again by every new process).
-pub async fn subscribe_with_id(
-    client: &AsyncClient,
-    filter: String,
-    id: Option<usize>,
-    replay_retained: bool,
-) -> Result<(), rumqttc::v5::ClientError> {
-    use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule, SubscribeProperties};
-    let f = Filter {
-        retain_forward_rule: if replay_retained {
-            RetainForwardRule::OnEverySubscribe
-        } else {
-            RetainForwardRule::OnNewSubscribe
-        },
-        ..Filter::new(filter, QoS::AtLeastOnce)
-    };
-    let props = SubscribeProperties {
-        id,
-        user_properties: Vec::new(),
-    };
-    client.subscribe_many_with_properties(vec![f], props).await
 }
 
 /// Whether the broker said it supports subscription identifiers (MQTT v5
@@ -258,9 +251,9 @@ impl Presence {
         estatemon_domain::sparkplug::state_message(&self.host_id, online, stamp)
     }
 
-    fn will(&self, stamp: i64) -> rumqttc::v5::mqttbytes::v5::LastWill {
-        let (topic, offline) = self.message(false, stamp);
-        rumqttc::v5::mqttbytes::v5::LastWill::new(topic, offline, QoS::AtLeastOnce, true, None)
+    fn will(&self, stamp: i64) -> Will {
+        let (topic, payload) = self.message(false, stamp);
+        Will { topic, payload }
     }
 }
 
@@ -268,43 +261,18 @@ impl Presence {
 /// the offline `STATE` before it disconnects anyway.
 const OFFLINE_STATE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Options for the ingest session; `presence` with the timestamp of its
-/// Last Will.
-fn options(
-    config: &MqttConfig,
-    client_id: &str,
-    max_packet: usize,
-    presence: Option<(&Presence, i64)>,
-) -> MqttOptions {
-    let endpoint = config.endpoint().expect("validated by config loading");
-    let mut opts = MqttOptions::new(client_id, endpoint.host, endpoint.port);
-    opts.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
-    opts.set_clean_start(false);
-    opts.set_session_expiry_interval(Some(config.session_expiry_s));
-    opts.set_receive_maximum(Some(config.receive_maximum));
-    opts.set_manual_acks(true);
-    opts.set_max_packet_size(Some(max_packet.min(256 << 20) as u32));
-    if let (Some(user), pass) = (endpoint.username, endpoint.password) {
-        opts.set_credentials(user, pass.unwrap_or_default());
-    }
-    if let Some((p, stamp)) = presence {
-        opts.set_last_will(p.will(stamp));
-    }
-    opts
-}
-
 /// Publishes the offline `STATE` (the Will's own payload, so its timestamp
 /// is the online STATE's) and waits, at most [`OFFLINE_STATE_TIMEOUT`],
 /// for the broker's PUBACK: a DISCONNECT sent earlier could reach a broker
 /// that has not stored it yet. True when acknowledged.
 async fn publish_offline(
-    client: &AsyncClient,
+    client: &Client,
     eventloop: &mut EventLoop,
     presence: &Presence,
     stamp: i64,
 ) -> bool {
     let (topic, offline) = presence.message(false, stamp);
-    if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, offline) {
+    if let Err(e) = client.try_publish(topic.clone(), true, true, offline) {
         tracing::error!(%topic, error = %e, "offline STATE not queued");
         return false;
     }
@@ -323,18 +291,15 @@ async fn publish_offline(
                 return false;
             }
             ev = eventloop.poll() => match ev {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 && ours.is_none() => {
+                Ok(Ev::SentPublish(pkid)) if pkid != 0 && ours.is_none() => {
                     ours = Some(pkid);
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) if Some(ack.pkid) == ours => {
-                    let ok = matches!(ack.reason, rumqttc::v5::mqttbytes::v5::PubAckReason::Success
-                        | rumqttc::v5::mqttbytes::v5::PubAckReason::NoMatchingSubscribers);
-                    if ok {
-                        tracing::info!(%topic, "offline STATE published");
-                    } else {
-                        tracing::error!(%topic, reason = ?ack.reason, "broker refused the offline STATE");
+                Ok(Ev::PubAck { pkid, refused }) if Some(pkid) == ours => {
+                    match &refused {
+                        None => tracing::info!(%topic, "offline STATE published"),
+                        Some(reason) => tracing::error!(%topic, %reason, "broker refused the offline STATE"),
                     }
-                    return ok;
+                    return refused.is_none();
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -350,7 +315,7 @@ async fn publish_offline(
 pub struct Subscriber {
     pub acker: Acker,
     /// Publishes on the session (Sparkplug rebirth commands).
-    pub client: AsyncClient,
+    pub client: Client,
     pub budget: Arc<Budget>,
     pub deliveries: mpsc::UnboundedReceiver<Delivery>,
     /// Whether the broker takes subscription identifiers.
@@ -366,6 +331,7 @@ pub struct Subscriber {
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     config: &MqttConfig,
+    version: Version,
     filters: Vec<String>,
     max_packet: usize,
     budget: Arc<Budget>,
@@ -377,19 +343,29 @@ pub fn start(
 ) -> Subscriber {
     // The Will's timestamp, renewed before every reconnection attempt.
     let stamp = Utc::now().timestamp_millis();
-    let opts = options(
-        config,
-        &config.client_id,
+    let endpoint = config.endpoint().expect("validated by config loading");
+    let (client, eventloop) = protocol::new(protocol::Options {
+        version,
+        client_id: &config.client_id,
+        host: endpoint.host,
+        port: endpoint.port,
+        keep_alive: Duration::from_secs(config.keep_alive_s.max(5)),
+        session_expiry_s: config.session_expiry_s,
+        receive_maximum: config.receive_maximum,
         max_packet,
-        presence.as_ref().map(|p| (p, stamp)),
-    );
-    // The request queue carries our acknowledgements. A writer must never
-    // wait on it: this task stops polling (and so stops draining the queue)
-    // while the budget is spent, and only commits free the budget. flume
-    // grows the queue on demand, so a large bound costs nothing up front;
-    // what is queued is bounded by the messages the budget let in.
-    let capacity = 1 << 22;
-    let (client, eventloop) = AsyncClient::new(opts, capacity);
+        credentials: endpoint
+            .username
+            .map(|user| (user, endpoint.password.unwrap_or_default())),
+        will: presence.as_ref().map(|p| p.will(stamp)),
+        // The request queue carries our acknowledgements. A writer must
+        // never wait on it: this task stops polling (and so stops draining
+        // the queue) while the budget is spent, and only commits free the
+        // budget. flume grows the queue on demand, so a large bound costs
+        // nothing up front; what is queued is bounded by the messages the
+        // budget let in.
+        capacity: 1 << 22,
+    });
+    tracing::info!(version = version.as_str(), "MQTT session");
     // Unbounded on purpose: this task must never wait on the pipeline, since
     // the pipeline's acknowledgements leave through this task's event loop
     // (waiting here deadlocks once the ack queue fills). The broker bounds
@@ -433,8 +409,19 @@ pub fn start(
 /// No MQTT session (a NATS ingestor with neither Sparkplug nor discovery):
 /// a client never connected, whose publishes fail, and no deliveries.
 pub fn idle(budget: Arc<Budget>) -> Subscriber {
-    let opts = MqttOptions::new("estatemon-idle", "127.0.0.1", 1);
-    let (client, eventloop) = AsyncClient::new(opts, 16);
+    let (client, eventloop) = protocol::new(protocol::Options {
+        version: Version::V5,
+        client_id: "estatemon-idle",
+        host: "127.0.0.1".into(),
+        port: 1,
+        keep_alive: Duration::from_secs(60),
+        session_expiry_s: 0,
+        receive_maximum: 1,
+        max_packet: 1 << 10,
+        credentials: None,
+        will: None,
+        capacity: 16,
+    });
     drop(eventloop);
     let (_tx, rx) = mpsc::unbounded_channel();
     Subscriber {
@@ -453,7 +440,7 @@ pub fn idle(budget: Arc<Budget>) -> Subscriber {
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    client: AsyncClient,
+    client: Client,
     mut eventloop: EventLoop,
     (filters, replay_retained, ids_supported): (Vec<String>, Vec<String>, IdsSupported),
     tx: mpsc::UnboundedSender<Delivery>,
@@ -516,7 +503,7 @@ async fn run(
             _ = tokio::time::timeout(Duration::from_millis(50), budget.freed.notified()),
                 if budget.spent() && tx.is_some() => {}
             event = eventloop.poll(), if !budget.spent() || tx.is_none() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                Ok(Ev::ConnAck { session_present, ids_available }) => {
                     let e = epoch.fetch_add(1, Ordering::AcqRel) + 1;
                     connected = true;
                     backoff = Duration::from_millis(100);
@@ -525,24 +512,20 @@ async fn run(
                     granted = 0;
                     tracing::info!(
                         epoch = e,
-                        session_present = ack.session_present,
+                        session_present,
                         "connected to MQTT broker"
                     );
                     if let Some(p) = &presence {
                         // The timestamp of this connection's Will.
                         let (topic, online) = p.message(true, stamp);
-                        if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, online) {
+                        if let Err(e) = client.try_publish(topic.clone(), true, true, online) {
                             tracing::error!(%topic, error = %e, "presence not published");
                         }
                     }
                     // A broker that does not take subscription identifiers
-                    // says so in CONNACK; sending one would be a protocol
-                    // error.
-                    let with_ids = ack
-                        .properties
-                        .as_ref()
-                        .and_then(|p| p.subscription_identifiers_available)
-                        != Some(0);
+                    // says so in CONNACK (3.1.1 has none); sending one
+                    // would be a protocol error.
+                    let with_ids = ids_available;
                     ids_supported.store(with_ids, Ordering::Release);
                     if !with_ids {
                         tracing::warn!("the broker takes no subscription identifiers: a message two of our filters match may be handled twice");
@@ -553,41 +536,23 @@ async fn run(
                     tokio::spawn(async move {
                         for (i, f) in filters.into_iter().enumerate() {
                             let id = with_ids.then_some(i + 1);
-                            if let Err(e) = subscribe_with_id(&client, f.clone(), id, replay.contains(&f)).await {
+                            if let Err(e) = client.subscribe(f.clone(), id, replay.contains(&f)).await {
                                 tracing::error!(filter = %f, error = %e, "subscribe failed");
                             }
                         }
                     });
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    for code in &ack.return_codes {
-                        if matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)) {
-                            granted += 1;
-                        } else {
-                            tracing::error!(?code, "broker refused a subscription");
-                        }
+                Ok(Ev::SubAck { granted: g, refused }) => {
+                    granted += g;
+                    for code in refused {
+                        tracing::error!(%code, "broker refused a subscription");
                     }
                     if granted >= filters.len() {
                         metrics.mqtt_subscribed.set(1);
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                Ok(Ev::Publish(protocol::Incoming { topic, payload, retain: retained, subscription_ids, slim })) => {
                     let Some(sender) = &tx else { continue };
-                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                    let payload = publish.payload.clone();
-                    let retained = publish.retain;
-                    let subscription_ids = publish
-                        .properties
-                        .as_ref()
-                        .map(|p| p.subscription_identifiers.clone())
-                        .unwrap_or_default();
-                    // Keep only what an ack needs.
-                    let slim = Publish {
-                        topic: Bytes::new(),
-                        payload: Bytes::new(),
-                        properties: None,
-                        ..publish
-                    };
                     metrics.inflight_messages.inc();
                     let cost_kib = (payload.len() as u64).div_ceil(1024).max(1);
                     budget.charge(cost_kib);
@@ -611,8 +576,8 @@ async fn run(
                         tx = None;
                     }
                 }
-                Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                    tracing::warn!(reason = ?d.reason_code, "broker sent DISCONNECT");
+                Ok(Ev::Disconnect(reason)) => {
+                    tracing::warn!(%reason, "broker sent DISCONNECT");
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -636,7 +601,7 @@ async fn run(
                         // earlier than the last: edge nodes ignore a STATE
                         // older than one they have seen).
                         stamp = Utc::now().timestamp_millis().max(stamp);
-                        eventloop.options.set_last_will(p.will(stamp));
+                        eventloop.set_last_will(p.will(stamp));
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
