@@ -71,18 +71,36 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
         );
     }
     let (client, _) = estatemon_domain::schema::prepare(&config.database, &config.storage).await?;
+    // One run at a time: two would read the same letters twice.
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('estatemon dead-letters reprocess'))",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        locked,
+        "another `estatemon dead-letters reprocess` is running on this database"
+    );
     let selection = Selection {
         reasons: args.reasons.clone(),
         topic: args.topic.clone(),
         from: args.from,
         to: args.to,
     };
-    let plan = reprocess::plan(&client, &selection)
-        .await
-        .context("reading dead_letters")?;
-    let total = plan.ids.len();
+    let discovery = &config.ingest.homeassistant;
+    let plan = reprocess::plan(
+        &client,
+        &selection,
+        discovery.enabled.then_some(discovery.prefix.as_str()),
+    )
+    .await
+    .context("reading dead_letters")?;
+    let total = plan.messages.len();
     println!(
-        "{total} open dead letters to reprocess{}",
+        "{} open dead letters of {total} messages to reprocess{}",
+        plan.letters(),
         if total == 0 { "" } else { ":" }
     );
     for (reason, n) in &plan.by_reason {
@@ -100,12 +118,13 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
     let mut c = config.clone();
     // Its own /metrics on a free port: a live ingestor keeps its own.
     c.ingest.listen = "127.0.0.1:0".into();
-    let (ingestor, progress) = estatemon_ingest::Ingestor::start_reprocess(c, plan.ids)
+    let firsts = plan.messages.iter().map(|m| m[0]).collect();
+    let (ingestor, progress) = estatemon_ingest::Ingestor::start_reprocess(c, firsts)
         .await
         .context("starting ingest for the dead letters")?;
     let bar = indicatif::ProgressBar::new(total as u64).with_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} reprocessing [{bar:30}] {pos}/{len} dead letters ({eta})",
+            "{spinner} reprocessing [{bar:30}] {pos}/{len} messages ({eta})",
         )
         .expect("template")
         .progress_chars("=> "),
@@ -121,17 +140,17 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            _ = tokio::signal::ctrl_c() => break true,
+            _ = estatemon_ingest::pipeline::wait_for_signal() => break true,
         }
     };
     bar.finish_and_clear();
     ingestor.shutdown().await;
     // What committed is marked, even after an interruption.
-    let outcome = reprocess::resolve(&client, &progress, plan.watermark)
+    let outcome = reprocess::resolve(&client, &progress, &plan)
         .await
         .context("marking the reprocessed letters")?;
     println!(
-        "reprocessed {} of {total} dead letters: {} readings stored, {} already stored, {} events stored; {} resolved, {} refused again",
+        "reprocessed {} of {total} messages: {} readings stored, {} already stored, {} events stored; {} letters resolved, {} refused again",
         progress.committed(),
         m.readings_stored.get(),
         m.readings_duplicate.get(),
@@ -140,7 +159,19 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
         outcome.refused_again,
     );
     for (reason, n) in &outcome.new_reasons {
-        println!("  refused again: {reason:<24} {n:>9}");
+        println!("  new letter: {reason:<24} {n:>9}");
+    }
+    let rejected = m
+        .dead_letters
+        .get_or_create(&estatemon_ingest::metrics::ReasonLabel {
+            reason: "storage_rejected",
+        })
+        .get();
+    if rejected > 0 {
+        println!(
+            "warning: the database refused {rejected} rows of these messages (storage_rejected letters, topic ''); \
+             their letters are marked reprocessed, the rows are in the new letters"
+        );
     }
     if interrupted {
         anyhow::bail!("interrupted: what was committed is marked; run it again for the rest");

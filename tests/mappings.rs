@@ -411,11 +411,20 @@ time_format = "epoch_ms"
         format!(r#"{{"ts":{t0},"type":"teleport","credential":"CARD-777","result":"granted"}}"#)
             .into_bytes(),
     ));
+    // Two problems in one message (a unit and a metric nobody knows): two
+    // letters, one message to read again.
+    let two = topic(&c, "telemetry", "hv", "m-two");
+    messages.push((
+        two.clone(),
+        format!(r#"{{"ts":{t0},"metrics":{{"energy_btu":5,"flux_capacitance":1.21}}}}"#)
+            .into_bytes(),
+    ));
     publish_all(&c.mqtt.url, messages).await;
     let open = "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL";
+    let of_two = format!("SELECT count(*) FROM dead_letters WHERE topic = '{two}'");
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.count(open).await >= 22
+            db.count(open).await >= 24 && db.count(&of_two).await >= 2
         })
         .await,
         "{:?}",
@@ -423,6 +432,13 @@ time_format = "epoch_ms"
     );
     ingestor.shutdown().await;
     let before = db.count(open).await;
+    let mut two_reasons: Vec<String> = dead_letter_reasons(&db.client().await, &two)
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    two_reasons.sort();
+    assert_eq!(two_reasons, ["unknown_metric", "unknown_unit"]);
     let readings = format!(
         "SELECT count(*) FROM readings WHERE device_id LIKE 'm%-ch%' AND ts >= to_timestamp({t0} / 1000.0)"
     );
@@ -439,7 +455,11 @@ time_format = "epoch_ms"
 
     let dry = run(estatemon_with(&file).args(["dead-letters", "reprocess", "--dry-run"]));
     assert!(
-        dry.contains(&format!("{} open dead letters to reprocess", before - 1)),
+        dry.contains(&format!(
+            "{} open dead letters of {} messages to reprocess",
+            before - 1,
+            before - 2
+        )),
         "{dry}"
     );
     assert!(dry.contains("left alone: 1 (held a credential"), "{dry}");
@@ -458,10 +478,19 @@ time_format = "epoch_ms"
         "the first message at its own time: {out}"
     );
     assert!(
-        out.contains(&format!("{} resolved, 1 refused again", before - 2)),
+        out.contains("20 letters resolved, 3 refused again"),
         "{out}"
     );
-    assert!(out.contains("refused again: invalid_json"), "{out}");
+    assert!(out.contains("new letter: invalid_json"), "{out}");
+    // The two-problem message was read once: two new letters, not four.
+    assert_eq!(db.count(&of_two).await, 4, "{out}");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM dead_letters WHERE topic = '{two}' AND resolved_at IS NULL"
+        ))
+        .await,
+        2
+    );
     let client = db.client().await;
     let rows = client
         .query(
@@ -491,8 +520,8 @@ time_format = "epoch_ms"
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert_eq!((reason.as_str(), open_now), ("invalid_json", true));
-    // Open now: the new letter and the card's.
-    assert_eq!(db.count(open).await, 2);
+    // Open now: the new letters and the card's.
+    assert_eq!(db.count(open).await, 4);
 
     // Each letter once: the stored ones are not read again.
     let twice = run(estatemon_with(&file).args([
@@ -506,7 +535,7 @@ time_format = "epoch_ms"
         "missing_field",
     ]));
     assert!(
-        twice.contains("0 open dead letters to reprocess"),
+        twice.contains("0 open dead letters of 0 messages to reprocess"),
         "{twice}"
     );
     assert_eq!(db.count(&readings).await, 40);

@@ -208,8 +208,17 @@ impl Ingestor {
             Vec::new()
         };
         let budget = Budget::new(config.ingest.max_buffered_mb * 1024);
+        // Over NATS, the topics the stream carries (as MQTT filters): a
+        // discovered state topic among them is not subscribed on the
+        // session as well.
+        let mut carried = Vec::new();
         let (filters, transport) = if nats_source {
             let (mqtt_filters, stream_filters) = split_for_nats(&config, filters);
+            carried = crate::nats::subjects(&config.nats, &stream_filters)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| estatemon_domain::mapping::subject::to_filter(s))
+                .collect();
             let transport = crate::nats::start(
                 &config.nats,
                 &config.mqtt,
@@ -331,6 +340,7 @@ impl Ingestor {
             }),
             filters,
             discovered: HashMap::new(),
+            carried,
             ids_supported: subscriber.ids_supported.clone(),
             recent: std::collections::VecDeque::new(),
             sparkplug: sparkplug
@@ -510,6 +520,8 @@ struct Batcher {
     /// Discovered state and availability topics and their identifiers
     /// (after the static ones).
     discovered: HashMap<String, usize>,
+    /// Topics another source delivers (the NATS stream), as MQTT filters.
+    carried: Vec<String>,
     /// Whether the broker takes subscription identifiers.
     ids_supported: subscribe::IdsSupported,
     /// Whether two of the static filters can match one topic (else no
@@ -719,7 +731,12 @@ impl Batcher {
     /// messages twice).
     fn subscribe_discovered(&mut self, t: String) {
         use estatemon_domain::mapping::topic::covers;
-        if self.filters.iter().any(|f| covers(f, &t)) {
+        if self
+            .filters
+            .iter()
+            .chain(&self.carried)
+            .any(|f| covers(f, &t))
+        {
             return;
         }
         // Subscribed again whenever its config is read (configs are sent

@@ -7,17 +7,23 @@
 //! immediate alerts (they are history) and do not mark their devices as
 //! heard from now; they keep the time they were first received.
 //!
+//! A message refused for several reasons has a letter per reason (same
+//! topic, payload and receipt): it is read once ([`Plan::messages`]).
 //! Each letter's outcome is written back once its message is committed
-//! ([`resolve`]): `reprocessed` when ingest no longer refuses it, or
-//! `reprocessed: refused again as <id>` when it made a new letter (which
-//! holds today's reason and is the open one). A letter is reprocessed
-//! once: only open letters (`resolved_at IS NULL`) are selected.
+//! ([`resolve`]): `reprocessed: refused again as <id>` when ingest refused
+//! the message again for the same reason (the new letter holds today's
+//! detail and is the open one), else `reprocessed`. A letter is
+//! reprocessed once: only open letters (`resolved_at IS NULL`) are selected.
 //!
-//! Not selected, each for a reason [`skipped`] reports:
+//! Left alone, each for a reason the plan counts (`Plan::skipped`):
 //! - Sparkplug topics: a host reads a node's data through its births, on
 //!   the node's session; a letter alone cannot be read.
+//! - Home Assistant discovery configs, and letters of the mappings they
+//!   made: read with the configs the live ingestor holds.
 //! - Payloads that held a `"credential"`: it was pseudonymised when the
 //!   letter was stored, and the card number is not kept.
+//! - `storage_rejected` and `inspection_refused`: the letter holds a row,
+//!   not the message.
 //! - `payload_too_large` (only the first 4 KiB are kept), `clock_unsynced`
 //!   (not a loss: the readings were stored at their receipt) and
 //!   `conflicting_duplicate` (a row of an imported file: import it again).
@@ -63,11 +69,15 @@ pub struct Selection {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// What a selection holds: the letters to reprocess, and those it leaves.
+/// What a selection holds: the messages to reprocess, and those it leaves.
+///
+/// A message ingest refused for several reasons has one letter per reason
+/// (same topic, payload and receipt): it is read once, and all its open
+/// letters are resolved together, whatever `--reason` picked it.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Ids, in order.
-    pub ids: Vec<i64>,
+    /// Each message's open letters, in order (the first one is read).
+    pub messages: Vec<Vec<i64>>,
     /// Per reason, letters to reprocess.
     pub by_reason: Vec<(String, u64)>,
     /// Letters of the selection left alone, per why.
@@ -76,34 +86,87 @@ pub struct Plan {
     pub watermark: i64,
 }
 
+impl Plan {
+    pub fn letters(&self) -> usize {
+        self.messages.iter().map(Vec::len).sum()
+    }
+}
+
 const SPARKPLUG_SKIP: &str =
     "Sparkplug: a host reads a node's data through its births, not a letter alone";
 const CREDENTIAL_SKIP: &str =
     "held a credential, pseudonymised when stored; the card number is not kept";
+const NO_MESSAGE_SKIP: &str =
+    "not a message: a row the database or the inspection ledger refused (its letter holds the row)";
+const DISCOVERY_SKIP: &str =
+    "Home Assistant discovery: read with the configs the live ingestor holds, not a letter alone";
 
-/// Reads which open letters `selection` covers.
+/// Reads which open letters `selection` covers, grouped by message.
 pub async fn plan(
     client: &tokio_postgres::Client,
     selection: &Selection,
+    discovery_prefix: Option<&str>,
 ) -> Result<Plan, tokio_postgres::Error> {
     let watermark: i64 = client
         .query_one("SELECT coalesce(max(id), 0) FROM dead_letters", &[])
         .await?
         .get(0);
-    let reasons: Option<Vec<String>> =
-        (!selection.reasons.is_empty()).then(|| selection.reasons.clone());
+    // Every open letter in the time range: a message's letters of other
+    // reasons go with it.
     let rows = client
         .query(
-            "SELECT id, topic, reason, position('\"credential\"'::bytea IN payload) > 0
+            "SELECT id, topic, reason, position('\"credential\"'::bytea IN payload) > 0,
+                    md5(payload), received_at, position('mapping `homeassistant:' IN detail) > 0
                FROM dead_letters
               WHERE resolved_at IS NULL AND id <= $1
-                AND ($2::text[] IS NULL OR reason = ANY($2))
-                AND ($3::timestamptz IS NULL OR received_at >= $3)
-                AND ($4::timestamptz IS NULL OR received_at < $4)
+                AND ($2::timestamptz IS NULL OR received_at >= $2)
+                AND ($3::timestamptz IS NULL OR received_at < $3)
               ORDER BY id",
-            &[&watermark, &reasons, &selection.from, &selection.to],
+            &[&watermark, &selection.from, &selection.to],
         )
         .await?;
+    struct Message {
+        topic: String,
+        letters: Vec<(i64, String)>,
+        credential: bool,
+        discovered: bool,
+    }
+    let mut messages: Vec<Message> = Vec::new();
+    let mut index = std::collections::HashMap::<(String, String, DateTime<Utc>), usize>::new();
+    for r in rows {
+        let (id, topic, reason, credential, md5, received_at, discovered): (
+            i64,
+            String,
+            String,
+            bool,
+            String,
+            DateTime<Utc>,
+            bool,
+        ) = (
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            r.get(5),
+            r.get(6),
+        );
+        let i = *index
+            .entry((topic.clone(), md5, received_at))
+            .or_insert_with(|| {
+                messages.push(Message {
+                    topic,
+                    letters: Vec::new(),
+                    credential: false,
+                    discovered: false,
+                });
+                messages.len() - 1
+            });
+        let m = &mut messages[i];
+        m.letters.push((id, reason));
+        m.credential |= credential;
+        m.discovered |= discovered;
+    }
     let mut plan = Plan {
         watermark,
         ..Plan::default()
@@ -111,29 +174,46 @@ pub async fn plan(
     let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
     let mut skipped = std::collections::BTreeMap::<String, u64>::new();
     let sparkplug = format!("{}/", estatemon_domain::sparkplug::NAMESPACE);
-    for r in rows {
-        let (id, topic, reason, credential): (i64, String, String, bool) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
+    let discovery = discovery_prefix.map(|p| format!("{p}/"));
+    for m in messages {
+        if !selection.reasons.is_empty()
+            && !m.letters.iter().any(|(_, r)| selection.reasons.contains(r))
+        {
+            continue;
+        }
         if let Some(filter) = &selection.topic {
-            if !estatemon_domain::mapping::topic::filter_matches(filter, &topic) {
+            if !estatemon_domain::mapping::topic::filter_matches(filter, &m.topic) {
                 continue;
             }
         }
-        let skip = if topic.starts_with(&sparkplug) {
-            Some(SPARKPLUG_SKIP.to_owned())
-        } else if credential {
-            Some(CREDENTIAL_SKIP.to_owned())
-        } else {
-            NOT_REPROCESSED
+        let skip = if m.topic.is_empty()
+            || m.letters
                 .iter()
-                .find(|(r, _)| *r == reason)
-                .map(|(r, why)| format!("{r}: {why}"))
+                .any(|(_, r)| r == "storage_rejected" || r == "inspection_refused")
+        {
+            Some(NO_MESSAGE_SKIP.to_owned())
+        } else if m.topic.starts_with(&sparkplug) {
+            Some(SPARKPLUG_SKIP.to_owned())
+        } else if m.credential {
+            Some(CREDENTIAL_SKIP.to_owned())
+        } else if m.discovered || discovery.as_deref().is_some_and(|d| m.topic.starts_with(d)) {
+            Some(DISCOVERY_SKIP.to_owned())
+        } else {
+            m.letters.iter().find_map(|(_, reason)| {
+                NOT_REPROCESSED
+                    .iter()
+                    .find(|(r, _)| r == reason)
+                    .map(|(r, why)| format!("{r}: {why}"))
+            })
         };
         match skip {
-            Some(why) => *skipped.entry(why).or_default() += 1,
+            Some(why) => *skipped.entry(why).or_default() += m.letters.len() as u64,
             None => {
-                *by_reason.entry(reason).or_default() += 1;
-                plan.ids.push(id);
+                for (_, reason) in &m.letters {
+                    *by_reason.entry(reason.clone()).or_default() += 1;
+                }
+                plan.messages
+                    .push(m.letters.iter().map(|(id, _)| *id).collect());
             }
         }
     }
@@ -145,9 +225,10 @@ pub async fn plan(
 /// How a reprocessing run is going; shared with the command's progress bar.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Letters handed to the pipeline.
+    /// Messages handed to the pipeline.
     pub forwarded: AtomicU64,
-    /// Their ids, once the batch that held each committed.
+    /// The ids of their first letters, once the batch that held each
+    /// committed.
     committed: Mutex<Vec<i64>>,
     /// Every letter was handed over (or the run stopped: see `error`).
     pub finished: AtomicBool,
@@ -183,8 +264,9 @@ impl Progress {
     }
 }
 
-/// Reads the letters `ids` names (in pages) and hands them to the
-/// pipeline, holding back while the payload budget is spent.
+/// Reads the letters `ids` names (each message's first, in pages) and
+/// hands them to the pipeline, holding back while the payload budget is
+/// spent.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn feed(
     database: DatabaseConfig,
@@ -256,34 +338,43 @@ pub(crate) async fn feed(
 /// What [`resolve`] wrote.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Letters ingest no longer refuses.
+    /// Letters whose reason ingest no longer gives.
     pub resolved: u64,
-    /// Letters refused again: each has a new open letter.
+    /// Letters refused again for the same reason: each has a new open letter.
     pub refused_again: u64,
-    /// The new letters' reasons, with counts.
+    /// The reasons of the letters the run made, with counts.
     pub new_reasons: Vec<(String, i64)>,
 }
 
-/// Marks each committed letter with its outcome: `reprocessed`, or
-/// `reprocessed: refused again as <id>` when the run stored a letter of
-/// the same message (same topic, payload and receipt time, above the
-/// plan's watermark).
+/// Marks the letters of each committed message with their outcome:
+/// `reprocessed: refused again as <id>` when the run stored a letter of the
+/// same message for the same reason (same topic, payload and receipt time,
+/// above the plan's watermark), else `reprocessed`.
 pub async fn resolve(
     client: &tokio_postgres::Client,
     progress: &Progress,
-    watermark: i64,
+    plan: &Plan,
 ) -> Result<Outcome, tokio_postgres::Error> {
-    let ids: Vec<i64> = progress
+    let watermark = plan.watermark;
+    let committed: std::collections::HashSet<i64> = progress
         .committed
         .lock()
-        .map(|c| c.clone())
+        .map(|c| c.iter().copied().collect())
         .unwrap_or_default();
+    let ids: Vec<i64> = plan
+        .messages
+        .iter()
+        .filter(|m| m.first().is_some_and(|first| committed.contains(first)))
+        .flatten()
+        .copied()
+        .collect();
     let rows = client
         .query(
             "WITH again AS (
                  SELECT d.id, (SELECT min(n.id) FROM dead_letters n
-                                WHERE n.id > $2 AND n.topic = d.topic
-                                  AND n.payload = d.payload AND n.received_at = d.received_at) AS new_id
+                                WHERE n.id > $2 AND n.topic = d.topic AND n.reason = d.reason
+                                  AND n.received_at = d.received_at
+                                  AND md5(n.payload) = md5(d.payload) AND n.payload = d.payload) AS new_id
                    FROM dead_letters d WHERE d.id = ANY($1) AND d.resolved_at IS NULL)
              UPDATE dead_letters d
                 SET resolved_at = now(),
@@ -294,13 +385,19 @@ pub async fn resolve(
             &[&ids, &watermark],
         )
         .await?;
-    let new_ids: Vec<i64> = rows.iter().filter_map(|r| r.get(0)).collect();
-    let refused_again = new_ids.len() as u64;
+    let refused_again = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<i64>>(0).is_some())
+        .count() as u64;
     let new_reasons = client
         .query(
-            "SELECT reason, count(*) FROM dead_letters WHERE id = ANY($1)
+            "SELECT n.reason, count(*) FROM dead_letters n
+              WHERE n.id > $2 AND EXISTS (
+                    SELECT 1 FROM dead_letters d
+                     WHERE d.id = ANY($1) AND d.topic = n.topic AND d.received_at = n.received_at
+                       AND md5(d.payload) = md5(n.payload) AND d.payload = n.payload)
               GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[&new_ids],
+            &[&ids, &watermark],
         )
         .await?
         .iter()

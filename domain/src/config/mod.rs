@@ -748,32 +748,27 @@ impl Config {
             // session to a NATS node (one view of each node's sequence,
             // retained STATE and configs); a stream that captured them
             // too would hand them over twice.
-            let mut session_topics = Vec::new();
+            let mut session = Vec::new();
             if self.ingest.sparkplug.enabled {
-                session_topics.push(format!("{}/group/NDATA/node", crate::sparkplug::NAMESPACE));
+                session.push(format!("{}/#", crate::sparkplug::NAMESPACE));
             }
             if self.ingest.homeassistant.enabled {
-                session_topics.push(format!(
-                    "{}/sensor/node/config",
-                    self.ingest.homeassistant.prefix
+                session.extend(crate::mapping::homeassistant::filters(
+                    &self.ingest.homeassistant.prefix,
                 ));
             }
-            for topic in session_topics {
-                let Ok(subject) = crate::mapping::subject::to_subject(&topic, false) else {
-                    continue;
-                };
-                if let Some(s) = self
-                    .nats
-                    .subjects
+            for s in &self.nats.subjects {
+                let filter = crate::mapping::subject::to_filter(s);
+                if let Some(f) = session
                     .iter()
-                    .find(|s| crate::mapping::subject::matches(s, &subject))
+                    .find(|f| crate::mapping::topic::intersect(&filter, f))
                 {
                     return Err(fail(
                         "nats.subjects",
                         format!(
-                            "`{s}` captures {topic} ({subject}), which ingest reads over its MQTT \
-                             session (Sparkplug, Home Assistant discovery): every message would be \
-                             read twice; leave it out of the stream's subjects"
+                            "`{s}` captures topics of {f}, which ingest reads over its MQTT \
+                             session (Sparkplug, Home Assistant discovery): each message would \
+                             be read twice; leave them out of the stream's subjects"
                         ),
                     ));
                 }

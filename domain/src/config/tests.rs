@@ -347,9 +347,28 @@ fn a_nats_ingestor_names_what_it_cannot_do_and_bad_nats_fields() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("nats.subjects") && e.contains("homeassistant/sensor/node/config"),
+        e.contains("nats.subjects") && e.contains("homeassistant/+/+/config"),
         "{e}"
     );
+    // Wildcards that reach them another way are refused too; subjects
+    // beside them are not.
+    for (subjects, refused) in [
+        (r#"["spBv1//0.*.DDATA.>"]"#, true),
+        (r#"["spBv1//0.*.*.*.*"]"#, true),
+        (r#"["*.>"]"#, true),
+        (r#"["homeassistant.binary_sensor.>"]"#, true),
+        (r#"["homeassistant.*.*.*.config"]"#, true),
+        (
+            r#"["estatemon.>", "tele.*.SENSOR", "homeassistant.sensor.x.state"]"#,
+            false,
+        ),
+    ] {
+        let (_d, path) = write(&format!(
+            "[ingest]\nsource = \"nats\"\n\n[ingest.sparkplug]\nenabled = true\nsite = \"s\"\n\n[ingest.homeassistant]\nenabled = true\n\n[nats]\nsubjects = {subjects}\n"
+        ));
+        let r = Config::load_with_env(Some(&path), Vec::<(String, String)>::new());
+        assert_eq!(r.is_err(), refused, "{subjects}: {r:?}");
+    }
     for (text, field) in [
         (
             "[ingest]\nsource = \"nats\"\n\n[nats]\nreplicas = 2\n",

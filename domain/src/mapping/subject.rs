@@ -73,6 +73,20 @@ pub fn filter_subjects(filter: &str) -> Result<Vec<String>, String> {
 
 /// The MQTT topic of a subject the gateway (or a NATS client following
 /// its convention) published on.
+/// A subject filter as the MQTT topic filter of the same topics
+/// (`a.*.b.>` is `a/+/b/#`, `spBv1//0.>` is `spBv1.0/#`).
+pub fn to_filter(subject: &str) -> String {
+    to_topic(subject)
+        .split('/')
+        .map(|l| match l {
+            "*" => "+",
+            ">" => "#",
+            l => l,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 pub fn to_topic(subject: &str) -> String {
     let chars: Vec<char> = subject.chars().collect();
     let mut out = String::with_capacity(subject.len());
