@@ -79,3 +79,38 @@ fn a_small_portfolio_is_measured_on_a_primary_and_its_standby() {
         "the run says which storage it measured: {text}"
     );
 }
+
+/// `estatemon bench ingest --transport nats-fast` at a small size: a
+/// three-node cluster (nats-server 2.15 from PyPI), publishers sending
+/// fast-ingest batches (Synadia's jetstream-extra), every single-reading
+/// message stored by ingest from the stream, and the figures printed.
+#[test]
+fn single_readings_in_fast_ingest_batches_reach_the_database() {
+    let out = std::process::Command::new(estatemon_bin())
+        .args(["bench", "ingest", "--transport", "nats-fast"])
+        .args(["--scenario", "single", "--messages", "6000"])
+        .args(["--latency-seconds", "2", "--no-peers"])
+        .arg("--nats-server")
+        .arg(venv_bin("nats-server"))
+        .env("CI", "true")
+        .env("ESTATEMON_LOG_FILTER", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("fast-ingest batches → JetStream, 3 replicas"),
+        "{text}"
+    );
+    // wait_for_stored returned: all 6,000 readings were stored.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("max rate:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(number(line.trim_start_matches("max rate:")) > 0.0, "{text}");
+    assert!(text.contains("publish→commit p50"), "{text}");
+}

@@ -69,7 +69,9 @@ pub struct BenchArgs {
     /// --nats-nodes started for the run, devices publishing MQTT to its
     /// nodes' gateways, ingest reading JetStream), nats-native (the same
     /// cluster, publishers speaking NATS JetStream; native payloads only),
-    /// both (mqtt and nats) or all three, measured in the same run.
+    /// nats-fast (the same publishers sending fast-ingest batches,
+    /// nats-server 2.14+), both (mqtt and nats) or all four, measured in
+    /// the same run.
     #[arg(long, default_value = "mqtt")]
     transport: String,
     /// The nats-server binary for --transport nats (2.10 or later, e.g.
@@ -329,13 +331,16 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         "mqtt" => &[Mqtt],
         "nats" => &[NatsGateway],
         "nats-native" => &[NatsNative],
+        "nats-fast" => &[NatsFast],
         "both" => &[Mqtt, NatsGateway],
-        "all" => &[Mqtt, NatsGateway, NatsNative],
-        _ => bail!("--transport must be mqtt, nats, nats-native, both or all"),
+        "all" => &[Mqtt, NatsGateway, NatsNative, NatsFast],
+        _ => bail!("--transport must be mqtt, nats, nats-native, nats-fast, both or all"),
     };
     for s in &scenarios {
         for &transport in transports {
-            if transport == NatsNative && (s.mapped || s.sparkplug || s.profile.is_some()) {
+            if matches!(transport, NatsNative | NatsFast)
+                && (s.mapped || s.sparkplug || s.profile.is_some())
+            {
                 println!(
                     "\n## {}: not measured with NATS publishers (they publish estatemon's own payloads)",
                     s.name
@@ -456,7 +461,11 @@ impl IngestProcess {
                 .env("ESTATEMON_NATS_URL", &c.nats.url)
                 .env("ESTATEMON_NATS_REPLICAS", c.nats.replicas.to_string())
                 .env("ESTATEMON_NATS_STREAM", &c.nats.stream)
-                .env("ESTATEMON_NATS_CONSUMER", &c.nats.consumer);
+                .env("ESTATEMON_NATS_CONSUMER", &c.nats.consumer)
+                .env(
+                    "ESTATEMON_NATS_ALLOW_BATCHED",
+                    c.nats.allow_batched.to_string(),
+                );
         }
         // The publishers' URL list names each node; ingest's own MQTT
         // session (Sparkplug, discovery) goes to the first.
@@ -662,6 +671,8 @@ enum Transport {
     NatsGateway,
     /// NATS JetStream publishers; ingest reads JetStream.
     NatsNative,
+    /// NATS JetStream publishers sending fast-ingest batches.
+    NatsFast,
 }
 
 async fn run_scenario(
@@ -671,13 +682,15 @@ async fn run_scenario(
     transport: Transport,
 ) -> anyhow::Result<()> {
     let nats = transport != Transport::Mqtt;
-    let native = transport == Transport::NatsNative;
+    let native = matches!(transport, Transport::NatsNative | Transport::NatsFast);
+    let fast = transport == Transport::NatsFast;
     let tag = format!(
         "{}{}_{}{}{}",
         match transport {
             Transport::Mqtt => "",
             Transport::NatsGateway => "n",
             Transport::NatsNative => "j",
+            Transport::NatsFast => "f",
         },
         std::process::id(),
         s.readings_per_message,
@@ -706,6 +719,7 @@ async fn run_scenario(
         c.nats.replicas = cluster.nodes.len().min(3);
         c.nats.stream = format!("BENCH-{tag}");
         c.nats.consumer = format!("bench-{tag}");
+        c.nats.allow_batched = fast;
         // Devices publish MQTT to the nodes' gateways, spread over them.
         c.mqtt.url = (0..cluster.nodes.len())
             .map(|i| cluster.mqtt_url(i))
@@ -792,6 +806,7 @@ async fn run_scenario(
                     per,
                     rate,
                     offset,
+                    fast,
                 )
                 .await
             } else if mapped {
@@ -818,7 +833,9 @@ async fn run_scenario(
             Some(cl) => format!(
                 ", through a {}-node NATS cluster ({} → JetStream, {} replicas)",
                 cl.nodes.len(),
-                if native {
+                if fast {
+                    "NATS publishers, fast-ingest batches"
+                } else if native {
                     "NATS publishers"
                 } else {
                     "MQTT gateways"

@@ -81,6 +81,11 @@ pub struct NatsConfig {
     /// acknowledges (lost without a trace while the stream has no leader
     /// or is full). Off only for a cluster without MQTT devices.
     pub mqtt_gateway: bool,
+    /// Let publishers send fast-ingest batches (JetStream's `allow_batched`,
+    /// nats-server 2.14 or later): a gateway streams many messages with
+    /// the server's flow control instead of waiting for each one's
+    /// acknowledgement. Each message is stored as it arrives, as before.
+    pub allow_batched: bool,
 }
 
 impl Default for NatsConfig {
@@ -100,6 +105,7 @@ impl Default for NatsConfig {
             max_ack_pending: 50_000,
             fetch_batch: 2_000,
             mqtt_gateway: true,
+            allow_batched: false,
         }
     }
 }

@@ -35,6 +35,7 @@ pub fn stream_config(config: &NatsConfig, subjects: &[String]) -> stream::Config
         duplicate_window: Duration::from_secs(config.duplicate_window_s),
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
+        allow_batch_publish: config.allow_batched,
         ..Default::default()
     }
 }
@@ -297,6 +298,11 @@ fn stream_drift(have: &stream::Config, want: &stream::Config) -> Vec<String> {
         "replicas",
         have.num_replicas.to_string(),
         want.num_replicas.to_string(),
+    );
+    cmp(
+        "allow_batched",
+        have.allow_batch_publish.to_string(),
+        want.allow_batch_publish.to_string(),
     );
     cmp(
         "storage",
