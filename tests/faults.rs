@@ -269,6 +269,12 @@ async fn sigkill_mid_stream_stores_each_dead_letter_once() {
     };
     let mut seen = 0;
     for _ in 0..2 {
+        if seen >= n {
+            // Everything was committed before the first kill (a fast
+            // machine): the kill still came right after commits whose
+            // acknowledgements may not have left, which is what is tested.
+            break;
+        }
         // Kill once the (re)started ingestor has committed something new.
         assert!(
             eventually(Duration::from_secs(20), || async {
