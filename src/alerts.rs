@@ -149,16 +149,10 @@ async fn replay(
         schema::rule_sets::active(&client, config.alerts.rules_file.as_deref()).await?;
     tracing::info!(from = %origin, rules = rules.rules.len(), "replaying with these rules");
     let steps = estatemon_analytics::replay::step_count(from, to, step.chrono());
-    let bar = indicatif::ProgressBar::new(steps).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {pos}/{len} steps {per_sec} eta {eta}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        steps,
+        "{msg} [{bar:40}] {pos}/{len} steps {per_sec} eta {eta}",
     );
-    if std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     bar.set_message(format!("replaying {} rules", rules.rules.len()));
     let started = std::time::Instant::now();
     // History pages no one: no receivers.

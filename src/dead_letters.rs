@@ -122,16 +122,10 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
     let (ingestor, progress) = estatemon_ingest::Ingestor::start_reprocess(c, firsts)
         .await
         .context("starting ingest for the dead letters")?;
-    let bar = indicatif::ProgressBar::new(total as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} reprocessing [{bar:30}] {pos}/{len} messages ({eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        total as u64,
+        "{spinner} reprocessing [{bar:30}] {pos}/{len} messages ({eta})",
     );
-    if std::env::var_os("CI").is_some() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let m = ingestor.metrics().clone();
     let interrupted = loop {
         bar.set_position(progress.committed());

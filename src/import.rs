@@ -270,16 +270,10 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     let (_never, shutdown) = tokio::sync::watch::channel(false);
     let max_backoff = std::time::Duration::from_secs(config.ingest.db_retry_max_backoff_s.max(1));
     let per_batch = config.ingest.batch_max_readings.max(1);
-    let bar = indicatif::ProgressBar::new(out.readings.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} import [{bar:30}] {pos}/{len} readings ({elapsed})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        out.readings.len() as u64,
+        "{spinner} import [{bar:30}] {pos}/{len} readings ({elapsed})",
     );
-    if std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let mut dead = Some(dead);
     for chunk in out.readings.chunks(per_batch) {
         let mut batch: Batch<()> = Batch {

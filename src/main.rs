@@ -27,6 +27,7 @@ mod inspection;
 mod lifts;
 mod mapping;
 mod oncall;
+mod progress;
 mod report;
 mod simulate;
 mod transport;

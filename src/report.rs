@@ -199,16 +199,10 @@ pub async fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
             Quarter::containing(info.local_date(chrono::Utc::now())).previous()
         }
     };
-    let bar = indicatif::ProgressBar::new(7).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} report [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        7,
+        "{spinner} report [{bar:30}] {pos}/{len} {msg} ({elapsed})",
     );
-    if std::env::var_os("CI").is_some() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let started = std::time::Instant::now();
     let progress = Bar {
         bar: bar.clone(),

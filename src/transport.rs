@@ -307,16 +307,10 @@ async fn replay(
     let (ingestor, progress) = estatemon_ingest::Ingestor::start_replay(c, window)
         .await
         .context("starting the replay")?;
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} replaying [{bar:30}] {pos}/{len} messages ({eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        0,
+        "{spinner} replaying [{bar:30}] {pos}/{len} messages ({eta})",
     );
-    if std::env::var_os("CI").is_some() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let m = ingestor.metrics().clone();
     let interrupted = loop {
         bar.set_length(progress.pending.load(Ordering::Acquire));

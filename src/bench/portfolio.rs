@@ -132,17 +132,10 @@ fn portfolio(sites: usize, per_site: usize) -> Registry {
 
 /// A progress bar on a terminal (none under CI).
 fn progress(len: usize, what: &str, unit: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len as u64).with_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
-        ))
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    if std::env::var_os("CI").is_some() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar
+    crate::progress::bar(
+        len as u64,
+        &format!("{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"),
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -259,12 +259,9 @@ async fn generate(
     );
     pin_mut!(raw);
     let (mut n_raw, mut n_hourly) = (0u64, 0u64);
-    let bar = indicatif::ProgressBar::new(reg.devices.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} generating [{bar:30}] {pos}/{len} meters ({eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        reg.devices.len() as u64,
+        "{spinner} generating [{bar:30}] {pos}/{len} meters ({eta})",
     );
     // One COPY at a time on a connection: hourly rows are kept per meter
     // and written after the raw COPY ends.
