@@ -140,14 +140,16 @@ impl NatsCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                // The log's end goes with the error: the directory is
+                // removed with the cluster.
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(
-                        "nats-server {} not healthy in {timeout:?} (log: {})",
+                        "nats-server {} not healthy in {timeout:?}; its log ends:\n{}",
                         self.nodes[i].name,
-                        self.dir
-                            .join(format!("{}.log", self.nodes[i].name))
-                            .display()
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                     ),
                 ));
             }

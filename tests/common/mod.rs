@@ -676,10 +676,27 @@ pub fn venv_bin(name: &str) -> PathBuf {
 
 /// A private NATS cluster of `nodes` nodes (nats-server from PyPI), each
 /// with its own ports (client, routes, MQTT gateway) and store.
+///
+/// Started again (with new ports) when a node does not come up: ports are
+/// picked free and bound a moment later, and a test running beside it may
+/// take one in between. Each failure is printed with the node's log.
 pub fn cluster(nodes: usize) -> estatemon_simulators::nats_cluster::NatsCluster {
-    let dir = std::env::temp_dir().join(unique("estatemon-nats-"));
-    estatemon_simulators::nats_cluster::NatsCluster::start(&venv_bin("nats-server"), &dir, nodes)
-        .expect("NATS cluster")
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let dir = std::env::temp_dir().join(unique("estatemon-nats-"));
+        match estatemon_simulators::nats_cluster::NatsCluster::start(
+            &venv_bin("nats-server"),
+            &dir,
+            nodes,
+        ) {
+            Ok(c) => return c,
+            Err(e) => {
+                println!("NATS cluster not up, starting it again: {e}");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    panic!("NATS cluster: {failures:#?}")
 }
 
 /// An ingestor reading the stream of a NATS cluster of its own (the
