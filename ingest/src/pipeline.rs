@@ -69,8 +69,6 @@ impl Ingestor {
         ids: Vec<i64>,
     ) -> Result<(Ingestor, Arc<crate::reprocess::Progress>), IngestError> {
         config.ingest.source = estatemon_domain::config::Source::Mqtt;
-        config.ingest.sparkplug.enabled = false;
-        config.ingest.homeassistant.enabled = false;
         let progress = Arc::new(crate::reprocess::Progress::default());
         let ingestor = Ingestor::start_with(config, Mode::Reprocess(progress.clone(), ids)).await?;
         Ok((ingestor, progress))
@@ -84,16 +82,19 @@ impl Ingestor {
         window: crate::nats::replay::Window,
     ) -> Result<(Ingestor, Arc<crate::nats::replay::Progress>), IngestError> {
         config.ingest.source = estatemon_domain::config::Source::Nats;
-        config.ingest.sparkplug.enabled = false;
-        config.ingest.homeassistant.enabled = false;
         let progress = Arc::new(crate::nats::replay::Progress::default());
         let ingestor = Ingestor::start_with(config, Mode::Replay(progress.clone(), window)).await?;
         Ok((ingestor, progress))
     }
 
-    async fn start_with(config: Config, mode: Mode) -> Result<Ingestor, IngestError> {
-        // History read again: no immediate alerts, no `last_message_at`.
+    async fn start_with(mut config: Config, mode: Mode) -> Result<Ingestor, IngestError> {
+        // History read again: no immediate alerts, no `last_message_at`,
+        // and no MQTT session (Sparkplug and discovery need the live one).
         let replaying = !matches!(mode, Mode::Live);
+        if replaying {
+            config.ingest.sparkplug.enabled = false;
+            config.ingest.homeassistant.enabled = false;
+        }
         let (replay, reprocess) = match mode {
             Mode::Live => (None, None),
             Mode::Replay(progress, window) => (Some((progress, window)), None),
@@ -214,11 +215,6 @@ impl Ingestor {
         let mut carried = Vec::new();
         let (filters, transport) = if nats_source {
             let (mqtt_filters, stream_filters) = split_for_nats(&config, filters);
-            carried = crate::nats::subjects(&config.nats, &stream_filters)
-                .unwrap_or_default()
-                .iter()
-                .map(|s| estatemon_domain::mapping::subject::to_filter(s))
-                .collect();
             let transport = crate::nats::start(
                 &config.nats,
                 &config.mqtt,
@@ -230,6 +226,11 @@ impl Ingestor {
                 replay,
             )
             .await?;
+            carried = transport
+                .subjects
+                .iter()
+                .map(|s| estatemon_domain::mapping::subject::to_filter(s))
+                .collect();
             (mqtt_filters, Some(transport))
         } else {
             (filters, None)

@@ -295,11 +295,7 @@ pub(crate) async fn feed(
         };
         for r in rows {
             while budget.spent() {
-                tokio::select! {
-                    _ = tokio::time::timeout(std::time::Duration::from_millis(50), budget.freed.notified()) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
+                if !budget.wait_for_room(&mut shutdown).await {
                     return progress.fail("interrupted".into());
                 }
             }
@@ -308,9 +304,7 @@ pub(crate) async fn feed(
             }
             let (id, topic, payload, received_at): (i64, String, Vec<u8>, DateTime<Utc>) =
                 (r.get(0), r.get(1), r.get(2), r.get(3));
-            let cost_kib = (payload.len() as u64).div_ceil(1024).max(1);
-            budget.charge(cost_kib);
-            metrics.buffered_kib.set(budget.used_kib() as i64);
+            let cost_kib = budget.charge(payload.len(), &metrics);
             let delivery = Delivery {
                 topic,
                 payload: Bytes::from(payload),

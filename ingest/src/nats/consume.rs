@@ -261,9 +261,8 @@ pub async fn run(
             if budget.spent() {
                 // Wait for a commit instead of reading more; the server
                 // holds the rest (max_ack_pending bounds what it sends).
-                tokio::select! {
-                    _ = tokio::time::timeout(Duration::from_millis(50), budget.freed.notified()) => {}
-                    r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break 'outer },
+                if !budget.wait_for_room(&mut shutdown).await {
+                    break 'outer;
                 }
                 continue;
             }
@@ -436,10 +435,8 @@ async fn forward(
         .unwrap_or(subject);
     let topic = estatemon_domain::mapping::subject::to_topic(subject);
     let payload = message.payload;
-    let cost_kib = (payload.len() as u64).div_ceil(1024).max(1);
-    budget.charge(cost_kib);
+    let cost_kib = budget.charge(payload.len(), metrics);
     metrics.inflight_messages.inc();
-    metrics.buffered_kib.set(budget.used_kib() as i64);
     // A replayed message was received when the stream stored it: readings
     // whose payload carries no time get that time again, not the replay's.
     let received_at = match (&source.replay, info) {

@@ -73,6 +73,8 @@ pub struct Transport {
     pub deliveries_tx: tokio::sync::mpsc::UnboundedSender<crate::subscribe::Delivery>,
     pub acks: tokio::sync::mpsc::UnboundedSender<Vec<crate::subscribe::AckToken>>,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The subjects it reads.
+    pub subjects: Vec<String>,
 }
 
 /// The stream's subjects: configured, or those of the MQTT filters ingest
@@ -183,6 +185,7 @@ pub async fn start(
         deliveries_tx: tx,
         acks: ack_tx,
         tasks,
+        subjects,
     })
 }
 

@@ -156,8 +156,23 @@ impl Budget {
         })
     }
 
-    pub(crate) fn charge(&self, kib: u64) {
+    /// Charges a received payload (at least 1 KiB) and shows what is held
+    /// in `metrics`; returns the charge, which its [`AckToken`] carries.
+    pub(crate) fn charge(&self, payload_bytes: usize, metrics: &Metrics) -> u64 {
+        let kib = (payload_bytes as u64).div_ceil(1024).max(1);
         self.used.fetch_add(kib, Ordering::AcqRel);
+        metrics.buffered_kib.set(self.used_kib() as i64);
+        kib
+    }
+
+    /// While the budget is spent: waits for a commit to free some (at
+    /// most 50 ms, which covers a release between the check and the
+    /// wait). False once `shutdown` says stop (or its sender is gone).
+    pub(crate) async fn wait_for_room(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_millis(50), self.freed.notified()) => true,
+            r = shutdown.changed() => !(r.is_err() || *shutdown.borrow()),
+        }
     }
 
     /// Gives back what committed messages held.
@@ -554,9 +569,7 @@ async fn run(
                 Ok(Ev::Publish(protocol::Incoming { topic, payload, retain: retained, subscription_ids, slim })) => {
                     let Some(sender) = &tx else { continue };
                     metrics.inflight_messages.inc();
-                    let cost_kib = (payload.len() as u64).div_ceil(1024).max(1);
-                    budget.charge(cost_kib);
-                    metrics.buffered_kib.set(budget.used_kib() as i64);
+                    let cost_kib = budget.charge(payload.len(), &metrics);
                     let delivery = Delivery {
                         topic,
                         payload,
