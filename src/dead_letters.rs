@@ -127,16 +127,11 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
         "{spinner} reprocessing [{bar:30}] {pos}/{len} messages ({eta})",
     );
     let m = ingestor.metrics().clone();
-    let interrupted = loop {
+    let interrupted = crate::progress::until(estatemon_ingest::pipeline::wait_for_signal(), || {
         bar.set_position(progress.committed());
-        if progress.done() {
-            break false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            _ = estatemon_ingest::pipeline::wait_for_signal() => break true,
-        }
-    };
+        progress.done()
+    })
+    .await;
     bar.finish_and_clear();
     ingestor.shutdown().await;
     // What committed is marked, even after an interruption.

@@ -13,3 +13,19 @@ pub fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
     }
     bar
 }
+
+/// Polls `done` every 200 ms until it says so (false) or `signal` fires
+/// first (true: interrupted). The signal is listened for once, across all
+/// the polls, so one that comes between two of them is not missed.
+pub async fn until<S: std::future::Future>(signal: S, mut done: impl FnMut() -> bool) -> bool {
+    tokio::pin!(signal);
+    loop {
+        if done() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = &mut signal => return true,
+        }
+    }
+}

@@ -312,19 +312,14 @@ async fn replay(
         "{spinner} replaying [{bar:30}] {pos}/{len} messages ({eta})",
     );
     let m = ingestor.metrics().clone();
-    let interrupted = loop {
+    let interrupted = crate::progress::until(tokio::signal::ctrl_c(), || {
         bar.set_length(progress.pending.load(Ordering::Acquire));
         bar.set_position(progress.forwarded.load(Ordering::Acquire));
         // Done when the range is read and everything read is committed
         // and acknowledged.
-        if progress.finished.load(Ordering::Acquire) && m.inflight_messages.get() <= 0 {
-            break false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            _ = tokio::signal::ctrl_c() => break true,
-        }
-    };
+        progress.finished.load(Ordering::Acquire) && m.inflight_messages.get() <= 0
+    })
+    .await;
     bar.finish_and_clear();
     ingestor.shutdown().await;
     if progress.started.load(Ordering::Acquire) && progress.pending.load(Ordering::Acquire) == 0 {

@@ -26,19 +26,10 @@ fn number(s: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number in `{s}`"))
 }
 
-#[test]
-fn a_small_portfolio_is_measured_on_a_primary_and_its_standby() {
-    let out = std::process::Command::new(estatemon_bin())
-        .args([
-            "bench",
-            "portfolio",
-            "--sites",
-            "2",
-            "--devices-per-site",
-            "10",
-        ])
-        .args(["--days", "400", "--storage", "plain", "--requests", "5"])
-        .args(["--seconds", "2", "--connections", "4", "--reports", "1"])
+/// Runs a bench as CI does (no progress bars, warnings only); it must
+/// succeed. Its stdout.
+fn bench(cmd: &mut std::process::Command) -> String {
+    let out = cmd
         .env("CI", "true")
         .env("ESTATEMON_LOG_FILTER", "warn")
         .output()
@@ -48,6 +39,24 @@ fn a_small_portfolio_is_measured_on_a_primary_and_its_standby() {
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_small_portfolio_is_measured_on_a_primary_and_its_standby() {
+    let text = bench(
+        std::process::Command::new(estatemon_bin())
+            .args([
+                "bench",
+                "portfolio",
+                "--sites",
+                "2",
+                "--devices-per-site",
+                "10",
+            ])
+            .args(["--days", "400", "--storage", "plain", "--requests", "5"])
+            .args(["--seconds", "2", "--connections", "4", "--reports", "1"]),
     );
     // 20 meters, 400 days of 96 steps.
     assert_eq!(cell(&text, "readings"), "768000", "{text}");
@@ -86,21 +95,13 @@ fn a_small_portfolio_is_measured_on_a_primary_and_its_standby() {
 /// message stored by ingest from the stream, and the figures printed.
 #[test]
 fn single_readings_in_fast_ingest_batches_reach_the_database() {
-    let out = std::process::Command::new(estatemon_bin())
-        .args(["bench", "ingest", "--transport", "nats-fast"])
-        .args(["--scenario", "single", "--messages", "6000"])
-        .args(["--latency-seconds", "2", "--no-peers"])
-        .arg("--nats-server")
-        .arg(venv_bin("nats-server"))
-        .env("CI", "true")
-        .env("ESTATEMON_LOG_FILTER", "warn")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = bench(
+        std::process::Command::new(estatemon_bin())
+            .args(["bench", "ingest", "--transport", "nats-fast"])
+            .args(["--scenario", "single", "--messages", "6000"])
+            .args(["--latency-seconds", "2", "--no-peers"])
+            .arg("--nats-server")
+            .arg(venv_bin("nats-server")),
     );
     assert!(
         text.contains("fast-ingest batches → JetStream, 3 replicas"),

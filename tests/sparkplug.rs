@@ -192,29 +192,27 @@ async fn tahu_edge_node(db: &TestDb, mut c: estatemon_domain::config::Config, de
     let ddeath_ms = summary["ddeath_ms"]
         .as_i64()
         .expect("the DDEATH's timestamp");
-    let offline_ms: i64 = client
-        .query_one(
-            "SELECT round(extract(epoch FROM offline_since) * 1000)::bigint \
-               FROM devices WHERE device_id = $1",
-            &[&meter],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let offline_since_ms = |id: String| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT round(extract(epoch FROM offline_since) * 1000)::bigint \
+                       FROM devices WHERE device_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let offline_ms = offline_since_ms(meter.clone()).await;
     if deaths == Deaths::AsSent {
         assert_eq!(offline_ms, ddeath_ms, "offline since the DDEATH's own time");
     } else {
         // The server's stamp: when it passed the DDEATH on, most of a
         // second after the node wrote it, and before the node's death.
-        let node_ms: i64 = client
-            .query_one(
-                "SELECT round(extract(epoch FROM offline_since) * 1000)::bigint \
-                   FROM devices WHERE device_id = $1",
-                &[&node],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let node_ms = offline_since_ms(node.clone()).await;
         assert!(
             offline_ms > ddeath_ms + 300 && offline_ms < node_ms,
             "offline since the server's stamp: {offline_ms} (written {ddeath_ms}, node {node_ms})"

@@ -130,6 +130,19 @@ fn portfolio(sites: usize, per_site: usize) -> Registry {
     all
 }
 
+/// Pauses (false) or resumes TimescaleDB's policy jobs (ids from 1000:
+/// compression, retention, continuous aggregates).
+async fn schedule_policies(client: &tokio_postgres::Client, on: bool) -> anyhow::Result<()> {
+    client
+        .execute(
+            "SELECT alter_job(job_id, scheduled => $1::bool)
+               FROM timescaledb_information.jobs WHERE job_id >= 1000",
+            &[&on],
+        )
+        .await?;
+    Ok(())
+}
+
 /// A progress bar on a terminal (none under CI).
 fn progress(len: usize, what: &str, unit: &str) -> indicatif::ProgressBar {
     crate::progress::bar(
@@ -335,13 +348,7 @@ async fn measure(
     if timescale {
         // The policies wait while the history is written, so the load's
         // time is the load's; compression is run (and timed) below.
-        client
-            .execute(
-                "SELECT alter_job(job_id, scheduled => false)
-                   FROM timescaledb_information.jobs WHERE job_id >= 1000",
-                &[],
-            )
-            .await?;
+        schedule_policies(&client, false).await?;
     }
     let started = Instant::now();
     f.readings = write_history(&c.database.url, registry, from, to, args.writers).await?;
@@ -384,13 +391,7 @@ async fn measure(
             client.execute("CALL run_job($1)", &[job]).await?;
         }
         f.compress_s = started.elapsed().as_secs_f64();
-        client
-            .execute(
-                "SELECT alter_job(job_id, scheduled => true)
-                   FROM timescaledb_information.jobs WHERE job_id >= 1000",
-                &[],
-            )
-            .await?;
+        schedule_policies(&client, true).await?;
         let (chunks, compressed): (i64, i64) = {
             let r = client
                 .query_one(
