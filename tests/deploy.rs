@@ -610,4 +610,22 @@ fn the_cluster_overlay_and_its_nats_configurations_hold() {
     assert_eq!(c.ingest.source, estatemon_domain::config::Source::Nats);
     assert_eq!(c.nats.replicas, 3);
     assert_eq!(c.nats.servers().len(), 3);
+    // Sparkplug's and discovery's session can move to each node.
+    let nodes: Vec<_> = c
+        .mqtt
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.host, e.port, e.username))
+        .collect();
+    assert_eq!(
+        nodes,
+        (1..=3)
+            .map(|i| (
+                format!("nats-{i}"),
+                1883,
+                Some("estatemon-ingest".to_owned())
+            ))
+            .collect::<Vec<_>>()
+    );
 }

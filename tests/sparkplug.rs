@@ -41,6 +41,120 @@ async fn a_tahu_edge_node_through_a_nats_node() {
     tahu_edge_node(&db, c, Deaths::StampedByServer).await;
 }
 
+/// The host's Sparkplug session outlives the NATS node it is on. With every
+/// node in `mqtt.url`, the session moves to the next node when its own is
+/// killed (SIGKILL) mid-stream. Tahu's edge node, on another node, keeps
+/// sending (QoS 0, as Sparkplug has it): the sequence jumps over what was
+/// sent while the host had no session, the host asks for a rebirth, and
+/// what follows is stored; the retained STATE says online again, with the
+/// time of the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sparkplug_session_moves_to_another_nats_node_when_its_node_dies() {
+    let mut cluster = cluster(3);
+    let db = TestDb::new(&admin_url());
+    let mut c = nats_config(&db, &cluster);
+    c.mqtt.url = (0..3)
+        .map(|i| cluster.mqtt_url(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    c.mqtt.reconnect_max_backoff_s = 1;
+    let group = unique("plant");
+    c.ingest.sparkplug.enabled = true;
+    c.ingest.sparkplug.site = Some("harbour-view".into());
+    c.ingest.sparkplug.reorder_wait_ms = 500;
+    c.ingest.sparkplug.primary_host_id = Some(unique("estatemon"));
+    c.validate(None, None).expect("a valid configuration");
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sparkplug/steady.js");
+    let edge = tokio::process::Command::new("node")
+        .arg(script)
+        .args([&cluster.mqtt_url(1), &group, "gw1", "12"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let meter = format!("{group}/gw1/meter1");
+    let stored = |since: chrono::DateTime<chrono::Utc>| {
+        let (db, meter) = (&db, meter.clone());
+        async move {
+            db.count(&format!(
+                "SELECT count(*) FROM readings WHERE device_id = '{meter}' \
+                 AND metric = 'energy_kwh' AND ts > '{}'",
+                since.to_rfc3339()
+            ))
+            .await
+        }
+    };
+    let start = chrono::Utc::now() - chrono::Duration::minutes(1);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            stored(start).await >= 10
+        })
+        .await,
+        "the edge node's data reach the host through node 0's session first"
+    );
+
+    cluster.kill(0);
+    let killed_at = chrono::Utc::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), edge.wait_with_output())
+        .await
+        .expect("the edge node finishes")
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(said.trim().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {said}"));
+    assert!(
+        summary["rebirths_asked"].as_u64().unwrap() >= 1,
+        "the jump in the sequence brought a rebirth: {summary}"
+    );
+    // What the edge node sent last, and most of what it sent after the
+    // move (it sends ten a second for the rest of its 12 s), are stored.
+    let last_kwh = summary["last_wh"].as_f64().unwrap() / 1000.0;
+    let client = db.client().await;
+    let has_last = eventually(Duration::from_secs(20), || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM readings WHERE device_id = $1 \
+                 AND metric = 'energy_kwh' AND abs(value - $2) < 1e-9",
+                &[&meter, &last_kwh],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 1
+    })
+    .await;
+    assert!(has_last, "the last reading ({last_kwh} kWh) is stored");
+    let after = stored(killed_at + chrono::Duration::seconds(4)).await;
+    assert!(after >= 30, "{after} readings stored after the move");
+
+    let metrics = http_get(&ingestor.http_addr.to_string(), "/metrics").await;
+    assert!(metric(&metrics, "estatemon_ingest_mqtt_reconnects_total") >= 1.0);
+    assert_eq!(metric(&metrics, "estatemon_ingest_mqtt_connected"), 1.0);
+
+    // Online again, from the new connection, on the surviving nodes.
+    let state_topic = format!(
+        "spBv1.0/STATE/{}",
+        c.ingest.sparkplug.primary_host_id.as_deref().unwrap()
+    );
+    let retained = retained_message(&cluster.mqtt_url(2), &state_topic).await;
+    let online: serde_json::Value =
+        serde_json::from_str(retained.as_deref().expect("a retained STATE")).unwrap();
+    assert_eq!(online["online"], true, "{online}");
+    assert!(
+        online["timestamp"].as_i64().unwrap() >= killed_at.timestamp_millis() - 1_000,
+        "the STATE of the new connection: {online}"
+    );
+    ingestor.shutdown().await;
+}
+
 /// What a death's timestamp says when it reaches the host.
 #[derive(PartialEq)]
 enum Deaths {

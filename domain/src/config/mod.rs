@@ -241,7 +241,12 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// `mqtt://[user:pass@]host:port`.
+    /// `mqtt://[user:pass@]host:port`. Several brokers, comma-separated
+    /// (`mqtt://n1:1883,mqtt://n2:1883`), are tried in turn: the session
+    /// moves to the next when one is lost or refuses. Only with
+    /// `ingest.source = "nats"`: the nodes of a NATS cluster share one store
+    /// of sessions, where separate brokers would each keep their own queue.
+    /// Other tools (the simulator, the demo, benches) use the first.
     pub url: String,
     /// Client id; must be unique per ingest process, and stable across its
     /// restarts so the broker keeps its session (and the messages queued
@@ -306,31 +311,44 @@ pub struct MqttEndpoint {
 }
 
 impl MqttConfig {
+    /// The first broker of `url`.
     pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
-        let shown = redact_url(&self.url);
-        let url = url::Url::parse(&self.url).map_err(|e| format!("`{shown}`: {e}"))?;
-        if !matches!(url.scheme(), "mqtt" | "tcp") {
-            return Err(format!(
-                "`{shown}`: scheme must be mqtt:// (TLS: terminate at the broker's local listener)"
-            ));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("`{shown}` has no host"))?
-            .to_owned();
-        // Userinfo is percent-encoded (RFC 3986): `+` is a plus, not a space.
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        Ok(MqttEndpoint {
-            host,
-            port: url.port().unwrap_or(1883),
-            username: (!url.username().is_empty()).then(|| decode(url.username())),
-            password: url.password().map(decode),
-        })
+        Ok(self.endpoints()?.swap_remove(0))
     }
+
+    /// Every broker of `url`, in order.
+    pub fn endpoints(&self) -> Result<Vec<MqttEndpoint>, String> {
+        split_at_schemes(&self.url)
+            .iter()
+            .map(|u| endpoint(u.trim()))
+            .collect()
+    }
+}
+
+fn endpoint(url: &str) -> Result<MqttEndpoint, String> {
+    let shown = redact_url(url);
+    let url = url::Url::parse(url).map_err(|e| format!("`{shown}`: {e}"))?;
+    if !matches!(url.scheme(), "mqtt" | "tcp") {
+        return Err(format!(
+            "`{shown}`: scheme must be mqtt:// (TLS: terminate at the broker's local listener)"
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("`{shown}` has no host"))?
+        .to_owned();
+    // Userinfo is percent-encoded (RFC 3986): `+` is a plus, not a space.
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Ok(MqttEndpoint {
+        host,
+        port: url.port().unwrap_or(1883),
+        username: (!url.username().is_empty()).then(|| decode(url.username())),
+        password: url.password().map(decode),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -738,7 +756,19 @@ impl Config {
                 message,
             }
         };
-        self.mqtt.endpoint().map_err(|m| fail("mqtt.url", m))?;
+        let brokers = self.mqtt.endpoints().map_err(|m| fail("mqtt.url", m))?;
+        if brokers.len() > 1 && self.ingest.source != Source::Nats {
+            return Err(fail(
+                "mqtt.url",
+                format!(
+                    "names {} brokers: several are for the nodes of a NATS cluster \
+                     (ingest.source = \"nats\"), which share one store of sessions; \
+                     separate brokers each keep their own queue, and what one held \
+                     would wait there unread",
+                    brokers.len()
+                ),
+            ));
+        }
         if self.ingest.write_timeout_s == 0 {
             return Err(fail("ingest.write_timeout_s", "must be above 0".into()));
         }
@@ -1188,9 +1218,69 @@ fn check_http_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Hides passwords in a URL (`user:pw@`, `?password=`) or a key=value
-/// connection string (`password=…`) for logs and errors.
+/// Hides passwords in a URL (`user:pw@`, `?password=`), a comma-separated
+/// list of them, a multi-host PostgreSQL URL, or a key=value connection
+/// string (`password=…`) for logs and errors.
 pub fn redact_url(url: &str) -> String {
+    let urls = split_at_schemes(url);
+    if urls.len() > 1 {
+        return urls
+            .iter()
+            .map(|u| redact_one(u))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+/// `s` split at each comma followed by `scheme://`.
+fn split_at_schemes(s: &str) -> Vec<&str> {
+    let starts_url = |t: &str| {
+        t.split_once("://").is_some_and(|(scheme, _)| {
+            let mut c = scheme.chars();
+            c.next().is_some_and(|f| f.is_ascii_alphabetic())
+                && c.all(|ch| ch.is_ascii_alphanumeric() || "+.-".contains(ch))
+        })
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in s.match_indices(',') {
+        if starts_url(s[i + 1..].trim_start()) {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// A URL the `url` crate cannot parse (`postgres://u:pw@h1:5432,h2:5432/db`):
+/// the userinfo's password and any `password=` query value become `***`.
+fn redact_unparsed(s: &str) -> String {
+    let mut out = s.to_owned();
+    if let Some(i) = s.find("://") {
+        let rest = &s[i + 3..];
+        if let Some(at) = rest.find('@') {
+            let userinfo = &rest[..at];
+            if let (false, Some(c)) = (userinfo.contains('/'), userinfo.find(':')) {
+                out = format!("{}{}:***{}", &s[..i + 3], &userinfo[..c], &rest[at..]);
+            }
+        }
+    }
+    if let Some((base, query)) = out.clone().split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{base}?{}", query.join("&"));
+    }
+    out
+}
+
+fn redact_one(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -1214,6 +1304,7 @@ pub fn redact_url(url: &str) -> String {
             }
             u.to_string()
         }
+        Err(_) if url.contains("://") => redact_unparsed(url),
         Err(_) => url
             .split_whitespace()
             .map(|part| match part.split_once('=') {

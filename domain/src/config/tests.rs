@@ -304,6 +304,58 @@ fn passwords_are_redacted() {
 }
 
 #[test]
+fn passwords_in_lists_and_multi_host_urls_are_redacted() {
+    for url in [
+        "mqtt://u:hunter2@n1:1883,mqtt://u:hunter2@n2:1884",
+        "postgres://u:hunter2@primary:5432,standby:5432/db?target_session_attrs=read-write",
+        "postgres://u@primary:5432,standby:5432/db?password=hunter2&sslmode=disable",
+        "nats://a:hunter2@n1:4222, nats://a:hunter2@n2:4222",
+    ] {
+        let shown = redact_url(url);
+        assert!(!shown.contains("hunter2"), "{url} → {shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
+    assert_eq!(
+        redact_url("postgres://u:pw@primary:5432,standby:5432/db"),
+        "postgres://u:***@primary:5432,standby:5432/db"
+    );
+}
+
+#[test]
+fn several_mqtt_brokers_are_tried_in_turn() {
+    let c = MqttConfig {
+        url: "mqtt://n1:1883, mqtt://dev:p,w@n2:1884,tcp://n3".into(),
+        ..Default::default()
+    };
+    let eps = c.endpoints().unwrap();
+    let got: Vec<_> = eps
+        .iter()
+        .map(|e| (e.host.as_str(), e.port, e.password.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("n1", 1883, None),
+            ("n2", 1884, Some("p,w")),
+            ("n3", 1883, None)
+        ]
+    );
+    assert_eq!(c.endpoint().unwrap().host, "n1");
+    let bad = MqttConfig {
+        url: "mqtt://n1:1883,mqtts://n2:8883".into(),
+        ..Default::default()
+    };
+    assert!(bad.endpoints().unwrap_err().contains("scheme"));
+    // Only the nodes of a NATS cluster share sessions.
+    let mut config = Config::default();
+    config.mqtt.url = "mqtt://a:1883,mqtt://b:1883".into();
+    let err = config.validate(None, None).unwrap_err().to_string();
+    assert!(err.contains("mqtt.url") && err.contains("NATS"), "{err}");
+    config.ingest.source = Source::Nats;
+    config.validate(None, None).unwrap();
+}
+
+#[test]
 fn mqtt_credentials_are_percent_decoded() {
     let ep = MqttConfig {
         url: "mqtt://dev%2B1:p%2Bq%3Dr+s@h:1883".into(),

@@ -224,16 +224,24 @@ pub async fn ensure_gateway(
     }
 }
 
-/// One MQTT 3.1.1 connection (clean session), closed at once.
+/// One MQTT 3.1.1 connection (clean session), closed at once, to the first
+/// node of `mqtt.url` that answers.
 async fn poke_gateway(mqtt: &estatemon_domain::config::MqttConfig) {
-    let Ok(ep) = mqtt.endpoint() else { return };
+    for ep in mqtt.endpoints().unwrap_or_default() {
+        if poke(ep).await {
+            return;
+        }
+    }
+}
+
+async fn poke(ep: estatemon_domain::config::MqttEndpoint) -> bool {
     let mut opts = rumqttc::MqttOptions::new(
         format!("estatemon-setup-{}", std::process::id()),
-        ep.host,
+        ep.host.clone(),
         ep.port,
     );
     opts.set_clean_session(true);
-    if let (Some(u), p) = (ep.username, ep.password) {
+    if let (Some(u), p) = (ep.username.clone(), ep.password.clone()) {
         opts.set_credentials(u, p.unwrap_or_default());
     }
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4);
@@ -243,7 +251,7 @@ async fn poke_gateway(mqtt: &estatemon_domain::config::MqttConfig) {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "MQTT gateway not reached");
+                    tracing::warn!(error = %e, node = %format!("{}:{}", ep.host, ep.port), "MQTT gateway not reached");
                     return false;
                 }
             }
@@ -255,6 +263,7 @@ async fn poke_gateway(mqtt: &estatemon_domain::config::MqttConfig) {
         let _ = client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
     }
+    connected
 }
 
 fn stream_drift(have: &stream::Config, want: &stream::Config) -> Vec<String> {

@@ -29,6 +29,10 @@
 //! different, uncommitted message. rumqttc drops acks still queued when a
 //! connection fails, and this task queues none between that failure and
 //! the new epoch, so no old ack can reach a new connection.
+//!
+//! `mqtt.url` may name several brokers (the nodes of a NATS cluster, which
+//! share one store of sessions): every reconnection goes to the next one,
+//! so the session outlives the node it was on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -340,6 +344,13 @@ pub struct Subscriber {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// One broker of `mqtt.url`.
+struct Broker {
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
 /// Connects and forwards deliveries until `shutdown` turns true; then stops
 /// forwarding (unforwarded messages stay with the broker) and disconnects
 /// once `drained` turns true, so the last acknowledgements still go out.
@@ -358,19 +369,28 @@ pub fn start(
 ) -> Subscriber {
     // The Will's timestamp, renewed before every reconnection attempt.
     let stamp = Utc::now().timestamp_millis();
-    let endpoint = config.endpoint().expect("validated by config loading");
-    let (client, eventloop) = protocol::new(protocol::Options {
+    let brokers: Vec<Broker> = config
+        .endpoints()
+        .expect("validated by config loading")
+        .into_iter()
+        .map(|e| Broker {
+            host: e.host,
+            port: e.port,
+            credentials: e
+                .username
+                .map(|user| (user, e.password.unwrap_or_default())),
+        })
+        .collect();
+    let options = protocol::Options {
         version,
-        client_id: &config.client_id,
-        host: endpoint.host,
-        port: endpoint.port,
+        client_id: config.client_id.clone(),
+        host: brokers[0].host.clone(),
+        port: brokers[0].port,
         keep_alive: Duration::from_secs(config.keep_alive_s.max(5)),
         session_expiry_s: config.session_expiry_s,
         receive_maximum: config.receive_maximum,
         max_packet,
-        credentials: endpoint
-            .username
-            .map(|user| (user, endpoint.password.unwrap_or_default())),
+        credentials: brokers[0].credentials.clone(),
         will: presence.as_ref().map(|p| p.will(stamp)),
         // The request queue carries our acknowledgements. A writer must
         // never wait on it: this task stops polling (and so stops draining
@@ -379,8 +399,13 @@ pub fn start(
         // nothing up front; what is queued is bounded by the messages the
         // budget let in.
         capacity: 1 << 22,
-    });
-    tracing::info!(version = version.as_str(), "MQTT session");
+    };
+    let (client, eventloop) = protocol::new(options.clone());
+    tracing::info!(
+        version = version.as_str(),
+        brokers = brokers.len(),
+        "MQTT session"
+    );
     // Unbounded on purpose: this task must never wait on the pipeline, since
     // the pipeline's acknowledgements leave through this task's event loop
     // (waiting here deadlocks once the ack queue fills). The broker bounds
@@ -409,6 +434,7 @@ pub fn start(
         max_backoff,
         presence,
         stamp,
+        (options, brokers),
     ));
     Subscriber {
         acker,
@@ -426,7 +452,7 @@ pub fn start(
 pub fn idle(budget: Arc<Budget>) -> Subscriber {
     let (client, eventloop) = protocol::new(protocol::Options {
         version: Version::V5,
-        client_id: "estatemon-idle",
+        client_id: "estatemon-idle".into(),
         host: "127.0.0.1".into(),
         port: 1,
         keep_alive: Duration::from_secs(60),
@@ -468,8 +494,11 @@ async fn run(
     max_backoff: Duration,
     presence: Option<Presence>,
     mut stamp: i64,
+    (mut options, brokers): (protocol::Options, Vec<Broker>),
 ) {
     let mut backoff = Duration::from_millis(100);
+    // The broker of the current (or next) connection, in `brokers`.
+    let mut at = 0usize;
     let mut tx = Some(tx);
     let mut connected = false;
     let mut granted = 0usize;
@@ -528,6 +557,7 @@ async fn run(
                     tracing::info!(
                         epoch = e,
                         session_present,
+                        broker = %format!("{}:{}", options.host, options.port),
                         "connected to MQTT broker"
                     );
                     if let Some(p) = &presence {
@@ -603,8 +633,23 @@ async fn run(
                     }
                     metrics.mqtt_connected.set(0);
                     metrics.mqtt_subscribed.set(0);
+                    // With several brokers (a NATS cluster's nodes, which
+                    // share one store of sessions), the next attempt goes
+                    // to the next one.
+                    let lost = format!("{}:{}", options.host, options.port);
+                    if brokers.len() > 1 {
+                        at = (at + 1) % brokers.len();
+                        let b = &brokers[at];
+                        options.host = b.host.clone();
+                        options.port = b.port;
+                        options.credentials = b.credentials.clone();
+                        options.will = presence.as_ref().map(|p| p.will(stamp));
+                        eventloop.move_to(&options);
+                    }
                     tracing::warn!(
                         error = %e,
+                        broker = %lost,
+                        next = %format!("{}:{}", options.host, options.port),
                         retry_in_ms = backoff.as_millis() as u64,
                         "MQTT connection lost or refused; reconnecting"
                     );

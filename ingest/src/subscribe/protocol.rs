@@ -110,6 +110,7 @@ pub enum EventLoop {
 }
 
 /// A retained QoS 1 Last Will (Sparkplug's offline `STATE`).
+#[derive(Clone)]
 pub struct Will {
     pub topic: String,
     pub payload: Vec<u8>,
@@ -120,6 +121,16 @@ impl EventLoop {
         match self {
             EventLoop::V5(el) => el.poll().await.map(from_v5).map_err(|e| e.to_string()),
             EventLoop::V311(el) => el.poll().await.map(from_v311).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The broker of the next CONNECT (`o` with another host, port and
+    /// credentials; the session's other settings are the same). The
+    /// request queue, the pending requests and the session state stay.
+    pub fn move_to(&mut self, o: &Options) {
+        match self {
+            EventLoop::V5(el) => el.options = options_v5(o),
+            EventLoop::V311(el) => el.mqtt_options = options_v311(o),
         }
     }
 
@@ -253,9 +264,10 @@ fn from_v311(event: rumqttc::Event) -> Ev {
 }
 
 /// What the session's CONNECT says.
-pub struct Options<'a> {
+#[derive(Clone)]
+pub struct Options {
     pub version: Version,
-    pub client_id: &'a str,
+    pub client_id: String,
     pub host: String,
     pub port: u16,
     pub keep_alive: Duration,
@@ -271,43 +283,51 @@ pub struct Options<'a> {
 }
 
 /// A client and its event loop: persistent session, manual acknowledgements.
-pub fn new(o: Options<'_>) -> (Client, EventLoop) {
+pub fn new(o: Options) -> (Client, EventLoop) {
     match o.version {
         Version::V5 => {
-            let mut opts = v5::MqttOptions::new(o.client_id, o.host, o.port);
-            opts.set_keep_alive(o.keep_alive);
-            opts.set_clean_start(false);
-            opts.set_session_expiry_interval(Some(o.session_expiry_s));
-            opts.set_receive_maximum(Some(o.receive_maximum));
-            opts.set_manual_acks(true);
-            opts.set_max_packet_size(Some(o.max_packet.min(256 << 20) as u32));
-            if let Some((user, pass)) = o.credentials {
-                opts.set_credentials(user, pass);
-            }
-            if let Some(w) = o.will {
-                opts.set_last_will(will_v5(w));
-            }
-            let (client, el) = v5::AsyncClient::new(opts, o.capacity);
+            let (client, el) = v5::AsyncClient::new(options_v5(&o), o.capacity);
             (Client::V5(client), EventLoop::V5(el))
         }
         Version::V311 => {
-            let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
-            opts.set_keep_alive(o.keep_alive);
-            opts.set_clean_session(false);
-            opts.set_manual_acks(true);
-            // rumqttc's 3.1.1 default takes 10 KiB at most.
-            let max = o.max_packet.min(256 << 20);
-            opts.set_max_packet_size(max, max);
-            if let Some((user, pass)) = o.credentials {
-                opts.set_credentials(user, pass);
-            }
-            if let Some(w) = o.will {
-                opts.set_last_will(will_v311(w));
-            }
-            let (client, el) = rumqttc::AsyncClient::new(opts, o.capacity);
+            let (client, el) = rumqttc::AsyncClient::new(options_v311(&o), o.capacity);
             (Client::V311(client), EventLoop::V311(el))
         }
     }
+}
+
+fn options_v5(o: &Options) -> v5::MqttOptions {
+    let mut opts = v5::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
+    opts.set_keep_alive(o.keep_alive);
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(o.session_expiry_s));
+    opts.set_receive_maximum(Some(o.receive_maximum));
+    opts.set_manual_acks(true);
+    opts.set_max_packet_size(Some(o.max_packet.min(256 << 20) as u32));
+    if let Some((user, pass)) = o.credentials.clone() {
+        opts.set_credentials(user, pass);
+    }
+    if let Some(w) = o.will.clone() {
+        opts.set_last_will(will_v5(w));
+    }
+    opts
+}
+
+fn options_v311(o: &Options) -> rumqttc::MqttOptions {
+    let mut opts = rumqttc::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
+    opts.set_keep_alive(o.keep_alive);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    // rumqttc's 3.1.1 default takes 10 KiB at most.
+    let max = o.max_packet.min(256 << 20);
+    opts.set_max_packet_size(max, max);
+    if let Some((user, pass)) = o.credentials.clone() {
+        opts.set_credentials(user, pass);
+    }
+    if let Some(w) = o.will.clone() {
+        opts.set_last_will(will_v311(w));
+    }
+    opts
 }
 
 impl Client {
