@@ -139,27 +139,24 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
         .await
         .context("marking the reprocessed letters")?;
     println!(
-        "reprocessed {} of {total} messages: {} readings stored, {} already stored, {} events stored; {} letters resolved, {} refused again",
+        "reprocessed {} of {total} messages: {} readings stored, {} already stored, {} events stored; {} letters resolved, {} refused again, {} in part",
         progress.committed(),
         m.readings_stored.get(),
         m.readings_duplicate.get(),
         m.events_stored.get(),
         outcome.resolved,
         outcome.refused_again,
+        outcome.in_part,
     );
     for (reason, n) in &outcome.new_reasons {
         println!("  new letter: {reason:<24} {n:>9}");
     }
-    let rejected = m
-        .dead_letters
-        .get_or_create(&estatemon_ingest::metrics::ReasonLabel {
-            reason: "storage_rejected",
-        })
-        .get();
-    if rejected > 0 {
+    if outcome.in_part > 0 {
         println!(
-            "warning: the database refused {rejected} rows of these messages (storage_rejected letters, topic ''); \
-             their letters are marked reprocessed, the rows are in the new letters"
+            "warning: {} letters are `reprocessed in part`: the database refused rows of their \
+             messages (new storage_rejected or inspection_refused letters, each naming the letter \
+             it came from)",
+            outcome.in_part
         );
     }
     if interrupted {

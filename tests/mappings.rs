@@ -466,9 +466,58 @@ time_format = "epoch_ms"
     assert!(dry.contains("--dry-run: nothing changed"), "{dry}");
     assert_eq!(db.count(open).await, before, "a dry run changes nothing");
 
+    // The database refuses one reading of the eighth message (1,070 Wh on
+    // channel 0), as a constraint a DBA added would.
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE readings ADD CONSTRAINT refuses_one CHECK (value NOT BETWEEN 1.0699 AND 1.0701)",
+        )
+        .await
+        .unwrap();
+    let eighth: i64 = client
+        .query_one(
+            "SELECT id FROM dead_letters WHERE position($1::bytea IN payload) > 0",
+            &[&format!(r#""ts":{},"#, t0 + 7 * 60_000).into_bytes()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
     let out = run(estatemon_with(&file).args(["dead-letters", "reprocess"]));
-    // 20 messages × 2 channels, at the gateway's own times.
-    assert_eq!(db.count(&readings).await, 40, "{out}");
+    // 20 messages × 2 channels, at the gateway's own times, but the one
+    // the database refused.
+    assert_eq!(db.count(&readings).await, 39, "{out}");
+    // That row is a new open letter naming the letter it came from, and
+    // the original says it was stored in part.
+    let (refused_id, detail, from): (i64, String, serde_json::Value) = client
+        .query_one(
+            "SELECT id, detail, convert_from(payload, 'UTF8')::jsonb FROM dead_letters
+              WHERE reason = 'storage_rejected' AND resolved_at IS NULL",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert!(
+        detail.ends_with(&format!("(reprocessing dead letter {eighth})")),
+        "{detail}"
+    );
+    assert_eq!(from["from_dead_letter"], eighth, "{from}");
+    let resolution: String = client
+        .query_one(
+            "SELECT resolution FROM dead_letters WHERE id = $1",
+            &[&eighth],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        resolution,
+        format!("reprocessed in part: a row refused by the database as {refused_id}")
+    );
+    assert!(out.contains("new letter: storage_rejected"), "{out}");
+    assert!(out.contains("1 letters are `reprocessed in part`"), "{out}");
     assert_eq!(
         db.count(&format!(
             "SELECT count(*) FROM readings WHERE device_id LIKE 'm%-ch%' AND ts = to_timestamp({t0} / 1000.0)"
@@ -478,7 +527,7 @@ time_format = "epoch_ms"
         "the first message at its own time: {out}"
     );
     assert!(
-        out.contains("20 letters resolved, 3 refused again"),
+        out.contains("19 letters resolved, 3 refused again, 1 in part"),
         "{out}"
     );
     assert!(out.contains("new letter: invalid_json"), "{out}");
@@ -491,7 +540,6 @@ time_format = "epoch_ms"
         .await,
         2
     );
-    let client = db.client().await;
     let rows = client
         .query(
             "SELECT reason, resolution FROM dead_letters WHERE resolved_at IS NOT NULL",
@@ -520,8 +568,8 @@ time_format = "epoch_ms"
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert_eq!((reason.as_str(), open_now), ("invalid_json", true));
-    // Open now: the new letters and the card's.
-    assert_eq!(db.count(open).await, 4);
+    // Open now: the new letters (the refused row's included) and the card's.
+    assert_eq!(db.count(open).await, 5);
 
     // Each letter once: the stored ones are not read again.
     let twice = run(estatemon_with(&file).args([
@@ -538,7 +586,7 @@ time_format = "epoch_ms"
         twice.contains("0 open dead letters of 0 messages to reprocess"),
         "{twice}"
     );
-    assert_eq!(db.count(&readings).await, 40);
+    assert_eq!(db.count(&readings).await, 39);
 
     // A reason that does not exist is refused with the list.
     let bad = estatemon_with(&file)

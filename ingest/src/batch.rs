@@ -34,6 +34,11 @@ pub struct Batch<A> {
     pub dirty_hours: Vec<DateTime<Utc>>,
     /// Devices that said they went offline (false) or came back (true).
     pub availability: Vec<(String, bool, DateTime<Utc>)>,
+    /// The dead letter each reading came from (0: none), while
+    /// reprocessing; empty otherwise. In step with `readings`.
+    pub origins: Vec<i64>,
+    /// The same for `events`.
+    pub event_origins: Vec<i64>,
 }
 
 impl<A> Default for Batch<A> {
@@ -48,6 +53,8 @@ impl<A> Default for Batch<A> {
             duplicates_in_batch: 0,
             dirty_hours: Vec::new(),
             availability: Vec::new(),
+            origins: Vec::new(),
+            event_origins: Vec::new(),
         }
     }
 }
@@ -69,24 +76,73 @@ impl<A> Batch<A> {
         self.acks.push(ack);
     }
 
+    /// [`Batch::push`] of a message read back from dead letter `origin`
+    /// (reprocessing): a row of it the database refuses is traced to it.
+    pub fn push_from(
+        &mut self,
+        origin: Option<i64>,
+        decoded: Decoded,
+        dead_letters: Vec<DeadLetter>,
+        ack: A,
+        now: Instant,
+    ) {
+        if origin.is_some() || !self.origins.is_empty() || !self.event_origins.is_empty() {
+            let id = origin.unwrap_or(0);
+            self.origins.resize(self.readings.len(), 0);
+            self.origins
+                .resize(self.readings.len() + decoded.readings.len(), id);
+            self.event_origins.resize(self.events.len(), 0);
+            self.event_origins
+                .resize(self.events.len() + decoded.events.len(), id);
+        }
+        self.push(decoded, dead_letters, ack, now);
+    }
+
+    /// The dead letter reading `i` came from, while reprocessing.
+    pub fn origin(&self, i: usize) -> Option<i64> {
+        self.origins.get(i).copied().filter(|&id| id > 0)
+    }
+
+    /// The dead letter event `i` came from, while reprocessing.
+    pub fn event_origin(&self, i: usize) -> Option<i64> {
+        self.event_origins.get(i).copied().filter(|&id| id > 0)
+    }
+
     /// Sorts readings by key (COPY into the primary-key index is then
     /// sequential), folds duplicates and computes the dirty hours.
     pub fn seal(&mut self) {
-        self.readings.sort_unstable_by(|a, b| {
-            (a.device_id.as_str(), a.metric, a.ts).cmp(&(b.device_id.as_str(), b.metric, b.ts))
-        });
         let before = self.readings.len();
-        self.readings
-            .dedup_by(|b, a| a.device_id == b.device_id && a.metric == b.metric && a.ts == b.ts);
+        self.origins
+            .resize(if self.origins.is_empty() { 0 } else { before }, 0);
+        sort_fold(
+            &mut self.readings,
+            &mut self.origins,
+            |a, b| {
+                (a.device_id.as_str(), a.metric, a.ts).cmp(&(b.device_id.as_str(), b.metric, b.ts))
+            },
+            |a, b| a.device_id == b.device_id && a.metric == b.metric && a.ts == b.ts,
+        );
         self.duplicates_in_batch = before - self.readings.len();
-        self.events
-            .sort_by(|a, b| (a.device_id.as_str(), a.ts).cmp(&(b.device_id.as_str(), b.ts)));
-        self.events.dedup_by(|b, a| {
-            a.device_id == b.device_id
-                && a.ts == b.ts
-                && a.detail.event_type() == b.detail.event_type()
-                && a.detail.discriminator() == b.detail.discriminator()
-        });
+        let events = self.events.len();
+        self.event_origins.resize(
+            if self.event_origins.is_empty() {
+                0
+            } else {
+                events
+            },
+            0,
+        );
+        sort_fold(
+            &mut self.events,
+            &mut self.event_origins,
+            |a, b| (a.device_id.as_str(), a.ts).cmp(&(b.device_id.as_str(), b.ts)),
+            |a, b| {
+                a.device_id == b.device_id
+                    && a.ts == b.ts
+                    && a.detail.event_type() == b.detail.event_type()
+                    && a.detail.discriminator() == b.detail.discriminator()
+            },
+        );
         let hours: BTreeSet<DateTime<Utc>> = self
             .readings
             .iter()
@@ -96,10 +152,33 @@ impl<A> Batch<A> {
     }
 }
 
+/// Sorts `items` (stable: the first of equals is the earliest) and folds
+/// each run that `same` calls equal into its first; `origins`, empty or one
+/// per item, stays in step.
+fn sort_fold<T>(
+    items: &mut Vec<T>,
+    origins: &mut Vec<i64>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+    same: impl Fn(&T, &T) -> bool,
+) {
+    if origins.is_empty() {
+        items.sort_by(&cmp);
+        items.dedup_by(|b, a| same(a, b));
+        return;
+    }
+    let mut pairs: Vec<(T, i64)> = std::mem::take(items)
+        .into_iter()
+        .zip(std::mem::take(origins))
+        .collect();
+    pairs.sort_by(|a, b| cmp(&a.0, &b.0));
+    pairs.dedup_by(|b, a| same(&a.0, &b.0));
+    (*items, *origins) = pairs.into_iter().unzip();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Timelike};
     use estatemon_domain::Metric;
 
     fn r(device: &str, minute: u32, value: f64) -> Reading {
@@ -109,6 +188,57 @@ mod tests {
             ts: Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0).unwrap(),
             value,
         }
+    }
+
+    #[test]
+    fn origins_follow_their_readings_through_sorting_and_folding() {
+        let mut b: Batch<u32> = Batch::default();
+        let now = Instant::now();
+        let of = |readings| Decoded {
+            readings,
+            ..Default::default()
+        };
+        b.push_from(
+            Some(7),
+            of(vec![r("b", 5, 1.0), r("a", 5, 1.0)]),
+            vec![],
+            1,
+            now,
+        );
+        // A message not read back from a letter, between two that were.
+        b.push(of(vec![r("c", 1, 3.0)]), vec![], 2, now);
+        b.push_from(
+            Some(9),
+            of(vec![r("a", 5, 1.0), r("a", 59, 2.0)]),
+            vec![],
+            3,
+            now,
+        );
+        b.seal();
+        let got: Vec<_> = (0..b.readings.len())
+            .map(|i| {
+                (
+                    b.readings[i].device_id.as_str(),
+                    b.readings[i].ts.minute(),
+                    b.origin(i),
+                )
+            })
+            .collect();
+        // The duplicate of a:05 folds into the first one, from letter 7.
+        assert_eq!(
+            got,
+            [
+                ("a", 5, Some(7)),
+                ("a", 59, Some(9)),
+                ("b", 5, Some(7)),
+                ("c", 1, None)
+            ]
+        );
+        // Without letters, nothing is kept.
+        let mut plain: Batch<u32> = Batch::default();
+        plain.push(of(vec![r("a", 1, 1.0)]), vec![], 1, now);
+        plain.seal();
+        assert!(plain.origins.is_empty() && plain.origin(0).is_none());
     }
 
     #[test]

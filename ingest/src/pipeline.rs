@@ -1005,7 +1005,7 @@ impl Batcher {
                 }
             }
         }
-        batch.push(decoded, dl, d.ack, d.received);
+        batch.push_from(d.ack.letter(), decoded, dl, d.ack, d.received);
     }
 
     /// What the mappings made of a message: every fitting mapping's

@@ -12,8 +12,11 @@
 //! Each letter's outcome is written back once its message is committed
 //! ([`resolve`]): `reprocessed: refused again as <id>` when ingest refused
 //! the message again for the same reason (the new letter holds today's
-//! detail and is the open one), else `reprocessed`. A letter is
-//! reprocessed once: only open letters (`resolved_at IS NULL`) are selected.
+//! detail and is the open one); `reprocessed in part: a row refused by the
+//! database as <id>` when the database (or the inspection ledger) refused
+//! rows of it (each such letter names the letter it came from); else
+//! `reprocessed`. A letter is reprocessed once: only open letters
+//! (`resolved_at IS NULL`) are selected.
 //!
 //! Left alone, each for a reason the plan counts (`Plan::skipped`):
 //! - Sparkplug topics: a host reads a node's data through its births, on
@@ -336,6 +339,10 @@ pub struct Outcome {
     pub resolved: u64,
     /// Letters refused again for the same reason: each has a new open letter.
     pub refused_again: u64,
+    /// Letters whose message was stored but for rows the database (or the
+    /// inspection ledger) refused: each row is a new open letter naming
+    /// the letter it came from.
+    pub in_part: u64,
     /// The reasons of the letters the run made, with counts.
     pub new_reasons: Vec<(String, i64)>,
 }
@@ -343,7 +350,9 @@ pub struct Outcome {
 /// Marks the letters of each committed message with their outcome:
 /// `reprocessed: refused again as <id>` when the run stored a letter of the
 /// same message for the same reason (same topic, payload and receipt time,
-/// above the plan's watermark), else `reprocessed`.
+/// above the plan's watermark); `reprocessed in part: a row refused by the
+/// database as <id>` when rows of it were refused at storage; else
+/// `reprocessed`.
 pub async fn resolve(
     client: &tokio_postgres::Client,
     progress: &Progress,
@@ -355,51 +364,73 @@ pub async fn resolve(
         .lock()
         .map(|c| c.iter().copied().collect())
         .unwrap_or_default();
-    let ids: Vec<i64> = plan
+    let (ids, firsts): (Vec<i64>, Vec<i64>) = plan
         .messages
         .iter()
         .filter(|m| m.first().is_some_and(|first| committed.contains(first)))
-        .flatten()
-        .copied()
-        .collect();
+        .flat_map(|m| m.iter().map(|id| (*id, m[0])))
+        .unzip();
+    // A row of the message the database (or the inspection ledger)
+    // refused is a new letter whose detail names the letter that was read
+    // (`store::traced`).
     let rows = client
         .query(
-            "WITH again AS (
-                 SELECT d.id, (SELECT min(n.id) FROM dead_letters n
-                                WHERE n.id > $2 AND n.topic = d.topic AND n.reason = d.reason
-                                  AND n.received_at = d.received_at
-                                  AND md5(n.payload) = md5(d.payload) AND n.payload = d.payload) AS new_id
-                   FROM dead_letters d WHERE d.id = ANY($1) AND d.resolved_at IS NULL)
+            r"WITH m AS (SELECT * FROM unnest($1::bigint[], $3::bigint[]) AS m(id, first)),
+             part AS (
+                 SELECT substring(n.detail FROM '\(reprocessing dead letter (\d+)\)$')::bigint AS first,
+                        min(n.id) AS new_id
+                   FROM dead_letters n
+                  WHERE n.id > $2 AND n.reason IN ('storage_rejected', 'inspection_refused')
+                    AND n.detail ~ '\(reprocessing dead letter \d+\)$'
+                  GROUP BY 1),
+             again AS (
+                 SELECT d.id, part.new_id AS part_id,
+                        (SELECT min(n.id) FROM dead_letters n
+                          WHERE n.id > $2 AND n.topic = d.topic AND n.reason = d.reason
+                            AND n.received_at = d.received_at
+                            AND md5(n.payload) = md5(d.payload) AND n.payload = d.payload) AS new_id
+                   FROM dead_letters d JOIN m ON m.id = d.id
+                   LEFT JOIN part ON part.first = m.first
+                  WHERE d.resolved_at IS NULL)
              UPDATE dead_letters d
                 SET resolved_at = now(),
-                    resolution = CASE WHEN again.new_id IS NULL THEN 'reprocessed'
-                                      ELSE 'reprocessed: refused again as ' || again.new_id END
+                    resolution = CASE
+                        WHEN again.new_id IS NOT NULL THEN 'reprocessed: refused again as ' || again.new_id
+                        WHEN again.part_id IS NOT NULL
+                            THEN 'reprocessed in part: a row refused by the database as ' || again.part_id
+                        ELSE 'reprocessed' END
                FROM again WHERE d.id = again.id
-             RETURNING again.new_id",
-            &[&ids, &watermark],
+             RETURNING again.new_id, again.part_id",
+            &[&ids, &watermark, &firsts],
         )
         .await?;
     let refused_again = rows
         .iter()
         .filter(|r| r.get::<_, Option<i64>>(0).is_some())
         .count() as u64;
+    let in_part = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<i64>>(0).is_none() && r.get::<_, Option<i64>>(1).is_some())
+        .count() as u64;
     let new_reasons = client
         .query(
-            "SELECT n.reason, count(*) FROM dead_letters n
-              WHERE n.id > $2 AND EXISTS (
+            r"SELECT n.reason, count(*) FROM dead_letters n
+              WHERE n.id > $2 AND (EXISTS (
                     SELECT 1 FROM dead_letters d
                      WHERE d.id = ANY($1) AND d.topic = n.topic AND d.received_at = n.received_at
                        AND md5(d.payload) = md5(n.payload) AND d.payload = n.payload)
+                 OR substring(n.detail FROM '\(reprocessing dead letter (\d+)\)$')::bigint = ANY($3))
               GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[&ids, &watermark],
+            &[&ids, &watermark, &firsts],
         )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     Ok(Outcome {
-        resolved: rows.len() as u64 - refused_again,
+        resolved: rows.len() as u64 - refused_again - in_part,
         refused_again,
+        in_part,
         new_reasons,
     })
 }

@@ -296,18 +296,21 @@ impl Writer {
             stored.duplicates =
                 batch.readings.len() as u64 - stored.readings - refused.len() as u64;
         }
-        let (inspections, events): (Vec<&Event>, Vec<&Event>) = batch
+        let (inspections, events): (Vec<_>, Vec<_>) = batch
             .events
             .iter()
-            .partition(|e| matches!(e.detail, EventDetail::Inspection(_)));
+            .enumerate()
+            .map(|(i, e)| (batch.event_origin(i), e))
+            .partition(|(_, e)| matches!(e.detail, EventDetail::Inspection(_)));
         if !events.is_empty() {
             stored.events = if isolate {
                 insert_events_one_by_one(&tx, &events, &mut refused).await?
             } else {
+                let events: Vec<&Event> = events.iter().map(|(_, e)| *e).collect();
                 insert_events(&tx, &events).await?
             };
         }
-        for e in inspections {
+        for (origin, e) in inspections {
             let EventDetail::Inspection(report) = &e.detail else {
                 continue;
             };
@@ -326,7 +329,7 @@ impl Writer {
                         let what = refusal(&report.device, "an inspection".into(), &e);
                         letter.reason = what.reason;
                         letter.detail = what.detail;
-                        refused.push(letter);
+                        refused.push(traced(letter, origin));
                         continue;
                     }
                 }
@@ -338,7 +341,7 @@ impl Writer {
                 Err(Refused::Duplicate { .. }) => {}
                 Err(why) => {
                     stored.inspections_refused += 1;
-                    refused.push(inspection_refused(report, why.to_string()));
+                    refused.push(traced(inspection_refused(report, why.to_string()), origin));
                 }
             }
         }
@@ -491,14 +494,17 @@ async fn insert_readings_one_by_one<A>(
         )
         .await?;
     let mut stored = 0;
-    for r in &batch.readings {
+    for (i, r) in batch.readings.iter().enumerate() {
         let row: [&(dyn ToSql + Sync); 4] = [&r.device_id, &r.metric.as_str(), &r.ts, &r.value];
         match in_savepoint(tx, tx.execute(&insert, &row)).await? {
             Ok(n) => stored += n,
-            Err(e) => refused.push(refusal(
-                &r.device_id,
-                format!("{} = {} at {}", r.metric, r.value, r.ts.to_rfc3339()),
-                &e,
+            Err(e) => refused.push(traced(
+                refusal(
+                    &r.device_id,
+                    format!("{} = {} at {}", r.metric, r.value, r.ts.to_rfc3339()),
+                    &e,
+                ),
+                batch.origin(i),
             )),
         }
     }
@@ -528,25 +534,44 @@ fn inspection_refused(report: &estatemon_domain::inspection::Report, why: String
 
 async fn insert_events_one_by_one(
     tx: &Transaction<'_>,
-    events: &[&Event],
+    events: &[(Option<i64>, &Event)],
     refused: &mut Vec<DeadLetter>,
 ) -> Result<u64, tokio_postgres::Error> {
     let mut stored = 0;
-    for event in events {
+    for (origin, event) in events {
         match in_savepoint(tx, insert_events(tx, std::slice::from_ref(event))).await? {
             Ok(n) => stored += n,
-            Err(e) => refused.push(refusal(
-                &event.device_id,
-                format!(
-                    "{} event at {}",
-                    event.detail.event_type(),
-                    event.ts.to_rfc3339()
+            Err(e) => refused.push(traced(
+                refusal(
+                    &event.device_id,
+                    format!(
+                        "{} event at {}",
+                        event.detail.event_type(),
+                        event.ts.to_rfc3339()
+                    ),
+                    &e,
                 ),
-                &e,
+                *origin,
             )),
         }
     }
     Ok(stored)
+}
+
+/// A letter for a row of a message read back from dead letter `origin`
+/// (reprocessing): its payload says `from_dead_letter` and its detail names
+/// the letter, so the original is resolved as refused in part, not as
+/// stored.
+fn traced(mut letter: DeadLetter, origin: Option<i64>) -> DeadLetter {
+    let Some(id) = origin else { return letter };
+    if let Ok(serde_json::Value::Object(mut o)) =
+        serde_json::from_slice::<serde_json::Value>(&letter.payload)
+    {
+        o.insert("from_dead_letter".into(), id.into());
+        letter.payload = serde_json::to_vec(&o).unwrap_or(letter.payload);
+    }
+    letter.detail = format!("{} (reprocessing dead letter {id})", letter.detail);
+    letter
 }
 
 /// Last line of defence: a dead letter the database refuses is replaced by

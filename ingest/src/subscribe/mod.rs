@@ -127,6 +127,14 @@ impl AckToken {
         }
     }
 
+    /// The dead letter this message was read back from (reprocessing).
+    pub fn letter(&self) -> Option<i64> {
+        match &self.kind {
+            AckKind::Reprocess { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
     /// A token acknowledged to JetStream.
     pub(crate) fn nats(
         acker: async_nats::jetstream::message::Acker,
