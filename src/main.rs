@@ -376,6 +376,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let mut shown = config.clone();
             shown.database.url = estatemon_domain::config::redact_url(&shown.database.url);
             shown.mqtt.url = estatemon_domain::config::redact_url(&shown.mqtt.url);
+            shown.nats.url = estatemon_domain::config::redact_url(&shown.nats.url);
+            shown.database.read_url = shown
+                .database
+                .read_url
+                .as_deref()
+                .map(estatemon_domain::config::redact_url);
             for hook in &mut shown.alerts.webhooks {
                 if hook.secret.is_some() {
                     hook.secret = Some("***".into());

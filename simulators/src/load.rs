@@ -141,7 +141,7 @@ pub async fn publish_with(
     let mut tasks = Vec::new();
     // Several comma-separated broker URLs: the publishers spread over
     // them (the nodes of a cluster), one each in turn.
-    let urls: Vec<String> = mqtt.url.split(',').map(|u| u.trim().to_owned()).collect();
+    let urls = mqtt.urls();
     for p in 0..publishers {
         let mut mqtt = mqtt.clone();
         mqtt.url = urls[p % urls.len()].clone();

@@ -467,9 +467,10 @@ impl IngestProcess {
                     c.nats.allow_batched.to_string(),
                 );
         }
-        // The publishers' URL list names each node; ingest's own MQTT
-        // session (Sparkplug, discovery) goes to the first.
-        let mqtt_url = c.mqtt.url.split(',').next().unwrap_or_default().to_owned();
+        // The publishers' URL list names each node; ingest is given the
+        // first (it only makes the gateway's store there: no Sparkplug or
+        // discovery in this bench).
+        let mqtt_url = c.mqtt.urls().swap_remove(0);
         let child = command
             .arg("ingest")
             .env("ESTATEMON_DATABASE_URL", &c.database.url)

@@ -318,9 +318,14 @@ impl MqttConfig {
 
     /// Every broker of `url`, in order.
     pub fn endpoints(&self) -> Result<Vec<MqttEndpoint>, String> {
+        self.urls().iter().map(|u| endpoint(u)).collect()
+    }
+
+    /// Each broker's URL in `url`, as written.
+    pub fn urls(&self) -> Vec<String> {
         split_at_schemes(&self.url)
             .iter()
-            .map(|u| endpoint(u.trim()))
+            .map(|u| u.trim().to_owned())
             .collect()
     }
 }
@@ -337,6 +342,12 @@ fn endpoint(url: &str) -> Result<MqttEndpoint, String> {
         .host_str()
         .ok_or_else(|| format!("`{shown}` has no host"))?
         .to_owned();
+    if host.contains(',') {
+        return Err(format!(
+            "`{shown}`: a host with a comma; name each broker as a URL of its own \
+             (`mqtt://n1:1883,mqtt://n2:1883`), with nothing after the last"
+        ));
+    }
     // Userinfo is percent-encoded (RFC 3986): `+` is a plus, not a space.
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
@@ -1223,14 +1234,38 @@ fn check_http_url(url: &str) -> Result<(), String> {
 /// string (`password=…`) for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let urls = split_at_schemes(url);
-    if urls.len() > 1 {
-        return urls
-            .iter()
+    let shown = if urls.len() > 1 {
+        urls.iter()
             .map(|u| redact_one(u))
             .collect::<Vec<_>>()
-            .join(",");
+            .join(",")
+    } else {
+        redact_one(url)
+    };
+    // Whatever the shape, no `password=` value survives.
+    redact_password_params(&shown)
+}
+
+/// Every `password=<value>` (any case), the value up to `&`, `,`, `;` or
+/// whitespace, as `password=***`.
+fn redact_password_params(s: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find(KEY) {
+        let value = at + found + KEY.len();
+        out.push_str(&s[at..value]);
+        let end = s[value..]
+            .find(|c: char| c == '&' || c == ',' || c == ';' || c.is_whitespace())
+            .map_or(s.len(), |e| value + e);
+        if end > value {
+            out.push_str("***");
+        }
+        at = end;
     }
-    redact_one(url)
+    out.push_str(&s[at..]);
+    out
 }
 
 /// `s` split at each comma followed by `scheme://`.
@@ -1254,15 +1289,18 @@ fn split_at_schemes(s: &str) -> Vec<&str> {
     out
 }
 
-/// A URL the `url` crate cannot parse (`postgres://u:pw@h1:5432,h2:5432/db`):
-/// the userinfo's password and any `password=` query value become `***`.
+/// A URL the `url` crate cannot parse (`postgres://u:pw@h1:5432,h2:5432/db`,
+/// or a password with a raw `/` or `@`): everything between the first `:`
+/// of the userinfo and its last `@` (before any `?`), and any `password=`
+/// query value, become `***`.
 fn redact_unparsed(s: &str) -> String {
     let mut out = s.to_owned();
     if let Some(i) = s.find("://") {
         let rest = &s[i + 3..];
-        if let Some(at) = rest.find('@') {
+        let authority = rest.split('?').next().unwrap_or(rest);
+        if let Some(at) = authority.rfind('@') {
             let userinfo = &rest[..at];
-            if let (false, Some(c)) = (userinfo.contains('/'), userinfo.find(':')) {
+            if let Some(c) = userinfo.find(':') {
                 out = format!("{}{}:***{}", &s[..i + 3], &userinfo[..c], &rest[at..]);
             }
         }

@@ -310,6 +310,13 @@ fn passwords_in_lists_and_multi_host_urls_are_redacted() {
         "postgres://u:hunter2@primary:5432,standby:5432/db?target_session_attrs=read-write",
         "postgres://u@primary:5432,standby:5432/db?password=hunter2&sslmode=disable",
         "nats://a:hunter2@n1:4222, nats://a:hunter2@n2:4222",
+        // Raw `/` and `@` in passwords, which the url crate cannot parse.
+        "mqtt://u:hunter2/x@n1:1883",
+        "postgres://app:hunter2/x@h1:5432,h2:5432/db",
+        "postgres://u:p@hunter2@h1:5432,h2:5432/db",
+        // A key=value string that holds a URL, and a query a comma splits.
+        "host=db user=app password=hunter2 application_name=http://x",
+        "postgres://u@h/db?application_name=a,b://c&password=hunter2",
     ] {
         let shown = redact_url(url);
         assert!(!shown.contains("hunter2"), "{url} → {shown}");
@@ -346,6 +353,15 @@ fn several_mqtt_brokers_are_tried_in_turn() {
         ..Default::default()
     };
     assert!(bad.endpoints().unwrap_err().contains("scheme"));
+    // NATS's own shorthand, or a comma after the last URL: refused, not a
+    // host named `n1,n2`.
+    for url in ["mqtt://n1,n2,n3", "mqtt://n1,mqtt://n2,"] {
+        let c = MqttConfig {
+            url: url.into(),
+            ..Default::default()
+        };
+        assert!(c.endpoints().unwrap_err().contains("comma"), "{url}");
+    }
     // Only the nodes of a NATS cluster share sessions.
     let mut config = Config::default();
     config.mqtt.url = "mqtt://a:1883,mqtt://b:1883".into();
