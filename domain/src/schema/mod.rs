@@ -387,6 +387,16 @@ const MIGRATIONS: &[Migration] = &[
         plain: None,
         timescale: None,
     },
+    Migration {
+        version: 28,
+        name: "rollup_compression",
+        common: None,
+        // Plain PostgreSQL has no compression.
+        plain: None,
+        timescale: Some(include_str!(
+            "migrations/0028_rollup_compression.timescale.sql"
+        )),
+    },
 ];
 
 /// What [`migrate`] found and did.
@@ -627,6 +637,42 @@ async fn apply_policies(
     if mode != StorageMode::Timescaledb {
         return Ok(());
     }
+    // The rollups as the readings: they are written as the readings come,
+    // and an hour is refreshed again when late readings make it dirty
+    // (TimescaleDB takes writes into compressed chunks).
+    for table in ["readings_hourly", "readings_daily", "consumption_hourly"] {
+        // A continuous aggregate's must start after its refresh policy's
+        // window (the daily one's: 7 days).
+        let days = if table == "readings_daily" {
+            storage.compress_after_days.max(8)
+        } else {
+            storage.compress_after_days.max(4)
+        };
+        let after = format!("{days} days");
+        if !policy_is(
+            client,
+            table,
+            "policy_compression",
+            "compress_after",
+            Some(&after),
+        )
+        .await?
+        {
+            client
+                .execute(
+                    "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
+                    &[&table],
+                )
+                .await?;
+            client
+                .execute(
+                    "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
+                    &[&table, &after],
+                )
+                .await?;
+            tracing::info!(table, compress_after = %after, "compression policy set");
+        }
+    }
     for table in ["readings", "events"] {
         let after = format!("{} days", storage.compress_after_days);
         if !policy_is(
@@ -694,8 +740,13 @@ async fn policy_is(
     let rows = client
         .query(
             "SELECT config->>$3 FROM timescaledb_information.jobs
-              WHERE hypertable_schema = current_schema() AND hypertable_name = $1
-                AND proc_name = $2",
+              WHERE proc_name = $2
+                AND ((hypertable_schema = current_schema() AND hypertable_name = $1)
+                     -- a continuous aggregate's jobs name its materialization
+                     OR (hypertable_schema, hypertable_name) IN (
+                         SELECT materialization_hypertable_schema, materialization_hypertable_name
+                           FROM timescaledb_information.continuous_aggregates
+                          WHERE view_schema = current_schema() AND view_name = $1))",
             &[&table, &proc, &key],
         )
         .await?;
