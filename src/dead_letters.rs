@@ -9,9 +9,11 @@ use estatemon_ingest::reprocess::{self, Selection};
 pub enum DeadLettersCommand {
     /// Run open dead letters through ingest again (after a mapping, a
     /// profile, a unit or a limit was fixed), with today's configuration.
-    /// Each letter is marked `reprocessed`, or `reprocessed: refused again
-    /// as <id>` when ingest refuses it again (the new letter, with today's
-    /// reason, is the open one). No immediate alerts: they are history.
+    /// Each letter is marked `reprocessed`; `reprocessed: refused again as
+    /// <id>` when ingest refuses it again (the new letter, with today's
+    /// reason, is the open one); or `reprocessed in part: a row refused by
+    /// the database as <id>` when rows of it were refused at storage (each
+    /// a new open letter naming it). No immediate alerts: they are history.
     Reprocess(ReprocessArgs),
 }
 
@@ -153,9 +155,9 @@ async fn reprocess(config: &Config, args: ReprocessArgs) -> anyhow::Result<()> {
     }
     if outcome.in_part > 0 {
         println!(
-            "warning: {} letters are `reprocessed in part`: the database refused rows of their \
-             messages (new storage_rejected or inspection_refused letters, each naming the letter \
-             it came from)",
+            "warning: {} letter(s) `reprocessed in part`: the database or the inspection ledger \
+             refused rows of their messages (new storage_rejected or inspection_refused letters, \
+             each naming the letter it came from)",
             outcome.in_part
         );
     }

@@ -504,6 +504,16 @@ time_format = "epoch_ms"
         "{detail}"
     );
     assert_eq!(from["from_dead_letter"], eighth, "{from}");
+    // Counted where and when the message was: its topic and receipt.
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM dead_letters n JOIN dead_letters d ON d.id = {eighth}
+              WHERE n.id = {refused_id} AND n.topic = d.topic AND n.received_at = d.received_at
+                AND n.topic <> ''"
+        ))
+        .await,
+        1
+    );
     let resolution: String = client
         .query_one(
             "SELECT resolution FROM dead_letters WHERE id = $1",
@@ -517,7 +527,7 @@ time_format = "epoch_ms"
         format!("reprocessed in part: a row refused by the database as {refused_id}")
     );
     assert!(out.contains("new letter: storage_rejected"), "{out}");
-    assert!(out.contains("1 letters are `reprocessed in part`"), "{out}");
+    assert!(out.contains("1 letter(s) `reprocessed in part`"), "{out}");
     assert_eq!(
         db.count(&format!(
             "SELECT count(*) FROM readings WHERE device_id LIKE 'm%-ch%' AND ts = to_timestamp({t0} / 1000.0)"

@@ -372,16 +372,29 @@ pub async fn resolve(
         .unzip();
     // A row of the message the database (or the inspection ledger)
     // refused is a new letter whose detail names the letter that was read
-    // (`store::traced`).
+    // (`store::traced`). It takes that letter's topic and receipt, so the
+    // loss counts where and when the message was (the quarterly report
+    // reads open letters by topic and time).
+    client
+        .execute(
+            r"UPDATE dead_letters n SET topic = d.topic, received_at = d.received_at
+                FROM dead_letters d
+               WHERE n.id > $1 AND n.topic = ''
+                 AND n.reason IN ('storage_rejected', 'inspection_refused')
+                 AND n.detail ~ '\(reprocessing dead letter \d{1,18}\)$'
+                 AND d.id = substring(n.detail FROM '\(reprocessing dead letter (\d{1,18})\)$')::bigint",
+            &[&watermark],
+        )
+        .await?;
     let rows = client
         .query(
             r"WITH m AS (SELECT * FROM unnest($1::bigint[], $3::bigint[]) AS m(id, first)),
              part AS (
-                 SELECT substring(n.detail FROM '\(reprocessing dead letter (\d+)\)$')::bigint AS first,
+                 SELECT substring(n.detail FROM '\(reprocessing dead letter (\d{1,18})\)$')::bigint AS first,
                         min(n.id) AS new_id
                    FROM dead_letters n
                   WHERE n.id > $2 AND n.reason IN ('storage_rejected', 'inspection_refused')
-                    AND n.detail ~ '\(reprocessing dead letter \d+\)$'
+                    AND n.detail ~ '\(reprocessing dead letter \d{1,18}\)$'
                   GROUP BY 1),
              again AS (
                  SELECT d.id, part.new_id AS part_id,
@@ -419,7 +432,7 @@ pub async fn resolve(
                     SELECT 1 FROM dead_letters d
                      WHERE d.id = ANY($1) AND d.topic = n.topic AND d.received_at = n.received_at
                        AND md5(d.payload) = md5(n.payload) AND d.payload = n.payload)
-                 OR substring(n.detail FROM '\(reprocessing dead letter (\d+)\)$')::bigint = ANY($3))
+                 OR substring(n.detail FROM '\(reprocessing dead letter (\d{1,18})\)$')::bigint = ANY($3))
               GROUP BY 1 ORDER BY 2 DESC, 1",
             &[&ids, &watermark, &firsts],
         )

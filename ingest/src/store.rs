@@ -591,16 +591,24 @@ async fn insert_dead_letters_one_by_one(
                 }
                 Err(e) => e,
             };
+        // A reprocessed row's letter keeps naming the letter it came from
+        // (the detail's last words), so that letter is resolved as such.
+        let trace = letter
+            .detail
+            .rfind(" (reprocessing dead letter ")
+            .map(|i| &letter.detail[i..])
+            .filter(|t| t.ends_with(')'));
         let minimal = DeadLetter {
             received_at: letter.received_at,
             topic: String::new(),
             payload: Vec::new(),
             reason: letter.reason,
             detail: format!(
-                "the original dead letter could not be stored: {}",
+                "the original dead letter could not be stored: {}{}",
                 e.as_db_error()
                     .map(|d| d.message())
-                    .unwrap_or("database error")
+                    .unwrap_or("database error"),
+                trace.unwrap_or_default()
             ),
             fingerprint: letter.fingerprint.clone(),
         };

@@ -35,8 +35,9 @@ pub struct DeadLetterOut {
     /// When `estatemon dead-letters reprocess` ran it through ingest
     /// again; absent while the letter is open.
     pub resolved_at: Option<DateTime<Utc>>,
-    /// `reprocessed`, or `reprocessed: refused again as <id>` (the new,
-    /// open letter).
+    /// `reprocessed`, `reprocessed: refused again as <id>` (the new, open
+    /// letter), or `reprocessed in part: a row refused by the database as
+    /// <id>` (a row of the message refused at storage, in a new open letter).
     pub resolution: Option<String>,
 }
 
