@@ -124,18 +124,7 @@ async fn the_sparkplug_session_moves_to_another_nats_node_when_its_node_dies() {
     );
     cluster.kill(victim);
     let killed_at = chrono::Utc::now();
-    let out = tokio::time::timeout(Duration::from_secs(60), edge.wait_with_output())
-        .await
-        .expect("the edge node finishes")
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_str(said.trim().lines().last().unwrap())
-        .unwrap_or_else(|e| panic!("{e}: {said}"));
+    let summary = edge_summary(edge.wait_with_output()).await;
     // What the edge node sent last, and most of what it sent after the
     // move (it sends ten a second for the rest of its 20 s), are stored.
     let last_kwh = summary["last_wh"].as_f64().unwrap() / 1000.0;
@@ -187,6 +176,25 @@ async fn the_sparkplug_session_moves_to_another_nats_node_when_its_node_dies() {
         "the STATE of the new connection: {online}"
     );
     ingestor.shutdown().await;
+}
+
+/// The JSON line an edge node script prints last, once it exits 0 (within
+/// a minute).
+async fn edge_summary(
+    out: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
+) -> serde_json::Value {
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the edge node finishes")
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(said.trim().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {said}"))
 }
 
 /// The name of the node that leads the cluster's metadata, as node `from`
@@ -290,18 +298,7 @@ async fn tahu_edge_node(db: &TestDb, mut c: estatemon_domain::config::Config, de
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("the edge node finishes")
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_str(said.trim().lines().last().unwrap())
-        .unwrap_or_else(|e| panic!("{e}: {said}"));
+    let summary = edge_summary(out).await;
     // The gap made the host ask; the node answered with its births.
     assert!(
         summary["rebirths_asked"].as_u64().unwrap() >= 1,

@@ -624,6 +624,35 @@ pub async fn recorded_chunk_days(client: &Client) -> Result<u32, SchemaError> {
         .unwrap_or(7))
 }
 
+/// Sets `table`'s compression policy to `after`, unless it is that already.
+async fn compression_policy(client: &Client, table: &str, after: &str) -> Result<(), SchemaError> {
+    if policy_is(
+        client,
+        table,
+        "policy_compression",
+        "compress_after",
+        Some(after),
+    )
+    .await?
+    {
+        return Ok(());
+    }
+    client
+        .execute(
+            "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
+            &[&table],
+        )
+        .await?;
+    client
+        .execute(
+            "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
+            &[&table, &after],
+        )
+        .await?;
+    tracing::info!(table, compress_after = %after, "compression policy set");
+    Ok(())
+}
+
 /// Compression and retention (TimescaleDB policies; in plain mode retention
 /// is enforced by [`partitions::drop_expired`]). Checked at every start so
 /// a changed configuration takes effect, but a policy is only replaced when
@@ -649,55 +678,11 @@ async fn apply_policies(
             storage.compress_after_days.max(4)
         };
         let after = format!("{days} days");
-        if !policy_is(
-            client,
-            table,
-            "policy_compression",
-            "compress_after",
-            Some(&after),
-        )
-        .await?
-        {
-            client
-                .execute(
-                    "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
-                    &[&table],
-                )
-                .await?;
-            client
-                .execute(
-                    "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
-                    &[&table, &after],
-                )
-                .await?;
-            tracing::info!(table, compress_after = %after, "compression policy set");
-        }
+        compression_policy(client, table, &after).await?;
     }
     for table in ["readings", "events"] {
         let after = format!("{} days", storage.compress_after_days);
-        if !policy_is(
-            client,
-            table,
-            "policy_compression",
-            "compress_after",
-            Some(&after),
-        )
-        .await?
-        {
-            client
-                .execute(
-                    "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
-                    &[&table],
-                )
-                .await?;
-            client
-                .execute(
-                    "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
-                    &[&table, &after],
-                )
-                .await?;
-            tracing::info!(table, compress_after = %after, "compression policy set");
-        }
+        compression_policy(client, table, &after).await?;
         let keep = (storage.retention_days > 0).then(|| format!("{} days", storage.retention_days));
         if !policy_is(
             client,
