@@ -73,16 +73,9 @@ async fn the_sparkplug_session_moves_to_another_nats_node_when_its_node_dies() {
         .collect::<Vec<_>>()
         .join(",");
     c.mqtt.reconnect_max_backoff_s = 1;
-    let group = unique("plant");
-    c.ingest.sparkplug.enabled = true;
-    c.ingest.sparkplug.site = Some("harbour-view".into());
-    c.ingest.sparkplug.reorder_wait_ms = 500;
-    c.ingest.sparkplug.primary_host_id = Some(unique("estatemon"));
-    c.validate(None, None).expect("a valid configuration");
-    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
     // A fresh cluster's gateway makes its stores at the first connection,
     // and may drop that client meanwhile: the session tries again.
-    assert!(ingestor.subscribed(Duration::from_secs(40)).await);
+    let (group, ingestor) = sparkplug_host(&mut c, Duration::from_secs(40)).await;
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sparkplug/steady.js");
     let edge = tokio::process::Command::new("node")
@@ -176,6 +169,29 @@ async fn the_sparkplug_session_moves_to_another_nats_node_when_its_node_dies() {
         "the STATE of the new connection: {online}"
     );
     ingestor.shutdown().await;
+}
+
+/// Turns `c` into a Sparkplug host (site harbour-view, a 500 ms reorder
+/// window, its own primary host id), starts it and waits up to `within` for
+/// its subscriptions; returns a fresh group id for the edge node.
+async fn sparkplug_host(
+    c: &mut estatemon_domain::config::Config,
+    within: Duration,
+) -> (String, Ingestor) {
+    assert!(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sparkplug/node_modules/sparkplug-client")
+            .exists(),
+        "Eclipse Tahu's client is missing: run scripts/test.sh (it runs npm ci in tests/sparkplug)"
+    );
+    c.ingest.sparkplug.enabled = true;
+    c.ingest.sparkplug.site = Some("harbour-view".into());
+    c.ingest.sparkplug.reorder_wait_ms = 500;
+    c.ingest.sparkplug.primary_host_id = Some(unique("estatemon"));
+    c.validate(None, None).expect("a valid configuration");
+    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
+    assert!(ingestor.subscribed(within).await);
+    (unique("plant"), ingestor)
 }
 
 /// The JSON line an edge node script prints last, once it exits 0 (within
@@ -277,20 +293,7 @@ enum Deaths {
 }
 
 async fn tahu_edge_node(db: &TestDb, mut c: estatemon_domain::config::Config, deaths: Deaths) {
-    assert!(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/sparkplug/node_modules/sparkplug-client")
-            .exists(),
-        "Eclipse Tahu's client is missing: run scripts/test.sh (it runs npm ci in tests/sparkplug)"
-    );
-    let group = unique("plant");
-    c.ingest.sparkplug.enabled = true;
-    c.ingest.sparkplug.site = Some("harbour-view".into());
-    c.ingest.sparkplug.reorder_wait_ms = 500;
-    c.ingest.sparkplug.primary_host_id = Some(unique("estatemon"));
-    c.validate(None, None).expect("a valid configuration");
-    let ingestor = Ingestor::start(c.clone()).await.expect("ingestor starts");
-    assert!(ingestor.subscribed(Duration::from_secs(10)).await);
+    let (group, ingestor) = sparkplug_host(&mut c, Duration::from_secs(10)).await;
 
     let out = tokio::process::Command::new("node")
         .arg(node_script())

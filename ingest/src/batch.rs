@@ -112,8 +112,6 @@ impl<A> Batch<A> {
     /// sequential), folds duplicates and computes the dirty hours.
     pub fn seal(&mut self) {
         let before = self.readings.len();
-        self.origins
-            .resize(if self.origins.is_empty() { 0 } else { before }, 0);
         sort_fold(
             &mut self.readings,
             &mut self.origins,
@@ -123,15 +121,6 @@ impl<A> Batch<A> {
             |a, b| a.device_id == b.device_id && a.metric == b.metric && a.ts == b.ts,
         );
         self.duplicates_in_batch = before - self.readings.len();
-        let events = self.events.len();
-        self.event_origins.resize(
-            if self.event_origins.is_empty() {
-                0
-            } else {
-                events
-            },
-            0,
-        );
         sort_fold(
             &mut self.events,
             &mut self.event_origins,
@@ -154,7 +143,7 @@ impl<A> Batch<A> {
 
 /// Sorts `items` (stable: the first of equals is the earliest) and folds
 /// each run that `same` calls equal into its first; `origins`, empty or one
-/// per item, stays in step.
+/// per item (items pushed after the last origin count as 0), stays in step.
 fn sort_fold<T>(
     items: &mut Vec<T>,
     origins: &mut Vec<i64>,
@@ -166,6 +155,7 @@ fn sort_fold<T>(
         items.dedup_by(|b, a| same(a, b));
         return;
     }
+    origins.resize(items.len(), 0);
     let mut pairs: Vec<(T, i64)> = std::mem::take(items)
         .into_iter()
         .zip(std::mem::take(origins))

@@ -651,7 +651,7 @@ async fn run(
                         options.host = b.host.clone();
                         options.port = b.port;
                         options.credentials = b.credentials.clone();
-                        options.will = presence.as_ref().map(|p| p.will(stamp));
+                        // (The Will is set below, for any reconnection.)
                         eventloop.move_to(&options);
                     }
                     tracing::warn!(
