@@ -144,6 +144,9 @@ impl<A> Batch<A> {
 /// Sorts `items` (stable: the first of equals is the earliest) and folds
 /// each run that `same` calls equal into its first; `origins`, empty or one
 /// per item (items pushed after the last origin count as 0), stays in step.
+/// While reprocessing, copies from different letters are not folded: each
+/// goes to the database (which stores one), so a copy it refuses is traced
+/// to every letter that held it, not to the first alone.
 fn sort_fold<T>(
     items: &mut Vec<T>,
     origins: &mut Vec<i64>,
@@ -160,8 +163,8 @@ fn sort_fold<T>(
         .into_iter()
         .zip(std::mem::take(origins))
         .collect();
-    pairs.sort_by(|a, b| cmp(&a.0, &b.0));
-    pairs.dedup_by(|b, a| same(&a.0, &b.0));
+    pairs.sort_by(|a, b| cmp(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    pairs.dedup_by(|b, a| a.1 == b.1 && same(&a.0, &b.0));
     (*items, *origins) = pairs.into_iter().unzip();
 }
 
@@ -199,7 +202,7 @@ mod tests {
         b.push(of(vec![r("c", 1, 3.0)]), vec![], 2, now);
         b.push_from(
             Some(9),
-            of(vec![r("a", 5, 1.0), r("a", 59, 2.0)]),
+            of(vec![r("a", 5, 1.0), r("a", 59, 2.0), r("a", 59, 2.5)]),
             vec![],
             3,
             now,
@@ -214,16 +217,20 @@ mod tests {
                 )
             })
             .collect();
-        // The duplicate of a:05 folds into the first one, from letter 7.
+        // a:59 twice in letter 9 folds into its first (2.0); a:05 from
+        // letters 7 and 9 stays twice, so a refusal of it names both.
         assert_eq!(
             got,
             [
                 ("a", 5, Some(7)),
+                ("a", 5, Some(9)),
                 ("a", 59, Some(9)),
                 ("b", 5, Some(7)),
                 ("c", 1, None)
             ]
         );
+        assert_eq!(b.readings[2].value, 2.0);
+        assert_eq!(b.duplicates_in_batch, 1);
         // Without letters, nothing is kept.
         let mut plain: Batch<u32> = Batch::default();
         plain.push(of(vec![r("a", 1, 1.0)]), vec![], 1, now);
