@@ -103,6 +103,34 @@ fn an_unreachable_database_exits_4_with_advice() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("cannot reach PostgreSQL"), "{err}");
     assert!(err.contains("ESTATEMON_DATABASE_URL"), "{err}");
+    assert!(err.contains("Start PostgreSQL"), "{err}");
+}
+
+#[test]
+fn a_role_the_database_refuses_is_named_with_the_servers_reason() {
+    // The server answers, and refuses: its own words, not "db error", and
+    // advice about the URL rather than about starting PostgreSQL.
+    let out = estatemon()
+        .arg("migrate")
+        .env(
+            "ESTATEMON_DATABASE_URL",
+            "postgres://no_such_role_here@127.0.0.1:5432/postgres",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(r#"role "no_such_role_here" does not exist"#),
+        "{err}"
+    );
+    assert!(
+        err.contains("Check the user, password and database"),
+        "{err}"
+    );
+    assert!(!err.contains("Start PostgreSQL"), "{err}");
+    // Said once, not again by the error's chain.
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
 }
 
 fn run_demo(mqtt_url: &str, db: &TestDb, truth: &std::path::Path) -> (bool, String) {

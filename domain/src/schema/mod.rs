@@ -46,18 +46,18 @@ impl StorageMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error(
-        "cannot reach PostgreSQL at {target}: {source}. Start PostgreSQL, or point \
-         ESTATEMON_DATABASE_URL (or database.url in the config file) at a running server"
-    )]
+    /// Connecting failed: the server is down or unreachable, refused the
+    /// role or its password, or asked for a password the URL lacks. The
+    /// message carries the driver's whole reason and what to do about it.
+    #[error("cannot reach PostgreSQL at {target}: {}. {}", pg_message(.error), connect_hint(.error))]
     Unreachable {
         target: String,
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
-    #[error("invalid database.url `{url}`: {source}")]
+    #[error("invalid database.url `{url}`: {}", pg_message(.error))]
     BadUrl {
         url: String,
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     #[error("storage.mode is timescaledb but the extension cannot be used: {0}")]
     TimescaleUnavailable(String),
@@ -66,16 +66,42 @@ pub enum SchemaError {
          (migrate the data to a new database instead)"
     )]
     ModeMismatch { existing: String, wanted: String },
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("migration {version} ({name}) failed: {}", pg_message(.error))]
     Migration {
         version: i32,
         name: &'static str,
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+}
+
+/// A driver error with its reasons: tokio-postgres prints only its kind
+/// ("db error", "invalid configuration"); the server's message or the
+/// missing setting is in its sources.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
+}
+
+/// What to do when connecting failed with `e`.
+fn connect_hint(e: &tokio_postgres::Error) -> &'static str {
+    if e.as_db_error().is_some() {
+        // The server answered: a role, password or database it refuses.
+        "Check the user, password and database in ESTATEMON_DATABASE_URL (or database.url in the config file)"
+    } else if pg_message(e).contains("password missing") {
+        "The server asks for a password: put it in ESTATEMON_DATABASE_URL (or database.url in the config file), postgres://user:password@host/database"
+    } else {
+        "Start PostgreSQL, or point ESTATEMON_DATABASE_URL (or database.url in the config file) at a running server"
+    }
 }
 
 /// Connects, spawning the connection task. Errors say where we tried to go.
@@ -84,9 +110,9 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Client, SchemaError> {
 }
 
 pub async fn connect_url(url: &str, timeout: Duration) -> Result<Client, SchemaError> {
-    let mut pg: tokio_postgres::Config = url.parse().map_err(|source| SchemaError::BadUrl {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|error| SchemaError::BadUrl {
         url: redact_url(url),
-        source,
+        error,
     })?;
     pg.connect_timeout(timeout);
     pg.application_name("estatemon");
@@ -100,9 +126,9 @@ pub async fn connect_url(url: &str, timeout: Duration) -> Result<Client, SchemaE
     let (client, connection) =
         pg.connect(NoTls)
             .await
-            .map_err(|source| SchemaError::Unreachable {
+            .map_err(|error| SchemaError::Unreachable {
                 target: describe(&pg),
-                source,
+                error,
             })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -132,9 +158,9 @@ fn describe(pg: &tokio_postgres::Config) -> String {
 
 /// Creates the configured database if it does not exist yet.
 pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), SchemaError> {
-    let pg: tokio_postgres::Config = config.url.parse().map_err(|source| SchemaError::BadUrl {
+    let pg: tokio_postgres::Config = config.url.parse().map_err(|error| SchemaError::BadUrl {
         url: redact_url(&config.url),
-        source,
+        error,
     })?;
     let Some(dbname) = pg.get_dbname().map(str::to_owned) else {
         return Ok(());
@@ -146,9 +172,9 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), SchemaError>
         admin
             .connect(NoTls)
             .await
-            .map_err(|source| SchemaError::Unreachable {
+            .map_err(|error| SchemaError::Unreachable {
                 target: describe(&pg),
-                source,
+                error,
             })?;
     tokio::spawn(connection);
     let exists = client
@@ -483,10 +509,10 @@ async fn migrate_locked(
             StorageMode::Timescaledb => m.timescale,
         };
         let tx = client.transaction().await?;
-        let fail = |source| SchemaError::Migration {
+        let fail = |error| SchemaError::Migration {
             version: m.version,
             name: m.name,
-            source,
+            error,
         };
         for part in [m.common, sql].into_iter().flatten() {
             let part = part.replace("{chunk_days}", &chunk_days.to_string());
