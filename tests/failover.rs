@@ -216,16 +216,30 @@ async fn a_promoted_standby_takes_the_writes_and_the_panels_read_a_standby() {
 }
 
 /// pg_auto_failover (Debian's postgresql-15-auto-failover): a monitor and
-/// two data nodes in private directories, run as the `postgres` user.
+/// two data nodes in private directories, run as the `postgres` user by
+/// the script docker-compose.cluster.yml runs, `deploy/postgres/pg-node.sh`.
+/// The nodes name each other by this machine's network address, not
+/// loopback (where initdb trusts everyone), so every connection between
+/// them, and estatemon's, authenticates with a password (scram-sha-256).
 struct AutoFailover {
     dir: std::path::PathBuf,
+    /// The address the nodes name each other and estatemon connects to.
+    host: String,
     monitor_port: u16,
     ports: [u16; 2],
     children: Vec<std::process::Child>,
 }
 
+/// Passwords with the characters a password file and SQL must escape.
+const AUTOCTL_NODE_PASSWORD: &str = "mon:it\\or pw";
+const REPLICATION_PASSWORD: &str = "re'pl:ica";
+const APP_PASSWORD: &str = "app pw'1";
+
 impl AutoFailover {
-    fn pg_autoctl(&self) -> std::process::Command {
+    /// Runs `pg-node.sh role` for the node in `name` (its data directory,
+    /// password file and log), with `env`; returns once it says it is
+    /// ready (its settings made, PostgreSQL up).
+    fn run_node(&mut self, role: &str, name: &str, port: u16, env: &[(&str, String)]) {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .unwrap()
             .filter_map(|e| e.ok())
@@ -233,46 +247,49 @@ impl AutoFailover {
             .filter(|p| p.join("pg_ctl").exists())
             .max()
             .unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postgres/pg-node.sh");
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut c = std::process::Command::new("runuser");
         c.args(["-u", "postgres", "--", "env"])
-            .arg(format!("PATH={path}"))
+            .arg(format!(
+                "PATH={}:/usr/local/bin:/usr/bin:/bin",
+                bin.display()
+            ))
             .arg(format!("XDG_CONFIG_HOME={}/cfg", self.dir.display()))
             .arg(format!("XDG_DATA_HOME={}/data", self.dir.display()))
             .arg(format!("XDG_RUNTIME_DIR={}/run", self.dir.display()))
-            .arg("pg_autoctl");
-        c
-    }
-
-    fn create_and_run(&mut self, args: &[&str], pgdata: &str) {
-        let log = self.dir.join(format!("{pgdata}-create.log"));
-        let out = self
-            .pg_autoctl()
-            .args(args)
-            .arg("--pgdata")
-            .arg(self.dir.join(pgdata))
-            .output()
-            .expect("pg_autoctl (Debian pg-auto-failover-cli, installed by scripts/test.sh)");
-        std::fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat()).unwrap();
-        assert!(
-            out.status.success(),
-            "pg_autoctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run_log = std::fs::File::create(self.dir.join(format!("{pgdata}.log"))).unwrap();
-        let child = self
-            .pg_autoctl()
-            .args(["run", "--pgdata"])
-            .arg(self.dir.join(pgdata))
-            .stdout(run_log.try_clone().unwrap())
-            .stderr(run_log)
+            .arg(format!("PGDATA={}", self.dir.join(name).display()))
+            .arg(format!("PGPORT={port}"))
+            .arg(format!("PG_NODE_HOSTNAME={}", self.host))
+            .arg(format!("AUTOCTL_NODE_PASSWORD={AUTOCTL_NODE_PASSWORD}"));
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        let child = c
+            .arg("sh")
+            .arg(&script)
+            .arg(role)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
-            .unwrap();
+            .expect("runuser and deploy/postgres/pg-node.sh");
         self.children.push(child);
+        let ready = format!("({role}, {}:{port}): ready", self.host);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains(&ready) {
+                return;
+            }
+            let exited = self.children.last_mut().unwrap().try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "pg-node.sh {role} {name} did not become ready ({exited:?}): {text}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     fn start() -> AutoFailover {
@@ -287,59 +304,44 @@ impl AutoFailover {
             .unwrap();
         let mut paf = AutoFailover {
             dir,
+            host: lan_address(),
             monitor_port: free_port(),
             ports: [free_port(), free_port()],
             children: Vec::new(),
         };
-        let port = paf.monitor_port.to_string();
-        paf.create_and_run(
-            &[
-                "create",
-                "monitor",
-                "--pgport",
-                &port,
-                "--hostname",
-                "127.0.0.1",
-                "--auth",
-                "trust",
-                "--no-ssl",
-            ],
-            "monitor",
-        );
+        let port = paf.monitor_port;
+        paf.run_node("monitor", "monitor", port, &[]);
         paf
     }
 
-    fn monitor_uri(&self) -> String {
-        format!(
-            "postgres://autoctl_node@127.0.0.1:{}/pg_auto_failover?sslmode=disable",
-            self.monitor_port
-        )
+    fn add_node(&mut self, i: usize) {
+        let name = ["a", "b"][i];
+        let env = [
+            ("PG_NODE_NAME", name.to_owned()),
+            ("PG_MONITOR_HOST", self.host.clone()),
+            ("PG_MONITOR_PORT", self.monitor_port.to_string()),
+            ("REPLICATION_PASSWORD", REPLICATION_PASSWORD.to_owned()),
+            ("ESTATEMON_DB_PASSWORD", APP_PASSWORD.to_owned()),
+            (
+                "PGPASSFILE",
+                self.dir
+                    .join(format!("{name}.pgpass"))
+                    .display()
+                    .to_string(),
+            ),
+        ];
+        self.run_node("postgres", name, self.ports[i], &env);
     }
 
-    fn add_node(&mut self, i: usize) {
-        let port = self.ports[i].to_string();
-        let name = ["a", "b"][i];
-        let monitor = self.monitor_uri();
-        self.create_and_run(
-            &[
-                "create",
-                "postgres",
-                "--pgport",
-                &port,
-                "--hostname",
-                "127.0.0.1",
-                "--auth",
-                "trust",
-                "--no-ssl",
-                "--monitor",
-                &monitor,
-                "--dbname",
-                "estatemon",
-                "--name",
-                name,
-            ],
-            name,
-        );
+    /// estatemon's URL: both nodes, role `estatemon` with its password.
+    fn app_url(&self) -> String {
+        format!(
+            "postgres://estatemon@{host}:{},{host}:{}/estatemon?target_session_attrs=read-write&password={}",
+            self.ports[0],
+            self.ports[1],
+            APP_PASSWORD.replace('%', "%25").replace(' ', "%20").replace('\'', "%27"),
+            host = self.host,
+        )
     }
 
     /// (name, reported state, assigned state) of each data node.
@@ -367,6 +369,27 @@ impl AutoFailover {
     /// supervisor to restart PostgreSQL, a second primary.
     fn kill_node(&self, i: usize) {
         kill_tree(self.children[i + 1].id());
+    }
+}
+
+/// This machine's first IPv4 address that is not loopback (`hostname -I`);
+/// loopback when it has none, said on stderr (the nodes then trust each
+/// other, as initdb does on loopback, and passwords go untested).
+fn lan_address() -> String {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    match out.split_whitespace().find(|a| {
+        a.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| !ip.is_loopback())
+    }) {
+        Some(a) => a.to_owned(),
+        None => {
+            eprintln!("no network address besides loopback: pg_auto_failover's passwords are not exercised");
+            "127.0.0.1".to_owned()
+        }
     }
 }
 
@@ -470,10 +493,22 @@ async fn pg_auto_failover_promotes_the_standby_and_nothing_acknowledged_is_lost(
     .await;
     assert!(ready, "states: {:?}", paf.states().await);
 
-    let both = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/estatemon?target_session_attrs=read-write",
-        paf.ports[0], paf.ports[1]
-    );
+    // estatemon as it runs in docker-compose.cluster.yml: its own role and
+    // password, over the network, to whichever node takes writes. Without
+    // the password it is refused: the nodes do not trust the network.
+    let both = paf.app_url();
+    if paf.host != "127.0.0.1" {
+        let no_password = format!(
+            "postgres://estatemon@{}:{}/estatemon",
+            paf.host, paf.ports[0]
+        );
+        let refused = estatemon_domain::schema::connect_url(&no_password, Duration::from_secs(5))
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("password"), "{refused}");
+    }
     let primary = estatemon_domain::schema::connect_url(
         &format!("postgres://postgres@127.0.0.1:{}/estatemon", paf.ports[0]),
         Duration::from_secs(5),
