@@ -98,6 +98,10 @@ struct Figures {
     report_peak_mb: f64,
     cycle_ms: f64,
     cycle_findings: usize,
+    /// TimescaleDB: a site's year panel p50 / p95, and the API mix from
+    /// the primary (req/s, p99), with the rollups decompressed afterwards:
+    /// what their compression costs the readers, on the same data.
+    uncompressed: Option<(f64, f64, f64, String)>,
 }
 
 fn end() -> DateTime<Utc> {
@@ -525,6 +529,37 @@ async fn measure(
 
     // Every site's quarterly report, one process each as a scheduler runs them.
     reports(&primary.url(DB), registry, args, dir, &mut f)?;
+
+    // The peer of the compressed rollups, in the same run and on the same
+    // data: the rollups decompressed, the panels and the mix again.
+    if timescale {
+        let started = Instant::now();
+        let chunks: i64 = client
+            .query_one(
+                "SELECT count(decompress_chunk(c, true))::int8 FROM (
+                   SELECT show_chunks(h) AS c
+                     FROM unnest(ARRAY['readings_hourly', 'readings_daily',
+                                       'consumption_hourly']::regclass[]) h) s",
+                &[],
+            )
+            .await?
+            .get(0);
+        client.batch_execute("VACUUM ANALYZE").await?;
+        println!(
+            "rollups decompressed for the comparison: {chunks} chunks in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        let api = Api::start(&primary.url(DB), None).await?;
+        let mut g = Figures::default();
+        panels(&api, &token, registry, args, &mut g).await?;
+        let (rps, p99) = mix(&api, &token, registry, args).await?;
+        println!(
+            "API mix read from the primary, rollups uncompressed: {rps:.0} req/s (p99 {p99}); \
+             with them compressed: {:.0} req/s (p99 {})",
+            f.mix_primary_rps, f.mix_primary_p99
+        );
+        f.uncompressed = Some((g.panel_site_p50, g.panel_site_p95, rps, p99));
+    }
     drop(client);
     drop(standby);
     drop(primary);
@@ -952,6 +987,24 @@ fn summary(args: &PortfolioBenchArgs, registry: &Registry, all: &[Figures]) {
     row("API mix from the standby", &|f| {
         format!("{:.0} req/s (p99 {})", f.mix_standby_rps, f.mix_standby_p99)
     });
+    row(
+        "same data, rollups decompressed: year panel, a site (p50 / p95)",
+        &|f| {
+            f.uncompressed
+                .as_ref()
+                .map(|(p50, p95, _, _)| format!("{p50:.0} / {p95:.0} ms"))
+                .unwrap_or_else(|| "–".into())
+        },
+    );
+    row(
+        "same data, rollups decompressed: API mix from the primary",
+        &|f| {
+            f.uncompressed
+                .as_ref()
+                .map(|(_, _, rps, p99)| format!("{rps:.0} req/s (p99 {p99})"))
+                .unwrap_or_else(|| "–".into())
+        },
+    );
     row("quarterly reports, all sites", &|f| {
         format!(
             "{} in {:.0} s, {:.1} s a site, peak {:.0} MB",
