@@ -533,6 +533,8 @@ async fn measure(
     // The peer of the compressed rollups, in the same run and on the same
     // data: the rollups decompressed, the panels and the mix again.
     if timescale {
+        // The policies paused, so compression does not come back mid-read.
+        schedule_policies(&client, false).await?;
         let started = Instant::now();
         let chunks: i64 = client
             .query_one(
@@ -553,6 +555,24 @@ async fn measure(
         let mut g = Figures::default();
         panels(&api, &token, registry, args, &mut g).await?;
         let (rps, p99) = mix(&api, &token, registry, args).await?;
+        let still: i64 = client
+            .query_one(
+                "SELECT count(*)::int8
+                   FROM unnest(ARRAY['readings_hourly', 'readings_daily',
+                                     'consumption_hourly']::regclass[]) h
+                  CROSS JOIN LATERAL show_chunks(h) c
+                   JOIN timescaledb_information.chunks k
+                     ON format('%I.%I', k.chunk_schema, k.chunk_name)::regclass = c
+                  WHERE k.is_compressed",
+                &[],
+            )
+            .await?
+            .get(0);
+        anyhow::ensure!(
+            still == 0,
+            "{still} rollup chunks were compressed again during the comparison"
+        );
+        schedule_policies(&client, true).await?;
         println!(
             "API mix read from the primary, rollups uncompressed: {rps:.0} req/s (p99 {p99}); \
              with them compressed: {:.0} req/s (p99 {})",
