@@ -507,7 +507,7 @@ async fn pg_auto_failover_promotes_the_standby_and_nothing_acknowledged_is_lost(
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(refused.contains("password"), "{refused}");
+        assert!(refused.contains("password missing"), "{refused}");
     }
     let primary = estatemon_domain::schema::connect_url(
         &format!("postgres://postgres@127.0.0.1:{}/estatemon", paf.ports[0]),

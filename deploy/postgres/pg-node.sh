@@ -30,9 +30,14 @@
 #   PG_TIMESCALEDB          1: preload TimescaleDB (the image has it), 0: plain
 #                           PostgreSQL; default: 1 when the extension is installed
 #
+#   PG_NODE_READY_FILE      made once the node is ready, removed at start
+#                           (a container's health check; $TMPDIR/pg-node-$PGPORT.ready)
+#
 # Every connection between nodes authenticates with scram-sha-256, from
 # the nodes' local network (--pg-hba-lan), but pg_auto_failover's own health
 # check from the monitor (it uses `trust` for that one role, by design).
+# Passwords go to PostgreSQL through psql's \getenv and to libpq through a
+# password file: never on a command line (ps shows those) or in a log.
 set -eu
 
 role=${1:?usage: pg-node.sh monitor|postgres}
@@ -44,6 +49,35 @@ ssl=${PG_SSL:---ssl-self-signed}
 export PGPORT="$port"
 
 say() { echo "pg-node.sh ($role, $host:$port): $*" >&2; }
+
+ready_file=${PG_NODE_READY_FILE:-${TMPDIR:-/tmp}/pg-node-$port.ready}
+rm -f "$ready_file"
+
+# SQL on this node as the superuser, from stdin; retried while PostgreSQL
+# restarts under pg_autoctl (it starts it again once it runs it).
+sql() {
+    db=$1
+    script=$(cat)
+    n=0
+    until printf '%s\n' "SET log_statement = 'none';" "$script" |
+        psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -d "$db" >/dev/null; do
+        n=$((n + 1))
+        if [ $n -ge 60 ]; then
+            say "settings not made (psql's error above)"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# After `pg_autoctl create`, PostgreSQL may still run outside pg_autoctl's
+# supervision; stopped here so that `pg_autoctl run` starts it once, with
+# the settings below.
+stop_unsupervised() {
+    if pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
+        pg_ctl -D "$PGDATA" stop -m fast -w >/dev/null
+    fi
+}
 
 # True when the node is still to be made, or its making was cut short (the
 # marker beside PGDATA: initdb and pg_basebackup want PGDATA empty). The
@@ -74,7 +108,13 @@ run_then() {
         fi
         sleep 0.5
     done
-    "$@"
+    if ! "$@"; then
+        kill -TERM $autoctl 2>/dev/null
+        wait $autoctl
+        exit 1
+    fi
+    touch "$ready_file"
+    say "ready"
     wait $autoctl
 }
 
@@ -84,14 +124,15 @@ monitor)
         say "creating the monitor"
         pg_autoctl create monitor --pgdata "$PGDATA" --pgport "$port" \
             --hostname "$host" --auth scram-sha-256 $ssl
+        stop_unsupervised
         rm -f "$marker"
     fi
     monitor_settings() {
         # The data nodes' password; `:'pw'` quotes it, whatever it holds.
-        echo "ALTER ROLE autoctl_node PASSWORD :'pw';" |
-            psql -q -X -v ON_ERROR_STOP=1 -v pw="$AUTOCTL_NODE_PASSWORD" \
-                -h 127.0.0.1 -p "$port" -d pg_auto_failover
-        say "ready"
+        sql pg_auto_failover <<'SQL'
+\getenv pw AUTOCTL_NODE_PASSWORD
+ALTER ROLE autoctl_node PASSWORD :'pw';
+SQL
     }
     run_then monitor_settings
     ;;
@@ -103,8 +144,10 @@ postgres)
     sslmode=require
     [ "$ssl" = "--no-ssl" ] && sslmode=prefer
     monitor="postgres://autoctl_node@${PG_MONITOR_HOST}:${PG_MONITOR_PORT:-5432}/pg_auto_failover?sslmode=$sslmode"
-    # Passwords from a password file, not the command line or the monitor
-    # URI (pg_autoctl prints and stores both).
+    # The monitor's and replication's passwords from a password file, not
+    # the monitor URI or pg_autoctl's configuration (it prints and stores
+    # both, and writes replication's unquoted into primary_conninfo).
+    # PostgreSQL inherits PGPASSFILE, so its standby connection reads it.
     pgpass="${PGPASSFILE:-$HOME/.pgpass}"
     esc() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/:/\\:/g'; }
     umask 077
@@ -119,7 +162,7 @@ postgres)
         pg_autoctl create postgres --pgdata "$PGDATA" --pgport "$port" \
             --hostname "$host" --name "$name" --monitor "$monitor" \
             --dbname estatemon --auth scram-sha-256 --pg-hba-lan $ssl
-        pg_autoctl config set --pgdata "$PGDATA" replication.password "$REPLICATION_PASSWORD"
+        stop_unsupervised
         rm -f "$marker"
     fi
     timescaledb=${PG_TIMESCALEDB:-}
@@ -131,14 +174,15 @@ postgres)
             [ -f "$control" ] && timescaledb=1
         done
     fi
-    # TimescaleDB is preloaded before pg_autoctl runs PostgreSQL (nothing
-    # supervises it yet). A standby's postgresql.conf, copied from the
-    # primary by pg_basebackup, has the line already.
-    if [ "$timescaledb" = 1 ] && ! grep -q "^shared_preload_libraries = 'timescaledb'" "$PGDATA/postgresql.conf"; then
-        echo "shared_preload_libraries = 'timescaledb'  # pg-node.sh" >>"$PGDATA/postgresql.conf"
-        if pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
-            pg_ctl -D "$PGDATA" restart -m fast -w >/dev/null
-        fi
+    # TimescaleDB is preloaded before pg_autoctl runs PostgreSQL, with
+    # the libraries pg_autoctl preloads (its postgresql-auto-failover.conf,
+    # included before this line). A standby's postgresql.conf, copied from
+    # the primary by pg_basebackup, has the line already.
+    if [ "$timescaledb" = 1 ] && ! grep -q "^shared_preload_libraries = 'timescaledb" "$PGDATA/postgresql.conf"; then
+        stop_unsupervised
+        libs=$(sed -n "s/^shared_preload_libraries *= *'\(.*\)'.*/\1/p" \
+            "$PGDATA/postgresql-auto-failover.conf" 2>/dev/null | tail -n 1)
+        echo "shared_preload_libraries = 'timescaledb${libs:+,$libs}'  # pg-node.sh" >>"$PGDATA/postgresql.conf"
     fi
     # Rules pg_autoctl does not write, after its own (the first match
     # wins). pg_hba.conf is not replicated: every node adds them.
@@ -164,16 +208,30 @@ postgres)
     if [ $added = 1 ] && pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
         pg_ctl -D "$PGDATA" reload >/dev/null
     fi
+    export PG_NODE_TSDB="$timescaledb"
     data_settings() {
-        if [ "$(psql -X -Atq -h 127.0.0.1 -p "$port" -d postgres -c 'SELECT pg_is_in_recovery()')" = f ]; then
+        # Primary or standby, asked until PostgreSQL answers (it may be
+        # restarting under pg_autoctl).
+        n=0
+        until recovery=$(psql -X -Atq -h 127.0.0.1 -p "$port" -d postgres \
+            -c 'SELECT pg_is_in_recovery()' 2>/dev/null) && [ -n "$recovery" ]; do
+            n=$((n + 1))
+            if [ $n -ge 60 ]; then
+                say "PostgreSQL does not answer whether it is a standby"
+                return 1
+            fi
+            sleep 1
+        done
+        if [ "$recovery" = f ]; then
             # The primary: replication's password (a standby made from it,
             # and this node when it is demoted and rejoins, use it), and
             # the application's role, owner of its database (CREATEROLE
             # for `estatemon db-reader`). A standby gets them by
             # replication.
-            psql -q -X -v ON_ERROR_STOP=1 -v rp="$REPLICATION_PASSWORD" \
-                -v ap="$ESTATEMON_DB_PASSWORD" -v tsdb="$timescaledb" \
-                -h 127.0.0.1 -p "$port" -d estatemon <<'SQL'
+            sql estatemon <<'SQL'
+\getenv rp REPLICATION_PASSWORD
+\getenv ap ESTATEMON_DB_PASSWORD
+\getenv tsdb PG_NODE_TSDB
 ALTER ROLE pgautofailover_replicator PASSWORD :'rp';
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'estatemon') AS missing \gset
 \if :missing
@@ -187,7 +245,6 @@ CREATE EXTENSION IF NOT EXISTS timescaledb;
 \endif
 SQL
         fi
-        say "ready"
     }
     run_then data_settings
     ;;

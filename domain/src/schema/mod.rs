@@ -49,7 +49,7 @@ pub enum SchemaError {
     /// Connecting failed: the server is down or unreachable, refused the
     /// role or its password, or asked for a password the URL lacks. The
     /// message carries the driver's whole reason and what to do about it.
-    #[error("cannot reach PostgreSQL at {target}: {}. {}", pg_message(.error), connect_hint(.error))]
+    #[error("cannot connect to PostgreSQL at {target}: {}. {}", pg_message(.error), connect_hint(.error))]
     Unreachable {
         target: String,
         error: tokio_postgres::Error,
@@ -92,12 +92,29 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
     message
 }
 
-/// What to do when connecting failed with `e`.
+/// What to do when connecting failed with `e`: by the server's SQLSTATE
+/// when it answered, else by what the driver could not do.
 fn connect_hint(e: &tokio_postgres::Error) -> &'static str {
-    if e.as_db_error().is_some() {
-        // The server answered: a role, password or database it refuses.
-        "Check the user, password and database in ESTATEMON_DATABASE_URL (or database.url in the config file)"
-    } else if pg_message(e).contains("password missing") {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        return if code.code().starts_with("28") || *code == SqlState::INVALID_CATALOG_NAME {
+            // Authorization (class 28) or a database that does not exist.
+            "Check the user, password and database in ESTATEMON_DATABASE_URL (or database.url in the config file)"
+        } else if *code == SqlState::CANNOT_CONNECT_NOW {
+            "The server is starting, stopping or recovering (a standby being promoted takes seconds): try again once it is up"
+        } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+            "The server has no connection slot left: raise its max_connections, or lower api.pool_size and the number of estatemon processes"
+        } else {
+            "The server refused the connection for the reason above"
+        };
+    }
+    if matches!(
+        std::error::Error::source(e)
+            .map(|c| c.to_string())
+            .as_deref(),
+        Some("password missing")
+    ) {
         "The server asks for a password: put it in ESTATEMON_DATABASE_URL (or database.url in the config file), postgres://user:password@host/database"
     } else {
         "Start PostgreSQL, or point ESTATEMON_DATABASE_URL (or database.url in the config file) at a running server"
