@@ -59,7 +59,10 @@ sql() {
     db=$1
     script=$(cat)
     n=0
-    until printf '%s\n' "SET log_statement = 'none';" "$script" |
+    # Nothing of it in the server's log or in pg_stat_statements: the
+    # statements carry passwords.
+    until printf '%s\n' "SET log_statement = 'none';" "SET log_min_error_statement = panic;" \
+        "SET pg_stat_statements.track_utility = off;" "$script" |
         psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -d "$db" >/dev/null; do
         n=$((n + 1))
         if [ $n -ge 60 ]; then
@@ -98,7 +101,7 @@ creating() {
 run_then() {
     pg_autoctl run --pgdata "$PGDATA" &
     autoctl=$!
-    trap 'kill -TERM $autoctl 2>/dev/null; wait $autoctl' TERM INT
+    trap 'kill -TERM $autoctl 2>/dev/null; wait $autoctl; exit 143' TERM INT
     n=0
     until pg_isready -q -h 127.0.0.1 -p "$port"; do
         n=$((n + 1))
@@ -180,8 +183,10 @@ postgres)
     # the primary by pg_basebackup, has the line already.
     if [ "$timescaledb" = 1 ] && ! grep -q "^shared_preload_libraries = 'timescaledb" "$PGDATA/postgresql.conf"; then
         stop_unsupervised
-        libs=$(sed -n "s/^shared_preload_libraries *= *'\(.*\)'.*/\1/p" \
-            "$PGDATA/postgresql-auto-failover.conf" 2>/dev/null | tail -n 1)
+        # pg_autoctl writes the value quoted or not.
+        libs=$(sed -n 's/^shared_preload_libraries *= *//p' \
+            "$PGDATA/postgresql-auto-failover.conf" 2>/dev/null | tail -n 1 |
+            sed "s/#.*//; s/'//g; s/[[:space:]]*\$//")
         echo "shared_preload_libraries = 'timescaledb${libs:+,$libs}'  # pg-node.sh" >>"$PGDATA/postgresql.conf"
     fi
     # Rules pg_autoctl does not write, after its own (the first match
