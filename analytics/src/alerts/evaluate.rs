@@ -345,7 +345,11 @@ pub fn stale_findings(
         };
         // Heard from recently, even if with old data (a meter catching up
         // on buffered history): it is sending, not offline.
-        let heard = window.last_message.get(&d.id).map(|t| t.timestamp());
+        // Heard after `now` (while the cycle read): heard at `now`.
+        let heard = window
+            .last_message
+            .get(&d.id)
+            .map(|t| t.timestamp().min(now));
         let last = match (by_data, heard) {
             (Some(a), Some(b)) => a.max(b),
             (Some(a), None) => a,

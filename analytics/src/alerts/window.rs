@@ -733,10 +733,17 @@ async fn fetch_last_message(
                 r.get::<_, Option<DateTime<Utc>>>(k)
                     .map(|t| (r.get::<_, String>(0), t))
             })
-            .filter(|(_, t)| *t <= now)
             .collect()
     };
-    Ok((pick(1), pick(2)))
+    // Heard from after `now` (a batch committed while this cycle read its
+    // window): heard from, all the same; the stale rule takes it as heard
+    // at `now`. Dropping it made a meter sending old data (catching up,
+    // or the demo's simulator running behind the clock) look silent and
+    // raised a false meter_offline. An offline Will after `now` is not
+    // yet news.
+    let mut offline = pick(2);
+    offline.retain(|_, t| *t <= now);
+    Ok((pick(1), offline))
 }
 
 /// Reads the whole window for `rules` at `now` from the database.

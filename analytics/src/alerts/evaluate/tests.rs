@@ -199,6 +199,15 @@ fn stale_devices_fire_but_never_commissioned_ones_do_not() {
     let f = evaluate(&r, &w).unwrap();
     assert!(matches!(state_of(&f, "light-2"), Some(State::Clear { .. })));
     assert!(matches!(state_of(&f, "water-1"), Some(State::Clear { .. })));
+    // Heard from just after `now` (a batch committed while the cycle read
+    // its window): heard at `now`, not silent.
+    w.last_message.insert("light-2".into(), min(121));
+    let f = evaluate(&r, &w).unwrap();
+    assert!(
+        matches!(state_of(&f, "light-2"), Some(State::Clear { at }) if *at == min(120)),
+        "{:?}",
+        state_of(&f, "light-2")
+    );
     // light-1 reported ten minutes ago, then its Last Will said offline:
     // stale now, not an hour later. A Will older than its last data (it
     // came back without saying so) does not count.
