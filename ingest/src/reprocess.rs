@@ -358,6 +358,9 @@ pub async fn resolve(
     progress: &Progress,
     plan: &Plan,
 ) -> Result<Outcome, tokio_postgres::Error> {
+    /// The last words of a letter `store::traced` made: the id of the
+    /// letter its row was read back from (at most 18 digits, a bigint).
+    const TRACED: &str = r"\(reprocessing dead letter (\d{1,18})\)$";
     let watermark = plan.watermark;
     let committed: std::collections::HashSet<i64> = progress
         .committed
@@ -381,20 +384,20 @@ pub async fn resolve(
                 FROM dead_letters d
                WHERE n.id > $1 AND n.topic = ''
                  AND n.reason IN ('storage_rejected', 'inspection_refused')
-                 AND n.detail ~ '\(reprocessing dead letter \d{1,18}\)$'
-                 AND d.id = substring(n.detail FROM '\(reprocessing dead letter (\d{1,18})\)$')::bigint",
-            &[&watermark],
+                 AND n.detail ~ $2::text
+                 AND d.id = substring(n.detail FROM $2::text)::bigint",
+            &[&watermark, &TRACED],
         )
         .await?;
     let rows = client
         .query(
             r"WITH m AS (SELECT * FROM unnest($1::bigint[], $3::bigint[]) AS m(id, first)),
              part AS (
-                 SELECT substring(n.detail FROM '\(reprocessing dead letter (\d{1,18})\)$')::bigint AS first,
+                 SELECT substring(n.detail FROM $4::text)::bigint AS first,
                         min(n.id) AS new_id
                    FROM dead_letters n
                   WHERE n.id > $2 AND n.reason IN ('storage_rejected', 'inspection_refused')
-                    AND n.detail ~ '\(reprocessing dead letter \d{1,18}\)$'
+                    AND n.detail ~ $4::text
                   GROUP BY 1),
              again AS (
                  SELECT d.id, part.new_id AS part_id,
@@ -414,7 +417,7 @@ pub async fn resolve(
                         ELSE 'reprocessed' END
                FROM again WHERE d.id = again.id
              RETURNING again.new_id, again.part_id",
-            &[&ids, &watermark, &firsts],
+            &[&ids, &watermark, &firsts, &TRACED],
         )
         .await?;
     let refused_again = rows
@@ -432,9 +435,9 @@ pub async fn resolve(
                     SELECT 1 FROM dead_letters d
                      WHERE d.id = ANY($1) AND d.topic = n.topic AND d.received_at = n.received_at
                        AND md5(d.payload) = md5(n.payload) AND d.payload = n.payload)
-                 OR substring(n.detail FROM '\(reprocessing dead letter (\d{1,18})\)$')::bigint = ANY($3))
+                 OR substring(n.detail FROM $4::text)::bigint = ANY($3))
               GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[&ids, &watermark, &firsts],
+            &[&ids, &watermark, &firsts, &TRACED],
         )
         .await?
         .iter()

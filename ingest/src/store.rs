@@ -558,11 +558,16 @@ async fn insert_events_one_by_one(
     Ok(stored)
 }
 
+/// How a traced letter's detail names its origin: `… (reprocessing dead
+/// letter <id>)`.
+const TRACE_MARK: &str = " (reprocessing dead letter ";
+
 /// A letter for a row of a message read back from dead letter `origin`
 /// (reprocessing): its payload says `from_dead_letter` and its detail names
 /// the letter, so the original is resolved as refused in part, not as
 /// stored.
 fn traced(mut letter: DeadLetter, origin: Option<i64>) -> DeadLetter {
+    // `reprocess::resolve` reads the id back from these last words.
     let Some(id) = origin else { return letter };
     if let Ok(serde_json::Value::Object(mut o)) =
         serde_json::from_slice::<serde_json::Value>(&letter.payload)
@@ -570,7 +575,7 @@ fn traced(mut letter: DeadLetter, origin: Option<i64>) -> DeadLetter {
         o.insert("from_dead_letter".into(), id.into());
         letter.payload = serde_json::to_vec(&o).unwrap_or(letter.payload);
     }
-    letter.detail = format!("{} (reprocessing dead letter {id})", letter.detail);
+    letter.detail = format!("{}{TRACE_MARK}{id})", letter.detail);
     letter
 }
 
@@ -595,7 +600,7 @@ async fn insert_dead_letters_one_by_one(
         // (the detail's last words), so that letter is resolved as such.
         let trace = letter
             .detail
-            .rfind(" (reprocessing dead letter ")
+            .rfind(TRACE_MARK)
             .map(|i| &letter.detail[i..])
             .filter(|t| t.ends_with(')'));
         let minimal = DeadLetter {
