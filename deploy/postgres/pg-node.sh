@@ -53,24 +53,42 @@ say() { echo "pg-node.sh ($role, $host:$port): $*" >&2; }
 ready_file=${PG_NODE_READY_FILE:-${TMPDIR:-/tmp}/pg-node-$port.ready}
 rm -f "$ready_file"
 
-# SQL on this node as the superuser, from stdin; retried while PostgreSQL
-# restarts under pg_autoctl (it starts it again once it runs it).
-sql() {
-    db=$1
-    script=$(cat)
+# Runs "$@" until it succeeds, a second apart, while PostgreSQL restarts
+# under pg_autoctl (it starts it again once it runs it); after a minute
+# says $why and fails.
+retrying() {
+    why=$1
+    shift
     n=0
-    # Nothing of it in the server's log or in pg_stat_statements: the
-    # statements carry passwords.
-    until printf '%s\n' "SET log_statement = 'none';" "SET log_min_error_statement = panic;" \
-        "SET pg_stat_statements.track_utility = off;" "$script" |
-        psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -d "$db" >/dev/null; do
+    until "$@"; do
         n=$((n + 1))
         if [ $n -ge 60 ]; then
-            say "settings not made (psql's error above)"
+            say "$why"
             return 1
         fi
         sleep 1
     done
+}
+
+# SQL on this node as the superuser: database $1, the statements $2.
+# Nothing of it in the server's log or in pg_stat_statements: the
+# statements carry passwords.
+psql_quiet() {
+    printf '%s\n' "SET log_statement = 'none';" "SET log_min_error_statement = panic;" \
+        "SET pg_stat_statements.track_utility = off;" "$2" |
+        psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -d "$1" >/dev/null
+}
+
+# SQL from stdin on database $1, retried.
+sql() {
+    retrying "settings not made (psql's error above)" psql_quiet "$1" "$(cat)"
+}
+
+# Prints t on a standby, f on a primary; fails while PostgreSQL does not
+# answer.
+in_recovery() {
+    answer=$(psql -X -Atq -h 127.0.0.1 -p "$port" -d postgres \
+        -c 'SELECT pg_is_in_recovery()' 2>/dev/null) && [ -n "$answer" ] && echo "$answer"
 }
 
 # After `pg_autoctl create`, PostgreSQL may still run outside pg_autoctl's
@@ -215,18 +233,9 @@ postgres)
     fi
     export PG_NODE_TSDB="$timescaledb"
     data_settings() {
-        # Primary or standby, asked until PostgreSQL answers (it may be
-        # restarting under pg_autoctl).
-        n=0
-        until recovery=$(psql -X -Atq -h 127.0.0.1 -p "$port" -d postgres \
-            -c 'SELECT pg_is_in_recovery()' 2>/dev/null) && [ -n "$recovery" ]; do
-            n=$((n + 1))
-            if [ $n -ge 60 ]; then
-                say "PostgreSQL does not answer whether it is a standby"
-                return 1
-            fi
-            sleep 1
-        done
+        # Primary or standby, asked until PostgreSQL answers.
+        recovery=$(retrying "PostgreSQL does not answer whether it is a standby" in_recovery) ||
+            return 1
         if [ "$recovery" = f ]; then
             # The primary: replication's password (a standby made from it,
             # and this node when it is demoted and rejoins, use it), and
