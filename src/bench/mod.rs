@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod alerts;
 pub mod api;
+mod cpu;
 mod formats;
 mod nats_publish;
 mod peers;
@@ -848,9 +849,11 @@ async fn run_scenario(
     );
 
     // Full speed.
+    let cpu_before = cpu::Snapshot::take(ingest.child.id());
     let t0 = Instant::now();
     let publish_time = publish(s.messages, None, 0).await?;
     let done = wait_for_stored(&ingest, readings as f64, Duration::from_secs(600)).await?;
+    let cpu_after = cpu::Snapshot::take(ingest.child.id());
     let elapsed = (done - t0).as_secs_f64();
     let readings_per_s = readings as f64 / elapsed;
     let after_full = ingest.metrics().await?;
@@ -862,6 +865,7 @@ async fn run_scenario(
         publish_time.as_secs_f64(),
         elapsed
     );
+    println!("{}", cpu::summary(&cpu_before, &cpu_after, s.messages));
 
     if after_full.commit_count > 0.0 {
         let per_batch = after_full.batch_readings_sum / after_full.commit_count;
