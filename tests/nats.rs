@@ -724,8 +724,52 @@ async fn a_tasmota_device_publishing_to_a_nats_node_is_read_by_its_profile() {
             time_zone: Some("Asia/Hong_Kong".into()),
             ..Default::default()
         });
+    // The gateway consumer as an earlier version made it, one filter per
+    // subject: ingest makes them one (the server walks every subject in
+    // the store per message for several), keeping its place.
+    let client = async_nats::connect(cluster.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let gateway_consumer = format!("{}-mqtt", c.nats.consumer);
+    assert!(
+        mosquitto_pub(
+            cluster.nodes[0].mqtt_port,
+            "lobby/warmup",
+            "x\n".into(),
+            &unique("warmup")
+        )
+        .await
+        .unwrap(),
+        "an MQTT client makes the gateway's store"
+    );
+    let store = js.get_stream("$MQTT_msgs").await.unwrap();
+    store
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(gateway_consumer.clone()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            filter_subjects: vec![
+                "$MQTT.msgs.tele.*.SENSOR".into(),
+                "$MQTT.msgs.tele.*.STATE".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let ingestor = estatemon_ingest::Ingestor::start(c.clone()).await.unwrap();
     assert!(ingestor.subscribed(Duration::from_secs(20)).await);
+    let filters = || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            store.get_consumer(&gateway_consumer).await.unwrap();
+        let config = consumer.info().await.unwrap().config.clone();
+        (config.filter_subject, config.filter_subjects)
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            filters().await == ("$MQTT.msgs.>".to_owned(), Vec::new())
+        })
+        .await,
+        "gateway consumer's filters: {:?}",
+        filters().await
+    );
     let plain = unique("tpow");
     let dotted = format!("hall.{}", unique("pow"));
     let body = r#"{"Time":"2026-03-01T10:00:00+08:00","ENERGY":{"TotalStartTime":"2025-01-01T00:00:00","Total":12.5,"Yesterday":1.0,"Today":0.5,"Power":120,"ApparentPower":130,"ReactivePower":50,"Factor":0.92,"Voltage":230,"Current":0.565}}"#;
@@ -761,5 +805,26 @@ async fn a_tasmota_device_publishing_to_a_nats_node_is_read_by_its_profile() {
             dead_letter_reasons(&db.client().await, &format!("tele/{t}/SENSOR")).await
         );
     }
+    // A QoS 1 message for another MQTT subscriber, on a topic ingest does
+    // not read: the gateway consumer takes it (one filter) and
+    // acknowledges it unread, counted, not a dead letter.
+    let other = format!("lobby/{}/screen", unique("cmd"));
+    assert!(mosquitto_pub(
+        cluster.nodes[0].mqtt_port,
+        &other,
+        "{\"show\":\"welcome\"}\n".into(),
+        &unique("lobby")
+    )
+    .await
+    .unwrap());
+    let skipped = || ingestor.metrics().nats.gateway_skipped.get();
+    assert!(
+        eventually(Duration::from_secs(20), || async { skipped() >= 1 }).await,
+        "gateway_skipped {}",
+        skipped()
+    );
+    assert!(dead_letter_reasons(&db.client().await, &other)
+        .await
+        .is_empty());
     ingestor.shutdown().await;
 }

@@ -94,6 +94,10 @@ pub struct NatsMetrics {
     pub ack_errors: Counter,
     /// Messages handed back (NAK) at shutdown, for another ingestor.
     pub naks: Counter,
+    /// QoS 1 messages in the MQTT gateway's store on subjects ingest does
+    /// not read (kept there for other MQTT subscribers): acknowledged
+    /// unread, which removes only ingest's interest.
+    pub gateway_skipped: Counter,
     /// The stream's bytes, messages and limits, read every few seconds.
     pub stream_bytes: Gauge,
     pub stream_messages: Gauge,
@@ -327,6 +331,7 @@ impl Metrics {
             ("pull_errors", "Errors of the JetStream pull (missed heartbeats, consumer deleted, no leader)", &m.nats.pull_errors),
             ("ack_errors", "JetStream acknowledgements not sent (the message is redelivered; its copy stores nothing)", &m.nats.ack_errors),
             ("naks", "Messages handed back to the stream at shutdown, for another ingestor", &m.nats.naks),
+            ("gateway_skipped", "QoS 1 messages in the MQTT gateway's store on subjects ingest does not read (for other MQTT subscribers): acknowledged unread", &m.nats.gateway_skipped),
         ] {
             n.register(name, help, metric.clone());
         }

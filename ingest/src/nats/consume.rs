@@ -32,6 +32,8 @@ use crate::subscribe::{AckKind, AckToken, Budget, Delivery};
 /// The gateway's stream of QoS 1 and 2 messages, and its subject prefix.
 pub const GATEWAY_STREAM: &str = "$MQTT_msgs";
 pub const GATEWAY_PREFIX: &str = "$MQTT.msgs.";
+/// The store's own subject: the gateway consumer's one filter.
+pub const GATEWAY_FILTER: &str = "$MQTT.msgs.>";
 /// The header the gateway sets on what it passes on: the QoS.
 pub const QOS_HEADER: &str = "Nmqtt-Pub";
 
@@ -95,6 +97,9 @@ pub struct Source {
     pub consumer: consumer::pull::Config,
     /// Cut from each subject before it is read as a topic.
     pub strip_prefix: Option<&'static str>,
+    /// Read only subjects (prefix cut) these cover; acknowledge the rest
+    /// unread and count it (`gateway_skipped`). Empty: read everything.
+    pub only: Vec<String>,
     /// Acknowledge and skip MQTT QoS ≥ 1 copies the gateway consumer
     /// reads instead: stored after it was created, on a subject its
     /// filters (as the server has them) cover. Anything else is read
@@ -203,14 +208,7 @@ pub async fn run(
                 continue;
             }
         };
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(fetch_batch)
-            .expires(Duration::from_secs(10))
-            .heartbeat(Duration::from_secs(3))
-            .messages()
-            .await
-        {
+        let mut messages = match pull(&consumer, fetch_batch).await {
             Ok(m) => m,
             Err(e) => {
                 nm.pull_errors.inc();
@@ -354,6 +352,21 @@ pub async fn run(
                         }
                         continue 'outer;
                     }
+                    if e.kind() == K::MissingHeartbeat {
+                        // The client waits on a pull the server may no
+                        // longer hold (expired or dropped while a node was
+                        // busy or gone) and asks for no more: without a
+                        // new pull, ingest stalls until the third miss.
+                        tracing::warn!(source = source.label, error = %e, "no heartbeat from the consumer; pulling again");
+                        match pull(&consumer, fetch_batch).await {
+                            Ok(m) => messages = m,
+                            Err(e) => {
+                                tracing::warn!(source = source.label, error = %e, "pull not started");
+                                continue 'outer;
+                            }
+                        }
+                        continue;
+                    }
                     tracing::warn!(source = source.label, error = %e, "pull error (retried)");
                 }
                 None => {
@@ -365,6 +378,21 @@ pub async fn run(
         }
     }
     source.gauge.set(0);
+}
+
+/// A pull that keeps asking for `fetch_batch` messages at a time, with
+/// the server's heartbeat every 3 s while it has none to send.
+async fn pull(
+    consumer: &consumer::Consumer<consumer::pull::Config>,
+    fetch_batch: usize,
+) -> Result<consumer::pull::Stream, consumer::StreamError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(fetch_batch)
+        .expires(Duration::from_secs(10))
+        .heartbeat(Duration::from_secs(3))
+        .messages()
+        .await
 }
 
 async fn consumer_of(
@@ -427,13 +455,27 @@ async fn forward(
         }
         return true;
     }
-    let (message, acker) = message.split();
     let subject = message.subject.as_str();
     let subject = source
         .strip_prefix
         .and_then(|p| subject.strip_prefix(p))
         .unwrap_or(subject);
+    if !source.only.is_empty()
+        && !source
+            .only
+            .iter()
+            .any(|f| estatemon_domain::mapping::subject::matches(f, subject))
+    {
+        // Another MQTT subscriber's: our acknowledgement removes only
+        // our interest in it.
+        metrics.nats.gateway_skipped.inc();
+        if !bounded(message.ack(), "ack of another subscriber's message").await {
+            metrics.nats.ack_errors.inc();
+        }
+        return true;
+    }
     let topic = estatemon_domain::mapping::subject::to_topic(subject);
+    let (message, acker) = message.split();
     let payload = message.payload;
     let cost_kib = budget.charge(payload.len(), metrics);
     metrics.inflight_messages.inc();

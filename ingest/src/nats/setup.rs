@@ -212,7 +212,27 @@ pub async fn ensure_gateway(
     let want = crate::nats::gateway_consumer(config, subjects);
     let name = want.durable_name.clone().unwrap_or_default();
     match stream.get_consumer::<consumer::pull::Config>(&name).await {
-        Ok(_) => Ok(false),
+        Ok(c) => {
+            // Made by an earlier version, with a filter per subject: the
+            // server walks every subject per message for those
+            // (`gateway_consumer`); one filter, keeping its place.
+            let have = &c.cached_info().config;
+            if have.filter_subject != want.filter_subject || !have.filter_subjects.is_empty() {
+                let mut next = have.clone();
+                next.filter_subject = want.filter_subject.clone();
+                next.filter_subjects = Vec::new();
+                stream
+                    .update_consumer(next)
+                    .await
+                    .map_err(|e| err(config, "updating the gateway consumer's filter", e))?;
+                tracing::info!(
+                    consumer = %name,
+                    filter = %want.filter_subject,
+                    "gateway consumer's filters made one (subjects ingest does not read are acknowledged unread)"
+                );
+            }
+            Ok(false)
+        }
         Err(e) if e.to_string().contains("consumer not found") => {
             stream
                 .create_consumer(want)
