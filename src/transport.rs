@@ -89,7 +89,7 @@ pub async fn run(config: &Config, cmd: TransportCommand) -> anyhow::Result<()> {
                 }
             );
             if config.nats.mqtt_gateway {
-                match setup::ensure_gateway(&js, &config.nats, &subjects, &config.mqtt).await {
+                match setup::ensure_gateway(&js, &config.nats, &config.mqtt).await {
                     Ok(created) => println!(
                         "consumer {}-mqtt of the MQTT gateway's store: {}",
                         config.nats.consumer,

@@ -105,11 +105,10 @@ pub fn subjects(
     Ok(out)
 }
 
-/// The durable consumer of the gateway's store: the stream's subjects,
-/// as the gateway files them.
+/// The durable consumer of the gateway's store: every QoS 1 message the
+/// gateway keeps.
 pub fn gateway_consumer(
     config: &estatemon_domain::config::NatsConfig,
-    subjects: &[String],
 ) -> async_nats::jetstream::consumer::pull::Config {
     let mut c = setup::consumer_config(config);
     c.durable_name = Some(format!("{}-mqtt", config.consumer));
@@ -122,7 +121,6 @@ pub fn gateway_consumer(
     // took 78 % of the consumer leader's CPU with 1,000 devices (pprof,
     // nats-server 2.15.1); with the store's own subject it reads on in
     // sequence.
-    let _ = subjects;
     c.filter_subject = consume::GATEWAY_FILTER.into();
     c
 }
@@ -154,7 +152,7 @@ pub async fn start(
     let sources = match replay {
         Some((progress, window)) => vec![consume::Source {
             stream: config.stream.clone(),
-            consumer: replay::consumer_config(config, &window, &subjects),
+            consumer: replay::consumer_config(config, &window),
             strip_prefix: None,
             only: Vec::new(),
             skip_for_gateway: None,
@@ -227,7 +225,7 @@ fn live_sources(
                         if !config.mqtt_gateway {
                             break;
                         }
-                        match setup::ensure_gateway(&js, &config, &subjects, &mqtt).await {
+                        match setup::ensure_gateway(&js, &config, &mqtt).await {
                             Ok(created) => {
                                 if created {
                                     tracing::info!("consumer of the MQTT gateway's store created");
@@ -262,7 +260,7 @@ fn live_sources(
     if config.mqtt_gateway {
         sources.push(consume::Source {
             stream: consume::GATEWAY_STREAM.into(),
-            consumer: gateway_consumer(config, subjects),
+            consumer: gateway_consumer(config),
             strip_prefix: Some(consume::GATEWAY_PREFIX),
             only: subjects.to_vec(),
             skip_for_gateway: None,

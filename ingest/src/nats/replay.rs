@@ -93,7 +93,6 @@ impl Progress {
 pub fn consumer_config(
     config: &estatemon_domain::config::NatsConfig,
     window: &Window,
-    stream_subjects: &[String],
 ) -> consumer::pull::Config {
     let mut c = super::setup::consumer_config(config);
     c.durable_name = None;
@@ -114,15 +113,13 @@ pub fn consumer_config(
         .unwrap_or_else(|_| async_nats::datetime::now()),
     };
     c.inactive_threshold = Duration::from_secs(60);
-    let filters = if window.subjects.is_empty() {
-        stream_subjects
-    } else {
-        &window.subjects
-    };
-    if filters.len() == 1 {
-        c.filter_subject = filters[0].clone();
-    } else {
-        c.filter_subjects = filters.to_vec();
+    // No subjects named: the whole stream, as the live consumer reads
+    // it, with no filter (several filters cost nats-server a walk over
+    // every subject in the stream per message; see `gateway_consumer`).
+    match window.subjects.as_slice() {
+        [] => {}
+        [one] => c.filter_subject = one.clone(),
+        several => c.filter_subjects = several.to_vec(),
     }
     c
 }
@@ -164,9 +161,12 @@ mod tests {
             to: None,
             subjects: vec![],
         };
-        let c = consumer_config(&config, &w, &["a.>".into(), "b.>".into()]);
+        let c = consumer_config(&config, &w);
         assert!(c.durable_name.is_none());
-        assert_eq!(c.filter_subjects, vec!["a.>".to_owned(), "b.>".to_owned()]);
+        assert!(
+            c.filter_subjects.is_empty() && c.filter_subject.is_empty(),
+            "the whole stream, unfiltered"
+        );
         match c.deliver_policy {
             consumer::DeliverPolicy::ByStartTime { start_time } => {
                 assert_eq!(start_time.unix_timestamp(), 1_700_000_000)
@@ -177,6 +177,11 @@ mod tests {
             subjects: vec!["a.x.>".into()],
             ..w
         };
-        assert_eq!(consumer_config(&config, &one, &[]).filter_subject, "a.x.>");
+        assert_eq!(consumer_config(&config, &one).filter_subject, "a.x.>");
+        let two = Window {
+            subjects: vec!["a.x.>".into(), "b.y.>".into()],
+            ..w
+        };
+        assert_eq!(consumer_config(&config, &two).filter_subjects.len(), 2);
     }
 }

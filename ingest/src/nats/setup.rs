@@ -184,7 +184,6 @@ pub async fn ensure(
 pub async fn ensure_gateway(
     js: &jetstream::Context,
     config: &NatsConfig,
-    subjects: &[String],
     mqtt: &estatemon_domain::config::MqttConfig,
 ) -> Result<bool, SetupError> {
     use crate::nats::consume::GATEWAY_STREAM;
@@ -209,7 +208,7 @@ pub async fn ensure_gateway(
             e,
         )
     })?;
-    let want = crate::nats::gateway_consumer(config, subjects);
+    let want = crate::nats::gateway_consumer(config);
     let name = want.durable_name.clone().unwrap_or_default();
     match stream.get_consumer::<consumer::pull::Config>(&name).await {
         Ok(c) => {
