@@ -159,11 +159,8 @@ pub async fn publish_with(
                 let seq = seq_offset + i * publishers as u64 + p as u64;
                 let device = seq % 500;
                 let (topic, body) = make(p, device, seq);
-                if client
-                    .publish(topic, QoS::AtLeastOnce, false, body)
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, body).await {
+                    eprintln!("publisher {p}: stopped after {sent} of {share} messages: {e}");
                     break;
                 }
                 sent += 1;
@@ -177,6 +174,13 @@ pub async fn publish_with(
                 && waited.elapsed() < Duration::from_secs(120)
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let acknowledged = acked.load(std::sync::atomic::Ordering::Relaxed);
+            if acknowledged < sent {
+                eprintln!(
+                    "publisher {p}: {} of {sent} messages not acknowledged by the broker in 120 s",
+                    sent - acknowledged
+                );
             }
             let _ = client.disconnect().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
