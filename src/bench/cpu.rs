@@ -123,25 +123,26 @@ pub fn summary(before: &Snapshot, after: &Snapshot, messages: u64) -> String {
         .map(|n| n.get())
         .unwrap_or(1);
     let rate = messages as f64 / seconds;
-    let us = |cores_used: f64| cores_used / rate * 1e6;
+    let us = |cores_used: f64| {
+        if messages == 0 {
+            "no messages".to_owned()
+        } else {
+            format!("{:.1} µs a message", cores_used / rate * 1e6)
+        }
+    };
     let total: f64 = groups.iter().map(|(_, c)| c).sum();
     let parts: Vec<String> = groups
         .iter()
         .map(|(g, c)| {
             if *g == Group::Broker {
-                format!(
-                    "{} {:.0} % ({:.1} µs a message)",
-                    g.label(),
-                    c * 100.0,
-                    us(*c)
-                )
+                format!("{} {:.0} % ({})", g.label(), c * 100.0, us(*c))
             } else {
                 format!("{} {:.0} %", g.label(), c * 100.0)
             }
         })
         .collect();
     format!(
-        "CPU over {:.1} s (/proc; 100 % = one core, {cores} cores): {}; all {:.0} % = {:.1} µs a message",
+        "CPU over {:.1} s (/proc; 100 % = one core, {cores} cores): {}; all {:.0} % = {}",
         seconds,
         parts.join(", "),
         total * 100.0,

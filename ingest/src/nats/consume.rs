@@ -34,6 +34,10 @@ pub const GATEWAY_STREAM: &str = "$MQTT_msgs";
 pub const GATEWAY_PREFIX: &str = "$MQTT.msgs.";
 /// The store's own subject: the gateway consumer's one filter.
 pub const GATEWAY_FILTER: &str = "$MQTT.msgs.>";
+/// The gateway consumer's metadata key for when its filters last widened
+/// (Unix ms): the store kept copies of the added subjects for us only
+/// from then on, so it counts as the consumer's start (`Gateway::since`).
+pub const FILTER_SINCE: &str = "estatemon.filter_since";
 /// The header the gateway sets on what it passes on: the QoS.
 pub const QOS_HEADER: &str = "Nmqtt-Pub";
 
@@ -90,6 +94,87 @@ impl Gateway {
     }
 }
 
+/// The subjects the stream captures, as the server last had them, and
+/// the gateway's messages on other subjects held until the next reading.
+/// The gateway source reads a QoS 1 message only on a subject the stream
+/// captures (the stream source skips that message's copy,
+/// [`Gateway::reads`]); a message on another subject is acknowledged
+/// unread only once a reading made after it arrived still leaves it out.
+/// So a subject added to the stream meanwhile (`transport setup
+/// --update`) is read, not skipped by an ingestor that had not seen it.
+pub struct Captured {
+    stream: String,
+    subjects: Vec<String>,
+    /// (received, subject with the prefix cut, message).
+    held: Vec<(Instant, String, jetstream::Message)>,
+}
+
+impl Captured {
+    pub fn new(stream: &str) -> Captured {
+        Captured {
+            stream: stream.to_owned(),
+            subjects: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    fn matches(&self, subject: &str) -> bool {
+        self.subjects
+            .iter()
+            .any(|f| estatemon_domain::mapping::subject::matches(f, subject))
+    }
+
+    /// Reads the stream's subjects; false when the server did not answer.
+    async fn read(&mut self, js: &jetstream::Context) -> bool {
+        let info = match js.get_stream(&self.stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.config.subjects.clone()),
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "stream's subjects not read");
+                return false;
+            }
+        };
+        match info {
+            Ok(subjects) => {
+                self.subjects = subjects;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "stream's subjects not read");
+                false
+            }
+        }
+    }
+
+    /// Reads the subjects again and settles what arrived before: the
+    /// messages to read are returned, the rest acknowledged unread.
+    async fn settle(
+        &mut self,
+        js: &jetstream::Context,
+        metrics: &Metrics,
+    ) -> Vec<jetstream::Message> {
+        let asked = Instant::now();
+        if !self.read(js).await {
+            return Vec::new();
+        }
+        let mut read = Vec::new();
+        for (received, subject, message) in std::mem::take(&mut self.held) {
+            if received > asked {
+                self.held.push((received, subject, message));
+            } else if self.matches(&subject) {
+                read.push(message);
+            } else {
+                // Another MQTT subscriber's: our acknowledgement removes
+                // only our interest in it.
+                metrics.nats.gateway_skipped.inc();
+                if !bounded(message.ack(), "ack of another subscriber's message").await {
+                    metrics.nats.ack_errors.inc();
+                }
+            }
+        }
+        read
+    }
+}
+
 /// One durable consumer to pull from.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -97,9 +182,10 @@ pub struct Source {
     pub consumer: consumer::pull::Config,
     /// Cut from each subject before it is read as a topic.
     pub strip_prefix: Option<&'static str>,
-    /// Read only subjects (prefix cut) these cover; acknowledge the rest
-    /// unread and count it (`gateway_skipped`). Empty: read everything.
-    pub only: Vec<String>,
+    /// Read only the subjects (prefix cut) this stream captures, as the
+    /// server has them ([`Captured`]); acknowledge the rest unread and
+    /// count it (`gateway_skipped`). None: read everything.
+    pub only_of_stream: Option<String>,
     /// Acknowledge and skip MQTT QoS ≥ 1 copies the gateway consumer
     /// reads instead: stored after it was created, on a subject its
     /// filters (as the server has them) cover. Anything else is read
@@ -134,6 +220,9 @@ pub async fn run(
     let nm = metrics.nats.clone();
     let mut backoff = Duration::from_millis(200);
     let mut told = false;
+    let mut captured = source.only_of_stream.as_deref().map(Captured::new);
+    let mut settle = tokio::time::interval(Duration::from_millis(500));
+    settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'outer: loop {
         // Not pulling: the stream reads every copy.
         if let Some(g) = &source.gateway {
@@ -171,10 +260,14 @@ pub async fn run(
                             if let Ok(mut w) = g.filters.write() {
                                 *w = filters;
                             }
-                            g.since.store(
-                                (info.created.unix_timestamp_nanos() / 1_000_000) as i64,
-                                Ordering::Release,
-                            );
+                            let created = (info.created.unix_timestamp_nanos() / 1_000_000) as i64;
+                            let widened = info
+                                .config
+                                .metadata
+                                .get(FILTER_SINCE)
+                                .and_then(|v| v.parse::<i64>().ok())
+                                .unwrap_or(created);
+                            g.since.store(created.max(widened), Ordering::Release);
                         }
                         Err(e) => {
                             tracing::warn!(source = source.label, error = %e, "consumer info not read");
@@ -251,6 +344,9 @@ pub async fn run(
                 }
             }
         }
+        if let Some(c) = captured.as_mut() {
+            c.read(&js).await;
+        }
         backoff = Duration::from_millis(200);
         let mut errors_in_a_row = 0u32;
         source.gauge.set(1);
@@ -268,11 +364,29 @@ pub async fn run(
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() {
                         hand_back(&mut messages, &metrics).await;
+                        for (_, _, m) in captured.as_mut().map(|c| std::mem::take(&mut c.held)).unwrap_or_default() {
+                            if !bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await {
+                                break;
+                            }
+                            metrics.nats.naks.inc();
+                        }
                         break 'outer;
                     }
                     continue;
                 }
                 m = messages.next() => Some(m),
+                _ = settle.tick(), if captured.as_ref().is_some_and(|c| !c.held.is_empty()) => {
+                    let read = match captured.as_mut() {
+                        Some(c) => c.settle(&js, &metrics).await,
+                        None => Vec::new(),
+                    };
+                    for message in read {
+                        if !forward(message, &source, None, &tx, &budget, &metrics).await {
+                            break 'outer;
+                        }
+                    }
+                    continue;
+                }
                 // A replay with nothing coming: done when the consumer has
                 // delivered everything it had.
                 _ = tokio::time::sleep(Duration::from_secs(1)), if source.replay.is_some() => None,
@@ -314,7 +428,7 @@ pub async fn run(
                             break 'outer;
                         }
                     }
-                    if !forward(message, &source, &tx, &budget, &metrics).await {
+                    if !forward(message, &source, captured.as_mut(), &tx, &budget, &metrics).await {
                         break 'outer;
                     }
                     if let (Some((progress, _)), Some((seq, _, delivered))) =
@@ -427,6 +541,7 @@ async fn consumer_of(
 async fn forward(
     message: jetstream::Message,
     source: &Source,
+    captured: Option<&mut Captured>,
     tx: &mpsc::UnboundedSender<Delivery>,
     budget: &Budget,
     metrics: &Metrics,
@@ -460,19 +575,13 @@ async fn forward(
         .strip_prefix
         .and_then(|p| subject.strip_prefix(p))
         .unwrap_or(subject);
-    if !source.only.is_empty()
-        && !source
-            .only
-            .iter()
-            .any(|f| estatemon_domain::mapping::subject::matches(f, subject))
-    {
-        // Another MQTT subscriber's: our acknowledgement removes only
-        // our interest in it.
-        metrics.nats.gateway_skipped.inc();
-        if !bounded(message.ack(), "ack of another subscriber's message").await {
-            metrics.nats.ack_errors.inc();
+    if let Some(captured) = captured {
+        if !captured.matches(subject) {
+            // Decided at the next reading of the stream's subjects.
+            let subject = subject.to_owned();
+            captured.held.push((Instant::now(), subject, message));
+            return true;
         }
-        return true;
     }
     let topic = estatemon_domain::mapping::subject::to_topic(subject);
     let (message, acker) = message.split();

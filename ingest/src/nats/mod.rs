@@ -114,8 +114,9 @@ pub fn gateway_consumer(
     c.durable_name = Some(format!("{}-mqtt", config.consumer));
     c.description =
         Some("estatemon ingest: devices' MQTT QoS 1 messages, acknowledged after commit".into());
-    // One filter, the store's own subject, though ingest reads only
-    // `subjects` (the rest is acknowledged unread, `Source::only`): with
+    // One filter, the store's own subject, though ingest reads only the
+    // stream's subjects (the rest is acknowledged unread,
+    // `consume::Captured`): with
     // several filters, or one narrower wildcard, nats-server looks up
     // each next message by walking every subject in the store, which
     // took 78 % of the consumer leader's CPU with 1,000 devices (pprof,
@@ -154,7 +155,7 @@ pub async fn start(
             stream: config.stream.clone(),
             consumer: replay::consumer_config(config, &window),
             strip_prefix: None,
-            only: Vec::new(),
+            only_of_stream: None,
             skip_for_gateway: None,
             gateway: None,
             label: "replay",
@@ -250,7 +251,7 @@ fn live_sources(
         stream: config.stream.clone(),
         consumer: setup::consumer_config(config),
         strip_prefix: None,
-        only: Vec::new(),
+        only_of_stream: None,
         skip_for_gateway: config.mqtt_gateway.then(|| gateway.clone()),
         gateway: None,
         label: "stream",
@@ -262,7 +263,7 @@ fn live_sources(
             stream: consume::GATEWAY_STREAM.into(),
             consumer: gateway_consumer(config),
             strip_prefix: Some(consume::GATEWAY_PREFIX),
-            only: subjects.to_vec(),
+            only_of_stream: Some(config.stream.clone()),
             skip_for_gateway: None,
             gateway: Some(gateway),
             label: "mqtt-gateway",

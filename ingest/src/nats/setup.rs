@@ -214,21 +214,33 @@ pub async fn ensure_gateway(
         Ok(c) => {
             // Made by an earlier version, with a filter per subject: the
             // server walks every subject per message for those
-            // (`gateway_consumer`); one filter, keeping its place.
+            // (`gateway_consumer`); one filter, keeping its place. The
+            // store kept nothing for us on the subjects it now adds until
+            // this moment: their stream copies published before it are
+            // read from the stream (`FILTER_SINCE`).
             let have = &c.cached_info().config;
             if have.filter_subject != want.filter_subject || !have.filter_subjects.is_empty() {
                 let mut next = have.clone();
                 next.filter_subject = want.filter_subject.clone();
                 next.filter_subjects = Vec::new();
-                stream
-                    .update_consumer(next)
-                    .await
-                    .map_err(|e| err(config, "updating the gateway consumer's filter", e))?;
-                tracing::info!(
-                    consumer = %name,
-                    filter = %want.filter_subject,
-                    "gateway consumer's filters made one (subjects ingest does not read are acknowledged unread)"
+                next.metadata.insert(
+                    crate::nats::consume::FILTER_SINCE.into(),
+                    chrono::Utc::now().timestamp_millis().to_string(),
                 );
+                match stream.update_consumer(next).await {
+                    Ok(_) => tracing::info!(
+                        consumer = %name,
+                        filter = %want.filter_subject,
+                        "gateway consumer's filters made one (subjects ingest does not read are acknowledged unread)"
+                    ),
+                    // Refused (permissions, an older server): it still
+                    // works as it is, only slower.
+                    Err(e) => tracing::warn!(
+                        consumer = %name,
+                        error = %e,
+                        "gateway consumer's filters not made one; it keeps working, at a higher cost to the servers"
+                    ),
+                }
             }
             Ok(false)
         }
