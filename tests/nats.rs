@@ -853,5 +853,43 @@ async fn a_tasmota_device_publishing_to_a_nats_node_is_read_by_its_profile() {
         "gateway_skipped {}",
         skipped()
     );
+    // A subject added to the stream while ingest runs (`transport setup
+    // --update` by another ingestor's configuration) is read at once,
+    // not skipped on the list ingest read at start: a topic this
+    // ingestor does not know becomes a dead letter, findable.
+    let mut stream_config = js
+        .get_stream(&c.nats.stream)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    stream_config.subjects.push("lobby.>".into());
+    js.update_stream(stream_config).await.unwrap();
+    // Past the widening's 5 s and the 2 s margin: from here the stream's
+    // copies are the gateway's to read, so only the gateway source can
+    // keep this message.
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    let before = skipped();
+    let added = format!("lobby/{}/screen", unique("added"));
+    assert!(mosquitto_pub(
+        cluster.nodes[0].mqtt_port,
+        &added,
+        "{\"show\":\"welcome\"}\n".into(),
+        &unique("lobby")
+    )
+    .await
+    .unwrap());
+    let client_db = db.client().await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !dead_letter_reasons(&client_db, &added).await.is_empty()
+        })
+        .await,
+        "a message on a subject added to the stream was neither read nor kept (skipped {} → {})",
+        before,
+        skipped()
+    );
+    assert_eq!(skipped(), before);
     ingestor.shutdown().await;
 }

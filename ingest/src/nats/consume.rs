@@ -102,19 +102,30 @@ impl Gateway {
 /// unread only once a reading made after it arrived still leaves it out.
 /// So a subject added to the stream meanwhile (`transport setup
 /// --update`) is read, not skipped by an ingestor that had not seen it.
+/// (A subject removed from the stream between a message's publication
+/// and that reading is skipped: its copy in the stream was skipped too.
+/// Remove subjects from the stream only with its publishers stopped.)
 pub struct Captured {
     stream: String,
+    /// Until the first reading: ingest's own configured subjects.
     subjects: Vec<String>,
-    /// (received, subject with the prefix cut, message).
-    held: Vec<(Instant, String, jetstream::Message)>,
+    /// Stream sequence → (received, subject with the prefix cut,
+    /// message): a redelivery replaces its earlier copy.
+    held: std::collections::BTreeMap<u64, (Instant, String, jetstream::Message)>,
 }
 
+/// A message held this long without a reading of the stream's subjects
+/// (the stream has no leader) is read instead: a topic ingest does not
+/// know becomes a dead letter, found and reprocessable, not a silent
+/// acknowledgement.
+const HOLD_AT_MOST: Duration = Duration::from_secs(10);
+
 impl Captured {
-    pub fn new(stream: &str) -> Captured {
+    pub fn new(stream: &str, configured: &[String]) -> Captured {
         Captured {
             stream: stream.to_owned(),
-            subjects: Vec::new(),
-            held: Vec::new(),
+            subjects: configured.to_vec(),
+            held: Default::default(),
         }
     }
 
@@ -124,18 +135,17 @@ impl Captured {
             .any(|f| estatemon_domain::mapping::subject::matches(f, subject))
     }
 
-    /// Reads the stream's subjects; false when the server did not answer.
+    fn hold(&mut self, sequence: u64, subject: String, message: jetstream::Message) {
+        self.held
+            .insert(sequence, (Instant::now(), subject, message));
+    }
+
+    /// Reads the stream's subjects (one request); false when the server
+    /// did not answer.
     async fn read(&mut self, js: &jetstream::Context) -> bool {
-        let info = match js.get_stream(&self.stream).await {
-            Ok(mut s) => s.info().await.map(|i| i.config.subjects.clone()),
-            Err(e) => {
-                tracing::warn!(stream = %self.stream, error = %e, "stream's subjects not read");
-                return false;
-            }
-        };
-        match info {
-            Ok(subjects) => {
-                self.subjects = subjects;
+        match js.get_stream(&self.stream).await {
+            Ok(s) => {
+                self.subjects = s.cached_info().config.subjects.clone();
                 true
             }
             Err(e) => {
@@ -146,20 +156,25 @@ impl Captured {
     }
 
     /// Reads the subjects again and settles what arrived before: the
-    /// messages to read are returned, the rest acknowledged unread.
+    /// messages to read are returned, the rest acknowledged unread. With
+    /// no answer, what was held longer than [`HOLD_AT_MOST`] is read.
     async fn settle(
         &mut self,
         js: &jetstream::Context,
         metrics: &Metrics,
     ) -> Vec<jetstream::Message> {
         let asked = Instant::now();
-        if !self.read(js).await {
-            return Vec::new();
-        }
+        let answered = self.read(js).await;
         let mut read = Vec::new();
-        for (received, subject, message) in std::mem::take(&mut self.held) {
-            if received > asked {
-                self.held.push((received, subject, message));
+        for (sequence, (received, subject, message)) in std::mem::take(&mut self.held) {
+            if !answered {
+                if received.elapsed() > HOLD_AT_MOST {
+                    read.push(message);
+                } else {
+                    self.held.insert(sequence, (received, subject, message));
+                }
+            } else if received > asked {
+                self.held.insert(sequence, (received, subject, message));
             } else if self.matches(&subject) {
                 read.push(message);
             } else {
@@ -186,6 +201,9 @@ pub struct Source {
     /// server has them ([`Captured`]); acknowledge the rest unread and
     /// count it (`gateway_skipped`). None: read everything.
     pub only_of_stream: Option<String>,
+    /// Ingest's own subjects: what the stream is taken to capture until
+    /// the server has been asked.
+    pub configured: Vec<String>,
     /// Acknowledge and skip MQTT QoS ≥ 1 copies the gateway consumer
     /// reads instead: stored after it was created, on a subject its
     /// filters (as the server has them) cover. Anything else is read
@@ -220,7 +238,10 @@ pub async fn run(
     let nm = metrics.nats.clone();
     let mut backoff = Duration::from_millis(200);
     let mut told = false;
-    let mut captured = source.only_of_stream.as_deref().map(Captured::new);
+    let mut captured = source
+        .only_of_stream
+        .as_deref()
+        .map(|stream| Captured::new(stream, &source.configured));
     let mut settle = tokio::time::interval(Duration::from_millis(500));
     settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'outer: loop {
@@ -364,12 +385,6 @@ pub async fn run(
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() {
                         hand_back(&mut messages, &metrics).await;
-                        for (_, _, m) in captured.as_mut().map(|c| std::mem::take(&mut c.held)).unwrap_or_default() {
-                            if !bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await {
-                                break;
-                            }
-                            metrics.nats.naks.inc();
-                        }
                         break 'outer;
                     }
                     continue;
@@ -491,6 +506,16 @@ pub async fn run(
             }
         }
     }
+    // Held messages go back at once rather than after ack_wait_s.
+    for (_, _, m) in captured
+        .map(|c| c.held.into_values().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        if !bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await {
+            break;
+        }
+        metrics.nats.naks.inc();
+    }
     source.gauge.set(0);
 }
 
@@ -579,7 +604,7 @@ async fn forward(
         if !captured.matches(subject) {
             // Decided at the next reading of the stream's subjects.
             let subject = subject.to_owned();
-            captured.held.push((Instant::now(), subject, message));
+            captured.hold(sequence, subject, message);
             return true;
         }
     }

@@ -223,9 +223,13 @@ pub async fn ensure_gateway(
                 let mut next = have.clone();
                 next.filter_subject = want.filter_subject.clone();
                 next.filter_subjects = Vec::new();
+                // Stamped by this machine's clock, which the servers'
+                // publish times are compared with: 5 s later than now, so
+                // a clock up to that far behind theirs costs duplicates
+                // (stored once), never a skipped copy.
                 next.metadata.insert(
                     crate::nats::consume::FILTER_SINCE.into(),
-                    chrono::Utc::now().timestamp_millis().to_string(),
+                    (chrono::Utc::now().timestamp_millis() + 5_000).to_string(),
                 );
                 match stream.update_consumer(next).await {
                     Ok(_) => tracing::info!(
