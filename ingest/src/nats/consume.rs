@@ -121,10 +121,10 @@ pub struct Captured {
 const HOLD_AT_MOST: Duration = Duration::from_secs(10);
 
 impl Captured {
-    pub fn new(stream: &str, configured: &[String]) -> Captured {
+    pub fn new(by: &CapturedBy) -> Captured {
         Captured {
-            stream: stream.to_owned(),
-            subjects: configured.to_vec(),
+            stream: by.stream.clone(),
+            subjects: by.configured.clone(),
             held: Default::default(),
         }
     }
@@ -155,15 +155,16 @@ impl Captured {
         }
     }
 
-    /// Reads the subjects again and settles what arrived before: the
-    /// messages to read are returned, the rest acknowledged unread. With
-    /// no answer, what was held longer than [`HOLD_AT_MOST`] is read.
+    /// Reads the subjects again and settles what is held, all of which
+    /// arrived before this reading (holding and settling run in the same
+    /// pull loop): the messages to read are returned, the rest
+    /// acknowledged unread. With no answer, what was held longer than
+    /// [`HOLD_AT_MOST`] is read.
     async fn settle(
         &mut self,
         js: &jetstream::Context,
         metrics: &Metrics,
     ) -> Vec<jetstream::Message> {
-        let asked = Instant::now();
         let answered = self.read(js).await;
         let mut read = Vec::new();
         for (sequence, (received, subject, message)) in std::mem::take(&mut self.held) {
@@ -173,8 +174,6 @@ impl Captured {
                 } else {
                     self.held.insert(sequence, (received, subject, message));
                 }
-            } else if received > asked {
-                self.held.insert(sequence, (received, subject, message));
             } else if self.matches(&subject) {
                 read.push(message);
             } else {
@@ -190,6 +189,14 @@ impl Captured {
     }
 }
 
+/// A stream, and ingest's own subjects: what it is taken to capture until
+/// the server has been asked.
+#[derive(Debug, Clone)]
+pub struct CapturedBy {
+    pub stream: String,
+    pub configured: Vec<String>,
+}
+
 /// One durable consumer to pull from.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -200,10 +207,7 @@ pub struct Source {
     /// Read only the subjects (prefix cut) this stream captures, as the
     /// server has them ([`Captured`]); acknowledge the rest unread and
     /// count it (`gateway_skipped`). None: read everything.
-    pub only_of_stream: Option<String>,
-    /// Ingest's own subjects: what the stream is taken to capture until
-    /// the server has been asked.
-    pub configured: Vec<String>,
+    pub only_captured_by: Option<CapturedBy>,
     /// Acknowledge and skip MQTT QoS ≥ 1 copies the gateway consumer
     /// reads instead: stored after it was created, on a subject its
     /// filters (as the server has them) cover. Anything else is read
@@ -238,10 +242,7 @@ pub async fn run(
     let nm = metrics.nats.clone();
     let mut backoff = Duration::from_millis(200);
     let mut told = false;
-    let mut captured = source
-        .only_of_stream
-        .as_deref()
-        .map(|stream| Captured::new(stream, &source.configured));
+    let mut captured = source.only_captured_by.as_ref().map(Captured::new);
     let mut settle = tokio::time::interval(Duration::from_millis(500));
     settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'outer: loop {
