@@ -358,9 +358,6 @@ pub async fn resolve(
     progress: &Progress,
     plan: &Plan,
 ) -> Result<Outcome, tokio_postgres::Error> {
-    /// The last words of a letter `store::traced` made: the id of the
-    /// letter its row was read back from (at most 18 digits, a bigint).
-    const TRACED: &str = r"\(reprocessing dead letter (\d{1,18})\)$";
     let watermark = plan.watermark;
     let committed: std::collections::HashSet<i64> = progress
         .committed
@@ -386,7 +383,7 @@ pub async fn resolve(
                  AND n.reason IN ('storage_rejected', 'inspection_refused')
                  AND n.detail ~ $2::text
                  AND d.id = substring(n.detail FROM $2::text)::bigint",
-            &[&watermark, &TRACED],
+            &[&watermark, &crate::store::TRACED],
         )
         .await?;
     let rows = client
@@ -417,7 +414,7 @@ pub async fn resolve(
                         ELSE 'reprocessed' END
                FROM again WHERE d.id = again.id
              RETURNING again.new_id, again.part_id",
-            &[&ids, &watermark, &firsts, &TRACED],
+            &[&ids, &watermark, &firsts, &crate::store::TRACED],
         )
         .await?;
     let refused_again = rows
@@ -437,7 +434,7 @@ pub async fn resolve(
                        AND md5(d.payload) = md5(n.payload) AND d.payload = n.payload)
                  OR substring(n.detail FROM $4::text)::bigint = ANY($3))
               GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[&ids, &watermark, &firsts, &TRACED],
+            &[&ids, &watermark, &firsts, &crate::store::TRACED],
         )
         .await?
         .iter()

@@ -561,6 +561,9 @@ async fn insert_events_one_by_one(
 /// How a traced letter's detail names its origin: `… (reprocessing dead
 /// letter <id>)`.
 const TRACE_MARK: &str = " (reprocessing dead letter ";
+/// The same last words as a PostgreSQL regex, capturing the origin's id
+/// (at most 18 digits, a bigint): `reprocess::resolve` reads it back.
+pub(crate) const TRACED: &str = r"\(reprocessing dead letter (\d{1,18})\)$";
 
 /// A letter for a row of a message read back from dead letter `origin`
 /// (reprocessing): its payload says `from_dead_letter` and its detail names
