@@ -98,11 +98,25 @@ struct Figures {
     report_peak_mb: f64,
     cycle_ms: f64,
     cycle_findings: usize,
-    /// TimescaleDB: a site's year panel p50 / p95, and the API mix from
-    /// the primary (req/s, p99), with the rollups decompressed afterwards:
-    /// what their compression costs the readers, on the same data.
-    uncompressed: Option<(f64, f64, f64, String)>,
+    /// TimescaleDB: the same reads with the rollups decompressed
+    /// afterwards: what their compression costs the readers, on the same
+    /// data.
+    uncompressed: Option<Uncompressed>,
 }
+
+/// A site's year panel and the API mix from the primary, read again with
+/// the rollups decompressed.
+#[derive(Debug, Clone)]
+struct Uncompressed {
+    panel_site_p50: f64,
+    panel_site_p95: f64,
+    mix_rps: f64,
+    mix_p99: String,
+}
+
+/// The rollups compression applies to, as a SQL array of tables.
+const ROLLUPS: &str =
+    "ARRAY['readings_hourly', 'readings_daily', 'consumption_hourly']::regclass[]";
 
 fn end() -> DateTime<Utc> {
     local_midnight(2026, 10, 1)
@@ -538,10 +552,10 @@ async fn measure(
         let started = Instant::now();
         let chunks: i64 = client
             .query_one(
-                "SELECT count(decompress_chunk(c, true))::int8 FROM (
-                   SELECT show_chunks(h) AS c
-                     FROM unnest(ARRAY['readings_hourly', 'readings_daily',
-                                       'consumption_hourly']::regclass[]) h) s",
+                &format!(
+                    "SELECT count(decompress_chunk(c, true))::int8 FROM (
+                       SELECT show_chunks(h) AS c FROM unnest({ROLLUPS}) h) s"
+                ),
                 &[],
             )
             .await?
@@ -557,13 +571,14 @@ async fn measure(
         let (rps, p99) = mix(&api, &token, registry, args).await?;
         let still: i64 = client
             .query_one(
-                "SELECT count(*)::int8
-                   FROM unnest(ARRAY['readings_hourly', 'readings_daily',
-                                     'consumption_hourly']::regclass[]) h
+                &format!(
+                    "SELECT count(*)::int8
+                   FROM unnest({ROLLUPS}) h
                   CROSS JOIN LATERAL show_chunks(h) c
                    JOIN timescaledb_information.chunks k
                      ON format('%I.%I', k.chunk_schema, k.chunk_name)::regclass = c
-                  WHERE k.is_compressed",
+                  WHERE k.is_compressed"
+                ),
                 &[],
             )
             .await?
@@ -578,7 +593,12 @@ async fn measure(
              with them compressed: {:.0} req/s (p99 {})",
             f.mix_primary_rps, f.mix_primary_p99
         );
-        f.uncompressed = Some((g.panel_site_p50, g.panel_site_p95, rps, p99));
+        f.uncompressed = Some(Uncompressed {
+            panel_site_p50: g.panel_site_p50,
+            panel_site_p95: g.panel_site_p95,
+            mix_rps: rps,
+            mix_p99: p99,
+        });
     }
     drop(client);
     drop(standby);
@@ -1012,7 +1032,7 @@ fn summary(args: &PortfolioBenchArgs, registry: &Registry, all: &[Figures]) {
         &|f| {
             f.uncompressed
                 .as_ref()
-                .map(|(p50, p95, _, _)| format!("{p50:.0} / {p95:.0} ms"))
+                .map(|u| format!("{:.0} / {:.0} ms", u.panel_site_p50, u.panel_site_p95))
                 .unwrap_or_else(|| "–".into())
         },
     );
@@ -1021,7 +1041,7 @@ fn summary(args: &PortfolioBenchArgs, registry: &Registry, all: &[Figures]) {
         &|f| {
             f.uncompressed
                 .as_ref()
-                .map(|(_, _, rps, p99)| format!("{rps:.0} req/s (p99 {p99})"))
+                .map(|u| format!("{:.0} req/s (p99 {})", u.mix_rps, u.mix_p99))
                 .unwrap_or_else(|| "–".into())
         },
     );
