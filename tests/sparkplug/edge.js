@@ -17,77 +17,35 @@
 // later; last, NDEATH with the birth's bdSeq. Prints one JSON line: what it
 // sent (with the DDEATH's timestamp) and what it was asked.
 
-const sparkplug = require("sparkplug-client");
+const { edgeNode, run, sleep } = require("./tahu-node");
 const payloads = require("sparkplug-payload").get("spBv1.0");
 
 const [url, group, node] = process.argv.slice(2);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const summary = { rebirths_asked: 0, births: 0, data: 0, ddeath_ms: null };
-let lastBirth = 0;
-
-const client = sparkplug.newClient({
-  serverUrl: url,
-  // Anonymous: no user name at all (null passes Tahu's required-property
-  // check and leaves the CONNECT without one). An empty one ("") is
-  // refused by NATS's MQTT gateway ("empty user name not allowed").
-  username: null,
-  password: null,
-  groupId: group,
-  edgeNode: node,
-  clientId: `${group}-${node}`,
-  publishDeath: true,
-  version: "spBv1.0",
-});
-
+const summary = { data: 0, ddeath_ms: null };
 const t0 = Date.now();
 
-function births() {
-  client.publishNodeBirth({
-    timestamp: Date.now(),
-    metrics: [
-      { name: "Node Control/Rebirth", type: "Boolean", value: false },
-      { name: "Cabinet/temperature_c", alias: 1, type: "Float", value: 31.5 },
-    ],
-  });
-  client.publishDeviceBirth("meter1", {
-    timestamp: Date.now(),
-    metrics: [
-      {
-        name: "Meter/energy",
-        alias: 10,
-        type: "Double",
-        value: 1000.0,
-        properties: { engUnit: { type: "String", value: "Wh" } },
-      },
-      { name: "power_kw", alias: 11, type: "Float", value: 1.5 },
-      { name: "Fan speed", alias: 12, type: "Int16", value: -3 },
-    ],
-  });
-  summary.births += 1;
-  lastBirth = Date.now();
-}
-
-client.on("birth", births);
-
-client.on("ncmd", (payload) => {
-  const rebirth = (payload.metrics || []).find(
-    (m) => m.name === "Node Control/Rebirth" && m.value === true,
-  );
-  if (rebirth) {
-    summary.rebirths_asked += 1;
-    births();
-  }
+const edge = edgeNode({
+  url,
+  group,
+  node,
+  nodeMetrics: [{ name: "Cabinet/temperature_c", alias: 1, type: "Float", value: 31.5 }],
+  deviceMetrics: () => [
+    {
+      name: "Meter/energy",
+      alias: 10,
+      type: "Double",
+      value: 1000.0,
+      properties: { engUnit: { type: "String", value: "Wh" } },
+    },
+    { name: "power_kw", alias: 11, type: "Float", value: 1.5 },
+    { name: "Fan speed", alias: 12, type: "Int16", value: -3 },
+  ],
+  summary,
 });
 
-client.on("error", (e) => {
-  console.error(`edge: ${e}`);
-  process.exit(3);
-});
-
-async function main() {
-  while (!client.connected) await sleep(20);
-  // Let the births go out first.
-  await sleep(300);
+run(async () => {
+  await edge.ready();
+  const client = edge.client;
   for (let i = 1; i <= 5; i++) {
     client.publishDeviceData("meter1", {
       timestamp: t0 + i * 1000,
@@ -141,17 +99,9 @@ async function main() {
   raw.publish(topic("DDATA", `${node}-unborn`, "meter9"), Buffer.from(unborn));
   await sleep(500);
   // The device dies: its DDEATH says when, long before it is sent.
-  summary.ddeath_ms = lastBirth + 1;
+  summary.ddeath_ms = edge.lastBirth + 1;
   client.publishDeviceDeath("meter1", { timestamp: summary.ddeath_ms, metrics: [] });
   await sleep(100);
   // NDEATH with the birth's bdSeq, then the connection closes.
-  client.stop();
-  await sleep(200);
-  console.log(JSON.stringify(summary));
-  process.exit(0);
-}
-
-main().catch((e) => {
-  console.error(e);
-  process.exit(2);
+  await edge.finish();
 });

@@ -1,6 +1,6 @@
 // A steady Sparkplug B edge node for tests/sparkplug.rs, built from Eclipse
 // Tahu's own JavaScript client (`sparkplug-client` 3.2.4 on npm), as
-// edge.js is. It runs while the test kills the NATS node the host's session
+// edge.js is (their shared part: tahu-node.js). It runs while the test kills the NATS node the host's session
 // is on, so the host must move its session to another node.
 //
 //   node steady.js <mqtt url> <group> <node> <seconds>
@@ -13,67 +13,34 @@
 // for a rebirth when the sequence jumps. Prints one JSON line: the last
 // energy sent, how many DDATA and rebirth requests.
 
-const sparkplug = require("sparkplug-client");
+const { edgeNode, run, sleep } = require("./tahu-node");
 
 const [url, group, node, seconds] = process.argv.slice(2);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const summary = { rebirths_asked: 0, births: 0, data: 0, last_wh: 1000 };
+const summary = { data: 0, last_wh: 1000 };
 
-const client = sparkplug.newClient({
-  serverUrl: url,
-  username: null,
-  password: null,
-  groupId: group,
-  edgeNode: node,
-  clientId: `${group}-${node}`,
-  publishDeath: true,
-  version: "spBv1.0",
+const edge = edgeNode({
+  url,
+  group,
+  node,
+  nodeMetrics: [],
+  deviceMetrics: () => [
+    {
+      name: "Meter/energy",
+      alias: 10,
+      type: "Double",
+      value: summary.last_wh,
+      properties: { engUnit: { type: "String", value: "Wh" } },
+    },
+  ],
+  summary,
 });
 
-function births() {
-  client.publishNodeBirth({
-    timestamp: Date.now(),
-    metrics: [{ name: "Node Control/Rebirth", type: "Boolean", value: false }],
-  });
-  client.publishDeviceBirth("meter1", {
-    timestamp: Date.now(),
-    metrics: [
-      {
-        name: "Meter/energy",
-        alias: 10,
-        type: "Double",
-        value: summary.last_wh,
-        properties: { engUnit: { type: "String", value: "Wh" } },
-      },
-    ],
-  });
-  summary.births += 1;
-}
-
-client.on("birth", births);
-
-client.on("ncmd", (payload) => {
-  const rebirth = (payload.metrics || []).find(
-    (m) => m.name === "Node Control/Rebirth" && m.value === true,
-  );
-  if (rebirth) {
-    summary.rebirths_asked += 1;
-    births();
-  }
-});
-
-client.on("error", (e) => {
-  console.error(`edge: ${e}`);
-  process.exit(3);
-});
-
-async function main() {
-  while (!client.connected) await sleep(20);
-  await sleep(300);
+run(async () => {
+  await edge.ready();
   const end = Date.now() + Number(seconds) * 1000;
   while (Date.now() < end) {
     summary.last_wh += 1;
-    client.publishDeviceData("meter1", {
+    edge.client.publishDeviceData("meter1", {
       timestamp: Date.now(),
       metrics: [{ alias: 10, type: "Double", value: summary.last_wh }],
     });
@@ -82,13 +49,5 @@ async function main() {
   }
   // Time for a last rebirth request to be answered.
   await sleep(1500);
-  client.stop();
-  await sleep(200);
-  console.log(JSON.stringify(summary));
-  process.exit(0);
-}
-
-main().catch((e) => {
-  console.error(e);
-  process.exit(2);
+  await edge.finish();
 });
