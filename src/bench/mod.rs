@@ -527,6 +527,13 @@ impl IngestProcess {
                     }
                     let _ = client.disconnect().await;
                     poller.abort();
+                    // Stream copies published in the consumer's first
+                    // moments are read from both sources (stored once):
+                    // measure what follows, not that startup window.
+                    tokio::time::sleep(Duration::from_millis(
+                        estatemon_ingest::nats::consume::GATEWAY_MARGIN_MS as u64 + 500,
+                    ))
+                    .await;
                     return Ok(p);
                 }
             }

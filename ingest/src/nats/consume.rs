@@ -44,7 +44,7 @@ pub const QOS_HEADER: &str = "Nmqtt-Pub";
 /// Copies published this close after the gateway consumer's creation are
 /// read from both sources (stored once). The servers' clocks must agree
 /// within it (NTP).
-const GATEWAY_MARGIN_MS: i64 = 2_000;
+pub const GATEWAY_MARGIN_MS: i64 = 2_000;
 
 /// Consecutive pull errors after which the consumer is looked up (and
 /// made, if it is gone) again.
