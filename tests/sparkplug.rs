@@ -74,7 +74,7 @@ enum Lost {
 }
 
 /// The edge node's data are stored again within this long of the kill when
-/// the lost node led the session's stores. Seen: 5.3–11.6 s. NATS elects
+/// the lost node led the session's stores. Seen: 6.0–10.1 s. NATS elects
 /// new leaders in 4–9 s; meanwhile a node's gateway holds a CONNECT and
 /// closes it after about 5 s, or ingest gives up on it after its own 5 s,
 /// and tries the next node.

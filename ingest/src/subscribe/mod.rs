@@ -288,6 +288,10 @@ impl Presence {
 /// the offline `STATE` before it disconnects anyway.
 const OFFLINE_STATE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The online STATE goes out again this long after a connection (NATS
+/// elects a lost node's leaders in 4–9 s).
+const REPUBLISH_ONLINE_AFTER: Duration = Duration::from_secs(10);
+
 /// Publishes the offline `STATE` (the Will's own payload, so its timestamp
 /// is the online STATE's) and waits, at most [`OFFLINE_STATE_TIMEOUT`],
 /// for the broker's PUBACK: a DISCONNECT sent earlier could reach a broker
@@ -507,6 +511,17 @@ async fn run(
     let mut backoff = Duration::from_millis(100);
     // The broker of the current (or next) connection, in `brokers`.
     let mut at = 0usize;
+    // Attempts failed since the last connection or the last wait: with
+    // several brokers, each is tried once before waiting `backoff` (a
+    // node that refuses at once, being down, costs no wait).
+    let mut failed_in_round = 0usize;
+    // The online STATE once more, this long after each connection: a NATS
+    // gateway whose store of retained messages had no leader when the
+    // first went out (its node was just lost) acknowledged it without
+    // keeping it. Same timestamp, so edge nodes see nothing new.
+    let republish = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(republish);
+    let mut republish_pending = false;
     let mut tx = Some(tx);
     let mut connected = false;
     let mut granted = 0usize;
@@ -550,6 +565,15 @@ async fn run(
                     return;
                 }
             }
+            () = &mut republish, if republish_pending && connected => {
+                republish_pending = false;
+                if let Some(p) = &presence {
+                    let (topic, online) = p.message(true, stamp);
+                    if let Err(e) = client.try_publish(topic.clone(), true, true, online) {
+                        tracing::error!(%topic, error = %e, "presence not published again");
+                    }
+                }
+            }
             // Budget spent: wait for a commit instead of reading more.
             // (The timeout covers a release between the check and the wait.)
             _ = tokio::time::timeout(Duration::from_millis(50), budget.freed.notified()),
@@ -559,6 +583,7 @@ async fn run(
                     let e = epoch.fetch_add(1, Ordering::AcqRel) + 1;
                     connected = true;
                     backoff = Duration::from_millis(100);
+                    failed_in_round = 0;
                     metrics.mqtt_connected.set(1);
                     metrics.mqtt_subscribed.set(0);
                     granted = 0;
@@ -574,6 +599,8 @@ async fn run(
                         if let Err(e) = client.try_publish(topic.clone(), true, true, online) {
                             tracing::error!(%topic, error = %e, "presence not published");
                         }
+                        republish.as_mut().reset(tokio::time::Instant::now() + REPUBLISH_ONLINE_AFTER);
+                        republish_pending = true;
                     }
                     // A broker that does not take subscription identifiers
                     // says so in CONNACK (3.1.1 has none); sending one
@@ -632,6 +659,7 @@ async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    republish_pending = false;
                     if connected {
                         metrics.mqtt_reconnects.inc();
                         connected = false;
@@ -654,11 +682,18 @@ async fn run(
                         // (The Will is set below, for any reconnection.)
                         eventloop.move_to(&options);
                     }
+                    failed_in_round += 1;
+                    let wait = if failed_in_round >= brokers.len().max(1) {
+                        failed_in_round = 0;
+                        backoff
+                    } else {
+                        Duration::ZERO
+                    };
                     tracing::warn!(
                         error = %e,
                         broker = %lost,
                         next = %format!("{}:{}", options.host, options.port),
-                        retry_in_ms = backoff.as_millis() as u64,
+                        retry_in_ms = wait.as_millis() as u64,
                         "MQTT connection lost or refused; reconnecting"
                     );
                     if let Some(p) = &presence {
@@ -669,13 +704,15 @@ async fn run(
                         stamp = Utc::now().timestamp_millis().max(stamp);
                         eventloop.set_last_will(p.will(stamp));
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        res = drained.changed() => {
-                            if res.is_err() || *drained.borrow() { return; }
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            res = drained.changed() => {
+                                if res.is_err() || *drained.borrow() { return; }
+                            }
                         }
+                        backoff = (backoff * 2).min(max_backoff);
                     }
-                    backoff = (backoff * 2).min(max_backoff);
                 }
             }
         }
