@@ -292,6 +292,10 @@ const OFFLINE_STATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// elects a lost node's leaders in 4–9 s).
 const REPUBLISH_ONLINE_AFTER: Duration = Duration::from_secs(10);
 
+/// A connection lost sooner than this after its CONNACK is a refusal:
+/// the next attempt waits the backoff, whichever broker it goes to.
+const STABLE_AFTER: Duration = Duration::from_secs(2);
+
 /// Publishes the offline `STATE` (the Will's own payload, so its timestamp
 /// is the online STATE's) and waits, at most [`OFFLINE_STATE_TIMEOUT`],
 /// for the broker's PUBACK: a DISCONNECT sent earlier could reach a broker
@@ -515,6 +519,10 @@ async fn run(
     // several brokers, each is tried once before waiting `backoff` (a
     // node that refuses at once, being down, costs no wait).
     let mut failed_in_round = 0usize;
+    // When the current connection's CONNACK came: one lost sooner than
+    // STABLE_AFTER waits the backoff (a broker that accepts and drops at
+    // once, or two ingestors sharing a client id, must not spin).
+    let mut connected_at: Option<Instant> = None;
     // The online STATE once more, this long after each connection: a NATS
     // gateway whose store of retained messages had no leader when the
     // first went out (its node was just lost) acknowledged it without
@@ -565,7 +573,9 @@ async fn run(
                     return;
                 }
             }
-            () = &mut republish, if republish_pending && connected => {
+            // (Not once shutdown began: the offline STATE's wait for its
+            // acknowledgement must not meet this one's.)
+            () = &mut republish, if republish_pending && connected && tx.is_some() => {
                 republish_pending = false;
                 if let Some(p) = &presence {
                     let (topic, online) = p.message(true, stamp);
@@ -582,8 +592,8 @@ async fn run(
                 Ok(Ev::ConnAck { session_present, ids_available }) => {
                     let e = epoch.fetch_add(1, Ordering::AcqRel) + 1;
                     connected = true;
-                    backoff = Duration::from_millis(100);
                     failed_in_round = 0;
+                    connected_at = Some(Instant::now());
                     metrics.mqtt_connected.set(1);
                     metrics.mqtt_subscribed.set(0);
                     granted = 0;
@@ -683,7 +693,14 @@ async fn run(
                         eventloop.move_to(&options);
                     }
                     failed_in_round += 1;
-                    let wait = if failed_in_round >= brokers.len().max(1) {
+                    // A connection that lasted starts the backoff afresh;
+                    // one dropped at once keeps doubling it.
+                    let lasted = connected_at.take().map(|t| t.elapsed());
+                    let brief = lasted.is_some_and(|d| d < STABLE_AFTER);
+                    if lasted.is_some_and(|d| d >= STABLE_AFTER) {
+                        backoff = Duration::from_millis(100);
+                    }
+                    let wait = if brief || failed_in_round >= brokers.len().max(1) {
                         failed_in_round = 0;
                         backoff
                     } else {
