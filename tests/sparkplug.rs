@@ -76,7 +76,7 @@ enum Lost {
 impl Lost {
     /// The edge node's data are stored again within this long of the
     /// kill. The node alone: seen 0.005–0.19 s. With its leaders: seen
-    /// 6.0–10.1 s; NATS elects new leaders in 4–9 s, and meanwhile a
+    /// 6.0–10.2 s; NATS elects new leaders in 4–9 s, and meanwhile a
     /// node's gateway holds a CONNECT and closes it after about 5 s (or
     /// ingest gives up on it after its own 5 s) and the session tries the
     /// next node.
