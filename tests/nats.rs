@@ -172,26 +172,8 @@ async fn a_node_and_an_ingestor_killed_mid_run_lose_nothing_and_store_nothing_tw
     let victim = leader_of(c.nats.stream.clone())
         .await
         .expect("stream leader");
-    // The gateway may drop its first client while it makes its store
-    // ("The connection was lost", seen with the machine busy): again.
-    let mut probed = false;
-    for _ in 0..10 {
-        let probe = std::process::Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p"])
-            .arg(cluster.nodes[(victim + 1) % 3].mqtt_port.to_string())
-            .args(["-V", "mqttv311", "-t", "probe/x", "-n"])
-            .status()
-            .unwrap();
-        if probe.success() {
-            probed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    assert!(
-        probed,
-        "no MQTT client got through to the gateway in 10 tries"
-    );
+    // The gateway's store, made by a first client on another node.
+    gateway_stores_made(&cluster, (victim + 1) % 3).await;
     let mut moved = false;
     for _ in 0..20 {
         match leader_of("$MQTT_msgs".into()).await {

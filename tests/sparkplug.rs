@@ -337,15 +337,7 @@ async fn leaders_moved_off(
             .collect()
             .await;
         for stream in names.iter().filter(|n| n.starts_with("$MQTT_")) {
-            let Ok(mut s) = js.get_stream(stream).await else {
-                continue;
-            };
-            let leader = s
-                .info()
-                .await
-                .ok()
-                .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone()));
-            if leader.as_deref() == Some(name.as_str()) {
+            if stream_leader(&js, stream).await.as_deref() == Some(name.as_str()) {
                 on_victim += 1;
                 let _ = tokio::time::timeout(
                     Duration::from_secs(3),
@@ -364,28 +356,6 @@ async fn leaders_moved_off(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     false
-}
-
-/// Connects an MQTT client to node `i` until one publish goes through
-/// (Debian's `mosquitto_pub`), so that the gateway's stores exist, each
-/// with a leader.
-async fn gateway_stores_made(cluster: &estatemon_simulators::nats_cluster::NatsCluster, i: usize) {
-    let port = cluster.nodes[i].mqtt_port.to_string();
-    let made = eventually(Duration::from_secs(30), || {
-        let port = port.clone();
-        async move {
-            tokio::process::Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-V", "mqttv311"])
-                .args(["-t", "estatemon/probe", "-m", "made", "-i", "store-maker"])
-                .stderr(Stdio::null())
-                .status()
-                .await
-                .expect("mosquitto_pub (Debian mosquitto-clients)")
-                .success()
-        }
-    })
-    .await;
-    assert!(made, "node {i}'s MQTT gateway took a publish");
 }
 
 /// Whether node `i` has the MQTT client `client_id` connected (its
@@ -409,6 +379,15 @@ async fn session_on(
         .is_some_and(|cs| cs.iter().any(|c| c["mqtt_client"] == client_id))
 }
 
+/// The name of the node leading `stream`, if it exists and has a leader.
+async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> Option<String> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    s.info()
+        .await
+        .ok()
+        .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone()))
+}
+
 /// Asks `stream`'s leader to step down in favour of node `to` until `to`
 /// leads it.
 async fn leader_moved_to(
@@ -424,14 +403,7 @@ async fn leader_moved_to(
     let name = cluster.nodes[to].name.clone();
     let request = serde_json::json!({"placement": {"preferred": name}}).to_string();
     for _ in 0..20 {
-        let leader = match js.get_stream(stream).await {
-            Ok(mut s) => s
-                .info()
-                .await
-                .ok()
-                .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone())),
-            Err(_) => None,
-        };
+        let leader = stream_leader(&js, stream).await;
         if leader.as_deref() == Some(name.as_str()) {
             return true;
         }

@@ -699,6 +699,31 @@ pub fn cluster(nodes: usize) -> estatemon_simulators::nats_cluster::NatsCluster 
     panic!("NATS cluster: {failures:#?}")
 }
 
+/// Connects an MQTT client to node `i`'s gateway until one gets through
+/// (Debian's `mosquitto_pub`, a QoS 0 message on `probe/x`, 10 tries a
+/// second apart). The gateway makes its JetStream stores at its first
+/// client and may drop that client meanwhile ("The connection was lost",
+/// seen with the machine busy); once through, the stores exist.
+pub async fn gateway_stores_made(
+    cluster: &estatemon_simulators::nats_cluster::NatsCluster,
+    i: usize,
+) {
+    let port = cluster.nodes[i].mqtt_port.to_string();
+    for _ in 0..10 {
+        let probe = tokio::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(["-V", "mqttv311", "-t", "probe/x", "-n"])
+            .status()
+            .await
+            .expect("mosquitto_pub (Debian mosquitto-clients)");
+        if probe.success() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("no MQTT client got through to node {i}'s gateway in 10 tries");
+}
+
 /// An ingestor reading the stream of a NATS cluster of its own (the
 /// stream with as many replicas as nodes, up to 3), and whatever needs an
 /// MQTT session (Sparkplug, discovery) over the first node's gateway.
