@@ -512,10 +512,9 @@ pub async fn run(
         .map(|c| c.held.into_values().collect::<Vec<_>>())
         .unwrap_or_default()
     {
-        if !bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await {
+        if !nak(&m, &metrics).await {
             break;
         }
-        metrics.nats.naks.inc();
     }
     source.gauge.set(0);
 }
@@ -638,12 +637,21 @@ async fn forward(
 /// rather than after `ack_wait_s`.
 async fn hand_back(messages: &mut consumer::pull::Stream, metrics: &Metrics) {
     while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-        if !bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await {
+        if !nak(&m, metrics).await {
             // The server cannot be reached: stop; it redelivers after ack_wait_s.
             break;
         }
+    }
+}
+
+/// Hands `m` back to the stream (NAK) for another ingestor, counted;
+/// false when the server could not be told.
+async fn nak(m: &jetstream::Message, metrics: &Metrics) -> bool {
+    let sent = bounded(m.ack_with(jetstream::AckKind::Nak(None)), "NAK").await;
+    if sent {
         metrics.nats.naks.inc();
     }
+    sent
 }
 
 /// Sends an acknowledgement (or NAK) within [`ACK_SEND_TIMEOUT`]; false

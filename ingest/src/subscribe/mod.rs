@@ -296,6 +296,15 @@ const REPUBLISH_ONLINE_AFTER: Duration = Duration::from_secs(10);
 /// the next attempt waits the backoff, whichever broker it goes to.
 const STABLE_AFTER: Duration = Duration::from_secs(2);
 
+/// Queues the online `STATE` of the connection stamped `stamp` (retained,
+/// QoS 1); a queue that cannot take it is logged.
+fn publish_online(client: &Client, p: &Presence, stamp: i64) {
+    let (topic, online) = p.message(true, stamp);
+    if let Err(e) = client.try_publish(topic.clone(), true, true, online) {
+        tracing::error!(%topic, error = %e, "presence not published");
+    }
+}
+
 /// Publishes the offline `STATE` (the Will's own payload, so its timestamp
 /// is the online STATE's) and waits, at most [`OFFLINE_STATE_TIMEOUT`],
 /// for the broker's PUBACK: a DISCONNECT sent earlier could reach a broker
@@ -578,10 +587,7 @@ async fn run(
             () = &mut republish, if republish_pending && connected && tx.is_some() => {
                 republish_pending = false;
                 if let Some(p) = &presence {
-                    let (topic, online) = p.message(true, stamp);
-                    if let Err(e) = client.try_publish(topic.clone(), true, true, online) {
-                        tracing::error!(%topic, error = %e, "presence not published again");
-                    }
+                    publish_online(&client, p, stamp);
                 }
             }
             // Budget spent: wait for a commit instead of reading more.
@@ -605,10 +611,7 @@ async fn run(
                     );
                     if let Some(p) = &presence {
                         // The timestamp of this connection's Will.
-                        let (topic, online) = p.message(true, stamp);
-                        if let Err(e) = client.try_publish(topic.clone(), true, true, online) {
-                            tracing::error!(%topic, error = %e, "presence not published");
-                        }
+                        publish_online(&client, p, stamp);
                         republish.as_mut().reset(tokio::time::Instant::now() + REPUBLISH_ONLINE_AFTER);
                         republish_pending = true;
                     }
